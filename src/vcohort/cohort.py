@@ -1,0 +1,220 @@
+"""Virtual cohorts: per-patient parameters, covariates and a consistent initial state.
+
+Every patient's random draws derive from ``fold_in(fold_in(key(seed), patient_id), h(name))``
+for each named quantity, so a patient is the same whatever the cohort size, chunking, device
+count or the set of other parameters (ARCHITECTURE.md, "Random numbers").
+
+Covariates (assumptions stated per line in `COVARIATES`): body weight, height, BSA (DuBois &
+DuBois 1916), baseline tumour diameter (median 86 mm as the sum of diameters of the
+pembrolizumab PK population, Ahamadi et al. 2017).  The initial immune state comes from a
+pre-treatment run-in with the tumour held at its baseline size, so that immune cells and
+signals are consistent with the tumour rather than hand-set (MODEL.md, "A virtual patient").
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vcohort.drugs import CATALOGUE, Drug
+
+# name: (median, cv, lower, upper, source)
+COVARIATES = {
+    "weight_kg": (76.8, 0.2, 35.0, 180.0,
+                  "median: Ahamadi 2017 reference weight; CV 20%: assumption (adult oncology)"),
+    "height_cm": (170.0, 0.055, 140.0, 205.0, "assumption: adult height ~170 ± 9 cm"),
+    "baseline_diameter_mm": (86.0, 0.5, 15.0, 300.0,
+                             "median 86 mm: MODEL.md (Ahamadi 2017 BSLD); CV 50%: assumption"),
+}
+
+
+def _hash(name: str) -> int:
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+def standard_normals(seed: int, patient_id: np.ndarray, names) -> dict[str, np.ndarray]:
+    """One N(0,1) draw per patient for each name; independent of every other name and patient."""
+    key = jax.random.PRNGKey(int(seed))
+    ids = jnp.asarray(np.asarray(patient_id, dtype=np.int64).astype(np.uint32))
+    out = {}
+    for name in names:
+        h = _hash(name)
+        draw = jax.vmap(
+            lambda i, h=h: jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, i), h),
+                                             dtype=jnp.float32)
+        )(ids)
+        out[name] = np.asarray(draw, dtype=np.float64)
+    return out
+
+
+def bsa_dubois(weight_kg, height_cm):
+    """Body-surface area (m²), DuBois & DuBois 1916: 0.007184 · W^0.425 · H^0.725."""
+    return 0.007184 * np.asarray(weight_kg) ** 0.425 * np.asarray(height_cm) ** 0.725
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Virtual patients (numpy arrays with a leading patient axis).
+
+    Attributes:
+        patient_id: (P,) integer ids.
+        params: model parameter name -> (P,).
+        pk: drug -> PK parameter name -> (P,) (typical-weight values; weight scaling is applied
+            by the simulator).
+        covariates: ``weight_kg``, ``height_cm``, ``bsa_m2``, ``baseline_diameter_mm`` -> (P,).
+        y0: state name -> (P,) initial state.
+        model: the model name the cohort was built for.
+        seed: the seed it was drawn with.
+    """
+
+    patient_id: np.ndarray
+    params: dict
+    pk: dict
+    covariates: dict
+    y0: dict
+    model: str
+    seed: int
+
+    def __len__(self) -> int:
+        return int(np.asarray(self.patient_id).shape[0])
+
+    def subset(self, idx) -> Cohort:
+        idx = np.asarray(idx)
+        t = lambda d: {k: np.asarray(v)[idx] for k, v in d.items()}  # noqa: E731
+        return Cohort(np.asarray(self.patient_id)[idx], t(self.params),
+                      {k: t(v) for k, v in self.pk.items()}, t(self.covariates), t(self.y0),
+                      self.model, self.seed)
+
+    def replace(self, **changes) -> Cohort:
+        d = dict(patient_id=self.patient_id, params=self.params, pk=self.pk,
+                 covariates=self.covariates, y0=self.y0, model=self.model, seed=self.seed)
+        d.update(changes)
+        return Cohort(**d)
+
+    def with_params(self, **values) -> Cohort:
+        """A copy with some model parameters set (scalar or per-patient array)."""
+        params = dict(self.params)
+        for k, v in values.items():
+            if k not in params:
+                raise ValueError(f"parameter {k!r} is not in the cohort; known: {sorted(params)}")
+            params[k] = np.broadcast_to(np.asarray(v, dtype=np.float64), (len(self),)).copy()
+        return self.replace(params=params)
+
+    def check_for(self, model, drugs, needs: set[str]) -> None:
+        """Raise (before compute) if the cohort lacks what a run needs."""
+        if self.model != model.name:
+            raise ValueError(f"cohort was built for model {self.model!r}, not {model.name!r}")
+        missing = [n for n in model.params.names if n not in self.params]
+        if missing:
+            raise ValueError(f"cohort lacks model parameters {missing}")
+        for d in drugs:
+            if d.name not in self.pk:
+                raise ValueError(
+                    f"cohort has no PK parameters for drug {d.name!r}; build it with "
+                    f"drugs including {d.name!r} (has: {sorted(self.pk)})"
+                )
+        for c in needs | {"weight_kg", "bsa_m2"}:
+            if c not in self.covariates:
+                raise ValueError(f"doses need covariate {c!r}, which the cohort lacks")
+            v = np.asarray(self.covariates[c])
+            if np.any(~np.isfinite(v)) or np.any(v <= 0):
+                raise ValueError(f"covariate {c} must be finite and > 0 for every patient")
+
+    def arrays(self, idx, drugs, dtype):
+        """(params, pk, covariates, y0) for rows ``idx``, as arrays of ``dtype``."""
+        t = lambda d: {k: np.asarray(v)[idx].astype(dtype) for k, v in d.items()}  # noqa: E731
+        pk = {d.name: t(self.pk[d.name]) for d in drugs}
+        cov = t({k: self.covariates[k] for k in ("weight_kg", "bsa_m2")})
+        return t(self.params), pk, cov, t(self.y0)
+
+    def to_frame(self):
+        """One row per patient: id, covariates, parameters (model and PK, ``drug.param``)."""
+        import pandas as pd
+
+        cols = {"patient": np.asarray(self.patient_id)}
+        cols.update({k: np.asarray(v) for k, v in self.covariates.items()})
+        cols.update({k: np.asarray(v) for k, v in self.params.items()})
+        for d, vals in self.pk.items():
+            cols.update({f"{d}.{k}": np.asarray(v) for k, v in vals.items()})
+        return pd.DataFrame(cols)
+
+
+def make_cohort(
+    n: int,
+    *,
+    seed: int = 0,
+    model=None,
+    drugs: dict[str, Drug] | None = None,
+    first_id: int = 0,
+    variability: bool = True,
+    runin_days: int = 60,
+    dt: float = 0.1,
+    precision: str = "float64",
+    baseline_diameter_mm=None,
+) -> Cohort:
+    """Draw ``n`` virtual patients.
+
+    Args:
+        n: number of patients (>= 1).
+        seed: cohort seed; with ``first_id`` it fixes every patient.
+        model: the model (default `vcohort.model.CSC_IMMUNE`).
+        drugs: drugs whose PK parameters to draw (default: the whole catalogue).
+        first_id: id of the first patient (ids are ``first_id .. first_id+n-1``).
+        variability: False gives every patient the typical values (covariates stay drawn).
+        runin_days: days of immune run-in with the tumour held fixed (0 = none).
+        dt, precision: numerics of the run-in.
+        baseline_diameter_mm: override the drawn baseline diameters (scalar or (n,)).
+    """
+    from vcohort.model import CSC_IMMUNE
+
+    model = CSC_IMMUNE if model is None else model
+    if not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"patients={n!r} must be an integer >= 1")
+    if not isinstance(runin_days, int | np.integer) or runin_days < 0:
+        raise ValueError(f"runin_days={runin_days!r} must be an integer >= 0")
+    cat = CATALOGUE if drugs is None else drugs
+    ids = np.arange(first_id, first_id + n, dtype=np.int64)
+
+    names = [f"param:{r.name}" for r in model.params]
+    names += [f"pk:{d}:{r.name}" for d, drug in cat.items() for r in drug.params]
+    names += [f"cov:{c}" for c in COVARIATES]
+    z = standard_normals(seed, ids, names)
+    zf = (lambda k: z[k]) if variability else (lambda k: np.zeros(n))
+
+    params = {r.name: r.value * np.exp(r.omega * zf(f"param:{r.name}")) for r in model.params}
+    pk = {
+        d: {r.name: r.value * np.exp(r.omega * zf(f"pk:{d}:{r.name}")) for r in drug.params}
+        for d, drug in cat.items()
+    }
+    cov = {}
+    for c, (med, cv, lo, hi, _src) in COVARIATES.items():
+        omega = math.sqrt(math.log1p(cv**2))
+        cov[c] = np.clip(med * np.exp(omega * z[f"cov:{c}"]), lo, hi)
+    if baseline_diameter_mm is not None:
+        b = np.broadcast_to(np.asarray(baseline_diameter_mm, dtype=np.float64), (n,)).copy()
+        if np.any(~np.isfinite(b)) or np.any(b <= 0):
+            raise ValueError(f"baseline_diameter_mm must be finite and > 0, got {b}")
+        cov["baseline_diameter_mm"] = b
+    cov["bsa_m2"] = bsa_dubois(cov["weight_kg"], cov["height_cm"])
+
+    y0 = model.initial_state(params, cov["baseline_diameter_mm"])
+    y0 = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)).copy() for k, v in y0.items()}
+    cohort = Cohort(ids, params, pk, cov, y0, model.name, int(seed))
+    if runin_days:
+        cohort = run_in(cohort, model, runin_days, dt=dt, precision=precision)
+    return cohort
+
+
+def run_in(cohort: Cohort, model, days: int, *, dt: float = 0.1, precision: str = "float64"):
+    """Settle the immune state for ``days`` with the tumour frozen (no drugs)."""
+    from vcohort.simulate import simulate
+
+    traj = simulate(model, cohort, None, days, dt=dt, save_every=days, precision=precision,
+                    tumour_dynamics=0.0, progress=False)
+    y0 = {k: np.asarray(v[:, -1], dtype=np.float64) for k, v in traj.states.items()}
+    return cohort.replace(y0=y0)

@@ -1,0 +1,549 @@
+"""Regimens in human units → fixed-shape dose schedules → step-grid inputs; NM-TRAN tables.
+
+A `Regimen` is what a clinician writes ("pembrolizumab 200 mg every 21 d x 8"); a `Schedule`
+is the fixed grid of dose *slots* per drug the simulator and the optimiser use: a time, an
+amount, a unit kind (flat mg, mg/kg, mg/m²) and an infusion duration per slot.  The amounts
+are the only differentiable part; slot times are fixed (ARCHITECTURE.md, "Schedules for
+optimisation").  `Schedule.step_inputs` scatters the slots onto the integrator's step grid:
+a bolus is an addition at a step boundary, an infusion a constant rate over whole steps.
+
+NM-TRAN event records follow the NONMEM convention (Beal et al., NONMEM Users Guides):
+``ID, TIME, AMT, CMT, EVID=1, II, ADDL`` (doses *after* the first), ``RATE`` (0 for a bolus),
+with TIME and II in days, AMT in mg, RATE in mg/day, plus a ``DRUG`` column naming the drug.
+CMT numbers the PK compartments of the schedule's drugs consecutively from 1 in schedule order
+(the dosing compartment of each drug: its depot for oral drugs, its central compartment for IV).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from vcohort.drugs import CATALOGUE, Drug, get_drug
+
+DOSE_UNITS = {"mg": 0, "mg/kg": 1, "mg/m2": 2}
+KIND_NAMES = ("mg", "mg/kg", "mg/m2")
+_UNIT_ALIASES = {
+    "mg": "mg", "mg/kg": "mg/kg", "mg/m2": "mg/m2", "mg/m^2": "mg/m2", "mg/m²": "mg/m2",
+    "mg/sqm": "mg/m2",
+}
+_TIME_UNITS = {
+    "d": 1.0, "day": 1.0, "days": 1.0,
+    "h": 1.0 / 24.0, "hr": 1.0 / 24.0, "hour": 1.0 / 24.0, "hours": 1.0 / 24.0,
+    "min": 1.0 / 1440.0, "mins": 1.0 / 1440.0, "minute": 1.0 / 1440.0, "minutes": 1.0 / 1440.0,
+    "w": 7.0, "wk": 7.0, "week": 7.0, "weeks": 7.0,
+}
+_SHORTHAND = {"qd": 1.0, "od": 1.0, "bid": 0.5, "tid": 1.0 / 3.0, "qid": 0.25, "qw": 7.0}
+
+
+def _number(text: str, field_name: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"{field_name}={text!r} is not a number") from None
+    return v
+
+
+def parse_amount(text: str | float, field_name: str = "dose") -> tuple[float, str]:
+    """``"200 mg"`` → (200.0, "mg"); ``"2 mg/kg"``; ``"75 mg/m2"``.  A bare number means mg."""
+    if isinstance(text, int | float):
+        return float(text), "mg"
+    m = re.fullmatch(r"\s*([-+0-9.eE]+|nan|NaN|inf)\s*([A-Za-z/^²0-9]*)\s*", str(text))
+    if not m:
+        raise ValueError(f"{field_name}={text!r}: expected '<number> <unit>' with unit in "
+                         f"{list(DOSE_UNITS)}")
+    value = _number(m.group(1), field_name)
+    unit = m.group(2).lower() or "mg"
+    if unit not in _UNIT_ALIASES:
+        raise ValueError(f"{field_name}={text!r}: unknown dose unit {unit!r}; allowed: "
+                         f"{list(DOSE_UNITS)}")
+    return value, _UNIT_ALIASES[unit]
+
+
+def parse_duration(text: str | float, field_name: str = "interval") -> float:
+    """``"21 d"`` → 21.0; ``"12 h"`` → 0.5; ``"30 min"``; ``"3 w"``.  A bare number means days."""
+    if isinstance(text, int | float):
+        return float(text)
+    m = re.fullmatch(r"\s*([-+0-9.eE]+|nan|NaN|inf)\s*([A-Za-z]*)\s*", str(text))
+    if not m:
+        raise ValueError(f"{field_name}={text!r}: expected '<number> <unit>' with unit in "
+                         f"d, h, min, w")
+    value = _number(m.group(1), field_name)
+    unit = m.group(2).lower() or "d"
+    if unit not in _TIME_UNITS:
+        raise ValueError(f"{field_name}={text!r}: unknown time unit {unit!r}; allowed: "
+                         f"d, h, min, w")
+    return value * _TIME_UNITS[unit]
+
+
+@dataclass(frozen=True)
+class Regimen:
+    """One drug given repeatedly, in human units (immutable; use `dataclasses.replace`).
+
+    Attributes:
+        drug: catalogue key.
+        dose: amount per administration, in ``dose_unit``.
+        dose_unit: ``mg``, ``mg/kg`` (needs body weight) or ``mg/m2`` (needs BSA).
+        interval_days: time between doses; ``None`` for a single dose.
+        count: number of doses (``None``: until ``until_day`` or the end of the horizon).
+        until_day: no dose at or after this day.
+        start_day: day of the first dose.
+        infusion_days: infusion duration (0 = bolus / oral).
+    """
+
+    drug: str
+    dose: float
+    dose_unit: str = "mg"
+    interval_days: float | None = None
+    count: int | None = None
+    until_day: float | None = None
+    start_day: float = 0.0
+    infusion_days: float = 0.0
+    catalogue: dict = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        d = get_drug(self.drug, self.catalogue)
+        object.__setattr__(self, "drug", d.name)
+        if not isinstance(self.dose, int | float) or not math.isfinite(self.dose) or self.dose < 0:
+            raise ValueError(f"{self.drug}: dose={self.dose!r} must be a finite number >= 0")
+        if self.dose_unit not in DOSE_UNITS:
+            raise ValueError(f"{self.drug}: dose_unit={self.dose_unit!r}; allowed: {list(DOSE_UNITS)}")
+        if self.interval_days is not None and not (
+            math.isfinite(self.interval_days) and self.interval_days > 0
+        ):
+            raise ValueError(f"{self.drug}: interval={self.interval_days!r} days must be > 0")
+        if self.count is not None and (int(self.count) != self.count or self.count < 1):
+            raise ValueError(f"{self.drug}: count={self.count!r} must be an integer >= 1")
+        if self.interval_days is None and self.count not in (None, 1):
+            raise ValueError(f"{self.drug}: count={self.count} needs an interval")
+        if not (math.isfinite(self.start_day) and self.start_day >= 0):
+            raise ValueError(f"{self.drug}: start_day={self.start_day!r} must be >= 0")
+        if self.until_day is not None and not self.until_day > self.start_day:
+            raise ValueError(
+                f"{self.drug}: until_day={self.until_day!r} must be after start_day={self.start_day}"
+            )
+        if not (math.isfinite(self.infusion_days) and self.infusion_days >= 0):
+            raise ValueError(f"{self.drug}: infusion={self.infusion_days!r} days must be >= 0")
+        if self.infusion_days > 0 and d.route == "oral":
+            raise ValueError(f"{self.drug}: infusion={self.infusion_days} d given for an oral drug")
+        if (
+            self.interval_days is not None
+            and self.infusion_days > 0
+            and self.infusion_days >= self.interval_days
+        ):
+            raise ValueError(
+                f"{self.drug}: infusion={self.infusion_days} d must be shorter than the "
+                f"interval={self.interval_days} d"
+            )
+
+    def dose_times(self, horizon_days: float) -> np.ndarray:
+        """Administration times (days) before ``horizon_days``."""
+        if self.interval_days is None:
+            t = np.array([self.start_day])
+        else:
+            end = horizon_days if self.until_day is None else min(self.until_day, horizon_days)
+            n = int(math.ceil((end - self.start_day) / self.interval_days - 1e-9))
+            if self.count is not None:
+                n = min(n, int(self.count))
+            t = self.start_day + self.interval_days * np.arange(max(n, 0))
+        return t[t < horizon_days - 1e-12]
+
+    def describe(self) -> str:
+        s = f"{self.drug} {self.dose:g} {self.dose_unit}"
+        if self.interval_days is not None:
+            s += f" every {self.interval_days:g} d"
+        if self.count is not None:
+            s += f" x {self.count}"
+        if self.until_day is not None:
+            s += f" until {self.until_day:g} d"
+        if self.start_day:
+            s += f" start {self.start_day:g} d"
+        if self.infusion_days:
+            s += f" over {self.infusion_days * 1440:g} min"
+        return s
+
+
+_KEYWORDS = ("every", "x", "for", "until", "start", "from", "over")
+
+
+def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regimen:
+    """Parse ``"<drug> [<dose> <unit>] [every <n> <unit> | qd | bid | q3w] [x <count>]
+    [until <day> d] [start <t> <unit>] [over <t> <unit>]"``.
+
+    A drug name alone means its catalogue ``clinical_dose``.  Examples::
+
+        parse_regimen("pembrolizumab 200 mg every 21 d x 8 over 30 min")
+        parse_regimen("pembrolizumab 2 mg/kg q3w")
+        parse_regimen("cb839 800 mg bid until 168 d")
+    """
+    cat = CATALOGUE if catalogue is None else catalogue
+    tokens = text.replace(",", " ").split()
+    if not tokens:
+        raise ValueError("regimen is empty; expected '<drug> <dose> <unit> every <interval>'")
+    drug = get_drug(tokens[0], cat)
+    rest = tokens[1:]
+    if not rest:
+        return parse_regimen(drug.clinical_dose, cat)
+    kw: dict = {"drug": drug.name, "catalogue": cat}
+    i = 0
+    if rest and rest[0].lower() not in _KEYWORDS and not _is_shorthand(rest[0]):
+        amount_text = rest[0]
+        if len(rest) > 1 and rest[1].lower() not in _KEYWORDS and not _is_shorthand(rest[1]):
+            amount_text += " " + rest[1]
+            i = 2
+        else:
+            i = 1
+        kw["dose"], kw["dose_unit"] = parse_amount(amount_text, f"{drug.name} dose")
+    else:
+        base = parse_regimen(drug.clinical_dose, cat)
+        kw["dose"], kw["dose_unit"] = base.dose, base.dose_unit
+    while i < len(rest):
+        tok = rest[i].lower()
+        if _is_shorthand(tok):
+            kw["interval_days"] = _shorthand_days(tok)
+            i += 1
+            continue
+        if tok not in _KEYWORDS:
+            raise ValueError(f"regimen {text!r}: unexpected word {rest[i]!r}; expected one of "
+                             f"{list(_KEYWORDS)} or qd/bid/tid/qNd/qNw/qNh")
+        if i + 1 >= len(rest):
+            raise ValueError(f"regimen {text!r}: {tok!r} needs a value")
+        val, i = _take_value(rest, i + 1)
+        if tok == "every":
+            kw["interval_days"] = parse_duration(val, f"{drug.name} interval")
+        elif tok in ("x", "for"):
+            n = _number(val.split()[0], f"{drug.name} count")
+            kw["count"] = int(n) if n == int(n) else n
+            if i < len(rest) and rest[i].lower() in ("doses", "dose", "cycles"):
+                i += 1
+        elif tok == "until":
+            kw["until_day"] = parse_duration(val, f"{drug.name} until")
+        elif tok in ("start", "from"):
+            kw["start_day"] = parse_duration(val, f"{drug.name} start")
+        elif tok == "over":
+            kw["infusion_days"] = parse_duration(val, f"{drug.name} infusion")
+    return Regimen(**kw)
+
+
+def _is_shorthand(tok: str) -> bool:
+    t = tok.lower()
+    return t in _SHORTHAND or re.fullmatch(r"q\d+(\.\d+)?[dhw]", t) is not None
+
+
+def _shorthand_days(tok: str) -> float:
+    t = tok.lower()
+    if t in _SHORTHAND:
+        return _SHORTHAND[t]
+    n, u = float(t[1:-1]), t[-1]
+    return n * _TIME_UNITS[u]
+
+
+def _take_value(tokens: list[str], i: int) -> tuple[str, int]:
+    """Take '<number> [<unit>]' starting at tokens[i]."""
+    val = tokens[i]
+    i += 1
+    if (
+        i < len(tokens)
+        and re.fullmatch(r"[-+0-9.eE]+", val)
+        and tokens[i].lower() in _TIME_UNITS
+    ):
+        val += " " + tokens[i]
+        i += 1
+    return val, i
+
+
+# ---------------------------------------------------------------------- schedules
+@dataclass(frozen=True)
+class Schedule:
+    """Fixed-shape dose slots per drug.
+
+    Attributes:
+        drugs: drug names (rows).
+        time: (drugs, slots) administration day of each slot.
+        amount: (drugs, slots) dose per slot in the slot's unit kind (the differentiable part;
+            may be a numpy or JAX array).
+        kind: (drugs, slots) 0 = mg, 1 = mg/kg, 2 = mg/m².
+        duration: (drugs, slots) infusion duration in days (0 = bolus/oral).
+        valid: (drugs, slots) False for padding slots.
+    """
+
+    drugs: tuple[str, ...]
+    time: np.ndarray
+    amount: object
+    kind: np.ndarray
+    duration: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def n_slots(self) -> int:
+        return int(self.time.shape[1])
+
+    def replace_amount(self, amount) -> Schedule:
+        return Schedule(self.drugs, self.time, amount, self.kind, self.duration, self.valid)
+
+    def with_drugs(self, drugs: tuple[str, ...]) -> Schedule:
+        """The same doses laid out on a (super)set of drugs, zero slots for the others."""
+        missing = [d for d in self.drugs if d not in drugs]
+        if missing:
+            raise ValueError(f"with_drugs: schedule drugs {missing} are not in {drugs}")
+        n = len(drugs)
+        shape = (n, max(self.n_slots, 1))
+        time = np.zeros(shape)
+        amount = np.zeros(shape)
+        kind = np.zeros(shape, dtype=np.int64)
+        duration = np.zeros(shape)
+        valid = np.zeros(shape, dtype=bool)
+        for i, d in enumerate(self.drugs):
+            j = drugs.index(d)
+            time[j, : self.n_slots] = self.time[i]
+            amount[j, : self.n_slots] = np.asarray(self.amount)[i]
+            kind[j, : self.n_slots] = self.kind[i]
+            duration[j, : self.n_slots] = self.duration[i]
+            valid[j, : self.n_slots] = self.valid[i]
+        return Schedule(tuple(drugs), time, amount, kind, duration, valid)
+
+    def needs(self) -> set[str]:
+        """Covariates the schedule needs: ``weight_kg`` and/or ``bsa_m2``."""
+        k = self.kind[self.valid]
+        out = set()
+        if np.any(k == 1):
+            out.add("weight_kg")
+        if np.any(k == 2):
+            out.add("bsa_m2")
+        return out
+
+    def step_grid(self, dt: float, n_steps: int) -> StepGrid:
+        """Static scatter plan of the slots onto the step grid (see `StepGrid`)."""
+        return StepGrid.build(self, dt, n_steps)
+
+    def step_inputs(self, dt: float, n_steps: int, xp=np):
+        """(bolus, rate) arrays of shape (n_steps, drugs, 3): mg (or mg/kg, mg/m²) added at
+        the start of each step and the infusion rate per day during it, by unit kind."""
+        return self.step_grid(dt, n_steps).scatter(self.amount, xp)
+
+
+@dataclass(frozen=True)
+class StepGrid:
+    """Where each slot lands on the step grid; `scatter` is linear (and differentiable) in the
+    amounts.  Infusion durations are rounded to whole steps (at least one step)."""
+
+    n_steps: int
+    n_drugs: int
+    dt: float
+    src: np.ndarray  # flat slot index of each entry
+    dst: np.ndarray  # flat (step, drug, kind) index
+    weight: np.ndarray  # 1 for boluses, 1/duration for infusion-rate entries
+    is_rate: np.ndarray  # entry goes to the rate array
+
+    @staticmethod
+    def build(s: Schedule, dt: float, n_steps: int) -> StepGrid:
+        src, dst, w, is_rate = [], [], [], []
+        nd, ns = s.time.shape
+        for i in range(nd):
+            for j in range(ns):
+                if not s.valid[i, j]:
+                    continue
+                k0 = int(round(s.time[i, j] / dt))
+                if k0 >= n_steps:
+                    continue
+                flat = i * ns + j
+                if s.duration[i, j] > 0:
+                    nsteps = max(1, int(round(s.duration[i, j] / dt)))
+                    for k in range(k0, min(k0 + nsteps, n_steps)):
+                        src.append(flat)
+                        dst.append((k * nd + i) * 3 + int(s.kind[i, j]))
+                        w.append(1.0 / (nsteps * dt))
+                        is_rate.append(True)
+                else:
+                    src.append(flat)
+                    dst.append((k0 * nd + i) * 3 + int(s.kind[i, j]))
+                    w.append(1.0)
+                    is_rate.append(False)
+        return StepGrid(
+            n_steps, nd, dt, np.array(src, dtype=np.int64), np.array(dst, dtype=np.int64),
+            np.array(w), np.array(is_rate, dtype=bool),
+        )
+
+    def scatter(self, amount, xp=np):
+        """(bolus, rate) of shape (n_steps, drugs, 3) from slot amounts (drugs, slots)."""
+        flat = xp.reshape(amount, (-1,))
+        size = self.n_steps * self.n_drugs * 3
+        outs = []
+        for sel in (~self.is_rate, self.is_rate):
+            vals = flat[self.src[sel]] * self.weight[sel].astype(np.asarray(flat).dtype
+                                                                   if xp is np else None)
+            if xp is np:
+                out = np.zeros(size, dtype=np.asarray(flat).dtype)
+                np.add.at(out, self.dst[sel], vals)
+            else:
+                out = xp.zeros(size, dtype=flat.dtype).at[self.dst[sel]].add(vals)
+            outs.append(xp.reshape(out, (self.n_steps, self.n_drugs, 3)))
+        return outs[0], outs[1]
+
+
+def compile_schedule(
+    regimens: list[Regimen] | tuple[Regimen, ...],
+    horizon_days: float,
+    *,
+    drugs: tuple[str, ...] | None = None,
+    n_slots: int | None = None,
+) -> Schedule:
+    """Lay regimens out as dose slots (several regimens of one drug are merged in time order).
+
+    Args:
+        regimens: the arm's regimens (may be empty: untreated).
+        horizon_days: only doses before the horizon are kept.
+        drugs: row order / superset of drugs (default: the regimens' drugs in order of appearance).
+        n_slots: pad to this many slots per drug (default: the most any drug needs, at least 1).
+    """
+    if not (math.isfinite(horizon_days) and horizon_days > 0):
+        raise ValueError(f"days={horizon_days!r} must be > 0")
+    order: list[str] = list(drugs) if drugs is not None else []
+    for r in regimens:
+        if r.drug not in order:
+            if drugs is not None:
+                raise ValueError(f"regimen drug {r.drug!r} is not among drugs={list(drugs)}")
+            order.append(r.drug)
+    per_drug: dict[str, list[tuple[float, float, int, float]]] = {d: [] for d in order}
+    for r in regimens:
+        for t in r.dose_times(horizon_days):
+            per_drug[r.drug].append((float(t), r.dose, DOSE_UNITS[r.dose_unit], r.infusion_days))
+    for d in per_drug:
+        per_drug[d].sort(key=lambda x: x[0])
+    need = max([len(v) for v in per_drug.values()] + [1])
+    if n_slots is None:
+        n_slots = need
+    elif n_slots < need:
+        raise ValueError(f"n_slots={n_slots} is fewer than the {need} doses the regimens need")
+    shape = (len(order), n_slots)
+    time = np.zeros(shape)
+    amount = np.zeros(shape)
+    kind = np.zeros(shape, dtype=np.int64)
+    duration = np.zeros(shape)
+    valid = np.zeros(shape, dtype=bool)
+    for i, d in enumerate(order):
+        for j, (t, a, k, dur) in enumerate(per_drug[d]):
+            time[i, j], amount[i, j], kind[i, j], duration[i, j], valid[i, j] = t, a, k, dur, True
+    return Schedule(tuple(order), time, amount, kind, duration, valid)
+
+
+# ---------------------------------------------------------------------- NM-TRAN
+NMTRAN_COLUMNS = ["ID", "TIME", "AMT", "CMT", "EVID", "II", "ADDL", "RATE", "DRUG"]
+
+
+def _dosing_cmt_numbers(drugs: tuple[str, ...], catalogue) -> dict[str, int]:
+    out, n = {}, 0
+    for d in drugs:
+        drug = get_drug(d, catalogue)
+        out[d] = n + 1 + drug.dosing_compartment
+        n += len(drug.compartments)
+    return out
+
+
+def to_nmtran(
+    schedule: Schedule,
+    *,
+    ids=(1,),
+    weight_kg=None,
+    bsa_m2=None,
+    catalogue: dict[str, Drug] | None = None,
+) -> pd.DataFrame:
+    """NM-TRAN dose records (one block per ID), collapsing equally spaced identical doses into
+    ``II``/``ADDL``.  Per-kg and per-m² amounts are converted to mg with each ID's covariate."""
+    ids = list(np.atleast_1d(ids))
+    amount = np.asarray(schedule.amount, dtype=np.float64)
+    if np.any(~np.isfinite(amount)) or np.any(amount < 0):
+        raise ValueError("schedule amounts must be finite and >= 0")
+    kinds = set(np.unique(schedule.kind[schedule.valid]).tolist())
+    covs = {}
+    for k, name, vals in ((1, "weight_kg", weight_kg), (2, "bsa_m2", bsa_m2)):
+        if k in kinds:
+            if vals is None:
+                raise ValueError(f"{KIND_NAMES[k]} doses need {name} for each ID")
+            v = np.broadcast_to(np.asarray(vals, dtype=np.float64), (len(ids),))
+            covs[k] = v
+    cmt = _dosing_cmt_numbers(schedule.drugs, catalogue)
+    rows = []
+    for pi, pid in enumerate(ids):
+        for i, d in enumerate(schedule.drugs):
+            sel = np.where(schedule.valid[i])[0]
+            doses = []
+            for j in sel:
+                k = int(schedule.kind[i, j])
+                mg = amount[i, j] * (1.0 if k == 0 else covs[k][pi])
+                doses.append((schedule.time[i, j], mg, schedule.duration[i, j]))
+            doses.sort()
+            rows.extend(_collapse(pid, d, cmt[d], doses))
+    df = pd.DataFrame(rows, columns=NMTRAN_COLUMNS)
+    return df.sort_values(["ID", "TIME", "CMT"], kind="stable").reset_index(drop=True)
+
+
+def _collapse(pid, drug, cmt, doses):
+    rows, j = [], 0
+    while j < len(doses):
+        t0, a0, d0 = doses[j]
+        k = j + 1
+        ii = None
+        while k < len(doses):
+            t, a, d = doses[k]
+            step = t - doses[k - 1][0]
+            if not (np.isclose(a, a0, rtol=1e-12, atol=0) and d == d0):
+                break
+            if ii is None:
+                ii = step
+            elif not np.isclose(step, ii, rtol=1e-9, atol=1e-9):
+                break
+            k += 1
+        addl = k - j - 1
+        rate = a0 / d0 if d0 > 0 else 0.0
+        rows.append([pid, t0, a0, cmt, 1, ii if addl else 0.0, addl, rate, drug])
+        j = k
+    return rows
+
+
+def from_nmtran(
+    df: pd.DataFrame,
+    *,
+    drugs: tuple[str, ...] | None = None,
+    catalogue: dict[str, Drug] | None = None,
+) -> dict:
+    """Per-ID `Schedule`s (flat mg) from NM-TRAN dose records; ``DRUG`` names the drug, or
+    ``drugs`` gives the schedule order used to number CMT (see `to_nmtran`)."""
+    missing = [c for c in NMTRAN_COLUMNS[:-1] if c not in df.columns]
+    if missing:
+        raise ValueError(f"NM-TRAN table lacks columns {missing}; required: {NMTRAN_COLUMNS[:-1]}")
+    doses = df[df["EVID"].isin([1, 4])]
+    if "DRUG" in doses.columns:
+        names = tuple(dict.fromkeys(doses["DRUG"].tolist()))
+        order = drugs if drugs is not None else names
+    else:
+        if drugs is None:
+            raise ValueError("NM-TRAN table without a DRUG column needs drugs=(...) to map CMT")
+        order = tuple(drugs)
+    by_cmt = {v: k for k, v in _dosing_cmt_numbers(order, catalogue).items()}
+    out = {}
+    for pid, g in doses.groupby("ID", sort=True):
+        regs = []
+        for _, r in g.iterrows():
+            name = r["DRUG"] if "DRUG" in g.columns else by_cmt.get(int(r["CMT"]))
+            if name is None:
+                raise ValueError(f"CMT={r['CMT']} is no drug's dosing compartment for {order}")
+            addl = int(r["ADDL"])
+            dur = float(r["AMT"]) / float(r["RATE"]) if float(r["RATE"]) > 0 else 0.0
+            regs.append(
+                Regimen(
+                    drug=name, dose=float(r["AMT"]), dose_unit="mg",
+                    interval_days=float(r["II"]) if addl > 0 else None,
+                    count=addl + 1 if addl > 0 else None,
+                    start_day=float(r["TIME"]), infusion_days=dur, catalogue=catalogue,
+                )
+            )
+        horizon = max(
+            float(r["TIME"]) + float(r["II"]) * int(r["ADDL"]) for _, r in g.iterrows()
+        ) + 1.0
+        out[pid] = compile_schedule(regs, horizon, drugs=order)
+    return out

@@ -1,0 +1,503 @@
+"""The CSC–immune crosstalk model of ``MODEL.md``, for one patient.
+
+States (cells, nM, relative units; see `STATES`) and every mechanism is a named term in
+`rates` so that it can be pointed to, tested and switched off.  The right-hand side is written
+once, generically over ``xp`` (``numpy`` or ``jax.numpy``) and over scalars, so that the same
+equations drive the JAX simulator (vectorised by ``vmap``) and the independent scipy reference.
+
+Review sections ("§") refer to Yu & Gong 2025, Front. Immunol. 16:1620807.
+QSP-IO refers to the QSPIO-TNBC model (Wang et al. 2021; GitHub HanwenWang95/QSPIO-TNBC),
+whose rate laws (``model/*.m``) and values (``parameters/parameters_TNBC.m``) we reuse where noted.
+
+Soluble signals are concentrations in the tumour interstitium produced per cell: a producer
+population X secretes ``sigma * (X / V_T) / RHO_REF`` nM/day, where ``V_T`` is the tumour volume
+(mL) and ``RHO_REF = 1e8 cells/mL`` (so ``sigma`` is the production rate, in nM/day, of producers
+packed at 1e8 cells/mL; a QSP-IO secretion of s nmol/cell/day equals sigma = 1e5·s nM/day).
+Myeloid suppression through NO/arginase (decay ~135/day, QSP-IO) is taken quasi-steady: its
+effect is a saturating function of the MDSC density (assumption: NO equilibrates within minutes).
+"""
+
+from __future__ import annotations
+
+import math
+
+from vcohort.model.parameters import Param, ParamTable
+
+# ---------------------------------------------------------------------------- states
+STATES: tuple[str, ...] = (
+    # tumour
+    "S", "N", "D",
+    # immune cells in the tumour
+    "T8", "Treg", "MDSC", "M1", "M2",
+    # soluble signals
+    "TGFb", "IL6", "IL10", "CCL2", "CCL5", "IFNg", "Exo", "Met", "PDL1",
+    # neutrophils (Friberg et al. 2002)
+    "Prol", "Tr1", "Tr2", "Tr3", "ANC",
+)
+
+STATE_UNITS = {
+    "S": "cells", "N": "cells", "D": "cells",
+    "T8": "cells", "Treg": "cells", "MDSC": "cells", "M1": "cells", "M2": "cells",
+    "TGFb": "nM", "IL6": "nM", "IL10": "nM", "CCL2": "nM", "CCL5": "nM", "IFNg": "nM",
+    "Exo": "relative", "Met": "mM", "PDL1": "relative",
+    "Prol": "1e9/L", "Tr1": "1e9/L", "Tr2": "1e9/L", "Tr3": "1e9/L", "ANC": "1e9/L",
+}
+
+STATE_DESCRIPTIONS = {
+    "S": "cancer stem cells (CSCs)",
+    "N": "non-stem cancer cells",
+    "D": "dead-cell debris, still counted in tumour volume (QSP-IO dead-cell compartment)",
+    "T8": "effector CD8+ T cells in the tumour",
+    "Treg": "regulatory T cells (CD4+CD25+FOXP3+)",
+    "MDSC": "myeloid-derived suppressor cells",
+    "M1": "M1 (anti-tumour) tumour-associated macrophages",
+    "M2": "M2 (pro-tumour) tumour-associated macrophages",
+    "TGFb": "TGF-β",
+    "IL6": "IL-6/TNF-α/CXCL8 inflammatory pool",
+    "IL10": "IL-10",
+    "CCL2": "CCL2",
+    "CCL5": "CCL1/CCL5 pool (Treg chemokines)",
+    "IFNg": "IFN-γ",
+    "Exo": "exosome signal (miR-21/miR-210 cargo), 1 ≈ typical untreated level",
+    "Met": "immunosuppressive metabolites (lactate/adenosine/kynurenine), lactate-equivalent",
+    "PDL1": "PD-L1 expression on tumour cells relative to constitutive",
+    "Prol": "proliferating neutrophil precursors (Friberg)",
+    "Tr1": "transit compartment 1", "Tr2": "transit compartment 2", "Tr3": "transit compartment 3",
+    "ANC": "absolute neutrophil count (circulating)",
+}
+
+# Effect channels this model accepts from drugs: name -> (kind, meaning).  Fraction channels are
+# in [0, 1] and combine across drugs by Bliss independence; linear channels add.
+EFFECT_CHANNELS: dict[str, tuple[str, str]] = {
+    "pd1_occupancy": ("emax", "fraction of PD-1 bound by an anti-PD-1 antibody"),
+    "wnt_inhibition": ("emax", "inhibition of Wnt ligand secretion (Porcupine) / CSC pathway"),
+    "glutaminase_inhibition": ("emax", "inhibition of glutaminase (GLS1)"),
+    "chemo_kill": ("emax", "cytotoxic kill of proliferating tumour cells, fraction of maximum"),
+    "chemo_stress": ("emax", "stress response of surviving tumour cells to chemotherapy"),
+    "myelotoxicity": ("linear", "Friberg drug effect E on neutrophil precursor proliferation"),
+    "csf1r_inhibition": ("emax", "CSF-1R blockade: M2 depletion and reprogramming"),
+    "cxcr2_inhibition": ("emax", "CXCR1/2 blockade: MDSC recruitment by CXCL8"),
+    "ccr4_depletion": ("emax", "anti-CCR4 depletion of Tregs (ADCC)"),
+    "mhc_restoration": ("emax", "epigenetic restoration of MHC-I / antigen presentation on CSCs"),
+}
+
+# Geometry (QSP-IO tumSizePerc.m / simbio_init.m)
+CELL_DIAMETER_UM = 17.0
+CELL_VOLUME_ML = (math.pi / 6.0) * (CELL_DIAMETER_UM * 1e-4) ** 3  # 2.57e-9 mL
+CELL_FRACTION = 0.37
+RHO_REF = 1e8  # cells/mL reference density for secretion rates
+
+
+def tumour_volume_ml(S, N, D):
+    """Tumour volume (mL) from cancer cells and debris: V = (S+N+D)·V_cell/0.37 (QSP-IO)."""
+    return (S + N + D) * (CELL_VOLUME_ML / CELL_FRACTION)
+
+
+def diameter_mm(S, N, D):
+    """Spherical-equivalent diameter (mm) used as the RECIST sum of diameters (QSP-IO)."""
+    v_mm3 = tumour_volume_ml(S, N, D) * 1e3
+    return 2.0 * (3.0 * v_mm3 / (4.0 * math.pi)) ** (1.0 / 3.0)
+
+
+def cells_for_diameter(d_mm: float) -> float:
+    """Cells (S+N+D) of a sphere of diameter ``d_mm`` (inverse of `diameter_mm`)."""
+    v_ml = (math.pi / 6.0) * d_mm**3 * 1e-3
+    return v_ml * CELL_FRACTION / CELL_VOLUME_ML
+
+
+# ---------------------------------------------------------------------------- parameters
+_QSPIO = "QSP-IO (QSPIO-TNBC parameters_TNBC.m / Jafarnejad et al. 2019 AAPS J 21:79)"
+_FRIBERG = "Friberg et al. 2002, J Clin Oncol 20:4713 (range of system parameters across drugs)"
+
+
+def _a(why: str) -> str:
+    return "assumption: " + why
+
+
+_ROWS = [
+    # --- tumour growth and hierarchy
+    ("K_cap", 2e12, "cells", 0.0, _a("Gompertz plateau ~1-2 kg tumour, lethal burden ~1e12 cells"),
+     "Gompertz carrying capacity"),
+    ("v_S", 0.008, "1/day", 0.3, _a("CSCs divide no faster than bulk cells; scaled with v_N"),
+     "CSC division rate per unit Gompertz drive log(K/C)"),
+    ("v_N", 0.010, "1/day", 0.3, _a("with log(K/C)~3.5 gives ~0.035/day gross division "
+     "(QSP-IO k_C_growth 0.0072/day is the net Gompertz rate)"),
+     "non-stem division rate per unit Gompertz drive"),
+    ("p_lo", 0.30, "-", 0.0, _a("Wodarz-type hierarchy (Weekes et al. 2014): without stemness "
+     "support CSCs mostly differentiate"), "lowest CSC self-renewal probability"),
+    ("p_hi", 0.75, "-", 0.1, _a("upper bound of self-renewal probability under full support"),
+     "highest CSC self-renewal probability"),
+    ("K_niche", 0.05, "-", 0.0, _a("niche/feedback control of self-renewal by the CSC fraction "
+     "(Lander et al. 2009 PLoS Biol 7:e15; Wodarz-type p = p/(1+γ·x1) in SOURCES.md) keeps the "
+     "untreated CSC fraction near 5-10%"), "CSC fraction halving the self-renewal drive"),
+    ("b_wnt", 0.5, "-", 0.0, _a("half of the self-renewal drive is Wnt/β-catenin, half "
+     "STAT3/NF-κB niche signals (review §2.1-3.1)"), "Wnt share of CSC self-renewal drive"),
+    ("K_stem_IL6", 0.05, "nM", 0.0, _a("half-saturation at the typical untreated level"),
+     "IL-6 pool half-saturation for STAT3 stemness"),
+    ("K_stem_TGF", 0.1, "nM", 0.0, _a("half-saturation at the typical untreated level"),
+     "TGF-β half-saturation for stemness/EMT"),
+    ("K_stem_IL10", 0.01, "nM", 0.0, _a("near QSP-IO IL-10 half-saturation 8 pM"),
+     "IL-10 half-saturation for stemness"),
+    ("K_stem_Exo", 1.0, "relative", 0.0, _a("typical untreated exosome level"),
+     "exosome half-saturation for stemness (miR-21/210, §3.2)"),
+    ("K_stem_Met", 10.0, "mM", 0.0, _a("typical tumour lactate ~10 mM"),
+     "metabolite half-saturation for CSC support (§3.3)"),
+    ("w_IL6", 1.0, "-", 0.0, _a("equal weights; review §2.1, §3.1"), "weight of IL-6 in stemness signal"),
+    ("w_TGF", 1.0, "-", 0.0, _a("equal weights; review §2.2, §3.1"), "weight of TGF-β in stemness signal"),
+    ("w_IL10", 0.5, "-", 0.0, _a("weaker evidence (§2.1)"), "weight of IL-10 in stemness signal"),
+    ("w_Exo", 1.0, "-", 0.0, _a("review §3.2"), "weight of exosomes in stemness signal"),
+    ("w_Met", 0.5, "-", 0.0, _a("review §3.3"), "weight of metabolites in stemness signal"),
+    ("k_ded", 0.002, "1/day", 0.5, _a("slow plasticity; dedifferentiation models (e.g. "
+     "nayeok1/Dedifferentiation_Model) use r1 << v0"), "basal dedifferentiation N→S"),
+    ("a_ded", 2.0, "-", 0.0, _a("EMT signals (IL-6, TGF-β) can triple plasticity (§5.1)"),
+     "fold-increase of dedifferentiation at saturating IL-6/TGF-β"),
+    ("d_S", 0.002, "1/day", 0.0, _a("CSCs are apoptosis-resistant"), "CSC natural death"),
+    ("d_N", 0.01, "1/day", 0.3, _a("bulk apoptosis/necrosis"), "non-stem natural death"),
+    ("k_clear", 0.2, "1/day", 0.3, _a("debris cleared in ~5 days; QSP-IO uses a first-order "
+     "dead-cell clearance"), "debris clearance"),
+    ("f_chemo_S", 0.2, "-", 0.0, _a("CSC chemoresistance (quiescence, ABC pumps; review §1, §4)"),
+     "CSC chemo kill relative to non-stem cells"),
+    ("f_gls_S", 0.5, "-", 0.0, _a("CSCs depend more on glutamine (review §3.3, ref 74)"),
+     "fraction of CSC division blocked at full glutaminase inhibition"),
+    ("f_gls_N", 0.15, "-", 0.0, _a("bulk cells rely more on glycolysis"),
+     "fraction of non-stem division blocked at full glutaminase inhibition"),
+    ("k_chemo", 0.15, "1/day", 0.3, _a("maximal doxorubicin kill of cycling cells"),
+     "maximal chemotherapy kill rate of non-stem cells"),
+    # --- CD8 T cells (QSP-IO Teff_module.m)
+    ("k_T", 0.9, "1/day", 0.3, _QSPIO + ": k_C_Tcell", "maximal T-cell killing rate"),
+    ("K_TC", 0.4, "-", 0.0, _a("QSP-IO form k·T/(K_T_C·C+T); K_T_C lowered from 1.2 so that "
+     "unsuppressed CD8 at ~1:20 of tumour cells can out-kill tumour growth, as in responders"),
+     "effector:target ratio constant of T-cell killing"),
+    ("K_Treg", 1.0, "-", 0.0, _a("QSP-IO form T/(T+K·Treg); K lowered from 11 so that a "
+     "Treg:CD8 ratio ~0.5 halves killing"), "Treg suppression constant"),
+    ("q_T8", 3.0e5, "cells/mL/day", 0.6, _a("sets CD8 density ~5e6/mL (~1:30 of tumour cells); "
+     "large CV spans cold to hot tumours"), "CD8 recruitment per tumour volume"),
+    ("e_excl", 0.5, "-", 0.0, _a("Wnt/β-catenin excludes T cells (Spranger 2015 Nature 523:231; "
+     "review §4.3)"), "fraction of T-cell entry blocked by tumour Wnt signalling"),
+    ("Kc_rec", 2.02e7, "cells", 0.0, _QSPIO + ": Kc_rec (cells² scale: C²/(C²+Kc_rec²))",
+     "tumour size for half-maximal antigen-driven recruitment"),
+    ("a_ICD", 1.0, "-", 0.0, _a("immunogenic cell death raises priming (review §4)"),
+     "extra T-cell recruitment at high debris fraction"),
+    ("K_D", 0.1, "-", 0.0, _a("debris fraction of tumour for half effect"), "debris half-saturation"),
+    ("d_T8", 0.05, "1/day", 0.0, _a("death + exhaustion + egress; QSP-IO death 0.01/day plus exhaustion"),
+     "CD8 loss rate"),
+    ("r_T8", 0.04, "1/day", 0.3, _a("in-tumour expansion < loss, so CD8 stay bounded"),
+     "maximal CD8 expansion when unsuppressed"),
+    ("h_TGF_T", 0.5, "-", 0.0, _a("maximal fraction of killing blocked by TGF-β"), "TGF-β suppression max"),
+    ("K_TGF_T", 0.07, "nM", 0.0, _QSPIO + ": TGF-β half-saturation 0.07 nM", "TGF-β suppression half-sat."),
+    ("h_PD1", 0.9, "-", 0.0, _a("QSP-IO H_PD1 saturates near 1; 0.9 leaves residual killing"),
+     "maximal PD-1/PD-L1 suppression"),
+    ("K_PD1", 0.5, "relative", 0.0, _a("half-saturating PD-L1 engagement; untreated H_PD1 ~0.6"),
+     "PD-1 engagement half-saturation"),
+    ("pdl1_S", 2.0, "-", 0.0, _a("CSCs carry more PD-L1/B7-H4 (review §3.1)"), "CSC PD-L1 relative to N"),
+    ("vis_S", 0.3, "-", 0.0, _a("MHC-I down-regulated on CSCs (review §3.1)"),
+     "CSC visibility to T cells relative to N"),
+    ("h_MDSC", 0.5, "-", 0.0, _a("maximal suppression by NO/ROS/arginase (QSP-IO H_MDSC form)"),
+     "MDSC suppression max"),
+    ("K_MDSC", 5e6, "cells/mL", 0.0, _a("NO quasi-steady; QSP-IO NO_50 0.75 nM at ~5e6 MDSC/mL"),
+     "MDSC density for half suppression"),
+    ("h_Met", 0.5, "-", 0.0, _a("lactate/adenosine suppression of T cells (review §3.3)"),
+     "metabolite suppression max"),
+    ("K_Met_T", 10.0, "mM", 0.0, _a("~10 mM lactate halves T-cell function (Fischer 2007 Blood)"),
+     "metabolite half-saturation for T cells"),
+    ("sig_IFN_T8", 10.0, "nM/day", 0.0, _a("IFN-γ per active CD8"), "IFN-γ secretion by CD8"),
+    # --- Tregs
+    ("q_Treg", 8e4, "cells/mL/day", 0.5, _a("CCL1/CCL5-driven Treg influx (review §2.3)"),
+     "Treg recruitment per tumour volume"),
+    ("q_Treg_ind", 8e4, "cells/mL/day", 0.5, _a("TGF-β induction of Tregs (review §4, ref 58)"),
+     "Treg induction per tumour volume"),
+    ("K_CCL5", 0.06, "nM", 0.0, _a("typical untreated level"), "CCL5 half-saturation"),
+    ("K_TGF_ind", 0.1, "nM", 0.0, _a("typical untreated level"), "TGF-β half-sat. for Treg induction"),
+    ("d_Treg", 0.05, "1/day", 0.0, _a("as CD8 loss"), "Treg loss rate"),
+    ("k_ccr4", 0.5, "1/day", 0.0, _a("ADCC depletion rate at full anti-CCR4 effect"),
+     "Treg depletion by anti-CCR4"),
+    # --- MDSC (QSP-IO MDSC_module.m)
+    ("q_MDSC", 9e4, "cells/mL/day", 0.5, _a("QSP-IO k_MDSC_rec 1.1e4 cells/mL/day scaled to give "
+     "~3e6/mL"), "MDSC recruitment per tumour volume"),
+    ("K_CCL2", 0.23, "nM", 0.0, _QSPIO + ": CCL2 half-saturation 0.23 nM", "CCL2 half-saturation"),
+    ("K_CXCL8", 0.05, "nM", 0.0, _a("typical untreated inflammatory pool"), "CXCL8 (IL6 pool) half-sat."),
+    ("w_CCL2", 0.5, "-", 0.0, _a("CCL2 and CXCL8 share MDSC recruitment"), "CCL2 share of MDSC recruitment"),
+    ("a_exo_MDSC", 0.5, "-", 0.0, _a("exosome-driven MDSC expansion (review §3.2)"),
+     "extra MDSC recruitment at saturating exosomes"),
+    ("d_MDSC", 0.015, "1/day", 0.0, _QSPIO + ": MDSC death 0.015/day", "MDSC death"),
+    # --- macrophages (QSP-IO macrophage_module.m)
+    ("q_Mac", 4e5, "cells/mL/day", 0.4, _a("sets TAM density ~1e7/mL"), "macrophage recruitment"),
+    ("d_Mac", 0.02, "1/day", 0.0, _QSPIO + ": macrophage death 0.02/day", "macrophage death"),
+    ("k_M12", 0.25, "1/day", 0.0, _QSPIO + ": M1→M2 0.25/day", "maximal M1→M2 polarisation"),
+    ("k_M21", 0.045, "1/day", 0.0, _QSPIO + ": M2→M1 0.045/day", "maximal M2→M1 polarisation"),
+    ("K_TGF_M", 0.07, "nM", 0.0, _QSPIO + ": 0.07 nM", "TGF-β half-sat. for M1→M2"),
+    ("K_IL10_M", 0.008, "nM", 0.0, _QSPIO + ": 8 pM", "IL-10 half-sat. for M1→M2"),
+    ("K_IFN", 0.0029, "nM", 0.0, _QSPIO + ": IFN-γ 2.9 pM", "IFN-γ half-sat. for M2→M1 and PD-L1"),
+    ("k_M1", 0.33, "1/day", 0.3, _QSPIO + ": M1 phagocytosis 0.33/day", "M1 killing of tumour cells"),
+    ("K_M1C", 1.0, "-", 0.0, _a("effector:target form as for T cells"), "M1:tumour ratio constant"),
+    ("a_csf1r", 3.0, "-", 0.0, _a("CSF-1R blockade shortens M2 survival ~4x (pexidartinib)"),
+     "extra M2 death at full CSF-1R inhibition"),
+    ("a_csf1r_rep", 1.0, "-", 0.0, _a("CSF-1R blockade doubles M2→M1 repolarisation"),
+     "extra M2→M1 at full CSF-1R inhibition"),
+    # --- soluble signals: secretion sigma (nM/day at 1e8 producers/mL) and decay
+    ("sig_TGF_S", 5.0, "nM/day", 0.3, _a("CSCs secrete ~10x more TGF-β than bulk cells (§4)"),
+     "TGF-β secretion by CSCs"),
+    ("sig_TGF_N", 0.5, "nM/day", 0.3, _a("gives ~0.1 nM at baseline"), "TGF-β secretion by non-stem"),
+    ("sig_TGF_Treg", 10.0, "nM/day", 0.0, _a("Tregs are strong TGF-β producers"), "TGF-β by Tregs"),
+    ("sig_TGF_M2", 2.0, "nM/day", 0.0, _QSPIO + ": M2 TGF-β 2e-11 nmol/cell/day", "TGF-β by M2"),
+    ("sig_TGF_MDSC", 5.0, "nM/day", 0.0, _a("MDSC secrete TGF-β (MODEL.md)"), "TGF-β by MDSC"),
+    ("a_chemo_TGF", 2.0, "-", 0.0, _a("doxorubicin-surviving CSCs raise TGF-β (review §4, ref 58)"),
+     "fold-increase of CSC TGF-β under chemo stress"),
+    ("k_TGF", 14.3, "1/day", 0.0, _QSPIO + ": TGF-β degradation", "TGF-β decay"),
+    ("sig_IL6_M2", 5.0, "nM/day", 0.0, _a("M2 secrete IL-6/TNF-α/CXCL8 (§2.1)"), "IL-6 pool by M2"),
+    ("sig_IL6_MDSC", 5.0, "nM/day", 0.0, _a("MDSC inflammatory cytokines"), "IL-6 pool by MDSC"),
+    ("sig_IL6_S", 2.0, "nM/day", 0.0, _a("autocrine CSC IL-6 loop"), "IL-6 pool by CSCs"),
+    ("k_IL6", 10.0, "1/day", 0.0, _a("cytokine half-life ~2 h"), "IL-6 pool decay"),
+    ("sig_IL10_M2", 0.3, "nM/day", 0.0, _QSPIO + ": M2 IL-10 3e-12 nmol/cell/day", "IL-10 by M2"),
+    ("sig_IL10_MDSC", 0.3, "nM/day", 0.0, _a("as M2"), "IL-10 by MDSC"),
+    ("sig_IL10_Treg", 0.3, "nM/day", 0.0, _a("as M2"), "IL-10 by Tregs"),
+    ("sig_IL10_S", 0.3, "nM/day", 0.0, _a("CSC IL-10 (MODEL.md)"), "IL-10 by CSCs"),
+    ("k_IL10", 4.0, "1/day", 0.0, _QSPIO + ": IL-10 degradation", "IL-10 decay"),
+    ("sig_CCL2_N", 0.17, "nM/day", 0.0, _QSPIO + ": 1.7e-12 nmol/cell/day", "CCL2 by non-stem"),
+    ("sig_CCL2_S", 0.5, "nM/day", 0.0, _a("CSCs ~3x bulk CCL2"), "CCL2 by CSCs"),
+    ("k_CCL2", 1.44, "1/day", 0.0, _QSPIO + ": 0.06/h", "CCL2 decay"),
+    ("sig_CCL5_S", 2.0, "nM/day", 0.3, _a("CSC CCL1/CCL5 (review §2.3)"), "CCL5 by CSCs"),
+    ("k_CCL5", 2.0, "1/day", 0.0, _a("chemokine half-life ~8 h"), "CCL5 decay"),
+    ("e_wnt_sec", 0.5, "-", 0.0, _a("Wnt inhibition halves CSC TGF-β/IL-10/CCL secretion (§4.3)"),
+     "fraction of CSC secretion removed by full Wnt inhibition"),
+    ("k_IFN", 7.0, "1/day", 0.0, _a("IFN-γ half-life ~2-3 h"), "IFN-γ decay"),
+    ("sig_Exo_S", 10.0, "rel/day", 0.3, _a("gives Exo ~1 at baseline"), "exosomes by CSCs"),
+    ("sig_Exo_MDSC", 10.0, "rel/day", 0.0, _a("MDSC exosomes (§3.2)"), "exosomes by MDSC"),
+    ("k_Exo", 1.0, "1/day", 0.0, _a("exosome uptake/clearance ~1 day"), "exosome clearance"),
+    ("sig_Met_N", 40.0, "mM/day", 0.3, _a("gives ~10 mM lactate-equivalent"), "metabolites by non-stem"),
+    ("sig_Met_S", 80.0, "mM/day", 0.0, _a("CSCs more per cell (review §3.3)"), "metabolites by CSCs"),
+    ("g_Met", 0.6, "-", 0.0, _a("glutaminolysis share of immunosuppressive metabolite output"),
+     "glutaminase-dependent fraction of metabolite production"),
+    ("k_Met", 5.0, "1/day", 0.0, _a("lactate clearance/export"), "metabolite clearance"),
+    ("k_PDL1", 1.0, "1/day", 0.0, _QSPIO + ": PD-L1 relaxation 1/day", "PD-L1 turnover"),
+    ("a_PDL1_IFN", 3.0, "-", 0.3, _a("IFN-γ can quadruple PD-L1 (QSP-IO induction 5e4 molecules/day)"),
+     "PD-L1 induction by IFN-γ"),
+    ("a_PDL1_chemo", 1.0, "-", 0.0, _a("chemotherapy raises PD-L1 on surviving CSCs (review §4, ref 59)"),
+     "PD-L1 induction by chemo stress"),
+    ("a_mhc", 1.0, "-", 0.0, _a("epigenetic therapy can restore CSC visibility to bulk level"),
+     "CSC visibility gain at full MHC restoration"),
+    ("a_excl_M12", 1.0, "-", 0.0, _a("exosomes and lactate polarise to M2 (§3.2-3.3), as TGF-β"),
+     "weight of exosome+metabolite drive of M1→M2"),
+    # --- neutrophils (Friberg et al. 2002)
+    ("MTT", 110.0 / 24.0, "day", 0.2, _FRIBERG + ": MTT 89-135 h", "mean transit time (ktr = 4/MTT)"),
+    ("gamma", 0.17, "-", 0.0, _FRIBERG + ": γ 0.16-0.2", "feedback exponent"),
+    ("ANC0", 5.0, "1e9/L", 0.3, _a("typical baseline ANC of patients eligible for chemotherapy"),
+     "baseline neutrophil count"),
+]
+
+PARAMS = ParamTable(tuple(Param(*r) for r in _ROWS))
+
+
+# ---------------------------------------------------------------------------- the rates
+def hill(x, k):
+    """Saturating x/(x+k)."""
+    return x / (x + k)
+
+
+def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
+    """Every mechanism of the model as a named rate (per day) for one patient.
+
+    Args:
+        y: states (`STATES`) as scalars or arrays.
+        p: parameters (`PARAMS` names).
+        e: drug effect channels (`EFFECT_CHANNELS`); missing channels count as 0.
+        xp: ``numpy`` or ``jax.numpy``.
+        tumour_dynamics: 1 normally; 0 freezes S, N, D (pre-treatment run-in of the immune state).
+
+    Returns:
+        A dict of named terms; `rhs` assembles them into derivatives.
+    """
+    g = lambda k: e.get(k, 0.0)  # noqa: E731
+    S, N, D = y["S"], y["N"], y["D"]
+    C = S + N
+    V = tumour_volume_ml(S, N, D)
+    dens = 1.0 / (V * RHO_REF)  # (cells -> producers at 1e8/mL)
+    r: dict = {}
+
+    # stemness signal (review §2.1-3.3): STAT3/NF-κB from IL-6, TGF-β, IL-10, exosomes, metabolites
+    w_sum = p["w_IL6"] + p["w_TGF"] + p["w_IL10"] + p["w_Exo"] + p["w_Met"]
+    stem = (
+        p["w_IL6"] * hill(y["IL6"], p["K_stem_IL6"])
+        + p["w_TGF"] * hill(y["TGFb"], p["K_stem_TGF"])
+        + p["w_IL10"] * hill(y["IL10"], p["K_stem_IL10"])
+        + p["w_Exo"] * hill(y["Exo"], p["K_stem_Exo"])
+        + p["w_Met"] * hill(y["Met"], p["K_stem_Met"])
+    ) / w_sum
+    wnt = g("wnt_inhibition")
+    drive = p["b_wnt"] * (1.0 - wnt) + (1.0 - p["b_wnt"]) * stem
+    niche = 1.0 / (1.0 + (S / (S + N)) / p["K_niche"])  # feedback from the CSC fraction
+    p_sr = p["p_lo"] + (p["p_hi"] - p["p_lo"]) * drive * niche
+    r["self_renewal_probability"] = p_sr
+
+    gomp = xp.log(p["K_cap"] / C)  # Gompertz drive (QSP-IO cancer_module.m)
+    gls = g("glutaminase_inhibition")
+    div_S = p["v_S"] * gomp * (1.0 - p["f_gls_S"] * gls) * S
+    div_N = p["v_N"] * gomp * (1.0 - p["f_gls_N"] * gls) * N
+    r["csc_self_renewal"] = (2.0 * p_sr - 1.0) * div_S  # net CSC gain from division
+    r["csc_differentiation"] = 2.0 * (1.0 - p_sr) * div_S  # non-stem progeny of CSC division
+    r["non_stem_proliferation"] = div_N
+    emt = 0.5 * (hill(y["IL6"], p["K_stem_IL6"]) + hill(y["TGFb"], p["K_stem_TGF"]))
+    r["dedifferentiation"] = p["k_ded"] * (1.0 + p["a_ded"] * emt) * N  # plasticity (§5.1)
+    r["csc_death"] = p["d_S"] * S
+    r["non_stem_death"] = p["d_N"] * N
+
+    # CD8 killing (QSP-IO Teff_module.m), suppressed multiplicatively (§2.2, §3.1, §3.3)
+    occ = g("pd1_occupancy")
+    z_N = y["PDL1"] * (1.0 - occ)
+    z_S = p["pdl1_S"] * y["PDL1"] * (1.0 - occ)
+    H_PD1_N = p["h_PD1"] * z_N / (z_N + p["K_PD1"])
+    H_PD1_S = p["h_PD1"] * z_S / (z_S + p["K_PD1"])
+    H_TGF = p["h_TGF_T"] * hill(y["TGFb"], p["K_TGF_T"])
+    H_MDSC = p["h_MDSC"] * hill(y["MDSC"] / V, p["K_MDSC"])
+    H_Met = p["h_Met"] * hill(y["Met"], p["K_Met_T"])
+    treg_sup = y["T8"] / (y["T8"] + p["K_Treg"] * y["Treg"])
+    common = (1.0 - H_TGF) * (1.0 - H_MDSC) * (1.0 - H_Met) * treg_sup
+    contact = p["k_T"] * y["T8"] / (p["K_TC"] * C + y["T8"])
+    # epigenetic therapy restores MHC-I: visibility moves from vis_S towards 1
+    vis_S = p["vis_S"] + (1.0 - p["vis_S"]) * xp.minimum(p["a_mhc"] * g("mhc_restoration"), 1.0)
+    r["tcell_kill_N"] = contact * common * (1.0 - H_PD1_N) * N
+    r["tcell_kill_S"] = contact * common * (1.0 - H_PD1_S) * vis_S * S
+    r["tcell_activity"] = common * (1.0 - H_PD1_N)  # fraction of unsuppressed function
+
+    m1 = p["k_M1"] * y["M1"] / (p["K_M1C"] * C + y["M1"])
+    r["m1_kill_N"] = m1 * N
+    r["m1_kill_S"] = m1 * S
+    chemo = p["k_chemo"] * g("chemo_kill")
+    r["chemo_kill_N"] = chemo * N
+    r["chemo_kill_S"] = p["f_chemo_S"] * chemo * S
+    r["debris_clearance"] = p["k_clear"] * D
+
+    # T cells
+    wnt_excl = p["e_excl"] * (1.0 - wnt)
+    antigen = C**2 / (C**2 + p["Kc_rec"] ** 2)
+    debris_frac = D / (C + D)
+    icd = 1.0 + p["a_ICD"] * debris_frac / (debris_frac + p["K_D"])
+    r["t8_recruitment"] = p["q_T8"] * V * (1.0 - wnt_excl) * antigen * icd
+    r["t8_expansion"] = p["r_T8"] * r["tcell_activity"] * y["T8"]
+    r["t8_loss"] = p["d_T8"] * y["T8"]
+
+    # Tregs (§2.3; §4 ref 58)
+    r["treg_recruitment"] = p["q_Treg"] * V * hill(y["CCL5"], p["K_CCL5"])
+    r["treg_induction"] = p["q_Treg_ind"] * V * hill(y["TGFb"], p["K_TGF_ind"])
+    r["treg_loss"] = p["d_Treg"] * y["Treg"]
+    r["treg_depletion"] = p["k_ccr4"] * g("ccr4_depletion") * y["Treg"]
+
+    # MDSC (QSP-IO MDSC_module.m; CXCR1/2 blockade acts on the CXCL8 part)
+    mdsc_chemo = p["w_CCL2"] * hill(y["CCL2"], p["K_CCL2"]) + (1.0 - p["w_CCL2"]) * hill(
+        y["IL6"], p["K_CXCL8"]
+    ) * (1.0 - g("cxcr2_inhibition"))
+    r["mdsc_recruitment"] = p["q_MDSC"] * V * mdsc_chemo * (
+        1.0 + p["a_exo_MDSC"] * hill(y["Exo"], p["K_stem_Exo"])
+    )
+    r["mdsc_death"] = p["d_MDSC"] * y["MDSC"]
+
+    # macrophages (QSP-IO macrophage_module.m)
+    csf = g("csf1r_inhibition")
+    r["macrophage_recruitment"] = p["q_Mac"] * V * hill(y["CCL2"], p["K_CCL2"])
+    pol12 = p["k_M12"] * (
+        hill(y["TGFb"], p["K_TGF_M"])
+        + hill(y["IL10"], p["K_IL10_M"])
+        + p["a_excl_M12"] * 0.5 * (hill(y["Exo"], p["K_stem_Exo"]) + hill(y["Met"], p["K_stem_Met"]))
+    ) / (2.0 + p["a_excl_M12"])
+    pol21 = p["k_M21"] * hill(y["IFNg"], p["K_IFN"]) * (1.0 + p["a_csf1r_rep"] * csf)
+    r["m1_to_m2"] = pol12 * y["M1"]
+    r["m2_to_m1"] = pol21 * y["M2"]
+    r["m1_death"] = p["d_Mac"] * y["M1"]
+    r["m2_death"] = p["d_Mac"] * (1.0 + p["a_csf1r"] * csf) * y["M2"]
+
+    # soluble signals: production (nM/day) and decay
+    sec = 1.0 - p["e_wnt_sec"] * wnt
+    stress = g("chemo_stress")
+    r["tgfb_production"] = dens * (
+        p["sig_TGF_S"] * (1.0 + p["a_chemo_TGF"] * stress) * sec * S
+        + p["sig_TGF_N"] * N
+        + p["sig_TGF_Treg"] * y["Treg"]
+        + p["sig_TGF_M2"] * y["M2"]
+        + p["sig_TGF_MDSC"] * y["MDSC"]
+    )
+    r["il6_production"] = dens * (
+        p["sig_IL6_M2"] * y["M2"] + p["sig_IL6_MDSC"] * y["MDSC"] + p["sig_IL6_S"] * S
+    )
+    r["il10_production"] = dens * (
+        p["sig_IL10_M2"] * y["M2"]
+        + p["sig_IL10_MDSC"] * y["MDSC"]
+        + p["sig_IL10_Treg"] * y["Treg"]
+        + p["sig_IL10_S"] * sec * S
+    )
+    r["ccl2_production"] = dens * (p["sig_CCL2_N"] * N + p["sig_CCL2_S"] * S)
+    r["ccl5_production"] = dens * p["sig_CCL5_S"] * sec * S
+    r["ifng_production"] = dens * p["sig_IFN_T8"] * r["tcell_activity"] * y["T8"]
+    r["exo_production"] = dens * (p["sig_Exo_S"] * S + p["sig_Exo_MDSC"] * y["MDSC"])
+    r["met_production"] = dens * (1.0 - p["g_Met"] * gls) * (
+        p["sig_Met_N"] * N + p["sig_Met_S"] * S
+    )
+    r["pdl1_induction"] = p["k_PDL1"] * (
+        1.0 + p["a_PDL1_IFN"] * hill(y["IFNg"], p["K_IFN"]) + p["a_PDL1_chemo"] * stress
+    )
+
+    # neutrophils (Friberg et al. 2002)
+    ktr = 4.0 / p["MTT"]
+    r["prol_proliferation"] = ktr * y["Prol"] * (1.0 - g("myelotoxicity")) * (
+        p["ANC0"] / y["ANC"]
+    ) ** p["gamma"]
+    r["ktr"] = ktr
+    r["tumour_dynamics"] = tumour_dynamics
+    return r
+
+
+def rhs(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
+    """d(state)/dt for one patient (per day), assembled from the named terms of `rates`."""
+    r = rates(y, p, e, xp, tumour_dynamics)
+    f = tumour_dynamics
+    kills_S = r["tcell_kill_S"] + r["m1_kill_S"] + r["chemo_kill_S"]
+    kills_N = r["tcell_kill_N"] + r["m1_kill_N"] + r["chemo_kill_N"]
+    ktr = r["ktr"]
+    return {
+        "S": f * (r["csc_self_renewal"] + r["dedifferentiation"] - r["csc_death"] - kills_S),
+        "N": f * (
+            r["csc_differentiation"] + r["non_stem_proliferation"] - r["dedifferentiation"]
+            - r["non_stem_death"] - kills_N
+        ),
+        "D": f * (
+            r["csc_death"] + r["non_stem_death"] + kills_S + kills_N - r["debris_clearance"]
+        ),
+        "T8": r["t8_recruitment"] + r["t8_expansion"] - r["t8_loss"],
+        "Treg": r["treg_recruitment"] + r["treg_induction"] - r["treg_loss"] - r["treg_depletion"],
+        "MDSC": r["mdsc_recruitment"] - r["mdsc_death"],
+        "M1": r["macrophage_recruitment"] - r["m1_to_m2"] + r["m2_to_m1"] - r["m1_death"],
+        "M2": r["m1_to_m2"] - r["m2_to_m1"] - r["m2_death"],
+        "TGFb": r["tgfb_production"] - p["k_TGF"] * y["TGFb"],
+        "IL6": r["il6_production"] - p["k_IL6"] * y["IL6"],
+        "IL10": r["il10_production"] - p["k_IL10"] * y["IL10"],
+        "CCL2": r["ccl2_production"] - p["k_CCL2"] * y["CCL2"],
+        "CCL5": r["ccl5_production"] - p["k_CCL5"] * y["CCL5"],
+        "IFNg": r["ifng_production"] - p["k_IFN"] * y["IFNg"],
+        "Exo": r["exo_production"] - p["k_Exo"] * y["Exo"],
+        "Met": r["met_production"] - p["k_Met"] * y["Met"],
+        "PDL1": r["pdl1_induction"] - p["k_PDL1"] * y["PDL1"],
+        "Prol": r["prol_proliferation"] - ktr * y["Prol"],
+        "Tr1": ktr * (y["Prol"] - y["Tr1"]),
+        "Tr2": ktr * (y["Tr1"] - y["Tr2"]),
+        "Tr3": ktr * (y["Tr2"] - y["Tr3"]),
+        "ANC": ktr * (y["Tr3"] - y["ANC"]),
+    }
+
+
+def initial_state(p: dict, baseline_diameter_mm, csc_fraction=0.1, debris_fraction=0.1) -> dict:
+    """A first guess of the state for a tumour of the given diameter (before the run-in).
+
+    Immune cells and signals start at rough typical densities; `vcohort.cohort` then runs the
+    immune model with the tumour frozen so that they settle to values consistent with it.
+    """
+    cells = cells_for_diameter(1.0) * baseline_diameter_mm**3
+    C = (1.0 - debris_fraction) * cells
+    V = tumour_volume_ml(0.0, C, debris_fraction * cells)
+    anc = p["ANC0"]
+    return {
+        "S": csc_fraction * C, "N": (1.0 - csc_fraction) * C, "D": debris_fraction * cells,
+        "T8": 5e6 * V, "Treg": 2e6 * V, "MDSC": 3e6 * V, "M1": 5e6 * V, "M2": 5e6 * V,
+        "TGFb": 0.1 + 0.0 * anc, "IL6": 0.05 + 0.0 * anc, "IL10": 0.01 + 0.0 * anc,
+        "CCL2": 0.15 + 0.0 * anc, "CCL5": 0.06 + 0.0 * anc, "IFNg": 0.002 + 0.0 * anc,
+        "Exo": 1.0 + 0.0 * anc, "Met": 10.0 + 0.0 * anc, "PDL1": 2.0 + 0.0 * anc,
+        "Prol": anc, "Tr1": anc, "Tr2": anc, "Tr3": anc, "ANC": anc,
+    }

@@ -1,0 +1,433 @@
+"""Vectorised simulation of a cohort: exact linear PK + fixed-step RK4 in ``lax.scan``.
+
+Numerics (ARCHITECTURE.md, "Numerics"; measured in ``benchmarks/``):
+
+* The model is written for one patient; the cohort is ``jax.vmap`` of it, so every state is one
+  contiguous array over patients (the fast "tuple of arrays" layout).
+* Linear PK is solved exactly per step: with ``A`` the patient's compartment rate matrix and
+  ``h`` the step, ``expm([[A h, I h, 0], [0, 0, I h], [0, 0, 0]])`` gives ``E = e^{Ah}``,
+  ``Φ1 = ∫_0^h e^{As} ds`` and ``Φ2 = ∫_0^h ∫_0^s e^{Au} du ds`` (Van Loan 1978, IEEE TAC 23:395).
+  A bolus ``b`` is added at the step start, an infusion rate ``r`` is constant over the step:
+  ``a(t+h) = E (a + b e_d) + Φ1 e_d r``, and the *step-mean* amount is
+  ``(Φ1 (a + b e_d) + Φ2 e_d r) / h``.  The biology's RK4 stages read the step-mean
+  concentrations (exact exposure over the step even when PK is much faster than the step,
+  e.g. doxorubicin distribution or oral absorption), so stiff PK never limits ``dt``.
+* Biology: classical RK4 with ``dt`` (default 0.1 day) sub-steps inside a daily ``lax.scan``
+  wrapped in ``jax.checkpoint`` (bounded memory for reverse mode), inside a scan over save
+  blocks, so only the chosen save days and a few daily outputs are stored.
+* Doses sit on the step grid, so gradients with respect to dose amounts are exact derivatives
+  of the discrete solution.
+* Chunks of patients bound memory; a patient whose solution turns non-finite or negative is
+  flagged in ``status`` and never affects the others.
+
+The accuracy reference is `simulate_reference` (diffrax Tsit5 with tight tolerances, PK in the
+ODE, restarted at every step boundary so doses are exact jumps).
+"""
+
+from __future__ import annotations
+
+import math
+import time as _time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from vcohort.cohort import Cohort
+from vcohort.dosing import Schedule, compile_schedule
+from vcohort.drugs import CATALOGUE, Drug, get_drug
+from vcohort.model import Model
+
+PRECISIONS = ("float32", "float64")
+DEFAULT_DT = 0.1
+DEFAULT_CHUNK = 4096
+
+STATUS_OK = 0
+STATUS_NONFINITE = 1
+STATUS_NEGATIVE = 2
+STATUS_MAX_STEPS = 3
+STATUS_MESSAGES = {
+    STATUS_OK: "ok",
+    STATUS_NONFINITE: "non-finite state (solver failure)",
+    STATUS_NEGATIVE: "negative state beyond round-off",
+    STATUS_MAX_STEPS: "reference solver did not reach the end (max_steps or error)",
+}
+
+
+def set_precision(precision: str):
+    """Enable 64-bit JAX when asked for; return the JAX dtype."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; allowed: {PRECISIONS}")
+    if precision == "float64" and not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
+    return jnp.float64 if precision == "float64" else jnp.float32
+
+
+def check_dt(dt: float) -> int:
+    """Sub-steps per day for ``dt``; 1/dt must be a whole number."""
+    if not (isinstance(dt, int | float) and math.isfinite(dt) and 0 < dt <= 1):
+        raise ValueError(f"dt={dt!r} must be in (0, 1] day")
+    n = round(1.0 / dt)
+    if abs(n * dt - 1.0) > 1e-9:
+        raise ValueError(f"dt={dt!r}: 1/dt must be a whole number of steps per day")
+    return n
+
+
+# ---------------------------------------------------------------------------- PK
+def pk_propagators(drug: Drug, pk: dict, weight, dt: float, dtype):
+    """Per-patient exact step propagators ``(E, Φ1, Φ2, V1)`` of a drug (see module doc)."""
+    ind = drug.individual(pk, weight)
+    rows = drug.rate_matrix(ind)
+    A = jnp.stack([jnp.stack([jnp.asarray(x, dtype) for x in row]) for row in rows])
+    n = A.shape[0]
+    eye = jnp.eye(n, dtype=dtype) * dt
+    z = jnp.zeros((n, n), dtype)
+    M = jnp.block([[A * dt, eye, z], [z, z, eye], [z, z, z]])
+    X = jax.scipy.linalg.expm(M)
+    return X[:n, :n], X[:n, n : 2 * n], X[:n, 2 * n :], jnp.asarray(ind["V1"], dtype)
+
+
+def combine_effects(drugs: Sequence[Drug], conc: list[dict], model: Model) -> dict:
+    """Effect channels from per-drug concentrations: Bliss for fractions, sums for linear."""
+    frac: dict = {}
+    lin: dict = {}
+    for drug, c in zip(drugs, conc, strict=True):
+        for eff in drug.effects:
+            v = eff.value(c[eff.site])
+            if eff.kind == "linear":
+                lin[eff.channel] = lin.get(eff.channel, 0.0) + v
+            else:
+                frac[eff.channel] = frac.get(eff.channel, 1.0) * (1.0 - v)
+    out = {k: 1.0 - v for k, v in frac.items()}
+    out.update(lin)
+    return out
+
+
+def rk4_step(f, y: dict, h):
+    """One classical Runge–Kutta step on a dict state."""
+    tm = jax.tree_util.tree_map
+    k1 = f(y)
+    k2 = f(tm(lambda a, b: a + 0.5 * h * b, y, k1))
+    k3 = f(tm(lambda a, b: a + 0.5 * h * b, y, k2))
+    k4 = f(tm(lambda a, b: a + h * b, y, k3))
+    return tm(lambda a, b1, b2, b3, b4: a + (h / 6.0) * (b1 + 2.0 * (b2 + b3) + b4), y, k1, k2, k3, k4)
+
+
+# ---------------------------------------------------------------------------- one patient
+@dataclass(frozen=True)
+class Plan:
+    """Static description of one simulation (shapes, step sizes, drugs)."""
+
+    model: Model
+    drugs: tuple[Drug, ...]
+    days: int
+    dt: float
+    save_every: int
+    dtype: object
+    tumour_dynamics: float = 1.0
+
+    @property
+    def n_sub(self) -> int:
+        return check_dt(self.dt)
+
+    @property
+    def n_steps(self) -> int:
+        return self.days * self.n_sub
+
+    @property
+    def save_days(self) -> np.ndarray:
+        full = self.days // self.save_every
+        t = [k * self.save_every for k in range(full + 1)]
+        if self.days % self.save_every:
+            t.append(self.days)
+        return np.asarray(t, dtype=np.float64)
+
+
+def patient_fn(plan: Plan):
+    """The one-patient simulation ``(p, pk, cov, y0, bolus, rate) -> outputs``.
+
+    ``bolus``/``rate`` are the shared step-grid inputs (n_steps, drugs, 3) by unit kind; the
+    patient's covariates turn them into mg.  Outputs: ``saved`` (state dict, values at
+    `Plan.save_days`), ``daily`` (daily outputs at days 0..days) and ``auc`` (mg·day/L per drug).
+    """
+    model, drugs, dt, dtype = plan.model, plan.drugs, plan.dt, plan.dtype
+    h = jnp.asarray(dt, dtype)
+    n_sub, k = plan.n_sub, plan.save_every
+    full, rem = divmod(plan.days, k)
+    td = plan.tumour_dynamics
+
+    def run(p, pk, cov, y0, bolus, rate):
+        p = {n: jnp.asarray(v, dtype) for n, v in p.items()}
+        y0 = {n: jnp.asarray(y0[n], dtype) for n in model.states}
+        scale = jnp.stack([jnp.ones((), dtype), jnp.asarray(cov["weight_kg"], dtype),
+                           jnp.asarray(cov["bsa_m2"], dtype)])
+        props = []
+        for drug in drugs:
+            vals = {n: jnp.asarray(v, dtype) for n, v in pk[drug.name].items()}
+            E, P1, P2, V1 = pk_propagators(drug, vals, cov["weight_kg"], dt, dtype)
+            n = len(drug.compartments)
+            obs = drug.observed_indices()
+            dc = drug.dosing_compartment
+            props.append(dict(
+                E=[[E[i, j] for j in range(n)] for i in range(n)],
+                P1=[[P1[i, j] for j in range(n)] for i in obs.values()],
+                P1d=[P1[i, dc] for i in range(n)],
+                P2d=[P2[i, dc] for i in obs.values()],
+                obs=tuple(obs), V1=V1, n=n, dc=dc,
+            ))
+
+        def step(carry, inp):
+            y, a, auc = carry
+            b_in, r_in = inp
+            bd = b_in @ scale
+            rd = r_in @ scale
+            conc, a_next, auc_next = [], [], []
+            for q, (drug, pr) in enumerate(zip(drugs, props, strict=True)):
+                a0 = list(a[q])
+                a0[pr["dc"]] = a0[pr["dc"]] + bd[q]
+                n = pr["n"]
+                means = {}
+                for row, name in enumerate(pr["obs"]):
+                    m = sum(pr["P1"][row][j] * a0[j] for j in range(n)) + pr["P2d"][row] * rd[q]
+                    means[name] = m / (h * pr["V1"])
+                a1 = tuple(
+                    sum(pr["E"][i][j] * a0[j] for j in range(n)) + pr["P1d"][i] * rd[q]
+                    for i in range(n)
+                )
+                conc.append(means)
+                a_next.append(a1)
+                auc_next.append(auc[q] + means["central"] * h)
+            eff = combine_effects(drugs, conc, model)
+            f = lambda yy: model.rhs(yy, p, eff, jnp, td)  # noqa: E731
+            return (rk4_step(f, y, h), tuple(a_next), tuple(auc_next)), None
+
+        @jax.checkpoint
+        def day(carry, inp_day):
+            carry, _ = lax.scan(step, carry, inp_day)
+            return carry, model.daily_outputs(carry[0], p)
+
+        def block(carry, inp_block):
+            carry, daily = lax.scan(day, carry, inp_block)
+            return carry, (carry[0], daily)
+
+        a0 = tuple(tuple(jnp.zeros((), dtype) for _ in range(pr["n"])) for pr in props)
+        auc0 = tuple(jnp.zeros((), dtype) for _ in drugs)
+        carry = (y0, a0, auc0)
+        nd = len(drugs)
+        bolus = jnp.asarray(bolus, dtype)
+        rate = jnp.asarray(rate, dtype)
+        cut = full * k * n_sub
+        saved_parts = [jax.tree_util.tree_map(lambda v: v[None], y0)]
+        daily_parts = [jax.tree_util.tree_map(lambda v: v[None], model.daily_outputs(y0, p))]
+        if full:
+            xs = (bolus[:cut].reshape(full, k, n_sub, nd, 3), rate[:cut].reshape(full, k, n_sub, nd, 3))
+            carry, (saved, daily) = lax.scan(block, carry, xs)
+            saved_parts.append(saved)
+            daily_parts.append(jax.tree_util.tree_map(lambda v: v.reshape(-1), daily))
+        if rem:
+            xs = (bolus[cut:].reshape(rem, n_sub, nd, 3), rate[cut:].reshape(rem, n_sub, nd, 3))
+            carry, daily = lax.scan(day, carry, xs)
+            saved_parts.append(jax.tree_util.tree_map(lambda v: v[None], carry[0]))
+            daily_parts.append(daily)
+        cat = lambda parts: jax.tree_util.tree_map(lambda *v: jnp.concatenate(v), *parts)  # noqa: E731
+        return {"saved": cat(saved_parts), "daily": cat(daily_parts),
+                "auc": {d.name: v for d, v in zip(drugs, carry[2], strict=True)}}
+
+    return run
+
+
+def cohort_fn(plan: Plan):
+    """``vmap`` of `patient_fn` over patients (inputs shared): a pure, differentiable function
+    ``(params, pk, cov, y0, bolus, rate) -> outputs`` with a leading patient axis."""
+    return jax.vmap(patient_fn(plan), in_axes=(0, 0, 0, 0, None, None))
+
+
+# ---------------------------------------------------------------------------- trajectories
+@dataclass
+class Trajectories:
+    """Result of `simulate` (host numpy arrays).
+
+    Attributes:
+        patient_id: (P,) ids.
+        save_days: (T,) days at which ``states`` are saved.
+        states: state name -> (P, T).
+        daily: daily output name (``diameter_mm``, ``csc_fraction``, ``ANC``) -> (P, days+1).
+        auc: drug -> (P,) plasma AUC over the horizon, mg·day/L.
+        status: (P,) status codes (`STATUS_MESSAGES`); 0 = ok.
+        status_day: (P,) first day a failure showed in the daily outputs (-1 if none).
+        drugs: drug names of the schedule.
+        timings: seconds spent compiling+running and running.
+    """
+
+    patient_id: np.ndarray
+    save_days: np.ndarray
+    states: dict
+    daily: dict
+    auc: dict
+    status: np.ndarray
+    status_day: np.ndarray
+    drugs: tuple[str, ...]
+    timings: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.patient_id.shape[0])
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self.status == STATUS_OK
+
+    def status_text(self) -> list[str]:
+        return [STATUS_MESSAGES[int(s)] for s in self.status]
+
+
+def _status(states: dict, daily: dict) -> tuple[np.ndarray, np.ndarray]:
+    P = next(iter(states.values())).shape[0]
+    status = np.zeros(P, dtype=np.int64)
+    finite = np.ones(P, dtype=bool)
+    for v in list(states.values()) + list(daily.values()):
+        finite &= np.all(np.isfinite(v), axis=1)
+    negative = np.zeros(P, dtype=bool)
+    for v in states.values():
+        scale = np.nanmax(np.abs(v), axis=1) + 1e-300
+        negative |= np.nanmin(v, axis=1) < -1e-6 * scale
+    status[negative] = STATUS_NEGATIVE
+    status[~finite] = STATUS_NONFINITE
+    bad_day = np.full(P, -1, dtype=np.int64)
+    d = np.ones_like(next(iter(daily.values())), dtype=bool)
+    for v in daily.values():
+        d &= np.isfinite(v)
+    rows = np.where(~d.all(axis=1))[0]
+    bad_day[rows] = np.argmax(~d[rows], axis=1)
+    return status, bad_day
+
+
+# ---------------------------------------------------------------------------- entry point
+def prepare(
+    model: Model,
+    schedule: Schedule | None,
+    days: int,
+    *,
+    dt: float = DEFAULT_DT,
+    save_every: int = 7,
+    precision: str = "float64",
+    catalogue: dict[str, Drug] | None = None,
+    tumour_dynamics: float = 1.0,
+) -> tuple[Plan, Schedule]:
+    """Validate the run's settings (before any compute) and build its `Plan`."""
+    if not isinstance(days, int | np.integer) or days < 1:
+        raise ValueError(f"days={days!r} must be a whole number of days >= 1")
+    if not isinstance(save_every, int | np.integer) or save_every < 1:
+        raise ValueError(f"save_every={save_every!r} must be a whole number of days >= 1")
+    check_dt(dt)
+    dtype = set_precision(precision)
+    if schedule is None:
+        schedule = compile_schedule([], float(days))
+    cat = CATALOGUE if catalogue is None else catalogue
+    drugs = tuple(get_drug(d, cat) for d in schedule.drugs)
+    for d in drugs:
+        for eff in d.effects:
+            model.check_channel(eff.channel, d.name)
+    amount = np.asarray(schedule.amount, dtype=np.float64)
+    if np.any(~np.isfinite(amount)) or np.any(amount < 0):
+        bad = amount[~(np.isfinite(amount) & (amount >= 0))][0]
+        raise ValueError(f"schedule amount={bad!r}: dose amounts must be finite and >= 0")
+    plan = Plan(model, drugs, int(days), float(dt), int(save_every), dtype, float(tumour_dynamics))
+    return plan, schedule
+
+
+def simulate(
+    model: Model,
+    cohort: Cohort,
+    schedule: Schedule | None = None,
+    days: int = 180,
+    *,
+    dt: float = DEFAULT_DT,
+    save_every: int = 7,
+    precision: str = "float64",
+    chunk_size: int = DEFAULT_CHUNK,
+    progress: bool | None = None,
+    catalogue: dict[str, Drug] | None = None,
+    tumour_dynamics: float = 1.0,
+) -> Trajectories:
+    """Simulate every patient of ``cohort`` under ``schedule`` (None = untreated).
+
+    Args:
+        model: the model (e.g. `vcohort.model.CSC_IMMUNE`).
+        cohort: patients (parameters, PK parameters, covariates, initial state).
+        schedule: dose slots (`vcohort.dosing.compile_schedule`); None means untreated.
+        days: horizon in whole days.
+        dt: RK4 step in days (1/dt a whole number).
+        save_every: save the full state every this many days (and at the horizon).
+        precision: ``float64`` (reference) or ``float32`` (fast; default on GPU).
+        chunk_size: patients per compiled call (memory bound; the last chunk is padded).
+        progress: show a progress bar (default: when there is more than one chunk).
+        catalogue: drug catalogue (default `vcohort.drugs.CATALOGUE`).
+        tumour_dynamics: 1, or 0 to freeze the tumour (immune run-in).
+
+    Returns:
+        `Trajectories` with per-patient ``status``; failed patients are kept, flagged.
+    """
+    plan, schedule = prepare(model, schedule, days, dt=dt, save_every=save_every,
+                             precision=precision, catalogue=catalogue,
+                             tumour_dynamics=tumour_dynamics)
+    n = len(cohort)
+    if n < 1:
+        raise ValueError("cohort has 0 patients; patients must be >= 1")
+    if not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1")
+    cohort.check_for(model, plan.drugs, schedule.needs())
+    bolus, rate = schedule.step_inputs(plan.dt, plan.n_steps)
+    fn = _compiled(plan)
+    chunk = int(min(chunk_size, n))
+    starts = list(range(0, n, chunk))
+    show = progress if progress is not None else len(starts) > 1
+    it = starts
+    if show:
+        from tqdm.auto import tqdm
+
+        it = tqdm(starts, desc=f"simulating {n} patients", unit="chunk")
+    np_dtype = np.float64 if plan.dtype == jnp.float64 else np.float32
+    outs = []
+    t0 = _time.perf_counter()
+    first = None
+    for s in it:
+        idx = np.arange(s, min(s + chunk, n))
+        pad = chunk - idx.size
+        take = np.concatenate([idx, np.full(pad, idx[-1])]) if pad else idx
+        args = cohort.arrays(take, plan.drugs, np_dtype)
+        res = fn(*args, bolus.astype(np_dtype), rate.astype(np_dtype))
+        res = jax.tree_util.tree_map(lambda v: np.asarray(v)[: idx.size], res)
+        outs.append(res)
+        if first is None:
+            first = _time.perf_counter() - t0
+    total = _time.perf_counter() - t0
+    res = jax.tree_util.tree_map(lambda *v: np.concatenate(v), *outs)
+    status, bad_day = _status(res["saved"], res["daily"])
+    return Trajectories(
+        patient_id=np.asarray(cohort.patient_id),
+        save_days=plan.save_days,
+        states=res["saved"],
+        daily=res["daily"],
+        auc=res["auc"],
+        status=status,
+        status_day=bad_day,
+        drugs=tuple(d.name for d in plan.drugs),
+        timings={"total_s": total, "first_chunk_s": first, "chunks": len(starts),
+                 "chunk_size": chunk},
+    )
+
+
+_CACHE: dict = {}
+
+
+def _compiled(plan: Plan):
+    """One jitted cohort function per plan (jit re-traces only for new shapes/dtypes)."""
+    key = (plan.model.name, tuple(d.name for d in plan.drugs), plan.days, plan.dt,
+           plan.save_every, str(jnp.dtype(plan.dtype)), plan.tumour_dynamics,
+           tuple(id(d) for d in plan.drugs), id(plan.model))
+    if key not in _CACHE:
+        _CACHE[key] = jax.jit(cohort_fn(plan))
+    return _CACHE[key]
