@@ -162,8 +162,8 @@ def patient_fn(plan: Plan):
     def run(p, pk, cov, y0, bolus, rate):
         p = {n: jnp.asarray(v, dtype) for n, v in p.items()}
         y0 = {n: jnp.asarray(y0[n], dtype) for n in model.states}
-        scale = jnp.stack([jnp.ones((), dtype), jnp.asarray(cov["weight_kg"], dtype),
-                           jnp.asarray(cov["bsa_m2"], dtype)])
+        wt = jnp.asarray(cov["weight_kg"], dtype)
+        bsa = jnp.asarray(cov["bsa_m2"], dtype)
         props = []
         for drug in drugs:
             vals = {n: jnp.asarray(v, dtype) for n, v in pk[drug.name].items()}
@@ -182,8 +182,10 @@ def patient_fn(plan: Plan):
         def step(carry, inp):
             y, a, auc = carry
             b_in, r_in = inp
-            bd = b_in @ scale
-            rd = r_in @ scale
+            # per-patient mg from (mg, mg/kg, mg/m2) channels; elementwise on purpose: a dot
+            # inside the scan deadlocked XLA's CPU runtime (jax 0.10.2, 2-core machine)
+            bd = b_in[:, 0] + b_in[:, 1] * wt + b_in[:, 2] * bsa
+            rd = r_in[:, 0] + r_in[:, 1] * wt + r_in[:, 2] * bsa
             conc, a_next, auc_next = [], [], []
             for q, (drug, pr) in enumerate(zip(drugs, props, strict=True)):
                 a0 = list(a[q])

@@ -1,0 +1,117 @@
+"""Run folders: validated creation, atomic writes, manifest, parquet tables.
+
+A run writes into a hidden temporary sibling folder and moves it into place only when every
+file is written, so an existing folder is never half-overwritten and a failed run leaves the
+user's previous results untouched (ARCHITECTURE.md, "Outputs").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Validate ``--out`` before any compute."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"--out {str(p)!r} exists and is not a folder")
+    if p.exists() and any(p.iterdir()) and not overwrite:
+        raise ValueError(
+            f"--out {str(p)!r} already exists and is not empty; choose another folder or pass "
+            f"--overwrite to replace it"
+        )
+    if not p.parent.exists():
+        raise ValueError(f"--out {str(p)!r}: parent folder {str(p.parent)!r} does not exist")
+    return p
+
+
+@contextmanager
+def run_folder(path: str | os.PathLike, overwrite: bool = False):
+    """Yield a temporary folder; on success it replaces ``path`` atomically (same filesystem)."""
+    final = check_output_dir(path, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file via a temporary file and rename (never a half-written file)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path, obj) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, default=_json_default).encode())
+
+
+def _json_default(o):
+    if isinstance(o, np.integer | np.floating):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def write_parquet(path, df: pd.DataFrame) -> None:
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_csv(path, df: pd.DataFrame) -> None:
+    atomic_write_bytes(path, df.to_csv(index=False).encode())
+
+
+def environment() -> dict:
+    """Versions and device, for the manifest."""
+    import jax
+    import jaxlib
+
+    import vcohort
+
+    try:
+        devices = [str(d) for d in jax.devices()]
+    except RuntimeError:  # pragma: no cover
+        devices = []
+    return {
+        "vcohort": vcohort.__version__,
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "backend": jax.default_backend(),
+        "devices": devices,
+    }
