@@ -357,14 +357,17 @@ DOXORUBICIN = Drug(
         ),
         Effect(
             "myelotoxicity",
-            "linear",
-            slope=25.0,
+            "emax",
+            emax=8.0,
+            ec50=0.3,
             site="central",
             source=(
-                "assumption: Friberg et al. 2002 linear drug effect E = slope·C; slope 25 L/mg set "
-                "so that 75 mg/m2 gives a median ANC nadir near the grade-3/4 boundary as "
-                "reported for single-agent doxorubicin 75 mg/m2 (label: myelosuppression "
-                "dose-limiting); Friberg 2002 did not fit doxorubicin"
+                "assumption: Friberg et al. 2002 drug effect in Emax form (used there for some "
+                "drugs; linear for others), E = 8·C/(C + 0.3 mg/L), set so that 75 mg/m2 gives a "
+                "median ANC nadir near the grade-3/4 boundary as reported for single-agent "
+                "doxorubicin 75 mg/m2 (label: myelosuppression dose-limiting); Friberg 2002 did "
+                "not fit doxorubicin.  Bounded E keeps the precursor kill rate below ~8·ktr, "
+                "within the RK4 step's stability region"
             ),
         ),
     ),

@@ -42,6 +42,7 @@ from vcohort.drugs import CATALOGUE, Drug, get_drug
 from vcohort.model import Model
 
 PRECISIONS = ("float32", "float64")
+FORCINGS = ("mean", "stages")
 DEFAULT_DT = 0.1
 DEFAULT_CHUNK = 4096
 
@@ -90,14 +91,25 @@ def pk_propagators(drug: Drug, pk: dict, weight, dt: float, dtype):
     return X[:n, :n], X[:n, n : 2 * n], X[:n, 2 * n :], jnp.asarray(ind["V1"], dtype)
 
 
+def _stage_rk4(fs, y: dict, h):
+    """RK4 whose stages read their own drug effects: ``fs = (f_t, f_mid, f_end)``."""
+    tm = jax.tree_util.tree_map
+    k1 = fs[0](y)
+    k2 = fs[1](tm(lambda a, b: a + 0.5 * h * b, y, k1))
+    k3 = fs[1](tm(lambda a, b: a + 0.5 * h * b, y, k2))
+    k4 = fs[2](tm(lambda a, b: a + h * b, y, k3))
+    return tm(lambda a, b1, b2, b3, b4: a + (h / 6.0) * (b1 + 2.0 * (b2 + b3) + b4), y, k1, k2, k3, k4)
+
+
 def combine_effects(drugs: Sequence[Drug], conc: list[dict], model: Model) -> dict:
-    """Effect channels from per-drug concentrations: Bliss for fractions, sums for linear."""
+    """Effect channels from per-drug concentrations: Bliss independence on fraction channels,
+    sums on linear channels (the channel's kind is the model's, `Model.effect_channels`)."""
     frac: dict = {}
     lin: dict = {}
     for drug, c in zip(drugs, conc, strict=True):
         for eff in drug.effects:
             v = eff.value(c[eff.site])
-            if eff.kind == "linear":
+            if model.effect_channels[eff.channel][0] == "linear":
                 lin[eff.channel] = lin.get(eff.channel, 0.0) + v
             else:
                 frac[eff.channel] = frac.get(eff.channel, 1.0) * (1.0 - v)
@@ -128,6 +140,7 @@ class Plan:
     save_every: int
     dtype: object
     tumour_dynamics: float = 1.0
+    forcing: str = "mean"
 
     @property
     def n_sub(self) -> int:
@@ -158,6 +171,7 @@ def patient_fn(plan: Plan):
     n_sub, k = plan.n_sub, plan.save_every
     full, rem = divmod(plan.days, k)
     td = plan.tumour_dynamics
+    forcing = plan.forcing
 
     def run(p, pk, cov, y0, bolus, rate):
         p = {n: jnp.asarray(v, dtype) for n, v in p.items()}
@@ -168,6 +182,7 @@ def patient_fn(plan: Plan):
         for drug in drugs:
             vals = {n: jnp.asarray(v, dtype) for n, v in pk[drug.name].items()}
             E, P1, P2, V1 = pk_propagators(drug, vals, cov["weight_kg"], dt, dtype)
+            Eh, P1h, _, _ = pk_propagators(drug, vals, cov["weight_kg"], dt / 2, dtype)
             n = len(drug.compartments)
             obs = drug.observed_indices()
             dc = drug.dosing_compartment
@@ -176,7 +191,9 @@ def patient_fn(plan: Plan):
                 P1=[[P1[i, j] for j in range(n)] for i in obs.values()],
                 P1d=[P1[i, dc] for i in range(n)],
                 P2d=[P2[i, dc] for i in obs.values()],
-                obs=tuple(obs), V1=V1, n=n, dc=dc,
+                Eh=[[Eh[i, j] for j in range(n)] for i in obs.values()],
+                P1hd=[P1h[i, dc] for i in obs.values()],
+                obs=tuple(obs), obs_idx=tuple(obs.values()), V1=V1, n=n, dc=dc,
             ))
 
         def step(carry, inp):
@@ -187,6 +204,7 @@ def patient_fn(plan: Plan):
             bd = b_in[:, 0] + b_in[:, 1] * wt + b_in[:, 2] * bsa
             rd = r_in[:, 0] + r_in[:, 1] * wt + r_in[:, 2] * bsa
             conc, a_next, auc_next = [], [], []
+            c_t, c_mid, c_end = [], [], []
             for q, (drug, pr) in enumerate(zip(drugs, props, strict=True)):
                 a0 = list(a[q])
                 a0[pr["dc"]] = a0[pr["dc"]] + bd[q]
@@ -202,6 +220,21 @@ def patient_fn(plan: Plan):
                 conc.append(means)
                 a_next.append(a1)
                 auc_next.append(auc[q] + means["central"] * h)
+                if forcing == "stages":
+                    c_t.append({nm: a0[i] / pr["V1"] for nm, i in zip(pr["obs"], pr["obs_idx"])})
+                    c_end.append({nm: a1[i] / pr["V1"] for nm, i in zip(pr["obs"], pr["obs_idx"])})
+                    c_mid.append({
+                        nm: (sum(pr["Eh"][row][j] * a0[j] for j in range(n))
+                             + pr["P1hd"][row] * rd[q]) / pr["V1"]
+                        for row, nm in enumerate(pr["obs"])
+                    })
+            if forcing == "stages":
+                fs = tuple(
+                    (lambda e: (lambda yy: model.rhs(yy, p, e, jnp, td)))(
+                        combine_effects(drugs, cc, model))
+                    for cc in (c_t, c_mid, c_end)
+                )
+                return (_stage_rk4(fs, y, h), tuple(a_next), tuple(auc_next)), None
             eff = combine_effects(drugs, conc, model)
             f = lambda yy: model.rhs(yy, p, eff, jnp, td)  # noqa: E731
             return (rk4_step(f, y, h), tuple(a_next), tuple(auc_next)), None
@@ -317,6 +350,7 @@ def prepare(
     precision: str = "float64",
     catalogue: dict[str, Drug] | None = None,
     tumour_dynamics: float = 1.0,
+    forcing: str = "mean",
 ) -> tuple[Plan, Schedule]:
     """Validate the run's settings (before any compute) and build its `Plan`."""
     if not isinstance(days, int | np.integer) or days < 1:
@@ -336,7 +370,10 @@ def prepare(
     if np.any(~np.isfinite(amount)) or np.any(amount < 0):
         bad = amount[~(np.isfinite(amount) & (amount >= 0))][0]
         raise ValueError(f"schedule amount={bad!r}: dose amounts must be finite and >= 0")
-    plan = Plan(model, drugs, int(days), float(dt), int(save_every), dtype, float(tumour_dynamics))
+    if forcing not in FORCINGS:
+        raise ValueError(f"forcing={forcing!r}; allowed: {FORCINGS}")
+    plan = Plan(model, drugs, int(days), float(dt), int(save_every), dtype,
+                float(tumour_dynamics), forcing)
     return plan, schedule
 
 
@@ -353,6 +390,7 @@ def simulate(
     progress: bool | None = None,
     catalogue: dict[str, Drug] | None = None,
     tumour_dynamics: float = 1.0,
+    forcing: str = "mean",
 ) -> Trajectories:
     """Simulate every patient of ``cohort`` under ``schedule`` (None = untreated).
 
@@ -374,7 +412,7 @@ def simulate(
     """
     plan, schedule = prepare(model, schedule, days, dt=dt, save_every=save_every,
                              precision=precision, catalogue=catalogue,
-                             tumour_dynamics=tumour_dynamics)
+                             tumour_dynamics=tumour_dynamics, forcing=forcing)
     n = len(cohort)
     if n < 1:
         raise ValueError("cohort has 0 patients; patients must be >= 1")
@@ -428,7 +466,7 @@ _CACHE: dict = {}
 def _compiled(plan: Plan):
     """One jitted cohort function per plan (jit re-traces only for new shapes/dtypes)."""
     key = (plan.model.name, tuple(d.name for d in plan.drugs), plan.days, plan.dt,
-           plan.save_every, str(jnp.dtype(plan.dtype)), plan.tumour_dynamics,
+           plan.save_every, str(jnp.dtype(plan.dtype)), plan.tumour_dynamics, plan.forcing,
            tuple(id(d) for d in plan.drugs), id(plan.model))
     if key not in _CACHE:
         _CACHE[key] = jax.jit(cohort_fn(plan))
