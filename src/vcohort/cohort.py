@@ -84,7 +84,7 @@ class Cohort:
         return int(np.asarray(self.patient_id).shape[0])
 
     def subset(self, idx) -> Cohort:
-        idx = np.asarray(idx)
+        idx = np.asarray(idx, dtype=np.int64)
         t = lambda d: {k: np.asarray(v)[idx] for k, v in d.items()}  # noqa: E731
         return Cohort(np.asarray(self.patient_id)[idx], t(self.params),
                       {k: t(v) for k, v in self.pk.items()}, t(self.covariates), t(self.y0),

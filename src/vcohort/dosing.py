@@ -249,7 +249,10 @@ def _take_value(tokens: list[str], i: int) -> tuple[str, int]:
     if (
         i < len(tokens)
         and re.fullmatch(r"[-+0-9.eE]+", val)
-        and tokens[i].lower() in _TIME_UNITS
+        and tokens[i].isalpha()
+        and tokens[i].lower() not in _KEYWORDS
+        and tokens[i].lower() not in ("doses", "dose", "cycles")
+        and not _is_shorthand(tokens[i])
     ):
         val += " " + tokens[i]
         i += 1

@@ -293,7 +293,8 @@ CB839 = Drug(
              "first-order absorption rate"),
             ("CL", 416.0, "L/day", 0.4, "assumption: CL/F giving t1/2 ~4 h with V/F 100 L "
              "(twice-daily dosing chosen in Harding et al. 2021)", "apparent clearance CL/F"),
-            ("V1", 100.0, "L", 0.3, "assumption", "apparent volume V/F"),
+            ("V1", 100.0, "L", 0.3, "assumption: apparent volume of an oral small molecule; "
+             "no published popPK reachable", "apparent volume V/F"),
         ]
     ),
     effects=(

@@ -8,10 +8,15 @@ Numerics (ARCHITECTURE.md, "Numerics"; measured in ``benchmarks/``):
   ``h`` the step, ``expm([[A h, I h, 0], [0, 0, I h], [0, 0, 0]])`` gives ``E = e^{Ah}``,
   ``Φ1 = ∫_0^h e^{As} ds`` and ``Φ2 = ∫_0^h ∫_0^s e^{Au} du ds`` (Van Loan 1978, IEEE TAC 23:395).
   A bolus ``b`` is added at the step start, an infusion rate ``r`` is constant over the step:
-  ``a(t+h) = E (a + b e_d) + Φ1 e_d r``, and the *step-mean* amount is
-  ``(Φ1 (a + b e_d) + Φ2 e_d r) / h``.  The biology's RK4 stages read the step-mean
-  concentrations (exact exposure over the step even when PK is much faster than the step,
-  e.g. doxorubicin distribution or oral absorption), so stiff PK never limits ``dt``.
+  ``a(t+h) = E (a + b e_d) + Φ1 e_d r``; the step-mean amount ``(Φ1 (a + b e_d) + Φ2 e_d r)/h``
+  gives the exact exposure (AUC).
+* Drug effects are held constant within a step at their *step-mean* value, computed by 3-point
+  Gauss–Legendre quadrature of the effect of the exact concentrations inside the step
+  (``forcing="gauss"``; ``"mean"`` uses the effect of the mean concentration).  Stiff PK
+  therefore never limits ``dt``.  Measured against the diffrax reference (4 drugs, 0.1 day):
+  diameters 3e-4 relative with ``gauss`` vs 3e-3 with ``mean``; the error left is where an
+  Emax effect saturates within one step (30-min infusions; doxorubicin's post-infusion fall at
+  ~200/day drives the Friberg precursor kill: ANC 0.5%).
 * Biology: classical RK4 with ``dt`` (default 0.1 day) sub-steps inside a daily ``lax.scan``
   wrapped in ``jax.checkpoint`` (bounded memory for reverse mode), inside a scan over save
   blocks, so only the chosen save days and a few daily outputs are stored.
@@ -42,7 +47,10 @@ from vcohort.drugs import CATALOGUE, Drug, get_drug
 from vcohort.model import Model
 
 PRECISIONS = ("float32", "float64")
-FORCINGS = ("mean", "stages")
+FORCINGS = ("gauss", "mean")
+# 3-point Gauss–Legendre nodes/weights on [0, 1] (exact for polynomials of degree 5)
+GAUSS_NODES = (0.5 - 0.5 * math.sqrt(0.6), 0.5, 0.5 + 0.5 * math.sqrt(0.6))
+GAUSS_WEIGHTS = (5.0 / 18.0, 8.0 / 18.0, 5.0 / 18.0)
 DEFAULT_DT = 0.1
 DEFAULT_CHUNK = 4096
 
@@ -91,16 +99,6 @@ def pk_propagators(drug: Drug, pk: dict, weight, dt: float, dtype):
     return X[:n, :n], X[:n, n : 2 * n], X[:n, 2 * n :], jnp.asarray(ind["V1"], dtype)
 
 
-def _stage_rk4(fs, y: dict, h):
-    """RK4 whose stages read their own drug effects: ``fs = (f_t, f_mid, f_end)``."""
-    tm = jax.tree_util.tree_map
-    k1 = fs[0](y)
-    k2 = fs[1](tm(lambda a, b: a + 0.5 * h * b, y, k1))
-    k3 = fs[1](tm(lambda a, b: a + 0.5 * h * b, y, k2))
-    k4 = fs[2](tm(lambda a, b: a + h * b, y, k3))
-    return tm(lambda a, b1, b2, b3, b4: a + (h / 6.0) * (b1 + 2.0 * (b2 + b3) + b4), y, k1, k2, k3, k4)
-
-
 def combine_effects(drugs: Sequence[Drug], conc: list[dict], model: Model) -> dict:
     """Effect channels from per-drug concentrations: Bliss independence on fraction channels,
     sums on linear channels (the channel's kind is the model's, `Model.effect_channels`)."""
@@ -140,7 +138,7 @@ class Plan:
     save_every: int
     dtype: object
     tumour_dynamics: float = 1.0
-    forcing: str = "mean"
+    forcing: str = "gauss"
 
     @property
     def n_sub(self) -> int:
@@ -182,19 +180,24 @@ def patient_fn(plan: Plan):
         for drug in drugs:
             vals = {n: jnp.asarray(v, dtype) for n, v in pk[drug.name].items()}
             E, P1, P2, V1 = pk_propagators(drug, vals, cov["weight_kg"], dt, dtype)
-            Eh, P1h, _, _ = pk_propagators(drug, vals, cov["weight_kg"], dt / 2, dtype)
             n = len(drug.compartments)
             obs = drug.observed_indices()
             dc = drug.dosing_compartment
-            props.append(dict(
+            pr = dict(
                 E=[[E[i, j] for j in range(n)] for i in range(n)],
                 P1=[[P1[i, j] for j in range(n)] for i in obs.values()],
                 P1d=[P1[i, dc] for i in range(n)],
                 P2d=[P2[i, dc] for i in obs.values()],
-                Eh=[[Eh[i, j] for j in range(n)] for i in obs.values()],
-                P1hd=[P1h[i, dc] for i in obs.values()],
-                obs=tuple(obs), obs_idx=tuple(obs.values()), V1=V1, n=n, dc=dc,
-            ))
+                obs=tuple(obs), V1=V1, n=n, dc=dc, gauss=[],
+            )
+            if forcing == "gauss":
+                for tau in GAUSS_NODES:  # exact concentrations inside the step
+                    Et, P1t, _, _ = pk_propagators(drug, vals, cov["weight_kg"], tau * dt, dtype)
+                    pr["gauss"].append((
+                        [[Et[i, j] for j in range(n)] for i in obs.values()],
+                        [P1t[i, dc] for i in obs.values()],
+                    ))
+            props.append(pr)
 
         def step(carry, inp):
             y, a, auc = carry
@@ -204,8 +207,8 @@ def patient_fn(plan: Plan):
             bd = b_in[:, 0] + b_in[:, 1] * wt + b_in[:, 2] * bsa
             rd = r_in[:, 0] + r_in[:, 1] * wt + r_in[:, 2] * bsa
             conc, a_next, auc_next = [], [], []
-            c_t, c_mid, c_end = [], [], []
-            for q, (drug, pr) in enumerate(zip(drugs, props, strict=True)):
+            nodes = [[] for _ in GAUSS_NODES]
+            for q, pr in enumerate(props):
                 a0 = list(a[q])
                 a0[pr["dc"]] = a0[pr["dc"]] + bd[q]
                 n = pr["n"]
@@ -220,22 +223,18 @@ def patient_fn(plan: Plan):
                 conc.append(means)
                 a_next.append(a1)
                 auc_next.append(auc[q] + means["central"] * h)
-                if forcing == "stages":
-                    c_t.append({nm: a0[i] / pr["V1"] for nm, i in zip(pr["obs"], pr["obs_idx"])})
-                    c_end.append({nm: a1[i] / pr["V1"] for nm, i in zip(pr["obs"], pr["obs_idx"])})
-                    c_mid.append({
-                        nm: (sum(pr["Eh"][row][j] * a0[j] for j in range(n))
-                             + pr["P1hd"][row] * rd[q]) / pr["V1"]
+                for g, (Et, P1t) in enumerate(pr["gauss"]):
+                    nodes[g].append({
+                        nm: (sum(Et[row][j] * a0[j] for j in range(n)) + P1t[row] * rd[q])
+                        / pr["V1"]
                         for row, nm in enumerate(pr["obs"])
                     })
-            if forcing == "stages":
-                fs = tuple(
-                    (lambda e: (lambda yy: model.rhs(yy, p, e, jnp, td)))(
-                        combine_effects(drugs, cc, model))
-                    for cc in (c_t, c_mid, c_end)
-                )
-                return (_stage_rk4(fs, y, h), tuple(a_next), tuple(auc_next)), None
-            eff = combine_effects(drugs, conc, model)
+            if forcing == "gauss" and drugs:
+                per_node = [combine_effects(drugs, c, model) for c in nodes]
+                eff = {k: sum(w * e[k] for w, e in zip(GAUSS_WEIGHTS, per_node, strict=True))
+                       for k in per_node[0]}
+            else:
+                eff = combine_effects(drugs, conc, model)
             f = lambda yy: model.rhs(yy, p, eff, jnp, td)  # noqa: E731
             return (rk4_step(f, y, h), tuple(a_next), tuple(auc_next)), None
 
@@ -350,7 +349,7 @@ def prepare(
     precision: str = "float64",
     catalogue: dict[str, Drug] | None = None,
     tumour_dynamics: float = 1.0,
-    forcing: str = "mean",
+    forcing: str = "gauss",
 ) -> tuple[Plan, Schedule]:
     """Validate the run's settings (before any compute) and build its `Plan`."""
     if not isinstance(days, int | np.integer) or days < 1:
@@ -390,7 +389,7 @@ def simulate(
     progress: bool | None = None,
     catalogue: dict[str, Drug] | None = None,
     tumour_dynamics: float = 1.0,
-    forcing: str = "mean",
+    forcing: str = "gauss",
 ) -> Trajectories:
     """Simulate every patient of ``cohort`` under ``schedule`` (None = untreated).
 

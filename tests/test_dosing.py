@@ -1,0 +1,127 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from vcohort.dosing import (
+    Regimen,
+    compile_schedule,
+    from_nmtran,
+    parse_amount,
+    parse_duration,
+    parse_regimen,
+    to_nmtran,
+)
+
+
+def test_parse_units():
+    assert parse_amount("200 mg") == (200.0, "mg")
+    assert parse_amount("2 mg/kg") == (2.0, "mg/kg")
+    assert parse_amount("75 mg/m²") == (75.0, "mg/m2")
+    assert parse_duration("21 d") == 21.0
+    assert parse_duration("12 h") == 0.5
+    assert parse_duration("30 min") == pytest.approx(1 / 48)
+    assert parse_duration("3 w") == 21.0
+
+
+def test_parse_regimen_forms():
+    r = parse_regimen("pembrolizumab 200 mg every 21 d x 8 over 30 min")
+    assert (r.drug, r.dose, r.dose_unit, r.interval_days, r.count) == (
+        "pembrolizumab", 200.0, "mg", 21.0, 8)
+    assert r.infusion_days == pytest.approx(1 / 48)
+    r = parse_regimen("pembrolizumab 2 mg/kg q3w start 7 d")
+    assert (r.dose_unit, r.interval_days, r.start_day) == ("mg/kg", 21.0, 7.0)
+    r = parse_regimen("cb839 800 mg bid until 28 d")
+    assert r.interval_days == 0.5 and r.until_day == 28.0
+    assert len(r.dose_times(100)) == 56
+    assert parse_regimen("wnt974").dose == 10.0  # catalogue clinical dose
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("aspirin 100 mg", "not in the catalogue"),
+        ("pembrolizumab -200 mg q3w", "finite number >= 0"),
+        ("pembrolizumab nan mg q3w", "finite number >= 0"),
+        ("pembrolizumab 200 mg every 0 d", "must be > 0"),
+        ("pembrolizumab 200 mg every -3 d", "must be > 0"),
+        ("pembrolizumab 200 grains q3w", "unknown dose unit"),
+        ("pembrolizumab 200 mg every 3 fortnights", "unknown time unit"),
+        ("wnt974 10 mg qd over 1 h", "oral drug"),
+        ("pembrolizumab 200 mg q3w banana", "unexpected word"),
+    ],
+)
+def test_bad_regimens_name_the_field(text, match):
+    with pytest.raises(ValueError, match=match):
+        parse_regimen(text)
+
+
+def test_compile_and_step_scatter_conserve_amounts():
+    regs = [parse_regimen("pembrolizumab 200 mg every 21 d over 1 h"),
+            parse_regimen("wnt974 10 mg qd"),
+            parse_regimen("doxorubicin 75 mg/m2 every 21 d x 2 over 30 min")]
+    s = compile_schedule(regs, 42.0)
+    assert s.drugs == ("pembrolizumab", "wnt974", "doxorubicin")
+    assert s.valid.sum(axis=1).tolist() == [2, 42, 2]
+    dt = 0.1
+    bolus, rate = s.step_inputs(dt, 420)
+    assert bolus.shape == (420, 3, 3)
+    # oral doses are boluses into the depot; infusions integrate to the dose
+    assert bolus[:, 1, 0].sum() == pytest.approx(420.0)
+    assert rate[:, 0, 0].sum() * dt == pytest.approx(400.0)
+    assert rate[:, 2, 2].sum() * dt == pytest.approx(150.0)  # mg/m2 channel
+    assert s.needs() == {"bsa_m2"}
+
+
+def test_step_scatter_is_differentiable_in_amounts():
+    import jax
+    import jax.numpy as jnp
+
+    s = compile_schedule([parse_regimen("pembrolizumab 200 mg every 21 d over 1 h")], 42.0)
+    grid = s.step_grid(0.1, 420)
+    g = jax.grad(lambda a: grid.scatter(a, jnp)[1].sum() * 0.1)(jnp.asarray(s.amount))
+    assert np.allclose(np.asarray(g), 1.0)
+
+
+def test_nmtran_round_trip_flat_mg():
+    regs = [parse_regimen("pembrolizumab 200 mg every 21 d x 4 over 30 min"),
+            parse_regimen("cb839 800 mg every 12 h until 14 d"),
+            parse_regimen("cb839 600 mg every 12 h start 14 d until 28 d")]
+    s = compile_schedule(regs, 84.0)
+    df = to_nmtran(s, ids=[1, 2])
+    assert list(df.columns) == ["ID", "TIME", "AMT", "CMT", "EVID", "II", "ADDL", "RATE", "DRUG"]
+    one = df[df.ID == 1]
+    pem = one[one.DRUG == "pembrolizumab"].iloc[0]
+    assert (pem.TIME, pem.AMT, pem.II, pem.ADDL) == (0.0, 200.0, 21.0, 3)  # ADDL = doses after 1st
+    assert pem.RATE == pytest.approx(200.0 * 48)
+    assert len(one[one.DRUG == "cb839"]) == 2  # two dose levels -> two records
+    back = from_nmtran(df)
+    assert set(back) == {1, 2}
+    s2 = back[1]
+    for d in s.drugs:
+        i, j = s.drugs.index(d), s2.drugs.index(d)
+        t1, a1 = s.time[i][s.valid[i]], np.asarray(s.amount)[i][s.valid[i]]
+        t2, a2 = s2.time[j][s2.valid[j]], np.asarray(s2.amount)[j][s2.valid[j]]
+        assert np.allclose(t1, t2) and np.allclose(a1, a2)
+        assert np.allclose(s.duration[i][s.valid[i]], s2.duration[j][s2.valid[j]])
+
+
+def test_nmtran_per_kg_needs_weight_and_converts():
+    s = compile_schedule([parse_regimen("pembrolizumab 2 mg/kg q3w x 2")], 42.0)
+    with pytest.raises(ValueError, match="weight_kg"):
+        to_nmtran(s)
+    df = to_nmtran(s, ids=[1, 2], weight_kg=[50.0, 100.0])
+    assert df.groupby("ID").AMT.first().tolist() == [100.0, 200.0]
+
+
+def test_regimen_field_validation():
+    with pytest.raises(ValueError, match="count"):
+        Regimen("pembrolizumab", 200.0, interval_days=21.0, count=0)
+    with pytest.raises(ValueError, match="until_day"):
+        Regimen("pembrolizumab", 200.0, interval_days=21.0, start_day=10.0, until_day=5.0)
+    with pytest.raises(ValueError, match="dose_unit"):
+        Regimen("pembrolizumab", 200.0, dose_unit="g")
+
+
+def test_from_nmtran_requires_columns():
+    with pytest.raises(ValueError, match="lacks columns"):
+        from_nmtran(pd.DataFrame({"ID": [1]}))
