@@ -9,8 +9,11 @@ jax.config.update("jax_enable_x64", True)
 from vcohort.cohort import make_cohort  # noqa: E402
 from vcohort.dosing import compile_schedule, parse_regimen  # noqa: E402
 
-TRIPLE = ("wnt974 10 mg every 24 h", "pembrolizumab 200 mg every 21 d over 30 min",
-          "cb839 800 mg every 12 h")
+TRIPLE = (
+    "wnt974 10 mg every 24 h",
+    "pembrolizumab 200 mg every 21 d over 30 min",
+    "cb839 800 mg every 12 h",
+)
 
 
 @pytest.fixture(scope="session")

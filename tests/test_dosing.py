@@ -26,7 +26,12 @@ def test_parse_units():
 def test_parse_regimen_forms():
     r = parse_regimen("pembrolizumab 200 mg every 21 d x 8 over 30 min")
     assert (r.drug, r.dose, r.dose_unit, r.interval_days, r.count) == (
-        "pembrolizumab", 200.0, "mg", 21.0, 8)
+        "pembrolizumab",
+        200.0,
+        "mg",
+        21.0,
+        8,
+    )
     assert r.infusion_days == pytest.approx(1 / 48)
     r = parse_regimen("pembrolizumab 2 mg/kg q3w start 7 d")
     assert (r.dose_unit, r.interval_days, r.start_day) == ("mg/kg", 21.0, 7.0)
@@ -56,9 +61,11 @@ def test_bad_regimens_name_the_field(text, match):
 
 
 def test_compile_and_step_scatter_conserve_amounts():
-    regs = [parse_regimen("pembrolizumab 200 mg every 21 d over 1 h"),
-            parse_regimen("wnt974 10 mg qd"),
-            parse_regimen("doxorubicin 75 mg/m2 every 21 d x 2 over 30 min")]
+    regs = [
+        parse_regimen("pembrolizumab 200 mg every 21 d over 1 h"),
+        parse_regimen("wnt974 10 mg qd"),
+        parse_regimen("doxorubicin 75 mg/m2 every 21 d x 2 over 30 min"),
+    ]
     s = compile_schedule(regs, 42.0)
     assert s.drugs == ("pembrolizumab", "wnt974", "doxorubicin")
     assert s.valid.sum(axis=1).tolist() == [2, 42, 2]
@@ -83,9 +90,11 @@ def test_step_scatter_is_differentiable_in_amounts():
 
 
 def test_nmtran_round_trip_flat_mg():
-    regs = [parse_regimen("pembrolizumab 200 mg every 21 d x 4 over 30 min"),
-            parse_regimen("cb839 800 mg every 12 h until 14 d"),
-            parse_regimen("cb839 600 mg every 12 h start 14 d until 28 d")]
+    regs = [
+        parse_regimen("pembrolizumab 200 mg every 21 d x 4 over 30 min"),
+        parse_regimen("cb839 800 mg every 12 h until 14 d"),
+        parse_regimen("cb839 600 mg every 12 h start 14 d until 28 d"),
+    ]
     s = compile_schedule(regs, 84.0)
     df = to_nmtran(s, ids=[1, 2])
     assert list(df.columns) == ["ID", "TIME", "AMT", "CMT", "EVID", "II", "ADDL", "RATE", "DRUG"]

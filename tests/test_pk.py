@@ -14,7 +14,9 @@ from vcohort.simulate import pk_propagators
 
 def _amounts_after_dose(drug, days, dt=0.1):
     pk = drug.params.typical()
-    E, P1, _, V1 = (np.asarray(x) for x in pk_propagators(drug, pk, drug.ref_weight, dt, jnp.float64))
+    E, P1, _, V1 = (
+        np.asarray(x) for x in pk_propagators(drug, pk, drug.ref_weight, dt, jnp.float64)
+    )
     a = np.zeros(len(drug.compartments))
     a[drug.dosing_compartment] = 100.0
     c = []

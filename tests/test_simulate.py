@@ -8,11 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import TRIPLE, schedule
-from scipy_reference import solve_patient
 
 from vcohort.cohort import make_cohort
 from vcohort.model import CSC_IMMUNE
-from vcohort.reference import simulate_reference
+from vcohort.reference import simulate_reference, solve_patient_scipy
 from vcohort.simulate import Plan, cohort_fn, simulate
 
 ALL4 = TRIPLE + ("doxorubicin 75 mg/m2 every 21 d over 30 min",)
@@ -30,20 +29,23 @@ def test_vmapped_cohort_equals_per_patient_loop(small_cohort):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("regimens, tol", [
-    # untreated: RK4 is 4th order and smooth here; 1e-6 leaves 10x margin over the measured 1e-7
-    ((), 1e-6),
-    # treated: 30-min infusions and oral absorption saturate Emax effects *within* one 0.1-day
-    # step; with Gauss-averaged effects the measured diameter error is 3e-4 (diffrax and scipy
-    # agree); 1e-3 is the endpoint accuracy ARCHITECTURE.md asks of the production integrator.
-    (ALL4, 1e-3),
-])
+@pytest.mark.parametrize(
+    "regimens, tol",
+    [
+        # untreated: RK4 is 4th order and smooth here; 1e-6 leaves 10x margin over the measured 1e-7
+        ((), 1e-6),
+        # treated: 30-min infusions and oral absorption saturate Emax effects *within* one 0.1-day
+        # step; with Gauss-averaged effects the measured diameter error is 3e-4 (diffrax and scipy
+        # agree); 1e-3 is the endpoint accuracy ARCHITECTURE.md asks of the production integrator.
+        (ALL4, 1e-3),
+    ],
+)
 def test_matches_scipy_solve_ivp(small_cohort, regimens, tol):
     days = 28
     s = schedule(regimens, days)
     tr = simulate(CSC_IMMUNE, small_cohort.subset([0, 1]), s, days, dt=0.1)
     for i in range(2):
-        ref_d, ref_y = solve_patient(small_cohort, i, s, days, dt=0.1)
+        ref_d, ref_y = solve_patient_scipy(small_cohort, i, s, days, dt=0.1)
         np.testing.assert_allclose(tr.daily["diameter_mm"][i], ref_d, rtol=tol)
         for k in ("S", "N", "T8", "TGFb", "Met"):
             np.testing.assert_allclose(tr.states[k][i, -1], ref_y[k], rtol=10 * tol)
@@ -111,7 +113,8 @@ def test_each_drug_moves_its_own_terms_in_the_stated_direction():
     rg = r({"glutaminase_inhibition": 0.9})
     assert rg["met_production"] < 0.6 * r0["met_production"]
     assert rg["csc_differentiation"] / r0["csc_differentiation"] < (
-        rg["non_stem_proliferation"] / r0["non_stem_proliferation"])
+        rg["non_stem_proliferation"] / r0["non_stem_proliferation"]
+    )
     # doxorubicin kills N more than S per cell (§1, §4), raises CSC TGF-β (§4 ref 58)
     rc = r({"chemo_kill": 0.8, "chemo_stress": 0.8})
     assert rc["chemo_kill_N"] / y["N"] > 3 * rc["chemo_kill_S"] / y["S"]
@@ -126,7 +129,10 @@ def arms():
     drugs = ("pembrolizumab", "wnt974", "cb839", "doxorubicin")
     out = {}
     for name, regs in {
-        "none": (), "pembro": ("pembrolizumab",), "wnt": ("wnt974",), "cb": ("cb839",),
+        "none": (),
+        "pembro": ("pembrolizumab",),
+        "wnt": ("wnt974",),
+        "cb": ("cb839",),
         "dox": ("doxorubicin 75 mg/m2 every 21 d over 30 min",),
     }.items():
         out[name] = simulate(CSC_IMMUNE, c, schedule(regs, 42, drugs=drugs), 42, save_every=7)
@@ -147,20 +153,36 @@ def test_drugs_move_their_targets_in_a_cohort(arms):
     assert fewer.mean() >= 0.8, fewer.mean()
     assert np.all(day("cb", "Met", 7) < 0.7 * day("none", "Met", 7))
     assert np.all(day("dox", "TGFb", 7) > day("none", "TGFb", 7))
-    assert np.all(arms["dox"].daily["ANC"].min(axis=1) < 0.7 * arms["none"].daily["ANC"].min(axis=1))
+    assert np.all(
+        arms["dox"].daily["ANC"].min(axis=1) < 0.7 * arms["none"].daily["ANC"].min(axis=1)
+    )
     # doxorubicin kills non-stem more than stem cells: the CSC fraction rises right after a cycle
-    assert np.all(day("dox", "S", 7) / (day("dox", "S", 7) + day("dox", "N", 7))
-                  > day("none", "S", 7) / (day("none", "S", 7) + day("none", "N", 7)))
+    assert np.all(
+        day("dox", "S", 7) / (day("dox", "S", 7) + day("dox", "N", 7))
+        > day("none", "S", 7) / (day("none", "S", 7) + day("none", "N", 7))
+    )
 
 
 # ----------------------------------------------------------------- gradients
 def test_gradient_of_cohort_endpoint_wrt_dose_amounts_matches_finite_differences():
     c = make_cohort(4, seed=8)
     days = 21
-    s = schedule(("pembrolizumab 200 mg every 7 d over 1 h", "cb839 400 mg every 12 h x 10",
-                  "doxorubicin 60 mg/m2 every 21 d over 1 h"), days)
-    plan = Plan(CSC_IMMUNE, tuple(__import__("vcohort.drugs").drugs.get_drug(d) for d in s.drugs),
-                days, 0.1, 7, jnp.float64)
+    s = schedule(
+        (
+            "pembrolizumab 200 mg every 7 d over 1 h",
+            "cb839 400 mg every 12 h x 10",
+            "doxorubicin 60 mg/m2 every 21 d over 1 h",
+        ),
+        days,
+    )
+    plan = Plan(
+        CSC_IMMUNE,
+        tuple(__import__("vcohort.drugs").drugs.get_drug(d) for d in s.drugs),
+        days,
+        0.1,
+        7,
+        jnp.float64,
+    )
     grid = s.step_grid(plan.dt, plan.n_steps)
     args = c.arrays(np.arange(4), plan.drugs, np.float64)
     f = cohort_fn(plan)
@@ -238,6 +260,10 @@ def test_no_retrace_when_only_amounts_or_cohort_change():
     assert n > 0
     simulate(model, c2, s.replace_amount(np.asarray(s.amount) * 0.5), 14)
     # a different regimen of the same drugs (same order): only amounts/slots change
-    simulate(model, c1, schedule(("wnt974 5 mg qd", "pembrolizumab 400 mg every 42 d",
-                                  "cb839 600 mg bid"), 14), 14)
+    simulate(
+        model,
+        c1,
+        schedule(("wnt974 5 mg qd", "pembrolizumab 400 mg every 42 d", "cb839 600 mg bid"), 14),
+        14,
+    )
     assert len(traces) == n

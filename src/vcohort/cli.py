@@ -39,10 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="simulate a cohort under zero or more regimens/arms")
     _common(s, 1000, 180)
-    s.add_argument("--regimen", action="append", default=[],
-                   help="a regimen, e.g. 'pembrolizumab 200 mg every 21 d'; several form one arm")
-    s.add_argument("--arm", action="append", default=[],
-                   help="NAME=REGIMEN[+REGIMEN...]; repeat for several arms")
+    s.add_argument(
+        "--regimen",
+        action="append",
+        default=[],
+        help="a regimen, e.g. 'pembrolizumab 200 mg every 21 d'; several form one arm",
+    )
+    s.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        help="NAME=REGIMEN[+REGIMEN...]; repeat for several arms",
+    )
     s.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
@@ -79,29 +87,58 @@ def _run(args, arm_specs: list[str]) -> int:
     cohort = make_cohort(args.patients, seed=args.seed, dt=args.dt, precision=args.precision)
     t_cohort = time.perf_counter() - t0
     trajs, endpoints, summary, schedules = run_arms(
-        CSC_IMMUNE, cohort, arms, args.days, dt=args.dt, save_every=args.save_every,
-        precision=args.precision, chunk_size=args.chunk_size,
-        progress=False if args.no_progress else None, assess_every=args.assess_every,
+        CSC_IMMUNE,
+        cohort,
+        arms,
+        args.days,
+        dt=args.dt,
+        save_every=args.save_every,
+        precision=args.precision,
+        chunk_size=args.chunk_size,
+        progress=False if args.no_progress else None,
+        assess_every=args.assess_every,
     )
     wall = time.perf_counter() - t0
     _print_summary(summary, args, wall)
     if args.out is not None:
-        _write(args, cohort, arms, trajs, endpoints, summary, schedules,
-               {"cohort_s": t_cohort, "total_s": wall})
+        _write(
+            args,
+            cohort,
+            arms,
+            trajs,
+            endpoints,
+            summary,
+            schedules,
+            {"cohort_s": t_cohort, "total_s": wall},
+        )
         print(f"wrote {args.out}")
     return 0
 
 
 def _print_summary(summary, args, wall) -> None:
-    cols = ["arm", "n", "n_failed", "orr", "orr_ci_low", "orr_ci_high", "dcr",
-            "median_best_pct_change", "progression_free_at_end", "median_csc_fraction_final",
-            "median_anc_nadir", "grade4_neutropenia"]
+    cols = [
+        "arm",
+        "n",
+        "n_failed",
+        "orr",
+        "orr_ci_low",
+        "orr_ci_high",
+        "dcr",
+        "median_best_pct_change",
+        "progression_free_at_end",
+        "median_csc_fraction_final",
+        "median_anc_nadir",
+        "grade4_neutropenia",
+    ]
     cols = [c for c in cols if c in summary]
     view = summary[cols].copy()
-    print(f"\n{args.patients} patients, {args.days} days, {args.precision}, "
-          f"RECIST every {args.assess_every} d — {wall:.1f} s")
-    with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20,
-                                              "display.float_format", "{:.3f}".format):
+    print(
+        f"\n{args.patients} patients, {args.days} days, {args.precision}, "
+        f"RECIST every {args.assess_every} d — {wall:.1f} s"
+    )
+    with __import__("pandas").option_context(
+        "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format
+    ):
         print(view.to_string(index=False))
 
 
@@ -126,17 +163,20 @@ def _write(args, cohort, arms, trajs, endpoints, summary, schedules, timings) ->
                 doses.append(t)
         if doses:
             write_csv(tmp / "doses_typical_patient.csv", pd.concat(doses, ignore_index=True))
-        write_json(tmp / "manifest.json", {
-            "command": " ".join(sys.argv),
-            "config": {k: v for k, v in vars(args).items() if k != "func"},
-            "arms": {a.name: a.describe() for a in arms},
-            "model": "csc_immune",
-            "seed": args.seed,
-            "precision": args.precision,
-            "environment": environment(),
-            "timings": timings | {a: trajs[a].timings for a in trajs},
-            "n_failed": int((endpoints["status"] != 0).sum()),
-        })
+        write_json(
+            tmp / "manifest.json",
+            {
+                "command": " ".join(sys.argv),
+                "config": {k: v for k, v in vars(args).items() if k != "func"},
+                "arms": {a.name: a.describe() for a in arms},
+                "model": "csc_immune",
+                "seed": args.seed,
+                "precision": args.precision,
+                "environment": environment(),
+                "timings": timings | {a: trajs[a].timings for a in trajs},
+                "n_failed": int((endpoints["status"] != 0).sum()),
+            },
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

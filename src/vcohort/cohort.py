@@ -25,11 +25,21 @@ from vcohort.drugs import CATALOGUE, Drug
 
 # name: (median, cv, lower, upper, source)
 COVARIATES = {
-    "weight_kg": (76.8, 0.2, 35.0, 180.0,
-                  "median: Ahamadi 2017 reference weight; CV 20%: assumption (adult oncology)"),
+    "weight_kg": (
+        76.8,
+        0.2,
+        35.0,
+        180.0,
+        "median: Ahamadi 2017 reference weight; CV 20%: assumption (adult oncology)",
+    ),
     "height_cm": (170.0, 0.055, 140.0, 205.0, "assumption: adult height ~170 ± 9 cm"),
-    "baseline_diameter_mm": (86.0, 0.5, 15.0, 300.0,
-                             "median 86 mm: MODEL.md (Ahamadi 2017 BSLD); CV 50%: assumption"),
+    "baseline_diameter_mm": (
+        86.0,
+        0.5,
+        15.0,
+        300.0,
+        "median 86 mm: MODEL.md (Ahamadi 2017 BSLD); CV 50%: assumption",
+    ),
 }
 
 
@@ -45,8 +55,9 @@ def standard_normals(seed: int, patient_id: np.ndarray, names) -> dict[str, np.n
     for name in names:
         h = _hash(name)
         draw = jax.vmap(
-            lambda i, h=h: jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, i), h),
-                                             dtype=jnp.float32)
+            lambda i, h=h: jax.random.normal(
+                jax.random.fold_in(jax.random.fold_in(key, i), h), dtype=jnp.float32
+            )
         )(ids)
         out[name] = np.asarray(draw, dtype=np.float64)
     return out
@@ -86,13 +97,26 @@ class Cohort:
     def subset(self, idx) -> Cohort:
         idx = np.asarray(idx, dtype=np.int64)
         t = lambda d: {k: np.asarray(v)[idx] for k, v in d.items()}  # noqa: E731
-        return Cohort(np.asarray(self.patient_id)[idx], t(self.params),
-                      {k: t(v) for k, v in self.pk.items()}, t(self.covariates), t(self.y0),
-                      self.model, self.seed)
+        return Cohort(
+            np.asarray(self.patient_id)[idx],
+            t(self.params),
+            {k: t(v) for k, v in self.pk.items()},
+            t(self.covariates),
+            t(self.y0),
+            self.model,
+            self.seed,
+        )
 
     def replace(self, **changes) -> Cohort:
-        d = dict(patient_id=self.patient_id, params=self.params, pk=self.pk,
-                 covariates=self.covariates, y0=self.y0, model=self.model, seed=self.seed)
+        d = dict(
+            patient_id=self.patient_id,
+            params=self.params,
+            pk=self.pk,
+            covariates=self.covariates,
+            y0=self.y0,
+            model=self.model,
+            seed=self.seed,
+        )
         d.update(changes)
         return Cohort(**d)
 
@@ -214,7 +238,16 @@ def run_in(cohort: Cohort, model, days: int, *, dt: float = 0.1, precision: str 
     """Settle the immune state for ``days`` with the tumour frozen (no drugs)."""
     from vcohort.simulate import simulate
 
-    traj = simulate(model, cohort, None, days, dt=dt, save_every=days, precision=precision,
-                    tumour_dynamics=0.0, progress=False)
+    traj = simulate(
+        model,
+        cohort,
+        None,
+        days,
+        dt=dt,
+        save_every=days,
+        precision=precision,
+        tumour_dynamics=0.0,
+        progress=False,
+    )
     y0 = {k: np.asarray(v[:, -1], dtype=np.float64) for k, v in traj.states.items()}
     return cohort.replace(y0=y0)

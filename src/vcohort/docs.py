@@ -66,8 +66,11 @@ def render_model_doc() -> str:
             "|---|---|---|---|",
         ]
         for e in d.effects:
-            form = (f"{e.emax:g}·C^{e.hill:g}/(C^{e.hill:g} + {e.ec50:g}^{e.hill:g})"
-                    if e.kind == "emax" else f"{e.slope:g}·C")
+            form = (
+                f"{e.emax:g}·C^{e.hill:g}/(C^{e.hill:g} + {e.ec50:g}^{e.hill:g})"
+                if e.kind == "emax"
+                else f"{e.slope:g}·C"
+            )
             out.append(f"| `{e.channel}` | {form} | {e.site} | {e.source} |")
         out.append("")
     out += ["## Model parameters", "", CSC_IMMUNE.params.to_markdown(), ""]

@@ -28,14 +28,29 @@ from vcohort.drugs import CATALOGUE, Drug, get_drug
 DOSE_UNITS = {"mg": 0, "mg/kg": 1, "mg/m2": 2}
 KIND_NAMES = ("mg", "mg/kg", "mg/m2")
 _UNIT_ALIASES = {
-    "mg": "mg", "mg/kg": "mg/kg", "mg/m2": "mg/m2", "mg/m^2": "mg/m2", "mg/m²": "mg/m2",
+    "mg": "mg",
+    "mg/kg": "mg/kg",
+    "mg/m2": "mg/m2",
+    "mg/m^2": "mg/m2",
+    "mg/m²": "mg/m2",
     "mg/sqm": "mg/m2",
 }
 _TIME_UNITS = {
-    "d": 1.0, "day": 1.0, "days": 1.0,
-    "h": 1.0 / 24.0, "hr": 1.0 / 24.0, "hour": 1.0 / 24.0, "hours": 1.0 / 24.0,
-    "min": 1.0 / 1440.0, "mins": 1.0 / 1440.0, "minute": 1.0 / 1440.0, "minutes": 1.0 / 1440.0,
-    "w": 7.0, "wk": 7.0, "week": 7.0, "weeks": 7.0,
+    "d": 1.0,
+    "day": 1.0,
+    "days": 1.0,
+    "h": 1.0 / 24.0,
+    "hr": 1.0 / 24.0,
+    "hour": 1.0 / 24.0,
+    "hours": 1.0 / 24.0,
+    "min": 1.0 / 1440.0,
+    "mins": 1.0 / 1440.0,
+    "minute": 1.0 / 1440.0,
+    "minutes": 1.0 / 1440.0,
+    "w": 7.0,
+    "wk": 7.0,
+    "week": 7.0,
+    "weeks": 7.0,
 }
 _SHORTHAND = {"qd": 1.0, "od": 1.0, "bid": 0.5, "tid": 1.0 / 3.0, "qid": 0.25, "qw": 7.0}
 
@@ -54,13 +69,15 @@ def parse_amount(text: str | float, field_name: str = "dose") -> tuple[float, st
         return float(text), "mg"
     m = re.fullmatch(r"\s*([-+0-9.eE]+|nan|NaN|inf)\s*([A-Za-z/^²0-9]*)\s*", str(text))
     if not m:
-        raise ValueError(f"{field_name}={text!r}: expected '<number> <unit>' with unit in "
-                         f"{list(DOSE_UNITS)}")
+        raise ValueError(
+            f"{field_name}={text!r}: expected '<number> <unit>' with unit in {list(DOSE_UNITS)}"
+        )
     value = _number(m.group(1), field_name)
     unit = m.group(2).lower() or "mg"
     if unit not in _UNIT_ALIASES:
-        raise ValueError(f"{field_name}={text!r}: unknown dose unit {unit!r}; allowed: "
-                         f"{list(DOSE_UNITS)}")
+        raise ValueError(
+            f"{field_name}={text!r}: unknown dose unit {unit!r}; allowed: {list(DOSE_UNITS)}"
+        )
     return value, _UNIT_ALIASES[unit]
 
 
@@ -70,13 +87,15 @@ def parse_duration(text: str | float, field_name: str = "interval") -> float:
         return float(text)
     m = re.fullmatch(r"\s*([-+0-9.eE]+|nan|NaN|inf)\s*([A-Za-z]*)\s*", str(text))
     if not m:
-        raise ValueError(f"{field_name}={text!r}: expected '<number> <unit>' with unit in "
-                         f"d, h, min, w")
+        raise ValueError(
+            f"{field_name}={text!r}: expected '<number> <unit>' with unit in d, h, min, w"
+        )
     value = _number(m.group(1), field_name)
     unit = m.group(2).lower() or "d"
     if unit not in _TIME_UNITS:
-        raise ValueError(f"{field_name}={text!r}: unknown time unit {unit!r}; allowed: "
-                         f"d, h, min, w")
+        raise ValueError(
+            f"{field_name}={text!r}: unknown time unit {unit!r}; allowed: d, h, min, w"
+        )
     return value * _TIME_UNITS[unit]
 
 
@@ -111,7 +130,9 @@ class Regimen:
         if not isinstance(self.dose, int | float) or not math.isfinite(self.dose) or self.dose < 0:
             raise ValueError(f"{self.drug}: dose={self.dose!r} must be a finite number >= 0")
         if self.dose_unit not in DOSE_UNITS:
-            raise ValueError(f"{self.drug}: dose_unit={self.dose_unit!r}; allowed: {list(DOSE_UNITS)}")
+            raise ValueError(
+                f"{self.drug}: dose_unit={self.dose_unit!r}; allowed: {list(DOSE_UNITS)}"
+            )
         if self.interval_days is not None and not (
             math.isfinite(self.interval_days) and self.interval_days > 0
         ):
@@ -124,7 +145,8 @@ class Regimen:
             raise ValueError(f"{self.drug}: start_day={self.start_day!r} must be >= 0")
         if self.until_day is not None and not self.until_day > self.start_day:
             raise ValueError(
-                f"{self.drug}: until_day={self.until_day!r} must be after start_day={self.start_day}"
+                f"{self.drug}: until_day={self.until_day!r} must be after "
+                f"start_day={self.start_day}"
             )
         if not (math.isfinite(self.infusion_days) and self.infusion_days >= 0):
             raise ValueError(f"{self.drug}: infusion={self.infusion_days!r} days must be >= 0")
@@ -208,8 +230,10 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
             i += 1
             continue
         if tok not in _KEYWORDS:
-            raise ValueError(f"regimen {text!r}: unexpected word {rest[i]!r}; expected one of "
-                             f"{list(_KEYWORDS)} or qd/bid/tid/qNd/qNw/qNh")
+            raise ValueError(
+                f"regimen {text!r}: unexpected word {rest[i]!r}; expected one of "
+                f"{list(_KEYWORDS)} or qd/bid/tid/qNd/qNw/qNh"
+            )
         if i + 1 >= len(rest):
             raise ValueError(f"regimen {text!r}: {tok!r} needs a value")
         val, i = _take_value(rest, i + 1)
@@ -367,8 +391,13 @@ class StepGrid:
                     w.append(1.0)
                     is_rate.append(False)
         return StepGrid(
-            n_steps, nd, dt, np.array(src, dtype=np.int64), np.array(dst, dtype=np.int64),
-            np.array(w), np.array(is_rate, dtype=bool),
+            n_steps,
+            nd,
+            dt,
+            np.array(src, dtype=np.int64),
+            np.array(dst, dtype=np.int64),
+            np.array(w),
+            np.array(is_rate, dtype=bool),
         )
 
     def scatter(self, amount, xp=np):
@@ -377,8 +406,9 @@ class StepGrid:
         size = self.n_steps * self.n_drugs * 3
         outs = []
         for sel in (~self.is_rate, self.is_rate):
-            vals = flat[self.src[sel]] * self.weight[sel].astype(np.asarray(flat).dtype
-                                                                   if xp is np else None)
+            vals = flat[self.src[sel]] * self.weight[sel].astype(
+                np.asarray(flat).dtype if xp is np else None
+            )
             if xp is np:
                 out = np.zeros(size, dtype=np.asarray(flat).dtype)
                 np.add.at(out, self.dst[sel], vals)
@@ -539,14 +569,18 @@ def from_nmtran(
             dur = float(r["AMT"]) / float(r["RATE"]) if float(r["RATE"]) > 0 else 0.0
             regs.append(
                 Regimen(
-                    drug=name, dose=float(r["AMT"]), dose_unit="mg",
+                    drug=name,
+                    dose=float(r["AMT"]),
+                    dose_unit="mg",
                     interval_days=float(r["II"]) if addl > 0 else None,
                     count=addl + 1 if addl > 0 else None,
-                    start_day=float(r["TIME"]), infusion_days=dur, catalogue=catalogue,
+                    start_day=float(r["TIME"]),
+                    infusion_days=dur,
+                    catalogue=catalogue,
                 )
             )
-        horizon = max(
-            float(r["TIME"]) + float(r["II"]) * int(r["ADDL"]) for _, r in g.iterrows()
-        ) + 1.0
+        horizon = (
+            max(float(r["TIME"]) + float(r["II"]) * int(r["ADDL"]) for _, r in g.iterrows()) + 1.0
+        )
         out[pid] = compile_schedule(regs, horizon, drugs=order)
     return out

@@ -50,7 +50,9 @@ class Effect:
         if self.site not in SITES:
             raise ValueError(f"Effect.site={self.site!r}; allowed: {SITES}")
         if not self.source.strip():
-            raise ValueError(f"Effect on {self.channel!r}: a source or 'assumption: why' is required")
+            raise ValueError(
+                f"Effect on {self.channel!r}: a source or 'assumption: why' is required"
+            )
 
     def value(self, c):
         """Effect for concentration ``c`` (mg/L); works on numpy and JAX arrays."""
@@ -202,7 +204,10 @@ def _pk(rows: list[tuple]) -> ParamTable:
 
 
 _AHAMADI = "Ahamadi et al. 2017, CPT:PSP 6:49, Table 3 (nlmixr2lib Ahamadi_2017_pembrolizumab.R)"
-_PEREZ = "Pérez-Blanco et al. 2016, Br J Clin Pharmacol 82:1517, Table 2 (nlmixr2lib PerezBlanco_2016_doxorubicin.R)"
+_PEREZ = (
+    "Pérez-Blanco et al. 2016, Br J Clin Pharmacol 82:1517, Table 2 "
+    "(nlmixr2lib PerezBlanco_2016_doxorubicin.R)"
+)
 
 PEMBROLIZUMAB = Drug(
     name="pembrolizumab",
@@ -251,12 +256,32 @@ WNT974 = Drug(
     route="oral",
     params=_pk(
         [
-            ("ka", 24.0, "1/day", 0.4, "assumption: rapid oral absorption (t_max ~1-2 h); "
-             "Rodon et al. 2021 full PK tables not reachable", "first-order absorption rate"),
-            ("CL", 693.0, "L/day", 0.4, "assumption: CL/F giving t1/2 ~6 h with V/F 250 L "
-             "(once-daily dosing chosen in Rodon 2021 implies a short t1/2)", "apparent clearance CL/F"),
-            ("V1", 250.0, "L", 0.3, "assumption: apparent volume of a lipophilic small molecule",
-             "apparent volume V/F"),
+            (
+                "ka",
+                24.0,
+                "1/day",
+                0.4,
+                "assumption: rapid oral absorption (t_max ~1-2 h); "
+                "Rodon et al. 2021 full PK tables not reachable",
+                "first-order absorption rate",
+            ),
+            (
+                "CL",
+                693.0,
+                "L/day",
+                0.4,
+                "assumption: CL/F giving t1/2 ~6 h with V/F 250 L "
+                "(once-daily dosing chosen in Rodon 2021 implies a short t1/2)",
+                "apparent clearance CL/F",
+            ),
+            (
+                "V1",
+                250.0,
+                "L",
+                0.3,
+                "assumption: apparent volume of a lipophilic small molecule",
+                "apparent volume V/F",
+            ),
         ]
     ),
     effects=(
@@ -279,7 +304,10 @@ WNT974 = Drug(
     half_life_days=0.25,
     half_life_source="assumption (no published t1/2 reachable): 6 h, see CL and V1 rows",
     max_single_dose_mg=30.0,
-    toxicity="dysgeusia; bone-turnover (fragility) with Porcupine inhibitors; MTD not reached at 30 mg QD",
+    toxicity=(
+        "dysgeusia; bone-turnover (fragility) with Porcupine inhibitors; "
+        "MTD not reached at 30 mg QD"
+    ),
     references=("Rodon et al. 2021, Br J Cancer 125:28 (PMC8257624)",),
 )
 
@@ -289,12 +317,32 @@ CB839 = Drug(
     route="oral",
     params=_pk(
         [
-            ("ka", 24.0, "1/day", 0.4, "assumption: t_max ~1-2 h for an oral small molecule",
-             "first-order absorption rate"),
-            ("CL", 416.0, "L/day", 0.4, "assumption: CL/F giving t1/2 ~4 h with V/F 100 L "
-             "(twice-daily dosing chosen in Harding et al. 2021)", "apparent clearance CL/F"),
-            ("V1", 100.0, "L", 0.3, "assumption: apparent volume of an oral small molecule; "
-             "no published popPK reachable", "apparent volume V/F"),
+            (
+                "ka",
+                24.0,
+                "1/day",
+                0.4,
+                "assumption: t_max ~1-2 h for an oral small molecule",
+                "first-order absorption rate",
+            ),
+            (
+                "CL",
+                416.0,
+                "L/day",
+                0.4,
+                "assumption: CL/F giving t1/2 ~4 h with V/F 100 L "
+                "(twice-daily dosing chosen in Harding et al. 2021)",
+                "apparent clearance CL/F",
+            ),
+            (
+                "V1",
+                100.0,
+                "L",
+                0.3,
+                "assumption: apparent volume of an oral small molecule; "
+                "no published popPK reachable",
+                "apparent volume V/F",
+            ),
         ]
     ),
     effects=(
@@ -328,13 +376,33 @@ DOXORUBICIN = Drug(
         [
             ("CL", 62.4 * 24, "L/day", 0.229, _PEREZ, "clearance (62.4 L/h)"),
             ("V1", 17.7, "L", 0.0, _PEREZ, "central volume (fixed in source)"),
-            ("Q2", 50.7 * 24, "L/day", 0.641, _PEREZ, "intercompartmental clearance to V2 (50.7 L/h)"),
+            (
+                "Q2",
+                50.7 * 24,
+                "L/day",
+                0.641,
+                _PEREZ,
+                "intercompartmental clearance to V2 (50.7 L/h)",
+            ),
             ("V2", 1830.0, "L", 0.0, _PEREZ, "deep peripheral volume (fixed in source)"),
-            ("Q3", 28.4 * 24, "L/day", 0.282, _PEREZ, "intercompartmental clearance to V3 (28.4 L/h)"),
+            (
+                "Q3",
+                28.4 * 24,
+                "L/day",
+                0.282,
+                _PEREZ,
+                "intercompartmental clearance to V3 (28.4 L/h)",
+            ),
             ("V3", 71.0, "L", 0.0, _PEREZ, "shallow peripheral volume (fixed in source)"),
-            ("ke0", 0.5, "1/day", 0.3, "assumption: slow tumour-cell uptake and retention of "
-             "doxorubicin (intracellular t1/2 ~1-2 d); biophase model of Sheiner et al. 1979",
-             "effect-compartment equilibration rate"),
+            (
+                "ke0",
+                0.5,
+                "1/day",
+                0.3,
+                "assumption: slow tumour-cell uptake and retention of "
+                "doxorubicin (intracellular t1/2 ~1-2 d); biophase model of Sheiner et al. 1979",
+                "effect-compartment equilibration rate",
+            ),
         ]
     ),
     effects=(
@@ -389,5 +457,7 @@ def get_drug(name: str, catalogue: dict[str, Drug] | None = None) -> Drug:
     cat = CATALOGUE if catalogue is None else catalogue
     key = name.strip().lower()
     if key not in cat:
-        raise ValueError(f"drug={name!r} is not in the catalogue; known drugs: {', '.join(sorted(cat))}")
+        raise ValueError(
+            f"drug={name!r} is not in the catalogue; known drugs: {', '.join(sorted(cat))}"
+        )
     return cat[key]

@@ -33,6 +33,8 @@ def recist(diam: np.ndarray, days: np.ndarray, *, cr_floor_mm: float = 5.0):
     base = diam[:, :1]
     seq = diam[:, 1:]
     P, A = seq.shape
+    if A == 0:  # horizon shorter than the first assessment: not evaluable, censored at day 0
+        return np.full(P, "NE", dtype=object), np.zeros(P), np.zeros(P, dtype=bool)
     nadir = np.minimum.accumulate(np.concatenate([base, seq], axis=1), axis=1)[:, :-1]
     pd_hit = (seq >= 1.2 * nadir) & (seq - nadir >= 5.0)
     cr = seq < cr_floor_mm
@@ -46,9 +48,7 @@ def recist(diam: np.ndarray, days: np.ndarray, *, cr_floor_mm: float = 5.0):
     bor[any_cr] = "CR"
     bor[(~any_pr) & (~any_cr) & (first_pd == 0)] = "PD"
     event = first_pd < A
-    pfs = np.where(event, days[np.minimum(first_pd, A - 1)], days[-1] if A else 0).astype(float)
-    if A == 0:
-        bor[:] = "NE"
+    pfs = np.where(event, days[np.minimum(first_pd, A - 1)], days[-1]).astype(float)
     return bor, pfs, event
 
 
@@ -60,8 +60,9 @@ def patient_endpoints(traj, *, assess_every: int = 42, cr_floor_mm: float = 5.0)
     base = d[:, 0]
     pct = 100.0 * (d[:, 1:] - base[:, None]) / base[:, None]
     adays = assessment_days(n_days, assess_every)
-    bor, pfs, ev = recist(np.concatenate([d[:, :1], d[:, adays]], axis=1), adays,
-                          cr_floor_mm=cr_floor_mm)
+    bor, pfs, ev = recist(
+        np.concatenate([d[:, :1], d[:, adays]], axis=1), adays, cr_floor_mm=cr_floor_mm
+    )
     ok = traj.status == 0
     bor = np.where(ok, bor, "NE")
     out = {
@@ -127,7 +128,9 @@ def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
             "dcr": dc / n if n else np.nan,
             "median_best_pct_change": float(ok["best_pct_change"].median()),
             "median_final_pct_change": float(ok["final_pct_change"].median()),
-            "progression_free_at_end": float((~ok["pfs_event"].astype(bool)).mean()) if n else np.nan,
+            "progression_free_at_end": float((~ok["pfs_event"].astype(bool)).mean())
+            if n
+            else np.nan,
         }
         if "csc_fraction_final" in ok:
             row["median_csc_fraction_final"] = float(ok["csc_fraction_final"].median())

@@ -1,9 +1,9 @@
 """Accuracy reference: the same model and doses solved by diffrax (adaptive Tsit5, float64).
 
 PK amounts are ordinary ODE states here (no exact propagator, no step-mean concentrations),
-drug effects read the instantaneous concentration, and the solve restarts at every step
-boundary of the dose grid so that boluses are exact jumps and infusion rates exact
-discontinuities.  ``throw=False``: a patient the solver cannot finish gets status 3 instead of
+drug effects read the instantaneous concentration, and the solve restarts at every dose event
+of the step grid (and every day boundary) so that boluses are exact jumps and infusion rates
+exact discontinuities.  ``throw=False``: a patient the solver cannot finish gets status 3 instead of
 stopping the cohort (diffrax ``RESULTS``).  Slow by design; use a handful of patients.
 """
 
@@ -14,14 +14,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from scipy.integrate import solve_ivp
 
 from vcohort.cohort import Cohort
 from vcohort.dosing import Schedule
-from vcohort.model import Model
+from vcohort.drugs import get_drug
+from vcohort.model import CSC_IMMUNE, Model
 from vcohort.simulate import (
     STATUS_MAX_STEPS,
     Trajectories,
     _status,
+    combine_effects,
     prepare,
 )
 
@@ -55,16 +58,31 @@ def simulate_reference(
     save_every: int = 7,
     rtol: float = 1e-9,
     atol: float = 1e-9,
-    max_steps: int = 4096,
+    max_steps: int = 16384,
 ) -> Trajectories:
-    """diffrax reference solution on the same step grid of doses as `vcohort.simulate`."""
-    plan, schedule = prepare(model, schedule, days, dt=dt, save_every=save_every,
-                             precision="float64")
+    """diffrax solution on the same step grid of doses as `vcohort.simulate` (all states are
+    scaled by their initial value so one ``rtol``/``atol`` fits cells and nM alike)."""
+    plan, schedule = prepare(
+        model, schedule, days, dt=dt, save_every=save_every, precision="float64"
+    )
     drugs = plan.drugs
     cohort.check_for(model, drugs, schedule.needs())
     bolus, rate = schedule.step_inputs(plan.dt, plan.n_steps)
     n_sub = plan.n_sub
     dtype = jnp.float64
+    # segments: split at every step where a dose is given or an infusion rate changes, and at
+    # every day boundary (daily outputs); inside a segment the vector field is smooth.
+    change = np.zeros(plan.n_steps + 1, dtype=bool)
+    change[0] = change[-1] = True
+    change[:-1] |= np.any(bolus != 0, axis=(1, 2))
+    change[1:-1] |= np.any(rate[1:] != rate[:-1], axis=(1, 2))
+    change[::n_sub] = True
+    edges = np.where(change)[0]
+    seg_t0 = jnp.asarray(edges[:-1] * plan.dt, dtype)
+    seg_t1 = jnp.asarray(edges[1:] * plan.dt, dtype)
+    seg_b = jnp.asarray(bolus[edges[:-1]], dtype)
+    seg_r = jnp.asarray(rate[edges[:-1]], dtype)
+    day_end = jnp.asarray(np.where(edges[1:] % n_sub == 0)[0])
 
     def one(p, pk, cov, y0):
         wt, bsa = cov["weight_kg"], cov["bsa_m2"]
@@ -85,48 +103,144 @@ def simulate_reference(
         solver = dfx.Tsit5()
         ctrl = dfx.PIDController(rtol=rtol, atol=atol)
 
-        def step(carry, inp):
-            (ys, a, z), t, fail = carry
-            b_in, r_in = inp
-            bd = b_in[:, 0] + b_in[:, 1] * wt + b_in[:, 2] * bsa
-            rd = r_in[:, 0] + r_in[:, 1] * wt + r_in[:, 2] * bsa
+        def segment(carry, seg):
+            (ys, a, z), fail = carry
+            t0, t1, bd_in, rd_in = seg
+            bd = bd_in[:, 0] + bd_in[:, 1] * wt + bd_in[:, 2] * bsa
+            rd = rd_in[:, 0] + rd_in[:, 1] * wt + rd_in[:, 2] * bsa
             if drugs:
                 a = tuple(
-                    tuple(x + (bd[q] if i == drug.dosing_compartment else 0.0)
-                          for i, x in enumerate(a[q]))
+                    tuple(
+                        x + (bd[q] if i == drug.dosing_compartment else 0.0)
+                        for i, x in enumerate(a[q])
+                    )
                     for q, drug in enumerate(drugs)
                 )
-            sol = dfx.diffeqsolve(term, solver, t, t + plan.dt, plan.dt / 4, (ys, a, z), args=rd,
-                                  stepsize_controller=ctrl, max_steps=max_steps, throw=False,
-                                  saveat=dfx.SaveAt(t1=True))
+            sol = dfx.diffeqsolve(
+                term,
+                solver,
+                t0,
+                t1,
+                None,
+                (ys, a, z),
+                args=rd,
+                stepsize_controller=ctrl,
+                max_steps=max_steps,
+                throw=False,
+                saveat=dfx.SaveAt(t1=True),
+            )
             u = jax.tree_util.tree_map(lambda v: v[-1], sol.ys)
-            return (u, t + plan.dt, fail | (sol.result != dfx.RESULTS.successful)), None
-
-        def day(carry, inp):
-            carry, _ = lax.scan(step, carry, inp)
-            ys = carry[0][0]
-            y = {k: ys[k] * scale_y[k] for k in model.states}
-            return carry, (y, model.daily_outputs(y, p))
+            ys_end = u[0]
+            y = {k: ys_end[k] * scale_y[k] for k in model.states}
+            carry = (u, fail | (sol.result != dfx.RESULTS.successful))
+            return carry, (y, model.daily_outputs(y, p), sol.stats["num_steps"])
 
         ys0 = {k: jnp.ones((), dtype) for k in model.states}
         a0 = tuple(tuple(jnp.zeros((), dtype) for _ in d.compartments) for d in drugs)
         a0 = a0 if drugs else ((jnp.zeros((), dtype),),)
-        nd = len(drugs)
-        xs = (bolus.reshape(plan.days, n_sub, nd, 3), rate.reshape(plan.days, n_sub, nd, 3))
-        carry, (y_daily, out_daily) = lax.scan(day, ((ys0, a0, jnp.zeros((), dtype)),
-                                                     jnp.zeros((), dtype),
-                                                     jnp.zeros((), bool)), xs)
-        y_daily = {k: jnp.concatenate([y0[k][None], v]) for k, v in y_daily.items()}
+        carry, (y_seg, out_seg, nsteps) = lax.scan(
+            segment,
+            ((ys0, a0, jnp.zeros((), dtype)), jnp.zeros((), bool)),
+            (seg_t0, seg_t1, seg_b, seg_r),
+        )
+        y_daily = {k: jnp.concatenate([y0[k][None], v[day_end]]) for k, v in y_seg.items()}
         out0 = model.daily_outputs(y0, p)
-        out_daily = {k: jnp.concatenate([out0[k][None], v]) for k, v in out_daily.items()}
-        return y_daily, out_daily, carry[2]
+        out_daily = {k: jnp.concatenate([out0[k][None], v[day_end]]) for k, v in out_seg.items()}
+        return y_daily, out_daily, carry[1], jnp.sum(nsteps)
 
     fn = jax.jit(jax.vmap(one))
     args = cohort.arrays(np.arange(len(cohort)), drugs, np.float64)
-    y_daily, out_daily, fail = jax.tree_util.tree_map(np.asarray, fn(*args[:4]))
+    y_daily, out_daily, fail, nsteps = jax.tree_util.tree_map(np.asarray, fn(*args[:4]))
     days_idx = plan.save_days.astype(int)
     states = {k: v[:, days_idx] for k, v in y_daily.items()}
     status, bad_day = _status(states, out_daily)
     status[fail & (status == 0)] = STATUS_MAX_STEPS
-    return Trajectories(np.asarray(cohort.patient_id), plan.save_days, states, out_daily, {},
-                        status, bad_day, tuple(d.name for d in drugs))
+    return Trajectories(
+        np.asarray(cohort.patient_id),
+        plan.save_days,
+        states,
+        out_daily,
+        {},
+        status,
+        bad_day,
+        tuple(d.name for d in drugs),
+        timings={"solver_steps": nsteps},
+    )
+
+
+# ---------------------------------------------------------------------------- scipy
+
+
+def solve_patient_scipy(
+    cohort, i, schedule, days, *, dt, method="LSODA", rtol=1e-10, model=CSC_IMMUNE
+):
+    """Diameter (days+1,) and final state dict of patient ``i``.  Doses sit on the dt-grid of
+    the production simulator (infusions rounded to whole steps) so both solve the same problem."""
+    drugs = [get_drug(d) for d in schedule.drugs]
+    states = model.states
+    p = {k: float(v[i]) for k, v in cohort.params.items()}
+    wt, bsa = float(cohort.covariates["weight_kg"][i]), float(cohort.covariates["bsa_m2"][i])
+    ind = [d.individual({k: float(v[i]) for k, v in cohort.pk[d.name].items()}, wt) for d in drugs]
+    A = [np.array(d.rate_matrix(x), dtype=float) for d, x in zip(drugs, ind, strict=True)]
+    ncmt = [len(d.compartments) for d in drugs]
+    offs = np.cumsum([len(states)] + ncmt)
+    n_steps = int(round(days / dt))
+    bolus, rate = schedule.step_inputs(dt, n_steps)
+    scale = np.array([1.0, wt, bsa])
+    b = bolus @ scale  # (steps, drugs) mg
+    r = rate @ scale  # mg/day
+    # event steps: where bolus or rate changes
+    change = np.zeros(n_steps, dtype=bool)
+    change[0] = True
+    change |= np.any(b != 0, axis=1)
+    change[1:] |= np.any(r[1:] != r[:-1], axis=1)
+    edges = list(np.where(change)[0]) + [n_steps]
+
+    def f(t, u, rd):
+        y = dict(zip(states, u[: len(states)], strict=True))
+        conc, du_pk = [], []
+        for q, d in enumerate(drugs):
+            a = u[offs[q] : offs[q + 1]]
+            obs = d.observed_indices()
+            conc.append({k: a[j] / ind[q]["V1"] for k, j in obs.items()})
+            da = A[q] @ a
+            da[d.dosing_compartment] += rd[q]
+            du_pk.append(da)
+        e = combine_effects(drugs, conc, model)
+        dy = model.rhs(y, p, e, np)
+        return np.concatenate([[dy[s] for s in states]] + du_pk)
+
+    u = np.concatenate([[float(cohort.y0[s][i]) for s in states]] + [np.zeros(n) for n in ncmt])
+    atol = np.concatenate(
+        [1e-12 * np.maximum(np.abs(u[: len(states)]), 1e-6), np.full(sum(ncmt), 1e-12)]
+    )
+    diam = np.full(days + 1, np.nan)
+    daily_t = np.arange(days + 1.0)
+    diam[0] = _diam(u)
+    for k0, k1 in zip(edges[:-1], edges[1:], strict=True):
+        for q, d in enumerate(drugs):
+            u[offs[q] + d.dosing_compartment] += b[k0, q]
+        t0, t1 = k0 * dt, k1 * dt
+        inside = daily_t[(daily_t > t0 + 1e-12) & (daily_t <= t1 + 1e-12)]
+        sol = solve_ivp(
+            f,
+            (t0, t1),
+            u,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            args=(r[k0],),
+            t_eval=np.unique(np.concatenate([inside, [t1]])),
+        )
+        assert sol.success, sol.message
+        for t, col in zip(sol.t, sol.y.T, strict=True):
+            if np.any(np.isclose(t, inside)):
+                diam[int(round(t))] = _diam(col)
+        u = sol.y[:, -1].copy()
+    return diam, dict(zip(states, u[: len(states)], strict=True))
+
+
+def _diam(u):
+    from vcohort.model.csc_immune import diameter_mm
+
+    return float(diameter_mm(u[0], u[1], u[2]))

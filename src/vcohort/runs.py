@@ -77,8 +77,17 @@ def run_arms(
     trajs, eps = {}, []
     for a in arms:
         t0 = time.perf_counter()
-        tr = simulate(model, cohort, schedules[a.name], days, dt=dt, save_every=save_every,
-                      precision=precision, chunk_size=chunk_size, progress=progress)
+        tr = simulate(
+            model,
+            cohort,
+            schedules[a.name],
+            days,
+            dt=dt,
+            save_every=save_every,
+            precision=precision,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
         tr.timings["arm_s"] = time.perf_counter() - t0
         trajs[a.name] = tr
         ep = patient_endpoints(tr, assess_every=assess_every)

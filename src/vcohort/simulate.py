@@ -123,7 +123,9 @@ def rk4_step(f, y: dict, h):
     k2 = f(tm(lambda a, b: a + 0.5 * h * b, y, k1))
     k3 = f(tm(lambda a, b: a + 0.5 * h * b, y, k2))
     k4 = f(tm(lambda a, b: a + h * b, y, k3))
-    return tm(lambda a, b1, b2, b3, b4: a + (h / 6.0) * (b1 + 2.0 * (b2 + b3) + b4), y, k1, k2, k3, k4)
+    return tm(
+        lambda a, b1, b2, b3, b4: a + (h / 6.0) * (b1 + 2.0 * (b2 + b3) + b4), y, k1, k2, k3, k4
+    )
 
 
 # ---------------------------------------------------------------------------- one patient
@@ -188,15 +190,21 @@ def patient_fn(plan: Plan):
                 P1=[[P1[i, j] for j in range(n)] for i in obs.values()],
                 P1d=[P1[i, dc] for i in range(n)],
                 P2d=[P2[i, dc] for i in obs.values()],
-                obs=tuple(obs), V1=V1, n=n, dc=dc, gauss=[],
+                obs=tuple(obs),
+                V1=V1,
+                n=n,
+                dc=dc,
+                gauss=[],
             )
             if forcing == "gauss":
                 for tau in GAUSS_NODES:  # exact concentrations inside the step
                     Et, P1t, _, _ = pk_propagators(drug, vals, cov["weight_kg"], tau * dt, dtype)
-                    pr["gauss"].append((
-                        [[Et[i, j] for j in range(n)] for i in obs.values()],
-                        [P1t[i, dc] for i in obs.values()],
-                    ))
+                    pr["gauss"].append(
+                        (
+                            [[Et[i, j] for j in range(n)] for i in obs.values()],
+                            [P1t[i, dc] for i in obs.values()],
+                        )
+                    )
             props.append(pr)
 
         def step(carry, inp):
@@ -224,15 +232,19 @@ def patient_fn(plan: Plan):
                 a_next.append(a1)
                 auc_next.append(auc[q] + means["central"] * h)
                 for g, (Et, P1t) in enumerate(pr["gauss"]):
-                    nodes[g].append({
-                        nm: (sum(Et[row][j] * a0[j] for j in range(n)) + P1t[row] * rd[q])
-                        / pr["V1"]
-                        for row, nm in enumerate(pr["obs"])
-                    })
+                    nodes[g].append(
+                        {
+                            nm: (sum(Et[row][j] * a0[j] for j in range(n)) + P1t[row] * rd[q])
+                            / pr["V1"]
+                            for row, nm in enumerate(pr["obs"])
+                        }
+                    )
             if forcing == "gauss" and drugs:
                 per_node = [combine_effects(drugs, c, model) for c in nodes]
-                eff = {k: sum(w * e[k] for w, e in zip(GAUSS_WEIGHTS, per_node, strict=True))
-                       for k in per_node[0]}
+                eff = {
+                    k: sum(w * e[k] for w, e in zip(GAUSS_WEIGHTS, per_node, strict=True))
+                    for k in per_node[0]
+                }
             else:
                 eff = combine_effects(drugs, conc, model)
             f = lambda yy: model.rhs(yy, p, eff, jnp, td)  # noqa: E731
@@ -257,7 +269,10 @@ def patient_fn(plan: Plan):
         saved_parts = [jax.tree_util.tree_map(lambda v: v[None], y0)]
         daily_parts = [jax.tree_util.tree_map(lambda v: v[None], model.daily_outputs(y0, p))]
         if full:
-            xs = (bolus[:cut].reshape(full, k, n_sub, nd, 3), rate[:cut].reshape(full, k, n_sub, nd, 3))
+            xs = (
+                bolus[:cut].reshape(full, k, n_sub, nd, 3),
+                rate[:cut].reshape(full, k, n_sub, nd, 3),
+            )
             carry, (saved, daily) = lax.scan(block, carry, xs)
             saved_parts.append(saved)
             daily_parts.append(jax.tree_util.tree_map(lambda v: v.reshape(-1), daily))
@@ -267,8 +282,11 @@ def patient_fn(plan: Plan):
             saved_parts.append(jax.tree_util.tree_map(lambda v: v[None], carry[0]))
             daily_parts.append(daily)
         cat = lambda parts: jax.tree_util.tree_map(lambda *v: jnp.concatenate(v), *parts)  # noqa: E731
-        return {"saved": cat(saved_parts), "daily": cat(daily_parts),
-                "auc": {d.name: v for d, v in zip(drugs, carry[2], strict=True)}}
+        return {
+            "saved": cat(saved_parts),
+            "daily": cat(daily_parts),
+            "auc": {d.name: v for d, v in zip(drugs, carry[2], strict=True)},
+        }
 
     return run
 
@@ -371,8 +389,9 @@ def prepare(
         raise ValueError(f"schedule amount={bad!r}: dose amounts must be finite and >= 0")
     if forcing not in FORCINGS:
         raise ValueError(f"forcing={forcing!r}; allowed: {FORCINGS}")
-    plan = Plan(model, drugs, int(days), float(dt), int(save_every), dtype,
-                float(tumour_dynamics), forcing)
+    plan = Plan(
+        model, drugs, int(days), float(dt), int(save_every), dtype, float(tumour_dynamics), forcing
+    )
     return plan, schedule
 
 
@@ -409,9 +428,17 @@ def simulate(
     Returns:
         `Trajectories` with per-patient ``status``; failed patients are kept, flagged.
     """
-    plan, schedule = prepare(model, schedule, days, dt=dt, save_every=save_every,
-                             precision=precision, catalogue=catalogue,
-                             tumour_dynamics=tumour_dynamics, forcing=forcing)
+    plan, schedule = prepare(
+        model,
+        schedule,
+        days,
+        dt=dt,
+        save_every=save_every,
+        precision=precision,
+        catalogue=catalogue,
+        tumour_dynamics=tumour_dynamics,
+        forcing=forcing,
+    )
     n = len(cohort)
     if n < 1:
         raise ValueError("cohort has 0 patients; patients must be >= 1")
@@ -438,7 +465,8 @@ def simulate(
         take = np.concatenate([idx, np.full(pad, idx[-1])]) if pad else idx
         args = cohort.arrays(take, plan.drugs, np_dtype)
         res = fn(*args, bolus.astype(np_dtype), rate.astype(np_dtype))
-        res = jax.tree_util.tree_map(lambda v: np.asarray(v)[: idx.size], res)
+        m = idx.size
+        res = jax.tree_util.tree_map(lambda v, m=m: np.asarray(v)[:m], res)
         outs.append(res)
         if first is None:
             first = _time.perf_counter() - t0
@@ -454,8 +482,12 @@ def simulate(
         status=status,
         status_day=bad_day,
         drugs=tuple(d.name for d in plan.drugs),
-        timings={"total_s": total, "first_chunk_s": first, "chunks": len(starts),
-                 "chunk_size": chunk},
+        timings={
+            "total_s": total,
+            "first_chunk_s": first,
+            "chunks": len(starts),
+            "chunk_size": chunk,
+        },
     )
 
 
@@ -464,9 +496,18 @@ _CACHE: dict = {}
 
 def _compiled(plan: Plan):
     """One jitted cohort function per plan (jit re-traces only for new shapes/dtypes)."""
-    key = (plan.model.name, tuple(d.name for d in plan.drugs), plan.days, plan.dt,
-           plan.save_every, str(jnp.dtype(plan.dtype)), plan.tumour_dynamics, plan.forcing,
-           tuple(id(d) for d in plan.drugs), id(plan.model))
+    key = (
+        plan.model.name,
+        tuple(d.name for d in plan.drugs),
+        plan.days,
+        plan.dt,
+        plan.save_every,
+        str(jnp.dtype(plan.dtype)),
+        plan.tumour_dynamics,
+        plan.forcing,
+        tuple(id(d) for d in plan.drugs),
+        id(plan.model),
+    )
     if key not in _CACHE:
         _CACHE[key] = jax.jit(cohort_fn(plan))
     return _CACHE[key]

@@ -26,21 +26,56 @@ from vcohort.model.parameters import Param, ParamTable
 # ---------------------------------------------------------------------------- states
 STATES: tuple[str, ...] = (
     # tumour
-    "S", "N", "D",
+    "S",
+    "N",
+    "D",
     # immune cells in the tumour
-    "T8", "Treg", "MDSC", "M1", "M2",
+    "T8",
+    "Treg",
+    "MDSC",
+    "M1",
+    "M2",
     # soluble signals
-    "TGFb", "IL6", "IL10", "CCL2", "CCL5", "IFNg", "Exo", "Met", "PDL1",
+    "TGFb",
+    "IL6",
+    "IL10",
+    "CCL2",
+    "CCL5",
+    "IFNg",
+    "Exo",
+    "Met",
+    "PDL1",
     # neutrophils (Friberg et al. 2002)
-    "Prol", "Tr1", "Tr2", "Tr3", "ANC",
+    "Prol",
+    "Tr1",
+    "Tr2",
+    "Tr3",
+    "ANC",
 )
 
 STATE_UNITS = {
-    "S": "cells", "N": "cells", "D": "cells",
-    "T8": "cells", "Treg": "cells", "MDSC": "cells", "M1": "cells", "M2": "cells",
-    "TGFb": "nM", "IL6": "nM", "IL10": "nM", "CCL2": "nM", "CCL5": "nM", "IFNg": "nM",
-    "Exo": "relative", "Met": "mM", "PDL1": "relative",
-    "Prol": "1e9/L", "Tr1": "1e9/L", "Tr2": "1e9/L", "Tr3": "1e9/L", "ANC": "1e9/L",
+    "S": "cells",
+    "N": "cells",
+    "D": "cells",
+    "T8": "cells",
+    "Treg": "cells",
+    "MDSC": "cells",
+    "M1": "cells",
+    "M2": "cells",
+    "TGFb": "nM",
+    "IL6": "nM",
+    "IL10": "nM",
+    "CCL2": "nM",
+    "CCL5": "nM",
+    "IFNg": "nM",
+    "Exo": "relative",
+    "Met": "mM",
+    "PDL1": "relative",
+    "Prol": "1e9/L",
+    "Tr1": "1e9/L",
+    "Tr2": "1e9/L",
+    "Tr3": "1e9/L",
+    "ANC": "1e9/L",
 }
 
 STATE_DESCRIPTIONS = {
@@ -62,7 +97,9 @@ STATE_DESCRIPTIONS = {
     "Met": "immunosuppressive metabolites (lactate/adenosine/kynurenine), lactate-equivalent",
     "PDL1": "PD-L1 expression on tumour cells relative to constitutive",
     "Prol": "proliferating neutrophil precursors (Friberg)",
-    "Tr1": "transit compartment 1", "Tr2": "transit compartment 2", "Tr3": "transit compartment 3",
+    "Tr1": "transit compartment 1",
+    "Tr2": "transit compartment 2",
+    "Tr3": "transit compartment 3",
     "ANC": "absolute neutrophil count (circulating)",
 }
 
@@ -116,109 +153,426 @@ def _a(why: str) -> str:
 
 _ROWS = [
     # --- tumour growth and hierarchy
-    ("K_cap", 2e12, "cells", 0.0, _a("Gompertz plateau ~1-2 kg tumour, lethal burden ~1e12 cells"),
-     "Gompertz carrying capacity"),
-    ("v_S", 0.008, "1/day", 0.3, _a("CSCs divide no faster than bulk cells; scaled with v_N"),
-     "CSC division rate per unit Gompertz drive log(K/C)"),
-    ("v_N", 0.010, "1/day", 0.3, _a("with log(K/C)~3.5 gives ~0.035/day gross division "
-     "(QSP-IO k_C_growth 0.0072/day is the net Gompertz rate)"),
-     "non-stem division rate per unit Gompertz drive"),
-    ("p_lo", 0.30, "-", 0.0, _a("Wodarz-type hierarchy (Weekes et al. 2014): without stemness "
-     "support CSCs mostly differentiate"), "lowest CSC self-renewal probability"),
-    ("p_hi", 0.75, "-", 0.1, _a("upper bound of self-renewal probability under full support"),
-     "highest CSC self-renewal probability"),
-    ("K_niche", 0.05, "-", 0.0, _a("niche/feedback control of self-renewal by the CSC fraction "
-     "(Lander et al. 2009 PLoS Biol 7:e15; Wodarz-type p = p/(1+γ·x1) in SOURCES.md) keeps the "
-     "untreated CSC fraction near 5-10%"), "CSC fraction halving the self-renewal drive"),
-    ("b_wnt", 0.5, "-", 0.0, _a("half of the self-renewal drive is Wnt/β-catenin, half "
-     "STAT3/NF-κB niche signals (review §2.1-3.1)"), "Wnt share of CSC self-renewal drive"),
-    ("K_stem_IL6", 0.05, "nM", 0.0, _a("half-saturation at the typical untreated level"),
-     "IL-6 pool half-saturation for STAT3 stemness"),
-    ("K_stem_TGF", 0.1, "nM", 0.0, _a("half-saturation at the typical untreated level"),
-     "TGF-β half-saturation for stemness/EMT"),
-    ("K_stem_IL10", 0.01, "nM", 0.0, _a("near QSP-IO IL-10 half-saturation 8 pM"),
-     "IL-10 half-saturation for stemness"),
-    ("K_stem_Exo", 1.0, "relative", 0.0, _a("typical untreated exosome level"),
-     "exosome half-saturation for stemness (miR-21/210, §3.2)"),
-    ("K_stem_Met", 10.0, "mM", 0.0, _a("typical tumour lactate ~10 mM"),
-     "metabolite half-saturation for CSC support (§3.3)"),
-    ("w_IL6", 1.0, "-", 0.0, _a("equal weights; review §2.1, §3.1"), "weight of IL-6 in stemness signal"),
-    ("w_TGF", 1.0, "-", 0.0, _a("equal weights; review §2.2, §3.1"), "weight of TGF-β in stemness signal"),
+    (
+        "K_cap",
+        2e12,
+        "cells",
+        0.0,
+        _a("Gompertz plateau ~1-2 kg tumour, lethal burden ~1e12 cells"),
+        "Gompertz carrying capacity",
+    ),
+    (
+        "v_S",
+        0.008,
+        "1/day",
+        0.3,
+        _a("CSCs divide no faster than bulk cells; scaled with v_N"),
+        "CSC division rate per unit Gompertz drive log(K/C)",
+    ),
+    (
+        "v_N",
+        0.010,
+        "1/day",
+        0.3,
+        _a(
+            "with log(K/C)~3.5 gives ~0.035/day gross division "
+            "(QSP-IO k_C_growth 0.0072/day is the net Gompertz rate)"
+        ),
+        "non-stem division rate per unit Gompertz drive",
+    ),
+    (
+        "p_lo",
+        0.30,
+        "-",
+        0.0,
+        _a(
+            "Wodarz-type hierarchy (Weekes et al. 2014): without stemness "
+            "support CSCs mostly differentiate"
+        ),
+        "lowest CSC self-renewal probability",
+    ),
+    (
+        "p_hi",
+        0.75,
+        "-",
+        0.1,
+        _a("upper bound of self-renewal probability under full support"),
+        "highest CSC self-renewal probability",
+    ),
+    (
+        "K_niche",
+        0.05,
+        "-",
+        0.0,
+        _a(
+            "niche/feedback control of self-renewal by the CSC fraction "
+            "(Lander et al. 2009 PLoS Biol 7:e15; Wodarz-type p = p/(1+γ·x1) in SOURCES.md) "
+            "keeps the "
+            "untreated CSC fraction near 5-10%"
+        ),
+        "CSC fraction halving the self-renewal drive",
+    ),
+    (
+        "b_wnt",
+        0.5,
+        "-",
+        0.0,
+        _a(
+            "half of the self-renewal drive is Wnt/β-catenin, half "
+            "STAT3/NF-κB niche signals (review §2.1-3.1)"
+        ),
+        "Wnt share of CSC self-renewal drive",
+    ),
+    (
+        "K_stem_IL6",
+        0.05,
+        "nM",
+        0.0,
+        _a("half-saturation at the typical untreated level"),
+        "IL-6 pool half-saturation for STAT3 stemness",
+    ),
+    (
+        "K_stem_TGF",
+        0.1,
+        "nM",
+        0.0,
+        _a("half-saturation at the typical untreated level"),
+        "TGF-β half-saturation for stemness/EMT",
+    ),
+    (
+        "K_stem_IL10",
+        0.01,
+        "nM",
+        0.0,
+        _a("near QSP-IO IL-10 half-saturation 8 pM"),
+        "IL-10 half-saturation for stemness",
+    ),
+    (
+        "K_stem_Exo",
+        1.0,
+        "relative",
+        0.0,
+        _a("typical untreated exosome level"),
+        "exosome half-saturation for stemness (miR-21/210, §3.2)",
+    ),
+    (
+        "K_stem_Met",
+        10.0,
+        "mM",
+        0.0,
+        _a("typical tumour lactate ~10 mM"),
+        "metabolite half-saturation for CSC support (§3.3)",
+    ),
+    (
+        "w_IL6",
+        1.0,
+        "-",
+        0.0,
+        _a("equal weights; review §2.1, §3.1"),
+        "weight of IL-6 in stemness signal",
+    ),
+    (
+        "w_TGF",
+        1.0,
+        "-",
+        0.0,
+        _a("equal weights; review §2.2, §3.1"),
+        "weight of TGF-β in stemness signal",
+    ),
     ("w_IL10", 0.5, "-", 0.0, _a("weaker evidence (§2.1)"), "weight of IL-10 in stemness signal"),
     ("w_Exo", 1.0, "-", 0.0, _a("review §3.2"), "weight of exosomes in stemness signal"),
     ("w_Met", 0.5, "-", 0.0, _a("review §3.3"), "weight of metabolites in stemness signal"),
-    ("k_ded", 0.002, "1/day", 0.5, _a("slow plasticity; dedifferentiation models (e.g. "
-     "nayeok1/Dedifferentiation_Model) use r1 << v0"), "basal dedifferentiation N→S"),
-    ("a_ded", 2.0, "-", 0.0, _a("EMT signals (IL-6, TGF-β) can triple plasticity (§5.1)"),
-     "fold-increase of dedifferentiation at saturating IL-6/TGF-β"),
+    (
+        "k_ded",
+        0.002,
+        "1/day",
+        0.5,
+        _a(
+            "slow plasticity; dedifferentiation models (e.g. "
+            "nayeok1/Dedifferentiation_Model) use r1 << v0"
+        ),
+        "basal dedifferentiation N→S",
+    ),
+    (
+        "a_ded",
+        2.0,
+        "-",
+        0.0,
+        _a("EMT signals (IL-6, TGF-β) can triple plasticity (§5.1)"),
+        "fold-increase of dedifferentiation at saturating IL-6/TGF-β",
+    ),
     ("d_S", 0.002, "1/day", 0.0, _a("CSCs are apoptosis-resistant"), "CSC natural death"),
     ("d_N", 0.01, "1/day", 0.3, _a("bulk apoptosis/necrosis"), "non-stem natural death"),
-    ("k_clear", 0.2, "1/day", 0.3, _a("debris cleared in ~5 days; QSP-IO uses a first-order "
-     "dead-cell clearance"), "debris clearance"),
-    ("f_chemo_S", 0.2, "-", 0.0, _a("CSC chemoresistance (quiescence, ABC pumps; review §1, §4)"),
-     "CSC chemo kill relative to non-stem cells"),
-    ("f_gls_S", 0.5, "-", 0.0, _a("CSCs depend more on glutamine (review §3.3, ref 74)"),
-     "fraction of CSC division blocked at full glutaminase inhibition"),
-    ("f_gls_N", 0.15, "-", 0.0, _a("bulk cells rely more on glycolysis"),
-     "fraction of non-stem division blocked at full glutaminase inhibition"),
-    ("k_chemo", 0.15, "1/day", 0.3, _a("maximal doxorubicin kill of cycling cells"),
-     "maximal chemotherapy kill rate of non-stem cells"),
+    (
+        "k_clear",
+        0.2,
+        "1/day",
+        0.3,
+        _a("debris cleared in ~5 days; QSP-IO uses a first-order dead-cell clearance"),
+        "debris clearance",
+    ),
+    (
+        "f_chemo_S",
+        0.2,
+        "-",
+        0.0,
+        _a("CSC chemoresistance (quiescence, ABC pumps; review §1, §4)"),
+        "CSC chemo kill relative to non-stem cells",
+    ),
+    (
+        "f_gls_S",
+        0.5,
+        "-",
+        0.0,
+        _a("CSCs depend more on glutamine (review §3.3, ref 74)"),
+        "fraction of CSC division blocked at full glutaminase inhibition",
+    ),
+    (
+        "f_gls_N",
+        0.15,
+        "-",
+        0.0,
+        _a("bulk cells rely more on glycolysis"),
+        "fraction of non-stem division blocked at full glutaminase inhibition",
+    ),
+    (
+        "k_chemo",
+        0.15,
+        "1/day",
+        0.3,
+        _a("maximal doxorubicin kill of cycling cells"),
+        "maximal chemotherapy kill rate of non-stem cells",
+    ),
     # --- CD8 T cells (QSP-IO Teff_module.m)
     ("k_T", 0.9, "1/day", 0.3, _QSPIO + ": k_C_Tcell", "maximal T-cell killing rate"),
-    ("K_TC", 0.4, "-", 0.0, _a("QSP-IO form k·T/(K_T_C·C+T); K_T_C lowered from 1.2 so that "
-     "unsuppressed CD8 at ~1:20 of tumour cells can out-kill tumour growth, as in responders"),
-     "effector:target ratio constant of T-cell killing"),
-    ("K_Treg", 1.0, "-", 0.0, _a("QSP-IO form T/(T+K·Treg); K lowered from 11 so that a "
-     "Treg:CD8 ratio ~0.5 halves killing"), "Treg suppression constant"),
-    ("q_T8", 3.0e5, "cells/mL/day", 0.6, _a("sets CD8 density ~5e6/mL (~1:30 of tumour cells); "
-     "large CV spans cold to hot tumours"), "CD8 recruitment per tumour volume"),
-    ("e_excl", 0.5, "-", 0.0, _a("Wnt/β-catenin excludes T cells (Spranger 2015 Nature 523:231; "
-     "review §4.3)"), "fraction of T-cell entry blocked by tumour Wnt signalling"),
-    ("Kc_rec", 2.02e7, "cells", 0.0, _QSPIO + ": Kc_rec (cells² scale: C²/(C²+Kc_rec²))",
-     "tumour size for half-maximal antigen-driven recruitment"),
-    ("a_ICD", 1.0, "-", 0.0, _a("immunogenic cell death raises priming (review §4)"),
-     "extra T-cell recruitment at high debris fraction"),
-    ("K_D", 0.1, "-", 0.0, _a("debris fraction of tumour for half effect"), "debris half-saturation"),
-    ("d_T8", 0.05, "1/day", 0.0, _a("death + exhaustion + egress; QSP-IO death 0.01/day plus exhaustion"),
-     "CD8 loss rate"),
-    ("r_T8", 0.04, "1/day", 0.3, _a("in-tumour expansion < loss, so CD8 stay bounded"),
-     "maximal CD8 expansion when unsuppressed"),
-    ("h_TGF_T", 0.5, "-", 0.0, _a("maximal fraction of killing blocked by TGF-β"), "TGF-β suppression max"),
-    ("K_TGF_T", 0.07, "nM", 0.0, _QSPIO + ": TGF-β half-saturation 0.07 nM", "TGF-β suppression half-sat."),
-    ("h_PD1", 0.9, "-", 0.0, _a("QSP-IO H_PD1 saturates near 1; 0.9 leaves residual killing"),
-     "maximal PD-1/PD-L1 suppression"),
-    ("K_PD1", 0.5, "relative", 0.0, _a("half-saturating PD-L1 engagement; untreated H_PD1 ~0.6"),
-     "PD-1 engagement half-saturation"),
-    ("pdl1_S", 2.0, "-", 0.0, _a("CSCs carry more PD-L1/B7-H4 (review §3.1)"), "CSC PD-L1 relative to N"),
-    ("vis_S", 0.3, "-", 0.0, _a("MHC-I down-regulated on CSCs (review §3.1)"),
-     "CSC visibility to T cells relative to N"),
-    ("h_MDSC", 0.5, "-", 0.0, _a("maximal suppression by NO/ROS/arginase (QSP-IO H_MDSC form)"),
-     "MDSC suppression max"),
-    ("K_MDSC", 5e6, "cells/mL", 0.0, _a("NO quasi-steady; QSP-IO NO_50 0.75 nM at ~5e6 MDSC/mL"),
-     "MDSC density for half suppression"),
-    ("h_Met", 0.5, "-", 0.0, _a("lactate/adenosine suppression of T cells (review §3.3)"),
-     "metabolite suppression max"),
-    ("K_Met_T", 10.0, "mM", 0.0, _a("~10 mM lactate halves T-cell function (Fischer 2007 Blood)"),
-     "metabolite half-saturation for T cells"),
+    (
+        "K_TC",
+        0.4,
+        "-",
+        0.0,
+        _a(
+            "QSP-IO form k·T/(K_T_C·C+T); K_T_C lowered from 1.2 so that "
+            "unsuppressed CD8 at ~1:20 of tumour cells can out-kill tumour growth, as in responders"
+        ),
+        "effector:target ratio constant of T-cell killing",
+    ),
+    (
+        "K_Treg",
+        1.0,
+        "-",
+        0.0,
+        _a(
+            "QSP-IO form T/(T+K·Treg); K lowered from 11 so that a "
+            "Treg:CD8 ratio ~0.5 halves killing"
+        ),
+        "Treg suppression constant",
+    ),
+    (
+        "q_T8",
+        3.0e5,
+        "cells/mL/day",
+        0.6,
+        _a("sets CD8 density ~5e6/mL (~1:30 of tumour cells); large CV spans cold to hot tumours"),
+        "CD8 recruitment per tumour volume",
+    ),
+    (
+        "e_excl",
+        0.5,
+        "-",
+        0.0,
+        _a("Wnt/β-catenin excludes T cells (Spranger 2015 Nature 523:231; review §4.3)"),
+        "fraction of T-cell entry blocked by tumour Wnt signalling",
+    ),
+    (
+        "Kc_rec",
+        2.02e7,
+        "cells",
+        0.0,
+        _QSPIO + ": Kc_rec (cells² scale: C²/(C²+Kc_rec²))",
+        "tumour size for half-maximal antigen-driven recruitment",
+    ),
+    (
+        "a_ICD",
+        1.0,
+        "-",
+        0.0,
+        _a("immunogenic cell death raises priming (review §4)"),
+        "extra T-cell recruitment at high debris fraction",
+    ),
+    (
+        "K_D",
+        0.1,
+        "-",
+        0.0,
+        _a("debris fraction of tumour for half effect"),
+        "debris half-saturation",
+    ),
+    (
+        "d_T8",
+        0.05,
+        "1/day",
+        0.0,
+        _a("death + exhaustion + egress; QSP-IO death 0.01/day plus exhaustion"),
+        "CD8 loss rate",
+    ),
+    (
+        "r_T8",
+        0.04,
+        "1/day",
+        0.3,
+        _a("in-tumour expansion < loss, so CD8 stay bounded"),
+        "maximal CD8 expansion when unsuppressed",
+    ),
+    (
+        "h_TGF_T",
+        0.5,
+        "-",
+        0.0,
+        _a("maximal fraction of killing blocked by TGF-β"),
+        "TGF-β suppression max",
+    ),
+    (
+        "K_TGF_T",
+        0.07,
+        "nM",
+        0.0,
+        _QSPIO + ": TGF-β half-saturation 0.07 nM",
+        "TGF-β suppression half-sat.",
+    ),
+    (
+        "h_PD1",
+        0.9,
+        "-",
+        0.0,
+        _a("QSP-IO H_PD1 saturates near 1; 0.9 leaves residual killing"),
+        "maximal PD-1/PD-L1 suppression",
+    ),
+    (
+        "K_PD1",
+        0.5,
+        "relative",
+        0.0,
+        _a("half-saturating PD-L1 engagement; untreated H_PD1 ~0.6"),
+        "PD-1 engagement half-saturation",
+    ),
+    (
+        "pdl1_S",
+        2.0,
+        "-",
+        0.0,
+        _a("CSCs carry more PD-L1/B7-H4 (review §3.1)"),
+        "CSC PD-L1 relative to N",
+    ),
+    (
+        "vis_S",
+        0.3,
+        "-",
+        0.0,
+        _a("MHC-I down-regulated on CSCs (review §3.1)"),
+        "CSC visibility to T cells relative to N",
+    ),
+    (
+        "h_MDSC",
+        0.5,
+        "-",
+        0.0,
+        _a("maximal suppression by NO/ROS/arginase (QSP-IO H_MDSC form)"),
+        "MDSC suppression max",
+    ),
+    (
+        "K_MDSC",
+        5e6,
+        "cells/mL",
+        0.0,
+        _a("NO quasi-steady; QSP-IO NO_50 0.75 nM at ~5e6 MDSC/mL"),
+        "MDSC density for half suppression",
+    ),
+    (
+        "h_Met",
+        0.5,
+        "-",
+        0.0,
+        _a("lactate/adenosine suppression of T cells (review §3.3)"),
+        "metabolite suppression max",
+    ),
+    (
+        "K_Met_T",
+        10.0,
+        "mM",
+        0.0,
+        _a("~10 mM lactate halves T-cell function (Fischer 2007 Blood)"),
+        "metabolite half-saturation for T cells",
+    ),
     ("sig_IFN_T8", 10.0, "nM/day", 0.0, _a("IFN-γ per active CD8"), "IFN-γ secretion by CD8"),
     # --- Tregs
-    ("q_Treg", 8e4, "cells/mL/day", 0.5, _a("CCL1/CCL5-driven Treg influx (review §2.3)"),
-     "Treg recruitment per tumour volume"),
-    ("q_Treg_ind", 8e4, "cells/mL/day", 0.5, _a("TGF-β induction of Tregs (review §4, ref 58)"),
-     "Treg induction per tumour volume"),
+    (
+        "q_Treg",
+        8e4,
+        "cells/mL/day",
+        0.5,
+        _a("CCL1/CCL5-driven Treg influx (review §2.3)"),
+        "Treg recruitment per tumour volume",
+    ),
+    (
+        "q_Treg_ind",
+        8e4,
+        "cells/mL/day",
+        0.5,
+        _a("TGF-β induction of Tregs (review §4, ref 58)"),
+        "Treg induction per tumour volume",
+    ),
     ("K_CCL5", 0.06, "nM", 0.0, _a("typical untreated level"), "CCL5 half-saturation"),
-    ("K_TGF_ind", 0.1, "nM", 0.0, _a("typical untreated level"), "TGF-β half-sat. for Treg induction"),
+    (
+        "K_TGF_ind",
+        0.1,
+        "nM",
+        0.0,
+        _a("typical untreated level"),
+        "TGF-β half-sat. for Treg induction",
+    ),
     ("d_Treg", 0.05, "1/day", 0.0, _a("as CD8 loss"), "Treg loss rate"),
-    ("k_ccr4", 0.5, "1/day", 0.0, _a("ADCC depletion rate at full anti-CCR4 effect"),
-     "Treg depletion by anti-CCR4"),
+    (
+        "k_ccr4",
+        0.5,
+        "1/day",
+        0.0,
+        _a("ADCC depletion rate at full anti-CCR4 effect"),
+        "Treg depletion by anti-CCR4",
+    ),
     # --- MDSC (QSP-IO MDSC_module.m)
-    ("q_MDSC", 9e4, "cells/mL/day", 0.5, _a("QSP-IO k_MDSC_rec 1.1e4 cells/mL/day scaled to give "
-     "~3e6/mL"), "MDSC recruitment per tumour volume"),
+    (
+        "q_MDSC",
+        9e4,
+        "cells/mL/day",
+        0.5,
+        _a("QSP-IO k_MDSC_rec 1.1e4 cells/mL/day scaled to give ~3e6/mL"),
+        "MDSC recruitment per tumour volume",
+    ),
     ("K_CCL2", 0.23, "nM", 0.0, _QSPIO + ": CCL2 half-saturation 0.23 nM", "CCL2 half-saturation"),
-    ("K_CXCL8", 0.05, "nM", 0.0, _a("typical untreated inflammatory pool"), "CXCL8 (IL6 pool) half-sat."),
-    ("w_CCL2", 0.5, "-", 0.0, _a("CCL2 and CXCL8 share MDSC recruitment"), "CCL2 share of MDSC recruitment"),
-    ("a_exo_MDSC", 0.5, "-", 0.0, _a("exosome-driven MDSC expansion (review §3.2)"),
-     "extra MDSC recruitment at saturating exosomes"),
+    (
+        "K_CXCL8",
+        0.05,
+        "nM",
+        0.0,
+        _a("typical untreated inflammatory pool"),
+        "CXCL8 (IL6 pool) half-sat.",
+    ),
+    (
+        "w_CCL2",
+        0.5,
+        "-",
+        0.0,
+        _a("CCL2 and CXCL8 share MDSC recruitment"),
+        "CCL2 share of MDSC recruitment",
+    ),
+    (
+        "a_exo_MDSC",
+        0.5,
+        "-",
+        0.0,
+        _a("exosome-driven MDSC expansion (review §3.2)"),
+        "extra MDSC recruitment at saturating exosomes",
+    ),
     ("d_MDSC", 0.015, "1/day", 0.0, _QSPIO + ": MDSC death 0.015/day", "MDSC death"),
     # --- macrophages (QSP-IO macrophage_module.m)
     ("q_Mac", 4e5, "cells/mL/day", 0.4, _a("sets TAM density ~1e7/mL"), "macrophage recruitment"),
@@ -228,21 +582,59 @@ _ROWS = [
     ("K_TGF_M", 0.07, "nM", 0.0, _QSPIO + ": 0.07 nM", "TGF-β half-sat. for M1→M2"),
     ("K_IL10_M", 0.008, "nM", 0.0, _QSPIO + ": 8 pM", "IL-10 half-sat. for M1→M2"),
     ("K_IFN", 0.0029, "nM", 0.0, _QSPIO + ": IFN-γ 2.9 pM", "IFN-γ half-sat. for M2→M1 and PD-L1"),
-    ("k_M1", 0.33, "1/day", 0.3, _QSPIO + ": M1 phagocytosis 0.33/day", "M1 killing of tumour cells"),
+    (
+        "k_M1",
+        0.33,
+        "1/day",
+        0.3,
+        _QSPIO + ": M1 phagocytosis 0.33/day",
+        "M1 killing of tumour cells",
+    ),
     ("K_M1C", 1.0, "-", 0.0, _a("effector:target form as for T cells"), "M1:tumour ratio constant"),
-    ("a_csf1r", 3.0, "-", 0.0, _a("CSF-1R blockade shortens M2 survival ~4x (pexidartinib)"),
-     "extra M2 death at full CSF-1R inhibition"),
-    ("a_csf1r_rep", 1.0, "-", 0.0, _a("CSF-1R blockade doubles M2→M1 repolarisation"),
-     "extra M2→M1 at full CSF-1R inhibition"),
+    (
+        "a_csf1r",
+        3.0,
+        "-",
+        0.0,
+        _a("CSF-1R blockade shortens M2 survival ~4x (pexidartinib)"),
+        "extra M2 death at full CSF-1R inhibition",
+    ),
+    (
+        "a_csf1r_rep",
+        1.0,
+        "-",
+        0.0,
+        _a("CSF-1R blockade doubles M2→M1 repolarisation"),
+        "extra M2→M1 at full CSF-1R inhibition",
+    ),
     # --- soluble signals: secretion sigma (nM/day at 1e8 producers/mL) and decay
-    ("sig_TGF_S", 5.0, "nM/day", 0.3, _a("CSCs secrete ~10x more TGF-β than bulk cells (§4)"),
-     "TGF-β secretion by CSCs"),
-    ("sig_TGF_N", 0.5, "nM/day", 0.3, _a("gives ~0.1 nM at baseline"), "TGF-β secretion by non-stem"),
+    (
+        "sig_TGF_S",
+        5.0,
+        "nM/day",
+        0.3,
+        _a("CSCs secrete ~10x more TGF-β than bulk cells (§4)"),
+        "TGF-β secretion by CSCs",
+    ),
+    (
+        "sig_TGF_N",
+        0.5,
+        "nM/day",
+        0.3,
+        _a("gives ~0.1 nM at baseline"),
+        "TGF-β secretion by non-stem",
+    ),
     ("sig_TGF_Treg", 10.0, "nM/day", 0.0, _a("Tregs are strong TGF-β producers"), "TGF-β by Tregs"),
     ("sig_TGF_M2", 2.0, "nM/day", 0.0, _QSPIO + ": M2 TGF-β 2e-11 nmol/cell/day", "TGF-β by M2"),
     ("sig_TGF_MDSC", 5.0, "nM/day", 0.0, _a("MDSC secrete TGF-β (MODEL.md)"), "TGF-β by MDSC"),
-    ("a_chemo_TGF", 2.0, "-", 0.0, _a("doxorubicin-surviving CSCs raise TGF-β (review §4, ref 58)"),
-     "fold-increase of CSC TGF-β under chemo stress"),
+    (
+        "a_chemo_TGF",
+        2.0,
+        "-",
+        0.0,
+        _a("doxorubicin-surviving CSCs raise TGF-β (review §4, ref 58)"),
+        "fold-increase of CSC TGF-β under chemo stress",
+    ),
     ("k_TGF", 14.3, "1/day", 0.0, _QSPIO + ": TGF-β degradation", "TGF-β decay"),
     ("sig_IL6_M2", 5.0, "nM/day", 0.0, _a("M2 secrete IL-6/TNF-α/CXCL8 (§2.1)"), "IL-6 pool by M2"),
     ("sig_IL6_MDSC", 5.0, "nM/day", 0.0, _a("MDSC inflammatory cytokines"), "IL-6 pool by MDSC"),
@@ -258,31 +650,94 @@ _ROWS = [
     ("k_CCL2", 1.44, "1/day", 0.0, _QSPIO + ": 0.06/h", "CCL2 decay"),
     ("sig_CCL5_S", 2.0, "nM/day", 0.3, _a("CSC CCL1/CCL5 (review §2.3)"), "CCL5 by CSCs"),
     ("k_CCL5", 2.0, "1/day", 0.0, _a("chemokine half-life ~8 h"), "CCL5 decay"),
-    ("e_wnt_sec", 0.5, "-", 0.0, _a("Wnt inhibition halves CSC TGF-β/IL-10/CCL secretion (§4.3)"),
-     "fraction of CSC secretion removed by full Wnt inhibition"),
+    (
+        "e_wnt_sec",
+        0.5,
+        "-",
+        0.0,
+        _a("Wnt inhibition halves CSC TGF-β/IL-10/CCL secretion (§4.3)"),
+        "fraction of CSC secretion removed by full Wnt inhibition",
+    ),
     ("k_IFN", 7.0, "1/day", 0.0, _a("IFN-γ half-life ~2-3 h"), "IFN-γ decay"),
     ("sig_Exo_S", 10.0, "rel/day", 0.3, _a("gives Exo ~1 at baseline"), "exosomes by CSCs"),
     ("sig_Exo_MDSC", 10.0, "rel/day", 0.0, _a("MDSC exosomes (§3.2)"), "exosomes by MDSC"),
     ("k_Exo", 1.0, "1/day", 0.0, _a("exosome uptake/clearance ~1 day"), "exosome clearance"),
-    ("sig_Met_N", 40.0, "mM/day", 0.3, _a("gives ~10 mM lactate-equivalent"), "metabolites by non-stem"),
-    ("sig_Met_S", 80.0, "mM/day", 0.0, _a("CSCs more per cell (review §3.3)"), "metabolites by CSCs"),
-    ("g_Met", 0.6, "-", 0.0, _a("glutaminolysis share of immunosuppressive metabolite output"),
-     "glutaminase-dependent fraction of metabolite production"),
+    (
+        "sig_Met_N",
+        40.0,
+        "mM/day",
+        0.3,
+        _a("gives ~10 mM lactate-equivalent"),
+        "metabolites by non-stem",
+    ),
+    (
+        "sig_Met_S",
+        80.0,
+        "mM/day",
+        0.0,
+        _a("CSCs more per cell (review §3.3)"),
+        "metabolites by CSCs",
+    ),
+    (
+        "g_Met",
+        0.6,
+        "-",
+        0.0,
+        _a("glutaminolysis share of immunosuppressive metabolite output"),
+        "glutaminase-dependent fraction of metabolite production",
+    ),
     ("k_Met", 5.0, "1/day", 0.0, _a("lactate clearance/export"), "metabolite clearance"),
     ("k_PDL1", 1.0, "1/day", 0.0, _QSPIO + ": PD-L1 relaxation 1/day", "PD-L1 turnover"),
-    ("a_PDL1_IFN", 3.0, "-", 0.3, _a("IFN-γ can quadruple PD-L1 (QSP-IO induction 5e4 molecules/day)"),
-     "PD-L1 induction by IFN-γ"),
-    ("a_PDL1_chemo", 1.0, "-", 0.0, _a("chemotherapy raises PD-L1 on surviving CSCs (review §4, ref 59)"),
-     "PD-L1 induction by chemo stress"),
-    ("a_mhc", 1.0, "-", 0.0, _a("epigenetic therapy can restore CSC visibility to bulk level"),
-     "CSC visibility gain at full MHC restoration"),
-    ("a_excl_M12", 1.0, "-", 0.0, _a("exosomes and lactate polarise to M2 (§3.2-3.3), as TGF-β"),
-     "weight of exosome+metabolite drive of M1→M2"),
+    (
+        "a_PDL1_IFN",
+        3.0,
+        "-",
+        0.3,
+        _a("IFN-γ can quadruple PD-L1 (QSP-IO induction 5e4 molecules/day)"),
+        "PD-L1 induction by IFN-γ",
+    ),
+    (
+        "a_PDL1_chemo",
+        1.0,
+        "-",
+        0.0,
+        _a("chemotherapy raises PD-L1 on surviving CSCs (review §4, ref 59)"),
+        "PD-L1 induction by chemo stress",
+    ),
+    (
+        "a_mhc",
+        1.0,
+        "-",
+        0.0,
+        _a("epigenetic therapy can restore CSC visibility to bulk level"),
+        "CSC visibility gain at full MHC restoration",
+    ),
+    (
+        "a_excl_M12",
+        1.0,
+        "-",
+        0.0,
+        _a("exosomes and lactate polarise to M2 (§3.2-3.3), as TGF-β"),
+        "weight of exosome+metabolite drive of M1→M2",
+    ),
     # --- neutrophils (Friberg et al. 2002)
-    ("MTT", 110.0 / 24.0, "day", 0.2, _FRIBERG + ": MTT 89-135 h", "mean transit time (ktr = 4/MTT)"),
+    (
+        "MTT",
+        110.0 / 24.0,
+        "day",
+        0.2,
+        _FRIBERG + ": MTT 89-135 h",
+        "mean transit time (ktr = 4/MTT)",
+    ),
     ("gamma", 0.17, "-", 0.0, _FRIBERG + ": γ 0.16-0.2", "feedback exponent"),
-    ("ANC0", 5.0, "1e9/L", 0.3, _a("typical baseline ANC of patients eligible for chemotherapy"),
-     "baseline neutrophil count"),
+    (
+        "ANC0",
+        5.0,
+        "1e9/L",
+        0.3,
+        _a("typical baseline ANC of patients eligible for chemotherapy"),
+        "baseline neutrophil count",
+    ),
 ]
 
 PARAMS = ParamTable(tuple(Param(*r) for r in _ROWS))
@@ -386,19 +841,25 @@ def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
     mdsc_chemo = p["w_CCL2"] * hill(y["CCL2"], p["K_CCL2"]) + (1.0 - p["w_CCL2"]) * hill(
         y["IL6"], p["K_CXCL8"]
     ) * (1.0 - g("cxcr2_inhibition"))
-    r["mdsc_recruitment"] = p["q_MDSC"] * V * mdsc_chemo * (
-        1.0 + p["a_exo_MDSC"] * hill(y["Exo"], p["K_stem_Exo"])
+    r["mdsc_recruitment"] = (
+        p["q_MDSC"] * V * mdsc_chemo * (1.0 + p["a_exo_MDSC"] * hill(y["Exo"], p["K_stem_Exo"]))
     )
     r["mdsc_death"] = p["d_MDSC"] * y["MDSC"]
 
     # macrophages (QSP-IO macrophage_module.m)
     csf = g("csf1r_inhibition")
     r["macrophage_recruitment"] = p["q_Mac"] * V * hill(y["CCL2"], p["K_CCL2"])
-    pol12 = p["k_M12"] * (
-        hill(y["TGFb"], p["K_TGF_M"])
-        + hill(y["IL10"], p["K_IL10_M"])
-        + p["a_excl_M12"] * 0.5 * (hill(y["Exo"], p["K_stem_Exo"]) + hill(y["Met"], p["K_stem_Met"]))
-    ) / (2.0 + p["a_excl_M12"])
+    pol12 = (
+        p["k_M12"]
+        * (
+            hill(y["TGFb"], p["K_TGF_M"])
+            + hill(y["IL10"], p["K_IL10_M"])
+            + p["a_excl_M12"]
+            * 0.5
+            * (hill(y["Exo"], p["K_stem_Exo"]) + hill(y["Met"], p["K_stem_Met"]))
+        )
+        / (2.0 + p["a_excl_M12"])
+    )
     pol21 = p["k_M21"] * hill(y["IFNg"], p["K_IFN"]) * (1.0 + p["a_csf1r_rep"] * csf)
     r["m1_to_m2"] = pol12 * y["M1"]
     r["m2_to_m1"] = pol21 * y["M2"]
@@ -428,8 +889,8 @@ def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
     r["ccl5_production"] = dens * p["sig_CCL5_S"] * sec * S
     r["ifng_production"] = dens * p["sig_IFN_T8"] * r["tcell_activity"] * y["T8"]
     r["exo_production"] = dens * (p["sig_Exo_S"] * S + p["sig_Exo_MDSC"] * y["MDSC"])
-    r["met_production"] = dens * (1.0 - p["g_Met"] * gls) * (
-        p["sig_Met_N"] * N + p["sig_Met_S"] * S
+    r["met_production"] = (
+        dens * (1.0 - p["g_Met"] * gls) * (p["sig_Met_N"] * N + p["sig_Met_S"] * S)
     )
     r["pdl1_induction"] = p["k_PDL1"] * (
         1.0 + p["a_PDL1_IFN"] * hill(y["IFNg"], p["K_IFN"]) + p["a_PDL1_chemo"] * stress
@@ -437,9 +898,9 @@ def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
 
     # neutrophils (Friberg et al. 2002)
     ktr = 4.0 / p["MTT"]
-    r["prol_proliferation"] = ktr * y["Prol"] * (1.0 - g("myelotoxicity")) * (
-        p["ANC0"] / y["ANC"]
-    ) ** p["gamma"]
+    r["prol_proliferation"] = (
+        ktr * y["Prol"] * (1.0 - g("myelotoxicity")) * (p["ANC0"] / y["ANC"]) ** p["gamma"]
+    )
     r["ktr"] = ktr
     r["tumour_dynamics"] = tumour_dynamics
     return r
@@ -454,13 +915,15 @@ def rhs(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
     ktr = r["ktr"]
     return {
         "S": f * (r["csc_self_renewal"] + r["dedifferentiation"] - r["csc_death"] - kills_S),
-        "N": f * (
-            r["csc_differentiation"] + r["non_stem_proliferation"] - r["dedifferentiation"]
-            - r["non_stem_death"] - kills_N
+        "N": f
+        * (
+            r["csc_differentiation"]
+            + r["non_stem_proliferation"]
+            - r["dedifferentiation"]
+            - r["non_stem_death"]
+            - kills_N
         ),
-        "D": f * (
-            r["csc_death"] + r["non_stem_death"] + kills_S + kills_N - r["debris_clearance"]
-        ),
+        "D": f * (r["csc_death"] + r["non_stem_death"] + kills_S + kills_N - r["debris_clearance"]),
         "T8": r["t8_recruitment"] + r["t8_expansion"] - r["t8_loss"],
         "Treg": r["treg_recruitment"] + r["treg_induction"] - r["treg_loss"] - r["treg_depletion"],
         "MDSC": r["mdsc_recruitment"] - r["mdsc_death"],
@@ -494,10 +957,26 @@ def initial_state(p: dict, baseline_diameter_mm, csc_fraction=0.1, debris_fracti
     V = tumour_volume_ml(0.0, C, debris_fraction * cells)
     anc = p["ANC0"]
     return {
-        "S": csc_fraction * C, "N": (1.0 - csc_fraction) * C, "D": debris_fraction * cells,
-        "T8": 5e6 * V, "Treg": 2e6 * V, "MDSC": 3e6 * V, "M1": 5e6 * V, "M2": 5e6 * V,
-        "TGFb": 0.1 + 0.0 * anc, "IL6": 0.05 + 0.0 * anc, "IL10": 0.01 + 0.0 * anc,
-        "CCL2": 0.15 + 0.0 * anc, "CCL5": 0.06 + 0.0 * anc, "IFNg": 0.002 + 0.0 * anc,
-        "Exo": 1.0 + 0.0 * anc, "Met": 10.0 + 0.0 * anc, "PDL1": 2.0 + 0.0 * anc,
-        "Prol": anc, "Tr1": anc, "Tr2": anc, "Tr3": anc, "ANC": anc,
+        "S": csc_fraction * C,
+        "N": (1.0 - csc_fraction) * C,
+        "D": debris_fraction * cells,
+        "T8": 5e6 * V,
+        "Treg": 2e6 * V,
+        "MDSC": 3e6 * V,
+        "M1": 5e6 * V,
+        "M2": 5e6 * V,
+        "TGFb": 0.1 + 0.0 * anc,
+        "IL6": 0.05 + 0.0 * anc,
+        "IL10": 0.01 + 0.0 * anc,
+        "CCL2": 0.15 + 0.0 * anc,
+        "CCL5": 0.06 + 0.0 * anc,
+        "IFNg": 0.002 + 0.0 * anc,
+        "Exo": 1.0 + 0.0 * anc,
+        "Met": 10.0 + 0.0 * anc,
+        "PDL1": 2.0 + 0.0 * anc,
+        "Prol": anc,
+        "Tr1": anc,
+        "Tr2": anc,
+        "Tr3": anc,
+        "ANC": anc,
     }

@@ -80,9 +80,7 @@ class ParamTable:
         try:
             return self.rows[self._index[name]]
         except KeyError:
-            raise KeyError(
-                f"unknown parameter {name!r}; known: {', '.join(self.names)}"
-            ) from None
+            raise KeyError(f"unknown parameter {name!r}; known: {', '.join(self.names)}") from None
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -1,0 +1,111 @@
+import json
+
+import pandas as pd
+import pytest
+
+from vcohort.cli import main
+
+
+def test_simulate_writes_the_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(
+        [
+            "simulate",
+            "--patients",
+            "5",
+            "--days",
+            "30",
+            "--seed",
+            "3",
+            "--no-progress",
+            "--arm",
+            "pembro=pembrolizumab 200 mg every 21 d",
+            "--arm",
+            "control=untreated",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    for f in (
+        "manifest.json",
+        "patients.parquet",
+        "timecourse.parquet",
+        "endpoints.parquet",
+        "summary.csv",
+        "doses_typical_patient.csv",
+    ):
+        assert (out / f).stat().st_size > 0, f
+    ep = pd.read_parquet(out / "endpoints.parquet")
+    assert set(ep.arm) == {"pembro", "control"} and len(ep) == 10
+    for col in ("final_diameter_mm", "nadir_diameter_mm", "best_pct_change", "bor", "status"):
+        assert col in ep
+    tc = pd.read_parquet(out / "timecourse.parquet")
+    assert {"patient", "arm", "day", "diameter_mm", "S", "T8"} <= set(tc.columns)
+    assert sorted(tc.day.unique().tolist()) == [0, 7, 14, 21, 28, 30]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["seed"] == 3 and m["environment"]["jax"]
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.arm.tolist() == ["pembro", "control"]
+    assert "pembro" in capsys.readouterr().out
+
+
+def test_existing_folder_is_refused_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    rc = main(["simulate", "--patients", "2", "--days", "7", "--out", str(out)])
+    assert rc == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_overwrite_replaces_only_on_success(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    assert (
+        main(
+            [
+                "simulate",
+                "--patients",
+                "2",
+                "--days",
+                "7",
+                "--no-progress",
+                "--out",
+                str(out),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
+    assert not (out / "old.txt").exists() and (out / "summary.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--regimen", "aspirin 100 mg qd"], "not in the catalogue"),
+        (["--regimen", "pembrolizumab -1 mg q3w"], ">= 0"),
+        (["--patients", "0"], "patients"),
+        (["--dt", "0.3"], "dt"),
+    ],
+)
+def test_bad_arguments_fail_fast_with_a_clear_message(tmp_path, capsys, args, message):
+    rc = main(["simulate", "--out", str(tmp_path / "x"), *args])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_demo_prints_every_arm(capsys):
+    assert main(["demo", "--patients", "8", "--days", "21", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for arm in ("untreated", "pembrolizumab", "wnt974", "cb839", "doxorubicin", "triple"):
+        assert arm in out
+
+
+def test_model_doc_command(tmp_path):
+    assert main(["model-doc", "--out", str(tmp_path / "m.md")]) == 0
+    assert "## Model parameters" in (tmp_path / "m.md").read_text()
