@@ -28,6 +28,8 @@ from vcohort.simulate import (
     prepare,
 )
 
+_JIT: dict = {}
+
 
 def full_rhs(model: Model, drugs, y: dict, a: tuple, p: dict, ind: list, rate, xp, td=1.0):
     """Derivatives of biology ``y`` and PK amounts ``a`` (tuple per drug) with infusion
@@ -148,7 +150,22 @@ def simulate_reference(
         out_daily = {k: jnp.concatenate([out0[k][None], v[day_end]]) for k, v in out_seg.items()}
         return y_daily, out_daily, carry[1], jnp.sum(nsteps)
 
-    fn = jax.jit(jax.vmap(one))
+    key = (
+        id(model),
+        tuple(d.name for d in drugs),
+        plan.days,
+        plan.dt,
+        rtol,
+        atol,
+        max_steps,
+        schedule.time.tobytes(),
+        schedule.duration.tobytes(),
+        np.asarray(schedule.amount).tobytes(),
+        schedule.kind.tobytes(),
+    )
+    if key not in _JIT:  # segments depend on the schedule, so it is part of the key
+        _JIT[key] = jax.jit(jax.vmap(one))
+    fn = _JIT[key]
     args = cohort.arrays(np.arange(len(cohort)), drugs, np.float64)
     y_daily, out_daily, fail, nsteps = jax.tree_util.tree_map(np.asarray, fn(*args[:4]))
     days_idx = plan.save_days.astype(int)
