@@ -164,6 +164,7 @@ def test_drugs_move_their_targets_in_a_cohort(arms):
 
 
 # ----------------------------------------------------------------- gradients
+@pytest.mark.slow
 def test_gradient_of_cohort_endpoint_wrt_dose_amounts_matches_finite_differences():
     c = make_cohort(4, seed=8)
     days = 21

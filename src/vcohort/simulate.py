@@ -456,7 +456,7 @@ def simulate(
 
         it = tqdm(starts, desc=f"simulating {n} patients", unit="chunk")
     np_dtype = np.float64 if plan.dtype == jnp.float64 else np.float32
-    outs = []
+    res = None  # host outputs, filled chunk by chunk (no concatenation copies)
     t0 = _time.perf_counter()
     first = None
     for s in it:
@@ -464,14 +464,21 @@ def simulate(
         pad = chunk - idx.size
         take = np.concatenate([idx, np.full(pad, idx[-1])]) if pad else idx
         args = cohort.arrays(take, plan.drugs, np_dtype)
-        res = fn(*args, bolus.astype(np_dtype), rate.astype(np_dtype))
-        m = idx.size
-        res = jax.tree_util.tree_map(lambda v, m=m: np.asarray(v)[:m], res)
-        outs.append(res)
+        out = fn(*args, bolus.astype(np_dtype), rate.astype(np_dtype))
+        if res is None:
+            res = jax.tree_util.tree_map(
+                lambda v: np.empty((n,) + tuple(v.shape[1:]), dtype=v.dtype), out
+            )
+        sl = slice(s, s + idx.size)
+
+        def put(dst, v, sl=sl, m=idx.size):
+            dst[sl] = np.asarray(v)[:m]
+
+        jax.tree_util.tree_map(put, res, out)
+        del out
         if first is None:
             first = _time.perf_counter() - t0
     total = _time.perf_counter() - t0
-    res = jax.tree_util.tree_map(lambda *v: np.concatenate(v), *outs)
     status, bad_day = _status(res["saved"], res["daily"])
     return Trajectories(
         patient_id=np.asarray(cohort.patient_id),

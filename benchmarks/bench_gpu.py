@@ -1,0 +1,73 @@
+"""GPU forward benchmark (float32): the triple combination for 10^4 - 10^6 patients, one year.
+
+    bash benchmarks/gpu.sh            # on a machine with an NVIDIA GPU and jax[cuda]
+
+Writes benchmarks/results/gpu.md (or $OUT/gpu.md when OUT is set).  Reports patient-days per
+second of a second (compiled) call per cohort size, compile time, and the time for 10^6
+patient-years.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
+
+from vcohort.cohort import make_cohort  # noqa: E402
+from vcohort.dosing import compile_schedule, parse_regimen  # noqa: E402
+from vcohort.model import CSC_IMMUNE  # noqa: E402
+from vcohort.simulate import simulate  # noqa: E402
+
+TRIPLE = ("wnt974 10 mg every 24 h", "pembrolizumab 200 mg every 21 d over 30 min",
+          "cb839 800 mg every 12 h")
+
+
+def main() -> None:
+    sizes = [int(x) for x in os.environ.get("SIZES", "10000,100000,1000000").split(",")]
+    days = int(os.environ.get("DAYS", "365"))
+    big_chunk = int(os.environ.get("CHUNK", "262144"))
+    s = compile_schedule([parse_regimen(r) for r in TRIPLE], float(days))
+    t0 = time.perf_counter()
+    cohort = make_cohort(max(sizes), seed=1, precision="float32")
+    t_cohort = time.perf_counter() - t0
+    lines = [
+        f"GPU forward benchmark: {jax.devices()[0].device_kind}, jax {jax.__version__}, "
+        f"float32, triple combination, {days} days, RK4 dt 0.1, weekly saves; "
+        f"{time.strftime('%Y-%m-%d')}.  Cohort of {max(sizes):,} drawn with its 60-day run-in "
+        f"in {t_cohort:.1f} s.",
+        "",
+        "| patients | chunk | first call s | second call s | patient-days/s | failed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in sizes:
+        c = cohort.subset(np.arange(n))
+        chunk = min(n, big_chunk)
+
+        def run(c=c, chunk=chunk):
+            return simulate(CSC_IMMUNE, c, s, days, precision="float32", chunk_size=chunk,
+                            progress=False)
+
+        t0 = time.perf_counter()
+        run()
+        t1 = time.perf_counter()
+        tr = run()
+        t2 = time.perf_counter()
+        row = (f"| {n:,} | {chunk:,} | {t1 - t0:.1f} | {t2 - t1:.2f} | "
+               f"{n * days / (t2 - t1):,.0f} | {int((tr.status != 0).sum())} |")
+        lines.append(row)
+        print(row, flush=True)
+    text = "\n".join(lines)
+    print(text)
+    out = Path(os.environ.get("OUT", Path(__file__).parent / "results"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
