@@ -54,7 +54,7 @@ def _csc_daily(y: dict, p: dict) -> dict:
     S, N, D = y["S"], y["N"], y["D"]
     return {
         "diameter_mm": csc_immune.diameter_mm(S, N, D),
-        "csc_fraction": S / (S + N),
+        "csc_fraction": S / (S + N + csc_immune.CELL_FLOOR),
         "ANC": y["ANC"],
     }
 
