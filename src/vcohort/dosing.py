@@ -402,15 +402,13 @@ class StepGrid:
 
     def scatter(self, amount, xp=np):
         """(bolus, rate) of shape (n_steps, drugs, 3) from slot amounts (drugs, slots)."""
-        flat = xp.reshape(amount, (-1,))
+        flat = xp.reshape(xp.asarray(amount), (-1,))
         size = self.n_steps * self.n_drugs * 3
         outs = []
         for sel in (~self.is_rate, self.is_rate):
-            vals = flat[self.src[sel]] * self.weight[sel].astype(
-                np.asarray(flat).dtype if xp is np else None
-            )
+            vals = flat[self.src[sel]] * xp.asarray(self.weight[sel], dtype=flat.dtype)
             if xp is np:
-                out = np.zeros(size, dtype=np.asarray(flat).dtype)
+                out = np.zeros(size, dtype=flat.dtype)
                 np.add.at(out, self.dst[sel], vals)
             else:
                 out = xp.zeros(size, dtype=flat.dtype).at[self.dst[sel]].add(vals)

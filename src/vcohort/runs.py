@@ -68,12 +68,9 @@ def run_arms(
         for r in a.regimens:
             if r.drug not in drugs:
                 drugs.append(r.drug)
-    schedules = {}
-    n_slots = 1
-    for a in arms:
-        s = compile_schedule(list(a.regimens), float(days), drugs=tuple(drugs))
-        n_slots = max(n_slots, s.n_slots)
-        schedules[a.name] = s
+    schedules = {
+        a.name: compile_schedule(list(a.regimens), float(days), drugs=tuple(drugs)) for a in arms
+    }
     trajs, eps = {}, []
     for a in arms:
         t0 = time.perf_counter()

@@ -424,6 +424,8 @@ def simulate(
         progress: show a progress bar (default: when there is more than one chunk).
         catalogue: drug catalogue (default `vcohort.drugs.CATALOGUE`).
         tumour_dynamics: 1, or 0 to freeze the tumour (immune run-in).
+        forcing: ``gauss`` (step-mean of drug effects, default) or ``mean`` (effect of the
+            step-mean concentration); see the module docstring.
 
     Returns:
         `Trajectories` with per-patient ``status``; failed patients are kept, flagged.
