@@ -72,7 +72,12 @@ def run_arms(
         a.name: compile_schedule(list(a.regimens), float(days), drugs=tuple(drugs)) for a in arms
     }
     trajs, eps = {}, []
-    for a in arms:
+    it = arms
+    if progress is not False and len(arms) > 1:
+        from tqdm.auto import tqdm
+
+        it = tqdm(arms, desc=f"{len(arms)} arms x {len(cohort)} patients", unit="arm")
+    for a in it:
         t0 = time.perf_counter()
         tr = simulate(
             model,
