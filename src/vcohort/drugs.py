@@ -432,7 +432,8 @@ DOXORUBICIN = Drug(
             site="central",
             source=(
                 "assumption: Friberg et al. 2002 drug effect in Emax form, "
-                "E = 8·C/(C + 0.15 mg/L); Friberg 2002 did not fit doxorubicin.  EC50 chosen so that 75 mg/m2 q3w gives a "
+                "E = 8·C/(C + 0.15 mg/L); Friberg 2002 did not fit doxorubicin.  EC50 chosen "
+                "so that 75 mg/m2 q3w gives a "
                 "median ANC nadir near the grade-3/4 boundary (measured on 300 virtual patients: "
                 "median 0.77e9/L, grade 4 in 28%, nadir day 11), in line with the label "
                 "(myelosuppression dose-limiting, nadir day 10-14).  Bounded E keeps the "
