@@ -409,6 +409,7 @@ def simulate(
     catalogue: dict[str, Drug] | None = None,
     tumour_dynamics: float = 1.0,
     forcing: str = "gauss",
+    devices: Sequence | None = None,
 ) -> Trajectories:
     """Simulate every patient of ``cohort`` under ``schedule`` (None = untreated).
 
@@ -426,6 +427,8 @@ def simulate(
         tumour_dynamics: 1, or 0 to freeze the tumour (immune run-in).
         forcing: ``gauss`` (step-mean of drug effects, default) or ``mean`` (effect of the
             step-mean concentration); see the module docstring.
+        devices: devices to shard the patient axis over (default: all local devices; each
+            chunk is split across them with ``jax.sharding``; results do not depend on it).
 
     Returns:
         `Trajectories` with per-patient ``status``; failed patients are kept, flagged.
@@ -449,8 +452,17 @@ def simulate(
     cohort.check_for(model, plan.drugs, schedule.needs())
     bolus, rate = schedule.step_inputs(plan.dt, plan.n_steps)
     fn = _compiled(plan)
+    devs = list(devices) if devices is not None else jax.local_devices()
+    n_dev = len(devs)
     chunk = int(min(chunk_size, n))
+    chunk = -(-chunk // n_dev) * n_dev  # a multiple of the device count
     starts = list(range(0, n, chunk))
+    # the patient axis is sharded over the devices; shared dose inputs are replicated
+    shard = None
+    if n_dev > 1:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        shard = NamedSharding(Mesh(np.array(devs), ("patients",)), PartitionSpec("patients"))
     show = progress if progress is not None else len(starts) > 1
     it = starts
     if show:
@@ -466,6 +478,8 @@ def simulate(
         pad = chunk - idx.size
         take = np.concatenate([idx, np.full(pad, idx[-1])]) if pad else idx
         args = cohort.arrays(take, plan.drugs, np_dtype)
+        if shard is not None:
+            args = jax.device_put(args, shard)
         out = fn(*args, bolus.astype(np_dtype), rate.astype(np_dtype))
         if res is None:
             res = jax.tree_util.tree_map(
@@ -496,6 +510,7 @@ def simulate(
             "first_chunk_s": first,
             "chunks": len(starts),
             "chunk_size": chunk,
+            "devices": n_dev,
         },
     )
 
