@@ -96,6 +96,7 @@ def main() -> None:
     for prec in ("float64", "float32"):
         for n in sizes:
             c = cohort.subset(np.arange(n))
+
             def run(c=c, prec=prec):
                 return simulate(CSC_IMMUNE, c, s, days, precision=prec, progress=False)
 

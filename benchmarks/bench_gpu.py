@@ -24,8 +24,11 @@ from vcohort.dosing import compile_schedule, parse_regimen  # noqa: E402
 from vcohort.model import CSC_IMMUNE  # noqa: E402
 from vcohort.simulate import simulate  # noqa: E402
 
-TRIPLE = ("wnt974 10 mg every 24 h", "pembrolizumab 200 mg every 21 d over 30 min",
-          "cb839 800 mg every 12 h")
+TRIPLE = (
+    "wnt974 10 mg every 24 h",
+    "pembrolizumab 200 mg every 21 d over 30 min",
+    "cb839 800 mg every 12 h",
+)
 
 
 def main() -> None:
@@ -39,7 +42,7 @@ def main() -> None:
     lines = [
         f"GPU forward benchmark: {jax.devices()[0].device_kind}, jax {jax.__version__}, "
         f"float32, triple combination, {days} days, RK4 dt 0.1, weekly saves; "
-        f"{time.strftime('%Y-%m-%d')}.  Cohort of {max(sizes):,} drawn with its 60-day run-in "
+        f"{time.strftime('%Y-%m-%d')}.  Cohort of {max(sizes):,} drawn with its immune run-in "
         f"in {t_cohort:.1f} s.",
         "",
         "| patients | chunk | first call s | second call s | patient-days/s | failed |",
@@ -50,16 +53,19 @@ def main() -> None:
         chunk = min(n, big_chunk)
 
         def run(c=c, chunk=chunk):
-            return simulate(CSC_IMMUNE, c, s, days, precision="float32", chunk_size=chunk,
-                            progress=False)
+            return simulate(
+                CSC_IMMUNE, c, s, days, precision="float32", chunk_size=chunk, progress=False
+            )
 
         t0 = time.perf_counter()
         run()
         t1 = time.perf_counter()
         tr = run()
         t2 = time.perf_counter()
-        row = (f"| {n:,} | {chunk:,} | {t1 - t0:.1f} | {t2 - t1:.2f} | "
-               f"{n * days / (t2 - t1):,.0f} | {int((tr.status != 0).sum())} |")
+        row = (
+            f"| {n:,} | {chunk:,} | {t1 - t0:.1f} | {t2 - t1:.2f} | "
+            f"{n * days / (t2 - t1):,.0f} | {int((tr.status != 0).sum())} |"
+        )
         lines.append(row)
         print(row, flush=True)
     text = "\n".join(lines)

@@ -34,8 +34,12 @@ CODE = textwrap.dedent(
 def test_four_forced_cpu_devices_match_one_device(tmp_path):
     out = tmp_path / "sharded.npz"
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    subprocess.run([sys.executable, "-c", CODE.format(triple=TRIPLE), str(out)], env=env,
-                   check=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-c", CODE.format(triple=TRIPLE), str(out)],
+        env=env,
+        check=True,
+        timeout=600,
+    )
     sharded = np.load(out)
     c = make_cohort(10, seed=7)
     tr = simulate(CSC_IMMUNE, c, schedule(TRIPLE, 21), 21)

@@ -176,7 +176,7 @@ def make_cohort(
     drugs: dict[str, Drug] | None = None,
     first_id: int = 0,
     variability: bool = True,
-    runin_days: int = 60,
+    runin_days: int = 240,
     dt: float = 0.1,
     precision: str = "float64",
     baseline_diameter_mm=None,
@@ -190,7 +190,9 @@ def make_cohort(
         drugs: drugs whose PK parameters to draw (default: the whole catalogue).
         first_id: id of the first patient (ids are ``first_id .. first_id+n-1``).
         variability: False gives every patient the typical values (covariates stay drawn).
-        runin_days: days of immune run-in with the tumour held fixed (0 = none).
+        runin_days: days of immune run-in with the tumour held fixed (0 = none).  The slowest
+            immune populations turn over at ~0.015-0.02/day (MDSC, macrophage death), so 240
+            days leave <5% of the initial transient (tested).
         dt, precision: numerics of the run-in.
         baseline_diameter_mm: override the drawn baseline diameters (scalar or (n,)).
     """
