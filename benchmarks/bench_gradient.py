@@ -66,7 +66,8 @@ def main() -> None:
     text = "\n".join(
         [
             f"Value-and-gradient vs forward: {a.patients} patients, {a.days} days, "
-            f"triple combination, float64, {n_free} dose amounts; jax {jax.__version__}, {time.strftime('%Y-%m-%d')}.",
+            f"triple combination, float64, {n_free} dose amounts; "
+            f"jax {jax.__version__}, {time.strftime('%Y-%m-%d')}.",
             "",
             "| pass | seconds | ratio to forward |",
             "|---|---|---|",
