@@ -13,6 +13,7 @@ signals are consistent with the tumour rather than hand-set (MODEL.md, "A virtua
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from dataclasses import dataclass
@@ -108,17 +109,7 @@ class Cohort:
         )
 
     def replace(self, **changes) -> Cohort:
-        d = dict(
-            patient_id=self.patient_id,
-            params=self.params,
-            pk=self.pk,
-            covariates=self.covariates,
-            y0=self.y0,
-            model=self.model,
-            seed=self.seed,
-        )
-        d.update(changes)
-        return Cohort(**d)
+        return dataclasses.replace(self, **changes)
 
     def with_params(self, **values) -> Cohort:
         """A copy with some model parameters set (scalar or per-patient array)."""

@@ -312,27 +312,6 @@ class Schedule:
     def replace_amount(self, amount) -> Schedule:
         return Schedule(self.drugs, self.time, amount, self.kind, self.duration, self.valid)
 
-    def with_drugs(self, drugs: tuple[str, ...]) -> Schedule:
-        """The same doses laid out on a (super)set of drugs, zero slots for the others."""
-        missing = [d for d in self.drugs if d not in drugs]
-        if missing:
-            raise ValueError(f"with_drugs: schedule drugs {missing} are not in {drugs}")
-        n = len(drugs)
-        shape = (n, max(self.n_slots, 1))
-        time = np.zeros(shape)
-        amount = np.zeros(shape)
-        kind = np.zeros(shape, dtype=np.int64)
-        duration = np.zeros(shape)
-        valid = np.zeros(shape, dtype=bool)
-        for i, d in enumerate(self.drugs):
-            j = drugs.index(d)
-            time[j, : self.n_slots] = self.time[i]
-            amount[j, : self.n_slots] = np.asarray(self.amount)[i]
-            kind[j, : self.n_slots] = self.kind[i]
-            duration[j, : self.n_slots] = self.duration[i]
-            valid[j, : self.n_slots] = self.valid[i]
-        return Schedule(tuple(drugs), time, amount, kind, duration, valid)
-
     def needs(self) -> set[str]:
         """Covariates the schedule needs: ``weight_kg`` and/or ``bsa_m2``."""
         k = self.kind[self.valid]

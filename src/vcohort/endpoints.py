@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-BOR_ORDER = ("CR", "PR", "SD", "PD", "NE")
 GRADE4_ANC = 0.5  # 1e9/L, CTCAE grade-4 neutropenia
 
 

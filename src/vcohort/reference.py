@@ -44,8 +44,6 @@ def full_rhs(model: Model, drugs, y: dict, a: tuple, p: dict, ind: list, rate, x
         d = [sum(A[i][j] * a[q][j] for j in range(n)) for i in range(n)]
         d[drug.dosing_compartment] = d[drug.dosing_compartment] + rate[q]
         da.append(tuple(d))
-    from vcohort.simulate import combine_effects
-
     e = combine_effects(drugs, conc, model)
     return model.rhs(y, p, e, xp, td), tuple(da)
 

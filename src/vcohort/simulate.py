@@ -327,10 +327,6 @@ class Trajectories:
     def __len__(self) -> int:
         return int(self.patient_id.shape[0])
 
-    @property
-    def ok(self) -> np.ndarray:
-        return self.status == STATUS_OK
-
     def status_text(self) -> list[str]:
         return [STATUS_MESSAGES[int(s)] for s in self.status]
 
@@ -470,6 +466,7 @@ def simulate(
 
         it = tqdm(starts, desc=f"simulating {n} patients", unit="chunk")
     np_dtype = np.float64 if plan.dtype == jnp.float64 else np.float32
+    bolus, rate = bolus.astype(np_dtype), rate.astype(np_dtype)  # once, not per chunk
     res = None  # host outputs, filled chunk by chunk (no concatenation copies)
     t0 = _time.perf_counter()
     first = None
@@ -480,7 +477,7 @@ def simulate(
         args = cohort.arrays(take, plan.drugs, np_dtype)
         if shard is not None:
             args = jax.device_put(args, shard)
-        out = fn(*args, bolus.astype(np_dtype), rate.astype(np_dtype))
+        out = fn(*args, bolus, rate)
         if res is None:
             res = jax.tree_util.tree_map(
                 lambda v: np.empty((n,) + tuple(v.shape[1:]), dtype=v.dtype), out

@@ -28,7 +28,6 @@ class Model:
         daily_outputs: ``daily_outputs(y, p) -> dict`` of scalars recorded every day
             (must include ``diameter_mm``).
         initial_state: ``initial_state(p, baseline_diameter_mm) -> dict``.
-        tumour_states: states frozen during a pre-treatment run-in.
     """
 
     name: str
@@ -40,7 +39,6 @@ class Model:
     rates: Callable
     daily_outputs: Callable
     initial_state: Callable
-    tumour_states: tuple[str, ...]
 
     def check_channel(self, channel: str, drug: str) -> None:
         if channel not in self.effect_channels:
@@ -69,7 +67,6 @@ CSC_IMMUNE = Model(
     rates=csc_immune.rates,
     daily_outputs=_csc_daily,
     initial_state=csc_immune.initial_state,
-    tumour_states=("S", "N", "D"),
 )
 
 MODELS: dict[str, Model] = {CSC_IMMUNE.name: CSC_IMMUNE}

@@ -10,7 +10,7 @@ reads.  Between-patient variability is log-normal with the stated coefficient of
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,18 +90,6 @@ class ParamTable:
         """Typical values as a plain dict."""
         return {r.name: r.value for r in self.rows}
 
-    def with_values(self, values: Mapping[str, float]) -> ParamTable:
-        """A copy with some typical values replaced (unknown names raise)."""
-        for k in values:
-            self[k]  # raises with the list of known names
-        rows = tuple(
-            Param(r.name, float(values[r.name]), r.unit, r.cv, r.source, r.description)
-            if r.name in values
-            else r
-            for r in self.rows
-        )
-        return ParamTable(rows)
-
     def sample(self, z: np.ndarray) -> dict[str, np.ndarray]:
         """Log-normal draws for a batch: ``z`` has shape (patients, len(self)) of N(0,1)."""
         z = np.asarray(z, dtype=np.float64)
@@ -121,11 +109,3 @@ class ParamTable:
                 f"| `{r.name}` | {r.value:.4g} | {r.unit} | {cv} | {r.description} | {r.source} |"
             )
         return "\n".join(lines)
-
-
-def concat(tables: Iterable[ParamTable]) -> ParamTable:
-    """One table from several (names must stay unique)."""
-    rows: list[Param] = []
-    for t in tables:
-        rows.extend(t.rows)
-    return ParamTable(tuple(rows))
