@@ -115,3 +115,17 @@ def environment() -> dict:
         "backend": jax.default_backend(),
         "devices": devices,
     }
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    """A GitHub-Markdown table of ``df`` (no extra dependency)."""
+
+    def cell(v) -> str:
+        if isinstance(v, float | np.floating):
+            return format(float(v), floatfmt)
+        return str(v).replace("|", "\\|")
+
+    head = "| " + " | ".join(str(c) for c in df.columns) + " |"
+    rule = "|" + "---|" * len(df.columns)
+    rows = ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    return "\n".join([head, rule, *rows])

@@ -1,0 +1,284 @@
+"""The optimisation loop: optax steps on the augmented Lagrangian, mini-batches, multiplier
+updates, early stopping, history, checkpoint and resume (see `vcohort.optimize`)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from vcohort.cohort import Cohort
+from vcohort.dosing import Schedule
+from vcohort.model import CSC_IMMUNE, Model
+from vcohort.optimize.problem import (
+    Layout,
+    Problem,
+    layout,
+    make_loss,
+    make_personal_loss,
+    to_amount,
+    to_theta,
+)
+
+
+# ---------------------------------------------------------------------------- loop
+@dataclass
+class OptResult:
+    """Outcome of `optimize`: the best feasible (else least infeasible) schedule found."""
+
+    problem: Problem
+    layout: Layout
+    theta: np.ndarray
+    amount: np.ndarray  # (drugs, slots) or (patients, drugs, slots), mg
+    history: pd.DataFrame
+    constraints: dict  # name -> max value of g at the best iterate (<= 0 feasible)
+    simulations: int  # cohort (mini-batch) value-and-gradient evaluations
+    wall_s: float
+    personalised: bool = False
+
+    def schedule(self, patient: int | None = None) -> Schedule:
+        a = self.amount if patient is None else self.amount[patient]
+        return self.layout.schedule.replace_amount(np.asarray(a, dtype=np.float64))
+
+
+def _batches(rng: np.random.Generator, n: int, size: int | None):
+    if size is None or size >= n:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=size, replace=False))
+
+
+def _save_checkpoint(path: Path, state: dict, opt_state, history: list) -> None:
+    from vcohort.io import atomic_write_bytes
+
+    leaves = jax.tree_util.tree_leaves(opt_state)
+    buf = io.BytesIO()
+    arrays = {f"opt_{i}": np.asarray(x) for i, x in enumerate(leaves)}
+    arrays.update({k: np.asarray(v) for k, v in state["arrays"].items()})
+    meta = {k: v for k, v in state.items() if k != "arrays"}
+    meta["history"] = history
+    np.savez(buf, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_checkpoint(path: Path, opt_state_template):
+    z = np.load(path)
+    meta = json.loads(bytes(z["meta"]).decode())
+    leaves, treedef = jax.tree_util.tree_flatten(opt_state_template)
+    new = [jnp.asarray(z[f"opt_{i}"], dtype=leaf.dtype) for i, leaf in enumerate(leaves)]
+    arrays = {k: z[k] for k in z.files if not k.startswith("opt_") and k != "meta"}
+    return meta, arrays, jax.tree_util.tree_unflatten(treedef, new)
+
+
+def _fingerprint(problem: Problem, n: int, personalised: bool, extra: dict) -> str:
+    return json.dumps(
+        {"problem": asdict(problem), "n": n, "personalised": personalised, **extra},
+        sort_keys=True,
+        default=str,
+    )
+
+
+def optimize(
+    problem: Problem,
+    cohort: Cohort,
+    *,
+    personalised: bool = False,
+    optimizer: optax.GradientTransformation | None = None,
+    learning_rate: float = 0.1,
+    iterations: int = 60,
+    batch_size: int | None = 256,
+    seed: int = 0,
+    al_every: int = 5,
+    mu: float = 10.0,
+    patience: int = 20,
+    tol: float = 1e-4,
+    feas_tol: float = 1e-3,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 5,
+    resume: bool = False,
+    progress: bool = True,
+    model: Model = CSC_IMMUNE,
+) -> OptResult:
+    """Minimise ``problem``'s objective over its dose slots for ``cohort``.
+
+    Args:
+        problem: drugs, limits, horizon and objective weights (validated first).
+        cohort: the training cohort.
+        personalised: one schedule per patient (vmapped) instead of one for the cohort
+            (full batch; objectives must decompose over patients).
+        optimizer: any optax transformation (default Adam with ``learning_rate``).
+        iterations: maximum value-and-gradient evaluations.
+        batch_size: patients per stochastic step (None = all).
+        al_every: iterations between augmented-Lagrangian multiplier updates.
+        mu: initial penalty parameter (doubled when a violation does not halve).
+        patience: stop when the best feasible objective has not improved by ``tol`` for this
+            many iterations.
+        checkpoint: file to save state to every ``checkpoint_every`` iterations; with
+            ``resume=True`` an existing file (from the same problem and cohort) is continued.
+    """
+    problem.validate()
+    n = len(cohort)
+    if not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations={iterations!r} must be an integer >= 1")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1 or None")
+    if personalised:
+        batch_size = None
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint file")
+    lay = layout(problem)
+    opt = optimizer if optimizer is not None else optax.adam(learning_rate)
+    opt_key = ("adam", float(learning_rate)) if optimizer is None else id(optimizer)
+    loss, plan, step = _compiled_step(problem, lay, model, personalised, opt, opt_key)
+    cohort.check_for(model, plan.drugs, set())
+    np_dtype = np.float64 if plan.dtype == jnp.float64 else np.float32
+
+    theta0 = to_theta(lay, lay.schedule.amount)
+    if personalised:
+        theta0 = np.broadcast_to(theta0, (n,) + theta0.shape).copy()
+    theta = jnp.asarray(theta0, plan.dtype)
+    opt_state = opt.init(theta)
+
+    # multipliers: shapes from one abstract evaluation (no compute)
+    b0 = _batches(np.random.default_rng(0), n, batch_size)
+    args0 = cohort.arrays(b0, plan.drugs, np_dtype)
+    _, (_, g_shape, _) = jax.eval_shape(lambda th, a: _shape_probe(loss, th, a), theta, args0)
+    lam = {k: jnp.zeros(v.shape, plan.dtype) for k, v in g_shape.items()}
+    mu_v = float(mu)
+    rng = np.random.default_rng(seed)
+    history: list[dict] = []
+    best = {"obj": math.inf, "viol": math.inf, "theta": np.asarray(theta), "it": -1, "g": {}}
+    start_it = 0
+    fp = _fingerprint(problem, n, personalised, {"seed": seed, "batch": batch_size})
+    ck = Path(checkpoint) if checkpoint is not None else None
+    if resume and ck is not None and ck.exists():
+        meta, arrays, opt_state = _load_checkpoint(ck, opt_state)
+        if meta["fingerprint"] != fp:
+            raise ValueError(
+                f"checkpoint {ck} was written for a different problem/cohort; "
+                "delete it or run without resume"
+            )
+        theta = jnp.asarray(arrays["theta"], plan.dtype)
+        lam = {k: jnp.asarray(arrays[f"lam:{k}"], plan.dtype) for k in lam}
+        best.update(obj=meta["best_obj"], viol=meta["best_viol"], it=meta["best_it"])
+        best["theta"] = arrays["best_theta"]
+        best["g"] = meta["best_g"]
+        mu_v = meta["mu"]
+        rng.bit_generator.state = meta["rng"]
+        history = meta["history"]
+        start_it = meta["iteration"]
+    elif ck is not None and ck.exists() and not resume:
+        raise FileExistsError(f"checkpoint {ck} exists; pass resume=True or remove it")
+
+    it_range = range(start_it, iterations)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=iterations, initial=start_it, desc="optimising", unit="it")
+    t0 = time.perf_counter()
+    prev_viol = math.inf
+    since_best = 0
+    for it in it_range:
+        idx = _batches(rng, n, batch_size)
+        args = cohort.arrays(idx, plan.drugs, np_dtype)
+        theta_before = theta
+        theta, opt_state, val, (terms, g, obj) = step(theta, opt_state, lam, mu_v, args)
+        obj = float(obj)
+        gmax = {k: float(jnp.max(v)) for k, v in g.items()}
+        viol = max([0.0] + list(gmax.values()))
+        rec = {"iteration": it, "loss": float(val), "objective": obj, "max_violation": viol}
+        rec.update({f"term:{k}": float(v) for k, v in terms.items()})
+        rec.update({f"g:{k}": v for k, v in gmax.items()})
+        rec["mu"] = mu_v
+        rec["wall_s"] = time.perf_counter() - t0
+        history.append(rec)
+        # the values belong to theta_before (evaluated before the update)
+        better = (viol <= feas_tol and (best["viol"] > feas_tol or obj < best["obj"] - tol)) or (
+            best["viol"] > feas_tol and viol < best["viol"]
+        )
+        if better:
+            best.update(obj=obj, viol=viol, theta=np.asarray(theta_before), it=it, g=gmax)
+            since_best = 0
+        else:
+            since_best += 1
+        if (it + 1) % al_every == 0 and lam:
+            lam = {k: jnp.maximum(0.0, lam[k] + mu_v * g[k]) for k in lam}
+            if viol > feas_tol and viol > 0.5 * prev_viol:
+                mu_v = min(mu_v * 2.0, 1e4)
+            prev_viol = viol
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(obj=f"{obj:.4g}", viol=f"{viol:.2g}")
+        if ck is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == iterations):
+            state = {
+                "fingerprint": fp,
+                "iteration": it + 1,
+                "best_obj": best["obj"],
+                "best_viol": best["viol"],
+                "best_it": best["it"],
+                "best_g": best["g"],
+                "mu": mu_v,
+                "rng": rng.bit_generator.state,
+                "arrays": {
+                    "theta": np.asarray(theta),
+                    "best_theta": np.asarray(best["theta"]),
+                    **{f"lam:{k}": np.asarray(v) for k, v in lam.items()},
+                },
+            }
+            _save_checkpoint(ck, state, opt_state, history)
+        if since_best >= patience:
+            break
+    if bar is not None:
+        bar.close()
+    amount = np.asarray(to_amount(lay, jnp.asarray(best["theta"]), xp=jnp), dtype=np.float64)
+    return OptResult(
+        problem=problem,
+        layout=lay,
+        theta=np.asarray(best["theta"]),
+        amount=amount,
+        history=pd.DataFrame(history),
+        constraints=best["g"],
+        simulations=len(history),
+        wall_s=time.perf_counter() - t0,
+        personalised=personalised,
+    )
+
+
+_STEPS: dict = {}
+
+
+def _compiled_step(problem, lay, model, personalised, opt, opt_key):
+    """The jitted optimiser step, cached so repeated runs of one problem compile once."""
+    key = (_fingerprint(problem, 0, personalised, {}), id(model), opt_key)
+    if key not in _STEPS:
+        make = make_personal_loss if personalised else make_loss
+        loss, plan = make(problem, lay, model)
+
+        @jax.jit
+        def step(theta, opt_state, lam, mu, args):
+            (val, aux), grad = jax.value_and_grad(loss, has_aux=True)(theta, lam, mu, args)
+            updates, opt_state = opt.update(grad, opt_state, theta)
+            return optax.apply_updates(theta, updates), opt_state, val, aux
+
+        _STEPS[key] = (loss, plan, step)
+    return _STEPS[key]
+
+
+def _shape_probe(loss, theta, args):
+    """Evaluate ``loss`` with zero multipliers of the right shapes (used under eval_shape)."""
+    _, (terms, g, obj) = loss(theta, _ZeroDict(), 1.0, args)
+    return None, (terms, g, obj)
+
+
+class _ZeroDict(dict):
+    def __missing__(self, key):
+        return 0.0
