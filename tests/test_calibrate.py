@@ -112,3 +112,38 @@ def test_infeasible_targets_raise_before_selection(pools):
     no_resp = obs.assign(responder=False, cell=obs["cell"] | 2)
     with pytest.raises(ValueError, match="not reachable"):
         C.fit_rule(no_resp, C.Targets(orr=0.2), arm=ARM, days=DAYS)
+
+
+def test_cli_calibrate_validates_before_compute(tmp_path, capsys):
+    from vcohort.cli import main
+
+    out = str(tmp_path / "run")
+    assert main(["calibrate", "--orr", "1.5", "--out", out]) == 2
+    assert "orr=1.5" in capsys.readouterr().err
+    assert main(["calibrate", "--pool", "100", "--patients", "200", "--out", out]) == 2
+    assert "pool=100" in capsys.readouterr().err
+    assert main(["calibrate", "--days", "100", "--out", out]) == 2
+    assert "days=100" in capsys.readouterr().err
+    assert main(["calibrate", "--rule", str(tmp_path / "missing.json"), "--out", out]) == 2
+    assert "--rule" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_calibrate_fits_then_applies_the_rule(pools, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from vcohort.cli import main
+
+    a, b = str(tmp_path / "fit"), str(tmp_path / "apply")
+    common = ["--pool", str(POOL), "--patients", "100", "--days", str(DAYS)]
+    assert main(["calibrate", "--preset", "keynote-002", *common, "--seed", "5", "--out", a]) == 0
+    rule = C.CalibrationRule.load(f"{a}/rule.json")
+    assert rule.targets.orr == 0.21 and rule.arm == "pembrolizumab 2 mg/kg q3w"
+    fresh = ["--seed", "6", "--first-id", "5000"]
+    assert main(["calibrate", "--rule", f"{a}/rule.json", *common, *fresh, "--out", b]) == 0
+    rep = json.loads(open(f"{b}/report.json").read())
+    assert abs(rep["orr"] - 0.21) <= 0.02 and abs(rep["pfs6"] - 0.34) <= 0.05
+    sel = pd.read_parquet(f"{b}/patients.parquet")
+    assert len(sel) == 100 and sel["patient"].min() >= 5000
