@@ -6,6 +6,7 @@ PFS is observed) in float32 for speed; every test below reuses their observables
 """
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from vcohort import calibrate as C
@@ -36,6 +37,43 @@ def test_targets_are_validated_before_compute():
         C.check_arm(ARM, 120)  # 6-month PFS not observed
     with pytest.raises(ValueError, match="pool"):
         C.check_feasible(K006, 700, 600)
+
+
+def _synthetic_obs(n, seed, rare=3):
+    """Observables without simulation: response more likely for larger tumours, PF6 for
+    responders always except ``rare`` patients."""
+    rng = np.random.default_rng(seed)
+    d = np.clip(86 * np.exp(0.47 * rng.normal(size=n)), 15, 300)
+    resp = rng.random(n) < 0.25 + 0.2 * (d > 86)
+    pf6 = resp | (rng.random(n) < 0.3)
+    pf6[np.flatnonzero(resp)[:rare]] = False
+    cell = 2 * (~resp).astype(int) + (~pf6).astype(int)
+    return pd.DataFrame(
+        {
+            "patient": np.arange(n),
+            "ok": True,
+            "responder": resp,
+            "pf6": pf6,
+            "cell": cell,
+            "baseline_diameter_mm": d,
+        }
+    )
+
+
+def test_rare_cells_get_no_quota_so_fresh_pools_do_not_fail():
+    obs = _synthetic_obs(2000, 0, rare=3)
+    rule = C.fit_rule(obs, K006, arm=ARM, days=DAYS)
+    assert rule.cell_probs[1] == 0.0 and rule.fit["rare_cells_dropped"] == [C.CELLS[1]]
+    assert sum(rule.cell_probs[:2]) == pytest.approx(K006.orr, abs=1e-8)
+    assert rule.cell_probs[0] + rule.cell_probs[2] == pytest.approx(K006.pfs6, abs=1e-8)
+    fresh = _synthetic_obs(2000, 1, rare=0)  # the rare cell is empty here
+    rep = C.fit_report(rule, fresh, C.select(rule, fresh, 700, seed=0))
+    assert rep["orr"] == pytest.approx(K006.orr, abs=0.5 / 700 + 1e-12)
+    assert rep["ks_pvalue"] > 0.01
+    kept = C.fit_rule(obs, K006, arm=ARM, days=DAYS, min_cell_count=0)
+    assert kept.cell_probs[1] > 0  # the cell is kept when asked to
+    with pytest.raises(ValueError, match="responder & progressed.*none in this pool"):
+        C.select(kept, fresh, 1900)
 
 
 @pytest.mark.slow

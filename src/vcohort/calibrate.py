@@ -252,34 +252,45 @@ def fit_rule(
     n_bins: int = 10,
     seed: int = 0,
     replicates: int = 20,
+    min_cell_count: int = 5,
 ) -> CalibrationRule:
     """Fit a `CalibrationRule` on the pool observables ``obs`` (from `observables`).
 
     The scale factor minimises the mean summed K–S distance (diameter K–S + |ΔORR| + |ΔPFS6|,
     the K–S distance of a binary observable) of Allen selection over ``replicates`` seeded draws,
     on a log grid from no clipping (scale = 1 / max ratio) to keeping everyone.
+
+    Cells with fewer than ``min_cell_count`` pool patients get probability 0 (assumption: a
+    cell this rare in the pool, e.g. responders progressing before 6 months, would be missing
+    from fresh pools and make exact-size selection fail; raking gives its mass to the others).
     """
     if not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"n_bins={n_bins!r} must be an integer >= 1")
     pool = obs[obs["ok"]].reset_index(drop=True)
     if len(pool) < 2 * n_bins:
         raise ValueError(f"pool has {len(pool)} plausible patients; need >= {2 * n_bins}")
+    if not isinstance(min_cell_count, int) or min_cell_count < 0:
+        raise ValueError(f"min_cell_count={min_cell_count!r} must be an integer >= 0")
     edges = np.log(targets.diameter_quantiles(np.arange(1, n_bins) / n_bins))
-    dbin = np.searchsorted(edges, np.log(pool["baseline_diameter_mm"].to_numpy()))
-    resp, pf6 = pool["responder"].to_numpy(bool), pool["pf6"].to_numpy(bool)
+    counts = np.bincount(pool["cell"], minlength=4)
+    rare = [c for c in range(4) if 0 < counts[c] < min_cell_count]
+    keep = ~pool["cell"].isin(rare).to_numpy()
+    kp = pool[keep]
+    dbin = np.searchsorted(edges, np.log(kp["baseline_diameter_mm"].to_numpy()))
+    resp, pf6 = kp["responder"].to_numpy(bool), kp["pf6"].to_numpy(bool)
     try:
-        f = rake(_margins(pool, dbin, n_bins, targets))
+        f = rake(_margins(kp, dbin, n_bins, targets))
     except ValueError as e:
         raise ValueError(
             f"targets ORR={targets.orr}, PFS6={targets.pfs6} with the diameter distribution are "
             f"not reachable from this pool (margins: responder, PF6, diameter bin): {e}"
         ) from e
     a, b, g = f[0], (f[1] if targets.pfs6 is not None else np.ones(2)), f[-1]
-    cell = pool["cell"].to_numpy()
-    w = a[(~resp).astype(int)] * b[(~pf6).astype(int)] * g[dbin]
-    norm = w.mean()
-    probs = np.bincount(cell, w, 4) / w.sum()
-    cell_factor = np.array([a[c // 2] * b[c % 2] for c in range(4)]) / norm
+    w = np.zeros(len(pool))
+    w[keep] = a[(~resp).astype(int)] * b[(~pf6).astype(int)] * g[dbin]
+    norm = w.mean()  # density ratio has mean 1 over the plausible pool
+    probs = np.bincount(pool["cell"], w, 4) / w.sum()
+    cell_factor = np.array([0.0 if c in rare else a[c // 2] * b[c % 2] for c in range(4)]) / norm
     ratio = w / norm
     rng = np.random.default_rng(seed)
     u = rng.random((replicates, len(pool)))
@@ -305,7 +316,8 @@ def fit_rule(
         fit={
             "pool": int(len(obs)),
             "plausible": int(len(pool)),
-            "pool_cell_counts": np.bincount(cell, minlength=4).tolist(),
+            "pool_cell_counts": counts.tolist(),
+            "rare_cells_dropped": [CELLS[c] for c in rare],
             "summed_ks_at_scale": float(score[best]),
             "seed": int(seed),
         },
