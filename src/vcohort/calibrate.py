@@ -324,17 +324,36 @@ def fit_rule(
     )
 
 
-def select_allen(rule: CalibrationRule, obs: pd.DataFrame, *, seed: int = 0) -> np.ndarray:
+def select_allen(
+    rule: CalibrationRule, obs: pd.DataFrame, *, seed: int = 0, pool_density: str = "this"
+) -> np.ndarray:
     """Allen selection (random cohort size): keep each plausible patient with probability
-    ``min(1, scale × density ratio)``.  Returns row positions in ``obs``."""
+    ``min(1, scale × target density / pool density)``.  Returns row positions in ``obs``.
+
+    ``pool_density="this"`` (default) measures the cell frequencies on ``obs`` itself, the pool
+    being selected from, so the rule transfers to a fresh pool; ``"fit"`` uses the fitting
+    pool's density (the rule's stored ratio; exact only on that pool: a fresh pool whose ORR
+    differs by sampling noise then shifts the selected ORR too).
+    """
+    if pool_density not in ("this", "fit"):
+        raise ValueError(f"pool_density={pool_density!r} must be 'this' or 'fit'")
     ok = obs["ok"].to_numpy(bool)
-    p = np.minimum(
-        1.0,
-        rule.scale
-        * rule.density_ratio(obs["cell"].to_numpy(), obs["baseline_diameter_mm"].to_numpy()),
-    )
+    cell = obs["cell"].to_numpy()
+    g = np.asarray(rule.diameter_factor)[
+        np.searchsorted(np.asarray(rule.log_edges), np.log(obs["baseline_diameter_mm"]))
+    ]
+    if pool_density == "fit":
+        ratio = np.asarray(rule.cell_factor)[cell] * g
+    else:  # ratio = q_c / (pool share of c) × g / mean(g in c), mean 1 over the pool
+        n_c = np.bincount(cell[ok], minlength=4)
+        g_c = np.bincount(cell[ok], g[ok], minlength=4)
+        f = np.divide(np.asarray(rule.cell_probs) * ok.sum(), g_c, out=np.zeros(4), where=g_c > 0)
+        short = [CELLS[c] for c in range(4) if rule.cell_probs[c] > 0 and n_c[c] == 0]
+        if short:
+            raise ValueError(f"the pool has no patients in cells {short} that the rule needs")
+        ratio = f[cell] * g
     u = np.random.default_rng(seed).random(len(obs))
-    return np.flatnonzero(ok & (u < p))
+    return np.flatnonzero(ok & (u < np.minimum(1.0, rule.scale * ratio)))
 
 
 def select(rule: CalibrationRule, obs: pd.DataFrame, n: int, *, seed: int = 0) -> np.ndarray:
@@ -383,7 +402,9 @@ def select(rule: CalibrationRule, obs: pd.DataFrame, n: int, *, seed: int = 0) -
 
 def fit_report(rule: CalibrationRule, obs: pd.DataFrame, idx) -> dict:
     """Achieved ORR and PFS6, K–S statistic and p-value of baseline diameter vs the target,
-    yield (selected / pool), cell counts."""
+    yield (selected / pool), cell counts, and ``pool_recommended``: the pool size at which Allen
+    selection would give this many patients (``n / expected_yield``); smaller pools force
+    take-all units in `select` and the diameter fit degrades."""
     from scipy.stats import kstest
 
     s = obs.iloc[np.asarray(idx, int)]
@@ -402,10 +423,11 @@ def fit_report(rule: CalibrationRule, obs: pd.DataFrame, idx) -> dict:
         "cell_counts": dict(zip(CELLS, np.bincount(s["cell"], minlength=4).tolist(), strict=True)),
         "pool_orr": float(obs.loc[obs["ok"], "responder"].mean()),
         "pool_pfs6": float(obs.loc[obs["ok"], "pf6"].mean()),
+        "pool_recommended": math.ceil(len(s) / rule.expected_yield),
     }
 
 
-def check_feasible(targets: Targets, n: int, pool_size: int) -> None:
+def check_feasible(n: int, pool_size: int) -> None:
     """Cheap checks before any compute: sizes."""
     if not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"patients={n!r} must be an integer >= 1")
@@ -416,7 +438,7 @@ def check_feasible(targets: Targets, n: int, pool_size: int) -> None:
 def apply_rule(rule: CalibrationRule, cohort, n: int, *, seed: int = 0, model=None):
     """Simulate a fresh pool ``cohort`` under the rule's arm, select ``n`` patients.
     Returns (selected cohort, observables of the pool, report)."""
-    check_feasible(rule.targets, n, len(cohort))
+    check_feasible(n, len(cohort))
     check_arm(rule.arm, rule.days)
     obs = observables(
         cohort,
@@ -445,7 +467,7 @@ def calibrate(
 ):
     """Fit a rule on the pool ``cohort`` and select ``n`` patients from it.
     Returns (rule, selected cohort, observables, report)."""
-    check_feasible(targets, n, len(cohort))
+    check_feasible(n, len(cohort))
     check_arm(arm, days)
     obs = observables(cohort, arm, days, precision=precision, model=model)
     rule = fit_rule(obs, targets, arm=arm, days=days, precision=precision, n_bins=n_bins, seed=seed)

@@ -104,7 +104,7 @@ def _run_calibrate(args) -> int:
             orr, pfs6, source=preset.source if args.orr is None and args.pfs6 is None else "user"
         )
         days = args.days
-    C.check_feasible(targets, args.patients, args.pool)
+    C.check_feasible(args.patients, args.pool)
     C.check_arm(arm, days)
     check_output_dir(args.out, args.overwrite)
 
