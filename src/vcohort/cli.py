@@ -1,4 +1,4 @@
-"""Command line: ``vcohort simulate``, ``vcohort demo``, ``vcohort model-doc``.
+"""Command line: ``vcohort simulate``, ``demo``, ``model-doc``, ``calibrate``.
 
 Every argument is validated (regimens parsed, output folder checked) before anything is
 compiled or simulated.
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("model-doc", help="write the model's equations and parameter table")
     m.add_argument("--out", default="docs/model.md")
     _add_optimize_parser(sub)
+    _add_calibrate_parser(sub)
     return ap
 
 
@@ -97,6 +98,77 @@ def _run_optimize(args) -> int:
     for text in res["rounded"].descriptions.values():
         print(f"  {text}")
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")
+
+
+def _add_calibrate_parser(sub) -> None:
+    c = sub.add_parser(
+        "calibrate", help="select virtual patients matching clinical ORR/PFS targets"
+    )
+    c.add_argument("--preset", choices=("keynote-006", "keynote-002"), default="keynote-006")
+    c.add_argument("--orr", type=float, default=None, help="target ORR (overrides the preset)")
+    c.add_argument("--pfs6", type=float, default=None, help="target 6-month PFS (overrides)")
+    c.add_argument("--arm", default=None, help="reference-arm regimen (overrides the preset)")
+    c.add_argument("--rule", default=None, help="apply this rule.json to a fresh pool; no fit")
+    c.add_argument("--pool", type=int, default=1500, help="plausible pool size to simulate")
+    c.add_argument("--patients", type=int, default=500, help="calibrated cohort size")
+    c.add_argument("--days", type=int, default=210, help="reference-arm horizon (>= 183)")
+    c.add_argument("--seed", type=int, default=0, help="pool and selection seed")
+    c.add_argument("--first-id", type=int, default=0, help="id of the pool's first patient")
+    c.add_argument("--precision", choices=("float64", "float32"), default="float32")
+    c.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
+    c.add_argument("--overwrite", action="store_true")
+
+
+def _run_calibrate(args) -> int:
+    import json
+
+    from vcohort import calibrate as C
+    from vcohort.io import check_output_dir, run_folder, write_json, write_parquet
+
+    if args.rule is not None:
+        if not Path(args.rule).is_file():
+            raise ValueError(f"--rule {args.rule!r} is not a file")
+        rule = C.CalibrationRule.load(args.rule)
+        targets, arm, days = rule.targets, rule.arm, rule.days
+    else:
+        arm, preset = C.PRESETS[args.preset]
+        arm = args.arm or arm
+        orr = preset.orr if args.orr is None else args.orr
+        pfs6 = preset.pfs6 if args.pfs6 is None and args.orr is None else args.pfs6
+        targets = C.Targets(
+            orr, pfs6, source=preset.source if args.orr is None and args.pfs6 is None else "user"
+        )
+        days = args.days
+    C.check_feasible(args.patients, args.pool)
+    C.check_arm(arm, days)
+    check_output_dir(args.out, args.overwrite)
+
+    from vcohort.cohort import make_cohort
+
+    t0 = time.perf_counter()
+    pool = make_cohort(args.pool, seed=args.seed, first_id=args.first_id, precision=args.precision)
+    t_pool = time.perf_counter() - t0
+    if args.rule is not None:
+        cohort, obs, report = C.apply_rule(rule, pool, args.patients, seed=args.seed)
+    else:
+        rule, cohort, obs, report = C.calibrate(
+            pool,
+            targets,
+            args.patients,
+            arm=arm,
+            days=days,
+            seed=args.seed,
+            precision=args.precision,
+        )
+    report |= {"cohort_s": t_pool, "total_s": time.perf_counter() - t0}
+    print(json.dumps(report, indent=1))
+    obs = obs.assign(selected=obs["patient"].isin(cohort.patient_id))
+    with run_folder(args.out, args.overwrite) as tmp:
+        rule.save(tmp / "rule.json")
+        write_json(tmp / "report.json", report | {"command": " ".join(sys.argv)})
+        write_parquet(tmp / "pool_observables.parquet", obs)
+        write_parquet(tmp / "patients.parquet", cohort.to_frame())
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -229,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, list(DEMO_ARMS))
         if args.command == "optimize":
             return _run_optimize(args)
+        if args.command == "calibrate":
+            return _run_calibrate(args)
         if args.command == "model-doc":
             from vcohort.docs import write_model_doc
 

@@ -1,0 +1,476 @@
+"""Calibration: select virtual patients from a plausible pool to match clinical targets.
+
+Method (Allen, Rieger & Musante 2016, CPT Pharmacometrics Syst Pharmacol 5:140): a pool patient
+is included with probability ``min(1, scale · target density / pool density)`` of its observables,
+one scale factor chosen to minimise the summed Kolmogorov–Smirnov distance between the selected
+observables and the targets.  Observables here: responder (RECIST CR/PR under the reference arm),
+progression-free at 6 months (no PD assessment at or before day 182.6), and the baseline sum of
+diameters (continuous).
+
+Target joint distribution.  The trials report only marginals (ORR, 6-month PFS) and the
+diameter distribution.  **Assumption:** the target joint is the one closest to the pool's joint
+(Kullback–Leibler) with those marginals, found by iterative proportional fitting (raking,
+Deming & Stephan 1940) on responder × PF6 × diameter bin (equal-probability bins of the target
+distribution in log space).  Its solution is multiplicative, so the density ratio factorises:
+``ratio = cell factor(responder, PF6) × diameter factor(bin)``.
+
+Transferable rule.  `CalibrationRule` holds the arm, targets, target cell probabilities and the
+density-ratio function; it is saved as JSON and applied to a **fresh** pool (`apply_rule`):
+simulate the pool under the reference arm, compute the observables, select.  `select` makes a
+cohort of exactly ``n``: a quota per cell (largest remainder of ``n × cell probability``) and,
+within a cell, fixed-size sampling with inclusion probability proportional to the diameter
+factor (systematic πps sampling on a random order, Madow 1949; take-all units capped at 1), so
+ORR is reproduced to rounding whenever each cell of the pool is large enough.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vcohort.cohort import COVARIATES
+from vcohort.selection import ks_distance, pps_fixed, quotas, rake
+
+LANDMARK_DAYS = 182.6  # 6 months = 365.25 / 2 days
+CELLS = (
+    "responder & PF6",
+    "responder & progressed",
+    "non-responder & PF6",
+    "non-responder & progressed",
+)
+_BASE = COVARIATES["baseline_diameter_mm"]
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Clinical targets for the reference arm.
+
+    Attributes:
+        orr: objective response rate (CR+PR), in [0, 1].
+        pfs6: fraction progression-free at 6 months, in [0, 1], or None (then the pool's
+            PF6 given response is kept, the KL-closest joint with only the ORR marginal).
+        diameter_median_mm, diameter_cv, diameter_bounds_mm: baseline sum of diameters, a
+            log-normal truncated to the bounds (default: `vcohort.cohort.COVARIATES`, median
+            86 mm as in Ahamadi 2017).
+        source: citation of the figures.
+    """
+
+    orr: float
+    pfs6: float | None = None
+    diameter_median_mm: float = _BASE[0]
+    diameter_cv: float = _BASE[1]
+    diameter_bounds_mm: tuple[float, float] = (_BASE[2], _BASE[3])
+    source: str = ""
+
+    def __post_init__(self):
+        for name in ("orr", "pfs6"):
+            v = getattr(self, name)
+            if v is None and name == "pfs6":
+                continue
+            if not isinstance(v, int | float) or not math.isfinite(v) or not 0.0 <= v <= 1.0:
+                raise ValueError(f"target {name}={v!r} must be a fraction in [0, 1]")
+        if not (self.diameter_median_mm > 0 and self.diameter_cv > 0):
+            raise ValueError(
+                f"diameter_median_mm={self.diameter_median_mm!r} and diameter_cv="
+                f"{self.diameter_cv!r} must be > 0"
+            )
+        lo, hi = self.diameter_bounds_mm
+        if not 0 <= lo < self.diameter_median_mm < hi:
+            raise ValueError(
+                f"diameter_bounds_mm={self.diameter_bounds_mm!r} must satisfy "
+                f"0 <= lower < median ({self.diameter_median_mm}) < upper"
+            )
+        object.__setattr__(self, "diameter_bounds_mm", (float(lo), float(hi)))
+
+    def diameter_cdf(self, x) -> np.ndarray:
+        """CDF of the target baseline diameter (truncated log-normal) at ``x`` mm."""
+        from scipy.stats import norm
+
+        s = math.sqrt(math.log1p(self.diameter_cv**2))
+        z = lambda v: (np.log(np.maximum(v, 1e-300)) - math.log(self.diameter_median_mm)) / s  # noqa: E731
+        lo, hi = (norm.cdf(z(b)) for b in self.diameter_bounds_mm)
+        return np.clip((norm.cdf(z(np.asarray(x, dtype=float))) - lo) / (hi - lo), 0.0, 1.0)
+
+    def diameter_quantiles(self, q) -> np.ndarray:
+        from scipy.stats import norm
+
+        s = math.sqrt(math.log1p(self.diameter_cv**2))
+        lo, hi = (
+            norm.cdf((math.log(b) - math.log(self.diameter_median_mm)) / s)
+            for b in self.diameter_bounds_mm
+        )
+        return self.diameter_median_mm * np.exp(s * norm.ppf(lo + np.asarray(q) * (hi - lo)))
+
+
+# name: (reference arm regimen, targets).  MODEL.md "Calibration targets".
+PRESETS = {
+    "keynote-006": (
+        "pembrolizumab 10 mg/kg q3w",
+        Targets(0.329, 0.464, source="KEYNOTE-006 pembrolizumab q3w, Robert et al. NEJM 2015"),
+    ),
+    "keynote-002": (
+        "pembrolizumab 2 mg/kg q3w",
+        Targets(
+            0.21,
+            0.34,
+            source="KEYNOTE-002 pembrolizumab 2 mg/kg q3w, Ribas et al. Lancet Oncol 2015",
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class CalibrationRule:
+    """A fitted, transferable selection rule (JSON via `save` / `load`).
+
+    ``density_ratio`` of a patient = ``cell_factor[cell] × diameter_factor[bin]``, where ``bin``
+    is found with ``log_edges`` (natural log of mm, inner edges only); its pool mean is 1 on
+    the fitting pool.  ``scale`` is the Allen scale factor; ``expected_yield`` the expected
+    fraction of a pool that Allen selection keeps at that scale.
+    """
+
+    arm: str
+    days: int
+    targets: Targets
+    cell_probs: tuple[float, float, float, float]
+    cell_factor: tuple[float, float, float, float]
+    log_edges: tuple[float, ...]
+    diameter_factor: tuple[float, ...]
+    scale: float
+    expected_yield: float
+    assess_every: int = 42
+    precision: str = "float32"
+    fit: dict = field(default_factory=dict)
+
+    def density_ratio(self, cell, diameter_mm) -> np.ndarray:
+        b = np.searchsorted(np.asarray(self.log_edges), np.log(np.asarray(diameter_mm)))
+        return np.asarray(self.cell_factor)[np.asarray(cell)] * np.asarray(self.diameter_factor)[b]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["targets"]["diameter_bounds_mm"] = list(self.targets.diameter_bounds_mm)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CalibrationRule:
+        d = dict(d)
+        t = dict(d.pop("targets"))
+        t["diameter_bounds_mm"] = tuple(t["diameter_bounds_mm"])
+        tup = ("cell_probs", "cell_factor", "log_edges", "diameter_factor")
+        return cls(targets=Targets(**t), **{k: tuple(v) if k in tup else v for k, v in d.items()})
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path) -> CalibrationRule:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def check_arm(arm: str, days: int) -> None:
+    """Raise before compute if the reference arm or horizon cannot give 6-month PFS."""
+    from vcohort.runs import parse_arm
+
+    parse_arm(f"reference={arm}")
+    if not isinstance(days, int | np.integer) or days < LANDMARK_DAYS:
+        raise ValueError(
+            f"days={days!r}: the reference-arm horizon must be an integer >= {LANDMARK_DAYS} "
+            "so that 6-month PFS is observed"
+        )
+
+
+def observables(
+    cohort, arm: str, days: int, *, assess_every: int = 42, precision: str = "float32", model=None
+) -> pd.DataFrame:
+    """Simulate ``cohort`` under the reference ``arm`` and return one row per patient:
+    ``patient``, ``ok`` (solver status 0), ``responder``, ``pf6``, ``cell`` (index into
+    `CELLS`), ``baseline_diameter_mm``.  ``.attrs["simulate_s"]`` holds the wall time."""
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.runs import parse_arm, run_arms
+
+    check_arm(arm, days)
+    t0 = time.perf_counter()
+    _, ep, _, _ = run_arms(
+        CSC_IMMUNE if model is None else model,
+        cohort,
+        [parse_arm(f"reference={arm}")],
+        days,
+        save_every=days,
+        precision=precision,
+        progress=False,
+        assess_every=assess_every,
+    )
+    resp = ep["bor"].isin(["CR", "PR"]).to_numpy()
+    pf6 = ~(ep["pfs_event"].to_numpy(bool) & (ep["pfs_days"].to_numpy() <= LANDMARK_DAYS))
+    df = pd.DataFrame(
+        {
+            "patient": np.asarray(cohort.patient_id),
+            "ok": ep["status"].to_numpy() == 0,
+            "responder": resp,
+            "pf6": pf6,
+            "cell": 2 * (~resp).astype(int) + (~pf6).astype(int),
+            "baseline_diameter_mm": np.asarray(cohort.covariates["baseline_diameter_mm"], float),
+        }
+    )
+    df.attrs["simulate_s"] = time.perf_counter() - t0
+    return df
+
+
+def _margins(pool: pd.DataFrame, dbin, n_bins: int, targets: Targets):
+    """Raking margins: responder, PF6 (if targeted), diameter bin; label 0 = responder / PF6."""
+    m = [((~pool["responder"].to_numpy(bool)).astype(int), [targets.orr, 1 - targets.orr])]
+    if targets.pfs6 is not None:
+        m.append(((~pool["pf6"].to_numpy(bool)).astype(int), [targets.pfs6, 1 - targets.pfs6]))
+    return m + [(dbin, np.full(n_bins, 1.0 / n_bins))]
+
+
+def _summed_ks(obs, sel, targets) -> float:
+    s = obs[sel]
+    d = ks_distance(s["baseline_diameter_mm"], targets.diameter_cdf)
+    if len(s) == 0:
+        return 3.0
+    d += abs(s["responder"].mean() - targets.orr)
+    if targets.pfs6 is not None:
+        d += abs(s["pf6"].mean() - targets.pfs6)
+    return d
+
+
+def fit_rule(
+    obs: pd.DataFrame,
+    targets: Targets,
+    *,
+    arm: str,
+    days: int,
+    assess_every: int = 42,
+    precision: str = "float32",
+    n_bins: int = 10,
+    seed: int = 0,
+    replicates: int = 20,
+    min_cell_count: int = 5,
+) -> CalibrationRule:
+    """Fit a `CalibrationRule` on the pool observables ``obs`` (from `observables`).
+
+    The scale factor minimises the mean summed K–S distance (diameter K–S + |ΔORR| + |ΔPFS6|,
+    the K–S distance of a binary observable) of Allen selection over ``replicates`` seeded draws,
+    on a log grid from no clipping (scale = 1 / max ratio) to keeping everyone.
+
+    Cells with fewer than ``min_cell_count`` pool patients get probability 0 (assumption: a
+    cell this rare in the pool, e.g. responders progressing before 6 months, would be missing
+    from fresh pools and make exact-size selection fail; raking gives its mass to the others).
+    """
+    if not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins={n_bins!r} must be an integer >= 1")
+    pool = obs[obs["ok"]].reset_index(drop=True)
+    if len(pool) < 2 * n_bins:
+        raise ValueError(f"pool has {len(pool)} plausible patients; need >= {2 * n_bins}")
+    if not isinstance(min_cell_count, int) or min_cell_count < 0:
+        raise ValueError(f"min_cell_count={min_cell_count!r} must be an integer >= 0")
+    edges = np.log(targets.diameter_quantiles(np.arange(1, n_bins) / n_bins))
+    counts = np.bincount(pool["cell"], minlength=4)
+    rare = [c for c in range(4) if 0 < counts[c] < min_cell_count]
+    keep = ~pool["cell"].isin(rare).to_numpy()
+    kp = pool[keep]
+    dbin = np.searchsorted(edges, np.log(kp["baseline_diameter_mm"].to_numpy()))
+    resp, pf6 = kp["responder"].to_numpy(bool), kp["pf6"].to_numpy(bool)
+    try:
+        f = rake(_margins(kp, dbin, n_bins, targets))
+    except ValueError as e:
+        raise ValueError(
+            f"targets ORR={targets.orr}, PFS6={targets.pfs6} with the diameter distribution are "
+            f"not reachable from this pool (margins: responder, PF6, diameter bin): {e}"
+        ) from e
+    a, b, g = f[0], (f[1] if targets.pfs6 is not None else np.ones(2)), f[-1]
+    w = np.zeros(len(pool))
+    w[keep] = a[(~resp).astype(int)] * b[(~pf6).astype(int)] * g[dbin]
+    norm = w.mean()  # density ratio has mean 1 over the plausible pool
+    probs = np.bincount(pool["cell"], w, 4) / w.sum()
+    cell_factor = np.array([0.0 if c in rare else a[c // 2] * b[c % 2] for c in range(4)]) / norm
+    ratio = w / norm
+    rng = np.random.default_rng(seed)
+    u = rng.random((replicates, len(pool)))
+    grid = np.geomspace(1.0 / ratio.max(), 1.0 / max(ratio[ratio > 0].min(), 1e-12), 40)
+    score = [
+        np.mean([_summed_ks(pool, uu < np.minimum(1, s * ratio), targets) for uu in u])
+        for s in grid
+    ]
+    best = int(np.argmin(score))
+    scale = float(grid[best])
+    return CalibrationRule(
+        arm=arm,
+        days=int(days),
+        targets=targets,
+        cell_probs=tuple(map(float, probs)),
+        cell_factor=tuple(map(float, cell_factor)),
+        log_edges=tuple(map(float, edges)),
+        diameter_factor=tuple(map(float, g)),
+        scale=scale,
+        expected_yield=float(np.minimum(1, scale * ratio).mean()),
+        assess_every=int(assess_every),
+        precision=precision,
+        fit={
+            "pool": int(len(obs)),
+            "plausible": int(len(pool)),
+            "pool_cell_counts": counts.tolist(),
+            "rare_cells_dropped": [CELLS[c] for c in rare],
+            "summed_ks_at_scale": float(score[best]),
+            "seed": int(seed),
+        },
+    )
+
+
+def select_allen(
+    rule: CalibrationRule, obs: pd.DataFrame, *, seed: int = 0, pool_density: str = "this"
+) -> np.ndarray:
+    """Allen selection (random cohort size): keep each plausible patient with probability
+    ``min(1, scale × target density / pool density)``.  Returns row positions in ``obs``.
+
+    ``pool_density="this"`` (default) measures the cell frequencies on ``obs`` itself, the pool
+    being selected from, so the rule transfers to a fresh pool; ``"fit"`` uses the fitting
+    pool's density (the rule's stored ratio; exact only on that pool: a fresh pool whose ORR
+    differs by sampling noise then shifts the selected ORR too).
+    """
+    if pool_density not in ("this", "fit"):
+        raise ValueError(f"pool_density={pool_density!r} must be 'this' or 'fit'")
+    ok = obs["ok"].to_numpy(bool)
+    cell = obs["cell"].to_numpy()
+    g = np.asarray(rule.diameter_factor)[
+        np.searchsorted(np.asarray(rule.log_edges), np.log(obs["baseline_diameter_mm"]))
+    ]
+    if pool_density == "fit":
+        ratio = np.asarray(rule.cell_factor)[cell] * g
+    else:  # ratio = q_c / (pool share of c) × g / mean(g in c), mean 1 over the pool
+        n_c = np.bincount(cell[ok], minlength=4)
+        g_c = np.bincount(cell[ok], g[ok], minlength=4)
+        f = np.divide(np.asarray(rule.cell_probs) * ok.sum(), g_c, out=np.zeros(4), where=g_c > 0)
+        short = [CELLS[c] for c in range(4) if rule.cell_probs[c] > 0 and n_c[c] == 0]
+        if short:
+            raise ValueError(f"the pool has no patients in cells {short} that the rule needs")
+        ratio = f[cell] * g
+    u = np.random.default_rng(seed).random(len(obs))
+    return np.flatnonzero(ok & (u < np.minimum(1.0, rule.scale * ratio)))
+
+
+def select(rule: CalibrationRule, obs: pd.DataFrame, n: int, *, seed: int = 0) -> np.ndarray:
+    """Exactly ``n`` patients: quota per cell, πps on the diameter factor within a cell.
+    Returns row positions in ``obs``.  Raises (before selecting) if a cell is short, saying how
+    large a pool is needed."""
+    if not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n={n!r} must be an integer >= 1")
+    ok = obs["ok"].to_numpy(bool)
+    cell = obs["cell"].to_numpy()
+    need = quotas(int(n), rule.cell_probs)
+    n_resp, have_resp = int(need[:2].sum()), int((ok & (cell < 2)).sum())
+    if n_resp > have_resp:
+        raise ValueError(
+            f"ORR={rule.targets.orr} needs {n_resp} responders among {n} patients, but the pool "
+            f"of {len(obs)} has only {have_resp}; use fewer patients or a pool of at least "
+            f"{math.ceil(n_resp * len(obs) / have_resp) if have_resp else 'unknown'} patients"
+        )
+    have = np.bincount(cell[ok], minlength=4)
+    short = [c for c in range(4) if need[c] > have[c]]
+    if short:
+        size = len(obs)
+        parts = []
+        for c in short:
+            est = (
+                "unknown (none in this pool)"
+                if have[c] == 0
+                else str(math.ceil(need[c] * size / have[c]))
+            )
+            parts.append(
+                f"{CELLS[c]!r}: need {need[c]}, pool has {have[c]} (pool size needed ≈ {est})"
+            )
+        raise ValueError(
+            f"cannot select {n} patients with ORR={rule.targets.orr}, PFS6={rule.targets.pfs6} "
+            f"from a pool of {size}: " + "; ".join(parts)
+        )
+    rng = np.random.default_rng(seed)
+    diam = obs["baseline_diameter_mm"].to_numpy()
+    out = []
+    for c in range(4):
+        rows = np.flatnonzero(ok & (cell == c))
+        w = rule.density_ratio(np.full(rows.size, c), diam[rows])
+        out.append(rows[pps_fixed(w, int(need[c]), rng)])
+    return np.sort(np.concatenate(out))
+
+
+def fit_report(rule: CalibrationRule, obs: pd.DataFrame, idx) -> dict:
+    """Achieved ORR and PFS6, K–S statistic and p-value of baseline diameter vs the target,
+    yield (selected / pool), cell counts, and ``pool_recommended``: the pool size at which Allen
+    selection would give this many patients (``n / expected_yield``); smaller pools force
+    take-all units in `select` and the diameter fit degrades."""
+    from scipy.stats import kstest
+
+    s = obs.iloc[np.asarray(idx, int)]
+    ks = kstest(s["baseline_diameter_mm"].to_numpy(), rule.targets.diameter_cdf)
+    return {
+        "n": int(len(s)),
+        "pool": int(len(obs)),
+        "yield": len(s) / len(obs),
+        "orr": float(s["responder"].mean()),
+        "target_orr": rule.targets.orr,
+        "pfs6": float(s["pf6"].mean()),
+        "target_pfs6": rule.targets.pfs6,
+        "ks_diameter": float(ks.statistic),
+        "ks_pvalue": float(ks.pvalue),
+        "median_diameter_mm": float(s["baseline_diameter_mm"].median()),
+        "cell_counts": dict(zip(CELLS, np.bincount(s["cell"], minlength=4).tolist(), strict=True)),
+        "pool_orr": float(obs.loc[obs["ok"], "responder"].mean()),
+        "pool_pfs6": float(obs.loc[obs["ok"], "pf6"].mean()),
+        "pool_recommended": math.ceil(len(s) / rule.expected_yield),
+    }
+
+
+def check_feasible(n: int, pool_size: int) -> None:
+    """Cheap checks before any compute: sizes."""
+    if not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"patients={n!r} must be an integer >= 1")
+    if not isinstance(pool_size, int | np.integer) or pool_size < n:
+        raise ValueError(f"pool={pool_size!r} must be an integer >= patients ({n})")
+
+
+def apply_rule(rule: CalibrationRule, cohort, n: int, *, seed: int = 0, model=None):
+    """Simulate a fresh pool ``cohort`` under the rule's arm, select ``n`` patients.
+    Returns (selected cohort, observables of the pool, report)."""
+    check_feasible(n, len(cohort))
+    check_arm(rule.arm, rule.days)
+    obs = observables(
+        cohort,
+        rule.arm,
+        rule.days,
+        assess_every=rule.assess_every,
+        precision=rule.precision,
+        model=model,
+    )
+    idx = select(rule, obs, n, seed=seed)
+    rep = fit_report(rule, obs, idx) | {"simulate_s": obs.attrs["simulate_s"]}
+    return cohort.subset(idx), obs, rep
+
+
+def calibrate(
+    cohort,
+    targets: Targets,
+    n: int,
+    *,
+    arm: str,
+    days: int = 210,
+    seed: int = 0,
+    precision: str = "float32",
+    n_bins: int = 10,
+    model=None,
+):
+    """Fit a rule on the pool ``cohort`` and select ``n`` patients from it.
+    Returns (rule, selected cohort, observables, report)."""
+    check_feasible(n, len(cohort))
+    check_arm(arm, days)
+    obs = observables(cohort, arm, days, precision=precision, model=model)
+    rule = fit_rule(obs, targets, arm=arm, days=days, precision=precision, n_bins=n_bins, seed=seed)
+    idx = select(rule, obs, n, seed=seed)
+    rep = fit_report(rule, obs, idx) | {"simulate_s": obs.attrs["simulate_s"]}
+    return rule, cohort.subset(idx), obs, rep

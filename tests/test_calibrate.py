@@ -1,0 +1,189 @@
+"""Calibration to clinical targets (issue 3 part 3).
+
+One fitting pool and one fresh pool (different seed and patient ids) of 600 patients each,
+simulated once under the KEYNOTE-006 reference arm for 210 days (6-weekly RECIST, so 6-month
+PFS is observed) in float32 for speed; every test below reuses their observables.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vcohort import calibrate as C
+from vcohort.cohort import make_cohort
+
+POOL, COHORT, DAYS = 600, 200, 210
+ARM, K006 = C.PRESETS["keynote-006"]
+
+
+@pytest.fixture(scope="module")
+def pools():
+    fit = make_cohort(POOL, seed=101, precision="float32")
+    fresh = make_cohort(POOL, seed=202, first_id=10_000, precision="float32")
+    obs = C.observables(fit, ARM, DAYS)
+    obs_fresh = C.observables(fresh, ARM, DAYS)
+    return fit, fresh, obs, obs_fresh
+
+
+def test_targets_are_validated_before_compute():
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="orr"):
+            C.Targets(orr=bad)
+    with pytest.raises(ValueError, match="pfs6"):
+        C.Targets(orr=0.3, pfs6=1.2)
+    with pytest.raises(ValueError, match="diameter_bounds_mm"):
+        C.Targets(orr=0.3, diameter_bounds_mm=(100.0, 300.0))
+    with pytest.raises(ValueError, match="days"):
+        C.check_arm(ARM, 120)  # 6-month PFS not observed
+    with pytest.raises(ValueError, match="pool"):
+        C.check_feasible(700, 600)
+
+
+def _synthetic_obs(n, seed, rare=3):
+    """Observables without simulation: response more likely for larger tumours, PF6 for
+    responders always except ``rare`` patients."""
+    rng = np.random.default_rng(seed)
+    d = np.clip(86 * np.exp(0.47 * rng.normal(size=n)), 15, 300)
+    resp = rng.random(n) < 0.25 + 0.2 * (d > 86)
+    pf6 = resp | (rng.random(n) < 0.3)
+    pf6[np.flatnonzero(resp)[:rare]] = False
+    cell = 2 * (~resp).astype(int) + (~pf6).astype(int)
+    return pd.DataFrame(
+        {
+            "patient": np.arange(n),
+            "ok": True,
+            "responder": resp,
+            "pf6": pf6,
+            "cell": cell,
+            "baseline_diameter_mm": d,
+        }
+    )
+
+
+def test_rare_cells_get_no_quota_so_fresh_pools_do_not_fail():
+    obs = _synthetic_obs(2000, 0, rare=3)
+    rule = C.fit_rule(obs, K006, arm=ARM, days=DAYS)
+    assert rule.cell_probs[1] == 0.0 and rule.fit["rare_cells_dropped"] == [C.CELLS[1]]
+    assert sum(rule.cell_probs[:2]) == pytest.approx(K006.orr, abs=1e-8)
+    assert rule.cell_probs[0] + rule.cell_probs[2] == pytest.approx(K006.pfs6, abs=1e-8)
+    fresh = _synthetic_obs(2000, 1, rare=0)  # the rare cell is empty here
+    rep = C.fit_report(rule, fresh, C.select(rule, fresh, 700, seed=0))
+    assert rep["orr"] == pytest.approx(K006.orr, abs=0.5 / 700 + 1e-12)
+    assert rep["ks_pvalue"] > 0.01
+    kept = C.fit_rule(obs, K006, arm=ARM, days=DAYS, min_cell_count=0)
+    assert kept.cell_probs[1] > 0  # the cell is kept when asked to
+    with pytest.raises(ValueError, match="responder & progressed.*none in this pool"):
+        C.select(kept, fresh, 1900)
+
+
+@pytest.mark.slow
+def test_calibrated_rule_transfers_to_a_fresh_pool(pools, tmp_path):
+    _, fresh, obs, obs_fresh = pools
+    assert 0.30 < obs.loc[obs.ok, "responder"].mean() < 0.55  # uncalibrated pool is off-target
+    rule = C.fit_rule(obs, K006, arm=ARM, days=DAYS)
+    # target joint honours the marginals exactly (raking), cell probabilities sum to 1
+    p = np.asarray(rule.cell_probs)
+    assert p.sum() == pytest.approx(1.0, abs=1e-9)
+    assert p[:2].sum() == pytest.approx(K006.orr, abs=1e-8)
+    assert p[[0, 2]].sum() == pytest.approx(K006.pfs6, abs=1e-8)
+    path = tmp_path / "rule.json"
+    rule.save(path)
+    loaded = C.CalibrationRule.load(path)
+    assert loaded == rule
+    idx = C.select(loaded, obs_fresh, COHORT, seed=3)
+    assert np.array_equal(idx, C.select(rule, obs_fresh, COHORT, seed=3))
+    assert len(np.unique(idx)) == COHORT
+    rep = C.fit_report(loaded, obs_fresh, idx)
+    # acceptance: ±2 points ORR, ±5 points 6-month PFS on a fresh pool of the same size
+    assert abs(rep["orr"] - K006.orr) <= 0.02
+    assert abs(rep["pfs6"] - K006.pfs6) <= 0.05
+    # baseline diameter: K-S test against the target log-normal at the 1% level
+    assert rep["ks_pvalue"] > 0.01
+    assert rep["yield"] == pytest.approx(COHORT / POOL)
+    # end to end: apply_rule re-simulates the fresh pool and gives the same selection
+    sub, _, rep2 = C.apply_rule(loaded, fresh, COHORT, seed=3)
+    assert np.array_equal(sub.patient_id, np.asarray(fresh.patient_id)[idx])
+    assert rep2["orr"] == rep["orr"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("orr", [0.05, 0.33, 0.60])
+def test_any_orr_between_5_and_60_percent_is_reachable(pools, orr):
+    _, _, obs, _ = pools
+    rule = C.fit_rule(obs, C.Targets(orr=orr), arm=ARM, days=DAYS)
+    rep = C.fit_report(rule, obs, C.select(rule, obs, 150, seed=1))
+    assert abs(rep["orr"] - orr) <= 0.02
+    assert rep["ks_pvalue"] > 0.01
+
+
+@pytest.mark.slow
+def test_diameter_target_moves_the_selected_distribution(pools):
+    _, _, obs, _ = pools
+    target = C.Targets(orr=0.33, diameter_median_mm=60.0)
+    rule = C.fit_rule(obs, target, arm=ARM, days=DAYS)
+    rep = C.fit_report(rule, obs, C.select(rule, obs, 150, seed=2))
+    everyone = C.fit_report(rule, obs, np.flatnonzero(obs.ok))
+    assert everyone["ks_pvalue"] < 0.01  # the pool (median 86 mm) is off this target
+    assert rep["ks_pvalue"] > 0.01
+    assert abs(rep["median_diameter_mm"] - 60.0) < 10.0  # ~2 SE of a median with n=150
+
+
+@pytest.mark.slow
+def test_allen_selection_matches_in_expectation(pools):
+    _, _, obs, obs_fresh = pools
+    rule = C.fit_rule(obs, K006, arm=ARM, days=DAYS)
+    assert 0 < rule.scale and 0 < rule.expected_yield <= 1
+    for o in (obs, obs_fresh):  # pool density measured on the pool selected from
+        idx = C.select_allen(rule, o, seed=4)
+        rep = C.fit_report(rule, o, idx)
+        n = len(idx)
+        assert abs(n - rule.expected_yield * POOL) < 4 * np.sqrt(POOL * 0.25)
+        # random size: within 4 binomial SE (an upper bound on the selection noise)
+        assert abs(rep["orr"] - K006.orr) < 4 * np.sqrt(K006.orr * (1 - K006.orr) / n)
+        assert abs(rep["pfs6"] - K006.pfs6) < 4 * np.sqrt(K006.pfs6 * (1 - K006.pfs6) / n)
+
+
+@pytest.mark.slow
+def test_infeasible_targets_raise_before_selection(pools):
+    _, _, obs, _ = pools
+    rule = C.fit_rule(obs, C.Targets(orr=0.9), arm=ARM, days=DAYS)
+    with pytest.raises(ValueError, match="responders.*pool of at least"):
+        C.select(rule, obs, 500)
+    no_resp = obs.assign(responder=False, cell=obs["cell"] | 2)
+    with pytest.raises(ValueError, match="not reachable"):
+        C.fit_rule(no_resp, C.Targets(orr=0.2), arm=ARM, days=DAYS)
+
+
+def test_cli_calibrate_validates_before_compute(tmp_path, capsys):
+    from vcohort.cli import main
+
+    out = str(tmp_path / "run")
+    assert main(["calibrate", "--orr", "1.5", "--out", out]) == 2
+    assert "orr=1.5" in capsys.readouterr().err
+    assert main(["calibrate", "--pool", "100", "--patients", "200", "--out", out]) == 2
+    assert "pool=100" in capsys.readouterr().err
+    assert main(["calibrate", "--days", "100", "--out", out]) == 2
+    assert "days=100" in capsys.readouterr().err
+    assert main(["calibrate", "--rule", str(tmp_path / "missing.json"), "--out", out]) == 2
+    assert "--rule" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_calibrate_fits_then_applies_the_rule(pools, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from vcohort.cli import main
+
+    a, b = str(tmp_path / "fit"), str(tmp_path / "apply")
+    common = ["--pool", str(POOL), "--patients", "100", "--days", str(DAYS)]
+    assert main(["calibrate", "--preset", "keynote-002", *common, "--seed", "5", "--out", a]) == 0
+    rule = C.CalibrationRule.load(f"{a}/rule.json")
+    assert rule.targets.orr == 0.21 and rule.arm == "pembrolizumab 2 mg/kg q3w"
+    fresh = ["--seed", "6", "--first-id", "5000"]
+    assert main(["calibrate", "--rule", f"{a}/rule.json", *common, *fresh, "--out", b]) == 0
+    rep = json.loads(open(f"{b}/report.json").read())
+    assert abs(rep["orr"] - 0.21) <= 0.02 and abs(rep["pfs6"] - 0.34) <= 0.05
+    sel = pd.read_parquet(f"{b}/patients.parquet")
+    assert len(sel) == 100 and sel["patient"].min() >= 5000
