@@ -184,6 +184,7 @@ def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
         + p["w_Exo"] * hill(y["Exo"], p["K_stem_Exo"])
         + p["w_Met"] * hill(y["Met"], p["K_stem_Met"])
     ) / w_sum
+    r["stemness_signal"] = stem
     wnt = g("wnt_inhibition")
     drive = p["b_wnt"] * (1.0 - wnt) + (1.0 - p["b_wnt"]) * stem
     niche = 1.0 / (1.0 + (S / C) / p["K_niche"])  # feedback from the CSC fraction
@@ -223,12 +224,16 @@ def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
     m1 = p["k_M1"] * y["M1"] / (p["K_M1C"] * C + y["M1"])
     r["m1_kill_N"] = m1 * N
     r["m1_kill_S"] = m1 * S
-    # CD133 CAR-T (review §4.2(4)): homing from blood, expansion on CD133⁺ CSC antigen, contraction
-    # (Stein et al. 2019 CPT:PSP 8:285), MHC-independent killing of S only, with the CD8 killing
-    # law and the same TME suppression except Tregs (assumption: CAR-T are T cells)
+    # CD133 CAR-T (review §4.2(4)): homing from blood; expansion on CD133⁺ CSC antigen at the
+    # in-patient rate, and contraction, of Stein et al. 2019 (CPT:PSP 8:285), with stimulation
+    # per CAR-T falling as they outnumber their targets (ratio-dependent, as the killing law);
+    # MHC-independent killing of S only with the CD8 killing law and its TME suppression except
+    # Tregs (assumption: CAR-T are T cells; their CD3ζ signal is braked by PD-1, TGF-β, MDSC,
+    # lactate)
     car_sup = (1.0 - H_TGF) * (1.0 - H_MDSC) * (1.0 - H_Met) * (1.0 - H_PD1_S)
     r["cart_influx"] = p["f_home_car"] * g("cart_infusion")
-    r["cart_expansion"] = p["rho_car"] * car_sup * hill(S / V, p["K_car_S"]) * y["CART"]
+    stim = S / (S + p["K_car_ET"] * y["CART"] + CELL_FLOOR)
+    r["cart_expansion"] = p["rho_car"] * stim * y["CART"]
     r["cart_contraction"] = p["alpha_car"] * y["CART"]
     r["cart_kill_S"] = p["k_T"] * car_sup * y["CART"] / (p["K_TC"] * S + y["CART"] + CELL_FLOOR) * S
     chemo = p["k_chemo"] * g("chemo_kill")

@@ -603,7 +603,8 @@ _ROWS = [
         0.89,
         "1/day",
         0.5,
-        _STEIN + ": ln(fold expansion 3900)/Tmax 9.3 d",
+        _STEIN + ": ln(fold expansion 3900)/Tmax 9.3 d; CV: assumption (Stein's IIV on fold "
+        "expansion and Tmax, ω² 2.4 and 0.38, pools paediatric B-ALL)",
         "maximal antigen-driven CAR-T expansion rate",
     ),
     (
@@ -611,16 +612,19 @@ _ROWS = [
         0.16,
         "1/day",
         0.5,
-        _STEIN + ": rapid contraction rate α",
+        _STEIN + ": rapid contraction rate α; CV: assumption (Stein ω² 0.91 is wider)",
         "CAR-T contraction/exhaustion rate",
     ),
     (
-        "K_car_S",
-        1e6,
-        "cells/mL",
+        "K_car_ET",
+        1.0,
+        "-",
         0.0,
-        _a("CD133⁺ CSC density for half-maximal expansion, ~10% of the untreated CSC density"),
-        "antigen (CSC) density for half-maximal CAR-T expansion",
+        _a(
+            "expansion half-maximal when CAR-T equal their CD133⁺ targets; bounds CAR-T at "
+            "~(rho_car/alpha_car - 1) per CSC (antigen-limited expansion)"
+        ),
+        "CAR-T:CSC ratio for half-maximal CAR-T expansion",
     ),
     # --- neutrophils (Friberg et al. 2002)
     (
