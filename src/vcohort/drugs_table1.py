@@ -268,8 +268,8 @@ GUADECITABINE = Drug(
                 "1/day",
                 0.3,
                 "assumption: DNA hypomethylation builds up over the 5-day course and recovers "
-                "by the end of the 28-day cycle (LINE-1 methylation, Issa et al. 2015): "
-                "biophase t1/2 ~7 d",
+                "only partly by the end of the 28-day cycle (LINE-1 methylation: Issa et al. "
+                "2015; INQOVI label §12.2): biophase t1/2 ~7 d",
                 "effect-compartment rate (demethylation turnover)",
             ),
         ]
