@@ -9,7 +9,8 @@ a bolus is an addition at a step boundary, an infusion a constant rate over whol
 
 NM-TRAN event records follow the NONMEM convention (Beal et al., NONMEM Users Guides):
 ``ID, TIME, AMT, CMT, EVID=1, II, ADDL`` (doses *after* the first), ``RATE`` (0 for a bolus),
-with TIME and II in days, AMT in mg, RATE in mg/day, plus a ``DRUG`` column naming the drug.
+with TIME and II in days, AMT in mg (a cell product's amount unit, 1e6 cells, for CAR-T), RATE
+in mg/day, plus a ``DRUG`` column naming the drug.
 CMT numbers the PK compartments of the schedule's drugs consecutively from 1 in schedule order
 (the dosing compartment of each drug: its depot for oral drugs, its central compartment for IV).
 """
@@ -309,8 +310,8 @@ class Schedule:
     Attributes:
         drugs: drug names (rows).
         time: (drugs, slots) administration day of each slot.
-        amount: (drugs, slots) dose per slot in the slot's unit kind (the differentiable part;
-            may be a numpy or JAX array).
+        amount: (drugs, slots) dose per slot in the slot's unit kind, in PK amount units (mg;
+            1e6 cells for a cell product) (the differentiable part; may be a numpy or JAX array).
         kind: (drugs, slots) 0 = mg, 1 = mg/kg, 2 = mg/m².
         duration: (drugs, slots) infusion duration in days (0 = bolus/oral).
         valid: (drugs, slots) False for padding slots.
