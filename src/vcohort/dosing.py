@@ -9,7 +9,8 @@ a bolus is an addition at a step boundary, an infusion a constant rate over whol
 
 NM-TRAN event records follow the NONMEM convention (Beal et al., NONMEM Users Guides):
 ``ID, TIME, AMT, CMT, EVID=1, II, ADDL`` (doses *after* the first), ``RATE`` (0 for a bolus),
-with TIME and II in days, AMT in mg, RATE in mg/day, plus a ``DRUG`` column naming the drug.
+with TIME and II in days, AMT in mg (a cell product's amount unit, 1e6 cells, for CAR-T), RATE
+in mg/day, plus a ``DRUG`` column naming the drug.
 CMT numbers the PK compartments of the schedule's drugs consecutively from 1 in schedule order
 (the dosing compartment of each drug: its depot for oral drugs, its central compartment for IV).
 """
@@ -25,9 +26,18 @@ import pandas as pd
 
 from vcohort.drugs import CATALOGUE, Drug, get_drug
 
-DOSE_UNITS = {"mg": 0, "mg/kg": 1, "mg/m2": 2}
+# dose unit -> unit kind (0 flat, 1 per kg, 2 per m²); cell units are for cell products only
+DOSE_UNITS = {"mg": 0, "mg/kg": 1, "mg/m2": 2, "cells": 0, "cells/kg": 1, "cells/m2": 2}
+CELL_UNITS = ("cells", "cells/kg", "cells/m2")
+# PK amount units per dose unit: cell products keep amounts in 1e6 cells (`Drug.amount_unit`)
+UNIT_SCALE = {"cells": 1e-6, "cells/kg": 1e-6, "cells/m2": 1e-6}
 KIND_NAMES = ("mg", "mg/kg", "mg/m2")
 _UNIT_ALIASES = {
+    "cells": "cells",
+    "cells/kg": "cells/kg",
+    "cells/m2": "cells/m2",
+    "cells/m^2": "cells/m2",
+    "cells/m²": "cells/m2",
     "mg": "mg",
     "mg/kg": "mg/kg",
     "mg/m2": "mg/m2",
@@ -64,7 +74,8 @@ def _number(text: str, field_name: str) -> float:
 
 
 def parse_amount(text: str | float, field_name: str = "dose") -> tuple[float, str]:
-    """``"200 mg"`` → (200.0, "mg"); ``"2 mg/kg"``; ``"75 mg/m2"``.  A bare number means mg."""
+    """``"200 mg"`` → (200.0, "mg"); ``"2 mg/kg"``; ``"75 mg/m2"``; ``"1e6 cells/kg"`` (cell
+    products).  A bare number means mg (for a cell product: its amount unit, 1e6 cells)."""
     if isinstance(text, int | float):
         return float(text), "mg"
     m = re.fullmatch(r"\s*([-+0-9.eE]+|nan|NaN|inf)\s*([A-Za-z/^²0-9]*)\s*", str(text))
@@ -106,7 +117,8 @@ class Regimen:
     Attributes:
         drug: catalogue key.
         dose: amount per administration, in ``dose_unit``.
-        dose_unit: ``mg``, ``mg/kg`` (needs body weight) or ``mg/m2`` (needs BSA).
+        dose_unit: ``mg``, ``mg/kg`` (needs body weight) or ``mg/m2`` (needs BSA); for a cell
+            product (`Drug.amount_unit` ``1e6 cells``) ``cells``, ``cells/kg`` or ``cells/m2``.
         interval_days: time between doses; ``None`` for a single dose.
         count: number of doses (``None``: until ``until_day`` or the end of the horizon).
         until_day: no dose at or after this day.
@@ -133,6 +145,11 @@ class Regimen:
             raise ValueError(
                 f"{self.drug}: dose_unit={self.dose_unit!r}; allowed: {list(DOSE_UNITS)}"
             )
+        if self.dose_unit in CELL_UNITS and d.amount_unit != "1e6 cells":
+            raise ValueError(
+                f"{self.drug}: dose_unit={self.dose_unit!r} is a cell dose, but {self.drug} is "
+                f"dosed in {d.amount_unit}; allowed: mg, mg/kg, mg/m2"
+            )
         if self.interval_days is not None and not (
             math.isfinite(self.interval_days) and self.interval_days > 0
         ):
@@ -150,8 +167,10 @@ class Regimen:
             )
         if not (math.isfinite(self.infusion_days) and self.infusion_days >= 0):
             raise ValueError(f"{self.drug}: infusion={self.infusion_days!r} days must be >= 0")
-        if self.infusion_days > 0 and d.route == "oral":
-            raise ValueError(f"{self.drug}: infusion={self.infusion_days} d given for an oral drug")
+        if self.infusion_days > 0 and d.route != "iv":
+            raise ValueError(
+                f"{self.drug}: infusion={self.infusion_days} d given for a {d.route} drug"
+            )
         if (
             self.interval_days is not None
             and self.infusion_days > 0
@@ -291,8 +310,8 @@ class Schedule:
     Attributes:
         drugs: drug names (rows).
         time: (drugs, slots) administration day of each slot.
-        amount: (drugs, slots) dose per slot in the slot's unit kind (the differentiable part;
-            may be a numpy or JAX array).
+        amount: (drugs, slots) dose per slot in the slot's unit kind, in PK amount units (mg;
+            1e6 cells for a cell product) (the differentiable part; may be a numpy or JAX array).
         kind: (drugs, slots) 0 = mg, 1 = mg/kg, 2 = mg/m².
         duration: (drugs, slots) infusion duration in days (0 = bolus/oral).
         valid: (drugs, slots) False for padding slots.
@@ -421,7 +440,8 @@ def compile_schedule(
     per_drug: dict[str, list[tuple[float, float, int, float]]] = {d: [] for d in order}
     for r in regimens:
         for t in r.dose_times(horizon_days):
-            per_drug[r.drug].append((float(t), r.dose, DOSE_UNITS[r.dose_unit], r.infusion_days))
+            amount = r.dose * UNIT_SCALE.get(r.dose_unit, 1.0)
+            per_drug[r.drug].append((float(t), amount, DOSE_UNITS[r.dose_unit], r.infusion_days))
     for d in per_drug:
         per_drug[d].sort(key=lambda x: x[0])
     need = max([len(v) for v in per_drug.values()] + [1])

@@ -1,207 +1,18 @@
-"""Drug catalogue: PK models, routes, pharmacodynamic effect terms and clinical doses.
+"""The drug catalogue: PK models, routes, pharmacodynamic effects and clinical doses.
 
-Each `Drug` is a linear mammillary PK model (optionally with an oral depot and a biophase
-"effect" compartment, Sheiner et al. 1979, Clin Pharmacol Ther 25:358) and a list of `Effect`s,
-each mapping a concentration to one of the model's named *effect channels* (see
-``vcohort.model.csc_immune.EFFECT_CHANNELS``).  The simulator never names a drug: adding a drug
-is adding a catalogue entry whose effects point at existing channels.
-
-Units: amounts mg, volumes L, clearances L/day, rates 1/day, concentrations mg/L.
-Between-patient variability is log-normal with the CV given in each drug's parameter table.
-Weight scaling is allometric, ``CL_i = CL * (WT/WT_ref)**a_CL`` (Ahamadi et al. 2017).
+The `Drug` and `Effect` classes live in `vcohort.drug`; this module holds the entries (the
+user's combination and chemotherapy here, the review's other Table-1 classes in
+`vcohort.drugs_table1`) and `get_drug`.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from vcohort.drug import EFFECT_KINDS, ROUTES, SITES, Drug, Effect, pk_table
+from vcohort.drugs_table1 import TABLE1_DRUGS
 
-import numpy as np
+__all__ = ["CATALOGUE", "Drug", "Effect", "EFFECT_KINDS", "ROUTES", "SITES", "get_drug"]
 
-from vcohort.model.parameters import Param, ParamTable
-
-ROUTES = ("iv", "oral")
-EFFECT_KINDS = ("emax", "linear")
-SITES = ("central", "effect")
-
-
-@dataclass(frozen=True)
-class Effect:
-    """A pharmacodynamic effect: concentration at ``site`` → value of model ``channel``.
-
-    ``emax``:   E = emax * c**hill / (c**hill + ec50**hill)   (fraction, combined by Bliss
-                independence across drugs on the same channel: 1 - prod(1 - E_i)).
-    ``linear``: E = slope * c                                  (summed across drugs).
-    Concentrations are mg/L; ``ec50`` in mg/L, ``slope`` in L/mg.
-    """
-
-    channel: str
-    kind: str = "emax"
-    emax: float = 1.0
-    ec50: float = 1.0
-    hill: float = 1.0
-    slope: float = 0.0
-    site: str = "central"
-    source: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in EFFECT_KINDS:
-            raise ValueError(f"Effect.kind={self.kind!r}; allowed: {EFFECT_KINDS}")
-        if self.site not in SITES:
-            raise ValueError(f"Effect.site={self.site!r}; allowed: {SITES}")
-        if not self.source.strip():
-            raise ValueError(
-                f"Effect on {self.channel!r}: a source or 'assumption: why' is required"
-            )
-
-    def value(self, c):
-        """Effect for concentration ``c`` (mg/L); works on numpy and JAX arrays."""
-        if self.kind == "linear":
-            return self.slope * c
-        if self.hill == 1.0:
-            return self.emax * c / (c + self.ec50)
-        ch = c**self.hill
-        return self.emax * ch / (ch + self.ec50**self.hill)
-
-
-@dataclass(frozen=True)
-class Drug:
-    """One drug of the catalogue.
-
-    Attributes:
-        name: catalogue key (``pembrolizumab``).
-        drug_class: ``ici``, ``csc_inhibitor``, ``metabolic``, ``chemo``, … (metadata).
-        route: ``iv`` (doses into central; infusions allowed) or ``oral`` (doses into a depot).
-        params: PK parameter table; names ``CL``, ``V1`` and optionally ``Q2, V2, Q3, V3``,
-            ``ka`` (oral), ``ke0`` (effect compartment).  Values for a ``ref_weight`` patient.
-        effects: pharmacodynamic effects on model channels.
-        clinical_dose: the standard regimen in `vcohort.dosing.parse_regimen` syntax.
-        mw: molecular weight (g/mol), for converting nM potencies to mg/L.
-        half_life_days: published terminal half-life (days) with ``half_life_source``; the test
-            suite checks the PK model reproduces it.
-        weight_exponent_cl / weight_exponent_v: allometric exponents (0 = no weight effect).
-        toxicity: the dose-limiting toxicity / label limit, in words.
-    """
-
-    name: str
-    drug_class: str
-    route: str
-    params: ParamTable
-    effects: tuple[Effect, ...]
-    clinical_dose: str
-    mw: float
-    half_life_days: float
-    half_life_source: str
-    ref_weight: float = 70.0
-    weight_exponent_cl: float = 0.0
-    weight_exponent_v: float = 0.0
-    max_single_dose_mg: float = math.inf
-    toxicity: str = ""
-    references: tuple[str, ...] = field(default_factory=tuple)
-
-    def __post_init__(self) -> None:
-        if self.route not in ROUTES:
-            raise ValueError(f"drug {self.name}: route={self.route!r}; allowed: {ROUTES}")
-        for req in ("CL", "V1"):
-            if req not in self.params:
-                raise ValueError(f"drug {self.name}: PK parameter {req} is required")
-        if self.route == "oral" and "ka" not in self.params:
-            raise ValueError(f"drug {self.name}: oral drugs need an absorption rate 'ka'")
-        for a, b in (("Q2", "V2"), ("Q3", "V3")):
-            if (a in self.params) != (b in self.params):
-                raise ValueError(f"drug {self.name}: {a} and {b} go together")
-
-    # ------------------------------------------------------------------ structure
-    @property
-    def compartments(self) -> tuple[str, ...]:
-        """Compartment names in state order."""
-        c = []
-        if self.route == "oral":
-            c.append("depot")
-        c.append("central")
-        if "Q2" in self.params:
-            c.append("peripheral1")
-        if "Q3" in self.params:
-            c.append("peripheral2")
-        if "ke0" in self.params:
-            c.append("effect")
-        return tuple(c)
-
-    @property
-    def dosing_compartment(self) -> int:
-        """Index (0-based) of the compartment that receives doses."""
-        return 0  # depot for oral, central for IV: both come first
-
-    @property
-    def central_index(self) -> int:
-        return self.compartments.index("central")
-
-    def observed_indices(self) -> dict[str, int]:
-        """Compartments whose concentration drives an effect: ``central`` and maybe ``effect``."""
-        out = {"central": self.central_index}
-        if "effect" in self.compartments:
-            out["effect"] = self.compartments.index("effect")
-        return out
-
-    # ------------------------------------------------------------------ per-patient PK
-    def individual(self, values: dict, weight):
-        """Weight-scaled individual PK parameters (works on floats, numpy and JAX arrays)."""
-        w = weight / self.ref_weight
-        out = dict(values)
-        fcl = w**self.weight_exponent_cl
-        fv = w**self.weight_exponent_v
-        for k in ("CL", "Q2", "Q3"):
-            if k in out:
-                out[k] = out[k] * fcl
-        for k in ("V1", "V2", "V3"):
-            if k in out:
-                out[k] = out[k] * fv
-        return out
-
-    def rate_matrix(self, ind: dict) -> list[list]:
-        """Rate matrix ``A`` (1/day) of ``da/dt = A a + input`` on amounts (mg).
-
-        Returned as nested lists of scalars so that it stays elementwise under ``vmap``.
-        The effect compartment holds a *virtual amount* ``a_e`` with ``C_e = a_e / V1`` and
-        ``dC_e/dt = ke0 (C_p - C_e)``; it removes nothing from central (biophase model).
-        """
-        names = self.compartments
-        n = len(names)
-        zero = 0.0 * ind["CL"]
-        A = [[zero for _ in range(n)] for _ in range(n)]
-        c = names.index("central")
-        V1 = ind["V1"]
-        A[c][c] = A[c][c] - ind["CL"] / V1
-        if "depot" in names:
-            d = names.index("depot")
-            A[d][d] = A[d][d] - ind["ka"]
-            A[c][d] = A[c][d] + ind["ka"]
-        for q, v, name in (("Q2", "V2", "peripheral1"), ("Q3", "V3", "peripheral2")):
-            if name in names:
-                p = names.index(name)
-                A[c][c] = A[c][c] - ind[q] / V1
-                A[p][c] = A[p][c] + ind[q] / V1
-                A[c][p] = A[c][p] + ind[q] / ind[v]
-                A[p][p] = A[p][p] - ind[q] / ind[v]
-        if "effect" in names:
-            e = names.index("effect")
-            A[e][c] = A[e][c] + ind["ke0"]
-            A[e][e] = A[e][e] - ind["ke0"]
-        return A
-
-    def terminal_half_life(self, weight: float | None = None) -> float:
-        """Terminal half-life (days) of the typical patient: ln2 / smallest disposition rate."""
-        ind = self.individual(self.params.typical(), weight or self.ref_weight)
-        A = np.array(self.rate_matrix(ind), dtype=np.float64)
-        keep = [i for i, n in enumerate(self.compartments) if n not in ("depot", "effect")]
-        lam = np.linalg.eigvals(A[np.ix_(keep, keep)]).real
-        return math.log(2.0) / float(np.min(np.abs(lam)))
-
-
-# ---------------------------------------------------------------------- the catalogue
-def _pk(rows: list[tuple]) -> ParamTable:
-    return ParamTable(tuple(Param(*r) for r in rows))
-
+_pk = pk_table
 
 _AHAMADI = "Ahamadi et al. 2017, CPT:PSP 6:49, Table 3 (nlmixr2lib Ahamadi_2017_pembrolizumab.R)"
 _PEREZ = (
@@ -450,7 +261,9 @@ DOXORUBICIN = Drug(
     references=(_PEREZ, "Friberg et al. 2002, J Clin Oncol 20:4713"),
 )
 
-CATALOGUE: dict[str, Drug] = {d.name: d for d in (PEMBROLIZUMAB, WNT974, CB839, DOXORUBICIN)}
+CATALOGUE: dict[str, Drug] = {
+    d.name: d for d in (PEMBROLIZUMAB, WNT974, CB839, DOXORUBICIN, *TABLE1_DRUGS)
+}
 
 
 def get_drug(name: str, catalogue: dict[str, Drug] | None = None) -> Drug:

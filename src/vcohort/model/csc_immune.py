@@ -35,6 +35,7 @@ STATES: tuple[str, ...] = (
     "MDSC",
     "M1",
     "M2",
+    "CART",
     # soluble signals
     "TGFb",
     "IL6",
@@ -62,6 +63,7 @@ STATE_UNITS = {
     "MDSC": "cells",
     "M1": "cells",
     "M2": "cells",
+    "CART": "cells",
     "TGFb": "nM",
     "IL6": "nM",
     "IL10": "nM",
@@ -87,6 +89,7 @@ STATE_DESCRIPTIONS = {
     "MDSC": "myeloid-derived suppressor cells",
     "M1": "M1 (anti-tumour) tumour-associated macrophages",
     "M2": "M2 (pro-tumour) tumour-associated macrophages",
+    "CART": "CD133-directed CAR-T cells in the tumour (0 unless a CAR-T product is given)",
     "TGFb": "TGF-β",
     "IL6": "IL-6/TNF-α/CXCL8 inflammatory pool",
     "IL10": "IL-10",
@@ -116,6 +119,7 @@ EFFECT_CHANNELS: dict[str, tuple[str, str]] = {
     "cxcr2_inhibition": ("emax", "CXCR1/2 blockade: MDSC recruitment by CXCL8"),
     "ccr4_depletion": ("emax", "anti-CCR4 depletion of Tregs (ADCC)"),
     "mhc_restoration": ("emax", "epigenetic restoration of MHC-I / antigen presentation on CSCs"),
+    "cart_infusion": ("linear", "CAR-T cells leaving the blood per day (cells/day)"),
 }
 
 # Geometry (QSP-IO tumSizePerc.m / simbio_init.m)
@@ -180,6 +184,7 @@ def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
         + p["w_Exo"] * hill(y["Exo"], p["K_stem_Exo"])
         + p["w_Met"] * hill(y["Met"], p["K_stem_Met"])
     ) / w_sum
+    r["stemness_signal"] = stem
     wnt = g("wnt_inhibition")
     drive = p["b_wnt"] * (1.0 - wnt) + (1.0 - p["b_wnt"]) * stem
     niche = 1.0 / (1.0 + (S / C) / p["K_niche"])  # feedback from the CSC fraction
@@ -219,6 +224,18 @@ def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
     m1 = p["k_M1"] * y["M1"] / (p["K_M1C"] * C + y["M1"])
     r["m1_kill_N"] = m1 * N
     r["m1_kill_S"] = m1 * S
+    # CD133 CAR-T (review §4.2(4)): homing from blood; expansion on CD133⁺ CSC antigen at the
+    # in-patient rate, and contraction, of Stein et al. 2019 (CPT:PSP 8:285), with stimulation
+    # per CAR-T falling as they outnumber their targets (ratio-dependent, as the killing law);
+    # MHC-independent killing of S only with the CD8 killing law and its TME suppression except
+    # Tregs (assumption: CAR-T are T cells; their CD3ζ signal is braked by PD-1, TGF-β, MDSC,
+    # lactate)
+    car_sup = (1.0 - H_TGF) * (1.0 - H_MDSC) * (1.0 - H_Met) * (1.0 - H_PD1_S)
+    r["cart_influx"] = p["f_home_car"] * g("cart_infusion")
+    stim = S / (S + p["K_car_ET"] * y["CART"] + CELL_FLOOR)
+    r["cart_expansion"] = p["rho_car"] * stim * y["CART"]
+    r["cart_contraction"] = p["alpha_car"] * y["CART"]
+    r["cart_kill_S"] = p["k_T"] * car_sup * y["CART"] / (p["K_TC"] * S + y["CART"] + CELL_FLOOR) * S
     chemo = p["k_chemo"] * g("chemo_kill")
     r["chemo_kill_N"] = chemo * N
     r["chemo_kill_S"] = p["f_chemo_S"] * chemo * S
@@ -312,7 +329,7 @@ def rhs(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
     """d(state)/dt for one patient (per day), assembled from the named terms of `rates`."""
     r = rates(y, p, e, xp, tumour_dynamics)
     f = tumour_dynamics
-    kills_S = r["tcell_kill_S"] + r["m1_kill_S"] + r["chemo_kill_S"]
+    kills_S = r["tcell_kill_S"] + r["m1_kill_S"] + r["chemo_kill_S"] + r["cart_kill_S"]
     kills_N = r["tcell_kill_N"] + r["m1_kill_N"] + r["chemo_kill_N"]
     ktr = r["ktr"]
     return {
@@ -331,6 +348,7 @@ def rhs(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
         "MDSC": r["mdsc_recruitment"] - r["mdsc_death"],
         "M1": r["macrophage_recruitment"] - r["m1_to_m2"] + r["m2_to_m1"] - r["m1_death"],
         "M2": r["m1_to_m2"] - r["m2_to_m1"] - r["m2_death"],
+        "CART": r["cart_influx"] + r["cart_expansion"] - r["cart_contraction"],
         "TGFb": r["tgfb_production"] - p["k_TGF"] * y["TGFb"],
         "IL6": r["il6_production"] - p["k_IL6"] * y["IL6"],
         "IL10": r["il10_production"] - p["k_IL10"] * y["IL10"],
@@ -367,6 +385,7 @@ def initial_state(p: dict, baseline_diameter_mm, csc_fraction=0.1, debris_fracti
         "MDSC": 3e6 * V,
         "M1": 5e6 * V,
         "M2": 5e6 * V,
+        "CART": 0.0 * anc,
         "TGFb": 0.1 + 0.0 * anc,
         "IL6": 0.05 + 0.0 * anc,
         "IL10": 0.01 + 0.0 * anc,

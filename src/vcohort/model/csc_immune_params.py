@@ -6,6 +6,10 @@ from __future__ import annotations
 from vcohort.model.parameters import Param, ParamTable
 
 _QSPIO = "QSP-IO (QSPIO-TNBC parameters_TNBC.m / Jafarnejad et al. 2019 AAPS J 21:79)"
+_STEIN = (
+    "Stein et al. 2019, CPT:PSP 8:285, Table 1 (tisagenlecleucel; "
+    "nlmixr2lib Stein_2019_Tisagenlecleucel.R)"
+)
 _FRIBERG = "Friberg et al. 2002, J Clin Oncol 20:4713 (range of system parameters across drugs)"
 
 
@@ -581,6 +585,46 @@ _ROWS = [
         0.0,
         _a("exosomes and lactate polarise to M2 (§3.2-3.3), as TGF-β"),
         "weight of exosome+metabolite drive of M1→M2",
+    ),
+    # --- CD133 CAR-T (review §4.2(4); cell kinetics after Stein et al. 2019)
+    (
+        "f_home_car",
+        0.01,
+        "-",
+        0.5,
+        _a(
+            "about 1% of adoptively transferred T cells reach a solid tumour (radiolabelled "
+            "T-cell trafficking studies report well under 5%); large CV"
+        ),
+        "fraction of CAR-T cells leaving the blood that home to the tumour",
+    ),
+    (
+        "rho_car",
+        0.89,
+        "1/day",
+        0.5,
+        _STEIN + ": ln(fold expansion 3900)/Tmax 9.3 d; CV: assumption (Stein's IIV on fold "
+        "expansion and Tmax, ω² 2.4 and 0.38, pools paediatric B-ALL)",
+        "maximal antigen-driven CAR-T expansion rate",
+    ),
+    (
+        "alpha_car",
+        0.16,
+        "1/day",
+        0.5,
+        _STEIN + ": rapid contraction rate α; CV: assumption (Stein ω² 0.91 is wider)",
+        "CAR-T contraction/exhaustion rate",
+    ),
+    (
+        "K_car_ET",
+        1.0,
+        "-",
+        0.0,
+        _a(
+            "expansion half-maximal when CAR-T equal their CD133⁺ targets; bounds CAR-T at "
+            "~(rho_car/alpha_car - 1) per CSC (antigen-limited expansion)"
+        ),
+        "CAR-T:CSC ratio for half-maximal CAR-T expansion",
     ),
     # --- neutrophils (Friberg et al. 2002)
     (
