@@ -86,16 +86,19 @@ def test_waterfall_bars_sorted_coloured_and_capped():
     ep = make_endpoints(arms=("A",), n=10)
     ep.loc[0, "best_pct_change"] = 250.0  # above the +100% cap
     ax = plots.waterfall(ep).axes[0]
-    bars = ax.patches
-    heights = np.array([b.get_height() for b in bars])
+    bars, hatched = ax.collections
+    tops = np.array([p.vertices[1] for p in bars.get_paths()])  # (x left, top) of each bar
     expected = np.sort(np.minimum(ep["best_pct_change"].to_numpy(), 100.0))[::-1]
-    np.testing.assert_allclose(heights, expected)
+    np.testing.assert_allclose(tops[:, 1], expected)
+    np.testing.assert_allclose(tops[:, 0], np.arange(10) - 0.5)
     order = ep.sort_values("best_pct_change", ascending=False, kind="stable")
-    colours = [to_hex(b.get_facecolor()) for b in bars]
+    colours = [to_hex(c) for c in bars.get_facecolors()]
     assert colours == [plots.BOR_COLORS[b] for b in order["bor"]]
     capped = np.sort(ep["best_pct_change"].to_numpy())[::-1] > 100.0
     assert capped.sum() >= 1 and not capped.all()
-    assert [b.get_hatch() == "//" for b in bars] == capped.tolist()
+    assert hatched.get_hatch() == "//"
+    hatched_x = [p.vertices[1, 0] + 0.5 for p in hatched.get_paths()]
+    assert hatched_x == np.flatnonzero(capped).tolist()
     refs = sorted(ln.get_ydata()[0] for ln in ax.lines)
     assert refs == [-30.0, 0.0, 20.0]
 
@@ -137,7 +140,7 @@ def test_all_not_evaluable_and_missing_optional_columns():
         texts = [t.get_text() for a in fig.axes for t in a.texts]
         assert "no evaluable patients" in texts
     bare = make_endpoints(arms=("A",), n=3)[list(plots.ENDPOINT_COLUMNS)]  # no status etc.
-    assert len(plots.waterfall(bare).axes[0].patches) == 3
+    assert len(plots.waterfall(bare).axes[0].collections[0].get_paths()) == 3
 
 
 def test_missing_required_column_names_it():
