@@ -122,11 +122,13 @@ def test_km_zero_event_arm_one_patient_arm_and_at_risk_table():
     ep.loc[ep["arm"] == "B", "pfs_event"] = False  # zero events
     one = make_endpoints(arms=("C",), n=1)
     fig = plots.km_pfs(pd.concat([ep, one], ignore_index=True), horizon=168.0)
-    ax = fig.axes[0]
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    curve_b = [ln for ln in fig.axes[0].lines if ln.get_label() == "B"]
+    assert len(curve_b) == 1 and np.all(curve_b[0].get_ydata() == 1.0)  # no events: S(t) = 1
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert len(labels) == 3
     assert labels[1].startswith("B: n=8, events=0") and "not reached" in labels[1]
     assert len(fig.axes) == 2  # lifelines' at-risk axis under the plot
+    assert fig.axes[0].get_legend() is None  # one legend only (the figure's)
     at_risk = fig.axes[1].get_xticklabels()[0].get_text()
     assert "A" in at_risk and "8" in at_risk
 

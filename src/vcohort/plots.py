@@ -13,8 +13,10 @@ Greenwood) and the numbers at risk come from lifelines (Davidson-Pilon 2019, JOS
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,6 +25,8 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+
+from vcohort.io import atomic_write_bytes
 
 BOR_ORDER = ("CR", "PR", "SD", "PD", "NE")
 BOR_COLORS = {"CR": "#08519c", "PR": "#6baed6", "SD": "#fdb863", "PD": "#b2182b", "NE": "#969696"}
@@ -59,12 +63,14 @@ def _ax(ax, width: float = 6.4, height: float = 4.2):
     return ax if ax is not None else new_figure(width, height).add_subplot()
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 110) -> os.PathLike:
-    """Write ``fig`` as PNG (no software/date metadata, so reruns give identical files)."""
-    if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
+def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Write ``fig`` as PNG, atomically (no software/date metadata: reruns give equal files)."""
+    if not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
-    fig.savefig(path, format="png", dpi=dpi, metadata={"Software": None})
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
 
 
 def arms_of(df: pd.DataFrame) -> list:
@@ -255,7 +261,8 @@ def km_pfs(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) ->
 
     require_columns(endpoints, ENDPOINT_COLUMNS, "endpoints")
     arms = arms_of(endpoints)
-    ax = _ax(ax, 7.5, 4.6 + 0.35 * len(arms))
+    own = ax is None
+    ax = _ax(ax, 7.5, 4.8 + 0.45 * len(arms))
     horizon = horizon or horizon_of(endpoints)
     fitters, labels, colors = [], [], []
     for i, arm in enumerate(arms):
@@ -276,6 +283,7 @@ def km_pfs(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) ->
             show_censors=True,
             color=f"C{i % 10}",
             censor_styles={"ms": 5, "marker": "|"},
+            ci_alpha=0.3 if len(arms) <= 2 else 0.12,
         )
         med = kmf.median_survival_time_
         labels.append(
@@ -291,13 +299,14 @@ def km_pfs(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) ->
     if not fitters:
         _empty(ax, "no evaluable patients")
         return ax.figure
-    ax.legend(
+    if ax.get_legend() is not None:  # lifelines' own legend: replaced by the one below
+        ax.get_legend().remove()
+    (ax.figure if own else ax).legend(
         [Line2D([], [], color=c) for c in colors],
         labels,
-        loc="lower left",
-        bbox_to_anchor=(0.0, 1.01),
+        loc="outside upper center" if own else "best",
         fontsize=8,
-        ncols=2 if len(labels) > 3 else 1,
+        ncols=2 if own and len(labels) > 2 else 1,
     )
     ax.set_xticks(day_ticks(horizon))
     add_at_risk_counts(*fitters, ax=ax, fig=ax.figure, rows_to_show=["At risk"])

@@ -113,11 +113,7 @@ def render_figures(
     paths = {}
     for spec in FIGURES:
         path = fig_dir / f"{spec.name}.png"
-        fig = makers[spec.name]()
-        tmp = fig_dir / f".{spec.name}.png.tmp"
-        plots.save_figure(fig, tmp)
-        os.replace(tmp, path)
-        paths[spec.name] = path
+        paths[spec.name] = plots.save_figure(makers[spec.name](), path)
     return paths
 
 
