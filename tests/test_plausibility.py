@@ -18,6 +18,7 @@ def _pop(**bounds):
     return dataclasses.replace(load_population(), plausibility=dataclasses.replace(LOOSE, **bounds))
 
 
+@pytest.mark.slow
 def test_each_bound_rejects_with_its_reason():
     c = make_cohort(24, seed=4, runin_days=30, chunk_size=CH)
     base = screen(c, CSC_IMMUNE, LOOSE, chunk_size=CH)
@@ -72,6 +73,7 @@ def test_replacements_give_the_requested_size_and_a_table_of_rejections():
         plausible_cohort(8, **(kw | {"population": _pop(csc_fraction=(0.0, 1e-6))}))
 
 
+@pytest.mark.slow
 def test_same_seed_and_id_give_the_same_patient_whatever_the_chunk_size():
     whole = make_cohort(10, seed=3, runin_days=30, chunk_size=CH)  # chunks of 8 (2nd padded)
     chunked = make_cohort(10, seed=3, runin_days=30, chunk_size=4)
