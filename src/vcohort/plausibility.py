@@ -118,7 +118,7 @@ def plausible_cohort(
 
     Patients keep their ids (``0, 1, ...`` in draw order), so the same seed gives the same
     patients and the same rejections whatever the chunk size.  Replacements are drawn in
-    batches of ``min(n, 512)`` or a power of two, whichever is larger (few compiled shapes).
+    batches of at least ``min(n, chunk_size)`` patients, so no new shape is compiled.
     Raises if more than ``max_draws`` (default ``10 n + 64``) patients would be needed.  A
     population without plausibility bounds accepts every patient.
     """
@@ -148,9 +148,9 @@ def plausible_cohort(
             break
         need = n - n_ok
         rate = max(n_ok / drawn, 0.05)
-        # power-of-two batches, at least min(n, 512): few new shapes to compile (a compile
-        # costs more than simulating a few hundred extra patients)
-        size = max(1 << math.ceil(math.log2(need / rate * 1.2 + 2)), min(n, 512))
+        # at least one full chunk (min(n, chunk_size)), so the compiled chunk shape is the
+        # first batch's: a compile costs more than simulating a chunk of extra patients
+        size = max(math.ceil(need / rate * 1.2) + 2, min(n, chunk_size))
         if drawn + size > max_draws:
             reasons = pd.concat(tables)["reason"].str.split(":").str[0]
             counts = reasons[reasons != ""].value_counts().to_dict()
