@@ -1,7 +1,15 @@
 import numpy as np
+import pandas as pd
 import pytest
 
-from vcohort.endpoints import clopper_pearson, recist
+from vcohort.endpoints import (
+    assessment_days,
+    clopper_pearson,
+    hazard_ratios,
+    kaplan_meier,
+    recist,
+    trial_summary,
+)
 
 
 def test_recist_categories_on_hand_made_series():
@@ -28,3 +36,115 @@ def test_clopper_pearson_known_values():
     lo, hi = clopper_pearson(7, 20)
     assert lo == pytest.approx(0.1539092, abs=1e-6) and hi == pytest.approx(0.5921885, abs=1e-6)
     assert clopper_pearson(0, 10)[0] == 0.0 and clopper_pearson(10, 10)[1] == 1.0
+
+
+def test_confirmation_window_on_hand_made_series():
+    days = np.array([42, 84, 126, 168])
+    d = np.array(
+        [
+            [100, 65, 60, 60, 60],  # PR confirmed at the next assessment (42 d >= 28 d)
+            [100, 65, 75, 75, 75],  # PR at day 42, -25% at day 84 (and +15% over nadir): SD
+            [100, 100, 100, 100, 65],  # PR only at the last assessment: nothing later -> SD
+            [100, 65, 90, 130, 130],  # unconfirmed PR, then PD from nadir 65: SD, PFS event
+            [50, 4, 3, 3, 3],  # CR confirmed
+            [50, 4, 8, 8, 8],  # CR not confirmed; PR (-84%) is; +4 mm over nadir is not PD
+            [100, 125, 130, 140, 150],  # PD at the first assessment
+        ],
+        dtype=float,
+    )
+    bor, pfs, ev = recist(d, days, confirm_days=28)
+    assert bor.tolist() == ["PR", "SD", "SD", "SD", "CR", "PR", "PD"]
+    assert pfs.tolist() == [168, 168, 168, 84, 168, 168, 42]
+    assert ev.tolist() == [False, False, False, True, False, False, True]
+    # without confirmation the same series count every first response
+    bor0, _, _ = recist(d, days)
+    assert bor0.tolist() == ["PR", "PR", "PR", "PR", "CR", "CR", "PD"]
+    # a window longer than the assessment gap needs the assessment after next
+    bor90, _, _ = recist(d, days, confirm_days=90)
+    assert bor90.tolist() == ["PR", "SD", "SD", "SD", "CR", "PR", "PD"]
+
+
+def test_confirmation_must_come_before_progression():
+    # the confirming assessment (day 84) is itself PD from the nadir: not a confirmation
+    days = np.array([42, 84])
+    d = np.array([[100, 20, 60]], dtype=float)  # -80% then 60 >= 1.2*20 and +40 mm
+    bor, pfs, ev = recist(d, days, confirm_days=28)
+    assert bor.tolist() == ["SD"] and pfs.tolist() == [84] and ev.tolist() == [True]
+
+
+def test_censoring_at_last_assessment_or_horizon():
+    days = np.array([42, 84])
+    d = np.array([[100, 90, 95], [100, 130, 140]], dtype=float)
+    _, pfs, ev = recist(d, days)
+    assert pfs.tolist() == [84, 42] and ev.tolist() == [False, True]
+    _, pfs_h, ev_h = recist(d, days, censor_at="horizon", horizon=100)
+    assert pfs_h.tolist() == [100, 42] and ev_h.tolist() == [False, True]
+    with pytest.raises(ValueError, match="censor_at"):
+        recist(d, days, censor_at="death")
+
+
+def test_assessment_schedule_options():
+    assert assessment_days(200, 42).tolist() == [42, 84, 126, 168]
+    assert assessment_days(200, 42, first=84).tolist() == [84, 126, 168]
+    assert assessment_days(200, 42, days=[30, 10, 250]).tolist() == [10, 30]
+
+
+def _eps(times_a, ev_a, times_b, ev_b):
+    n_a, n_b = len(times_a), len(times_b)
+    return pd.DataFrame(
+        {
+            "patient": np.r_[np.arange(n_a), np.arange(n_b)],
+            "arm": ["a"] * n_a + ["b"] * n_b,
+            "status": 0,
+            "pfs_days": np.r_[times_a, times_b].astype(float),
+            "pfs_event": np.r_[ev_a, ev_b].astype(bool),
+            "bor": "SD",
+            "best_pct_change": 0.0,
+            "final_pct_change": 0.0,
+        }
+    )
+
+
+def test_kaplan_meier_median_and_landmark_on_a_hand_made_sample():
+    # 5 events at 10..50 and no censoring: S drops by 0.2 at each; median = 30 (S(30) = 0.4)
+    ep = _eps([10, 20, 30, 40, 50], [1] * 5, [10, 20, 30, 40, 50], [1, 1, 0, 0, 0])
+    km = kaplan_meier(ep, landmark_days=25).set_index("arm")
+    assert km.loc["a", "median_pfs_days"] == 30
+    assert km.loc["a", "pfs_landmark"] == pytest.approx(0.6)
+    # arm b: S = 0.8, 0.6 then censored: the median is not reached
+    assert np.isnan(km.loc["b", "median_pfs_days"])
+    # a landmark after the last follow-up is not estimable
+    assert np.isnan(kaplan_meier(ep, landmark_days=60).set_index("arm").loc["a", "pfs_landmark"])
+
+
+def test_hazard_ratio_recovers_a_known_ratio_and_inverts_with_the_reference():
+    rng = np.random.default_rng(0)
+    n = 2000
+    ta = np.minimum(rng.exponential(100.0, n), 365)  # hazard 1/100
+    tb = np.minimum(rng.exponential(200.0, n), 365)  # hazard 1/200: true HR b vs a = 0.5
+    ep = _eps(ta, ta < 365, tb, tb < 365)
+    hr = hazard_ratios(ep, "a").set_index("arm")
+    assert hr.loc["a", "hr"] == 1.0 and hr.loc["a", "hr_note"] == "reference"
+    assert hr.loc["b", "hr_ci_low"] < 0.5 < hr.loc["b", "hr_ci_high"]
+    assert hr.loc["b", "hr_ci_high"] - hr.loc["b", "hr_ci_low"] < 0.15  # n=2000: tight
+    inv = hazard_ratios(ep, "b").set_index("arm")
+    assert inv.loc["a", "hr"] == pytest.approx(1.0 / hr.loc["b", "hr"], rel=1e-3)
+    with pytest.raises(ValueError, match="reference arm"):
+        hazard_ratios(ep, "c")
+
+
+def test_hazard_ratio_without_events_is_nan_with_a_note():
+    ep = _eps([100, 100], [0, 0], [100, 100], [0, 0])
+    hr = hazard_ratios(ep, "a").set_index("arm")
+    assert np.isnan(hr.loc["b", "hr"]) and hr.loc["b", "hr_note"] == "no progression events"
+
+
+def test_trial_summary_has_every_per_arm_statistic():
+    ep = _eps([10, 20, 30, 40], [1, 1, 1, 0], [20, 40, 60, 80], [1, 1, 0, 0])
+    ep["bor"] = ["PR", "SD", "PD", "SD", "CR", "PR", "SD", "PD"]
+    ep["auc_pembrolizumab"] = [0, 0, 0, 0, 5, 6, 7, 8.0]
+    s = trial_summary(ep, reference="a").set_index("arm")
+    assert s.loc["b", "orr"] == 0.5 and s.loc["b", "dcr"] == 0.75
+    assert s.loc["b", "median_auc_pembrolizumab"] == 6.5
+    for col in ("orr_ci_low", "median_pfs_days", "pfs_landmark", "hr", "hr_ci_high"):
+        assert col in s.columns

@@ -1,4 +1,5 @@
-"""Command line: ``vcohort simulate``, ``demo``, ``model-doc``, ``calibrate``.
+"""Command line: ``vcohort simulate``, ``demo``, ``trial``, ``calibrate``, ``optimize``,
+``model-doc``.
 
 Every argument is validated (regimens parsed, output folder checked) before anything is
 compiled or simulated.
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", default="docs/model.md")
     _add_optimize_parser(sub)
     _add_calibrate_parser(sub)
+    _add_trial_parser(sub)
     return ap
 
 
@@ -169,6 +171,35 @@ def _run_calibrate(args) -> int:
         write_parquet(tmp / "pool_observables.parquet", obs)
         write_parquet(tmp / "patients.parquet", cohort.to_frame())
     print(f"wrote {args.out}")
+
+
+def _add_trial_parser(sub) -> None:
+    t = sub.add_parser("trial", help="run a virtual trial defined in an experiment TOML file")
+    t.add_argument("experiment", help="experiment file (see experiments/*.toml)")
+    t.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    t.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def _run_trial(args) -> int:
+    from vcohort.experiment import load_experiment
+    from vcohort.io import check_output_dir
+
+    exp = load_experiment(args.experiment)  # validated before any compute
+    check_output_dir(args.out, args.overwrite)
+    from vcohort.trial import run_trial, write_trial
+
+    t0 = time.perf_counter()
+    result = run_trial(exp, progress=False if args.no_progress else None)
+    write_trial(result, args.out, overwrite=args.overwrite)
+    cols = ["arm", "n", "orr", "orr_ci_low", "orr_ci_high", "dcr", "median_pfs_days",
+            "pfs_landmark", "hr", "hr_ci_low", "hr_ci_high"]  # fmt: skip
+    with __import__("pandas").option_context(
+        "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format
+    ):
+        print(f"\n{exp.title}: {len(result.cohort)} patients, {exp.horizon_days} days")
+        print(result.summary[[c for c in cols if c in result.summary]].to_string(index=False))
+    print(f"wrote {args.out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -303,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_optimize(args)
         if args.command == "calibrate":
             return _run_calibrate(args)
+        if args.command == "trial":
+            return _run_trial(args)
         if args.command == "model-doc":
             from vcohort.docs import write_model_doc
 

@@ -4,17 +4,19 @@ Every patient's random draws derive from ``fold_in(fold_in(key(seed), patient_id
 for each named quantity, so a patient is the same whatever the cohort size, chunking, device
 count or the set of other parameters (ARCHITECTURE.md, "Random numbers").
 
-Covariates (assumptions stated per line in `COVARIATES`): body weight, height, BSA (DuBois &
-DuBois 1916), baseline tumour diameter (median 86 mm as the sum of diameters of the
-pembrolizumab PK population, Ahamadi et al. 2017).  The initial immune state comes from a
-pre-treatment run-in with the tumour held at its baseline size, so that immune cells and
-signals are consistent with the tumour rather than hand-set (MODEL.md, "A virtual patient").
+Covariates come from a population preset (`vcohort.population`; data files, sources stated per
+field): body weight, height, BSA (DuBois & DuBois 1916), baseline tumour diameter (median 86 mm
+as the sum of diameters of the pembrolizumab PK population, Ahamadi et al. 2017) and PD-L1
+status (a latent normal above the 1 - prevalence quantile, correlated with model parameters as
+the preset says).  The preset's correlations act on the standard-normal draws.  The initial
+immune state comes from a pre-treatment run-in with the tumour held at its baseline size, so
+that immune cells and signals are consistent with the tumour rather than hand-set (MODEL.md,
+"A virtual patient").  Plausibility screening is in `vcohort.plausibility`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import zlib
 from dataclasses import dataclass
 
@@ -23,25 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vcohort.drugs import CATALOGUE, Drug
-
-# name: (median, cv, lower, upper, source)
-COVARIATES = {
-    "weight_kg": (
-        76.8,
-        0.2,
-        35.0,
-        180.0,
-        "median: Ahamadi 2017 reference weight; CV 20%: assumption (adult oncology)",
-    ),
-    "height_cm": (170.0, 0.055, 140.0, 205.0, "assumption: adult height ~170 ± 9 cm"),
-    "baseline_diameter_mm": (
-        86.0,
-        0.5,
-        15.0,
-        300.0,
-        "median 86 mm: MODEL.md (Ahamadi 2017 BSLD); CV 50%: assumption",
-    ),
-}
+from vcohort.population import PDL1_LATENT, Population, correlate, load_population
 
 
 def _hash(name: str) -> int:
@@ -78,7 +62,8 @@ class Cohort:
         params: model parameter name -> (P,).
         pk: drug -> PK parameter name -> (P,) (typical-weight values; weight scaling is applied
             by the simulator).
-        covariates: ``weight_kg``, ``height_cm``, ``bsa_m2``, ``baseline_diameter_mm`` -> (P,).
+        covariates: ``weight_kg``, ``height_cm``, ``bsa_m2``, ``baseline_diameter_mm``,
+            ``pdl1_positive`` (bool) and any other covariate of the population -> (P,).
         y0: state name -> (P,) initial state.
         model: the model name the cohort was built for.
         seed: the seed it was drawn with.
@@ -106,6 +91,26 @@ class Cohort:
             t(self.y0),
             self.model,
             self.seed,
+        )
+
+    @staticmethod
+    def concat(cohorts: list[Cohort]) -> Cohort:
+        """Patients of several cohorts (same model and seed) in the order given."""
+        if not cohorts:
+            raise ValueError("concat needs at least one cohort")
+        first = cohorts[0]
+        for c in cohorts[1:]:
+            if (c.model, c.seed) != (first.model, first.seed):
+                raise ValueError("cohorts to concatenate must share model and seed")
+        cat = lambda ds: {k: np.concatenate([d[k] for d in ds]) for k in ds[0]}  # noqa: E731
+        return Cohort(
+            np.concatenate([c.patient_id for c in cohorts]),
+            cat([c.params for c in cohorts]),
+            {d: cat([c.pk[d] for c in cohorts]) for d in first.pk},
+            cat([c.covariates for c in cohorts]),
+            cat([c.y0 for c in cohorts]),
+            first.model,
+            first.seed,
         )
 
     def replace(self, **changes) -> Cohort:
@@ -171,6 +176,8 @@ def make_cohort(
     dt: float = 0.1,
     precision: str = "float64",
     baseline_diameter_mm=None,
+    population: Population | str | None = None,
+    chunk_size: int = 4096,
 ) -> Cohort:
     """Draw ``n`` virtual patients.
 
@@ -186,6 +193,8 @@ def make_cohort(
             days leave <5% of the initial transient (tested).
         dt, precision: numerics of the run-in.
         baseline_diameter_mm: override the drawn baseline diameters (scalar or (n,)).
+        population: a `Population` or preset name/file (default: the ``default`` preset).
+        chunk_size: patients per compiled call of the run-in (results do not depend on it).
     """
     from vcohort.model import CSC_IMMUNE
 
@@ -195,12 +204,11 @@ def make_cohort(
     if not isinstance(runin_days, int | np.integer) or runin_days < 0:
         raise ValueError(f"runin_days={runin_days!r} must be an integer >= 0")
     cat = CATALOGUE if drugs is None else drugs
+    pop = population if isinstance(population, Population) else load_population(population)
     ids = np.arange(first_id, first_id + n, dtype=np.int64)
 
-    names = [f"param:{r.name}" for r in model.params]
-    names += [f"pk:{d}:{r.name}" for d, drug in cat.items() for r in drug.params]
-    names += [f"cov:{c}" for c in COVARIATES]
-    z = standard_normals(seed, ids, names)
+    keys = draw_keys(model, cat, pop)
+    z = correlate(standard_normals(seed, ids, sorted(set(keys.values()))), pop, keys)
     zf = (lambda k: z[k]) if variability else (lambda k: np.zeros(n))
 
     params = {r.name: r.value * np.exp(r.omega * zf(f"param:{r.name}")) for r in model.params}
@@ -209,9 +217,11 @@ def make_cohort(
         for d, drug in cat.items()
     }
     cov = {}
-    for c, (med, cv, lo, hi, _src) in COVARIATES.items():
-        omega = math.sqrt(math.log1p(cv**2))
-        cov[c] = np.clip(med * np.exp(omega * z[f"cov:{c}"]), lo, hi)
+    for c, spec in pop.covariates.items():
+        cov[c] = np.clip(spec.median * np.exp(spec.omega * z[f"cov:{c}"]), spec.lower, spec.upper)
+    from scipy.stats import norm
+
+    cov["pdl1_positive"] = z[f"cov:{PDL1_LATENT}"] > norm.ppf(1.0 - pop.pdl1_prevalence)
     if baseline_diameter_mm is not None:
         b = np.broadcast_to(np.asarray(baseline_diameter_mm, dtype=np.float64), (n,)).copy()
         if np.any(~np.isfinite(b)) or np.any(b <= 0):
@@ -223,11 +233,41 @@ def make_cohort(
     y0 = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)).copy() for k, v in y0.items()}
     cohort = Cohort(ids, params, pk, cov, y0, model.name, int(seed))
     if runin_days:
-        cohort = run_in(cohort, model, runin_days, dt=dt, precision=precision)
+        cohort = run_in(
+            cohort, model, runin_days, dt=dt, precision=precision, chunk_size=chunk_size
+        )
     return cohort
 
 
-def run_in(cohort: Cohort, model, days: int, *, dt: float = 0.1, precision: str = "float64"):
+def draw_keys(model, catalogue: dict, pop: Population) -> dict[str, str]:
+    """Every random quantity of a patient: user-facing name -> key of its standard-normal draw
+    (model parameters by name, PK parameters as ``drug.PARAM``, covariates, ``pdl1``).
+    Raises if the population correlates a name that is none of these."""
+    keys = {r.name: f"param:{r.name}" for r in model.params}
+    keys |= {
+        f"{d}.{r.name}": f"pk:{d}:{r.name}" for d, drug in catalogue.items() for r in drug.params
+    }
+    keys |= {c: f"cov:{c}" for c in pop.covariates}
+    keys[PDL1_LATENT] = f"cov:{PDL1_LATENT}"
+    unknown = [n for n in pop.correlated_names() if n not in keys]
+    if unknown:
+        raise ValueError(
+            f"population {pop.name!r}: correlation names {unknown} are not model parameters, "
+            f"covariates ({', '.join(pop.covariates)}), 'drug.PARAM' PK parameters or "
+            f"{PDL1_LATENT!r}"
+        )
+    return keys
+
+
+def run_in(
+    cohort: Cohort,
+    model,
+    days: int,
+    *,
+    dt: float = 0.1,
+    precision: str = "float64",
+    chunk_size: int = 4096,
+):
     """Settle the immune state for ``days`` with the tumour frozen (no drugs)."""
     from vcohort.simulate import simulate
 
@@ -241,6 +281,7 @@ def run_in(cohort: Cohort, model, days: int, *, dt: float = 0.1, precision: str 
         precision=precision,
         tumour_dynamics=0.0,
         progress=False,
+        chunk_size=chunk_size,
     )
     y0 = {k: np.asarray(v[:, -1], dtype=np.float64) for k, v in traj.states.items()}
     return cohort.replace(y0=y0)

@@ -512,6 +512,11 @@ def to_nmtran(
     return df.sort_values(["ID", "TIME", "CMT"], kind="stable").reset_index(drop=True)
 
 
+def _close(a: float, b: float, rtol: float, atol: float) -> bool:
+    """``np.isclose`` for two Python floats (~100x faster than the numpy call per scalar)."""
+    return abs(a - b) <= atol + rtol * abs(b)
+
+
 def _collapse(pid, drug, cmt, doses):
     rows, j = [], 0
     while j < len(doses):
@@ -521,11 +526,11 @@ def _collapse(pid, drug, cmt, doses):
         while k < len(doses):
             t, a, d = doses[k]
             step = t - doses[k - 1][0]
-            if not (np.isclose(a, a0, rtol=1e-12, atol=0) and d == d0):
+            if not (_close(a, a0, 1e-12, 0.0) and d == d0):
                 break
             if ii is None:
                 ii = step
-            elif not np.isclose(step, ii, rtol=1e-9, atol=1e-9):
+            elif not _close(step, ii, 1e-9, 1e-9):
                 break
             k += 1
         addl = k - j - 1

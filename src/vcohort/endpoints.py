@@ -4,9 +4,20 @@ Tumour size is the spherical-equivalent diameter (QSP-IO ``tumSizePerc.m``) used
 sum of diameters.  RECIST 1.1 (Eisenhauer et al. 2009, Eur J Cancer 45:228): PR is a ≥30%
 decrease from **baseline**; PD a ≥20% increase over the **nadir** (smallest sum so far,
 including baseline) that is also ≥5 mm; CR is disappearance, here a diameter under
-``cr_floor_mm``; SD otherwise.  Assessments are taken every ``assess_every`` days (default 42,
-the 6-weekly imaging of KEYNOTE-002; assumption for other trials).  PFS is the day of the first
-PD assessment, censored at the last assessment when there is none.
+``cr_floor_mm``; SD otherwise.  With ``confirm_days > 0`` a PR/CR counts only when the first
+assessment at least ``confirm_days`` later (before any PD) shows it again (RECIST 1.1 §4.6
+requires ≥4 weeks, i.e. 28 days, in non-randomised trials); an unconfirmed response is SD.
+Assessments are every ``assess_every`` days from ``assess_first`` (default 42 and 42: the
+6-weekly imaging of KEYNOTE-002; assumption for other trials) or on explicit days.  PFS is the
+day of the first PD assessment, censored at the last assessment (FDA 2018 guidance on clinical
+trial endpoints: censor at the last adequate assessment) or, with ``censor_at="horizon"``, at
+the horizon.  There is no death in the model, so PFS events are progressions only.
+
+Survival summaries use lifelines (Davidson-Pilon 2019, JOSS 4:1317): Kaplan–Meier with
+Greenwood/exponential-Greenwood CIs, median PFS with its CI, and Cox proportional-hazards
+ratios of each arm against a reference arm.  Arms are run on the *same* virtual patients, so
+the Cox fit uses a cluster-robust (sandwich) variance grouped by patient (Lin & Wei 1989,
+JASA 84:1074).
 """
 
 from __future__ import annotations
@@ -15,52 +26,112 @@ import numpy as np
 import pandas as pd
 
 GRADE4_ANC = 0.5  # 1e9/L, CTCAE grade-4 neutropenia
+MONTH_DAYS = 365.25 / 12.0
+CENSOR_AT = ("last_assessment", "horizon")
 
 
-def assessment_days(n_days: int, assess_every: int) -> np.ndarray:
+def assessment_days(
+    n_days: int, assess_every: int, first: int | None = None, days=None
+) -> np.ndarray:
+    """Assessment days within ``1..n_days``: explicit ``days``, or every ``assess_every`` days
+    from ``first`` (default ``assess_every``)."""
+    if days is not None:
+        d = np.unique(np.asarray(days, dtype=np.int64))
+        if d.size and (d[0] < 1):
+            raise ValueError(f"assessment days {d.tolist()} must be >= 1")
+        return d[d <= n_days]
     if assess_every < 1:
         raise ValueError(f"assess_every={assess_every!r} must be >= 1 day")
-    return np.arange(assess_every, n_days + 1, assess_every)
+    first = assess_every if first is None else first
+    if first < 1:
+        raise ValueError(f"assess_first={first!r} must be >= 1 day")
+    return np.arange(first, n_days + 1, assess_every)
 
 
-def recist(diam: np.ndarray, days: np.ndarray, *, cr_floor_mm: float = 5.0):
-    """Best overall response and PFS from diameters ``diam`` (P, A) at assessment ``days`` (A,)
-    given the baseline in column 0 of a (P, A+1) array.
+def recist(
+    diam: np.ndarray,
+    days: np.ndarray,
+    *,
+    cr_floor_mm: float = 5.0,
+    confirm_days: int = 0,
+    censor_at: str = "last_assessment",
+    horizon: float | None = None,
+):
+    """Best overall response and PFS from diameters at assessment ``days`` (A,), given as a
+    (P, A+1) array whose column 0 is the baseline.
+
+    Args:
+        cr_floor_mm: a diameter below this is a complete response.
+        confirm_days: 0 = no confirmation; else a PR/CR must be seen again at the first
+            assessment at least this many days later, before progression.
+        censor_at: ``last_assessment`` or ``horizon`` (then ``horizon`` is required).
 
     Returns (bor: (P,) str, pfs_days: (P,), pfs_event: (P,) bool).
     """
+    if censor_at not in CENSOR_AT:
+        raise ValueError(f"censor_at={censor_at!r}; allowed: {CENSOR_AT}")
+    if censor_at == "horizon" and horizon is None:
+        raise ValueError("censor_at='horizon' needs the horizon")
+    if confirm_days < 0:
+        raise ValueError(f"confirm_days={confirm_days!r} must be >= 0")
+    days = np.asarray(days, dtype=np.float64)
     base = diam[:, :1]
     seq = diam[:, 1:]
     P, A = seq.shape
-    if A == 0:  # horizon shorter than the first assessment: not evaluable, censored at day 0
-        return np.full(P, "NE", dtype=object), np.zeros(P), np.zeros(P, dtype=bool)
+    if A == 0:  # horizon shorter than the first assessment: not evaluable
+        end = 0.0 if censor_at == "last_assessment" else float(horizon)
+        return np.full(P, "NE", dtype=object), np.full(P, end), np.zeros(P, dtype=bool)
     nadir = np.minimum.accumulate(np.concatenate([base, seq], axis=1), axis=1)[:, :-1]
     pd_hit = (seq >= 1.2 * nadir) & (seq - nadir >= 5.0)
     cr = seq < cr_floor_mm
-    pr = (seq - base) / base <= -0.30
+    resp = ((seq - base) / base <= -0.30) | cr
     first_pd = np.where(pd_hit.any(axis=1), np.argmax(pd_hit, axis=1), A)
     before = np.arange(A)[None, :] < first_pd[:, None]
+    if confirm_days:
+        # index of the first assessment >= confirm_days after each one (A if none)
+        k = np.searchsorted(days, days + confirm_days - 1e-9, side="left")
+        has = k < A
+        kk = np.minimum(k, A - 1)
+        in_time = has[None, :] & (kk[None, :] < first_pd[:, None])
+        cr = cr & in_time & cr[:, kk]
+        resp = resp & in_time & resp[:, kk]
     any_cr = (cr & before).any(axis=1)
-    any_pr = (pr & before).any(axis=1)
+    any_pr = (resp & before).any(axis=1)
     bor = np.full(P, "SD", dtype=object)
     bor[any_pr] = "PR"
     bor[any_cr] = "CR"
     bor[(~any_pr) & (~any_cr) & (first_pd == 0)] = "PD"
     event = first_pd < A
-    pfs = np.where(event, days[np.minimum(first_pd, A - 1)], days[-1]).astype(float)
+    end = days[-1] if censor_at == "last_assessment" else float(horizon)
+    pfs = np.where(event, days[np.minimum(first_pd, A - 1)], end).astype(float)
     return bor, pfs, event
 
 
-def patient_endpoints(traj, *, assess_every: int = 42, cr_floor_mm: float = 5.0) -> pd.DataFrame:
+def patient_endpoints(
+    traj,
+    *,
+    assess_every: int = 42,
+    assess_first: int | None = None,
+    assess_days=None,
+    cr_floor_mm: float = 5.0,
+    confirm_days: int = 0,
+    censor_at: str = "last_assessment",
+) -> pd.DataFrame:
     """One row per patient: baseline/final/nadir diameter, best % change, RECIST BOR, PFS,
-    CSC fraction, ANC nadir, exposure (AUC per drug) and solver status."""
+    CSC fraction, ANC nadir, exposure (AUC per drug) and solver status (see `recist` and
+    `assessment_days` for the options)."""
     d = np.asarray(traj.daily["diameter_mm"], dtype=np.float64)
     n_days = d.shape[1] - 1
     base = d[:, 0]
     pct = 100.0 * (d[:, 1:] - base[:, None]) / base[:, None]
-    adays = assessment_days(n_days, assess_every)
+    adays = assessment_days(n_days, assess_every, assess_first, assess_days)
     bor, pfs, ev = recist(
-        np.concatenate([d[:, :1], d[:, adays]], axis=1), adays, cr_floor_mm=cr_floor_mm
+        np.concatenate([d[:, :1], d[:, adays]], axis=1),
+        adays,
+        cr_floor_mm=cr_floor_mm,
+        confirm_days=confirm_days,
+        censor_at=censor_at,
+        horizon=float(n_days),
     )
     ok = traj.status == 0
     bor = np.where(ok, bor, "NE")
@@ -125,6 +196,8 @@ def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
             "orr_ci_low": orr_lo,
             "orr_ci_high": orr_hi,
             "dcr": dc / n if n else np.nan,
+            "dcr_ci_low": clopper_pearson(dc, n)[0],
+            "dcr_ci_high": clopper_pearson(dc, n)[1],
             "median_best_pct_change": float(ok["best_pct_change"].median()),
             "median_final_pct_change": float(ok["final_pct_change"].median()),
             "progression_free_at_end": float((~ok["pfs_event"].astype(bool)).mean())
@@ -132,9 +205,114 @@ def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
             else np.nan,
         }
         if "csc_fraction_final" in ok:
+            row["median_csc_fraction_baseline"] = float(ok["csc_fraction_baseline"].median())
             row["median_csc_fraction_final"] = float(ok["csc_fraction_final"].median())
         if "anc_nadir" in ok:
             row["median_anc_nadir"] = float(ok["anc_nadir"].median())
             row["grade4_neutropenia"] = float(ok["grade4_neutropenia"].mean()) if n else np.nan
+        for c in ok.columns:
+            if c.startswith("auc_"):  # exposure: median plasma AUC over the horizon, mg·day/L
+                row[f"median_{c}"] = float(ok[c].median())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def kaplan_meier(
+    endpoints: pd.DataFrame, *, by: str = "arm", landmark_days: float = 6 * MONTH_DAYS
+):
+    """Per arm (patients with status 0): median PFS (days) with its 95% CI and the KM
+    progression-free probability at ``landmark_days`` (default 6 months) with its 95% CI,
+    from lifelines' `KaplanMeierFitter`.  A median not reached is NaN (``inf`` upper CI); a
+    landmark after the last follow-up is NaN."""
+    from lifelines import KaplanMeierFitter
+    from lifelines.utils import median_survival_times
+
+    rows = []
+    for arm, g in endpoints.groupby(by, sort=False):
+        ok = g[g["status"] == 0]
+        row = {by: arm}
+        if len(ok) == 0:
+            rows.append(row | dict.fromkeys(_KM_COLS, np.nan))
+            continue
+        km = KaplanMeierFitter().fit(ok["pfs_days"], ok["pfs_event"].astype(bool))
+        med = float(km.median_survival_time_)
+        ci = median_survival_times(km.confidence_interval_).to_numpy().ravel()
+        if landmark_days <= float(ok["pfs_days"].max()):
+            at = km.survival_function_at_times(landmark_days).to_numpy()[0]
+            band = km.confidence_interval_survival_function_
+            idx = band.index.searchsorted(landmark_days, side="right") - 1
+            lo, hi = band.iloc[max(idx, 0)].to_numpy()
+        else:  # beyond the last follow-up: not estimable
+            at = lo = hi = np.nan
+        row |= {
+            "median_pfs_days": med if np.isfinite(med) else np.nan,
+            "median_pfs_ci_low": float(ci[0]),
+            "median_pfs_ci_high": float(ci[1]),
+            "pfs_landmark_days": float(landmark_days),
+            "pfs_landmark": float(at),
+            "pfs_landmark_ci_low": float(lo),
+            "pfs_landmark_ci_high": float(hi),
+        }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+_KM_COLS = ("median_pfs_days", "median_pfs_ci_low", "median_pfs_ci_high", "pfs_landmark_days",
+            "pfs_landmark", "pfs_landmark_ci_low", "pfs_landmark_ci_high")  # fmt: skip
+
+
+def hazard_ratios(endpoints: pd.DataFrame, reference: str, *, by: str = "arm") -> pd.DataFrame:
+    """Cox PH hazard ratio of PFS for each arm vs ``reference`` (indicator covariate), with a
+    95% CI from a cluster-robust variance over patients (the arms share patients); lifelines'
+    `CoxPHFitter`.  NaN with a ``hr_note`` when the fit is impossible (no events)."""
+    from lifelines import CoxPHFitter
+
+    arms = list(dict.fromkeys(endpoints[by]))
+    if reference not in arms:
+        raise ValueError(f"reference arm {reference!r} is not among the arms {arms}")
+    rows = []
+    for arm in arms:
+        row = {by: arm, "hr": np.nan, "hr_ci_low": np.nan, "hr_ci_high": np.nan, "hr_note": ""}
+        if arm == reference:
+            row |= {"hr": 1.0, "hr_note": "reference"}
+            rows.append(row)
+            continue
+        g = endpoints[endpoints[by].isin([arm, reference]) & (endpoints["status"] == 0)]
+        df = pd.DataFrame(
+            {
+                "t": g["pfs_days"].to_numpy(float),
+                "e": g["pfs_event"].to_numpy(bool),
+                "arm": (g[by] == arm).to_numpy(float),
+                "patient": g["patient"].to_numpy(),
+            }
+        )
+        n_ev = int(df["e"].sum())
+        if n_ev == 0 or df["arm"].nunique() < 2:
+            row["hr_note"] = "no progression events" if n_ev == 0 else "empty arm"
+            rows.append(row)
+            continue
+        try:
+            cph = CoxPHFitter().fit(df, "t", "e", cluster_col="patient")
+            ci = np.exp(cph.confidence_intervals_.loc["arm"].to_numpy())
+            row |= {"hr": float(cph.hazard_ratios_["arm"]), "hr_ci_low": ci[0], "hr_ci_high": ci[1]}
+        except Exception as e:  # lifelines raises ConvergenceError (e.g. all events in one arm)
+            row["hr_note"] = f"Cox fit failed: {type(e).__name__}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def trial_summary(
+    endpoints: pd.DataFrame,
+    *,
+    reference: str | None = None,
+    by: str = "arm",
+    landmark_days: float = 6 * MONTH_DAYS,
+) -> pd.DataFrame:
+    """`summarize` + `kaplan_meier` + `hazard_ratios` (vs ``reference``, default the first arm),
+    one row per arm."""
+    arms = list(dict.fromkeys(endpoints[by]))
+    reference = arms[0] if reference is None else reference
+    s = summarize(endpoints, by=by)
+    s = s.merge(kaplan_meier(endpoints, by=by, landmark_days=landmark_days), on=by, how="left")
+    s = s.merge(hazard_ratios(endpoints, reference, by=by), on=by, how="left")
+    return s

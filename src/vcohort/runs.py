@@ -58,8 +58,12 @@ def run_arms(
     chunk_size: int = 4096,
     progress: bool | None = None,
     assess_every: int = 42,
+    endpoint_options: dict | None = None,
 ):
-    """Simulate every arm on ``cohort``.  Returns (trajectories by arm, endpoints, summary)."""
+    """Simulate every arm on ``cohort``.  Returns (trajectories by arm, endpoints, summary,
+    schedules by arm).  ``endpoint_options`` go to `patient_endpoints` (assessment schedule,
+    confirmation, censoring)."""
+    opts = {"assess_every": assess_every} | dict(endpoint_options or {})
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise ValueError(f"arm names must be unique, got {names}")
@@ -92,7 +96,7 @@ def run_arms(
         )
         tr.timings["arm_s"] = time.perf_counter() - t0
         trajs[a.name] = tr
-        ep = patient_endpoints(tr, assess_every=assess_every)
+        ep = patient_endpoints(tr, **opts)
         ep.insert(1, "arm", a.name)
         eps.append(ep)
     endpoints = pd.concat(eps, ignore_index=True)

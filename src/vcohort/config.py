@@ -1,0 +1,109 @@
+"""Validation of plain-dict configs (parsed TOML): every bad field is reported, not only the first.
+
+A `Checker` walks a dict, reads typed fields and collects one message per bad field, naming the
+field's dotted path, the value found and what is allowed; `Checker.raise_if_any` then raises a
+single `ConfigError` listing them all (before any compute).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config with one or more bad fields; ``errors`` lists one message per field."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.errors = list(errors)
+        lines = "\n".join(f"  - {e}" for e in self.errors)
+        super().__init__(f"{source}: {len(self.errors)} invalid field(s):\n{lines}")
+
+
+_MISSING = object()
+
+
+class Checker:
+    """Collects errors while reading typed fields from nested dicts."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.errors: list[str] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(f"{path}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ConfigError(self.source, self.errors)
+
+    def table(self, d: Any, path: str, allowed: set[str], required: set[str] = frozenset()):
+        """``d`` as a dict (or {} after recording an error); flags unknown and missing keys."""
+        if not isinstance(d, dict):
+            self.error(path or "(top level)", f"expected a table, got {type(d).__name__} {d!r}")
+            return {}
+        for k in d:
+            if k not in allowed:
+                self.error(_join(path, k), f"unknown key; allowed: {', '.join(sorted(allowed))}")
+        for k in sorted(required):
+            if k not in d:
+                self.error(_join(path, k), "required key is missing")
+        return d
+
+    def get(self, d: dict, key: str, path: str, kind: str, default: Any = _MISSING, **limits):
+        """Read ``d[key]`` as ``kind`` (``int``, ``float``, ``str``, ``bool``); record an error and
+        return ``default`` (None if none) when it is missing, mistyped or out of range.
+
+        Limits: ``ge``, ``gt``, ``le``, ``lt`` (numbers), ``choices`` (any kind).
+        """
+        p = _join(path, key)
+        if key not in d:
+            if default is _MISSING:
+                self.error(p, "required key is missing")
+                return None
+            return default
+        v = d[key]
+        ok = {
+            "int": isinstance(v, int) and not isinstance(v, bool),
+            "float": isinstance(v, int | float) and not isinstance(v, bool),
+            "str": isinstance(v, str),
+            "bool": isinstance(v, bool),
+        }[kind]
+        if not ok:
+            self.error(p, f"expected {_KIND_WORDS[kind]}, got {type(v).__name__} {v!r}")
+            return None if default is _MISSING else default
+        if kind == "float":
+            v = float(v)
+            if not math.isfinite(v):
+                self.error(p, f"{v!r} must be finite")
+                return None if default is _MISSING else default
+        if not self._in_range(p, v, **limits):
+            return None if default is _MISSING else default
+        return v
+
+    def _in_range(self, p, v, ge=None, gt=None, le=None, lt=None, choices=None) -> bool:
+        bad = None
+        if ge is not None and v < ge:
+            bad = f">= {ge}"
+        elif gt is not None and v <= gt:
+            bad = f"> {gt}"
+        elif le is not None and v > le:
+            bad = f"<= {le}"
+        elif lt is not None and v >= lt:
+            bad = f"< {lt}"
+        if bad:
+            self.error(p, f"{v!r} must be {bad}")
+            return False
+        if choices is not None and v not in choices:
+            self.error(p, f"{v!r} is not allowed; allowed: {', '.join(map(str, choices))}")
+            return False
+        return True
+
+
+_KIND_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true/false"}
+
+
+def _join(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)

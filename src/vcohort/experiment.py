@@ -1,0 +1,361 @@
+"""Experiment files (TOML) → a validated `Experiment`, every bad field reported before compute.
+
+An experiment names a population, the numerics, the RECIST assessment schedule, a reference arm
+and the arms.  Example (see ``experiments/*.toml`` for complete files)::
+
+    title = "Pembrolizumab vs chemotherapy"
+    reference_arm = "chemo"
+
+    [population]
+    preset = "default"          # or file = "my_population.toml" (relative to this file)
+    size = 500
+    seed = 2026
+
+    [simulation]
+    horizon_days = 365
+
+    [assessment]
+    first_day = 84
+    every_days = 42
+    confirm_days = 28
+
+    [[arms]]
+    name = "pembro"
+    regimens = ["pembrolizumab 2 mg/kg every 21 d over 30 min"]
+
+    [[arms]]
+    name = "chemo"
+    regimens = [{ drug = "doxorubicin", dose = "60 mg/m2", every = "21 d", count = 6 }]
+
+    [[arms]]
+    name = "chemo_then_pembro"
+    sequencing = "induction-maintenance"
+    induction = ["doxorubicin 60 mg/m2 every 21 d x 4"]
+    induction_days = 84
+    maintenance = ["pembrolizumab 200 mg every 21 d"]
+
+A ``concurrent`` arm (the default) gives all its ``regimens`` together, each from its own
+``start``; an ``induction-maintenance`` arm gives ``induction`` until ``induction_days`` and then
+``maintenance``, whose ``start``/``until`` count from the end of induction.  An empty
+``regimens`` list is the untreated arm.  ``[calibration]`` is reserved and not yet supported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from vcohort.config import Checker
+from vcohort.dosing import Regimen, parse_amount, parse_duration, parse_regimen
+from vcohort.endpoints import CENSOR_AT, MONTH_DAYS
+from vcohort.population import Population, load_population
+from vcohort.runs import Arm
+
+SEQUENCING = ("concurrent", "induction-maintenance")
+PRECISIONS = ("float64", "float32")
+_TOP = {"title", "description", "reference_arm", "population", "simulation", "assessment",
+        "arms", "calibration"}  # fmt: skip
+_POP = {"preset", "file", "size", "seed", "replace_rejected", "screening"}
+_SIM = {"horizon_days", "dt", "precision", "chunk_size", "save_every", "runin_days"}
+_ASSESS = {"every_days", "first_day", "days", "confirm_days", "cr_floor_mm", "censor_at",
+           "landmark_days"}  # fmt: skip
+_ARM = {"name", "description", "sequencing", "regimens", "induction", "induction_days",
+        "maintenance"}  # fmt: skip
+_REG = {"drug", "dose", "every", "count", "until", "start", "over"}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment.  ``config`` is the config as a plain dict with defaults filled."""
+
+    title: str
+    description: str
+    population: Population
+    size: int
+    seed: int
+    replace_rejected: bool
+    screening: bool
+    horizon_days: int
+    dt: float
+    precision: str
+    chunk_size: int
+    save_every: int
+    runin_days: int
+    endpoint_options: dict
+    landmark_days: float
+    reference_arm: str
+    arms: tuple[Arm, ...]
+    config: dict
+    source: str
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment TOML file (raises `vcohort.config.ConfigError`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"experiment file {str(p)!r} does not exist")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"experiment file {str(p)!r} is not valid TOML: {e}") from None
+    return experiment_from_dict(data, source=str(p), base_dir=p.parent, default_title=p.stem)
+
+
+def experiment_from_dict(
+    d: dict, *, source: str = "<experiment>", base_dir: Path | None = None, default_title=""
+) -> Experiment:
+    """Validate a parsed experiment; every bad field is listed in one error."""
+    ck = Checker(source)
+    d = ck.table(d, "", _TOP, {"population", "simulation", "arms"})
+    if "calibration" in d:
+        ck.error(
+            "calibration",
+            "calibration inside an experiment is not yet supported (see issue 3, part 3); "
+            "remove the [calibration] table",
+        )
+    title = ck.get(d, "title", "", "str", default_title or "vcohort trial")
+    desc = ck.get(d, "description", "", "str", "")
+
+    pt = ck.table(d.get("population", {}), "population", _POP, {"size"})
+    size = ck.get(pt, "size", "population", "int", 1, ge=1)
+    seed = ck.get(pt, "seed", "population", "int", 0, ge=0)
+    repl = ck.get(pt, "replace_rejected", "population", "bool", True)
+    screening = ck.get(pt, "screening", "population", "bool", True)
+    pop = _population(ck, pt, base_dir)
+
+    st = ck.table(d.get("simulation", {}), "simulation", _SIM, {"horizon_days"})
+    horizon = ck.get(st, "horizon_days", "simulation", "int", 1, ge=1)
+    dt = ck.get(st, "dt", "simulation", "float", 0.1, gt=0, le=1)
+    if dt is not None:
+        n = round(1.0 / dt)
+        if abs(n * dt - 1.0) > 1e-9:
+            ck.error("simulation.dt", f"{dt!r}: 1/dt must be a whole number of steps per day")
+    precision = ck.get(st, "precision", "simulation", "str", "float64", choices=PRECISIONS)
+    chunk = ck.get(st, "chunk_size", "simulation", "int", 4096, ge=1)
+    save_every = ck.get(st, "save_every", "simulation", "int", 7, ge=1)
+    runin = ck.get(st, "runin_days", "simulation", "int", 240, ge=0)
+
+    at = ck.table(d.get("assessment", {}), "assessment", _ASSESS)
+    ep, landmark = _assessment(ck, at, horizon)
+
+    arms = []
+    raw_arms = d.get("arms", [])
+    if not isinstance(raw_arms, list) or not raw_arms:
+        ck.error("arms", f"expected one or more [[arms]] tables, got {raw_arms!r}")
+        raw_arms = []
+    names = []
+    for i, a in enumerate(raw_arms):
+        arm = _arm(ck, a, f"arms[{i}]", horizon)
+        if arm is not None:
+            if arm.name in names:
+                ck.error(f"arms[{i}].name", f"{arm.name!r} is used by another arm")
+            names.append(arm.name)
+            arms.append(arm)
+    ref = ck.get(d, "reference_arm", "", "str", names[0] if names else "")
+    if names and ref not in names:
+        ck.error("reference_arm", f"{ref!r} is not an arm; arms: {', '.join(names)}")
+    ck.raise_if_any()
+
+    config = {
+        "title": title,
+        "description": desc,
+        "reference_arm": ref,
+        "population": {
+            "name": pop.name,
+            "origin": pop.origin,
+            "size": size,
+            "seed": seed,
+            "replace_rejected": repl,
+            "screening": screening,
+        },  # fmt: skip
+        "simulation": {
+            "horizon_days": horizon,
+            "dt": dt,
+            "precision": precision,
+            "chunk_size": chunk,
+            "save_every": save_every,
+            "runin_days": runin,
+        },  # fmt: skip
+        "assessment": ep | {"landmark_days": landmark},
+        "arms": [
+            {
+                "name": a.name,
+                "regimens": [r.describe() for r in a.regimens],
+                "description": a.describe(),
+            }
+            for a in arms
+        ],  # fmt: skip
+    }
+    return Experiment(title, desc, pop, size, seed, repl, screening, horizon, dt, precision,
+                      chunk, save_every, runin, ep, landmark, ref, tuple(arms), config,
+                      source)  # fmt: skip
+
+
+def _population(ck: Checker, pt: dict, base_dir: Path | None) -> Population:
+    has_p, has_f = "preset" in pt, "file" in pt
+    if has_p and has_f:
+        ck.error("population", "give either preset or file, not both")
+    spec = ck.get(pt, "preset", "population", "str", None) if has_p else None
+    if has_f:
+        f = ck.get(pt, "file", "population", "str", None)
+        if f is not None:
+            fp = Path(f)
+            spec = fp if fp.is_absolute() or base_dir is None else base_dir / fp
+    try:
+        pop = load_population(spec)
+        from vcohort.cohort import draw_keys
+        from vcohort.drugs import CATALOGUE
+        from vcohort.model import CSC_IMMUNE
+
+        draw_keys(CSC_IMMUNE, CATALOGUE, pop)  # correlation names must exist
+        return pop
+    except ValueError as e:
+        ck.error("population.file" if has_f else "population.preset", str(e))
+        return load_population(None)
+
+
+def _assessment(ck: Checker, at: dict, horizon: int | None) -> tuple[dict, float]:
+    p = "assessment"
+    every = ck.get(at, "every_days", p, "int", 42, ge=1)
+    first = ck.get(at, "first_day", p, "int", every, ge=1)
+    days = at.get("days")
+    if days is not None:
+        if "every_days" in at or "first_day" in at:
+            ck.error(f"{p}.days", "give either days or every_days/first_day, not both")
+        if not (isinstance(days, list) and days and all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in days)):  # fmt: skip
+            ck.error(f"{p}.days", f"{days!r} must be a non-empty list of whole days >= 1")
+            days = None
+    confirm = ck.get(at, "confirm_days", p, "int", 0, ge=0)
+    floor = ck.get(at, "cr_floor_mm", p, "float", 5.0, gt=0)
+    censor = ck.get(at, "censor_at", p, "str", "last_assessment", choices=CENSOR_AT)
+    landmark = ck.get(at, "landmark_days", p, "float", 6 * MONTH_DAYS, gt=0)
+    first_seen = min(days) if days else first
+    if horizon is not None and first_seen is not None and first_seen > horizon:
+        ck.error(
+            f"{p}.{'days' if days else 'first_day'}",
+            f"first assessment on day {first_seen} is after the horizon ({horizon} d): "
+            f"no response could be assessed",
+        )
+    ep = {"assess_every": every, "assess_first": first, "assess_days": days,
+          "confirm_days": confirm, "cr_floor_mm": floor, "censor_at": censor}  # fmt: skip
+    return ep, landmark
+
+
+def _arm(ck: Checker, a, p: str, horizon) -> Arm | None:
+    a = ck.table(a, p, _ARM, {"name"})
+    name = ck.get(a, "name", p, "str", None)
+    if name is not None and not _NAME.fullmatch(name):
+        ck.error(f"{p}.name", f"{name!r}: use letters, digits and _ . + - (it names files)")
+    seq = ck.get(a, "sequencing", p, "str", "concurrent", choices=SEQUENCING)
+    regs: list[Regimen] = []
+    if seq == "induction-maintenance":
+        if "regimens" in a:
+            ck.error(f"{p}.regimens", "an induction-maintenance arm uses induction/maintenance")
+        for k in ("induction", "induction_days", "maintenance"):
+            if k not in a:
+                ck.error(f"{p}.{k}", "required for sequencing = 'induction-maintenance'")
+        ind_days = ck.get(a, "induction_days", p, "int", None, ge=1)
+        if ind_days is not None and horizon is not None and ind_days >= horizon:
+            ck.error(f"{p}.induction_days", f"{ind_days} must be shorter than the horizon")
+        for r in _regimens(ck, a.get("induction", []), f"{p}.induction"):
+            r = _cut(ck, r, ind_days, f"{p}.induction")
+            if r is not None:
+                regs.append(r)
+        for r in _regimens(ck, a.get("maintenance", []), f"{p}.maintenance"):
+            if ind_days is not None:
+                r = dataclasses.replace(
+                    r,
+                    start_day=r.start_day + ind_days,
+                    until_day=None if r.until_day is None else r.until_day + ind_days,
+                )
+            regs.append(r)
+    else:
+        for k in ("induction", "induction_days", "maintenance"):
+            if k in a:
+                ck.error(f"{p}.{k}", "only for sequencing = 'induction-maintenance'")
+        regs = _regimens(ck, a.get("regimens", []), f"{p}.regimens")
+    if horizon is not None:
+        for r in regs:
+            if r.start_day >= horizon:
+                ck.error(p, f"{r.describe()!r} starts on day {r.start_day:g}, after the horizon")
+    if name is None or seq is None:
+        return None
+    return Arm(name, tuple(regs))
+
+
+def _cut(ck: Checker, r: Regimen, end, p: str) -> Regimen | None:
+    if end is None:
+        return r
+    if r.start_day >= end:
+        ck.error(p, f"{r.describe()!r} starts after induction ends (day {end})")
+        return None
+    until = end if r.until_day is None else min(r.until_day, end)
+    return dataclasses.replace(r, until_day=float(until))
+
+
+def _regimens(ck: Checker, items, p: str) -> list[Regimen]:
+    if not isinstance(items, list):
+        ck.error(p, f"expected a list of regimen strings or tables, got {items!r}")
+        return []
+    out = []
+    for j, it in enumerate(items):
+        q = f"{p}[{j}]"
+        try:
+            if isinstance(it, str):
+                out.append(parse_regimen(it))
+            elif isinstance(it, dict):
+                r = _regimen_table(ck, it, q)
+                if r is not None:
+                    out.append(r)
+            else:
+                ck.error(q, f"expected a regimen string or table, got {it!r}")
+        except ValueError as e:
+            ck.error(q, str(e))
+    return out
+
+
+def _regimen_table(ck: Checker, t: dict, q: str) -> Regimen | None:
+    """``{drug, dose, every, count, until, start, over}``; units as in `parse_regimen`."""
+    t = ck.table(t, q, _REG, {"drug"})
+    drug = ck.get(t, "drug", q, "str", None)
+    if drug is None:
+        return None
+    base = parse_regimen(drug)  # the catalogue's clinical dose (raises for unknown drugs)
+    kw: dict = {"drug": base.drug}
+    errors = len(ck.errors)
+    if "dose" in t:
+        kw["dose"], kw["dose_unit"] = _field(ck, q, "dose", t["dose"], parse_amount) or (None, None)
+    else:
+        kw["dose"], kw["dose_unit"] = base.dose, base.dose_unit
+    if "every" in t:
+        v = t["every"]
+        if isinstance(v, str) and re.fullmatch(r"(?i)q\w+|bid|tid|qid|od", v.strip()):
+            kw["interval_days"] = parse_regimen(f"{drug} {v}").interval_days
+        else:
+            kw["interval_days"] = _field(ck, q, "every", v, parse_duration)
+    elif "count" not in t:
+        kw["interval_days"] = base.interval_days
+    if "count" in t:
+        kw["count"] = ck.get(t, "count", q, "int", None, ge=1)
+    for key, name in (("until", "until_day"), ("start", "start_day"), ("over", "infusion_days")):
+        if key in t:
+            kw[name] = _field(ck, q, key, t[key], parse_duration)
+    if len(ck.errors) > errors or any(v is None for k, v in kw.items() if k != "interval_days"):
+        return None
+    return Regimen(**kw)
+
+
+def _field(ck: Checker, q: str, key: str, v, parse):
+    if isinstance(v, bool) or not isinstance(v, str | int | float):
+        ck.error(f"{q}.{key}", f"expected a number or a string with a unit, got {v!r}")
+        return None
+    try:
+        return parse(v, key)
+    except ValueError as e:
+        ck.error(f"{q}.{key}", str(e))
+        return None

@@ -1,0 +1,507 @@
+"""Trial figures: waterfall, spider, Kaplan–Meier PFS, swimmer and dose-schedule charts.
+
+Every figure is drawn with matplotlib's object API on an Agg canvas (no pyplot state, no
+display needed).  Each plotting function takes the data (and optionally an ``ax`` to draw
+into) and returns the `Figure`; `save_figure` writes it as PNG.  Per-arm figures are grids
+of one panel per arm built by `by_arm`.
+
+Conventions (RECIST 1.1, Eisenhauer et al. 2009, Eur J Cancer 45:228): the dashed reference
+lines at +20% and −30% mark the PD and PR thresholds of the sum of diameters; colours encode
+best overall response (BOR).  The Kaplan–Meier estimate, its 95% interval (exponential
+Greenwood) and the numbers at risk come from lifelines (Davidson-Pilon 2019, JOSS 4:1317).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from vcohort.io import atomic_write_bytes
+
+BOR_ORDER = ("CR", "PR", "SD", "PD", "NE")
+BOR_COLORS = {"CR": "#08519c", "PR": "#6baed6", "SD": "#fdb863", "PD": "#b2182b", "NE": "#969696"}
+PD_LINE, PR_LINE = 20.0, -30.0  # % change: RECIST 1.1 PD (vs nadir) and PR (vs baseline)
+ENDPOINT_COLUMNS = ("patient", "arm", "bor", "best_pct_change", "pfs_days", "pfs_event")
+TIMECOURSE_COLUMNS = ("patient", "arm", "day", "diameter_mm")
+DOSE_COLUMNS = ("TIME", "AMT", "II", "ADDL", "RATE")
+
+
+# ---------------------------------------------------------------------- helpers
+def require_columns(df: pd.DataFrame, columns, name: str) -> None:
+    """Raise a ValueError naming ``name``, the missing columns and the ones present."""
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{name} lacks columns {missing}; required: {list(columns)}; has: {list(df.columns)}"
+        )
+
+
+def mpl_text(s) -> str:
+    """A user string safe for matplotlib text ('$' would start mathtext)."""
+    return str(s).replace("$", r"\$")
+
+
+def new_figure(width: float, height: float, **kw) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained", **kw)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _ax(ax, width: float = 6.4, height: float = 4.2):
+    return ax if ax is not None else new_figure(width, height).add_subplot()
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Write ``fig`` as PNG, atomically (no software/date metadata: reruns give equal files)."""
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def arms_of(df: pd.DataFrame) -> list:
+    """Arm names in order of first appearance."""
+    return list(dict.fromkeys(df["arm"].tolist()))
+
+
+def by_arm(
+    plot: Callable,
+    arms: list,
+    *frames: pd.DataFrame,
+    ncols: int = 3,
+    panel=(4.2, 3.3),
+    sharey: bool = True,
+    **kw,
+) -> Figure:
+    """One panel per arm: ``plot(*frames_of_arm, ax=ax, title=arm, **kw)``; frames with an
+    ``arm`` column are filtered to the arm, others passed whole."""
+    n = max(len(arms), 1)
+    nc = min(ncols, n)
+    nr = -(-n // nc)
+    fig = new_figure(panel[0] * nc, panel[1] * nr + 0.5)
+    axes = fig.subplots(nr, nc, squeeze=False, sharey=sharey).ravel()
+    for ax, arm in zip(axes, arms, strict=False):
+        parts = [f[f["arm"] == arm] if "arm" in f.columns else f for f in frames]
+        plot(*parts, ax=ax, title=arm, **kw)
+        if sharey and not ax.get_subplotspec().is_first_col():
+            ax.set_ylabel("")
+    for ax in axes[len(arms) :]:
+        ax.set_visible(False)
+    if not arms:
+        _empty(axes[0], "no arms")
+    return fig
+
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+
+
+def bor_legend(fig_or_ax, present=BOR_ORDER, **kw) -> None:
+    handles = [Patch(color=BOR_COLORS[b], label=b) for b in BOR_ORDER if b in set(present)]
+    if handles:
+        fig_or_ax.legend(handles=handles, title="BOR", **kw)
+
+
+def _bor(series: pd.Series) -> pd.Series:
+    return series.astype(str).where(series.astype(str).isin(BOR_ORDER), "NE")
+
+
+def subsample(df: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """At most ``n`` rows drawn without replacement (fixed ``seed``), in their original order."""
+    if len(df) <= n:
+        return df
+    idx = np.sort(np.random.default_rng(seed).choice(len(df), size=n, replace=False))
+    return df.iloc[idx]
+
+
+def evaluable(endpoints: pd.DataFrame) -> pd.DataFrame:
+    """Patients with a finished simulation (status 0 when present) and a finite best change."""
+    ok = np.isfinite(endpoints["best_pct_change"].to_numpy(dtype=float))
+    if "status" in endpoints.columns:
+        ok &= endpoints["status"].to_numpy() == 0
+    return endpoints[ok]
+
+
+def pct_change(timecourse: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``pct_change``: % change of ``diameter_mm`` from each patient's first day, per arm."""
+    tc = timecourse.sort_values(["arm", "patient", "day"], kind="stable")
+    base = tc.groupby(["arm", "patient"], sort=False)["diameter_mm"].transform("first")
+    return tc.assign(pct_change=100.0 * (tc["diameter_mm"] - base) / base)
+
+
+def horizon_of(endpoints: pd.DataFrame, timecourse: pd.DataFrame | None = None) -> float:
+    vals = [endpoints["pfs_days"].max() if len(endpoints) else np.nan]
+    if timecourse is not None and len(timecourse):
+        vals.append(timecourse["day"].max())
+    h = np.nanmax(np.asarray(vals, dtype=float)) if np.isfinite(vals).any() else np.nan
+    return float(h) if np.isfinite(h) and h > 0 else 1.0
+
+
+def day_ticks(horizon: float, max_ticks: int = 9) -> np.ndarray:
+    """Ticks at a clinically usual step (weeks, 4-week cycles, 6-weekly scans, months)."""
+    for step in (7, 14, 28, 42, 56, 84, 91, 182, 364, 728):
+        if horizon / step <= max_ticks:
+            break
+    return np.arange(0.0, horizon + 1e-9, step)
+
+
+# ---------------------------------------------------------------------- waterfall
+def bar_vertices(heights: np.ndarray, x: np.ndarray | None = None) -> np.ndarray:
+    """(n, 4, 2) corners of unit-width bars from 0 to ``heights`` centred on ``x`` (0..n-1)."""
+    x = np.arange(len(heights)) if x is None else np.asarray(x)
+    xs = np.stack([x - 0.5, x - 0.5, x + 0.5, x + 0.5], axis=1)
+    ys = np.stack([np.zeros_like(heights), heights, heights, np.zeros_like(heights)], axis=1)
+    return np.stack([xs, ys], axis=2)
+
+
+def waterfall(endpoints: pd.DataFrame, *, ax=None, title=None, cap: float = 100.0) -> Figure:
+    """Best % change from baseline per patient, sorted (largest growth left), coloured by BOR;
+    bars above ``cap`` % are cut at the cap and hatched."""
+    ax = _ax(ax)
+    ev = evaluable(endpoints).sort_values("best_pct_change", ascending=False, kind="stable")
+    y = ev["best_pct_change"].to_numpy(dtype=float)
+    colors = [BOR_COLORS[b] for b in _bor(ev["bor"])]
+    ax.add_collection(PolyCollection(bar_vertices(np.minimum(y, cap)), facecolors=colors, lw=0))
+    over = y > cap  # one collection per style: thousands of bars draw in well under a second
+    ax.add_collection(
+        PolyCollection(
+            bar_vertices(np.full(over.sum(), cap), np.flatnonzero(over)),
+            facecolors="none",
+            edgecolors="0.15",
+            hatch="//",
+            lw=0,
+        )
+    )
+    for v, lab in ((PD_LINE, "+20%"), (PR_LINE, "−30%")):
+        ax.axhline(v, color="0.25", ls="--", lw=0.8)
+        ax.text(1.01, v, lab, transform=ax.get_yaxis_transform(), va="center", fontsize=7)
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set_xlim(-0.5, max(len(y), 1) - 0.5)
+    top = max(40.0, float(np.nanmax(np.minimum(y, cap))) + 5.0) if len(y) else 40.0
+    ax.set_ylim(-105.0, top)
+    ax.set_xticks([])
+    ax.set_xlabel(f"patients (n={len(y)})")
+    ax.set_ylabel("best change from baseline (%)")
+    n_out = len(endpoints) - len(ev)
+    ax.set_title(
+        mpl_text(title or "") + (f"  [{n_out} not evaluable]" if n_out else ""), fontsize=10
+    )
+    if not len(y):
+        _empty(ax, "no evaluable patients")
+    return ax.figure
+
+
+def waterfall_by_arm(endpoints: pd.DataFrame, **kw) -> Figure:
+    require_columns(endpoints, ENDPOINT_COLUMNS, "endpoints")
+    fig = by_arm(waterfall, arms_of(endpoints), endpoints, **kw)
+    bor_legend(fig, _bor(endpoints["bor"]).unique(), loc="outside right upper")
+    return fig
+
+
+# ---------------------------------------------------------------------- spider
+def spider(
+    endpoints: pd.DataFrame,
+    timecourse: pd.DataFrame,
+    *,
+    ax=None,
+    title=None,
+    max_patients: int = 40,
+    seed: int = 0,
+) -> Figure:
+    """% change of the diameter from baseline over time, one line per patient (a random subset
+    of ``max_patients``), coloured by BOR."""
+    ax = _ax(ax)
+    ev = subsample(evaluable(endpoints), max_patients, seed)
+    bor = dict(zip(ev["patient"], _bor(ev["bor"]), strict=True))
+    tc = pct_change(timecourse[timecourse["patient"].isin(bor)])
+    for pid, g in tc.groupby("patient", sort=False):
+        ax.plot(g["day"], g["pct_change"], color=BOR_COLORS[bor[pid]], lw=0.9, alpha=0.8)
+    for v in (PD_LINE, PR_LINE):
+        ax.axhline(v, color="0.25", ls="--", lw=0.8)
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set_xlabel("day")
+    ax.set_ylabel("change from baseline (%)")
+    shown = f"{len(bor)} of {len(evaluable(endpoints))} shown" if len(bor) else ""
+    ax.set_title(f"{mpl_text(title or '')}  {shown}".strip(), fontsize=10)
+    if not len(tc):
+        _empty(ax, "no evaluable patients")
+    else:
+        ax.set_xticks(day_ticks(float(tc["day"].max())))
+    return ax.figure
+
+
+def spider_by_arm(endpoints, timecourse, **kw) -> Figure:
+    require_columns(endpoints, ENDPOINT_COLUMNS, "endpoints")
+    require_columns(timecourse, TIMECOURSE_COLUMNS, "timecourse")
+    fig = by_arm(spider, arms_of(endpoints), endpoints, timecourse, **kw)
+    bor_legend(fig, _bor(endpoints["bor"]).unique(), loc="outside right upper")
+    return fig
+
+
+# ---------------------------------------------------------------------- Kaplan–Meier
+def km_pfs(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) -> Figure:
+    """Kaplan–Meier PFS per arm with 95% CI bands, censoring ticks and a numbers-at-risk table
+    under the axis (lifelines).  Failed patients (status != 0) are left out."""
+    from lifelines import KaplanMeierFitter
+    from lifelines.plotting import add_at_risk_counts
+
+    require_columns(endpoints, ENDPOINT_COLUMNS, "endpoints")
+    arms = arms_of(endpoints)
+    own = ax is None
+    ax = _ax(ax, 7.5, 4.8 + 0.45 * len(arms))
+    horizon = horizon or horizon_of(endpoints)
+    fitters, labels, colors = [], [], []
+    for i, arm in enumerate(arms):
+        g = endpoints[endpoints["arm"] == arm]
+        if "status" in g.columns:
+            g = g[g["status"] == 0]
+        g = g[np.isfinite(g["pfs_days"].to_numpy(dtype=float))]
+        if not len(g):
+            continue
+        kmf = KaplanMeierFitter().fit(
+            g["pfs_days"].to_numpy(dtype=float),
+            g["pfs_event"].to_numpy(dtype=bool),
+            label=mpl_text(arm),
+        )
+        kmf.plot_survival_function(
+            ax=ax,
+            ci_show=True,
+            show_censors=True,
+            color=f"C{i % 10}",
+            censor_styles={"ms": 5, "marker": "|"},
+            ci_alpha=0.3 if len(arms) <= 2 else 0.12,
+        )
+        med = kmf.median_survival_time_
+        labels.append(
+            f"{mpl_text(arm)}: n={len(g)}, events={int(g['pfs_event'].sum())}, "
+            + (f"median {med:.0f} d" if np.isfinite(med) else "median not reached")
+        )
+        fitters.append(kmf)
+        colors.append(f"C{i % 10}")
+    ax.set_xlim(0.0, horizon)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel("day")
+    ax.set_ylabel("progression-free probability")
+    if not fitters:
+        _empty(ax, "no evaluable patients")
+        return ax.figure
+    if ax.get_legend() is not None:  # lifelines' own legend: replaced by the one below
+        ax.get_legend().remove()
+    (ax.figure if own else ax).legend(
+        [Line2D([], [], color=c) for c in colors],
+        labels,
+        loc="outside upper center" if own else "best",
+        fontsize=8,
+        ncols=2 if own and len(labels) > 2 else 1,
+    )
+    ax.set_xticks(day_ticks(horizon))
+    add_at_risk_counts(*fitters, ax=ax, fig=ax.figure, rows_to_show=["At risk"])
+    return ax.figure
+
+
+# ---------------------------------------------------------------------- swimmer
+def response_onset(timecourse: pd.DataFrame, threshold: float = PR_LINE) -> pd.Series:
+    """First saved day with % change from baseline ≤ ``threshold`` per (arm, patient)."""
+    tc = pct_change(timecourse)
+    hit = tc[tc["pct_change"] <= threshold]
+    return hit.groupby(["arm", "patient"], sort=False)["day"].min()
+
+
+def swimmer(
+    endpoints: pd.DataFrame,
+    timecourse: pd.DataFrame | None = None,
+    *,
+    ax=None,
+    title=None,
+    max_patients: int = 30,
+    seed: int = 0,
+    horizon: float | None = None,
+) -> Figure:
+    """A bar per patient (random subset, sorted) from day 0 to PFS coloured by BOR; ▲ first
+    saved day with ≥30% shrinkage, ✕ progression, ▶ censored (still progression-free)."""
+    ax = _ax(ax)
+    ev = evaluable(endpoints)
+    ev = ev[np.isfinite(ev["pfs_days"].to_numpy(dtype=float))]
+    ev = subsample(ev, max_patients, seed).sort_values("pfs_days", kind="stable")
+    y = np.arange(len(ev))
+    pfs = ev["pfs_days"].to_numpy(dtype=float)
+    event = ev["pfs_event"].to_numpy(dtype=bool)
+    ax.barh(y, pfs, height=0.7, color=[BOR_COLORS[b] for b in _bor(ev["bor"])])
+    ax.plot(pfs[event], y[event], "x", color="black", ms=6, mew=1.5, ls="none")
+    ax.plot(pfs[~event], y[~event], ">", color="0.3", ms=5, ls="none")
+    if timecourse is not None and len(timecourse) and len(ev):
+        onset = response_onset(timecourse[timecourse["patient"].isin(ev["patient"])])
+        onset = onset.droplevel("arm") if onset.index.nlevels > 1 else onset
+        on = ev["patient"].map(onset).to_numpy(dtype=float)
+        sel = np.isfinite(on) & (on <= pfs)
+        ax.plot(on[sel], y[sel], "^", color="black", mfc="white", ms=5, ls="none")
+    ax.set_yticks(y, [str(p) for p in ev["patient"]], fontsize=6)
+    ax.set_ylabel("patient")
+    ax.set_xlabel("day")
+    horizon = horizon or horizon_of(endpoints, timecourse)
+    ax.set_xlim(0.0, horizon * 1.04)
+    ax.set_xticks(day_ticks(horizon))
+    ax.set_title(
+        f"{mpl_text(title or '')}  {len(ev)} of {len(evaluable(endpoints))} shown".strip(),
+        fontsize=10,
+    )
+    if not len(ev):
+        _empty(ax, "no evaluable patients")
+    return ax.figure
+
+
+def swimmer_by_arm(endpoints, timecourse=None, **kw) -> Figure:
+    require_columns(endpoints, ENDPOINT_COLUMNS, "endpoints")
+    frames = [endpoints] + ([] if timecourse is None else [timecourse])
+    kw.setdefault("horizon", horizon_of(endpoints, timecourse))
+    fig = by_arm(swimmer, arms_of(endpoints), *frames, panel=(4.6, 4.6), sharey=False, **kw)
+    bor_legend(fig, _bor(endpoints["bor"]).unique(), loc="outside right upper")
+    marks = [
+        Line2D([], [], marker=m, color=c, mfc=f, ls="none", label=t)
+        for m, c, f, t in (
+            ("^", "black", "white", "≥30% shrinkage"),
+            ("x", "black", "black", "progression"),
+            (">", "0.3", "0.3", "censored"),
+        )
+    ]
+    fig.legend(handles=marks, loc="outside right lower", fontsize=8)
+    return fig
+
+
+# ---------------------------------------------------------------------- dose schedule
+def expand_doses(nmtran: pd.DataFrame) -> pd.DataFrame:
+    """Individual doses from NM-TRAN records: ``ADDL`` further doses every ``II`` days.
+    Columns: DRUG, TIME (day), AMT (mg), RATE (mg/day, 0 = bolus/oral), DUR (day)."""
+    require_columns(nmtran, DOSE_COLUMNS, "dose schedule")
+    rows = nmtran[nmtran["EVID"].isin([1, 4])] if "EVID" in nmtran.columns else nmtran
+    drug = drug_names(rows)
+    n = rows["ADDL"].fillna(0).astype(int).clip(lower=0).to_numpy() + 1
+    k = np.concatenate([np.arange(m) for m in n]) if len(n) else np.zeros(0)
+    rep = lambda col: np.repeat(np.asarray(col), n)  # noqa: E731
+    rate = rep(rows["RATE"].fillna(0.0).to_numpy(dtype=float))
+    amt = rep(rows["AMT"].to_numpy(dtype=float))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dur = np.where(rate > 0, amt / np.where(rate > 0, rate, 1.0), 0.0)
+    return (
+        pd.DataFrame(
+            {
+                "DRUG": rep(drug).astype(str),
+                "TIME": rep(rows["TIME"].to_numpy(dtype=float))
+                + k * rep(rows["II"].fillna(0.0).to_numpy(dtype=float)),
+                "AMT": amt,
+                "RATE": rate,
+                "DUR": dur,
+            }
+        )
+        .sort_values(["DRUG", "TIME"], kind="stable")
+        .reset_index(drop=True)
+    )
+
+
+def drug_names(rows: pd.DataFrame) -> pd.Series:
+    """The ``DRUG`` column, else ``"CMT n"`` labels, else one generic name."""
+    if "DRUG" in rows.columns:
+        return rows["DRUG"].astype(str)
+    if "CMT" in rows.columns:
+        return "CMT " + rows["CMT"].astype(str)
+    return pd.Series("drug", index=rows.index)
+
+
+def _duration_text(days: float) -> str:
+    if days < 3 / 24:
+        return f"{days * 1440:.0f} min"
+    return f"{days * 24:.3g} h" if days < 2 else f"{days:.3g} d"
+
+
+def _regimen_label(row) -> str:
+    s = f"{row.AMT:.4g} mg"
+    if int(row.ADDL) > 0:
+        ii = f"{row.II * 24:.3g}h" if row.II < 1 else f"{row.II:.3g}d"
+        s += f" q{ii} ×{int(row.ADDL) + 1}"
+    if float(row.RATE) > 0:
+        s += f", IV {_duration_text(row.AMT / row.RATE)}"
+    return s
+
+
+def dose_schedule(schedules: dict, *, horizon: float | None = None) -> Figure:
+    """Per arm (rows) and drug (lanes): a stem per dose, height ∝ dose / the drug's largest
+    dose, ■ infusion, ▼ bolus/oral, labelled with each NM-TRAN record's amount and interval."""
+    if not isinstance(schedules, dict):
+        raise ValueError(
+            f"schedules must be a dict arm -> NM-TRAN DataFrame, got {type(schedules).__name__}"
+        )
+    doses = {arm: expand_doses(t) for arm, t in schedules.items()}
+    drugs = list(dict.fromkeys(d for t in schedules.values() for d in drug_names(t)))
+    color = {d: f"C{i % 10}" for i, d in enumerate(drugs)}
+    top = {
+        d: max(
+            float(t.loc[t["DRUG"] == d, "AMT"].max())
+            for t in doses.values()
+            if (t["DRUG"] == d).any()
+        )
+        for d in drugs
+    }
+    last = max([float(t["TIME"].max()) for t in doses.values() if len(t)] + [0.0])
+    horizon = horizon or max(last, 1.0)
+    arms = list(schedules) or ["(none)"]
+    heights = [max(1, doses[a]["DRUG"].nunique()) if a in doses else 1 for a in arms]
+    fig = new_figure(9.0, 1.0 + sum(0.55 * h + 0.45 for h in heights))
+    axes = fig.subplots(
+        len(arms), 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": heights}
+    ).ravel()
+    for ax, arm in zip(axes, arms, strict=True):
+        t = doses.get(arm, pd.DataFrame(columns=["DRUG"]))
+        lanes = [d for d in drugs if d in set(t["DRUG"])]  # first listed drug on top
+        for j, d in zip(range(len(lanes) - 1, -1, -1), lanes, strict=True):
+            g = t[t["DRUG"] == d]
+            h = 0.6 * g["AMT"].to_numpy(dtype=float) / top[d] if top[d] > 0 else 0.0 * g["AMT"]
+            ax.vlines(g["TIME"], j - 0.4, j - 0.4 + h, color=color[d], lw=0.8)
+            inf = g["RATE"].to_numpy() > 0
+            for sel, m in ((inf, "s"), (~inf, "v")):
+                if len(g) <= 60:  # dense (daily oral) lanes read better as stems only
+                    ax.plot(
+                        g["TIME"][sel], (j - 0.4 + h)[sel], m, color=color[d], ms=3.5, ls="none"
+                    )
+            recs = schedules[arm][drug_names(schedules[arm]) == d]
+            for r in list(recs.itertuples())[:3]:
+                ax.annotate(
+                    _regimen_label(r),
+                    (r.TIME, j + 0.28),
+                    fontsize=7,
+                    va="bottom",
+                    xytext=(2, 0),
+                    textcoords="offset points",
+                )
+        ax.set_yticks(range(len(lanes)), [mpl_text(d) for d in lanes[::-1]], fontsize=8)
+        ax.set_ylim(-0.5, max(len(lanes), 1) - 0.5 + 0.45)
+        ax.set_title(mpl_text(arm), fontsize=9, loc="left")
+        if not lanes:
+            ax.set_yticks([])
+            _empty(ax, "no doses")
+    axes[-1].set_xlim(-0.01 * horizon, horizon * 1.01)
+    axes[-1].set_xticks(day_ticks(horizon))
+    axes[-1].set_xlabel("day")
+    fig.legend(
+        handles=[
+            Line2D([], [], marker="s", color="0.3", ls="none", label="IV infusion"),
+            Line2D([], [], marker="v", color="0.3", ls="none", label="bolus / oral"),
+        ],
+        loc="outside lower right",
+        ncols=2,
+        fontsize=8,
+    )
+    return fig

@@ -1,0 +1,248 @@
+"""Population presets: covariate distributions, PD-L1 prevalence, correlations, plausibility.
+
+A preset is a TOML file (``src/vcohort/data/populations/<name>.toml`` ships with the package;
+any other file can be given by path), so populations live in data, not code.  The default
+preset reproduces the original defaults (median baseline sum of diameters 86 mm, Ahamadi 2017).
+
+Correlations act on the standard-normal draws behind the log-normal parameters and covariates:
+for the correlated names ``z_corr = L z`` with ``L`` the Cholesky factor of the correlation
+matrix (names in order of first appearance, so the first name keeps its own draw).  The latent
+PD-L1 variable is called ``pdl1``; a patient is PD-L1 positive when it exceeds the
+``1 - prevalence`` quantile of N(0, 1).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from vcohort.config import Checker
+
+PDL1_LATENT = "pdl1"
+
+
+@dataclass(frozen=True)
+class CovariateSpec:
+    """A log-normal covariate: median, CV, clip bounds and source."""
+
+    median: float
+    cv: float
+    lower: float
+    upper: float
+    source: str
+
+    @property
+    def omega(self) -> float:
+        return math.sqrt(math.log1p(self.cv**2))
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """Correlation ``rho`` between the standard-normal draws of names ``a`` and ``b``."""
+
+    a: str
+    b: str
+    rho: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """Bounds on an untreated screening run of ``screening_days`` from baseline.
+
+    A patient is rejected when its solution is non-finite or negative, its tumour volume grows
+    faster than one doubling per ``min_volume_doubling_days``, its diameter falls by more than
+    ``max_shrinkage`` (a fraction of baseline), or its CSC fraction leaves ``csc_fraction``.
+    """
+
+    screening_days: int
+    min_volume_doubling_days: float
+    max_shrinkage: float
+    csc_fraction: tuple[float, float]
+    sources: dict
+
+
+@dataclass(frozen=True)
+class Population:
+    """A virtual population preset (see the module docstring and ``default.toml``)."""
+
+    name: str
+    description: str
+    covariates: dict  # name -> CovariateSpec
+    pdl1_prevalence: float
+    pdl1_source: str
+    correlations: tuple[Correlation, ...]
+    plausibility: Plausibility | None
+    origin: str
+
+    def correlated_names(self) -> list[str]:
+        names: list[str] = []
+        for c in self.correlations:
+            for n in (c.a, c.b):
+                if n not in names:
+                    names.append(n)
+        return names
+
+    def correlation_matrix(self) -> tuple[list[str], np.ndarray]:
+        """(names, R) with R validated as a positive-definite correlation matrix."""
+        names = self.correlated_names()
+        idx = {n: i for i, n in enumerate(names)}
+        R = np.eye(len(names))
+        for c in self.correlations:
+            R[idx[c.a], idx[c.b]] = R[idx[c.b], idx[c.a]] = c.rho
+        if names:
+            try:
+                np.linalg.cholesky(R)
+            except np.linalg.LinAlgError:
+                lam = float(np.linalg.eigvalsh(R).min())
+                raise ValueError(
+                    f"population {self.name!r}: the correlation matrix over {names} is not "
+                    f"positive definite (smallest eigenvalue {lam:.3g}); these pairwise "
+                    f"correlations cannot hold together — weaken some of them"
+                ) from None
+        return names, R
+
+    def to_dict(self) -> dict:
+        """A plain dict (for manifests)."""
+        d = {
+            "name": self.name,
+            "description": self.description,
+            "origin": self.origin,
+            "covariates": {k: vars(v) for k, v in self.covariates.items()},
+            "pdl1": {"prevalence": self.pdl1_prevalence, "source": self.pdl1_source},
+            "correlation": [vars(c) for c in self.correlations],
+        }
+        if self.plausibility is not None:
+            d["plausibility"] = vars(self.plausibility) | {
+                "csc_fraction": list(self.plausibility.csc_fraction)
+            }
+        return d
+
+
+def available_presets() -> list[str]:
+    """Names of the presets shipped with the package."""
+    root = resources.files("vcohort") / "data" / "populations"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def load_population(spec: str | Path | None = None) -> Population:
+    """A preset by name (``"default"``) or a TOML file by path; None means ``"default"``."""
+    spec = "default" if spec is None else spec
+    text = str(spec)
+    if text in available_presets():
+        res = resources.files("vcohort") / "data" / "populations" / f"{text}.toml"
+        return population_from_dict(tomllib.loads(res.read_text()), f"preset {text!r}")
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError(
+            f"population {text!r} is neither a preset ({', '.join(available_presets())}) "
+            f"nor an existing TOML file"
+        )
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"population file {text!r} is not valid TOML: {e}") from None
+    return population_from_dict(data, str(path))
+
+
+_COV_REQUIRED = {"weight_kg", "height_cm", "baseline_diameter_mm"}
+
+
+def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
+    """Validate a parsed preset (see ``default.toml`` for the fields); all errors at once."""
+    ck = Checker(f"population {origin}")
+    d = ck.table(d, "", {"name", "description", "covariates", "pdl1", "correlation",
+                         "plausibility"}, {"name", "covariates", "pdl1"})  # fmt: skip
+    name = ck.get(d, "name", "", "str", "")
+    covs = {}
+    ctab = d.get("covariates", {})
+    if not isinstance(ctab, dict):
+        ck.error("covariates", f"expected a table of covariates, got {ctab!r}")
+        ctab = {}
+    for k in sorted(_COV_REQUIRED - set(ctab)):
+        ck.error(f"covariates.{k}", "required covariate is missing")
+    for k, v in ctab.items():
+        p = f"covariates.{k}"
+        v = ck.table(v, p, {"median", "cv", "lower", "upper", "source"},
+                     {"median", "cv", "lower", "upper", "source"})  # fmt: skip
+        med = ck.get(v, "median", p, "float", 1.0, gt=0)
+        cv = ck.get(v, "cv", p, "float", 0.0, ge=0)
+        lo = ck.get(v, "lower", p, "float", 0.0, gt=0)
+        hi = ck.get(v, "upper", p, "float", math.inf, gt=0)
+        src = ck.get(v, "source", p, "str", "")
+        if lo is not None and hi is not None and med is not None and not lo <= med <= hi:
+            ck.error(p, f"median={med} must lie within [lower={lo}, upper={hi}]")
+        covs[k] = CovariateSpec(med, cv, lo, hi, src)
+    pd1 = ck.table(d.get("pdl1", {}), "pdl1", {"prevalence", "source"}, {"prevalence", "source"})
+    prev = ck.get(pd1, "prevalence", "pdl1", "float", 0.5, ge=0, le=1)
+    prev_src = ck.get(pd1, "source", "pdl1", "str", "")
+    corrs = []
+    raw = d.get("correlation", [])
+    if not isinstance(raw, list):
+        ck.error("correlation", f"expected an array of tables [[correlation]], got {raw!r}")
+        raw = []
+    seen = set()
+    for i, c in enumerate(raw):
+        p = f"correlation[{i}]"
+        c = ck.table(c, p, {"a", "b", "rho", "source"}, {"a", "b", "rho", "source"})
+        a, b = ck.get(c, "a", p, "str", ""), ck.get(c, "b", p, "str", "")
+        rho = ck.get(c, "rho", p, "float", 0.0, gt=-1, lt=1)
+        src = ck.get(c, "source", p, "str", "")
+        if a and a == b:
+            ck.error(p, f"a and b are the same name {a!r}")
+        if frozenset((a, b)) in seen:
+            ck.error(p, f"pair ({a}, {b}) is given twice")
+        seen.add(frozenset((a, b)))
+        corrs.append(Correlation(a, b, rho, src))
+    plaus = None
+    if "plausibility" in d:
+        plaus = _plausibility(ck, d["plausibility"])
+    ck.raise_if_any()
+    pop = Population(
+        name, d.get("description", ""), covs, prev, prev_src, tuple(corrs), plaus, origin
+    )
+    pop.correlation_matrix()  # positive-definite check, with its own message
+    return pop
+
+
+def _plausibility(ck: Checker, t) -> Plausibility:
+    keys = {"screening_days", "min_volume_doubling_days", "max_shrinkage", "csc_fraction"}
+    src_keys = {f"source_{k}" for k in keys}
+    t = ck.table(t, "plausibility", keys | src_keys, keys | src_keys)
+    p = "plausibility"
+    days = ck.get(t, "screening_days", p, "int", 84, ge=1)
+    dbl = ck.get(t, "min_volume_doubling_days", p, "float", 1.0, gt=0)
+    shrink = ck.get(t, "max_shrinkage", p, "float", 0.3, gt=0, le=1)
+    csc = t.get("csc_fraction", [0.0, 1.0])
+    if not (
+        isinstance(csc, list)
+        and len(csc) == 2
+        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in csc)
+        and 0 <= csc[0] < csc[1] <= 1
+    ):
+        ck.error(f"{p}.csc_fraction", f"{csc!r} must be [low, high] with 0 <= low < high <= 1")
+        csc = [0.0, 1.0]
+    sources = {k: ck.get(t, k, p, "str", "") for k in sorted(src_keys)}
+    return Plausibility(days, dbl, shrink, (float(csc[0]), float(csc[1])), sources)
+
+
+def correlate(z: dict, pop: Population, keys: dict[str, str]) -> dict:
+    """Apply the population's correlations to standard-normal draws ``z`` (key -> (P,)).
+
+    ``keys`` maps each correlated name to its key in ``z``.  Returns a new dict.
+    """
+    names, R = pop.correlation_matrix()
+    if not names:
+        return z
+    L = np.linalg.cholesky(R)
+    Z = np.stack([z[keys[n]] for n in names])  # (k, P)
+    C = L @ Z
+    out = dict(z)
+    for i, n in enumerate(names):
+        out[keys[n]] = C[i]
+    return out

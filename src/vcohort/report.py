@@ -1,0 +1,230 @@
+"""A self-contained HTML trial report: title, configuration, summary table and figures.
+
+The HTML has no external resource: figures are embedded as base64 PNG ``data:`` URIs and the
+style sheet is inline, so the report opens in a browser without network access.  Every user
+string (title, arm names, configuration, table cells) is HTML-escaped.  The PNGs are also
+written under ``figures/`` for use elsewhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vcohort import plots
+from vcohort.io import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One report figure: output file stem, heading and caption."""
+
+    name: str
+    heading: str
+    caption: str
+
+
+FIGURES = (
+    FigureSpec(
+        "waterfall",
+        "Waterfall: best change in tumour size",
+        "Best % change of the sum of diameters from baseline per patient, sorted, coloured by "
+        "RECIST 1.1 best overall response. Dashed lines: +20% (progression threshold, measured "
+        "from the nadir) and −30% (partial response, from baseline). Bars above +100% are cut "
+        "and hatched. Patients whose simulation failed are not evaluable and left out.",
+    ),
+    FigureSpec(
+        "spider",
+        "Spider plot: tumour size over time",
+        "% change of the diameter from baseline at each saved day, one line per patient (a "
+        "random subset when an arm is large), coloured by best overall response.",
+    ),
+    FigureSpec(
+        "km_pfs",
+        "Kaplan–Meier progression-free survival",
+        "Kaplan–Meier estimate of PFS per arm (lifelines) with 95% confidence bands; ticks mark "
+        "censored patients (progression-free at their last assessment). The table gives the "
+        "number at risk at each tick of the day axis. PFS events fall on assessment days.",
+    ),
+    FigureSpec(
+        "swimmer",
+        "Swimmer plot",
+        "One bar per patient (a random subset when an arm is large) from day 0 to progression "
+        "or censoring, coloured by best overall response. ▲: first saved day with ≥30% "
+        "shrinkage from baseline (model output, not the RECIST assessment grid); ✕: "
+        "progression; ▶: censored.",
+    ),
+    FigureSpec(
+        "dose_schedule",
+        "Dose schedules",
+        "Doses of each drug per arm for a typical patient (NM-TRAN records expanded to single "
+        "doses). Stem height is proportional to the dose relative to that drug's largest dose; "
+        "labels give amount, interval and number of doses of each record.",
+    ),
+)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:1200px;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table.summary{border-collapse:collapse;font-size:.85em;overflow-x:auto;display:block}
+table.summary th,table.summary td{border:1px solid #ccc;padding:3px 6px;text-align:right}
+table.summary th{background:#f3f3f3}
+figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.9em;color:#444;margin-top:.4em}
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
+.meta{color:#666;font-size:.85em}
+"""
+
+
+def render_figures(
+    out_dir: Path,
+    *,
+    summary: pd.DataFrame,
+    endpoints: pd.DataFrame,
+    timecourse: pd.DataFrame,
+    schedules: dict,
+) -> dict[str, Path]:
+    """Draw every figure of `FIGURES` into ``out_dir/figures/NAME.png``; returns name → path."""
+    del summary  # the figures use patient-level data; kept for a uniform signature
+    horizon = plots.horizon_of(endpoints, timecourse)
+    none = pd.DataFrame(columns=[*plots.DOSE_COLUMNS, "DRUG"])
+    arms = plots.arms_of(endpoints)
+    schedules = {a: schedules.get(a, none) for a in arms} | {
+        a: t for a, t in schedules.items() if a not in arms
+    }
+    makers = {
+        "waterfall": lambda: plots.waterfall_by_arm(endpoints),
+        "spider": lambda: plots.spider_by_arm(endpoints, timecourse),
+        "km_pfs": lambda: plots.km_pfs(endpoints, horizon=horizon),
+        "swimmer": lambda: plots.swimmer_by_arm(endpoints, timecourse, horizon=horizon),
+        "dose_schedule": lambda: plots.dose_schedule(schedules, horizon=horizon),
+    }
+    fig_dir = Path(out_dir) / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for spec in FIGURES:
+        path = fig_dir / f"{spec.name}.png"
+        paths[spec.name] = plots.save_figure(makers[spec.name](), path)
+    return paths
+
+
+def config_text(config: dict) -> str:
+    """The configuration as indented JSON (non-JSON values shown with ``str``)."""
+    return json.dumps(config, indent=2, default=_json_default, ensure_ascii=False)
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def summary_html(summary: pd.DataFrame) -> str:
+    """All columns of the per-arm summary, cells escaped, floats to 4 significant digits."""
+    return summary.to_html(
+        index=False,
+        escape=True,
+        na_rep="–",
+        float_format=lambda v: f"{v:.4g}",
+        classes="summary",
+        border=0,
+    )
+
+
+def report_html(
+    *,
+    title: str,
+    summary: pd.DataFrame,
+    figures: dict[str, Path],
+    config: dict,
+    generated: str | None = None,
+    cohort: str = "",
+) -> str:
+    """The report page; figures are read from ``figures`` (name → PNG path) and embedded."""
+    import vcohort
+
+    esc = html.escape
+    generated = generated or datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+        f'<p class="meta">Generated {esc(generated)} by vcohort {esc(vcohort.__version__)}'
+        + (f"; {esc(cohort)}" if cohort else "")
+        + ".</p>",
+        "<h2>Summary by arm</h2>",
+        summary_html(summary),
+    ]
+    for spec in FIGURES:
+        if spec.name not in figures:
+            continue
+        data = base64.b64encode(Path(figures[spec.name]).read_bytes()).decode("ascii")
+        parts += [
+            f'<h2 id="{spec.name}">{esc(spec.heading)}</h2>',
+            f'<figure><img alt="{esc(spec.heading)}" src="data:image/png;base64,{data}">',
+            f"<figcaption>{esc(spec.caption)}</figcaption></figure>",
+        ]
+    parts += ["<h2>Configuration</h2>", f"<pre>{esc(config_text(config))}</pre>", "</body></html>"]
+    return "\n".join(parts)
+
+
+def validate_inputs(title, summary, endpoints, timecourse, schedules, config) -> None:
+    """Clear errors for wrong types or missing columns, before any drawing."""
+    if not isinstance(title, str):
+        raise ValueError(f"title must be a string, got {type(title).__name__}")
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict, got {type(config).__name__}")
+    plots.require_columns(summary, ("arm",), "summary")
+    plots.require_columns(endpoints, plots.ENDPOINT_COLUMNS, "endpoints")
+    plots.require_columns(timecourse, plots.TIMECOURSE_COLUMNS, "timecourse")
+    if not isinstance(schedules, dict):
+        raise ValueError(f"schedules must be a dict arm -> DataFrame, got {type(schedules)}")
+    for arm, table in schedules.items():
+        plots.require_columns(table, plots.DOSE_COLUMNS, f"schedules[{arm!r}]")
+
+
+def write_trial_report(
+    out_dir: str | os.PathLike,
+    *,
+    title: str,
+    summary: pd.DataFrame,
+    endpoints: pd.DataFrame,
+    timecourse: pd.DataFrame,
+    schedules: dict[str, pd.DataFrame],
+    config: dict,
+) -> list[Path]:
+    """Write ``figures/*.png`` and ``report.html`` under ``out_dir``; return the paths written.
+
+    Args:
+        out_dir: existing or new folder.
+        title: report title (escaped).
+        summary: one row per arm (``arm`` plus any statistics; every column is shown).
+        endpoints: one row per patient × arm (`vcohort.endpoints.patient_endpoints` + ``arm``).
+        timecourse: long table with patient, arm, day, diameter_mm (`runs.timecourse_frame`).
+        schedules: arm → NM-TRAN dose records (`vcohort.dosing.to_nmtran`); may be empty.
+        config: shown as JSON in the report.
+    """
+    validate_inputs(title, summary, endpoints, timecourse, schedules, config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = render_figures(
+        out, summary=summary, endpoints=endpoints, timecourse=timecourse, schedules=schedules
+    )
+    cohort = f"{endpoints['patient'].nunique()} virtual patients × {summary['arm'].nunique()} arms"
+    page = report_html(title=title, summary=summary, figures=figures, config=config, cohort=cohort)
+    report = out / "report.html"
+    atomic_write_bytes(report, page.encode("utf-8"))
+    return [*figures.values(), report]

@@ -1,0 +1,165 @@
+"""Virtual trials: an `Experiment` → plausible cohort → every arm on the same patients → tables,
+figures and an HTML report in one run folder (ARCHITECTURE.md, "Outputs").
+
+`run_trial` computes (no files); `write_trial` writes the folder atomically
+(`vcohort.io.run_folder`: a temporary sibling swapped in on success, never overwriting without
+``overwrite``):
+
+* ``manifest.json`` — validated config, population preset, seed, versions, device, timings;
+* ``patients.parquet`` — one row per kept patient (covariates, parameters, screening values);
+* ``screening.csv`` — every screened patient with ``plausible`` and the rejection ``reason``;
+* ``timecourse.parquet`` — long: patient, arm, day, states, diameter_mm, csc_fraction, ANC;
+* ``endpoints.parquet`` — one row per patient × arm (BOR, best % change, PFS, CSC, AUC, …);
+* ``summary.csv`` — per arm: n, ORR/DCR with exact CIs, median PFS and 6-month PFS with CIs,
+  hazard ratio vs the reference arm with 95% CI, CSC fraction, exposure, grade-4 neutropenia;
+* ``schedules/ARM.csv`` — NM-TRAN dose records per arm for every patient (own weight/BSA);
+* ``figures/*.png`` and ``report.html`` — `vcohort.report.write_trial_report`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vcohort.experiment import Experiment
+
+
+@dataclass
+class TrialResult:
+    """What `run_trial` computed (host tables; nothing written)."""
+
+    experiment: Experiment
+    cohort: object
+    screening: pd.DataFrame
+    trajectories: dict
+    endpoints: pd.DataFrame
+    summary: pd.DataFrame
+    schedules: dict
+    timings: dict = field(default_factory=dict)
+
+
+def run_trial(exp: Experiment, *, progress: bool | None = None) -> TrialResult:
+    """Draw and screen the cohort, simulate every arm on it, compute endpoints and summary."""
+    from vcohort.endpoints import trial_summary
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.plausibility import plausible_cohort
+    from vcohort.runs import run_arms
+
+    t0 = time.perf_counter()
+    pop = exp.population
+    if not exp.screening:
+        from dataclasses import replace
+
+        pop = replace(pop, plausibility=None)
+    cohort, screening = plausible_cohort(
+        exp.size,
+        population=pop,
+        seed=exp.seed,
+        replace=exp.replace_rejected,
+        model=CSC_IMMUNE,
+        dt=exp.dt,
+        precision=exp.precision,
+        chunk_size=exp.chunk_size,
+        runin_days=exp.runin_days,
+    )
+    t_cohort = time.perf_counter() - t0
+    if progress is not False:
+        n_rej = int((~screening["plausible"]).sum())
+        print(
+            f"cohort: {len(cohort)} patients ({n_rej} rejected as implausible) in {t_cohort:.1f} s",
+            file=sys.stderr,
+        )
+    trajs, endpoints, _, schedules = run_arms(
+        CSC_IMMUNE,
+        cohort,
+        list(exp.arms),
+        exp.horizon_days,
+        dt=exp.dt,
+        save_every=exp.save_every,
+        precision=exp.precision,
+        chunk_size=exp.chunk_size,
+        progress=progress,
+        endpoint_options=exp.endpoint_options,
+    )
+    summary = trial_summary(endpoints, reference=exp.reference_arm, landmark_days=exp.landmark_days)
+    summary.insert(1, "regimen", [a.describe() for a in exp.arms])
+    timings = {"cohort_s": t_cohort, "total_s": time.perf_counter() - t0}
+    return TrialResult(exp, cohort, screening, trajs, endpoints, summary, schedules, timings)
+
+
+def nmtran_tables(result: TrialResult, *, typical: bool = False) -> dict[str, pd.DataFrame]:
+    """Arm → NM-TRAN dose records (`vcohort.dosing.to_nmtran`): every patient with its own
+    weight/BSA, or (``typical``) one ID 1 with the cohort's median weight and BSA."""
+    from vcohort.dosing import to_nmtran
+
+    cov = result.cohort.covariates
+    if typical:
+        ids, w, b = (1,), np.median(cov["weight_kg"]), np.median(cov["bsa_m2"])
+    else:
+        ids, w, b = result.cohort.patient_id, cov["weight_kg"], cov["bsa_m2"]
+    return {
+        arm: to_nmtran(s, ids=ids, weight_kg=w, bsa_m2=b) for arm, s in result.schedules.items()
+    }
+
+
+def patients_frame(result: TrialResult) -> pd.DataFrame:
+    """Kept patients: covariates, parameters and their screening values."""
+    df = result.cohort.to_frame()
+    scr = result.screening.drop(columns=["plausible", "reason"])
+    return df.merge(scr, on="patient", how="left")
+
+
+def write_trial(result: TrialResult, out: str | Path, *, overwrite: bool = False) -> list[Path]:
+    """Write the run folder (see the module docstring); returns the files written."""
+    from vcohort.io import environment, run_folder, write_csv, write_json, write_parquet
+    from vcohort.report import write_trial_report
+    from vcohort.runs import timecourse_frame
+
+    exp = result.experiment
+    t0 = time.perf_counter()
+    with run_folder(out, overwrite) as tmp:
+        timecourse = timecourse_frame(result.trajectories)
+        write_parquet(tmp / "patients.parquet", patients_frame(result))
+        write_csv(tmp / "screening.csv", result.screening)
+        write_parquet(tmp / "timecourse.parquet", timecourse)
+        write_parquet(tmp / "endpoints.parquet", result.endpoints)
+        write_csv(tmp / "summary.csv", result.summary)
+        (tmp / "schedules").mkdir()
+        for arm, table in nmtran_tables(result).items():
+            write_csv(tmp / "schedules" / f"{arm}.csv", table)
+        write_trial_report(
+            tmp,
+            title=exp.title,
+            summary=result.summary,
+            endpoints=result.endpoints,
+            timecourse=timecourse,
+            schedules=nmtran_tables(result, typical=True),
+            config=exp.config,
+        )
+        n_rej = int((~result.screening["plausible"]).sum())
+        write_json(
+            tmp / "manifest.json",
+            {
+                "command": " ".join(sys.argv),
+                "experiment_file": exp.source,
+                "config": exp.config,
+                "population": exp.population.to_dict(),
+                "seed": exp.seed,
+                "precision": exp.precision,
+                "model": "csc_immune",
+                "patients": len(result.cohort),
+                "rejected_as_implausible": n_rej,
+                "n_failed": int((result.endpoints["status"] != 0).sum()),
+                "environment": environment(),
+                "timings": result.timings
+                | {"write_s": time.perf_counter() - t0}
+                | {a: tr.timings for a, tr in result.trajectories.items()},
+            },
+        )
+        files = sorted(p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file())
+    return [Path(out) / f for f in files]

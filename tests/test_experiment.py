@@ -1,0 +1,134 @@
+import copy
+from pathlib import Path
+
+import pytest
+
+from vcohort.config import ConfigError
+from vcohort.experiment import experiment_from_dict, load_experiment
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+GOOD = {
+    "title": "t",
+    "reference_arm": "control",
+    "population": {"preset": "default", "size": 10, "seed": 1},
+    "simulation": {"horizon_days": 120},
+    "assessment": {"first_day": 42, "every_days": 42, "confirm_days": 28},
+    "arms": [
+        {"name": "control", "regimens": []},
+        {
+            "name": "pembro",
+            "regimens": [
+                "pembrolizumab 2 mg/kg every 21 d over 30 min",
+                {"drug": "cb839", "dose": "800 mg", "every": "bid", "start": "7 d"},
+            ],
+        },
+        {
+            "name": "seq",
+            "sequencing": "induction-maintenance",
+            "induction": ["doxorubicin 60 mg/m2 every 21 d"],
+            "induction_days": 63,
+            "maintenance": [{"drug": "pembrolizumab", "dose": 200, "every": "3 w", "until": 42}],
+        },
+    ],
+}
+
+
+def test_a_good_experiment_validates_with_defaults_filled():
+    e = experiment_from_dict(copy.deepcopy(GOOD))
+    assert [a.name for a in e.arms] == ["control", "pembro", "seq"]
+    assert e.arms[0].regimens == () and e.reference_arm == "control"
+    assert e.dt == 0.1 and e.precision == "float64" and e.runin_days == 240
+    assert e.endpoint_options["confirm_days"] == 28 and e.endpoint_options["assess_first"] == 42
+    cb = e.arms[1].regimens[1]
+    assert (cb.drug, cb.dose, cb.interval_days, cb.start_day) == ("cb839", 800.0, 0.5, 7.0)
+    assert e.config["population"]["size"] == 10 and e.config["arms"][2]["name"] == "seq"
+
+
+def test_induction_then_maintenance_timing():
+    e = experiment_from_dict(copy.deepcopy(GOOD))
+    dox, pem = e.arms[2].regimens
+    # induction is cut at induction_days; maintenance counts from the end of induction
+    assert dox.dose_times(120).tolist() == [0.0, 21.0, 42.0]
+    assert (pem.start_day, pem.until_day) == (63.0, 105.0)
+    assert pem.dose_times(120).tolist() == [63.0, 84.0]
+
+
+def test_every_bad_field_is_reported_at_once_before_compute():
+    bad = copy.deepcopy(GOOD)
+    bad["colour"] = "red"
+    bad["population"]["size"] = 0
+    bad["population"]["seed"] = "one"
+    bad["simulation"]["dt"] = 0.3
+    bad["simulation"]["precision"] = "float16"
+    bad["assessment"]["confirm_days"] = -28
+    bad["arms"][1]["regimens"][0] = "aspirin 100 mg qd"
+    bad["arms"][1]["regimens"][1]["start"] = "-7 d"
+    bad["arms"][1]["regimens"][1]["frequency"] = "daily"
+    bad["arms"][2]["induction_days"] = -5
+    bad["arms"].append({"name": "pembro", "regimens": "pembrolizumab"})
+    bad["reference_arm"] = "placebo"
+    with pytest.raises(ConfigError) as e:
+        experiment_from_dict(bad, source="bad.toml")
+    text = str(e.value)
+    expected = [
+        "colour: unknown key",
+        "population.size: 0 must be >= 1",
+        "population.seed: expected an integer, got str 'one'",
+        "simulation.dt: 0.3: 1/dt must be a whole number",
+        "simulation.precision: 'float16' is not allowed",
+        "assessment.confirm_days: -28 must be >= 0",
+        "arms[1].regimens[0]: ",
+        "not in the catalogue",
+        "arms[1].regimens[1]: cb839: start_day=-7.0 must be >= 0",
+        "arms[1].regimens[1].frequency: unknown key",
+        "arms[2].induction_days: -5 must be >= 1",
+        "arms[3].regimens: expected a list",
+        "arms[3].name: 'pembro' is used by another arm",
+        "reference_arm: 'placebo' is not an arm",
+    ]
+    for msg in expected:
+        assert msg in text, msg
+    assert text.startswith("bad.toml:")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.pop("arms"), "arms: required key is missing"),
+        (lambda d: d["population"].pop("size"), "population.size: required key is missing"),
+        (lambda d: d["population"].update(preset="martian"), "neither a preset"),
+        (lambda d: d["population"].update(file="x.toml"), "give either preset or file"),
+        (lambda d: d["simulation"].update(horizon_days=30), "after the horizon"),
+        (lambda d: d.update(calibration={"target_orr": 0.2}), "not yet supported"),
+        (lambda d: d["arms"][0].update(name="a b"), "it names files"),
+        (lambda d: d["arms"][0].update(induction=[]), "only for sequencing"),
+        (lambda d: d["arms"][1]["regimens"][1].update(dose="5 mg/dl"), "unknown dose unit"),
+        (lambda d: d["arms"][1]["regimens"][1].update(count=True), "expected an integer"),
+        (lambda d: d["assessment"].update(days=[0, 42]), "non-empty list of whole days"),
+    ],
+)
+def test_single_bad_fields(change, message):
+    d = copy.deepcopy(GOOD)
+    change(d)
+    with pytest.raises(ValueError, match=message):
+        experiment_from_dict(d)
+
+
+def test_population_file_is_relative_to_the_experiment(tmp_path):
+    from importlib import resources
+
+    text = (resources.files("vcohort") / "data/populations/default.toml").read_text()
+    (tmp_path / "pop.toml").write_text(text.replace('name = "default"', 'name = "mine"'))
+    (tmp_path / "exp.toml").write_text(
+        '[population]\nfile = "pop.toml"\nsize = 5\n[simulation]\nhorizon_days = 84\n'
+        '[[arms]]\nname = "a"\nregimens = ["pembrolizumab"]\n'
+    )
+    e = load_experiment(tmp_path / "exp.toml")
+    assert e.population.name == "mine" and e.title == "exp" and e.reference_arm == "a"
+
+
+@pytest.mark.parametrize("name", ["keynote002_like.toml", "mono_vs_triple.toml"])
+def test_shipped_experiments_validate(name):
+    e = load_experiment(EXPERIMENTS / name)
+    assert len(e.arms) >= 2 and e.reference_arm in [a.name for a in e.arms]

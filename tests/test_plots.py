@@ -1,0 +1,198 @@
+"""Trial figures on small synthetic tables (no simulation): content of the drawn artists,
+edge cases (zero events, all not evaluable, one patient, missing optional columns)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.colors import to_hex
+
+from vcohort import plots
+
+BOR = ["CR", "PR", "SD", "PD", "NE"]
+
+
+def make_endpoints(arms=("A", "B"), n=12, seed=0, horizon=168.0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for arm in arms:
+        for p in range(n):
+            event = bool(rng.random() < 0.6)
+            rows.append(
+                {
+                    "patient": p,
+                    "arm": arm,
+                    "status": 0,
+                    "best_pct_change": float(rng.uniform(-100, 150)),
+                    "final_pct_change": float(rng.uniform(-100, 200)),
+                    "bor": BOR[p % 4],
+                    "pfs_days": float(rng.choice([42, 84, 126])) if event else horizon,
+                    "pfs_event": event,
+                    "baseline_diameter_mm": 86.0,
+                    "nadir_diameter_mm": 50.0,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+DAYS = np.arange(0, 169, 7.0)
+
+
+def make_timecourse(endpoints, days=DAYS):
+    rows = []
+    for r in endpoints.itertuples():
+        slope = -0.8 if r.bor in ("CR", "PR") else 0.5  # % per day
+        for d in days:
+            rows.append((r.patient, r.arm, d, 80.0 * max(1 + slope * d / 100, 0.01)))
+    return pd.DataFrame(rows, columns=["patient", "arm", "day", "diameter_mm"])
+
+
+def nmtran(drug, time, amt, ii, addl, rate):
+    return pd.DataFrame(
+        {
+            "ID": 1,
+            "TIME": [time],
+            "AMT": [amt],
+            "CMT": 1,
+            "EVID": 1,
+            "II": [ii],
+            "ADDL": [addl],
+            "RATE": [rate],
+            "DRUG": [drug],
+        }
+    )
+
+
+def test_expand_doses_addl_ii_and_infusion_duration():
+    tab = pd.concat(
+        [nmtran("pembro", 0.0, 200.0, 21.0, 3, 9600.0), nmtran("oral", 1.0, 10.0, 0.5, 2, 0.0)]
+    )
+    d = plots.expand_doses(tab)
+    pem = d[d["DRUG"] == "pembro"]
+    np.testing.assert_allclose(pem["TIME"], [0, 21, 42, 63])  # ADDL=3 → 4 doses, II apart
+    np.testing.assert_allclose(pem["DUR"], 200.0 / 9600.0)  # 30 min infusion
+    oral = d[d["DRUG"] == "oral"]
+    np.testing.assert_allclose(oral["TIME"], [1.0, 1.5, 2.0])
+    assert (oral["DUR"] == 0).all() and len(d) == 7
+
+
+def test_expand_doses_without_drug_column_and_missing_column_error():
+    tab = nmtran("x", 0.0, 5.0, 0.0, 0, 0.0).drop(columns="DRUG")
+    assert plots.expand_doses(tab)["DRUG"].tolist() == ["CMT 1"]
+    with pytest.raises(ValueError, match=r"dose schedule lacks columns \['II'\]"):
+        plots.expand_doses(tab.drop(columns="II"))
+
+
+def test_waterfall_bars_sorted_coloured_and_capped():
+    ep = make_endpoints(arms=("A",), n=10)
+    ep.loc[0, "best_pct_change"] = 250.0  # above the +100% cap
+    ax = plots.waterfall(ep).axes[0]
+    bars, hatched = ax.collections
+    tops = np.array([p.vertices[1] for p in bars.get_paths()])  # (x left, top) of each bar
+    expected = np.sort(np.minimum(ep["best_pct_change"].to_numpy(), 100.0))[::-1]
+    np.testing.assert_allclose(tops[:, 1], expected)
+    np.testing.assert_allclose(tops[:, 0], np.arange(10) - 0.5)
+    order = ep.sort_values("best_pct_change", ascending=False, kind="stable")
+    colours = [to_hex(c) for c in bars.get_facecolors()]
+    assert colours == [plots.BOR_COLORS[b] for b in order["bor"]]
+    capped = np.sort(ep["best_pct_change"].to_numpy())[::-1] > 100.0
+    assert capped.sum() >= 1 and not capped.all()
+    assert hatched.get_hatch() == "//"
+    hatched_x = [p.vertices[1, 0] + 0.5 for p in hatched.get_paths()]
+    assert hatched_x == np.flatnonzero(capped).tolist()
+    refs = sorted(ln.get_ydata()[0] for ln in ax.lines)
+    assert refs == [-30.0, 0.0, 20.0]
+
+
+def test_spider_subsample_is_random_limited_and_reproducible():
+    ep = make_endpoints(arms=("A",), n=20)
+    tc = make_timecourse(ep)
+    a = plots.spider(ep, tc, max_patients=5, seed=3).axes[0]
+    b = plots.spider(ep, tc, max_patients=5, seed=3).axes[0]
+    curves = [ln for ln in a.lines if len(ln.get_xdata()) > 2]
+    assert len(curves) == 5
+    assert [ln.get_ydata().tolist() for ln in curves] == [
+        ln.get_ydata().tolist() for ln in b.lines if len(ln.get_xdata()) > 2
+    ]
+    for ln in curves:  # % change from each patient's first day
+        assert ln.get_ydata()[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_km_zero_event_arm_one_patient_arm_and_at_risk_table():
+    ep = make_endpoints(arms=("A", "B"), n=8)
+    ep.loc[ep["arm"] == "B", "pfs_event"] = False  # zero events
+    one = make_endpoints(arms=("C",), n=1)
+    fig = plots.km_pfs(pd.concat([ep, one], ignore_index=True), horizon=168.0)
+    curve_b = [ln for ln in fig.axes[0].lines if ln.get_label() == "B"]
+    assert len(curve_b) == 1 and np.all(curve_b[0].get_ydata() == 1.0)  # no events: S(t) = 1
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(labels) == 3
+    assert labels[1].startswith("B: n=8, events=0") and "not reached" in labels[1]
+    assert len(fig.axes) == 2  # lifelines' at-risk axis under the plot
+    assert fig.axes[0].get_legend() is None  # one legend only (the figure's)
+    at_risk = fig.axes[1].get_xticklabels()[0].get_text()
+    assert "A" in at_risk and "8" in at_risk
+
+
+def test_all_not_evaluable_and_missing_optional_columns():
+    ep = make_endpoints(arms=("A",), n=4)
+    ep["status"] = 2
+    ep["bor"] = "NE"
+    ep[["best_pct_change", "pfs_days"]] = np.nan
+    for fig in (plots.waterfall_by_arm(ep), plots.km_pfs(ep), plots.swimmer_by_arm(ep)):
+        texts = [t.get_text() for a in fig.axes for t in a.texts]
+        assert "no evaluable patients" in texts
+    bare = make_endpoints(arms=("A",), n=3)[list(plots.ENDPOINT_COLUMNS)]  # no status etc.
+    assert len(plots.waterfall(bare).axes[0].collections[0].get_paths()) == 3
+
+
+def test_missing_required_column_names_it():
+    ep = make_endpoints().drop(columns="bor")
+    with pytest.raises(ValueError, match=r"endpoints lacks columns \['bor'\]"):
+        plots.waterfall_by_arm(ep)
+
+
+def test_swimmer_markers_match_events_and_responses():
+    ep = make_endpoints(arms=("A",), n=10)
+    tc = make_timecourse(ep)
+    ax = plots.swimmer(ep, tc, horizon=168.0).axes[0]
+    by_marker = {ln.get_marker(): len(ln.get_xdata()) for ln in ax.lines}
+    assert by_marker["x"] == int(ep["pfs_event"].sum())
+    assert by_marker[">"] == int((~ep["pfs_event"]).sum())
+    # responders shrink 0.8%/day: ≥30% at day 42 (first saved day ≥ 37.5), shown if ≤ PFS
+    resp = ep["bor"].isin(["CR", "PR"]) & (ep["pfs_days"] >= 42)
+    assert by_marker["^"] == int(resp.sum())
+    onset = plots.response_onset(tc)
+    assert set(onset.unique()) == {42.0}
+
+
+def test_dose_schedule_arms_lanes_labels_and_empty_arm():
+    sched = {
+        "pembro": nmtran("pembrolizumab", 0.0, 200.0, 21.0, 7, 9600.0),
+        "combo": pd.concat(
+            [
+                nmtran("pembrolizumab", 0.0, 200.0, 21.0, 7, 9600.0),
+                nmtran("cb839", 0.0, 800.0, 0.5, 335, 0.0),
+            ]
+        ),
+        "control": nmtran("x", 0.0, 1.0, 0.0, 0, 0.0).iloc[:0],
+    }
+    fig = plots.dose_schedule(sched, horizon=168.0)
+    axes = [a for a in fig.axes if a.get_visible()]
+    assert [a.get_title(loc="left") for a in axes] == ["pembro", "combo", "control"]
+    top_down = [t.get_text() for t in axes[1].get_yticklabels()][::-1]
+    assert top_down == ["pembrolizumab", "cb839"]  # schedule order, first drug on top
+    notes = [t.get_text() for t in axes[1].texts]
+    assert "200 mg q21d ×8, IV 30 min" in notes and "800 mg q12h ×336" in notes
+    assert [t.get_text() for t in axes[2].texts] == ["no doses"]
+    with pytest.raises(ValueError, match="schedules must be a dict"):
+        plots.dose_schedule([sched["pembro"]])
+
+
+def test_user_strings_with_mathtext_and_save_png(tmp_path):
+    ep = make_endpoints(arms=("arm $1", "<b>&"), n=3)
+    fig = plots.waterfall_by_arm(ep)
+    path = plots.save_figure(fig, tmp_path / "w.png")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert b"matplotlib" not in data.lower()  # no software metadata → reproducible files
+    assert [a.get_title() for a in fig.axes if a.get_visible()] == ["arm \\$1", "<b>&"]

@@ -1,0 +1,100 @@
+"""The HTML trial report: every file written and non-empty, figures embedded, no network
+references, user strings escaped, edge cases and input errors."""
+
+import base64
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_plots import make_endpoints, make_timecourse, nmtran
+
+from vcohort.endpoints import summarize
+from vcohort.report import FIGURES, write_trial_report
+
+
+def inputs(endpoints):
+    summary = summarize(endpoints, by="arm")
+    summary["extra_statistic"] = 0.125  # more columns may come: all must be rendered
+    sched = {
+        a: nmtran("pembrolizumab", 0.0, 200.0, 21.0, 7, 9600.0) for a in endpoints["arm"].unique()
+    }
+    return {
+        "summary": summary,
+        "endpoints": endpoints,
+        "timecourse": make_timecourse(endpoints),
+        "schedules": sched,
+        "config": {"seed": 1, "arms": {"A": "pembrolizumab 200 mg q3w"}, "days": 168},
+    }
+
+
+def check_report(out, paths):
+    names = sorted(p.relative_to(out).as_posix() for p in paths)
+    assert names == sorted([f"figures/{f.name}.png" for f in FIGURES] + ["report.html"])
+    for p in paths:
+        assert p.is_file() and p.stat().st_size > 0, p
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for p in paths[:-1]:  # each figure embedded byte for byte
+        assert base64.b64encode(p.read_bytes()).decode() in page, p.name
+    srcs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
+    assert len(srcs) == len(FIGURES) and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert not re.search(r"<(link|script|iframe)\b|@import|url\(", page, re.IGNORECASE)
+    return page
+
+
+def test_report_writes_every_file_and_is_self_contained(tmp_path):
+    ep = make_endpoints(arms=("A", "B"), n=10)
+    out = tmp_path / "run"
+    paths = write_trial_report(out, title='Trial <1> & "x"', **inputs(ep))
+    page = check_report(out, paths)
+    assert "http://" not in page and "https://" not in page
+    assert "<title>Trial &lt;1&gt; &amp; &quot;x&quot;</title>" in page
+    assert "<th>extra_statistic</th>" in page and "<td>0.125</td>" in page
+    assert "pembrolizumab 200 mg q3w" in page and "vcohort 0.1.0" in page
+    assert re.search(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page)
+
+
+def test_user_strings_escaped_and_urls_in_config_are_only_text(tmp_path):
+    ep = make_endpoints(arms=("<script>alert(1)</script>", "B&B"), n=4)
+    kw = inputs(ep)
+    kw["config"]["source"] = "https://example.org/<trial>"
+    page = check_report(tmp_path, write_trial_report(tmp_path, title="<i>t</i>", **kw))
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<i>t</i>" not in page and "B&amp;B" in page
+    pre = page[page.index("<pre>") : page.index("</pre>")]
+    assert page.count("https://") == pre.count("https://") == 1
+    assert "https://example.org/&lt;trial&gt;" in pre
+
+
+@pytest.mark.parametrize("case", ["zero_events", "all_ne", "one_patient", "bare_columns"])
+def test_report_edge_cases(tmp_path, case):
+    ep = make_endpoints(arms=("A", "B"), n=5)
+    if case == "zero_events":
+        ep["pfs_event"] = False
+        ep["pfs_days"] = 168.0
+    elif case == "all_ne":  # every simulation failed: not evaluable, NaN endpoints
+        ep["status"] = 1
+        ep["bor"] = "NE"
+        ep[["best_pct_change", "final_pct_change", "pfs_days"]] = np.nan
+    elif case == "one_patient":
+        ep = ep[(ep["patient"] == 0) & (ep["arm"] == "A")]
+    kw = inputs(ep)
+    if case == "bare_columns":  # only the required columns; no schedule for arm B
+        kw["endpoints"] = ep[["patient", "arm", "bor", "best_pct_change", "pfs_days", "pfs_event"]]
+        kw["timecourse"] = kw["timecourse"][["patient", "arm", "day", "diameter_mm"]]
+        kw["schedules"] = {"A": kw["schedules"]["A"]}
+        kw["summary"] = pd.DataFrame({"arm": ["A", "B"]})
+    check_report(tmp_path, write_trial_report(tmp_path, title="edge", **kw))
+
+
+def test_bad_inputs_raise_naming_the_field(tmp_path):
+    kw = inputs(make_endpoints(arms=("A",), n=2))
+    bad = dict(kw, endpoints=kw["endpoints"].drop(columns="pfs_event"))
+    with pytest.raises(ValueError, match=r"endpoints lacks columns \['pfs_event'\]"):
+        write_trial_report(tmp_path, title="t", **bad)
+    bad = dict(kw, schedules={"A": kw["schedules"]["A"].drop(columns="ADDL")})
+    with pytest.raises(ValueError, match=r"schedules\['A'\] lacks columns \['ADDL'\]"):
+        write_trial_report(tmp_path, title="t", **bad)
+    with pytest.raises(ValueError, match="title must be a string"):
+        write_trial_report(tmp_path, title=3, **kw)
+    assert not (tmp_path / "figures").exists()  # nothing drawn before validation

@@ -1,0 +1,103 @@
+import json
+
+import pandas as pd
+import pytest
+
+from vcohort.cli import main
+
+TINY = """
+title = "tiny trial"
+reference_arm = "control"
+
+[population]
+preset = "default"
+size = 20
+seed = 7
+
+[simulation]
+horizon_days = 84
+runin_days = 30
+chunk_size = 8
+
+[assessment]
+every_days = 42
+confirm_days = 28
+
+[[arms]]
+name = "control"
+regimens = []
+
+[[arms]]
+name = "chemo_then_pembro"
+sequencing = "induction-maintenance"
+induction = [{ drug = "doxorubicin", dose = "75 mg/m2", every = "21 d" }]
+induction_days = 42
+maintenance = ["pembrolizumab 2 mg/kg every 21 d over 30 min"]
+"""
+
+FILES = (
+    "manifest.json",
+    "patients.parquet",
+    "screening.csv",
+    "timecourse.parquet",
+    "endpoints.parquet",
+    "summary.csv",
+    "schedules/control.csv",
+    "schedules/chemo_then_pembro.csv",
+    "report.html",
+)
+
+
+@pytest.mark.slow
+def test_tiny_trial_end_to_end_via_the_cli(tmp_path, capsys):
+    exp = tmp_path / "tiny.toml"
+    exp.write_text(TINY)
+    out = tmp_path / "run"
+    assert main(["trial", str(exp), "--out", str(out), "--no-progress"]) == 0
+    for f in FILES:
+        assert (out / f).stat().st_size > 0, f
+    figures = sorted((out / "figures").glob("*.png"))
+    assert len(figures) >= 4 and all(p.stat().st_size > 0 for p in figures)
+
+    ep = pd.read_parquet(out / "endpoints.parquet")
+    patients = pd.read_parquet(out / "patients.parquet")
+    assert len(patients) == 20 and "pdl1_positive" in patients
+    # every arm on the same 20 patients
+    for arm in ("control", "chemo_then_pembro"):
+        assert sorted(ep.loc[ep.arm == arm, "patient"]) == sorted(patients.patient)
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.arm.tolist() == ["control", "chemo_then_pembro"]
+    for col in ("orr", "orr_ci_low", "dcr", "median_pfs_days", "pfs_landmark", "hr",
+                "hr_ci_low", "median_csc_fraction_final", "grade4_neutropenia",
+                "median_auc_pembrolizumab"):  # fmt: skip
+        assert col in summary, col
+    assert summary.loc[0, "hr_note"] == "reference" and summary.loc[0, "hr"] == 1.0
+    # induction then maintenance: doxorubicin on days 0, 21; pembrolizumab from day 42
+    doses = pd.read_csv(out / "schedules/chemo_then_pembro.csv")
+    one = doses[doses.ID == patients.patient.iloc[0]]
+    dox, pem = one[one.DRUG == "doxorubicin"], one[one.DRUG == "pembrolizumab"]
+    assert dox.TIME.tolist() == [0.0] and dox.ADDL.tolist() == [1]
+    assert pem.TIME.tolist() == [42.0] and pem.ADDL.tolist() == [1]
+    screening = pd.read_csv(out / "screening.csv", keep_default_na=False)
+    assert screening.plausible.sum() == 20
+    assert (screening.reason[~screening.plausible].str.len() > 0).all()
+    assert (screening.reason[screening.plausible] == "").all()
+    tc = pd.read_parquet(out / "timecourse.parquet")
+    assert {"patient", "arm", "day", "diameter_mm"} <= set(tc.columns)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["config"]["population"]["size"] == 20 and m["patients"] == 20
+    assert "tiny trial" in (out / "report.html").read_text()
+    assert "chemo_then_pembro" in capsys.readouterr().out
+    # an existing folder is never replaced without --overwrite
+    assert main(["trial", str(exp), "--out", str(out), "--no-progress"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_a_bad_experiment_fails_before_compute_and_writes_nothing(tmp_path, capsys):
+    exp = tmp_path / "bad.toml"
+    exp.write_text(TINY.replace("size = 20", "size = -1").replace('"control"\nregimens', '"c"\nx'))
+    out = tmp_path / "run"
+    assert main(["trial", str(exp), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "population.size: -1 must be >= 1" in err and "arms[0].x: unknown key" in err
+    assert not out.exists()
