@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vcohort.cohort import COVARIATES
+from vcohort.population import load_population
 from vcohort.selection import ks_distance, pps_fixed, quotas, rake
 
 LANDMARK_DAYS = 182.6  # 6 months = 365.25 / 2 days
@@ -44,7 +44,8 @@ CELLS = (
     "non-responder & PF6",
     "non-responder & progressed",
 )
-_BASE = COVARIATES["baseline_diameter_mm"]
+_B = load_population().covariates["baseline_diameter_mm"]  # the default preset
+_BASE = (_B.median, _B.cv, _B.lower, _B.upper)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class Targets:
         pfs6: fraction progression-free at 6 months, in [0, 1], or None (then the pool's
             PF6 given response is kept, the KL-closest joint with only the ORR marginal).
         diameter_median_mm, diameter_cv, diameter_bounds_mm: baseline sum of diameters, a
-            log-normal truncated to the bounds (default: `vcohort.cohort.COVARIATES`, median
+            log-normal truncated to the bounds (default: the `default` population preset, median
             86 mm as in Ahamadi 2017).
         source: citation of the figures.
     """

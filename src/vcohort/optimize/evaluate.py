@@ -56,8 +56,9 @@ def hard_constraints(problem: Problem, schedule: Schedule, cohort: Cohort, traj)
             g[f"budget:{d.drug}"] = float((a.sum(axis=1).max() - d.budget_mg) / d.budget_mg)
         if d.max_daily_mg is not None:
             days = np.floor(t[schedule.valid[i]]).astype(int)
-            per_day = np.stack([np.bincount(days, weights=row) for row in a[:, schedule.valid[i]]])
-            g[f"max_daily:{d.drug}"] = float((per_day.max() - d.max_daily_mg) / d.max_daily_mg)
+            rows = a[:, schedule.valid[i]]
+            top = max((np.bincount(days, weights=r).max() for r in rows if r.size), default=0.0)
+            g[f"max_daily:{d.drug}"] = float((top - d.max_daily_mg) / d.max_daily_mg)
         if d.auc_budget is not None:
             auc = np.nanmean(traj.auc[d.drug][traj.status == 0])
             g[f"auc:{d.drug}"] = float((auc - d.auc_budget) / d.auc_budget)
