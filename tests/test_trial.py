@@ -101,3 +101,45 @@ def test_a_bad_experiment_fails_before_compute_and_writes_nothing(tmp_path, caps
     err = capsys.readouterr().err
     assert "population.size: -1 must be >= 1" in err and "arms[0].x: unknown key" in err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_trial_with_calibration_selects_patients_matching_the_target(tmp_path):
+    """[calibration] in an experiment: the trial's patients are selected from a larger pool so
+    that the reference arm's ORR matches the target to rounding (stratified quotas; see
+    vcohort.calibrate), and calibration.json records the fit."""
+    import json
+
+    import pandas as pd
+
+    from vcohort.cli import main
+
+    exp = tmp_path / "cal.toml"
+    exp.write_text(
+        """
+title = "calibrated"
+reference_arm = "pembro"
+[population]
+size = 40
+seed = 3
+[simulation]
+horizon_days = 210
+precision = "float32"
+[calibration]
+orr = 0.25
+pfs6 = 0.40
+arm = "pembrolizumab 200 mg every 21 d"
+pool = 160
+[[arms]]
+name = "pembro"
+regimens = ["pembrolizumab 200 mg every 21 d"]
+"""
+    )
+    out = tmp_path / "run"
+    assert main(["trial", str(exp), "--out", str(out), "--no-progress"]) == 0
+    ep = pd.read_parquet(out / "endpoints.parquet")
+    assert len(ep) == 40
+    orr = ep["bor"].isin(["CR", "PR"]).mean()
+    assert abs(orr - 0.25) <= 0.5 / 40 + 1e-9  # quota rounding: one patient at most
+    cal = json.loads((out / "calibration.json").read_text())
+    assert "rule" in cal

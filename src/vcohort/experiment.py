@@ -37,7 +37,16 @@ and the arms.  Example (see ``experiments/*.toml`` for complete files)::
 A ``concurrent`` arm (the default) gives all its ``regimens`` together, each from its own
 ``start``; an ``induction-maintenance`` arm gives ``induction`` until ``induction_days`` and then
 ``maintenance``, whose ``start``/``until`` count from the end of induction.  An empty
-``regimens`` list is the untreated arm.  ``[calibration]`` is reserved and not yet supported.
+``regimens`` list is the untreated arm.
+
+An optional ``[calibration]`` table selects the trial's ``size`` patients from a larger plausible
+pool so that their response under a reference arm matches clinical targets
+(`vcohort.calibrate`, Allen, Rieger & Musante 2016)::
+
+    [calibration]
+    preset = "keynote-002"      # targets (or orr = 0.21, pfs6 = 0.34, arm = "...")
+    pool = 1500                 # plausible patients simulated to select from (> size)
+    # rule = "calib/rule.json"  # instead: apply a saved rule (vcohort calibrate) to the pool
 """
 
 from __future__ import annotations
@@ -65,6 +74,7 @@ _ASSESS = {"every_days", "first_day", "days", "confirm_days", "cr_floor_mm", "ce
 _ARM = {"name", "description", "sequencing", "regimens", "induction", "induction_days",
         "maintenance"}  # fmt: skip
 _REG = {"drug", "dose", "every", "count", "until", "start", "over"}
+_CALIB = {"preset", "rule", "pool", "orr", "pfs6", "arm", "days"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
@@ -91,6 +101,7 @@ class Experiment:
     arms: tuple[Arm, ...]
     config: dict
     source: str
+    calibration: dict | None = None
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -111,12 +122,7 @@ def experiment_from_dict(
     """Validate a parsed experiment; every bad field is listed in one error."""
     ck = Checker(source)
     d = ck.table(d, "", _TOP, {"population", "simulation", "arms"})
-    if "calibration" in d:
-        ck.error(
-            "calibration",
-            "calibration inside an experiment is not yet supported (see issue 3, part 3); "
-            "remove the [calibration] table",
-        )
+    calib = _calibration(ck, d.get("calibration"), base_dir)
     title = ck.get(d, "title", "", "str", default_title or "vcohort trial")
     desc = ck.get(d, "description", "", "str", "")
 
@@ -155,6 +161,8 @@ def experiment_from_dict(
                 ck.error(f"arms[{i}].name", f"{arm.name!r} is used by another arm")
             names.append(arm.name)
             arms.append(arm)
+    if calib is not None and size is not None and calib["pool"] <= size:
+        ck.error("calibration.pool", f"{calib['pool']} must exceed population.size={size}")
     ref = ck.get(d, "reference_arm", "", "str", names[0] if names else "")
     if names and ref not in names:
         ck.error("reference_arm", f"{ref!r} is not an arm; arms: {', '.join(names)}")
@@ -181,6 +189,7 @@ def experiment_from_dict(
             "runin_days": runin,
         },  # fmt: skip
         "assessment": ep | {"landmark_days": landmark},
+        "calibration": calib,
         "arms": [
             {
                 "name": a.name,
@@ -192,7 +201,35 @@ def experiment_from_dict(
     }
     return Experiment(title, desc, pop, size, seed, repl, screening, horizon, dt, precision,
                       chunk, save_every, runin, ep, landmark, ref, tuple(arms), config,
-                      source)  # fmt: skip
+                      source, calib)  # fmt: skip
+
+
+def _calibration(ck: Checker, raw, base_dir: Path | None) -> dict | None:
+    """``[calibration]``: targets (preset or orr/pfs6/arm) or a saved rule, and the pool size."""
+    if raw is None:
+        return None
+    from vcohort.calibrate import PRESETS
+
+    t = ck.table(raw, "calibration", _CALIB, {"pool"})
+    out = {"pool": ck.get(t, "pool", "calibration", "int", 1000, ge=2)}
+    if "rule" in t:
+        if any(k in t for k in ("preset", "orr", "pfs6", "arm", "days")):
+            ck.error("calibration", "give either rule = <file> or targets, not both")
+        rule = ck.get(t, "rule", "calibration", "str", "")
+        path = Path(rule) if base_dir is None or Path(rule).is_absolute() else base_dir / rule
+        if not path.is_file():
+            ck.error("calibration.rule", f"{rule!r}: file not found ({path})")
+        out["rule"] = str(path)
+        return out
+    preset = ck.get(t, "preset", "calibration", "str", None, choices=tuple(PRESETS))
+    out["preset"] = preset
+    out["orr"] = ck.get(t, "orr", "calibration", "float", None, ge=0, le=1)
+    out["pfs6"] = ck.get(t, "pfs6", "calibration", "float", None, ge=0, le=1)
+    out["arm"] = ck.get(t, "arm", "calibration", "str", None)
+    out["days"] = ck.get(t, "days", "calibration", "int", None, ge=183)
+    if preset is None and (out["orr"] is None or out["arm"] is None):
+        ck.error("calibration", "give preset = ... or both orr and arm (and optionally pfs6)")
+    return out
 
 
 def _population(ck: Checker, pt: dict, base_dir: Path | None) -> Population:

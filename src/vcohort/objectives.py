@@ -11,7 +11,8 @@ typical cohorts while keeping gradients informative; the widths are arguments):
 * best % change = soft-minimum over assessment days, ``-τ_min·logsumexp(-x/τ_min)`` with
   τ_min = 2 percentage points;
 * response = ``sigmoid((-30 - best%)/τ)`` with τ = 3 points (RECIST PR threshold -30%);
-* progression at an assessment = ``sigmoid((d/nadir - 1.2)/0.03) · sigmoid((d - nadir - 5 mm)/1 mm)``
+* progression at an assessment =
+  ``sigmoid((d/nadir - 1.2)/0.03) · sigmoid((d - nadir - 5 mm)/1 mm)``
   (RECIST PD: +20% over the nadir *and* +5 mm); progression-free probability is the running
   product of ``1 - p(PD)``; smoothed PFS is its restricted mean over the assessments
   (days, up to the horizon);

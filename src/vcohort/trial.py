@@ -41,6 +41,7 @@ class TrialResult:
     summary: pd.DataFrame
     schedules: dict
     timings: dict = field(default_factory=dict)
+    calibration: dict | None = None  # the calibration report when [calibration] was given
 
 
 def run_trial(exp: Experiment, *, progress: bool | None = None) -> TrialResult:
@@ -56,8 +57,9 @@ def run_trial(exp: Experiment, *, progress: bool | None = None) -> TrialResult:
         from dataclasses import replace
 
         pop = replace(pop, plausibility=None)
+    calib = exp.calibration
     cohort, screening = plausible_cohort(
-        exp.size,
+        exp.size if calib is None else calib["pool"],
         population=pop,
         seed=exp.seed,
         replace=exp.replace_rejected,
@@ -67,6 +69,9 @@ def run_trial(exp: Experiment, *, progress: bool | None = None) -> TrialResult:
         chunk_size=exp.chunk_size,
         runin_days=exp.runin_days,
     )
+    calibration = None
+    if calib is not None:
+        cohort, calibration = _calibrate(exp, cohort)
     t_cohort = time.perf_counter() - t0
     if progress is not False:
         n_rej = int((~screening["plausible"]).sum())
@@ -89,7 +94,36 @@ def run_trial(exp: Experiment, *, progress: bool | None = None) -> TrialResult:
     summary = trial_summary(endpoints, reference=exp.reference_arm, landmark_days=exp.landmark_days)
     summary.insert(1, "regimen", [a.describe() for a in exp.arms])
     timings = {"cohort_s": t_cohort, "total_s": time.perf_counter() - t0}
-    return TrialResult(exp, cohort, screening, trajs, endpoints, summary, schedules, timings)
+    return TrialResult(
+        exp, cohort, screening, trajs, endpoints, summary, schedules, timings, calibration
+    )
+
+
+def _calibrate(exp: Experiment, pool):
+    """Select ``exp.size`` patients from the plausible ``pool`` per ``exp.calibration``
+    (a saved rule, or targets fitted here); returns (cohort, calibration report)."""
+    from vcohort import calibrate as C
+
+    c = exp.calibration
+    if "rule" in c:
+        rule = C.CalibrationRule.load(c["rule"])
+        cohort, _, report = C.apply_rule(rule, pool, exp.size, seed=exp.seed)
+        return cohort, {"rule_file": c["rule"], **report}
+    arm, targets = C.PRESETS[c["preset"]] if c.get("preset") else (None, None)
+    arm = c.get("arm") or arm
+    if c.get("orr") is not None or targets is None:
+        from dataclasses import replace
+
+        base = targets if targets is not None else C.Targets(c["orr"])
+        targets = replace(
+            base,
+            orr=c["orr"] if c.get("orr") is not None else base.orr,
+            pfs6=c["pfs6"] if c.get("pfs6") is not None else base.pfs6,
+        )
+    rule, cohort, _, report = C.calibrate(
+        pool, targets, exp.size, arm=arm, days=c.get("days") or 210, seed=exp.seed
+    )
+    return cohort, {"rule": rule.to_dict(), **report}
 
 
 def nmtran_tables(result: TrialResult, *, typical: bool = False) -> dict[str, pd.DataFrame]:
@@ -142,6 +176,8 @@ def write_trial(result: TrialResult, out: str | Path, *, overwrite: bool = False
             config=exp.config,
         )
         n_rej = int((~result.screening["plausible"]).sum())
+        if result.calibration is not None:
+            write_json(tmp / "calibration.json", result.calibration)
         write_json(
             tmp / "manifest.json",
             {
