@@ -26,7 +26,12 @@ def _common(p: argparse.ArgumentParser, patients: int, days: int) -> None:
     p.add_argument("--days", type=int, default=days, help="horizon in days")
     p.add_argument("--seed", type=int, default=0, help="cohort seed")
     p.add_argument("--precision", choices=("float64", "float32"), default="float64")
-    p.add_argument("--dt", type=float, default=0.1, help="RK4 step (day); 1/dt whole")
+    p.add_argument(
+        "--dt",
+        type=float,
+        default=None,
+        help="RK4 step (day); 1/dt whole (default: the model's, 0.1; 0.002 for depillis2009)",
+    )
     p.add_argument("--save-every", type=int, default=7, help="save full state every N days")
     p.add_argument("--chunk-size", type=int, default=4096, help="patients per compiled call")
     p.add_argument("--assess-every", type=int, default=42, help="RECIST assessment interval (days)")
@@ -53,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _add_model_arg(s)
 
     d = sub.add_parser("demo", help="untreated, each single agent and the triple combination")
     _common(d, 2000, 180)
@@ -64,15 +70,31 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _add_model_arg(p: argparse.ArgumentParser) -> None:
+    from vcohort.model import MODEL_NAMES
+
+    p.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        default="csc_immune",
+        help="model: the CSC–immune model, or a published reference model (its own states, "
+        "and drugs: depillis2009 has chemo, il2, til; kuznetsov1994 has none)",
+    )
+
+
 def _run(args, arm_specs: list[str]) -> int:
     from vcohort.io import check_output_dir
+    from vcohort.model import get_model
     from vcohort.runs import parse_arm
 
     if args.patients < 1:
         raise ValueError(f"--patients={args.patients} must be >= 1")
     if args.days < 1:
         raise ValueError(f"--days={args.days} must be >= 1")
-    arms = [parse_arm(a) for a in arm_specs]
+    model = get_model(getattr(args, "model", "csc_immune"))
+    if args.dt is None:
+        args.dt = model.default_dt
+    arms = [parse_arm(a, model.drug_catalogue()) for a in arm_specs]
     if args.out is not None:
         check_output_dir(args.out, args.overwrite)
     from vcohort.simulate import check_dt
@@ -80,14 +102,15 @@ def _run(args, arm_specs: list[str]) -> int:
     check_dt(args.dt)
 
     from vcohort.cohort import make_cohort
-    from vcohort.model import CSC_IMMUNE
     from vcohort.runs import run_arms
 
     t0 = time.perf_counter()
-    cohort = make_cohort(args.patients, seed=args.seed, dt=args.dt, precision=args.precision)
+    cohort = make_cohort(
+        args.patients, seed=args.seed, model=model, dt=args.dt, precision=args.precision
+    )
     t_cohort = time.perf_counter() - t0
     trajs, endpoints, summary, schedules = run_arms(
-        CSC_IMMUNE,
+        model,
         cohort,
         arms,
         args.days,
@@ -126,6 +149,7 @@ def _print_summary(summary, args, wall) -> None:
         "dcr",
         "median_best_pct_change",
         "progression_free_at_end",
+        "tumour_cleared",
         "median_csc_fraction_final",
         "median_anc_nadir",
         "grade4_neutropenia",
@@ -133,7 +157,8 @@ def _print_summary(summary, args, wall) -> None:
     cols = [c for c in cols if c in summary]
     view = summary[cols].copy()
     print(
-        f"\n{args.patients} patients, {args.days} days, {args.precision}, "
+        f"\n{getattr(args, 'model', 'csc_immune')}: "
+        f"{args.patients} patients, {args.days} days, {args.precision}, "
         f"RECIST every {args.assess_every} d — {wall:.1f} s"
     )
     with __import__("pandas").option_context(
@@ -144,6 +169,10 @@ def _print_summary(summary, args, wall) -> None:
 
 def _write(args, cohort, arms, trajs, endpoints, summary, schedules, timings) -> None:
     import pandas as pd
+
+    from vcohort.model import get_model
+
+    model = get_model(cohort.model)
 
     from vcohort.dosing import to_nmtran
     from vcohort.io import environment, run_folder, write_csv, write_json, write_parquet
@@ -158,7 +187,7 @@ def _write(args, cohort, arms, trajs, endpoints, summary, schedules, timings) ->
         for a in arms:
             s = schedules[a.name]
             if s.valid.any():
-                t = to_nmtran(s, weight_kg=76.8, bsa_m2=1.9)
+                t = to_nmtran(s, weight_kg=76.8, bsa_m2=1.9, catalogue=model.drug_catalogue())
                 t.insert(0, "ARM", a.name)
                 doses.append(t)
         if doses:
@@ -169,7 +198,7 @@ def _write(args, cohort, arms, trajs, endpoints, summary, schedules, timings) ->
                 "command": " ".join(sys.argv),
                 "config": {k: v for k, v in vars(args).items() if k != "func"},
                 "arms": {a.name: a.describe() for a in arms},
-                "model": "csc_immune",
+                "model": cohort.model,
                 "seed": args.seed,
                 "precision": args.precision,
                 "environment": environment(),
