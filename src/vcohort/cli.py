@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("model-doc", help="write the model's equations and parameter table")
     m.add_argument("--out", default="docs/model.md")
+    _add_export_sbml(sub)
     return ap
 
 
@@ -80,6 +81,67 @@ def _add_model_arg(p: argparse.ArgumentParser) -> None:
         help="model: the CSC–immune model, or a published reference model (its own states, "
         "and drugs: depillis2009 has chemo, il2, til; kuznetsov1994 has none)",
     )
+
+
+def _add_export_sbml(sub) -> None:
+    e = sub.add_parser(
+        "export-sbml",
+        help="write one patient's model, parameters and doses as SBML Level 3 Version 2",
+    )
+    e.add_argument("--out", required=True, help="SBML file to write (e.g. model.xml)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    e.add_argument("--drugs", default="", help="comma-separated drugs whose PK to include")
+    e.add_argument("--regimen", action="append", default=[], help="doses, as in simulate")
+    e.add_argument("--days", type=int, default=180, help="horizon the regimens are laid out on")
+    e.add_argument("--seed", type=int, default=0, help="cohort seed (with --patient)")
+    e.add_argument(
+        "--patient",
+        type=int,
+        default=None,
+        help="patient id of `simulate --seed SEED` to export (default: typical parameters)",
+    )
+    e.add_argument(
+        "--patient-params",
+        default=None,
+        help="JSON {name: value} or CSV/Parquet row (e.g. from patients.parquet) of parameter, "
+        "covariate and drug.param values to use",
+    )
+    _add_model_arg(e)
+
+
+def _export_sbml(args) -> int:
+    from pathlib import Path
+
+    from vcohort.cohort import make_cohort
+    from vcohort.dosing import compile_schedule, parse_regimen
+    from vcohort.drugs import get_drug
+    from vcohort.model import get_model
+    from vcohort.sbml import patient_sbml, read_overrides, with_overrides
+
+    model = get_model(args.model)
+    cat = model.drug_catalogue()
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"--out={args.out!r} exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out={args.out!r}: folder {str(out.parent)!r} does not exist")
+    if args.days < 1:
+        raise ValueError(f"--days={args.days} must be >= 1")
+    if args.patient is not None and args.patient < 0:
+        raise ValueError(f"--patient={args.patient} must be a patient id >= 0")
+    drugs = [get_drug(d, cat).name for d in args.drugs.split(",") if d.strip()]
+    regs = [parse_regimen(r, cat) for r in args.regimen]
+    values = read_overrides(args.patient_params) if args.patient_params else {}
+    schedule = compile_schedule(regs, float(args.days)) if regs else None
+    if args.patient is None:
+        cohort = make_cohort(1, seed=args.seed, model=model, variability=False)
+    else:
+        cohort = make_cohort(1, seed=args.seed, model=model, first_id=args.patient)
+    if values:
+        cohort = with_overrides(cohort, model, values)
+    out.write_text(patient_sbml(cohort, 0, schedule, model=model, drugs=drugs))
+    print(f"wrote {args.out} ({model.name}, patient {int(cohort.patient_id[0])})")
+    return 0
 
 
 def _run(args, arm_specs: list[str]) -> int:
@@ -220,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, specs)
         if args.command == "demo":
             return _run(args, list(DEMO_ARMS))
+        if args.command == "export-sbml":
+            return _export_sbml(args)
         if args.command == "model-doc":
             from vcohort.docs import write_model_doc
 
