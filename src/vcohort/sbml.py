@@ -406,3 +406,17 @@ def with_overrides(cohort, model, values: dict[str, float], *, dt: float = 0.1):
     y0 = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), (1,)).copy() for k, v in y0.items()}
     c = c.replace(params=params, covariates=cov, pk=pk, y0=y0)
     return run_in(c, model, model.runin_days, dt=dt) if model.runin_days else c
+
+
+def schedule_on_grid(schedule, dt: float):
+    """The schedule as the fixed-step simulator applies it: times on the ``dt`` grid and
+    infusion durations rounded to whole steps (at least one), `vcohort.dosing.StepGrid`."""
+    import dataclasses
+
+    k0 = np.round(np.asarray(schedule.time) / dt)
+    dur = np.where(
+        np.asarray(schedule.duration) > 0,
+        np.maximum(1, np.round(np.asarray(schedule.duration) / dt)) * dt,
+        0.0,
+    )
+    return dataclasses.replace(schedule, time=k0 * dt, duration=dur)
