@@ -1,5 +1,5 @@
 """Command line: ``vcohort simulate``, ``demo``, ``trial``, ``calibrate``, ``optimize``,
-``model-doc``.
+``export-sbml``, ``model-doc``.
 
 Every argument is validated (regimens parsed, output folder checked) before anything is
 compiled or simulated.
@@ -27,7 +27,12 @@ def _common(p: argparse.ArgumentParser, patients: int, days: int) -> None:
     p.add_argument("--days", type=int, default=days, help="horizon in days")
     p.add_argument("--seed", type=int, default=0, help="cohort seed")
     p.add_argument("--precision", choices=("float64", "float32"), default="float64")
-    p.add_argument("--dt", type=float, default=0.1, help="RK4 step (day); 1/dt whole")
+    p.add_argument(
+        "--dt",
+        type=float,
+        default=None,
+        help="RK4 step (day); 1/dt whole (default: the model's, 0.1; 0.002 for depillis2009)",
+    )
     p.add_argument("--save-every", type=int, default=7, help="save full state every N days")
     p.add_argument("--chunk-size", type=int, default=4096, help="patients per compiled call")
     p.add_argument("--assess-every", type=int, default=42, help="RECIST assessment interval (days)")
@@ -54,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _add_model_arg(s)
 
     d = sub.add_parser("demo", help="untreated, each single agent and the triple combination")
     _common(d, 2000, 180)
@@ -65,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_optimize_parser(sub)
     _add_calibrate_parser(sub)
     _add_trial_parser(sub)
+    _add_export_sbml(sub)
     return ap
 
 
@@ -100,6 +107,7 @@ def _run_optimize(args) -> int:
     for text in res["rounded"].descriptions.values():
         print(f"  {text}")
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")
+    return 0
 
 
 def _add_calibrate_parser(sub) -> None:
@@ -171,6 +179,7 @@ def _run_calibrate(args) -> int:
         write_parquet(tmp / "pool_observables.parquet", obs)
         write_parquet(tmp / "patients.parquet", cohort.to_frame())
     print(f"wrote {args.out}")
+    return 0
 
 
 def _add_trial_parser(sub) -> None:
@@ -203,15 +212,92 @@ def _run_trial(args) -> int:
     return 0
 
 
+def _add_model_arg(p: argparse.ArgumentParser) -> None:
+    from vcohort.model import MODEL_NAMES
+
+    p.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        default="csc_immune",
+        help="model: the CSC–immune model, or a published reference model (its own states, "
+        "and drugs: depillis2009 has chemo, il2, til; kuznetsov1994 has none)",
+    )
+
+
+def _add_export_sbml(sub) -> None:
+    e = sub.add_parser(
+        "export-sbml",
+        help="write one patient's model, parameters and doses as SBML Level 3 Version 2",
+    )
+    e.add_argument("--out", required=True, help="SBML file to write (e.g. model.xml)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    e.add_argument("--drugs", default="", help="comma-separated drugs whose PK to include")
+    e.add_argument("--regimen", action="append", default=[], help="doses, as in simulate")
+    e.add_argument("--days", type=int, default=180, help="horizon the regimens are laid out on")
+    e.add_argument("--seed", type=int, default=0, help="cohort seed (with --patient)")
+    e.add_argument(
+        "--patient",
+        type=int,
+        default=None,
+        help="patient id of `simulate --seed SEED` to export (default: typical parameters)",
+    )
+    e.add_argument(
+        "--patient-params",
+        default=None,
+        help="JSON {name: value} or CSV/Parquet row (e.g. from patients.parquet) of parameter, "
+        "covariate and drug.param values to use",
+    )
+    _add_model_arg(e)
+
+
+def _export_sbml(args) -> int:
+    from pathlib import Path
+
+    from vcohort.cohort import make_cohort
+    from vcohort.dosing import compile_schedule, parse_regimen
+    from vcohort.drugs import get_drug
+    from vcohort.model import get_model
+    from vcohort.sbml import patient_sbml, read_overrides, with_overrides
+
+    model = get_model(args.model)
+    cat = model.drug_catalogue()
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"--out={args.out!r} exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out={args.out!r}: folder {str(out.parent)!r} does not exist")
+    if args.days < 1:
+        raise ValueError(f"--days={args.days} must be >= 1")
+    if args.patient is not None and args.patient < 0:
+        raise ValueError(f"--patient={args.patient} must be a patient id >= 0")
+    drugs = [get_drug(d, cat).name for d in args.drugs.split(",") if d.strip()]
+    regs = [parse_regimen(r, cat) for r in args.regimen]
+    values = read_overrides(args.patient_params) if args.patient_params else {}
+    schedule = compile_schedule(regs, float(args.days)) if regs else None
+    if args.patient is None:
+        cohort = make_cohort(1, seed=args.seed, model=model, variability=False)
+    else:
+        cohort = make_cohort(1, seed=args.seed, model=model, first_id=args.patient)
+    if values:
+        cohort = with_overrides(cohort, model, values)
+    out.write_text(patient_sbml(cohort, 0, schedule, model=model, drugs=drugs))
+    print(f"wrote {args.out} ({model.name}, patient {int(cohort.patient_id[0])})")
+    return 0
+
+
 def _run(args, arm_specs: list[str]) -> int:
     from vcohort.io import check_output_dir
+    from vcohort.model import get_model
     from vcohort.runs import parse_arm
 
     if args.patients < 1:
         raise ValueError(f"--patients={args.patients} must be >= 1")
     if args.days < 1:
         raise ValueError(f"--days={args.days} must be >= 1")
-    arms = [parse_arm(a) for a in arm_specs]
+    model = get_model(getattr(args, "model", "csc_immune"))
+    if args.dt is None:
+        args.dt = model.default_dt
+    arms = [parse_arm(a, model.drug_catalogue()) for a in arm_specs]
     if args.out is not None:
         check_output_dir(args.out, args.overwrite)
     from vcohort.simulate import check_dt
@@ -219,14 +305,15 @@ def _run(args, arm_specs: list[str]) -> int:
     check_dt(args.dt)
 
     from vcohort.cohort import make_cohort
-    from vcohort.model import CSC_IMMUNE
     from vcohort.runs import run_arms
 
     t0 = time.perf_counter()
-    cohort = make_cohort(args.patients, seed=args.seed, dt=args.dt, precision=args.precision)
+    cohort = make_cohort(
+        args.patients, seed=args.seed, model=model, dt=args.dt, precision=args.precision
+    )
     t_cohort = time.perf_counter() - t0
     trajs, endpoints, summary, schedules = run_arms(
-        CSC_IMMUNE,
+        model,
         cohort,
         arms,
         args.days,
@@ -265,6 +352,7 @@ def _print_summary(summary, args, wall) -> None:
         "dcr",
         "median_best_pct_change",
         "progression_free_at_end",
+        "tumour_cleared",
         "median_csc_fraction_final",
         "median_anc_nadir",
         "grade4_neutropenia",
@@ -272,7 +360,8 @@ def _print_summary(summary, args, wall) -> None:
     cols = [c for c in cols if c in summary]
     view = summary[cols].copy()
     print(
-        f"\n{args.patients} patients, {args.days} days, {args.precision}, "
+        f"\n{getattr(args, 'model', 'csc_immune')}: "
+        f"{args.patients} patients, {args.days} days, {args.precision}, "
         f"RECIST every {args.assess_every} d — {wall:.1f} s"
     )
     with __import__("pandas").option_context(
@@ -283,6 +372,10 @@ def _print_summary(summary, args, wall) -> None:
 
 def _write(args, cohort, arms, trajs, endpoints, summary, schedules, timings) -> None:
     import pandas as pd
+
+    from vcohort.model import get_model
+
+    model = get_model(cohort.model)
 
     from vcohort.dosing import to_nmtran
     from vcohort.io import environment, run_folder, write_csv, write_json, write_parquet
@@ -297,7 +390,7 @@ def _write(args, cohort, arms, trajs, endpoints, summary, schedules, timings) ->
         for a in arms:
             s = schedules[a.name]
             if s.valid.any():
-                t = to_nmtran(s, weight_kg=76.8, bsa_m2=1.9)
+                t = to_nmtran(s, weight_kg=76.8, bsa_m2=1.9, catalogue=model.drug_catalogue())
                 t.insert(0, "ARM", a.name)
                 doses.append(t)
         if doses:
@@ -308,7 +401,7 @@ def _write(args, cohort, arms, trajs, endpoints, summary, schedules, timings) ->
                 "command": " ".join(sys.argv),
                 "config": {k: v for k, v in vars(args).items() if k != "func"},
                 "arms": {a.name: a.describe() for a in arms},
-                "model": "csc_immune",
+                "model": cohort.model,
                 "seed": args.seed,
                 "precision": args.precision,
                 "environment": environment(),
@@ -336,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_calibrate(args)
         if args.command == "trial":
             return _run_trial(args)
+        if args.command == "export-sbml":
+            return _export_sbml(args)
         if args.command == "model-doc":
             from vcohort.docs import write_model_doc
 

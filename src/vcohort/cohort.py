@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vcohort.drugs import CATALOGUE, Drug
+from vcohort.drugs import Drug
 from vcohort.population import PDL1_LATENT, Population, correlate, load_population
 
 
@@ -172,7 +172,7 @@ def make_cohort(
     drugs: dict[str, Drug] | None = None,
     first_id: int = 0,
     variability: bool = True,
-    runin_days: int = 240,
+    runin_days: int | None = None,
     dt: float = 0.1,
     precision: str = "float64",
     baseline_diameter_mm=None,
@@ -185,10 +185,12 @@ def make_cohort(
         n: number of patients (>= 1).
         seed: cohort seed; with ``first_id`` it fixes every patient.
         model: the model (default `vcohort.model.CSC_IMMUNE`).
-        drugs: drugs whose PK parameters to draw (default: the whole catalogue).
+        drugs: drugs whose PK parameters to draw (default: the model's whole catalogue).
         first_id: id of the first patient (ids are ``first_id .. first_id+n-1``).
         variability: False gives every patient the typical values (covariates stay drawn).
-        runin_days: days of immune run-in with the tumour held fixed (0 = none).  The slowest
+        runin_days: days of immune run-in with the tumour held fixed (0 = none; default the
+            model's `Model.runin_days`: 240 for the CSC–immune model, 0 for the published
+            reference models, which start from their published state).  The slowest
             immune populations turn over at ~0.015-0.02/day (MDSC, macrophage death), so 240
             days leave <5% of the initial transient (tested).
         dt, precision: numerics of the run-in.
@@ -199,12 +201,19 @@ def make_cohort(
     from vcohort.model import CSC_IMMUNE
 
     model = CSC_IMMUNE if model is None else model
+    runin_days = model.runin_days if runin_days is None else runin_days
     if not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"patients={n!r} must be an integer >= 1")
     if not isinstance(runin_days, int | np.integer) or runin_days < 0:
         raise ValueError(f"runin_days={runin_days!r} must be an integer >= 0")
-    cat = CATALOGUE if drugs is None else drugs
+    cat = model.drug_catalogue() if drugs is None else drugs
     pop = population if isinstance(population, Population) else load_population(population)
+    if population is None and model is not CSC_IMMUNE:
+        # the default preset's correlations name CSC-model parameters (PD-L1 link); other
+        # models (the published reference models) draw their parameters independently
+        import dataclasses
+
+        pop = dataclasses.replace(pop, correlations=())
     ids = np.arange(first_id, first_id + n, dtype=np.int64)
 
     keys = draw_keys(model, cat, pop)

@@ -90,6 +90,11 @@ class Drug:
         amount_unit: what one unit of the PK amounts is: ``mg``, or ``1e6 cells`` for a cell
             product (doses then take ``cells``, ``cells/kg`` or ``cells/m2``; see
             `vcohort.dosing.parse_amount`).
+        target_state: None for a PK drug; otherwise the name of a *model state* that doses
+            enter directly (a bolus adds to it, an infusion adds its rate to its derivative).
+            Used by published models that carry their drug kinetics as states (de Pillis et
+            al. 2009: chemotherapy ``M``, IL-2 ``I``, TIL ``L``).  Such a drug has no PK
+            parameters or effects, and its "mg" is one unit of the target state.
     """
 
     name: str
@@ -108,10 +113,18 @@ class Drug:
     toxicity: str = ""
     references: tuple[str, ...] = field(default_factory=tuple)
     amount_unit: str = "mg"
+    target_state: str | None = None
 
     def __post_init__(self) -> None:
         if self.route not in ROUTES:
             raise ValueError(f"drug {self.name}: route={self.route!r}; allowed: {ROUTES}")
+        if self.target_state is not None:
+            if len(self.params) or self.effects:
+                raise ValueError(
+                    f"drug {self.name}: a drug dosed into model state {self.target_state!r} "
+                    "has no PK parameters or effects (the model carries its kinetics)"
+                )
+            return
         for req in ("CL", "V1"):
             if req not in self.params:
                 raise ValueError(f"drug {self.name}: PK parameter {req} is required")
@@ -128,7 +141,9 @@ class Drug:
     # ------------------------------------------------------------------ structure
     @property
     def compartments(self) -> tuple[str, ...]:
-        """Compartment names in state order."""
+        """Compartment names in state order (none for a drug dosed into a model state)."""
+        if self.target_state is not None:
+            return ()
         c = []
         if self.route in DEPOT_ROUTES:
             c.append("depot")

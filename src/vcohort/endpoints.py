@@ -18,6 +18,10 @@ Greenwood/exponential-Greenwood CIs, median PFS with its CI, and Cox proportiona
 ratios of each arm against a reference arm.  Arms are run on the *same* virtual patients, so
 the Cox fit uses a cluster-robust (sandwich) variance grouped by patient (Lin & Wei 1989,
 JASA 84:1074).
+
+Models without a diameter (the published reference models) report tumour *burden* instead:
+the daily output ``tumour_cells`` gives baseline/final/nadir, best and final % change and
+``tumour_cleared`` (under one cell at the horizon); RECIST columns are then absent.
 """
 
 from __future__ import annotations
@@ -107,6 +111,20 @@ def recist(
     return bor, pfs, event
 
 
+BURDEN_OUTPUTS = ("diameter_mm", "tumour_cells")  # in order of preference
+
+
+def burden_output(daily: dict) -> str:
+    """The daily output that measures the tumour (`BURDEN_OUTPUTS`)."""
+    for k in BURDEN_OUTPUTS:
+        if k in daily:
+            return k
+    raise ValueError(
+        f"daily outputs {sorted(daily)} have no tumour measure; a model needs one of "
+        f"{list(BURDEN_OUTPUTS)} for endpoints"
+    )
+
+
 def patient_endpoints(
     traj,
     *,
@@ -117,38 +135,39 @@ def patient_endpoints(
     confirm_days: int = 0,
     censor_at: str = "last_assessment",
 ) -> pd.DataFrame:
-    """One row per patient: baseline/final/nadir diameter, best % change, RECIST BOR, PFS,
-    CSC fraction, ANC nadir, exposure (AUC per drug) and solver status (see `recist` and
-    `assessment_days` for the options)."""
-    d = np.asarray(traj.daily["diameter_mm"], dtype=np.float64)
+    """One row per patient: baseline/final/nadir tumour size, best % change, RECIST BOR and PFS
+    (models with ``diameter_mm``; see `recist` and `assessment_days` for the options), CSC
+    fraction, ANC nadir, exposure (AUC per drug) and solver status."""
+    key = burden_output(traj.daily)
+    d = np.asarray(traj.daily[key], dtype=np.float64)
     n_days = d.shape[1] - 1
     base = d[:, 0]
     pct = 100.0 * (d[:, 1:] - base[:, None]) / base[:, None]
-    adays = assessment_days(n_days, assess_every, assess_first, assess_days)
-    bor, pfs, ev = recist(
-        np.concatenate([d[:, :1], d[:, adays]], axis=1),
-        adays,
-        cr_floor_mm=cr_floor_mm,
-        confirm_days=confirm_days,
-        censor_at=censor_at,
-        horizon=float(n_days),
-    )
     ok = traj.status == 0
-    bor = np.where(ok, bor, "NE")
     out = {
         "patient": traj.patient_id,
         "status": traj.status,
         "status_text": traj.status_text(),
-        "baseline_diameter_mm": base,
-        "final_diameter_mm": d[:, -1],
-        "nadir_diameter_mm": np.min(d, axis=1),
+        f"baseline_{key}": base,
+        f"final_{key}": d[:, -1],
+        f"nadir_{key}": np.min(d, axis=1),
         "nadir_day": np.argmin(d, axis=1),
         "best_pct_change": np.min(pct, axis=1),
         "final_pct_change": pct[:, -1],
-        "bor": bor,
-        "pfs_days": pfs,
-        "pfs_event": ev,
     }
+    if key == "diameter_mm":
+        adays = assessment_days(n_days, assess_every, assess_first, assess_days)
+        bor, pfs, ev = recist(
+            np.concatenate([d[:, :1], d[:, adays]], axis=1),
+            adays,
+            cr_floor_mm=cr_floor_mm,
+            confirm_days=confirm_days,
+            censor_at=censor_at,
+            horizon=float(n_days),
+        )
+        out.update(bor=np.where(ok, bor, "NE"), pfs_days=pfs, pfs_event=ev)
+    else:
+        out["tumour_cleared"] = d[:, -1] < 1.0
     if "csc_fraction" in traj.daily:
         out["csc_fraction_baseline"] = traj.daily["csc_fraction"][:, 0]
         out["csc_fraction_final"] = traj.daily["csc_fraction"][:, -1]
@@ -160,7 +179,7 @@ def patient_endpoints(
         out[f"auc_{drug}"] = v
     df = pd.DataFrame(out)
     bad = ~ok
-    num = [c for c in df.columns if df[c].dtype.kind == "f" and c != "baseline_diameter_mm"]
+    num = [c for c in df.columns if df[c].dtype.kind == "f" and c != f"baseline_{key}"]
     df.loc[bad, num] = np.nan
     return df
 
@@ -185,25 +204,26 @@ def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
     for arm, g in groups:
         ok = g[g["status"] == 0]
         n = len(ok)
-        resp = int(ok["bor"].isin(["CR", "PR"]).sum())
-        dc = int(ok["bor"].isin(["CR", "PR", "SD"]).sum())
-        orr_lo, orr_hi = clopper_pearson(resp, n)
-        row = {
-            by: arm,
-            "n": len(g),
-            "n_failed": int((g["status"] != 0).sum()),
-            "orr": resp / n if n else np.nan,
-            "orr_ci_low": orr_lo,
-            "orr_ci_high": orr_hi,
-            "dcr": dc / n if n else np.nan,
-            "dcr_ci_low": clopper_pearson(dc, n)[0],
-            "dcr_ci_high": clopper_pearson(dc, n)[1],
-            "median_best_pct_change": float(ok["best_pct_change"].median()),
-            "median_final_pct_change": float(ok["final_pct_change"].median()),
-            "progression_free_at_end": float((~ok["pfs_event"].astype(bool)).mean())
-            if n
-            else np.nan,
-        }
+        row = {by: arm, "n": len(g), "n_failed": int((g["status"] != 0).sum())}
+        if "bor" in ok:  # RECIST (models with a diameter)
+            resp = int(ok["bor"].isin(["CR", "PR"]).sum())
+            dc = int(ok["bor"].isin(["CR", "PR", "SD"]).sum())
+            orr_lo, orr_hi = clopper_pearson(resp, n)
+            row.update(
+                orr=resp / n if n else np.nan,
+                orr_ci_low=orr_lo,
+                orr_ci_high=orr_hi,
+                dcr=dc / n if n else np.nan,
+                dcr_ci_low=clopper_pearson(dc, n)[0],
+                dcr_ci_high=clopper_pearson(dc, n)[1],
+            )
+        row["median_best_pct_change"] = float(ok["best_pct_change"].median())
+        row["median_final_pct_change"] = float(ok["final_pct_change"].median())
+        if "pfs_event" in ok:
+            pf = float((~ok["pfs_event"].astype(bool)).mean()) if n else np.nan
+            row["progression_free_at_end"] = pf
+        if "tumour_cleared" in ok:
+            row["tumour_cleared"] = float(ok["tumour_cleared"].mean()) if n else np.nan
         if "csc_fraction_final" in ok:
             row["median_csc_fraction_baseline"] = float(ok["csc_fraction_baseline"].median())
             row["median_csc_fraction_final"] = float(ok["csc_fraction_final"].median())

@@ -36,7 +36,12 @@ def full_rhs(model: Model, drugs, y: dict, a: tuple, p: dict, ind: list, rate, x
     ``rate`` (mg/day per drug into its dosing compartment)."""
     conc = []
     da = []
+    inflow: dict = {}
     for q, drug in enumerate(drugs):
+        if drug.target_state is not None:  # dosed straight into a model state
+            inflow[drug.target_state] = inflow.get(drug.target_state, 0.0) + rate[q]
+            da.append((0.0 * rate[q],))  # a dummy compartment (diffrax needs a leaf)
+            continue
         A = drug.rate_matrix(ind[q])  # noqa: N806
         n = len(drug.compartments)
         obs = drug.observed_indices()
@@ -44,8 +49,10 @@ def full_rhs(model: Model, drugs, y: dict, a: tuple, p: dict, ind: list, rate, x
         d = [sum(A[i][j] * a[q][j] for j in range(n)) for i in range(n)]
         d[drug.dosing_compartment] = d[drug.dosing_compartment] + rate[q]
         da.append(tuple(d))
-    e = combine_effects(drugs, conc, model)
-    return model.rhs(y, p, e, xp, td), tuple(da)
+    pk_drugs = [d for d in drugs if d.target_state is None]
+    e = combine_effects(pk_drugs, conc, model)
+    dy = model.rhs(y, p, e, xp, td)
+    return {k: dy[k] + inflow[k] if k in inflow else dy[k] for k in dy}, tuple(da)
 
 
 def simulate_reference(
@@ -88,7 +95,8 @@ def simulate_reference(
         wt, bsa = cov["weight_kg"], cov["bsa_m2"]
         ind = [drug.individual(pk[drug.name], wt) for drug in drugs]
         # scale to O(1) so one relative/absolute tolerance fits all states
-        scale_y = {k: jnp.maximum(jnp.abs(y0[k]), 1e-12) for k in model.states}
+        # (a state that starts at 0, e.g. a drug carried as a state, is scaled by 1)
+        scale_y = {k: jnp.where(y0[k] != 0, jnp.abs(y0[k]), 1.0) for k in model.states}
 
         def vf(t, u, args):
             ys, a, _ = u
@@ -108,12 +116,18 @@ def simulate_reference(
             t0, t1, bd_in, rd_in = seg
             bd = bd_in[:, 0] + bd_in[:, 1] * wt + bd_in[:, 2] * bsa
             rd = rd_in[:, 0] + rd_in[:, 1] * wt + rd_in[:, 2] * bsa
+            for q, drug in enumerate(drugs):
+                if drug.target_state is not None:
+                    k = drug.target_state
+                    ys = {**ys, k: ys[k] + bd[q] / scale_y[k]}
             if drugs:
                 a = tuple(
                     tuple(
                         x + (bd[q] if i == drug.dosing_compartment else 0.0)
                         for i, x in enumerate(a[q])
                     )
+                    if drug.target_state is None
+                    else a[q]
                     for q, drug in enumerate(drugs)
                 )
             sol = dfx.diffeqsolve(
@@ -135,8 +149,10 @@ def simulate_reference(
             carry = (u, fail | (sol.result != dfx.RESULTS.successful))
             return carry, (y, model.daily_outputs(y, p), sol.stats["num_steps"])
 
-        ys0 = {k: jnp.ones((), dtype) for k in model.states}
-        a0 = tuple(tuple(jnp.zeros((), dtype) for _ in d.compartments) for d in drugs)
+        ys0 = {k: y0[k] / scale_y[k] for k in model.states}  # 1, or 0 for a zero state
+        a0 = tuple(
+            tuple(jnp.zeros((), dtype) for _ in (d.compartments or ("dummy",))) for d in drugs
+        )
         a0 = a0 if drugs else ((jnp.zeros((), dtype),),)
         carry, (y_seg, out_seg, nsteps) = lax.scan(
             segment,

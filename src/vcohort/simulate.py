@@ -43,7 +43,7 @@ from jax import lax
 
 from vcohort.cohort import Cohort
 from vcohort.dosing import Schedule, compile_schedule
-from vcohort.drugs import CATALOGUE, Drug, get_drug
+from vcohort.drugs import Drug, get_drug
 from vcohort.model import Model
 
 PRECISIONS = ("float32", "float64")
@@ -184,6 +184,7 @@ def patient_fn(plan: Plan):
     full, rem = divmod(plan.days, k)
     td = plan.tumour_dynamics
     forcing = plan.forcing
+    pk_drugs = tuple(d for d in drugs if d.target_state is None)
 
     def run(p, pk, cov, y0, bolus, rate):
         p = {n: jnp.asarray(v, dtype) for n, v in p.items()}
@@ -192,6 +193,9 @@ def patient_fn(plan: Plan):
         bsa = jnp.asarray(cov["bsa_m2"], dtype)
         props = []
         for drug in drugs:
+            if drug.target_state is not None:  # dosed straight into a model state: no PK
+                props.append(dict(state=drug.target_state, n=0))
+                continue
             vals = {n: jnp.asarray(v, dtype) for n, v in pk[drug.name].items()}
             E, P1, P2, V1 = pk_propagators(drug, vals, cov["weight_kg"], dt, dtype)
             n = len(drug.compartments)
@@ -207,6 +211,7 @@ def patient_fn(plan: Plan):
                 n=n,
                 dc=dc,
                 gauss=[],
+                state=None,
             )
             if forcing == "gauss":
                 for tau in GAUSS_NODES:  # exact concentrations inside the step
@@ -228,7 +233,15 @@ def patient_fn(plan: Plan):
             rd = r_in[:, 0] + r_in[:, 1] * wt + r_in[:, 2] * bsa
             conc, a_next, auc_next = [], [], []
             nodes = [[] for _ in GAUSS_NODES]
+            y = dict(y)
+            inflow: dict = {}  # infusion rates into model states (constant over the step)
             for q, pr in enumerate(props):
+                if pr["state"] is not None:
+                    y[pr["state"]] = y[pr["state"]] + bd[q]
+                    inflow[pr["state"]] = inflow.get(pr["state"], 0.0) + rd[q]
+                    a_next.append(())
+                    auc_next.append(auc[q])
+                    continue
                 a0 = list(a[q])
                 a0[pr["dc"]] = a0[pr["dc"]] + bd[q]
                 n = pr["n"]
@@ -251,15 +264,19 @@ def patient_fn(plan: Plan):
                             for row, nm in enumerate(pr["obs"])
                         }
                     )
-            if forcing == "gauss" and drugs:
-                per_node = [combine_effects(drugs, c, model) for c in nodes]
+            if forcing == "gauss" and pk_drugs:
+                per_node = [combine_effects(pk_drugs, c, model) for c in nodes]
                 eff = {
                     k: sum(w * e[k] for w, e in zip(GAUSS_WEIGHTS, per_node, strict=True))
                     for k in per_node[0]
                 }
             else:
-                eff = combine_effects(drugs, conc, model)
-            f = lambda yy: model.rhs(yy, p, eff, jnp, td)  # noqa: E731
+                eff = combine_effects(pk_drugs, conc, model)
+
+            def f(yy):
+                dy = model.rhs(yy, p, eff, jnp, td)
+                return {n: dy[n] + inflow[n] if n in inflow else dy[n] for n in dy}
+
             return (rk4_step(f, y, h), tuple(a_next), tuple(auc_next)), None
 
         @jax.checkpoint
@@ -297,7 +314,11 @@ def patient_fn(plan: Plan):
         return {
             "saved": cat(saved_parts),
             "daily": cat(daily_parts),
-            "auc": {d.name: v for d, v in zip(drugs, carry[2], strict=True)},
+            "auc": {
+                d.name: v
+                for d, v in zip(drugs, carry[2], strict=True)
+                if d.target_state is None  # no plasma exposure for state-dosed drugs
+            },
         }
 
     return run
@@ -318,7 +339,8 @@ class Trajectories:
         patient_id: (P,) ids.
         save_days: (T,) days at which ``states`` are saved.
         states: state name -> (P, T).
-        daily: daily output name (``diameter_mm``, ``csc_fraction``, ``ANC``) -> (P, days+1).
+        daily: daily output name (the model's, e.g. ``diameter_mm``, ``csc_fraction``,
+            ``ANC``) -> (P, days+1).
         auc: drug -> (P,) plasma AUC over the horizon, mg·day/L.
         status: (P,) status codes (`STATUS_MESSAGES`); 0 = ok.
         status_day: (P,) first day a failure showed in the daily outputs (-1 if none).
@@ -386,9 +408,14 @@ def prepare(
     dtype = set_precision(precision)
     if schedule is None:
         schedule = compile_schedule([], float(days))
-    cat = CATALOGUE if catalogue is None else catalogue
+    cat = model.drug_catalogue() if catalogue is None else catalogue
     drugs = tuple(get_drug(d, cat) for d in schedule.drugs)
     for d in drugs:
+        if d.target_state is not None and d.target_state not in model.states:
+            raise ValueError(
+                f"drug {d.name!r} is dosed into state {d.target_state!r}, which model "
+                f"{model.name!r} does not have; states: {', '.join(model.states)}"
+            )
         for eff in d.effects:
             model.check_channel(eff.channel, d.name)
     amount = np.asarray(schedule.amount, dtype=np.float64)
@@ -431,7 +458,7 @@ def simulate(
         precision: ``float64`` (reference) or ``float32`` (fast; default on GPU).
         chunk_size: patients per compiled call (memory bound; the last chunk is padded).
         progress: show a progress bar (default: when there is more than one chunk).
-        catalogue: drug catalogue (default `vcohort.drugs.CATALOGUE`).
+        catalogue: drug catalogue (default: the model's, `Model.drug_catalogue`).
         tumour_dynamics: 1, or 0 to freeze the tumour (immune run-in).
         forcing: ``gauss`` (step-mean of drug effects, default) or ``mean`` (effect of the
             step-mean concentration); see the module docstring.

@@ -25,9 +25,15 @@ class Model:
         effect_channels: drug effect channels the model reads: name -> (kind, meaning).
         rhs: ``rhs(y, p, e, xp, tumour_dynamics) -> dict`` of derivatives (per day).
         rates: ``rates(y, p, e, xp, tumour_dynamics) -> dict`` of named mechanism terms.
-        daily_outputs: ``daily_outputs(y, p) -> dict`` of scalars recorded every day
-            (must include ``diameter_mm``).
+        daily_outputs: ``daily_outputs(y, p) -> dict`` of scalars recorded every day.
+            Tumour endpoints read ``diameter_mm`` (RECIST) when present, else
+            ``tumour_cells`` (burden change only; see `vcohort.endpoints`).
         initial_state: ``initial_state(p, baseline_diameter_mm) -> dict``.
+        catalogue: the drugs this model can be dosed with (None: `vcohort.drugs.CATALOGUE`).
+        runin_days: default immune run-in of `vcohort.cohort.make_cohort` (0: start from
+            ``initial_state`` as published).
+        source: citation of the model.
+        default_dt: RK4 step (day) the CLI uses unless told otherwise.
     """
 
     name: str
@@ -39,6 +45,18 @@ class Model:
     rates: Callable
     daily_outputs: Callable
     initial_state: Callable
+    catalogue: dict | None = None
+    runin_days: int = 0
+    source: str = ""
+    default_dt: float = 0.1
+
+    def drug_catalogue(self) -> dict:
+        """The model's drug catalogue."""
+        if self.catalogue is not None:
+            return self.catalogue
+        from vcohort.drugs import CATALOGUE
+
+        return CATALOGUE
 
     def check_channel(self, channel: str, drug: str) -> None:
         if channel not in self.effect_channels:
@@ -67,15 +85,26 @@ CSC_IMMUNE = Model(
     rates=csc_immune.rates,
     daily_outputs=_csc_daily,
     initial_state=csc_immune.initial_state,
+    runin_days=240,
+    source="MODEL.md (this project); Yu & Gong 2025, Front. Immunol. 16:1620807",
 )
 
-MODELS: dict[str, Model] = {CSC_IMMUNE.name: CSC_IMMUNE}
+MODEL_NAMES = ("csc_immune", "kuznetsov1994", "depillis2009")
+
+
+def models() -> dict[str, Model]:
+    """Every registered model by name (reference models are imported on first use, since
+    their drug catalogues import `vcohort.drugs`, which imports this package)."""
+    from vcohort.model.reference import DEPILLIS2009, KUZNETSOV1994
+
+    return {m.name: m for m in (CSC_IMMUNE, KUZNETSOV1994, DEPILLIS2009)}
 
 
 def get_model(name: str) -> Model:
-    if name not in MODELS:
-        raise ValueError(f"model={name!r} is unknown; known models: {', '.join(MODELS)}")
-    return MODELS[name]
+    """The model registered as ``name`` (`MODEL_NAMES`)."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"model={name!r} is unknown; known models: {', '.join(MODEL_NAMES)}")
+    return models()[name]
 
 
-__all__ = ["Model", "MODELS", "CSC_IMMUNE", "get_model", "Param", "ParamTable"]
+__all__ = ["Model", "MODEL_NAMES", "CSC_IMMUNE", "get_model", "models", "Param", "ParamTable"]

@@ -1,0 +1,422 @@
+"""SBML Level 3 Version 2 export of a model, a patient's parameters and a dose schedule.
+
+The rate expressions are not written by hand: the model's own right-hand side (the same
+``rates``/``rhs`` functions the simulator runs) is evaluated on a tiny expression-tracing class
+(`Sym`), and the traced trees are printed as MathML, so the export cannot drift from the code.
+
+What the file holds (all time in days):
+
+* every model state as a species (amount, ``hasOnlySubstanceUnits``) with a ``rateRule``;
+* every named mechanism term of ``rates`` as a parameter ``r_<name>`` with an
+  ``assignmentRule`` (the rate rules are written in terms of them, as ``rhs`` is);
+* each drug's PK compartments as species ``<drug>_<compartment>`` (mg) with rate rules from its
+  rate matrix, plasma/effect-site concentrations ``conc_<drug>_<site>``, and the combined
+  effect channels ``e_<channel>`` (Bliss/sum, `vcohort.simulate.combine_effects`) as
+  assignment rules;
+* the daily outputs (e.g. ``diameter_mm``) as assignment rules;
+* doses as events: a bolus adds to the dosing compartment at its time; an infusion raises the
+  parameter ``<drug>_infusion_rate`` (mg/day) at its start and lowers it at its end.  Amounts
+  per kg or per m² are converted with the patient's weight and BSA.
+
+Drug effects read the instantaneous concentration, as in `vcohort.reference` (the production
+simulator's step-mean forcing is a numerical choice, not part of the model).  Max/min are
+written as ``piecewise`` so that every SBML L3 tool reads them.
+"""
+
+from __future__ import annotations
+
+import math
+from unittest import mock
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+SBML_NS = "http://www.sbml.org/sbml/level3/version2/core"
+MATHML_NS = "http://www.w3.org/1998/Math/MathML"
+_BINARY = {"plus", "minus", "times", "divide", "power"}
+
+
+# ---------------------------------------------------------------------------- tracing
+class Sym:
+    """An expression node: ``op`` is ``ci`` (a name), ``cn`` (a number) or an operator."""
+
+    __slots__ = ("op", "args")
+
+    def __init__(self, op: str, *args):
+        self.op, self.args = op, args
+
+    @staticmethod
+    def wrap(x) -> Sym:
+        if isinstance(x, Sym):
+            return x
+        if isinstance(x, int | float | np.floating | np.integer):
+            return Sym("cn", float(x))
+        raise TypeError(f"cannot trace a value of type {type(x).__name__}")
+
+    def _bin(self, op, a, b):
+        a, b = Sym.wrap(a), Sym.wrap(b)
+        if a.op == "cn" and b.op == "cn":  # fold constants
+            return Sym("cn", _fold(op, a.args[0], b.args[0]))
+        zero = lambda s: s.op == "cn" and s.args[0] == 0.0  # noqa: E731
+        one = lambda s: s.op == "cn" and s.args[0] == 1.0  # noqa: E731
+        if op == "plus" and zero(a):
+            return b
+        if op in ("plus", "minus") and zero(b):
+            return a
+        if op == "minus" and zero(a):
+            return Sym("neg", b)
+        if op == "times" and (zero(a) or zero(b)):
+            return Sym("cn", 0.0)
+        if op == "times" and one(a):
+            return b
+        if op in ("times", "divide", "power") and one(b):
+            return a
+        return Sym(op, a, b)
+
+    __add__ = lambda s, o: s._bin("plus", s, o)  # noqa: E731
+    __radd__ = lambda s, o: s._bin("plus", o, s)  # noqa: E731
+    __sub__ = lambda s, o: s._bin("minus", s, o)  # noqa: E731
+    __rsub__ = lambda s, o: s._bin("minus", o, s)  # noqa: E731
+    __mul__ = lambda s, o: s._bin("times", s, o)  # noqa: E731
+    __rmul__ = lambda s, o: s._bin("times", o, s)  # noqa: E731
+    __truediv__ = lambda s, o: s._bin("divide", s, o)  # noqa: E731
+    __rtruediv__ = lambda s, o: s._bin("divide", o, s)  # noqa: E731
+    __pow__ = lambda s, o: s._bin("power", s, o)  # noqa: E731
+    __rpow__ = lambda s, o: s._bin("power", o, s)  # noqa: E731
+
+    def __neg__(self):
+        return Sym("neg", self)
+
+    def __bool__(self):
+        raise TypeError("the model branches on a traced value; SBML export needs xp functions")
+
+
+def _fold(op: str, x: float, y: float) -> float:
+    if op == "plus":
+        return x + y
+    if op == "minus":
+        return x - y
+    if op == "times":
+        return x * y
+    if op == "divide":
+        return x / y
+    return x**y
+
+
+class _XP:
+    """The ``xp`` namespace the model's functions call, on traced values."""
+
+    @staticmethod
+    def maximum(a, b):
+        return Sym("max", Sym.wrap(a), Sym.wrap(b))
+
+    @staticmethod
+    def minimum(a, b):
+        return Sym("min", Sym.wrap(a), Sym.wrap(b))
+
+    @staticmethod
+    def log(a):
+        return Sym("ln", Sym.wrap(a))
+
+    @staticmethod
+    def exp(a):
+        return Sym("exp", Sym.wrap(a))
+
+
+XP = _XP()
+
+
+def mathml(e) -> str:
+    """Content MathML of a traced expression (no ``<math>`` wrapper)."""
+    e = Sym.wrap(e)
+    if e.op == "ci":
+        return f"<ci> {e.args[0]} </ci>"
+    if e.op == "cn":
+        v = e.args[0]
+        if not math.isfinite(v):
+            raise ValueError(f"non-finite constant {v} in an exported expression")
+        return f"<cn> {v!r} </cn>"
+    a = [mathml(x) for x in e.args]
+    if e.op in _BINARY:
+        return f"<apply><{e.op}/>{a[0]}{a[1]}</apply>"
+    if e.op == "neg":
+        return f"<apply><minus/>{a[0]}</apply>"
+    if e.op in ("ln", "exp"):
+        return f"<apply><{e.op}/>{a[0]}</apply>"
+    if e.op in ("max", "min"):
+        cmp = "geq" if e.op == "max" else "leq"
+        return (
+            f"<piecewise><piece>{a[0]}<apply><{cmp}/>{a[0]}{a[1]}</apply></piece>"
+            f"<otherwise>{a[1]}</otherwise></piecewise>"
+        )
+    raise ValueError(f"unknown operator {e.op!r}")
+
+
+# ---------------------------------------------------------------------------- the model
+def trace_model(model, drugs) -> dict:
+    """Trace the model and drugs on symbols: returns named expressions by kind
+    (``rates``, ``effects``, ``conc``, ``rhs``, ``pk_rhs``, ``daily``)."""
+    from vcohort.simulate import combine_effects
+
+    ci = lambda n: Sym("ci", n)  # noqa: E731
+    y = {s: ci(s) for s in model.states}
+    p = {n: ci(n) for n in model.params.names}
+    conc, pk_rhs, inflow = [], {}, {}
+    pk_drugs = [d for d in drugs if d.target_state is None]
+    for d in drugs:
+        rate = ci(f"{d.name}_infusion_rate")
+        if d.target_state is not None:
+            inflow[d.target_state] = inflow.get(d.target_state, 0.0) + rate
+            continue
+        ind = {k: ci(f"{d.name}_{k}") for k in d.params.names}
+        A = d.rate_matrix(ind)  # noqa: N806
+        amt = [ci(f"{d.name}_{c}") for c in d.compartments]
+        for i, c in enumerate(d.compartments):
+            rhs_i = sum((A[i][j] * amt[j] for j in range(len(amt))), Sym("cn", 0.0))
+            if i == d.dosing_compartment:
+                rhs_i = rhs_i + rate
+            pk_rhs[f"{d.name}_{c}"] = rhs_i
+        conc.append({k: amt[i] / ind["V1"] for k, i in d.observed_indices().items()})
+    effects = combine_effects(pk_drugs, conc, model)
+    out_conc = {
+        f"conc_{d.name}_{k}": v for d, c in zip(pk_drugs, conc, strict=True) for k, v in c.items()
+    }
+    e_sym = {k: ci(f"e_{k}") for k in effects}
+    rates = model.rates(y, p, e_sym, XP, 1.0)
+    r_sym = {k: ci(f"r_{k}") for k in rates}
+    mod = __import__(model.rhs.__module__, fromlist=["rates"])
+    if getattr(mod, "rates", None) is model.rates:  # rhs in terms of the named terms
+        with mock.patch.object(mod, "rates", lambda *a, **k: r_sym):
+            rhs = model.rhs(y, p, e_sym, XP, 1.0)
+    else:
+        rhs = model.rhs(y, p, e_sym, XP, 1.0)
+    rhs = {k: v + inflow[k] if k in inflow else v for k, v in rhs.items()}
+    return {
+        "rates": rates,
+        "effects": effects,
+        "conc": out_conc,
+        "rhs": rhs,
+        "pk_rhs": pk_rhs,
+        "daily": model.daily_outputs(y, p),
+    }
+
+
+def _dose_events(schedule, drugs, weight_kg, bsa_m2) -> list[tuple]:
+    """(id, time, target, delta) events of a schedule, amounts in mg for this patient."""
+    by_name = {d.name: d for d in drugs}
+    scale = np.array([1.0, weight_kg, bsa_m2])
+    amount = np.asarray(schedule.amount, dtype=np.float64)
+    out = []
+    for i, name in enumerate(schedule.drugs):
+        d = by_name[name]
+        target = d.target_state or f"{name}_{d.compartments[d.dosing_compartment]}"
+        for j in np.where(schedule.valid[i])[0]:
+            t, dur = float(schedule.time[i, j]), float(schedule.duration[i, j])
+            mg = float(amount[i, j] * scale[schedule.kind[i, j]])
+            if dur > 0:
+                out.append((f"{name}_start_{j}", t, f"{name}_infusion_rate", mg / dur))
+                out.append((f"{name}_stop_{j}", t + dur, f"{name}_infusion_rate", -mg / dur))
+            else:
+                out.append((f"{name}_dose_{j}", t, target, mg))
+    return out
+
+
+def to_sbml(
+    model,
+    params: dict,
+    y0: dict,
+    *,
+    drugs=(),
+    pk: dict | None = None,
+    weight_kg: float = 70.0,
+    bsa_m2: float = 1.8,
+    schedule=None,
+    model_id: str = "vcohort_patient",
+) -> str:
+    """SBML L3V2 text of ``model`` with parameter values ``params``, initial state ``y0``, the
+    PK of ``drugs`` (typical-weight values ``pk[drug]``, scaled to ``weight_kg``) and the doses
+    of ``schedule`` as events."""
+    drugs = list(drugs)
+    if schedule is not None:
+        names = [d.name for d in drugs]
+        missing = [d for d in schedule.drugs if d not in names]
+        if missing:
+            raise ValueError(f"schedule drugs {missing} are not among the exported drugs {names}")
+    tr = trace_model(model, drugs)
+    species = {s: float(y0[s]) for s in model.states}
+    consts = {n: float(params[n]) for n in model.params.names}
+    for d in drugs:
+        consts[f"{d.name}_infusion_rate"] = 0.0  # changed by events: not constant
+        if d.target_state is not None:
+            continue
+        ind = d.individual({k: float(v) for k, v in (pk or {})[d.name].items()}, weight_kg)
+        consts.update({f"{d.name}_{k}": float(ind[k]) for k in d.params.names})
+        species.update({f"{d.name}_{c}": 0.0 for c in d.compartments})
+    assigned = {}
+    for group, prefix in (("conc", ""), ("effects", "e_"), ("rates", "r_"), ("daily", "")):
+        for k, v in tr[group].items():
+            if group == "daily" and k in species:  # a daily output that is a state
+                continue
+            if isinstance(v, Sym):
+                assigned[prefix + k] = v
+            else:
+                consts[prefix + k] = float(v)
+    ids = list(species) + list(consts) + list(assigned)
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise ValueError(f"SBML id clash between states, parameters and terms: {sorted(dup)}")
+    variable = {f"{d.name}_infusion_rate" for d in drugs}
+
+    x = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        f'<sbml xmlns="{SBML_NS}" level="3" version="2">',
+        f'  <model id="{model_id}" name="vcohort {escape(model.name)}" timeUnits="day">',
+        '    <notes><body xmlns="http://www.w3.org/1999/xhtml"><p>'
+        + escape(f"Exported by vcohort from model {model.name} ({model.source}). Time in days.")
+        + "</p></body></notes>",
+        "    <listOfUnitDefinitions>",
+        '      <unitDefinition id="day"><listOfUnits>'
+        '<unit kind="second" exponent="1" scale="0" multiplier="86400"/>'
+        "</listOfUnits></unitDefinition>",
+        "    </listOfUnitDefinitions>",
+        "    <listOfCompartments>",
+        '      <compartment id="body" spatialDimensions="3" size="1" constant="true"/>',
+        "    </listOfCompartments>",
+        "    <listOfSpecies>",
+    ]
+    for s, v in species.items():
+        x.append(
+            f'      <species id="{s}" compartment="body" initialAmount="{v!r}" '
+            'hasOnlySubstanceUnits="true" boundaryCondition="false" constant="false"/>'
+        )
+    x += ["    </listOfSpecies>", "    <listOfParameters>"]
+    for k, v in consts.items():
+        c = "false" if k in variable else "true"
+        x.append(f'      <parameter id="{k}" value="{v!r}" constant="{c}"/>')
+    for k in assigned:
+        x.append(f'      <parameter id="{k}" constant="false"/>')
+    x += ["    </listOfParameters>", "    <listOfRules>"]
+    m = f'<math xmlns="{MATHML_NS}">'
+    for k, v in assigned.items():
+        x.append(f'      <assignmentRule variable="{k}">{m}{mathml(v)}</math></assignmentRule>')
+    for k, v in list(tr["rhs"].items()) + list(tr["pk_rhs"].items()):
+        x.append(f'      <rateRule variable="{k}">{m}{mathml(v)}</math></rateRule>')
+    x.append("    </listOfRules>")
+    events = _dose_events(schedule, drugs, weight_kg, bsa_m2) if schedule is not None else []
+    if events:
+        x.append("    <listOfEvents>")
+        for eid, t, target, delta in events:
+            trig = f'<apply><geq/><csymbol encoding="text" definitionURL="http://www.sbml.org/sbml/symbols/time"> time </csymbol><cn> {t!r} </cn></apply>'  # noqa: E501
+            val = f"<apply><plus/><ci> {target} </ci><cn> {delta!r} </cn></apply>"
+            x.append(
+                f'      <event id="{eid}" useValuesFromTriggerTime="true">'
+                f'<trigger initialValue="false" persistent="true">{m}{trig}</math></trigger>'
+                f'<listOfEventAssignments><eventAssignment variable="{target}">{m}{val}</math>'
+                "</eventAssignment></listOfEventAssignments></event>"
+            )
+        x.append("    </listOfEvents>")
+    x += ["  </model>", "</sbml>", ""]
+    return "\n".join(x)
+
+
+def patient_sbml(cohort, i: int, schedule=None, *, model=None, drugs=None) -> str:
+    """SBML of patient row ``i`` of ``cohort`` (its parameters, PK, covariates and initial
+    state) with the doses of ``schedule``; ``drugs`` adds PK compartments for drugs the schedule
+    does not dose (default: the schedule's drugs)."""
+    from vcohort.drugs import get_drug
+    from vcohort.model import get_model
+
+    model = get_model(cohort.model) if model is None else model
+    cat = model.drug_catalogue()
+    names = list(schedule.drugs) if schedule is not None else []
+    names += [d for d in (drugs or []) if d not in names]
+    ds = [get_drug(n, cat) for n in names]
+    row = lambda d: {k: float(np.asarray(v)[i]) for k, v in d.items()}  # noqa: E731
+    return to_sbml(
+        model,
+        row(cohort.params),
+        row(cohort.y0),
+        drugs=ds,
+        pk={d.name: row(cohort.pk[d.name]) for d in ds if d.target_state is None},
+        weight_kg=float(cohort.covariates["weight_kg"][i]),
+        bsa_m2=float(cohort.covariates["bsa_m2"][i]),
+        schedule=schedule,
+        model_id=f"vcohort_{model.name}_patient_{int(cohort.patient_id[i])}",
+    )
+
+
+def read_overrides(path) -> dict[str, float]:
+    """Parameter values from a file: JSON ``{"name": value}``, or a CSV/Parquet table whose
+    first row is used (e.g. a row of a run's ``patients.parquet``); PK values as
+    ``drug.param``."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--patient-params={str(path)!r}: no such file")
+    if path.suffix == ".json":
+        raw = json.loads(path.read_text())
+    else:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        if len(df) < 1:
+            raise ValueError(f"--patient-params={str(path)!r} has no rows")
+        raw = df.iloc[0].to_dict()
+    out = {}
+    for k, v in raw.items():
+        if k == "patient":
+            continue
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"--patient-params: {k}={v!r} is not a number") from None
+        if not math.isfinite(out[str(k)]):
+            raise ValueError(f"--patient-params: {k}={v!r} must be finite")
+    return out
+
+
+def with_overrides(cohort, model, values: dict[str, float], *, dt: float = 0.1):
+    """A one-patient cohort (row 0 of ``cohort``) with model parameters, covariates and
+    ``drug.param`` PK values replaced, and its initial state rebuilt (initial guess + the
+    model's run-in), as `vcohort.cohort.make_cohort` builds it."""
+    from vcohort.cohort import bsa_dubois, run_in
+
+    c = cohort.subset([0])
+    params, cov = dict(c.params), dict(c.covariates)
+    pk = {d: dict(v) for d, v in c.pk.items()}
+    for k, v in values.items():
+        if k in params:
+            params[k] = np.array([v])
+        elif k in cov and k != "bsa_m2":
+            cov[k] = np.array([v])
+        elif "." in k and k.split(".", 1)[0] in pk and k.split(".", 1)[1] in pk[k.split(".")[0]]:
+            d, n = k.split(".", 1)
+            pk[d][n] = np.array([v])
+        elif k not in ("bsa_m2",):
+            raise ValueError(
+                f"--patient-params: {k!r} is not a parameter of model {model.name!r}, a "
+                f"covariate ({', '.join(cov)}) or a drug.param PK value"
+            )
+        if v <= 0 and k in model.params.names + tuple(cov):
+            raise ValueError(f"--patient-params: {k}={v} must be > 0")
+    cov["bsa_m2"] = bsa_dubois(cov["weight_kg"], cov["height_cm"])
+    y0 = model.initial_state(params, cov["baseline_diameter_mm"])
+    y0 = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), (1,)).copy() for k, v in y0.items()}
+    c = c.replace(params=params, covariates=cov, pk=pk, y0=y0)
+    return run_in(c, model, model.runin_days, dt=dt) if model.runin_days else c
+
+
+def schedule_on_grid(schedule, dt: float):
+    """The schedule as the fixed-step simulator applies it: times on the ``dt`` grid and
+    infusion durations rounded to whole steps (at least one), `vcohort.dosing.StepGrid`."""
+    import dataclasses
+
+    k0 = np.round(np.asarray(schedule.time) / dt)
+    dur = np.where(
+        np.asarray(schedule.duration) > 0,
+        np.maximum(1, np.round(np.asarray(schedule.duration) / dt)) * dt,
+        0.0,
+    )
+    return dataclasses.replace(schedule, time=k0 * dt, duration=dur)
