@@ -78,10 +78,10 @@ def _toml(**over):
     [
         ({"dayz": 3}, "unknown key"),
         ({"drug": [{"name": "wnt974", "every": "1 d", "max_dose": "1 mg/kg"}]}, "use mg"),
-        ({"drug": [{"every": "1 d"}]}, "missing required key 'name'"),
+        ({"drug": [{"every": "1 d"}]}, "name: required key is missing"),
         ({"heldout": {"patients": 4, "seed": 1}}, "must differ from"),
         ({"optimizer": {"name": "nosuchopt"}}, "not an optax optimiser"),
-        ({"optimizer": {"iterations": 0}}, "iterations=0"),
+        ({"optimizer": {"iterations": 0}}, "iterations: 0 must be"),
         ({"precision": "float16"}, "precision"),
         (
             {"drug": [{"name": "wnt974", "every": "1 d", "budget": "1 mg", "round_to": "5 mg"}]},
@@ -92,6 +92,14 @@ def _toml(**over):
 def test_config_errors_name_the_field(over, match):
     with pytest.raises(ValueError, match=match):
         parse_experiment(_toml(**over))
+
+
+def test_config_reports_every_bad_field_at_once():
+    from vcohort.config import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        parse_experiment(_toml(days=0, objective={"ttp": 1.0}, optimizer={"mu": -1.0}))
+    assert len(e.value.errors) == 3
 
 
 def test_config_parses_units():

@@ -32,53 +32,27 @@ Example (see ``experiments/optimize_triple.toml``)::
 
 from __future__ import annotations
 
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vcohort.config import Checker, ConfigError
 from vcohort.dosing import parse_amount, parse_duration
+from vcohort.objectives import OBJECTIVES
 from vcohort.optimize.problem import DrugSlots, Problem
 
 TOP = {
-    "title",
-    "days",
-    "precision",
-    "dt",
-    "assess_every",
-    "cvar_alpha",
-    "objective",
-    "constraints",
-    "train",
-    "heldout",
-    "optimizer",
-    "baseline",
-    "drug",
-}
+    "title", "days", "precision", "dt", "assess_every", "cvar_alpha", "objective",
+    "constraints", "train", "heldout", "optimizer", "baseline", "drug",
+}  # fmt: skip
 DRUG_KEYS = {
-    "name",
-    "every",
-    "max_dose",
-    "initial",
-    "start",
-    "over",
-    "max_daily",
-    "budget",
-    "auc_budget",
-    "round_to",
-    "intervals",
-}
+    "name", "every", "max_dose", "initial", "start", "over", "max_daily", "budget",
+    "auc_budget", "round_to", "intervals",
+}  # fmt: skip
 OPT_KEYS = {
-    "name",
-    "learning_rate",
-    "iterations",
-    "batch_size",
-    "patience",
-    "al_every",
-    "mu",
-    "seed",
+    "name", "learning_rate", "iterations", "batch_size", "patience", "al_every", "mu", "seed",
     "personalised_patients",
-}
+}  # fmt: skip
 
 
 @dataclass
@@ -92,129 +66,151 @@ class Experiment:
     raw: dict = field(default_factory=dict)
 
 
-def _check_keys(section: str, got: dict, allowed: set) -> None:
-    bad = sorted(set(got) - allowed)
-    if bad:
-        raise ValueError(f"[{section}]: unknown key(s) {bad}; allowed: {sorted(allowed)}")
+def _parsed(ck: Checker, path: str, fn, value, *args):
+    """Run a unit parser (`parse_amount`, `parse_duration`), recording its error."""
+    try:
+        return fn(value, path, *args)
+    except ValueError as e:
+        ck.error(path, str(e))
+        return None
 
 
-def _int(section: str, key: str, v, lo: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"[{section}] {key}={v!r} must be an integer >= {lo}")
-    return v
-
-
-def _num(section: str, key: str, v, lo: float = 0.0, strict: bool = True) -> float:
-    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    if not ok or (v <= lo if strict else v < lo):
-        raise ValueError(f"[{section}] {key}={v!r} must be a number {'>' if strict else '>='} {lo}")
-    return float(v)
-
-
-def _mg(section: str, key: str, v) -> float:
-    val, unit = parse_amount(v, f"[{section}] {key}")
+def _mg(ck: Checker, t: dict, key: str, path: str):
+    if key not in t:
+        return None
+    got = _parsed(ck, f"{path}.{key}", parse_amount, t[key])
+    if got is None:
+        return None
+    val, unit = got
     if unit != "mg":
-        raise ValueError(
-            f"[{section}] {key}={v!r}: optimised doses are flat amounts; use mg (got {unit})"
+        ck.error(
+            f"{path}.{key}", f"{t[key]!r}: optimised doses are flat amounts; use mg, not {unit}"
         )
+        return None
     return val
 
 
-def _drug(i: int, d: dict) -> DrugSlots:
-    sec = f"drug #{i + 1}"
-    if not isinstance(d, dict):
-        raise ValueError(f"[[drug]] #{i + 1} must be a table")
-    _check_keys(sec, d, DRUG_KEYS)
-    for req in ("name", "every"):
-        if req not in d:
-            raise ValueError(f"[{sec}]: missing required key {req!r}")
-    opt = lambda k, f: f(sec, k, d[k]) if k in d else None  # noqa: E731
+def _days(ck: Checker, t: dict, key: str, path: str, default=None):
+    if key not in t:
+        return default
+    return _parsed(ck, f"{path}.{key}", parse_duration, t[key])
+
+
+def _drug(ck: Checker, i: int, raw) -> DrugSlots | None:
+    path = f"drug[{i}]"
+    d = ck.table(raw, path, DRUG_KEYS, {"name", "every"})
+    if "name" not in d or "every" not in d:
+        return None
     intervals = d.get("intervals", [])
     if not isinstance(intervals, list):
-        raise ValueError(f"[{sec}] intervals={intervals!r} must be a list like ['7 d', '21 d']")
-    auc = d.get("auc_budget")
-    return DrugSlots(
-        drug=str(d["name"]),
-        every_days=parse_duration(d["every"], f"[{sec}] every"),
-        max_dose_mg=opt("max_dose", _mg),
-        initial_mg=opt("initial", _mg),
-        start_day=parse_duration(d["start"], f"[{sec}] start") if "start" in d else 0.0,
-        infusion_days=parse_duration(d["over"], f"[{sec}] over") if "over" in d else 0.0,
-        max_daily_mg=opt("max_daily", _mg),
-        budget_mg=opt("budget", _mg),
-        auc_budget=None if auc is None else _num(sec, "auc_budget", auc),
-        round_to_mg=_mg(sec, "round_to", d["round_to"]) if "round_to" in d else 1.0,
-        intervals_days=tuple(parse_duration(x, f"[{sec}] intervals") for x in intervals),
-    )
-
-
-def _cohort_spec(name: str, raw) -> dict:
-    if not isinstance(raw, dict):
-        raise ValueError(f"[{name}] must be a table with patients and seed")
-    _check_keys(name, raw, {"patients", "seed", "first_id"})
-    return {
-        "patients": _int(name, "patients", raw.get("patients", 1000)),
-        "seed": _int(name, "seed", raw.get("seed", 0), lo=0),
-        "first_id": _int(name, "first_id", raw.get("first_id", 0), lo=0),
-    }
-
-
-def parse_experiment(raw: dict) -> Experiment:
-    """Validate a parsed TOML document into an `Experiment` (every bad field a clear error)."""
-    _check_keys("top level", raw, TOP)
-    drugs = raw.get("drug")
-    if not drugs or not isinstance(drugs, list):
-        raise ValueError("at least one [[drug]] table is required")
-    weights = raw.get("objective", {"log_burden": 1.0})
-    if not isinstance(weights, dict):
-        raise ValueError("[objective] must be a table of weights, e.g. log_burden = 1.0")
-    cons = raw.get("constraints", {})
-    _check_keys("constraints", cons, {"anc_grade4_max"})
-    anc = cons.get("anc_grade4_max")
-    precision = raw.get("precision", "float32")
-    if precision not in ("float32", "float64"):
-        raise ValueError(f"precision={precision!r}; allowed: float32, float64")
-    problem = Problem(
-        drugs=tuple(_drug(i, d) for i, d in enumerate(drugs)),
-        days=_int("top level", "days", raw.get("days", 168)),
-        weights={str(k): v for k, v in weights.items()},
-        alpha=_num("top level", "cvar_alpha", raw.get("cvar_alpha", 0.2)),
-        assess_every=_int("top level", "assess_every", raw.get("assess_every", 42)),
-        anc_grade4_max=None
-        if anc is None
-        else _num("constraints", "anc_grade4_max", anc, 0, False),
-        dt=_num("top level", "dt", raw.get("dt", 0.1)),
-        precision=precision,
-    )
-    problem.validate()
-    o = raw.get("optimizer", {})
-    _check_keys("optimizer", o, OPT_KEYS)
-    opt = {
-        "name": str(o.get("name", "adam")),
-        "learning_rate": _num("optimizer", "learning_rate", o.get("learning_rate", 0.1)),
-        "iterations": _int("optimizer", "iterations", o.get("iterations", 60)),
-        "batch_size": _int("optimizer", "batch_size", o.get("batch_size", 256)),
-        "patience": _int("optimizer", "patience", o.get("patience", 20)),
-        "al_every": _int("optimizer", "al_every", o.get("al_every", 5)),
-        "mu": _num("optimizer", "mu", o.get("mu", 10.0)),
-        "seed": _int("optimizer", "seed", o.get("seed", 0), lo=0),
-        "personalised_patients": _int(
-            "optimizer", "personalised_patients", o.get("personalised_patients", 0), lo=0
+        ck.error(f"{path}.intervals", f"{intervals!r} must be a list like ['7 d', '21 d']")
+        intervals = []
+    n_err = len(ck.errors)
+    slots = dict(
+        drug=ck.get(d, "name", path, "str"),
+        every_days=_days(ck, d, "every", path),
+        max_dose_mg=_mg(ck, d, "max_dose", path),
+        initial_mg=_mg(ck, d, "initial", path),
+        start_day=_days(ck, d, "start", path, 0.0),
+        infusion_days=_days(ck, d, "over", path, 0.0),
+        max_daily_mg=_mg(ck, d, "max_daily", path),
+        budget_mg=_mg(ck, d, "budget", path),
+        auc_budget=ck.get(d, "auc_budget", path, "float", None, gt=0),
+        round_to_mg=_mg(ck, d, "round_to", path) or 1.0,
+        intervals_days=tuple(
+            _parsed(ck, f"{path}.intervals", parse_duration, x) or 0.0 for x in intervals
         ),
+    )
+    if len(ck.errors) > n_err:
+        return None
+    try:
+        from vcohort.optimize.problem import validate_drug
+
+        out = DrugSlots(**slots)
+        validate_drug(out, 10**9)  # horizon-dependent checks run with the problem
+        return out
+    except ValueError as e:
+        ck.error(path, str(e))
+        return None
+
+
+def _cohort_spec(ck: Checker, name: str, raw: dict) -> dict:
+    t = ck.table(raw, name, {"patients", "seed", "first_id"})
+    return {
+        "patients": ck.get(t, "patients", name, "int", 1000, ge=1),
+        "seed": ck.get(t, "seed", name, "int", 0, ge=0),
+        "first_id": ck.get(t, "first_id", name, "int", 0, ge=0),
     }
-    make_optax(opt["name"], opt["learning_rate"])  # fails early on unknown names
-    b = raw.get("baseline", {})
-    _check_keys("baseline", b, {"method"})
-    method = b.get("method", "es")
-    if method not in ("es", "none"):
-        raise ValueError(f"[baseline] method={method!r}; allowed: es, none")
-    train = _cohort_spec("train", raw.get("train", {"patients": 1000, "seed": 1}))
-    held = _cohort_spec("heldout", raw.get("heldout", {"patients": 1000, "seed": 2}))
-    if held["seed"] == train["seed"] and held["first_id"] == train["first_id"]:
-        raise ValueError(
-            "[heldout] must differ from [train] (seed or first_id): a held-out cohort drawn "
-            "with the same seed and ids would be the training patients"
+
+
+def parse_experiment(raw: dict, source: str = "<optimisation experiment>") -> Experiment:
+    """Validate a parsed TOML document into an `Experiment`; every bad field is reported at
+    once (`vcohort.config.ConfigError`) before any compute."""
+    ck = Checker(source)
+    raw = ck.table(raw, "", TOP, {"drug"})
+    drugs_raw = raw.get("drug", [])
+    if not isinstance(drugs_raw, list) or not drugs_raw:
+        ck.error("drug", "at least one [[drug]] table is required")
+        drugs_raw = []
+    drugs = [_drug(ck, i, d) for i, d in enumerate(drugs_raw)]
+    weights = raw.get("objective", {"log_burden": 1.0})
+    if not isinstance(weights, dict) or not weights:
+        ck.error(
+            "objective", f"expected a table of weights, e.g. log_burden = 1.0; got {weights!r}"
         )
+        weights = {"log_burden": 1.0}
+    for k in weights:
+        if k not in OBJECTIVES:
+            ck.error(
+                f"objective.{k}", f"unknown objective; allowed: {', '.join(sorted(OBJECTIVES))}"
+            )
+        ck.get(weights, k, "objective", "float")
+    cons = ck.table(raw.get("constraints", {}), "constraints", {"anc_grade4_max"})
+    anc = ck.get(cons, "anc_grade4_max", "constraints", "float", None, ge=0, lt=1)
+    top = dict(
+        days=ck.get(raw, "days", "", "int", 168, ge=1),
+        alpha=ck.get(raw, "cvar_alpha", "", "float", 0.2, gt=0, le=1),
+        assess_every=ck.get(raw, "assess_every", "", "int", 42, ge=1),
+        dt=ck.get(raw, "dt", "", "float", 0.1, gt=0, le=1),
+        precision=ck.get(raw, "precision", "", "str", "float32", choices=("float32", "float64")),
+    )
+    o = ck.table(raw.get("optimizer", {}), "optimizer", OPT_KEYS)
+    opt = {
+        "name": ck.get(o, "name", "optimizer", "str", "adam"),
+        "learning_rate": ck.get(o, "learning_rate", "optimizer", "float", 0.1, gt=0),
+        "iterations": ck.get(o, "iterations", "optimizer", "int", 60, ge=1),
+        "batch_size": ck.get(o, "batch_size", "optimizer", "int", 256, ge=1),
+        "patience": ck.get(o, "patience", "optimizer", "int", 20, ge=1),
+        "al_every": ck.get(o, "al_every", "optimizer", "int", 5, ge=1),
+        "mu": ck.get(o, "mu", "optimizer", "float", 10.0, gt=0),
+        "seed": ck.get(o, "seed", "optimizer", "int", 0, ge=0),
+        "personalised_patients": ck.get(o, "personalised_patients", "optimizer", "int", 0, ge=0),
+    }
+    try:
+        make_optax(opt["name"], opt["learning_rate"])
+    except ValueError as e:
+        ck.error("optimizer.name", str(e))
+    b = ck.table(raw.get("baseline", {}), "baseline", {"method"})
+    method = ck.get(b, "method", "baseline", "str", "es", choices=("es", "none"))
+    train = _cohort_spec(ck, "train", raw.get("train", {"patients": 1000, "seed": 1}))
+    held = _cohort_spec(ck, "heldout", raw.get("heldout", {"patients": 1000, "seed": 2}))
+    if (held["seed"], held["first_id"]) == (train["seed"], train["first_id"]):
+        ck.error(
+            "heldout",
+            "must differ from [train] (seed or first_id): a held-out cohort drawn with the same "
+            "seed and ids would be the training patients",
+        )
+    ck.raise_if_any()
+    problem = Problem(
+        drugs=tuple(drugs),
+        weights={str(k): float(v) for k, v in weights.items()},
+        anc_grade4_max=anc,
+        **top,
+    )
+    try:
+        problem.validate()
+    except ValueError as e:
+        raise ConfigError(source, [str(e)]) from None
     return Experiment(
         title=str(raw.get("title", "schedule optimisation")),
         problem=problem,
@@ -234,7 +230,7 @@ def load_experiment(path: str | Path) -> Experiment:
         raw = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{p}: not valid TOML: {e}") from e
-    return parse_experiment(raw)
+    return parse_experiment(raw, source=str(p))
 
 
 def make_optax(name: str, learning_rate: float):

@@ -112,14 +112,14 @@ class Problem:
         if self.anc_grade4_max is not None and not 0 <= self.anc_grade4_max < 1:
             raise ValueError(f"anc_grade4_max={self.anc_grade4_max!r} must be in [0, 1)")
         for d in self.drugs:
-            _validate_drug(d, self.days)
+            validate_drug(d, self.days)
 
     @property
     def drug_names(self) -> tuple[str, ...]:
         return tuple(d.drug for d in self.drugs)
 
 
-def _validate_drug(d: DrugSlots, days: int) -> None:
+def validate_drug(d: DrugSlots, days: int) -> None:
     try:
         drug = get_drug(d.drug)
     except (KeyError, ValueError) as e:
