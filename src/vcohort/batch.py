@@ -8,13 +8,15 @@ dropped).  A patient's draws depend only on seed and id (`vcohort.cohort`) and i
 on its own draws (`vcohort.plausibility`), so the run's cohort is — as in
 `vcohort.plausibility.plausible_cohort` — the first ``size`` plausible patients in id order
 (``replace_rejected = false``: the plausible ones among ids ``0 .. size-1``); chunks are drawn
-until it is complete.  Results equal ``vcohort trial``'s up to floating-point rounding (XLA may
-vectorise a different batch shape differently) and are bit-for-bit reproducible for a fixed
-``c``.
+until it is complete.  With the default ``c`` (the run's ``simulation.chunk_size``) every
+compiled shape is ``vcohort trial``'s, and in the tests the tables equal its tables bit for bit;
+with another ``c`` they agree up to floating-point rounding (XLA may vectorise another batch
+shape differently).  For a fixed ``c`` they are reproducible bit for bit, however often the batch
+is interrupted and resumed.
 
-Each finished chunk is written to ``DIR/.chunks/RUN/chunk-KKKKK.npz`` through a temporary file
-and a rename, so a killed batch leaves only whole chunks; ``--resume`` reuses them and computes
-only the missing ones.  When a run's chunks are complete they are assembled into
+Each finished chunk is written to ``DIR/.chunks/RUN/chunk-KKKKK.npz`` (`vcohort.chunkfile`)
+through a temporary file and a rename, so a killed batch leaves only whole chunks; ``--resume``
+reuses them and computes only the missing ones.  When a run's chunks are complete they are assembled into
 ``DIR/RUN/`` — the files of ``vcohort trial`` (`vcohort.trial.write_trial`, itself written to a
 temporary folder and renamed) — and the chunk files are removed.  ``DIR/batch.json`` records
 the runs (with a fingerprint of each validated config) and the chunk size, so a resume with

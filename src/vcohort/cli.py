@@ -229,7 +229,9 @@ def _run_batch(args) -> int:
     runs = load_runs(args.experiments)  # every file and run validated before any compute
     if args.list:
         for r in runs:
-            print(f"{r.name}\t{r.experiment.source}")
+            e = r.experiment
+            print(f"{r.name}: {e.size} patients x {len(e.arms)} arms, {e.horizon_days} d")
+        print(f"{len(runs)} runs; nothing computed")
         return 0
     import pandas as pd
 

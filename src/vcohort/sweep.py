@@ -4,7 +4,7 @@
 and/or *sweep files*.  A sweep file names a base experiment and lists values for dotted keys of
 it; the runs are the Cartesian product of those lists (first key slowest)::
 
-    title = "Pembrolizumab dose x cohort seed"
+    title = "Pembrolizumab dose x cohort seed"   # run titles: this + the run's values
     name = "pembro"                    # run-name prefix (default: the file's stem)
     base = "keynote002_like.toml"      # an experiment file, relative to this file, or
                                        # an inline [base] table holding a whole experiment
@@ -112,6 +112,9 @@ def expand_sweep(
         for k in data
         if k not in _SWEEP_TOP
     ]
+    for k in ("title", "description"):
+        if not isinstance(data.get(k, ""), str):
+            errors.append(f"{k}: expected a string, got {data[k]!r}")
     prefix = data.get("name", default_name)
     if not isinstance(prefix, str) or not _NAME.fullmatch(prefix):
         errors.append(f"name: {prefix!r} must be letters, digits and _ . + -")
@@ -156,13 +159,14 @@ def expand_sweep(
                 d,
                 source=f"{source} [run {name}: {shown}]",
                 base_dir=base_path,
-                default_title=f"{base.get('title', prefix)} ({shown})",
+                default_title=prefix,
             )
         except ConfigError as e:
             problems.append(str(e))
             continue
-        if "title" in base:  # a readable title per run
-            exp = _retitle(exp, f"{exp.title} ({shown})")
+        head = data.get("title") or exp.title  # a readable title per run
+        short = ", ".join(f"{labels[k]} {_text(v)}" for k, v in values.items())
+        exp = _retitle(exp, f"{head}: {short}")
         runs.append(BatchRun(name, exp, values))
     if problems:
         raise ValueError("\n".join(problems))
@@ -243,6 +247,10 @@ def _labels(keys: list[str]) -> dict[str, str]:
         if len(set(lab.values())) == len(keys):
             return {k: _slug(v) for k, v in lab.items()}
     return {k: f"k{i}" for i, k in enumerate(keys)}
+
+
+def _text(v) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
 
 
 def _slug(v) -> str:
