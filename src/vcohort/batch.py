@@ -16,12 +16,13 @@ is interrupted and resumed.
 
 Each finished chunk is written to ``DIR/.chunks/RUN/chunk-KKKKK.npz`` (`vcohort.chunkfile`)
 through a temporary file and a rename, so a killed batch leaves only whole chunks; ``--resume``
-reuses them and computes only the missing ones.  When a run's chunks are complete they are assembled into
-``DIR/RUN/`` — the files of ``vcohort trial`` (`vcohort.trial.write_trial`, itself written to a
-temporary folder and renamed) — and the chunk files are removed.  ``DIR/batch.json`` records
-the runs (with a fingerprint of each validated config) and the chunk size, so a resume with
-changed inputs is refused; ``DIR/batch_log.jsonl`` records, per invocation, which chunks were
-computed and which reused; ``DIR/batch_summary.csv`` has one row per run × arm.
+reuses them and computes only the missing ones.  When a run's chunks are complete they are
+assembled into ``DIR/RUN/`` — the files of ``vcohort trial`` (`vcohort.trial.write_trial`,
+itself written to a temporary folder and renamed) — and the chunk files are removed.
+``DIR/batch.json`` records the runs (with a fingerprint of each validated config) and the chunk
+size, so a resume with changed inputs is refused; ``DIR/batch_log.jsonl`` records, per
+invocation, which chunks were computed and which reused; ``DIR/batch_summary.csv`` has one row
+per run × arm.
 """
 
 from __future__ import annotations
