@@ -138,6 +138,11 @@ def _check_resumable(old: dict, new: dict, out: Path) -> None:
     before = {r["name"]: r for r in old["runs"]}
     for r in new["runs"]:
         o = before.get(r["name"])
+        if o is None and (out / r["name"]).exists():
+            raise ValueError(
+                f"run {r['name']!r} ({r['source']}) was not part of the batch in {str(out)!r} "
+                f"but {str(out / r['name'])!r} exists; use another --out or --overwrite"
+            )
         if o is not None and o["fingerprint"] != r["fingerprint"]:
             raise ValueError(
                 f"run {r['name']!r} ({r['source']}) changed since the batch in {str(out)!r} "
