@@ -83,9 +83,13 @@ def _log(out: Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------- inputs
-def test_sweep_expands_to_named_validated_runs(tmp_path):
+def test_sweep_expands_to_named_validated_runs(tmp_path, capsys):
     _write(tmp_path, "base.toml", BASE.format(days=42))
     runs = load_runs([_write(tmp_path, "s.toml", SWEEP), tmp_path / "base.toml"])
+    assert main(["batch", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o"), "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "pem__dose-10mg-per-kg__replace_rejected-false: 12 patients x 2 arms, 42 d" in listed
+    assert "4 runs; nothing computed" in listed and not (tmp_path / "o").exists()
     assert [r.name for r in runs] == [
         "pem__dose-2mg-per-kg__replace_rejected-true",
         "pem__dose-2mg-per-kg__replace_rejected-false",
@@ -169,6 +173,12 @@ def test_output_folder_and_resume_checks(tmp_path, capsys):
     base.write_text(BASE.format(days=84))  # the input changed since the batch started
     with pytest.raises(ValueError, match="run 'base' .* changed since the batch"):
         prepare_output(load_runs([base]), out, chunk_patients=4, resume=True, overwrite=False)
+    (out / "intruder").mkdir()  # a folder named like a run that is new to this batch
+    intruder = _write(tmp_path, "intruder.toml", BASE.format(days=42))
+    with pytest.raises(ValueError, match="run 'intruder' .* was not part of the batch"):
+        prepare_output(load_runs([intruder]), out, chunk_patients=4, resume=True, overwrite=False)
+    fresh = prepare_output(runs, out, chunk_patients=4, resume=False, overwrite=True)
+    assert fresh["invocations"] == 1 and sorted(p.name for p in out.iterdir()) == ["batch.json"]
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x").write_text("x")
     with pytest.raises(ValueError, match="not a batch folder"):
