@@ -48,7 +48,7 @@ base = "base.toml"
 
 [sweep]
 "arms.pembro.regimens.0.dose" = ["2 mg/kg", "10 mg/kg"]
-"population.replace_rejected" = [true, false]
+population.replace_rejected = [true, false]  # unquoted: a nested table in TOML, also accepted
 """
 
 TABLES = (

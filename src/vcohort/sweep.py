@@ -123,6 +123,7 @@ def expand_sweep(
     if not isinstance(sweep, dict) or not sweep:
         errors.append(f"sweep: expected a [sweep] table of 'dotted.key' = [values], got {sweep!r}")
         sweep = {}
+    sweep = _flatten(sweep)  # population.seed = [...] unquoted is a nested table in TOML
     for key, values in sweep.items():
         if not isinstance(values, list) or not values:
             errors.append(f"sweep.{key!r}: expected a non-empty list of values, got {values!r}")
@@ -171,6 +172,14 @@ def expand_sweep(
     if problems:
         raise ValueError("\n".join(problems))
     return runs
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out |= _flatten(v, key + ".") if isinstance(v, dict) else {key: v}
+    return out
 
 
 def _retitle(exp: Experiment, title: str) -> Experiment:
