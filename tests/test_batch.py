@@ -86,7 +86,7 @@ def _log(out: Path) -> list[dict]:
 def test_sweep_expands_to_named_validated_runs(tmp_path, capsys):
     _write(tmp_path, "base.toml", BASE.format(days=42))
     runs = load_runs([_write(tmp_path, "s.toml", SWEEP), tmp_path / "base.toml"])
-    assert main(["batch", str(tmp_path / "s.toml"), "--out", str(tmp_path / "o"), "--list"]) == 0
+    assert main(["batch", str(tmp_path / "s.toml"), "--list"]) == 0
     listed = capsys.readouterr().out
     assert "pem__dose-10mg-per-kg__replace_rejected-false: 12 patients x 2 arms, 42 d" in listed
     assert "4 runs; nothing computed" in listed and not (tmp_path / "o").exists()

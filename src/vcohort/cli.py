@@ -209,7 +209,7 @@ def _add_batch_parser(sub) -> None:
         "batch", help="run many experiment files or a parameter sweep, resumably, in one process"
     )
     b.add_argument("experiments", nargs="+", help="experiment files and/or sweep files (TOML)")
-    b.add_argument("--out", required=True, help="batch folder: one sub-folder per run")
+    b.add_argument("--out", default=None, help="batch folder: one sub-folder per run (required)")
     b.add_argument("--resume", action="store_true", help="continue an interrupted batch")
     b.add_argument("--overwrite", action="store_true", help="replace an existing batch folder")
     b.add_argument(
@@ -226,6 +226,8 @@ def _add_batch_parser(sub) -> None:
 def _run_batch(args) -> int:
     from vcohort.sweep import load_runs
 
+    if args.out is None and not args.list:
+        raise ValueError("batch needs --out DIR (or --list to only validate and list the runs)")
     runs = load_runs(args.experiments)  # every file and run validated before any compute
     if args.list:
         for r in runs:
