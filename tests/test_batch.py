@@ -89,7 +89,7 @@ def test_sweep_expands_to_named_validated_runs(tmp_path, capsys):
     assert main(["batch", str(tmp_path / "s.toml"), "--list"]) == 0
     listed = capsys.readouterr().out
     assert "pem__dose-10mg-per-kg__replace_rejected-false: 12 patients x 2 arms, 42 d" in listed
-    assert "4 runs; nothing computed" in listed and not (tmp_path / "o").exists()
+    assert "4 runs; nothing computed" in listed
     assert [r.name for r in runs] == [
         "pem__dose-2mg-per-kg__replace_rejected-true",
         "pem__dose-2mg-per-kg__replace_rejected-false",
