@@ -154,6 +154,18 @@ base = "base.toml"
     assert code == 2 and "run name 'base' is used by" in capsys.readouterr().err
 
 
+def test_calibrated_experiments_are_refused(tmp_path):
+    """[calibration] selects patients from the whole pool at once: not chunkable."""
+    from types import SimpleNamespace
+
+    from vcohort.sweep import BatchRun, unsupported
+
+    plain = load_runs([_write(tmp_path, "base.toml", BASE.format(days=42))])[0]
+    calibrated = BatchRun("c", SimpleNamespace(calibration={"pool": 30}, source="c.toml"))
+    msgs = unsupported([plain, calibrated])
+    assert len(msgs) == 1 and msgs[0].startswith("c.toml: [calibration] is not supported")
+
+
 def test_output_folder_and_resume_checks(tmp_path, capsys):
     from vcohort.batch import prepare_output
 
