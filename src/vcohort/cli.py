@@ -62,10 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("model-doc", help="write the model's equations and parameter table")
     m.add_argument("--out", default="docs/model.md")
+    _add_batch_parser(sub)
     _add_optimize_parser(sub)
     _add_calibrate_parser(sub)
     _add_trial_parser(sub)
-    _add_batch_parser(sub)
     return ap
 
 
@@ -182,28 +182,6 @@ def _add_trial_parser(sub) -> None:
     t.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
-def _run_trial(args) -> int:
-    from vcohort.experiment import load_experiment
-    from vcohort.io import check_output_dir
-
-    exp = load_experiment(args.experiment)  # validated before any compute
-    check_output_dir(args.out, args.overwrite)
-    from vcohort.trial import run_trial, write_trial
-
-    t0 = time.perf_counter()
-    result = run_trial(exp, progress=False if args.no_progress else None)
-    write_trial(result, args.out, overwrite=args.overwrite)
-    cols = ["arm", "n", "orr", "orr_ci_low", "orr_ci_high", "dcr", "median_pfs_days",
-            "pfs_landmark", "hr", "hr_ci_low", "hr_ci_high"]  # fmt: skip
-    with __import__("pandas").option_context(
-        "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format
-    ):
-        print(f"\n{exp.title}: {len(result.cohort)} patients, {exp.horizon_days} days")
-        print(result.summary[[c for c in cols if c in result.summary]].to_string(index=False))
-    print(f"wrote {args.out} in {time.perf_counter() - t0:.1f} s")
-    return 0
-
-
 def _add_batch_parser(sub) -> None:
     b = sub.add_parser(
         "batch", help="run many experiment files or a parameter sweep, resumably, in one process"
@@ -256,6 +234,28 @@ def _run_batch(args) -> int:
         print(summary[[c for c in cols if c in summary]].to_string(index=False))
     wall = time.perf_counter() - t0
     print(f"wrote {len(runs)} runs and {Path(args.out) / SUMMARY} in {wall:.1f} s")
+    return 0
+
+
+def _run_trial(args) -> int:
+    from vcohort.experiment import load_experiment
+    from vcohort.io import check_output_dir
+
+    exp = load_experiment(args.experiment)  # validated before any compute
+    check_output_dir(args.out, args.overwrite)
+    from vcohort.trial import run_trial, write_trial
+
+    t0 = time.perf_counter()
+    result = run_trial(exp, progress=False if args.no_progress else None)
+    write_trial(result, args.out, overwrite=args.overwrite)
+    cols = ["arm", "n", "orr", "orr_ci_low", "orr_ci_high", "dcr", "median_pfs_days",
+            "pfs_landmark", "hr", "hr_ci_low", "hr_ci_high"]  # fmt: skip
+    with __import__("pandas").option_context(
+        "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format
+    ):
+        print(f"\n{exp.title}: {len(result.cohort)} patients, {exp.horizon_days} days")
+        print(result.summary[[c for c in cols if c in result.summary]].to_string(index=False))
+    print(f"wrote {args.out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -390,10 +390,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run_optimize(args)
         if args.command == "calibrate":
             return _run_calibrate(args)
-        if args.command == "trial":
-            return _run_trial(args)
         if args.command == "batch":
             return _run_batch(args)
+        if args.command == "trial":
+            return _run_trial(args)
         if args.command == "model-doc":
             from vcohort.docs import write_model_doc
 
