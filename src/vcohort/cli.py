@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("model-doc", help="write the model's equations and parameter table")
     m.add_argument("--out", default="docs/model.md")
+    _add_batch_parser(sub)
     _add_optimize_parser(sub)
     _add_calibrate_parser(sub)
     _add_trial_parser(sub)
@@ -188,6 +189,61 @@ def _add_trial_parser(sub) -> None:
     t.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def _add_batch_parser(sub) -> None:
+    b = sub.add_parser(
+        "batch", help="run many experiment files or a parameter sweep, resumably, in one process"
+    )
+    b.add_argument("experiments", nargs="+", help="experiment files and/or sweep files (TOML)")
+    b.add_argument("--out", default=None, help="batch folder: one sub-folder per run (required)")
+    b.add_argument("--resume", action="store_true", help="continue an interrupted batch")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing batch folder")
+    b.add_argument(
+        "--chunk-patients",
+        type=int,
+        default=None,
+        help="patients per resumable chunk (default: each run's simulation.chunk_size)",
+    )
+    b.add_argument("--keep-chunks", action="store_true", help="keep chunk files after assembly")
+    b.add_argument("--list", action="store_true", help="validate, list the runs, stop")
+    b.add_argument("--no-progress", action="store_true", help="hide progress messages")
+
+
+def _run_batch(args) -> int:
+    from vcohort.sweep import load_runs
+
+    if args.out is None and not args.list:
+        raise ValueError("batch needs --out DIR (or --list to only validate and list the runs)")
+    runs = load_runs(args.experiments)  # every file and run validated before any compute
+    if args.list:
+        for r in runs:
+            e = r.experiment
+            print(f"{r.name}: {e.size} patients x {len(e.arms)} arms, {e.horizon_days} d")
+        print(f"{len(runs)} runs; nothing computed")
+        return 0
+    import pandas as pd
+
+    from vcohort.batch import SUMMARY, run_batch
+
+    t0 = time.perf_counter()
+    summary = run_batch(
+        runs,
+        args.out,
+        chunk_patients=args.chunk_patients,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        keep_chunks=args.keep_chunks,
+        progress=not args.no_progress,
+    )
+    cols = ["run", "arm", "n", "orr", "orr_ci_low", "orr_ci_high", "median_pfs_days", "hr"]
+    with pd.option_context(
+        "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format
+    ):
+        print(summary[[c for c in cols if c in summary]].to_string(index=False))
+    wall = time.perf_counter() - t0
+    print(f"wrote {len(runs)} runs and {Path(args.out) / SUMMARY} in {wall:.1f} s")
+    return 0
 
 
 def _run_trial(args) -> int:
@@ -427,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_optimize(args)
         if args.command == "calibrate":
             return _run_calibrate(args)
+        if args.command == "batch":
+            return _run_batch(args)
         if args.command == "trial":
             return _run_trial(args)
         if args.command == "export-sbml":

@@ -1,0 +1,371 @@
+"""Batch experiments: many trial runs back to back, in resumable chunks (``vcohort batch``).
+
+Each run (`vcohort.sweep.BatchRun`) is computed in **chunks of patient ids**: chunk ``k`` draws
+patients ``k·c .. k·c+c-1`` (``c`` = ``chunk_patients``, at most the run's size), runs them in,
+screens them, and simulates every arm on the plausible ones (padded back to ``c`` with copies of
+the last one, so every chunk has the same shape and nothing is recompiled; the copies are
+dropped).  A patient's draws depend only on seed and id (`vcohort.cohort`) and its rejection only
+on its own draws (`vcohort.plausibility`), so the run's cohort is — as in
+`vcohort.plausibility.plausible_cohort` — the first ``size`` plausible patients in id order
+(``replace_rejected = false``: the plausible ones among ids ``0 .. size-1``); chunks are drawn
+until it is complete.  With the default ``c`` (the run's ``simulation.chunk_size``) every
+compiled shape is ``vcohort trial``'s, and in the tests the tables equal its tables bit for bit;
+with another ``c`` they agree up to floating-point rounding (XLA may vectorise another batch
+shape differently).  For a fixed ``c`` they are reproducible bit for bit, however often the batch
+is interrupted and resumed.
+
+Each finished chunk is written to ``DIR/.chunks/RUN/chunk-KKKKK.npz`` (`vcohort.chunkfile`)
+through a temporary file and a rename, so a killed batch leaves only whole chunks; ``--resume``
+reuses them and computes only the missing ones.  When a run's chunks are complete they are
+assembled into ``DIR/RUN/`` — the files of ``vcohort trial`` (`vcohort.trial.write_trial`,
+itself written to a temporary folder and renamed) — and the chunk files are removed.
+``DIR/batch.json`` records the runs (with a fingerprint of each validated config) and the chunk
+size, so a resume with changed inputs is refused; ``DIR/batch_log.jsonl`` records, per
+invocation, which chunks were computed and which reused; ``DIR/batch_summary.csv`` has one row
+per run × arm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vcohort.chunkfile import chunk_bytes, concat, read_chunk, take
+from vcohort.cohort import Cohort
+from vcohort.sweep import BatchRun
+
+STATE, LOG, SUMMARY, CHUNKS = "batch.json", "batch_log.jsonl", "batch_summary.csv", ".chunks"
+SUMMARY_COLUMNS = (
+    "arm",
+    "regimen",
+    "n",
+    "n_failed",
+    "orr",
+    "orr_ci_low",
+    "orr_ci_high",
+    "median_pfs_days",
+    "median_pfs_ci_low",
+    "median_pfs_ci_high",
+    "pfs_landmark",
+    "hr",
+    "hr_ci_low",
+    "hr_ci_high",
+)
+
+
+def fingerprint(run: BatchRun) -> str:
+    """Hash of everything that determines a run's results (validated config + population)."""
+    e = run.experiment
+    blob = json.dumps(
+        {"config": e.config, "population": e.population.to_dict()}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def chunk_size_for(run: BatchRun, chunk_patients: int | None) -> int:
+    """Patients per chunk: ``chunk_patients`` (default the run's ``simulation.chunk_size``),
+    at most the run's size."""
+    c = run.experiment.chunk_size if chunk_patients is None else chunk_patients
+    return int(min(c, run.experiment.size))
+
+
+# ---------------------------------------------------------------------------- output folder
+def prepare_output(runs, out, *, chunk_patients, resume: bool, overwrite: bool) -> dict:
+    """Validate ``out`` against the runs (before any compute); create it; return the state."""
+    from vcohort.io import check_output_dir, write_json
+
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other")
+    if chunk_patients is not None and (
+        isinstance(chunk_patients, bool)
+        or not isinstance(chunk_patients, int)
+        or chunk_patients < 1
+    ):
+        raise ValueError(f"--chunk-patients={chunk_patients!r} must be an integer >= 1")
+    out = Path(out)
+    old = _read_state(out) if resume else None
+    if resume and old is None and out.exists() and any(out.iterdir()):
+        raise ValueError(f"--out {str(out)!r} is not a batch folder (no {STATE}); cannot resume")
+    if old is None:
+        check_output_dir(out, overwrite)
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir()
+    if old is not None and chunk_patients is None:
+        chunk_patients = old["chunk_patients"]
+    state = {
+        "version": 1,
+        "chunk_patients": chunk_patients,
+        "runs": [
+            {
+                "name": r.name,
+                "source": r.experiment.source,
+                "fingerprint": fingerprint(r),
+                "chunk": chunk_size_for(r, chunk_patients),
+                "values": r.values,
+            }
+            for r in runs
+        ],
+        "invocations": 1,
+    }
+    if old is not None:
+        _check_resumable(old, state, out)
+        state["invocations"] = old["invocations"] + 1
+    write_json(out / STATE, state)
+    return state
+
+
+def _read_state(out: Path) -> dict | None:
+    p = out / STATE
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def _check_resumable(old: dict, new: dict, out: Path) -> None:
+    if old.get("chunk_patients") != new["chunk_patients"]:
+        raise ValueError(
+            f"--chunk-patients={new['chunk_patients']} differs from the interrupted batch's "
+            f"{old.get('chunk_patients')} in {str(out)!r}; resume with the same value"
+        )
+    before = {r["name"]: r for r in old["runs"]}
+    for r in new["runs"]:
+        o = before.get(r["name"])
+        if o is None and (out / r["name"]).exists():
+            raise ValueError(
+                f"run {r['name']!r} ({r['source']}) was not part of the batch in {str(out)!r} "
+                f"but {str(out / r['name'])!r} exists; use another --out or --overwrite"
+            )
+        if o is not None and o["fingerprint"] != r["fingerprint"]:
+            raise ValueError(
+                f"run {r['name']!r} ({r['source']}) changed since the batch in {str(out)!r} "
+                f"started; resume only with unchanged inputs, or use --overwrite"
+            )
+
+
+# ---------------------------------------------------------------------------- one chunk
+def compute_chunk(run: BatchRun, k: int, c: int) -> dict:
+    """Chunk ``k`` of a run: ids ``k·c .. k·c+c-1`` drawn, screened, every arm simulated on the
+    plausible (and, without replacement, within-size) ones.  Returns host arrays."""
+    from vcohort.cohort import make_cohort
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.plausibility import screen
+    from vcohort.runs import run_arms
+
+    e = run.experiment
+    pop = e.population if e.screening else dataclasses.replace(e.population, plausibility=None)
+    num = dict(dt=e.dt, precision=e.precision, chunk_size=e.chunk_size)
+    t0 = time.perf_counter()
+    cohort = make_cohort(
+        c,
+        seed=e.seed,
+        first_id=k * c,
+        model=CSC_IMMUNE,
+        population=pop,
+        runin_days=e.runin_days,
+        **num,
+    )
+    if pop.plausibility is not None:
+        scr = screen(cohort, CSC_IMMUNE, pop.plausibility, **num)
+    else:
+        scr = pd.DataFrame({"patient": cohort.patient_id, "plausible": True, "reason": ""})
+    if not e.replace_rejected:
+        scr = scr[scr["patient"] < e.size].reset_index(drop=True)
+    keep = np.where(scr["plausible"].to_numpy())[0]
+    m = int(keep.size)
+    out = {"cohort": cohort.subset(keep), "screening": scr, "trajectories": {}}
+    if m:
+        padded = np.concatenate([keep, np.full(c - m, keep[-1])])
+        trajs, *_ = run_arms(
+            CSC_IMMUNE,
+            cohort.subset(padded),
+            list(e.arms),
+            e.horizon_days,
+            dt=e.dt,
+            save_every=e.save_every,
+            precision=e.precision,
+            chunk_size=e.chunk_size,
+            progress=False,
+        )
+        out["trajectories"] = {a: take(tr, m) for a, tr in trajs.items()}
+    out["meta"] = {
+        "run": run.name,
+        "chunk": k,
+        "first_id": k * c,
+        "size": c,
+        "kept": m,
+        "seconds": time.perf_counter() - t0,
+    }
+    return out
+
+
+# ---------------------------------------------------------------------------- one run
+def run_chunks(run: BatchRun, c: int, folder: Path, *, log, progress: bool = True) -> list[dict]:
+    """Chunks 0, 1, ... of a run, read from ``folder`` or computed and written atomically, until
+    its cohort is complete.  ``log(event, **fields)`` records each chunk."""
+    from vcohort.io import atomic_write_bytes
+
+    e = run.experiment
+    folder.mkdir(parents=True, exist_ok=True)
+    max_draws = 10 * e.size + 64  # as plausible_cohort
+    chunks, kept, k = [], 0, 0
+    while True:
+        path = folder / f"chunk-{k:05d}.npz"
+        if path.is_file():
+            ch = read_chunk(path)
+            log("chunk_reused", run=run.name, chunk=k)
+        else:
+            ch = compute_chunk(run, k, c)
+            atomic_write_bytes(path, chunk_bytes(ch))
+            ch = read_chunk(path)  # the same path as a resumed chunk: identical results
+            log(
+                "chunk_computed",
+                run=run.name,
+                chunk=k,
+                kept=ch["meta"]["kept"],
+                seconds=round(ch["meta"]["seconds"], 3),
+            )
+            if progress:
+                m = ch["meta"]
+                print(
+                    f"{run.name}: chunk {k} (ids {k * c}-{k * c + c - 1}): {m['kept']} "
+                    f"plausible, {m['seconds']:.1f} s",
+                    file=sys.stderr,
+                )
+        chunks.append(ch)
+        kept += len(ch["cohort"])
+        k += 1
+        if (kept >= e.size) if e.replace_rejected else (k * c >= e.size):
+            return chunks
+        if k * c >= max_draws:
+            raise ValueError(
+                f"run {run.name!r}: only {kept} of {k * c} drawn patients are plausible; "
+                f"{e.size} would exceed {max_draws} draws: loosen the population's "
+                f"plausibility bounds"
+            )
+
+
+def assemble(run: BatchRun, chunks: list[dict]):
+    """The run's `vcohort.trial.TrialResult` from its chunks (first ``size`` plausible)."""
+    from vcohort.dosing import compile_schedule
+    from vcohort.endpoints import patient_endpoints, trial_summary
+    from vcohort.trial import TrialResult
+
+    e = run.experiment
+    with_pts = [ch for ch in chunks if len(ch["cohort"])]
+    if not with_pts:
+        raise ValueError(f"run {run.name!r}: no plausible patient among ids 0-{e.size - 1}")
+    cohort = Cohort.concat([ch["cohort"] for ch in with_pts])
+    n = min(len(cohort), e.size)
+    cohort = cohort.subset(np.arange(n))
+    screening = pd.concat([ch["screening"] for ch in chunks], ignore_index=True)
+    if e.replace_rejected:
+        screening = screening[screening["patient"] <= cohort.patient_id[-1]]
+    screening = screening.reset_index(drop=True)
+    trajs, eps = {}, []
+    for a in e.arms:
+        parts = [ch["trajectories"][a.name] for ch in with_pts]
+        trajs[a.name] = concat(parts, n)
+        ep = patient_endpoints(trajs[a.name], **e.endpoint_options)
+        ep.insert(1, "arm", a.name)
+        eps.append(ep)
+    endpoints = pd.concat(eps, ignore_index=True)
+    summary = trial_summary(endpoints, reference=e.reference_arm, landmark_days=e.landmark_days)
+    summary.insert(1, "regimen", [a.describe() for a in e.arms])
+    drugs = tuple(dict.fromkeys(r.drug for a in e.arms for r in a.regimens))
+    schedules = {
+        a.name: compile_schedule(list(a.regimens), float(e.horizon_days), drugs=drugs)
+        for a in e.arms
+    }
+    sec = sum(ch["meta"]["seconds"] for ch in chunks)
+    timings = {"chunks": len(chunks), "chunk_compute_s": sec}
+    batch = {"run": run.name, "sweep": run.values, "chunks": len(chunks)}
+    exp = dataclasses.replace(e, config=e.config | {"batch": batch})
+    return TrialResult(exp, cohort, screening, trajs, endpoints, summary, schedules, timings)
+
+
+# ---------------------------------------------------------------------------- the batch
+def run_batch(
+    runs,
+    out,
+    *,
+    chunk_patients: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    keep_chunks: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run every run into ``out`` (see the module docstring); returns the batch summary."""
+    from vcohort.trial import write_trial
+
+    out = Path(out)
+    state = prepare_output(
+        runs, out, chunk_patients=chunk_patients, resume=resume, overwrite=overwrite
+    )
+    inv = state["invocations"]
+    _clean_temporaries(out)
+
+    def log(event: str, **fields) -> None:
+        line = json.dumps({"invocation": inv, "pid": os.getpid(), "event": event} | fields)
+        with open(out / LOG, "a") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    log("start", runs=[r.name for r in runs], resume=resume)
+    for run, info in zip(runs, state["runs"], strict=True):
+        folder = out / CHUNKS / run.name
+        if (out / run.name / "manifest.json").is_file():
+            log("run_complete", run=run.name)
+        else:
+            t0 = time.perf_counter()
+            chunks = run_chunks(run, info["chunk"], folder, log=log, progress=progress)
+            result = assemble(run, chunks)
+            result.timings["total_s"] = time.perf_counter() - t0
+            write_trial(result, out / run.name)
+            log("run_written", run=run.name, chunks=len(chunks))
+            if progress:
+                print(f"{run.name}: wrote {out / run.name}", file=sys.stderr)
+        if not keep_chunks and folder.exists():
+            shutil.rmtree(folder)
+    if not keep_chunks and (out / CHUNKS).exists() and not any((out / CHUNKS).iterdir()):
+        (out / CHUNKS).rmdir()
+    summary = batch_summary(runs, out)
+    from vcohort.io import write_csv
+
+    write_csv(out / SUMMARY, summary)
+    log("done", summary=SUMMARY)
+    return summary
+
+
+def _clean_temporaries(out: Path) -> None:
+    """Leftovers of a killed invocation: temporary files and folders (their names start with
+    a dot; `vcohort.io`) next to run folders and chunk files."""
+    for p in [*out.glob(".*"), *(out / CHUNKS).glob("*/.*")]:
+        if p.name == CHUNKS:
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def batch_summary(runs, out) -> pd.DataFrame:
+    """One row per run × arm: swept values and the key endpoints of each run's summary.csv."""
+    rows = []
+    for r in runs:
+        s = pd.read_csv(Path(out) / r.name / "summary.csv")
+        s = s[[c for c in SUMMARY_COLUMNS if c in s]].copy()
+        s.insert(0, "run", r.name)
+        for i, (k, v) in enumerate(r.values.items()):
+            s.insert(1 + i, k, v if isinstance(v, str | int | float) else json.dumps(v))
+        s.insert(len(r.values) + 1, "reference_arm", r.experiment.reference_arm)
+        rows.append(s)
+    return pd.concat(rows, ignore_index=True)

@@ -1,0 +1,288 @@
+"""Batch inputs: trial experiment files and parameter sweeps → named, validated runs.
+
+``vcohort batch`` takes experiment files (the TOML of ``vcohort trial``, `vcohort.experiment`)
+and/or *sweep files*.  A sweep file names a base experiment and lists values for dotted keys of
+it; the runs are the Cartesian product of those lists (first key slowest)::
+
+    title = "Pembrolizumab dose x cohort seed"   # run titles: this + the run's values
+    name = "pembro"                    # run-name prefix (default: the file's stem)
+    base = "keynote002_like.toml"      # an experiment file, relative to this file, or
+                                       # an inline [base] table holding a whole experiment
+
+    [sweep]
+    "arms.pembrolizumab.regimens.0.dose" = ["2 mg/kg", "10 mg/kg"]
+    "population.seed" = [1, 2]
+
+A key is a path into the base experiment: table keys, list indices (``regimens.0``) and, in the
+``arms`` list, arm names (``arms.pembrolizumab``).  Every part but the last must exist; the
+last may add a key to an existing table (the experiment's own validation then judges it).
+Run names are ``PREFIX__LABEL-VALUE__...`` with LABEL the key's last named part (more parts when
+two keys share it) and VALUE the value made file-name safe (``2 mg/kg`` → ``2mg-per-kg``; the
+value's position ``v0, v1, ...`` when values would be long or clash).
+
+Everything (every file, every expanded run) is validated before any compute; all problems are
+reported together, each naming the file, the run, the field and the value.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vcohort.config import ConfigError
+from vcohort.experiment import Experiment, experiment_from_dict, load_experiment
+
+_SWEEP_TOP = {"title", "description", "name", "base", "sweep"}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+RESERVED = {"batch.json", "batch_log.jsonl", "batch_summary.csv"}
+MAX_RUNS = 1000  # assumption: a larger sweep is more likely a typo than a plan; split it
+MAX_LABEL = 24
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """One run of a batch: its folder name, validated experiment and swept values."""
+
+    name: str
+    experiment: Experiment
+    values: dict = field(default_factory=dict)  # dotted key -> value (empty for plain files)
+
+
+def load_runs(paths) -> list[BatchRun]:
+    """Every run of the given experiment/sweep files, validated; raises one `ValueError`
+    listing every problem in every file (before any compute)."""
+    if not paths:
+        raise ValueError("give at least one experiment or sweep file")
+    runs, errors = [], []
+    for path in paths:
+        try:
+            runs += _load_file(Path(path))
+        except ValueError as e:
+            errors.append(str(e))
+    errors += unsupported(runs)
+    seen: dict[str, str] = {}
+    for r in runs:
+        if r.name in seen:
+            errors.append(
+                f"run name {r.name!r} is used by {seen[r.name]} and {r.experiment.source}: "
+                f"rename a file or set name = ... in the sweep file"
+            )
+        seen.setdefault(r.name, r.experiment.source)
+    if errors:
+        raise ValueError("\n".join(errors))
+    return runs
+
+
+def unsupported(runs) -> list[str]:
+    """Runs `vcohort batch` cannot chunk: a ``[calibration]`` table selects the trial's patients
+    from the whole pool at once (`vcohort.calibrate`), not patient by patient."""
+    return [
+        f"{r.experiment.source}: [calibration] is not supported by vcohort batch (the selection "
+        f"needs the whole pool at once); run it with vcohort trial, or leave [calibration] out"
+        for r in runs
+        if getattr(r.experiment, "calibration", None) is not None
+    ]
+
+
+def _read_toml(p: Path) -> dict:
+    if not p.is_file():
+        raise ValueError(f"experiment file {str(p)!r} does not exist")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"experiment file {str(p)!r} is not valid TOML: {e}") from None
+
+
+def _load_file(p: Path) -> list[BatchRun]:
+    data = _read_toml(p)
+    if "sweep" not in data and "base" not in data:
+        exp = load_experiment(p)
+        _check_name(p.stem, str(p), "file name")
+        return [BatchRun(p.stem, exp)]
+    return expand_sweep(data, source=str(p), base_dir=p.parent, default_name=p.stem)
+
+
+def _check_name(name: str, source: str, what: str) -> None:
+    if not _NAME.fullmatch(name) or name in RESERVED:
+        raise ValueError(
+            f"{source}: {what} {name!r} cannot name a run folder: use letters, digits and "
+            f"_ . + - (starting with a letter or digit), not {sorted(RESERVED)}"
+        )
+
+
+def expand_sweep(
+    data: dict, *, source: str, base_dir: Path, default_name: str = "sweep"
+) -> list[BatchRun]:
+    """The runs of a parsed sweep file (see the module docstring)."""
+    errors = [
+        f"{k}: unknown key; allowed: {', '.join(sorted(_SWEEP_TOP))}"
+        for k in data
+        if k not in _SWEEP_TOP
+    ]
+    for k in ("title", "description"):
+        if not isinstance(data.get(k, ""), str):
+            errors.append(f"{k}: expected a string, got {data[k]!r}")
+    prefix = data.get("name", default_name)
+    if not isinstance(prefix, str) or not _NAME.fullmatch(prefix):
+        errors.append(f"name: {prefix!r} must be letters, digits and _ . + -")
+    base, base_src, base_path = _base(data.get("base"), base_dir, errors)
+    sweep = data.get("sweep")
+    if not isinstance(sweep, dict) or not sweep:
+        errors.append(f"sweep: expected a [sweep] table of 'dotted.key' = [values], got {sweep!r}")
+        sweep = {}
+    sweep = _flatten(sweep)  # population.seed = [...] unquoted is a nested table in TOML
+    for key, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            errors.append(f"sweep.{key!r}: expected a non-empty list of values, got {values!r}")
+        elif len({json.dumps(v, sort_keys=True) for v in values}) < len(values):
+            errors.append(f"sweep.{key!r}: values repeat in {values!r}")
+        elif base is not None:
+            err = _set(copy.deepcopy(base), key, values[0])
+            if err:
+                errors.append(f"sweep.{key!r}: {err} in the base experiment ({base_src})")
+    n = 1
+    for v in sweep.values():
+        n *= len(v) if isinstance(v, list) else 1
+    if n > MAX_RUNS:
+        errors.append(f"sweep: {n} runs exceed the limit of {MAX_RUNS}; split the sweep")
+    if errors:
+        raise ValueError(
+            f"{source}: {len(errors)} invalid field(s):\n" + "\n".join(f"  - {e}" for e in errors)
+        )
+    keys = list(sweep)
+    labels = _labels(keys)
+    slugs = {k: _value_slugs(sweep[k]) for k in keys}
+    runs, problems = [], []
+    for combo in itertools.product(*(range(len(sweep[k])) for k in keys)):
+        d = copy.deepcopy(base)
+        values = {k: sweep[k][i] for k, i in zip(keys, combo, strict=True)}
+        for k, v in values.items():
+            _set(d, k, v)
+        name = "__".join(
+            [prefix] + [f"{labels[k]}-{slugs[k][i]}" for k, i in zip(keys, combo, strict=True)]
+        )
+        shown = ", ".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
+        try:
+            exp = experiment_from_dict(
+                d,
+                source=f"{source} [run {name}: {shown}]",
+                base_dir=base_path,
+                default_title=prefix,
+            )
+        except ConfigError as e:
+            problems.append(str(e))
+            continue
+        head = data.get("title") or exp.title  # a readable title per run
+        short = ", ".join(f"{labels[k]} {_text(v)}" for k, v in values.items())
+        exp = _retitle(exp, f"{head}: {short}")
+        runs.append(BatchRun(name, exp, values))
+    if problems:
+        raise ValueError("\n".join(problems))
+    return runs
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out |= _flatten(v, key + ".") if isinstance(v, dict) else {key: v}
+    return out
+
+
+def _retitle(exp: Experiment, title: str) -> Experiment:
+    import dataclasses
+
+    return dataclasses.replace(exp, title=title, config=exp.config | {"title": title})
+
+
+def _base(base, base_dir: Path, errors: list) -> tuple[dict | None, str, Path]:
+    if isinstance(base, str):
+        bp = Path(base)
+        bp = bp if bp.is_absolute() else base_dir / bp
+        try:
+            d = _read_toml(bp)
+        except ValueError as e:
+            errors.append(f"base: {e}")
+            return None, "", base_dir
+        if "sweep" in d or "base" in d:
+            errors.append(f"base: {str(bp)!r} is a sweep file; give a trial experiment file")
+            return None, "", base_dir
+        return d, str(bp), bp.parent
+    if isinstance(base, dict):
+        return base, "inline [base]", base_dir
+    errors.append(f"base: expected an experiment file name or an inline [base] table, got {base!r}")
+    return None, "", base_dir
+
+
+def _set(d, key: str, value) -> str | None:
+    """Set ``d[key path] = value`` in place; return an error message (or None)."""
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        return f"{key!r} is not a dotted key like 'population.seed'"
+    node, walked = d, []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(walked) or "the top level"
+        if isinstance(node, dict):
+            if not last and part not in node:
+                return f"{part!r} is not in {where} (has: {', '.join(map(str, node)) or 'nothing'})"
+            if last:
+                node[part] = value
+                return None
+            node = node[part]
+        elif isinstance(node, list):
+            idx = _index(node, part)
+            if idx is None:
+                names = [x.get("name") for x in node if isinstance(x, dict) and "name" in x]
+                allowed = f"an index 0..{len(node) - 1}" + (
+                    f" or a name ({', '.join(map(str, names))})" if names else ""
+                )
+                return f"{part!r} does not select an item of {where}; use {allowed}"
+            if last:
+                node[idx] = value
+                return None
+            node = node[idx]
+        else:
+            return f"{where} is a value ({node!r}), not a table or list"
+        walked.append(part)
+    return None
+
+
+def _index(node: list, part: str) -> int | None:
+    if part.isdigit():
+        return int(part) if int(part) < len(node) else None
+    hits = [i for i, x in enumerate(node) if isinstance(x, dict) and x.get("name") == part]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _labels(keys: list[str]) -> dict[str, str]:
+    """Shortest unique suffix of each key's named (non-index) parts, joined by '.'."""
+    named = {k: [p for p in k.split(".") if not p.isdigit()] or [k] for k in keys}
+    for n in range(1, max(len(v) for v in named.values()) + 1 if keys else 1):
+        lab = {k: ".".join(v[-n:]) for k, v in named.items()}
+        if len(set(lab.values())) == len(keys):
+            return {k: _slug(v) for k, v in lab.items()}
+    return {k: f"k{i}" for i, k in enumerate(keys)}
+
+
+def _text(v) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def _slug(v) -> str:
+    s = v if isinstance(v, str) else json.dumps(v)
+    s = s.replace("/", "-per-").replace(" ", "")
+    s = re.sub(r"[^A-Za-z0-9_.+-]+", "-", s).strip("-._")
+    return s
+
+
+def _value_slugs(values: list) -> list[str]:
+    s = [_slug(v) for v in values]
+    if len(set(s)) < len(s) or any(not x or len(x) > MAX_LABEL for x in s):
+        return [f"v{i}" for i in range(len(values))]
+    return s

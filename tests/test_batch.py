@@ -1,0 +1,320 @@
+"""vcohort batch: sweep expansion and validation, chunked runs without recompiling, equality with
+vcohort trial, and a real kill -9 / --resume cycle."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import vcohort
+from vcohort.cli import main
+from vcohort.sweep import load_runs
+
+BASE = """
+title = "tiny batch"
+reference_arm = "control"
+
+[population]
+preset = "default"
+size = 12
+seed = 3
+
+[simulation]
+horizon_days = {days}
+runin_days = 30
+chunk_size = 8
+
+[assessment]
+every_days = 21
+
+[[arms]]
+name = "control"
+regimens = []
+
+[[arms]]
+name = "pembro"
+regimens = [{{ drug = "pembrolizumab", dose = "2 mg/kg", every = "21 d", over = "30 min" }}]
+"""
+
+SWEEP = """
+name = "pem"
+base = "base.toml"
+
+[sweep]
+"arms.pembro.regimens.0.dose" = ["2 mg/kg", "10 mg/kg"]
+population.replace_rejected = [true, false]  # unquoted: a nested table in TOML, also accepted
+"""
+
+TABLES = (
+    "patients.parquet",
+    "screening.csv",
+    "timecourse.parquet",
+    "endpoints.parquet",
+    "summary.csv",
+    "schedules/control.csv",
+    "schedules/pembro.csv",
+)
+
+
+def _write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+
+
+def _log(out: Path) -> list[dict]:
+    lines = []
+    for line in (out / "batch_log.jsonl").read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by kill -9
+            pass
+    return lines
+
+
+# ---------------------------------------------------------------------------- inputs
+def test_sweep_expands_to_named_validated_runs(tmp_path, capsys):
+    _write(tmp_path, "base.toml", BASE.format(days=42))
+    runs = load_runs([_write(tmp_path, "s.toml", SWEEP), tmp_path / "base.toml"])
+    assert main(["batch", str(tmp_path / "s.toml"), "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "pem__dose-10mg-per-kg__replace_rejected-false: 12 patients x 2 arms, 42 d" in listed
+    assert "4 runs; nothing computed" in listed
+    assert [r.name for r in runs] == [
+        "pem__dose-2mg-per-kg__replace_rejected-true",
+        "pem__dose-2mg-per-kg__replace_rejected-false",
+        "pem__dose-10mg-per-kg__replace_rejected-true",
+        "pem__dose-10mg-per-kg__replace_rejected-false",
+        "base",
+    ]
+    third = runs[2].experiment
+    assert third.arms[1].regimens[0].describe().startswith("pembrolizumab 10 mg/kg every 21 d")
+    assert third.replace_rejected is True and runs[3].experiment.replace_rejected is False
+    assert runs[2].values == {
+        "arms.pembro.regimens.0.dose": "10 mg/kg",
+        "population.replace_rejected": True,
+    }
+    assert "10 mg/kg" in third.title and runs[4].values == {}
+
+
+def test_every_bad_input_is_reported_before_compute(tmp_path, capsys):
+    _write(tmp_path, "base.toml", BASE.format(days=42))
+    bad = _write(
+        tmp_path,
+        "bad.toml",
+        """
+base = "base.toml"
+colour = "red"
+[sweep]
+"arms.placebo.regimens.0.dose" = ["1 mg/kg"]
+"population.seed" = [1, 1]
+"simulation.dt" = 0.1
+""",
+    )
+    bad_value = _write(
+        tmp_path,
+        "bad_value.toml",
+        """
+base = "base.toml"
+[sweep]
+"arms.pembro.regimens.0.dose" = ["2 mg/kg", "3 parsecs"]
+"population.size" = [0]
+""",
+    )
+    out = tmp_path / "out"
+    code = main(["batch", str(bad), str(bad_value), str(tmp_path / "nope.toml"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    for text in (
+        "bad.toml",
+        "colour: unknown key",
+        "'placebo' does not select an item of arms; use an index 0..1 or a name (control, pembro)",
+        "values repeat in [1, 1]",
+        "'simulation.dt': expected a non-empty list",
+        "bad_value.toml [run bad_value__dose-",
+        "3 parsecs",
+        "population.size: 0 must be >= 1",
+        "nope.toml' does not exist",
+    ):
+        assert text in err, text
+    # the same file twice: run names clash
+    code = main(
+        ["batch", str(tmp_path / "base.toml"), str(tmp_path / "base.toml"), "--out", str(out)]
+    )
+    assert code == 2 and "run name 'base' is used by" in capsys.readouterr().err
+
+
+def test_calibrated_experiments_are_refused(tmp_path):
+    """[calibration] selects patients from the whole pool at once: not chunkable."""
+    from types import SimpleNamespace
+
+    from vcohort.sweep import BatchRun, unsupported
+
+    plain = load_runs([_write(tmp_path, "base.toml", BASE.format(days=42))])[0]
+    calibrated = BatchRun("c", SimpleNamespace(calibration={"pool": 30}, source="c.toml"))
+    msgs = unsupported([plain, calibrated])
+    assert len(msgs) == 1 and msgs[0].startswith("c.toml: [calibration] is not supported")
+
+
+def test_output_folder_and_resume_checks(tmp_path, capsys):
+    from vcohort.batch import prepare_output
+
+    base = _write(tmp_path, "base.toml", BASE.format(days=42))
+    runs = load_runs([base])
+    out = tmp_path / "out"
+    state = prepare_output(runs, out, chunk_patients=4, resume=False, overwrite=False)
+    assert state["runs"][0]["chunk"] == 4 and state["invocations"] == 1
+    with pytest.raises(ValueError, match="already exists and is not empty"):
+        prepare_output(runs, out, chunk_patients=4, resume=False, overwrite=False)
+    with pytest.raises(ValueError, match="exclude each other"):
+        prepare_output(runs, out, chunk_patients=4, resume=True, overwrite=True)
+    with pytest.raises(ValueError, match="differs from the interrupted batch's 4"):
+        prepare_output(runs, out, chunk_patients=5, resume=True, overwrite=False)
+    again = prepare_output(runs, out, chunk_patients=None, resume=True, overwrite=False)
+    assert again["invocations"] == 2 and again["chunk_patients"] == 4
+    base.write_text(BASE.format(days=84))  # the input changed since the batch started
+    with pytest.raises(ValueError, match="run 'base' .* changed since the batch"):
+        prepare_output(load_runs([base]), out, chunk_patients=4, resume=True, overwrite=False)
+    (out / "intruder").mkdir()  # a folder named like a run that is new to this batch
+    intruder = _write(tmp_path, "intruder.toml", BASE.format(days=42))
+    with pytest.raises(ValueError, match="run 'intruder' .* was not part of the batch"):
+        prepare_output(load_runs([intruder]), out, chunk_patients=4, resume=True, overwrite=False)
+    fresh = prepare_output(runs, out, chunk_patients=4, resume=False, overwrite=True)
+    assert fresh["invocations"] == 1 and sorted(p.name for p in out.iterdir()) == ["batch.json"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x").write_text("x")
+    with pytest.raises(ValueError, match="not a batch folder"):
+        prepare_output(runs, tmp_path / "other", chunk_patients=4, resume=True, overwrite=False)
+    with pytest.raises(ValueError, match="--chunk-patients=0 must be an integer >= 1"):
+        prepare_output(runs, tmp_path / "new", chunk_patients=0, resume=False, overwrite=False)
+
+
+# ---------------------------------------------------------------------------- compute
+@pytest.mark.slow
+def test_chunked_sweep_does_not_recompile_and_matches_trial(tmp_path, monkeypatch, request):
+    """Four runs (dose x replace_rejected), chunks of 8 patients: every compile happens in the
+    first chunk; the cohorts are plausible_cohort's and the tables vcohort trial's."""
+    import vcohort.batch as B
+    import vcohort.simulate as S
+    from vcohort.trial import run_trial, write_trial
+
+    traces = []
+    original = S.patient_fn
+
+    def counting(plan):
+        run = original(plan)
+
+        def traced(*a):
+            traces.append(plan.days)  # runs once per trace, never per call
+            return run(*a)
+
+        return traced
+
+    saved = dict(S._CACHE)  # compile afresh; afterwards keep the new entries (valid functions)
+    S._CACHE.clear()
+    request.addfinalizer(lambda: S._CACHE.update(saved))
+    monkeypatch.setattr(S, "patient_fn", counting)
+    per_chunk = []
+    compute = B.compute_chunk
+
+    def counted(run, k, c):
+        before = len(traces)
+        ch = compute(run, k, c)
+        per_chunk.append((run.name, k, len(traces) - before))
+        return ch
+
+    monkeypatch.setattr(B, "compute_chunk", counted)
+    _write(tmp_path, "base.toml", BASE.format(days=42))
+    runs = load_runs([_write(tmp_path, "s.toml", SWEEP)])
+    out = tmp_path / "out"
+    summary = B.run_batch(runs, out, chunk_patients=8, progress=False)
+
+    # run-in, screening and arm simulation compile once, in the first chunk of the first run
+    assert per_chunk[0][2] == 3, per_chunk
+    assert len(per_chunk) >= 6 and all(n == 0 for _, _, n in per_chunk[1:]), per_chunk
+    assert not (out / ".chunks").exists()
+    assert summary.groupby("run").size().tolist() == [2, 2, 2, 2]
+    assert set(summary.columns) >= {
+        "run",
+        "arms.pembro.regimens.0.dose",
+        "arm",
+        "n",
+        "orr",
+        "orr_ci_low",
+        "orr_ci_high",
+        "median_pfs_days",
+        "hr",
+    }
+    pd.testing.assert_frame_equal(pd.read_csv(out / "batch_summary.csv"), summary)
+
+    # vcohort trial on the same experiments: the same compiled functions (chunks of 8 =
+    # simulation.chunk_size, so the same XLA shapes) and the same tables
+    n_traces = len(traces)
+    (tmp_path / "trial").mkdir()
+    for r in runs[:2]:
+        write_trial(run_trial(r.experiment, progress=False), tmp_path / "trial" / r.name)
+        for name in TABLES:
+            got, want = _read(out / r.name / name), _read(tmp_path / "trial" / r.name / name)
+            pd.testing.assert_frame_equal(got, want, check_exact=True, obj=f"{r.name}/{name}")
+    assert len(traces) == n_traces
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_gives_the_same_tables(tmp_path):
+    """A real ``vcohort batch`` process is killed (SIGKILL) once a chunk file exists; --resume
+    recomputes only the missing chunks and ends with exactly the uninterrupted tables."""
+    f1 = _write(tmp_path, "short.toml", BASE.format(days=42))
+    f2 = _write(tmp_path, "long.toml", BASE.format(days=84).replace("seed = 3", "seed = 4"))
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    args = ["batch", str(f1), str(f2), "--chunk-patients", "8", "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=str(Path(vcohort.__file__).parents[1]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vcohort.cli", *args, "--out", str(killed)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 240
+    while not list(killed.glob(".chunks/*/chunk-*.npz")):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no chunk file within 240 s"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    before = {
+        (p.parent.name, int(p.stem.split("-")[1])) for p in killed.glob(".chunks/*/chunk-*.npz")
+    }
+    assert not (killed / "batch_summary.csv").exists()  # it was killed midway
+    stale = next(killed.glob(".chunks/*")) / ".chunk-00099.npz.half"
+    stale.write_bytes(b"half-written")  # what a kill during a write leaves
+
+    assert main([*args, "--out", str(killed), "--resume"]) == 0
+    assert main([*args, "--out", str(clean)]) == 0
+    assert not stale.exists()
+    for run in ("short", "long"):
+        for name in TABLES:
+            pd.testing.assert_frame_equal(_read(killed / run / name), _read(clean / run / name))
+    pd.testing.assert_frame_equal(
+        _read(killed / "batch_summary.csv"), _read(clean / "batch_summary.csv")
+    )
+
+    log = _log(killed)
+    computed = {
+        (e["invocation"], e["run"], e["chunk"]) for e in log if e["event"] == "chunk_computed"
+    }
+    second = {(r, k) for i, r, k in computed if i == 2}
+    reused = {(e["run"], e["chunk"]) for e in log if e["event"] == "chunk_reused"}
+    everything = {(e["run"], e["chunk"]) for e in _log(clean) if e["event"] == "chunk_computed"}
+    assert second.isdisjoint(before) and reused == before
+    assert second | before == everything and len(everything) >= 4
