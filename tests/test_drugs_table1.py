@@ -111,3 +111,26 @@ def test_each_table1_drug_moves_its_own_term():
     assert r({"mhc_restoration": 0.9})["tcell_kill_S"] > 2 * r0["tcell_kill_S"]
     assert r({"cart_infusion": 1e6})["cart_influx"] == pytest.approx(1e6 * p["f_home_car"])
     assert r0["cart_kill_S"] > 0 and r0["cart_expansion"] > r0["cart_contraction"]
+
+
+def test_the_car_t_free_state_is_stable():
+    """Without a CAR-T product the CART state must be a *stable* zero: its linearised growth
+    rate d(dCART/dt)/dCART at CART=0 is negative (the Allee threshold K_car_min).  Without it
+    the rate is rho_car - alpha_car ~ +0.7/day and reverse-mode sensitivities grow as
+    e^(0.7 t), overflowing float32 (NaN gradients) within ~4 months of an optimisation."""
+    import jax
+
+    p = CSC_IMMUNE.params.typical()
+    y = {k: float(v) for k, v in CSC_IMMUNE.initial_state(p, 86.0).items()}
+
+    def dcart(c):
+        yy = dict(y, CART=c)
+        return CSC_IMMUNE.rhs(yy, p, {}, jnp, 1.0)["CART"]
+
+    rate = float(jax.grad(dcart)(0.0))
+    assert rate < 0.0, rate
+    assert rate == pytest.approx(-p["alpha_car"], rel=1e-6)
+    # the threshold matters: without it the CAR-T-free state is unstable
+    p0 = dict(p, K_car_min=0.0)
+    grow = float(jax.grad(lambda c: CSC_IMMUNE.rhs(dict(y, CART=c), p0, {}, jnp, 1.0)["CART"])(1.0))
+    assert grow > 0.0

@@ -626,6 +626,20 @@ _ROWS = [
         ),
         "CAR-T:CSC ratio for half-maximal CAR-T expansion",
     ),
+    (
+        "K_car_min",
+        1.0e4,
+        "cells",
+        0.0,
+        _a(
+            "antigen-driven expansion needs a minimal CAR-T population in the tumour (Allee "
+            "threshold, far below the 1e7-1e8 cells of a clinical dose); it keeps the CAR-T-free "
+            "state stable: without it an infinitesimal CAR-T number grows at rho_car - alpha_car "
+            "~0.7/day, and reverse-mode sensitivities of the CAR-T-free state grow as e^(0.7 t) "
+            "(1e32 at 120 days: float32 overflow and NaN gradients)"
+        ),
+        "CAR-T number for half-maximal expansion (Allee threshold)",
+    ),
     # --- neutrophils (Friberg et al. 2002)
     (
         "MTT",
