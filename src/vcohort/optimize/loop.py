@@ -191,20 +191,21 @@ def optimize(
         idx = _batches(rng, n, batch_size)
         args = cohort.arrays(idx, plan.drugs, np_dtype)
         theta_before = theta
-        theta, opt_state, val, (terms, g, obj) = step(theta, opt_state, lam, mu_v, args)
+        theta, opt_state, val, (terms, g, obj, finite) = step(theta, opt_state, lam, mu_v, args)
         obj = float(obj)
         gmax = {k: float(jnp.max(v)) for k, v in g.items()}
         viol = max([0.0] + list(gmax.values()))
         rec = {"iteration": it, "loss": float(val), "objective": obj, "max_violation": viol}
+        rec["finite"] = bool(finite)
         rec.update({f"term:{k}": float(v) for k, v in terms.items()})
         rec.update({f"g:{k}": v for k, v in gmax.items()})
         rec["mu"] = mu_v
         rec["wall_s"] = time.perf_counter() - t0
         history.append(rec)
         # the values belong to theta_before (evaluated before the update)
-        better = (viol <= feas_tol and (best["viol"] > feas_tol or obj < best["obj"] - tol)) or (
-            best["viol"] > feas_tol and viol < best["viol"]
-        )
+        feasible_better = viol <= feas_tol and (best["viol"] > feas_tol or obj < best["obj"] - tol)
+        less_infeasible = best["viol"] > feas_tol and viol < best["viol"]
+        better = bool(finite) and (feasible_better or less_infeasible)
         if better:
             best.update(obj=obj, viol=viol, theta=np.asarray(theta_before), it=it, g=gmax)
             since_best = 0
@@ -266,8 +267,15 @@ def _compiled_step(problem, lay, model, personalised, opt, opt_key):
         @jax.jit
         def step(theta, opt_state, lam, mu, args):
             (val, aux), grad = jax.value_and_grad(loss, has_aux=True)(theta, lam, mu, args)
-            updates, opt_state = opt.update(grad, opt_state, theta)
-            return optax.apply_updates(theta, updates), opt_state, val, aux
+            # a non-finite loss or gradient (a failing patient in the batch) skips the update
+            # instead of poisoning theta and the optimiser state
+            ok = jnp.isfinite(val) & jnp.all(jnp.isfinite(grad))
+            grad = jnp.where(ok, grad, 0.0)
+            updates, new_state = opt.update(grad, opt_state, theta)
+            keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+            new_state = jax.tree_util.tree_map(keep, new_state, opt_state)
+            theta = jnp.where(ok, optax.apply_updates(theta, updates), theta)
+            return theta, new_state, val, aux + (ok,)
 
         _STEPS[key] = (loss, plan, step)
     return _STEPS[key]
