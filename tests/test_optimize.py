@@ -112,6 +112,28 @@ def test_config_parses_units():
     assert d.every_days == pytest.approx(0.5) and d.max_daily_mg == 1600.0
 
 
+def test_layout_blocks_and_standard_start():
+    """hold_days gives one variable per block (doses equal within it); the start is the
+    catalogue's standard regimen on the slot grid (pembrolizumab q3w on weekly slots)."""
+    pb = Problem(
+        drugs=(
+            DrugSlots("cb839", 0.5, hold_days=7.0),
+            DrugSlots("pembrolizumab", 7.0, infusion_days=1 / 48),
+        ),
+        days=42,
+    )
+    lay = layout(pb)
+    assert lay.n_vars == 6 + 6
+    a = np.asarray(to_amount(lay, to_theta(lay, lay.schedule.amount), xp=np))
+    cb = a[0, lay.valid[0]].reshape(6, 14)
+    assert np.allclose(cb, cb[:, :1]) and np.allclose(cb, 800.0)
+    pem = a[1, lay.valid[1]]
+    assert pem[0] == pytest.approx(200.0) and pem[3] == pytest.approx(200.0)
+    assert pem[1] < 0.03 * 400.0  # "no dose" starts at the 2% floor of the sigmoid
+    with pytest.raises(ValueError, match="hold_days"):
+        Problem(drugs=(DrugSlots("cb839", 1.0, hold_days=0.5),), days=7).validate()
+
+
 # ------------------------------------------------------------------ rounding (numpy only)
 def test_slot_rounding_respects_budget_and_daily_maximum():
     pb = Problem(
@@ -186,7 +208,7 @@ def test_gradients_of_every_objective_and_constraint_match_finite_differences():
         return jnp.concatenate([jnp.stack(list(terms.values()))] + [v for v in g.values()])
 
     th = jnp.asarray(to_theta(lay, lay.schedule.amount)) + 0.3
-    v = jnp.asarray(np.random.default_rng(0).standard_normal(th.shape)) * lay.valid
+    v = jnp.asarray(np.random.default_rng(0).standard_normal(th.shape))
     jv = jax.jit(jax.jacrev(F))(th)
     jv = jnp.tensordot(jv, v, axes=v.ndim)
     Fj = jax.jit(F)

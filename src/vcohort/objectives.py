@@ -28,10 +28,10 @@ import numpy as np
 from vcohort.endpoints import GRADE4_ANC, assessment_days
 
 OBJECTIVES = {
-    "log_burden": "mean log(final/baseline diameter): tumour burden at the horizon",
+    "log_burden": "mean log((final + 5 mm)/(baseline + 5 mm)) diameter: burden at the horizon",
     "response": "minus the mean smoothed probability of RECIST response (PR or CR)",
     "pfs": "minus the mean smoothed restricted PFS (days) over the horizon, / horizon",
-    "cvar": "mean log(final/baseline diameter) of the worst alpha fraction of patients (CVaR)",
+    "cvar": "mean log burden ratio (as log_burden) of the worst alpha fraction (CVaR)",
     "csc": "mean CSC fraction of tumour cells at the horizon",
 }
 
@@ -41,10 +41,16 @@ def _pct(daily: dict) -> jnp.ndarray:
     return 100.0 * (d / d[:, :1] - 1.0)
 
 
-def log_ratio(out: dict) -> jnp.ndarray:
-    """log(final/baseline diameter) per patient."""
+FLOOR_MM = 5.0  # RECIST complete-response floor (`vcohort.endpoints` cr_floor_mm)
+
+
+def log_ratio(out: dict, floor_mm: float = FLOOR_MM) -> jnp.ndarray:
+    """log((final + f)/(baseline + f)) per patient, f = 5 mm: the log change in diameter, with
+    shrinkage far below the complete-response floor not rewarded without bound (assumption:
+    once a tumour is below what imaging resolves, driving it from 1e-3 to 1e-6 of its size is
+    not a clinical gain, yet it would dominate a plain mean of logs)."""
     d = out["daily"]["diameter_mm"]
-    return jnp.log(d[:, -1]) - jnp.log(d[:, 0])
+    return jnp.log(d[:, -1] + floor_mm) - jnp.log(d[:, 0] + floor_mm)
 
 
 def soft_best_pct(out: dict, days: np.ndarray, tau: float = 2.0) -> jnp.ndarray:

@@ -26,7 +26,7 @@ def evolution_strategy(
     cohort: Cohort,
     *,
     simulations: int,
-    batch_size: int | None = 256,
+    batch_size: int | None = None,
     sigma0: float = 0.5,
     seed: int = 0,
     model: Model = CSC_IMMUNE,
@@ -61,7 +61,6 @@ def evolution_strategy(
 
     t0 = time.perf_counter()
     theta = jnp.asarray(to_theta(lay, lay.schedule.amount), plan.dtype)
-    valid = jnp.asarray(lay.valid, plan.dtype)
     f, obj, gmax = value(theta, args)
     best = (float(f), theta, float(obj), {k: float(v) for k, v in gmax.items()})
     sigma = sigma0
@@ -75,7 +74,7 @@ def evolution_strategy(
         }
     ]
     for it in range(1, simulations):
-        z = jnp.asarray(rng.standard_normal(theta.shape), plan.dtype) * valid
+        z = jnp.asarray(rng.standard_normal(theta.shape), plan.dtype)
         child = best[1] + sigma * z
         f, obj, gmax = value(child, args)
         if float(f) < best[0]:

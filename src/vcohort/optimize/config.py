@@ -19,7 +19,7 @@ Example (see ``experiments/optimize_triple.toml``)::
     name = "adam"                  # any optax optimiser taking learning_rate
     learning_rate = 0.1
     iterations = 60
-    batch_size = 256
+    batch_size = 256               # optional; default: the whole training cohort
     [baseline]
     method = "es"                  # es | none: (1+1)-ES with the same simulation budget
     [[drug]]
@@ -47,7 +47,7 @@ TOP = {
 }  # fmt: skip
 DRUG_KEYS = {
     "name", "every", "max_dose", "initial", "start", "over", "max_daily", "budget",
-    "auc_budget", "round_to", "intervals",
+    "auc_budget", "round_to", "intervals", "hold",
 }  # fmt: skip
 OPT_KEYS = {
     "name", "learning_rate", "iterations", "batch_size", "patience", "al_every", "mu", "seed",
@@ -117,6 +117,7 @@ def _drug(ck: Checker, i: int, raw) -> DrugSlots | None:
         budget_mg=_mg(ck, d, "budget", path),
         auc_budget=ck.get(d, "auc_budget", path, "float", None, gt=0),
         round_to_mg=_mg(ck, d, "round_to", path) or 1.0,
+        hold_days=_days(ck, d, "hold", path),
         intervals_days=tuple(
             _parsed(ck, f"{path}.intervals", parse_duration, x) or 0.0 for x in intervals
         ),
@@ -179,7 +180,7 @@ def parse_experiment(raw: dict, source: str = "<optimisation experiment>") -> Ex
         "name": ck.get(o, "name", "optimizer", "str", "adam"),
         "learning_rate": ck.get(o, "learning_rate", "optimizer", "float", 0.1, gt=0),
         "iterations": ck.get(o, "iterations", "optimizer", "int", 60, ge=1),
-        "batch_size": ck.get(o, "batch_size", "optimizer", "int", 256, ge=1),
+        "batch_size": ck.get(o, "batch_size", "optimizer", "int", None, ge=1),
         "patience": ck.get(o, "patience", "optimizer", "int", 20, ge=1),
         "al_every": ck.get(o, "al_every", "optimizer", "int", 5, ge=1),
         "mu": ck.get(o, "mu", "optimizer", "float", 10.0, gt=0),

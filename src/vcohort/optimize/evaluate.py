@@ -12,7 +12,7 @@ from vcohort.dosing import Schedule, compile_schedule, parse_regimen
 from vcohort.drugs import get_drug
 from vcohort.endpoints import GRADE4_ANC, patient_endpoints
 from vcohort.model import CSC_IMMUNE, Model
-from vcohort.objectives import per_patient_terms
+from vcohort.objectives import log_ratio, per_patient_terms
 from vcohort.optimize.problem import Problem
 from vcohort.simulate import simulate
 
@@ -74,7 +74,7 @@ def _per_patient_objective(problem: Problem, traj) -> tuple[np.ndarray, float]:
         k: np.asarray(v)
         for k, v in per_patient_terms(out, problem.days, assess_every=problem.assess_every).items()
     }
-    lr = np.log(traj.daily["diameter_mm"][:, -1] / traj.daily["diameter_mm"][:, 0])
+    lr = np.asarray(log_ratio({"daily": traj.daily}))
     per = sum(w * terms[k] for k, w in problem.weights.items() if k != "cvar")
     return np.zeros(len(lr)) + per, lr
 
@@ -128,7 +128,7 @@ def evaluate(
             "n_failed": int((~ok).sum()),
             "objective": obj,
             "objective_se": float(np.nanstd(per) / np.sqrt(ok.sum())) if not w_cvar else np.nan,
-            "mean_log_burden": float(
+            "mean_log_diameter_ratio": float(
                 np.nanmean(
                     np.where(
                         ok,

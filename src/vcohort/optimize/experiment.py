@@ -255,7 +255,7 @@ def _report(exp, res, rounded, ev_held, ev_train, ref, personal, timings) -> str
             "objective_se",
             "diff_vs_reference",
             "diff_se",
-            "mean_log_burden",
+            "mean_log_diameter_ratio",
             "orr",
             "pfs6",
             "median_best_pct_change",

@@ -94,7 +94,7 @@ def optimize(
     optimizer: optax.GradientTransformation | None = None,
     learning_rate: float = 0.1,
     iterations: int = 60,
-    batch_size: int | None = 256,
+    batch_size: int | None = None,
     seed: int = 0,
     al_every: int = 5,
     mu: float = 10.0,
@@ -116,7 +116,8 @@ def optimize(
             (full batch; objectives must decompose over patients).
         optimizer: any optax transformation (default Adam with ``learning_rate``).
         iterations: maximum value-and-gradient evaluations.
-        batch_size: patients per stochastic step (None = all).
+        batch_size: patients per stochastic step (None = all: deterministic full-batch
+            gradients, the default).
         al_every: iterations between augmented-Lagrangian multiplier updates.
         mu: initial penalty parameter (doubled when a violation does not halve).
         patience: stop when the best feasible objective has not improved by ``tol`` for this

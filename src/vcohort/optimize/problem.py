@@ -59,6 +59,10 @@ class DrugSlots:
         round_to_mg: tablet strength / vial size the final doses are rounded to.
         intervals_days: if set, rounding makes the drug a regular regimen with one of these
             intervals (e.g. 7, 14, 21, 42 for q1w..q6w antibodies); else slot-wise rounding.
+        hold_days: one decision variable per block of this many days (the dose level is
+            held over the block, e.g. 7 = a weekly dose level for a daily oral drug); None =
+            one variable per slot.  Fewer, clinically plausible variables: daily-varying
+            oral doses are neither givable nor identifiable from a cohort objective.
     """
 
     drug: str
@@ -72,6 +76,7 @@ class DrugSlots:
     auc_budget: float | None = None
     round_to_mg: float = 1.0
     intervals_days: tuple[float, ...] = ()
+    hold_days: float | None = None
 
     def resolved_max(self) -> float:
         label = get_drug(self.drug).max_single_dose_mg
@@ -142,6 +147,9 @@ def validate_drug(d: DrugSlots, days: int) -> None:
     pos("round_to_mg", d.round_to_mg, allow_none=False)
     pos("start_day", d.start_day, allow_none=False, allow_zero=True)
     pos("infusion_days", d.infusion_days, allow_none=False, allow_zero=True)
+    pos("hold_days", d.hold_days)
+    if d.hold_days is not None and d.hold_days < d.every_days:
+        raise ValueError(f"{f}: hold_days={d.hold_days} is shorter than every_days={d.every_days}")
     mx = d.resolved_max()
     if mx > drug.max_single_dose_mg:
         raise ValueError(
@@ -183,6 +191,8 @@ class Layout:
     schedule: Schedule  # amounts = initial doses
     max_dose: np.ndarray  # (drugs, 1)
     day_matrix: list  # per drug: (days, slots) 0/1, slot -> calendar day (or None)
+    var_index: np.ndarray  # (drugs, slots): decision variable of each slot (padding -> 0)
+    n_vars: int
 
     @property
     def valid(self) -> np.ndarray:
@@ -201,11 +211,20 @@ def layout(problem: Problem) -> Layout:
     dur = np.zeros((nd, ns))
     amount = np.zeros((nd, ns))
     day_m = []
+    var = np.zeros((nd, ns), dtype=np.int64)
+    n_vars = 0
     for i, (d, t) in enumerate(zip(problem.drugs, times, strict=True)):
         time_[i, : len(t)] = t
         valid[i, : len(t)] = True
         dur[i, : len(t)] = d.infusion_days
-        amount[i, : len(t)] = _initial(d)
+        amount[i, : len(t)] = _initial(d, t, problem.days)
+        block = (
+            np.arange(len(t))
+            if d.hold_days is None
+            else np.floor((t - d.start_day) / d.hold_days + 1e-9).astype(np.int64)
+        )
+        var[i, : len(t)] = n_vars + block
+        n_vars += int(block.max()) + 1
         if d.max_daily_mg is not None:
             m = np.zeros((problem.days, ns))
             m[np.floor(t).astype(int), np.arange(len(t))] = 1.0
@@ -216,30 +235,40 @@ def layout(problem: Problem) -> Layout:
         problem.drug_names, time_, amount, np.zeros((nd, ns), dtype=np.int64), dur, valid
     )
     mx = np.array([[d.resolved_max()] for d in problem.drugs])
-    return Layout(sched, mx, day_m)
+    return Layout(sched, mx, day_m, var, n_vars)
 
 
-def _initial(d: DrugSlots) -> float:
-    """Default start: the catalogue's standard dose rate spread over the slot grid."""
+def _initial(d: DrugSlots, t: np.ndarray, days: int) -> np.ndarray:
+    """Default start: the catalogue's standard regimen, each dose on its nearest slot (so a
+    q3w antibody on weekly slots starts as q3w), or ``initial_mg`` in every slot."""
     if d.initial_mg is not None:
-        return float(d.initial_mg)
-    from vcohort.dosing import parse_regimen
+        return np.full(len(t), float(d.initial_mg))
+    from vcohort.dosing import compile_schedule, parse_regimen
 
-    reg = parse_regimen(get_drug(d.drug).clinical_dose)
+    s = compile_schedule([parse_regimen(get_drug(d.drug).clinical_dose)], float(days))
     # assumption: a typical adult (70 kg, 1.8 m2) converts per-kg/per-m2 standard doses
-    mg = reg.dose * {"mg": 1.0, "mg/kg": 70.0, "mg/m2": 1.8}[reg.dose_unit]
-    per_day = mg / (reg.interval_days or 21.0)
-    return float(min(per_day * d.every_days, d.resolved_max()))
+    scale = np.array([1.0, 70.0, 1.8])[s.kind[0]]
+    out = np.zeros(len(t))
+    for tt, a, ok in zip(s.time[0], s.amount[0] * scale, s.valid[0], strict=True):
+        if ok and tt < days:
+            out[int(np.argmin(np.abs(t - tt)))] += a
+    return np.minimum(out, d.resolved_max())
 
 
 def to_theta(lay: Layout, amount) -> np.ndarray:
-    """Inverse of `to_amount` (clipped away from 0 and the maximum)."""
+    """Decision variables whose doses are closest to ``amount`` ((drugs, slots) mg): the mean
+    logit over each variable's slots, clipped away from 0 and the maximum."""
     u = np.clip(np.asarray(amount, dtype=np.float64) / lay.max_dose, 0.02, 0.98)
-    return np.where(lay.valid, np.log(u) - np.log1p(-u), -8.0)
+    logit = np.log(u) - np.log1p(-u)
+    sums = np.bincount(lay.var_index[lay.valid], weights=logit[lay.valid], minlength=lay.n_vars)
+    counts = np.bincount(lay.var_index[lay.valid], minlength=lay.n_vars)
+    return sums / np.maximum(counts, 1)
 
 
 def to_amount(lay: Layout, theta, xp=jnp):
-    return xp.asarray(lay.max_dose) * jax.nn.sigmoid(theta) * xp.asarray(lay.valid)
+    """Doses (drugs, slots) — or (..., drugs, slots) for a batch of ``theta`` (..., n_vars)."""
+    th = xp.asarray(theta)[..., lay.var_index]
+    return xp.asarray(lay.max_dose) * jax.nn.sigmoid(th) * xp.asarray(lay.valid)
 
 
 # ---------------------------------------------------------------------------- constraints
