@@ -102,12 +102,13 @@ def test_ranking_and_tornado(local_run, tmp_path):
 
 def test_ranking_uses_median_absolute_value_and_skips_failed_patients():
     problem = type("P", (), {"names": ("a", "b", "c"), "kinds": ("model",) * 3})()
-    grad = np.array([[1.0, -3.0, 0.1], [2.0, -2.0, -0.1], [3.0, -1.0, 0.2], [np.nan, 9, 9]])
+    grad = np.array([[1.0, -4.0, 0.1], [2.0, -3.0, -0.1], [3.0, -1.0, 0.2], [np.nan, 9, 9]])
     res = LocalResult(problem, np.arange(4), np.array([0.0, 0, 0, 0]), grad, "forward", 0.0)
     t = rank_local(res)
-    assert t.parameter.tolist() == ["b", "a", "c"]  # |median| 2, 2 (stable), 0.1
+    assert t.parameter.tolist() == ["b", "a", "c"]  # |median| 3 > 2 > 0.1 (row 4 dropped)
     assert t.n_patients.tolist() == [3, 3, 3]
-    assert t.loc[0, "q25"] == pytest.approx(-2.5) and t.loc[0, "q75"] == pytest.approx(-1.5)
+    assert t.loc[0, "median"] == -3.0
+    assert t.loc[0, "q25"] == pytest.approx(-3.5) and t.loc[0, "q75"] == pytest.approx(-2.0)
 
 
 # --------------------------------------------------------------------------- Sobol
@@ -162,7 +163,8 @@ def test_sobol_wrapper_validates_inputs():
     with pytest.raises(ValueError, match="low > 0"):
         sobol_indices(f, ["a", "b"], [[0, 1], [0.5, 1]], 64, scale="log")
     with pytest.raises(ValueError, match="non-finite"):
-        sobol_indices(lambda X: np.log(X[:, 0] - 0.5), ["a", "b"], [[0, 1], [0, 1]], 64)
+        with np.errstate(invalid="ignore"):
+            sobol_indices(lambda X: np.log(X[:, 0] - 0.5), ["a", "b"], [[0, 1], [0, 1]], 64)
 
 
 def test_default_ranges_follow_the_parameter_table():
@@ -181,11 +183,16 @@ def test_model_sobol_on_a_vectorised_cohort(tmp_path):
     carry the variance."""
     problem = build_problem(CSC_IMMUNE, parse_arm("untreated"), 14, "log_diameter", runin_days=None)
     names = ["v_N", "d_N", "MTT"]
-    table, samples, _ = model_sobol(problem, names, 16, seed=3)
-    assert len(samples) == 16 * 5 and np.all(np.isfinite(samples.endpoint))
+    table, samples, _ = model_sobol(problem, names, 256, seed=3)  # 1280 virtual patients
+    assert len(samples) == 256 * 5 and np.all(np.isfinite(samples.endpoint))
     t = table.set_index("parameter")
     assert t.loc["MTT", "ST"] == 0.0 and t.loc["MTT", "S1"] == 0.0
-    assert t.loc["v_N", "ST"] > 0.2 and t.loc["d_N", "ST"] > 0.05
+    # v_N multiplies the Gompertz drive (~3.5): its range moves the net growth rate ~3x more
+    # than d_N's range (same CV), so it dominates; d_N's index must still be significantly > 0
+    assert t.loc["v_N", "ST"] > 0.5 > t.loc["d_N", "ST"] > t.loc["d_N", "ST_conf"]
+    # over 14 days log-diameter is nearly additive in the two rates: S1 sum ≈ 1 within MC error
+    err = t.loc["v_N", "S1_conf"] + t.loc["d_N", "S1_conf"]
+    assert t.loc["v_N", "S1"] + t.loc["d_N", "S1"] == pytest.approx(1.0, abs=err)
     # each sample row is a virtual patient: row 0 simulated directly gives the same endpoint
     from vcohort.sobol import cohort_of_samples
 
