@@ -9,10 +9,14 @@ different *patient*, not a perturbed state.  For log endpoints ``S`` is the usua
 (logarithmic) sensitivity ``(θ/E)·∂E/∂θ``.  Gradients are exact derivatives of the discrete
 (fixed-step RK4) solution.  Summaries across patients: median, quartiles, median |S|.
 
-Forward vs reverse mode (measured, ``benchmarks/results/sensitivity.md``): reverse mode (one
-vector–Jacobian product per patient, ``vmap(value_and_grad)``) costs a fixed multiple of the
-forward pass whatever the number of parameters; forward mode (``vmap(jacfwd)``) scales with the
-~120 parameters.  ``mode="auto"`` picks reverse.
+Forward vs reverse mode (measured, ``benchmarks/bench_sensitivity.py`` →
+``benchmarks/results/sensitivity.md``; 16 patients, 60 days, 108 parameters, 2-core CPU):
+forward mode (``vmap(jacfwd)``, all tangents at once) ran in 3.2 s after a 73 s compile;
+reverse mode (``vmap(value_and_grad)``, one vector–Jacobian product per patient through the
+day-checkpointed scans) ran in 2.5 s after a 230 s compile; they agree to 6e-15.  Reverse mode's
+run time does not grow with the number of parameters, but at ~120 parameters it is only ~1.3x
+faster while compiling 3x longer, so ``mode="auto"`` picks **forward**; use ``reverse`` for very
+large cohorts where run time dominates.
 
 **Global.** First-order and total Sobol indices (Sobol 2001; Saltelli et al. 2010 estimators,
 as implemented by SALib) of chosen parameters over log-uniform ranges: by default
