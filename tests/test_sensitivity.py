@@ -90,6 +90,7 @@ def test_autodiff_matches_central_finite_differences(local_run):
         assert np.max(np.abs(fd)) > 1e-6, f"{name}: a parameter with no effect tests nothing"
 
 
+@pytest.mark.slow
 def test_rebuilt_run_in_reproduces_make_cohort():
     """With ``runin_days`` the initial state is rebuilt from θ and the immune run-in simulated
     inside the differentiated function; at the cohort's own θ it must give make_cohort's run."""
