@@ -187,8 +187,18 @@ def _add_sensitivity(sub) -> None:
         "sensitivity",
         help="local (autodiff) or global (Sobol) sensitivity of an endpoint to the parameters",
     )
-    s.add_argument("--method", choices=("local", "sobol"), default="local")
-    s.add_argument("--endpoint", choices=tuple(ENDPOINTS), default="log_tumour_cells")
+    s.add_argument(
+        "--method",
+        choices=("local", "sobol"),
+        default="local",
+        help="local: d(endpoint)/d(log θ) of every parameter per patient; sobol: Sobol indices",
+    )
+    s.add_argument(
+        "--endpoint",
+        choices=tuple(ENDPOINTS),
+        default="log_tumour_cells",
+        help="; ".join(f"{k}: {v}" for k, v in ENDPOINTS.items()),
+    )
     s.add_argument("--patients", type=int, default=50, help="local: virtual patients (>= 1)")
     s.add_argument("--days", type=int, default=180, help="horizon in days")
     s.add_argument("--seed", type=int, default=0, help="cohort seed (local) / sampling seed")
@@ -201,7 +211,9 @@ def _add_sensitivity(sub) -> None:
     )
     s.add_argument("--runin-days", type=int, default=240, help="immune run-in rebuilt per θ")
     s.add_argument("--no-pk", action="store_true", help="leave out the drugs' PK parameters")
-    s.add_argument("--mode", choices=MODES, default="auto", help="local: autodiff mode")
+    s.add_argument(
+        "--mode", choices=MODES, default="auto", help="local: autodiff mode (auto = forward)"
+    )
     s.add_argument("--params", default=None, help="sobol: comma-separated parameters")
     s.add_argument("--samples", type=int, default=256, help="sobol: base sample N (power of 2)")
     s.add_argument("--range", action="append", default=[], help="sobol: NAME=LOW:HIGH")

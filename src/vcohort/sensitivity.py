@@ -11,12 +11,12 @@ different *patient*, not a perturbed state.  For log endpoints ``S`` is the usua
 
 Forward vs reverse mode (measured, ``benchmarks/bench_sensitivity.py`` →
 ``benchmarks/results/sensitivity.md``; 16 patients, 60 days, 108 parameters, 2-core CPU):
-forward mode (``vmap(jacfwd)``, all tangents at once) ran in 3.2 s after a 73 s compile;
+forward mode (``vmap(jacfwd)``, all tangents at once) compiles in 57 s and runs in 0.88 s;
 reverse mode (``vmap(value_and_grad)``, one vector–Jacobian product per patient through the
-day-checkpointed scans) ran in 2.5 s after a 230 s compile; they agree to 6e-15.  Reverse mode's
-run time does not grow with the number of parameters, but at ~120 parameters it is only ~1.3x
-faster while compiling 3x longer, so ``mode="auto"`` picks **forward**; use ``reverse`` for very
-large cohorts where run time dominates.
+day-checkpointed scans) compiles in 86 s and runs in 0.53 s; they agree to 6e-15.  Reverse
+mode saves ~0.4 ms per patient-day but costs ~30 s more compile (more under load: 230 vs 73 s
+measured on a busy machine), so it pays off only beyond ~10^5 patient-days; ``mode="auto"``
+picks **forward**, which is also the mode the test-suite checks against finite differences.
 
 **Global.** First-order and total Sobol indices (Sobol 2001; Saltelli et al. 2010 estimators,
 as implemented by SALib) of chosen parameters over log-uniform ranges: by default
