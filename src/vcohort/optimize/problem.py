@@ -193,6 +193,8 @@ class Layout:
     day_matrix: list  # per drug: (days, slots) 0/1, slot -> calendar day (or None)
     var_index: np.ndarray  # (drugs, slots): decision variable of each slot (padding -> 0)
     n_vars: int
+    max_daily: np.ndarray  # (drugs,) per-day maximum, mg (inf = none)
+    budget: np.ndarray  # (drugs,) cumulative budget over the horizon, mg (inf = none)
 
     @property
     def valid(self) -> np.ndarray:
@@ -235,7 +237,10 @@ def layout(problem: Problem) -> Layout:
         problem.drug_names, time_, amount, np.zeros((nd, ns), dtype=np.int64), dur, valid
     )
     mx = np.array([[d.resolved_max()] for d in problem.drugs])
-    return Layout(sched, mx, day_m, var, n_vars)
+    inf = float("inf")
+    cap = np.array([inf if d.max_daily_mg is None else d.max_daily_mg for d in problem.drugs])
+    bud = np.array([inf if d.budget_mg is None else d.budget_mg for d in problem.drugs])
+    return Layout(sched, mx, day_m, var, n_vars, cap, bud)
 
 
 def _initial(d: DrugSlots, t: np.ndarray, days: int) -> np.ndarray:
@@ -266,24 +271,40 @@ def to_theta(lay: Layout, amount) -> np.ndarray:
 
 
 def to_amount(lay: Layout, theta, xp=jnp):
-    """Doses (drugs, slots) — or (..., drugs, slots) for a batch of ``theta`` (..., n_vars)."""
+    """Doses (drugs, slots) — or (..., drugs, slots) for a batch of ``theta`` (..., n_vars).
+
+    ``max_dose · sigmoid(θ)`` per slot, then the linear limits by exact scaling (a projection
+    onto the feasible set along the dose direction): each calendar day's total is scaled
+    down to ``max_daily_mg`` if above it, then the drug's total to ``budget_mg`` (scaling down
+    keeps the daily limit).  Both factors are ``L / max(total, L)``: 1 with zero gradient
+    inside the limits, so a feasible schedule is never changed."""
     th = xp.asarray(theta)[..., lay.var_index]
-    return xp.asarray(lay.max_dose) * jax.nn.sigmoid(th) * xp.asarray(lay.valid)
+    a = xp.asarray(lay.max_dose) * jax.nn.sigmoid(th) * xp.asarray(lay.valid)
+    rows = []
+    for i in range(a.shape[-2]):
+        ai = a[..., i, :]
+        m, cap = lay.day_matrix[i], lay.max_daily[i]
+        if m is not None:
+            mm = xp.asarray(m, ai.dtype)
+            per_day = ai @ mm.T
+            ai = ai * ((cap / xp.maximum(per_day, cap)) @ mm)
+        b = lay.budget[i]
+        if np.isfinite(b):
+            total = xp.sum(ai, axis=-1, keepdims=True)
+            ai = ai * (b / xp.maximum(total, b))
+        rows.append(ai)
+    return xp.stack(rows, axis=-2)
 
 
 # ---------------------------------------------------------------------------- constraints
 def constraint_values(problem: Problem, lay: Layout, amount, out) -> dict:
     """Constraint values ``g`` (≤ 0 is feasible), each scaled by its limit so 0.1 = 10% over.
 
+    Only the limits that depend on the simulation (mean AUC, grade-4 neutropenia) appear: dose
+    maxima, per-day maxima and cumulative budgets hold exactly by construction (`to_amount`).
     ``amount`` is (drugs, slots) (population) and ``out`` the cohort outputs."""
     g = {}
-    for i, d in enumerate(problem.drugs):
-        a = amount[..., i, :]
-        if d.budget_mg is not None:
-            g[f"budget:{d.drug}"] = (jnp.sum(a, axis=-1) - d.budget_mg) / d.budget_mg
-        if d.max_daily_mg is not None:
-            daily = a @ jnp.asarray(lay.day_matrix[i].T, a.dtype)
-            g[f"max_daily:{d.drug}"] = (daily - d.max_daily_mg) / d.max_daily_mg
+    for d in problem.drugs:
         if d.auc_budget is not None:
             g[f"auc:{d.drug}"] = (jnp.mean(out["auc"][d.drug]) - d.auc_budget) / d.auc_budget
     if problem.anc_grade4_max is not None:
@@ -354,15 +375,8 @@ def make_personal_loss(problem: Problem, lay: Layout, model: Model = CSC_IMMUNE)
         out = f(theta, *args)
         terms = per_patient_terms(out, problem.days, assess_every=problem.assess_every)
         obj = sum(w * jnp.mean(terms[k]) for k, w in problem.weights.items())
-        amount = to_amount(lay, theta)
-        g = {}
-        for i, d in enumerate(problem.drugs):
-            a = amount[:, i, :]
-            if d.budget_mg is not None:
-                g[f"budget:{d.drug}"] = (jnp.sum(a, axis=-1) - d.budget_mg) / d.budget_mg
-            if d.max_daily_mg is not None:
-                m = jnp.asarray(lay.day_matrix[i].T, a.dtype)
-                g[f"max_daily:{d.drug}"] = ((a @ m) - d.max_daily_mg).ravel() / d.max_daily_mg
+        g = {}  # dose limits hold exactly (`to_amount`); exposure and ANC per patient
+        for d in problem.drugs:
             if d.auc_budget is not None:
                 g[f"auc:{d.drug}"] = (out["auc"][d.drug] - d.auc_budget) / d.auc_budget
         if problem.anc_grade4_max is not None:  # per patient: nadir above grade 4

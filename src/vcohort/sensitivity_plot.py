@@ -1,0 +1,67 @@
+"""Tornado plots of ranked sensitivity tables (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _figure(n: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.32 * n))
+    return plt, fig, ax
+
+
+def _save(plt, fig, ax, labels, title: str, xlabel: str, path) -> Path:
+    ax.set_yticks(np.arange(len(labels)))
+    ax.set_yticklabels(labels)
+    ax.invert_yaxis()  # rank 1 on top
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def tornado_local(table: pd.DataFrame, path, *, top: int = 15, title: str = "") -> Path:
+    """Median ∂E/∂log θ (bar) and interquartile range (whisker) of the ``top`` ranked rows of
+    `vcohort.sensitivity.rank_local`."""
+    t = table.head(top)
+    plt, fig, ax = _figure(len(t))
+    y = np.arange(len(t))
+    colours = np.where(t["median"] >= 0, "#b2182b", "#2166ac")
+    ax.barh(y, t["median"], color=colours, alpha=0.8)
+    err = np.vstack([t["median"] - t["q25"], t["q75"] - t["median"]])
+    ax.errorbar(t["median"], y, xerr=np.abs(err), fmt="none", ecolor="k", capsize=3, lw=1)
+    ax.axvline(0.0, color="k", lw=0.8)
+    return _save(
+        plt,
+        fig,
+        ax,
+        list(t["parameter"]),
+        title,
+        "∂ endpoint / ∂ log parameter (median, IQR across patients)",
+        path,
+    )
+
+
+def tornado_sobol(table: pd.DataFrame, path, *, top: int = 15, title: str = "") -> Path:
+    """Total (ST) and first-order (S1) Sobol indices with 95% intervals, ``top`` rows of
+    `vcohort.sobol.sobol_indices`."""
+    t = table.head(top)
+    plt, fig, ax = _figure(len(t))
+    y = np.arange(len(t))
+    ax.barh(y - 0.2, t["ST"], height=0.4, xerr=t["ST_conf"], label="total (ST)", color="#b2182b")
+    ax.barh(y + 0.2, t["S1"], height=0.4, xerr=t["S1_conf"], label="first order (S1)", color="#999")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(left=min(0.0, float(np.min(t["S1"] - t["S1_conf"]))))
+    return _save(plt, fig, ax, list(t["parameter"]), title, "Sobol index", path)

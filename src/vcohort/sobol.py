@@ -1,0 +1,198 @@
+"""Global sensitivity: Sobol indices of a vectorised evaluator through SALib.
+
+`sobol_indices` turns any batch function ``X (n, d) -> Y (n,)`` into first-order (S1) and total
+(ST) Sobol indices: Saltelli/Sobol' sampling (``SALib.sample.sobol``, scrambled Sobol'
+sequence) and the Saltelli et al. 2010 / Jansen estimators (``SALib.analyze.sobol``) with
+bootstrap confidence intervals.  Parameters may be sampled uniformly or log-uniformly.
+`model_sobol` applies it to the model: each sample row is one virtual patient of a single
+cohort, evaluated in one vectorised call (`vcohort.sensitivity.evaluator`).
+SALib is imported inside the functions (the GPU machine lacks it).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pandas as pd
+
+from vcohort.cohort import COVARIATES, Cohort, bsa_dubois, make_cohort
+from vcohort.sensitivity import FIXED_FACTOR, UNIT_INTERVAL, Problem, evaluator
+
+SCALES = ("linear", "log")
+
+
+def check_ranges(names, bounds, scale: str) -> np.ndarray:
+    """Validate ``bounds`` ((d, 2) low/high per name); return them as an array."""
+    if scale not in SCALES:
+        raise ValueError(f"scale={scale!r}; allowed: {SCALES}")
+    b = np.asarray(bounds, dtype=np.float64)
+    if b.shape != (len(names), 2):
+        raise ValueError(f"bounds must have shape ({len(names)}, 2), got {b.shape}")
+    for n, (lo, hi) in zip(names, b, strict=True):
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"range of {n}: {lo}:{hi}; need finite low < high")
+        if scale == "log" and lo <= 0:
+            raise ValueError(f"range of {n}: {lo}:{hi}; log-uniform ranges need low > 0")
+    return b
+
+
+def sobol_indices(
+    evaluate,
+    names,
+    bounds,
+    n_base: int,
+    *,
+    scale: str = "linear",
+    seed: int = 0,
+    num_resamples: int = 200,
+):
+    """Sobol indices of ``evaluate`` (batch ``X (n, d) -> Y (n,)``) over ``bounds``.
+
+    Args:
+        evaluate: vectorised function of the sample matrix (one call with all rows).
+        names: parameter names (d >= 2).
+        bounds: (d, 2) low/high of each parameter.
+        n_base: base sample size N, a power of 2 (SALib: N·(d+2) rows are evaluated).
+        scale: ``linear`` (uniform) or ``log`` (log-uniform) sampling between the bounds.
+        seed: seed of the scrambled Sobol' sequence and of the bootstrap.
+        num_resamples: bootstrap resamples for the 95% confidence intervals.
+
+    Returns:
+        (table, X, Y): a DataFrame ``parameter, low, high, S1, S1_conf, ST, ST_conf, rank``
+        ranked by ST, the sample matrix and the outputs.
+    """
+    from SALib.analyze import sobol as analyze
+    from SALib.sample import sobol as sample
+
+    names = list(names)
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ValueError(f"Sobol analysis needs >= 2 distinct parameters, got {names}")
+    b = check_ranges(names, bounds, scale)
+    if not isinstance(n_base, int | np.integer) or n_base < 2 or n_base & (n_base - 1):
+        raise ValueError(f"samples={n_base!r} must be a power of 2 >= 2 (Sobol' sequence)")
+    space = np.log(b) if scale == "log" else b
+    problem = {"num_vars": len(names), "names": names, "bounds": space.tolist()}
+    U = sample.sample(problem, int(n_base), calc_second_order=False, seed=seed)
+    X = np.exp(U) if scale == "log" else U
+    Y = np.asarray(evaluate(X), dtype=np.float64).reshape(-1)
+    if Y.shape[0] != X.shape[0]:
+        raise ValueError(f"evaluate returned {Y.shape[0]} values for {X.shape[0]} rows")
+    bad = ~np.isfinite(Y)
+    if bad.any():
+        row = X[np.argmax(bad)]
+        raise ValueError(
+            f"{int(bad.sum())} of {Y.size} samples gave a non-finite endpoint, e.g. at "
+            + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, row, strict=True))
+            + "; narrow the ranges"
+        )
+    if np.ptp(Y) == 0:
+        raise ValueError("the endpoint does not vary over the ranges; Sobol indices undefined")
+    Si = analyze.analyze(
+        problem, Y, calc_second_order=False, num_resamples=num_resamples, seed=seed
+    )
+    df = pd.DataFrame(
+        {
+            "parameter": names,
+            "low": b[:, 0],
+            "high": b[:, 1],
+            "S1": Si["S1"],
+            "S1_conf": Si["S1_conf"],
+            "ST": Si["ST"],
+            "ST_conf": Si["ST_conf"],
+        }
+    )
+    df = df.sort_values("ST", ascending=False, kind="stable").reset_index(drop=True)
+    df.insert(0, "rank", np.arange(1, len(df) + 1))
+    return df, X, Y
+
+
+def default_ranges(
+    model, names, *, width_sd: float = 2.0, fixed_factor: float = FIXED_FACTOR, drugs=None
+):
+    """Log-uniform ranges ``value·exp(±width_sd·ω)`` (ω from the parameter table), ×/÷
+    ``fixed_factor`` where ω = 0; probabilities/fractions capped at 1 (`UNIT_INTERVAL`)."""
+    if not (math.isfinite(width_sd) and width_sd > 0):
+        raise ValueError(f"range width={width_sd!r} must be > 0 (in log-normal SDs)")
+    cap = UNIT_INTERVAL.get(model.name, frozenset())
+    out = []
+    for n in names:
+        row = _param_row(model, n, drugs)
+        f = math.exp(width_sd * row.omega) if row.omega > 0 else fixed_factor
+        hi = row.value * f
+        if n in cap:
+            hi = min(hi, 1.0)
+        out.append((row.value / f, hi))
+    return np.asarray(out)
+
+
+def _param_row(model, name: str, drugs):
+    if "." in name:
+        d, q = name.split(".", 1)
+        drug = {x.name: x for x in drugs or ()}.get(d)
+        if drug is None or q not in drug.params:
+            raise ValueError(f"parameter {name!r} is not a PK parameter of the run's drugs")
+        return drug.params[q]
+    if name not in model.params:
+        raise ValueError(
+            f"parameter {name!r} is not a parameter of model {model.name!r}; "
+            f"known: {', '.join(model.params.names)}"
+        )
+    return model.params[name]
+
+
+def typical_patient(problem: Problem, n: int) -> Cohort:
+    """``n`` copies of the typical patient: typical parameters and PK, median covariates."""
+    c = make_cohort(1, model=problem.model, variability=False, runin_days=0).subset(np.zeros(n))
+    cov = {k: np.full(n, med) for k, (med, *_rest) in COVARIATES.items()}
+    cov["bsa_m2"] = bsa_dubois(cov["weight_kg"], cov["height_cm"])
+    y0 = problem.model.initial_state(c.params, cov["baseline_diameter_mm"])
+    y0 = {k: np.broadcast_to(np.asarray(v, np.float64), (n,)).copy() for k, v in y0.items()}
+    return c.replace(covariates=cov, y0=y0, patient_id=np.arange(n))
+
+
+def cohort_of_samples(problem: Problem, names, X: np.ndarray) -> Cohort:
+    """One virtual patient per row of ``X`` (columns: ``names``), others at typical values."""
+    c = typical_patient(problem, X.shape[0])
+    model_vals = {n: X[:, j] for j, n in enumerate(names) if "." not in n}
+    c = c.with_params(**model_vals)
+    pk = {d: dict(v) for d, v in c.pk.items()}
+    for j, n in enumerate(names):
+        if "." in n:
+            d, q = n.split(".", 1)
+            pk[d][q] = X[:, j].copy()
+    return c.replace(pk=pk)
+
+
+def model_sobol(
+    problem: Problem,
+    names,
+    n_base: int,
+    *,
+    bounds=None,
+    width_sd: float = 2.0,
+    seed: int = 0,
+    chunk_size: int = 512,
+):
+    """Sobol indices of ``problem``'s endpoint to ``names`` (log-uniform ranges, default
+    `default_ranges`) for the typical patient.  Returns (table, samples frame, seconds)."""
+    for n in names:
+        _param_row(problem.model, n, problem.plan.drugs)
+        if n not in problem.names:
+            raise ValueError(f"parameter {n!r} is not sampled by this problem (PK excluded?)")
+    if bounds is None:
+        bounds = default_ranges(problem.model, names, width_sd=width_sd, drugs=problem.plan.drugs)
+    ev = evaluator(problem, chunk_size)
+    t0 = time.perf_counter()
+    table, X, Y = sobol_indices(
+        lambda X: ev(cohort_of_samples(problem, names, X)),
+        names,
+        bounds,
+        n_base,
+        scale="log",
+        seed=seed,
+    )
+    samples = pd.DataFrame(X, columns=list(names))
+    samples["endpoint"] = Y
+    return table, samples, time.perf_counter() - t0

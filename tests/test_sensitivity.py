@@ -1,0 +1,269 @@
+"""Sensitivity analysis: autodiff sensitivities vs finite differences, the Sobol wrapper on the
+Ishigami function (known indices), the model Sobol path, ranking, plots and the CLI."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vcohort.cli import main
+from vcohort.cohort import make_cohort
+from vcohort.dosing import compile_schedule
+from vcohort.model import CSC_IMMUNE
+from vcohort.runs import parse_arm
+from vcohort.sensitivity import (
+    LocalResult,
+    build_problem,
+    evaluator,
+    local_sensitivities,
+    rank_local,
+)
+from vcohort.sensitivity_plot import tornado_local, tornado_sobol
+from vcohort.simulate import simulate
+from vcohort.sobol import default_ranges, model_sobol, sobol_indices
+
+PEMBRO = "pembro=pembrolizumab 200 mg every 21 d over 30 min"
+# shared by the CLI test (same compiled function).  No run-in scan here: forward-mode compile
+# time grows with each scan body (~1-2 min each on a loaded 2-core CPU); the run-in's values
+# are checked in `test_rebuilt_run_in_reproduces_make_cohort`
+LOCAL = dict(days=10, endpoint="log_diameter", runin_days=0)
+
+
+@pytest.fixture(scope="module")
+def local_run():
+    """Pembrolizumab vs untreated (a contrast), PK included, initial state rebuilt from the
+    parameters: compiled once for the module."""
+    cohort = make_cohort(3, seed=5, runin_days=LOCAL["runin_days"])
+    problem = build_problem(
+        CSC_IMMUNE,
+        parse_arm(PEMBRO),
+        LOCAL["days"],
+        LOCAL["endpoint"],
+        reference=parse_arm("untreated"),
+        runin_days=LOCAL["runin_days"],
+    )
+    return cohort, problem, local_sensitivities(problem, cohort, mode="forward")
+
+
+@pytest.mark.slow
+def test_autodiff_matches_central_finite_differences(local_run):
+    cohort, problem, res = local_run
+    assert res.grad.shape == (3, len(problem.names)) and np.all(np.isfinite(res.grad))
+    # the rebuilt initial state reproduces the cohort's own simulation (make_cohort)
+    ev = evaluator(problem)
+    drugs = ("pembrolizumab",)
+    sim = {
+        a: simulate(
+            CSC_IMMUNE,
+            cohort,
+            compile_schedule(list(parse_arm(s).regimens), 10.0, drugs=drugs),
+            10,
+            progress=False,
+        )
+        for a, s in (("pembro", PEMBRO), ("control", "untreated"))
+    }
+    direct = np.log(sim["pembro"].daily["diameter_mm"][:, -1]) - np.log(
+        sim["control"].daily["diameter_mm"][:, -1]
+    )
+    np.testing.assert_allclose(res.value, direct, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ev(cohort), direct, rtol=1e-10, atol=1e-12)
+    # central differences in log θ, step h = 1e-3: truncation ~h²·E''' ≈ 1e-6 of the
+    # derivative, round-off ~1e-16/h: a 1e-4 relative tolerance (+1e-9 absolute) is tight
+    # enough to catch any wrong term yet safe (the discrete RK4 solution is smooth in θ)
+    h = 1e-3
+    for name in ("q_T8", "K_PD1", "pembrolizumab.CL", "v_N"):
+        j = problem.names.index(name)
+
+        def shifted(sign, name=name):
+            f = math.exp(sign * h)
+            if "." in name:
+                d, q = name.split(".")
+                pk = {k: dict(v) for k, v in cohort.pk.items()}
+                pk[d][q] = pk[d][q] * f
+                return cohort.replace(pk=pk)
+            return cohort.with_params(**{name: cohort.params[name] * f})
+
+        fd = (ev(shifted(+1)) - ev(shifted(-1))) / (2 * h)
+        np.testing.assert_allclose(res.grad[:, j], fd, rtol=1e-4, atol=1e-9, err_msg=name)
+        assert np.max(np.abs(fd)) > 1e-6, f"{name}: a parameter with no effect tests nothing"
+
+
+@pytest.mark.slow
+def test_rebuilt_run_in_reproduces_make_cohort():
+    """With ``runin_days`` the initial state is rebuilt from θ and the immune run-in simulated
+    inside the differentiated function; at the cohort's own θ it must give make_cohort's run."""
+    cohort = make_cohort(2, seed=9, runin_days=6)
+    problem = build_problem(CSC_IMMUNE, parse_arm("untreated"), 5, "log_tumour_cells", runin_days=6)
+    tr = simulate(CSC_IMMUNE, cohort, None, 5, progress=False)
+    direct = np.log(tr.states["S"][:, -1] + tr.states["N"][:, -1])
+    np.testing.assert_allclose(evaluator(problem)(cohort), direct, rtol=1e-12)
+    # and it is not the trivial agreement of a run-in that does nothing
+    no_runin = build_problem(
+        CSC_IMMUNE, parse_arm("untreated"), 5, "log_tumour_cells", runin_days=0
+    )
+    assert np.max(np.abs(evaluator(no_runin)(cohort) - direct)) > 1e-6
+
+
+@pytest.mark.slow
+def test_ranking_and_tornado(local_run, tmp_path):
+    _, problem, res = local_run
+    table = rank_local(res)
+    assert len(table) == len(problem.names) and table["rank"].tolist()[:3] == [1, 2, 3]
+    assert np.all(np.diff(table["median_abs"]) <= 0)
+    assert set(table.kind) == {"model", "pk"}
+    g = res.grad[:, problem.names.index(table.parameter[0])]
+    assert table.loc[0, "median"] == pytest.approx(np.median(g))
+    png = tornado_local(table, tmp_path / "t.png", top=5, title="x")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ranking_uses_median_absolute_value_and_skips_failed_patients():
+    problem = type("P", (), {"names": ("a", "b", "c"), "kinds": ("model",) * 3})()
+    grad = np.array([[1.0, -4.0, 0.1], [2.0, -3.0, -0.1], [3.0, -1.0, 0.2], [np.nan, 9, 9]])
+    res = LocalResult(problem, np.arange(4), np.array([0.0, 0, 0, 0]), grad, "forward", 0.0)
+    t = rank_local(res)
+    assert t.parameter.tolist() == ["b", "a", "c"]  # |median| 3 > 2 > 0.1 (row 4 dropped)
+    assert t.n_patients.tolist() == [3, 3, 3]
+    assert t.loc[0, "median"] == -3.0
+    assert t.loc[0, "q25"] == pytest.approx(-3.5) and t.loc[0, "q75"] == pytest.approx(-2.0)
+
+
+# --------------------------------------------------------------------------- Sobol
+def _ishigami_analytic(a=7.0, b=0.1):
+    """Ishigami & Homma 1990; variance decomposition as in Saltelli et al. 2008 (Primer)."""
+    v1 = 0.5 * (1 + b * math.pi**4 / 5) ** 2
+    v2 = a**2 / 8
+    v13 = b**2 * math.pi**8 * (1 / 18 - 1 / 50)
+    v = v1 + v2 + v13
+    return np.array([v1, v2, 0.0]) / v, np.array([v1 + v13, v2, v13]) / v
+
+
+def test_sobol_wrapper_reproduces_the_ishigami_indices():
+    from SALib.test_functions import Ishigami
+
+    s1, st = _ishigami_analytic()
+    np.testing.assert_allclose(s1, [0.3139, 0.4424, 0.0], atol=1e-4)  # the literature values
+    np.testing.assert_allclose(st, [0.5576, 0.4424, 0.2437], atol=1e-4)
+    calls = []
+
+    def evaluate(X):  # vectorised: one call with every sample row
+        calls.append(X.shape)
+        return Ishigami.evaluate(X)
+
+    names = ["x1", "x2", "x3"]
+    table, X, Y = sobol_indices(evaluate, names, [[-math.pi, math.pi]] * 3, 2**13, seed=7)
+    assert calls == [(2**13 * 5, 3)]
+    t = table.set_index("parameter").loc[names]
+    # Monte-Carlo error: *_conf is SALib's 95% bootstrap half-width (≈1.96 σ); we demand the
+    # error be within 2 of them (≈4 σ) and the half-widths themselves be small (< 0.04), so the
+    # check is meaningful and fails if any index is off by more than ~0.08
+    for col, truth in (("S1", s1), ("ST", st)):
+        conf = t[f"{col}_conf"].to_numpy()
+        assert np.all(conf < 0.04), (col, conf)
+        assert np.all(np.abs(t[col].to_numpy() - truth) <= 2 * conf + 1e-3), (col, t[col])
+    assert table.parameter.tolist() == ["x1", "x2", "x3"]  # ranked by ST
+    # names follow the columns: permuting the evaluator's inputs permutes the indices
+    perm, _, _ = sobol_indices(
+        lambda X: Ishigami.evaluate(X[:, [1, 0, 2]]), names, [[-math.pi, math.pi]] * 3, 2**10
+    )
+    p = perm.set_index("parameter")
+    assert p.loc["x1", "S1"] == pytest.approx(s1[1], abs=0.1)
+    assert p.loc["x2", "S1"] == pytest.approx(s1[0], abs=0.1)
+
+
+def test_sobol_wrapper_validates_inputs():
+    f = lambda X: X.sum(axis=1)  # noqa: E731
+    with pytest.raises(ValueError, match="power of 2"):
+        sobol_indices(f, ["a", "b"], [[0, 1], [0, 1]], 100)
+    with pytest.raises(ValueError, match="range of b"):
+        sobol_indices(f, ["a", "b"], [[0, 1], [1, 1]], 64)
+    with pytest.raises(ValueError, match="low > 0"):
+        sobol_indices(f, ["a", "b"], [[0, 1], [0.5, 1]], 64, scale="log")
+    with pytest.raises(ValueError, match="non-finite"):
+        with np.errstate(invalid="ignore"):
+            sobol_indices(lambda X: np.log(X[:, 0] - 0.5), ["a", "b"], [[0, 1], [0, 1]], 64)
+
+
+def test_default_ranges_follow_the_parameter_table():
+    r = default_ranges(CSC_IMMUNE, ["q_T8", "K_PD1", "h_PD1"])
+    om = CSC_IMMUNE.params["q_T8"].omega  # CV 60%: ±2 log-normal SD
+    np.testing.assert_allclose(r[0], 3e5 * np.exp([-2 * om, 2 * om]))
+    np.testing.assert_allclose(r[1], [0.25, 1.0])  # fixed in the table: ×/÷ 2
+    np.testing.assert_allclose(r[2], [0.45, 1.0])  # a maximal suppression: capped at 1
+    with pytest.raises(ValueError, match="not a parameter"):
+        default_ranges(CSC_IMMUNE, ["nope"])
+
+
+def test_model_sobol_on_a_vectorised_cohort(tmp_path):
+    """Untreated tumour, 14 days, initial state held fixed.  MTT (neutrophil maturation) does
+    not enter the tumour equations, so its total index must be exactly 0; growth rates must
+    carry the variance."""
+    problem = build_problem(CSC_IMMUNE, parse_arm("untreated"), 14, "log_diameter", runin_days=None)
+    names = ["v_N", "d_N", "MTT"]
+    table, samples, _ = model_sobol(problem, names, 256, seed=3)  # 1280 virtual patients
+    assert len(samples) == 256 * 5 and np.all(np.isfinite(samples.endpoint))
+    t = table.set_index("parameter")
+    assert t.loc["MTT", "ST"] == 0.0 and t.loc["MTT", "S1"] == 0.0
+    # v_N multiplies the Gompertz drive (~3.5): its range moves the net growth rate ~3x more
+    # than d_N's range (same CV), so it dominates; d_N's index must still be significantly > 0
+    assert t.loc["v_N", "ST"] > 0.5 > t.loc["d_N", "ST"] > t.loc["d_N", "ST_conf"]
+    # over 14 days log-diameter is nearly additive in the two rates: S1 sum ≈ 1 within MC error
+    err = t.loc["v_N", "S1_conf"] + t.loc["d_N", "S1_conf"]
+    assert t.loc["v_N", "S1"] + t.loc["d_N", "S1"] == pytest.approx(1.0, abs=err)
+    # each sample row is a virtual patient: row 0 simulated directly gives the same endpoint
+    from vcohort.sobol import cohort_of_samples
+
+    c = cohort_of_samples(problem, names, samples[names].to_numpy()[:1])
+    tr = simulate(CSC_IMMUNE, c, None, 14, progress=False)
+    assert samples.endpoint[0] == pytest.approx(np.log(tr.daily["diameter_mm"][0, -1]), 1e-12)
+    png = tornado_sobol(table, tmp_path / "s.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_validates_before_compute(tmp_path, capsys):
+    base = ["sensitivity", "--days", "10", "--out", str(tmp_path / "o")]
+    cases = [
+        (["--endpoint", "nope"], None),  # argparse choices: exit 2
+        (["--patients", "0"], "--patients"),
+        (["--method", "sobol", "--params", "v_N,nope"], "nope"),
+        (["--method", "sobol", "--params", "v_N,q_T8", "--samples", "12"], "power of 2"),
+        (["--method", "sobol", "--params", "v_N,q_T8", "--range", "v_N=2:1"], "v_N"),
+        (["--versus", "untreated"], "--versus"),
+        (["--regimen", "pembrolizumab 200 mg every 21 days", "--runin-days", "-1"], "--runin"),
+    ]
+    for extra, msg in cases:
+        if msg is None:
+            with pytest.raises(SystemExit):
+                main(base + extra)
+            continue
+        assert main(base + extra) == 2, extra
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_cli_local_writes_ranked_table_and_plot(local_run, tmp_path, capsys):
+    out = tmp_path / "sens"
+    args = ["sensitivity", "--patients", "3", "--seed", "5", "--days", str(LOCAL["days"])]
+    args += ["--endpoint", LOCAL["endpoint"], "--runin-days", str(LOCAL["runin_days"])]
+    args += ["--arm", PEMBRO, "--versus", "untreated", "--top", "5", "--out", str(out)]
+    assert main(args) == 0
+    table = pd.read_csv(out / "ranking.csv")
+    _, problem, res = local_run  # same patients and question as the library call
+    np.testing.assert_allclose(
+        table.set_index("parameter").loc[list(problem.names), "median"],
+        np.median(res.grad, axis=0),
+        rtol=1e-9,
+        atol=1e-15,
+    )
+    per = pd.read_parquet(out / "sensitivities.parquet")
+    assert len(per) == 3 and "pembrolizumab.CL" in per
+    assert (out / "tornado.png").read_bytes()[:4] == b"\x89PNG"
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["method"] == "local" and m["mode"] == "forward"
+    assert "pembro" in capsys.readouterr().out
+    (out / "keep").write_text("x")
+    assert main(args) == 2 and (out / "keep").exists()  # no overwrite without --overwrite
