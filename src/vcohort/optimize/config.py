@@ -4,7 +4,7 @@ Example (see ``experiments/optimize_triple.toml``)::
 
     title = "Triple combination, 24 weeks"
     days = 168
-    precision = "float32"          # float32 | float64
+    precision = "float64"          # float64 (default) | float32: see the README on gradients
     [objective]                    # weights of vcohort.objectives terms (losses)
     log_burden = 1.0
     [constraints]
@@ -173,7 +173,7 @@ def parse_experiment(raw: dict, source: str = "<optimisation experiment>") -> Ex
         alpha=ck.get(raw, "cvar_alpha", "", "float", 0.2, gt=0, le=1),
         assess_every=ck.get(raw, "assess_every", "", "int", 42, ge=1),
         dt=ck.get(raw, "dt", "", "float", 0.1, gt=0, le=1),
-        precision=ck.get(raw, "precision", "", "str", "float32", choices=("float32", "float64")),
+        precision=ck.get(raw, "precision", "", "str", "float64", choices=("float32", "float64")),
     )
     o = ck.table(raw.get("optimizer", {}), "optimizer", OPT_KEYS)
     opt = {

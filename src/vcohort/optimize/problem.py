@@ -94,7 +94,7 @@ class Problem:
     assess_every: int = 42
     anc_grade4_max: float | None = None
     dt: float = 0.1
-    precision: str = "float32"
+    precision: str = "float64"
 
     def validate(self) -> None:
         """Every field checked with a clear error before any compute."""

@@ -54,8 +54,8 @@ def _round_slots(d: DrugSlots, a: np.ndarray, t: np.ndarray, mx: float) -> np.nd
 
 
 def _round_interval(d: DrugSlots, a: np.ndarray, t: np.ndarray, mx: float):
-    """Best regular regimen (interval, first slot, dose) by the distance between cumulative
-    dose curves on the slot grid; returns (amounts per slot, description)."""
+    """Best regular course (interval, first slot, number of doses, dose) by the distance
+    between cumulative dose curves on the slot grid; returns (amounts per slot, description)."""
     unit = d.round_to_mg
     top = np.floor(mx / unit + 1e-9) * unit
     target = np.cumsum(a)
@@ -63,23 +63,26 @@ def _round_interval(d: DrugSlots, a: np.ndarray, t: np.ndarray, mx: float):
     for iv in d.intervals_days:
         step = int(round(iv / d.every_days))
         for k0 in range(min(step, len(a))):
-            mask = np.zeros_like(a)
-            mask[k0::step] = 1.0
-            basis = np.cumsum(mask)
-            dose = float(np.dot(basis, target) / max(np.dot(basis, basis), 1e-12))
-            dose = float(np.clip(np.round(dose / unit) * unit, 0.0, top))
-            n = int(mask.sum())
-            if d.budget_mg is not None:
-                dose = min(dose, np.floor(d.budget_mg / max(n, 1) / unit) * unit)
-            if d.max_daily_mg is not None:
-                dose = min(dose, np.floor(d.max_daily_mg / unit) * unit)
-            cand = mask * dose
-            err = float(np.sum((np.cumsum(cand) - target) ** 2))
-            if err < best[0] - 1e-9:
-                desc = f"{d.drug} {_fmt(dose)} mg every {_fmt(iv)} d x {n} start {_fmt(t[k0])}" + (
-                    f" over {_fmt(d.infusion_days * 24 * 60)} min" if d.infusion_days else ""
-                )
-                best = (err, cand, desc if dose > 0 else f"{d.drug}: none")
+            slots = np.arange(k0, len(a), step)
+            for n in range(1, len(slots) + 1):  # a course of n doses (front-loaded if short)
+                mask = np.zeros_like(a)
+                mask[slots[:n]] = 1.0
+                basis = np.cumsum(mask)
+                dose = float(np.dot(basis, target) / max(np.dot(basis, basis), 1e-12))
+                dose = float(np.clip(np.round(dose / unit) * unit, 0.0, top))
+                if d.budget_mg is not None:
+                    dose = min(dose, np.floor(d.budget_mg / n / unit) * unit)
+                if d.max_daily_mg is not None:
+                    dose = min(dose, np.floor(d.max_daily_mg / unit) * unit)
+                cand = mask * dose
+                err = float(np.sum((np.cumsum(cand) - target) ** 2))
+                if err < best[0] - 1e-9:
+                    over = f" over {_fmt(d.infusion_days * 24 * 60)} min" if d.infusion_days else ""
+                    desc = (
+                        f"{d.drug} {_fmt(dose)} mg every {_fmt(iv)} d x {n} start {_fmt(t[k0])}"
+                        + over
+                    )
+                    best = (err, cand, desc if dose > 0 else f"{d.drug}: none")
     return best[1], best[2]
 
 
