@@ -8,7 +8,20 @@ single `ConfigError` listing them all (before any compute).
 from __future__ import annotations
 
 import math
+import tomllib
+from pathlib import Path
 from typing import Any
+
+
+def read_toml(path: str | Path, what: str = "experiment file") -> dict:
+    """Parse a TOML file with a clear error for a missing file or bad TOML."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{what} {str(p)!r} does not exist")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{what} {str(p)!r} is not valid TOML: {e}") from None
 
 
 class ConfigError(ValueError):

@@ -53,11 +53,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from vcohort.config import Checker
+from vcohort.config import Checker, read_toml
 from vcohort.dosing import Regimen, parse_amount, parse_duration, parse_regimen
 from vcohort.endpoints import CENSOR_AT, MONTH_DAYS
 from vcohort.population import Population, load_population
@@ -107,12 +106,7 @@ class Experiment:
 def load_experiment(path: str | Path) -> Experiment:
     """Read and validate an experiment TOML file (raises `vcohort.config.ConfigError`)."""
     p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"experiment file {str(p)!r} does not exist")
-    try:
-        data = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"experiment file {str(p)!r} is not valid TOML: {e}") from None
+    data = read_toml(p)
     return experiment_from_dict(data, source=str(p), base_dir=p.parent, default_title=p.stem)
 
 

@@ -32,11 +32,10 @@ Example (see ``experiments/optimize_triple.toml``)::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vcohort.config import Checker, ConfigError
+from vcohort.config import Checker, ConfigError, read_toml
 from vcohort.dosing import parse_amount, parse_duration
 from vcohort.objectives import OBJECTIVES
 from vcohort.optimize.problem import DrugSlots, Problem
@@ -224,14 +223,7 @@ def parse_experiment(raw: dict, source: str = "<optimisation experiment>") -> Ex
 
 
 def load_experiment(path: str | Path) -> Experiment:
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"experiment file {str(p)!r} does not exist")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{p}: not valid TOML: {e}") from e
-    return parse_experiment(raw, source=str(p))
+    return parse_experiment(read_toml(path), source=str(path))
 
 
 def make_optax(name: str, learning_rate: float):

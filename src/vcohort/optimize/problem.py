@@ -320,17 +320,16 @@ def _al_penalty(g: dict, lam: dict, mu):
 
 
 # ---------------------------------------------------------------------------- loss
+def _plan(problem: Problem, model: Model) -> Plan:
+    """The simulation plan of a problem (only the horizon is saved)."""
+    drugs = tuple(get_drug(n) for n in problem.drug_names)
+    dtype = set_precision(problem.precision)
+    return Plan(model, drugs, problem.days, problem.dt, problem.days, dtype)
+
+
 def make_loss(problem: Problem, lay: Layout, model: Model = CSC_IMMUNE):
     """``loss(theta, lam, mu, args) -> (augmented Lagrangian, (terms, g))`` (pure JAX)."""
-    dtype = set_precision(problem.precision)
-    plan = Plan(
-        model,
-        tuple(get_drug(n) for n in problem.drug_names),
-        problem.days,
-        problem.dt,
-        problem.days,
-        dtype,
-    )
+    plan = _plan(problem, model)
     grid = lay.schedule.step_grid(plan.dt, plan.n_steps)
     f = cohort_fn(plan)
 
@@ -353,15 +352,7 @@ def make_personal_loss(problem: Problem, lay: Layout, model: Model = CSC_IMMUNE)
     patients only (CVaR does not); constraints hold for every patient."""
     if "cvar" in problem.weights:
         raise ValueError("objective 'cvar' couples patients; not allowed in personalised mode")
-    dtype = set_precision(problem.precision)
-    plan = Plan(
-        model,
-        tuple(get_drug(n) for n in problem.drug_names),
-        problem.days,
-        problem.dt,
-        problem.days,
-        dtype,
-    )
+    plan = _plan(problem, model)
     grid = lay.schedule.step_grid(plan.dt, plan.n_steps)
     one = patient_fn(plan)
 
