@@ -148,3 +148,27 @@ def test_trial_summary_has_every_per_arm_statistic():
     assert s.loc["b", "median_auc_pembrolizumab"] == 6.5
     for col in ("orr_ci_low", "median_pfs_days", "pfs_landmark", "hr", "hr_ci_high"):
         assert col in s.columns
+
+
+def test_best_pct_change_is_taken_at_the_assessments():
+    """A tumour that only grows shows its growth at the first assessment (+20% by day 42),
+    not its first-day change (+0.4%); the daily minimum stays available."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from vcohort.endpoints import patient_endpoints
+
+    days = np.arange(0, 85)
+    d = 50.0 * (1.0 + 0.2 * days / 42.0)  # +20% at day 42, +40% at day 84
+    traj = SimpleNamespace(
+        daily={"diameter_mm": d[None, :]},
+        status=np.array([0]),
+        patient_id=np.array([7]),
+        auc={},
+        status_text=lambda: ["ok"],
+    )
+    ep = patient_endpoints(traj, assess_every=42)
+    assert ep["best_pct_change"].iloc[0] == pytest.approx(20.0)
+    assert ep["best_pct_change_daily"].iloc[0] == pytest.approx(100 * 0.2 / 42, rel=1e-9)
+    assert ep["bor"].iloc[0] == "PD"

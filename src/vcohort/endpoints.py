@@ -135,7 +135,8 @@ def patient_endpoints(
     confirm_days: int = 0,
     censor_at: str = "last_assessment",
 ) -> pd.DataFrame:
-    """One row per patient: baseline/final/nadir tumour size, best % change, RECIST BOR and PFS
+    """One row per patient: baseline/final/nadir tumour size, best % change (at the RECIST
+    assessments; ``best_pct_change_daily`` over every day), RECIST BOR and PFS
     (models with ``diameter_mm``; see `recist` and `assessment_days` for the options), CSC
     fraction, ANC nadir, exposure (AUC per drug) and solver status."""
     key = burden_output(traj.daily)
@@ -166,6 +167,13 @@ def patient_endpoints(
             horizon=float(n_days),
         )
         out.update(bor=np.where(ok, bor, "NE"), pfs_days=pfs, pfs_event=ev)
+        # the waterfall's "best % change" is the best change *measured*: at the assessments
+        # (a tumour that only grows shows its growth, not its first-day change)
+        if adays.size:
+            out["best_pct_change"] = np.min(pct[:, adays - 1], axis=1)
+        else:
+            out["best_pct_change"] = np.full(len(base), np.nan)
+        out["best_pct_change_daily"] = np.min(pct, axis=1)
     else:
         out["tumour_cleared"] = d[:, -1] < 1.0
     if "csc_fraction" in traj.daily:
