@@ -39,7 +39,7 @@ def _slots_frame(exp: Experiment, lay, raw, rounded, es=None) -> pd.DataFrame:
 def _history_figure(hist: pd.DataFrame, es_hist: pd.DataFrame | None):
     from vcohort.plots import new_figure
 
-    fig = new_figure(7.0, 3.6, layout="constrained")
+    fig = new_figure(7.0, 3.6)
     ax = fig.subplots()
     ax.plot(hist["iteration"], hist["objective"], label="gradient (Adam, mini-batch)")
     if es_hist is not None and len(es_hist):
