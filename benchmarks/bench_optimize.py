@@ -52,9 +52,9 @@ def main() -> None:
         *[f"| {k.removesuffix('_s')} | {v:.0f} |" for k, v in t.items()],
         f"| total (incl. writing) | {wall:.0f} |",
         "",
-        f"Gradient run: {res['result'].simulations} mini-batch value-and-gradient cohort "
-        f"simulations (batch {exp.optimizer['batch_size']}); the ES baseline got the same "
-        "number of forward simulations.",
+        f"Gradient run: {res['result'].simulations} value-and-gradient cohort simulations "
+        f"({'full batch' if exp.optimizer['batch_size'] is None else 'batch ' + str(exp.optimizer['batch_size'])}"
+        "); the ES baseline got the same number of forward simulations.",
         "",
         f"Held-out cohort ({exp.heldout['patients']} patients; objective: lower is better; "
         "diff = paired difference to the standard combination ± Monte-Carlo SE):",
