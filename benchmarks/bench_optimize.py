@@ -42,6 +42,8 @@ def main() -> None:
     ]  # fmt: skip
     t = res["timings"]
     pb = exp.problem
+    bs = exp.optimizer["batch_size"]
+    batch = "full batch" if bs is None else f"mini-batches of {bs}"
     lines = [
         f"Schedule optimisation ({Path(a.experiment).name}): {exp.train['patients']} training "
         f"patients, {len(pb.drugs)} drugs, {pb.days} days, {pb.precision}, "
@@ -53,8 +55,7 @@ def main() -> None:
         f"| total (incl. writing) | {wall:.0f} |",
         "",
         f"Gradient run: {res['result'].simulations} value-and-gradient cohort simulations "
-        f"({'full batch' if exp.optimizer['batch_size'] is None else 'batch ' + str(exp.optimizer['batch_size'])}"
-        "); the ES baseline got the same number of forward simulations.",
+        f"({batch}); the ES baseline got the same number of forward simulations.",
         "",
         f"Held-out cohort ({exp.heldout['patients']} patients; objective: lower is better; "
         "diff = paired difference to the standard combination ± Monte-Carlo SE):",
