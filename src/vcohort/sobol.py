@@ -17,7 +17,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from vcohort.cohort import COVARIATES, Cohort, bsa_dubois, make_cohort
+from vcohort.cohort import Cohort, bsa_dubois, make_cohort
+from vcohort.population import load_population
 from vcohort.sensitivity import FIXED_FACTOR, UNIT_INTERVAL, Problem, evaluator
 
 SCALES = ("linear", "log")
@@ -145,7 +146,9 @@ def _param_row(model, name: str, drugs):
 def typical_patient(problem: Problem, n: int) -> Cohort:
     """``n`` copies of the typical patient: typical parameters and PK, median covariates."""
     c = make_cohort(1, model=problem.model, variability=False, runin_days=0).subset(np.zeros(n))
-    cov = {k: np.full(n, med) for k, (med, *_rest) in COVARIATES.items()}
+    covs = load_population().covariates  # the default preset's medians
+    cov = {k: np.full(n, spec.median) for k, spec in covs.items()}
+    cov["pdl1_positive"] = np.ones(n, dtype=bool)  # assumption: the typical patient is PD-L1+
     cov["bsa_m2"] = bsa_dubois(cov["weight_kg"], cov["height_cm"])
     y0 = problem.model.initial_state(c.params, cov["baseline_diameter_mm"])
     y0 = {k: np.broadcast_to(np.asarray(v, np.float64), (n,)).copy() for k, v in y0.items()}
