@@ -143,6 +143,10 @@ def optimize(
     np_dtype = np.float64 if plan.dtype == jnp.float64 else np.float32
 
     theta0 = to_theta(lay, lay.schedule.amount)
+    # start from the *projected* doses: a start above a budget would otherwise sit on the flat
+    # directions of the scaling projection (lowering every dose changes nothing until the
+    # total falls to the budget)
+    theta0 = to_theta(lay, np.asarray(to_amount(lay, jnp.asarray(theta0)), dtype=np.float64))
     if personalised:
         theta0 = np.broadcast_to(theta0, (n,) + theta0.shape).copy()
     theta = jnp.asarray(theta0, plan.dtype)
