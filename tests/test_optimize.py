@@ -322,6 +322,7 @@ seed = 2
 [optimizer]
 iterations = 2
 batch_size = 3
+personalised_patients = 2
 [[drug]]
 name = "wnt974"
 every = "1 d"
@@ -349,6 +350,7 @@ intervals = ["7 d", "14 d", "21 d"]
         "report.md",
         "figures/schedule.png",
         "figures/history.png",
+        "personalised.csv",
     ]
     for n in names:
         assert (out / n).stat().st_size > 0, n
@@ -363,5 +365,8 @@ intervals = ["7 d", "14 d", "21 d"]
     } <= set(ev["schedule"])
     assert bool(ev.set_index("schedule").loc["optimised (rounded)", "feasible"])
     assert json.loads((out / "manifest.json").read_text())["simulations"] == 2
+    pers = pd.read_csv(out / "personalised.csv").set_index("mode")
+    assert set(pers.index) == {"population", "personalised"}
+    assert np.isfinite(pers["objective"]).all()
     # an existing folder is never overwritten without --overwrite
     assert main(["optimize", str(exp), "--out", str(out), "--no-progress"]) == 2
