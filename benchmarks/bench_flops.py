@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import jax
 
@@ -24,28 +23,12 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _common import best_time, triple_schedule, write_result  # noqa: E402
 
 from vcohort.cohort import make_cohort  # noqa: E402
-from vcohort.dosing import compile_schedule, parse_regimen  # noqa: E402
 from vcohort.drugs import get_drug  # noqa: E402
 from vcohort.model import CSC_IMMUNE  # noqa: E402
 from vcohort.simulate import Plan, cohort_fn  # noqa: E402
-
-TRIPLE = (
-    "wnt974 10 mg every 24 h",
-    "pembrolizumab 200 mg every 21 d over 30 min",
-    "cb839 800 mg every 12 h",
-)
-
-
-def best_time(fn, *args, repeat=3) -> float:
-    jax.block_until_ready(fn(*args))
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        ts.append(time.perf_counter() - t0)
-    return min(ts)
 
 
 def flops_of(compiled) -> float:
@@ -66,7 +49,7 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=4096)
     ap.add_argument("--days", type=int, default=60)
     a = ap.parse_args()
-    s = compile_schedule([parse_regimen(r) for r in TRIPLE], float(a.days))
+    s = triple_schedule(a.days)
     c = make_cohort(a.patients, seed=1, runin_days=0)
     rows = []
     for name, dt, npdt in (
@@ -104,9 +87,7 @@ def main() -> None:
         ]
     )
     print(text)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "flops.md").write_text(text + "\n")
+    write_result("flops.md", text)
 
 
 if __name__ == "__main__":

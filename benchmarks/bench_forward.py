@@ -20,26 +20,18 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
+from _common import RESULTS, TRIPLE, triple_schedule  # noqa: E402
 
 from vcohort.cohort import make_cohort  # noqa: E402
-from vcohort.dosing import compile_schedule, parse_regimen  # noqa: E402
 from vcohort.model import CSC_IMMUNE  # noqa: E402
 from vcohort.reference import simulate_reference, solve_patient_scipy  # noqa: E402
 from vcohort.simulate import simulate  # noqa: E402
-
-TRIPLE = (
-    "wnt974 10 mg every 24 h",
-    "pembrolizumab 200 mg every 21 d over 30 min",
-    "cb839 800 mg every 12 h",
-)
-RESULTS = Path(__file__).parent / "results"
 
 
 def timed(fn):
@@ -122,7 +114,7 @@ def main() -> None:
     days = args.days
     sizes = [1000] if args.quick else [1000, 10000]
     n_acc = 8 if args.quick else 16
-    s = compile_schedule([parse_regimen(r) for r in TRIPLE], float(days))
+    s = triple_schedule(days)
     cohort = make_cohort(max(sizes), seed=1)
     rows = []
 

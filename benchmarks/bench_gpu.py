@@ -19,23 +19,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
 
+from _common import triple_schedule, write_result  # noqa: E402
+
 from vcohort.cohort import make_cohort  # noqa: E402
-from vcohort.dosing import compile_schedule, parse_regimen  # noqa: E402
 from vcohort.model import CSC_IMMUNE  # noqa: E402
 from vcohort.simulate import simulate  # noqa: E402
-
-TRIPLE = (
-    "wnt974 10 mg every 24 h",
-    "pembrolizumab 200 mg every 21 d over 30 min",
-    "cb839 800 mg every 12 h",
-)
 
 
 def main() -> None:
     sizes = [int(x) for x in os.environ.get("SIZES", "10000,100000,1000000").split(",")]
     days = int(os.environ.get("DAYS", "365"))
     big_chunk = int(os.environ.get("CHUNK", "262144"))
-    s = compile_schedule([parse_regimen(r) for r in TRIPLE], float(days))
+    s = triple_schedule(days)
     t0 = time.perf_counter()
     cohort = make_cohort(max(sizes), seed=1, precision="float32")
     t_cohort = time.perf_counter() - t0
@@ -70,9 +65,7 @@ def main() -> None:
         print(row, flush=True)
     text = "\n".join(lines)
     print(text)
-    out = Path(os.environ.get("OUT", Path(__file__).parent / "results"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu.md").write_text(text + "\n")
+    write_result("gpu.md", text)
 
 
 if __name__ == "__main__":

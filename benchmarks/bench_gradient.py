@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import jax
 
@@ -19,28 +18,12 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _common import best_time, triple_schedule, write_result  # noqa: E402
 
 from vcohort.cohort import make_cohort  # noqa: E402
-from vcohort.dosing import compile_schedule, parse_regimen  # noqa: E402
 from vcohort.drugs import get_drug  # noqa: E402
 from vcohort.model import CSC_IMMUNE  # noqa: E402
 from vcohort.simulate import Plan, cohort_fn  # noqa: E402
-
-TRIPLE = (
-    "wnt974 10 mg every 24 h",
-    "pembrolizumab 200 mg every 21 d over 30 min",
-    "cb839 800 mg every 12 h",
-)
-
-
-def best_of(fn, *args, repeat=2):
-    jax.block_until_ready(fn(*args))  # compile
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        ts.append(time.perf_counter() - t0)
-    return min(ts)
 
 
 def main() -> None:
@@ -48,7 +31,7 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=1000)
     ap.add_argument("--days", type=int, default=180)
     a = ap.parse_args()
-    s = compile_schedule([parse_regimen(r) for r in TRIPLE], float(a.days))
+    s = triple_schedule(a.days)
     plan = Plan(CSC_IMMUNE, tuple(get_drug(d) for d in s.drugs), a.days, 0.1, a.days, jnp.float64)
     grid = s.step_grid(plan.dt, plan.n_steps)
     c = make_cohort(a.patients, seed=1)
@@ -60,8 +43,8 @@ def main() -> None:
         return jnp.mean(jnp.log(f(*args, bolus, rate)["daily"]["diameter_mm"][:, -1]))
 
     amount = jnp.asarray(s.amount, jnp.float64)
-    t_fwd = best_of(jax.jit(objective), amount)
-    t_vg = best_of(jax.jit(jax.value_and_grad(objective)), amount)
+    t_fwd = best_time(jax.jit(objective), amount)
+    t_vg = best_time(jax.jit(jax.value_and_grad(objective)), amount)
     n_free = int(s.valid.sum())
     text = "\n".join(
         [
@@ -77,9 +60,7 @@ def main() -> None:
         ]
     )
     print(text)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "gradient.md").write_text(text + "\n")
+    write_result("gradient.md", text)
 
 
 if __name__ == "__main__":

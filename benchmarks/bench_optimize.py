@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import jax
+from _common import write_result
 
 from vcohort.io import markdown_table
 from vcohort.optimize.config import load_experiment
@@ -66,9 +67,7 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "optimize.md").write_text(text + "\n")
+    write_result("optimize.md", text)
 
 
 if __name__ == "__main__":

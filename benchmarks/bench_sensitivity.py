@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
+from _common import write_result  # noqa: E402
 
 from vcohort.cohort import make_cohort  # noqa: E402
 from vcohort.model import CSC_IMMUNE  # noqa: E402
@@ -65,9 +65,7 @@ def main() -> None:
         ]
     )
     print(text)
-    res = Path(__file__).parent / "results"
-    res.mkdir(exist_ok=True)
-    (res / "sensitivity.md").write_text(text + "\n")
+    write_result("sensitivity.md", text)
 
 
 if __name__ == "__main__":
