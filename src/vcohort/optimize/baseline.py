@@ -16,7 +16,14 @@ import pandas as pd
 from vcohort.cohort import Cohort
 from vcohort.model import CSC_IMMUNE, Model
 from vcohort.optimize.loop import OptResult
-from vcohort.optimize.problem import Problem, layout, make_loss, to_amount, to_theta
+from vcohort.optimize.problem import (
+    NoMultipliers,
+    Problem,
+    layout,
+    make_loss,
+    to_amount,
+    to_theta,
+)
 
 PENALTY = 1e3  # assumption: large enough that any violation over ~1% outweighs the objective
 
@@ -48,13 +55,9 @@ def evolution_strategy(
     )
     args = cohort.arrays(idx, plan.drugs, np_dtype)
 
-    class _Zero(dict):
-        def __missing__(self, key):
-            return 0.0
-
     @jax.jit
     def value(theta, args):
-        _, (terms, g, obj) = loss(theta, _Zero(), 1.0, args)
+        _, (terms, g, obj) = loss(theta, NoMultipliers(), 1.0, args)
         viol = sum(jnp.sum(jnp.maximum(0.0, v) ** 2) for v in g.values()) if g else 0.0
         gmax = {k: jnp.max(v) for k, v in g.items()}
         return obj + PENALTY * viol, obj, gmax

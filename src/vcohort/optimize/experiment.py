@@ -206,7 +206,7 @@ def _personalised(exp, cohort, pop_res, progress) -> pd.DataFrame:
     import jax.numpy as jnp
 
     from vcohort.optimize.loop import optimize
-    from vcohort.optimize.problem import make_personal_loss
+    from vcohort.optimize.problem import NoMultipliers, make_personal_loss
 
     pb = exp.problem
     per = optimize(
@@ -222,11 +222,7 @@ def _personalised(exp, cohort, pop_res, progress) -> pd.DataFrame:
     np_dtype = np.float64 if plan.dtype == jnp.float64 else np.float32
     args = cohort.arrays(np.arange(len(cohort)), plan.drugs, np_dtype)
 
-    class _Zero(dict):
-        def __missing__(self, key):
-            return 0.0
-
-    f = jax.jit(lambda th: loss(th, _Zero(), 1.0, args)[1][2])
+    f = jax.jit(lambda th: loss(th, NoMultipliers(), 1.0, args)[1][2])
     pop_theta = np.broadcast_to(pop_res.theta, (len(cohort),) + pop_res.theta.shape)
     return pd.DataFrame(
         [

@@ -21,6 +21,7 @@ from vcohort.dosing import Schedule
 from vcohort.model import CSC_IMMUNE, Model
 from vcohort.optimize.problem import (
     Layout,
+    NoMultipliers,
     Problem,
     layout,
     make_loss,
@@ -288,10 +289,5 @@ def _compiled_step(problem, lay, model, personalised, opt, opt_key):
 
 def _shape_probe(loss, theta, args):
     """Evaluate ``loss`` with zero multipliers of the right shapes (used under eval_shape)."""
-    _, (terms, g, obj) = loss(theta, _ZeroDict(), 1.0, args)
+    _, (terms, g, obj) = loss(theta, NoMultipliers(), 1.0, args)
     return None, (terms, g, obj)
-
-
-class _ZeroDict(dict):
-    def __missing__(self, key):
-        return 0.0

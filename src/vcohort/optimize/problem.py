@@ -312,6 +312,14 @@ def constraint_values(problem: Problem, lay: Layout, amount, out) -> dict:
     return {k: jnp.atleast_1d(v) for k, v in g.items()}
 
 
+class NoMultipliers(dict):
+    """Multipliers that are all zero, whatever the constraint: evaluates a loss as the plain
+    objective (plus the penalty's ``max(0, mu g)^2 / 2 mu`` part)."""
+
+    def __missing__(self, key):
+        return 0.0
+
+
 def _al_penalty(g: dict, lam: dict, mu):
     return sum(
         jnp.sum(jnp.maximum(0.0, lam[k] + mu * v) ** 2 - lam[k] ** 2) / (2.0 * mu)
