@@ -23,3 +23,27 @@ def small_cohort():
 
 def schedule(regimens, days, drugs=None):
     return compile_schedule([parse_regimen(r) for r in regimens], float(days), drugs=drugs)
+
+
+def assert_matches_stored(check, rtol=1e-3, atol=1e-6):
+    """The fresh measurement equals the one rendered in docs/model.md (docs/validation.json).
+
+    Error metrics (``max_rel_error*``, round-off-level numbers that differ between CPUs) are
+    judged by their criteria only; effect sizes are deterministic in float64, so 1e-3 relative
+    catches a stale document, not numerical noise."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from vcohort.validation.run import stored_checks
+
+    stored = stored_checks(Path(__file__).parents[1] / "docs" / "validation.json")
+    hint = "docs/validation.json is stale: run `vcohort validate` then `vcohort model-doc`"
+    assert check.id in stored, (check.id, hint)
+    old = stored[check.id].values
+    assert set(old) == set(check.values), (check.id, hint)
+    for k, v in check.values.items():
+        if k.startswith("max_rel_error") or isinstance(v, str):
+            continue
+        msg = f"{check.id}.{k}: {hint}"
+        np.testing.assert_allclose(v, old[k], rtol=rtol, atol=atol, err_msg=msg)

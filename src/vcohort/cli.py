@@ -1,5 +1,5 @@
 """Command line: ``vcohort simulate``, ``demo``, ``trial``, ``calibrate``, ``optimize``,
-``export-sbml``, ``model-doc``.
+``batch``, ``sensitivity``, ``export-sbml``, ``validate``, ``model-doc``.
 
 Every argument is validated (regimens parsed, output folder checked) before anything is
 compiled or simulated.
@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("model-doc", help="write the model's equations and parameter table")
     m.add_argument("--out", default="docs/model.md")
+    m.add_argument(
+        "--validation",
+        default="docs/validation.json",
+        help="stored `vcohort validate` results rendered as the Validation section",
+    )
+    _add_validate_parser(sub)
     _add_batch_parser(sub)
     _add_optimize_parser(sub)
     _add_calibrate_parser(sub)
@@ -75,6 +81,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_sbml(sub)
     _add_sensitivity(sub)
     return ap
+
+
+def _add_validate_parser(sub) -> None:
+    from vcohort.validation.run import STEPS
+
+    v = sub.add_parser(
+        "validate",
+        help="run the validation suite (solvers, published models, SBML, behaviours, Sobol)",
+    )
+    v.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated steps (default: all): {', '.join(STEPS)}",
+    )
+    v.add_argument(
+        "--out",
+        default="docs/validation.json",
+        help="results file, updated step by step (steps not run are kept)",
+    )
+
+
+def _run_validate(args) -> int:
+    """``vcohort validate``: exit 0 when every check passed, 1 when any failed."""
+    from vcohort.validation.run import check_steps, run_steps, update
+
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else []
+    steps = check_steps(only)  # before any compute
+    results = run_steps(steps)
+    update(Path(args.out), results)
+    failed = [c["id"] for r in results.values() for c in r["checks"] if not c["passed"]]
+    n = sum(len(r["checks"]) for r in results.values())
+    print(f"{n - len(failed)}/{n} checks passed; wrote {args.out}")
+    for f in failed:
+        print(f"FAILED {f}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _add_optimize_parser(sub) -> None:
@@ -668,10 +709,12 @@ def main(argv: list[str] | None = None) -> int:
             return _export_sbml(args)
         if args.command == "sensitivity":
             return _run_sensitivity(args)
+        if args.command == "validate":
+            return _run_validate(args)
         if args.command == "model-doc":
             from vcohort.docs import write_model_doc
 
-            write_model_doc(Path(args.out))
+            write_model_doc(Path(args.out), Path(args.validation))
             print(f"wrote {args.out}")
             return 0
     except ValueError as e:

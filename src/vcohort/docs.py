@@ -11,8 +11,12 @@ from vcohort.drugs import CATALOGUE
 from vcohort.model import CSC_IMMUNE
 from vcohort.model import csc_immune as m
 
+DEFAULT_VALIDATION = Path("docs/validation.json")
 
-def render_model_doc() -> str:
+
+def render_model_doc(validation: Path | None = DEFAULT_VALIDATION) -> str:
+    """The whole document; the "Validation" section renders the stored results at
+    ``validation`` (see `vcohort.validation.run`), none when None."""
     out = [
         "# The CSC–immune model",
         "",
@@ -74,9 +78,13 @@ def render_model_doc() -> str:
             out.append(f"| `{e.channel}` | {form} | {e.site} | {e.source} |")
         out.append("")
     out += ["## Model parameters", "", CSC_IMMUNE.params.to_markdown(), ""]
+    if validation is not None:
+        from vcohort.validation.run import load, render
+
+        out += [render(load(validation))]
     return "\n".join(out)
 
 
-def write_model_doc(path: Path) -> None:
+def write_model_doc(path: Path, validation: Path | None = DEFAULT_VALIDATION) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_model_doc())
+    path.write_text(render_model_doc(validation))

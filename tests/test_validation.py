@@ -1,0 +1,68 @@
+"""``vcohort validate``: steps checked before compute, results merged into the stored file,
+exit status from the checks, and the Validation section rendered from stored results."""
+
+import json
+
+import pytest
+
+from vcohort.cli import main
+from vcohort.docs import render_model_doc
+from vcohort.validation import Check
+from vcohort.validation import run as vrun
+
+
+def _fake(passed: bool, id_="fake.check"):
+    def step():
+        c = Check(id_, "a fake claim", "nowhere", {"x": 1.5, "xs": [1.0, 2e-7]}, note="n")
+        c.require("x is positive", passed)
+        return [c]
+
+    return step
+
+
+def test_unknown_step_is_refused_before_compute(tmp_path, capsys):
+    out = tmp_path / "v.json"
+    assert main(["validate", "--only", "sobol,nonsense", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "nonsense" in err and "behaviours" in err and "published" in err
+    assert not out.exists()
+
+
+def test_results_merge_step_by_step_and_failures_set_the_exit_status(
+    tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "v.json"
+    monkeypatch.setitem(vrun.STEPS, "sobol", ("Sobol", _fake(True, "sobol.fake")))
+    monkeypatch.setitem(vrun.STEPS, "engine", ("Engine", _fake(False, "engine.fake")))
+    assert main(["validate", "--only", "sobol", "--out", str(out)]) == 0
+    assert main(["validate", "--only", "engine", "--out", str(out)]) == 1
+    assert "FAILED engine.fake" in capsys.readouterr().err
+    data = json.loads(out.read_text())
+    assert list(data["steps"]) == ["engine", "sobol"]  # both kept, in STEPS order
+    assert data["steps"]["sobol"]["checks"][0]["passed"] is True
+    assert data["steps"]["engine"]["checks"][0]["passed"] is False
+    stored = vrun.stored_checks(out)
+    assert stored["sobol.fake"].values == {"x": 1.5, "xs": [1.0, 2e-7]}
+
+    text = vrun.render(vrun.load(out))
+    assert "**a fake claim** (**FAILED**)" in text and "- ✗ x is positive" in text
+    assert "**a fake claim** (passed)" in text and "| xs | 1, 2.00e-07 |" in text
+    assert text.index("### Engine") < text.index("### Sobol")
+    doc = render_model_doc(out)
+    assert doc.endswith(text) and "## Model parameters" in doc
+
+
+def test_missing_results_render_as_not_run(tmp_path):
+    assert "_Not run yet: `vcohort validate`._" in vrun.render(vrun.load(tmp_path / "none.json"))
+
+
+def test_check_needs_a_criterion_to_pass():
+    c = Check("a.b", "t", "s")
+    assert not c.passed  # no criterion: nothing was checked
+    c.require("fine", True)
+    assert c.passed and Check.from_dict(c.to_dict()).passed
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_measurements_are_stored_as_text(value):
+    assert Check("a.b", "t", "s", {"v": value}).to_dict()["values"]["v"] == str(value)
