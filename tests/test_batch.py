@@ -154,18 +154,6 @@ base = "base.toml"
     assert code == 2 and "run name 'base' is used by" in capsys.readouterr().err
 
 
-def test_calibrated_experiments_are_refused(tmp_path):
-    """[calibration] selects patients from the whole pool at once: not chunkable."""
-    from types import SimpleNamespace
-
-    from vcohort.sweep import BatchRun, unsupported
-
-    plain = load_runs([_write(tmp_path, "base.toml", BASE.format(days=42))])[0]
-    calibrated = BatchRun("c", SimpleNamespace(calibration={"pool": 30}, source="c.toml"))
-    msgs = unsupported([plain, calibrated])
-    assert len(msgs) == 1 and msgs[0].startswith("c.toml: [calibration] is not supported")
-
-
 def test_output_folder_and_resume_checks(tmp_path, capsys):
     from vcohort.batch import prepare_output
 
@@ -227,9 +215,9 @@ def test_chunked_sweep_does_not_recompile_and_matches_trial(tmp_path, monkeypatc
     per_chunk = []
     compute = B.compute_chunk
 
-    def counted(run, k, c):
+    def counted(run, k, c, **kw):
         before = len(traces)
-        ch = compute(run, k, c)
+        ch = compute(run, k, c, **kw)
         per_chunk.append((run.name, k, len(traces) - before))
         return ch
 
@@ -318,3 +306,78 @@ def test_kill_9_then_resume_gives_the_same_tables(tmp_path):
     everything = {(e["run"], e["chunk"]) for e in _log(clean) if e["event"] == "chunk_computed"}
     assert second.isdisjoint(before) and reused == before
     assert second | before == everything and len(everything) >= 4
+
+
+CALIBRATED = """
+title = "calibrated batch"
+reference_arm = "pembro"
+
+[population]
+size = 16
+seed = 3
+
+[simulation]
+horizon_days = 84
+runin_days = 30
+chunk_size = 8
+
+[calibration]
+orr = 0.25
+arm = "pembrolizumab 200 mg every 21 d"
+pool = 40
+
+[[arms]]
+name = "pembro"
+regimens = ["pembrolizumab 200 mg every 21 d"]
+
+[[arms]]
+name = "control"
+regimens = []
+"""
+
+
+@pytest.mark.slow
+def test_calibrated_experiment_runs_in_resumable_steps_and_matches_trial(tmp_path):
+    """[calibration]: pool chunks, the selection on the whole pool, then the selected cohort in
+    chunks; the tables (and calibration.json) equal vcohort trial's, and a resume after losing
+    an arm chunk reuses the pool and the selection and recomputes only that chunk."""
+    import vcohort.batch as B
+    from vcohort.trial import run_trial, write_trial
+
+    runs = load_runs([_write(tmp_path, "cal.toml", CALIBRATED)])
+    out = tmp_path / "out"
+    B.run_batch(runs, out, progress=False, keep_chunks=True)
+    chunks = out / ".chunks" / "cal"
+    from vcohort.chunkfile import read_chunk
+
+    kept = [len(read_chunk(p)["cohort"]) for p in sorted(chunks.glob("pool-*.npz"))]
+    # chunks of 8 ids are drawn until 40 plausible patients (rejected ones replaced), no more
+    assert sum(kept) >= 40 and sum(kept[:-1]) < 40, kept
+    assert len(list(chunks.glob("chunk-*.npz"))) == 2  # 16 selected, chunks of 8
+    assert len(json.loads((chunks / "selection.json").read_text())["patient"]) == 16
+
+    write_trial(run_trial(runs[0].experiment, progress=False), tmp_path / "trial")
+    for name in TABLES:
+        got, want = _read(out / "cal" / name), _read(tmp_path / "trial" / name)
+        pd.testing.assert_frame_equal(got, want, check_exact=True, obj=name)
+    got, want = (
+        json.loads((d / "calibration.json").read_text()) for d in (out / "cal", tmp_path / "trial")
+    )
+    assert got.pop("simulate_s") > 0 and want.pop("simulate_s") > 0  # timings differ
+    assert got == want
+    ep = pd.read_parquet(out / "cal" / "endpoints.parquet")
+    orr = ep[ep.arm == "pembro"]["bor"].isin(["CR", "PR"]).mean()
+    assert abs(orr - 0.25) <= 0.5 / 16 + 1e-9  # the calibration held (quota rounding)
+
+    first = _read(out / "cal" / "summary.csv")
+    import shutil
+
+    shutil.rmtree(out / "cal")
+    (chunks / "chunk-00001.npz").unlink()
+    B.run_batch(runs, out, progress=False, resume=True)
+    pd.testing.assert_frame_equal(_read(out / "cal" / "summary.csv"), first, check_exact=True)
+    events = [(e["event"], e.get("chunk")) for e in _log(out) if e["invocation"] == 2]
+    assert ("selection_reused", None) in events and ("chunk_reused", 0) in events
+    assert ("chunk_computed", 1) in events
+    assert all(ev != "pool_computed" for ev, _ in events)
+    assert not (out / ".chunks").exists()  # removed once the run is written

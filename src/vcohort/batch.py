@@ -19,6 +19,11 @@ through a temporary file and a rename, so a killed batch leaves only whole chunk
 reuses them and computes only the missing ones.  When a run's chunks are complete they are
 assembled into ``DIR/RUN/`` — the files of ``vcohort trial`` (`vcohort.trial.write_trial`,
 itself written to a temporary folder and renamed) — and the chunk files are removed.
+A run with ``[calibration]`` (`vcohort.calibrate`) needs its whole pool before it can select:
+its pool is drawn and screened in chunks (``pool-KKKKK.npz``, no arm simulated), the selection
+on the complete pool is saved to ``selection.json`` (atomically), and the selected cohort is
+simulated under every arm in chunks (``chunk-KKKKK.npz``); each step is reused on ``--resume``.
+
 ``DIR/batch.json`` records the runs (with a fingerprint of each validated config) and the chunk
 size, so a resume with changed inputs is refused; ``DIR/batch_log.jsonl`` records, per
 invocation, which chunks were computed and which reused; ``DIR/batch_summary.csv`` has one row
@@ -151,15 +156,16 @@ def _check_resumable(old: dict, new: dict, out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- one chunk
-def compute_chunk(run: BatchRun, k: int, c: int) -> dict:
+def compute_chunk(run: BatchRun, k: int, c: int, *, size: int | None = None, arms=True) -> dict:
     """Chunk ``k`` of a run: ids ``k·c .. k·c+c-1`` drawn, screened, every arm simulated on the
-    plausible (and, without replacement, within-size) ones.  Returns host arrays."""
+    plausible (and, without replacement, below ``size``: default the run's size) ones; with
+    ``arms=False`` (a calibration pool) no arm is simulated.  Returns host arrays."""
     from vcohort.cohort import make_cohort
     from vcohort.model import CSC_IMMUNE
     from vcohort.plausibility import screen
-    from vcohort.runs import run_arms
 
     e = run.experiment
+    size = e.size if size is None else size
     pop = e.population if e.screening else dataclasses.replace(e.population, plausibility=None)
     num = dict(dt=e.dt, precision=e.precision, chunk_size=e.chunk_size)
     t0 = time.perf_counter()
@@ -177,83 +183,179 @@ def compute_chunk(run: BatchRun, k: int, c: int) -> dict:
     else:
         scr = pd.DataFrame({"patient": cohort.patient_id, "plausible": True, "reason": ""})
     if not e.replace_rejected:
-        scr = scr[scr["patient"] < e.size].reset_index(drop=True)
+        scr = scr[scr["patient"] < size].reset_index(drop=True)
     keep = np.where(scr["plausible"].to_numpy())[0]
-    m = int(keep.size)
-    out = {"cohort": cohort.subset(keep), "screening": scr, "trajectories": {}}
-    if m:
-        padded = np.concatenate([keep, np.full(c - m, keep[-1])])
-        trajs, *_ = run_arms(
-            CSC_IMMUNE,
-            cohort.subset(padded),
-            list(e.arms),
-            e.horizon_days,
-            dt=e.dt,
-            save_every=e.save_every,
-            precision=e.precision,
-            chunk_size=e.chunk_size,
-            progress=False,
-        )
-        out["trajectories"] = {a: take(tr, m) for a, tr in trajs.items()}
+    kept = cohort.subset(keep)
+    out = {"cohort": kept, "screening": scr}
+    out["trajectories"] = simulate_arms(e, kept, c) if arms else {}
     out["meta"] = {
         "run": run.name,
         "chunk": k,
         "first_id": k * c,
         "size": c,
-        "kept": m,
+        "kept": int(keep.size),
+        "seconds": time.perf_counter() - t0,
+    }
+    return out
+
+
+def simulate_arms(e, cohort: Cohort, c: int) -> dict:
+    """Every arm on the ``m <= c`` patients of ``cohort``, padded to ``c`` with copies of the
+    last one (one compiled shape for every chunk); the copies are dropped."""
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.runs import run_arms
+
+    m = len(cohort)
+    if m == 0:
+        return {}
+    padded = np.concatenate([np.arange(m), np.full(c - m, m - 1)])
+    trajs, *_ = run_arms(
+        CSC_IMMUNE,
+        cohort.subset(padded),
+        list(e.arms),
+        e.horizon_days,
+        dt=e.dt,
+        save_every=e.save_every,
+        precision=e.precision,
+        chunk_size=e.chunk_size,
+        progress=False,
+    )
+    return {a: take(tr, m) for a, tr in trajs.items()}
+
+
+def compute_selected_chunk(run: BatchRun, cohort: Cohort, k: int, c: int) -> dict:
+    """Chunk ``k`` of a calibrated run's selected cohort: its patients ``k·c .. k·c+c-1`` (in
+    selection order) under every arm."""
+    t0 = time.perf_counter()
+    part = cohort.subset(np.arange(k * c, min((k + 1) * c, len(cohort))))
+    scr = pd.DataFrame({"patient": part.patient_id, "plausible": True, "reason": ""})
+    out = {"cohort": part, "screening": scr, "trajectories": simulate_arms(run.experiment, part, c)}
+    out["meta"] = {
+        "run": run.name,
+        "chunk": k,
+        "first_id": k * c,
+        "size": c,
+        "kept": len(part),
         "seconds": time.perf_counter() - t0,
     }
     return out
 
 
 # ---------------------------------------------------------------------------- one run
-def run_chunks(run: BatchRun, c: int, folder: Path, *, log, progress: bool = True) -> list[dict]:
+def run_chunks(
+    run: BatchRun,
+    c: int,
+    folder: Path,
+    *,
+    log,
+    progress: bool = True,
+    size: int | None = None,
+    arms: bool = True,
+    prefix: str = "chunk",
+) -> list[dict]:
     """Chunks 0, 1, ... of a run, read from ``folder`` or computed and written atomically, until
-    its cohort is complete.  ``log(event, **fields)`` records each chunk."""
-    from vcohort.io import atomic_write_bytes
-
+    its cohort (``size`` plausible patients; default the run's size) is complete.
+    ``log(event, **fields)`` records each chunk."""
     e = run.experiment
-    folder.mkdir(parents=True, exist_ok=True)
-    max_draws = 10 * e.size + 64  # as plausible_cohort
+    size = e.size if size is None else size
+    max_draws = 10 * size + 64  # as plausible_cohort
     chunks, kept, k = [], 0, 0
     while True:
-        path = folder / f"chunk-{k:05d}.npz"
-        if path.is_file():
-            ch = read_chunk(path)
-            log("chunk_reused", run=run.name, chunk=k)
-        else:
-            ch = compute_chunk(run, k, c)
-            atomic_write_bytes(path, chunk_bytes(ch))
-            ch = read_chunk(path)  # the same path as a resumed chunk: identical results
-            log(
-                "chunk_computed",
-                run=run.name,
-                chunk=k,
-                kept=ch["meta"]["kept"],
-                seconds=round(ch["meta"]["seconds"], 3),
-            )
-            if progress:
-                m = ch["meta"]
-                print(
-                    f"{run.name}: chunk {k} (ids {k * c}-{k * c + c - 1}): {m['kept']} "
-                    f"plausible, {m['seconds']:.1f} s",
-                    file=sys.stderr,
-                )
+        ch = _chunk(
+            run, folder / f"{prefix}-{k:05d}.npz", k, c, log, progress,
+            lambda k=k: compute_chunk(run, k, c, size=size, arms=arms),
+        )  # fmt: skip
         chunks.append(ch)
         kept += len(ch["cohort"])
         k += 1
-        if (kept >= e.size) if e.replace_rejected else (k * c >= e.size):
+        if (kept >= size) if e.replace_rejected else (k * c >= size):
             return chunks
         if k * c >= max_draws:
             raise ValueError(
                 f"run {run.name!r}: only {kept} of {k * c} drawn patients are plausible; "
-                f"{e.size} would exceed {max_draws} draws: loosen the population's "
+                f"{size} would exceed {max_draws} draws: loosen the population's "
                 f"plausibility bounds"
             )
 
 
-def assemble(run: BatchRun, chunks: list[dict]):
-    """The run's `vcohort.trial.TrialResult` from its chunks (first ``size`` plausible)."""
+def _chunk(run: BatchRun, path: Path, k: int, c: int, log, progress: bool, compute) -> dict:
+    """The chunk at ``path``: reused, or computed and written atomically (then read back, so a
+    fresh and a resumed chunk give identical results)."""
+    from vcohort.io import atomic_write_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    what = path.stem.rsplit("-", 1)[0]
+    if path.is_file():
+        log(f"{what}_reused", run=run.name, chunk=k)
+        return read_chunk(path)
+    ch = compute()
+    atomic_write_bytes(path, chunk_bytes(ch))
+    m = ch["meta"]
+    log(f"{what}_computed", run=run.name, chunk=k, kept=m["kept"], seconds=round(m["seconds"], 3))
+    if progress:
+        print(
+            f"{run.name}: {what} {k} (ids {k * c}-{k * c + c - 1}): {m['kept']} patients, "
+            f"{m['seconds']:.1f} s",
+            file=sys.stderr,
+        )
+    return read_chunk(path)
+
+
+def run_calibrated(run: BatchRun, c: int, folder: Path, *, log, progress: bool = True):
+    """A ``[calibration]`` run in three resumable steps: the pool's chunks (drawn and
+    screened, as `vcohort.plausibility.plausible_cohort` would), the selection
+    (`vcohort.trial` calibration on the whole pool, saved atomically to ``selection.json``), then
+    the selected cohort under every arm in chunks.  Returns (chunks, screening, calibration)."""
+    from vcohort.io import write_json
+
+    e = run.experiment
+    pool_size = e.calibration["pool"]
+    pool_chunks = run_chunks(
+        run, c, folder, log=log, progress=progress, size=pool_size, arms=False, prefix="pool"
+    )
+    pool = Cohort.concat([ch["cohort"] for ch in pool_chunks if len(ch["cohort"])])
+    pool = pool.subset(np.arange(min(len(pool), pool_size)))
+    screening = _screening(pool_chunks, pool, e.replace_rejected)
+    sel_path = folder / "selection.json"
+    if sel_path.is_file():
+        sel = json.loads(sel_path.read_text())
+        log("selection_reused", run=run.name)
+    else:
+        from vcohort.trial import _calibrate
+
+        t0 = time.perf_counter()
+        chosen, report = _calibrate(e, pool)
+        sel = {"patient": [int(i) for i in chosen.patient_id], "calibration": report}
+        write_json(sel_path, sel)
+        log("selection_computed", run=run.name, seconds=round(time.perf_counter() - t0, 3))
+    position = {int(p): i for i, p in enumerate(pool.patient_id)}
+    cohort = pool.subset(np.array([position[p] for p in sel["patient"]]))
+    chunks = [
+        _chunk(
+            run,
+            folder / f"chunk-{k:05d}.npz",
+            k,
+            c,
+            log,
+            progress,
+            lambda k=k: compute_selected_chunk(run, cohort, k, c),
+        )  # fmt: skip
+        for k in range(-(-len(cohort) // c))
+    ]
+    return chunks, screening, sel["calibration"]
+
+
+def _screening(chunks: list[dict], cohort: Cohort, replace_rejected: bool) -> pd.DataFrame:
+    """The screening rows of the drawn patients up to the cohort's last (with replacement)."""
+    screening = pd.concat([ch["screening"] for ch in chunks], ignore_index=True)
+    if replace_rejected:
+        screening = screening[screening["patient"] <= cohort.patient_id[-1]]
+    return screening.reset_index(drop=True)
+
+
+def assemble(run: BatchRun, chunks: list[dict], screening=None, calibration=None):
+    """The run's `vcohort.trial.TrialResult` from its chunks (first ``size`` plausible, or a
+    calibrated run's selected cohort with its pool's ``screening`` and ``calibration`` report)."""
     from vcohort.dosing import compile_schedule
     from vcohort.endpoints import patient_endpoints, trial_summary
     from vcohort.trial import TrialResult
@@ -265,10 +367,8 @@ def assemble(run: BatchRun, chunks: list[dict]):
     cohort = Cohort.concat([ch["cohort"] for ch in with_pts])
     n = min(len(cohort), e.size)
     cohort = cohort.subset(np.arange(n))
-    screening = pd.concat([ch["screening"] for ch in chunks], ignore_index=True)
-    if e.replace_rejected:
-        screening = screening[screening["patient"] <= cohort.patient_id[-1]]
-    screening = screening.reset_index(drop=True)
+    if screening is None:
+        screening = _screening(chunks, cohort, e.replace_rejected)
     trajs, eps = {}, []
     for a in e.arms:
         parts = [ch["trajectories"][a.name] for ch in with_pts]
@@ -288,7 +388,9 @@ def assemble(run: BatchRun, chunks: list[dict]):
     timings = {"chunks": len(chunks), "chunk_compute_s": sec}
     batch = {"run": run.name, "sweep": run.values, "chunks": len(chunks)}
     exp = dataclasses.replace(e, config=e.config | {"batch": batch})
-    return TrialResult(exp, cohort, screening, trajs, endpoints, summary, schedules, timings)
+    return TrialResult(
+        exp, cohort, screening, trajs, endpoints, summary, schedules, timings, calibration
+    )
 
 
 # ---------------------------------------------------------------------------- the batch
@@ -326,8 +428,14 @@ def run_batch(
             log("run_complete", run=run.name)
         else:
             t0 = time.perf_counter()
-            chunks = run_chunks(run, info["chunk"], folder, log=log, progress=progress)
-            result = assemble(run, chunks)
+            if getattr(run.experiment, "calibration", None) is not None:
+                chunks, scr, cal = run_calibrated(
+                    run, info["chunk"], folder, log=log, progress=progress
+                )
+                result = assemble(run, chunks, scr, cal)
+            else:
+                chunks = run_chunks(run, info["chunk"], folder, log=log, progress=progress)
+                result = assemble(run, chunks)
             result.timings["total_s"] = time.perf_counter() - t0
             write_trial(result, out / run.name)
             log("run_written", run=run.name, chunks=len(chunks))

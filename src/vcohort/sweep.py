@@ -64,7 +64,6 @@ def load_runs(paths) -> list[BatchRun]:
             runs += _load_file(Path(path))
         except ValueError as e:
             errors.append(str(e))
-    errors += unsupported(runs)
     seen: dict[str, str] = {}
     for r in runs:
         if r.name in seen:
@@ -76,17 +75,6 @@ def load_runs(paths) -> list[BatchRun]:
     if errors:
         raise ValueError("\n".join(errors))
     return runs
-
-
-def unsupported(runs) -> list[str]:
-    """Runs `vcohort batch` cannot chunk: a ``[calibration]`` table selects the trial's patients
-    from the whole pool at once (`vcohort.calibrate`), not patient by patient."""
-    return [
-        f"{r.experiment.source}: [calibration] is not supported by vcohort batch (the selection "
-        f"needs the whole pool at once); run it with vcohort trial, or leave [calibration] out"
-        for r in runs
-        if getattr(r.experiment, "calibration", None) is not None
-    ]
 
 
 def _read_toml(p: Path) -> dict:
