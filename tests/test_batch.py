@@ -317,7 +317,7 @@ size = 16
 seed = 3
 
 [simulation]
-horizon_days = 84
+horizon_days = 210  # = the calibration's horizon, so the trial's ORR is the one calibrated
 runin_days = 30
 chunk_size = 8
 

@@ -39,3 +39,14 @@ def test_removing_a_mechanism_term_fails_its_check(runs):
     chk = cart_undone_by_plasticity(broken)
     assert not chk.passed
     assert not chk.criteria[0][1], chk.criteria  # CSCs no longer persist under CAR-T
+
+
+def test_pembrolizumab_responses_fall_with_baseline_tumour_size():
+    """A clinical relation the model is not fitted to (`vcohort.validation.clinical`): ORR below
+    vs above the median baseline size (Joseph 2018: 44% vs 23%), lost without the finite CD8
+    supply (V_T8)."""
+    from vcohort.validation.clinical import orr_by_baseline_size
+
+    chk = orr_by_baseline_size()
+    assert chk.passed, chk.failures()
+    assert_matches_stored(chk)

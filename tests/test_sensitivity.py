@@ -181,7 +181,8 @@ def test_sobol_wrapper_validates_inputs():
 def test_default_ranges_follow_the_parameter_table():
     r = default_ranges(CSC_IMMUNE, ["q_T8", "K_PD1", "h_PD1"])
     om = CSC_IMMUNE.params["q_T8"].omega  # CV 60%: ±2 log-normal SD
-    np.testing.assert_allclose(r[0], 3e5 * np.exp([-2 * om, 2 * om]))
+    typical = CSC_IMMUNE.params["q_T8"].value
+    np.testing.assert_allclose(r[0], typical * np.exp([-2 * om, 2 * om]))
     np.testing.assert_allclose(r[1], [0.25, 1.0])  # fixed in the table: ×/÷ 2
     np.testing.assert_allclose(r[2], [0.45, 1.0])  # a maximal suppression: capped at 1
     with pytest.raises(ValueError, match="not a parameter"):

@@ -247,7 +247,8 @@ def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
     antigen = C**2 / (C**2 + p["Kc_rec"] ** 2)
     debris_frac = D / (C + D)
     icd = 1.0 + p["a_ICD"] * debris_frac / (debris_frac + p["K_D"])
-    r["t8_recruitment"] = p["q_T8"] * V * (1.0 - wnt_excl) * antigen * icd
+    supply = 1.0 / (1.0 + V / p["V_T8"])  # finite systemic CD8 supply (Huang 2017)
+    r["t8_recruitment"] = p["q_T8"] * V * supply * (1.0 - wnt_excl) * antigen * icd
     r["t8_expansion"] = p["r_T8"] * r["tcell_activity"] * y["T8"]
     r["t8_loss"] = p["d_T8"] * y["T8"]
 

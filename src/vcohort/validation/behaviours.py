@@ -4,7 +4,9 @@ Each function encodes one claim of the review (Yu & Gong 2025, Front Immunol 16:
 named in its `Check`), compares arms on the *same* patients (paired), records the measured effect
 size with its criterion, then removes the mechanism (a parameter set to zero through
 `Cohort.with_params`) and records that the behaviour disappears, so the check fails if the term is
-removed from the model.  Thresholds sit below the measured values with the margins stated.
+removed from the model.  The measured values are in docs/model.md ("Validation", rendered from
+``docs/validation.json``); the comments below quote values from earlier model versions where
+they explain a threshold.
 
 Cost: all arms share one compiled function (same drugs, horizon and save grid; only dose amounts
 and parameters change), so a `Runs` pays one compile (~40 s on a 2-core CPU) and ~0.2 s per arm.
@@ -132,8 +134,8 @@ def chemo_enriches_csc(runs: Runs) -> Check:
     frac = lambda v, a: runs(a, v).daily["csc_fraction"]  # noqa: E731
     day = 42  # three weeks after the second cycle
     r = frac("default", "dox")[:, day] / frac("default", "none")[:, day]
-    # measured: median 1.12 (day 21: 1.12, day 63: 1.08); by day 120 the niche feedback on
-    # self-renewal has returned it to 1.00
+    # day 42 is the peak (also seen at day 21 and 63); by day 120 the niche feedback on
+    # self-renewal has returned the ratio to ~1.00
     chk.values |= {"csc_fraction_ratio_day42": _med(r), "share_enriched": float(np.mean(r > 1))}
     chk.require("median CSC-fraction ratio (dox / untreated, day 42) > 1.05", _med(r) > 1.05)
     chk.require("enriched in >= 80% of patients", np.mean(r > 1.0) >= 0.8)
@@ -165,8 +167,7 @@ def doxorubicin_tgfb_treg_pdl1(runs: Runs) -> Check:
     tgf, pdl1 = ratio_state("TGFb"), ratio_state("PDL1")
     induction = _ratio(ind("dox"), ind("none"))
     treg = _ratio(runs.density("dox", "Treg", d), runs.density("none", "Treg", d))
-    # measured: TGF-β x1.30, Treg induction per tumour volume x1.11, Treg density x1.36, PD-L1
-    # x1.13.  Absolute Treg numbers fall (x0.82) with the tumour.
+    # absolute Treg numbers fall with the tumour; their density and induction per volume rise
     chk.values |= {
         "tgfb_ratio_day30": tgf,
         "treg_induction_ratio": induction,
@@ -214,11 +215,13 @@ def suppressors_lower_pd1_benefit(runs: Runs) -> Check:
     hi_mdsc = _pd1_benefit(runs, runs.variant("hi_mdsc", q_MDSC=("x", 3.0)))
     hi_treg = _pd1_benefit(runs, runs.variant("hi_treg", q_Treg=("x", 3.0), q_Treg_ind=("x", 3.0)))
     chk.values |= {"benefit": base, "benefit_mdsc_x3": hi_mdsc, "benefit_treg_x3": hi_treg}
-    # measured: 0.82 -> 0.71 (MDSC) and 0.57 (Treg)
     chk.require("3× MDSC recruitment costs > 0.05 of benefit", base - hi_mdsc > 0.05)
     chk.require("3× Treg recruitment costs > 0.15 of benefit", base - hi_treg > 0.15)
-    # mechanisms removed: the same threefold rise then costs (almost) nothing: MDSC and Tregs
-    # act mainly through T-cell suppression here
+    # mechanisms removed: the same threefold rise then costs much less: MDSC and Tregs act
+    # mainly through T-cell suppression.  What remains for MDSC is their IL-6/IL-10/TGF-β
+    # (stemness, Treg induction): 1% of the cost before the finite CD8 supply (V_T8) was added,
+    # 25% since (benefits are smaller and more patients sit near the response threshold), hence
+    # "< half" for MDSC; Tregs' remainder is ~11%
     no_h = _pd1_benefit(runs, runs.variant("no_h_mdsc", h_MDSC=0.0))
     no_h_hi = _pd1_benefit(runs, runs.variant("no_h_mdsc_hi", h_MDSC=0.0, q_MDSC=("x", 3.0)))
     no_k = _pd1_benefit(runs, runs.variant("no_k_treg", K_Treg=0.0))
@@ -230,7 +233,7 @@ def suppressors_lower_pd1_benefit(runs: Runs) -> Check:
         "cost_treg_without_K_Treg": no_k - no_k_hi,
     }
     chk.require(
-        "h_MDSC = 0: MDSC rise costs < 20% as much", no_h - no_h_hi < 0.2 * (base - hi_mdsc)
+        "h_MDSC = 0: MDSC rise costs < half as much", no_h - no_h_hi < 0.5 * (base - hi_mdsc)
     )
     chk.require(
         "K_Treg = 0: Treg rise costs < 20% as much", no_k - no_k_hi < 0.2 * (base - hi_treg)
@@ -252,8 +255,7 @@ def csf1r_repolarises_tams(runs: Runs) -> Check:
     stem = lambda a, v="default": runs.rates(a, d, v)["stemness_signal"]  # noqa: E731
     shift = m12("pexi") / m12("none")
     support = stem("pexi") / stem("none")
-    # measured: M1/M2 x2.41, M2 x0.37, IL-6 x0.80, IL-10 x0.88, stemness signal x0.968.  The
-    # stemness effect is small because CSCs themselves and MDSC make most of the IL-6 pool.
+    # the stemness effect is small because CSCs themselves and MDSC make most of the IL-6 pool
     chk.values |= {"m1_m2_ratio_change": _med(shift), "stemness_signal_change": _med(support)}
     chk.require(
         "median M1/M2 × > 2, every patient × > 1.3", _med(shift) > 2 and np.all(shift > 1.3)
@@ -286,7 +288,6 @@ def cxcr2_blockade(runs: Runs) -> Check:
     mdsc = runs.density("sx", "MDSC", d) / runs.density("none", "MDSC", d)
     kill = lambda a, v="default": runs.rates(a, d, v)["tcell_activity"]  # noqa: E731
     act = kill("sx") / kill("none")
-    # measured: MDSC density x0.64 (x0.53 at day 120), unsuppressed T-cell function x1.056
     chk.values |= {"mdsc_density_change": _med(mdsc), "tcell_activity_change": _med(act)}
     chk.require(
         "median MDSC density × < 0.75, every patient < 0.9",
@@ -322,8 +323,7 @@ def wnt974_pd1_synergy(runs: Runs) -> Check:
         "the exclusion e_excl × (1 − wnt_inhibition) in `t8_recruitment`",
     )
     ex = _bliss_excess(runs, "wnt", "pembro", "wnt_pembro")
-    # measured: f_wnt 0.80, f_pembro 0.18, f_combination 0.007; no patient below 0 (one at 0:
-    # both pembrolizumab arms eradicate its tumour)
+    # a patient whose tumour both pembrolizumab arms eradicate has an excess of exactly 0
     chk.values["bliss_excess"] = _med(ex)
     chk.require("median Bliss excess > 0.05", _med(ex) > 0.05)
     chk.require("no patient antagonistic (excess > -1e-9)", np.all(ex > -1e-9))
@@ -349,7 +349,6 @@ def cb839_helps_pd1(runs: Runs) -> Check:
     )
     met = runs.state("cb", "Met", 30) / runs.state("none", "Met", 30)
     help_ = runs.cells("cb_pembro", DAYS) / runs.cells("pembro", DAYS)
-    # measured: metabolites x0.44; the combination leaves x0.215 of pembrolizumab's burden
     chk.values |= {"metabolite_change_day30": _med(met), "burden_combo_vs_pembro": _med(help_)}
     chk.require("median metabolites × < 0.6", _med(met) < 0.6)
     chk.require(
@@ -379,7 +378,6 @@ def cart_undone_by_plasticity(runs: Runs) -> Check:
     )
     s = lambda a, v="default": runs.state(a, "S", DAYS, v)  # noqa: E731
     kept = s("cart") / s("none")
-    # measured: CSCs at day 120 x0.20 of untreated (CSC fraction 6% vs 21%); burden x0.67
     chk.values["csc_kept_day120"] = _med(kept)
     chk.require(
         "CSCs persist: 0.05 < median CSCs (CAR-T / untreated) < 0.6", 0.05 < _med(kept) < 0.6

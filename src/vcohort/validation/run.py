@@ -47,6 +47,12 @@ def _behaviours():
     return all_behaviours()
 
 
+def _clinical():
+    from vcohort.validation.clinical import orr_by_baseline_size
+
+    return [orr_by_baseline_size()]
+
+
 def _sobol():
     from vcohort.validation.sobol_check import ishigami_check
 
@@ -64,6 +70,7 @@ STEPS: dict[str, tuple[str, Callable[[], list[Check]]]] = {
     "published": ("Published models through the same engine", _published),
     "sbml": ("SBML export in an independent simulator", _sbml),
     "behaviours": ("The review's mechanisms as behaviours", _behaviours),
+    "clinical": ("Clinical relations, not fitted", _clinical),
     "sobol": ("Global sensitivity: Sobol indices on a known function", _sobol),
     "drivers": ("What drives the triple combination's benefit", _drivers),
 }
