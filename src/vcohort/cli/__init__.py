@@ -1,0 +1,54 @@
+"""Command line: ``vcohort simulate``, ``demo``, ``trial``, ``calibrate``, ``optimize``,
+``batch``, ``sensitivity``, ``export-sbml``, ``validate``, ``model-doc``.
+
+One module per group of commands, each with an ``add*`` function that declares the sub-command and a
+``run*`` function that executes it.  Every argument is validated (regimens parsed, output folder
+checked) before anything is compiled or simulated; a `ValueError` becomes ``vcohort: error: ...``
+and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vcohort.cli import optimize, sensitivity, simulate, tools, trial
+from vcohort.cli.simulate import DEMO_ARMS
+
+__all__ = ["DEMO_ARMS", "build_parser", "main"]
+
+# command -> (declare, run)
+COMMANDS = {
+    "simulate": (simulate.add, simulate.run_simulate),
+    "demo": (None, simulate.run_demo),  # declared with simulate
+    "trial": (trial.add_trial, trial.run_trial),
+    "calibrate": (trial.add_calibrate, trial.run_calibrate),
+    "optimize": (optimize.add, optimize.run),
+    "batch": (trial.add_batch, trial.run_batch),
+    "sensitivity": (sensitivity.add, sensitivity.run),
+    "export-sbml": (tools.add_export_sbml, tools.run_export_sbml),
+    "validate": (tools.add_validate, tools.run_validate),
+    "model-doc": (tools.add_model_doc, tools.run_model_doc),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="vcohort",
+        description="Virtual cohorts of cancer patients: simulate, run trials, calibrate, "
+        "optimise schedules, validate.",
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        if add is not None:
+            add(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except ValueError as e:
+        print(f"vcohort: error: {e}", file=sys.stderr)
+        return 2

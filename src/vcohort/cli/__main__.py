@@ -1,0 +1,7 @@
+"""``python -m vcohort.cli``."""
+
+import sys
+
+from vcohort.cli import main
+
+sys.exit(main())

@@ -1,0 +1,183 @@
+"""``vcohort sensitivity``: local (autodiff) or global (Sobol) sensitivities, ranked table and
+tornado plot."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def add(sub) -> None:
+    from vcohort.sensitivity import ENDPOINTS, MODES
+
+    s = sub.add_parser(
+        "sensitivity",
+        help="local (autodiff) or global (Sobol) sensitivity of an endpoint to the parameters",
+    )
+    s.add_argument(
+        "--method",
+        choices=("local", "sobol"),
+        default="local",
+        help="local: d(endpoint)/d(log θ) of every parameter per patient; sobol: Sobol indices",
+    )
+    s.add_argument(
+        "--endpoint",
+        choices=tuple(ENDPOINTS),
+        default="log_tumour_cells",
+        help="; ".join(f"{k}: {v}" for k, v in ENDPOINTS.items()),
+    )
+    s.add_argument("--patients", type=int, default=50, help="local: virtual patients (>= 1)")
+    s.add_argument("--days", type=int, default=180, help="horizon in days")
+    s.add_argument("--seed", type=int, default=0, help="cohort seed (local) / sampling seed")
+    s.add_argument("--precision", choices=("float64", "float32"), default="float64")
+    s.add_argument("--dt", type=float, default=0.1, help="RK4 step (day); 1/dt whole")
+    s.add_argument("--regimen", action="append", default=[], help="a regimen; several: one arm")
+    s.add_argument("--arm", default=None, help="NAME=REGIMEN[+REGIMEN...] (instead of --regimen)")
+    s.add_argument(
+        "--versus", default=None, help="reference arm (e.g. 'untreated'): endpoint difference"
+    )
+    s.add_argument("--runin-days", type=int, default=240, help="immune run-in rebuilt per θ")
+    s.add_argument("--no-pk", action="store_true", help="leave out the drugs' PK parameters")
+    s.add_argument(
+        "--mode", choices=MODES, default="auto", help="local: autodiff mode (auto = forward)"
+    )
+    s.add_argument("--params", default=None, help="sobol: comma-separated parameters")
+    s.add_argument("--samples", type=int, default=256, help="sobol: base sample N (power of 2)")
+    s.add_argument("--range", action="append", default=[], help="sobol: NAME=LOW:HIGH")
+    s.add_argument("--range-sd", type=float, default=2.0, help="sobol: default ±k log-normal SD")
+    s.add_argument("--top", type=int, default=15, help="parameters in the tornado plot")
+    s.add_argument("--chunk-size", type=int, default=64, help="patients per compiled call")
+    s.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def run(args) -> int:
+    """``vcohort sensitivity``: validate everything, run, write the folder atomically."""
+    from vcohort.io import check_output_dir
+    from vcohort.runs import parse_arm
+    from vcohort.simulate import check_dt
+
+    for flag, v, lo in (
+        ("--patients", args.patients, 1),
+        ("--days", args.days, 1),
+        ("--runin-days", args.runin_days, 0),
+        ("--top", args.top, 1),
+        ("--chunk-size", args.chunk_size, 1),
+    ):
+        if v < lo:
+            raise ValueError(f"{flag}={v} must be >= {lo}")
+    check_dt(args.dt)
+    if args.arm and args.regimen:
+        raise ValueError("give either --arm or --regimen, not both")
+    spec = args.arm or ("regimen=" + " + ".join(args.regimen) if args.regimen else "untreated")
+    arm = parse_arm(spec)
+    ref = None
+    if args.versus:
+        ref = parse_arm(args.versus if "=" in args.versus else f"{args.versus}={args.versus}")
+    if ref is not None and not (arm.regimens or ref.regimens):
+        raise ValueError("--versus: both arms are untreated; give the treated arm with --regimen")
+    if ref is not None and ref.name == arm.name:
+        ref = type(ref)(ref.name + "_ref", ref.regimens)
+    if args.method == "local" and (args.params or args.range):
+        raise ValueError("--params/--range apply to --method sobol (local covers every parameter)")
+    check_output_dir(args.out, args.overwrite)
+
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.sensitivity import build_problem
+
+    problem = build_problem(
+        CSC_IMMUNE,
+        arm,
+        args.days,
+        args.endpoint,
+        reference=ref,
+        dt=args.dt,
+        precision=args.precision,
+        runin_days=args.runin_days,
+        include_pk=not args.no_pk,
+    )
+    sobol = _sobol_settings(args, problem) if args.method == "sobol" else None
+    return _sensitivity_compute(args, problem, sobol)
+
+
+def _sobol_settings(args, problem):
+    """(names, bounds) of ``--params``/``--range``/``--range-sd``, validated."""
+    from vcohort.sobol import check_ranges, default_ranges
+
+    names = [n.strip() for n in (args.params or "").split(",") if n.strip()]
+    if len(names) < 2:
+        raise ValueError(f"--params={args.params!r}: give >= 2 comma-separated parameters")
+    bounds = default_ranges(problem.model, names, width_sd=args.range_sd, drugs=problem.plan.drugs)
+    for item in args.range:
+        name, _, rng = item.partition("=")
+        lo, _, hi = rng.partition(":")
+        if name not in names:
+            raise ValueError(f"--range {item!r}: {name!r} is not in --params")
+        try:
+            bounds[names.index(name)] = (float(lo), float(hi))
+        except ValueError:
+            raise ValueError(f"--range {item!r}: expected NAME=LOW:HIGH numbers") from None
+    check_ranges(names, bounds, "log")
+    n = args.samples
+    if n < 2 or n & (n - 1):
+        raise ValueError(f"--samples={n} must be a power of 2 >= 2")
+    return names, bounds
+
+
+def _sensitivity_compute(args, problem, sobol) -> int:
+    from vcohort.io import environment, run_folder, write_csv, write_json, write_parquet
+    from vcohort.sensitivity_plot import tornado_local, tornado_sobol
+
+    t0 = time.perf_counter()
+    title = f"{problem.describe()}, day {args.days}"
+    extra = {}
+    if args.method == "local":
+        from vcohort.cohort import make_cohort
+        from vcohort.sensitivity import local_sensitivities, rank_local
+
+        cohort = make_cohort(args.patients, seed=args.seed, dt=args.dt, runin_days=0)
+        res = local_sensitivities(problem, cohort, mode=args.mode, chunk_size=args.chunk_size)
+        table = rank_local(res)
+        extra = {"mode": res.mode, "n_finite": int(table.n_patients.iloc[0])}
+        files = {"sensitivities.parquet": res.frame()}
+        plot = lambda p: tornado_local(table, p, top=args.top, title=title)  # noqa: E731
+    else:
+        from vcohort.sobol import model_sobol
+
+        names, bounds = sobol
+        table, samples, _ = model_sobol(
+            problem,
+            names,
+            args.samples,
+            bounds=bounds,
+            seed=args.seed,
+            chunk_size=max(args.chunk_size, 256),
+        )
+        files = {"samples.parquet": samples}
+        plot = lambda p: tornado_sobol(table, p, top=args.top, title=title)  # noqa: E731
+    wall = time.perf_counter() - t0
+    with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
+        print(
+            f"\n{title}: {args.method}, {wall:.1f} s\n"
+            + table.head(args.top).to_string(index=False)
+        )
+    with run_folder(args.out, args.overwrite) as tmp:
+        write_csv(tmp / "ranking.csv", table)
+        for name, df in files.items():
+            write_parquet(tmp / name, df)
+        plot(tmp / "tornado.png")
+        write_json(
+            tmp / "manifest.json",
+            {
+                "command": " ".join(sys.argv),
+                "config": vars(args),
+                "method": args.method,
+                "endpoint": problem.describe(),
+                "parameters": list(problem.names),
+                "environment": environment(),
+                "seconds": wall,
+            }
+            | extra,
+        )
+    print(f"wrote {args.out}")
+    return 0

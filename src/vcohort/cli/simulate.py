@@ -1,0 +1,208 @@
+"""``vcohort simulate`` and ``vcohort demo``: arms on one cohort, a printed summary and the run
+folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+DEMO_ARMS = (
+    "untreated",
+    "pembrolizumab=pembrolizumab",
+    "wnt974=wnt974",
+    "cb839=cb839",
+    "doxorubicin=doxorubicin",
+    "triple=wnt974 + pembrolizumab + cb839",
+)
+
+
+def _common(p: argparse.ArgumentParser, patients: int, days: int) -> None:
+    p.add_argument("--patients", type=int, default=patients, help="virtual patients (>= 1)")
+    p.add_argument("--days", type=int, default=days, help="horizon in days")
+    p.add_argument("--seed", type=int, default=0, help="cohort seed")
+    p.add_argument("--precision", choices=("float64", "float32"), default="float64")
+    p.add_argument(
+        "--dt",
+        type=float,
+        default=None,
+        help="RK4 step (day); 1/dt whole (default: the model's, 0.1; 0.002 for depillis2009)",
+    )
+    p.add_argument("--save-every", type=int, default=7, help="save full state every N days")
+    p.add_argument("--chunk-size", type=int, default=4096, help="patients per compiled call")
+    p.add_argument("--assess-every", type=int, default=42, help="RECIST assessment interval (days)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_model_arg(p: argparse.ArgumentParser) -> None:
+    from vcohort.model import MODEL_NAMES
+
+    p.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        default="csc_immune",
+        help="model: the CSC–immune model, or a published reference model (its own states, "
+        "and drugs: depillis2009 has chemo, il2, til; kuznetsov1994 has none)",
+    )
+
+
+def add(sub) -> None:
+    s = sub.add_parser("simulate", help="simulate a cohort under zero or more regimens/arms")
+    _common(s, 1000, 180)
+    s.add_argument(
+        "--regimen",
+        action="append",
+        default=[],
+        help="a regimen, e.g. 'pembrolizumab 200 mg every 21 d'; several form one arm",
+    )
+    s.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        help="NAME=REGIMEN[+REGIMEN...]; repeat for several arms",
+    )
+    s.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _add_model_arg(s)
+
+    d = sub.add_parser("demo", help="untreated, each single agent and the triple combination")
+    _common(d, 2000, 180)
+    d.add_argument("--out", default=None, help="also write the run folder here")
+    d.add_argument("--overwrite", action="store_true")
+
+
+def run_simulate(args) -> int:
+    specs = list(args.arm)
+    if args.regimen:
+        specs.append("regimen=" + " + ".join(args.regimen))
+    return _run(args, specs or ["untreated"])
+
+
+def run_demo(args) -> int:
+    return _run(args, list(DEMO_ARMS))
+
+
+def _run(args, arm_specs: list[str]) -> int:
+    from vcohort.io import check_output_dir
+    from vcohort.model import get_model
+    from vcohort.runs import parse_arm
+
+    if args.patients < 1:
+        raise ValueError(f"--patients={args.patients} must be >= 1")
+    if args.days < 1:
+        raise ValueError(f"--days={args.days} must be >= 1")
+    model = get_model(getattr(args, "model", "csc_immune"))
+    if args.dt is None:
+        args.dt = model.default_dt
+    arms = [parse_arm(a, model.drug_catalogue()) for a in arm_specs]
+    if args.out is not None:
+        check_output_dir(args.out, args.overwrite)
+    from vcohort.simulate import check_dt
+
+    check_dt(args.dt)
+
+    from vcohort.cohort import make_cohort
+    from vcohort.runs import run_arms
+
+    t0 = time.perf_counter()
+    cohort = make_cohort(
+        args.patients, seed=args.seed, model=model, dt=args.dt, precision=args.precision
+    )
+    t_cohort = time.perf_counter() - t0
+    trajs, endpoints, summary, schedules = run_arms(
+        model,
+        cohort,
+        arms,
+        args.days,
+        dt=args.dt,
+        save_every=args.save_every,
+        precision=args.precision,
+        chunk_size=args.chunk_size,
+        progress=False if args.no_progress else None,
+        assess_every=args.assess_every,
+    )
+    wall = time.perf_counter() - t0
+    _print_summary(summary, args, wall)
+    if args.out is not None:
+        _write(
+            args,
+            cohort,
+            arms,
+            trajs,
+            endpoints,
+            summary,
+            schedules,
+            {"cohort_s": t_cohort, "total_s": wall},
+        )
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _print_summary(summary, args, wall) -> None:
+    cols = [
+        "arm",
+        "n",
+        "n_failed",
+        "orr",
+        "orr_ci_low",
+        "orr_ci_high",
+        "dcr",
+        "median_best_pct_change",
+        "progression_free_at_end",
+        "tumour_cleared",
+        "median_csc_fraction_final",
+        "median_anc_nadir",
+        "grade4_neutropenia",
+    ]
+    cols = [c for c in cols if c in summary]
+    view = summary[cols].copy()
+    print(
+        f"\n{getattr(args, 'model', 'csc_immune')}: "
+        f"{args.patients} patients, {args.days} days, {args.precision}, "
+        f"RECIST every {args.assess_every} d — {wall:.1f} s"
+    )
+    with __import__("pandas").option_context(
+        "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format
+    ):
+        print(view.to_string(index=False))
+
+
+def _write(args, cohort, arms, trajs, endpoints, summary, schedules, timings) -> None:
+    import pandas as pd
+
+    from vcohort.model import get_model
+
+    model = get_model(cohort.model)
+
+    from vcohort.dosing import to_nmtran
+    from vcohort.io import environment, run_folder, write_csv, write_json, write_parquet
+    from vcohort.runs import timecourse_frame
+
+    with run_folder(args.out, args.overwrite) as tmp:
+        write_parquet(tmp / "patients.parquet", cohort.to_frame())
+        write_parquet(tmp / "timecourse.parquet", timecourse_frame(trajs))
+        write_parquet(tmp / "endpoints.parquet", endpoints)
+        write_csv(tmp / "summary.csv", summary)
+        doses = []
+        for a in arms:
+            s = schedules[a.name]
+            if s.valid.any():
+                t = to_nmtran(s, weight_kg=76.8, bsa_m2=1.9, catalogue=model.drug_catalogue())
+                t.insert(0, "ARM", a.name)
+                doses.append(t)
+        if doses:
+            write_csv(tmp / "doses_typical_patient.csv", pd.concat(doses, ignore_index=True))
+        write_json(
+            tmp / "manifest.json",
+            {
+                "command": " ".join(sys.argv),
+                "config": {k: v for k, v in vars(args).items() if k != "func"},
+                "arms": {a.name: a.describe() for a in arms},
+                "model": cohort.model,
+                "seed": args.seed,
+                "precision": args.precision,
+                "environment": environment(),
+                "timings": timings | {a: trajs[a].timings for a in trajs},
+                "n_failed": int((endpoints["status"] != 0).sum()),
+            },
+        )

@@ -1,0 +1,122 @@
+"""``vcohort export-sbml``, ``vcohort validate`` and ``vcohort model-doc``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from vcohort.cli.simulate import _add_model_arg
+
+
+def add_export_sbml(sub) -> None:
+    e = sub.add_parser(
+        "export-sbml",
+        help="write one patient's model, parameters and doses as SBML Level 3 Version 2",
+    )
+    e.add_argument("--out", required=True, help="SBML file to write (e.g. model.xml)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    e.add_argument("--drugs", default="", help="comma-separated drugs whose PK to include")
+    e.add_argument("--regimen", action="append", default=[], help="doses, as in simulate")
+    e.add_argument("--days", type=int, default=180, help="horizon the regimens are laid out on")
+    e.add_argument("--seed", type=int, default=0, help="cohort seed (with --patient)")
+    e.add_argument(
+        "--patient",
+        type=int,
+        default=None,
+        help="patient id of `simulate --seed SEED` to export (default: typical parameters)",
+    )
+    e.add_argument(
+        "--patient-params",
+        default=None,
+        help="JSON {name: value} or CSV/Parquet row (e.g. from patients.parquet) of parameter, "
+        "covariate and drug.param values to use",
+    )
+    _add_model_arg(e)
+
+
+def run_export_sbml(args) -> int:
+    from pathlib import Path
+
+    from vcohort.cohort import make_cohort
+    from vcohort.dosing import compile_schedule, parse_regimen
+    from vcohort.drugs import get_drug
+    from vcohort.model import get_model
+    from vcohort.sbml import patient_sbml, read_overrides, with_overrides
+
+    model = get_model(args.model)
+    cat = model.drug_catalogue()
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"--out={args.out!r} exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out={args.out!r}: folder {str(out.parent)!r} does not exist")
+    if args.days < 1:
+        raise ValueError(f"--days={args.days} must be >= 1")
+    if args.patient is not None and args.patient < 0:
+        raise ValueError(f"--patient={args.patient} must be a patient id >= 0")
+    drugs = [get_drug(d, cat).name for d in args.drugs.split(",") if d.strip()]
+    regs = [parse_regimen(r, cat) for r in args.regimen]
+    values = read_overrides(args.patient_params) if args.patient_params else {}
+    schedule = compile_schedule(regs, float(args.days)) if regs else None
+    if args.patient is None:
+        cohort = make_cohort(1, seed=args.seed, model=model, variability=False)
+    else:
+        cohort = make_cohort(1, seed=args.seed, model=model, first_id=args.patient)
+    if values:
+        cohort = with_overrides(cohort, model, values)
+    out.write_text(patient_sbml(cohort, 0, schedule, model=model, drugs=drugs))
+    print(f"wrote {args.out} ({model.name}, patient {int(cohort.patient_id[0])})")
+    return 0
+
+
+def add_validate(sub) -> None:
+    from vcohort.validation.run import STEPS
+
+    v = sub.add_parser(
+        "validate",
+        help="run the validation suite (solvers, published models, SBML, behaviours, Sobol)",
+    )
+    v.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated steps (default: all): {', '.join(STEPS)}",
+    )
+    v.add_argument(
+        "--out",
+        default="docs/validation.json",
+        help="results file, updated step by step (steps not run are kept)",
+    )
+
+
+def run_validate(args) -> int:
+    """``vcohort validate``: exit 0 when every check passed, 1 when any failed."""
+    from vcohort.validation.run import check_steps, run_steps, update
+
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else []
+    steps = check_steps(only)  # before any compute
+    results = run_steps(steps)
+    update(Path(args.out), results)
+    failed = [c["id"] for r in results.values() for c in r["checks"] if not c["passed"]]
+    n = sum(len(r["checks"]) for r in results.values())
+    print(f"{n - len(failed)}/{n} checks passed; wrote {args.out}")
+    for f in failed:
+        print(f"FAILED {f}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def add_model_doc(sub) -> None:
+    m = sub.add_parser("model-doc", help="write the model's equations and parameter table")
+    m.add_argument("--out", default="docs/model.md")
+    m.add_argument(
+        "--validation",
+        default="docs/validation.json",
+        help="stored `vcohort validate` results rendered as the Validation section",
+    )
+
+
+def run_model_doc(args) -> int:
+    from vcohort.docs import write_model_doc
+
+    write_model_doc(Path(args.out), Path(args.validation))
+    print(f"wrote {args.out}")
+    return 0

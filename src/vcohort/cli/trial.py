@@ -1,0 +1,165 @@
+"""``vcohort trial``, ``vcohort batch`` and ``vcohort calibrate``: experiment files, sweeps and
+virtual-population selection."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def add_trial(sub) -> None:
+    t = sub.add_parser("trial", help="run a virtual trial defined in an experiment TOML file")
+    t.add_argument("experiment", help="experiment file (see experiments/*.toml)")
+    t.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    t.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def run_trial(args) -> int:
+    from vcohort.experiment import load_experiment
+    from vcohort.io import check_output_dir
+
+    exp = load_experiment(args.experiment)  # validated before any compute
+    check_output_dir(args.out, args.overwrite)
+    from vcohort import trial as T
+
+    t0 = time.perf_counter()
+    result = T.run_trial(exp, progress=False if args.no_progress else None)
+    T.write_trial(result, args.out, overwrite=args.overwrite)
+    cols = ["arm", "n", "orr", "orr_ci_low", "orr_ci_high", "dcr", "median_pfs_days",
+            "pfs_landmark", "hr", "hr_ci_low", "hr_ci_high"]  # fmt: skip
+    with __import__("pandas").option_context(
+        "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format
+    ):
+        print(f"\n{exp.title}: {len(result.cohort)} patients, {exp.horizon_days} days")
+        print(result.summary[[c for c in cols if c in result.summary]].to_string(index=False))
+    print(f"wrote {args.out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def add_batch(sub) -> None:
+    b = sub.add_parser(
+        "batch", help="run many experiment files or a parameter sweep, resumably, in one process"
+    )
+    b.add_argument("experiments", nargs="+", help="experiment files and/or sweep files (TOML)")
+    b.add_argument("--out", default=None, help="batch folder: one sub-folder per run (required)")
+    b.add_argument("--resume", action="store_true", help="continue an interrupted batch")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing batch folder")
+    b.add_argument(
+        "--chunk-patients",
+        type=int,
+        default=None,
+        help="patients per resumable chunk (default: each run's simulation.chunk_size)",
+    )
+    b.add_argument("--keep-chunks", action="store_true", help="keep chunk files after assembly")
+    b.add_argument("--list", action="store_true", help="validate, list the runs, stop")
+    b.add_argument("--no-progress", action="store_true", help="hide progress messages")
+
+
+def run_batch(args) -> int:
+    from vcohort.sweep import load_runs
+
+    if args.out is None and not args.list:
+        raise ValueError("batch needs --out DIR (or --list to only validate and list the runs)")
+    runs = load_runs(args.experiments)  # every file and run validated before any compute
+    if args.list:
+        for r in runs:
+            e = r.experiment
+            print(f"{r.name}: {e.size} patients x {len(e.arms)} arms, {e.horizon_days} d")
+        print(f"{len(runs)} runs; nothing computed")
+        return 0
+    import pandas as pd
+
+    from vcohort import batch as B
+
+    t0 = time.perf_counter()
+    summary = B.run_batch(
+        runs,
+        args.out,
+        chunk_patients=args.chunk_patients,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        keep_chunks=args.keep_chunks,
+        progress=not args.no_progress,
+    )
+    cols = ["run", "arm", "n", "orr", "orr_ci_low", "orr_ci_high", "median_pfs_days", "hr"]
+    with pd.option_context(
+        "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format
+    ):
+        print(summary[[c for c in cols if c in summary]].to_string(index=False))
+    wall = time.perf_counter() - t0
+    print(f"wrote {len(runs)} runs and {Path(args.out) / B.SUMMARY} in {wall:.1f} s")
+    return 0
+
+
+def add_calibrate(sub) -> None:
+    c = sub.add_parser(
+        "calibrate", help="select virtual patients matching clinical ORR/PFS targets"
+    )
+    c.add_argument("--preset", choices=("keynote-006", "keynote-002"), default="keynote-006")
+    c.add_argument("--orr", type=float, default=None, help="target ORR (overrides the preset)")
+    c.add_argument("--pfs6", type=float, default=None, help="target 6-month PFS (overrides)")
+    c.add_argument("--arm", default=None, help="reference-arm regimen (overrides the preset)")
+    c.add_argument("--rule", default=None, help="apply this rule.json to a fresh pool; no fit")
+    c.add_argument("--pool", type=int, default=1500, help="plausible pool size to simulate")
+    c.add_argument("--patients", type=int, default=500, help="calibrated cohort size")
+    c.add_argument("--days", type=int, default=210, help="reference-arm horizon (>= 183)")
+    c.add_argument("--seed", type=int, default=0, help="pool and selection seed")
+    c.add_argument("--first-id", type=int, default=0, help="id of the pool's first patient")
+    c.add_argument("--precision", choices=("float64", "float32"), default="float32")
+    c.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
+    c.add_argument("--overwrite", action="store_true")
+
+
+def run_calibrate(args) -> int:
+    import json
+
+    from vcohort import calibrate as C
+    from vcohort.io import check_output_dir, run_folder, write_json, write_parquet
+
+    if args.rule is not None:
+        if not Path(args.rule).is_file():
+            raise ValueError(f"--rule {args.rule!r} is not a file")
+        rule = C.CalibrationRule.load(args.rule)
+        targets, arm, days = rule.targets, rule.arm, rule.days
+    else:
+        arm, preset = C.PRESETS[args.preset]
+        arm = args.arm or arm
+        orr = preset.orr if args.orr is None else args.orr
+        pfs6 = preset.pfs6 if args.pfs6 is None and args.orr is None else args.pfs6
+        targets = C.Targets(
+            orr, pfs6, source=preset.source if args.orr is None and args.pfs6 is None else "user"
+        )
+        days = args.days
+    C.check_feasible(args.patients, args.pool)
+    C.check_arm(arm, days)
+    check_output_dir(args.out, args.overwrite)
+
+    from vcohort.cohort import make_cohort
+
+    t0 = time.perf_counter()
+    pool = make_cohort(args.pool, seed=args.seed, first_id=args.first_id, precision=args.precision)
+    t_pool = time.perf_counter() - t0
+    if args.rule is not None:
+        cohort, obs, report = C.apply_rule(rule, pool, args.patients, seed=args.seed)
+    else:
+        rule, cohort, obs, report = C.calibrate(
+            pool,
+            targets,
+            args.patients,
+            arm=arm,
+            days=days,
+            seed=args.seed,
+            precision=args.precision,
+        )
+    report |= {"cohort_s": t_pool, "total_s": time.perf_counter() - t0}
+    print(json.dumps(report, indent=1))
+    obs = obs.assign(selected=obs["patient"].isin(cohort.patient_id))
+    with run_folder(args.out, args.overwrite) as tmp:
+        rule.save(tmp / "rule.json")
+        write_json(tmp / "report.json", report | {"command": " ".join(sys.argv)})
+        write_parquet(tmp / "pool_observables.parquet", obs)
+        write_parquet(tmp / "patients.parquet", cohort.to_frame())
+    print(f"wrote {args.out}")
+    return 0
