@@ -21,6 +21,11 @@ def _common(p: argparse.ArgumentParser, patients: int, days: int) -> None:
     p.add_argument("--patients", type=int, default=patients, help="virtual patients (>= 1)")
     p.add_argument("--days", type=int, default=days, help="horizon in days")
     p.add_argument("--seed", type=int, default=0, help="cohort seed")
+    p.add_argument(
+        "--population",
+        default=None,
+        help="population preset name or TOML file (covariates, correlations; default: 'default')",
+    )
     p.add_argument("--precision", choices=("float64", "float32"), default="float64")
     p.add_argument(
         "--dt",
@@ -92,6 +97,11 @@ def _run(args, arm_specs: list[str]) -> int:
     if args.days < 1:
         raise ValueError(f"--days={args.days} must be >= 1")
     model = get_model(getattr(args, "model", "csc_immune"))
+    population = None
+    if args.population is not None:
+        from vcohort.population import load_population
+
+        population = load_population(args.population)  # validated before any compute
     if args.dt is None:
         args.dt = model.default_dt
     arms = [parse_arm(a, model.drug_catalogue()) for a in arm_specs]
@@ -106,7 +116,12 @@ def _run(args, arm_specs: list[str]) -> int:
 
     t0 = time.perf_counter()
     cohort = make_cohort(
-        args.patients, seed=args.seed, model=model, dt=args.dt, precision=args.precision
+        args.patients,
+        seed=args.seed,
+        model=model,
+        dt=args.dt,
+        precision=args.precision,
+        population=population,
     )
     t_cohort = time.perf_counter() - t0
     trajs, endpoints, summary, schedules = run_arms(
