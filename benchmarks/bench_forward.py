@@ -119,10 +119,14 @@ def chunk_sweep(n: int, days: int, chunks: list[int], repeat: int) -> None:
     best = dict.fromkeys(sizes, float("inf"))
     first = {}
     for c in sizes:  # compile (and warm) each chunk size once
-        _, first[c] = timed(lambda c=c: simulate(CSC_IMMUNE, cohort, s, days, chunk_size=c))
+        _, first[c] = timed(
+            lambda c=c: simulate(CSC_IMMUNE, cohort, s, days, chunk_size=c, progress=False)
+        )
     for _ in range(repeat):
         for c in sizes:
-            tr, t = timed(lambda c=c: simulate(CSC_IMMUNE, cohort, s, days, chunk_size=c))
+            tr, t = timed(
+                lambda c=c: simulate(CSC_IMMUNE, cohort, s, days, chunk_size=c, progress=False)
+            )
             best[c] = min(best[c], t)
     top = min(best.values())
     lines = [
