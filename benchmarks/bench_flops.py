@@ -18,6 +18,10 @@ achieved FLOP/s is divided by three measured peaks in the same precision:
 * ``div``: the same loop with 8 independent chains of 16 ``b / (x + a)`` updates: the
   throughput of the division-bound part of the right-hand side (its hill functions).
 
+The op-mix bound combines the last two: the right-hand side's divisions (counted in its
+jaxpr) at the div loop's rate and its other FLOPs at the fma loop's rate -- what a loop of
+fused elementwise kernels with this mix of operations can reach on this machine.
+
 Prints one Markdown table and writes benchmarks/results/flops.md.
 """
 
@@ -96,6 +100,8 @@ def main() -> None:
         eff = {ch: jnp.zeros(a.patients, dt) for ch in CSC_IMMUNE.effect_channels}
         rhs = jax.jit(jax.vmap(lambda y, q, e: CSC_IMMUNE.rhs(y, q, e, jnp, 1.0)))
         cost = cost_of(rhs.lower(y0, p, eff).compile())
+        jaxpr = jax.make_jaxpr(lambda y, q, e: CSC_IMMUNE.rhs(y, q, e, jnp, 1.0))(y0, p, eff)
+        n_div = sum(q.primitive.name == "div" for q in jaxpr.eqns)  # per patient per RHS
         flops = 4.0 * cost["flops"] * plan.n_steps  # per call: 4 RK4 stages per step
         t = best_time(f, *args)
         rate = flops / t
@@ -105,11 +111,16 @@ def main() -> None:
             peak_elementwise(dt, a.patients, "div"),
         )
         per_step = 4.0 * cost["flops"] / a.patients
+        # op-mix bound: divisions at the div loop's rate (1 add + 1 div per update), the rest
+        # at the fma loop's rate
+        div_s = 4.0 * n_div / (peaks[2] / 2.0)
+        rest_s = (per_step - 4.0 * n_div) / peaks[1]
+        bound = per_step / (div_s + rest_s)
         trans = 4.0 * cost["transcendentals"] / a.patients
         rows.append(
             f"| {name} | {a.patients} | {per_step:,.0f} | {trans:.0f} | {rate / 1e9:.2f} | "
             + " | ".join(f"{pk / 1e9:.1f} ({100 * rate / pk:.1f}%)" for pk in peaks)
-            + " |"
+            + f" | {4 * n_div} | {bound / 1e9:.1f} ({100 * rate / bound:.0f}%) |"
         )
     text = "\n".join(
         [
@@ -118,12 +129,14 @@ def main() -> None:
             f"{time.strftime('%Y-%m-%d')}.  FLOPs from XLA's cost analysis of the compiled "
             "right-hand side x 4 stages (a lower bound); peaks: 2048x2048 matrix product, and "
             "loops of fused elementwise kernels (8x16 multiply-adds, or 8x16 divisions) over a "
-            "vector of the cohort's size; best of 3 calls each.",
+            "vector of the cohort's size; best of 3 calls each.  Op-mix bound: the right-hand "
+            "side's divisions at the div loop's rate plus its other FLOPs at the fma loop's rate.",
             "",
             "| precision | patients | RHS FLOPs per patient-step (x4 stages) | transcendentals "
             "per patient-step | achieved GFLOP/s | peak GFLOP/s matmul (fraction) | "
-            "peak fma loop (fraction) | peak div loop (fraction) |",
-            "|---|---|---|---|---|---|---|---|",
+            "peak fma loop (fraction) | peak div loop (fraction) | divisions per "
+            "patient-step | op-mix bound GFLOP/s (fraction) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
             *rows,
         ]
     )
