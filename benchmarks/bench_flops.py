@@ -1,14 +1,28 @@
-"""Achieved FLOP/s of the forward simulation against a measured machine peak.
+"""Achieved FLOP/s of the forward simulation against measured machine peaks.
 
     python benchmarks/bench_flops.py [--patients 4096] [--days 60]
 
 FLOPs: XLA's cost analysis counts a loop body once, not per trip, so the count is taken from
 one right-hand-side evaluation of the model for the whole cohort (vmapped, compiled, no loop)
 times 4 RK4 stages per step; the exact PK propagation and the Gauss-node drug effects are left
-out, so the achieved figure is a lower bound.  It is divided by the measured run time of the
-real simulation.  The machine peak is measured with a large
-matrix product (2 n^3 FLOPs) in the same precision, which is close to the best this CPU
-(or GPU) reaches.  Prints one Markdown table and writes benchmarks/results/flops.md.
+out, so the achieved figure is a lower bound.  XLA counts a division as one FLOP and a
+log/exp/pow as one "transcendental" (not a FLOP); both are reported per patient-step.  The
+achieved FLOP/s is divided by three measured peaks in the same precision:
+
+* ``matmul``: a 2048x2048 matrix product (2 n^3 FLOPs), close to the best this CPU (or GPU)
+  reaches; it needs FMA-only work with data reuse in registers, which an ODE right-hand side
+  does not have.
+* ``fma``: a fair elementwise peak -- a ``lax.fori_loop`` whose body is one fused kernel of 8
+  independent chains of 16 multiply-adds on a vector of the cohort's size, i.e. the same
+  loop-of-fused-elementwise-kernels shape as the simulator, with no division.
+* ``div``: the same loop with 8 independent chains of 16 ``b / (x + a)`` updates: the
+  throughput of the division-bound part of the right-hand side (its hill functions).
+
+The op-mix bound combines the last two: the right-hand side's divisions (counted in its
+jaxpr) at the div loop's rate and its other FLOPs at the fma loop's rate -- what a loop of
+fused elementwise kernels with this mix of operations can reach on this machine.
+
+Prints one Markdown table and writes benchmarks/results/flops.md.
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from _common import best_time, triple_schedule, write_result  # noqa: E402
+from jax import lax  # noqa: E402
 
 from vcohort.cohort import make_cohort  # noqa: E402
 from vcohort.drugs import get_drug  # noqa: E402
@@ -31,17 +46,37 @@ from vcohort.model import CSC_IMMUNE  # noqa: E402
 from vcohort.simulate import Plan, cohort_fn  # noqa: E402
 
 
-def flops_of(compiled) -> float:
+def cost_of(compiled) -> dict:
     ca = compiled.cost_analysis()
     if isinstance(ca, list | tuple):
         ca = ca[0]
-    return float(ca.get("flops", float("nan")))
+    return {k: float(ca.get(k, float("nan"))) for k in ("flops", "transcendentals")}
 
 
-def peak(dtype, n: int = 2048) -> float:
+def peak_matmul(dtype, n: int = 2048) -> float:
     a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
     f = jax.jit(lambda x: x @ x)
     return 2.0 * n**3 / best_time(f, a)
+
+
+def peak_elementwise(dtype, size: int, kind: str, chains: int = 8, depth: int = 16) -> float:
+    """FLOP/s of a loop of one fused elementwise kernel over ``size`` elements per trip:
+    ``chains`` independent chains of ``depth`` updates (``fma``: x*a + b, 2 FLOPs; ``div``:
+    b / (x + a), 2 FLOPs), repeated over 2000 loop trips."""
+    trips = 2000
+    coef = [(1.0 - 1e-3 * (j + 1), 1e-3 * (j + 1)) for j in range(chains)]
+
+    def body(_, xs):
+        out = []
+        for x, (a, b) in zip(xs, coef, strict=True):
+            for _ in range(depth):
+                x = x * a + b if kind == "fma" else b / (x + a)
+            out.append(x)
+        return tuple(out)
+
+    f = jax.jit(lambda xs: lax.fori_loop(0, trips, body, xs))
+    x0 = tuple(jnp.full(size, 0.5 + 0.01 * j, dtype) for j in range(chains))
+    return 2.0 * chains * depth * size * trips / best_time(f, x0)
 
 
 def main() -> None:
@@ -64,25 +99,44 @@ def main() -> None:
         p, _, _, y0 = args[:4]
         eff = {ch: jnp.zeros(a.patients, dt) for ch in CSC_IMMUNE.effect_channels}
         rhs = jax.jit(jax.vmap(lambda y, q, e: CSC_IMMUNE.rhs(y, q, e, jnp, 1.0)))
-        rhs_flops = flops_of(rhs.lower(y0, p, eff).compile())
-        flops = 4.0 * rhs_flops * plan.n_steps  # per call: 4 RK4 stages per step
+        cost = cost_of(rhs.lower(y0, p, eff).compile())
+        jaxpr = jax.make_jaxpr(lambda y, q, e: CSC_IMMUNE.rhs(y, q, e, jnp, 1.0))(y0, p, eff)
+        n_div = sum(q.primitive.name == "div" for q in jaxpr.eqns)  # per patient per RHS
+        flops = 4.0 * cost["flops"] * plan.n_steps  # per call: 4 RK4 stages per step
         t = best_time(f, *args)
-        pk = peak(dt)
-        per_step = flops / (a.patients * plan.n_steps)
+        rate = flops / t
+        peaks = (
+            peak_matmul(dt),
+            peak_elementwise(dt, a.patients, "fma"),
+            peak_elementwise(dt, a.patients, "div"),
+        )
+        per_step = 4.0 * cost["flops"] / a.patients
+        # op-mix bound: divisions at the div loop's rate (1 add + 1 div per update), the rest
+        # at the fma loop's rate
+        div_s = 4.0 * n_div / (peaks[2] / 2.0)
+        rest_s = (per_step - 4.0 * n_div) / peaks[1]
+        bound = per_step / (div_s + rest_s)
+        trans = 4.0 * cost["transcendentals"] / a.patients
         rows.append(
-            f"| {name} | {a.patients} | {per_step:,.0f} | {flops / t / 1e9:.2f} | "
-            f"{pk / 1e9:.1f} | {100 * flops / t / pk:.1f}% |"
+            f"| {name} | {a.patients} | {per_step:,.0f} | {trans:.0f} | {rate / 1e9:.2f} | "
+            + " | ".join(f"{pk / 1e9:.1f} ({100 * rate / pk:.1f}%)" for pk in peaks)
+            + f" | {4 * n_div} | {bound / 1e9:.1f} ({100 * rate / bound:.0f}%) |"
         )
     text = "\n".join(
         [
             f"Forward-pass FLOP/s vs measured peak: triple combination, {a.days} days, RK4 dt 0.1, "
             f"{os.cpu_count()} CPU cores ({jax.devices()[0].platform}), jax {jax.__version__}, "
             f"{time.strftime('%Y-%m-%d')}.  FLOPs from XLA's cost analysis of the compiled "
-            "cohort function; peak from a 2048x2048 matrix product.",
+            "right-hand side x 4 stages (a lower bound); peaks: 2048x2048 matrix product, and "
+            "loops of fused elementwise kernels (8x16 multiply-adds, or 8x16 divisions) over a "
+            "vector of the cohort's size; best of 3 calls each.  Op-mix bound: the right-hand "
+            "side's divisions at the div loop's rate plus its other FLOPs at the fma loop's rate.",
             "",
-            "| precision | patients | RHS FLOPs per patient-step (x4 stages) | achieved GFLOP/s | "
-            "peak GFLOP/s (matmul) | fraction of peak |",
-            "|---|---|---|---|---|---|",
+            "| precision | patients | RHS FLOPs per patient-step (x4 stages) | transcendentals "
+            "per patient-step | achieved GFLOP/s | peak GFLOP/s matmul (fraction) | "
+            "peak fma loop (fraction) | peak div loop (fraction) | divisions per "
+            "patient-step | op-mix bound GFLOP/s (fraction) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
             *rows,
         ]
     )

@@ -2,6 +2,8 @@
 
     python benchmarks/bench_forward.py            # full run (~10 min on a 2-core CPU)
     python benchmarks/bench_forward.py --quick    # smaller cohorts, for a smoke check
+    python benchmarks/bench_forward.py --chunk-sweep [--sweep-patients 100000] [--days 30]
+        # throughput of `simulate` per chunk size -> benchmarks/results/chunks.md
 
 Prints one Markdown table and writes it (plus JSON) to benchmarks/results/.  Peers, measured in
 the same run: scipy ``solve_ivp`` (LSODA) in a per-patient loop and diffrax adaptive Tsit5
@@ -106,11 +108,66 @@ def roadrunner_peer(cohort, s, days, dref, rtol=1e-8, atol=1e-12):
     )
 
 
+def chunk_sweep(n: int, days: int, chunks: list[int], repeat: int) -> None:
+    """Forward throughput of `simulate` (float64, weekly saves, triple combination) for each
+    chunk size on one cohort of ``n`` patients; chunk sizes are interleaved round-robin and the
+    best of ``repeat`` calls is kept (a shared machine is noisy).  The cohort has no run-in:
+    fixed-step RK4 costs the same whatever the state values."""
+    s = triple_schedule(days)
+    cohort = make_cohort(n, seed=1, runin_days=0)
+    sizes = [min(c, n) for c in chunks]
+    best = dict.fromkeys(sizes, float("inf"))
+    first = {}
+    for c in sizes:  # compile (and warm) each chunk size once
+        _, first[c] = timed(
+            lambda c=c: simulate(CSC_IMMUNE, cohort, s, days, chunk_size=c, progress=False)
+        )
+    for _ in range(repeat):
+        for c in sizes:
+            tr, t = timed(
+                lambda c=c: simulate(CSC_IMMUNE, cohort, s, days, chunk_size=c, progress=False)
+            )
+            best[c] = min(best[c], t)
+    top = min(best.values())
+    lines = [
+        f"Chunk-size sweep: {n:,} patients (no run-in), {days} days, triple combination, "
+        f"float64, weekly saves, {os.cpu_count()} CPU cores, jax {jax.__version__}, "
+        f"{time.strftime('%Y-%m-%d')}.  `simulate` wall time including host transfers and status "
+        f"checks; best of {repeat} calls per chunk size, interleaved; the machine is shared, so "
+        "compare rows of this table only.",
+        "",
+        "| chunk | chunks | first call s | best s | patient-days/s | relative to best |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in sizes:
+        lines.append(
+            f"| {c:,} | {-(-n // c)} | {first[c]:.1f} | {best[c]:.2f} | "
+            f"{n * days / best[c]:,.0f} | {top / best[c]:.2f} |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "chunks.md").write_text(text + "\n")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--days", type=int, default=180)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller cohorts, for a smoke check")
+    ap.add_argument("--days", type=int, default=180, help="horizon (default 180; sweep: 30)")
+    ap.add_argument("--chunk-sweep", action="store_true", help="only the chunk-size sweep")
+    ap.add_argument("--sweep-patients", type=int, default=100_000)
+    ap.add_argument(
+        "--chunks",
+        default="1024,2048,4096,8192,16384,100000",
+        help="comma-separated chunk sizes for the sweep",
+    )
+    ap.add_argument("--repeat", type=int, default=2, help="sweep: timed calls per chunk size")
     args = ap.parse_args()
+    if args.chunk_sweep:
+        days = args.days if "--days" in sys.argv else 30
+        chunks = [int(c) for c in args.chunks.split(",")]
+        chunk_sweep(args.sweep_patients, days, chunks, args.repeat)
+        return
     days = args.days
     sizes = [1000] if args.quick else [1000, 10000]
     n_acc = 8 if args.quick else 16

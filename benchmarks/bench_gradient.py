@@ -3,7 +3,10 @@
     python benchmarks/bench_gradient.py [--patients 1000] [--days 180]
 
 Objective: mean log final diameter of the cohort under the triple combination; gradient with
-respect to all dose-slot amounts (reverse mode through the scan, ``jax.checkpoint`` per day).
+respect to all dose-slot amounts (reverse mode through the scan, ``jax.checkpoint`` per day
+and per RK4 stage: the backward pass re-runs each day once and each stage's right-hand side
+once more, so with the primal pass and the vector-Jacobian products of the right-hand side
+(about 2 forward passes) about 5 forward passes is the floor of this memory-bounded scheme).
 Prints one Markdown table and writes benchmarks/results/gradient.md.
 """
 
@@ -55,7 +58,7 @@ def main() -> None:
             "| pass | seconds | ratio to forward |",
             "|---|---|---|",
             f"| forward | {t_fwd:.2f} | 1.0 |",
-            f"| value and gradient (reverse mode, checkpoint per day) | {t_vg:.2f} | "
+            f"| value and gradient (reverse mode, checkpoint per day and RK4 stage) | {t_vg:.2f} | "
             f"{t_vg / t_fwd:.1f} |",
         ]
     )
