@@ -150,6 +150,16 @@ def chunk_sweep(n: int, days: int, chunks: list[int], repeat: int) -> None:
     (RESULTS / "chunks.md").write_text(text + "\n")
 
 
+ACCURACY = 1e-3  # issue 6: ratios are compared at endpoint error <= 1e-3
+
+
+def _ratios(pds: float, sp: float, dxs: float, rr_row) -> str:
+    text = f"/ scipy LSODA loop: **{pds / sp:,.0f}x**; / diffrax Tsit5 vmap: **{pds / dxs:,.1f}x**"
+    if rr_row is not None:
+        text += f"; / libroadrunner loop: **{pds / rr_row['patient_days_per_s']:,.0f}x**"
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller cohorts, for a smoke check")
@@ -288,16 +298,24 @@ def main() -> None:
             f"{r['patient_days_per_s']:,.0f} | {r['compile_s']:.1f} | "
             f"{r['final_diam_rel_err']:.1e} | {r['best_change_abs_err']:.1e} |"
         )
-    lines += [
-        "",
-        f"vcohort float64 (best size) / scipy LSODA loop: **{best64 / sp:,.0f}x**; "
-        f"/ diffrax Tsit5 vmap: **{best64 / dxs:,.1f}x**"
-        + (
-            f"; / libroadrunner loop: **{best64 / rr_row['patient_days_per_s']:,.0f}x**."
-            if rr_row is not None
-            else "."
-        ),
-    ]
+    lines += ["", "vcohort float64 (best size, dt 0.1) " + _ratios(best64, sp, dxs, rr_row) + "."]
+    # the issue's comparison is at endpoint error <= 1e-3: the fastest float64 vcohort row there
+    ok = [
+        r
+        for r in rows
+        if r["method"].startswith("vcohort") and "float64" in r["method"]
+        and r["final_diam_rel_err"] <= ACCURACY
+    ]  # fmt: skip
+    if ok:
+        r = max(ok, key=lambda r: r["patient_days_per_s"])
+        lines.append(
+            f"At final-diameter error <= {ACCURACY:g} ({r['method']}, "
+            f"{r['final_diam_rel_err']:.1e}): "
+            + _ratios(r["patient_days_per_s"], sp, dxs, rr_row)
+            + " (every peer above is within that error too)."
+        )
+    else:
+        lines.append(f"No float64 vcohort row reached final-diameter error <= {ACCURACY:g}.")
     if not args.quick:
         rss, t_mem, nfail = memory_child(100_000, 365)
         lines.append(
