@@ -129,3 +129,11 @@ def test_simulate_draws_from_a_population_file(tmp_path):
     d = pd.read_parquet(out / "patients.parquet")["baseline_diameter_mm"]
     # median of 200 log-normal draws (CV 50%): standard error ~3.5%, so within 15% of 40 mm
     assert abs(d.median() / 40.0 - 1) < 0.15, d.median()
+
+
+def test_version(capsys):
+    from vcohort import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"vcohort {__version__}"

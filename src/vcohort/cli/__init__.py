@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Virtual cohorts of cancer patients: simulate, run trials, calibrate, "
         "optimise schedules, validate.",
     )
+    from vcohort import __version__
+
+    ap.add_argument("--version", action="version", version=f"vcohort {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():
         if add is not None:
