@@ -3,6 +3,7 @@ exit status from the checks, and the Validation section rendered from stored res
 
 import json
 
+import numpy as np
 import pytest
 
 from vcohort.cli import main
@@ -28,9 +29,7 @@ def test_unknown_step_is_refused_before_compute(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_results_merge_step_by_step_and_failures_set_the_exit_status(
-    tmp_path, monkeypatch, capsys
-):
+def test_results_merge_step_by_step_and_failures_set_the_exit_status(tmp_path, monkeypatch, capsys):
     out = tmp_path / "v.json"
     monkeypatch.setitem(vrun.STEPS, "sobol", ("Sobol", _fake(True, "sobol.fake")))
     monkeypatch.setitem(vrun.STEPS, "engine", ("Engine", _fake(False, "engine.fake")))
@@ -66,3 +65,13 @@ def test_check_needs_a_criterion_to_pass():
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_measurements_are_stored_as_text(value):
     assert Check("a.b", "t", "s", {"v": value}).to_dict()["values"]["v"] == str(value)
+
+
+def test_a_nan_error_is_not_hidden():
+    from vcohort.validation.check import worst
+
+    assert worst(1e-9, 2e-9) == 2e-9
+    assert np.isnan(worst(1e-9, float("nan"))) and np.isnan(worst(float("nan"), 1e-9))
+    c = Check("a.b", "t", "s")
+    c.require("error within 1e-6", worst(0.0, float("nan")) <= 1e-6)
+    assert not c.passed

@@ -12,6 +12,8 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
+
 
 @dataclasses.dataclass
 class Check:
@@ -63,6 +65,12 @@ class Check:
             criteria=[(c, bool(ok)) for c, ok in d["criteria"]],
             note=d.get("note", ""),
         )
+
+
+def worst(a, b) -> float:
+    """The larger of two errors, NaN if either is NaN (Python's ``max`` would drop a NaN second
+    argument and let a failed comparison pass)."""
+    return float(np.maximum(a, b))
 
 
 def _plain(v):

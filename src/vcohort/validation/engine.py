@@ -14,7 +14,7 @@ from vcohort.dosing import compile_schedule, parse_regimen
 from vcohort.model import CSC_IMMUNE
 from vcohort.reference import simulate_reference, solve_patient_scipy
 from vcohort.simulate import simulate
-from vcohort.validation.check import Check
+from vcohort.validation.check import Check, worst
 
 TRIPLE = (
     "wnt974 10 mg every 24 h",
@@ -42,9 +42,9 @@ def scipy_agreement(cohort: Cohort, regimens, days: int, tol: float) -> Check:
     err_d, err_y = 0.0, 0.0
     for i in range(len(cohort)):
         ref_d, ref_y = solve_patient_scipy(cohort, i, s, days, dt=0.1)
-        err_d = max(err_d, _max_rel(tr.daily["diameter_mm"][i], ref_d))
+        err_d = worst(err_d, _max_rel(tr.daily["diameter_mm"][i], ref_d))
         for k in ("S", "N", "T8", "TGFb", "Met"):
-            err_y = max(err_y, _max_rel(tr.states[k][i, -1], ref_y[k]))
+            err_y = worst(err_y, _max_rel(tr.states[k][i, -1], ref_y[k]))
     label = "treated" if regimens else "untreated"
     chk = Check(
         f"engine.scipy_{label}",

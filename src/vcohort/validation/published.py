@@ -15,7 +15,7 @@ from vcohort.dosing import compile_schedule, parse_regimen
 from vcohort.model import get_model
 from vcohort.reference import simulate_reference
 from vcohort.simulate import simulate
-from vcohort.validation.check import Check
+from vcohort.validation.check import Check, worst
 
 
 def _max_rel(a, b) -> float:
@@ -59,8 +59,8 @@ def kuznetsov_agreement(days: int = 120) -> Check:
     err_T, err_E = 0.0, 0.0
     for i, T0 in enumerate(sizes):
         E, T = kuznetsov_scipy(3.2e5, T0, days)
-        err_T = max(err_T, _max_rel(tr.daily["tumour_cells"][i], T))
-        err_E = max(err_E, _max_rel(tr.daily["effector_cells"][i], E))
+        err_T = worst(err_T, _max_rel(tr.daily["tumour_cells"][i], T))
+        err_E = worst(err_E, _max_rel(tr.daily["effector_cells"][i], E))
     chk = Check(
         "published.kuznetsov_scipy",
         "Kuznetsov 1994 through the engine agrees with an independent scipy solve",
@@ -194,9 +194,9 @@ def depillis_agreement(days: int = 10) -> Check:
         for i in range(len(T0)):
             ref = refs[(i, name != "untreated_rk4")]
             for k in "TNLCI":
-                err = max(err, _max_rel(tr.states[k][i], ref[k]))
+                err = worst(err, _max_rel(tr.states[k][i], ref[k]))
             dm = np.abs(tr.states["M"][i] - ref["M"]) - 1e-12
-            err = max(err, float(np.max(dm / np.maximum(np.abs(ref["M"]), 1e-300))))
+            err = worst(err, float(np.max(dm / np.maximum(np.abs(ref["M"]), 1e-300))))
         chk.values[f"max_rel_error_{name}"] = err
         chk.require(f"{name}: finished", np.all(tr.status == 0))
         chk.require(f"{name}: within 1e-6 relative", err <= 1e-6)
