@@ -50,3 +50,19 @@ def test_pembrolizumab_responses_fall_with_baseline_tumour_size():
     chk = orr_by_baseline_size()
     assert chk.passed, chk.failures()
     assert_matches_stored(chk)
+
+
+def test_uncalibrated_model_is_set_next_to_the_keynote_targets():
+    """A comparison, not a pass/fail check: every trial figure gets a finite model value (or a
+    median 'not reached'), and the stored document shows the current numbers."""
+    from vcohort.validation.clinical import KEYNOTE, keynote_comparison
+
+    chk = keynote_comparison()
+    assert chk.kind == "comparison" and chk.passed is None and not chk.criteria
+    assert len(chk.values) == sum(x is not None for _, *t, _ in KEYNOTE.values() for x in t)
+    for k, v in chk.values.items():
+        if isinstance(v, str):
+            assert k.endswith("median_pfs_months_model_vs_trial") and "not reached" in v
+        else:
+            assert np.all(np.isfinite(v)) and 0 <= v[0], (k, v)
+    assert_matches_stored(chk)

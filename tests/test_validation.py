@@ -75,3 +75,16 @@ def test_a_nan_error_is_not_hidden():
     c = Check("a.b", "t", "s")
     c.require("error within 1e-6", worst(0.0, float("nan")) <= 1e-6)
     assert not c.passed
+
+
+def test_comparisons_are_rendered_and_never_fail_the_run(tmp_path, monkeypatch, capsys):
+    def step():
+        return [Check("c.cmp", "side by side", "a trial", {"orr": [0.3, 0.33]}, kind="comparison")]
+
+    monkeypatch.setitem(vrun.STEPS, "sobol", ("Sobol", step))
+    out = tmp_path / "v.json"
+    assert main(["validate", "--only", "sobol", "--out", str(out)]) == 0
+    assert "0/0 checks passed" in capsys.readouterr().out
+    c = vrun.stored_checks(out)["c.cmp"]
+    assert c.kind == "comparison" and c.passed is None
+    assert "(comparison, no pass/fail criterion)" in vrun.render(vrun.load(out))

@@ -96,8 +96,9 @@ def run_validate(args) -> int:
     steps = check_steps(only)  # before any compute
     results = run_steps(steps)
     update(Path(args.out), results)
-    failed = [c["id"] for r in results.values() for c in r["checks"] if not c["passed"]]
-    n = sum(len(r["checks"]) for r in results.values())
+    judged = [c for r in results.values() for c in r["checks"] if c["passed"] is not None]
+    failed = [c["id"] for c in judged if not c["passed"]]
+    n = len(judged)
     print(f"{n - len(failed)}/{n} checks passed; wrote {args.out}")
     for f in failed:
         print(f"FAILED {f}", file=sys.stderr)

@@ -21,7 +21,9 @@ class Check:
 
     id: stable key (``group.name``); title: the claim in words; source: the paper or review
     section it encodes; values: measured quantities (floats, or lists of floats); criteria:
-    ``(criterion in words, met?)`` pairs; note: how to read it (tolerance reasons, caveats)."""
+    ``(criterion in words, met?)`` pairs; note: how to read it (tolerance reasons, caveats);
+    kind: ``"check"`` (pass/fail by its criteria) or ``"comparison"`` (measured values set next to
+    published ones with no pass/fail criterion: `passed` is None)."""
 
     id: str
     title: str
@@ -29,6 +31,7 @@ class Check:
     values: dict[str, Any] = dataclasses.field(default_factory=dict)
     criteria: list[tuple[str, bool]] = dataclasses.field(default_factory=list)
     note: str = ""
+    kind: str = "check"
 
     def require(self, criterion: str, ok) -> bool:
         """Record a criterion and whether it holds; returns it."""
@@ -37,7 +40,9 @@ class Check:
         return ok
 
     @property
-    def passed(self) -> bool:
+    def passed(self) -> bool | None:
+        if self.kind == "comparison":
+            return None
         return bool(self.criteria) and all(ok for _, ok in self.criteria)
 
     def failures(self) -> str:
@@ -53,6 +58,7 @@ class Check:
             "criteria": [[c, ok] for c, ok in self.criteria],
             "passed": self.passed,
             "note": self.note,
+            "kind": self.kind,
         }
 
     @classmethod
@@ -64,6 +70,7 @@ class Check:
             values=dict(d["values"]),
             criteria=[(c, bool(ok)) for c, ok in d["criteria"]],
             note=d.get("note", ""),
+            kind=d.get("kind", "check"),
         )
 
 

@@ -67,3 +67,66 @@ def orr_by_baseline_size(n: int = 400, seed: int = 0, days: int = 182) -> Check:
         small0 - large0 < 0.05,
     )
     return chk
+
+
+KEYNOTE = {
+    # arm: (regimen, ORR, 6-month PFS, median PFS in months, source)  — MODEL.md targets
+    "pembro_10mgkg": (
+        "pembrolizumab 10 mg/kg every 21 d over 30 min",
+        0.329,
+        0.464,
+        None,
+        "KEYNOTE-006, Robert et al. 2015 NEJM 372:2521",
+    ),
+    "pembro_2mgkg": (
+        "pembrolizumab 2 mg/kg every 21 d over 30 min",
+        0.21,
+        0.34,
+        2.9,
+        "KEYNOTE-002, Ribas et al. 2015 Lancet Oncol 16:908",
+    ),
+    "chemo": (
+        "doxorubicin 75 mg/m2 every 21 d x 6 over 30 min",
+        0.04,
+        None,
+        2.7,
+        "KEYNOTE-002 investigator-choice chemotherapy (doxorubicin stands in)",
+    ),
+}
+
+
+def keynote_comparison(n: int = 500, seed: int = 0, days: int = 210) -> Check:
+    """The *uncalibrated* default population next to the MODEL.md trial figures: ORR, 6-month
+    PFS (Kaplan–Meier) and median PFS per arm.  A comparison, not a pass/fail check: the default
+    parameters are not fitted to these trials (`vcohort calibrate` selects patients that are),
+    and one population cannot match both KEYNOTE-006 (first line) and KEYNOTE-002
+    (ipilimumab-refractory)."""
+    from vcohort.endpoints import kaplan_meier
+
+    cohort = make_cohort(n, seed=seed)
+    arms = [parse_arm(f"{a}={reg}") for a, (reg, *_) in KEYNOTE.items()]
+    _, ep, _, _ = run_arms(CSC_IMMUNE, cohort, arms, days, progress=False)
+    km = kaplan_meier(ep).set_index("arm")
+    values = {}
+    for a, (_, orr, pfs6, med, _) in KEYNOTE.items():
+        e = ep[ep["arm"] == a]
+        values[f"{a}_orr_model_vs_trial"] = [float(e["bor"].isin(["CR", "PR"]).mean()), orr]
+        if pfs6 is not None:
+            values[f"{a}_pfs6_model_vs_trial"] = [float(km.loc[a, "pfs_landmark"]), pfs6]
+        if med is not None:
+            model_med = float(km.loc[a, "median_pfs_days"]) / 30.4375
+            key = f"{a}_median_pfs_months_model_vs_trial"
+            values[key] = (
+                [model_med, med] if np.isfinite(model_med) else f"not reached by day {days}, {med}"
+            )
+    return Check(
+        "clinical.keynote_comparison",
+        "The uncalibrated model next to the KEYNOTE-006/-002 calibration targets",
+        "; ".join(dict.fromkeys(src for *_, src in KEYNOTE.values())),
+        values,
+        note=f"{n} unselected virtual patients of the default population (seed {seed}), "
+        f"{days} days, RECIST every 42 d; each value is [model, trial].  Doxorubicin is not a "
+        "melanoma drug: the chemotherapy row shows how far the stand-in is from the trial's "
+        "investigator-choice chemotherapy (dacarbazine, temozolomide, paclitaxel, carboplatin).",
+        kind="comparison",
+    )
