@@ -381,3 +381,24 @@ def test_calibrated_experiment_runs_in_resumable_steps_and_matches_trial(tmp_pat
     assert ("chunk_computed", 1) in events
     assert all(ev != "pool_computed" for ev, _ in events)
     assert not (out / ".chunks").exists()  # removed once the run is written
+
+    # a selection made from another pool, or a model that changed, is refused on --resume
+    B.run_batch(runs, out2 := tmp_path / "out2", progress=False, keep_chunks=True)
+    sel = out2 / ".chunks" / "cal" / "selection.json"
+    data = json.loads(sel.read_text())
+    sel.write_text(json.dumps(data | {"pool_ids": "0" * 16}))
+    shutil.rmtree(out2 / "cal")
+    with pytest.raises(ValueError, match="selection.json: made from another pool"):
+        B.run_batch(runs, out2, progress=False, resume=True)
+
+
+def test_resume_refuses_chunks_of_another_model(tmp_path, monkeypatch):
+    """The fingerprint covers the model (parameter table and code), not only the config."""
+    import vcohort.batch as B
+
+    runs = load_runs([_write(tmp_path, "base.toml", BASE.format(days=42))])
+    out = tmp_path / "out"
+    B.prepare_output(runs, out, chunk_patients=None, resume=False, overwrite=False)
+    monkeypatch.setattr(B, "model_identity", lambda: "another model")
+    with pytest.raises(ValueError, match="changed since the batch"):
+        B.prepare_output(runs, out, chunk_patients=None, resume=True, overwrite=False)

@@ -49,7 +49,7 @@ def test_pembrolizumab_responses_fall_with_baseline_tumour_size():
 
     chk = orr_by_baseline_size()
     assert chk.passed, chk.failures()
-    assert_matches_stored(chk)
+    assert_matches_stored(chk, atol=0.011)  # 400 patients: two per half-cohort of 200
 
 
 def test_uncalibrated_model_is_set_next_to_the_keynote_targets():
@@ -65,4 +65,4 @@ def test_uncalibrated_model_is_set_next_to_the_keynote_targets():
             assert k.endswith("median_pfs_months_model_vs_trial") and "not reached" in v
         else:
             assert np.all(np.isfinite(v)) and 0 <= v[0], (k, v)
-    assert_matches_stored(chk)
+    assert_matches_stored(chk, atol=0.02)  # ORR of 500: ~a few patients; KM PFS and medians

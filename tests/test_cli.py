@@ -107,9 +107,13 @@ def test_demo_prints_every_arm(capsys):
         assert arm in out
 
 
-def test_model_doc_command(tmp_path):
+def test_model_doc_command(tmp_path, capsys):
     assert main(["model-doc", "--out", str(tmp_path / "m.md")]) == 0
     assert "## Model parameters" in (tmp_path / "m.md").read_text()
+    missing = ["model-doc", "--out", str(tmp_path / "n.md"), "--validation", "typo.json"]
+    assert main(missing) == 2
+    assert "--validation='typo.json': no such file" in capsys.readouterr().err
+    assert not (tmp_path / "n.md").exists()
 
 
 def test_simulate_draws_from_a_population_file(tmp_path):

@@ -11,7 +11,9 @@ on its own draws (`vcohort.plausibility`), so the run's cohort is — as in
 until it is complete.  With the default ``c`` (the run's ``simulation.chunk_size``) every
 compiled shape is ``vcohort trial``'s, and in the tests the tables equal its tables bit for bit;
 with another ``c`` they agree up to floating-point rounding (XLA may vectorise another batch
-shape differently).  For a fixed ``c`` they are reproducible bit for bit, however often the batch
+shape differently; a calibrated pool with ``simulation.chunk_size`` above the run's size is drawn
+by `vcohort trial` in larger batches than the batch's chunks, so there too only rounding
+agreement holds).  For a fixed ``c`` they are reproducible bit for bit, however often the batch
 is interrupted and resumed.
 
 Each finished chunk is written to ``DIR/.chunks/RUN/chunk-KKKKK.npz`` (`vcohort.chunkfile`)
@@ -68,12 +70,37 @@ SUMMARY_COLUMNS = (
 
 
 def fingerprint(run: BatchRun) -> str:
-    """Hash of everything that determines a run's results (validated config + population)."""
+    """Hash of everything that determines a run's results: the validated config, the population,
+    a calibration rule file's bytes, and the model (`model_identity`), so that ``--resume``
+    never mixes chunks of two model versions."""
     e = run.experiment
+    rule = (getattr(e, "calibration", None) or {}).get("rule")
     blob = json.dumps(
-        {"config": e.config, "population": e.population.to_dict()}, sort_keys=True, default=str
+        {
+            "config": e.config,
+            "population": e.population.to_dict(),
+            "rule": hashlib.sha256(Path(rule).read_bytes()).hexdigest() if rule else None,
+            "model": model_identity(),
+        },
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def model_identity() -> str:
+    """Hash of what defines the simulated biology and PK: vcohort's version, the parameter
+    table, and the source of the model, drug and simulator modules."""
+    import inspect
+
+    import vcohort
+    from vcohort import drug, drugs, drugs_table1, simulate
+    from vcohort.model import CSC_IMMUNE, csc_immune, csc_immune_params
+
+    modules = (csc_immune, csc_immune_params, drug, drugs, drugs_table1, simulate)
+    parts = [vcohort.__version__, CSC_IMMUNE.params.to_markdown()]
+    parts += [inspect.getsource(m) for m in modules]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def chunk_size_for(run: BatchRun, chunk_patients: int | None) -> int:
@@ -286,8 +313,17 @@ def _chunk(run: BatchRun, path: Path, k: int, c: int, log, progress: bool, compu
     path.parent.mkdir(parents=True, exist_ok=True)
     what = path.stem.rsplit("-", 1)[0]
     if path.is_file():
+        ch = read_chunk(path)
+        m = ch["meta"]
+        found = (m.get("run"), m.get("chunk"), m.get("first_id"), m.get("size"))
+        if found != (run.name, k, k * c, c):
+            raise ValueError(
+                f"{path}: holds chunk {found[1]} of run {found[0]!r} (ids from {found[2]}, "
+                f"size {found[3]}), not chunk {k} of {run.name!r} (ids from {k * c}, size "
+                f"{c}); resume with the same inputs or use --overwrite"
+            )
         log(f"{what}_reused", run=run.name, chunk=k)
-        return read_chunk(path)
+        return ch
     ch = compute()
     atomic_write_bytes(path, chunk_bytes(ch))
     m = ch["meta"]
@@ -313,19 +349,32 @@ def run_calibrated(run: BatchRun, c: int, folder: Path, *, log, progress: bool =
     pool_chunks = run_chunks(
         run, c, folder, log=log, progress=progress, size=pool_size, arms=False, prefix="pool"
     )
-    pool = Cohort.concat([ch["cohort"] for ch in pool_chunks if len(ch["cohort"])])
+    with_pts = [ch["cohort"] for ch in pool_chunks if len(ch["cohort"])]
+    if not with_pts:
+        raise ValueError(f"run {run.name!r}: no plausible patient in the calibration pool")
+    pool = Cohort.concat(with_pts)
     pool = pool.subset(np.arange(min(len(pool), pool_size)))
     screening = _screening(pool_chunks, pool, e.replace_rejected)
+    pool_ids = hashlib.sha256(np.asarray(pool.patient_id, np.int64).tobytes()).hexdigest()[:16]
     sel_path = folder / "selection.json"
     if sel_path.is_file():
         sel = json.loads(sel_path.read_text())
+        if sel.get("pool_ids") != pool_ids:
+            raise ValueError(
+                f"{sel_path}: made from another pool than this run's; resume with the same "
+                f"inputs or use --overwrite"
+            )
         log("selection_reused", run=run.name)
     else:
         from vcohort.trial import _calibrate
 
         t0 = time.perf_counter()
         chosen, report = _calibrate(e, pool)
-        sel = {"patient": [int(i) for i in chosen.patient_id], "calibration": report}
+        sel = {
+            "pool_ids": pool_ids,
+            "patient": [int(i) for i in chosen.patient_id],
+            "calibration": report,
+        }
         write_json(sel_path, sel)
         log("selection_computed", run=run.name, seconds=round(time.perf_counter() - t0, 3))
     position = {int(p): i for i, p in enumerate(pool.patient_id)}
@@ -342,6 +391,12 @@ def run_calibrated(run: BatchRun, c: int, folder: Path, *, log, progress: bool =
         )  # fmt: skip
         for k in range(-(-len(cohort) // c))
     ]
+    got = np.concatenate([ch["cohort"].patient_id for ch in chunks])
+    if not np.array_equal(got, cohort.patient_id):
+        raise ValueError(
+            f"run {run.name!r}: the arm chunks in {folder} hold other patients than the "
+            f"selection; resume with the same inputs or use --overwrite"
+        )
     return chunks, screening, sel["calibration"]
 
 

@@ -101,6 +101,11 @@ def _run(args, arm_specs: list[str]) -> int:
     if args.population is not None:
         from vcohort.population import load_population
 
+        if model.name != "csc_immune":
+            raise ValueError(
+                f"--population applies to the csc_immune model; {model.name} keeps the "
+                f"default covariates"
+            )
         population = load_population(args.population)  # validated before any compute
     if args.dt is None:
         args.dt = model.default_dt

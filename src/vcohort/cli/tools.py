@@ -94,8 +94,10 @@ def run_validate(args) -> int:
 
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else []
     steps = check_steps(only)  # before any compute
-    results = run_steps(steps)
-    update(Path(args.out), results)
+    results = {}
+    for step in steps:  # stored step by step: a later failure keeps the earlier results
+        results |= run_steps([step])
+        update(Path(args.out), {step: results[step]})
     judged = [c for r in results.values() for c in r["checks"] if c["passed"] is not None]
     failed = [c["id"] for c in judged if not c["passed"]]
     n = len(judged)
@@ -110,14 +112,21 @@ def add_model_doc(sub) -> None:
     m.add_argument("--out", default="docs/model.md")
     m.add_argument(
         "--validation",
-        default="docs/validation.json",
-        help="stored `vcohort validate` results rendered as the Validation section",
+        default=None,
+        help="stored `vcohort validate` results rendered as the Validation section "
+        "(default: docs/validation.json when it exists)",
     )
 
 
 def run_model_doc(args) -> int:
     from vcohort.docs import write_model_doc
 
-    write_model_doc(Path(args.out), Path(args.validation))
+    if args.validation is None:
+        validation = Path("docs/validation.json")
+    else:
+        validation = Path(args.validation)
+        if not validation.is_file():
+            raise ValueError(f"--validation={args.validation!r}: no such file")
+    write_model_doc(Path(args.out), validation)
     print(f"wrote {args.out}")
     return 0

@@ -240,7 +240,9 @@ _ROWS = [
         0.6,
         _a(
             "sets CD8 density ~5e6/mL (~1:30 of tumour cells) at the median baseline volume, "
-            "where the supply factor 1/(1+V/V_T8) is 1/2; large CV spans cold to hot tumours"
+            "where the supply factor 1/(1+V/V_T8) is 1/2 (so a median-volume patient's "
+            "pre-treatment state is as without V_T8; during treatment recruitment per volume "
+            "rises as the tumour shrinks); large CV spans cold to hot tumours"
         ),
         "CD8 recruitment per tumour volume (small-tumour limit)",
     ),
@@ -253,7 +255,8 @@ _ROWS = [
             "the systemic supply of tumour-specific CD8 cells is finite, so recruitment per "
             "volume falls as 1/(1+V/V_T8) in large tumours (response tracks the ratio of T-cell "
             "reinvigoration to tumour burden: Huang et al. 2017, Nature 545:60); half-saturation "
-            "set at the median baseline volume (86 mm sphere, 333 mL), not fitted.  Checked "
+            "set at the default population's median baseline volume (86 mm sphere, 333 mL; a "
+            "population with another median keeps this value), not fitted.  Checked "
             "against Joseph et al. 2018 (Clin Cancer Res 24:4960): ORR 44% below vs 23% above "
             "the median baseline tumour size on pembrolizumab"
         ),

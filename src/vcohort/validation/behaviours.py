@@ -62,7 +62,11 @@ class Runs:
         self.cache = {}
 
     def variant(self, name, **values):
-        """Register a cohort with parameters set (scalar) or scaled (``("x", factor)``)."""
+        """Register a cohort with parameters set (scalar) or scaled (``("x", factor)``).
+
+        The change acts from day 0 on the default patients' pre-treatment state (the immune
+        run-in is not redone): each behaviour is a perturbation of the same starting patients,
+        and its effect is measured against the same variant untreated (paired)."""
         p = self.cohort.params
         vals = {k: (p[k] * v[1] if isinstance(v, tuple) else v) for k, v in values.items()}
         self.variants[name] = self.cohort.with_params(**vals)

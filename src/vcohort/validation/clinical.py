@@ -14,14 +14,16 @@ PEMBRO = "pembro=pembrolizumab 200 mg every 21 d"
 
 
 def _orr_by_half(cohort, days: int):
-    """ORR below and at/above the median baseline diameter, and by quartile."""
+    """ORR below and at/above the median baseline diameter, by quartile, and whether every
+    patient finished."""
     _, ep, _, _ = run_arms(CSC_IMMUNE, cohort, [parse_arm(PEMBRO)], days, progress=False)
+    finished = bool(np.all(ep["status"] == 0))
     resp = ep["bor"].isin(["CR", "PR"]).to_numpy()
     d0 = cohort.covariates["baseline_diameter_mm"]
     small = d0 < np.median(d0)
     quart = np.searchsorted(np.quantile(d0, [0.25, 0.5, 0.75]), d0, side="right")
     by_q = [float(resp[quart == k].mean()) for k in range(4)]
-    return float(resp[small].mean()), float(resp[~small].mean()), float(resp.mean()), by_q
+    return float(resp[small].mean()), float(resp[~small].mean()), float(resp.mean()), by_q, finished
 
 
 def without_finite_supply(cohort):
@@ -38,8 +40,8 @@ def orr_by_baseline_size(n: int = 400, seed: int = 0, days: int = 182) -> Check:
     the median baseline sum of diameters).  Mechanism: the finite systemic supply of
     tumour-specific CD8 cells (``V_T8`` in ``t8_recruitment``)."""
     cohort = make_cohort(n, seed=seed)
-    small, large, orr, by_q = _orr_by_half(cohort, days)
-    small0, large0, _, by_q0 = _orr_by_half(without_finite_supply(cohort), days)
+    small, large, orr, by_q, ok = _orr_by_half(cohort, days)
+    small0, large0, _, by_q0, ok0 = _orr_by_half(without_finite_supply(cohort), days)
     chk = Check(
         "clinical.orr_by_baseline_size",
         "Pembrolizumab responses are rarer in tumours above the median baseline size",
@@ -60,6 +62,7 @@ def orr_by_baseline_size(n: int = 400, seed: int = 0, days: int = 182) -> Check:
         "before) Gompertz growth slows in large tumours while killing per cell does not, and "
         "large tumours responded *more* often.",
     )
+    chk.require("every patient finished (both model variants)", ok and ok0)
     chk.require("ORR below the median exceeds ORR above it by > 0.10", small - large > 0.10)
     chk.require("ORR falls across quartiles (first > last)", by_q[0] > by_q[-1])
     chk.require(

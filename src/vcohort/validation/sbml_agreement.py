@@ -56,7 +56,7 @@ def roadrunner_agreement(days: int = 42) -> Check:
         d_vc, fin_vc = solve_patient_scipy(c, i, s, days, dt=0.1)
         err_d = worst(err_d, float(np.max(np.abs(d_rr - d_vc) / np.abs(d_vc))))
         for k in states:
-            err_y = worst(err_y, abs(fin_rr[k] - fin_vc[k]) / max(abs(fin_vc[k]), 1e-300))
+            err_y = worst(err_y, abs(fin_rr[k] - fin_vc[k]) / np.maximum(abs(fin_vc[k]), 1e-300))
         if s.drugs:  # pembrolizumab 2 infusions (start + stop), wnt974 42, dox 2
             chk.require(f"patient {i}: 48 dose events", sbml.count("<event ") == 48)
     chk.values |= {"max_rel_error_diameter": err_d, "max_rel_error_states": float(err_y)}
