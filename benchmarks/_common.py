@@ -43,3 +43,25 @@ def write_result(name: str, text: str) -> Path:
     path = out / name
     path.write_text(text + "\n")
     return path
+
+
+def dose_objective(schedule: Schedule, days: int, dtype):
+    """(objective(amount, *cohort_args), plan): the cohort mean of log final diameter under
+    ``schedule`` with its dose-slot amounts as the argument (what schedule optimisation
+    differentiates); cohort arguments from ``cohort.arrays(idx, plan.drugs, dtype)``."""
+    import jax.numpy as jnp
+
+    from vcohort.drugs import get_drug
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.simulate import Plan, cohort_fn
+
+    drugs = tuple(get_drug(d) for d in schedule.drugs)
+    plan = Plan(CSC_IMMUNE, drugs, days, 0.1, days, dtype)
+    grid = schedule.step_grid(plan.dt, plan.n_steps)
+    f = cohort_fn(plan)
+
+    def objective(amount, *args):
+        bolus, rate = grid.scatter(amount, jnp)
+        return jnp.mean(jnp.log(f(*args, bolus, rate)["daily"]["diameter_mm"][:, -1]))
+
+    return objective, plan

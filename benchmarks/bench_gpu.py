@@ -1,4 +1,5 @@
-"""GPU forward benchmark (float32): the triple combination for 10^4 - 10^6 patients, one year.
+"""GPU benchmark (float32): the triple combination for 10^4 - 10^6 patients, one year forward,
+and value-and-gradient w.r.t. every dose amount over 24 weeks (``GRAD_DAYS``).
 
     bash benchmarks/gpu.sh            # on a machine with an NVIDIA GPU and jax[cuda]
 
@@ -19,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
 
-from _common import triple_schedule, write_result  # noqa: E402
+from _common import dose_objective, triple_schedule, write_result  # noqa: E402
 
 from vcohort.cohort import make_cohort  # noqa: E402
 from vcohort.model import CSC_IMMUNE  # noqa: E402
@@ -63,9 +64,71 @@ def main() -> None:
         )
         lines.append(row)
         print(row, flush=True)
+    lines += gradient_rows(cohort, sizes)
     text = "\n".join(lines)
     print(text)
     write_result("gpu.md", text)
+
+
+def _divisor_chunk(n: int, most: int) -> int:
+    """The largest chunk <= ``most`` that splits ``n`` patients into equal chunks (one shape)."""
+    k = -(-n // most)
+    while n % k:
+        k += 1
+    return n // k
+
+
+def gradient_rows(cohort, sizes) -> list[str]:
+    """Value-and-gradient of the cohort mean log final diameter w.r.t. every dose amount
+    (reverse mode, what schedule optimisation uses), in equal patient chunks whose gradients
+    are averaged, next to the forward pass of the same function; float32."""
+    import jax.numpy as jnp
+
+    days = int(os.environ.get("GRAD_DAYS", "168"))
+    most = int(os.environ.get("GRAD_CHUNK", "262144"))
+    default = ",".join(map(str, sizes))
+    grad_sizes = [int(x) for x in os.environ.get("GRAD_SIZES", default).split(",")]
+    s = triple_schedule(days)
+    f, plan = dose_objective(s, days, jnp.float32)
+    fwd = jax.jit(f)
+    vg = jax.jit(jax.value_and_grad(f))
+    amount = jnp.asarray(s.amount, jnp.float32)
+    lines = [
+        "",
+        f"Value-and-gradient w.r.t. {int(s.valid.sum())} dose amounts, {days} days, float32, "
+        "reverse mode (checkpoint per day and RK4 stage), chunks averaged:",
+        "",
+        "| patients | chunk | first call s | second call s | forward s | ratio | patient-days/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n in grad_sizes:
+        chunk = _divisor_chunk(n, most)
+        parts = [
+            cohort.arrays(np.arange(i, i + chunk), plan.drugs, np.float32)
+            for i in range(0, n, chunk)
+        ]
+
+        def run(fn, parts=parts):
+            out = [fn(amount, *a) for a in parts]
+            jax.block_until_ready(out)
+            return out
+
+        t0 = time.perf_counter()
+        run(vg)
+        t1 = time.perf_counter()
+        run(vg)
+        t2 = time.perf_counter()
+        run(fwd)
+        t3 = time.perf_counter()
+        run(fwd)
+        t4 = time.perf_counter()
+        row = (
+            f"| {n:,} | {chunk:,} | {t1 - t0:.1f} | {t2 - t1:.2f} | {t4 - t3:.2f} | "
+            f"{(t2 - t1) / (t4 - t3):.1f} | {n * days / (t2 - t1):,.0f} |"
+        )
+        lines.append(row)
+        print(row, flush=True)
+    return lines
 
 
 if __name__ == "__main__":

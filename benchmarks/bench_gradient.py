@@ -21,12 +21,9 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import best_time, triple_schedule, write_result  # noqa: E402
+from _common import best_time, dose_objective, triple_schedule, write_result  # noqa: E402
 
 from vcohort.cohort import make_cohort  # noqa: E402
-from vcohort.drugs import get_drug  # noqa: E402
-from vcohort.model import CSC_IMMUNE  # noqa: E402
-from vcohort.simulate import Plan, cohort_fn  # noqa: E402
 
 
 def main() -> None:
@@ -35,15 +32,12 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=180)
     a = ap.parse_args()
     s = triple_schedule(a.days)
-    plan = Plan(CSC_IMMUNE, tuple(get_drug(d) for d in s.drugs), a.days, 0.1, a.days, jnp.float64)
-    grid = s.step_grid(plan.dt, plan.n_steps)
+    f, plan = dose_objective(s, a.days, jnp.float64)
     c = make_cohort(a.patients, seed=1)
     args = c.arrays(np.arange(a.patients), plan.drugs, np.float64)
-    f = cohort_fn(plan)
 
     def objective(amount):
-        bolus, rate = grid.scatter(amount, jnp)
-        return jnp.mean(jnp.log(f(*args, bolus, rate)["daily"]["diameter_mm"][:, -1]))
+        return f(amount, *args)
 
     amount = jnp.asarray(s.amount, jnp.float64)
     t_fwd = best_time(jax.jit(objective), amount)
