@@ -66,3 +66,18 @@ def test_uncalibrated_model_is_set_next_to_the_keynote_targets():
         else:
             assert np.all(np.isfinite(v)) and 0 <= v[0], (k, v)
     assert_matches_stored(chk, atol=0.02)  # ORR of 500: ~a few patients; KM PFS and medians
+
+
+def test_keynote002_like_trial_on_a_calibrated_population_is_set_next_to_the_trial():
+    """A comparison (no pass/fail): the selection hits its two targets, and the untargeted
+    figures (median PFS, chemotherapy arm, HR) are finite and match the stored document."""
+    from vcohort.validation.clinical import keynote002_calibrated_comparison
+
+    chk = keynote002_calibrated_comparison()
+    assert chk.kind == "comparison" and chk.passed is None
+    v = chk.values
+    # stratified selection: ORR to one patient of 400, 6-month PFS to the KM estimate's rounding
+    assert abs(v["pembro_orr_model_vs_trial (selected to match)"][0] - 0.21) <= 1 / 400 + 1e-9
+    assert abs(v["pembro_pfs6_model_vs_trial (selected to match)"][0] - 0.34) < 0.02
+    assert all(np.all(np.isfinite(x)) for x in v.values()), v
+    assert_matches_stored(chk, atol=0.02)

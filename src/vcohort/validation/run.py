@@ -48,9 +48,13 @@ def _behaviours():
 
 
 def _clinical():
-    from vcohort.validation.clinical import keynote_comparison, orr_by_baseline_size
+    from vcohort.validation.clinical import (
+        keynote002_calibrated_comparison,
+        keynote_comparison,
+        orr_by_baseline_size,
+    )
 
-    return [orr_by_baseline_size(), keynote_comparison()]
+    return [orr_by_baseline_size(), keynote_comparison(), keynote002_calibrated_comparison()]
 
 
 def _sobol():
