@@ -172,3 +172,32 @@ def test_best_pct_change_is_taken_at_the_assessments():
     assert ep["best_pct_change"].iloc[0] == pytest.approx(20.0)
     assert ep["best_pct_change_daily"].iloc[0] == pytest.approx(100 * 0.2 / 42, rel=1e-9)
     assert ep["bor"].iloc[0] == "PD"
+
+
+def test_no_assessment_means_not_evaluable_not_zero_response():
+    """A horizon before the first assessment: every BOR is NE, so ORR/DCR and the
+    progression-free fraction are NaN (not 0% and 100%), without numpy warnings; one assessed
+    patient makes the arm evaluable again (NE patients then count as non-responders)."""
+    import warnings
+
+    from vcohort.endpoints import summarize
+
+    ep = pd.DataFrame(
+        {
+            "arm": "a",
+            "status": 0,
+            "bor": ["NE", "NE", "NE"],
+            "best_pct_change": np.nan,
+            "final_pct_change": np.nan,
+            "pfs_event": False,
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        row = summarize(ep).iloc[0]
+    assert np.isnan(row["orr"]) and np.isnan(row["dcr"]) and np.isnan(row["orr_ci_low"])
+    assert np.isnan(row["progression_free_at_end"]) and np.isnan(row["median_best_pct_change"])
+    ep.loc[0, ["bor", "best_pct_change", "final_pct_change"]] = ["PR", -40.0, -40.0]
+    row = summarize(ep).iloc[0]
+    assert row["orr"] == pytest.approx(1 / 3) and row["median_best_pct_change"] == -40.0
+    assert row["progression_free_at_end"] == 1.0

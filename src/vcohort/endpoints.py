@@ -203,6 +203,12 @@ def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     return lo, hi
 
 
+def _median(x: pd.Series) -> float:
+    """Median of the finite values; NaN (without numpy's empty-slice warning) when none."""
+    x = x[np.isfinite(x.to_numpy(dtype=float))]
+    return float(x.median()) if len(x) else float("nan")
+
+
 def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
     """Per-arm summary: patients, failures, ORR and DCR with exact 95% CIs, medians of diameter
     change, fraction progression-free at the horizon, CSC fraction and ANC nadir.  Failed
@@ -213,22 +219,25 @@ def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
         ok = g[g["status"] == 0]
         n = len(ok)
         row = {by: arm, "n": len(g), "n_failed": int((g["status"] != 0).sum())}
-        if "bor" in ok:  # RECIST (models with a diameter)
+        # no patient assessed (horizon before the first assessment): nothing is evaluable
+        assessed = "bor" in ok and bool((ok["bor"] != "NE").any())
+        if "bor" in ok:  # RECIST (models with a diameter); NE patients count as non-responders
             resp = int(ok["bor"].isin(["CR", "PR"]).sum())
             dc = int(ok["bor"].isin(["CR", "PR", "SD"]).sum())
-            orr_lo, orr_hi = clopper_pearson(resp, n)
+            m = n if assessed else 0
+            orr_lo, orr_hi = clopper_pearson(resp, m)
             row.update(
-                orr=resp / n if n else np.nan,
+                orr=resp / m if m else np.nan,
                 orr_ci_low=orr_lo,
                 orr_ci_high=orr_hi,
-                dcr=dc / n if n else np.nan,
-                dcr_ci_low=clopper_pearson(dc, n)[0],
-                dcr_ci_high=clopper_pearson(dc, n)[1],
+                dcr=dc / m if m else np.nan,
+                dcr_ci_low=clopper_pearson(dc, m)[0],
+                dcr_ci_high=clopper_pearson(dc, m)[1],
             )
-        row["median_best_pct_change"] = float(ok["best_pct_change"].median())
-        row["median_final_pct_change"] = float(ok["final_pct_change"].median())
+        row["median_best_pct_change"] = _median(ok["best_pct_change"])
+        row["median_final_pct_change"] = _median(ok["final_pct_change"])
         if "pfs_event" in ok:
-            pf = float((~ok["pfs_event"].astype(bool)).mean()) if n else np.nan
+            pf = float((~ok["pfs_event"].astype(bool)).mean()) if n and assessed else np.nan
             row["progression_free_at_end"] = pf
         if "tumour_cleared" in ok:
             row["tumour_cleared"] = float(ok["tumour_cleared"].mean()) if n else np.nan

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 import time
 
+from vcohort.cli.table import print_table
+
 
 def add(sub) -> None:
     from vcohort.sensitivity import ENDPOINTS, MODES
@@ -156,11 +158,8 @@ def _sensitivity_compute(args, problem, sobol) -> int:
         files = {"samples.parquet": samples}
         plot = lambda p: tornado_sobol(table, p, top=args.top, title=title)  # noqa: E731
     wall = time.perf_counter() - t0
-    with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
-        print(
-            f"\n{title}: {args.method}, {wall:.1f} s\n"
-            + table.head(args.top).to_string(index=False)
-        )
+    print(f"\n{title}: {args.method}, {wall:.1f} s")
+    print_table(table.head(args.top), float_format=None)
     with run_folder(args.out, args.overwrite) as tmp:
         write_csv(tmp / "ranking.csv", table)
         for name, df in files.items():

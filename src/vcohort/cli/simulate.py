@@ -7,6 +7,8 @@ import argparse
 import sys
 import time
 
+from vcohort.cli.table import print_table
+
 DEMO_ARMS = (
     "untreated",
     "pembrolizumab=pembrolizumab",
@@ -143,6 +145,12 @@ def _run(args, arm_specs: list[str]) -> int:
     )
     wall = time.perf_counter() - t0
     _print_summary(summary, args, wall)
+    if model.name == "csc_immune" and args.days < args.assess_every:
+        print(
+            f"note: no RECIST assessment within {args.days} days (every {args.assess_every} d; "
+            f"--assess-every): response endpoints are not evaluable (NaN)",
+            file=sys.stderr,
+        )
     if args.out is not None:
         _write(
             args,
@@ -181,10 +189,7 @@ def _print_summary(summary, args, wall) -> None:
         f"{args.patients} patients, {args.days} days, {args.precision}, "
         f"RECIST every {args.assess_every} d — {wall:.1f} s"
     )
-    with __import__("pandas").option_context(
-        "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format
-    ):
-        print(view.to_string(index=False))
+    print_table(view)
 
 
 def _write(args, cohort, arms, trajs, endpoints, summary, schedules, timings) -> None:

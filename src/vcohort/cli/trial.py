@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from vcohort.cli.table import print_table
+
 
 def add_trial(sub) -> None:
     t = sub.add_parser("trial", help="run a virtual trial defined in an experiment TOML file")
@@ -29,11 +31,8 @@ def run_trial(args) -> int:
     T.write_trial(result, args.out, overwrite=args.overwrite)
     cols = ["arm", "n", "orr", "orr_ci_low", "orr_ci_high", "dcr", "median_pfs_days",
             "pfs_landmark", "hr", "hr_ci_low", "hr_ci_high"]  # fmt: skip
-    with __import__("pandas").option_context(
-        "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format
-    ):
-        print(f"\n{exp.title}: {len(result.cohort)} patients, {exp.horizon_days} days")
-        print(result.summary[[c for c in cols if c in result.summary]].to_string(index=False))
+    print(f"\n{exp.title}: {len(result.cohort)} patients, {exp.horizon_days} days")
+    print_table(result.summary, cols)
     print(f"wrote {args.out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -69,7 +68,6 @@ def run_batch(args) -> int:
             print(f"{r.name}: {e.size} patients x {len(e.arms)} arms, {e.horizon_days} d")
         print(f"{len(runs)} runs; nothing computed")
         return 0
-    import pandas as pd
 
     from vcohort import batch as B
 
@@ -84,10 +82,7 @@ def run_batch(args) -> int:
         progress=not args.no_progress,
     )
     cols = ["run", "arm", "n", "orr", "orr_ci_low", "orr_ci_high", "median_pfs_days", "hr"]
-    with pd.option_context(
-        "display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format
-    ):
-        print(summary[[c for c in cols if c in summary]].to_string(index=False))
+    print_table(summary, cols)
     wall = time.perf_counter() - t0
     print(f"wrote {len(runs)} runs and {Path(args.out) / B.SUMMARY} in {wall:.1f} s")
     return 0
