@@ -238,14 +238,19 @@ def make_cohort(
         cov["baseline_diameter_mm"] = b
     cov["bsa_m2"] = bsa_dubois(cov["weight_kg"], cov["height_cm"])
 
-    y0 = model.initial_state(params, cov["baseline_diameter_mm"])
-    y0 = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)).copy() for k, v in y0.items()}
+    y0 = initial_state(model, params, cov["baseline_diameter_mm"], n)
     cohort = Cohort(ids, params, pk, cov, y0, model.name, int(seed))
     if runin_days:
         cohort = run_in(
             cohort, model, runin_days, dt=dt, precision=precision, chunk_size=chunk_size
         )
     return cohort
+
+
+def initial_state(model, params: dict, baseline_diameter_mm, n: int) -> dict:
+    """``model.initial_state`` as (n,) float64 arrays: the state before any immune run-in."""
+    y0 = model.initial_state(params, baseline_diameter_mm)
+    return {k: np.broadcast_to(np.asarray(v, np.float64), (n,)).copy() for k, v in y0.items()}
 
 
 def draw_keys(model, catalogue: dict, pop: Population) -> dict[str, str]:

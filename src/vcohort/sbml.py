@@ -381,7 +381,7 @@ def with_overrides(cohort, model, values: dict[str, float], *, dt: float = 0.1):
     """A one-patient cohort (row 0 of ``cohort``) with model parameters, covariates and
     ``drug.param`` PK values replaced, and its initial state rebuilt (initial guess + the
     model's run-in), as `vcohort.cohort.make_cohort` builds it."""
-    from vcohort.cohort import bsa_dubois, run_in
+    from vcohort.cohort import bsa_dubois, initial_state, run_in
 
     c = cohort.subset([0])
     params, cov = dict(c.params), dict(c.covariates)
@@ -402,8 +402,7 @@ def with_overrides(cohort, model, values: dict[str, float], *, dt: float = 0.1):
         if v <= 0 and k in model.params.names + tuple(cov):
             raise ValueError(f"--patient-params: {k}={v} must be > 0")
     cov["bsa_m2"] = bsa_dubois(cov["weight_kg"], cov["height_cm"])
-    y0 = model.initial_state(params, cov["baseline_diameter_mm"])
-    y0 = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), (1,)).copy() for k, v in y0.items()}
+    y0 = initial_state(model, params, cov["baseline_diameter_mm"], 1)
     c = c.replace(params=params, covariates=cov, pk=pk, y0=y0)
     return run_in(c, model, model.runin_days, dt=dt) if model.runin_days else c
 

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from vcohort.cohort import Cohort, bsa_dubois, make_cohort
+from vcohort.cohort import Cohort, bsa_dubois, initial_state, make_cohort
 from vcohort.population import load_population
 from vcohort.sensitivity import FIXED_FACTOR, UNIT_INTERVAL, Problem, evaluator
 
@@ -150,8 +150,7 @@ def typical_patient(problem: Problem, n: int) -> Cohort:
     cov = {k: np.full(n, spec.median) for k, spec in covs.items()}
     cov["pdl1_positive"] = np.ones(n, dtype=bool)  # assumption: the typical patient is PD-L1+
     cov["bsa_m2"] = bsa_dubois(cov["weight_kg"], cov["height_cm"])
-    y0 = problem.model.initial_state(c.params, cov["baseline_diameter_mm"])
-    y0 = {k: np.broadcast_to(np.asarray(v, np.float64), (n,)).copy() for k, v in y0.items()}
+    y0 = initial_state(problem.model, c.params, cov["baseline_diameter_mm"], n)
     return c.replace(covariates=cov, y0=y0, patient_id=np.arange(n))
 
 

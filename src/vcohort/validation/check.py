@@ -74,6 +74,12 @@ class Check:
         )
 
 
+def max_rel_error(a, b) -> float:
+    """Largest |a - b| / |b| (NaN propagates)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(np.max(np.abs(a - b) / np.abs(b)))
+
+
 def worst(a, b) -> float:
     """The larger of two errors, NaN if either is NaN (Python's ``max`` would drop a NaN second
     argument and let a failed comparison pass)."""

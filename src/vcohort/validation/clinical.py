@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vcohort.cohort import make_cohort, run_in
+from vcohort.cohort import initial_state, make_cohort, run_in
 from vcohort.model import CSC_IMMUNE
 from vcohort.runs import parse_arm, run_arms
 from vcohort.validation.check import Check
@@ -30,8 +30,7 @@ def without_finite_supply(cohort):
     """The same patients with CD8 recruitment proportional to volume (V_T8 → ∞, q_T8 halved
     so that the median-volume patient is unchanged), immune run-in redone."""
     c = cohort.with_params(V_T8=1e12, q_T8=cohort.params["q_T8"] / 2.0)
-    y0 = CSC_IMMUNE.initial_state(c.params, c.covariates["baseline_diameter_mm"])
-    y0 = {k: np.broadcast_to(np.asarray(v, float), (len(c),)).copy() for k, v in y0.items()}
+    y0 = initial_state(CSC_IMMUNE, c.params, c.covariates["baseline_diameter_mm"], len(c))
     return run_in(c.replace(y0=y0), CSC_IMMUNE, CSC_IMMUNE.runin_days)
 
 

@@ -14,7 +14,7 @@ from vcohort.dosing import compile_schedule, parse_regimen
 from vcohort.model import CSC_IMMUNE
 from vcohort.reference import simulate_reference, solve_patient_scipy
 from vcohort.simulate import simulate
-from vcohort.validation.check import Check, worst
+from vcohort.validation.check import Check, max_rel_error, worst
 
 TRIPLE = (
     "wnt974 10 mg every 24 h",
@@ -29,11 +29,6 @@ def _schedule(regimens, days):
     return compile_schedule([parse_regimen(r) for r in regimens], float(days))
 
 
-def _max_rel(a, b) -> float:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return float(np.max(np.abs(a - b) / np.abs(b)))
-
-
 def scipy_agreement(cohort: Cohort, regimens, days: int, tol: float) -> Check:
     """Daily diameters (and final S, N, T8, TGF-β, Met at 10×tol) of every patient of
     ``cohort`` against LSODA (rtol 1e-10), RK4 at dt 0.1 d."""
@@ -42,9 +37,9 @@ def scipy_agreement(cohort: Cohort, regimens, days: int, tol: float) -> Check:
     err_d, err_y = 0.0, 0.0
     for i in range(len(cohort)):
         ref_d, ref_y = solve_patient_scipy(cohort, i, s, days, dt=0.1)
-        err_d = worst(err_d, _max_rel(tr.daily["diameter_mm"][i], ref_d))
+        err_d = worst(err_d, max_rel_error(tr.daily["diameter_mm"][i], ref_d))
         for k in ("S", "N", "T8", "TGFb", "Met"):
-            err_y = worst(err_y, _max_rel(tr.states[k][i, -1], ref_y[k]))
+            err_y = worst(err_y, max_rel_error(tr.states[k][i, -1], ref_y[k]))
     label = "treated" if regimens else "untreated"
     chk = Check(
         f"engine.scipy_{label}",
@@ -69,8 +64,8 @@ def diffrax_agreement(cohort: Cohort, days: int = 21) -> Check:
     s = _schedule(ALL4, days)
     tr = simulate(CSC_IMMUNE, cohort, s, days, progress=False)
     ref = simulate_reference(CSC_IMMUNE, cohort, s, days)
-    err_d = _max_rel(tr.daily["diameter_mm"], ref.daily["diameter_mm"])
-    err_anc = _max_rel(tr.daily["ANC"], ref.daily["ANC"])
+    err_d = max_rel_error(tr.daily["diameter_mm"], ref.daily["diameter_mm"])
+    err_anc = max_rel_error(tr.daily["ANC"], ref.daily["ANC"])
     chk = Check(
         "engine.diffrax_treated",
         "CSC–immune model, 4 drugs: RK4 (dt 0.1 d) agrees with diffrax adaptive Tsit5",

@@ -15,12 +15,7 @@ from vcohort.dosing import compile_schedule, parse_regimen
 from vcohort.model import get_model
 from vcohort.reference import simulate_reference
 from vcohort.simulate import simulate
-from vcohort.validation.check import Check, worst
-
-
-def _max_rel(a, b) -> float:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return float(np.max(np.abs(a - b) / np.abs(b)))
+from vcohort.validation.check import Check, max_rel_error, worst
 
 
 def _cohort(model_name: str, T0):
@@ -59,8 +54,8 @@ def kuznetsov_agreement(days: int = 120) -> Check:
     err_T, err_E = 0.0, 0.0
     for i, T0 in enumerate(sizes):
         E, T = kuznetsov_scipy(3.2e5, T0, days)
-        err_T = worst(err_T, _max_rel(tr.daily["tumour_cells"][i], T))
-        err_E = worst(err_E, _max_rel(tr.daily["effector_cells"][i], E))
+        err_T = worst(err_T, max_rel_error(tr.daily["tumour_cells"][i], T))
+        err_E = worst(err_E, max_rel_error(tr.daily["effector_cells"][i], E))
     chk = Check(
         "published.kuznetsov_scipy",
         "Kuznetsov 1994 through the engine agrees with an independent scipy solve",
@@ -194,7 +189,7 @@ def depillis_agreement(days: int = 10) -> Check:
         for i in range(len(T0)):
             ref = refs[(i, name != "untreated_rk4")]
             for k in "TNLCI":
-                err = worst(err, _max_rel(tr.states[k][i], ref[k]))
+                err = worst(err, max_rel_error(tr.states[k][i], ref[k]))
             dm = np.abs(tr.states["M"][i] - ref["M"]) - 1e-12
             err = worst(err, float(np.max(dm / np.maximum(np.abs(ref["M"]), 1e-300))))
         chk.values[f"max_rel_error_{name}"] = err
