@@ -116,14 +116,14 @@ def combine_effects(drugs: Sequence[Drug], conc: list[dict], model: Model) -> di
     return out
 
 
-def rk4_step(f, y: dict, h):
+def rk4_step(f, y: dict, h, stages: str = "scan"):
     """One classical Runge–Kutta step on a dict state.
 
-    The four stages run as a ``lax.scan`` so the right-hand side is traced once, not four
-    times: measured on the triple combination (200 patients, 42 d, float64, 2-core CPU) this
-    cut the value-and-gradient compile 5x (230 s -> 46 s) and its run time 7x (7.2 s ->
-    1.0 s; reverse mode of the unrolled stages was slow on XLA CPU), with the forward pass
-    unchanged (0.23 s -> 0.21 s).
+    ``stages="scan"`` (the default): the four stages run as a ``lax.scan`` so the right-hand
+    side is traced once, not four times: measured on the triple combination (200 patients,
+    42 d, float64, 2-core CPU) this cut the value-and-gradient compile 5x (230 s -> 46 s) and
+    its run time 7x (7.2 s -> 1.0 s; reverse mode of the unrolled stages was slow on XLA CPU),
+    with the forward pass unchanged (0.23 s -> 0.21 s).
 
     Each stage is ``jax.checkpoint``-ed: reverse mode stores only the stage's input ``k``
     (one array per state) and recomputes the right-hand side inside the stage's backward
@@ -131,9 +131,26 @@ def rk4_step(f, y: dict, h):
     ``benchmarks/bench_gradient.py`` objective (float64, 2-core CPU): 1000 patients x 60 days,
     value-and-gradient 2.78 s -> 1.70 s (7.7x -> 5.5x the forward pass, same run); 1000 x 180
     days 8.4 s -> 4.9 s (11.6x -> 6.1x, adjacent runs); identical gradient.  No effect on the
-    forward pass."""
+    forward pass.
+
+    ``stages="loop"``: a ``lax.fori_loop`` over the stages with the coefficients computed from
+    the stage index (no constant arrays to index), for the fused GPU kernel
+    (`vcohort.fused`), where a scan over constant arrays does not lower to Triton; same
+    arithmetic, forward only."""
     tm = jax.tree_util.tree_map
     dtype = jnp.result_type(h)
+    zero = tm(jnp.zeros_like, y)
+    if stages == "loop":
+
+        def body(i, carry):
+            k, acc = carry
+            ci = jnp.where(i == 0, 0.0, jnp.where(i == 3, 1.0, 0.5)).astype(dtype)
+            bi = jnp.where((i == 0) | (i == 3), 1.0 / 6.0, 2.0 / 6.0).astype(dtype)
+            kn = f(tm(lambda a, kk: a + (ci * h) * kk, y, k))
+            return kn, tm(lambda s, kk: s + bi * kk, acc, kn)
+
+        _, acc = lax.fori_loop(0, 4, body, (zero, zero))
+        return tm(lambda a, s: a + h * s, y, acc)
     c = jnp.asarray([0.0, 0.5, 0.5, 1.0], dtype)
     b = jnp.asarray([1.0, 2.0, 2.0, 1.0], dtype) / 6.0
 
@@ -143,7 +160,6 @@ def rk4_step(f, y: dict, h):
         kn = f(tm(lambda a, kk: a + (ci * h) * kk, y, k))
         return (kn, tm(lambda s, kk: s + bi * kk, acc, kn)), None
 
-    zero = tm(jnp.zeros_like, y)
     (_, acc), _ = lax.scan(jax.checkpoint(stage, prevent_cse=False), (zero, zero), (c, b))
     return tm(lambda a, s: a + h * s, y, acc)
 
@@ -179,6 +195,186 @@ class Plan:
         return np.asarray(t, dtype=np.float64)
 
 
+def pk_layout(drug: Drug) -> dict:
+    """Static shape of a drug's PK step: compartments ``n``, dosing compartment ``dc``,
+    observed sites ``obs`` (name -> compartment), or ``state`` for drugs dosed into a model
+    state (no PK)."""
+    if drug.target_state is not None:
+        return dict(state=drug.target_state, n=0, dc=0, obs={})
+    return dict(
+        state=None,
+        n=len(drug.compartments),
+        dc=drug.dosing_compartment,
+        obs=drug.observed_indices(),
+    )
+
+
+def patient_setup(plan: Plan, p: dict, pk: dict, cov: dict) -> dict:
+    """Per-patient quantities fixed over the run, as a pytree of arrays: parameters in the
+    run's dtype, body size, and each drug's exact step propagators (module doc) -- for the
+    step grid and, with ``forcing="gauss"``, for the Gauss nodes inside a step."""
+    dt, dtype = plan.dt, plan.dtype
+    props = []
+    for drug in plan.drugs:
+        lay = pk_layout(drug)
+        if lay["state"] is not None:
+            props.append({})
+            continue
+        vals = {n: jnp.asarray(v, dtype) for n, v in pk[drug.name].items()}
+        E, P1, P2, V1 = pk_propagators(drug, vals, cov["weight_kg"], dt, dtype)
+        n, dc, obs = lay["n"], lay["dc"], lay["obs"]
+        pr = dict(
+            E=[[E[i, j] for j in range(n)] for i in range(n)],
+            P1=[[P1[i, j] for j in range(n)] for i in obs.values()],
+            P1d=[P1[i, dc] for i in range(n)],
+            P2d=[P2[i, dc] for i in obs.values()],
+            V1=V1,
+            gauss=[],
+        )
+        if plan.forcing == "gauss":
+            for tau in GAUSS_NODES:  # exact concentrations inside the step
+                Et, P1t, _, _ = pk_propagators(drug, vals, cov["weight_kg"], tau * dt, dtype)
+                pr["gauss"].append(
+                    (
+                        [[Et[i, j] for j in range(n)] for i in obs.values()],
+                        [P1t[i, dc] for i in obs.values()],
+                    )
+                )
+        props.append(pr)
+    return dict(
+        p={n: jnp.asarray(v, dtype) for n, v in p.items()},
+        props=props,
+        wt=jnp.asarray(cov["weight_kg"], dtype),
+        bsa=jnp.asarray(cov["bsa_m2"], dtype),
+    )
+
+
+def initial_carry(plan: Plan, y0: dict) -> tuple:
+    """The integrator's carry at day 0: (model state, PK amounts per drug, AUC per drug)."""
+    dtype = plan.dtype
+    y = {n: jnp.asarray(y0[n], dtype) for n in plan.model.states}
+    like = y[plan.model.states[0]]
+    a0 = tuple(tuple(jnp.zeros_like(like) for _ in range(pk_layout(d)["n"])) for d in plan.drugs)
+    auc0 = tuple(jnp.zeros_like(like) for _ in plan.drugs)
+    return (y, a0, auc0)
+
+
+def make_advance(plan: Plan, su: dict, stages: str = "scan"):
+    """``advance(carry, bd, rd) -> carry``: one step of ``plan.dt`` for a patient (or, since
+    every operation is elementwise, a block of patients) with setup ``su``
+    (`patient_setup`); ``bd``/``rd`` are per-drug bolus (mg) at the step start and infusion
+    rate (mg/day) over the step, already in the patient's mg."""
+    model, dtype = plan.model, plan.dtype
+    h = jnp.asarray(plan.dt, dtype)
+    td, forcing = plan.tumour_dynamics, plan.forcing
+    lays = [pk_layout(d) for d in plan.drugs]
+    pk_drugs = tuple(d for d in plan.drugs if d.target_state is None)
+    p, props = su["p"], su["props"]
+
+    def advance(carry, bd, rd):
+        y, a, auc = carry
+        conc, a_next, auc_next = [], [], []
+        nodes = [[] for _ in GAUSS_NODES]
+        y = dict(y)
+        inflow: dict = {}  # infusion rates into model states (constant over the step)
+        for q, (lay, pr) in enumerate(zip(lays, props, strict=True)):
+            if lay["state"] is not None:
+                y[lay["state"]] = y[lay["state"]] + bd[q]
+                inflow[lay["state"]] = inflow.get(lay["state"], 0.0) + rd[q]
+                a_next.append(())
+                auc_next.append(auc[q])
+                continue
+            a0 = list(a[q])
+            a0[lay["dc"]] = a0[lay["dc"]] + bd[q]
+            n = lay["n"]
+            means = {}
+            for row, name in enumerate(lay["obs"]):
+                m = sum(pr["P1"][row][j] * a0[j] for j in range(n)) + pr["P2d"][row] * rd[q]
+                means[name] = m / (h * pr["V1"])
+            a1 = tuple(
+                sum(pr["E"][i][j] * a0[j] for j in range(n)) + pr["P1d"][i] * rd[q]
+                for i in range(n)
+            )
+            conc.append(means)
+            a_next.append(a1)
+            auc_next.append(auc[q] + means["central"] * h)
+            for g, (Et, P1t) in enumerate(pr["gauss"]):
+                nodes[g].append(
+                    {
+                        nm: (sum(Et[row][j] * a0[j] for j in range(n)) + P1t[row] * rd[q])
+                        / pr["V1"]
+                        for row, nm in enumerate(lay["obs"])
+                    }
+                )
+        if forcing == "gauss" and pk_drugs:
+            per_node = [combine_effects(pk_drugs, c, model) for c in nodes]
+            eff = {
+                k: sum(w * e[k] for w, e in zip(GAUSS_WEIGHTS, per_node, strict=True))
+                for k in per_node[0]
+            }
+        else:
+            eff = combine_effects(pk_drugs, conc, model)
+
+        def f(yy):
+            dy = model.rhs(yy, p, eff, jnp, td)
+            return {n: dy[n] + inflow[n] if n in inflow else dy[n] for n in dy}
+
+        return (rk4_step(f, y, h, stages), tuple(a_next), tuple(auc_next))
+
+    return advance
+
+
+def integrate(plan: Plan, day_advance, carry, p: dict, bolus, rate) -> dict:
+    """Run ``day_advance(carry, (bolus_day, rate_day)) -> carry`` over the horizon in a scan
+    over save blocks of daily scans (each day ``jax.checkpoint``-ed); returns ``saved`` (state
+    at `Plan.save_days`), ``daily`` (daily outputs at days 0..days) and ``auc``, each with the
+    time axis first (then whatever shape the carry's arrays have)."""
+    model, drugs = plan.model, plan.drugs
+    n_sub, k = plan.n_sub, plan.save_every
+    full, rem = divmod(plan.days, k)
+    nd = len(drugs)
+    y0 = carry[0]
+
+    @jax.checkpoint
+    def day(carry, inp_day):
+        carry = day_advance(carry, inp_day)
+        return carry, model.daily_outputs(carry[0], p)
+
+    def block(carry, inp_block):
+        carry, daily = lax.scan(day, carry, inp_block)
+        return carry, (carry[0], daily)
+
+    bolus = jnp.asarray(bolus, plan.dtype)
+    rate = jnp.asarray(rate, plan.dtype)
+    cut = full * k * n_sub
+    tm = jax.tree_util.tree_map
+    saved_parts = [tm(lambda v: v[None], y0)]
+    daily_parts = [tm(lambda v: v[None], model.daily_outputs(y0, p))]
+    if full:
+        xs = (
+            bolus[:cut].reshape(full, k, n_sub, nd, 3),
+            rate[:cut].reshape(full, k, n_sub, nd, 3),
+        )
+        carry, (saved, daily) = lax.scan(block, carry, xs)
+        saved_parts.append(saved)
+        daily_parts.append(tm(lambda v: v.reshape((-1,) + v.shape[2:]), daily))
+    if rem:
+        xs = (bolus[cut:].reshape(rem, n_sub, nd, 3), rate[cut:].reshape(rem, n_sub, nd, 3))
+        carry, daily = lax.scan(day, carry, xs)
+        saved_parts.append(tm(lambda v: v[None], carry[0]))
+        daily_parts.append(daily)
+    cat = lambda parts: tm(lambda *v: jnp.concatenate(v), *parts)  # noqa: E731
+    return {
+        "saved": cat(saved_parts),
+        "daily": cat(daily_parts),
+        "auc": {
+            d.name: v
+            for d, v in zip(drugs, carry[2], strict=True)
+            if d.target_state is None  # no plasma exposure for state-dosed drugs
+        },
+    }
+
+
 def patient_fn(plan: Plan):
     """The one-patient simulation ``(p, pk, cov, y0, bolus, rate) -> outputs``.
 
@@ -186,148 +382,24 @@ def patient_fn(plan: Plan):
     patient's covariates turn them into mg.  Outputs: ``saved`` (state dict, values at
     `Plan.save_days`), ``daily`` (daily outputs at days 0..days) and ``auc`` (mg·day/L per drug).
     """
-    model, drugs, dt, dtype = plan.model, plan.drugs, plan.dt, plan.dtype
-    h = jnp.asarray(dt, dtype)
-    n_sub, k = plan.n_sub, plan.save_every
-    full, rem = divmod(plan.days, k)
-    td = plan.tumour_dynamics
-    forcing = plan.forcing
-    pk_drugs = tuple(d for d in drugs if d.target_state is None)
 
     def run(p, pk, cov, y0, bolus, rate):
-        p = {n: jnp.asarray(v, dtype) for n, v in p.items()}
-        y0 = {n: jnp.asarray(y0[n], dtype) for n in model.states}
-        wt = jnp.asarray(cov["weight_kg"], dtype)
-        bsa = jnp.asarray(cov["bsa_m2"], dtype)
-        props = []
-        for drug in drugs:
-            if drug.target_state is not None:  # dosed straight into a model state: no PK
-                props.append(dict(state=drug.target_state, n=0))
-                continue
-            vals = {n: jnp.asarray(v, dtype) for n, v in pk[drug.name].items()}
-            E, P1, P2, V1 = pk_propagators(drug, vals, cov["weight_kg"], dt, dtype)
-            n = len(drug.compartments)
-            obs = drug.observed_indices()
-            dc = drug.dosing_compartment
-            pr = dict(
-                E=[[E[i, j] for j in range(n)] for i in range(n)],
-                P1=[[P1[i, j] for j in range(n)] for i in obs.values()],
-                P1d=[P1[i, dc] for i in range(n)],
-                P2d=[P2[i, dc] for i in obs.values()],
-                obs=tuple(obs),
-                V1=V1,
-                n=n,
-                dc=dc,
-                gauss=[],
-                state=None,
-            )
-            if forcing == "gauss":
-                for tau in GAUSS_NODES:  # exact concentrations inside the step
-                    Et, P1t, _, _ = pk_propagators(drug, vals, cov["weight_kg"], tau * dt, dtype)
-                    pr["gauss"].append(
-                        (
-                            [[Et[i, j] for j in range(n)] for i in obs.values()],
-                            [P1t[i, dc] for i in obs.values()],
-                        )
-                    )
-            props.append(pr)
+        su = patient_setup(plan, p, pk, cov)
+        advance = make_advance(plan, su)
+        wt, bsa = su["wt"], su["bsa"]
 
         def step(carry, inp):
-            y, a, auc = carry
             b_in, r_in = inp
             # per-patient mg from (mg, mg/kg, mg/m2) channels; elementwise on purpose: a dot
             # inside the scan deadlocked XLA's CPU runtime (jax 0.10.2, 2-core machine)
             bd = b_in[:, 0] + b_in[:, 1] * wt + b_in[:, 2] * bsa
             rd = r_in[:, 0] + r_in[:, 1] * wt + r_in[:, 2] * bsa
-            conc, a_next, auc_next = [], [], []
-            nodes = [[] for _ in GAUSS_NODES]
-            y = dict(y)
-            inflow: dict = {}  # infusion rates into model states (constant over the step)
-            for q, pr in enumerate(props):
-                if pr["state"] is not None:
-                    y[pr["state"]] = y[pr["state"]] + bd[q]
-                    inflow[pr["state"]] = inflow.get(pr["state"], 0.0) + rd[q]
-                    a_next.append(())
-                    auc_next.append(auc[q])
-                    continue
-                a0 = list(a[q])
-                a0[pr["dc"]] = a0[pr["dc"]] + bd[q]
-                n = pr["n"]
-                means = {}
-                for row, name in enumerate(pr["obs"]):
-                    m = sum(pr["P1"][row][j] * a0[j] for j in range(n)) + pr["P2d"][row] * rd[q]
-                    means[name] = m / (h * pr["V1"])
-                a1 = tuple(
-                    sum(pr["E"][i][j] * a0[j] for j in range(n)) + pr["P1d"][i] * rd[q]
-                    for i in range(n)
-                )
-                conc.append(means)
-                a_next.append(a1)
-                auc_next.append(auc[q] + means["central"] * h)
-                for g, (Et, P1t) in enumerate(pr["gauss"]):
-                    nodes[g].append(
-                        {
-                            nm: (sum(Et[row][j] * a0[j] for j in range(n)) + P1t[row] * rd[q])
-                            / pr["V1"]
-                            for row, nm in enumerate(pr["obs"])
-                        }
-                    )
-            if forcing == "gauss" and pk_drugs:
-                per_node = [combine_effects(pk_drugs, c, model) for c in nodes]
-                eff = {
-                    k: sum(w * e[k] for w, e in zip(GAUSS_WEIGHTS, per_node, strict=True))
-                    for k in per_node[0]
-                }
-            else:
-                eff = combine_effects(pk_drugs, conc, model)
+            return advance(carry, bd, rd), None
 
-            def f(yy):
-                dy = model.rhs(yy, p, eff, jnp, td)
-                return {n: dy[n] + inflow[n] if n in inflow else dy[n] for n in dy}
+        def day_advance(carry, inp_day):
+            return lax.scan(step, carry, inp_day)[0]
 
-            return (rk4_step(f, y, h), tuple(a_next), tuple(auc_next)), None
-
-        @jax.checkpoint
-        def day(carry, inp_day):
-            carry, _ = lax.scan(step, carry, inp_day)
-            return carry, model.daily_outputs(carry[0], p)
-
-        def block(carry, inp_block):
-            carry, daily = lax.scan(day, carry, inp_block)
-            return carry, (carry[0], daily)
-
-        a0 = tuple(tuple(jnp.zeros((), dtype) for _ in range(pr["n"])) for pr in props)
-        auc0 = tuple(jnp.zeros((), dtype) for _ in drugs)
-        carry = (y0, a0, auc0)
-        nd = len(drugs)
-        bolus = jnp.asarray(bolus, dtype)
-        rate = jnp.asarray(rate, dtype)
-        cut = full * k * n_sub
-        saved_parts = [jax.tree_util.tree_map(lambda v: v[None], y0)]
-        daily_parts = [jax.tree_util.tree_map(lambda v: v[None], model.daily_outputs(y0, p))]
-        if full:
-            xs = (
-                bolus[:cut].reshape(full, k, n_sub, nd, 3),
-                rate[:cut].reshape(full, k, n_sub, nd, 3),
-            )
-            carry, (saved, daily) = lax.scan(block, carry, xs)
-            saved_parts.append(saved)
-            daily_parts.append(jax.tree_util.tree_map(lambda v: v.reshape(-1), daily))
-        if rem:
-            xs = (bolus[cut:].reshape(rem, n_sub, nd, 3), rate[cut:].reshape(rem, n_sub, nd, 3))
-            carry, daily = lax.scan(day, carry, xs)
-            saved_parts.append(jax.tree_util.tree_map(lambda v: v[None], carry[0]))
-            daily_parts.append(daily)
-        cat = lambda parts: jax.tree_util.tree_map(lambda *v: jnp.concatenate(v), *parts)  # noqa: E731
-        return {
-            "saved": cat(saved_parts),
-            "daily": cat(daily_parts),
-            "auc": {
-                d.name: v
-                for d, v in zip(drugs, carry[2], strict=True)
-                if d.target_state is None  # no plasma exposure for state-dosed drugs
-            },
-        }
+        return integrate(plan, day_advance, initial_carry(plan, y0), su["p"], bolus, rate)
 
     return run
 
