@@ -144,8 +144,12 @@ def rk4_step(f, y: dict, h, stages: str = "scan"):
 
         def body(i, carry):
             k, acc = carry
-            ci = jnp.where(i == 0, 0.0, jnp.where(i == 3, 1.0, 0.5)).astype(dtype)
-            bi = jnp.where((i == 0) | (i == 3), 1.0 / 6.0, 2.0 / 6.0).astype(dtype)
+            # lax.select on typed scalars: jnp.where on a scalar predicate does not lower to
+            # Triton (jax 0.10.2)
+            c_ = lambda v: jnp.asarray(v, dtype)  # noqa: E731
+            end = (i == 0) | (i == 3)
+            ci = lax.select(i == 0, c_(0.0), lax.select(i == 3, c_(1.0), c_(0.5)))
+            bi = lax.select(end, c_(1.0 / 6.0), c_(2.0 / 6.0))
             kn = f(tm(lambda a, kk: a + (ci * h) * kk, y, k))
             return kn, tm(lambda s, kk: s + bi * kk, acc, kn)
 
@@ -525,6 +529,7 @@ def simulate(
     tumour_dynamics: float = 1.0,
     forcing: str = "gauss",
     devices: Sequence | None = None,
+    engine: str = "xla",
 ) -> Trajectories:
     """Simulate every patient of ``cohort`` under ``schedule`` (None = untreated).
 
@@ -544,6 +549,9 @@ def simulate(
             step-mean concentration); see the module docstring.
         devices: devices to shard the patient axis over (default: all local devices; each
             chunk is split across them with ``jax.sharding``; results do not depend on it).
+        engine: ``xla`` (default; vmapped step compiled by XLA) or ``pallas`` (one fused
+            Pallas/Triton kernel per day and block of patients, `vcohort.fused`; forward
+            only, meant for GPUs -- elsewhere it runs in Pallas' interpreter, slowly).
 
     Returns:
         `Trajectories` with per-patient ``status``; failed patients are kept, flagged.
@@ -559,6 +567,10 @@ def simulate(
         tumour_dynamics=tumour_dynamics,
         forcing=forcing,
     )
+    from vcohort.fused import ENGINES
+
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r}; allowed: {ENGINES}")
     n = len(cohort)
     if n < 1:
         raise ValueError("cohort has 0 patients; patients must be >= 1")
@@ -566,9 +578,9 @@ def simulate(
         raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1")
     cohort.check_for(model, plan.drugs, schedule.needs())
     bolus, rate = schedule.step_inputs(plan.dt, plan.n_steps)
-    fn = _compiled(plan)
     devs = list(devices) if devices is not None else jax.local_devices()
     n_dev = len(devs)
+    fn = _compiled(plan, engine, tuple(devs))
     chunk = int(min(chunk_size, n))
     chunk = -(-chunk // n_dev) * n_dev  # a multiple of the device count
     starts = list(range(0, n, chunk))
@@ -634,8 +646,11 @@ def simulate(
 _CACHE: dict = {}
 
 
-def _compiled(plan: Plan):
-    """One jitted cohort function per plan (jit re-traces only for new shapes/dtypes)."""
+def _compiled(plan: Plan, engine: str = "xla", devices: tuple = ()):
+    """One jitted cohort function per plan and engine (jit re-traces only for new
+    shapes/dtypes).  The XLA path is partitioned over ``devices`` by jit from the inputs'
+    sharding; the fused kernel is a custom call XLA cannot partition, so it runs per device
+    under ``shard_map``."""
     key = (
         plan.model.name,
         tuple(d.name for d in plan.drugs),
@@ -647,7 +662,21 @@ def _compiled(plan: Plan):
         plan.forcing,
         tuple(id(d) for d in plan.drugs),
         id(plan.model),
+        engine,
+        devices if engine == "pallas" and len(devices) > 1 else (),
     )
     if key not in _CACHE:
-        _CACHE[key] = jax.jit(cohort_fn(plan))
+        if engine == "pallas":
+            from vcohort.fused import cohort_pallas_fn
+
+            fn = cohort_pallas_fn(plan)
+            if len(devices) > 1:
+                from jax.sharding import Mesh, PartitionSpec
+
+                mesh = Mesh(np.array(devices), ("patients",))
+                pat, rep = PartitionSpec("patients"), PartitionSpec()
+                fn = jax.shard_map(fn, mesh=mesh, in_specs=(pat,) * 4 + (rep, rep), out_specs=pat)
+            _CACHE[key] = jax.jit(fn)
+        else:
+            _CACHE[key] = jax.jit(cohort_fn(plan))
     return _CACHE[key]

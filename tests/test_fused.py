@@ -1,0 +1,100 @@
+"""The fused Pallas engine (`vcohort.fused`): same results as the XLA path, and a kernel that
+lowers to Triton for CUDA.
+
+Off a GPU the kernel runs in Pallas' interpreter, which executes the same jaxpr the Triton
+lowering compiles; the lowering test then checks, without a GPU, that every operation of the
+step (model right-hand side, exact PK, Gauss-node effects, RK4 stage loop, per-step dose
+loads) has a Triton lowering rule -- the part that can fail before the kernel reaches a device.
+"""
+
+from dataclasses import replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TRIPLE, schedule
+
+from vcohort.cohort import make_cohort
+from vcohort.dosing import compile_schedule, parse_regimen
+from vcohort.drugs import get_drug
+from vcohort.fused import cohort_pallas_fn
+from vcohort.model import CSC_IMMUNE, get_model
+from vcohort.simulate import Plan, simulate
+
+FOUR = (*TRIPLE, "doxorubicin 60 mg/m2 every 21 d over 30 min")
+
+
+def assert_same(a, b, rtol):
+    """Every saved state, daily output and AUC of two `Trajectories` agree."""
+    for grp in ("states", "daily", "auc"):
+        x, y = getattr(a, grp), getattr(b, grp)
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_allclose(y[k], x[k], rtol=rtol, atol=0, err_msg=f"{grp}.{k}")
+    np.testing.assert_array_equal(a.status, b.status)
+    assert np.all(a.status == 0), "compare finite runs (NaN == NaN would pass)"
+
+
+@pytest.mark.slow
+def test_pallas_engine_matches_xla_engine():
+    # 4 drugs (2- and 4-compartment PK, bolus and infusion, mg/m2 dosing), 9 days with saves
+    # every 4 days (a full block and a remainder); 10 patients in blocks of 128 (padding).
+    # Same arithmetic in the same order, so float64 agrees to round-off: 1e-11 relative
+    # allows for differently contracted multiply-adds over 90 steps.
+    c = make_cohort(10, seed=3, runin_days=0)
+    s = schedule(FOUR, 9)
+    kw = dict(save_every=4, progress=False)
+    ref = simulate(CSC_IMMUNE, c, s, 9, **kw)
+    fused = simulate(CSC_IMMUNE, c, s, 9, engine="pallas", **kw)
+    assert_same(ref, fused, rtol=1e-11)
+    assert np.all(fused.status == 0)
+
+
+@pytest.mark.slow
+def test_pallas_engine_doses_into_model_states():
+    # de Pillis 2009: chemotherapy, IL-2 and TIL are dosed straight into model states (no PK)
+    m = get_model("depillis2009")
+    c = make_cohort(3, seed=0, model=m, variability=False)
+    cat = m.drug_catalogue()
+    # the published protocol with TIL and IL-2 moved inside a 4-day horizon; a 100-fold
+    # smaller TIL dose keeps the CD8 self-regulation non-stiff at dt 0.005 (see
+    # `vcohort.validation.published.depillis_agreement`)
+    chemo, til, il2 = (parse_regimen(r, cat) for r in ("chemo", "til", "il2"))
+    regs = [chemo, replace(til, start_day=1.0, dose=til.dose / 100), replace(il2, start_day=2.0)]
+    s = compile_schedule(regs, 4.0)
+    kw = dict(dt=0.005, save_every=1, progress=False)
+    ref = simulate(m, c, s, 4, **kw)
+    assert np.all(ref.status == 0)
+    assert_same(ref, simulate(m, c, s, 4, engine="pallas", **kw), 1e-11)
+    # the doses act: the IL-2 infusion (days 2-6) raises the IL-2 state I over the untreated
+    # run, and the TIL dose moves the CD8 state L
+    untreated = simulate(m, c, None, 4, **kw)
+    assert np.all(ref.states["I"][:, -1] > 2 * untreated.states["I"][:, -1])
+    assert np.all(np.abs(ref.states["L"][:, 2] / untreated.states["L"][:, 2] - 1) > 0.1)
+
+
+def test_unknown_engine_is_refused_before_compute():
+    with pytest.raises(ValueError, match="engine='cuda'.*allowed.*xla.*pallas"):
+        simulate(CSC_IMMUNE, make_cohort(2, seed=0, runin_days=0), None, 3, engine="cuda")
+
+
+def test_block_must_be_a_power_of_two():
+    plan = Plan(CSC_IMMUNE, (), 3, 0.1, 3, jnp.float32)
+    with pytest.raises(ValueError, match="block=100 must be a power of two"):
+        cohort_pallas_fn(plan, block=100)
+
+
+def test_kernel_lowers_to_triton_for_cuda():
+    # float32, the GPU configuration of benchmarks/bench_gpu.py; 300 patients = 3 blocks
+    s = schedule(TRIPLE, 14)
+    drugs = tuple(get_drug(d) for d in s.drugs)
+    plan = Plan(CSC_IMMUNE, drugs, 14, 0.1, 7, jnp.float32)
+    c = make_cohort(300, seed=3, runin_days=0, precision="float32")
+    bolus, rate = s.step_inputs(plan.dt, plan.n_steps)
+    args = (*c.arrays(np.arange(300), drugs, np.float32), bolus, rate)
+    fn = jax.jit(cohort_pallas_fn(plan, block=128, interpret=False))
+    text = fn.trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+    # one kernel, called once per day inside the day scan
+    assert text.count("__gpu$xla.gpu.triton") == 1
+    assert 'name = "vcohort_day"' in text
