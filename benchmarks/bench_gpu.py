@@ -1,11 +1,16 @@
-"""GPU benchmark (float32): the triple combination for 10^4 - 10^6 patients, one year forward,
-and value-and-gradient w.r.t. every dose amount over 24 weeks (``GRAD_DAYS``).
+"""GPU benchmark (float32): the triple combination for 10^4 - 10^6 patients, one year forward
+with both engines (``xla``: the vmapped step compiled by XLA; ``pallas``: one fused Triton
+kernel per day and block of patients, `vcohort.fused`), and value-and-gradient w.r.t. every
+dose amount over 24 weeks (``GRAD_DAYS``, XLA engine).
 
     bash benchmarks/gpu.sh            # on a machine with an NVIDIA GPU and jax[cuda]
 
-Writes benchmarks/results/gpu.md (or $OUT/gpu.md when OUT is set).  Reports patient-days per
-second of a second (compiled) call per cohort size, compile time, and the time for 10^6
-patient-years.
+Writes benchmarks/results/gpu.md (or $OUT/gpu.md when OUT is set) after every row, so a run
+cut short keeps what it measured.  Reports patient-days per second of a second (compiled)
+call per engine and cohort size, compile time, the largest relative difference of the fused
+engine's final diameters from the XLA engine's on the same patients (float32 round-off), and
+a sweep of the fused kernel's block size.  Environment: SIZES, DAYS, CHUNK (XLA engine),
+PALLAS_CHUNK, ENGINES, BLOCKS, GRAD_*.
 """
 
 from __future__ import annotations
@@ -27,10 +32,18 @@ from vcohort.model import CSC_IMMUNE  # noqa: E402
 from vcohort.simulate import simulate  # noqa: E402
 
 
+def env_ints(name: str, default: str) -> list[int]:
+    return [int(x) for x in os.environ.get(name, default).split(",") if x]
+
+
 def main() -> None:
-    sizes = [int(x) for x in os.environ.get("SIZES", "10000,100000,1000000").split(",")]
+    sizes = env_ints("SIZES", "10000,100000,1000000")
     days = int(os.environ.get("DAYS", "365"))
-    big_chunk = int(os.environ.get("CHUNK", "262144"))
+    chunks = {
+        "xla": int(os.environ.get("CHUNK", "262144")),  # bounded by XLA's intermediates
+        "pallas": int(os.environ.get("PALLAS_CHUNK", "1048576")),  # state + outputs only
+    }
+    engines = os.environ.get("ENGINES", "pallas,xla").split(",")
     s = triple_schedule(days)
     t0 = time.perf_counter()
     cohort = make_cohort(max(sizes), seed=1, precision="float32")
@@ -39,35 +52,91 @@ def main() -> None:
         f"GPU forward benchmark: {jax.devices()[0].device_kind}, jax {jax.__version__}, "
         f"float32, triple combination, {days} days, RK4 dt 0.1, weekly saves; "
         f"{time.strftime('%Y-%m-%d')}.  Cohort of {max(sizes):,} drawn with its immune run-in "
-        f"in {t_cohort:.1f} s.",
+        f"in {t_cohort:.1f} s.  'vs xla': largest relative difference of final diameters "
+        "from the XLA engine on the same patients.",
         "",
-        "| patients | chunk | first call s | second call s | patient-days/s | failed |",
-        "|---|---|---|---|---|---|",
+        "| engine | patients | chunk | first call s | second call s | patient-days/s | "
+        "failed | vs xla |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for n in sizes:
-        c = cohort.subset(np.arange(n))
-        chunk = min(n, big_chunk)
+    finals: dict = {}
+    for engine in engines:
+        for n in sizes:
+            c = cohort.subset(np.arange(n))
+            chunk = min(n, chunks[engine])
 
-        def run(c=c, chunk=chunk):
-            return simulate(
-                CSC_IMMUNE, c, s, days, precision="float32", chunk_size=chunk, progress=False
+            def run(c=c, chunk=chunk, engine=engine):
+                return simulate(
+                    CSC_IMMUNE,
+                    c,
+                    s,
+                    days,
+                    precision="float32",
+                    chunk_size=chunk,
+                    progress=False,
+                    engine=engine,
+                )
+
+            t0 = time.perf_counter()
+            run()
+            t1 = time.perf_counter()
+            tr = run()
+            t2 = time.perf_counter()
+            finals[engine, n] = tr.daily["diameter_mm"][:, -1]
+            other = finals.get(("xla" if engine != "xla" else "pallas", n))
+            diff = ""
+            if other is not None:
+                diff = f"{np.nanmax(np.abs(other / finals[engine, n] - 1)):.1e}"
+            row = (
+                f"| {engine} | {n:,} | {chunk:,} | {t1 - t0:.1f} | {t2 - t1:.2f} | "
+                f"{n * days / (t2 - t1):,.0f} | {int((tr.status != 0).sum())} | {diff} |"
             )
-
-        t0 = time.perf_counter()
-        run()
-        t1 = time.perf_counter()
-        tr = run()
-        t2 = time.perf_counter()
-        row = (
-            f"| {n:,} | {chunk:,} | {t1 - t0:.1f} | {t2 - t1:.2f} | "
-            f"{n * days / (t2 - t1):,.0f} | {int((tr.status != 0).sum())} |"
-        )
-        lines.append(row)
-        print(row, flush=True)
+            lines.append(row)
+            print(row, flush=True)
+            write_result("gpu.md", "\n".join(lines))
     lines += gradient_rows(cohort, sizes)
+    write_result("gpu.md", "\n".join(lines))
+    lines += block_rows(cohort, s, days)
     text = "\n".join(lines)
     print(text)
     write_result("gpu.md", text)
+
+
+def block_rows(cohort, s, days) -> list[str]:
+    """Seconds per call of the fused engine for each kernel block size (patients per kernel
+    instance) at ``BLOCK_PATIENTS`` patients in one chunk."""
+    import jax.numpy as jnp
+
+    from vcohort.drugs import get_drug
+    from vcohort.fused import cohort_pallas_fn
+    from vcohort.simulate import Plan
+
+    n = min(int(os.environ.get("BLOCK_PATIENTS", "100000")), len(cohort))
+    blocks = env_ints("BLOCKS", "32,64,256")
+    if not blocks:
+        return []
+    drugs = tuple(get_drug(d) for d in s.drugs)
+    plan = Plan(CSC_IMMUNE, drugs, days, 0.1, 7, jnp.float32)
+    bolus, rate = s.step_inputs(plan.dt, plan.n_steps)
+    args = (*cohort.arrays(np.arange(n), drugs, np.float32), bolus, rate)
+    lines = [
+        "",
+        f"Fused kernel block size, {n:,} patients, {days} days (the engine's default is 128):",
+        "",
+        "| block | first call s | second call s | patient-days/s |",
+        "|---|---|---|---|",
+    ]
+    for b in blocks:
+        fn = jax.jit(cohort_pallas_fn(plan, block=b))
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        t1 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        t2 = time.perf_counter()
+        row = f"| {b} | {t1 - t0:.1f} | {t2 - t1:.2f} | {n * days / (t2 - t1):,.0f} |"
+        lines.append(row)
+        print(row, flush=True)
+    return lines
 
 
 def _divisor_chunk(n: int, most: int) -> int:
