@@ -18,7 +18,7 @@ from conftest import TRIPLE, schedule
 from vcohort.cohort import make_cohort
 from vcohort.dosing import compile_schedule, parse_regimen
 from vcohort.drugs import get_drug
-from vcohort.fused import cohort_pallas_fn
+from vcohort.fused import cohort_pallas_fn, shared_params
 from vcohort.model import CSC_IMMUNE, get_model
 from vcohort.simulate import Plan, simulate
 
@@ -93,8 +93,23 @@ def test_kernel_lowers_to_triton_for_cuda():
     c = make_cohort(300, seed=3, runin_days=0, precision="float32")
     bolus, rate = s.step_inputs(plan.dt, plan.n_steps)
     args = (*c.arrays(np.arange(300), drugs, np.float32), bolus, rate)
-    fn = jax.jit(cohort_pallas_fn(plan, block=128, interpret=False))
+    shared = shared_params(c.params, np.float32)  # as simulate(engine="pallas") does
+    fn = jax.jit(cohort_pallas_fn(plan, block=128, interpret=False, constants=shared))
     text = fn.trace(*args).lower(lowering_platforms=("cuda",)).as_text()
     # one kernel, called once per day inside the day scan
     assert text.count("__gpu$xla.gpu.triton") == 1
     assert 'name = "vcohort_day"' in text
+
+
+def test_shared_params_are_the_ones_equal_for_every_patient():
+    params = {"a": np.array([1.0, 1.0, 1.0]), "b": np.array([1.0, 2.0, 1.0]), "c": np.zeros(3)}
+    assert shared_params(params, np.float64) == {"a": 1.0, "c": 0.0}
+    # equal once cast to the run's precision counts as shared
+    near = {"x": np.array([0.1, 0.1 + 1e-12])}
+    assert shared_params(near, np.float64) == {}
+    assert shared_params(near, np.float32) == {"x": float(np.float32(0.1))}
+    # the default cohort samples 26 of its 114 parameters; the rest are shared
+    c = make_cohort(20, seed=1, runin_days=0)
+    shared = shared_params(c.params, np.float64)
+    assert 0 < len(shared) < len(c.params)
+    assert all(np.ptp(c.params[k]) > 0 for k in c.params if k not in shared)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from vcohort.simulate import Plan, initial_carry, integrate, make_advance, patient_setup
@@ -43,10 +44,11 @@ def check_block(block: int) -> int:
     return block
 
 
-def day_kernel(plan: Plan, su_tree, carry_tree, n_su: int, n_carry: int):
+def day_kernel(plan: Plan, su_tree, carry_tree, n_su: int, n_carry: int, constants: dict):
     """The Pallas kernel body: refs are ``n_su`` setup arrays, ``n_carry`` carry arrays (one
     block of patients each), the day's shared dose inputs (flattened ``(2, n_sub, drugs, 3)``,
-    bolus then rate, padded to a power of two) and ``n_carry`` output arrays."""
+    bolus then rate, padded to a power of two) and ``n_carry`` output arrays.  ``constants``:
+    model parameters with one value for every patient, compiled into the kernel as literals."""
     nd, n_sub = len(plan.drugs), plan.n_sub
     off = n_sub * nd * 3  # where the rates start in the flattened day inputs
 
@@ -56,6 +58,7 @@ def day_kernel(plan: Plan, su_tree, carry_tree, n_su: int, n_carry: int):
         inp = refs[n_su + n_carry]
         out_refs = refs[n_su + n_carry + 1 :]
         su = jax.tree_util.tree_unflatten(su_tree, [r[...] for r in su_refs])
+        su = {**su, "p": {**su["p"], **constants}}
         carry = jax.tree_util.tree_unflatten(carry_tree, [r[...] for r in c_refs])
         advance = make_advance(plan, su, stages="loop")
         wt, bsa = su["wt"], su["bsa"]
@@ -76,17 +79,38 @@ def day_kernel(plan: Plan, su_tree, carry_tree, n_su: int, n_carry: int):
     return kernel
 
 
-def cohort_pallas_fn(plan: Plan, block: int = DEFAULT_BLOCK, interpret: bool | None = None):
+def shared_params(params: dict, dtype) -> dict[str, float]:
+    """The parameters with one value (in ``dtype``) for every patient of ``params`` (name ->
+    array over patients); for `cohort_pallas_fn`'s ``constants``."""
+    out = {}
+    for k, v in params.items():
+        v = np.asarray(v).astype(dtype)
+        if v.size and np.all(v == v.flat[0]):
+            out[k] = float(v.flat[0])
+    return out
+
+
+def cohort_pallas_fn(
+    plan: Plan,
+    block: int = DEFAULT_BLOCK,
+    interpret: bool | None = None,
+    constants: dict[str, float] | None = None,
+):
     """Same signature and outputs as `vcohort.simulate.cohort_fn` -- ``(params, pk, cov, y0,
     bolus, rate) -> outputs`` with a leading patient axis -- with each day run by one fused
     Pallas kernel per block of ``block`` patients (padded up to a whole block).
 
     ``interpret``: run the kernel in Pallas' interpreter (default: when the default backend
-    is not a GPU)."""
+    is not a GPU).  ``constants``: parameters equal for every patient (`shared_params`); the
+    kernel uses these values as literals instead of loading a per-patient array, which frees
+    registers (a Triton kernel instance keeps every input of a patient in registers for the
+    whole day: measured with ptxas for sm_90, see ``benchmarks/results/gpu.md``) -- the
+    ``params`` argument must hold these values."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plt
 
     check_block(block)
+    constants = dict(constants or {})
     if interpret is None:
         interpret = jax.default_backend() != "gpu"
     nd, n_sub = len(plan.drugs), plan.n_sub
@@ -102,10 +126,11 @@ def cohort_pallas_fn(plan: Plan, block: int = DEFAULT_BLOCK, interpret: bool | N
 
         params, pk, cov, y0 = jax.tree_util.tree_map(pad, (params, pk, cov, y0))
         su = jax.vmap(lambda p, k, c: patient_setup(plan, p, k, c))(params, pk, cov)
-        su_leaves, su_tree = jax.tree_util.tree_flatten(su)
+        varying = {**su, "p": {k: v for k, v in su["p"].items() if k not in constants}}
+        su_leaves, su_tree = jax.tree_util.tree_flatten(varying)
         carry0 = initial_carry(plan, y0)
         c_leaves, c_tree = jax.tree_util.tree_flatten(carry0)
-        kernel = day_kernel(plan, su_tree, c_tree, len(su_leaves), len(c_leaves))
+        kernel = day_kernel(plan, su_tree, c_tree, len(su_leaves), len(c_leaves), constants)
         spec = pl.BlockSpec((block,), lambda i: (i,))
         call = pl.pallas_call(
             kernel,

@@ -580,7 +580,12 @@ def simulate(
     bolus, rate = schedule.step_inputs(plan.dt, plan.n_steps)
     devs = list(devices) if devices is not None else jax.local_devices()
     n_dev = len(devs)
-    fn = _compiled(plan, engine, tuple(devs))
+    shared = ()
+    if engine == "pallas":
+        from vcohort.fused import shared_params
+
+        shared = tuple(sorted(shared_params(cohort.params, plan.dtype).items()))
+    fn = _compiled(plan, engine, tuple(devs), shared)
     chunk = int(min(chunk_size, n))
     chunk = -(-chunk // n_dev) * n_dev  # a multiple of the device count
     starts = list(range(0, n, chunk))
@@ -646,11 +651,12 @@ def simulate(
 _CACHE: dict = {}
 
 
-def _compiled(plan: Plan, engine: str = "xla", devices: tuple = ()):
+def _compiled(plan: Plan, engine: str = "xla", devices: tuple = (), shared: tuple = ()):
     """One jitted cohort function per plan and engine (jit re-traces only for new
     shapes/dtypes).  The XLA path is partitioned over ``devices`` by jit from the inputs'
     sharding; the fused kernel is a custom call XLA cannot partition, so it runs per device
-    under ``shard_map``."""
+    under ``shard_map``; ``shared`` are (name, value) of parameters equal for every patient of
+    the cohort, compiled into the fused kernel (`vcohort.fused.shared_params`)."""
     key = (
         plan.model.name,
         tuple(d.name for d in plan.drugs),
@@ -664,12 +670,13 @@ def _compiled(plan: Plan, engine: str = "xla", devices: tuple = ()):
         id(plan.model),
         engine,
         devices if engine == "pallas" and len(devices) > 1 else (),
+        shared,
     )
     if key not in _CACHE:
         if engine == "pallas":
             from vcohort.fused import cohort_pallas_fn
 
-            fn = cohort_pallas_fn(plan)
+            fn = cohort_pallas_fn(plan, constants=dict(shared))
             if len(devices) > 1:
                 from jax.sharding import Mesh, PartitionSpec
 
