@@ -39,6 +39,7 @@ def test_a_good_experiment_validates_with_defaults_filled():
     assert [a.name for a in e.arms] == ["control", "pembro", "seq"]
     assert e.arms[0].regimens == () and e.reference_arm == "control"
     assert e.dt == 0.1 and e.precision == "float64" and e.runin_days == 240
+    assert e.engine == "xla" and e.config["simulation"]["engine"] == "xla"
     assert e.endpoint_options["confirm_days"] == 28 and e.endpoint_options["assess_first"] == 42
     cb = e.arms[1].regimens[1]
     assert (cb.drug, cb.dose, cb.interval_days, cb.start_day) == ("cb839", 800.0, 0.5, 7.0)
@@ -61,6 +62,7 @@ def test_every_bad_field_is_reported_at_once_before_compute():
     bad["population"]["seed"] = "one"
     bad["simulation"]["dt"] = 0.3
     bad["simulation"]["precision"] = "float16"
+    bad["simulation"]["engine"] = "cuda"
     bad["assessment"]["confirm_days"] = -28
     bad["arms"][1]["regimens"][0] = "aspirin 100 mg qd"
     bad["arms"][1]["regimens"][1]["start"] = "-7 d"
@@ -77,6 +79,7 @@ def test_every_bad_field_is_reported_at_once_before_compute():
         "population.seed: expected an integer, got str 'one'",
         "simulation.dt: 0.3: 1/dt must be a whole number",
         "simulation.precision: 'float16' is not allowed",
+        "simulation.engine: 'cuda' is not allowed",
         "assessment.confirm_days: -28 must be >= 0",
         "arms[1].regimens[0]: ",
         "not in the catalogue",

@@ -194,7 +194,7 @@ def compute_chunk(run: BatchRun, k: int, c: int, *, size: int | None = None, arm
     e = run.experiment
     size = e.size if size is None else size
     pop = e.population if e.screening else dataclasses.replace(e.population, plausibility=None)
-    num = dict(dt=e.dt, precision=e.precision, chunk_size=e.chunk_size)
+    num = dict(dt=e.dt, precision=e.precision, chunk_size=e.chunk_size, engine=e.engine)
     t0 = time.perf_counter()
     cohort = make_cohort(
         c,
@@ -246,6 +246,7 @@ def simulate_arms(e, cohort: Cohort, c: int) -> dict:
         precision=e.precision,
         chunk_size=e.chunk_size,
         progress=False,
+        engine=e.engine,
     )
     return {a: take(tr, m) for a, tr in trajs.items()}
 

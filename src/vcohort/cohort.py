@@ -178,6 +178,7 @@ def make_cohort(
     baseline_diameter_mm=None,
     population: Population | str | None = None,
     chunk_size: int = 4096,
+    engine: str = "xla",
 ) -> Cohort:
     """Draw ``n`` virtual patients.
 
@@ -197,6 +198,7 @@ def make_cohort(
         baseline_diameter_mm: override the drawn baseline diameters (scalar or (n,)).
         population: a `Population` or preset name/file (default: the ``default`` preset).
         chunk_size: patients per compiled call of the run-in (results do not depend on it).
+        engine: simulation engine of the run-in (`vcohort.simulate.simulate`).
     """
     from vcohort.model import CSC_IMMUNE
 
@@ -242,7 +244,13 @@ def make_cohort(
     cohort = Cohort(ids, params, pk, cov, y0, model.name, int(seed))
     if runin_days:
         cohort = run_in(
-            cohort, model, runin_days, dt=dt, precision=precision, chunk_size=chunk_size
+            cohort,
+            model,
+            runin_days,
+            dt=dt,
+            precision=precision,
+            chunk_size=chunk_size,
+            engine=engine,
         )
     return cohort
 
@@ -281,6 +289,7 @@ def run_in(
     dt: float = 0.1,
     precision: str = "float64",
     chunk_size: int = 4096,
+    engine: str = "xla",
 ):
     """Settle the immune state for ``days`` with the tumour frozen (no drugs)."""
     from vcohort.simulate import simulate
@@ -296,6 +305,7 @@ def run_in(
         tumour_dynamics=0.0,
         progress=False,
         chunk_size=chunk_size,
+        engine=engine,
     )
     y0 = {k: np.asarray(v[:, -1], dtype=np.float64) for k, v in traj.states.items()}
     return cohort.replace(y0=y0)

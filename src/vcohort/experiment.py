@@ -59,6 +59,7 @@ from pathlib import Path
 from vcohort.config import Checker, read_toml
 from vcohort.dosing import Regimen, parse_amount, parse_duration, parse_regimen
 from vcohort.endpoints import CENSOR_AT, MONTH_DAYS
+from vcohort.fused import ENGINES
 from vcohort.population import Population, load_population
 from vcohort.runs import Arm
 
@@ -67,7 +68,7 @@ PRECISIONS = ("float64", "float32")
 _TOP = {"title", "description", "reference_arm", "population", "simulation", "assessment",
         "arms", "calibration"}  # fmt: skip
 _POP = {"preset", "file", "size", "seed", "replace_rejected", "screening"}
-_SIM = {"horizon_days", "dt", "precision", "chunk_size", "save_every", "runin_days"}
+_SIM = {"horizon_days", "dt", "precision", "chunk_size", "save_every", "runin_days", "engine"}
 _ASSESS = {"every_days", "first_day", "days", "confirm_days", "cr_floor_mm", "censor_at",
            "landmark_days"}  # fmt: skip
 _ARM = {"name", "description", "sequencing", "regimens", "induction", "induction_days",
@@ -101,6 +102,7 @@ class Experiment:
     config: dict
     source: str
     calibration: dict | None = None
+    engine: str = "xla"
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -138,6 +140,7 @@ def experiment_from_dict(
     chunk = ck.get(st, "chunk_size", "simulation", "int", 4096, ge=1)
     save_every = ck.get(st, "save_every", "simulation", "int", 7, ge=1)
     runin = ck.get(st, "runin_days", "simulation", "int", 240, ge=0)
+    engine = ck.get(st, "engine", "simulation", "str", "xla", choices=ENGINES)
 
     at = ck.table(d.get("assessment", {}), "assessment", _ASSESS)
     ep, landmark = _assessment(ck, at, horizon)
@@ -181,6 +184,7 @@ def experiment_from_dict(
             "chunk_size": chunk,
             "save_every": save_every,
             "runin_days": runin,
+            "engine": engine,
         },  # fmt: skip
         "assessment": ep | {"landmark_days": landmark},
         "calibration": calib,
@@ -195,7 +199,7 @@ def experiment_from_dict(
     }
     return Experiment(title, desc, pop, size, seed, repl, screening, horizon, dt, precision,
                       chunk, save_every, runin, ep, landmark, ref, tuple(arms), config,
-                      source, calib)  # fmt: skip
+                      source, calib, engine)  # fmt: skip
 
 
 def _calibration(ck: Checker, raw, base_dir: Path | None) -> dict | None:

@@ -34,6 +34,7 @@ def screen(
     dt: float = 0.1,
     precision: str = "float64",
     chunk_size: int = 4096,
+    engine: str = "xla",
 ) -> pd.DataFrame:
     """One row per patient: ``patient``, ``plausible``, ``reason`` ("" when plausible) and the
     screened quantities (``screen_max_volume_ratio``, ``screen_min_diameter_ratio``,
@@ -51,6 +52,7 @@ def screen(
         precision=precision,
         chunk_size=chunk_size,
         progress=False,
+        engine=engine,
     )
     d = np.asarray(tr.daily["diameter_mm"], dtype=np.float64)
     csc = np.asarray(tr.daily["csc_fraction"], dtype=np.float64)
@@ -110,6 +112,7 @@ def plausible_cohort(
     dt: float = 0.1,
     precision: str = "float64",
     chunk_size: int = 4096,
+    engine: str = "xla",
     **cohort_kwargs,
 ) -> tuple[Cohort, pd.DataFrame]:
     """Draw ``n`` patients, screen them and (``replace=True``) draw replacements for the rejected
@@ -130,12 +133,12 @@ def plausible_cohort(
         raise ValueError(f"patients={n!r} must be an integer >= 1")
     max_draws = 10 * n + 64 if max_draws is None else max_draws
     kw = dict(cohort_kwargs, seed=seed, model=model, dt=dt, precision=precision,
-              chunk_size=chunk_size, population=pop)  # fmt: skip
+              chunk_size=chunk_size, population=pop, engine=engine)  # fmt: skip
     first = make_cohort(n, first_id=0, **kw)
     if pop.plausibility is None:
         table = pd.DataFrame({"patient": first.patient_id, "plausible": True, "reason": ""})
         return first, table
-    scr = dict(dt=dt, precision=precision, chunk_size=chunk_size)
+    scr = dict(dt=dt, precision=precision, chunk_size=chunk_size, engine=engine)
     kept, tables = [], []
     drawn, batch = 0, first
     while True:

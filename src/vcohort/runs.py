@@ -59,6 +59,7 @@ def run_arms(
     progress: bool | None = None,
     assess_every: int = 42,
     endpoint_options: dict | None = None,
+    engine: str = "xla",
 ):
     """Simulate every arm on ``cohort``.  Returns (trajectories by arm, endpoints, summary,
     schedules by arm).  ``endpoint_options`` go to `patient_endpoints` (assessment schedule,
@@ -93,6 +94,7 @@ def run_arms(
             precision=precision,
             chunk_size=chunk_size,
             progress=progress,
+            engine=engine,
         )
         tr.timings["arm_s"] = time.perf_counter() - t0
         trajs[a.name] = tr

@@ -68,6 +68,7 @@ def run_trial(exp: Experiment, *, progress: bool | None = None) -> TrialResult:
         precision=exp.precision,
         chunk_size=exp.chunk_size,
         runin_days=exp.runin_days,
+        engine=exp.engine,
     )
     calibration = None
     if calib is not None:
@@ -90,6 +91,7 @@ def run_trial(exp: Experiment, *, progress: bool | None = None) -> TrialResult:
         chunk_size=exp.chunk_size,
         progress=progress,
         endpoint_options=exp.endpoint_options,
+        engine=exp.engine,
     )
     summary = trial_summary(endpoints, reference=exp.reference_arm, landmark_days=exp.landmark_days)
     summary.insert(1, "regimen", [a.describe() for a in exp.arms])

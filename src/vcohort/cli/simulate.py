@@ -37,6 +37,13 @@ def _common(p: argparse.ArgumentParser, patients: int, days: int) -> None:
     )
     p.add_argument("--save-every", type=int, default=7, help="save full state every N days")
     p.add_argument("--chunk-size", type=int, default=4096, help="patients per compiled call")
+    p.add_argument(
+        "--engine",
+        choices=("xla", "pallas"),
+        default="xla",
+        help="xla (default), or pallas: one fused Triton kernel per day and block of patients, "
+        "for NVIDIA GPUs (forward only; off a GPU it runs in an interpreter, slowly)",
+    )
     p.add_argument("--assess-every", type=int, default=42, help="RECIST assessment interval (days)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -129,6 +136,7 @@ def _run(args, arm_specs: list[str]) -> int:
         dt=args.dt,
         precision=args.precision,
         population=population,
+        engine=args.engine,
     )
     t_cohort = time.perf_counter() - t0
     trajs, endpoints, summary, schedules = run_arms(
@@ -140,6 +148,7 @@ def _run(args, arm_specs: list[str]) -> int:
         save_every=args.save_every,
         precision=args.precision,
         chunk_size=args.chunk_size,
+        engine=args.engine,
         progress=False if args.no_progress else None,
         assess_every=args.assess_every,
     )
@@ -226,6 +235,7 @@ def _write(args, cohort, arms, trajs, endpoints, summary, schedules, timings) ->
                 "model": cohort.model,
                 "seed": args.seed,
                 "precision": args.precision,
+                "engine": args.engine,
                 "environment": environment(),
                 "timings": timings | {a: trajs[a].timings for a in trajs},
                 "n_failed": int((endpoints["status"] != 0).sum()),
