@@ -457,8 +457,9 @@ def _status(states: dict, daily: dict) -> tuple[np.ndarray, np.ndarray]:
         finite &= np.all(np.isfinite(v), axis=1)
     negative = np.zeros(P, dtype=bool)
     for v in states.values():
-        scale = np.nanmax(np.abs(v), axis=1) + 1e-300
-        negative |= np.nanmin(v, axis=1) < -1e-6 * scale
+        # rows that are all NaN (a failed patient, flagged non-finite below) compare False
+        w = np.where(np.isnan(v), 0.0, v)
+        negative |= w.min(axis=1) < -1e-6 * (np.abs(w).max(axis=1) + 1e-300)
     status[negative] = STATUS_NEGATIVE
     status[~finite] = STATUS_NONFINITE
     bad_day = np.full(P, -1, dtype=np.int64)
