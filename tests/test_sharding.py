@@ -1,5 +1,5 @@
 """The patient axis sharded over 4 forced CPU devices gives the same per-patient results as one
-device (the device count is fixed when JAX starts, so the sharded run is its own process)."""
+device, with either engine (the device count is fixed when JAX starts, so the sharded run is its own process)."""
 
 import os
 import subprocess
@@ -26,7 +26,11 @@ CODE = textwrap.dedent(
     s = compile_schedule([parse_regimen(r) for r in {triple!r}], 21.0)
     tr = simulate(CSC_IMMUNE, c, s, 21)
     assert tr.timings["devices"] == 4 and tr.timings["chunk_size"] == 12
-    np.savez(sys.argv[1], d=tr.daily["diameter_mm"], S=tr.states["S"], T8=tr.states["T8"])
+    # the fused kernel under shard_map (Pallas' interpreter on CPU)
+    fu = simulate(CSC_IMMUNE, c, s, 21, engine="pallas", progress=False)
+    assert fu.timings["devices"] == 4
+    np.savez(sys.argv[1], d=tr.daily["diameter_mm"], S=tr.states["S"], T8=tr.states["T8"],
+             fd=fu.daily["diameter_mm"], fS=fu.states["S"])
     """
 )
 
@@ -47,3 +51,6 @@ def test_four_forced_cpu_devices_match_one_device(tmp_path):
     np.testing.assert_allclose(sharded["d"], tr.daily["diameter_mm"], rtol=1e-12)
     np.testing.assert_allclose(sharded["S"], tr.states["S"], rtol=1e-12)
     np.testing.assert_allclose(sharded["T8"], tr.states["T8"], rtol=1e-12)
+    # the fused engine, each device running its own kernel on its quarter of the patients
+    np.testing.assert_allclose(sharded["fd"], tr.daily["diameter_mm"], rtol=1e-11)
+    np.testing.assert_allclose(sharded["fS"], tr.states["S"], rtol=1e-11)

@@ -683,7 +683,14 @@ def _compiled(plan: Plan, engine: str = "xla", devices: tuple = (), shared: tupl
 
                 mesh = Mesh(np.array(devices), ("patients",))
                 pat, rep = PartitionSpec("patients"), PartitionSpec()
-                fn = jax.shard_map(fn, mesh=mesh, in_specs=(pat,) * 4 + (rep, rep), out_specs=pat)
+                # check_vma=False: pallas_call's outputs carry no varying-axes annotation
+                fn = jax.shard_map(
+                    fn,
+                    mesh=mesh,
+                    in_specs=(pat,) * 4 + (rep, rep),
+                    out_specs=pat,
+                    check_vma=False,
+                )
             _CACHE[key] = jax.jit(fn)
         else:
             _CACHE[key] = jax.jit(cohort_fn(plan))
