@@ -64,3 +64,19 @@ def test_weight_scaling_of_pembrolizumab_clearance():
     ind = d.individual(d.params.typical(), 2 * d.ref_weight)
     assert ind["CL"] == pytest.approx(0.22 * 2**0.595)
     assert ind["V1"] == pytest.approx(3.48 * 2**0.489)
+
+
+def test_dacarbazine_pk_holds_its_three_published_figures():
+    # the 2-compartment parameters were solved from clearance 15.4 mL/kg/min (Breithaupt 1982),
+    # Vss 1.49 L/kg (Swiss label) and plasma half-lives of 19 min and 5 h (US label); the
+    # rounded per-kg values reproduce them to 0.5%
+    drug = CATALOGUE["dacarbazine"]
+    wt = 81.0  # any weight: every parameter is per kg
+    ind = drug.individual(drug.params.typical(), wt)
+    keep = [i for i, n in enumerate(drug.compartments) if n != "effect"]
+    A = np.array(drug.rate_matrix(ind), dtype=float)[np.ix_(keep, keep)]
+    rates = np.sort(-np.linalg.eigvals(A).real)[::-1]  # 1/day, alpha then beta
+    half_lives_min = math.log(2) / rates * 24 * 60
+    assert half_lives_min == pytest.approx([19.0, 300.0], rel=5e-3)
+    assert ind["CL"] / wt / (24 * 60) * 1e3 == pytest.approx(15.4, rel=5e-3)  # mL/kg/min
+    assert (ind["V1"] + ind["V2"]) / wt == pytest.approx(1.49, rel=5e-3)  # L/kg

@@ -261,8 +261,126 @@ DOXORUBICIN = Drug(
     references=(_PEREZ, "Friberg et al. 2002, J Clin Oncol 20:4713"),
 )
 
+# Dacarbazine, the melanoma chemotherapy of KEYNOTE-002's investigator-choice arm.  Per-kg
+# 2-compartment PK solved so that three published figures hold at once: total clearance
+# 15.4 mL/kg/min (Breithaupt et al. 1982, 8 patients), steady-state volume 1.49 L/kg (Swiss
+# Fachinformation) and the biphasic plasma half-lives of 19 min and 5 h (US label): with
+# alpha + beta = k10 + k12 + k21, alpha beta = k10 k21, Vss = V1 (1 + k12/k21) this gives
+# V1 0.503 L/kg, k10 1.838/h, k12 0.3245/h, k21 0.1651/h (V2 0.988 L/kg, Q 0.163 L/kg/h).
+_BREITHAUPT = (
+    "Breithaupt, Dammann & Aigner 1982, Cancer Chemother Pharmacol 9:103 (CL 15.4 mL/kg/min, "
+    "range 8.7-23.3, n=8)"
+)
+_DTIC_LABEL = "dacarbazine US label (Clinical Pharmacology: t1/2 alpha 19 min, beta 5 h)"
+_DTIC_VSS = "dacarbazine Swiss Fachinformation (Verteilungsvolumen 1.49 L/kg)"
+_DTIC_FIT = "vcohort experiments/fit_dacarbazine.py"
+_KG = 70.0  # per-kg values at the reference weight
+# mg/L at the effect site, fitted (experiments/fit_dacarbazine.py, 2026-11-30): bisection on
+# log EC50 gave ORR 4.0% at 0.5215-0.5221 mg/L; rounded to 0.52 the arm's ORR is 4.25% (17/400)
+DTIC_KILL_EC50 = 0.52
+
+DACARBAZINE = Drug(
+    name="dacarbazine",
+    drug_class="chemo",
+    route="iv",
+    params=_pk(
+        [
+            (
+                "CL",
+                15.4e-3 * 60 * 24 * _KG,
+                "L/day",
+                0.24,
+                _BREITHAUPT + "; CV from the range/4",
+                "total clearance (15.4 mL/kg/min)",
+            ),
+            (
+                "V1",
+                0.5026 * _KG,
+                "L",
+                0.0,
+                f"{_BREITHAUPT}; {_DTIC_LABEL}; {_DTIC_VSS}",
+                "central volume (0.503 L/kg, solved; see above)",
+            ),  # fmt: skip
+            (
+                "Q2",
+                0.1631 * 24 * _KG,
+                "L/day",
+                0.0,
+                f"{_DTIC_LABEL}; {_DTIC_VSS}",
+                "intercompartmental clearance (0.163 L/kg/h, solved)",
+            ),  # fmt: skip
+            (
+                "V2",
+                0.988 * _KG,
+                "L",
+                0.0,
+                f"{_DTIC_LABEL}; {_DTIC_VSS}",
+                "peripheral volume (0.988 L/kg, solved)",
+            ),  # fmt: skip
+            (
+                "ke0",
+                1.0,
+                "1/day",
+                0.3,
+                "assumption: DNA methylation by the active metabolite MTIC persists until "
+                "repaired (O6-methylguanine by MGMT over about a day); biophase model of "
+                "Sheiner et al. 1979",
+                "effect-compartment equilibration rate",
+            ),
+        ]
+    ),
+    effects=(
+        Effect(
+            "chemo_kill",
+            "emax",
+            emax=1.0,
+            ec50=DTIC_KILL_EC50,
+            site="effect",
+            source=(
+                "fitted: the effect-site EC50 at which 1000 mg/m2 q3w gives KEYNOTE-002's "
+                "investigator-choice ORR of 4% (MODEL.md calibration target; Ribas et al. 2015) "
+                "on the KEYNOTE-002-like calibrated population (" + _DTIC_FIT + ")"
+            ),
+        ),
+        Effect(
+            "chemo_stress",
+            "emax",
+            emax=1.0,
+            ec50=DTIC_KILL_EC50 / 2,
+            site="effect",
+            source="assumption: as doxorubicin's, half-maximal at half the killing EC50",
+        ),
+        Effect(
+            "myelotoxicity",
+            "emax",
+            emax=8.0,
+            ec50=2.0,
+            site="central",
+            source=(
+                "assumption: Friberg et al. 2002 drug effect in Emax form, EC50 chosen so that "
+                "1000 mg/m2 q3w gives 'usually moderate' leucopenia (Martindale; US label: "
+                "haemopoietic depression the most common toxicity): measured on 200 virtual "
+                "patients over 63 days, median ANC nadir 1.9e9/L (grade 1), grade >=3 in 6%, "
+                "grade 4 in 0.5%.  The model's nadir falls on day 9 (Friberg system "
+                "parameters), not the label's day 21-25 for leucocytes"
+            ),
+        ),
+    ),
+    clinical_dose="dacarbazine 1000 mg/m2 every 21 d over 30 min",
+    mw=182.2,
+    half_life_days=5.0 / 24.0,
+    half_life_source=_DTIC_LABEL,
+    ref_weight=_KG,
+    weight_exponent_cl=1.0,
+    weight_exponent_v=1.0,
+    max_single_dose_mg=2500.0,  # the largest labelled single dose, 1000 mg/m2, at 2.5 m2
+    toxicity="myelosuppression (leucopenia, thrombocytopenia); hepatic necrosis (rare); "
+    "nausea and vomiting",
+    references=(_BREITHAUPT, _DTIC_LABEL, _DTIC_VSS, "Friberg et al. 2002, J Clin Oncol 20:4713"),
+)
+
 CATALOGUE: dict[str, Drug] = {
-    d.name: d for d in (PEMBROLIZUMAB, WNT974, CB839, DOXORUBICIN, *TABLE1_DRUGS)
+    d.name: d for d in (PEMBROLIZUMAB, WNT974, CB839, DOXORUBICIN, DACARBAZINE, *TABLE1_DRUGS)
 }
 
 
