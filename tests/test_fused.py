@@ -40,8 +40,10 @@ def assert_same(a, b, rtol):
 def test_pallas_engine_matches_xla_engine():
     # 4 drugs (2- and 4-compartment PK, bolus and infusion, mg/m2 dosing), 9 days with saves
     # every 4 days (a full block and a remainder); 10 patients in blocks of 128 (padding).
-    # Same arithmetic in the same order, so float64 agrees to round-off: 1e-11 relative
-    # allows for differently contracted multiply-adds over 90 steps.
+    # Same arithmetic in the same order (in float64; shared parameters become literals that
+    # the tracer folds in double precision, which in float32 moves results by ~1e-7), so
+    # float64 agrees to round-off: 1e-11 relative allows for differently contracted
+    # multiply-adds over 90 steps.
     c = make_cohort(10, seed=3, runin_days=0)
     s = schedule(FOUR, 9)
     kw = dict(save_every=4, progress=False)
@@ -85,9 +87,15 @@ def test_block_must_be_a_power_of_two():
         cohort_pallas_fn(plan, block=100)
 
 
-def test_kernel_lowers_to_triton_for_cuda():
+def every_drug_schedule(days):
+    cat = CSC_IMMUNE.drug_catalogue()
+    return compile_schedule([parse_regimen(d.clinical_dose) for d in cat.values()], days)
+
+
+@pytest.mark.parametrize("regimens", ["triple", "every catalogue drug"])
+def test_kernel_lowers_to_triton_for_cuda(regimens):
     # float32, the GPU configuration of benchmarks/bench_gpu.py; 300 patients = 3 blocks
-    s = schedule(TRIPLE, 14)
+    s = schedule(TRIPLE, 14) if regimens == "triple" else every_drug_schedule(14.0)
     drugs = tuple(get_drug(d) for d in s.drugs)
     plan = Plan(CSC_IMMUNE, drugs, 14, 0.1, 7, jnp.float32)
     c = make_cohort(300, seed=3, runin_days=0, precision="float32")
@@ -99,6 +107,23 @@ def test_kernel_lowers_to_triton_for_cuda():
     # one kernel, called once per day inside the day scan
     assert text.count("__gpu$xla.gpu.triton") == 1
     assert 'name = "vcohort_day"' in text
+
+
+def test_one_kernel_per_model_whatever_the_cohort():
+    # only the model's fixed (cv 0) parameters are compiled in, so two different one-patient
+    # cohorts (every sampled value "shared" within each) reuse one compiled kernel
+    from vcohort import simulate as sim
+
+    s = schedule(TRIPLE, 2)
+    runs = []
+    for seed in (1, 2):
+        before = len(sim._CACHE)
+        c = make_cohort(1, seed=seed, runin_days=0)
+        runs.append(simulate(CSC_IMMUNE, c, s, 2, engine="pallas", progress=False))
+        runs[-1].timings["new_compiles"] = len(sim._CACHE) - before
+    assert runs[1].timings["new_compiles"] == 0
+    # and the second patient's own parameters were used, not the first's
+    assert runs[0].daily["diameter_mm"][0, -1] != runs[1].daily["diameter_mm"][0, -1]
 
 
 def test_shared_params_are_the_ones_equal_for_every_patient():
@@ -113,6 +138,11 @@ def test_shared_params_are_the_ones_equal_for_every_patient():
     shared = shared_params(c.params, np.float64)
     assert 0 < len(shared) < len(c.params)
     assert all(np.ptp(c.params[k]) > 0 for k in c.params if k not in shared)
+    # restricted to the model's fixed parameters: a one-patient cohort shares only those
+    fixed = {r.name for r in CSC_IMMUNE.params if r.cv == 0}
+    one = make_cohort(1, seed=1, runin_days=0)
+    assert set(shared_params(one.params, np.float64, fixed)) == fixed
+    assert len(shared_params(one.params, np.float64)) == len(one.params)
 
 
 @pytest.mark.slow
@@ -132,6 +162,7 @@ def test_cli_engine_option_runs_the_fused_kernel(tmp_path):
         assert main([*argv, "--out", str(out)]) == 0
         assert json.loads((out / "manifest.json").read_text())["engine"] == engine
         ep[engine] = pd.read_parquet(out / "endpoints.parquet")
+        assert (ep[engine]["status"] == 0).all()
     np.testing.assert_allclose(
         ep["pallas"]["final_diameter_mm"], ep["xla"]["final_diameter_mm"], rtol=1e-11
     )

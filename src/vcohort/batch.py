@@ -94,10 +94,10 @@ def model_identity() -> str:
     import inspect
 
     import vcohort
-    from vcohort import drug, drugs, drugs_table1, simulate
+    from vcohort import drug, drugs, drugs_table1, fused, simulate
     from vcohort.model import CSC_IMMUNE, csc_immune, csc_immune_params
 
-    modules = (csc_immune, csc_immune_params, drug, drugs, drugs_table1, simulate)
+    modules = (csc_immune, csc_immune_params, drug, drugs, drugs_table1, simulate, fused)
     parts = [vcohort.__version__, CSC_IMMUNE.params.to_markdown()]
     parts += [inspect.getsource(m) for m in modules]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

@@ -187,7 +187,14 @@ def check_arm(arm: str, days: int) -> None:
 
 
 def observables(
-    cohort, arm: str, days: int, *, assess_every: int = 42, precision: str = "float32", model=None
+    cohort,
+    arm: str,
+    days: int,
+    *,
+    assess_every: int = 42,
+    precision: str = "float32",
+    model=None,
+    engine: str = "xla",
 ) -> pd.DataFrame:
     """Simulate ``cohort`` under the reference ``arm`` and return one row per patient:
     ``patient``, ``ok`` (solver status 0), ``responder``, ``pf6``, ``cell`` (index into
@@ -206,6 +213,7 @@ def observables(
         precision=precision,
         progress=False,
         assess_every=assess_every,
+        engine=engine,
     )
     resp = ep["bor"].isin(["CR", "PR"]).to_numpy()
     pf6 = ~(ep["pfs_event"].to_numpy(bool) & (ep["pfs_days"].to_numpy() <= LANDMARK_DAYS))
@@ -436,7 +444,9 @@ def check_feasible(n: int, pool_size: int) -> None:
         raise ValueError(f"pool={pool_size!r} must be an integer >= patients ({n})")
 
 
-def apply_rule(rule: CalibrationRule, cohort, n: int, *, seed: int = 0, model=None):
+def apply_rule(
+    rule: CalibrationRule, cohort, n: int, *, seed: int = 0, model=None, engine: str = "xla"
+):
     """Simulate a fresh pool ``cohort`` under the rule's arm, select ``n`` patients.
     Returns (selected cohort, observables of the pool, report)."""
     check_feasible(n, len(cohort))
@@ -448,6 +458,7 @@ def apply_rule(rule: CalibrationRule, cohort, n: int, *, seed: int = 0, model=No
         assess_every=rule.assess_every,
         precision=rule.precision,
         model=model,
+        engine=engine,
     )
     idx = select(rule, obs, n, seed=seed)
     rep = fit_report(rule, obs, idx) | {"simulate_s": obs.attrs["simulate_s"]}
@@ -465,12 +476,13 @@ def calibrate(
     precision: str = "float32",
     n_bins: int = 10,
     model=None,
+    engine: str = "xla",
 ):
     """Fit a rule on the pool ``cohort`` and select ``n`` patients from it.
     Returns (rule, selected cohort, observables, report)."""
     check_feasible(n, len(cohort))
     check_arm(arm, days)
-    obs = observables(cohort, arm, days, precision=precision, model=model)
+    obs = observables(cohort, arm, days, precision=precision, model=model, engine=engine)
     rule = fit_rule(obs, targets, arm=arm, days=days, precision=precision, n_bins=n_bins, seed=seed)
     idx = select(rule, obs, n, seed=seed)
     rep = fit_report(rule, obs, idx) | {"simulate_s": obs.attrs["simulate_s"]}

@@ -206,6 +206,7 @@ def make_cohort(
     runin_days = model.runin_days if runin_days is None else runin_days
     if not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"patients={n!r} must be an integer >= 1")
+    check_engine(engine)
     if not isinstance(runin_days, int | np.integer) or runin_days < 0:
         raise ValueError(f"runin_days={runin_days!r} must be an integer >= 0")
     cat = model.drug_catalogue() if drugs is None else drugs
@@ -253,6 +254,14 @@ def make_cohort(
             engine=engine,
         )
     return cohort
+
+
+def check_engine(engine: str) -> None:
+    """Refuse an unknown simulation engine before any compute."""
+    from vcohort.config import ENGINES
+
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r}; allowed: {ENGINES}")
 
 
 def initial_state(model, params: dict, baseline_diameter_mm, n: int) -> dict:

@@ -12,6 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+# simulation engines (`vcohort.simulate.simulate`); here so the CLI can list them without JAX
+ENGINES = ("xla", "pallas")
+ENGINE_HELP = (
+    "xla (default), or pallas: one fused Triton kernel per day and block of patients, for "
+    "NVIDIA GPUs with --precision float32 (forward only; off a GPU it runs in Pallas' "
+    "interpreter, slowly)"
+)
+
 
 def read_toml(path: str | Path, what: str = "experiment file") -> dict:
     """Parse a TOML file with a clear error for a missing file or bad TOML."""

@@ -56,10 +56,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vcohort.config import Checker, read_toml
+from vcohort.config import ENGINES, Checker, read_toml
 from vcohort.dosing import Regimen, parse_amount, parse_duration, parse_regimen
 from vcohort.endpoints import CENSOR_AT, MONTH_DAYS
-from vcohort.fused import ENGINES
 from vcohort.population import Population, load_population
 from vcohort.runs import Arm
 

@@ -28,10 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from vcohort.config import ENGINES
 from vcohort.simulate import Plan, initial_carry, integrate, make_advance, patient_setup
 
 DEFAULT_BLOCK = 128  # patients per kernel instance (one per thread with 4 warps)
-ENGINES = ("xla", "pallas")
+__all__ = ["ENGINES", "DEFAULT_BLOCK", "check_block", "cohort_pallas_fn", "shared_params"]
 
 
 def _pow2(n: int) -> int:
@@ -79,11 +80,17 @@ def day_kernel(plan: Plan, su_tree, carry_tree, n_su: int, n_carry: int, constan
     return kernel
 
 
-def shared_params(params: dict, dtype) -> dict[str, float]:
+def shared_params(params: dict, dtype, fixed=None) -> dict[str, float]:
     """The parameters with one value (in ``dtype``) for every patient of ``params`` (name ->
-    array over patients); for `cohort_pallas_fn`'s ``constants``."""
+    array over patients); for `cohort_pallas_fn`'s ``constants``.  ``fixed``: only these names
+    are candidates -- `simulate` passes the model's parameters without between-patient
+    variability (cv 0), so that the kernel, compiled per set of constants, is the same for
+    every cohort of a model (a small cohort whose sampled values happen to coincide, e.g. one
+    patient, must not compile its own)."""
     out = {}
     for k, v in params.items():
+        if fixed is not None and k not in fixed:
+            continue
         v = np.asarray(v).astype(dtype)
         if v.size and np.all(v == v.flat[0]):
             out[k] = float(v.flat[0])
@@ -104,7 +111,7 @@ def cohort_pallas_fn(
     is not a GPU).  ``constants``: parameters equal for every patient (`shared_params`); the
     kernel uses these values as literals instead of loading a per-patient array, which frees
     registers (a Triton kernel instance keeps every input of a patient in registers for the
-    whole day: measured with ptxas for sm_90, see ``benchmarks/results/gpu.md``) -- the
+    whole day: measured with ptxas for sm_90, see ``benchmarks/results/kernel.md``) -- the
     ``params`` argument must hold these values."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plt
@@ -118,7 +125,8 @@ def cohort_pallas_fn(
 
     def run(params, pk, cov, y0, bolus, rate):
         n = jax.tree_util.tree_leaves(y0)[0].shape[0]
-        n_pad = -(-n // block) * block
+        b = min(block, _pow2(n))  # a cohort smaller than a block is padded only to a power of 2
+        n_pad = -(-n // b) * b
 
         def pad(v):
             v = jnp.asarray(v)
@@ -131,16 +139,16 @@ def cohort_pallas_fn(
         carry0 = initial_carry(plan, y0)
         c_leaves, c_tree = jax.tree_util.tree_flatten(carry0)
         kernel = day_kernel(plan, su_tree, c_tree, len(su_leaves), len(c_leaves), constants)
-        spec = pl.BlockSpec((block,), lambda i: (i,))
+        spec = pl.BlockSpec((b,), lambda i: (i,))
         call = pl.pallas_call(
             kernel,
             out_shape=[jax.ShapeDtypeStruct((n_pad,), v.dtype) for v in c_leaves],
-            grid=(n_pad // block,),
+            grid=(n_pad // b,),
             in_specs=[spec] * (len(su_leaves) + len(c_leaves))
             + [pl.BlockSpec((n_inp,), lambda i: (0,))],
             out_specs=[spec] * len(c_leaves),
             interpret=interpret,
-            compiler_params=plt.CompilerParams(num_warps=max(1, min(8, block // 32))),
+            compiler_params=plt.CompilerParams(num_warps=max(1, min(8, b // 32))),
             name="vcohort_day",
         )
 

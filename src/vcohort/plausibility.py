@@ -22,7 +22,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from vcohort.cohort import Cohort, make_cohort
+from vcohort.cohort import Cohort, check_engine, make_cohort
 from vcohort.population import Plausibility, Population, load_population
 
 
@@ -132,6 +132,7 @@ def plausible_cohort(
     if not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"patients={n!r} must be an integer >= 1")
     max_draws = 10 * n + 64 if max_draws is None else max_draws
+    check_engine(engine)
     kw = dict(cohort_kwargs, seed=seed, model=model, dt=dt, precision=precision,
               chunk_size=chunk_size, population=pop, engine=engine)  # fmt: skip
     first = make_cohort(n, first_id=0, **kw)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time as _time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -138,6 +139,8 @@ def rk4_step(f, y: dict, h, stages: str = "scan"):
     (`vcohort.fused`), where a scan over constant arrays does not lower to Triton; same
     arithmetic, forward only."""
     tm = jax.tree_util.tree_map
+    if stages not in ("scan", "loop"):
+        raise ValueError(f"stages={stages!r}; allowed: ('scan', 'loop')")
     dtype = jnp.result_type(h)
     zero = tm(jnp.zeros_like, y)
     if stages == "loop":
@@ -568,10 +571,9 @@ def simulate(
         tumour_dynamics=tumour_dynamics,
         forcing=forcing,
     )
-    from vcohort.fused import ENGINES
+    from vcohort.cohort import check_engine
 
-    if engine not in ENGINES:
-        raise ValueError(f"engine={engine!r}; allowed: {ENGINES}")
+    check_engine(engine)
     n = len(cohort)
     if n < 1:
         raise ValueError("cohort has 0 patients; patients must be >= 1")
@@ -585,7 +587,8 @@ def simulate(
     if engine == "pallas":
         from vcohort.fused import shared_params
 
-        shared = tuple(sorted(shared_params(cohort.params, plan.dtype).items()))
+        fixed = {r.name for r in model.params if r.cv == 0}
+        shared = tuple(sorted(shared_params(cohort.params, plan.dtype, fixed).items()))
     fn = _compiled(plan, engine, tuple(devs), shared)
     chunk = int(min(chunk_size, n))
     chunk = -(-chunk // n_dev) * n_dev  # a multiple of the device count
@@ -649,7 +652,8 @@ def simulate(
     )
 
 
-_CACHE: dict = {}
+_CACHE: OrderedDict = OrderedDict()
+CACHE_SIZE = 32  # compiled cohort functions kept (least recently used dropped)
 
 
 def _compiled(plan: Plan, engine: str = "xla", devices: tuple = (), shared: tuple = ()):
@@ -673,7 +677,11 @@ def _compiled(plan: Plan, engine: str = "xla", devices: tuple = (), shared: tupl
         devices if engine == "pallas" and len(devices) > 1 else (),
         shared,
     )
-    if key not in _CACHE:
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+    else:
+        if len(_CACHE) >= CACHE_SIZE:
+            _CACHE.popitem(last=False)
         if engine == "pallas":
             from vcohort.fused import cohort_pallas_fn
 

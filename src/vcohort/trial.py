@@ -109,7 +109,7 @@ def _calibrate(exp: Experiment, pool):
     c = exp.calibration
     if "rule" in c:
         rule = C.CalibrationRule.load(c["rule"])
-        cohort, _, report = C.apply_rule(rule, pool, exp.size, seed=exp.seed)
+        cohort, _, report = C.apply_rule(rule, pool, exp.size, seed=exp.seed, engine=exp.engine)
         return cohort, {"rule_file": c["rule"], **report}
     arm, targets = C.PRESETS[c["preset"]] if c.get("preset") else (None, None)
     arm = c.get("arm") or arm
@@ -123,7 +123,13 @@ def _calibrate(exp: Experiment, pool):
             pfs6=c["pfs6"] if c.get("pfs6") is not None else base.pfs6,
         )
     rule, cohort, _, report = C.calibrate(
-        pool, targets, exp.size, arm=arm, days=c.get("days") or 210, seed=exp.seed
+        pool,
+        targets,
+        exp.size,
+        arm=arm,
+        days=c.get("days") or 210,
+        seed=exp.seed,
+        engine=exp.engine,
     )
     return cohort, {"rule": rule.to_dict(), **report}
 

@@ -8,6 +8,7 @@ import sys
 import time
 
 from vcohort.cli.table import print_table
+from vcohort.config import ENGINE_HELP, ENGINES
 
 DEMO_ARMS = (
     "untreated",
@@ -37,13 +38,7 @@ def _common(p: argparse.ArgumentParser, patients: int, days: int) -> None:
     )
     p.add_argument("--save-every", type=int, default=7, help="save full state every N days")
     p.add_argument("--chunk-size", type=int, default=4096, help="patients per compiled call")
-    p.add_argument(
-        "--engine",
-        choices=("xla", "pallas"),
-        default="xla",
-        help="xla (default), or pallas: one fused Triton kernel per day and block of patients, "
-        "for NVIDIA GPUs (forward only; off a GPU it runs in an interpreter, slowly)",
-    )
+    p.add_argument("--engine", choices=ENGINES, default="xla", help=ENGINE_HELP)
     p.add_argument("--assess-every", type=int, default=42, help="RECIST assessment interval (days)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

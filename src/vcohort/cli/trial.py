@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from vcohort.cli.table import print_table
+from vcohort.config import ENGINE_HELP, ENGINES
 
 
 def add_trial(sub) -> None:
@@ -103,6 +104,7 @@ def add_calibrate(sub) -> None:
     c.add_argument("--seed", type=int, default=0, help="pool and selection seed")
     c.add_argument("--first-id", type=int, default=0, help="id of the pool's first patient")
     c.add_argument("--precision", choices=("float64", "float32"), default="float32")
+    c.add_argument("--engine", choices=ENGINES, default="xla", help=ENGINE_HELP)
     c.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
     c.add_argument("--overwrite", action="store_true")
 
@@ -134,10 +136,18 @@ def run_calibrate(args) -> int:
     from vcohort.cohort import make_cohort
 
     t0 = time.perf_counter()
-    pool = make_cohort(args.pool, seed=args.seed, first_id=args.first_id, precision=args.precision)
+    pool = make_cohort(
+        args.pool,
+        seed=args.seed,
+        first_id=args.first_id,
+        precision=args.precision,
+        engine=args.engine,
+    )
     t_pool = time.perf_counter() - t0
     if args.rule is not None:
-        cohort, obs, report = C.apply_rule(rule, pool, args.patients, seed=args.seed)
+        cohort, obs, report = C.apply_rule(
+            rule, pool, args.patients, seed=args.seed, engine=args.engine
+        )
     else:
         rule, cohort, obs, report = C.calibrate(
             pool,
@@ -147,6 +157,7 @@ def run_calibrate(args) -> int:
             days=days,
             seed=args.seed,
             precision=args.precision,
+            engine=args.engine,
         )
     report |= {"cohort_s": t_pool, "total_s": time.perf_counter() - t0}
     print(json.dumps(report, indent=1))
