@@ -116,6 +116,9 @@ def cohort_pallas_fn(
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as plt
 
+    # Triton's parameters select the Triton backend (the default GPU backend, Mosaic GPU, has
+    # no lowering for pow); named TritonCompilerParams in some jax releases
+    triton_params = getattr(plt, "CompilerParams", None) or plt.TritonCompilerParams
     check_block(block)
     constants = dict(constants or {})
     if interpret is None:
@@ -148,7 +151,7 @@ def cohort_pallas_fn(
             + [pl.BlockSpec((n_inp,), lambda i: (0,))],
             out_specs=[spec] * len(c_leaves),
             interpret=interpret,
-            compiler_params=plt.CompilerParams(num_warps=max(1, min(8, b // 32))),
+            compiler_params=triton_params(num_warps=max(1, min(8, b // 32))),
             name="vcohort_day",
         )
 
