@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from vcohort.dosing import Schedule, compile_schedule, parse_regimen
 
@@ -65,3 +68,52 @@ def dose_objective(schedule: Schedule, days: int, dtype):
         return jnp.mean(jnp.log(f(*args, bolus, rate)["daily"]["diameter_mm"][:, -1]))
 
     return objective, plan
+
+
+# ---------------------------------------------------------------- FLOP counting and peaks
+def rhs_cost(p: dict, y0: dict, dtype) -> tuple[dict, int]:
+    """XLA's cost analysis of one vmapped right-hand side of the CSC-immune model for the whole
+    cohort (``flops``, ``transcendentals``), and its divisions per patient (from the jaxpr)."""
+    import jax.numpy as jnp
+
+    from vcohort.model import CSC_IMMUNE
+
+    n = next(iter(y0.values())).shape[0]
+    eff = {ch: jnp.zeros(n, dtype) for ch in CSC_IMMUNE.effect_channels}
+    one = lambda y, q, e: CSC_IMMUNE.rhs(y, q, e, jnp, 1.0)  # noqa: E731
+    cost = cost_of(jax.jit(jax.vmap(one)).lower(y0, p, eff).compile())
+    jaxpr = jax.make_jaxpr(one)(y0, p, eff)
+    return cost, sum(q.primitive.name == "div" for q in jaxpr.eqns)
+
+
+def cost_of(compiled) -> dict:
+    ca = compiled.cost_analysis()
+    if isinstance(ca, list | tuple):
+        ca = ca[0]
+    return {k: float(ca.get(k, float("nan"))) for k in ("flops", "transcendentals")}
+
+
+def peak_matmul(dtype, n: int = 2048) -> float:
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
+    f = jax.jit(lambda x: jnp.matmul(x, x, precision=lax.Precision.HIGHEST))  # no TF32
+    return 2.0 * n**3 / best_time(f, a)
+
+
+def peak_elementwise(dtype, size: int, kind: str, chains: int = 8, depth: int = 16) -> float:
+    """FLOP/s of a loop of one fused elementwise kernel over ``size`` elements per trip:
+    ``chains`` independent chains of ``depth`` updates (``fma``: x*a + b, 2 FLOPs; ``div``:
+    b / (x + a), 2 FLOPs), repeated over 2000 loop trips."""
+    trips = 2000
+    coef = [(1.0 - 1e-3 * (j + 1), 1e-3 * (j + 1)) for j in range(chains)]
+
+    def body(_, xs):
+        out = []
+        for x, (a, b) in zip(xs, coef, strict=True):
+            for _ in range(depth):
+                x = x * a + b if kind == "fma" else b / (x + a)
+            out.append(x)
+        return tuple(out)
+
+    f = jax.jit(lambda xs: lax.fori_loop(0, trips, body, xs))
+    x0 = tuple(jnp.full(size, 0.5 + 0.01 * j, dtype) for j in range(chains))
+    return 2.0 * chains * depth * size * trips / best_time(f, x0)

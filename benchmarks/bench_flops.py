@@ -37,46 +37,19 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import best_time, triple_schedule, write_result  # noqa: E402
-from jax import lax  # noqa: E402
+from _common import (  # noqa: E402
+    best_time,
+    peak_elementwise,
+    peak_matmul,
+    rhs_cost,
+    triple_schedule,
+    write_result,
+)
 
 from vcohort.cohort import make_cohort  # noqa: E402
 from vcohort.drugs import get_drug  # noqa: E402
 from vcohort.model import CSC_IMMUNE  # noqa: E402
 from vcohort.simulate import Plan, cohort_fn  # noqa: E402
-
-
-def cost_of(compiled) -> dict:
-    ca = compiled.cost_analysis()
-    if isinstance(ca, list | tuple):
-        ca = ca[0]
-    return {k: float(ca.get(k, float("nan"))) for k in ("flops", "transcendentals")}
-
-
-def peak_matmul(dtype, n: int = 2048) -> float:
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype)
-    f = jax.jit(lambda x: x @ x)
-    return 2.0 * n**3 / best_time(f, a)
-
-
-def peak_elementwise(dtype, size: int, kind: str, chains: int = 8, depth: int = 16) -> float:
-    """FLOP/s of a loop of one fused elementwise kernel over ``size`` elements per trip:
-    ``chains`` independent chains of ``depth`` updates (``fma``: x*a + b, 2 FLOPs; ``div``:
-    b / (x + a), 2 FLOPs), repeated over 2000 loop trips."""
-    trips = 2000
-    coef = [(1.0 - 1e-3 * (j + 1), 1e-3 * (j + 1)) for j in range(chains)]
-
-    def body(_, xs):
-        out = []
-        for x, (a, b) in zip(xs, coef, strict=True):
-            for _ in range(depth):
-                x = x * a + b if kind == "fma" else b / (x + a)
-            out.append(x)
-        return tuple(out)
-
-    f = jax.jit(lambda xs: lax.fori_loop(0, trips, body, xs))
-    x0 = tuple(jnp.full(size, 0.5 + 0.01 * j, dtype) for j in range(chains))
-    return 2.0 * chains * depth * size * trips / best_time(f, x0)
 
 
 def main() -> None:
@@ -97,11 +70,7 @@ def main() -> None:
         args = (*args, bolus.astype(npdt), rate.astype(npdt))
         f = jax.jit(cohort_fn(plan))
         p, _, _, y0 = args[:4]
-        eff = {ch: jnp.zeros(a.patients, dt) for ch in CSC_IMMUNE.effect_channels}
-        rhs = jax.jit(jax.vmap(lambda y, q, e: CSC_IMMUNE.rhs(y, q, e, jnp, 1.0)))
-        cost = cost_of(rhs.lower(y0, p, eff).compile())
-        jaxpr = jax.make_jaxpr(lambda y, q, e: CSC_IMMUNE.rhs(y, q, e, jnp, 1.0))(y0, p, eff)
-        n_div = sum(q.primitive.name == "div" for q in jaxpr.eqns)  # per patient per RHS
+        cost, n_div = rhs_cost(p, y0, dt)
         flops = 4.0 * cost["flops"] * plan.n_steps  # per call: 4 RK4 stages per step
         t = best_time(f, *args)
         rate = flops / t

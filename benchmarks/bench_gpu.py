@@ -25,7 +25,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
 
-from _common import dose_objective, triple_schedule, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    dose_objective,
+    peak_elementwise,
+    peak_matmul,
+    rhs_cost,
+    triple_schedule,
+    write_result,
+)
 
 from vcohort.cohort import make_cohort  # noqa: E402
 from vcohort.model import CSC_IMMUNE  # noqa: E402
@@ -146,14 +153,25 @@ def block_rows(lines, cohort, s, days) -> None:
     plan = Plan(CSC_IMMUNE, drugs, days, 0.1, 7, jnp.float32)
     bolus, rate = s.step_inputs(plan.dt, plan.n_steps)
     args = jax.device_put((*cohort.arrays(np.arange(n), drugs, np.float32), bolus, rate))
-    shared = shared_params(cohort.params, np.float32)
+    fixed = {r.name for r in CSC_IMMUNE.params if r.cv == 0}
+    shared = shared_params(cohort.params, np.float32, fixed)
+    # FLOPs as bench_flops.py counts them (right-hand side x 4 stages; PK and drug effects left
+    # out, so a lower bound), against this device's float32 peaks
+    cost, _ = rhs_cost(args[0], args[3], jnp.float32)
+    flops_per_step = 4.0 * cost["flops"] / n
+    mm = peak_matmul(jnp.float32, 8192)
+    fma = peak_elementwise(jnp.float32, n, "fma")
     lines += [
         "",
         f"Fused kernel on the device only (jitted cohort function, no host copies), {n:,} "
-        f"patients, {days} days, by block size (the engine's default is 128):",
+        f"patients, {days} days, by block size (the engine's default is 128).  FLOP/s: "
+        f"{flops_per_step:,.0f} right-hand-side FLOPs per patient-step (XLA cost analysis, a "
+        f"lower bound) against this device's measured float32 peaks: matmul {mm / 1e12:.1f} "
+        f"TFLOP/s (8192², precision HIGHEST), fused multiply-add loop {fma / 1e12:.1f} TFLOP/s.",
         "",
-        "| block | first call s | second call s | patient-days/s | patient-years in 2 s |",
-        "|---|---|---|---|---|",
+        "| block | first call s | second call s | patient-days/s | patient-years in 2 s | "
+        "TFLOP/s (of matmul peak, of fma-loop peak) |",
+        "|---|---|---|---|---|---|",
     ]
     for b in blocks:
         if over_budget():
@@ -166,7 +184,11 @@ def block_rows(lines, cohort, s, days) -> None:
         jax.block_until_ready(fn(*args))
         t2 = time.perf_counter()
         per_s = n * days / (t2 - t1)
-        row = f"| {b} | {t1 - t0:.1f} | {t2 - t1:.2f} | {per_s:,.0f} | {2 * per_s / 365:,.0f} |"
+        fl = per_s * plan.n_sub * flops_per_step
+        row = (
+            f"| {b} | {t1 - t0:.1f} | {t2 - t1:.2f} | {per_s:,.0f} | {2 * per_s / 365:,.0f} | "
+            f"{fl / 1e12:.2f} ({fl / mm:.0%}, {fl / fma:.0%}) |"
+        )
         lines.append(row)
         print(row, flush=True)
         write_result("gpu.md", "\n".join(lines))
