@@ -63,7 +63,8 @@ def triton_ir(block: int, shared: bool) -> str:
     c = make_cohort(block, seed=1, runin_days=0, precision="float32")
     bolus, rate = s.step_inputs(plan.dt, plan.n_steps)
     args = (*c.arrays(np.arange(block), drugs, np.float32), bolus, rate)
-    const = shared_params(c.params, np.float32) if shared else {}
+    fixed = {r.name for r in CSC_IMMUNE.params if r.cv == 0}  # as simulate chooses them
+    const = shared_params(c.params, np.float32, fixed) if shared else {}
     fn = jax.jit(cohort_pallas_fn(plan, block=block, interpret=False, constants=const))
     lowering.lower_jaxpr_to_triton_module = capture
     try:
