@@ -275,9 +275,10 @@ _DTIC_LABEL = "dacarbazine US label (Clinical Pharmacology: t1/2 alpha 19 min, b
 _DTIC_VSS = "dacarbazine Swiss Fachinformation (Verteilungsvolumen 1.49 L/kg)"
 _DTIC_FIT = "vcohort experiments/fit_dacarbazine.py"
 _KG = 70.0  # per-kg values at the reference weight
-# mg/L at the effect site, fitted (experiments/fit_dacarbazine.py, 2026-11-30): bisection on
-# log EC50 gave ORR 4.0% at 0.5215-0.5221 mg/L; rounded to 0.52 the arm's ORR is 4.25% (17/400)
-DTIC_KILL_EC50 = 0.52
+# mg/L at the effect site, fitted (experiments/fit_dacarbazine.py, 2026-11-30, with k_chemo's
+# between-patient CV 2.0): bisection on log EC50 gave ORR 4.0% at 2.734-2.735 mg/L; rounded to
+# 2.7 the arm's ORR is 4.25% (17/400) and its 6-month PFS 17.3% (trial 16%, 95% CI 10-22%)
+DTIC_KILL_EC50 = 2.7
 
 DACARBAZINE = Drug(
     name="dacarbazine",

@@ -205,8 +205,12 @@ _ROWS = [
         "k_chemo",
         0.15,
         "1/day",
-        0.3,
-        _a("maximal doxorubicin kill of cycling cells"),
+        2.0,
+        _a("maximal doxorubicin kill of cycling cells")
+        + "; CV fitted: with the dacarbazine potency refitted to KEYNOTE-002's 4% ORR at each "
+        "CV, CV 0.3 / 1 / 2 gave 6-month PFS 24.5% / 19.8% / 17.0% against the trial's 16% "
+        "(95% CI 10-22%; Ribas et al. 2015): intrinsic chemosensitivity varies widely between "
+        "melanomas (experiments/fit_dacarbazine.py --cv-scan)",
         "maximal chemotherapy kill rate of non-stem cells",
     ),
     # --- CD8 T cells (QSP-IO Teff_module.m)
