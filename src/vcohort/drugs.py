@@ -340,7 +340,8 @@ DACARBAZINE = Drug(
             source=(
                 "fitted: the effect-site EC50 at which 1000 mg/m2 q3w gives KEYNOTE-002's "
                 "investigator-choice ORR of 4% (MODEL.md calibration target; Ribas et al. 2015) "
-                "on the KEYNOTE-002-like calibrated population (" + _DTIC_FIT + ")"
+                "on the KEYNOTE-002-like calibrated population, with k_chemo's between-patient CV "
+                "fitted alongside to the arm's 16% 6-month PFS (" + _DTIC_FIT + ")"
             ),
         ),
         Effect(
