@@ -156,8 +156,8 @@ def cohort_pallas_fn(
         )
 
         def day_advance(carry, inp_day):
-            b, r = inp_day
-            flat = jnp.concatenate([b.reshape(-1), r.reshape(-1)])
+            bolus_day, rate_day = inp_day
+            flat = jnp.concatenate([bolus_day.reshape(-1), rate_day.reshape(-1)])
             flat = jnp.pad(flat, (0, n_inp - flat.shape[0]))
             out = call(*su_leaves, *jax.tree_util.tree_leaves(carry), flat)
             return jax.tree_util.tree_unflatten(c_tree, out)
