@@ -166,3 +166,30 @@ def test_cli_engine_option_runs_the_fused_kernel(tmp_path):
     np.testing.assert_allclose(
         ep["pallas"]["final_diameter_mm"], ep["xla"]["final_diameter_mm"], rtol=1e-11
     )
+
+
+@pytest.mark.slow
+def test_experiment_engine_runs_the_whole_trial_on_the_fused_kernel():
+    # run-in, plausibility screening and both arms of an experiment go through
+    # [simulation] engine; the fused trial equals the XLA trial patient by patient
+    from vcohort.experiment import experiment_from_dict
+    from vcohort.trial import run_trial
+
+    def trial(engine):
+        exp = experiment_from_dict(
+            {
+                "population": {"size": 6, "seed": 3},
+                "simulation": {"horizon_days": 42, "runin_days": 10, "engine": engine},
+                "arms": [
+                    {"name": "control", "regimens": []},
+                    {"name": "pembro", "regimens": ["pembrolizumab 200 mg every 21 d"]},
+                ],
+            }
+        )
+        return run_trial(exp, progress=False)
+
+    xla, fused = trial("xla"), trial("pallas")
+    assert fused.experiment.config["simulation"]["engine"] == "pallas"
+    np.testing.assert_array_equal(fused.screening["plausible"], xla.screening["plausible"])
+    for arm in ("control", "pembro"):
+        assert_same(xla.trajectories[arm], fused.trajectories[arm], rtol=1e-11)
