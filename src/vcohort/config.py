@@ -17,7 +17,7 @@ ENGINES = ("xla", "pallas")
 ENGINE_HELP = (
     "xla (default), or pallas: one fused Triton kernel per day and block of patients, for "
     "NVIDIA GPUs with --precision float32 (forward only; off a GPU it runs in Pallas' "
-    "interpreter, slowly)"
+    "interpreter, about as fast as xla)"
 )
 
 

@@ -17,8 +17,10 @@ elementwise and so runs on a block of patients as it runs on one -- with the RK4
 run), and the daily outputs and saved states by the same `integrate` as the XLA path.
 
 Forward only: ``pallas_call`` has no reverse-mode rule, so gradients (schedule optimisation)
-use the XLA path.  Off a GPU the kernel runs in Pallas' interpreter -- correct but slow, for
-tests only.
+use the XLA path.  Off a GPU the kernel runs in Pallas' interpreter, which executes the same
+per-block operations as XLA ops: on the 2-core CPU, 1,000 patients x 180 days of the triple
+combination (float64, compiled) took 0.98 s against the XLA engine's 1.04 s -- no gain there,
+since XLA-CPU splits the block's operations into the same separate kernels.
 """
 
 from __future__ import annotations

@@ -555,7 +555,8 @@ def simulate(
             chunk is split across them with ``jax.sharding``; results do not depend on it).
         engine: ``xla`` (default; vmapped step compiled by XLA) or ``pallas`` (one fused
             Pallas/Triton kernel per day and block of patients, `vcohort.fused`; forward
-            only, meant for GPUs -- elsewhere it runs in Pallas' interpreter, slowly).
+            only, meant for GPUs -- elsewhere it runs in Pallas' interpreter, which on a CPU
+            is about as fast as ``xla``).
 
     Returns:
         `Trajectories` with per-patient ``status``; failed patients are kept, flagged.
