@@ -139,6 +139,20 @@ def test_hazard_ratio_without_events_is_nan_with_a_note():
     assert np.isnan(hr.loc["b", "hr"]) and hr.loc["b", "hr_note"] == "no progression events"
 
 
+def test_hazard_ratio_with_events_in_one_arm_only_is_nan_and_silent():
+    # complete separation: every event in the reference arm, none in "b" (MLE HR = 0)
+    import warnings
+
+    ep = _eps([10, 20, 30, 40], [1, 1, 1, 1], [100, 100, 100, 100], [0, 0, 0, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # lifelines' convergence warnings must not escape
+        hr = hazard_ratios(ep, "a").set_index("arm")
+    assert np.isnan(hr.loc["b", "hr"])
+    assert hr.loc["b", "hr_note"] == "no progression events in 'b': HR not estimable"
+    inv = hazard_ratios(ep, "b").set_index("arm")
+    assert inv.loc["a", "hr_note"] == "no progression events in 'b': HR not estimable"
+
+
 def test_trial_summary_has_every_per_arm_statistic():
     ep = _eps([10, 20, 30, 40], [1, 1, 1, 0], [20, 40, 60, 80], [1, 1, 0, 0])
     ep["bor"] = ["PR", "SD", "PD", "SD", "CR", "PR", "SD", "PD"]

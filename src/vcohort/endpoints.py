@@ -301,7 +301,12 @@ _KM_COLS = ("median_pfs_days", "median_pfs_ci_low", "median_pfs_ci_high", "pfs_l
 def hazard_ratios(endpoints: pd.DataFrame, reference: str, *, by: str = "arm") -> pd.DataFrame:
     """Cox PH hazard ratio of PFS for each arm vs ``reference`` (indicator covariate), with a
     95% CI from a cluster-robust variance over patients (the arms share patients); lifelines'
-    `CoxPHFitter`.  NaN with a ``hr_note`` when the fit is impossible (no events)."""
+    `CoxPHFitter`.  NaN with a ``hr_note`` when the fit is impossible: no events, or events in
+    only one of the two arms (complete separation: the maximum-likelihood HR is 0 or infinite).
+    A fit that lifelines warns about keeps its estimate, with the warning in ``hr_note``
+    instead of on the console."""
+    import warnings
+
     from lifelines import CoxPHFitter
 
     arms = list(dict.fromkeys(endpoints[by]))
@@ -328,10 +333,20 @@ def hazard_ratios(endpoints: pd.DataFrame, reference: str, *, by: str = "arm") -
             row["hr_note"] = "no progression events" if n_ev == 0 else "empty arm"
             rows.append(row)
             continue
+        quiet = [a for a, x in ((arm, 1.0), (reference, 0.0)) if not df["e"][df["arm"] == x].any()]
+        if quiet:
+            row["hr_note"] = f"no progression events in {quiet[0]!r}: HR not estimable"
+            rows.append(row)
+            continue
         try:
-            cph = CoxPHFitter().fit(df, "t", "e", cluster_col="patient")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                cph = CoxPHFitter().fit(df, "t", "e", cluster_col="patient")
             ci = np.exp(cph.confidence_intervals_.loc["arm"].to_numpy())
             row |= {"hr": float(cph.hazard_ratios_["arm"]), "hr_ci_low": ci[0], "hr_ci_high": ci[1]}
+            if caught:
+                first = str(caught[0].message).strip().splitlines()[0]
+                row["hr_note"] = f"Cox fit warned: {first[:160]}"
         except Exception as e:  # lifelines raises ConvergenceError (e.g. all events in one arm)
             row["hr_note"] = f"Cox fit failed: {type(e).__name__}"
         rows.append(row)
