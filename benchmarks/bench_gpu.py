@@ -166,7 +166,7 @@ def block_rows(lines, cohort, s, days) -> None:
     import jax.numpy as jnp
 
     from vcohort.drugs import get_drug
-    from vcohort.fused import cohort_pallas_fn, shared_params
+    from vcohort.fused import cohort_pallas_fn, kernel_constants
     from vcohort.simulate import Plan
 
     n = min(int(os.environ.get("BLOCK_PATIENTS", str(len(cohort)))), len(cohort))
@@ -175,8 +175,7 @@ def block_rows(lines, cohort, s, days) -> None:
     plan = Plan(CSC_IMMUNE, drugs, days, 0.1, 7, jnp.float32)
     bolus, rate = s.step_inputs(plan.dt, plan.n_steps)
     args = jax.device_put((*cohort.arrays(np.arange(n), drugs, np.float32), bolus, rate))
-    fixed = {r.name for r in CSC_IMMUNE.params if r.cv == 0}
-    shared = shared_params(cohort.params, np.float32, fixed)
+    shared = kernel_constants(CSC_IMMUNE, cohort.params, np.float32)
     # FLOPs as bench_flops.py counts them (right-hand side x 4 stages; PK and drug effects left
     # out, so a lower bound), against this device's float32 peaks
     cost, _ = rhs_cost(args[0], args[3], jnp.float32)

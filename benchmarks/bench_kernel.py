@@ -38,7 +38,7 @@ from _common import triple_schedule, write_result  # noqa: E402
 
 from vcohort.cohort import make_cohort  # noqa: E402
 from vcohort.drugs import get_drug  # noqa: E402
-from vcohort.fused import cohort_pallas_fn, shared_params  # noqa: E402
+from vcohort.fused import cohort_pallas_fn, kernel_constants  # noqa: E402
 from vcohort.model import CSC_IMMUNE  # noqa: E402
 from vcohort.simulate import Plan  # noqa: E402
 
@@ -63,8 +63,7 @@ def triton_ir(block: int, shared: bool) -> str:
     c = make_cohort(block, seed=1, runin_days=0, precision="float32")
     bolus, rate = s.step_inputs(plan.dt, plan.n_steps)
     args = (*c.arrays(np.arange(block), drugs, np.float32), bolus, rate)
-    fixed = {r.name for r in CSC_IMMUNE.params if r.cv == 0}  # as simulate chooses them
-    const = shared_params(c.params, np.float32, fixed) if shared else {}
+    const = kernel_constants(CSC_IMMUNE, c.params, np.float32) if shared else {}
     fn = jax.jit(cohort_pallas_fn(plan, block=block, interpret=False, constants=const))
     lowering.lower_jaxpr_to_triton_module = capture
     try:

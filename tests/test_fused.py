@@ -18,7 +18,7 @@ from conftest import TRIPLE, schedule
 from vcohort.cohort import make_cohort
 from vcohort.dosing import compile_schedule, parse_regimen
 from vcohort.drugs import get_drug
-from vcohort.fused import cohort_pallas_fn, shared_params
+from vcohort.fused import cohort_pallas_fn, kernel_constants, shared_params
 from vcohort.model import CSC_IMMUNE, get_model
 from vcohort.simulate import Plan, simulate
 
@@ -142,6 +142,7 @@ def test_shared_params_are_the_ones_equal_for_every_patient():
     fixed = {r.name for r in CSC_IMMUNE.params if r.cv == 0}
     one = make_cohort(1, seed=1, runin_days=0)
     assert set(shared_params(one.params, np.float64, fixed)) == fixed
+    assert set(kernel_constants(CSC_IMMUNE, one.params, np.float64)) == fixed  # simulate's rule
     assert len(shared_params(one.params, np.float64)) == len(one.params)
 
 

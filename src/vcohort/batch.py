@@ -194,7 +194,7 @@ def compute_chunk(run: BatchRun, k: int, c: int, *, size: int | None = None, arm
     e = run.experiment
     size = e.size if size is None else size
     pop = e.population if e.screening else dataclasses.replace(e.population, plausibility=None)
-    num = dict(dt=e.dt, precision=e.precision, chunk_size=e.chunk_size, engine=e.engine)
+    num = e.numerics
     t0 = time.perf_counter()
     cohort = make_cohort(
         c,
@@ -241,12 +241,9 @@ def simulate_arms(e, cohort: Cohort, c: int) -> dict:
         cohort.subset(padded),
         list(e.arms),
         e.horizon_days,
-        dt=e.dt,
         save_every=e.save_every,
-        precision=e.precision,
-        chunk_size=e.chunk_size,
         progress=False,
-        engine=e.engine,
+        **e.numerics,
     )
     return {a: take(tr, m) for a, tr in trajs.items()}
 

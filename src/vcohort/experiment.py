@@ -103,6 +103,15 @@ class Experiment:
     calibration: dict | None = None
     engine: str = "xla"
 
+    @property
+    def numerics(self) -> dict:
+        """How every forward simulation of the experiment runs (run-in, screening, arms):
+        keyword arguments shared by `make_cohort`, `plausible_cohort`, `screen` and
+        `run_arms`."""
+        return dict(
+            dt=self.dt, precision=self.precision, chunk_size=self.chunk_size, engine=self.engine
+        )
+
 
 def load_experiment(path: str | Path) -> Experiment:
     """Read and validate an experiment TOML file (raises `vcohort.config.ConfigError`)."""

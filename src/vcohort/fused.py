@@ -34,7 +34,14 @@ from vcohort.config import ENGINES
 from vcohort.simulate import Plan, initial_carry, integrate, make_advance, patient_setup
 
 DEFAULT_BLOCK = 128  # patients per kernel instance (one per thread with 4 warps)
-__all__ = ["ENGINES", "DEFAULT_BLOCK", "check_block", "cohort_pallas_fn", "shared_params"]
+__all__ = [
+    "ENGINES",
+    "DEFAULT_BLOCK",
+    "check_block",
+    "cohort_pallas_fn",
+    "kernel_constants",
+    "shared_params",
+]
 
 
 def _pow2(n: int) -> int:
@@ -97,6 +104,13 @@ def shared_params(params: dict, dtype, fixed=None) -> dict[str, float]:
         if v.size and np.all(v == v.flat[0]):
             out[k] = float(v.flat[0])
     return out
+
+
+def kernel_constants(model, params: dict, dtype) -> dict[str, float]:
+    """The constants `simulate(engine="pallas")` compiles into the kernel: the model's
+    parameters without between-patient variability (cv 0), at their value in ``params``
+    (`shared_params`)."""
+    return shared_params(params, dtype, {r.name for r in model.params if r.cv == 0})
 
 
 def cohort_pallas_fn(

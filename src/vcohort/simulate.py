@@ -586,10 +586,9 @@ def simulate(
     n_dev = len(devs)
     shared = ()
     if engine == "pallas":
-        from vcohort.fused import shared_params
+        from vcohort.fused import kernel_constants
 
-        fixed = {r.name for r in model.params if r.cv == 0}
-        shared = tuple(sorted(shared_params(cohort.params, plan.dtype, fixed).items()))
+        shared = tuple(sorted(kernel_constants(model, cohort.params, plan.dtype).items()))
     fn = _compiled(plan, engine, tuple(devs), shared)
     chunk = int(min(chunk_size, n))
     chunk = -(-chunk // n_dev) * n_dev  # a multiple of the device count

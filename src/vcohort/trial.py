@@ -64,11 +64,8 @@ def run_trial(exp: Experiment, *, progress: bool | None = None) -> TrialResult:
         seed=exp.seed,
         replace=exp.replace_rejected,
         model=CSC_IMMUNE,
-        dt=exp.dt,
-        precision=exp.precision,
-        chunk_size=exp.chunk_size,
         runin_days=exp.runin_days,
-        engine=exp.engine,
+        **exp.numerics,
     )
     calibration = None
     if calib is not None:
@@ -85,13 +82,10 @@ def run_trial(exp: Experiment, *, progress: bool | None = None) -> TrialResult:
         cohort,
         list(exp.arms),
         exp.horizon_days,
-        dt=exp.dt,
         save_every=exp.save_every,
-        precision=exp.precision,
-        chunk_size=exp.chunk_size,
         progress=progress,
         endpoint_options=exp.endpoint_options,
-        engine=exp.engine,
+        **exp.numerics,
     )
     summary = trial_summary(endpoints, reference=exp.reference_arm, landmark_days=exp.landmark_days)
     summary.insert(1, "regimen", [a.describe() for a in exp.arms])
