@@ -55,3 +55,39 @@ def test_four_forced_cpu_devices_match_one_device(tmp_path):
     # the fused engine, each device running its own kernel on its quarter of the patients
     np.testing.assert_allclose(sharded["fd"], tr.daily["diameter_mm"], rtol=1e-11)
     np.testing.assert_allclose(sharded["fS"], tr.states["S"], rtol=1e-11)
+
+
+BIG = textwrap.dedent(
+    """
+    import sys, jax, numpy as np
+    jax.config.update("jax_enable_x64", True)
+    assert len(jax.devices()) == 2, jax.devices()
+    from vcohort.cohort import make_cohort
+    from vcohort.dosing import compile_schedule, parse_regimen
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.simulate import simulate
+    c = make_cohort(4096, seed=3, runin_days=0)
+    s = compile_schedule([parse_regimen(r) for r in {triple!r}], 3.0)
+    tr = simulate(CSC_IMMUNE, c, s, 3, progress=False)
+    assert tr.timings["devices"] == 2 and tr.timings["chunk_size"] == 4096
+    np.save(sys.argv[1], tr.daily["diameter_mm"])
+    """
+)
+
+
+def test_full_chunk_on_two_cpu_devices_completes(tmp_path):
+    """A full 4,096-patient chunk split over 2 CPU devices finishes (regression: the per-patient
+    PK propagators used LAPACK's batched LU through ``jax.scipy.linalg.expm``; with both devices
+    running it, every worker of XLA's CPU thread pool waited inside LAPACK for work queued on
+    that same pool, and the run hung forever).  The timeout turns a hang into a failure."""
+    out = tmp_path / "big.npy"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    subprocess.run(
+        [sys.executable, "-c", BIG.format(triple=TRIPLE), str(out)],
+        env=env,
+        check=True,
+        timeout=240,
+    )
+    c = make_cohort(4096, seed=3, runin_days=0)
+    one = simulate(CSC_IMMUNE, c, schedule(TRIPLE, 3), 3, progress=False)
+    np.testing.assert_allclose(np.load(out), one.daily["diameter_mm"], rtol=1e-12)

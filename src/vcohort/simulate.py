@@ -6,7 +6,8 @@ Numerics (ARCHITECTURE.md, "Numerics"; measured in ``benchmarks/``):
   contiguous array over patients (the fast "tuple of arrays" layout).
 * Linear PK is solved exactly per step: with ``A`` the patient's compartment rate matrix and
   ``h`` the step, ``expm([[A h, I h, 0], [0, 0, I h], [0, 0, 0]])`` gives ``E = e^{Ah}``,
-  ``Φ1 = ∫_0^h e^{As} ds`` and ``Φ2 = ∫_0^h ∫_0^s e^{Au} du ds`` (Van Loan 1978, IEEE TAC 23:395).
+  ``Φ1 = ∫_0^h e^{As} ds`` and ``Φ2 = ∫_0^h ∫_0^s e^{Au} du ds`` (Van Loan 1978, IEEE TAC 23:395),
+  computed as φ-functions of ``A h`` by scaling and squaring (`phi_functions`).
   A bolus ``b`` is added at the step start, an infusion rate ``r`` is constant over the step:
   ``a(t+h) = E (a + b e_d) + Φ1 e_d r``; the step-mean amount ``(Φ1 (a + b e_d) + Φ2 e_d r)/h``
   gives the exact exposure (AUC).
@@ -87,17 +88,60 @@ def check_dt(dt: float) -> int:
 
 
 # ---------------------------------------------------------------------------- PK
-def pk_propagators(drug: Drug, pk: dict, weight, dt: float, dtype):
-    """Per-patient exact step propagators ``(E, Φ1, Φ2, V1)`` of a drug (see module doc)."""
+PHI_TAYLOR_DEGREE = 16  # truncation below 0.5^17/17! ~ 2e-20 once the norm is scaled to <= 0.5
+PHI_MAX_SQUARINGS = 30  # covers ||A h||_1 up to 0.5 * 2^30 (rates of 5e9/day at h = 0.1 day)
+
+
+def _matmul(X, Y):
+    """``X @ Y`` over the last two axes of tiny matrices, as an elementwise product and sum:
+    XLA fuses it, where a batched ``dot`` of 2x2..4x4 matrices calls a BLAS kernel."""
+    return (X[..., :, :, None] * Y[..., None, :, :]).sum(axis=-2)
+
+
+def phi_functions(B):
+    """``(φ0, φ1, φ2)(B) = (e^B, Σ B^k/(k+1)!, Σ B^k/(k+2)!)`` of small square matrices (the
+    last two axes of ``B``).
+
+    Scaling and squaring on the φ-functions themselves (Skaflestad & Wright 2009, Appl. Numer.
+    Math. 59:783): a Taylor series at ``X = B / 2^s`` with ``||X||_1 <= 1/2``, then ``s``
+    doublings ``φ0(2X) = φ0²``, ``φ1(2X) = (φ0 φ1 + φ1)/2``, ``φ2(2X) = (φ1² + 2 φ2)/4``.  The
+    number of doublings is chosen per matrix (masked in a loop of fixed length, so it
+    vectorises).  Only products and sums: no linear solve, so no LAPACK call (the batched LU
+    inside ``jax.scipy.linalg.expm`` deadlocked simulations sharded over several CPU devices:
+    every worker of XLA's thread pool waited inside LAPACK for work queued on that pool)."""
+    eye = jnp.broadcast_to(jnp.eye(B.shape[-1], dtype=B.dtype), B.shape)
+    norm = jnp.max(jnp.sum(jnp.abs(B), axis=-2), axis=-1)
+    s = jnp.clip(jnp.ceil(jnp.log2(jnp.maximum(norm, 1e-30) / 0.5)), 0, PHI_MAX_SQUARINGS)
+    X = B * jnp.exp2(-s)[..., None, None]
+    power, f0, f1, f2 = eye, eye, eye, eye * 0.5
+    for k in range(1, PHI_TAYLOR_DEGREE + 1):
+        power = _matmul(power, X)
+        f0 = f0 + power / math.factorial(k)
+        f1 = f1 + power / math.factorial(k + 1)
+        f2 = f2 + power / math.factorial(k + 2)
+
+    def double(i, f):
+        f0, f1, f2 = f
+        on = (i < s)[..., None, None]
+        g0 = _matmul(f0, f0)
+        g1 = 0.5 * (_matmul(f0, f1) + f1)
+        g2 = 0.25 * (_matmul(f1, f1) + 2.0 * f2)
+        return jnp.where(on, g0, f0), jnp.where(on, g1, f1), jnp.where(on, g2, f2)
+
+    return lax.fori_loop(0, PHI_MAX_SQUARINGS, double, (f0, f1, f2))
+
+
+def pk_propagators(drug: Drug, pk: dict, weight, dt, dtype):
+    """Per-patient exact propagators ``(E, Φ1, Φ2, V1)`` of a drug over a step ``dt`` (see
+    module doc): the top block row of Van Loan's ``expm`` is ``(φ0(A dt), dt φ1(A dt),
+    dt² φ2(A dt))``.  ``dt`` may be a sequence of steps: the propagators then gain a leading
+    axis, one entry per step, computed together."""
     ind = drug.individual(pk, weight)
     rows = drug.rate_matrix(ind)
     A = jnp.stack([jnp.stack([jnp.asarray(x, dtype) for x in row]) for row in rows])
-    n = A.shape[0]
-    eye = jnp.eye(n, dtype=dtype) * dt
-    z = jnp.zeros((n, n), dtype)
-    M = jnp.block([[A * dt, eye, z], [z, z, eye], [z, z, z]])
-    X = jax.scipy.linalg.expm(M)
-    return X[:n, :n], X[:n, n : 2 * n], X[:n, 2 * n :], jnp.asarray(ind["V1"], dtype)
+    h = jnp.asarray(dt, dtype)[..., None, None]
+    f0, f1, f2 = phi_functions(A * h)
+    return f0, h * f1, (h * h) * f2, jnp.asarray(ind["V1"], dtype)
 
 
 def combine_effects(drugs: Sequence[Drug], conc: list[dict], model: Model) -> dict:
@@ -228,7 +272,10 @@ def patient_setup(plan: Plan, p: dict, pk: dict, cov: dict) -> dict:
             props.append({})
             continue
         vals = {n: jnp.asarray(v, dtype) for n, v in pk[drug.name].items()}
-        E, P1, P2, V1 = pk_propagators(drug, vals, cov["weight_kg"], dt, dtype)
+        # the step and, with Gauss forcing, the Gauss nodes inside it, in one call
+        hs = (dt, *(tau * dt for tau in GAUSS_NODES)) if plan.forcing == "gauss" else (dt,)
+        Es, P1s, P2s, V1 = pk_propagators(drug, vals, cov["weight_kg"], hs, dtype)
+        E, P1, P2 = Es[0], P1s[0], P2s[0]
         n, dc, obs = lay["n"], lay["dc"], lay["obs"]
         pr = dict(
             E=[[E[i, j] for j in range(n)] for i in range(n)],
@@ -239,8 +286,8 @@ def patient_setup(plan: Plan, p: dict, pk: dict, cov: dict) -> dict:
             gauss=[],
         )
         if plan.forcing == "gauss":
-            for tau in GAUSS_NODES:  # exact concentrations inside the step
-                Et, P1t, _, _ = pk_propagators(drug, vals, cov["weight_kg"], tau * dt, dtype)
+            for g in range(1, len(hs)):  # exact concentrations inside the step
+                Et, P1t = Es[g], P1s[g]
                 pr["gauss"].append(
                     (
                         [[Et[i, j] for j in range(n)] for i in obs.values()],
@@ -703,3 +750,4 @@ def _compiled(plan: Plan, engine: str = "xla", devices: tuple = (), shared: tupl
         else:
             _CACHE[key] = jax.jit(cohort_fn(plan))
     return _CACHE[key]
+
