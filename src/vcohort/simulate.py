@@ -750,4 +750,3 @@ def _compiled(plan: Plan, engine: str = "xla", devices: tuple = (), shared: tupl
         else:
             _CACHE[key] = jax.jit(cohort_fn(plan))
     return _CACHE[key]
-
