@@ -91,3 +91,41 @@ def test_full_chunk_on_two_cpu_devices_completes(tmp_path):
     c = make_cohort(4096, seed=3, runin_days=0)
     one = simulate(CSC_IMMUNE, c, schedule(TRIPLE, 3), 3, progress=False)
     np.testing.assert_allclose(np.load(out), one.daily["diameter_mm"], rtol=1e-12)
+
+
+CORES = textwrap.dedent(
+    """
+    import pytest
+    from vcohort.cores import use_cpu_cores
+    assert use_cpu_cores(3) == 3
+    import jax
+    assert len(jax.devices()) == 3
+    assert use_cpu_cores(3) == 3  # already in effect: fine
+    with pytest.raises(RuntimeError, match="before JAX's first operation"):
+        use_cpu_cores(2)
+    assert use_cpu_cores(2, strict=False) == 3  # the command line's call keeps what runs
+    from vcohort.cohort import make_cohort
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.simulate import simulate
+    tr = simulate(CSC_IMMUNE, make_cohort(5, seed=1, runin_days=0), None, 2, progress=False)
+    assert tr.timings["devices"] == 3 and tr.timings["chunk_size"] == 6
+    """
+)
+
+
+def test_use_cpu_cores_sets_the_device_count_before_jax_starts():
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    subprocess.run([sys.executable, "-c", CORES], env=env, check=True, timeout=300)
+
+
+def test_use_cpu_cores_rejects_bad_counts(capsys):
+    import pytest
+
+    from vcohort.cli import main
+    from vcohort.cores import use_cpu_cores
+
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="cpu devices=.* must be an integer >= 1"):
+            use_cpu_cores(bad)
+    assert main(["--cpu-devices", "0", "demo", "--patients", "2"]) == 2
+    assert "cpu devices=0 must be an integer >= 1" in capsys.readouterr().err

@@ -41,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     from vcohort import __version__
 
     ap.add_argument("--version", action="version", version=f"vcohort {__version__}")
+    ap.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="JAX CPU devices to shard patients over (default: every core this process may use; "
+        "1: one device, XLA's own threading); ignored for GPU runs",
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     for add, _ in COMMANDS.values():
         if add is not None:
@@ -48,10 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:
+    """Run a command.  ``all_cores`` (the ``vcohort`` executable) gives JAX one CPU device per
+    core unless ``--cpu-devices`` says otherwise; called from a program, only an explicit
+    ``--cpu-devices`` touches JAX's device count (`vcohort.cores.use_cpu_cores`)."""
     args = build_parser().parse_args(argv)
     try:
+        if args.cpu_devices is not None or all_cores:
+            from vcohort.cores import use_cpu_cores
+
+            use_cpu_cores(args.cpu_devices, strict=False)  # before anything runs on JAX
         return COMMANDS[args.command][1](args)
     except ValueError as e:
         print(f"vcohort: error: {e}", file=sys.stderr)
         return 2
+
+
+def entry() -> int:
+    """The ``vcohort`` executable and ``python -m vcohort.cli``: every CPU core by default."""
+    return main(all_cores=True)

@@ -2,6 +2,6 @@
 
 import sys
 
-from vcohort.cli import main
+from vcohort.cli import entry
 
-sys.exit(main())
+sys.exit(entry())
