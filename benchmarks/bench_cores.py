@@ -30,7 +30,9 @@ CHILD = textwrap.dedent(
     import jax
     jax.config.update("jax_enable_x64", True)
     sys.path.insert(0, {here!r})
-    from _common import triple_schedule
+    import numpy as np
+    import jax.numpy as jnp
+    from _common import peak_elementwise, peak_matmul, rhs_cost, triple_schedule
     from vcohort.cohort import make_cohort
     from vcohort.model import CSC_IMMUNE
     from vcohort.simulate import simulate
@@ -44,7 +46,12 @@ CHILD = textwrap.dedent(
             t0 = time.perf_counter()
             simulate(CSC_IMMUNE, c, s, days, precision=prec, progress=False)
             ts.append(time.perf_counter() - t0)
-        out[prec] = dict(first=ts[0], best=min(ts[1:]))
+        dt = jnp.float64 if prec == "float64" else jnp.float32
+        p, _, _, y0 = c.arrays(np.arange(1024), (), np.dtype(dt))
+        flops = 4 * rhs_cost(p, y0, dt)[0]["flops"] / 1024 * 10  # per patient-day, dt 0.1
+        out[prec] = dict(first=ts[0], best=min(ts[1:]), flops=flops)
+        if {devices} == 1:  # the machine's peaks, measured once, as in bench_flops.py
+            out[prec].update(matmul=peak_matmul(dt), fma=peak_elementwise(dt, 4096, "fma"))
     print("RESULT" + json.dumps(out))
     """
 )
@@ -87,13 +94,15 @@ def main() -> None:
                     best[k] = v
     rows = []
     for prec in ("float64", "float32"):
-        base = best[(1, prec)]["best"]
+        one = best[(1, prec)]
         for d in configs:
             v = best[(d, prec)]
             rate = a.patients * a.days / v["best"]
+            gf = rate * v["flops"]
             rows.append(
                 f"| {prec} | {d} | {v['first']:.1f} | {v['best']:.2f} | {rate:,.0f} | "
-                f"{base / v['best']:.2f} |"
+                f"{one['best'] / v['best']:.2f} | {gf / 1e9:.2f} | "
+                f"{100 * gf / one['matmul']:.1f}% | {100 * gf / one['fma']:.0f}% |"
             )
     text = "\n".join(
         [
@@ -102,10 +111,15 @@ def main() -> None:
             f"per process and of {a.rounds} alternating rounds; jax {jax_version()}, "
             f"{time.strftime('%Y-%m-%d')}.  One device: XLA splits each kernel over its threads; "
             "one device per core (`vcohort.cores.use_cpu_cores`, the command line's default): "
-            "each core runs its own share of the patients.",
+            "each core runs its own share of the patients.  GFLOP/s: patient-days/s x the "
+            "right-hand side's FLOPs (XLA cost analysis, 4 RK4 stages x 10 steps a day; PK and "
+            "drug effects not counted, so a lower bound); peaks as in bench_flops.py (2048x2048 "
+            "matrix product; a loop of fused multiply-add kernels over 4,096 elements), "
+            "measured in the one-device process.",
             "",
-            "| precision | CPU devices | first call s | best s | patient-days/s | speed-up |",
-            "|---|---|---|---|---|---|",
+            "| precision | CPU devices | first call s | best s | patient-days/s | speed-up | "
+            "GFLOP/s | of matmul peak | of fma-loop peak |",
+            "|---|---|---|---|---|---|---|---|---|",
             *rows,
         ]
     )
