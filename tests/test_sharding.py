@@ -36,15 +36,15 @@ CODE = textwrap.dedent(
 )
 
 
+def run_on_forced_devices(devices: int, code: str, out, timeout: int) -> None:
+    """Run ``code`` (with ``out`` as argv[1]) in a fresh Python with ``devices`` CPU devices."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    subprocess.run([sys.executable, "-c", code, str(out)], env=env, check=True, timeout=timeout)
+
+
 def test_four_forced_cpu_devices_match_one_device(tmp_path):
     out = tmp_path / "sharded.npz"
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    subprocess.run(
-        [sys.executable, "-c", CODE.format(triple=TRIPLE), str(out)],
-        env=env,
-        check=True,
-        timeout=600,
-    )
+    run_on_forced_devices(4, CODE.format(triple=TRIPLE), out, timeout=600)
     sharded = np.load(out)
     c = make_cohort(10, seed=7)
     tr = simulate(CSC_IMMUNE, c, schedule(TRIPLE, 21), 21)
@@ -81,13 +81,7 @@ def test_full_chunk_on_two_cpu_devices_completes(tmp_path):
     running it, every worker of XLA's CPU thread pool waited inside LAPACK for work queued on
     that same pool, and the run hung forever).  The timeout turns a hang into a failure."""
     out = tmp_path / "big.npy"
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    subprocess.run(
-        [sys.executable, "-c", BIG.format(triple=TRIPLE), str(out)],
-        env=env,
-        check=True,
-        timeout=240,
-    )
+    run_on_forced_devices(2, BIG.format(triple=TRIPLE), out, timeout=240)
     c = make_cohort(4096, seed=3, runin_days=0)
     one = simulate(CSC_IMMUNE, c, schedule(TRIPLE, 3), 3, progress=False)
     np.testing.assert_allclose(np.load(out), one.daily["diameter_mm"], rtol=1e-12)
