@@ -123,3 +123,44 @@ def test_use_cpu_cores_rejects_bad_counts(capsys):
             use_cpu_cores(bad)
     assert main(["--cpu-devices", "0", "demo", "--patients", "2"]) == 2
     assert "cpu devices=0 must be an integer >= 1" in capsys.readouterr().err
+
+
+SENS = textwrap.dedent(
+    """
+    import sys, jax, numpy as np
+    jax.config.update("jax_enable_x64", True)
+    assert len(jax.devices()) == 2, jax.devices()
+    from vcohort.cohort import make_cohort
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.runs import parse_arm
+    from vcohort.sensitivity import build_problem, evaluator, local_sensitivities
+    pr = build_problem(CSC_IMMUNE, parse_arm("pembrolizumab 200 mg every 21 d"), 10,
+                       "log_diameter", runin_days=None)
+    c = make_cohort(5, seed=2, runin_days=0)
+    r = local_sensitivities(pr, c, mode="forward", chunk_size=3)
+    np.savez(sys.argv[1], value=evaluator(pr, chunk_size=3)(c), grad=r.grad)
+    """
+)
+
+
+def test_sensitivities_sharded_over_two_cpu_devices_match_one(tmp_path):
+    """Sensitivity chunks are split over the devices like `simulate`'s (odd chunk and cohort
+    sizes: chunk 3 becomes 4, the last chunk is padded); endpoint values and forward-mode
+    derivatives equal one device's (rtol 1e-12: the same per-patient arithmetic)."""
+    from vcohort.runs import parse_arm
+    from vcohort.sensitivity import build_problem, evaluator, local_sensitivities
+
+    out = tmp_path / "sens.npz"
+    run_on_forced_devices(2, SENS, out, timeout=300)
+    pr = build_problem(
+        CSC_IMMUNE,
+        parse_arm("pembrolizumab 200 mg every 21 d"),
+        10,
+        "log_diameter",
+        runin_days=None,
+    )
+    c = make_cohort(5, seed=2, runin_days=0)
+    two = np.load(out)
+    np.testing.assert_allclose(two["value"], evaluator(pr, chunk_size=3)(c), rtol=1e-12)
+    grad = local_sensitivities(pr, c, mode="forward", chunk_size=3).grad
+    np.testing.assert_allclose(two["grad"], grad, rtol=1e-12, atol=1e-300)

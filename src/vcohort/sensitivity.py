@@ -271,13 +271,22 @@ def _batch(problem: Problem, how: str):
 
 
 def _chunked(problem: Problem, how: str, args, n: int, chunk: int):
-    """Apply `_batch` over the patient axis in fixed-size (padded) chunks."""
+    """Apply `_batch` over the patient axis in fixed-size (padded) chunks, each sharded over
+    the local devices as in `vcohort.simulate.simulate` (chunk rounded up to a multiple of
+    the device count)."""
+    from vcohort.simulate import patient_sharding
+
     fn = _batch(problem, how)
+    devs = jax.local_devices()
+    shard = patient_sharding(devs)
+    chunk = -(-chunk // len(devs)) * len(devs)
     outs = []
     for s in range(0, n, chunk):
         idx = np.arange(s, min(s + chunk, n))
         take = np.concatenate([idx, np.full(chunk - idx.size, idx[-1])])
         sub = jax.tree_util.tree_map(lambda v, t=take: np.asarray(v)[t], args)
+        if shard is not None:
+            sub = jax.device_put(sub, shard)
         res = fn(*sub, problem.bolus, problem.rate)
         outs.append(jax.tree_util.tree_map(lambda v, m=idx.size: np.asarray(v)[:m], res))
     return jax.tree_util.tree_map(lambda *v: np.concatenate(v), *outs)

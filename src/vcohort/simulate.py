@@ -641,11 +641,7 @@ def simulate(
     chunk = -(-chunk // n_dev) * n_dev  # a multiple of the device count
     starts = list(range(0, n, chunk))
     # the patient axis is sharded over the devices; shared dose inputs are replicated
-    shard = None
-    if n_dev > 1:
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-        shard = NamedSharding(Mesh(np.array(devs), ("patients",)), PartitionSpec("patients"))
+    shard = patient_sharding(devs)
     show = progress if progress is not None else len(starts) > 1
     it = starts
     if show:
@@ -697,6 +693,16 @@ def simulate(
             "devices": n_dev,
         },
     )
+
+
+def patient_sharding(devices: Sequence):
+    """The sharding that splits a leading patient axis over ``devices`` (None for one device);
+    each device then runs the same per-patient arithmetic on its share."""
+    if len(devices) < 2:
+        return None
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    return NamedSharding(Mesh(np.array(devices), ("patients",)), PartitionSpec("patients"))
 
 
 _CACHE: OrderedDict = OrderedDict()
