@@ -133,9 +133,7 @@ def forward_rows(lines, engine, cohort, s, days, sizes, finals) -> None:
             f"| {n:,} | {chunk:,} | {t1 - t0:.1f} | {t2 - t1:.2f} | "
             f"{n * days / (t2 - t1):,.0f} | {int((tr.status != 0).sum())} | {diff} |"
         )
-        lines.append(row)
-        print(row, flush=True)
-        write_result("gpu.md", "\n".join(lines))
+        emit(lines, row)
 
 
 def runin_rows(lines, cohort, t_xla) -> None:
@@ -210,9 +208,14 @@ def block_rows(lines, cohort, s, days) -> None:
             f"| {b} | {t1 - t0:.1f} | {t2 - t1:.2f} | {per_s:,.0f} | {2 * per_s / 365:,.0f} | "
             f"{fl / 1e12:.2f} ({fl / mm:.0%}, {fl / fma:.0%}) |"
         )
-        lines.append(row)
-        print(row, flush=True)
-        write_result("gpu.md", "\n".join(lines))
+        emit(lines, row)
+
+
+def emit(lines: list[str], row: str) -> None:
+    """Add a table row, show it, and rewrite gpu.md (results survive a killed run)."""
+    lines.append(row)
+    print(row, flush=True)
+    write_result("gpu.md", "\n".join(lines))
 
 
 def _divisor_chunk(n: int, most: int) -> int:
@@ -274,9 +277,7 @@ def gradient_rows(lines, cohort, sizes) -> None:
             f"| {n:,} | {chunk:,} | {t1 - t0:.1f} | {t2 - t1:.2f} | {t4 - t3:.2f} | "
             f"{(t2 - t1) / (t4 - t3):.1f} | {n * days / (t2 - t1):,.0f} |"
         )
-        lines.append(row)
-        print(row, flush=True)
-        write_result("gpu.md", "\n".join(lines))
+        emit(lines, row)
 
 
 if __name__ == "__main__":

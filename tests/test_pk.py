@@ -121,7 +121,7 @@ def test_phi_functions_stiff_and_batched():
     """A stiff symmetric rate matrix (eigenvalues -1e5, -3, -1e-3 per day, rotated by a random
     orthogonal Q) against its exact φ-functions ``Q φ(D h) Qᵀ``; and a batch of steps in one
     call equals one call per step.  Tolerance 1e-10 of the largest entry: at ||A h||_1 ~ 2e5
-    the 19 doublings each add rounding (measured 3e-11; scipy's Padé expm: 2e-13), far beyond
+    the 17 doublings each add rounding (measured 1.1e-11; scipy's Padé expm: 2e-13), far beyond
     any catalogue drug (||A dt|| <= 33 at dt = 0.1 day)."""
     Q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))
     d = np.array([-1e5, -3.0, -1e-3])
@@ -140,3 +140,41 @@ def test_phi_functions_stiff_and_batched():
         one = pk_propagators(drug, pk, 70.0, h, jnp.float64)
         for b, o in zip(batched[:3], one[:3], strict=True):
             np.testing.assert_allclose(np.asarray(b)[k], np.asarray(o), rtol=1e-15, atol=0)
+
+
+F32 = """
+import sys, jax, jax.numpy as jnp, numpy as np
+assert not jax.config.jax_enable_x64  # JAX's default: Python ints become int32
+from vcohort.drugs import CATALOGUE
+from vcohort.simulate import pk_propagators
+out = {}
+for name, drug in sorted(CATALOGUE.items()):
+    if drug.target_state is None:
+        got = pk_propagators(drug, drug.params.typical(), 60.0, (0.1, 0.05), jnp.float32)
+        for what, x in zip(("E", "P1", "P2"), got[:3]):
+            out[name + what] = np.asarray(x)
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_propagators_in_float32_without_x64(tmp_path):
+    """float32 as on a GPU, with JAX's default 32-bit types (regression: the Taylor
+    coefficients were divided by the integer 13!, which overflows int32 and stopped every
+    float32 run without x64); equal to float64 within float32 rounding: 1e-6 of the largest
+    entry, about 16 ulp (measured 4.9e-7, pexidartinib's e^{A dt})."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "f32.npz"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    subprocess.run([sys.executable, "-c", F32, str(out)], env=env, check=True, timeout=300)
+    got = np.load(out)
+    for name, drug in sorted(CATALOGUE.items()):
+        if drug.target_state is not None:
+            continue
+        ref = pk_propagators(drug, drug.params.typical(), 60.0, (0.1, 0.05), jnp.float64)
+        for what, r in zip(("E", "P1", "P2"), ref[:3], strict=True):
+            r = np.asarray(r)
+            err = np.max(np.abs(got[name + what] - r)) / np.max(np.abs(r))
+            assert err < 1e-6, (name, what, err)
