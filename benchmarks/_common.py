@@ -48,10 +48,11 @@ def write_result(name: str, text: str) -> Path:
     return path
 
 
-def dose_objective(schedule: Schedule, days: int, dtype):
+def dose_objective(schedule: Schedule, days: int, dtype, reverse_mode: bool = False):
     """(objective(amount, *cohort_args), plan): the cohort mean of log final diameter under
     ``schedule`` with its dose-slot amounts as the argument (what schedule optimisation
-    differentiates); cohort arguments from ``cohort.arrays(idx, plan.drugs, dtype)``."""
+    differentiates); cohort arguments from ``cohort.arrays(idx, plan.drugs, dtype)``;
+    ``reverse_mode`` as `vcohort.simulate.Plan.reverse_mode`."""
     import jax.numpy as jnp
 
     from vcohort.drugs import get_drug
@@ -59,7 +60,7 @@ def dose_objective(schedule: Schedule, days: int, dtype):
     from vcohort.simulate import Plan, cohort_fn
 
     drugs = tuple(get_drug(d) for d in schedule.drugs)
-    plan = Plan(CSC_IMMUNE, drugs, days, 0.1, days, dtype)
+    plan = Plan(CSC_IMMUNE, drugs, days, 0.1, days, dtype, reverse_mode=reverse_mode)
     grid = schedule.step_grid(plan.dt, plan.n_steps)
     f = cohort_fn(plan)
 

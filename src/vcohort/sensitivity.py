@@ -10,13 +10,14 @@ different *patient*, not a perturbed state.  For log endpoints ``S`` is the usua
 (fixed-step RK4) solution.  Summaries across patients: median, quartiles, median |S|.
 
 Forward vs reverse mode (measured, ``benchmarks/bench_sensitivity.py`` →
-``benchmarks/results/sensitivity.md``; 16 patients, 60 days, 108 parameters, 2-core CPU):
-forward mode (``vmap(jacfwd)``, all tangents at once) compiles in 57 s and runs in 0.88 s;
-reverse mode (``vmap(value_and_grad)``, one vector–Jacobian product per patient through the
-day-checkpointed scans) compiles in 86 s and runs in 0.53 s; they agree to 6e-15.  Reverse
-mode saves ~0.4 ms per patient-day but costs ~30 s more compile (more under load: 230 vs 73 s
-measured on a busy machine), so it pays off only beyond ~10^5 patient-days; ``mode="auto"``
-picks **forward**, which is also the mode the test-suite checks against finite differences.
+``benchmarks/results/sensitivity.md``; 16 patients, 60 days, 114 parameters, 2-core CPU,
+2026-11-30): forward mode (``vmap(jacfwd)``, all tangents at once) compiles in 8.9 s and runs
+in 0.46 s; reverse mode (``vmap(value_and_grad)``, one vector–Jacobian product per patient
+through the day-checkpointed scans, `Plan.reverse_mode`) compiles in 9.4 s and runs in
+0.12 s; they agree to 2e-15.  (On 2026-11-29 the compiles took 57 s and 86 s, and reverse mode
+ran 0.53 s: the LAPACK matrix exponentials of the PK propagators have since become products
+only.)  ``mode="auto"`` therefore picks **reverse**; the test-suite checks forward mode against
+finite differences and reverse mode against forward mode.
 
 **Global.** First-order and total Sobol indices (Sobol 2001; Saltelli et al. 2010 estimators,
 as implemented by SALib) of chosen parameters over log-uniform ranges: by default
@@ -29,6 +30,7 @@ lacks it).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -184,12 +186,18 @@ def build_problem(
     )
 
 
-def endpoint_fn(problem: Problem):
+def endpoint_fn(problem: Problem, reverse_mode: bool = False):
     """One patient: ``(log θ (n,), covariates, baseline diameter, y0, fixed PK, bolus, rate)
-    -> endpoint`` (pure JAX; ``bolus``/``rate`` are `Problem.bolus`/``rate``)."""
-    model, plan = problem.model, problem.plan
+    -> endpoint`` (pure JAX; ``bolus``/``rate`` are `Problem.bolus`/``rate``).  ``reverse_mode``
+    as `vcohort.simulate.Plan.reverse_mode` (same values; cheaper reverse-mode gradients, no
+    forward mode)."""
+    model = problem.model
+    plan = dataclasses.replace(problem.plan, reverse_mode=reverse_mode)
+    runin = problem.runin
     run = patient_fn(plan)
-    pre = patient_fn(problem.runin) if problem.runin is not None else None
+    pre = None
+    if runin is not None:
+        pre = patient_fn(dataclasses.replace(runin, reverse_mode=reverse_mode))
     n_model = len(model.params)
     pk_index = [
         (d.name, [(r.name, problem.names.index(f"{d.name}.{r.name}")) for r in d.params])
@@ -205,7 +213,7 @@ def endpoint_fn(problem: Problem):
         if problem.runin_days is not None:
             y0 = model.initial_state(p, baseline)
         if pre is not None:
-            nd = jnp.zeros((problem.runin.n_steps, 0, 3), plan.dtype)
+            nd = jnp.zeros((runin.n_steps, 0, 3), plan.dtype)
             y0 = jax.tree_util.tree_map(lambda v: v[-1], pre(p, {}, cov, y0, nd, nd)["saved"])
         # both arms through one (vmapped) scan: one compiled body, not two
         vals = jax.vmap(
@@ -253,7 +261,8 @@ def _batch(problem: Problem, how: str):
     ``forward`` or ``reverse`` mode; cached per `Problem.key`."""
     key = (problem.key, how)
     if key not in _CACHE:
-        f = endpoint_fn(problem)
+        # reverse mode: RK4 steps with the hand-written reverse sweep (`rk4_step_reverse`)
+        f = endpoint_fn(problem, reverse_mode=how == "reverse")
         if how == "forward":
 
             def both(*a):
@@ -329,7 +338,7 @@ def local_sensitivities(
         raise ValueError(f"mode={mode!r}; allowed: {MODES}")
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1")
-    mode = "forward" if mode == "auto" else mode
+    mode = "reverse" if mode == "auto" else mode  # measured faster (module docstring)
     args = cohort_inputs(problem, cohort)
     t0 = time.perf_counter()
     value, grad = _chunked(problem, mode, args, len(cohort), int(min(chunk_size, len(cohort))))

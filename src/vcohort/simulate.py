@@ -37,6 +37,7 @@ import time as _time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -222,6 +223,81 @@ def rk4_step(f, y: dict, h, stages: str = "scan"):
     return tm(lambda a, s: a + h * s, y, acc)
 
 
+RK4_C = (0.0, 0.5, 0.5, 1.0)  # classical RK4 nodes
+RK4_B = (1.0, 2.0, 2.0, 1.0)  # weights x 6
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 3))
+def rk4_step_reverse(rhs, y: dict, args, dt: float):
+    """`rk4_step` (same values: it *is* `rk4_step`) of ``rhs(y, args)`` with a hand-written
+    reverse sweep, for plans differentiated in reverse mode (`Plan.reverse_mode`).
+
+    Why: JAX's reverse pass of the stage scan needs the cotangent of each stage input
+    ``z = y + c·h·k`` twice (for ``y`` and for ``k``), and XLA:CPU, which fuses each kernel
+    into a single output, recomputes the stage's whole vector–Jacobian product in both
+    kernels: 4,258 arithmetic operations per stage in the compiled backward body against 363
+    in the right-hand side's jaxpr.  This sweep runs the stages backwards with the stage
+    input's cotangent as the scan carry, used once:
+
+        ct_k_i = h·b_i·ct_y' + c_{i+1}·h·ct_z_{i+1};   (ct_z_i, ct_args_i) = vjp_f(z_i)(ct_k_i)
+        ct_y = ct_y' + Σ_i ct_z_i;                      ct_args = Σ_i ct_args_i
+
+    (exactly the transpose of the forward stages; the forward pass saves the stage slopes,
+    the sweep recomputes each stage input and its right-hand side once).  Measured
+    (``benchmarks/bench_gradient.py``, 1000 patients × 60 days, float64, 1 CPU device, one
+    process): value-and-gradient 1.56 s -> 1.07 s; gradients agree to 2e-16.  Forward-mode
+    differentiation (``jvp``/``jacfwd``) of a ``custom_vjp`` is not defined in JAX, so plans
+    for forward mode keep the plain `rk4_step`; so does the forward pass, where wrapping the
+    step in ``custom_vjp`` measured ~15% slower."""
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(y))
+    return rk4_step(lambda yy: rhs(yy, args), y, jnp.asarray(dt, dtype))
+
+
+def _rk4_coefficients(y, dt):
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(y))
+    h = jnp.asarray(dt, dtype)
+    b = jnp.asarray(RK4_B, dtype) / 6.0
+    return h, jnp.asarray(RK4_C, dtype), b, dtype
+
+
+def _rk4_reverse_fwd(rhs, y, args, dt):
+    tm = jax.tree_util.tree_map
+    h, c, b, _ = _rk4_coefficients(y, dt)
+    zero = tm(jnp.zeros_like, y)
+
+    def stage(state, cb):  # as in rk4_step; also returns the slope each stage started from
+        k, acc = state
+        ci, bi = cb
+        kn = rhs(tm(lambda a, kk: a + (ci * h) * kk, y, k), args)
+        return (kn, tm(lambda s, kk: s + bi * kk, acc, kn)), k
+
+    (_, acc), k_in = lax.scan(stage, (zero, zero), (c, b))
+    return tm(lambda a, s: a + h * s, y, acc), (y, k_in, args)
+
+
+def _rk4_reverse_bwd(rhs, dt, res, ct):
+    tm = jax.tree_util.tree_map
+    y, k_in, args = res
+    h, c, b, dtype = _rk4_coefficients(y, dt)
+    c_next = jnp.asarray(RK4_C[1:] + (0.0,), dtype)
+
+    def back(state, xs):
+        ct_z_next, ct_y_acc, ct_a_acc = state
+        k, ci, cni, bi = xs
+        z = tm(lambda a, kk: a + (ci * h) * kk, y, k)  # the stage input, as in the forward
+        ct_k = tm(lambda g, q: (h * bi) * g + (cni * h) * q, ct, ct_z_next)
+        ct_z, ct_a = jax.vjp(rhs, z, args)[1](ct_k)
+        return (ct_z, tm(jnp.add, ct_y_acc, ct_z_next), tm(jnp.add, ct_a_acc, ct_a)), None
+
+    zero_y = tm(jnp.zeros_like, y)
+    init = (zero_y, zero_y, tm(jnp.zeros_like, args))
+    (ct_z0, ct_y_acc, ct_a), _ = lax.scan(back, init, (k_in, c, c_next, b), reverse=True)
+    return tm(lambda g, s, z0: g + s + z0, ct, ct_y_acc, ct_z0), ct_a
+
+
+rk4_step_reverse.defvjp(_rk4_reverse_fwd, _rk4_reverse_bwd)
+
+
 # ---------------------------------------------------------------------------- one patient
 @dataclass(frozen=True)
 class Plan:
@@ -235,6 +311,10 @@ class Plan:
     dtype: object
     tumour_dynamics: float = 1.0
     forcing: str = "gauss"
+    # True: the plan is differentiated in reverse mode only (jax.grad/vjp): the RK4 step
+    # then has a hand-written reverse sweep (`rk4_step_reverse`, ~1/3 cheaper gradients);
+    # forward-mode differentiation (jvp/jacfwd) of such a plan raises
+    reverse_mode: bool = False
 
     @property
     def n_sub(self) -> int:
@@ -331,6 +411,7 @@ def make_advance(plan: Plan, su: dict, stages: str = "scan"):
     lays = [pk_layout(d) for d in plan.drugs]
     pk_drugs = tuple(d for d in plan.drugs if d.target_state is None)
     p, props = su["p"], su["props"]
+    reverse = plan.reverse_mode and stages == "scan"  # the fused kernel is forward-only
 
     def advance(carry, bd, rd):
         y, a, auc = carry
@@ -376,11 +457,16 @@ def make_advance(plan: Plan, su: dict, stages: str = "scan"):
         else:
             eff = combine_effects(pk_drugs, conc, model)
 
-        def f(yy):
-            dy = model.rhs(yy, p, eff, jnp, td)
-            return {n: dy[n] + inflow[n] if n in inflow else dy[n] for n in dy}
+        def rhs(yy, args):
+            pp, ee, inf = args
+            dy = model.rhs(yy, pp, ee, jnp, td)
+            return {n: dy[n] + inf[n] if n in inf else dy[n] for n in dy}
 
-        return (rk4_step(f, y, h, stages), tuple(a_next), tuple(auc_next))
+        if reverse:
+            y_next = rk4_step_reverse(rhs, y, (p, eff, inflow), plan.dt)
+        else:
+            y_next = rk4_step(lambda yy: rhs(yy, (p, eff, inflow)), y, h, stages)
+        return (y_next, tuple(a_next), tuple(auc_next))
 
     return advance
 

@@ -41,7 +41,7 @@ def add(sub) -> None:
     s.add_argument("--runin-days", type=int, default=240, help="immune run-in rebuilt per θ")
     s.add_argument("--no-pk", action="store_true", help="leave out the drugs' PK parameters")
     s.add_argument(
-        "--mode", choices=MODES, default="auto", help="local: autodiff mode (auto = forward)"
+        "--mode", choices=MODES, default="auto", help="local: autodiff mode (auto = reverse)"
     )
     s.add_argument("--params", default=None, help="sobol: comma-separated parameters")
     s.add_argument("--samples", type=int, default=256, help="sobol: base sample N (power of 2)")

@@ -268,7 +268,7 @@ def _compiled_step(problem, lay, model, personalised, opt, opt_key):
     key = (_fingerprint(problem, 0, personalised, {}), id(model), opt_key)
     if key not in _STEPS:
         make = make_personal_loss if personalised else make_loss
-        loss, plan = make(problem, lay, model)
+        loss, plan = make(problem, lay, model, reverse_mode=True)
 
         @jax.jit
         def step(theta, opt_state, lam, mu, args):

@@ -328,16 +328,21 @@ def _al_penalty(g: dict, lam: dict, mu):
 
 
 # ---------------------------------------------------------------------------- loss
-def _plan(problem: Problem, model: Model) -> Plan:
-    """The simulation plan of a problem (only the horizon is saved)."""
+def _plan(problem: Problem, model: Model, reverse_mode: bool) -> Plan:
+    """The simulation plan of a problem (only the horizon is saved); ``reverse_mode`` for the
+    optimiser's gradient (RK4 steps with the hand-written reverse sweep, `rk4_step_reverse`),
+    not for forward-only evaluations (its forward pass is ~15% slower)."""
     drugs = tuple(get_drug(n) for n in problem.drug_names)
     dtype = set_precision(problem.precision)
-    return Plan(model, drugs, problem.days, problem.dt, problem.days, dtype)
+    return Plan(
+        model, drugs, problem.days, problem.dt, problem.days, dtype, reverse_mode=reverse_mode
+    )
 
 
-def make_loss(problem: Problem, lay: Layout, model: Model = CSC_IMMUNE):
-    """``loss(theta, lam, mu, args) -> (augmented Lagrangian, (terms, g))`` (pure JAX)."""
-    plan = _plan(problem, model)
+def make_loss(problem: Problem, lay: Layout, model: Model = CSC_IMMUNE, reverse_mode: bool = False):
+    """``loss(theta, lam, mu, args) -> (augmented Lagrangian, (terms, g))`` (pure JAX);
+    ``reverse_mode=True`` when it will only be differentiated in reverse mode (`_plan`)."""
+    plan = _plan(problem, model, reverse_mode)
     grid = lay.schedule.step_grid(plan.dt, plan.n_steps)
     f = cohort_fn(plan)
 
@@ -355,12 +360,15 @@ def make_loss(problem: Problem, lay: Layout, model: Model = CSC_IMMUNE):
     return loss, plan
 
 
-def make_personal_loss(problem: Problem, lay: Layout, model: Model = CSC_IMMUNE):
+def make_personal_loss(
+    problem: Problem, lay: Layout, model: Model = CSC_IMMUNE, reverse_mode: bool = False
+):
     """Personalised mode: ``theta`` is (patients, drugs, slots); objectives that decompose over
-    patients only (CVaR does not); constraints hold for every patient."""
+    patients only (CVaR does not); constraints hold for every patient; ``reverse_mode`` as in
+    `make_loss`."""
     if "cvar" in problem.weights:
         raise ValueError("objective 'cvar' couples patients; not allowed in personalised mode")
-    plan = _plan(problem, model)
+    plan = _plan(problem, model, reverse_mode)
     grid = lay.schedule.step_grid(plan.dt, plan.n_steps)
     one = patient_fn(plan)
 
