@@ -30,10 +30,9 @@ lacks it).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
@@ -192,12 +191,12 @@ def endpoint_fn(problem: Problem, reverse_mode: bool = False):
     as `vcohort.simulate.Plan.reverse_mode` (same values; cheaper reverse-mode gradients, no
     forward mode)."""
     model = problem.model
-    plan = dataclasses.replace(problem.plan, reverse_mode=reverse_mode)
+    plan = replace(problem.plan, reverse_mode=reverse_mode)
     runin = problem.runin
     run = patient_fn(plan)
     pre = None
     if runin is not None:
-        pre = patient_fn(dataclasses.replace(runin, reverse_mode=reverse_mode))
+        pre = patient_fn(replace(runin, reverse_mode=reverse_mode))
     n_model = len(model.params)
     pk_index = [
         (d.name, [(r.name, problem.names.index(f"{d.name}.{r.name}")) for r in d.params])
