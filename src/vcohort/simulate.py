@@ -169,6 +169,10 @@ def combine_effects(drugs: Sequence[Drug], conc: list[dict], model: Model) -> di
     return out
 
 
+RK4_C = (0.0, 0.5, 0.5, 1.0)  # classical RK4 nodes
+RK4_B = (1.0, 2.0, 2.0, 1.0)  # weights x 6
+
+
 def rk4_step(f, y: dict, h, stages: str = "scan"):
     """One classical Runge–Kutta step on a dict state.
 
@@ -210,21 +214,27 @@ def rk4_step(f, y: dict, h, stages: str = "scan"):
 
         _, acc = lax.fori_loop(0, 4, body, (zero, zero))
         return tm(lambda a, s: a + h * s, y, acc)
-    c = jnp.asarray([0.0, 0.5, 0.5, 1.0], dtype)
-    b = jnp.asarray([1.0, 2.0, 2.0, 1.0], dtype) / 6.0
+    return _rk4_scan(f, y, h, slopes=False)[0]
+
+
+def _rk4_scan(f, y: dict, h, slopes: bool):
+    """The four RK4 stages as a ``lax.scan`` of ``jax.checkpoint``-ed stages (`rk4_step`):
+    ``(y_next, k_in)`` with ``k_in`` the slope each stage started from, stacked over the
+    stages (None unless ``slopes``)."""
+    tm = jax.tree_util.tree_map
+    dtype = jnp.result_type(h)
+    zero = tm(jnp.zeros_like, y)
+    c = jnp.asarray(RK4_C, dtype)
+    b = jnp.asarray(RK4_B, dtype) / 6.0
 
     def stage(carry, cb):
         k, acc = carry
         ci, bi = cb
         kn = f(tm(lambda a, kk: a + (ci * h) * kk, y, k))
-        return (kn, tm(lambda s, kk: s + bi * kk, acc, kn)), None
+        return (kn, tm(lambda s, kk: s + bi * kk, acc, kn)), (k if slopes else None)
 
-    (_, acc), _ = lax.scan(jax.checkpoint(stage, prevent_cse=False), (zero, zero), (c, b))
-    return tm(lambda a, s: a + h * s, y, acc)
-
-
-RK4_C = (0.0, 0.5, 0.5, 1.0)  # classical RK4 nodes
-RK4_B = (1.0, 2.0, 2.0, 1.0)  # weights x 6
+    (_, acc), k_in = lax.scan(jax.checkpoint(stage, prevent_cse=False), (zero, zero), (c, b))
+    return tm(lambda a, s: a + h * s, y, acc), k_in
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 3))
@@ -253,33 +263,19 @@ def rk4_step_reverse(rhs, y: dict, args, dt: float):
     return rk4_step(lambda yy: rhs(yy, args), y, jnp.asarray(dt, dtype))
 
 
-def _rk4_coefficients(y, dt):
-    dtype = jnp.result_type(*jax.tree_util.tree_leaves(y))
-    h = jnp.asarray(dt, dtype)
-    b = jnp.asarray(RK4_B, dtype) / 6.0
-    return h, jnp.asarray(RK4_C, dtype), b, dtype
-
-
 def _rk4_reverse_fwd(rhs, y, args, dt):
-    tm = jax.tree_util.tree_map
-    h, c, b, _ = _rk4_coefficients(y, dt)
-    zero = tm(jnp.zeros_like, y)
-
-    def stage(state, cb):  # as in rk4_step; also returns the slope each stage started from
-        k, acc = state
-        ci, bi = cb
-        kn = rhs(tm(lambda a, kk: a + (ci * h) * kk, y, k), args)
-        return (kn, tm(lambda s, kk: s + bi * kk, acc, kn)), k
-
-    (_, acc), k_in = lax.scan(stage, (zero, zero), (c, b))
-    return tm(lambda a, s: a + h * s, y, acc), (y, k_in, args)
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(y))
+    y_next, k_in = _rk4_scan(lambda yy: rhs(yy, args), y, jnp.asarray(dt, dtype), slopes=True)
+    return y_next, (y, k_in, args)
 
 
 def _rk4_reverse_bwd(rhs, dt, res, ct):
     tm = jax.tree_util.tree_map
     y, k_in, args = res
-    h, c, b, dtype = _rk4_coefficients(y, dt)
-    c_next = jnp.asarray(RK4_C[1:] + (0.0,), dtype)
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(y))
+    h = jnp.asarray(dt, dtype)
+    c, c_next = jnp.asarray(RK4_C, dtype), jnp.asarray(RK4_C[1:] + (0.0,), dtype)
+    b = jnp.asarray(RK4_B, dtype) / 6.0
 
     def back(state, xs):
         ct_z_next, ct_y_acc, ct_a_acc = state
