@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 from conftest import TRIPLE, schedule
 
 from vcohort.cohort import make_cohort
@@ -164,3 +165,57 @@ def test_sensitivities_sharded_over_two_cpu_devices_match_one(tmp_path):
     np.testing.assert_allclose(two["value"], evaluator(pr, chunk_size=3)(c), rtol=1e-12)
     grad = local_sensitivities(pr, c, mode="forward", chunk_size=3).grad
     np.testing.assert_allclose(two["grad"], grad, rtol=1e-12, atol=1e-300)
+
+
+OPT = textwrap.dedent(
+    """
+    import sys, jax, numpy as np, pytest
+    jax.config.update("jax_enable_x64", True)
+    assert len(jax.devices()) == 4, jax.devices()
+    sys.path.insert(0, {tests!r})
+    from test_optimize import SMALL
+    from vcohort.cohort import make_cohort
+    from vcohort.optimize import optimize
+    from vcohort.optimize.baseline import evolution_strategy
+    from vcohort.optimize.loop import loss_devices
+    devs = jax.devices()
+    assert len(loss_devices(None, 8)) == 1  # CPU devices: one, by the measured rule
+    with pytest.raises(ValueError, match="batch of 6 patients does not split evenly over 4"):
+        loss_devices(devs, 6)
+    c = make_cohort(8, seed=5, runin_days=0)
+    from vcohort.optimize.loop import _placer
+    placed = _placer(devs)(c.arrays(np.arange(8), (), np.float64))
+    assert all(len(x.sharding.device_set) == 4 for x in jax.tree_util.tree_leaves(placed))
+    r = optimize(SMALL, c, iterations=3, progress=False, patience=50, devices=devs)
+    p = optimize(SMALL, c.subset(np.arange(4)), personalised=True, iterations=2,
+                 progress=False, devices=devs)
+    e = evolution_strategy(SMALL, c, simulations=3, seed=1, devices=devs)
+    np.savez(sys.argv[1], amount=r.amount, obj=r.history["objective"].to_numpy(),
+             loss=r.history["loss"].to_numpy(), p_amount=p.amount, e_pen=e.history["penalised"])
+    """
+)
+
+
+@pytest.mark.slow
+def test_optimiser_sharded_over_four_devices_matches_one_device(tmp_path):
+    """The optimiser's batch sharded over 4 forced CPU devices (jit all-reduces the cohort
+    means and the gradient) takes the same steps as on one device; so do personalised mode
+    (the schedules sharded with their patients) and the ES baseline."""
+    from test_optimize import SMALL
+
+    from vcohort.optimize import optimize
+    from vcohort.optimize.baseline import evolution_strategy
+
+    out = tmp_path / "opt.npz"
+    run_on_forced_devices(4, OPT.format(tests=os.path.dirname(__file__)), out, timeout=900)
+    sh = np.load(out)
+    c = make_cohort(8, seed=5, runin_days=0)
+    r = optimize(SMALL, c, iterations=3, progress=False, patience=50)
+    p = optimize(SMALL, c.subset(np.arange(4)), personalised=True, iterations=2, progress=False)
+    e = evolution_strategy(SMALL, c, simulations=3, seed=1)
+    # only the order of the cross-device sums differs (~1e-16 relative), through 3 Adam steps
+    np.testing.assert_allclose(sh["loss"], r.history["loss"].to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(sh["obj"], r.history["objective"].to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(sh["amount"], r.amount, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(sh["p_amount"], p.amount, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(sh["e_pen"], e.history["penalised"].to_numpy(), rtol=1e-9)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from vcohort.cohort import Cohort
 from vcohort.model import CSC_IMMUNE, Model
-from vcohort.optimize.loop import OptResult
+from vcohort.optimize.loop import OptResult, _placer, loss_devices
 from vcohort.optimize.problem import (
     NoMultipliers,
     Problem,
@@ -38,8 +38,10 @@ def evolution_strategy(
     seed: int = 0,
     model: Model = CSC_IMMUNE,
     progress: bool = False,
+    devices=None,
 ) -> OptResult:
-    """Best schedule found with ``simulations`` forward cohort simulations (mini-batch)."""
+    """Best schedule found with ``simulations`` forward cohort simulations (mini-batch);
+    ``devices`` as in `vcohort.optimize.optimize` (`loss_devices`)."""
     problem.validate()
     if not isinstance(simulations, int) or simulations < 2:
         raise ValueError(f"simulations={simulations!r} must be an integer >= 2")
@@ -53,7 +55,7 @@ def evolution_strategy(
         if batch_size is None or batch_size >= n
         else np.sort(rng.choice(n, batch_size, replace=False))
     )
-    args = cohort.arrays(idx, plan.drugs, np_dtype)
+    args = _placer(loss_devices(devices, idx.size))(cohort.arrays(idx, plan.drugs, np_dtype))
 
     @jax.jit
     def value(theta, args):

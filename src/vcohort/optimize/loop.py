@@ -51,6 +51,42 @@ class OptResult:
         return self.layout.schedule.replace_amount(np.asarray(a, dtype=np.float64))
 
 
+def loss_devices(devices, batch: int) -> list:
+    """The devices an optimiser's patient axis is sharded over (`patient_sharding`).
+
+    ``devices=None``: every local device when they are accelerators (GPUs, TPUs: each runs its
+    share of the patients, and jit all-reduces the cohort means and the gradient); one device
+    on a CPU, where XLA already spreads each kernel over every core and sharding the gradient
+    over two CPU devices measured slower (3.7-4.1 s per step against 2.2-2.3 s, 1,000
+    patients x 168 days, 2-core CPU).  The count used is the largest that divides the batch:
+    padded patients would enter the cohort means.  Explicit ``devices`` must divide it.
+    """
+    if devices is None:
+        local = jax.local_devices()
+        if local[0].platform == "cpu":
+            return local[:1]
+        k = max(d for d in range(1, len(local) + 1) if batch % d == 0)
+        return local[:k]
+    devs = list(devices)
+    if not devs:
+        raise ValueError("devices=[] is empty; give at least one device, or None")
+    if batch % len(devs):
+        raise ValueError(
+            f"devices: a batch of {batch} patients does not split evenly over {len(devs)} "
+            f"devices; choose a batch_size (or cohort size) that is a multiple of {len(devs)}"
+        )
+    return devs
+
+
+def _placer(devices: list):
+    """``place(x)``: ``x`` (a pytree with a leading patient axis) sharded over ``devices``
+    (unchanged for one device)."""
+    from vcohort.simulate import patient_sharding
+
+    shard = patient_sharding(devices)
+    return (lambda x: x) if shard is None else (lambda x: jax.device_put(x, shard))
+
+
 def _batches(rng: np.random.Generator, n: int, size: int | None):
     if size is None or size >= n:
         return np.arange(n)
@@ -107,6 +143,7 @@ def optimize(
     resume: bool = False,
     progress: bool = True,
     model: Model = CSC_IMMUNE,
+    devices=None,
 ) -> OptResult:
     """Minimise ``problem``'s objective over its dose slots for ``cohort``.
 
@@ -125,6 +162,9 @@ def optimize(
             many iterations.
         checkpoint: file to save state to every ``checkpoint_every`` iterations; with
             ``resume=True`` an existing file (from the same problem and cohort) is continued.
+        devices: devices to shard the (mini-)batch's patients over (`loss_devices`; default:
+            every local accelerator, one device on a CPU); results do not depend on it beyond
+            the order of summation.
     """
     problem.validate()
     n = len(cohort)
@@ -136,6 +176,7 @@ def optimize(
         batch_size = None
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint file")
+    place = _placer(loss_devices(devices, n if batch_size is None else min(batch_size, n)))
     lay = layout(problem)
     opt = optimizer if optimizer is not None else optax.adam(learning_rate)
     opt_key = ("adam", float(learning_rate)) if optimizer is None else id(optimizer)
@@ -151,6 +192,8 @@ def optimize(
     if personalised:
         theta0 = np.broadcast_to(theta0, (n,) + theta0.shape).copy()
     theta = jnp.asarray(theta0, plan.dtype)
+    if personalised:  # one schedule per patient: sharded like the patients
+        theta = place(theta)
     opt_state = opt.init(theta)
 
     # multipliers: shapes from one abstract evaluation (no compute)
@@ -173,6 +216,8 @@ def optimize(
                 "delete it or run without resume"
             )
         theta = jnp.asarray(arrays["theta"], plan.dtype)
+        if personalised:
+            theta = place(theta)
         lam = {k: jnp.asarray(arrays[f"lam:{k}"], plan.dtype) for k in lam}
         best.update(obj=meta["best_obj"], viol=meta["best_viol"], it=meta["best_it"])
         best["theta"] = arrays["best_theta"]
@@ -195,7 +240,7 @@ def optimize(
     since_best = 0
     for it in it_range:
         idx = _batches(rng, n, batch_size)
-        args = cohort.arrays(idx, plan.drugs, np_dtype)
+        args = place(cohort.arrays(idx, plan.drugs, np_dtype))
         theta_before = theta
         theta, opt_state, val, (terms, g, obj, finite) = step(theta, opt_state, lam, mu_v, args)
         obj = float(obj)
