@@ -45,6 +45,7 @@ def test_simulate_writes_the_run_folder(tmp_path, capsys):
     assert sorted(tc.day.unique().tolist()) == [0, 7, 14, 21, 28, 30]
     m = json.loads((out / "manifest.json").read_text())
     assert m["seed"] == 3 and m["environment"]["jax"]
+    assert m["population"]["name"] == "default" and m["population"]["covariates"]  # as drawn
     summary = pd.read_csv(out / "summary.csv")
     assert summary.arm.tolist() == ["pembro", "control"]
     assert "pembro" in capsys.readouterr().out

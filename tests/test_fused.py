@@ -133,7 +133,7 @@ def test_shared_params_are_the_ones_equal_for_every_patient():
     near = {"x": np.array([0.1, 0.1 + 1e-12])}
     assert shared_params(near, np.float64) == {}
     assert shared_params(near, np.float32) == {"x": float(np.float32(0.1))}
-    # the default cohort samples 26 of its 114 parameters; the rest are shared
+    # the default cohort samples 26 of its 115 parameters; the rest are shared
     c = make_cohort(20, seed=1, runin_days=0)
     shared = shared_params(c.params, np.float64)
     assert 0 < len(shared) < len(c.params)

@@ -134,3 +134,64 @@ def test_population_by_file_path_and_unknown_name(tmp_path):
     assert pop.covariates["baseline_diameter_mm"].median == 50.0
     with pytest.raises(ValueError, match="neither a preset"):
         load_population("no_such_preset")
+
+
+def test_parameters_table_sets_value_spread_and_clip_of_chosen_parameters():
+    """``[parameters.NAME]`` replaces a parameter's typical value and/or CV (model parameters
+    and ``drug.PARAM`` PK values alike), clips the draws, keeps each patient's own
+    standard-normal draw, and leaves every other parameter as it was."""
+    pars = {
+        # clip bounds at ~z = -1.95 and +1.86 (omega 0.71): ~3% of 300 patients beyond each
+        "f_S0": {"value": 0.08, "cv": 0.8, "lower": 0.02, "upper": 0.3, "source": "assumption: t"},
+        "v_N": {"cv": 0.0, "source": "assumption: t"},  # CV only: typical value kept
+        "pembrolizumab.CL": {"value": 0.3, "source": "assumption: t"},  # value only
+    }
+    pop = population_from_dict(_preset_dict(parameters=pars))
+    c = make_cohort(300, seed=4, population=pop, runin_days=0)
+    base = make_cohort(300, seed=4, population=population_from_dict(_preset_dict()), runin_days=0)
+    z = standard_normals(4, c.patient_id, ["param:f_S0", "pk:pembrolizumab:CL"])
+    omega = np.sqrt(np.log1p(0.8**2))
+    np.testing.assert_allclose(
+        c.params["f_S0"], np.clip(0.08 * np.exp(omega * z["param:f_S0"]), 0.02, 0.3), rtol=1e-15
+    )
+    assert c.params["f_S0"].max() == 0.3 and c.params["f_S0"].min() == 0.02  # both clips hit
+    np.testing.assert_array_equal(c.params["v_N"], CSC_IMMUNE.params["v_N"].value)
+    pk_omega = base.pk["pembrolizumab"]["CL"] / base.pk["pembrolizumab"]["CL"].mean()
+    cl = c.pk["pembrolizumab"]["CL"]
+    np.testing.assert_allclose(cl / cl.mean(), pk_omega, rtol=1e-12)  # same spread, new value
+    for k in base.params:
+        if k not in ("f_S0", "v_N"):
+            np.testing.assert_array_equal(c.params[k], base.params[k], err_msg=k)
+    # the baseline CSC fraction is the drawn f_S0 (the run-in freezes the tumour)
+    frac = c.y0["S"] / (c.y0["S"] + c.y0["N"])
+    np.testing.assert_allclose(frac, c.params["f_S0"], rtol=1e-12)
+    assert pop.to_dict()["parameters"]["f_S0"]["upper"] == 0.3  # recorded in manifests
+
+
+def test_bad_parameters_tables_are_reported_before_compute():
+    d = _preset_dict(
+        parameters={
+            "f_S0": {"value": -0.1, "source": " "},
+            "v_N": {"source": "assumption: t"},
+            "K_cap": {"value": 5.0, "lower": 6.0, "upper": 9.0, "source": "x"},
+        }
+    )
+    with pytest.raises(ConfigError) as e:
+        population_from_dict(d, "test preset")
+    text = str(e.value)
+    for field in (
+        "parameters.f_S0.value: -0.1 must be > 0",
+        "parameters.f_S0.source: must cite a source",
+        "parameters.v_N: sets neither value nor cv",
+        "parameters.K_cap: value=5.0 must lie within [lower=6.0, upper=9.0]",
+    ):
+        assert field in text, field
+    unknown = population_from_dict(_preset_dict(parameters={"no_such": {"cv": 0.1, "source": "x"}}))
+    with pytest.raises(ValueError, match=r"parameters \['no_such'\] are not parameters"):
+        make_cohort(3, population=unknown, runin_days=0)
+    # a spread that draws CSC fractions >= 1 is refused, naming the setting and the fix
+    wide = population_from_dict(
+        _preset_dict(parameters={"f_S0": {"cv": 3.0, "source": "assumption: t"}})
+    )
+    with pytest.raises(ValueError, match=r"parameters.f_S0: \d+ of 200 patients drew f_S0 outside"):
+        make_cohort(200, seed=1, population=wide, runin_days=0)

@@ -45,6 +45,10 @@ def test_cli_exports_valid_sbml_with_patient_params(tmp_path, capsys):
     bad.write_text(json.dumps({"no_such_param": 1.0}))
     assert main(["export-sbml", "--out", str(tmp_path / "b.xml"), "--patient-params", str(bad)])
     assert "no_such_param" in capsys.readouterr().err
+    frac = tmp_path / "frac.json"  # a baseline CSC fraction must be a fraction
+    frac.write_text(json.dumps({"f_S0": 1.5}))
+    assert main(["export-sbml", "--out", str(tmp_path / "f.xml"), "--patient-params", str(frac)])
+    assert "f_S0=1.5 must lie in (0, 1)" in capsys.readouterr().err
 
 
 def test_reference_model_export_runs_in_roadrunner(tmp_path):

@@ -223,11 +223,20 @@ def make_cohort(
     z = correlate(standard_normals(seed, ids, sorted(set(keys.values()))), pop, keys)
     zf = (lambda k: z[k]) if variability else (lambda k: np.zeros(n))
 
-    params = {r.name: r.value * np.exp(r.omega * zf(f"param:{r.name}")) for r in model.params}
+    def draw(row, name: str, key: str):
+        spec = pop.parameters.get(name)
+        if spec is None:
+            return row.value * np.exp(row.omega * zf(key))
+        value = row.value if spec.value is None else spec.value
+        omega = row.omega if spec.omega is None else spec.omega
+        return np.clip(value * np.exp(omega * zf(key)), spec.lower, spec.upper)
+
+    params = {r.name: draw(r, r.name, f"param:{r.name}") for r in model.params}
     pk = {
-        d: {r.name: r.value * np.exp(r.omega * zf(f"pk:{d}:{r.name}")) for r in drug.params}
+        d: {r.name: draw(r, f"{d}.{r.name}", f"pk:{d}:{r.name}") for r in drug.params}
         for d, drug in cat.items()
     }
+    check_param_bounds(model, params, pop)
     cov = {}
     for c, spec in pop.covariates.items():
         cov[c] = np.clip(spec.median * np.exp(spec.omega * z[f"cov:{c}"]), spec.lower, spec.upper)
@@ -254,6 +263,25 @@ def make_cohort(
             engine=engine,
         )
     return cohort
+
+
+def check_param_bounds(model, params: dict, pop: Population) -> None:
+    """Refuse drawn parameters outside the model's hard bounds (`Model.param_bounds`), naming
+    the population setting that produced them."""
+    for name, (lo, hi) in (model.param_bounds or {}).items():
+        v = np.asarray(params[name])
+        bad = (v <= lo) | (v >= hi)
+        if np.any(bad):
+            where = (
+                f"population {pop.name!r} parameters.{name}"
+                if name in pop.parameters
+                else f"model {model.name!r} parameter {name}"
+            )
+            raise ValueError(
+                f"{where}: {int(bad.sum())} of {v.size} patients drew {name} outside "
+                f"({lo:g}, {hi:g}) (min {v.min():.3g}, max {v.max():.3g}); set "
+                f"parameters.{name}.lower/upper inside that interval"
+            )
 
 
 def check_engine(engine: str) -> None:
@@ -286,6 +314,13 @@ def draw_keys(model, catalogue: dict, pop: Population) -> dict[str, str]:
             f"population {pop.name!r}: correlation names {unknown} are not model parameters, "
             f"covariates ({', '.join(pop.covariates)}), 'drug.PARAM' PK parameters or "
             f"{PDL1_LATENT!r}"
+        )
+    params = model.params.names
+    unknown = [n for n in pop.parameters if n not in keys or n in pop.covariates or n == "pdl1"]
+    if unknown:
+        raise ValueError(
+            f"population {pop.name!r}: parameters {unknown} are not parameters of model "
+            f"{model.name!r} ({', '.join(params)}) or 'drug.PARAM' PK parameters"
         )
     return keys
 

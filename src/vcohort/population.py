@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -39,6 +39,23 @@ class CovariateSpec:
     @property
     def omega(self) -> float:
         return math.sqrt(math.log1p(self.cv**2))
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A population's setting of a model parameter (or ``drug.PARAM`` PK parameter): its
+    typical ``value`` and between-patient ``cv`` (None keeps the model's), draws clipped to
+    ``[lower, upper]``, and the source of the change."""
+
+    value: float | None
+    cv: float | None
+    lower: float
+    upper: float
+    source: str
+
+    @property
+    def omega(self) -> float | None:
+        return None if self.cv is None else math.sqrt(math.log1p(self.cv**2))
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,7 @@ class Population:
     correlations: tuple[Correlation, ...]
     plausibility: Plausibility | None
     origin: str
+    parameters: dict = field(default_factory=dict)  # name -> ParamSpec
 
     def correlated_names(self) -> list[str]:
         names: list[str] = []
@@ -116,6 +134,7 @@ class Population:
             "covariates": {k: vars(v) for k, v in self.covariates.items()},
             "pdl1": {"prevalence": self.pdl1_prevalence, "source": self.pdl1_source},
             "correlation": [vars(c) for c in self.correlations],
+            "parameters": {k: vars(v) for k, v in self.parameters.items()},
         }
         if self.plausibility is not None:
             d["plausibility"] = vars(self.plausibility) | {
@@ -157,7 +176,7 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
     """Validate a parsed preset (see ``default.toml`` for the fields); all errors at once."""
     ck = Checker(f"population {origin}")
     d = ck.table(d, "", {"name", "description", "covariates", "pdl1", "correlation",
-                         "plausibility"}, {"name", "covariates", "pdl1"})  # fmt: skip
+                         "plausibility", "parameters"}, {"name", "covariates", "pdl1"})  # fmt: skip
     name = ck.get(d, "name", "", "str", "")
     covs = {}
     ctab = d.get("covariates", {})
@@ -199,15 +218,43 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
             ck.error(p, f"pair ({a}, {b}) is given twice")
         seen.add(frozenset((a, b)))
         corrs.append(Correlation(a, b, rho, src))
+    params = _parameters(ck, d.get("parameters", {}))
     plaus = None
     if "plausibility" in d:
         plaus = _plausibility(ck, d["plausibility"])
     ck.raise_if_any()
     pop = Population(
-        name, d.get("description", ""), covs, prev, prev_src, tuple(corrs), plaus, origin
+        name, d.get("description", ""), covs, prev, prev_src, tuple(corrs), plaus, origin, params
     )
     pop.correlation_matrix()  # positive-definite check, with its own message
     return pop
+
+
+def _parameters(ck: Checker, t) -> dict:
+    """``[parameters.NAME]`` tables (value, cv, lower, upper, source); the names are checked
+    against the model when a cohort is drawn (`vcohort.cohort.draw_keys`)."""
+    if not isinstance(t, dict):
+        ck.error("parameters", f"expected tables [parameters.NAME], got {t!r}")
+        return {}
+    out = {}
+    for k, v in t.items():
+        p = f"parameters.{k}"
+        v = ck.table(v, p, {"value", "cv", "lower", "upper", "source"}, {"source"})
+        val = ck.get(v, "value", p, "float", None, gt=0)
+        cv = ck.get(v, "cv", p, "float", None, ge=0)
+        lo = ck.get(v, "lower", p, "float", 0.0, ge=0)
+        hi = ck.get(v, "upper", p, "float", math.inf, gt=0)
+        src = ck.get(v, "source", p, "str", "")
+        if "source" in v and not str(v["source"]).strip():
+            ck.error(f"{p}.source", "must cite a source or say 'assumption: why'")
+        if val is None and cv is None and "value" not in v and "cv" not in v:
+            ck.error(p, "sets neither value nor cv; give at least one")
+        if lo is not None and hi is not None and lo >= hi:
+            ck.error(p, f"lower={lo} must be below upper={hi}")
+        elif val is not None and lo is not None and hi is not None and not lo <= val <= hi:
+            ck.error(p, f"value={val} must lie within [lower={lo}, upper={hi}]")
+        out[k] = ParamSpec(val, cv, lo, hi, src)
+    return out
 
 
 def _plausibility(ck: Checker, t) -> Plausibility:

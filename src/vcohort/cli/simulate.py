@@ -165,6 +165,7 @@ def _run(args, arm_specs: list[str]) -> int:
             summary,
             schedules,
             {"cohort_s": t_cohort, "total_s": wall},
+            population if population is not None or model.name != "csc_immune" else "default",
         )
         print(f"wrote {args.out}")
     return 0
@@ -196,7 +197,18 @@ def _print_summary(summary, args, wall) -> None:
     print_table(view)
 
 
-def _write(args, cohort, arms, trajs, endpoints, summary, schedules, timings) -> None:
+def _population_dict(population) -> dict | None:
+    if population is None:
+        return None
+    from vcohort.population import load_population
+
+    pop = load_population(population) if isinstance(population, str) else population
+    return pop.to_dict()
+
+
+def _write(
+    args, cohort, arms, trajs, endpoints, summary, schedules, timings, population=None
+) -> None:
     import pandas as pd
 
     from vcohort.model import get_model
@@ -228,6 +240,8 @@ def _write(args, cohort, arms, trajs, endpoints, summary, schedules, timings) ->
                 "config": {k: v for k, v in vars(args).items() if k != "func"},
                 "arms": {a.name: a.describe() for a in arms},
                 "model": cohort.model,
+                # the population drawn from (None: a reference model's own covariates)
+                "population": _population_dict(population),
                 "seed": args.seed,
                 "precision": args.precision,
                 "engine": args.engine,

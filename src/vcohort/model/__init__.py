@@ -34,6 +34,8 @@ class Model:
             ``initial_state`` as published).
         source: citation of the model.
         default_dt: RK4 step (day) the CLI uses unless told otherwise.
+        param_bounds: name -> (low, high): open interval a drawn parameter must lie in
+            (e.g. a fraction below 1); `vcohort.cohort.make_cohort` refuses draws outside it.
     """
 
     name: str
@@ -49,6 +51,7 @@ class Model:
     runin_days: int = 0
     source: str = ""
     default_dt: float = 0.1
+    param_bounds: dict | None = None
 
     def drug_catalogue(self) -> dict:
         """The model's drug catalogue."""
@@ -87,6 +90,7 @@ CSC_IMMUNE = Model(
     initial_state=csc_immune.initial_state,
     runin_days=240,
     source="MODEL.md (this project); Yu & Gong 2025, Front. Immunol. 16:1620807",
+    param_bounds={"f_S0": (0.0, 1.0)},  # a fraction of the tumour cells
 )
 
 MODEL_NAMES = ("csc_immune", "kuznetsov1994", "depillis2009")

@@ -368,12 +368,14 @@ def rhs(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
     }
 
 
-def initial_state(p: dict, baseline_diameter_mm, csc_fraction=0.1, debris_fraction=0.1) -> dict:
-    """A first guess of the state for a tumour of the given diameter (before the run-in).
+def initial_state(p: dict, baseline_diameter_mm, debris_fraction=0.1) -> dict:
+    """A first guess of the state for a tumour of the given diameter (before the run-in), with
+    the patient's baseline CSC fraction ``p["f_S0"]``.
 
     Immune cells and signals start at rough typical densities; `vcohort.cohort` then runs the
     immune model with the tumour frozen so that they settle to values consistent with it.
     """
+    csc_fraction = p["f_S0"]
     cells = cells_for_diameter(1.0) * baseline_diameter_mm**3
     C = (1.0 - debris_fraction) * cells
     V = tumour_volume_ml(0.0, C, debris_fraction * cells)

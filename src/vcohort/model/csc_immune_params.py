@@ -81,6 +81,18 @@ _ROWS = [
         "CSC fraction halving the self-renewal drive",
     ),
     (
+        "f_S0",
+        0.10,
+        "-",
+        0.0,
+        _a(
+            "10%, inside the 1.6-20.4% of melanoma cells that carry the CSC marker ABCB5 "
+            "(Schatton et al. 2008, Nature 451:345); the same for every patient unless a "
+            "population preset sets its spread ([parameters.f_S0], e.g. cv and upper)"
+        ),
+        "CSC fraction of tumour cells at baseline",
+    ),
+    (
         "b_wnt",
         0.5,
         "-",
