@@ -107,6 +107,28 @@ def test_sweep_expands_to_named_validated_runs(tmp_path, capsys):
     assert "10 mg/kg" in third.title and runs[4].values == {}
 
 
+def test_sweep_over_an_inline_population_parameter(tmp_path):
+    """``[population.parameters.NAME]`` in an experiment sets a parameter over the preset's, so a
+    sweep can vary it (here the spread of the baseline CSC fraction); a bad name or value in any
+    run is reported when the files are loaded, before compute."""
+    base = BASE.format(days=42).replace(
+        "seed = 3\n",
+        'seed = 3\n[population.parameters.f_S0]\ncv = 0.0\nupper = 0.3\nsource = "assumption: t"\n',
+    )
+    _write(tmp_path, "base.toml", base)
+    sweep = 'base = "base.toml"\n[sweep]\n"population.parameters.f_S0.cv" = [0.0, 0.8]\n'
+    runs = load_runs([_write(tmp_path, "s.toml", sweep)])
+    specs = [r.experiment.population.parameters["f_S0"] for r in runs]
+    assert [(p.cv, p.upper, p.value) for p in specs] == [(0.0, 0.3, None), (0.8, 0.3, None)]
+    assert runs[1].experiment.population.to_dict()["parameters"]["f_S0"]["cv"] == 0.8
+    bad = 'base = "base.toml"\n[sweep]\n"population.parameters.f_S0.cv" = [0.5, -1.0]\n'
+    with pytest.raises(ValueError, match=r"population.parameters.f_S0.cv: -1.0 must be >= 0"):
+        load_runs([_write(tmp_path, "bad.toml", bad)])
+    unknown = base.replace("[population.parameters.f_S0]", "[population.parameters.f_S9]")
+    with pytest.raises(ValueError, match=r"parameters \['f_S9'\] are not parameters"):
+        load_runs([_write(tmp_path, "unknown.toml", unknown)])
+
+
 def test_every_bad_input_is_reported_before_compute(tmp_path, capsys):
     _write(tmp_path, "base.toml", BASE.format(days=42))
     bad = _write(

@@ -11,6 +11,11 @@ and the arms.  Example (see ``experiments/*.toml`` for complete files)::
     size = 500
     seed = 2026
 
+    [population.parameters.f_S0]    # optional: a parameter's value/cv/bounds over the preset's
+    cv = 0.8
+    upper = 0.3
+    source = "assumption: CSC content varies between patients"
+
     [simulation]
     horizon_days = 365
 
@@ -66,7 +71,7 @@ SEQUENCING = ("concurrent", "induction-maintenance")
 PRECISIONS = ("float64", "float32")
 _TOP = {"title", "description", "reference_arm", "population", "simulation", "assessment",
         "arms", "calibration"}  # fmt: skip
-_POP = {"preset", "file", "size", "seed", "replace_rejected", "screening"}
+_POP = {"preset", "file", "size", "seed", "replace_rejected", "screening", "parameters"}
 _SIM = {"horizon_days", "dt", "precision", "chunk_size", "save_every", "runin_days", "engine"}
 _ASSESS = {"every_days", "first_day", "days", "confirm_days", "cr_floor_mm", "censor_at",
            "landmark_days"}  # fmt: skip
@@ -248,8 +253,17 @@ def _population(ck: Checker, pt: dict, base_dir: Path | None) -> Population:
         if f is not None:
             fp = Path(f)
             spec = fp if fp.is_absolute() or base_dir is None else base_dir / fp
+    extra = {}
+    if "parameters" in pt:  # inline settings, over the preset's (so sweeps can vary them)
+        from vcohort.population import parse_parameters
+
+        extra = parse_parameters(ck, pt["parameters"], "population.parameters")
     try:
         pop = load_population(spec)
+        if extra:
+            import dataclasses
+
+            pop = dataclasses.replace(pop, parameters={**pop.parameters, **extra})
         from vcohort.cohort import draw_keys
         from vcohort.drugs import CATALOGUE
         from vcohort.model import CSC_IMMUNE

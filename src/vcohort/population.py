@@ -218,7 +218,7 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
             ck.error(p, f"pair ({a}, {b}) is given twice")
         seen.add(frozenset((a, b)))
         corrs.append(Correlation(a, b, rho, src))
-    params = _parameters(ck, d.get("parameters", {}))
+    params = parse_parameters(ck, d.get("parameters", {}))
     plaus = None
     if "plausibility" in d:
         plaus = _plausibility(ck, d["plausibility"])
@@ -230,15 +230,15 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
     return pop
 
 
-def _parameters(ck: Checker, t) -> dict:
-    """``[parameters.NAME]`` tables (value, cv, lower, upper, source); the names are checked
-    against the model when a cohort is drawn (`vcohort.cohort.draw_keys`)."""
+def parse_parameters(ck: Checker, t, path: str = "parameters") -> dict:
+    """``[parameters.NAME]`` tables (value, cv, lower, upper, source) at ``path``; the names
+    are checked against the model when a cohort is drawn (`vcohort.cohort.draw_keys`)."""
     if not isinstance(t, dict):
-        ck.error("parameters", f"expected tables [parameters.NAME], got {t!r}")
+        ck.error(path, f"expected tables [{path}.NAME], got {t!r}")
         return {}
     out = {}
     for k, v in t.items():
-        p = f"parameters.{k}"
+        p = f"{path}.{k}"
         v = ck.table(v, p, {"value", "cv", "lower", "upper", "source"}, {"source"})
         val = ck.get(v, "value", p, "float", None, gt=0)
         cv = ck.get(v, "cv", p, "float", None, ge=0)
