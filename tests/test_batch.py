@@ -125,8 +125,50 @@ def test_sweep_over_an_inline_population_parameter(tmp_path):
     with pytest.raises(ValueError, match=r"population.parameters.f_S0.cv: -1.0 must be >= 0"):
         load_runs([_write(tmp_path, "bad.toml", bad)])
     unknown = base.replace("[population.parameters.f_S0]", "[population.parameters.f_S9]")
-    with pytest.raises(ValueError, match=r"parameters \['f_S9'\] are not parameters"):
+    with pytest.raises(ValueError, match=r"population.parameters: .*'f_S9' is not a parameter"):
         load_runs([_write(tmp_path, "unknown.toml", unknown)])
+    # a spread without a cap below 1 is refused for every run at load, not when a chunk draws
+    # an unlucky patient
+    uncapped = base.replace("upper = 0.3\n", "")
+    with pytest.raises(ValueError, match=r"draws can reach inf, but f_S0 must be < 1"):
+        load_runs([_write(tmp_path, "base.toml", uncapped), _write(tmp_path, "s.toml", sweep)])
+    # a PK setting ('drug.PARAM', a table key with a dot) can be swept too
+    pk = base.replace(
+        "[population.parameters.f_S0]",
+        '[population.parameters."pembrolizumab.CL"]\nvalue = 0.2\nsource = "t"\n'
+        "[population.parameters.f_S0]",
+    )
+    _write(tmp_path, "base.toml", pk)
+    sweep_pk = (
+        'base = "base.toml"\n[sweep]\n"population.parameters.pembrolizumab.CL.value" = [0.2, 0.3]\n'
+    )
+    runs = load_runs([_write(tmp_path, "pk.toml", sweep_pk)])
+    assert [r.experiment.population.parameters["pembrolizumab.CL"].value for r in runs] == [
+        0.2,
+        0.3,
+    ]
+
+
+def test_inline_parameter_settings_merge_field_by_field_over_the_preset(tmp_path):
+    """An experiment's ``[population.parameters.NAME]`` replaces only the fields it gives."""
+    pop = tmp_path / "pop.toml"
+    text = (Path(vcohort.__file__).parent / "data/populations/default.toml").read_text()
+    pop.write_text(
+        text + '\n[parameters.f_S0]\nvalue = 0.08\ncv = 0.5\nupper = 0.3\nsource = "preset"\n'
+    )
+    base = BASE.format(days=42).replace('preset = "default"', 'file = "pop.toml"')
+    base = base.replace(
+        "seed = 3\n", 'seed = 3\n[population.parameters.f_S0]\ncv = 0.9\nsource = "inline"\n'
+    )
+    (run,) = load_runs([_write(tmp_path, "base.toml", base)])
+    spec = run.experiment.population.parameters["f_S0"]
+    assert (spec.value, spec.cv, spec.lower, spec.upper, spec.source) == (
+        0.08,
+        0.9,
+        None,
+        0.3,
+        "inline",
+    )
 
 
 def test_every_bad_input_is_reported_before_compute(tmp_path, capsys):

@@ -301,6 +301,27 @@ def test_es_baseline_uses_exactly_its_simulation_budget(cohort8):
     assert r.history["penalised"].is_monotonic_decreasing
 
 
+def test_loss_devices_rule():
+    """Accelerators: every one that divides the batch (padding would bias the cohort means);
+    CPUs: one device; explicit devices must divide the batch (checked before compute)."""
+    from types import SimpleNamespace
+
+    from vcohort.optimize.loop import loss_devices
+
+    gpus = [SimpleNamespace(platform="gpu", id=i) for i in range(8)]
+    assert len(loss_devices(None, 1000, gpus)) == 8
+    assert len(loss_devices(None, 999, gpus)) == 3  # 999 = 3^3 x 37
+    assert len(loss_devices(None, 7, gpus)) == 7
+    assert len(loss_devices(None, 1024, gpus[:3])) == 2
+    cpus = [SimpleNamespace(platform="cpu", id=i) for i in range(4)]
+    assert loss_devices(None, 1000, cpus) == cpus[:1]
+    assert loss_devices(gpus[:4], 12) == gpus[:4]
+    with pytest.raises(ValueError, match="batch of 10 patients does not split evenly over 4"):
+        loss_devices(gpus[:4], 10)
+    with pytest.raises(ValueError, match=r"devices=\[\] is empty"):
+        loss_devices([], 10)
+
+
 # ------------------------------------------------------------------ CLI
 @pytest.mark.slow
 def test_cli_optimize_writes_every_output(tmp_path):

@@ -182,16 +182,43 @@ def test_bad_parameters_tables_are_reported_before_compute():
     for field in (
         "parameters.f_S0.value: -0.1 must be > 0",
         "parameters.f_S0.source: must cite a source",
-        "parameters.v_N: sets neither value nor cv",
+        "parameters.v_N: sets none of value, cv, lower, upper",
         "parameters.K_cap: value=5.0 must lie within [lower=6.0, upper=9.0]",
     ):
         assert field in text, field
     unknown = population_from_dict(_preset_dict(parameters={"no_such": {"cv": 0.1, "source": "x"}}))
-    with pytest.raises(ValueError, match=r"parameters \['no_such'\] are not parameters"):
+    with pytest.raises(ValueError, match=r"parameters.no_such: 'no_such' is not a parameter"):
         make_cohort(3, population=unknown, runin_days=0)
-    # a spread that draws CSC fractions >= 1 is refused, naming the setting and the fix
-    wide = population_from_dict(
-        _preset_dict(parameters={"f_S0": {"cv": 3.0, "source": "assumption: t"}})
+
+    def refused(name, setting, match):
+        pop = population_from_dict(_preset_dict(parameters={name: setting | {"source": "t"}}))
+        with pytest.raises(ValueError, match=match):
+            make_cohort(3, population=pop, runin_days=0)
+
+    # a fraction with a spread must be clipped below 1 (log-normal draws are unbounded), found
+    # before any patient is drawn rather than when an unlucky one is
+    refused("f_S0", {"cv": 0.8}, r"parameters.f_S0: draws can reach inf, but f_S0 must be < 1")
+    refused("f_S0", {"value": 1.0}, r"f_S0 must be < 1; set upper < 1")
+    refused("vis_S", {"cv": 0.5, "upper": 1.5}, r"vis_S must be <= 1")
+    # bounds that exclude the model's own typical value (0.10) are refused, not silently applied
+    refused("f_S0", {"lower": 0.5, "upper": 0.9}, r"typical value 0.1 lies outside \[lower=0.5")
+    with pytest.raises(ConfigError, match="parameters.f_S0: expected a table"):
+        population_from_dict(_preset_dict(parameters={"f_S0": 0.2}))
+
+
+def test_bounds_alone_clip_the_models_own_spread():
+    # p_hi (0.75, CV 10% in the model's table) is a probability; a population may cap it
+    pop = population_from_dict(
+        _preset_dict(parameters={"p_hi": {"upper": 0.8, "source": "assumption: t"}})
     )
-    with pytest.raises(ValueError, match=r"parameters.f_S0: \d+ of 200 patients drew f_S0 outside"):
-        make_cohort(200, seed=1, population=wide, runin_days=0)
+    c = make_cohort(300, seed=2, population=pop, runin_days=0)
+    base = make_cohort(300, seed=2, population=population_from_dict(_preset_dict()), runin_days=0)
+    np.testing.assert_array_equal(c.params["p_hi"], np.minimum(base.params["p_hi"], 0.8))
+    assert (base.params["p_hi"] > 0.8).sum() > 0  # the cap binds for some patients
+    assert pop.to_dict()["parameters"]["p_hi"] == {
+        "value": None,
+        "cv": None,
+        "lower": None,
+        "upper": 0.8,
+        "source": "assumption: t",
+    }  # fmt: skip  (unset fields stay null: the manifest is strict JSON, no Infinity)

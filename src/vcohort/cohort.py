@@ -210,13 +210,7 @@ def make_cohort(
     if not isinstance(runin_days, int | np.integer) or runin_days < 0:
         raise ValueError(f"runin_days={runin_days!r} must be an integer >= 0")
     cat = model.drug_catalogue() if drugs is None else drugs
-    pop = population if isinstance(population, Population) else load_population(population)
-    if population is None and model is not CSC_IMMUNE:
-        # the default preset's correlations name CSC-model parameters (PD-L1 link); other
-        # models (the published reference models) draw their parameters independently
-        import dataclasses
-
-        pop = dataclasses.replace(pop, correlations=())
+    pop = effective_population(population, model)
     ids = np.arange(first_id, first_id + n, dtype=np.int64)
 
     keys = draw_keys(model, cat, pop)
@@ -227,16 +221,14 @@ def make_cohort(
         spec = pop.parameters.get(name)
         if spec is None:
             return row.value * np.exp(row.omega * zf(key))
-        value = row.value if spec.value is None else spec.value
-        omega = row.omega if spec.omega is None else spec.omega
-        return np.clip(value * np.exp(omega * zf(key)), spec.lower, spec.upper)
+        value, omega, lo, hi = _effective(row, spec)
+        return np.clip(value * np.exp(omega * zf(key)), lo, hi)
 
     params = {r.name: draw(r, r.name, f"param:{r.name}") for r in model.params}
     pk = {
         d: {r.name: draw(r, f"{d}.{r.name}", f"pk:{d}:{r.name}") for r in drug.params}
         for d, drug in cat.items()
     }
-    check_param_bounds(model, params, pop)
     cov = {}
     for c, spec in pop.covariates.items():
         cov[c] = np.clip(spec.median * np.exp(spec.omega * z[f"cov:{c}"]), spec.lower, spec.upper)
@@ -265,23 +257,63 @@ def make_cohort(
     return cohort
 
 
-def check_param_bounds(model, params: dict, pop: Population) -> None:
-    """Refuse drawn parameters outside the model's hard bounds (`Model.param_bounds`), naming
-    the population setting that produced them."""
-    for name, (lo, hi) in (model.param_bounds or {}).items():
-        v = np.asarray(params[name])
-        bad = (v <= lo) | (v >= hi)
-        if np.any(bad):
-            where = (
-                f"population {pop.name!r} parameters.{name}"
-                if name in pop.parameters
-                else f"model {model.name!r} parameter {name}"
+def effective_population(population, model) -> Population:
+    """The population a cohort of ``model`` is drawn from: ``population`` (a `Population`, a
+    preset name or file; None = the ``default`` preset).  For other models than the CSC–immune
+    model, the default preset's correlations and parameter settings (which name CSC-model
+    parameters) are left out: the published reference models draw their own parameters
+    independently."""
+    from vcohort.model import CSC_IMMUNE
+
+    pop = population if isinstance(population, Population) else load_population(population)
+    if population is None and model is not CSC_IMMUNE:
+        pop = dataclasses.replace(pop, correlations=(), parameters={})
+    return pop
+
+
+def _effective(row, spec) -> tuple[float, float, float, float]:
+    """(value, omega, lower, upper) of a parameter under a population setting."""
+    value = row.value if spec.value is None else spec.value
+    omega = row.omega if spec.omega is None else spec.omega
+    lo = 0.0 if spec.lower is None else spec.lower
+    hi = np.inf if spec.upper is None else spec.upper
+    return value, omega, lo, hi
+
+
+def _check_settings(model, catalogue: dict, pop: Population) -> list[str]:
+    """Problems of the population's parameter settings with this model: unknown names, a
+    typical value outside the setting's own clip bounds, and settings whose draws could leave
+    the model's hard bounds (`Model.param_bounds`; log-normal draws are > 0, so only an upper
+    bound can be crossed)."""
+    rows = {r.name: r for r in model.params}
+    rows |= {f"{d}.{r.name}": r for d, drug in catalogue.items() for r in drug.params}
+    bounds = model.param_bounds or {}
+    out = []
+    pk_example = next((n for n in rows if "." in n), "drug.PARAM")
+    for name, spec in pop.parameters.items():
+        f = f"population {pop.name!r} parameters.{name}"
+        if name not in rows:
+            out.append(
+                f"{f}: {name!r} is not a parameter of model {model.name!r} "
+                f"({', '.join(model.params.names)}) nor a PK value of its drugs (as "
+                f"{pk_example!r}); covariates belong in [covariates]"
             )
-            raise ValueError(
-                f"{where}: {int(bad.sum())} of {v.size} patients drew {name} outside "
-                f"({lo:g}, {hi:g}) (min {v.min():.3g}, max {v.max():.3g}); set "
-                f"parameters.{name}.lower/upper inside that interval"
+            continue
+        value, omega, lo, hi = _effective(rows[name], spec)
+        if not lo <= value <= hi:
+            out.append(
+                f"{f}: the typical value {value:g} lies outside [lower={lo:g}, upper={hi:g}]"
             )
+        if name in bounds:
+            _, top, closed = bounds[name]
+            reach = hi if omega > 0 else min(value, hi)
+            if reach > top or (reach == top and not closed):
+                rel = "<=" if closed else "<"
+                out.append(
+                    f"{f}: draws can reach {reach:g}, but {name} must be {rel} {top:g}; "
+                    f"set upper {rel} {top:g}" + (" (it has a spread)" if omega > 0 else "")
+                )
+    return out
 
 
 def check_engine(engine: str) -> None:
@@ -315,13 +347,9 @@ def draw_keys(model, catalogue: dict, pop: Population) -> dict[str, str]:
             f"covariates ({', '.join(pop.covariates)}), 'drug.PARAM' PK parameters or "
             f"{PDL1_LATENT!r}"
         )
-    params = model.params.names
-    unknown = [n for n in pop.parameters if n not in keys or n in pop.covariates or n == "pdl1"]
-    if unknown:
-        raise ValueError(
-            f"population {pop.name!r}: parameters {unknown} are not parameters of model "
-            f"{model.name!r} ({', '.join(params)}) or 'drug.PARAM' PK parameters"
-        )
+    problems = _check_settings(model, catalogue, pop)
+    if problems:
+        raise ValueError("; ".join(problems))
     return keys
 
 

@@ -261,9 +261,9 @@ def _population(ck: Checker, pt: dict, base_dir: Path | None) -> Population:
     try:
         pop = load_population(spec)
         if extra:
-            import dataclasses
+            from vcohort.population import with_parameters
 
-            pop = dataclasses.replace(pop, parameters={**pop.parameters, **extra})
+            pop = with_parameters(pop, extra)
         from vcohort.cohort import draw_keys
         from vcohort.drugs import CATALOGUE
         from vcohort.model import CSC_IMMUNE
@@ -271,7 +271,10 @@ def _population(ck: Checker, pt: dict, base_dir: Path | None) -> Population:
         draw_keys(CSC_IMMUNE, CATALOGUE, pop)  # correlation names must exist
         return pop
     except ValueError as e:
-        ck.error("population.file" if has_f else "population.preset", str(e))
+        at = "population.file" if has_f else "population.preset"
+        if " parameters." in str(e) and "parameters" in pt:
+            at = "population.parameters"
+        ck.error(at, str(e))
         return load_population(None)
 
 

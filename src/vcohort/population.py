@@ -13,6 +13,7 @@ PD-L1 variable is called ``pdl1``; a patient is PD-L1 positive when it exceeds t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -44,18 +45,29 @@ class CovariateSpec:
 @dataclass(frozen=True)
 class ParamSpec:
     """A population's setting of a model parameter (or ``drug.PARAM`` PK parameter): its
-    typical ``value`` and between-patient ``cv`` (None keeps the model's), draws clipped to
-    ``[lower, upper]``, and the source of the change."""
+    typical ``value`` and between-patient ``cv``, draws clipped to ``[lower, upper]``, and the
+    source of the change; a field left None keeps the model's (no clip for the bounds)."""
 
     value: float | None
     cv: float | None
-    lower: float
-    upper: float
+    lower: float | None
+    upper: float | None
     source: str
 
     @property
     def omega(self) -> float | None:
         return None if self.cv is None else math.sqrt(math.log1p(self.cv**2))
+
+    def over(self, base: ParamSpec) -> ParamSpec:
+        """This setting's fields over ``base``'s (fields left None keep ``base``'s)."""
+        pick = lambda a, b: b if a is None else a  # noqa: E731
+        return ParamSpec(
+            pick(self.value, base.value),
+            pick(self.cv, base.cv),
+            pick(self.lower, base.lower),
+            pick(self.upper, base.upper),
+            self.source or base.source,
+        )
 
 
 @dataclass(frozen=True)
@@ -232,29 +244,42 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
 
 def parse_parameters(ck: Checker, t, path: str = "parameters") -> dict:
     """``[parameters.NAME]`` tables (value, cv, lower, upper, source) at ``path``; the names
-    are checked against the model when a cohort is drawn (`vcohort.cohort.draw_keys`)."""
+    and the values against the model's bounds are checked when a cohort is drawn or an
+    experiment loaded (`vcohort.cohort.draw_keys`)."""
     if not isinstance(t, dict):
         ck.error(path, f"expected tables [{path}.NAME], got {t!r}")
         return {}
     out = {}
+    fields = ("value", "cv", "lower", "upper")
     for k, v in t.items():
         p = f"{path}.{k}"
-        v = ck.table(v, p, {"value", "cv", "lower", "upper", "source"}, {"source"})
+        if not isinstance(v, dict):
+            ck.error(p, f"expected a table with {', '.join(fields)} and source, got {v!r}")
+            continue
+        v = ck.table(v, p, set(fields) | {"source"}, {"source"})
         val = ck.get(v, "value", p, "float", None, gt=0)
         cv = ck.get(v, "cv", p, "float", None, ge=0)
-        lo = ck.get(v, "lower", p, "float", 0.0, ge=0)
-        hi = ck.get(v, "upper", p, "float", math.inf, gt=0)
+        lo = ck.get(v, "lower", p, "float", None, ge=0)
+        hi = ck.get(v, "upper", p, "float", None, gt=0)
         src = ck.get(v, "source", p, "str", "")
         if "source" in v and not str(v["source"]).strip():
             ck.error(f"{p}.source", "must cite a source or say 'assumption: why'")
-        if val is None and cv is None and "value" not in v and "cv" not in v:
-            ck.error(p, "sets neither value nor cv; give at least one")
+        if not any(f in v for f in fields):
+            ck.error(p, f"sets none of {', '.join(fields)}; give at least one")
         if lo is not None and hi is not None and lo >= hi:
             ck.error(p, f"lower={lo} must be below upper={hi}")
-        elif val is not None and lo is not None and hi is not None and not lo <= val <= hi:
+        elif val is not None and not (lo or 0.0) <= val <= (math.inf if hi is None else hi):
             ck.error(p, f"value={val} must lie within [lower={lo}, upper={hi}]")
         out[k] = ParamSpec(val, cv, lo, hi, src)
     return out
+
+
+def with_parameters(pop: Population, settings: dict) -> Population:
+    """``pop`` with ``settings`` (name -> `ParamSpec`) over its own, field by field."""
+    merged = dict(pop.parameters)
+    for k, spec in settings.items():
+        merged[k] = spec.over(merged[k]) if k in merged else spec
+    return dataclasses.replace(pop, parameters=merged)
 
 
 def _plausibility(ck: Checker, t) -> Plausibility:

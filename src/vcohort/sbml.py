@@ -401,9 +401,11 @@ def with_overrides(cohort, model, values: dict[str, float], *, dt: float = 0.1):
             )
         if v <= 0 and k in model.params.names + tuple(cov):
             raise ValueError(f"--patient-params: {k}={v} must be > 0")
-        lo_hi = (model.param_bounds or {}).get(k)
-        if lo_hi is not None and not lo_hi[0] < v < lo_hi[1]:
-            raise ValueError(f"--patient-params: {k}={v} must lie in ({lo_hi[0]:g}, {lo_hi[1]:g})")
+        if k in (model.param_bounds or {}):
+            lo, hi, closed = model.param_bounds[k]
+            if not (lo < v and (v <= hi if closed else v < hi)):
+                close = "]" if closed else ")"
+                raise ValueError(f"--patient-params: {k}={v} must lie in ({lo:g}, {hi:g}{close}")
     cov["bsa_m2"] = bsa_dubois(cov["weight_kg"], cov["height_cm"])
     y0 = initial_state(model, params, cov["baseline_diameter_mm"], 1)
     c = c.replace(params=params, covariates=cov, pk=pk, y0=y0)

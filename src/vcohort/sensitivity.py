@@ -41,6 +41,7 @@ import pandas as pd
 
 from vcohort.cohort import Cohort
 from vcohort.dosing import compile_schedule
+from vcohort.model import csc_immune_params
 from vcohort.simulate import DEFAULT_DT, Plan, patient_fn, prepare
 
 ENDPOINTS = {
@@ -53,13 +54,7 @@ ENDPOINTS = {
 MODES = ("auto", "reverse", "forward")
 FIXED_FACTOR = 2.0
 # parameters that are probabilities or enter as (1 - x): a sampled range is capped at 1
-# (assumption: larger values have no meaning and would make rates negative)
-UNIT_INTERVAL = {
-    "csc_immune": frozenset(
-        "p_lo p_hi K_niche b_wnt f_gls_S f_gls_N e_excl h_TGF_T h_PD1 vis_S h_MDSC h_Met w_CCL2 "
-        "e_wnt_sec g_Met".split()
-    )
-}
+UNIT_INTERVAL = {"csc_immune": csc_immune_params.UNIT_INTERVAL}
 
 
 def _endpoint_value(name: str, out: dict, days: int):

@@ -208,15 +208,20 @@ def _base(base, base_dir: Path, errors: list) -> tuple[dict | None, str, Path]:
 
 
 def _set(d, key: str, value) -> str | None:
-    """Set ``d[key path] = value`` in place; return an error message (or None)."""
+    """Set ``d[key path] = value`` in place; return an error message (or None).  A table key
+    that itself holds dots (a ``drug.PARAM`` parameter setting) is matched whole, longest
+    first."""
     parts = key.split(".")
     if not key or any(not p for p in parts):
         return f"{key!r} is not a dotted key like 'population.seed'"
-    node, walked = d, []
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
+    node, walked, i = d, [], 0
+    while i < len(parts):
         where = ".".join(walked) or "the top level"
         if isinstance(node, dict):
+            j = next(
+                (j for j in range(len(parts), i + 1, -1) if ".".join(parts[i:j]) in node), i + 1
+            )
+            part, last = ".".join(parts[i:j]), j == len(parts)
             if not last and part not in node:
                 return f"{part!r} is not in {where} (has: {', '.join(map(str, node)) or 'nothing'})"
             if last:
@@ -224,6 +229,7 @@ def _set(d, key: str, value) -> str | None:
                 return None
             node = node[part]
         elif isinstance(node, list):
+            part, j, last = parts[i], i + 1, i == len(parts) - 1
             idx = _index(node, part)
             if idx is None:
                 names = [x.get("name") for x in node if isinstance(x, dict) and "name" in x]
@@ -238,6 +244,7 @@ def _set(d, key: str, value) -> str | None:
         else:
             return f"{where} is a value ({node!r}), not a table or list"
         walked.append(part)
+        i = j
     return None
 
 

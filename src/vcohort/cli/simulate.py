@@ -165,7 +165,7 @@ def _run(args, arm_specs: list[str]) -> int:
             summary,
             schedules,
             {"cohort_s": t_cohort, "total_s": wall},
-            population if population is not None or model.name != "csc_immune" else "default",
+            population,
         )
         print(f"wrote {args.out}")
     return 0
@@ -197,15 +197,6 @@ def _print_summary(summary, args, wall) -> None:
     print_table(view)
 
 
-def _population_dict(population) -> dict | None:
-    if population is None:
-        return None
-    from vcohort.population import load_population
-
-    pop = load_population(population) if isinstance(population, str) else population
-    return pop.to_dict()
-
-
 def _write(
     args, cohort, arms, trajs, endpoints, summary, schedules, timings, population=None
 ) -> None:
@@ -215,6 +206,7 @@ def _write(
 
     model = get_model(cohort.model)
 
+    from vcohort.cohort import effective_population
     from vcohort.dosing import to_nmtran
     from vcohort.io import environment, run_folder, write_csv, write_json, write_parquet
     from vcohort.runs import timecourse_frame
@@ -240,8 +232,8 @@ def _write(
                 "config": {k: v for k, v in vars(args).items() if k != "func"},
                 "arms": {a.name: a.describe() for a in arms},
                 "model": cohort.model,
-                # the population drawn from (None: a reference model's own covariates)
-                "population": _population_dict(population),
+                # the population as drawn (for reference models without their correlations)
+                "population": effective_population(population, model).to_dict(),
                 "seed": args.seed,
                 "precision": args.precision,
                 "engine": args.engine,

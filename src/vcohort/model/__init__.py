@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vcohort.model import csc_immune
+from vcohort.model import csc_immune, csc_immune_params
 from vcohort.model.parameters import Param, ParamTable
 
 
@@ -34,8 +34,9 @@ class Model:
             ``initial_state`` as published).
         source: citation of the model.
         default_dt: RK4 step (day) the CLI uses unless told otherwise.
-        param_bounds: name -> (low, high): open interval a drawn parameter must lie in
-            (e.g. a fraction below 1); `vcohort.cohort.make_cohort` refuses draws outside it.
+        param_bounds: name -> (low, high, high_included): the range a parameter's value has
+            meaning in (fractions, probabilities); a population setting whose draws could
+            leave it is refused before compute (`vcohort.cohort.draw_keys`).
     """
 
     name: str
@@ -90,7 +91,10 @@ CSC_IMMUNE = Model(
     initial_state=csc_immune.initial_state,
     runin_days=240,
     source="MODEL.md (this project); Yu & Gong 2025, Front. Immunol. 16:1620807",
-    param_bounds={"f_S0": (0.0, 1.0)},  # a fraction of the tumour cells
+    param_bounds={
+        **{n: (0.0, 1.0, True) for n in csc_immune_params.UNIT_INTERVAL},
+        "f_S0": (0.0, 1.0, False),  # a fraction of the tumour cells, and N must remain
+    },
 )
 
 MODEL_NAMES = ("csc_immune", "kuznetsov1994", "depillis2009")

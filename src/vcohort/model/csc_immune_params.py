@@ -700,3 +700,11 @@ _ROWS = [
 ]
 
 PARAMS = ParamTable(tuple(Param(*r) for r in _ROWS))
+
+# parameters that are probabilities or enter the rates as (1 - x): values above 1 have no
+# meaning and would make rates negative (assumption); sampled ranges (`vcohort.sobol`) and
+# population settings (`Model.param_bounds`) stay at or below 1
+UNIT_INTERVAL = frozenset(
+    "p_lo p_hi K_niche b_wnt f_gls_S f_gls_N e_excl h_TGF_T h_PD1 vis_S h_MDSC h_Met w_CCL2 "
+    "e_wnt_sec g_Met f_S0".split()
+)
