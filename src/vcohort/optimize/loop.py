@@ -80,8 +80,8 @@ def loss_devices(devices, batch: int, local: list | None = None) -> list:
 
 
 def _placer(devices: list):
-    """``place(x)``: ``x`` (a pytree with a leading patient axis) sharded over ``devices``
-    (unchanged for one device)."""
+    """``place(x)``: ``x`` (a pytree with a leading patient axis) sharded over ``devices``, or
+    put on the one device."""
     from vcohort.simulate import patient_sharding
 
     shard = patient_sharding(devices)
