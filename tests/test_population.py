@@ -32,6 +32,13 @@ def _preset_dict(**changes):
     return d
 
 
+def _config_errors(d) -> tuple[str, int]:
+    """The text and count of the errors a bad preset dict raises (all at once)."""
+    with pytest.raises(ConfigError) as e:
+        population_from_dict(d, "test preset")
+    return str(e.value), len(e.value.errors)
+
+
 def test_default_preset_ships_as_data_and_keeps_the_original_defaults():
     assert "default" in available_presets()
     pop = load_population("default")
@@ -111,9 +118,7 @@ def test_every_bad_preset_field_is_reported_at_once():
     d["covariates"]["weight_kg"]["cv"] = -0.1
     del d["covariates"]["height_cm"]
     d["correlation"] = [{"a": "v_N", "b": "v_N", "rho": 1.5, "source": "x"}]
-    with pytest.raises(ConfigError) as e:
-        population_from_dict(d, "test preset")
-    text = str(e.value)
+    text, n_errors = _config_errors(d)
     for field in (
         "colour: unknown key",
         "pdl1.prevalence: 1.4 must be <= 1",
@@ -123,7 +128,7 @@ def test_every_bad_preset_field_is_reported_at_once():
         "correlation[0]: a and b are the same name",
     ):
         assert field in text, field
-    assert len(e.value.errors) == 6
+    assert n_errors == 6
 
 
 def test_population_by_file_path_and_unknown_name(tmp_path):
@@ -176,9 +181,7 @@ def test_bad_parameters_tables_are_reported_before_compute():
             "K_cap": {"value": 5.0, "lower": 6.0, "upper": 9.0, "source": "x"},
         }
     )
-    with pytest.raises(ConfigError) as e:
-        population_from_dict(d, "test preset")
-    text = str(e.value)
+    text, _ = _config_errors(d)
     for field in (
         "parameters.f_S0.value: -0.1 must be > 0",
         "parameters.f_S0.source: must cite a source",

@@ -287,7 +287,6 @@ def _check_settings(model, catalogue: dict, pop: Population) -> list[str]:
     bound can be crossed)."""
     rows = {r.name: r for r in model.params}
     rows |= {f"{d}.{r.name}": r for d, drug in catalogue.items() for r in drug.params}
-    bounds = model.param_bounds or {}
     out = []
     pk_example = next((n for n in rows if "." in n), "drug.PARAM")
     for name, spec in pop.parameters.items():
@@ -304,15 +303,14 @@ def _check_settings(model, catalogue: dict, pop: Population) -> list[str]:
             out.append(
                 f"{f}: the typical value {value:g} lies outside [lower={lo:g}, upper={hi:g}]"
             )
-        if name in bounds:
-            _, top, closed = bounds[name]
-            reach = hi if omega > 0 else min(value, hi)
-            if reach > top or (reach == top and not closed):
-                rel = "<=" if closed else "<"
-                out.append(
-                    f"{f}: draws can reach {reach:g}, but {name} must be {rel} {top:g}; "
-                    f"set upper {rel} {top:g}" + (" (it has a spread)" if omega > 0 else "")
-                )
+        reach = hi if omega > 0 else min(value, hi)  # log-normal draws stay > 0
+        if not model.allows(name, reach):
+            _, top, closed = model.param_bounds[name]
+            rel = "<=" if closed else "<"
+            out.append(
+                f"{f}: draws can reach {reach:g}, but {name} must be {rel} {top:g}; "
+                f"set upper {rel} {top:g}" + (" (it has a spread)" if omega > 0 else "")
+            )
     return out
 
 

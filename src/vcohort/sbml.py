@@ -401,11 +401,8 @@ def with_overrides(cohort, model, values: dict[str, float], *, dt: float = 0.1):
             )
         if v <= 0 and k in model.params.names + tuple(cov):
             raise ValueError(f"--patient-params: {k}={v} must be > 0")
-        if k in (model.param_bounds or {}):
-            lo, hi, closed = model.param_bounds[k]
-            if not (lo < v and (v <= hi if closed else v < hi)):
-                close = "]" if closed else ")"
-                raise ValueError(f"--patient-params: {k}={v} must lie in ({lo:g}, {hi:g}{close}")
+        if not model.allows(k, v):
+            raise ValueError(f"--patient-params: {k}={v} must lie in {model.bounds_text(k)}")
     cov["bsa_m2"] = bsa_dubois(cov["weight_kg"], cov["height_cm"])
     y0 = initial_state(model, params, cov["baseline_diameter_mm"], 1)
     c = c.replace(params=params, covariates=cov, pk=pk, y0=y0)

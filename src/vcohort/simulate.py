@@ -225,7 +225,6 @@ def _rk4_scan(f, y: dict, h, slopes: bool):
     ``slopes`` the first stage runs before the scan and ``k_in`` is None."""
     tm = jax.tree_util.tree_map
     dtype = jnp.result_type(h)
-    zero = tm(jnp.zeros_like, y)
     c = jnp.asarray(RK4_C, dtype)
     b = jnp.asarray(RK4_B, dtype) / 6.0
 
@@ -237,6 +236,7 @@ def _rk4_scan(f, y: dict, h, slopes: bool):
 
     stage = jax.checkpoint(stage, prevent_cse=False)
     if slopes:
+        zero = tm(jnp.zeros_like, y)
         (_, acc), k_in = lax.scan(stage, (zero, zero), (c, b))
         return tm(lambda a, s: a + h * s, y, acc), k_in
     # the first stage outside the scan (its input is y itself): the scan's carries then start

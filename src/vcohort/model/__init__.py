@@ -54,6 +54,18 @@ class Model:
     default_dt: float = 0.1
     param_bounds: dict | None = None
 
+    def allows(self, name: str, value: float) -> bool:
+        """Whether ``value`` lies in parameter ``name``'s `param_bounds` (True if unbounded)."""
+        if name not in (self.param_bounds or {}):
+            return True
+        lo, hi, closed = self.param_bounds[name]
+        return lo < value and (value <= hi if closed else value < hi)
+
+    def bounds_text(self, name: str) -> str:
+        """``name``'s `param_bounds` as an interval, e.g. ``(0, 1]``."""
+        lo, hi, closed = self.param_bounds[name]
+        return f"({lo:g}, {hi:g}{']' if closed else ')'}"
+
     def drug_catalogue(self) -> dict:
         """The model's drug catalogue."""
         if self.catalogue is not None:
