@@ -26,6 +26,7 @@ def take(tr: Trajectories, m: int) -> Trajectories:
         states=cut(tr.states),
         daily=cut(tr.daily),
         auc=cut(tr.auc),
+        dosing={drug: cut(v) for drug, v in tr.dosing.items()},
         status=tr.status[:m],
         status_day=tr.status_day[:m],
     )
@@ -50,6 +51,8 @@ def chunk_bytes(chunk: dict) -> bytes:
     for arm, tr in chunk["trajectories"].items():
         for part in ("states", "daily", "auc"):
             arrays |= _flat(f"arm|{arm}|{part}", getattr(tr, part))
+        for drug, v in tr.dosing.items():
+            arrays |= _flat(f"arm|{arm}|dosing|{drug}", v)
         for attr in ("patient_id", "save_days", "status", "status_day"):
             arrays[f"arm|{arm}|{attr}"] = np.asarray(getattr(tr, attr))
     meta = chunk["meta"] | {
@@ -106,8 +109,18 @@ def read_chunk(path: Path) -> dict:
             a[f"{p}|status_day"],
             tuple(info["drugs"]),
             dict(info["timings"]),
+            _nested(group(f"{p}|dosing")),
         )
     return {"cohort": cohort, "screening": scr, "trajectories": trajs, "meta": meta}
+
+
+def _nested(flat: dict) -> dict:
+    """``{"drug|field": v}`` -> ``{drug: {field: v}}``."""
+    out: dict = {}
+    for k, v in flat.items():
+        drug, name = k.split("|", 1)
+        out.setdefault(drug, {})[name] = v
+    return out
 
 
 def concat(parts: list[Trajectories], n: int) -> Trajectories:
@@ -124,4 +137,5 @@ def concat(parts: list[Trajectories], n: int) -> Trajectories:
         np.concatenate([p.status_day for p in parts])[:n],
         first.drugs,
         timings,
+        {drug: cat([p.dosing[drug] for p in parts]) for drug in first.dosing},
     )

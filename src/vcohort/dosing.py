@@ -17,6 +17,7 @@ CMT numbers the PK compartments of the schedule's drugs consecutively from 1 in 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -110,6 +111,56 @@ def parse_duration(text: str | float, field_name: str = "interval") -> float:
     return value * _TIME_UNITS[unit]
 
 
+RULE_OPS = ("<", ">")
+
+
+@dataclass(frozen=True)
+class DoseRule:
+    """A protocol dose modification for one drug (what a trial protocol's "dose modification"
+    table says, e.g. "withhold if ANC < 1.5 x 10^9/L; resume at 75%, then 50%").
+
+    A dose that falls due while the patient's daily output ``output`` is ``op`` ``threshold``
+    (checked at the start of the step in which the dose or infusion starts: the pre-dose lab)
+    is withheld: omitted, not delayed, as the next dose keeps its scheduled time.  After the
+    n-th withheld dose the drug continues at ``levels[n-1]`` of the planned dose; one more
+    withheld dose than there are levels discontinues it.  Without levels doses are withheld
+    only, never reduced or stopped.
+
+    Attributes:
+        output: a daily output of the model (e.g. ``ANC``, 10^9/L).
+        op: ``<`` (withhold below the threshold) or ``>`` (above).
+        threshold: in the output's unit.
+        levels: dose fractions after the 1st, 2nd, ... withheld dose, each in (0, 1].
+    """
+
+    output: str
+    op: str
+    threshold: float
+    levels: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.op not in RULE_OPS:
+            raise ValueError(f"hold rule: op={self.op!r}; allowed: {RULE_OPS}")
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+            raise ValueError(f"hold rule: threshold={t!r} must be a finite number")
+        levels = tuple(self.levels)
+        for v in levels:
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1:
+                raise ValueError(
+                    f"hold rule: dose level {v!r} must be a fraction of the planned dose in "
+                    f"(0, 1] (e.g. 0.75 for 75%)"
+                )
+        object.__setattr__(self, "threshold", float(t))
+        object.__setattr__(self, "levels", tuple(float(v) for v in levels))
+
+    def describe(self) -> str:
+        s = f"hold if {self.output} {self.op} {self.threshold:g}"
+        if self.levels:
+            s += " reduce to " + " ".join(f"{100 * v:g}%" for v in self.levels)
+        return s
+
+
 @dataclass(frozen=True)
 class Regimen:
     """One drug given repeatedly, in human units (immutable; use `dataclasses.replace`).
@@ -124,6 +175,7 @@ class Regimen:
         until_day: no dose at or after this day.
         start_day: day of the first dose.
         infusion_days: infusion duration (0 = bolus / oral).
+        rule: protocol dose modification (`DoseRule`), or None.
     """
 
     drug: str
@@ -135,6 +187,7 @@ class Regimen:
     start_day: float = 0.0
     infusion_days: float = 0.0
     catalogue: dict = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    rule: DoseRule | None = None
 
     def __post_init__(self) -> None:
         d = get_drug(self.drug, self.catalogue)
@@ -205,23 +258,30 @@ class Regimen:
             s += f" start {self.start_day:g} d"
         if self.infusion_days:
             s += f" over {self.infusion_days * 1440:g} min"
+        if self.rule is not None:
+            s += " " + self.rule.describe()
         return s
 
 
-_KEYWORDS = ("every", "x", "for", "until", "start", "from", "over")
+_KEYWORDS = ("every", "x", "for", "until", "start", "from", "over", "hold", "reduce")
 
 
 def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regimen:
     """Parse ``"<drug> [<dose> <unit>] [every <n> <unit> | qd | bid | q3w] [x <count>]
-    [until <day> d] [start <t> <unit>] [over <t> <unit>]"``.
+    [until <day> d] [start <t> <unit>] [over <t> <unit>]
+    [hold if <output> <|> <value> [reduce to <p>% ...]]"`` (the last part: a `DoseRule`).
 
     A drug name alone means its catalogue ``clinical_dose``.  Examples::
 
         parse_regimen("pembrolizumab 200 mg every 21 d x 8 over 30 min")
         parse_regimen("pembrolizumab 2 mg/kg q3w")
         parse_regimen("cb839 800 mg bid until 168 d")
+        parse_regimen("doxorubicin 75 mg/m2 q3w over 30 min hold if ANC < 1.5 reduce to 75% 50%")
     """
     cat = CATALOGUE if catalogue is None else catalogue
+    text, rule = _split_rule(text)
+    if rule is not None:
+        return dataclasses.replace(parse_regimen(text, cat), rule=rule)
     tokens = text.replace(",", " ").split()
     if not tokens:
         raise ValueError("regimen is empty; expected '<drug> <dose> <unit> every <interval>'")
@@ -272,6 +332,51 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
     return Regimen(**kw)
 
 
+def _split_rule(text: str) -> tuple[str, DoseRule | None]:
+    """``(regimen text, rule)``: the ``hold if ...`` clause (`parse_rule`) cut off the end of
+    a regimen, or None."""
+    m = re.search(r"(?i)\bhold\b", text)
+    if m is None:
+        if re.search(r"(?i)\breduce\b", text):
+            raise ValueError(
+                f"regimen {text!r}: 'reduce to ...' needs a hold rule before it: "
+                f"'hold if <output> < <value> reduce to 75% 50%'"
+            )
+        return text, None
+    return text[: m.start()].strip(), parse_rule(text[m.start() :])
+
+
+def parse_rule(clause: str) -> DoseRule:
+    """``"hold if <output> <|> <value> [reduce to <p>% <p>% ...]"`` → `DoseRule`, e.g.
+    ``"hold if ANC < 1.5 reduce to 75% 50%"``."""
+    want = "'hold if <output> < <value>' or 'hold if <output> > <value>'"
+    cm = re.fullmatch(
+        r"(?i)\s*hold\s+if\s+([A-Za-z_][\w.]*)\s*([<>])\s*(\S+?)"
+        r"(?:\s+reduce(?:\s+to)?(?:\s+(.*?))?)?\s*",
+        clause.replace(",", " "),
+    )
+    if cm is None:
+        raise ValueError(f"hold rule {clause.strip()!r}: cannot read it; expected {want}")
+    output, op, value, levels_text = cm.groups()
+    threshold = _number(value, f"hold rule {clause.strip()!r}: threshold")
+    has_reduce = re.search(r"(?i)\breduce\b", clause) is not None
+    levels = []
+    if has_reduce and not levels_text:
+        raise ValueError(
+            f"hold rule {clause.strip()!r}: 'reduce to' needs dose levels, e.g. 75% 50%"
+        )
+    for w in (levels_text or "").split():
+        pm = re.fullmatch(r"([0-9.]+)%", w)
+        pct = None if pm is None else _number(pm.group(1), "dose level")
+        if pct is None or not 0 < pct <= 100:
+            raise ValueError(
+                f"hold rule {clause.strip()!r}: dose level {w!r} must be a percentage of the "
+                f"planned dose in (0%, 100%], e.g. 75%"
+            )
+        levels.append(pct / 100.0)
+    return DoseRule(output, op, threshold, tuple(levels))
+
+
 def _is_shorthand(tok: str) -> bool:
     t = tok.lower()
     return t in _SHORTHAND or re.fullmatch(r"q\d+(\.\d+)?[dhw]", t) is not None
@@ -315,6 +420,7 @@ class Schedule:
         kind: (drugs, slots) 0 = mg, 1 = mg/kg, 2 = mg/m².
         duration: (drugs, slots) infusion duration in days (0 = bolus/oral).
         valid: (drugs, slots) False for padding slots.
+        rules: per drug (row order) its `DoseRule` or None; ``()`` when no drug has one.
     """
 
     drugs: tuple[str, ...]
@@ -323,13 +429,14 @@ class Schedule:
     kind: np.ndarray
     duration: np.ndarray
     valid: np.ndarray
+    rules: tuple = ()
 
     @property
     def n_slots(self) -> int:
         return int(self.time.shape[1])
 
     def replace_amount(self, amount) -> Schedule:
-        return Schedule(self.drugs, self.time, amount, self.kind, self.duration, self.valid)
+        return dataclasses.replace(self, amount=amount)
 
     def needs(self) -> set[str]:
         """Covariates the schedule needs: ``weight_kg`` and/or ``bsa_m2``."""
@@ -444,6 +551,7 @@ def compile_schedule(
             per_drug[r.drug].append((float(t), amount, DOSE_UNITS[r.dose_unit], r.infusion_days))
     for d in per_drug:
         per_drug[d].sort(key=lambda x: x[0])
+    rules = drug_rules(regimens)
     need = max([len(v) for v in per_drug.values()] + [1])
     if n_slots is None:
         n_slots = need
@@ -458,7 +566,29 @@ def compile_schedule(
     for i, d in enumerate(order):
         for j, (t, a, k, dur) in enumerate(per_drug[d]):
             time[i, j], amount[i, j], kind[i, j], duration[i, j], valid[i, j] = t, a, k, dur, True
-    return Schedule(tuple(order), time, amount, kind, duration, valid)
+    by_row = tuple(rules.get(d) for d in order)
+    return Schedule(
+        tuple(order), time, amount, kind, duration, valid, by_row if any(by_row) else ()
+    )
+
+
+def drug_rules(regimens) -> dict[str, DoseRule | None]:
+    """Each drug's hold rule (or None) in one arm's regimens; raises when two regimens of a
+    drug disagree (the rule belongs to the drug, not to one regimen of it)."""
+    rules: dict[str, DoseRule | None] = {}
+    for r in regimens:
+        if r.drug in rules and rules[r.drug] != r.rule:
+            raise ValueError(
+                f"the regimens of {r.drug} give different hold rules "
+                f"({_rule_text(rules[r.drug])} and {_rule_text(r.rule)}); a drug's dose "
+                f"modification rule must be the same in every regimen of the arm"
+            )
+        rules[r.drug] = r.rule
+    return rules
+
+
+def _rule_text(rule: DoseRule | None) -> str:
+    return "no rule" if rule is None else repr(rule.describe())
 
 
 # ---------------------------------------------------------------------- NM-TRAN

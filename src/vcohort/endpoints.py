@@ -138,7 +138,9 @@ def patient_endpoints(
     """One row per patient: baseline/final/nadir tumour size, best % change (at the RECIST
     assessments; ``best_pct_change_daily`` over every day), RECIST BOR and PFS
     (models with ``diameter_mm``; see `recist` and `assessment_days` for the options), CSC
-    fraction, ANC nadir, exposure (AUC per drug) and solver status."""
+    fraction, ANC nadir, exposure (AUC per drug), dose modification under hold rules (per
+    drug: doses due and withheld, relative dose intensity = mg given / mg planned) and solver
+    status."""
     key = burden_output(traj.daily)
     d = np.asarray(traj.daily[key], dtype=np.float64)
     n_days = d.shape[1] - 1
@@ -185,6 +187,12 @@ def patient_endpoints(
         out["grade4_neutropenia"] = out["anc_nadir"] < GRADE4_ANC
     for drug, v in traj.auc.items():
         out[f"auc_{drug}"] = v
+    for drug, v in getattr(traj, "dosing", {}).items():
+        out[f"doses_due_{drug}"] = v["due"]
+        out[f"doses_withheld_{drug}"] = v["withheld"]
+        planned = np.asarray(v["planned_mg"], dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"rdi_{drug}"] = np.where(planned > 0, v["given_mg"] / planned, np.nan)
     df = pd.DataFrame(out)
     bad = ~ok
     num = [c for c in df.columns if df[c].dtype.kind == "f" and c != f"baseline_{key}"]
@@ -211,7 +219,9 @@ def _median(x: pd.Series) -> float:
 
 def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
     """Per-arm summary: patients, failures, ORR and DCR with exact 95% CIs, medians of diameter
-    change, fraction progression-free at the horizon, CSC fraction and ANC nadir.  Failed
+    change, fraction progression-free at the horizon, CSC fraction, ANC nadir, exposure and,
+    for drugs with a hold rule, the fraction of patients with a withheld dose and the median
+    relative dose intensity.  Failed
     patients (status != 0) are excluded from every statistic and counted in ``n_failed``."""
     rows = []
     groups = endpoints.groupby(by, sort=False) if by in endpoints else [("all", endpoints)]
@@ -250,6 +260,12 @@ def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
         for c in ok.columns:
             if c.startswith("auc_"):  # exposure: median plasma AUC over the horizon, mg·day/L
                 row[f"median_{c}"] = float(ok[c].median())
+            elif c.startswith("doses_withheld_"):  # hold rules (`vcohort.dosing.DoseRule`)
+                drug = c[len("doses_withheld_") :]
+                w = ok[c].to_numpy(dtype=float)
+                w = w[np.isfinite(w)]  # NaN: the arm gives the drug without a rule
+                row[f"any_withheld_{drug}"] = float((w > 0).mean()) if w.size else np.nan
+                row[f"median_rdi_{drug}"] = _median(ok[f"rdi_{drug}"])
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -62,7 +62,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vcohort.config import ENGINES, Checker, read_toml
-from vcohort.dosing import Regimen, parse_amount, parse_duration, parse_regimen
+from vcohort.dosing import (
+    DoseRule,
+    Regimen,
+    drug_rules,
+    parse_amount,
+    parse_duration,
+    parse_regimen,
+    parse_rule,
+)
 from vcohort.endpoints import CENSOR_AT, MONTH_DAYS
 from vcohort.population import Population, load_population
 from vcohort.runs import Arm
@@ -77,7 +85,7 @@ _ASSESS = {"every_days", "first_day", "days", "confirm_days", "cr_floor_mm", "ce
            "landmark_days"}  # fmt: skip
 _ARM = {"name", "description", "sequencing", "regimens", "induction", "induction_days",
         "maintenance"}  # fmt: skip
-_REG = {"drug", "dose", "every", "count", "until", "start", "over"}
+_REG = {"drug", "dose", "every", "count", "until", "start", "over", "hold_if", "reduce_to"}
 _CALIB = {"preset", "rule", "pool", "orr", "pfs6", "arm", "days"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
@@ -339,6 +347,7 @@ def _arm(ck: Checker, a, p: str, horizon) -> Arm | None:
             if k in a:
                 ck.error(f"{p}.{k}", "only for sequencing = 'induction-maintenance'")
         regs = _regimens(ck, a.get("regimens", []), f"{p}.regimens")
+    _check_rules(ck, regs, p)
     if horizon is not None:
         for r in regs:
             if r.start_day >= horizon:
@@ -346,6 +355,26 @@ def _arm(ck: Checker, a, p: str, horizon) -> Arm | None:
     if name is None or seq is None:
         return None
     return Arm(name, tuple(regs))
+
+
+def _check_rules(ck: Checker, regs: list[Regimen], p: str) -> None:
+    """Hold rules: one per drug, on a daily output of the model experiments run."""
+    try:
+        rules = drug_rules(regs)
+    except ValueError as e:
+        ck.error(p, str(e))
+        return
+    if any(rules.values()):
+        from vcohort.model import CSC_IMMUNE
+
+        names = CSC_IMMUNE.daily_output_names()
+        for drug, rule in rules.items():
+            if rule is not None and rule.output not in names:
+                ck.error(
+                    p,
+                    f"{drug}: hold rule output={rule.output!r} is not a daily output of the "
+                    f"model; allowed: {', '.join(names)}",
+                )
 
 
 def _cut(ck: Checker, r: Regimen, end, p: str) -> Regimen | None:
@@ -380,7 +409,8 @@ def _regimens(ck: Checker, items, p: str) -> list[Regimen]:
 
 
 def _regimen_table(ck: Checker, t: dict, q: str) -> Regimen | None:
-    """``{drug, dose, every, count, until, start, over}``; units as in `parse_regimen`."""
+    """``{drug, dose, every, count, until, start, over, hold_if, reduce_to}``; units as in
+    `parse_regimen` (``hold_if = "ANC < 1.5"``, ``reduce_to = ["75%", "50%"]``)."""
     t = ck.table(t, q, _REG, {"drug"})
     drug = ck.get(t, "drug", q, "str", None)
     if drug is None:
@@ -405,9 +435,48 @@ def _regimen_table(ck: Checker, t: dict, q: str) -> Regimen | None:
     for key, name in (("until", "until_day"), ("start", "start_day"), ("over", "infusion_days")):
         if key in t:
             kw[name] = _field(ck, q, key, t[key], parse_duration)
+    if "reduce_to" in t and "hold_if" not in t:
+        ck.error(f"{q}.reduce_to", "dose levels need a hold_if rule, e.g. hold_if = 'ANC < 1.5'")
+    if "hold_if" in t:
+        kw["rule"] = _hold_rule(ck, q, t["hold_if"], t.get("reduce_to"))
+        if kw["rule"] is None:
+            return None
     if len(ck.errors) > errors or any(v is None for k, v in kw.items() if k != "interval_days"):
         return None
     return Regimen(**kw)
+
+
+def _hold_rule(ck: Checker, q: str, cond, levels) -> DoseRule | None:
+    """The table form of a regimen's ``hold if ... reduce to ...`` (`parse_rule`)."""
+    if not isinstance(cond, str):
+        ck.error(f"{q}.hold_if", f"expected a condition like 'ANC < 1.5', got {cond!r}")
+        return None
+    text = f"hold if {cond}"
+    if levels is not None:
+        ok = (
+            isinstance(levels, list)
+            and levels
+            and all(
+                isinstance(v, str) or (isinstance(v, int | float) and not isinstance(v, bool))
+                for v in levels
+            )
+        )
+        if not ok:
+            ck.error(
+                f"{q}.reduce_to",
+                f"expected a list of dose levels like ['75%', '50%'] or [0.75, 0.5], got "
+                f"{levels!r}",
+            )
+            return None
+        # a number is a fraction of the planned dose (0.75), a string a percentage ('75%')
+        text += " reduce to " + " ".join(
+            v.strip() if isinstance(v, str) else f"{100 * v:g}%" for v in levels
+        )
+    try:
+        return parse_rule(text)
+    except ValueError as e:
+        ck.error(f"{q}.hold_if" if levels is None else f"{q}.reduce_to", str(e))
+        return None
 
 
 def _field(ck: Checker, q: str, key: str, v, parse):

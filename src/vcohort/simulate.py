@@ -170,6 +170,8 @@ def combine_effects(drugs: Sequence[Drug], conc: list[dict], model: Model) -> di
 
 
 RK4_C = (0.0, 0.5, 0.5, 1.0)  # classical RK4 nodes
+# what `Trajectories.dosing` holds per drug with a dose rule (`apply_rules`)
+DOSING_FIELDS = ("due", "withheld", "given_mg", "planned_mg")
 RK4_B = (1.0, 2.0, 2.0, 1.0)  # weights x 6
 
 
@@ -326,6 +328,9 @@ class Plan:
     # forward-only runs 1.2-1.4x slower);
     # forward-mode differentiation (jvp/jacfwd) of such a plan raises
     reverse_mode: bool = False
+    # per drug (row order) its protocol dose modification (`vcohort.dosing.DoseRule`) or None;
+    # () when no drug has one (then the step carries nothing for it: no cost)
+    rules: tuple = ()
 
     @property
     def n_sub(self) -> int:
@@ -408,7 +413,60 @@ def initial_carry(plan: Plan, y0: dict) -> tuple:
     like = y[plan.model.states[0]]
     a0 = tuple(tuple(jnp.zeros_like(like) for _ in range(pk_layout(d)["n"])) for d in plan.drugs)
     auc0 = tuple(jnp.zeros_like(like) for _ in plan.drugs)
-    return (y, a0, auc0)
+    if not plan.rules:
+        return (y, a0, auc0)
+    # per ruled drug: (dose fraction of the running dose, doses due, withheld, given mg,
+    # planned mg); see `apply_rules`
+    one, zero = jnp.ones_like(like), jnp.zeros_like(like)
+    dm = tuple((one, zero, zero, zero, zero) for r in plan.rules if r is not None)
+    return (y, a0, auc0, dm)
+
+
+def dose_starts(bolus, rate):
+    """(n_steps, drugs): 1 where a dose begins in the step (a bolus, or an infusion whose
+    rate was zero in the step before); from the shared step inputs, so computed once."""
+    b = jnp.sum(bolus, axis=-1) > 0
+    r = jnp.sum(rate, axis=-1) > 0
+    before = jnp.concatenate([jnp.zeros_like(r[:1]), r[:-1]], axis=0)
+    return (b | (r & ~before)).astype(bolus.dtype)
+
+
+def apply_rules(plan: Plan, carry: tuple, p: dict, bd, rd, start):
+    """Protocol dose modification (`vcohort.dosing.DoseRule`) for one step: returns the
+    carry with its dose-modification part advanced and the per-drug bolus and rate to give.
+
+    At a step where a dose of a ruled drug begins (``start``), the rule's daily output is read
+    from the state at the step's start (the pre-dose lab): past the threshold the dose is
+    withheld and counted; otherwise it is given at the current dose level (1 until the first
+    withheld dose, then the rule's levels; 0 once the levels are used up: discontinued, and
+    no further dose is counted as due or withheld).  An infusion keeps the decision made at
+    its start.  The decision is a step function of the state: a derivative sees the doses
+    given, not the decision."""
+    y, dm = carry[0], carry[3]
+    out = plan.model.daily_outputs(y, p)
+    dtype = plan.dtype
+    h = jnp.asarray(plan.dt, dtype)
+    gates, new, j = [], [], 0
+    for q, rule in enumerate(plan.rules):
+        if rule is None:
+            gates.append(jnp.ones((), dtype))
+            continue
+        frac, due, held, given, planned = dm[j]
+        j += 1
+        x = out[rule.output]
+        past = x < rule.threshold if rule.op == "<" else x > rule.threshold
+        n = len(rule.levels)
+        table = jnp.asarray((1.0, *rule.levels, 0.0 if n else 1.0), dtype)
+        level = table[jnp.minimum(held, n + 1).astype(jnp.int32)]
+        s = (start[q] > 0) & (level > 0)
+        frac = jnp.where(s, jnp.where(past, 0.0, level), frac)
+        due = due + s.astype(dtype)
+        held = held + (s & past).astype(dtype)
+        dose = bd[q] + rd[q] * h
+        new.append((frac, due, held, given + frac * dose, planned + dose))
+        gates.append(frac)
+    g = jnp.stack(gates)
+    return (*carry[:3], tuple(new)), bd * g, rd * g
 
 
 def make_advance(plan: Plan, su: dict, stages: str = "scan"):
@@ -425,7 +483,7 @@ def make_advance(plan: Plan, su: dict, stages: str = "scan"):
     reverse = plan.reverse_mode and stages == "scan"  # the fused kernel is forward-only
 
     def advance(carry, bd, rd):
-        y, a, auc = carry
+        y, a, auc = carry[:3]
         conc, a_next, auc_next = [], [], []
         nodes = [[] for _ in GAUSS_NODES]
         y = dict(y)
@@ -477,20 +535,20 @@ def make_advance(plan: Plan, su: dict, stages: str = "scan"):
             y_next = rk4_step_reverse(rhs, y, (p, eff, inflow), plan.dt)
         else:
             y_next = rk4_step(lambda yy: rhs(yy, (p, eff, inflow)), y, h, stages)
-        return (y_next, tuple(a_next), tuple(auc_next))
+        return (y_next, tuple(a_next), tuple(auc_next), *carry[3:])
 
     return advance
 
 
-def integrate(plan: Plan, day_advance, carry, p: dict, bolus, rate) -> dict:
-    """Run ``day_advance(carry, (bolus_day, rate_day)) -> carry`` over the horizon in a scan
-    over save blocks of daily scans (each day ``jax.checkpoint``-ed); returns ``saved`` (state
-    at `Plan.save_days`), ``daily`` (daily outputs at days 0..days) and ``auc``, each with the
-    time axis first (then whatever shape the carry's arrays have)."""
+def integrate(plan: Plan, day_advance, carry, p: dict, bolus, rate, *extra) -> dict:
+    """Run ``day_advance(carry, (bolus_day, rate_day, *extra_day)) -> carry`` over the horizon
+    in a scan over save blocks of daily scans (each day ``jax.checkpoint``-ed); ``extra``:
+    more step inputs (leading axis n_steps).  Returns ``saved`` (state at `Plan.save_days`),
+    ``daily`` (daily outputs at days 0..days) and ``auc``, each with the time axis first (then
+    whatever shape the carry's arrays have), and ``dosing`` when the plan has dose rules."""
     model, drugs = plan.model, plan.drugs
     n_sub, k = plan.n_sub, plan.save_every
     full, rem = divmod(plan.days, k)
-    nd = len(drugs)
     y0 = carry[0]
 
     @jax.checkpoint
@@ -502,27 +560,23 @@ def integrate(plan: Plan, day_advance, carry, p: dict, bolus, rate) -> dict:
         carry, daily = lax.scan(day, carry, inp_block)
         return carry, (carry[0], daily)
 
-    bolus = jnp.asarray(bolus, plan.dtype)
-    rate = jnp.asarray(rate, plan.dtype)
+    inputs = [jnp.asarray(v, plan.dtype) for v in (bolus, rate, *extra)]
     cut = full * k * n_sub
     tm = jax.tree_util.tree_map
     saved_parts = [tm(lambda v: v[None], y0)]
     daily_parts = [tm(lambda v: v[None], model.daily_outputs(y0, p))]
     if full:
-        xs = (
-            bolus[:cut].reshape(full, k, n_sub, nd, 3),
-            rate[:cut].reshape(full, k, n_sub, nd, 3),
-        )
+        xs = tuple(v[:cut].reshape((full, k, n_sub) + v.shape[1:]) for v in inputs)
         carry, (saved, daily) = lax.scan(block, carry, xs)
         saved_parts.append(saved)
         daily_parts.append(tm(lambda v: v.reshape((-1,) + v.shape[2:]), daily))
     if rem:
-        xs = (bolus[cut:].reshape(rem, n_sub, nd, 3), rate[cut:].reshape(rem, n_sub, nd, 3))
+        xs = tuple(v[cut:].reshape((rem, n_sub) + v.shape[1:]) for v in inputs)
         carry, daily = lax.scan(day, carry, xs)
         saved_parts.append(tm(lambda v: v[None], carry[0]))
         daily_parts.append(daily)
     cat = lambda parts: tm(lambda *v: jnp.concatenate(v), *parts)  # noqa: E731
-    return {
+    out = {
         "saved": cat(saved_parts),
         "daily": cat(daily_parts),
         "auc": {
@@ -531,6 +585,13 @@ def integrate(plan: Plan, day_advance, carry, p: dict, bolus, rate) -> dict:
             if d.target_state is None  # no plasma exposure for state-dosed drugs
         },
     }
+    if plan.rules:
+        ruled = [d.name for d, r in zip(drugs, plan.rules, strict=True) if r is not None]
+        out["dosing"] = {
+            name: dict(zip(DOSING_FIELDS, v[1:], strict=True))
+            for name, v in zip(ruled, carry[3], strict=True)
+        }
+    return out
 
 
 def patient_fn(plan: Plan):
@@ -547,17 +608,20 @@ def patient_fn(plan: Plan):
         wt, bsa = su["wt"], su["bsa"]
 
         def step(carry, inp):
-            b_in, r_in = inp
+            b_in, r_in = inp[:2]
             # per-patient mg from (mg, mg/kg, mg/m2) channels; elementwise on purpose: a dot
             # inside the scan deadlocked XLA's CPU runtime (jax 0.10.2, 2-core machine)
             bd = b_in[:, 0] + b_in[:, 1] * wt + b_in[:, 2] * bsa
             rd = r_in[:, 0] + r_in[:, 1] * wt + r_in[:, 2] * bsa
+            if plan.rules:
+                carry, bd, rd = apply_rules(plan, carry, su["p"], bd, rd, inp[2])
             return advance(carry, bd, rd), None
 
         def day_advance(carry, inp_day):
             return lax.scan(step, carry, inp_day)[0]
 
-        return integrate(plan, day_advance, initial_carry(plan, y0), su["p"], bolus, rate)
+        extra = (dose_starts(bolus, rate),) if plan.rules else ()
+        return integrate(plan, day_advance, initial_carry(plan, y0), su["p"], bolus, rate, *extra)
 
     return run
 
@@ -584,6 +648,8 @@ class Trajectories:
         status_day: (P,) first day a failure showed in the daily outputs (-1 if none).
         drugs: drug names of the schedule.
         timings: seconds spent compiling+running and running.
+        dosing: per drug with a hold rule (`vcohort.dosing.DoseRule`), `DOSING_FIELDS` ->
+            (P,): doses due, doses withheld, mg given and mg planned over the horizon.
     """
 
     patient_id: np.ndarray
@@ -595,6 +661,7 @@ class Trajectories:
     status_day: np.ndarray
     drugs: tuple[str, ...]
     timings: dict = field(default_factory=dict)
+    dosing: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.patient_id.shape[0])
@@ -657,6 +724,15 @@ def prepare(
             )
         for eff in d.effects:
             model.check_channel(eff.channel, d.name)
+    rules = tuple(schedule.rules)
+    if rules:
+        names = model.daily_output_names()
+        for d, r in zip(drugs, rules, strict=True):
+            if r is not None and r.output not in names:
+                raise ValueError(
+                    f"{d.name}: hold rule output={r.output!r} is not a daily output of model "
+                    f"{model.name!r}; allowed: {', '.join(names)}"
+                )
     amount = np.asarray(schedule.amount, dtype=np.float64)
     if np.any(~np.isfinite(amount)) or np.any(amount < 0):
         bad = amount[~(np.isfinite(amount) & (amount >= 0))][0]
@@ -664,8 +740,9 @@ def prepare(
     if forcing not in FORCINGS:
         raise ValueError(f"forcing={forcing!r}; allowed: {FORCINGS}")
     plan = Plan(
-        model, drugs, int(days), float(dt), int(save_every), dtype, float(tumour_dynamics), forcing
-    )
+        model, drugs, int(days), float(dt), int(save_every), dtype, float(tumour_dynamics), forcing,
+        rules=rules,
+    )  # fmt: skip
     return plan, schedule
 
 
@@ -726,6 +803,12 @@ def simulate(
     from vcohort.cohort import check_engine
 
     check_engine(engine)
+    if engine == "pallas" and plan.rules:
+        ruled = [d.name for d, r in zip(plan.drugs, plan.rules, strict=True) if r is not None]
+        raise ValueError(
+            "engine='pallas' does not apply hold rules (dose modification); the schedule has "
+            f"them for {', '.join(ruled)}: use engine='xla'"
+        )
     n = len(cohort)
     if n < 1:
         raise ValueError("cohort has 0 patients; patients must be >= 1")
@@ -789,6 +872,7 @@ def simulate(
         status=status,
         status_day=bad_day,
         drugs=tuple(d.name for d in plan.drugs),
+        dosing=res.get("dosing", {}),
         timings={
             "total_s": total,
             "first_chunk_s": first,
@@ -828,6 +912,8 @@ def _compiled(plan: Plan, engine: str = "xla", devices: tuple = (), shared: tupl
         str(jnp.dtype(plan.dtype)),
         plan.tumour_dynamics,
         plan.forcing,
+        plan.reverse_mode,
+        plan.rules,
         tuple(id(d) for d in plan.drugs),
         id(plan.model),
         engine,

@@ -74,6 +74,14 @@ class Model:
 
         return CATALOGUE
 
+    def daily_output_names(self) -> tuple[str, ...]:
+        """Names of the `daily_outputs` (evaluated on shapes only, no compute)."""
+        import jax
+        import numpy as np
+
+        y = {n: np.ones(()) for n in self.states}
+        return tuple(jax.eval_shape(lambda: self.daily_outputs(y, self.params.typical())))
+
     def check_channel(self, channel: str, drug: str) -> None:
         if channel not in self.effect_channels:
             raise ValueError(

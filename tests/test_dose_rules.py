@@ -1,0 +1,217 @@
+"""Protocol dose modification (`vcohort.dosing.DoseRule`): parsing, refusals, the simulator's
+decisions against an independent replay of the protocol, and the outputs that report them."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import schedule
+
+from vcohort.chunkfile import chunk_bytes, concat, read_chunk, take
+from vcohort.cohort import make_cohort
+from vcohort.dosing import DoseRule, compile_schedule, parse_regimen
+from vcohort.endpoints import patient_endpoints, summarize
+from vcohort.experiment import experiment_from_dict
+from vcohort.model import CSC_IMMUNE
+from vcohort.simulate import simulate
+
+DOX = "doxorubicin 75 mg/m2 every 10 d over 30 min"
+RULE = "hold if ANC < 1.5 reduce to 75%"
+DAYS = 60
+
+
+# ---------------------------------------------------------------------------- parsing
+def test_hold_rules_in_regimen_text_and_experiment_tables():
+    r = parse_regimen(f"{DOX} hold if ANC<1.5 reduce to 75%, 50%")
+    assert r.rule == DoseRule("ANC", "<", 1.5, (0.75, 0.5))
+    assert r.dose == 75.0 and r.interval_days == 10.0  # the regimen part is unchanged
+    assert parse_regimen(r.describe()) == r  # describe() is parseable text
+    assert parse_regimen("doxorubicin hold if ANC < 1").rule == DoseRule("ANC", "<", 1.0)
+    assert parse_regimen("doxorubicin hold if ANC > 9").rule.op == ">"
+    s = compile_schedule([r, parse_regimen("pembrolizumab")], 100.0)
+    assert s.rules == (r.rule, None)
+    assert compile_schedule([parse_regimen(DOX)], 100.0).rules == ()  # no rule: nothing
+    exp = experiment_from_dict(
+        {
+            "population": {"preset": "default", "size": 4},
+            "simulation": {"horizon_days": 60},
+            "arms": [
+                {
+                    "name": "a",
+                    "regimens": [
+                        {"drug": "doxorubicin", "hold_if": "ANC < 1.5", "reduce_to": [0.75, "50%"]}
+                    ],
+                }
+            ],
+        }
+    )
+    assert exp.arms[0].regimens[0].rule == DoseRule("ANC", "<", 1.5, (0.75, 0.5))
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("doxorubicin reduce to 50%", "needs a hold rule"),
+        ("doxorubicin hold if ANC <", "cannot read"),
+        ("doxorubicin hold if ANC = 1", "expected 'hold if <output> < <value>'"),
+        ("doxorubicin hold if ANC < abc", "threshold='abc' is not a number"),
+        ("doxorubicin hold if ANC < 1 reduce", "needs dose levels"),
+        ("doxorubicin hold if ANC < 1 reduce to 150%", r"'150%' must be .* \(0%, 100%\]"),
+        ("doxorubicin hold if ANC < 1 reduce to half", "'half' must be a percentage"),
+    ],
+)
+def test_bad_hold_rule_text_is_refused_with_what_is_allowed(text, match):
+    with pytest.raises(ValueError, match=match):
+        parse_regimen(text)
+
+
+def test_bad_hold_rules_are_refused_before_compute():
+    with pytest.raises(ValueError, match="different hold rules"):
+        compile_schedule([parse_regimen(f"{DOX} {RULE}"), parse_regimen(f"{DOX} start 5 d")], 30.0)
+    with pytest.raises(ValueError, match=r"op='=<'; allowed: \('<', '>'\)"):
+        DoseRule("ANC", "=<", 1.0)
+    c = make_cohort(2, seed=1, runin_days=0)
+    s = schedule([f"{DOX} hold if ANCC < 1"], 10)
+    with pytest.raises(ValueError, match="output='ANCC' is not a daily output.*allowed: ANC"):
+        simulate(CSC_IMMUNE, c, s, 10)
+    with pytest.raises(ValueError, match="engine='pallas' does not apply hold rules"):
+        simulate(CSC_IMMUNE, c, schedule([f"{DOX} {RULE}"], 10), 10, engine="pallas")
+    bad = {
+        "population": {"preset": "default", "size": 4},
+        "simulation": {"horizon_days": 60},
+        "arms": [
+            {
+                "name": "a",
+                "regimens": [
+                    {"drug": "doxorubicin", "hold_if": "ANCC < 2"},
+                    {"drug": "pembrolizumab", "reduce_to": [0.5]},
+                    {"drug": "cb839", "hold_if": "ANC < 2", "reduce_to": [1.5]},
+                    {"drug": "wnt974", "hold_if": 3},
+                ],
+            },
+            {"name": "b", "regimens": [f"{DOX} {RULE}", "doxorubicin 10 mg start 20 d"]},
+        ],
+    }
+    with pytest.raises(ValueError) as e:
+        experiment_from_dict(bad)
+    msg = str(e.value)  # every bad field at once, each under its path
+    for part in (
+        "arms[0]: doxorubicin: hold rule output='ANCC' is not a daily output",
+        "arms[0].regimens[1].reduce_to: dose levels need a hold_if rule",
+        "arms[0].regimens[2].reduce_to: hold rule 'hold if ANC < 2 reduce to 150%'",
+        "arms[0].regimens[3].hold_if: expected a condition like 'ANC < 1.5', got 3",
+        "arms[1]: the regimens of doxorubicin give different hold rules",
+    ):
+        assert part in msg, (part, msg)
+
+
+# ---------------------------------------------------------------------------- simulation
+@pytest.fixture(scope="module")
+def runs():
+    """Dose-dense doxorubicin (every 10 d) on 8 patients: the ANC of some has not recovered
+    by the next dose, so the rule withholds, reduces and discontinues."""
+    c = make_cohort(8, seed=3)
+    ruled = simulate(CSC_IMMUNE, c, schedule([f"{DOX} {RULE}"], DAYS), DAYS)
+    return c, ruled
+
+
+def _replay(anc_daily, bsa):
+    """The protocol replayed by hand on the run's own pre-dose ANC (the daily output at a
+    dose day is the state at the start of that day, before the dose): per patient the dose
+    fractions actually given at days 0, 10, ..., 50 and the counters."""
+    out = []
+    for anc, m2 in zip(anc_daily, bsa, strict=True):
+        held, given, due, fracs = 0, 0.0, 0, []
+        for day in range(0, DAYS, 10):
+            level = (1.0, 0.75, 0.0)[min(held, 2)]
+            if level == 0.0:  # discontinued: neither due nor withheld any more
+                fracs.append(0.0)
+                continue
+            due += 1
+            if anc[day] < 1.5:
+                held += 1
+                fracs.append(0.0)
+            else:
+                given += level * 75.0 * m2
+                fracs.append(level)
+        out.append({"due": due, "withheld": held, "given_mg": given, "fracs": fracs})
+    return out
+
+
+def test_decisions_follow_the_protocol_replayed_on_the_pre_dose_labs(runs):
+    c, tr = runs
+    bsa = c.covariates["bsa_m2"]
+    want = _replay(tr.daily["ANC"], bsa)
+    got = tr.dosing["doxorubicin"]
+    np.testing.assert_array_equal(got["due"], [w["due"] for w in want])
+    np.testing.assert_array_equal(got["withheld"], [w["withheld"] for w in want])
+    np.testing.assert_allclose(got["given_mg"], [w["given_mg"] for w in want], rtol=1e-12)
+    np.testing.assert_allclose(got["planned_mg"], 6 * 75.0 * bsa, rtol=1e-12)
+    # the setting exercises every branch: full doses only, a reduced dose, discontinuation
+    held = np.asarray(got["withheld"])
+    assert (held == 0).any() and (held == 2).any()
+    assert any(0.75 in w["fracs"] for w in want)
+
+
+def test_a_patient_under_the_rule_equals_the_patient_under_the_doses_it_let_through(runs):
+    c, tr = runs
+    want = _replay(tr.daily["ANC"], c.covariates["bsa_m2"])
+    for i in np.flatnonzero(np.asarray(tr.dosing["doxorubicin"]["withheld"]) > 0)[:2]:
+        given = [
+            parse_regimen(f"doxorubicin {75.0 * f} mg/m2 start {10 * k} d over 30 min")
+            for k, f in enumerate(want[i]["fracs"])
+            if f > 0
+        ]
+        one = simulate(CSC_IMMUNE, c.subset([i]), compile_schedule(given, float(DAYS)), DAYS)
+        for name in ("ANC", "diameter_mm", "csc_fraction"):
+            # rate x fraction against (amount x fraction) / duration: round-off apart
+            np.testing.assert_allclose(one.daily[name][0], tr.daily[name][i], rtol=1e-10)
+
+
+def test_a_rule_that_never_fires_changes_nothing_and_one_that_always_fires_gives_nothing():
+    c = make_cohort(3, seed=2)
+    plain = simulate(CSC_IMMUNE, c, schedule([DOX], 30), 30)
+    never = simulate(CSC_IMMUNE, c, schedule([f"{DOX} hold if ANC < -1"], 30), 30)
+    for k in plain.states:
+        np.testing.assert_array_equal(never.states[k], plain.states[k])
+    d = never.dosing["doxorubicin"]
+    np.testing.assert_array_equal(d["withheld"], 0)
+    np.testing.assert_allclose(d["given_mg"], d["planned_mg"], rtol=1e-14)
+    always = simulate(CSC_IMMUNE, c, schedule([f"{DOX} hold if ANC > -1"], 30), 30)
+    untreated = simulate(CSC_IMMUNE, c, None, 30)
+    np.testing.assert_array_equal(always.dosing["doxorubicin"]["given_mg"], 0.0)
+    np.testing.assert_array_equal(always.dosing["doxorubicin"]["withheld"], 3)  # days 0, 10, 20
+    for k in untreated.daily:  # zero concentration: every drug effect is exactly 0
+        np.testing.assert_allclose(always.daily[k], untreated.daily[k], rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------- outputs
+def test_endpoints_summary_and_chunk_files_carry_the_dose_modification(runs, tmp_path):
+    c, tr = runs
+    ep = patient_endpoints(tr)
+    d = tr.dosing["doxorubicin"]
+    np.testing.assert_allclose(ep["rdi_doxorubicin"], d["given_mg"] / d["planned_mg"])
+    np.testing.assert_array_equal(ep["doses_withheld_doxorubicin"], d["withheld"])
+    plain = simulate(CSC_IMMUNE, c, schedule([DOX], DAYS), DAYS)
+    both = pd.concat(
+        [ep.assign(arm="rule"), patient_endpoints(plain).assign(arm="plain")], ignore_index=True
+    )
+    sm = summarize(both).set_index("arm")
+    held = np.asarray(d["withheld"])
+    assert sm.loc["rule", "any_withheld_doxorubicin"] == pytest.approx((held > 0).mean())
+    assert sm.loc["rule", "median_rdi_doxorubicin"] == pytest.approx(
+        np.median(d["given_mg"] / d["planned_mg"])
+    )
+    # an arm that gives the drug without a rule has no dose-modification statistics
+    assert np.isnan(sm.loc["plain", "any_withheld_doxorubicin"])
+    assert np.isnan(sm.loc["plain", "median_rdi_doxorubicin"])
+    # chunk files (vcohort batch) keep it bit for bit; take/concat cut and join it
+    path = tmp_path / "chunk.npz"
+    scr = pd.DataFrame({"patient": c.patient_id})
+    path.write_bytes(
+        chunk_bytes({"cohort": c, "screening": scr, "trajectories": {"r": tr}, "meta": {}})
+    )  # noqa: E501
+    back = read_chunk(path)["trajectories"]["r"]
+    for k, v in d.items():
+        np.testing.assert_array_equal(back.dosing["doxorubicin"][k], v)
+    joined = concat([take(tr, 3), take(tr, 8)], 5)
+    np.testing.assert_array_equal(joined.dosing["doxorubicin"]["withheld"][3:], held[:2])
