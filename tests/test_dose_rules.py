@@ -120,7 +120,7 @@ def _replay(anc_daily, bsa):
     fractions actually given at days 0, 10, ..., 50 and the counters."""
     out = []
     for anc, m2 in zip(anc_daily, bsa, strict=True):
-        held, given, due, fracs = 0, 0.0, 0, []
+        held, reduced, given, due, stopped, fracs = 0, 0, 0.0, 0, np.nan, []
         for day in range(0, DAYS, 10):
             level = (1.0, 0.75, 0.0)[min(held, 2)]
             if level == 0.0:  # discontinued: neither due nor withheld any more
@@ -130,10 +130,14 @@ def _replay(anc_daily, bsa):
             if anc[day] < 1.5:
                 held += 1
                 fracs.append(0.0)
+                if held == 2:  # one more withheld dose than levels
+                    stopped = float(day)
             else:
                 given += level * 75.0 * m2
+                reduced += level < 1
                 fracs.append(level)
-        out.append({"due": due, "withheld": held, "given_mg": given, "fracs": fracs})
+        out.append({"due": due, "withheld": held, "reduced": reduced, "given_mg": given,
+                    "stopped_day": stopped, "fracs": fracs})  # fmt: skip
     return out
 
 
@@ -143,13 +147,16 @@ def test_decisions_follow_the_protocol_replayed_on_the_pre_dose_labs(runs):
     want = _replay(tr.daily["ANC"], bsa)
     got = tr.dosing["doxorubicin"]
     np.testing.assert_array_equal(got["due"], [w["due"] for w in want])
-    np.testing.assert_array_equal(got["withheld"], [w["withheld"] for w in want])
+    for k in ("withheld", "reduced"):
+        np.testing.assert_array_equal(got[k], [w[k] for w in want])
+    # the clock adds dt per step: day 20 is 200 additions of 0.1, exact to round-off
+    np.testing.assert_allclose(got["stopped_day"], [w["stopped_day"] for w in want], atol=1e-9)
     np.testing.assert_allclose(got["given_mg"], [w["given_mg"] for w in want], rtol=1e-12)
     np.testing.assert_allclose(got["planned_mg"], 6 * 75.0 * bsa, rtol=1e-12)
     # the setting exercises every branch: full doses only, a reduced dose, discontinuation
     held = np.asarray(got["withheld"])
     assert (held == 0).any() and (held == 2).any()
-    assert any(0.75 in w["fracs"] for w in want)
+    assert (np.asarray(got["reduced"]) > 0).any()
 
 
 def test_a_patient_under_the_rule_equals_the_patient_under_the_doses_it_let_through(runs):
@@ -198,12 +205,18 @@ def test_endpoints_summary_and_chunk_files_carry_the_dose_modification(runs, tmp
     sm = summarize(both).set_index("arm")
     held = np.asarray(d["withheld"])
     assert sm.loc["rule", "any_withheld_doxorubicin"] == pytest.approx((held > 0).mean())
+    assert sm.loc["rule", "any_reduced_doxorubicin"] == pytest.approx((d["reduced"] > 0).mean())
+    assert sm.loc["rule", "discontinued_doxorubicin"] == pytest.approx(
+        np.isfinite(d["stopped_day"]).mean()
+    )
+    np.testing.assert_array_equal(ep["discontinued_day_doxorubicin"], d["stopped_day"])
     assert sm.loc["rule", "median_rdi_doxorubicin"] == pytest.approx(
         np.median(d["given_mg"] / d["planned_mg"])
     )
     # an arm that gives the drug without a rule has no dose-modification statistics
     assert np.isnan(sm.loc["plain", "any_withheld_doxorubicin"])
     assert np.isnan(sm.loc["plain", "median_rdi_doxorubicin"])
+    assert np.isnan(sm.loc["plain", "discontinued_doxorubicin"])
     # chunk files (vcohort batch) keep it bit for bit; take/concat cut and join it
     path = tmp_path / "chunk.npz"
     scr = pd.DataFrame({"patient": c.patient_id})

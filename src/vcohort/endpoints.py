@@ -139,7 +139,8 @@ def patient_endpoints(
     assessments; ``best_pct_change_daily`` over every day), RECIST BOR and PFS
     (models with ``diameter_mm``; see `recist` and `assessment_days` for the options), CSC
     fraction, ANC nadir, exposure (AUC per drug), dose modification under hold rules (per
-    drug: doses due and withheld, relative dose intensity = mg given / mg planned) and solver
+    drug: doses due, withheld and reduced, the day it was discontinued, relative dose intensity
+    = mg given / mg planned) and solver
     status."""
     key = burden_output(traj.daily)
     d = np.asarray(traj.daily[key], dtype=np.float64)
@@ -190,6 +191,8 @@ def patient_endpoints(
     for drug, v in getattr(traj, "dosing", {}).items():
         out[f"doses_due_{drug}"] = v["due"]
         out[f"doses_withheld_{drug}"] = v["withheld"]
+        out[f"doses_reduced_{drug}"] = v["reduced"]
+        out[f"discontinued_day_{drug}"] = v["stopped_day"]  # NaN: never
         planned = np.asarray(v["planned_mg"], dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             out[f"rdi_{drug}"] = np.where(planned > 0, v["given_mg"] / planned, np.nan)
@@ -220,8 +223,8 @@ def _median(x: pd.Series) -> float:
 def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
     """Per-arm summary: patients, failures, ORR and DCR with exact 95% CIs, medians of diameter
     change, fraction progression-free at the horizon, CSC fraction, ANC nadir, exposure and,
-    for drugs with a hold rule, the fraction of patients with a withheld dose and the median
-    relative dose intensity.  Failed
+    for drugs with a hold rule, the fractions of patients with a withheld dose, with a reduced
+    dose and discontinued, and the median relative dose intensity.  Failed
     patients (status != 0) are excluded from every statistic and counted in ``n_failed``."""
     rows = []
     groups = endpoints.groupby(by, sort=False) if by in endpoints else [("all", endpoints)]
@@ -263,8 +266,12 @@ def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
             elif c.startswith("doses_withheld_"):  # hold rules (`vcohort.dosing.DoseRule`)
                 drug = c[len("doses_withheld_") :]
                 w = ok[c].to_numpy(dtype=float)
-                w = w[np.isfinite(w)]  # NaN: the arm gives the drug without a rule
-                row[f"any_withheld_{drug}"] = float((w > 0).mean()) if w.size else np.nan
+                ruled = np.isfinite(w)  # NaN: the arm gives the drug without a rule
+                stop = ok[f"discontinued_day_{drug}"].to_numpy(dtype=float)
+                reduced = ok[f"doses_reduced_{drug}"].to_numpy(dtype=float)
+                for name, hit in (("any_withheld", w > 0), ("any_reduced", reduced > 0),
+                                  ("discontinued", np.isfinite(stop))):  # fmt: skip
+                    row[f"{name}_{drug}"] = float(hit[ruled].mean()) if ruled.any() else np.nan
                 row[f"median_rdi_{drug}"] = _median(ok[f"rdi_{drug}"])
         rows.append(row)
     return pd.DataFrame(rows)

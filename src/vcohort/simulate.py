@@ -171,7 +171,7 @@ def combine_effects(drugs: Sequence[Drug], conc: list[dict], model: Model) -> di
 
 RK4_C = (0.0, 0.5, 0.5, 1.0)  # classical RK4 nodes
 # what `Trajectories.dosing` holds per drug with a dose rule (`apply_rules`)
-DOSING_FIELDS = ("due", "withheld", "given_mg", "planned_mg")
+DOSING_FIELDS = ("due", "withheld", "reduced", "given_mg", "planned_mg", "stopped_day")
 RK4_B = (1.0, 2.0, 2.0, 1.0)  # weights x 6
 
 
@@ -415,11 +415,12 @@ def initial_carry(plan: Plan, y0: dict) -> tuple:
     auc0 = tuple(jnp.zeros_like(like) for _ in plan.drugs)
     if not plan.rules:
         return (y, a0, auc0)
-    # per ruled drug: (dose fraction of the running dose, doses due, withheld, given mg,
-    # planned mg); see `apply_rules`
-    one, zero = jnp.ones_like(like), jnp.zeros_like(like)
-    dm = tuple((one, zero, zero, zero, zero) for r in plan.rules if r is not None)
-    return (y, a0, auc0, dm)
+    # the clock (day at the step's start) and, per ruled drug, `DOSING_FIELDS` plus the dose
+    # fraction of the running dose (``frac``); see `apply_rules`
+    zero = jnp.zeros_like(like)
+    dm = {f: zero for f in DOSING_FIELDS} | {"frac": jnp.ones_like(like)}
+    dm["stopped_day"] = jnp.full_like(like, jnp.nan)
+    return (y, a0, auc0, (zero, tuple(dm for r in plan.rules if r is not None)))
 
 
 def dose_starts(bolus, rate):
@@ -438,35 +439,45 @@ def apply_rules(plan: Plan, carry: tuple, p: dict, bd, rd, start):
     At a step where a dose of a ruled drug begins (``start``), the rule's daily output is read
     from the state at the step's start (the pre-dose lab): past the threshold the dose is
     withheld and counted; otherwise it is given at the current dose level (1 until the first
-    withheld dose, then the rule's levels; 0 once the levels are used up: discontinued, and
-    no further dose is counted as due or withheld).  An infusion keeps the decision made at
-    its start.  The decision is a step function of the state: a derivative sees the doses
-    given, not the decision."""
-    y, dm = carry[0], carry[3]
+    withheld dose, then the rule's levels, counted as ``reduced`` below 1).  Once the levels
+    are used up the drug is discontinued (``stopped_day``): no further dose is due, withheld
+    or given.  An infusion keeps the decision made at its start.  The decision is a step
+    function of the state: a derivative sees the doses given, not the decision."""
+    y, (t, dms) = carry[0], carry[3]
     out = plan.model.daily_outputs(y, p)
     dtype = plan.dtype
     h = jnp.asarray(plan.dt, dtype)
-    gates, new, j = [], [], 0
+    gates, new = [], []
+    ruled = iter(dms)
     for q, rule in enumerate(plan.rules):
         if rule is None:
             gates.append(jnp.ones((), dtype))
             continue
-        frac, due, held, given, planned = dm[j]
-        j += 1
+        m = next(ruled)
         x = out[rule.output]
         past = x < rule.threshold if rule.op == "<" else x > rule.threshold
         n = len(rule.levels)
         table = jnp.asarray((1.0, *rule.levels, 0.0 if n else 1.0), dtype)
-        level = table[jnp.minimum(held, n + 1).astype(jnp.int32)]
+        level = table[jnp.minimum(m["withheld"], n + 1).astype(jnp.int32)]
         s = (start[q] > 0) & (level > 0)
-        frac = jnp.where(s, jnp.where(past, 0.0, level), frac)
-        due = due + s.astype(dtype)
-        held = held + (s & past).astype(dtype)
+        held = s & past
+        frac = jnp.where(s, jnp.where(past, 0.0, level), m["frac"])
+        stops = held & (n > 0) & (m["withheld"] >= n)  # one withheld dose past the levels
         dose = bd[q] + rd[q] * h
-        new.append((frac, due, held, given + frac * dose, planned + dose))
+        new.append(
+            {
+                "frac": frac,
+                "due": m["due"] + s.astype(dtype),
+                "withheld": m["withheld"] + held.astype(dtype),
+                "reduced": m["reduced"] + (s & ~past & (level < 1)).astype(dtype),
+                "given_mg": m["given_mg"] + frac * dose,
+                "planned_mg": m["planned_mg"] + dose,
+                "stopped_day": jnp.where(stops, t, m["stopped_day"]),
+            }
+        )
         gates.append(frac)
     g = jnp.stack(gates)
-    return (*carry[:3], tuple(new)), bd * g, rd * g
+    return (*carry[:3], (t + h, tuple(new))), bd * g, rd * g
 
 
 def make_advance(plan: Plan, su: dict, stages: str = "scan"):
@@ -588,8 +599,8 @@ def integrate(plan: Plan, day_advance, carry, p: dict, bolus, rate, *extra) -> d
     if plan.rules:
         ruled = [d.name for d, r in zip(drugs, plan.rules, strict=True) if r is not None]
         out["dosing"] = {
-            name: dict(zip(DOSING_FIELDS, v[1:], strict=True))
-            for name, v in zip(ruled, carry[3], strict=True)
+            name: {f: v[f] for f in DOSING_FIELDS}
+            for name, v in zip(ruled, carry[3][1], strict=True)
         }
     return out
 
@@ -649,7 +660,8 @@ class Trajectories:
         drugs: drug names of the schedule.
         timings: seconds spent compiling+running and running.
         dosing: per drug with a hold rule (`vcohort.dosing.DoseRule`), `DOSING_FIELDS` ->
-            (P,): doses due, doses withheld, mg given and mg planned over the horizon.
+            (P,): doses due, withheld and given at a reduced level, mg given and mg planned
+            over the horizon, and the day the drug was discontinued (NaN: never).
     """
 
     patient_id: np.ndarray
