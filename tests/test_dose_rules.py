@@ -57,6 +57,7 @@ def test_hold_rules_in_regimen_text_and_experiment_tables():
         ("doxorubicin hold if ANC < 1 reduce", "needs dose levels"),
         ("doxorubicin hold if ANC < 1 reduce to 150%", r"'150%' must be .* \(0%, 100%\]"),
         ("doxorubicin hold if ANC < 1 reduce to half", "'half' must be a percentage"),
+        ("doxorubicin hold if ANC < 1 reduce to 50% over 30 min", "clause must come last"),
     ],
 )
 def test_bad_hold_rule_text_is_refused_with_what_is_allowed(text, match):
@@ -75,6 +76,23 @@ def test_bad_hold_rules_are_refused_before_compute():
         simulate(CSC_IMMUNE, c, s, 10)
     with pytest.raises(ValueError, match="engine='pallas' does not apply hold rules"):
         simulate(CSC_IMMUNE, c, schedule([f"{DOX} {RULE}"], 10), 10, engine="pallas")
+    # two infusions of a ruled drug running at once: one decision could not be kept apart
+    overlap = [
+        f"doxorubicin 10 mg every 4 d over 2 d {RULE}",
+        f"doxorubicin 5 mg start 1 d over 2 d {RULE}",
+    ]  # noqa: E501
+    with pytest.raises(ValueError, match="infusions overlap on day 1 "):
+        simulate(CSC_IMMUNE, c, schedule(overlap, 10), 10)
+    # tools that cannot apply a rule refuse it instead of ignoring it
+    from vcohort.runs import parse_arm
+    from vcohort.sbml import patient_sbml
+    from vcohort.sensitivity import build_problem
+
+    ruled = schedule([f"{DOX} {RULE}"], 10)
+    with pytest.raises(ValueError, match="SBML export does not apply hold rules"):
+        patient_sbml(c, 0, ruled)
+    with pytest.raises(ValueError, match="sensitivity analysis does not apply hold rules"):
+        build_problem(CSC_IMMUNE, parse_arm(f"a={DOX} {RULE}"), 10, "log_diameter")
     bad = {
         "population": {"preset": "default", "size": 4},
         "simulation": {"horizon_days": 60},
@@ -91,17 +109,41 @@ def test_bad_hold_rules_are_refused_before_compute():
             {"name": "b", "regimens": [f"{DOX} {RULE}", "doxorubicin 10 mg start 20 d"]},
         ],
     }
+    pallas = {**bad, "simulation": {"horizon_days": 60, "engine": "pallas"}}
+    pallas["arms"] = [bad["arms"][1] | {"regimens": [f"{DOX} {RULE}"]}]
+    with pytest.raises(ValueError, match=r"simulation.engine: 'pallas' does not apply hold"):
+        experiment_from_dict(pallas)
     with pytest.raises(ValueError) as e:
         experiment_from_dict(bad)
     msg = str(e.value)  # every bad field at once, each under its path
     for part in (
-        "arms[0]: doxorubicin: hold rule output='ANCC' is not a daily output",
+        "arms[0].regimens[0].hold_if: hold rule output='ANCC' is not a daily output",
         "arms[0].regimens[1].reduce_to: dose levels need a hold_if rule",
-        "arms[0].regimens[2].reduce_to: hold rule 'hold if ANC < 2 reduce to 150%'",
+        "arms[0].regimens[2].reduce_to: dose level 1.5 is not in (0, 1]",
         "arms[0].regimens[3].hold_if: expected a condition like 'ANC < 1.5', got 3",
         "arms[1]: the regimens of doxorubicin give different hold rules",
     ):
         assert part in msg, (part, msg)
+
+
+def test_the_cli_refuses_a_bad_rule_before_drawing_the_cohort(tmp_path, capsys, monkeypatch):
+    import vcohort.cohort
+    from vcohort.cli import main
+
+    def no_compute(*a, **k):
+        raise AssertionError("the cohort was drawn before the arms were checked")
+
+    monkeypatch.setattr(vcohort.cohort, "make_cohort", no_compute)
+    for extra, message in (
+        ([], "arm 'b': doxorubicin: hold rule output='ANCC' is not a daily output"),
+        (["--engine", "pallas"], "arm 'b': engine='pallas' does not apply hold rules"),
+    ):
+        arm = f"b={DOX} hold if {'ANCC' if not extra else 'ANC'} < 1"
+        rc = main(["simulate", "--arm", "a=untreated", "--arm", arm, *extra,
+                   "--out", str(tmp_path / "x")])  # fmt: skip
+        assert rc == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "x").exists()
 
 
 # ---------------------------------------------------------------------------- simulation
@@ -172,6 +214,42 @@ def test_a_patient_under_the_rule_equals_the_patient_under_the_doses_it_let_thro
         for name in ("ANC", "diameter_mm", "csc_fraction"):
             # rate x fraction against (amount x fraction) / duration: round-off apart
             np.testing.assert_allclose(one.daily[name][0], tr.daily[name][i], rtol=1e-10)
+
+
+def test_infusions_that_meet_on_the_step_grid_are_decided_one_by_one(runs):
+    """Daily 0.96-day infusions fill the step grid without a gap (rounded to 10 steps of
+    0.1 d), so the rate alone cannot tell where one dose ends: each is decided at its own
+    start and keeps that decision for its whole length."""
+    c = runs[0].subset([0, 1, 2, 3])
+    thr = 2.5
+    tr = simulate(
+        CSC_IMMUNE,
+        c,
+        schedule([f"doxorubicin 10 mg every 1 d x 10 over 0.96 d hold if ANC < {thr}"], 12),
+        12,
+    )  # noqa: E501
+    d = tr.dosing["doxorubicin"]
+    held = (tr.daily["ANC"][:, :10] < thr).sum(axis=1)  # the pre-dose lab of days 0..9
+    np.testing.assert_array_equal(d["due"], 10)
+    np.testing.assert_array_equal(d["withheld"], held)
+    assert 0 < held.sum() < 40  # the threshold splits the doses
+    # a decision covers its whole infusion: whole doses of 10 mg given, never part of one
+    np.testing.assert_allclose(d["given_mg"], 10.0 * (10 - held), rtol=1e-12)
+
+
+def test_a_bolus_during_a_running_infusion_leaves_the_infusion_decision_alone(runs):
+    c = runs[0].subset([0])
+    regs = ["pembrolizumab 200 mg over 3 d", "pembrolizumab 10 mg start 1 d"]
+    size = simulate(CSC_IMMUNE, c, schedule(regs, 4), 4).daily["diameter_mm"][0]
+    assert size[0] != size[1]
+    # a threshold between the two pre-dose measurements: the infusion (day 0) passes, the
+    # bolus (day 1) is withheld
+    op = "<" if size[1] < size[0] else ">"
+    rule = f" hold if diameter_mm {op} {float(size[0] + size[1]) / 2!r}"
+    d = simulate(CSC_IMMUNE, c, schedule([r + rule for r in regs], 4), 4).dosing["pembrolizumab"]
+    assert (d["due"][0], d["withheld"][0]) == (2, 1)
+    np.testing.assert_allclose(d["given_mg"], 200.0, rtol=1e-12)
+    np.testing.assert_allclose(d["planned_mg"], 210.0, rtol=1e-12)
 
 
 def test_a_rule_that_never_fires_changes_nothing_and_one_that_always_fires_gives_nothing():

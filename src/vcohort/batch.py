@@ -48,6 +48,7 @@ import pandas as pd
 
 from vcohort.chunkfile import chunk_bytes, concat, read_chunk, take
 from vcohort.cohort import Cohort
+from vcohort.endpoints import dose_modification_columns
 from vcohort.sweep import BatchRun
 
 STATE, LOG, SUMMARY, CHUNKS = "batch.json", "batch_log.jsonl", "batch_summary.csv", ".chunks"
@@ -523,7 +524,7 @@ def batch_summary(runs, out) -> pd.DataFrame:
     rows = []
     for r in runs:
         s = pd.read_csv(Path(out) / r.name / "summary.csv")
-        s = s[[c for c in SUMMARY_COLUMNS if c in s]].copy()
+        s = s[[c for c in SUMMARY_COLUMNS if c in s] + dose_modification_columns(s)].copy()
         s.insert(0, "run", r.name)
         for i, (k, v) in enumerate(r.values.items()):
             s.insert(1 + i, k, v if isinstance(v, str | int | float) else json.dumps(v))

@@ -174,16 +174,19 @@ class CalibrationRule:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def check_arm(arm: str, days: int) -> None:
-    """Raise before compute if the reference arm or horizon cannot give 6-month PFS."""
-    from vcohort.runs import parse_arm
+def check_arm(arm: str, days: int, engine: str = "xla") -> None:
+    """Raise before compute if the reference arm or horizon cannot give 6-month PFS, or the
+    arm cannot run (`vcohort.runs.check_arms`)."""
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.runs import check_arms, parse_arm
 
-    parse_arm(f"reference={arm}")
+    parsed = parse_arm(f"reference={arm}")
     if not isinstance(days, int | np.integer) or days < LANDMARK_DAYS:
         raise ValueError(
             f"days={days!r}: the reference-arm horizon must be an integer >= {LANDMARK_DAYS} "
             "so that 6-month PFS is observed"
         )
+    check_arms(CSC_IMMUNE, [parsed], int(days), engine=engine)
 
 
 def observables(
@@ -202,7 +205,7 @@ def observables(
     from vcohort.model import CSC_IMMUNE
     from vcohort.runs import parse_arm, run_arms
 
-    check_arm(arm, days)
+    check_arm(arm, days, engine)
     t0 = time.perf_counter()
     _, ep, _, _ = run_arms(
         CSC_IMMUNE if model is None else model,
@@ -450,7 +453,7 @@ def apply_rule(
     """Simulate a fresh pool ``cohort`` under the rule's arm, select ``n`` patients.
     Returns (selected cohort, observables of the pool, report)."""
     check_feasible(n, len(cohort))
-    check_arm(rule.arm, rule.days)
+    check_arm(rule.arm, rule.days, engine)
     obs = observables(
         cohort,
         rule.arm,
@@ -481,7 +484,7 @@ def calibrate(
     """Fit a rule on the pool ``cohort`` and select ``n`` patients from it.
     Returns (rule, selected cohort, observables, report)."""
     check_feasible(n, len(cohort))
-    check_arm(arm, days)
+    check_arm(arm, days, engine)
     obs = observables(cohort, arm, days, precision=precision, model=model, engine=engine)
     rule = fit_rule(obs, targets, arm=arm, days=days, precision=precision, n_bins=n_bins, seed=seed)
     idx = select(rule, obs, n, seed=seed)

@@ -155,9 +155,9 @@ class DoseRule:
         object.__setattr__(self, "levels", tuple(float(v) for v in levels))
 
     def describe(self) -> str:
-        s = f"hold if {self.output} {self.op} {self.threshold:g}"
+        s = f"hold if {self.output} {self.op} {self.threshold:.15g}"
         if self.levels:
-            s += " reduce to " + " ".join(f"{100 * v:g}%" for v in self.levels)
+            s += " reduce to " + " ".join(f"{100 * v:.15g}%" for v in self.levels)
         return s
 
 
@@ -366,8 +366,15 @@ def parse_rule(clause: str) -> DoseRule:
             f"hold rule {clause.strip()!r}: 'reduce to' needs dose levels, e.g. 75% 50%"
         )
     for w in (levels_text or "").split():
-        pm = re.fullmatch(r"([0-9.]+)%", w)
-        pct = None if pm is None else _number(pm.group(1), "dose level")
+        if w.lower() in _KEYWORDS or _is_shorthand(w):
+            raise ValueError(
+                f"hold rule {clause.strip()!r}: {w!r} after the dose levels; the 'hold if' "
+                f"clause must come last in a regimen"
+            )
+        try:
+            pct = float(w[:-1]) if w.endswith("%") else None
+        except ValueError:
+            pct = None
         if pct is None or not 0 < pct <= 100:
             raise ValueError(
                 f"hold rule {clause.strip()!r}: dose level {w!r} must be a percentage of the "
@@ -456,6 +463,46 @@ class Schedule:
         """(bolus, rate) arrays of shape (n_steps, drugs, 3): mg (or mg/kg, mg/m²) added at
         the start of each step and the infusion rate per day during it, by unit kind."""
         return self.step_grid(dt, n_steps).scatter(self.amount, xp)
+
+    def step_starts(self, dt: float, n_steps: int) -> np.ndarray:
+        """(n_steps, drugs, 2): the doses (slots with an amount > 0) that begin in each step,
+        boluses in ``[..., 0]`` and infusions in ``[..., 1]``: where a hold rule decides
+        (`vcohort.simulate.apply_rules`).  From the slots, not from the rates, so infusions
+        that meet on the step grid are still separate doses."""
+        out = np.zeros((n_steps, len(self.drugs), 2))
+        amount = np.asarray(self.amount)
+        for i, j in zip(*np.nonzero(self.valid & (amount > 0)), strict=True):
+            k = int(round(self.time[i, j] / dt))
+            if k < n_steps:
+                out[k, i, int(self.duration[i, j] > 0)] += 1.0
+        return out
+
+    def refuse_rules(self, where: str) -> None:
+        """Raise when a drug has a hold rule: for ``where`` (a tool that cannot apply one)."""
+        pairs = zip(self.drugs, self.rules, strict=False)  # rules: () when none
+        ruled = [f"{d} ({r.describe()})" for d, r in pairs if r is not None]
+        if ruled:
+            raise ValueError(
+                f"{where} does not apply hold rules (dose modification), and the regimens give "
+                f"them for {', '.join(ruled)}: remove the 'hold if' clause"
+            )
+
+    def check_rules(self, dt: float, n_steps: int) -> None:
+        """Refuse what a hold rule cannot decide on: a ruled drug whose infusions overlap on
+        the step grid (their rates add up, so one dose's decision cannot be kept apart)."""
+        grid = self.step_grid(dt, n_steps)
+        for i, rule in enumerate(self.rules):
+            if rule is None:
+                continue
+            mine = grid.is_rate & ((grid.dst // 3) % len(self.drugs) == i)
+            steps = grid.dst[mine] // (3 * len(self.drugs))
+            u, c = np.unique(steps, return_counts=True)
+            if (c > 1).any():
+                raise ValueError(
+                    f"{self.drugs[i]}: infusions overlap on day {u[c > 1][0] * dt:g} (step grid "
+                    f"dt={dt:g}); a hold rule ({rule.describe()}) needs each infusion to end "
+                    f"before the next one of the drug starts"
+                )
 
 
 @dataclass(frozen=True)

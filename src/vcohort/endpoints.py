@@ -220,6 +220,15 @@ def _median(x: pd.Series) -> float:
     return float(x.median()) if len(x) else float("nan")
 
 
+# per-arm summary columns of drugs with a hold rule (`summarize`), one per drug
+DOSE_MODIFICATION = ("any_withheld_", "any_reduced_", "discontinued_", "median_rdi_")
+
+
+def dose_modification_columns(summary: pd.DataFrame) -> list[str]:
+    """The summary's dose-modification columns (`DOSE_MODIFICATION`), in table order."""
+    return [c for c in summary.columns if c.startswith(DOSE_MODIFICATION)]
+
+
 def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
     """Per-arm summary: patients, failures, ORR and DCR with exact 95% CIs, medians of diameter
     change, fraction progression-free at the horizon, CSC fraction, ANC nadir, exposure and,

@@ -179,6 +179,13 @@ def experiment_from_dict(
                 ck.error(f"arms[{i}].name", f"{arm.name!r} is used by another arm")
             names.append(arm.name)
             arms.append(arm)
+    ruled = sorted({a.name for a in arms for r in a.regimens if r.rule is not None})
+    if engine == "pallas" and ruled:
+        ck.error(
+            "simulation.engine",
+            f"'pallas' does not apply hold rules (dose modification), which arms "
+            f"{', '.join(ruled)} use; allowed with hold rules: 'xla'",
+        )
     if calib is not None and size is not None and calib["pool"] <= size:
         ck.error("calibration.pool", f"{calib['pool']} must exceed population.size={size}")
     ref = ck.get(d, "reference_arm", "", "str", names[0] if names else "")
@@ -358,23 +365,26 @@ def _arm(ck: Checker, a, p: str, horizon) -> Arm | None:
 
 
 def _check_rules(ck: Checker, regs: list[Regimen], p: str) -> None:
-    """Hold rules: one per drug, on a daily output of the model experiments run."""
+    """Hold rules: one per drug in an arm (`drug_rules`)."""
     try:
-        rules = drug_rules(regs)
+        drug_rules(regs)
     except ValueError as e:
         ck.error(p, str(e))
-        return
-    if any(rules.values()):
-        from vcohort.model import CSC_IMMUNE
 
-        names = CSC_IMMUNE.daily_output_names()
-        for drug, rule in rules.items():
-            if rule is not None and rule.output not in names:
-                ck.error(
-                    p,
-                    f"{drug}: hold rule output={rule.output!r} is not a daily output of the "
-                    f"model; allowed: {', '.join(names)}",
-                )
+
+def _check_output(ck: Checker, r: Regimen, q: str) -> None:
+    """A hold rule reads a daily output of the model experiments run."""
+    if r.rule is None:
+        return
+    from vcohort.model import CSC_IMMUNE
+
+    names = CSC_IMMUNE.daily_output_names()
+    if r.rule.output not in names:
+        ck.error(
+            q,
+            f"hold rule output={r.rule.output!r} is not a daily output of the model; "
+            f"allowed: {', '.join(names)}",
+        )
 
 
 def _cut(ck: Checker, r: Regimen, end, p: str) -> Regimen | None:
@@ -397,10 +407,12 @@ def _regimens(ck: Checker, items, p: str) -> list[Regimen]:
         try:
             if isinstance(it, str):
                 out.append(parse_regimen(it))
+                _check_output(ck, out[-1], q)
             elif isinstance(it, dict):
                 r = _regimen_table(ck, it, q)
                 if r is not None:
                     out.append(r)
+                    _check_output(ck, r, f"{q}.hold_if")
             else:
                 ck.error(q, f"expected a regimen string or table, got {it!r}")
         except ValueError as e:
@@ -468,9 +480,17 @@ def _hold_rule(ck: Checker, q: str, cond, levels) -> DoseRule | None:
                 f"{levels!r}",
             )
             return None
+        bad = [v for v in levels if not isinstance(v, str) and not 0 < v <= 1]
+        if bad:
+            ck.error(
+                f"{q}.reduce_to",
+                f"dose level {bad[0]!r} is not in (0, 1]: a number is a fraction of the planned "
+                f"dose (0.75); write a percentage as a string ('75%')",
+            )
+            return None
         # a number is a fraction of the planned dose (0.75), a string a percentage ('75%')
         text += " reduce to " + " ".join(
-            v.strip() if isinstance(v, str) else f"{100 * v:g}%" for v in levels
+            v.strip() if isinstance(v, str) else f"{100 * v!r}%" for v in levels
         )
     try:
         return parse_rule(text)

@@ -69,6 +69,8 @@ def simulate_reference(
 ) -> Trajectories:
     """diffrax solution on the same step grid of doses as `vcohort.simulate` (all states are
     scaled by their initial value so one ``rtol``/``atol`` fits cells and nM alike)."""
+    if schedule is not None:
+        schedule.refuse_rules("the diffrax reference solver")
     plan, schedule = prepare(
         model, schedule, days, dt=dt, save_every=save_every, precision="float64"
     )

@@ -46,6 +46,23 @@ def parse_arm(text: str, catalogue=None) -> Arm:
     return Arm(name, regs)
 
 
+def check_arms(model, arms, days: int, *, dt: float = 0.1, precision: str = "float64",
+               engine: str = "xla") -> None:  # fmt: skip
+    """Refuse, before any compute, what the arms' regimens ask that the run cannot do: a hold
+    rule on an output the model lacks, overlapping infusions of a ruled drug, hold rules on
+    the ``pallas`` engine, a drug the model cannot take (`vcohort.simulate.prepare`)."""
+    from vcohort.simulate import prepare
+
+    for a in arms:
+        try:
+            s = compile_schedule(list(a.regimens), float(days))
+            if engine == "pallas":
+                s.refuse_rules("engine='pallas'")
+            prepare(model, s, days, dt=dt, precision=precision, catalogue=model.drug_catalogue())
+        except ValueError as e:
+            raise ValueError(f"arm {a.name!r}: {e}") from None
+
+
 def run_arms(
     model,
     cohort: Cohort,
@@ -68,6 +85,7 @@ def run_arms(
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise ValueError(f"arm names must be unique, got {names}")
+    check_arms(model, arms, days, dt=dt, precision=precision, engine=engine)
     drugs: list[str] = []
     for a in arms:
         for r in a.regimens:

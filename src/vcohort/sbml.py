@@ -328,6 +328,8 @@ def patient_sbml(cohort, i: int, schedule=None, *, model=None, drugs=None) -> st
 
     model = get_model(cohort.model) if model is None else model
     cat = model.drug_catalogue()
+    if schedule is not None:
+        schedule.refuse_rules("SBML export")
     names = list(schedule.drugs) if schedule is not None else []
     names += [d for d in (drugs or []) if d not in names]
     ds = [get_drug(n, cat) for n in names]

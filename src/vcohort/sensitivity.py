@@ -149,6 +149,9 @@ def build_problem(
             if r.drug not in drugs:
                 drugs.append(r.drug)
     scheds = [compile_schedule(list(a.regimens), float(days), drugs=tuple(drugs)) for a in arms]
+    for s in scheds:
+        # the derivative sees the doses given, not the hold decision: no local sensitivity
+        s.refuse_rules("sensitivity analysis")
     plan, _ = prepare(
         model, scheds[0], days, dt=dt, save_every=days, precision=precision, catalogue=catalogue
     )

@@ -415,43 +415,38 @@ def initial_carry(plan: Plan, y0: dict) -> tuple:
     auc0 = tuple(jnp.zeros_like(like) for _ in plan.drugs)
     if not plan.rules:
         return (y, a0, auc0)
-    # the clock (day at the step's start) and, per ruled drug, `DOSING_FIELDS` plus the dose
-    # fraction of the running dose (``frac``); see `apply_rules`
+    # the step count and, per ruled drug, `DOSING_FIELDS` plus the dose fraction of the
+    # running infusion (``frac``); see `apply_rules`
     zero = jnp.zeros_like(like)
     dm = {f: zero for f in DOSING_FIELDS} | {"frac": jnp.ones_like(like)}
     dm["stopped_day"] = jnp.full_like(like, jnp.nan)
     return (y, a0, auc0, (zero, tuple(dm for r in plan.rules if r is not None)))
 
 
-def dose_starts(bolus, rate):
-    """(n_steps, drugs): 1 where a dose begins in the step (a bolus, or an infusion whose
-    rate was zero in the step before); from the shared step inputs, so computed once."""
-    b = jnp.sum(bolus, axis=-1) > 0
-    r = jnp.sum(rate, axis=-1) > 0
-    before = jnp.concatenate([jnp.zeros_like(r[:1]), r[:-1]], axis=0)
-    return (b | (r & ~before)).astype(bolus.dtype)
-
-
-def apply_rules(plan: Plan, carry: tuple, p: dict, bd, rd, start):
+def apply_rules(plan: Plan, carry: tuple, p: dict, bd, rd, starts):
     """Protocol dose modification (`vcohort.dosing.DoseRule`) for one step: returns the
     carry with its dose-modification part advanced and the per-drug bolus and rate to give.
+    ``starts`` (drugs, 2): boluses and infusions that begin in this step
+    (`vcohort.dosing.Schedule.step_starts`).
 
-    At a step where a dose of a ruled drug begins (``start``), the rule's daily output is read
-    from the state at the step's start (the pre-dose lab): past the threshold the dose is
-    withheld and counted; otherwise it is given at the current dose level (1 until the first
-    withheld dose, then the rule's levels, counted as ``reduced`` below 1).  Once the levels
-    are used up the drug is discontinued (``stopped_day``): no further dose is due, withheld
-    or given.  An infusion keeps the decision made at its start.  The decision is a step
-    function of the state: a derivative sees the doses given, not the decision."""
-    y, (t, dms) = carry[0], carry[3]
+    At a step where a dose of a ruled drug begins, the rule's daily output is read from the
+    state at the step's start (the pre-dose lab): past the threshold the dose is withheld and
+    counted; otherwise it is given at the current dose level (1 until the first withheld dose,
+    then the rule's levels, counted as ``reduced`` below 1).  Once the levels are used up the
+    drug is discontinued (``stopped_day``): no further dose is due, withheld or given.  A
+    bolus is decided in its step; an infusion keeps the decision made at its start, whatever
+    boluses of the drug come meanwhile.  The decision is a step function of the state: a
+    derivative sees the doses given, not the decision."""
+    y, (k, dms) = carry[0], carry[3]
     out = plan.model.daily_outputs(y, p)
     dtype = plan.dtype
     h = jnp.asarray(plan.dt, dtype)
-    gates, new = [], []
+    bolus_gate, rate_gate, new = [], [], []
     ruled = iter(dms)
     for q, rule in enumerate(plan.rules):
         if rule is None:
-            gates.append(jnp.ones((), dtype))
+            bolus_gate.append(jnp.ones((), dtype))
+            rate_gate.append(jnp.ones((), dtype))
             continue
         m = next(ruled)
         x = out[rule.output]
@@ -459,25 +454,26 @@ def apply_rules(plan: Plan, carry: tuple, p: dict, bd, rd, start):
         n = len(rule.levels)
         table = jnp.asarray((1.0, *rule.levels, 0.0 if n else 1.0), dtype)
         level = table[jnp.minimum(m["withheld"], n + 1).astype(jnp.int32)]
-        s = (start[q] > 0) & (level > 0)
-        held = s & past
-        frac = jnp.where(s, jnp.where(past, 0.0, level), m["frac"])
-        stops = held & (n > 0) & (m["withheld"] >= n)  # one withheld dose past the levels
-        dose = bd[q] + rd[q] * h
+        gate = jnp.where(past, 0.0, level)  # the dose fraction decided now
+        n_start = (starts[q, 0] + starts[q, 1]) * (level > 0)  # doses due now
+        held = n_start * past
+        frac = jnp.where(starts[q, 1] > 0, gate, m["frac"])  # a new infusion decides
+        stops = (held > 0) & (n > 0) & (m["withheld"] >= n)  # a withheld dose past the levels
         new.append(
             {
                 "frac": frac,
-                "due": m["due"] + s.astype(dtype),
-                "withheld": m["withheld"] + held.astype(dtype),
-                "reduced": m["reduced"] + (s & ~past & (level < 1)).astype(dtype),
-                "given_mg": m["given_mg"] + frac * dose,
-                "planned_mg": m["planned_mg"] + dose,
-                "stopped_day": jnp.where(stops, t, m["stopped_day"]),
+                "due": m["due"] + n_start,
+                "withheld": m["withheld"] + held,
+                "reduced": m["reduced"] + n_start * (~past & (level < 1)),
+                "given_mg": m["given_mg"] + gate * bd[q] + frac * rd[q] * h,
+                "planned_mg": m["planned_mg"] + bd[q] + rd[q] * h,
+                "stopped_day": jnp.where(stops, k * h, m["stopped_day"]),
             }
         )
-        gates.append(frac)
-    g = jnp.stack(gates)
-    return (*carry[:3], (t + h, tuple(new))), bd * g, rd * g
+        bolus_gate.append(gate)
+        rate_gate.append(frac)
+    b, r = jnp.stack(bolus_gate), jnp.stack(rate_gate)
+    return (*carry[:3], (k + 1.0, tuple(new))), bd * b, rd * r
 
 
 def make_advance(plan: Plan, su: dict, stages: str = "scan"):
@@ -609,11 +605,16 @@ def patient_fn(plan: Plan):
     """The one-patient simulation ``(p, pk, cov, y0, bolus, rate) -> outputs``.
 
     ``bolus``/``rate`` are the shared step-grid inputs (n_steps, drugs, 3) by unit kind; the
-    patient's covariates turn them into mg.  Outputs: ``saved`` (state dict, values at
+    patient's covariates turn them into mg.  Plans with hold rules also take ``starts``
+    (`vcohort.dosing.Schedule.step_starts`).  Outputs: ``saved`` (state dict, values at
     `Plan.save_days`), ``daily`` (daily outputs at days 0..days) and ``auc`` (mg·day/L per drug).
     """
 
-    def run(p, pk, cov, y0, bolus, rate):
+    def run(p, pk, cov, y0, bolus, rate, starts=None):
+        if plan.rules and starts is None:
+            raise ValueError(
+                "the plan has hold rules: pass starts=schedule.step_starts(plan.dt, plan.n_steps)"
+            )
         su = patient_setup(plan, p, pk, cov)
         advance = make_advance(plan, su)
         wt, bsa = su["wt"], su["bsa"]
@@ -631,7 +632,7 @@ def patient_fn(plan: Plan):
         def day_advance(carry, inp_day):
             return lax.scan(step, carry, inp_day)[0]
 
-        extra = (dose_starts(bolus, rate),) if plan.rules else ()
+        extra = (starts,) if plan.rules else ()
         return integrate(plan, day_advance, initial_carry(plan, y0), su["p"], bolus, rate, *extra)
 
     return run
@@ -640,7 +641,8 @@ def patient_fn(plan: Plan):
 def cohort_fn(plan: Plan):
     """``vmap`` of `patient_fn` over patients (inputs shared): a pure, differentiable function
     ``(params, pk, cov, y0, bolus, rate) -> outputs`` with a leading patient axis."""
-    return jax.vmap(patient_fn(plan), in_axes=(0, 0, 0, 0, None, None))
+    shared = (None,) * (3 if plan.rules else 2)  # bolus, rate (, starts)
+    return jax.vmap(patient_fn(plan), in_axes=(0, 0, 0, 0, *shared))
 
 
 # ---------------------------------------------------------------------------- trajectories
@@ -738,6 +740,7 @@ def prepare(
             model.check_channel(eff.channel, d.name)
     rules = tuple(schedule.rules)
     if rules:
+        schedule.check_rules(dt, int(days) * check_dt(dt))
         names = model.daily_output_names()
         for d, r in zip(drugs, rules, strict=True):
             if r is not None and r.output not in names:
@@ -828,6 +831,7 @@ def simulate(
         raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1")
     cohort.check_for(model, plan.drugs, schedule.needs())
     bolus, rate = schedule.step_inputs(plan.dt, plan.n_steps)
+    extra = (schedule.step_starts(plan.dt, plan.n_steps),) if plan.rules else ()
     devs = list(devices) if devices is not None else jax.local_devices()
     n_dev = len(devs)
     shared = ()
@@ -849,6 +853,7 @@ def simulate(
         it = tqdm(starts, desc=f"simulating {n} patients", unit="chunk")
     np_dtype = np.float64 if plan.dtype == jnp.float64 else np.float32
     bolus, rate = bolus.astype(np_dtype), rate.astype(np_dtype)  # once, not per chunk
+    extra = tuple(v.astype(np_dtype) for v in extra)
     res = None  # host outputs, filled chunk by chunk (no concatenation copies)
     t0 = _time.perf_counter()
     first = None
@@ -859,7 +864,7 @@ def simulate(
         args = cohort.arrays(take, plan.drugs, np_dtype)
         if shard is not None:
             args = jax.device_put(args, shard)
-        out = fn(*args, bolus, rate)
+        out = fn(*args, bolus, rate, *extra)
         if res is None:
             res = jax.tree_util.tree_map(
                 lambda v: np.empty((n,) + tuple(v.shape[1:]), dtype=v.dtype), out

@@ -116,9 +116,11 @@ def _run(args, arm_specs: list[str]) -> int:
     arms = [parse_arm(a, model.drug_catalogue()) for a in arm_specs]
     if args.out is not None:
         check_output_dir(args.out, args.overwrite)
+    from vcohort.runs import check_arms
     from vcohort.simulate import check_dt
 
     check_dt(args.dt)
+    check_arms(model, arms, args.days, dt=args.dt, precision=args.precision, engine=args.engine)
 
     from vcohort.cohort import make_cohort
     from vcohort.runs import run_arms
@@ -187,7 +189,9 @@ def _print_summary(summary, args, wall) -> None:
         "median_anc_nadir",
         "grade4_neutropenia",
     ]
-    cols = [c for c in cols if c in summary]
+    from vcohort.endpoints import dose_modification_columns
+
+    cols = [c for c in cols if c in summary] + dose_modification_columns(summary)
     view = summary[cols].copy()
     print(
         f"\n{getattr(args, 'model', 'csc_immune')}: "

@@ -130,7 +130,7 @@ def run_calibrate(args) -> int:
         )
         days = args.days
     C.check_feasible(args.patients, args.pool)
-    C.check_arm(arm, days)
+    C.check_arm(arm, days, args.engine)
     check_output_dir(args.out, args.overwrite)
 
     from vcohort.cohort import make_cohort
