@@ -8,7 +8,8 @@ from conftest import schedule
 
 from vcohort.chunkfile import chunk_bytes, concat, read_chunk, take
 from vcohort.cohort import make_cohort
-from vcohort.dosing import DoseRule, compile_schedule, parse_regimen
+from vcohort.dose_rules import DoseRule
+from vcohort.dosing import compile_schedule, parse_regimen
 from vcohort.endpoints import patient_endpoints, summarize
 from vcohort.experiment import experiment_from_dict
 from vcohort.model import CSC_IMMUNE
@@ -16,6 +17,7 @@ from vcohort.simulate import simulate
 
 DOX = "doxorubicin 75 mg/m2 every 10 d over 30 min"
 RULE = "hold if ANC < 1.5 reduce to 75%"
+DELAY = "hold if ANC < 1.5 delay every 2 d up to 6 d reduce to 75%"
 DAYS = 60
 
 
@@ -45,6 +47,20 @@ def test_hold_rules_in_regimen_text_and_experiment_tables():
         }
     )
     assert exp.arms[0].regimens[0].rule == DoseRule("ANC", "<", 1.5, (0.75, 0.5))
+    d = parse_regimen(f"{DOX} {DELAY}").rule
+    assert d == DoseRule("ANC", "<", 1.5, (0.75,), delay=True, recheck_days=2, max_delay_days=6)
+    assert parse_regimen(f"{DOX} {d.describe()}").rule == d
+    assert parse_regimen(f"{DOX} hold if ANC < 1.5 delay").rule.recheck_days == 7.0  # weekly
+    table = {"drug": "doxorubicin", "hold_if": "ANC < 1.5", "delay": True,
+             "recheck_every": "2 d", "max_delay": "6 d", "reduce_to": ["75%"]}  # fmt: skip
+    exp = experiment_from_dict(
+        {
+            "population": {"preset": "default", "size": 4},
+            "simulation": {"horizon_days": 60},
+            "arms": [{"name": "a", "regimens": [table]}],
+        }
+    )
+    assert exp.arms[0].regimens[0].rule == d
 
 
 @pytest.mark.parametrize(
@@ -52,12 +68,15 @@ def test_hold_rules_in_regimen_text_and_experiment_tables():
     [
         ("doxorubicin reduce to 50%", "needs a hold rule"),
         ("doxorubicin hold if ANC <", "cannot read"),
-        ("doxorubicin hold if ANC = 1", "expected 'hold if <output> < <value>'"),
+        ("doxorubicin hold if ANC = 1", r"cannot read it; expected 'hold if <output> <\|> <value>"),
         ("doxorubicin hold if ANC < abc", "threshold='abc' is not a number"),
         ("doxorubicin hold if ANC < 1 reduce", "needs dose levels"),
         ("doxorubicin hold if ANC < 1 reduce to 150%", r"'150%' must be .* \(0%, 100%\]"),
         ("doxorubicin hold if ANC < 1 reduce to half", "'half' must be a percentage"),
         ("doxorubicin hold if ANC < 1 reduce to 50% over 30 min", "clause must come last"),
+        ("doxorubicin hold if ANC < 1 delay up 6 d", "expected 'up to <t> d'"),
+        ("doxorubicin hold if ANC < 1 delay every 0 d", "recheck every 0.0 days must be > 0"),
+        ("doxorubicin delay every 7 d", "'delay ...' needs a hold rule before it"),
     ],
 )
 def test_bad_hold_rule_text_is_refused_with_what_is_allowed(text, match):
@@ -83,6 +102,13 @@ def test_bad_hold_rules_are_refused_before_compute():
     ]  # noqa: E501
     with pytest.raises(ValueError, match="infusions overlap on day 1 "):
         simulate(CSC_IMMUNE, c, schedule(overlap, 10), 10)
+    # a delay shifts the cycle: it needs one regular regimen of the drug
+    irregular = [
+        f"doxorubicin 10 mg every 10 d x 2 {DELAY}",
+        f"doxorubicin 10 mg start 25 d {DELAY}",
+    ]  # noqa: E501
+    with pytest.raises(ValueError, match="needs one regular regimen .* days 0, 10, 25"):
+        simulate(CSC_IMMUNE, c, schedule(irregular, 30), 30)
     # tools that cannot apply a rule refuse it instead of ignoring it
     from vcohort.runs import parse_arm
     from vcohort.sbml import patient_sbml
@@ -118,7 +144,7 @@ def test_bad_hold_rules_are_refused_before_compute():
     msg = str(e.value)  # every bad field at once, each under its path
     for part in (
         "arms[0].regimens[0].hold_if: hold rule output='ANCC' is not a daily output",
-        "arms[0].regimens[1].reduce_to: dose levels need a hold_if rule",
+        "arms[0].regimens[1].reduce_to: needs a hold_if rule",
         "arms[0].regimens[2].reduce_to: dose level 1.5 is not in (0, 1]",
         "arms[0].regimens[3].hold_if: expected a condition like 'ANC < 1.5', got 3",
         "arms[1]: the regimens of doxorubicin give different hold rules",
@@ -250,6 +276,60 @@ def test_a_bolus_during_a_running_infusion_leaves_the_infusion_decision_alone(ru
     assert (d["due"][0], d["withheld"][0]) == (2, 1)
     np.testing.assert_allclose(d["given_mg"], 200.0, rtol=1e-12)
     np.testing.assert_allclose(d["planned_mg"], 210.0, rtol=1e-12)
+
+
+def _replay_delay(anc_daily, bsa):
+    """The delay protocol replayed by hand on the run's own pre-dose ANC: a dose due while
+    ANC < 1.5 waits 2 days for the next lab; later doses follow 10 days after the dose given;
+    the first delayed dose drops the level to 75%, a second one, or a wait past 6 days, stops
+    the drug.  (Every due day and lab day is a whole day: the daily output is the lab.)"""
+    out = []
+    for anc, m2 in zip(anc_daily, bsa, strict=True):
+        t, index, held, waited, waiting, stopped = 0, 0, 0, 0, False, np.nan
+        due = reduced = delay = 0
+        given = []  # (day, dose fraction)
+        while t < DAYS and index < 6:
+            level = 0.75 if held else 1.0
+            due += not waiting
+            if anc[t] < 1.5:
+                first = not waiting
+                waiting, waited = True, waited + 2
+                if waited > 6 or (first and held >= 1):
+                    stopped, held = float(t), held + first
+                    break
+                held, delay, t = held + first, delay + 2, t + 2
+            else:
+                given.append((t, level))
+                reduced += level < 1
+                index, waiting, waited, t = index + 1, False, 0, t + 10
+        out.append({"due": due, "withheld": held, "reduced": reduced, "delay_days": delay,
+                    "stopped_day": stopped, "given": given,
+                    "given_mg": sum(f * 75.0 * m2 for _, f in given)})  # fmt: skip
+    return out
+
+
+def test_delays_follow_the_protocol_and_shift_the_cycle(runs):
+    c = runs[0]
+    tr = simulate(CSC_IMMUNE, c, schedule([f"{DOX} {DELAY}"], DAYS), DAYS)
+    want = _replay_delay(tr.daily["ANC"], c.covariates["bsa_m2"])
+    got = tr.dosing["doxorubicin"]
+    for k in ("due", "withheld", "reduced", "delay_days"):
+        np.testing.assert_allclose(got[k], [w[k] for w in want], atol=1e-9, err_msg=k)
+    np.testing.assert_allclose(got["stopped_day"], [w["stopped_day"] for w in want], atol=1e-9)
+    np.testing.assert_allclose(got["given_mg"], [w["given_mg"] for w in want], rtol=1e-12)
+    # the setting exercises a delay that ends in a dose, a stop by waiting too long, and a
+    # patient never delayed
+    assert any(w["delay_days"] > 0 and len(w["given"]) > 1 for w in want)
+    assert np.isfinite(got["stopped_day"]).any() and (np.asarray(got["withheld"]) == 0).any()
+    # each patient's run equals a run of exactly the doses given, on the days given
+    for i in [i for i, w in enumerate(want) if w["delay_days"] > 0][:2]:
+        regs = [
+            parse_regimen(f"doxorubicin {75.0 * f} mg/m2 start {day} d over 30 min")
+            for day, f in want[i]["given"]
+        ]
+        one = simulate(CSC_IMMUNE, c.subset([i]), compile_schedule(regs, float(DAYS)), DAYS)
+        for name in ("ANC", "diameter_mm"):
+            np.testing.assert_allclose(one.daily[name][0], tr.daily[name][i], rtol=1e-10)
 
 
 def test_a_rule_that_never_fires_changes_nothing_and_one_that_always_fires_gives_nothing():

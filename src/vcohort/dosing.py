@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from vcohort.dose_rules import DoseRule, drug_rules, split_rule
 from vcohort.drugs import CATALOGUE, Drug, get_drug
 
 # dose unit -> unit kind (0 flat, 1 per kg, 2 per m²); cell units are for cell products only
@@ -109,56 +110,6 @@ def parse_duration(text: str | float, field_name: str = "interval") -> float:
             f"{field_name}={text!r}: unknown time unit {unit!r}; allowed: d, h, min, w"
         )
     return value * _TIME_UNITS[unit]
-
-
-RULE_OPS = ("<", ">")
-
-
-@dataclass(frozen=True)
-class DoseRule:
-    """A protocol dose modification for one drug (what a trial protocol's "dose modification"
-    table says, e.g. "withhold if ANC < 1.5 x 10^9/L; resume at 75%, then 50%").
-
-    A dose that falls due while the patient's daily output ``output`` is ``op`` ``threshold``
-    (checked at the start of the step in which the dose or infusion starts: the pre-dose lab)
-    is withheld: omitted, not delayed, as the next dose keeps its scheduled time.  After the
-    n-th withheld dose the drug continues at ``levels[n-1]`` of the planned dose; one more
-    withheld dose than there are levels discontinues it.  Without levels doses are withheld
-    only, never reduced or stopped.
-
-    Attributes:
-        output: a daily output of the model (e.g. ``ANC``, 10^9/L).
-        op: ``<`` (withhold below the threshold) or ``>`` (above).
-        threshold: in the output's unit.
-        levels: dose fractions after the 1st, 2nd, ... withheld dose, each in (0, 1].
-    """
-
-    output: str
-    op: str
-    threshold: float
-    levels: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.op not in RULE_OPS:
-            raise ValueError(f"hold rule: op={self.op!r}; allowed: {RULE_OPS}")
-        t = self.threshold
-        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
-            raise ValueError(f"hold rule: threshold={t!r} must be a finite number")
-        levels = tuple(self.levels)
-        for v in levels:
-            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1:
-                raise ValueError(
-                    f"hold rule: dose level {v!r} must be a fraction of the planned dose in "
-                    f"(0, 1] (e.g. 0.75 for 75%)"
-                )
-        object.__setattr__(self, "threshold", float(t))
-        object.__setattr__(self, "levels", tuple(float(v) for v in levels))
-
-    def describe(self) -> str:
-        s = f"hold if {self.output} {self.op} {self.threshold:.15g}"
-        if self.levels:
-            s += " reduce to " + " ".join(f"{100 * v:.15g}%" for v in self.levels)
-        return s
 
 
 @dataclass(frozen=True)
@@ -269,7 +220,8 @@ _KEYWORDS = ("every", "x", "for", "until", "start", "from", "over", "hold", "red
 def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regimen:
     """Parse ``"<drug> [<dose> <unit>] [every <n> <unit> | qd | bid | q3w] [x <count>]
     [until <day> d] [start <t> <unit>] [over <t> <unit>]
-    [hold if <output> <|> <value> [reduce to <p>% ...]]"`` (the last part: a `DoseRule`).
+    [hold if <output> <|> <value> [delay [every <t> d] [up to <t> d]] [reduce to <p>% ...]]"``
+    (the last part: a `vcohort.dose_rules.DoseRule`).
 
     A drug name alone means its catalogue ``clinical_dose``.  Examples::
 
@@ -277,9 +229,10 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
         parse_regimen("pembrolizumab 2 mg/kg q3w")
         parse_regimen("cb839 800 mg bid until 168 d")
         parse_regimen("doxorubicin 75 mg/m2 q3w over 30 min hold if ANC < 1.5 reduce to 75% 50%")
+        parse_regimen("doxorubicin 75 mg/m2 q3w over 30 min hold if ANC < 1.5 delay up to 21 d")
     """
     cat = CATALOGUE if catalogue is None else catalogue
-    text, rule = _split_rule(text)
+    text, rule = split_rule(text)
     if rule is not None:
         return dataclasses.replace(parse_regimen(text, cat), rule=rule)
     tokens = text.replace(",", " ").split()
@@ -330,58 +283,6 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
         elif tok == "over":
             kw["infusion_days"] = parse_duration(val, f"{drug.name} infusion")
     return Regimen(**kw)
-
-
-def _split_rule(text: str) -> tuple[str, DoseRule | None]:
-    """``(regimen text, rule)``: the ``hold if ...`` clause (`parse_rule`) cut off the end of
-    a regimen, or None."""
-    m = re.search(r"(?i)\bhold\b", text)
-    if m is None:
-        if re.search(r"(?i)\breduce\b", text):
-            raise ValueError(
-                f"regimen {text!r}: 'reduce to ...' needs a hold rule before it: "
-                f"'hold if <output> < <value> reduce to 75% 50%'"
-            )
-        return text, None
-    return text[: m.start()].strip(), parse_rule(text[m.start() :])
-
-
-def parse_rule(clause: str) -> DoseRule:
-    """``"hold if <output> <|> <value> [reduce to <p>% <p>% ...]"`` → `DoseRule`, e.g.
-    ``"hold if ANC < 1.5 reduce to 75% 50%"``."""
-    want = "'hold if <output> < <value>' or 'hold if <output> > <value>'"
-    cm = re.fullmatch(
-        r"(?i)\s*hold\s+if\s+([A-Za-z_][\w.]*)\s*([<>])\s*(\S+?)"
-        r"(?:\s+reduce(?:\s+to)?(?:\s+(.*?))?)?\s*",
-        clause.replace(",", " "),
-    )
-    if cm is None:
-        raise ValueError(f"hold rule {clause.strip()!r}: cannot read it; expected {want}")
-    output, op, value, levels_text = cm.groups()
-    threshold = _number(value, f"hold rule {clause.strip()!r}: threshold")
-    has_reduce = re.search(r"(?i)\breduce\b", clause) is not None
-    levels = []
-    if has_reduce and not levels_text:
-        raise ValueError(
-            f"hold rule {clause.strip()!r}: 'reduce to' needs dose levels, e.g. 75% 50%"
-        )
-    for w in (levels_text or "").split():
-        if w.lower() in _KEYWORDS or _is_shorthand(w):
-            raise ValueError(
-                f"hold rule {clause.strip()!r}: {w!r} after the dose levels; the 'hold if' "
-                f"clause must come last in a regimen"
-            )
-        try:
-            pct = float(w[:-1]) if w.endswith("%") else None
-        except ValueError:
-            pct = None
-        if pct is None or not 0 < pct <= 100:
-            raise ValueError(
-                f"hold rule {clause.strip()!r}: dose level {w!r} must be a percentage of the "
-                f"planned dose in (0%, 100%], e.g. 75%"
-            )
-        levels.append(pct / 100.0)
-    return DoseRule(output, op, threshold, tuple(levels))
 
 
 def _is_shorthand(tok: str) -> bool:
@@ -489,7 +390,11 @@ class Schedule:
 
     def check_rules(self, dt: float, n_steps: int) -> None:
         """Refuse what a hold rule cannot decide on: a ruled drug whose infusions overlap on
-        the step grid (their rates add up, so one dose's decision cannot be kept apart)."""
+        the step grid (their rates add up, so one dose's decision cannot be kept apart), a
+        delay rule on an irregular regimen (`vcohort.dose_rules.delay_inputs`)."""
+        from vcohort.dose_rules import delay_inputs
+
+        delay_inputs(self, dt, n_steps)
         grid = self.step_grid(dt, n_steps)
         for i, rule in enumerate(self.rules):
             if rule is None:
@@ -617,25 +522,6 @@ def compile_schedule(
     return Schedule(
         tuple(order), time, amount, kind, duration, valid, by_row if any(by_row) else ()
     )
-
-
-def drug_rules(regimens) -> dict[str, DoseRule | None]:
-    """Each drug's hold rule (or None) in one arm's regimens; raises when two regimens of a
-    drug disagree (the rule belongs to the drug, not to one regimen of it)."""
-    rules: dict[str, DoseRule | None] = {}
-    for r in regimens:
-        if r.drug in rules and rules[r.drug] != r.rule:
-            raise ValueError(
-                f"the regimens of {r.drug} give different hold rules "
-                f"({_rule_text(rules[r.drug])} and {_rule_text(r.rule)}); a drug's dose "
-                f"modification rule must be the same in every regimen of the arm"
-            )
-        rules[r.drug] = r.rule
-    return rules
-
-
-def _rule_text(rule: DoseRule | None) -> str:
-    return "no rule" if rule is None else repr(rule.describe())
 
 
 # ---------------------------------------------------------------------- NM-TRAN

@@ -139,8 +139,8 @@ def patient_endpoints(
     assessments; ``best_pct_change_daily`` over every day), RECIST BOR and PFS
     (models with ``diameter_mm``; see `recist` and `assessment_days` for the options), CSC
     fraction, ANC nadir, exposure (AUC per drug), dose modification under hold rules (per
-    drug: doses due, withheld and reduced, the day it was discontinued, relative dose intensity
-    = mg given / mg planned) and solver
+    drug: doses due, withheld (omitted or delayed) and reduced, days of delay, the day it was
+    discontinued, relative dose intensity = mg given / mg planned) and solver
     status."""
     key = burden_output(traj.daily)
     d = np.asarray(traj.daily[key], dtype=np.float64)
@@ -193,6 +193,7 @@ def patient_endpoints(
         out[f"doses_withheld_{drug}"] = v["withheld"]
         out[f"doses_reduced_{drug}"] = v["reduced"]
         out[f"discontinued_day_{drug}"] = v["stopped_day"]  # NaN: never
+        out[f"delay_days_{drug}"] = v["delay_days"]  # delay rules; 0 otherwise
         planned = np.asarray(v["planned_mg"], dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             out[f"rdi_{drug}"] = np.where(planned > 0, v["given_mg"] / planned, np.nan)

@@ -62,15 +62,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vcohort.config import ENGINES, Checker, read_toml
-from vcohort.dosing import (
-    DoseRule,
-    Regimen,
-    drug_rules,
-    parse_amount,
-    parse_duration,
-    parse_regimen,
-    parse_rule,
-)
+from vcohort.dose_rules import DoseRule, drug_rules, parse_rule
+from vcohort.dosing import Regimen, parse_amount, parse_duration, parse_regimen
 from vcohort.endpoints import CENSOR_AT, MONTH_DAYS
 from vcohort.population import Population, load_population
 from vcohort.runs import Arm
@@ -85,7 +78,8 @@ _ASSESS = {"every_days", "first_day", "days", "confirm_days", "cr_floor_mm", "ce
            "landmark_days"}  # fmt: skip
 _ARM = {"name", "description", "sequencing", "regimens", "induction", "induction_days",
         "maintenance"}  # fmt: skip
-_REG = {"drug", "dose", "every", "count", "until", "start", "over", "hold_if", "reduce_to"}
+_REG = {"drug", "dose", "every", "count", "until", "start", "over", "hold_if", "reduce_to", "delay",
+        "recheck_every", "max_delay"}  # fmt: skip
 _CALIB = {"preset", "rule", "pool", "orr", "pfs6", "arm", "days"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
@@ -447,10 +441,11 @@ def _regimen_table(ck: Checker, t: dict, q: str) -> Regimen | None:
     for key, name in (("until", "until_day"), ("start", "start_day"), ("over", "infusion_days")):
         if key in t:
             kw[name] = _field(ck, q, key, t[key], parse_duration)
-    if "reduce_to" in t and "hold_if" not in t:
-        ck.error(f"{q}.reduce_to", "dose levels need a hold_if rule, e.g. hold_if = 'ANC < 1.5'")
+    for key in ("reduce_to", "delay", "recheck_every", "max_delay"):
+        if key in t and "hold_if" not in t:
+            ck.error(f"{q}.{key}", "needs a hold_if rule, e.g. hold_if = 'ANC < 1.5'")
     if "hold_if" in t:
-        kw["rule"] = _hold_rule(ck, q, t["hold_if"], t.get("reduce_to"))
+        kw["rule"] = _hold_rule(ck, q, t)
         if kw["rule"] is None:
             return None
     if len(ck.errors) > errors or any(v is None for k, v in kw.items() if k != "interval_days"):
@@ -458,12 +453,27 @@ def _regimen_table(ck: Checker, t: dict, q: str) -> Regimen | None:
     return Regimen(**kw)
 
 
-def _hold_rule(ck: Checker, q: str, cond, levels) -> DoseRule | None:
-    """The table form of a regimen's ``hold if ... reduce to ...`` (`parse_rule`)."""
+def _hold_rule(ck: Checker, q: str, t: dict) -> DoseRule | None:
+    """The table form of a regimen's ``hold if ...`` clause (`parse_rule`): ``hold_if``,
+    ``delay`` (true/false), ``recheck_every``, ``max_delay`` and ``reduce_to``."""
+    cond, levels = t["hold_if"], t.get("reduce_to")
     if not isinstance(cond, str):
         ck.error(f"{q}.hold_if", f"expected a condition like 'ANC < 1.5', got {cond!r}")
         return None
     text = f"hold if {cond}"
+    delay = ck.get(t, "delay", q, "bool", False)
+    if not delay:
+        for key in ("recheck_every", "max_delay"):
+            if key in t:
+                ck.error(f"{q}.{key}", "a delay setting: needs delay = true")
+    else:
+        text += " delay"
+        for key, word in (("recheck_every", "every"), ("max_delay", "up to")):
+            if key in t:
+                v = _field(ck, q, key, t[key], parse_duration)
+                if v is None:
+                    return None
+                text += f" {word} {v!r} d"
     if levels is not None:
         ok = (
             isinstance(levels, list)

@@ -44,7 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from vcohort import dose_modify
 from vcohort.cohort import Cohort
+from vcohort.dose_rules import delay_inputs
 from vcohort.dosing import Schedule, compile_schedule
 from vcohort.drugs import Drug, get_drug
 from vcohort.model import Model
@@ -170,8 +172,6 @@ def combine_effects(drugs: Sequence[Drug], conc: list[dict], model: Model) -> di
 
 
 RK4_C = (0.0, 0.5, 0.5, 1.0)  # classical RK4 nodes
-# what `Trajectories.dosing` holds per drug with a dose rule (`apply_rules`)
-DOSING_FIELDS = ("due", "withheld", "reduced", "given_mg", "planned_mg", "stopped_day")
 RK4_B = (1.0, 2.0, 2.0, 1.0)  # weights x 6
 
 
@@ -415,65 +415,7 @@ def initial_carry(plan: Plan, y0: dict) -> tuple:
     auc0 = tuple(jnp.zeros_like(like) for _ in plan.drugs)
     if not plan.rules:
         return (y, a0, auc0)
-    # the step count and, per ruled drug, `DOSING_FIELDS` plus the dose fraction of the
-    # running infusion (``frac``); see `apply_rules`
-    zero = jnp.zeros_like(like)
-    dm = {f: zero for f in DOSING_FIELDS} | {"frac": jnp.ones_like(like)}
-    dm["stopped_day"] = jnp.full_like(like, jnp.nan)
-    return (y, a0, auc0, (zero, tuple(dm for r in plan.rules if r is not None)))
-
-
-def apply_rules(plan: Plan, carry: tuple, p: dict, bd, rd, starts):
-    """Protocol dose modification (`vcohort.dosing.DoseRule`) for one step: returns the
-    carry with its dose-modification part advanced and the per-drug bolus and rate to give.
-    ``starts`` (drugs, 2): boluses and infusions that begin in this step
-    (`vcohort.dosing.Schedule.step_starts`).
-
-    At a step where a dose of a ruled drug begins, the rule's daily output is read from the
-    state at the step's start (the pre-dose lab): past the threshold the dose is withheld and
-    counted; otherwise it is given at the current dose level (1 until the first withheld dose,
-    then the rule's levels, counted as ``reduced`` below 1).  Once the levels are used up the
-    drug is discontinued (``stopped_day``): no further dose is due, withheld or given.  A
-    bolus is decided in its step; an infusion keeps the decision made at its start, whatever
-    boluses of the drug come meanwhile.  The decision is a step function of the state: a
-    derivative sees the doses given, not the decision."""
-    y, (k, dms) = carry[0], carry[3]
-    out = plan.model.daily_outputs(y, p)
-    dtype = plan.dtype
-    h = jnp.asarray(plan.dt, dtype)
-    bolus_gate, rate_gate, new = [], [], []
-    ruled = iter(dms)
-    for q, rule in enumerate(plan.rules):
-        if rule is None:
-            bolus_gate.append(jnp.ones((), dtype))
-            rate_gate.append(jnp.ones((), dtype))
-            continue
-        m = next(ruled)
-        x = out[rule.output]
-        past = x < rule.threshold if rule.op == "<" else x > rule.threshold
-        n = len(rule.levels)
-        table = jnp.asarray((1.0, *rule.levels, 0.0 if n else 1.0), dtype)
-        level = table[jnp.minimum(m["withheld"], n + 1).astype(jnp.int32)]
-        gate = jnp.where(past, 0.0, level)  # the dose fraction decided now
-        n_start = (starts[q, 0] + starts[q, 1]) * (level > 0)  # doses due now
-        held = n_start * past
-        frac = jnp.where(starts[q, 1] > 0, gate, m["frac"])  # a new infusion decides
-        stops = (held > 0) & (n > 0) & (m["withheld"] >= n)  # a withheld dose past the levels
-        new.append(
-            {
-                "frac": frac,
-                "due": m["due"] + n_start,
-                "withheld": m["withheld"] + held,
-                "reduced": m["reduced"] + n_start * (~past & (level < 1)),
-                "given_mg": m["given_mg"] + gate * bd[q] + frac * rd[q] * h,
-                "planned_mg": m["planned_mg"] + bd[q] + rd[q] * h,
-                "stopped_day": jnp.where(stops, k * h, m["stopped_day"]),
-            }
-        )
-        bolus_gate.append(gate)
-        rate_gate.append(frac)
-    b, r = jnp.stack(bolus_gate), jnp.stack(rate_gate)
-    return (*carry[:3], (k + 1.0, tuple(new))), bd * b, rd * r
+    return (y, a0, auc0, dose_modify.initial_state(plan.rules, like))
 
 
 def make_advance(plan: Plan, su: dict, stages: str = "scan"):
@@ -595,7 +537,7 @@ def integrate(plan: Plan, day_advance, carry, p: dict, bolus, rate, *extra) -> d
     if plan.rules:
         ruled = [d.name for d, r in zip(drugs, plan.rules, strict=True) if r is not None]
         out["dosing"] = {
-            name: {f: v[f] for f in DOSING_FIELDS}
+            name: {f: v[f] for f in dose_modify.DOSING_FIELDS}
             for name, v in zip(ruled, carry[3][1], strict=True)
         }
     return out
@@ -606,14 +548,18 @@ def patient_fn(plan: Plan):
 
     ``bolus``/``rate`` are the shared step-grid inputs (n_steps, drugs, 3) by unit kind; the
     patient's covariates turn them into mg.  Plans with hold rules also take ``starts``
-    (`vcohort.dosing.Schedule.step_starts`).  Outputs: ``saved`` (state dict, values at
-    `Plan.save_days`), ``daily`` (daily outputs at days 0..days) and ``auc`` (mg·day/L per drug).
+    (`vcohort.dosing.Schedule.step_starts`) and ``delays``
+    (`vcohort.dose_rules.delay_inputs`).  Outputs: ``saved`` (state dict, values at
+    `Plan.save_days`), ``daily`` (daily outputs at days 0..days), ``auc`` (mg·day/L per drug)
+    and, with hold rules, ``dosing``.
     """
 
-    def run(p, pk, cov, y0, bolus, rate, starts=None):
-        if plan.rules and starts is None:
+    def run(p, pk, cov, y0, bolus, rate, starts=None, delays=None):
+        if plan.rules and (starts is None or delays is None):
             raise ValueError(
-                "the plan has hold rules: pass starts=schedule.step_starts(plan.dt, plan.n_steps)"
+                "the plan has hold rules: pass starts=schedule.step_starts(plan.dt, "
+                "plan.n_steps) and delays=dose_rules.delay_inputs(schedule, plan.dt, "
+                "plan.n_steps)"
             )
         su = patient_setup(plan, p, pk, cov)
         advance = make_advance(plan, su)
@@ -626,8 +572,13 @@ def patient_fn(plan: Plan):
             bd = b_in[:, 0] + b_in[:, 1] * wt + b_in[:, 2] * bsa
             rd = r_in[:, 0] + r_in[:, 1] * wt + r_in[:, 2] * bsa
             if plan.rules:
-                carry, bd, rd = apply_rules(plan, carry, su["p"], bd, rd, inp[2])
+                carry, bd, rd = dose_modify.apply(
+                    plan, carry, su["p"], bd, rd, inp[2], delays, to_mg
+                )
             return advance(carry, bd, rd), None
+
+        def to_mg(v):  # an amount by unit kind (mg, mg/kg, mg/m2) in the patient's mg
+            return v[0] + v[1] * wt + v[2] * bsa
 
         def day_advance(carry, inp_day):
             return lax.scan(step, carry, inp_day)[0]
@@ -641,7 +592,7 @@ def patient_fn(plan: Plan):
 def cohort_fn(plan: Plan):
     """``vmap`` of `patient_fn` over patients (inputs shared): a pure, differentiable function
     ``(params, pk, cov, y0, bolus, rate) -> outputs`` with a leading patient axis."""
-    shared = (None,) * (3 if plan.rules else 2)  # bolus, rate (, starts)
+    shared = (None,) * (4 if plan.rules else 2)  # bolus, rate (, starts, delays)
     return jax.vmap(patient_fn(plan), in_axes=(0, 0, 0, 0, *shared))
 
 
@@ -661,9 +612,11 @@ class Trajectories:
         status_day: (P,) first day a failure showed in the daily outputs (-1 if none).
         drugs: drug names of the schedule.
         timings: seconds spent compiling+running and running.
-        dosing: per drug with a hold rule (`vcohort.dosing.DoseRule`), `DOSING_FIELDS` ->
-            (P,): doses due, withheld and given at a reduced level, mg given and mg planned
-            over the horizon, and the day the drug was discontinued (NaN: never).
+        dosing: per drug with a hold rule (`vcohort.dose_rules.DoseRule`),
+            `vcohort.dose_modify.DOSING_FIELDS` ->
+            (P,): doses due, withheld (omitted or delayed) and given at a reduced level, mg
+            given and mg planned over the horizon, the day the drug was discontinued (NaN:
+            never) and the days of delay.
     """
 
     patient_id: np.ndarray
@@ -831,7 +784,12 @@ def simulate(
         raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1")
     cohort.check_for(model, plan.drugs, schedule.needs())
     bolus, rate = schedule.step_inputs(plan.dt, plan.n_steps)
-    extra = (schedule.step_starts(plan.dt, plan.n_steps),) if plan.rules else ()
+    extra = ()
+    if plan.rules:
+        extra = (
+            schedule.step_starts(plan.dt, plan.n_steps),
+            delay_inputs(schedule, plan.dt, plan.n_steps),
+        )
     devs = list(devices) if devices is not None else jax.local_devices()
     n_dev = len(devs)
     shared = ()

@@ -1,0 +1,149 @@
+"""Protocol dose modification inside the simulation step (the rule: `vcohort.dose_rules`).
+
+Every patient decides from its own state, so a rule is a few ``where``s per step in the
+vmapped scan, with a small per-patient carry: counters for the outputs (`DOSING_FIELDS`) and,
+per ruled drug, the decision of the running infusion (omission rules) or the patient's own
+dosing clock (delay rules, which shift later cycles and so cannot use the shared dose grid).
+Plans without rules carry nothing and compile to the same program as before rules existed.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+# what `vcohort.simulate.Trajectories.dosing` holds per drug with a rule
+DOSING_FIELDS = (
+    "due",  # doses that fell due (a delayed dose counts once)
+    "withheld",  # of those, omitted (omission rule) or postponed (delay rule)
+    "reduced",  # doses given below 100% of the planned dose
+    "given_mg",
+    "planned_mg",  # the regimen's doses over the horizon (RDI = given / planned)
+    "stopped_day",  # day the drug was discontinued (NaN: never)
+    "delay_days",  # total postponement over all doses (delay rules; 0 otherwise)
+)
+# a delay rule's dosing clock per drug (in steps) and its running infusion
+_CLOCK = ("next_due", "index", "waiting", "waited", "inf_left", "inf_rate")
+
+
+def initial_state(rules: tuple, like) -> tuple:
+    """The rule part of the integrator's carry at day 0: (step count, per ruled drug a dict of
+    `DOSING_FIELDS`, ``frac`` (the running infusion's dose fraction) and the delay clock)."""
+    zero = jnp.zeros_like(like)
+    per = []
+    for r in rules:
+        if r is None:
+            continue
+        m = {f: zero for f in DOSING_FIELDS} | {"frac": jnp.ones_like(like)}
+        m["stopped_day"] = jnp.full_like(like, jnp.nan)
+        if r.delay:
+            m |= {f: zero for f in _CLOCK}
+            m["next_due"] = jnp.full_like(like, -1.0)  # set from the first slot (`delay_step`)
+        per.append(m)
+    return (zero, tuple(per))
+
+
+def apply(plan, carry: tuple, p: dict, bd, rd, starts, delays, to_mg):
+    """One step of every drug's rule: returns the carry with its rule part advanced and the
+    per-drug bolus (mg) and rate (mg/day) to give.
+
+    ``starts`` (drugs, 2): boluses and infusions of the dose grid that begin in this step
+    (`vcohort.dosing.Schedule.step_starts`); ``delays``: `vcohort.dose_rules.delay_inputs`;
+    ``to_mg`` turns an
+    amount by unit kind into the patient's mg.
+
+    At a step where a dose of a ruled drug falls due, the rule's output is read from the state
+    at the step's start (the pre-dose lab).  Past the threshold the dose is withheld; otherwise
+    it is given at the current dose level (1 until the first withheld dose, then the rule's
+    levels, counted as ``reduced`` below 1).  Once the levels are used up, or a delay passes
+    its limit, the drug is discontinued (``stopped_day``).  A bolus is decided in its step; an
+    infusion keeps the decision made at its start.  Decisions are step functions of the state:
+    a derivative sees the doses given, not the decisions."""
+    y, (k, per) = carry[0], carry[3]
+    out = plan.model.daily_outputs(y, p)
+    dtype = plan.dtype
+    h = jnp.asarray(plan.dt, dtype)
+    bds, rds, new = [], [], []
+    ruled, d = iter(per), 0
+    for q, rule in enumerate(plan.rules):
+        if rule is None:
+            bds.append(bd[q])
+            rds.append(rd[q])
+            continue
+        m = next(ruled)
+        x = out[rule.output]
+        past = x < rule.threshold if rule.op == "<" else x > rule.threshold
+        n = len(rule.levels)
+        table = jnp.asarray((1.0, *rule.levels, 0.0 if n else 1.0), dtype)
+        level = table[jnp.minimum(m["withheld"], n + 1).astype(jnp.int32)]
+        level = jnp.where(jnp.isnan(m["stopped_day"]), level, 0.0)
+        nominal = bd[q] + rd[q] * h  # the regimen's dose this step (planned)
+        if rule.delay:
+            m, b, r = _delay_step(rule, m, k, plan.dt, past, level, delays[d], to_mg, dtype)
+            d += 1
+        else:
+            m, b, r = _omit_step(rule, m, k, h, past, level, bd[q], rd[q], starts[q])
+        m["planned_mg"] = m["planned_mg"] + nominal
+        m["given_mg"] = m["given_mg"] + b + r * h
+        new.append(m)
+        bds.append(b)
+        rds.append(r)
+    return (*carry[:3], (k + 1.0, tuple(new))), jnp.stack(bds), jnp.stack(rds)
+
+
+def _omit_step(rule, m, k, h, past, level, bd, rd, starts):
+    """Omission: the grid's doses, each given or not as decided at its start."""
+    n = len(rule.levels)
+    gate = jnp.where(past, 0.0, level)  # the dose fraction decided now
+    n_start = (starts[0] + starts[1]) * (level > 0)  # doses falling due now
+    held = n_start * past
+    frac = jnp.where(starts[1] > 0, gate, m["frac"])  # a new infusion decides
+    stops = (held > 0) & (n > 0) & (m["withheld"] >= n)  # a withheld dose past the levels
+    m = m | {
+        "frac": frac,
+        "due": m["due"] + n_start,
+        "withheld": m["withheld"] + held,
+        "reduced": m["reduced"] + n_start * (~past & (level < 1)),
+        "stopped_day": jnp.where(stops, k * h, m["stopped_day"]),
+    }
+    return m, gate * bd, frac * rd
+
+
+def _delay_step(rule, m, k, dt: float, past, level, inp, to_mg, dtype):
+    """Delay: the patient's own clock gives the regimen's doses; a dose whose lab fails waits
+    for the next lab (every ``recheck_days``), and later doses follow the interval from the
+    dose actually given."""
+    n = len(rule.levels)
+    start, interval, n_inf, n_doses = inp[0, 3], inp[1, 3], inp[2, 3], inp[3, 3]
+    h = jnp.asarray(dt, dtype)
+    recheck = jnp.asarray(max(1, round(rule.recheck_days / dt)), dtype)  # in steps
+    next_due = jnp.where(m["next_due"] < 0, start, m["next_due"])
+    due = (k >= next_due) & (m["index"] < n_doses) & (level > 0)
+    first = due & (m["waiting"] == 0)  # a dose falling due for the first time
+    give, wait = due & ~past, due & past
+    waited = jnp.where(wait, m["waited"] + recheck, m["waited"])
+    too_long = wait & (rule.max_delay_days is not None) & (
+        waited * h > (rule.max_delay_days or 0.0) + 1e-9
+    )  # fmt: skip
+    new_held = first & past
+    stops = too_long | (new_held & (n > 0) & (m["withheld"] >= n))
+    row = inp[jnp.minimum(m["index"], inp.shape[0] - 1).astype(jnp.int32), :3]
+    amount = to_mg(row) * level
+    bolus = jnp.where(give & (n_inf == 0), amount, 0.0)
+    start_inf = give & (n_inf > 0)
+    inf_left = jnp.where(start_inf, n_inf, m["inf_left"])
+    inf_rate = jnp.where(start_inf, amount / (jnp.maximum(n_inf, 1.0) * h), m["inf_rate"])
+    rate = jnp.where(inf_left > 0, inf_rate, 0.0)
+    m = m | {
+        "next_due": jnp.where(give, k + interval, jnp.where(wait, k + recheck, next_due)),
+        "index": m["index"] + give,
+        "waiting": jnp.where(give, 0.0, jnp.where(wait, 1.0, m["waiting"])),
+        "waited": jnp.where(give, 0.0, waited),
+        "inf_left": jnp.maximum(inf_left - 1.0, 0.0),
+        "inf_rate": inf_rate,
+        "due": m["due"] + first,
+        "withheld": m["withheld"] + new_held,
+        "reduced": m["reduced"] + (give & (level < 1)),
+        "stopped_day": jnp.where(stops, k * h, m["stopped_day"]),
+        "delay_days": m["delay_days"] + jnp.where(wait & ~stops, recheck * h, 0.0),
+    }
+    return m, bolus, rate

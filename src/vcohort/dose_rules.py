@@ -1,0 +1,245 @@
+"""Protocol dose modification: the rule a trial protocol's "dose modification" table states
+("withhold if ANC < 1.5 x 10^9/L; resume at 75%, then 50%"; "delay until recovery, re-check
+weekly, discontinue after 3 weeks"), its text form and its per-drug consistency.
+
+The simulator applies a rule per patient inside the vmapped step (`vcohort.dose_modify`);
+this module is plain Python and numpy (no JAX), like `vcohort.dosing`, which attaches a rule to a
+`vcohort.dosing.Regimen`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+RULE_OPS = ("<", ">")
+# assumption: during a delay the blood count is repeated weekly, as in anthracycline and
+# docetaxel labels ("delay until recovery"; weekly CBC), unless the rule says otherwise
+DEFAULT_RECHECK_DAYS = 7.0
+_WANT = (
+    "'hold if <output> <|> <value> [delay [every <t> d] [up to <t> d]] [reduce to <p>% <p>% ...]'"
+)
+
+
+@dataclass(frozen=True)
+class DoseRule:
+    """A protocol dose modification for one drug.
+
+    A dose that falls due while the patient's daily output ``output`` is ``op`` ``threshold``
+    (read at the start of the step in which the dose or infusion starts: the pre-dose lab) is
+    withheld.  Without ``delay`` it is omitted, and the next dose keeps its scheduled time.
+    With ``delay`` it is postponed: the lab is repeated every ``recheck_days`` and the dose
+    given at the first one that passes; later doses keep the interval from the dose actually
+    given (the cycle shifts).  A delay longer than ``max_delay_days`` discontinues the drug.
+
+    After the n-th withheld (or delayed) dose the drug continues at ``levels[n-1]`` of the
+    planned dose; one more withheld dose than there are levels discontinues it.  Without
+    levels doses are withheld or delayed only, never reduced.
+
+    Attributes:
+        output: a daily output of the model (e.g. ``ANC``, 10^9/L).
+        op: ``<`` (withhold below the threshold) or ``>`` (above).
+        threshold: in the output's unit.
+        levels: dose fractions after the 1st, 2nd, ... withheld dose, each in (0, 1].
+        delay: postpone instead of omit (needs a regular regimen: doses every n days).
+        recheck_days: lab interval during a delay.
+        max_delay_days: longest delay of one dose before the drug is stopped (None: no limit).
+    """
+
+    output: str
+    op: str
+    threshold: float
+    levels: tuple[float, ...] = ()
+    delay: bool = False
+    recheck_days: float = DEFAULT_RECHECK_DAYS
+    max_delay_days: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.op not in RULE_OPS:
+            raise ValueError(f"hold rule: op={self.op!r}; allowed: {RULE_OPS}")
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+            raise ValueError(f"hold rule: threshold={t!r} must be a finite number")
+        for v in self.levels:
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 1:
+                raise ValueError(
+                    f"hold rule: dose level {v!r} must be a fraction of the planned dose in "
+                    f"(0, 1] (e.g. 0.75 for 75%)"
+                )
+        r = self.recheck_days
+        if not (isinstance(r, int | float) and math.isfinite(r) and r > 0):
+            raise ValueError(f"hold rule: recheck every {r!r} days must be > 0")
+        m = self.max_delay_days
+        if m is not None and not (isinstance(m, int | float) and math.isfinite(m) and m > 0):
+            raise ValueError(f"hold rule: up to {m!r} days must be > 0")
+        if not self.delay and (m is not None or r != DEFAULT_RECHECK_DAYS):
+            raise ValueError("hold rule: 'every'/'up to' are delay settings; add 'delay'")
+        object.__setattr__(self, "threshold", float(t))
+        object.__setattr__(self, "levels", tuple(float(v) for v in self.levels))
+        object.__setattr__(self, "recheck_days", float(r))
+        if m is not None:
+            object.__setattr__(self, "max_delay_days", float(m))
+
+    def describe(self) -> str:
+        s = f"hold if {self.output} {self.op} {self.threshold:.15g}"
+        if self.delay:
+            s += f" delay every {self.recheck_days:.15g} d"
+            if self.max_delay_days is not None:
+                s += f" up to {self.max_delay_days:.15g} d"
+        if self.levels:
+            s += " reduce to " + " ".join(f"{100 * v:.15g}%" for v in self.levels)
+        return s
+
+
+def split_rule(text: str) -> tuple[str, DoseRule | None]:
+    """``(regimen text, rule)``: the ``hold if ...`` clause (`parse_rule`) cut off the end of
+    a regimen, or None."""
+    m = re.search(r"(?i)\bhold\b", text)
+    if m is None:
+        for word in ("reduce", "delay"):
+            if re.search(rf"(?i)\b{word}\b", text):
+                raise ValueError(
+                    f"regimen {text!r}: '{word} ...' needs a hold rule before it: {_WANT}"
+                )
+        return text, None
+    return text[: m.start()].strip(), parse_rule(text[m.start() :])
+
+
+def parse_rule(clause: str) -> DoseRule:
+    """``"hold if <output> <|> <value> [delay [every <t> d] [up to <t> d]] [reduce to <p>%
+    ...]"`` → `DoseRule`, e.g. ``"hold if ANC < 1.5 delay up to 21 d reduce to 75% 50%"``."""
+    from vcohort.dosing import parse_duration
+
+    text = clause.strip()
+    head = re.match(r"(?i)hold\s+if\s+([A-Za-z_][\w.]*)\s*([<>])\s*(\S+)", text)
+    if head is None:
+        raise ValueError(f"hold rule {text!r}: cannot read it; expected {_WANT}")
+    output, op, value = head.groups()
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise ValueError(f"hold rule {text!r}: threshold={value!r} is not a number") from None
+    words = text[head.end() :].replace(",", " ").split()
+    kw: dict = {}
+    levels: list[float] = []
+    i = 0
+
+    def duration(j: int, what: str) -> tuple[float, int]:
+        if j >= len(words):
+            raise ValueError(f"hold rule {text!r}: {what!r} needs a time, e.g. 7 d")
+        val = words[j]
+        j += 1
+        if j < len(words) and re.fullmatch(r"[a-zA-Z]+", words[j]) and words[j].lower() not in (
+            "up", "reduce", "every", "delay"
+        ):  # fmt: skip
+            val += " " + words[j]
+            j += 1
+        return parse_duration(val, f"hold rule {what}"), j
+
+    while i < len(words):
+        w = words[i].lower()
+        if w == "delay" and "delay" not in kw:
+            kw["delay"] = True
+            i += 1
+            while i < len(words) and words[i].lower() in ("every", "up"):
+                if words[i].lower() == "every":
+                    kw["recheck_days"], i = duration(i + 1, "every")
+                else:
+                    if i + 1 >= len(words) or words[i + 1].lower() != "to":
+                        raise ValueError(f"hold rule {text!r}: expected 'up to <t> d'")
+                    kw["max_delay_days"], i = duration(i + 2, "up to")
+        elif w == "reduce" and not levels:
+            i += 1 + (i + 1 < len(words) and words[i + 1].lower() == "to")
+            while i < len(words) and words[i].endswith("%"):
+                levels.append(_percent(text, words[i]))
+                i += 1
+            if not levels:
+                if i < len(words) and words[i].lower() not in ("delay", *_REGIMEN_WORDS):
+                    _percent(text, words[i])  # raises: not a percentage
+                raise ValueError(f"hold rule {text!r}: 'reduce to' needs dose levels, e.g. 75% 50%")
+        else:
+            raise ValueError(
+                f"hold rule {text!r}: unexpected {words[i]!r}; the 'hold if' clause must come "
+                f"last in a regimen, as {_WANT}"
+            )
+    return DoseRule(output, op, threshold, tuple(levels), **kw)
+
+
+# regimen words that may follow a misplaced hold clause (for the error message)
+_REGIMEN_WORDS = ("every", "x", "for", "until", "start", "from", "over", "qd", "bid", "tid")
+
+
+def _percent(text: str, w: str) -> float:
+    try:
+        pct = float(w[:-1]) if w.endswith("%") else None
+    except ValueError:
+        pct = None
+    if pct is None or not 0 < pct <= 100:
+        raise ValueError(
+            f"hold rule {text!r}: dose level {w!r} must be a percentage of the planned dose in "
+            f"(0%, 100%], e.g. 75%"
+        )
+    return pct / 100.0
+
+
+def delay_inputs(schedule, dt: float, n_steps: int) -> np.ndarray:
+    """(drugs with a delay rule, slots, 4): per dose of the drug's regimen its amount by unit
+    kind (mg, mg/kg, mg/m²) in columns 0-2; column 3 holds ``(first step, interval in steps,
+    infusion steps, number of doses)`` in its first four rows (`vcohort.dose_modify`).
+    Raises when a delay rule's drug is not dosed regularly (one interval, one infusion
+    length), since a delay shifts the whole cycle."""
+    rows = []
+    for i, rule in enumerate(schedule.rules):
+        if rule is None or not rule.delay:
+            continue
+        drug = schedule.drugs[i]
+        amount = np.asarray(schedule.amount, dtype=np.float64)[i]
+        ok = schedule.valid[i]
+        t = schedule.time[i][ok]
+        k = np.round(t / dt).astype(np.int64)
+        steps = np.diff(k)
+        dur = schedule.duration[i][ok]
+        if steps.size and (np.any(steps != steps[0]) or steps[0] < 1):
+            raise ValueError(
+                f"{drug}: a delay rule ({rule.describe()}) shifts later cycles, so it needs one "
+                f"regular regimen (doses every n days); the doses fall on days "
+                f"{', '.join(f'{x:g}' for x in t[:6])}{' ...' if t.size > 6 else ''}"
+            )
+        if dur.size and np.any(dur != dur[0]):
+            raise ValueError(f"{drug}: a delay rule needs one infusion length for every dose")
+        n_inf = max(1, int(round(dur[0] / dt))) if dur.size and dur[0] > 0 else 0
+        if steps.size and n_inf >= steps[0]:
+            raise ValueError(
+                f"{drug}: a delay rule needs each infusion to end before the next dose "
+                f"({n_inf} steps of {dt:g} d against an interval of {steps[0]} steps)"
+            )
+        out = np.zeros((schedule.n_slots, 4))
+        n = int(ok.sum())
+        out[np.arange(n), schedule.kind[i][ok]] = amount[ok]
+        start = float(k[0]) if n else float(n_steps)
+        interval = float(steps[0]) if steps.size else float(n_steps + 1)
+        out[:4, 3] = (start, interval, float(n_inf), float(n))
+        rows.append(out)
+    return np.stack(rows) if rows else np.zeros((0, schedule.n_slots, 4))
+
+
+def drug_rules(regimens) -> dict[str, DoseRule | None]:
+    """Each drug's hold rule (or None) in one arm's regimens; raises when two regimens of a
+    drug disagree (the rule belongs to the drug, not to one regimen of it)."""
+    rules: dict[str, DoseRule | None] = {}
+    for r in regimens:
+        if r.drug in rules and rules[r.drug] != r.rule:
+            raise ValueError(
+                f"the regimens of {r.drug} give different hold rules "
+                f"({_rule_text(rules[r.drug])} and {_rule_text(r.rule)}); a drug's dose "
+                f"modification rule must be the same in every regimen of the arm"
+            )
+        rules[r.drug] = r.rule
+    return rules
+
+
+def _rule_text(rule: DoseRule | None) -> str:
+    return "no rule" if rule is None else repr(rule.describe())
