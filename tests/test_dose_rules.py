@@ -278,58 +278,86 @@ def test_a_bolus_during_a_running_infusion_leaves_the_infusion_decision_alone(ru
     np.testing.assert_allclose(d["planned_mg"], 210.0, rtol=1e-12)
 
 
-def _replay_delay(anc_daily, bsa):
-    """The delay protocol replayed by hand on the run's own pre-dose ANC: a dose due while
-    ANC < 1.5 waits 2 days for the next lab; later doses follow 10 days after the dose given;
-    the first delayed dose drops the level to 75%, a second one, or a wait past 6 days, stops
-    the drug.  (Every due day and lab day is a whole day: the daily output is the lab.)"""
+def _replay_delay(anc_daily, bsa, dose, n_doses, thr=1.5, until=DAYS):
+    """A delay protocol replayed by hand on the run's own pre-dose ANC: a dose due while
+    ANC < ``thr`` waits 2 days for the next lab; later doses follow 10 days after the dose
+    given, none from day ``until``; the first delayed dose drops the level to 75%, a second
+    one, or a wait past 6 days, stops the drug.  (Every due day and lab day is a whole day:
+    the daily output is the lab.)"""
     out = []
     for anc, m2 in zip(anc_daily, bsa, strict=True):
         t, index, held, waited, waiting, stopped = 0, 0, 0, 0, False, np.nan
         due = reduced = delay = 0
         given = []  # (day, dose fraction)
-        while t < DAYS and index < 6:
+        while t < min(DAYS, until) and index < n_doses:
             level = 0.75 if held else 1.0
             due += not waiting
-            if anc[t] < 1.5:
+            if anc[t] < thr:
                 first = not waiting
                 waiting, waited = True, waited + 2
                 if waited > 6 or (first and held >= 1):
                     stopped, held = float(t), held + first
                     break
-                held, delay, t = held + first, delay + 2, t + 2
+                held, t = held + first, t + 2
             else:
                 given.append((t, level))
                 reduced += level < 1
+                delay += waited  # the postponement of the doses given
                 index, waiting, waited, t = index + 1, False, 0, t + 10
         out.append({"due": due, "withheld": held, "reduced": reduced, "delay_days": delay,
                     "stopped_day": stopped, "given": given,
-                    "given_mg": sum(f * 75.0 * m2 for _, f in given)})  # fmt: skip
+                    "given_mg": sum(f * dose * m2 for _, f in given)})  # fmt: skip
     return out
 
 
-def test_delays_follow_the_protocol_and_shift_the_cycle(runs):
+@pytest.mark.parametrize(
+    "regimen, dose, n_doses, thr, until",
+    [
+        (DOX, 75.0, 6, 1.5, DAYS),  # a one-step infusion, six doses
+        ("doxorubicin 60 mg/m2 every 10 d x 3 over 2 d", 60.0, 3, 2.0, DAYS),  # 20 steps
+        ("doxorubicin 60 mg/m2 every 10 d until 25 d", 60.0, 3, 2.0, 25),  # bolus, until
+    ],
+)
+def test_delays_follow_the_protocol_and_shift_the_cycle(runs, regimen, dose, n_doses, thr, until):  # noqa: E501
     c = runs[0]
-    tr = simulate(CSC_IMMUNE, c, schedule([f"{DOX} {DELAY}"], DAYS), DAYS)
-    want = _replay_delay(tr.daily["ANC"], c.covariates["bsa_m2"])
+    rule = DELAY.replace("< 1.5", f"< {thr}")
+    tr = simulate(CSC_IMMUNE, c, schedule([f"{regimen} {rule}"], DAYS), DAYS)
+    want = _replay_delay(tr.daily["ANC"], c.covariates["bsa_m2"], dose, n_doses, thr, until)
     got = tr.dosing["doxorubicin"]
     for k in ("due", "withheld", "reduced", "delay_days"):
         np.testing.assert_allclose(got[k], [w[k] for w in want], atol=1e-9, err_msg=k)
     np.testing.assert_allclose(got["stopped_day"], [w["stopped_day"] for w in want], atol=1e-9)
     np.testing.assert_allclose(got["given_mg"], [w["given_mg"] for w in want], rtol=1e-12)
-    # the setting exercises a delay that ends in a dose, a stop by waiting too long, and a
-    # patient never delayed
-    assert any(w["delay_days"] > 0 and len(w["given"]) > 1 for w in want)
-    assert np.isfinite(got["stopped_day"]).any() and (np.asarray(got["withheld"]) == 0).any()
-    # each patient's run equals a run of exactly the doses given, on the days given
+    # the setting exercises a delay that ends in a dose
+    assert any(w["delay_days"] > 0 for w in want)
+    # each patient's run equals a run of exactly the doses given, on the days given (same
+    # infusion length)
+    over = regimen.split(" over ")[1] if " over " in regimen else None
     for i in [i for i, w in enumerate(want) if w["delay_days"] > 0][:2]:
         regs = [
-            parse_regimen(f"doxorubicin {75.0 * f} mg/m2 start {day} d over 30 min")
+            parse_regimen(
+                f"doxorubicin {dose * f} mg/m2 start {day} d" + (f" over {over}" if over else "")
+            )  # noqa: E501
             for day, f in want[i]["given"]
         ]
         one = simulate(CSC_IMMUNE, c.subset([i]), compile_schedule(regs, float(DAYS)), DAYS)
         for name in ("ANC", "diameter_mm"):
             np.testing.assert_allclose(one.daily[name][0], tr.daily[name][i], rtol=1e-10)
+
+
+def test_delay_rules_that_the_step_grid_cannot_keep_are_refused():
+    c = make_cohort(2, seed=1, runin_days=0)
+    with pytest.raises(ValueError, match=r"up to 3 d is shorter than the recheck every 7 d"):
+        parse_regimen(f"{DOX} hold if ANC < 1 delay every 7 d up to 3 d")
+    for regs, match in (
+        ([f"{DOX} hold if ANC < 1 delay every 0.25 d"], r"every 0.25 d is not a whole number"),
+        (["cb839 800 mg tid hold if ANC < 1 delay"], r"interval \(0.333333 d\) to be a whole"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            simulate(CSC_IMMUNE, c, schedule(regs, 10), 10)
+    # one dose is a regular regimen too
+    one = simulate(CSC_IMMUNE, c, schedule([f"doxorubicin 10 mg x 1 {DELAY}"], 5), 5)
+    np.testing.assert_array_equal(one.dosing["doxorubicin"]["due"], 1)
 
 
 def test_a_rule_that_never_fires_changes_nothing_and_one_that_always_fires_gives_nothing():

@@ -9,6 +9,8 @@ Plans without rules carry nothing and compile to the same program as before rule
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 
 # what `vcohort.simulate.Trajectories.dosing` holds per drug with a rule
@@ -19,7 +21,7 @@ DOSING_FIELDS = (
     "given_mg",
     "planned_mg",  # the regimen's doses over the horizon (RDI = given / planned)
     "stopped_day",  # day the drug was discontinued (NaN: never)
-    "delay_days",  # total postponement over all doses (delay rules; 0 otherwise)
+    "delay_days",  # total postponement of the doses given (delay rules; 0 otherwise)
 )
 # a delay rule's dosing clock per drug (in steps) and its running infusion
 _CLOCK = ("next_due", "index", "waiting", "waited", "inf_left", "inf_rate")
@@ -113,17 +115,17 @@ def _delay_step(rule, m, k, dt: float, past, level, inp, to_mg, dtype):
     for the next lab (every ``recheck_days``), and later doses follow the interval from the
     dose actually given."""
     n = len(rule.levels)
-    start, interval, n_inf, n_doses = inp[0, 3], inp[1, 3], inp[2, 3], inp[3, 3]
+    start, interval, n_inf, n_doses, end = (inp[j, 3] for j in range(5))
     h = jnp.asarray(dt, dtype)
-    recheck = jnp.asarray(max(1, round(rule.recheck_days / dt)), dtype)  # in steps
+    recheck = round(rule.recheck_days / dt)  # whole steps (`delay_inputs` checks)
+    # the longest wait in whole steps, worked out here: exact in float32 too
+    longest = None if rule.max_delay_days is None else math.floor(rule.max_delay_days / dt + 1e-6)
     next_due = jnp.where(m["next_due"] < 0, start, m["next_due"])
-    due = (k >= next_due) & (m["index"] < n_doses) & (level > 0)
+    due = (k >= next_due) & (k < end) & (m["index"] < n_doses) & (level > 0)
     first = due & (m["waiting"] == 0)  # a dose falling due for the first time
     give, wait = due & ~past, due & past
-    waited = jnp.where(wait, m["waited"] + recheck, m["waited"])
-    too_long = wait & (rule.max_delay_days is not None) & (
-        waited * h > (rule.max_delay_days or 0.0) + 1e-9
-    )  # fmt: skip
+    waited = jnp.where(wait, m["waited"] + recheck, m["waited"])  # steps since it fell due
+    too_long = wait & (waited > longest) if longest is not None else jnp.zeros_like(wait)
     new_held = first & past
     stops = too_long | (new_held & (n > 0) & (m["withheld"] >= n))
     row = inp[jnp.minimum(m["index"], inp.shape[0] - 1).astype(jnp.int32), :3]
@@ -144,6 +146,6 @@ def _delay_step(rule, m, k, dt: float, past, level, inp, to_mg, dtype):
         "withheld": m["withheld"] + new_held,
         "reduced": m["reduced"] + (give & (level < 1)),
         "stopped_day": jnp.where(stops, k * h, m["stopped_day"]),
-        "delay_days": m["delay_days"] + jnp.where(wait & ~stops, recheck * h, 0.0),
+        "delay_days": m["delay_days"] + jnp.where(give, m["waited"] * h, 0.0),  # given doses
     }
     return m, bolus, rate

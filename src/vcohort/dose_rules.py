@@ -33,7 +33,9 @@ class DoseRule:
     withheld.  Without ``delay`` it is omitted, and the next dose keeps its scheduled time.
     With ``delay`` it is postponed: the lab is repeated every ``recheck_days`` and the dose
     given at the first one that passes; later doses keep the interval from the dose actually
-    given (the cycle shifts).  A delay longer than ``max_delay_days`` discontinues the drug.
+    given (the cycle shifts), and no dose is given from the regimen's ``until`` on.  When the
+    next lab would come more than ``max_delay_days`` after the dose fell due, the drug is
+    discontinued.
 
     After the n-th withheld (or delayed) dose the drug continues at ``levels[n-1]`` of the
     planned dose; one more withheld dose than there are levels discontinues it.  Without
@@ -77,6 +79,11 @@ class DoseRule:
             raise ValueError(f"hold rule: up to {m!r} days must be > 0")
         if not self.delay and (m is not None or r != DEFAULT_RECHECK_DAYS):
             raise ValueError("hold rule: 'every'/'up to' are delay settings; add 'delay'")
+        if m is not None and m < r:
+            raise ValueError(
+                f"hold rule: up to {m:g} d is shorter than the recheck every {r:g} d, so no dose "
+                f"could ever be delayed; allowed: up to >= every"
+            )
         object.__setattr__(self, "threshold", float(t))
         object.__setattr__(self, "levels", tuple(float(v) for v in self.levels))
         object.__setattr__(self, "recheck_days", float(r))
@@ -186,11 +193,14 @@ def _percent(text: str, w: str) -> float:
 
 
 def delay_inputs(schedule, dt: float, n_steps: int) -> np.ndarray:
-    """(drugs with a delay rule, slots, 4): per dose of the drug's regimen its amount by unit
-    kind (mg, mg/kg, mg/m²) in columns 0-2; column 3 holds ``(first step, interval in steps,
-    infusion steps, number of doses)`` in its first four rows (`vcohort.dose_modify`).
-    Raises when a delay rule's drug is not dosed regularly (one interval, one infusion
-    length), since a delay shifts the whole cycle."""
+    """(drugs with a delay rule, rows, 4) for `vcohort.dose_modify`: per dose of the drug's
+    regimen its amount by unit kind (mg, mg/kg, mg/m²) in columns 0-2; column 3 holds, in its
+    first five rows, the first dose's step, the interval and the infusion length in steps,
+    the number of doses and the step from which no dose may be given (the regimen's
+    ``until``; past the horizon when it has none).  Raises when a delay rule cannot be kept
+    on the step grid: doses not at one interval of whole steps (a delay shifts the whole
+    cycle), infusion lengths that differ or reach the next dose, a recheck interval that is
+    not a whole number of steps."""
     rows = []
     for i, rule in enumerate(schedule.rules):
         if rule is None or not rule.delay:
@@ -199,31 +209,49 @@ def delay_inputs(schedule, dt: float, n_steps: int) -> np.ndarray:
         amount = np.asarray(schedule.amount, dtype=np.float64)[i]
         ok = schedule.valid[i]
         t = schedule.time[i][ok]
-        k = np.round(t / dt).astype(np.int64)
-        steps = np.diff(k)
-        dur = schedule.duration[i][ok]
-        if steps.size and (np.any(steps != steps[0]) or steps[0] < 1):
+        days = np.diff(t)
+        steps = days / dt
+        whole = np.all(np.abs(steps - np.round(steps)) < 1e-6)
+        if days.size and not np.allclose(days, days[0], rtol=0, atol=1e-9):
             raise ValueError(
                 f"{drug}: a delay rule ({rule.describe()}) shifts later cycles, so it needs one "
                 f"regular regimen (doses every n days); the doses fall on days "
                 f"{', '.join(f'{x:g}' for x in t[:6])}{' ...' if t.size > 6 else ''}"
             )
+        if days.size and not whole:
+            raise ValueError(
+                f"{drug}: a delay rule needs the dosing interval ({days[0]:g} d) to be a whole "
+                f"number of steps of dt={dt:g} d; choose a dt that divides it"
+            )
+        r = rule.recheck_days / dt
+        if abs(r - round(r)) > 1e-6:
+            raise ValueError(
+                f"{drug}: the delay rule's recheck every {rule.recheck_days:g} d is not a whole "
+                f"number of steps of dt={dt:g} d"
+            )
+        dur = schedule.duration[i][ok]
         if dur.size and np.any(dur != dur[0]):
             raise ValueError(f"{drug}: a delay rule needs one infusion length for every dose")
         n_inf = max(1, int(round(dur[0] / dt))) if dur.size and dur[0] > 0 else 0
-        if steps.size and n_inf >= steps[0]:
+        interval = int(round(steps[0])) if days.size else n_steps + 1
+        if n_inf >= interval:
             raise ValueError(
                 f"{drug}: a delay rule needs each infusion to end before the next dose "
-                f"({n_inf} steps of {dt:g} d against an interval of {steps[0]} steps)"
+                f"({n_inf} steps of {dt:g} d against an interval of {interval} steps)"
             )
-        out = np.zeros((schedule.n_slots, 4))
         n = int(ok.sum())
+        out = np.zeros((max(schedule.n_slots, 5), 4))
         out[np.arange(n), schedule.kind[i][ok]] = amount[ok]
-        start = float(k[0]) if n else float(n_steps)
-        interval = float(steps[0]) if steps.size else float(n_steps + 1)
-        out[:4, 3] = (start, interval, float(n_inf), float(n))
+        end = schedule.ends[i] if schedule.ends else None
+        out[:5, 3] = (
+            round(t[0] / dt) if n else n_steps,
+            interval,
+            n_inf,
+            n,
+            n_steps + 1 if end is None else round(end / dt),
+        )
         rows.append(out)
-    return np.stack(rows) if rows else np.zeros((0, schedule.n_slots, 4))
+    return np.stack(rows) if rows else np.zeros((0, max(schedule.n_slots, 5), 4))
 
 
 def drug_rules(regimens) -> dict[str, DoseRule | None]:

@@ -329,6 +329,8 @@ class Schedule:
         duration: (drugs, slots) infusion duration in days (0 = bolus/oral).
         valid: (drugs, slots) False for padding slots.
         rules: per drug (row order) its `DoseRule` or None; ``()`` when no drug has one.
+        ends: per drug the day from which its regimens give no dose (their ``until``; None:
+            the horizon); ``()`` when no drug has a rule (only delay rules need it).
     """
 
     drugs: tuple[str, ...]
@@ -338,6 +340,7 @@ class Schedule:
     duration: np.ndarray
     valid: np.ndarray
     rules: tuple = ()
+    ends: tuple = ()
 
     @property
     def n_slots(self) -> int:
@@ -368,7 +371,7 @@ class Schedule:
     def step_starts(self, dt: float, n_steps: int) -> np.ndarray:
         """(n_steps, drugs, 2): the doses (slots with an amount > 0) that begin in each step,
         boluses in ``[..., 0]`` and infusions in ``[..., 1]``: where a hold rule decides
-        (`vcohort.simulate.apply_rules`).  From the slots, not from the rates, so infusions
+        (`vcohort.dose_modify.apply`).  From the slots, not from the rates, so infusions
         that meet on the step grid are still separate doses."""
         out = np.zeros((n_steps, len(self.drugs), 2))
         amount = np.asarray(self.amount)
@@ -519,9 +522,13 @@ def compile_schedule(
         for j, (t, a, k, dur) in enumerate(per_drug[d]):
             time[i, j], amount[i, j], kind[i, j], duration[i, j], valid[i, j] = t, a, k, dur, True
     by_row = tuple(rules.get(d) for d in order)
-    return Schedule(
-        tuple(order), time, amount, kind, duration, valid, by_row if any(by_row) else ()
-    )
+    if not any(by_row):
+        return Schedule(tuple(order), time, amount, kind, duration, valid)
+    ends = []
+    for d in order:
+        untils = [r.until_day for r in regimens if r.drug == d]
+        ends.append(max(untils) if untils and None not in untils else None)
+    return Schedule(tuple(order), time, amount, kind, duration, valid, by_row, tuple(ends))
 
 
 # ---------------------------------------------------------------------- NM-TRAN

@@ -222,7 +222,9 @@ def _median(x: pd.Series) -> float:
 
 
 # per-arm summary columns of drugs with a hold rule (`summarize`), one per drug
-DOSE_MODIFICATION = ("any_withheld_", "any_reduced_", "discontinued_", "median_rdi_")
+DOSE_MODIFICATION = (
+    "any_withheld_", "any_reduced_", "discontinued_", "median_rdi_", "mean_delay_days_"
+)  # fmt: skip
 
 
 def dose_modification_columns(summary: pd.DataFrame) -> list[str]:
@@ -283,6 +285,8 @@ def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
                                   ("discontinued", np.isfinite(stop))):  # fmt: skip
                     row[f"{name}_{drug}"] = float(hit[ruled].mean()) if ruled.any() else np.nan
                 row[f"median_rdi_{drug}"] = _median(ok[f"rdi_{drug}"])
+                delay = ok[f"delay_days_{drug}"].to_numpy(dtype=float)[ruled]
+                row[f"mean_delay_days_{drug}"] = float(delay.mean()) if delay.size else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
 

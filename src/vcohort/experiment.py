@@ -63,7 +63,13 @@ from pathlib import Path
 
 from vcohort.config import ENGINES, Checker, read_toml
 from vcohort.dose_rules import DoseRule, drug_rules, parse_rule
-from vcohort.dosing import Regimen, parse_amount, parse_duration, parse_regimen
+from vcohort.dosing import (
+    Regimen,
+    compile_schedule,
+    parse_amount,
+    parse_duration,
+    parse_regimen,
+)
 from vcohort.endpoints import CENSOR_AT, MONTH_DAYS
 from vcohort.population import Population, load_population
 from vcohort.runs import Arm
@@ -174,6 +180,14 @@ def experiment_from_dict(
             names.append(arm.name)
             arms.append(arm)
     ruled = sorted({a.name for a in arms for r in a.regimens if r.rule is not None})
+    if horizon is not None and dt is not None and not ck.errors:
+        for i, a in enumerate(arms):  # overlapping infusions, delay rules on the step grid
+            if a.name in ruled:
+                try:
+                    s = compile_schedule(list(a.regimens), float(horizon))
+                    s.check_rules(dt, horizon * round(1.0 / dt))
+                except ValueError as e:
+                    ck.error(f"arms[{i}]", str(e))
     if engine == "pallas" and ruled:
         ck.error(
             "simulation.engine",

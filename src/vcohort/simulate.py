@@ -555,12 +555,17 @@ def patient_fn(plan: Plan):
     """
 
     def run(p, pk, cov, y0, bolus, rate, starts=None, delays=None):
-        if plan.rules and (starts is None or delays is None):
+        if plan.rules and starts is None:
             raise ValueError(
-                "the plan has hold rules: pass starts=schedule.step_starts(plan.dt, "
-                "plan.n_steps) and delays=dose_rules.delay_inputs(schedule, plan.dt, "
-                "plan.n_steps)"
+                "the plan has hold rules: pass starts=schedule.step_starts(plan.dt, plan.n_steps)"
             )
+        if delays is None:
+            if any(r is not None and r.delay for r in plan.rules):
+                raise ValueError(
+                    "the plan has delay rules: pass "
+                    "delays=dose_rules.delay_inputs(schedule, plan.dt, plan.n_steps)"
+                )
+            delays = jnp.zeros((0, 5, 4), plan.dtype)
         su = patient_setup(plan, p, pk, cov)
         advance = make_advance(plan, su)
         wt, bsa = su["wt"], su["bsa"]
