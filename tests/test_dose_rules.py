@@ -102,6 +102,9 @@ def test_bad_hold_rules_are_refused_before_compute():
     ]  # noqa: E501
     with pytest.raises(ValueError, match="infusions overlap on day 1 "):
         simulate(CSC_IMMUNE, c, schedule(overlap, 10), 10)
+    same = [f"doxorubicin 10 mg start 1 d {RULE}", f"doxorubicin 5 mg start 1 d over 1 h {RULE}"]
+    with pytest.raises(ValueError, match=r"two doses start in the same step \(day 1\)"):
+        simulate(CSC_IMMUNE, c, schedule(same, 10), 10)
     # a delay shifts the cycle: it needs one regular regimen of the drug
     irregular = [
         f"doxorubicin 10 mg every 10 d x 2 {DELAY}",
@@ -221,6 +224,10 @@ def test_decisions_follow_the_protocol_replayed_on_the_pre_dose_labs(runs):
     np.testing.assert_allclose(got["stopped_day"], [w["stopped_day"] for w in want], atol=1e-9)
     np.testing.assert_allclose(got["given_mg"], [w["given_mg"] for w in want], rtol=1e-12)
     np.testing.assert_allclose(got["planned_mg"], 6 * 75.0 * bsa, rtol=1e-12)
+    # the per-dose records: the fraction of each planned dose given, on its day
+    np.testing.assert_array_equal(got["dose_fraction"], [w["fracs"] for w in want])
+    days = np.where(np.asarray([w["fracs"] for w in want]) > 0, np.arange(0, DAYS, 10), np.nan)
+    np.testing.assert_allclose(got["dose_day"], days, atol=1e-9)
     # the setting exercises every branch: full doses only, a reduced dose, discontinuation
     held = np.asarray(got["withheld"])
     assert (held == 0).any() and (held == 2).any()
@@ -330,6 +337,15 @@ def test_delays_follow_the_protocol_and_shift_the_cycle(runs, regimen, dose, n_d
     np.testing.assert_allclose(got["given_mg"], [w["given_mg"] for w in want], rtol=1e-12)
     # the setting exercises a delay that ends in a dose
     assert any(w["delay_days"] > 0 for w in want)
+    # the per-dose records: the day each dose was given (later than planned when delayed) and
+    # its fraction; doses never given have no day and fraction 0
+    for i, w in enumerate(want):
+        day = np.full(got["dose_day"].shape[1], np.nan)
+        frac = np.zeros(got["dose_fraction"].shape[1])
+        for j, (t, f) in enumerate(w["given"]):
+            day[j], frac[j] = t, f
+        np.testing.assert_allclose(got["dose_day"][i], day, atol=1e-9)
+        np.testing.assert_array_equal(got["dose_fraction"][i], frac)
     # each patient's run equals a run of exactly the doses given, on the days given (same
     # infusion length)
     over = regimen.split(" over ")[1] if " over " in regimen else None
@@ -403,6 +419,19 @@ def test_endpoints_summary_and_chunk_files_carry_the_dose_modification(runs, tmp
     assert np.isnan(sm.loc["plain", "any_withheld_doxorubicin"])
     assert np.isnan(sm.loc["plain", "median_rdi_doxorubicin"])
     assert np.isnan(sm.loc["plain", "discontinued_doxorubicin"])
+    # the per-dose table (doses_given.parquet): planned in the patient's mg, given = fraction
+    from vcohort.runs import doses_given_frame
+
+    given = doses_given_frame(
+        {"rule": tr}, {"rule": schedule([f"{DOX} {RULE}"], DAYS)}, c.covariates
+    )  # noqa: E501
+    assert len(given) == 8 * 6 and set(given["arm"]) == {"rule"}
+    row = given[(given["patient"] == c.patient_id[1]) & (given["dose"] == 2)].iloc[0]
+    assert row["planned_day"] == 10.0
+    assert row["planned_mg"] == pytest.approx(75.0 * c.covariates["bsa_m2"][1], rel=1e-12)
+    assert row["fraction"] == d["dose_fraction"][1, 1]
+    totals = given.groupby("patient", sort=False)["given_mg"].sum().to_numpy()
+    np.testing.assert_allclose(totals, d["given_mg"], rtol=1e-12)
     # chunk files (vcohort batch) keep it bit for bit; take/concat cut and join it
     path = tmp_path / "chunk.npz"
     scr = pd.DataFrame({"patient": c.patient_id})

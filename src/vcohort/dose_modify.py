@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
+from jax import lax
 
 # what `vcohort.simulate.Trajectories.dosing` holds per drug with a rule
 DOSING_FIELDS = (
@@ -23,21 +24,28 @@ DOSING_FIELDS = (
     "stopped_day",  # day the drug was discontinued (NaN: never)
     "delay_days",  # total postponement of the doses given (delay rules; 0 otherwise)
 )
+# per dose (slot) of a ruled drug: the day it was given (NaN: not given) and the fraction of
+# the planned dose given (0: not given)
+RECORDS = ("dose_day", "dose_fraction")
 # a delay rule's dosing clock per drug (in steps) and its running infusion
 _CLOCK = ("next_due", "index", "waiting", "waited", "inf_left", "inf_rate")
 
 
-def initial_state(rules: tuple, like) -> tuple:
+def initial_state(rules: tuple, like, n_slots: int) -> tuple:
     """The rule part of the integrator's carry at day 0: (step count, per ruled drug a dict of
-    `DOSING_FIELDS`, ``frac`` (the running infusion's dose fraction) and the delay clock)."""
+    `DOSING_FIELDS`, `RECORDS` (per dose slot), ``frac`` (the running infusion's dose fraction)
+    and the delay clock)."""
     zero = jnp.zeros_like(like)
+    slots = jnp.zeros(jnp.shape(like) + (n_slots,), jnp.result_type(like))
     per = []
     for r in rules:
         if r is None:
             continue
         m = {f: zero for f in DOSING_FIELDS} | {"frac": jnp.ones_like(like)}
         m["stopped_day"] = jnp.full_like(like, jnp.nan)
-        if r.delay:
+        m["dose_fraction"] = slots
+        if r.delay:  # the day of a delayed dose (an omitted one is given on its planned day)
+            m["dose_day"] = jnp.full_like(slots, jnp.nan)
             m |= {f: zero for f in _CLOCK}
             m["next_due"] = jnp.full_like(like, -1.0)  # set from the first slot (`delay_step`)
         per.append(m)
@@ -96,9 +104,15 @@ def _omit_step(rule, m, k, h, past, level, bd, rd, starts):
     """Omission: the grid's doses, each given or not as decided at its start."""
     n = len(rule.levels)
     gate = jnp.where(past, 0.0, level)  # the dose fraction decided now
-    n_start = (starts[0] + starts[1]) * (level > 0)  # doses falling due now
+    n_start = ((starts[0] > 0) * 1.0 + (starts[1] > 0)) * (level > 0)  # doses falling due now
     held = n_start * past
     frac = jnp.where(starts[1] > 0, gate, m["frac"])  # a new infusion decides
+    # record the dose starting now (its slot is the same for every patient; one dose of a
+    # ruled drug per step, `Schedule.check_rules`)
+    slot = jnp.maximum(starts[0], starts[1])
+    j = jnp.maximum(slot - 1, 0).astype(jnp.int32)
+    share = m["dose_fraction"]
+    share = _put(share, j, jnp.where((slot > 0) & (gate > 0), gate, share[j]))
     stops = (held > 0) & (n > 0) & (m["withheld"] >= n)  # a withheld dose past the levels
     m = m | {
         "frac": frac,
@@ -106,8 +120,14 @@ def _omit_step(rule, m, k, h, past, level, bd, rd, starts):
         "withheld": m["withheld"] + held,
         "reduced": m["reduced"] + n_start * (~past & (level < 1)),
         "stopped_day": jnp.where(stops, k * h, m["stopped_day"]),
+        "dose_fraction": share,
     }
     return m, gate * bd, frac * rd
+
+
+def _put(a, j, v):
+    """``a`` with element ``j`` set to ``v`` (one element: an in-place update in the scan)."""
+    return lax.dynamic_update_index_in_dim(a, v, j, 0)
 
 
 def _delay_step(rule, m, k, dt: float, past, level, inp, to_mg, dtype):
@@ -129,6 +149,7 @@ def _delay_step(rule, m, k, dt: float, past, level, inp, to_mg, dtype):
     new_held = first & past
     stops = too_long | (new_held & (n > 0) & (m["withheld"] >= n))
     row = inp[jnp.minimum(m["index"], inp.shape[0] - 1).astype(jnp.int32), :3]
+    slot_now = jnp.arange(m["dose_day"].shape[-1]) == m["index"]  # few slots: a one-hot
     amount = to_mg(row) * level
     bolus = jnp.where(give & (n_inf == 0), amount, 0.0)
     start_inf = give & (n_inf > 0)
@@ -147,5 +168,7 @@ def _delay_step(rule, m, k, dt: float, past, level, inp, to_mg, dtype):
         "reduced": m["reduced"] + (give & (level < 1)),
         "stopped_day": jnp.where(stops, k * h, m["stopped_day"]),
         "delay_days": m["delay_days"] + jnp.where(give, m["waited"] * h, 0.0),  # given doses
+        "dose_day": jnp.where(give & slot_now, k * h, m["dose_day"]),
+        "dose_fraction": jnp.where(give & slot_now, level, m["dose_fraction"]),
     }
     return m, bolus, rate

@@ -369,16 +369,16 @@ class Schedule:
         return self.step_grid(dt, n_steps).scatter(self.amount, xp)
 
     def step_starts(self, dt: float, n_steps: int) -> np.ndarray:
-        """(n_steps, drugs, 2): the doses (slots with an amount > 0) that begin in each step,
-        boluses in ``[..., 0]`` and infusions in ``[..., 1]``: where a hold rule decides
-        (`vcohort.dose_modify.apply`).  From the slots, not from the rates, so infusions
-        that meet on the step grid are still separate doses."""
+        """(n_steps, drugs, 2): the dose (slot index + 1; 0: none) of each drug that begins in
+        each step, a bolus in ``[..., 0]`` and an infusion in ``[..., 1]``: where a hold rule
+        decides and records (`vcohort.dose_modify.apply`).  From the slots (amount > 0), not
+        from the rates, so infusions that meet on the step grid are still separate doses."""
         out = np.zeros((n_steps, len(self.drugs), 2))
         amount = np.asarray(self.amount)
         for i, j in zip(*np.nonzero(self.valid & (amount > 0)), strict=True):
             k = int(round(self.time[i, j] / dt))
             if k < n_steps:
-                out[k, i, int(self.duration[i, j] > 0)] += 1.0
+                out[k, i, int(self.duration[i, j] > 0)] = j + 1.0
         return out
 
     def refuse_rules(self, where: str) -> None:
@@ -398,6 +398,18 @@ class Schedule:
         from vcohort.dose_rules import delay_inputs
 
         delay_inputs(self, dt, n_steps)
+        amount = np.asarray(self.amount)
+        for i, rule in enumerate(self.rules):
+            if rule is None:
+                continue
+            ok = self.valid[i] & (amount[i] > 0)
+            u, c = np.unique(np.round(self.time[i][ok] / dt), return_counts=True)
+            if (c > 1).any():
+                raise ValueError(
+                    f"{self.drugs[i]}: two doses start in the same step (day "
+                    f"{u[c > 1][0] * dt:g}); a hold rule ({rule.describe()}) decides each dose "
+                    f"on its own: merge them into one dose"
+                )
         grid = self.step_grid(dt, n_steps)
         for i, rule in enumerate(self.rules):
             if rule is None:

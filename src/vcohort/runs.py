@@ -63,6 +63,47 @@ def check_arms(model, arms, days: int, *, dt: float = 0.1, precision: str = "flo
             raise ValueError(f"arm {a.name!r}: {e}") from None
 
 
+def doses_given_frame(trajs: dict, schedules: dict, covariates: dict) -> pd.DataFrame:
+    """One row per planned dose of every drug with a hold rule, per arm and patient: ``arm,
+    patient, drug, dose`` (1, 2, ...), ``planned_day``, ``planned_mg`` (the regimen's dose in
+    the patient's mg), ``given_day`` (NaN: not given), ``fraction`` (of the planned dose given;
+    0: not given) and ``given_mg``.  Empty when no arm has a rule."""
+    parts = []
+    for arm, tr in trajs.items():
+        s = schedules[arm]
+        n_pat = len(tr.patient_id)
+        per = np.stack(
+            [np.ones(n_pat)]
+            + [
+                np.asarray(covariates.get(c, np.full(n_pat, np.nan)), float)
+                for c in ("weight_kg", "bsa_m2")
+            ]  # fmt: skip
+        )  # (3, patients): mg per mg, per mg/kg, per mg/m2
+        for drug, d in tr.dosing.items():
+            i = s.drugs.index(drug)
+            ok = np.flatnonzero(s.valid[i])
+            planned = np.asarray(s.amount)[i, ok][:, None] * per[s.kind[i, ok]]  # (doses, P)
+            frac = np.asarray(d["dose_fraction"])[:, ok].T
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "arm": arm,
+                        "patient": np.tile(tr.patient_id, ok.size),
+                        "drug": drug,
+                        "dose": np.repeat(np.arange(1, ok.size + 1), n_pat),
+                        "planned_day": np.repeat(s.time[i, ok], n_pat),
+                        "planned_mg": planned.ravel(),
+                        "given_day": np.asarray(d["dose_day"])[:, ok].T.ravel(),
+                        "fraction": frac.ravel(),
+                        "given_mg": (frac * planned).ravel(),
+                    }
+                ).sort_values(["patient", "dose"], kind="stable")
+            )
+    cols = ["arm", "patient", "drug", "dose", "planned_day", "planned_mg", "given_day",
+            "fraction", "given_mg"]  # fmt: skip
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+
 def run_arms(
     model,
     cohort: Cohort,

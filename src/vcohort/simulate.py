@@ -331,6 +331,7 @@ class Plan:
     # per drug (row order) its protocol dose modification (`vcohort.dosing.DoseRule`) or None;
     # () when no drug has one (then the step carries nothing for it: no cost)
     rules: tuple = ()
+    n_slots: int = 0  # dose slots per drug, for the per-dose records of ruled drugs
 
     @property
     def n_sub(self) -> int:
@@ -415,7 +416,7 @@ def initial_carry(plan: Plan, y0: dict) -> tuple:
     auc0 = tuple(jnp.zeros_like(like) for _ in plan.drugs)
     if not plan.rules:
         return (y, a0, auc0)
-    return (y, a0, auc0, dose_modify.initial_state(plan.rules, like))
+    return (y, a0, auc0, dose_modify.initial_state(plan.rules, like, plan.n_slots))
 
 
 def make_advance(plan: Plan, su: dict, stages: str = "scan"):
@@ -537,7 +538,7 @@ def integrate(plan: Plan, day_advance, carry, p: dict, bolus, rate, *extra) -> d
     if plan.rules:
         ruled = [d.name for d, r in zip(drugs, plan.rules, strict=True) if r is not None]
         out["dosing"] = {
-            name: {f: v[f] for f in dose_modify.DOSING_FIELDS}
+            name: {f: v[f] for f in dose_modify.DOSING_FIELDS + dose_modify.RECORDS if f in v}
             for name, v in zip(ruled, carry[3][1], strict=True)
         }
     return out
@@ -714,7 +715,7 @@ def prepare(
         raise ValueError(f"forcing={forcing!r}; allowed: {FORCINGS}")
     plan = Plan(
         model, drugs, int(days), float(dt), int(save_every), dtype, float(tumour_dynamics), forcing,
-        rules=rules,
+        rules=rules, n_slots=schedule.n_slots if rules else 0,
     )  # fmt: skip
     return plan, schedule
 
@@ -843,6 +844,11 @@ def simulate(
             first = _time.perf_counter() - t0
     total = _time.perf_counter() - t0
     status, bad_day = _status(res["saved"], res["daily"])
+    for i, rule in enumerate(plan.rules):
+        if rule is not None and not rule.delay:  # an omitted dose is not moved: the plan's day
+            rec = res["dosing"][plan.drugs[i].name]
+            t = np.where(schedule.valid[i], schedule.time[i], np.nan)
+            rec["dose_day"] = np.where(rec["dose_fraction"] > 0, t, np.nan)
     return Trajectories(
         patient_id=np.asarray(cohort.patient_id),
         save_days=plan.save_days,

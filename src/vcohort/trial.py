@@ -13,6 +13,8 @@ figures and an HTML report in one run folder (ARCHITECTURE.md, "Outputs").
 * ``summary.csv`` — per arm: n, ORR/DCR with exact CIs, median PFS and 6-month PFS with CIs,
   hazard ratio vs the reference arm with 95% CI, CSC fraction, exposure, grade-4 neutropenia;
 * ``schedules/ARM.csv`` — NM-TRAN dose records per arm for every patient (own weight/BSA);
+* ``doses_given.parquet`` — with hold rules: every planned dose of a ruled drug, given or not,
+  on which day and at what fraction (`vcohort.runs.doses_given_frame`);
 * ``figures/*.png`` and ``report.html`` — `vcohort.report.write_trial_report`.
 """
 
@@ -154,7 +156,7 @@ def write_trial(result: TrialResult, out: str | Path, *, overwrite: bool = False
     """Write the run folder (see the module docstring); returns the files written."""
     from vcohort.io import environment, run_folder, write_csv, write_json, write_parquet
     from vcohort.report import write_trial_report
-    from vcohort.runs import timecourse_frame
+    from vcohort.runs import doses_given_frame, timecourse_frame
 
     exp = result.experiment
     t0 = time.perf_counter()
@@ -165,6 +167,9 @@ def write_trial(result: TrialResult, out: str | Path, *, overwrite: bool = False
         write_parquet(tmp / "timecourse.parquet", timecourse)
         write_parquet(tmp / "endpoints.parquet", result.endpoints)
         write_csv(tmp / "summary.csv", result.summary)
+        given = doses_given_frame(result.trajectories, result.schedules, result.cohort.covariates)
+        if len(given):  # drugs with a hold rule: each planned dose, given or not
+            write_parquet(tmp / "doses_given.parquet", given)
         (tmp / "schedules").mkdir()
         for arm, table in nmtran_tables(result).items():
             write_csv(tmp / "schedules" / f"{arm}.csv", table)

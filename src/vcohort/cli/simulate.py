@@ -213,13 +213,16 @@ def _write(
     from vcohort.cohort import effective_population
     from vcohort.dosing import to_nmtran
     from vcohort.io import environment, run_folder, write_csv, write_json, write_parquet
-    from vcohort.runs import timecourse_frame
+    from vcohort.runs import doses_given_frame, timecourse_frame
 
     with run_folder(args.out, args.overwrite) as tmp:
         write_parquet(tmp / "patients.parquet", cohort.to_frame())
         write_parquet(tmp / "timecourse.parquet", timecourse_frame(trajs))
         write_parquet(tmp / "endpoints.parquet", endpoints)
         write_csv(tmp / "summary.csv", summary)
+        given = doses_given_frame(trajs, schedules, cohort.covariates)
+        if len(given):  # drugs with a hold rule: each planned dose, given or not
+            write_parquet(tmp / "doses_given.parquet", given)
         doses = []
         for a in arms:
             s = schedules[a.name]
