@@ -432,6 +432,15 @@ def test_endpoints_summary_and_chunk_files_carry_the_dose_modification(runs, tmp
     assert row["fraction"] == d["dose_fraction"][1, 1]
     totals = given.groupby("patient", sort=False)["given_mg"].sum().to_numpy()
     np.testing.assert_allclose(totals, d["given_mg"], rtol=1e-12)
+    # NM-TRAN records of the doses given (trial schedules/ARM.csv): per ID the mg given
+    from vcohort.dosing import to_nmtran
+
+    cov = c.covariates
+    nm = to_nmtran(schedule([f"{DOX} {RULE}"], DAYS), ids=c.patient_id, weight_kg=cov["weight_kg"],
+                   bsa_m2=cov["bsa_m2"], given=tr.dosing)  # fmt: skip
+    mg = (nm["AMT"] * (1 + nm["ADDL"])).groupby(nm["ID"]).sum().reindex(c.patient_id, fill_value=0)
+    np.testing.assert_allclose(mg.to_numpy(), d["given_mg"], rtol=1e-12)
+    assert set(nm["TIME"]) <= set(range(0, DAYS, 10))  # omitted doses are not moved
     # chunk files (vcohort batch) keep it bit for bit; take/concat cut and join it
     path = tmp_path / "chunk.npz"
     scr = pd.DataFrame({"patient": c.patient_id})

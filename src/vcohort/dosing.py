@@ -563,9 +563,13 @@ def to_nmtran(
     weight_kg=None,
     bsa_m2=None,
     catalogue: dict[str, Drug] | None = None,
+    given: dict | None = None,
 ) -> pd.DataFrame:
     """NM-TRAN dose records (one block per ID), collapsing equally spaced identical doses into
-    ``II``/``ADDL``.  Per-kg and per-m² amounts are converted to mg with each ID's covariate."""
+    ``II``/``ADDL``.  Per-kg and per-m² amounts are converted to mg with each ID's covariate.
+    ``given``: `vcohort.simulate.Trajectories.dosing` of a run of these IDs (in order): drugs
+    with a hold rule then list the doses each patient was given (on its day, at its fraction),
+    not the planned ones."""
     ids = list(np.atleast_1d(ids))
     amount = np.asarray(schedule.amount, dtype=np.float64)
     if np.any(~np.isfinite(amount)) or np.any(amount < 0):
@@ -584,10 +588,17 @@ def to_nmtran(
         for i, d in enumerate(schedule.drugs):
             sel = np.where(schedule.valid[i])[0]
             doses = []
+            rec = (given or {}).get(d)
             for j in sel:
                 k = int(schedule.kind[i, j])
                 mg = amount[i, j] * (1.0 if k == 0 else covs[k][pi])
-                doses.append((schedule.time[i, j], mg, schedule.duration[i, j]))
+                t = schedule.time[i, j]
+                if rec is not None:  # the dose as given (fraction 0: not given)
+                    frac = float(rec["dose_fraction"][pi, j])
+                    if frac <= 0:
+                        continue
+                    mg, t = mg * frac, float(rec["dose_day"][pi, j])
+                doses.append((t, mg, schedule.duration[i, j]))
             doses.sort()
             rows.extend(_collapse(pid, d, cmt[d], doses))
     df = pd.DataFrame(rows, columns=NMTRAN_COLUMNS)

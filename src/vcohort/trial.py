@@ -12,7 +12,8 @@ figures and an HTML report in one run folder (ARCHITECTURE.md, "Outputs").
 * ``endpoints.parquet`` — one row per patient × arm (BOR, best % change, PFS, CSC, AUC, …);
 * ``summary.csv`` — per arm: n, ORR/DCR with exact CIs, median PFS and 6-month PFS with CIs,
   hazard ratio vs the reference arm with 95% CI, CSC fraction, exposure, grade-4 neutropenia;
-* ``schedules/ARM.csv`` — NM-TRAN dose records per arm for every patient (own weight/BSA);
+* ``schedules/ARM.csv`` — NM-TRAN dose records per arm for every patient (own weight/BSA;
+  for drugs with a hold rule, the doses given);
 * ``doses_given.parquet`` — with hold rules: every planned dose of a ruled drug, given or not,
   on which day and at what fraction (`vcohort.runs.doses_given_frame`);
 * ``figures/*.png`` and ``report.html`` — `vcohort.report.write_trial_report`.
@@ -132,7 +133,8 @@ def _calibrate(exp: Experiment, pool):
 
 def nmtran_tables(result: TrialResult, *, typical: bool = False) -> dict[str, pd.DataFrame]:
     """Arm → NM-TRAN dose records (`vcohort.dosing.to_nmtran`): every patient with its own
-    weight/BSA, or (``typical``) one ID 1 with the cohort's median weight and BSA."""
+    weight/BSA and, for drugs with a hold rule, the doses it was given; or (``typical``) the
+    planned doses of one ID 1 with the cohort's median weight and BSA."""
     from vcohort.dosing import to_nmtran
 
     cov = result.cohort.covariates
@@ -141,7 +143,14 @@ def nmtran_tables(result: TrialResult, *, typical: bool = False) -> dict[str, pd
     else:
         ids, w, b = result.cohort.patient_id, cov["weight_kg"], cov["bsa_m2"]
     return {
-        arm: to_nmtran(s, ids=ids, weight_kg=w, bsa_m2=b) for arm, s in result.schedules.items()
+        arm: to_nmtran(
+            s,
+            ids=ids,
+            weight_kg=w,
+            bsa_m2=b,
+            given=None if typical else result.trajectories[arm].dosing,
+        )  # fmt: skip
+        for arm, s in result.schedules.items()
     }
 
 
