@@ -346,6 +346,19 @@ def test_delays_follow_the_protocol_and_shift_the_cycle(runs, regimen, dose, n_d
             day[j], frac[j] = t, f
         np.testing.assert_allclose(got["dose_day"][i], day, atol=1e-9)
         np.testing.assert_array_equal(got["dose_fraction"][i], frac)
+    # the per-dose table: given doses, the postponed one a stop cut short, later ones
+    from vcohort.runs import doses_given_frame
+
+    table = doses_given_frame({"a": tr}, {"a": schedule([f"{regimen} {rule}"], DAYS)}, c.covariates)  # noqa: E501
+    for i, w in enumerate(want):
+        st = table[table["patient"] == c.patient_id[i]]["status"].tolist()
+        n_given, stopped = len(w["given"]), np.isfinite(w["stopped_day"])
+        assert st[:n_given] == ["given"] * n_given
+        rest = st[n_given:]
+        if stopped:  # the dose waiting at the stop was due (withheld); later ones discontinued
+            assert rest == ["withheld"] + ["discontinued"] * (len(rest) - 1)
+        else:  # due at the horizon and still waiting (withheld), or never due (not reached)
+            assert set(rest) <= {"withheld", "not reached"} and rest.count("withheld") <= 1
     # each patient's run equals a run of exactly the doses given, on the days given (same
     # infusion length)
     over = regimen.split(" over ")[1] if " over " in regimen else None
@@ -424,14 +437,24 @@ def test_endpoints_summary_and_chunk_files_carry_the_dose_modification(runs, tmp
 
     given = doses_given_frame(
         {"rule": tr}, {"rule": schedule([f"{DOX} {RULE}"], DAYS)}, c.covariates
-    )  # noqa: E501
-    assert len(given) == 8 * 6 and set(given["arm"]) == {"rule"}
+    )
+    assert len(given) == 8 * 6 and set(given["arm"]) == {"rule"} and set(given["unit"]) == {"mg"}
+    np.testing.assert_array_equal(given["patient"], np.repeat(c.patient_id, 6))  # cohort order
     row = given[(given["patient"] == c.patient_id[1]) & (given["dose"] == 2)].iloc[0]
     assert row["planned_day"] == 10.0
-    assert row["planned_mg"] == pytest.approx(75.0 * c.covariates["bsa_m2"][1], rel=1e-12)
+    assert row["planned_amount"] == pytest.approx(75.0 * c.covariates["bsa_m2"][1], rel=1e-12)
     assert row["fraction"] == d["dose_fraction"][1, 1]
-    totals = given.groupby("patient", sort=False)["given_mg"].sum().to_numpy()
+    totals = given.groupby("patient", sort=False)["given_amount"].sum().to_numpy()
     np.testing.assert_allclose(totals, d["given_mg"], rtol=1e-12)
+    # each dose's status: given; withheld while due; discontinued after the stop
+    for i in range(8):
+        rows = given[given["patient"] == c.patient_id[i]]
+        want = ["given" if f > 0 else "withheld" for f in d["dose_fraction"][i]]
+        stop = d["stopped_day"][i]
+        want = [w if not (np.isfinite(stop) and 10 * j > stop) else "discontinued"
+                for j, w in enumerate(want)]  # fmt: skip
+        assert rows["status"].tolist() == want
+    assert set(given["status"]) == {"given", "withheld", "discontinued"}
     # NM-TRAN records of the doses given (trial schedules/ARM.csv): per ID the mg given
     from vcohort.dosing import to_nmtran
 

@@ -95,10 +95,11 @@ def model_identity() -> str:
     import inspect
 
     import vcohort
-    from vcohort import drug, drugs, drugs_table1, fused, simulate
+    from vcohort import dose_modify, dose_rules, dosing, drug, drugs, drugs_table1, fused, simulate
     from vcohort.model import CSC_IMMUNE, csc_immune, csc_immune_params
 
-    modules = (csc_immune, csc_immune_params, drug, drugs, drugs_table1, simulate, fused)
+    modules = (csc_immune, csc_immune_params, drug, drugs, drugs_table1, simulate, fused,
+               dosing, dose_rules, dose_modify)  # fmt: skip
     parts = [vcohort.__version__, CSC_IMMUNE.params.to_markdown()]
     parts += [inspect.getsource(m) for m in modules]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

@@ -208,6 +208,8 @@ def delay_inputs(schedule, dt: float, n_steps: int) -> np.ndarray:
         drug = schedule.drugs[i]
         amount = np.asarray(schedule.amount, dtype=np.float64)[i]
         ok = schedule.valid[i]
+        if not np.all(ok[: ok.sum()]):  # doses are recorded by number (`dose_modify`)
+            raise ValueError(f"{drug}: a delay rule needs the drug's dose slots first in its row")
         t = schedule.time[i][ok]
         days = np.diff(t)
         steps = days / dt

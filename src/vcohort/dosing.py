@@ -571,6 +571,11 @@ def to_nmtran(
     with a hold rule then list the doses each patient was given (on its day, at its fraction),
     not the planned ones."""
     ids = list(np.atleast_1d(ids))
+    for d, rec in (given or {}).items():
+        if np.shape(rec["dose_fraction"])[0] != len(ids):
+            raise ValueError(
+                f"given[{d!r}] has {np.shape(rec['dose_fraction'])[0]} patients, ids has {len(ids)}"
+            )
     amount = np.asarray(schedule.amount, dtype=np.float64)
     if np.any(~np.isfinite(amount)) or np.any(amount < 0):
         raise ValueError("schedule amounts must be finite and >= 0")
@@ -597,7 +602,9 @@ def to_nmtran(
                     frac = float(rec["dose_fraction"][pi, j])
                     if frac <= 0:
                         continue
-                    mg, t = mg * frac, float(rec["dose_day"][pi, j])
+                    mg *= frac
+                    if "dose_day" in rec:  # else an omission rule: on its planned day
+                        t = float(rec["dose_day"][pi, j])
                 doses.append((t, mg, schedule.duration[i, j]))
             doses.sort()
             rows.extend(_collapse(pid, d, cmt[d], doses))

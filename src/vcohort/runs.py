@@ -63,11 +63,24 @@ def check_arms(model, arms, days: int, *, dt: float = 0.1, precision: str = "flo
             raise ValueError(f"arm {a.name!r}: {e}") from None
 
 
+DOSE_STATUS = ("given", "withheld", "discontinued", "not reached", "failed")
+
+
 def doses_given_frame(trajs: dict, schedules: dict, covariates: dict) -> pd.DataFrame:
-    """One row per planned dose of every drug with a hold rule, per arm and patient: ``arm,
-    patient, drug, dose`` (1, 2, ...), ``planned_day``, ``planned_mg`` (the regimen's dose in
-    the patient's mg), ``given_day`` (NaN: not given), ``fraction`` (of the planned dose given;
-    0: not given) and ``given_mg``.  Empty when no arm has a rule."""
+    """One row per planned dose of every drug with a hold rule, per arm and patient (cohort
+    order): ``arm, patient, drug, dose`` (1, 2, ...), ``unit`` (the drug's amount unit: mg,
+    or 1e6 cells for a cell product), ``planned_day``, ``planned_amount`` (the regimen's dose
+    in the patient's unit), ``status`` (`DOSE_STATUS`), ``given_day`` (NaN: not given),
+    ``fraction`` (of the planned dose given; 0: not given) and ``given_amount``.
+
+    ``status``: ``withheld`` (due, and omitted, or still postponed when the drug was stopped or
+    the run ended), ``discontinued`` (after the drug was stopped), ``not reached`` (a delayed
+    cycle pushed past the horizon), ``failed`` (the patient's solution failed; nothing is
+    reported).  Amounts are whole doses: an infusion running past the horizon counts in full
+    here, but only its part within the horizon in `vcohort.simulate.Trajectories.dosing`.
+    Empty when no arm has a rule."""
+    from vcohort.drugs import get_drug
+
     parts = []
     for arm, tr in trajs.items():
         s = schedules[arm]
@@ -78,30 +91,53 @@ def doses_given_frame(trajs: dict, schedules: dict, covariates: dict) -> pd.Data
                 np.asarray(covariates.get(c, np.full(n_pat, np.nan)), float)
                 for c in ("weight_kg", "bsa_m2")
             ]  # fmt: skip
-        )  # (3, patients): mg per mg, per mg/kg, per mg/m2
+        )  # (3, patients): amount per dose unit, per kg, per m2
         for drug, d in tr.dosing.items():
             i = s.drugs.index(drug)
             ok = np.flatnonzero(s.valid[i])
-            planned = np.asarray(s.amount)[i, ok][:, None] * per[s.kind[i, ok]]  # (doses, P)
-            frac = np.asarray(d["dose_fraction"])[:, ok].T
+            planned = (np.asarray(s.amount)[i, ok][:, None] * per[s.kind[i, ok]]).T  # (P, n)
+            frac = np.asarray(d["dose_fraction"], float)[:, ok]
+            t = np.broadcast_to(s.time[i, ok], frac.shape)
+            day = np.asarray(d["dose_day"], float)[:, ok] if "dose_day" in d else (
+                np.where(frac > 0, t, np.nan)  # omission: a dose given is given on its day
+            )  # fmt: skip
+            status = _dose_status(frac, t, d, s.rules[i].delay, np.asarray(tr.status) != 0)
             parts.append(
                 pd.DataFrame(
                     {
                         "arm": arm,
-                        "patient": np.tile(tr.patient_id, ok.size),
+                        "patient": np.repeat(tr.patient_id, ok.size),
                         "drug": drug,
-                        "dose": np.repeat(np.arange(1, ok.size + 1), n_pat),
-                        "planned_day": np.repeat(s.time[i, ok], n_pat),
-                        "planned_mg": planned.ravel(),
-                        "given_day": np.asarray(d["dose_day"])[:, ok].T.ravel(),
+                        "dose": np.tile(np.arange(1, ok.size + 1), n_pat),
+                        "unit": get_drug(drug).amount_unit,
+                        "planned_day": t.ravel(),
+                        "planned_amount": planned.ravel(),
+                        "status": status.ravel(),
+                        "given_day": day.ravel(),
                         "fraction": frac.ravel(),
-                        "given_mg": (frac * planned).ravel(),
+                        "given_amount": (frac * planned).ravel(),
                     }
-                ).sort_values(["patient", "dose"], kind="stable")
+                )
             )
-    cols = ["arm", "patient", "drug", "dose", "planned_day", "planned_mg", "given_day",
-            "fraction", "given_mg"]  # fmt: skip
+    cols = ["arm", "patient", "drug", "dose", "unit", "planned_day", "planned_amount", "status",
+            "given_day", "fraction", "given_amount"]  # fmt: skip
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+
+def _dose_status(frac, t, d, delay: bool, failed) -> np.ndarray:
+    """`DOSE_STATUS` of each (patient, dose) of one ruled drug (see `doses_given_frame`)."""
+    stop = np.asarray(d["stopped_day"], float)[:, None]
+    out = np.full(frac.shape, "withheld", dtype=object)
+    if delay:  # doses fall due in order: the first `due` were due, the rest never
+        j = np.arange(frac.shape[1])[None, :]
+        later = j >= np.asarray(d["due"], float)[:, None]
+        why = np.where(np.isfinite(stop[:, 0]), "discontinued", "not reached")
+        out[later] = why[np.nonzero(later)[0]]
+    else:  # each dose falls due on its own day
+        out[t > stop] = "discontinued"
+    out[frac > 0] = "given"
+    out[failed] = "failed"
+    return out
 
 
 def run_arms(

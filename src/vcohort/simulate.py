@@ -552,7 +552,8 @@ def patient_fn(plan: Plan):
     (`vcohort.dosing.Schedule.step_starts`) and ``delays``
     (`vcohort.dose_rules.delay_inputs`).  Outputs: ``saved`` (state dict, values at
     `Plan.save_days`), ``daily`` (daily outputs at days 0..days), ``auc`` (mg·day/L per drug)
-    and, with hold rules, ``dosing``.
+    and, with hold rules, ``dosing`` (for omission rules without ``dose_day``: a dose given is
+    given on its planned day, which `simulate` fills in).
     """
 
     def run(p, pk, cov, y0, bolus, rate, starts=None, delays=None):
