@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from vcohort.dose_rules import DoseRule, drug_rules, split_rule
+from vcohort.dose_rules import DoseRule, delay_inputs, drug_rules, split_rule
 from vcohort.drugs import CATALOGUE, Drug, get_drug
 
 # dose unit -> unit kind (0 flat, 1 per kg, 2 per m²); cell units are for cell products only
@@ -395,10 +395,9 @@ class Schedule:
         """Refuse what a hold rule cannot decide on: a ruled drug whose infusions overlap on
         the step grid (their rates add up, so one dose's decision cannot be kept apart), a
         delay rule on an irregular regimen (`vcohort.dose_rules.delay_inputs`)."""
-        from vcohort.dose_rules import delay_inputs
-
         delay_inputs(self, dt, n_steps)
         amount = np.asarray(self.amount)
+        grid = self.step_grid(dt, n_steps)
         for i, rule in enumerate(self.rules):
             if rule is None:
                 continue
@@ -410,10 +409,6 @@ class Schedule:
                     f"{u[c > 1][0] * dt:g}); a hold rule ({rule.describe()}) decides each dose "
                     f"on its own: merge them into one dose"
                 )
-        grid = self.step_grid(dt, n_steps)
-        for i, rule in enumerate(self.rules):
-            if rule is None:
-                continue
             mine = grid.is_rate & ((grid.dst // 3) % len(self.drugs) == i)
             steps = grid.dst[mine] // (3 * len(self.drugs))
             u, c = np.unique(steps, return_counts=True)

@@ -275,7 +275,7 @@ def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
         for c in ok.columns:
             if c.startswith("auc_"):  # exposure: median plasma AUC over the horizon, mg·day/L
                 row[f"median_{c}"] = float(ok[c].median())
-            elif c.startswith("doses_withheld_"):  # hold rules (`vcohort.dosing.DoseRule`)
+            elif c.startswith("doses_withheld_"):  # hold rules (`vcohort.dose_rules.DoseRule`)
                 drug = c[len("doses_withheld_") :]
                 w = ok[c].to_numpy(dtype=float)
                 ruled = np.isfinite(w)  # NaN: the arm gives the drug without a rule

@@ -328,7 +328,7 @@ class Plan:
     # forward-only runs 1.2-1.4x slower);
     # forward-mode differentiation (jvp/jacfwd) of such a plan raises
     reverse_mode: bool = False
-    # per drug (row order) its protocol dose modification (`vcohort.dosing.DoseRule`) or None;
+    # per drug (row order) its protocol dose modification (`vcohort.dose_rules.DoseRule`) or None;
     # () when no drug has one (then the step carries nothing for it: no cost)
     rules: tuple = ()
     n_slots: int = 0  # dose slots per drug, for the per-dose records of ruled drugs
@@ -778,12 +778,8 @@ def simulate(
     from vcohort.cohort import check_engine
 
     check_engine(engine)
-    if engine == "pallas" and plan.rules:
-        ruled = [d.name for d, r in zip(plan.drugs, plan.rules, strict=True) if r is not None]
-        raise ValueError(
-            "engine='pallas' does not apply hold rules (dose modification); the schedule has "
-            f"them for {', '.join(ruled)}: use engine='xla'"
-        )
+    if engine == "pallas":
+        schedule.refuse_rules("engine='pallas'")
     n = len(cohort)
     if n < 1:
         raise ValueError("cohort has 0 patients; patients must be >= 1")
