@@ -95,23 +95,19 @@ def test_bad_hold_rules_are_refused_before_compute():
         simulate(CSC_IMMUNE, c, s, 10)
     with pytest.raises(ValueError, match="engine='pallas' does not apply hold rules"):
         simulate(CSC_IMMUNE, c, schedule([f"{DOX} {RULE}"], 10), 10, engine="pallas")
-    # two infusions of a ruled drug running at once: one decision could not be kept apart
-    overlap = [
-        f"doxorubicin 10 mg every 4 d over 2 d {RULE}",
-        f"doxorubicin 5 mg start 1 d over 2 d {RULE}",
-    ]  # noqa: E501
-    with pytest.raises(ValueError, match="infusions overlap on day 1 "):
-        simulate(CSC_IMMUNE, c, schedule(overlap, 10), 10)
-    same = [f"doxorubicin 10 mg start 1 d {RULE}", f"doxorubicin 5 mg start 1 d over 1 h {RULE}"]
-    with pytest.raises(ValueError, match=r"two doses start in the same step \(day 1\)"):
-        simulate(CSC_IMMUNE, c, schedule(same, 10), 10)
-    # a delay shifts the cycle: it needs one regular regimen of the drug
-    irregular = [
-        f"doxorubicin 10 mg every 10 d x 2 {DELAY}",
-        f"doxorubicin 10 mg start 25 d {DELAY}",
-    ]  # noqa: E501
-    with pytest.raises(ValueError, match="needs one regular regimen .* days 0, 10, 25"):
-        simulate(CSC_IMMUNE, c, schedule(irregular, 30), 30)
+    for regs, match in (
+        # two infusions of a ruled drug running at once: one decision could not be kept apart
+        (["doxorubicin 10 mg every 4 d over 2 d", "doxorubicin 5 mg start 1 d over 2 d"],
+         "infusions overlap on day 1 "),
+        (["doxorubicin 10 mg start 1 d", "doxorubicin 5 mg start 1 d over 1 h"],
+         r"two doses start in the same step \(day 1\)"),
+        # a delay shifts the cycle: it needs one regular regimen of the drug
+        (["doxorubicin 10 mg every 10 d x 2", "doxorubicin 10 mg start 25 d"],
+         "needs one regular regimen .* days 0, 10, 25"),
+    ):  # fmt: skip
+        rule = DELAY if "regular" in match else RULE
+        with pytest.raises(ValueError, match=match):
+            simulate(CSC_IMMUNE, c, schedule([f"{r} {rule}" for r in regs], 30), 30)
     # tools that cannot apply a rule refuse it instead of ignoring it
     from vcohort.runs import parse_arm
     from vcohort.sbml import patient_sbml
