@@ -80,10 +80,7 @@ def read_chunk(path: Path) -> dict:
         n = len(prefix) + 1
         return {k[n:]: v for k, v in a.items() if k.startswith(prefix + "|")}
 
-    pk: dict = {}
-    for k, v in group("cohort|pk").items():
-        drug, name = k.split("|", 1)
-        pk.setdefault(drug, {})[name] = v
+    pk = _nested(group("cohort|pk"))
     cohort = Cohort(
         a["cohort|patient_id"],
         group("cohort|params"),

@@ -597,9 +597,7 @@ def to_nmtran(
                     frac = float(rec["dose_fraction"][pi, j])
                     if frac <= 0:
                         continue
-                    mg *= frac
-                    if "dose_day" in rec:  # else an omission rule: on its planned day
-                        t = float(rec["dose_day"][pi, j])
+                    mg, t = mg * frac, float(rec["dose_day"][pi, j])
                 doses.append((t, mg, schedule.duration[i, j]))
             doses.sort()
             rows.extend(_collapse(pid, d, cmt[d], doses))

@@ -98,9 +98,7 @@ def doses_given_frame(trajs: dict, schedules: dict, covariates: dict) -> pd.Data
             planned = (np.asarray(s.amount)[i, ok][:, None] * per[s.kind[i, ok]]).T  # (P, n)
             frac = np.asarray(d["dose_fraction"], float)[:, ok]
             t = np.broadcast_to(s.time[i, ok], frac.shape)
-            day = np.asarray(d["dose_day"], float)[:, ok] if "dose_day" in d else (
-                np.where(frac > 0, t, np.nan)  # omission: a dose given is given on its day
-            )  # fmt: skip
+            day = np.asarray(d["dose_day"], float)[:, ok]
             status = _dose_status(frac, t, d, s.rules[i].delay, np.asarray(tr.status) != 0)
             parts.append(
                 pd.DataFrame(
