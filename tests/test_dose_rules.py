@@ -402,6 +402,18 @@ def test_a_rule_that_never_fires_changes_nothing_and_one_that_always_fires_gives
         np.testing.assert_allclose(always.daily[k], untreated.daily[k], rtol=1e-12)
 
 
+def test_the_same_ruled_drug_with_more_doses_does_not_reuse_the_compiled_records():
+    """The per-dose records' shape is part of the compiled program: a q1w run after a q3w run
+    of the same ruled drug (same drugs, horizon and rule) must not get the q3w program."""
+    c = make_cohort(2, seed=3)
+    for every, n in (("q3w", 2), ("q1w", 6), ("q3w", 2)):
+        text = f"doxorubicin 60 mg/m2 {every} over 30 min {RULE}"
+        tr = simulate(CSC_IMMUNE, c, schedule([text], 42), 42)
+        d = tr.dosing["doxorubicin"]
+        assert d["dose_fraction"].shape == (2, n)
+        np.testing.assert_allclose(d["planned_mg"], n * 60.0 * c.covariates["bsa_m2"], rtol=1e-12)
+
+
 # ---------------------------------------------------------------------------- outputs
 def test_endpoints_summary_and_chunk_files_carry_the_dose_modification(runs, tmp_path):
     c, tr = runs

@@ -897,6 +897,7 @@ def _compiled(plan: Plan, engine: str = "xla", devices: tuple = (), shared: tupl
         plan.forcing,
         plan.reverse_mode,
         plan.rules,
+        plan.n_slots,  # the shape of the per-dose records (0 without rules)
         tuple(id(d) for d in plan.drugs),
         id(plan.model),
         engine,
