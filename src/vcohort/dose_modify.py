@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -90,6 +91,9 @@ def apply(plan, carry: tuple, p: dict, bd, rd, starts, delays, to_mg):
         if rule.delay:
             m, b, r = _delay_step(rule, m, k, plan.dt, past, level, delays[d], to_mg, dtype)
             d += 1
+        elif plan.hold_softness > 0:
+            keep = _soft_keep(rule, x, plan.hold_softness)
+            m, b, r = _soft_omit_step(rule, m, k, h, keep, bd[q], rd[q], starts[q], dtype)
         else:
             m, b, r = _omit_step(rule, m, k, h, past, level, bd[q], rd[q], starts[q])
         m["planned_mg"] = m["planned_mg"] + nominal
@@ -123,6 +127,44 @@ def _omit_step(rule, m, k, h, past, level, bd, rd, starts):
         "dose_fraction": share,
     }
     return m, gate * bd, frac * rd
+
+
+def _soft_keep(rule, x, softness: float):
+    """The smooth decision: the fraction of the dose kept, a logistic in the output ``x`` with
+    width ``softness`` times the threshold (0.5 at the threshold; ~0.73 / 0.27 one width past).
+    assumption: a relaxation for the optimiser's gradient (`Plan.hold_softness`), so that the
+    gradient sees that a higher dose makes later holds more likely; the protocol's decision is
+    its limit as the width goes to 0, and evaluations use the protocol's own decision."""
+    width = softness * abs(rule.threshold)
+    z = (x - rule.threshold) / width
+    return jax.nn.sigmoid(z if rule.op == "<" else -z)
+
+
+def _soft_omit_step(rule, m, k, h, keep, bd, rd, starts, dtype):
+    """`_omit_step` with the smooth decision ``keep`` in [0, 1]: a dose falling due adds
+    ``1 - keep`` withheld doses, and the dose level is the rule's levels interpolated at the
+    (fractional) withheld count (1 before the first, then ``levels``, then 0: discontinued).
+    With ``keep`` exactly 0 or 1 this is `_omit_step`'s arithmetic."""
+    n = len(rule.levels)
+    table = jnp.asarray((1.0, *rule.levels, 0.0 if n else 1.0), dtype)
+    level = jnp.interp(m["withheld"], jnp.arange(n + 2, dtype=dtype), table)
+    gate = level * keep
+    n_start = ((starts[0] > 0) * 1.0 + (starts[1] > 0)) * (level > 0)
+    withheld = m["withheld"] + n_start * (1.0 - keep)
+    slot = jnp.maximum(starts[0], starts[1])
+    j = jnp.maximum(slot - 1, 0).astype(jnp.int32)
+    share = m["dose_fraction"]
+    m = m | {
+        "frac": jnp.where(starts[1] > 0, gate, m["frac"]),
+        "due": m["due"] + n_start,
+        "withheld": withheld,
+        "reduced": m["reduced"] + n_start * keep * (level < 1),
+        "stopped_day": jnp.where(
+            jnp.isnan(m["stopped_day"]) & (n > 0) & (withheld >= n + 1), k * h, m["stopped_day"]
+        ),
+        "dose_fraction": _put(share, j, jnp.where(slot > 0, gate, share[j])),
+    }
+    return m, gate * bd, m["frac"] * rd
 
 
 def _put(a, j, v):

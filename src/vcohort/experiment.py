@@ -459,7 +459,7 @@ def _regimen_table(ck: Checker, t: dict, q: str) -> Regimen | None:
         if key in t and "hold_if" not in t:
             ck.error(f"{q}.{key}", "needs a hold_if rule, e.g. hold_if = 'ANC < 1.5'")
     if "hold_if" in t:
-        kw["rule"] = _hold_rule(ck, q, t)
+        kw["rule"] = hold_rule(ck, q, t)
         if kw["rule"] is None:
             return None
     if len(ck.errors) > errors or any(v is None for k, v in kw.items() if k != "interval_days"):
@@ -467,7 +467,7 @@ def _regimen_table(ck: Checker, t: dict, q: str) -> Regimen | None:
     return Regimen(**kw)
 
 
-def _hold_rule(ck: Checker, q: str, t: dict) -> DoseRule | None:
+def hold_rule(ck: Checker, q: str, t: dict) -> DoseRule | None:
     """The table form of a regimen's ``hold if ...`` clause (`parse_rule`): ``hold_if``,
     ``delay`` (true/false), ``recheck_every``, ``max_delay`` and ``reduce_to``."""
     cond, levels = t["hold_if"], t.get("reduce_to")

@@ -332,6 +332,9 @@ class Plan:
     # () when no drug has one (then the step carries nothing for it: no cost)
     rules: tuple = ()
     n_slots: int = 0  # dose slots per drug, for the per-dose records of ruled drugs
+    # > 0: omission rules decide smoothly (a logistic in the output, this width relative to the
+    # threshold), for the optimiser's gradient (`vcohort.dose_modify.apply`); 0: the protocol
+    hold_softness: float = 0.0
 
     @property
     def n_sub(self) -> int:
@@ -898,6 +901,7 @@ def _compiled(plan: Plan, engine: str = "xla", devices: tuple = (), shared: tupl
         plan.reverse_mode,
         plan.rules,
         plan.n_slots,  # the shape of the per-dose records (0 without rules)
+        plan.hold_softness,
         tuple(id(d) for d in plan.drugs),
         id(plan.model),
         engine,

@@ -46,7 +46,7 @@ def evolution_strategy(
     if not isinstance(simulations, int) or simulations < 2:
         raise ValueError(f"simulations={simulations!r} must be an integer >= 2")
     lay = layout(problem)
-    loss, plan = make_loss(problem, lay, model)
+    loss, plan = make_loss(problem, lay, model, soft=False)  # the protocol's own holds
     np_dtype = np.float64 if plan.dtype == jnp.float64 else np.float32
     rng = np.random.default_rng(seed)
     n = len(cohort)

@@ -22,8 +22,8 @@ Example (see ``experiments/optimize_triple.toml``)::
     batch_size = 256               # optional; default: the whole training cohort
     [baseline]
     method = "es"                  # es | none: (1+1)-ES with the same simulation budget
-    [[drug]]
-    name = "wnt974"
+    [[drug]]                       # optional per drug: hold_if = "ANC < 1.5",
+    name = "wnt974"                #   reduce_to = ["75%", "50%"] (the protocol's holds)
     every = "1 d"
     max_dose = "30 mg"
     round_to = "5 mg"
@@ -46,11 +46,12 @@ TOP = {
 }  # fmt: skip
 DRUG_KEYS = {
     "name", "every", "max_dose", "initial", "start", "over", "max_daily", "budget",
-    "auc_budget", "round_to", "intervals", "hold",
+    "auc_budget", "round_to", "intervals", "hold", "hold_if", "reduce_to",
+    "delay", "recheck_every", "max_delay",  # read, to be refused with the reason
 }  # fmt: skip
 OPT_KEYS = {
     "name", "learning_rate", "iterations", "batch_size", "patience", "al_every", "mu", "seed",
-    "personalised_patients",
+    "personalised_patients", "hold_softness",
 }  # fmt: skip
 
 
@@ -105,6 +106,14 @@ def _drug(ck: Checker, i: int, raw) -> DrugSlots | None:
         ck.error(f"{path}.intervals", f"{intervals!r} must be a list like ['7 d', '21 d']")
         intervals = []
     n_err = len(ck.errors)
+    rule = None
+    for key in ("reduce_to", "delay", "recheck_every", "max_delay"):
+        if key in d and "hold_if" not in d:
+            ck.error(f"{path}.{key}", "needs a hold_if rule, e.g. hold_if = 'ANC < 1.5'")
+    if "hold_if" in d:  # the trial tables' form (`vcohort.experiment`), omission only
+        from vcohort.experiment import hold_rule
+
+        rule = hold_rule(ck, path, d)
     slots = dict(
         drug=ck.get(d, "name", path, "str"),
         every_days=_days(ck, d, "every", path),
@@ -117,6 +126,7 @@ def _drug(ck: Checker, i: int, raw) -> DrugSlots | None:
         auc_budget=ck.get(d, "auc_budget", path, "float", None, gt=0),
         round_to_mg=_mg(ck, d, "round_to", path) or 1.0,
         hold_days=_days(ck, d, "hold", path),
+        rule=rule,
         intervals_days=tuple(
             _parsed(ck, f"{path}.intervals", parse_duration, x) or 0.0 for x in intervals
         ),
@@ -185,6 +195,7 @@ def parse_experiment(raw: dict, source: str = "<optimisation experiment>") -> Ex
         "mu": ck.get(o, "mu", "optimizer", "float", 10.0, gt=0),
         "seed": ck.get(o, "seed", "optimizer", "int", 0, ge=0),
         "personalised_patients": ck.get(o, "personalised_patients", "optimizer", "int", 0, ge=0),
+        "hold_softness": ck.get(o, "hold_softness", "optimizer", "float", 0.1, ge=0, le=1),
     }
     try:
         make_optax(opt["name"], opt["learning_rate"])
@@ -205,6 +216,7 @@ def parse_experiment(raw: dict, source: str = "<optimisation experiment>") -> Ex
         drugs=tuple(drugs),
         weights={str(k): float(v) for k, v in weights.items()},
         anc_grade4_max=anc,
+        hold_softness=opt.pop("hold_softness"),
         **top,
     )
     try:

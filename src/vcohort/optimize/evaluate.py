@@ -4,13 +4,15 @@ constraint's hard value (after rounding, the numbers a clinic would see)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
 from vcohort.cohort import Cohort
 from vcohort.dosing import Schedule, compile_schedule, parse_regimen
 from vcohort.drugs import get_drug
-from vcohort.endpoints import GRADE4_ANC, patient_endpoints
+from vcohort.endpoints import GRADE4_ANC, dose_modification_columns, patient_endpoints, summarize
 from vcohort.model import CSC_IMMUNE, Model
 from vcohort.objectives import log_ratio, per_patient_terms
 from vcohort.optimize.problem import Problem
@@ -20,9 +22,15 @@ PFS6_DAYS = 182.6  # 6 months
 
 
 def standard_schedules(problem: Problem) -> dict[str, Schedule]:
-    """Untreated, each drug's catalogue standard regimen alone, and all of them combined."""
+    """Untreated, each drug's catalogue standard regimen alone, and all of them combined; a
+    drug's hold rule (`vcohort.optimize.problem.DrugSlots.rule`) applies to its standard
+    regimen too, so that every schedule is compared under the same protocol."""
     names = problem.drug_names
-    regs = {n: parse_regimen(get_drug(n).clinical_dose) for n in names}
+    rules = {d.drug: d.rule for d in problem.drugs}
+    regs = {
+        n: dataclasses.replace(parse_regimen(get_drug(n).clinical_dose), rule=rules[n])
+        for n in names
+    }
     days = float(problem.days)
     out = {"untreated": compile_schedule([], days, drugs=names)}
     for n, r in regs.items():
@@ -146,10 +154,16 @@ def evaluate(
         if "ANC" in traj.daily:
             row["grade4_neutropenia"] = float(np.mean(traj.daily["ANC"][ok].min(axis=1) < 0.5))
         for d in problem.drug_names:
-            row[f"total_mg_median:{d}"] = float(
-                np.median(mg_per_patient(sched, cohort)[:, sched.drugs.index(d)].sum(axis=1))
-            )
+            if d in traj.dosing:  # a hold rule: the mg given, not the mg planned
+                total = np.asarray(traj.dosing[d]["given_mg"])[ok]
+            else:
+                total = mg_per_patient(sched, cohort)[ok, sched.drugs.index(d)].sum(axis=1)
+            row[f"total_mg_median:{d}"] = float(np.median(total))
             row[f"auc_mean:{d}"] = float(np.nanmean(traj.auc[d][ok]))
+        if traj.dosing:  # hold rules: withheld, reduced, discontinued, median RDI per drug
+            s = summarize(ep)  # (omission rules only here: no delay column)
+            cols = [c for c in dose_modification_columns(s) if not c.startswith("mean_delay")]
+            row.update({c: float(s[c].iloc[0]) for c in cols})
         g = hard_constraints(problem, sched, cohort, traj)
         row.update({f"g:{k}": v for k, v in g.items()})
         row["feasible"] = bool(all(v <= 1e-9 for v in g.values()))

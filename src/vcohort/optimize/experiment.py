@@ -65,6 +65,7 @@ def run_experiment(
     from vcohort.optimize.baseline import evolution_strategy
     from vcohort.optimize.evaluate import evaluate, standard_schedules
     from vcohort.optimize.loop import optimize
+    from vcohort.optimize.problem import TYPICAL_ADULT
     from vcohort.optimize.rounding import round_clinical
     from vcohort.plots import dose_schedule, save_figure
 
@@ -168,7 +169,9 @@ def run_experiment(
         if personal is not None:
             write_csv(tmp / "personalised.csv", personal)
         (tmp / "figures").mkdir()
-        charts = {"standard": to_nmtran(scheds[ref]), "optimised (rounded)": nm}
+        wt, bsa = TYPICAL_ADULT  # per-kg / per-m2 standard doses drawn for a typical adult
+        standard = to_nmtran(scheds[ref], weight_kg=[wt], bsa_m2=[bsa])
+        charts = {"standard": standard, "optimised (rounded)": nm}
         save_figure(dose_schedule(charts, horizon=pb.days), tmp / "figures" / "schedule.png")
         save_figure(
             _history_figure(res.history, None if es is None else es.history),
@@ -218,7 +221,7 @@ def _personalised(exp, cohort, pop_res, progress) -> pd.DataFrame:
         seed=exp.optimizer["seed"],
         progress=progress,
     )
-    loss, plan = make_personal_loss(pb, per.layout)
+    loss, plan = make_personal_loss(pb, per.layout, soft=False)  # the protocol's holds
     np_dtype = np.float64 if plan.dtype == jnp.float64 else np.float32
     args = cohort.arrays(np.arange(len(cohort)), plan.drugs, np_dtype)
 
@@ -238,6 +241,19 @@ def _personalised(exp, cohort, pop_res, progress) -> pd.DataFrame:
             },
         ]
     )
+
+
+def _rules_note(pb) -> list[str]:
+    ruled = [f"{d.drug} ({d.rule.describe()})" for d in pb.drugs if d.rule is not None]
+    if not ruled:
+        return []
+    return [
+        f"Protocol dose modification: {'; '.join(ruled)}.  It acts on every patient under every "
+        f"schedule below (the standard ones included), with the protocol's own decision; in "
+        f"training the decision was smooth (a logistic of width {pb.hold_softness:g} times the "
+        f"threshold) so that the gradient sees later holds.",
+        "",
+    ]
 
 
 def _report(exp, res, rounded, ev_held, ev_train, ref, personal, timings) -> str:
@@ -260,6 +276,8 @@ def _report(exp, res, rounded, ev_held, ev_train, ref, personal, timings) -> str
         )
         if c in ev_held
     ]
+    # hold rules: the fraction of patients with a withheld dose, discontinued, and median RDI
+    cols += [c for c in ev_held if c.startswith(("any_withheld_", "discontinued_", "median_rdi_"))]
     lines = [
         f"# {exp.title}",
         "",
@@ -269,6 +287,7 @@ def _report(exp, res, rounded, ev_held, ev_train, ref, personal, timings) -> str
         f"Gradient optimisation: {res.simulations} mini-batch value-and-gradient evaluations, "
         f"{timings['optimise_s']:.0f} s.",
         "",
+        *_rules_note(exp.problem),
         "## Optimised schedule (rounded to clinical amounts)",
         "",
         *[f"- {v}" for v in rounded.descriptions.values()],

@@ -47,8 +47,13 @@ class OptResult:
     personalised: bool = False
 
     def schedule(self, patient: int | None = None) -> Schedule:
-        a = self.amount if patient is None else self.amount[patient]
-        return self.layout.schedule.replace_amount(np.asarray(a, dtype=np.float64))
+        """The schedule with these doses; a drug with a hold rule has no dose in a slot whose
+        amount rounds to nothing (`vcohort.optimize.problem.DrugSlots.rule`), as in training."""
+        a = np.array(self.amount if patient is None else self.amount[patient], dtype=np.float64)
+        for i, d in enumerate(self.problem.drugs):
+            if d.rule is not None:
+                a[i][a[i] < d.round_to_mg / 2.0] = 0.0
+        return self.layout.schedule.replace_amount(a)
 
 
 def loss_devices(devices, batch: int, local: list | None = None) -> list:

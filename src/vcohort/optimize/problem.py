@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vcohort.dose_rules import DoseRule
 from vcohort.dosing import Schedule
 from vcohort.drugs import CATALOGUE, get_drug
 from vcohort.model import CSC_IMMUNE, Model
@@ -39,6 +40,9 @@ from vcohort.objectives import (
 from vcohort.simulate import Plan, cohort_fn, patient_fn, set_precision
 
 ANC_DRUG_CHANNEL = "myelotoxicity"
+# assumption: a typical adult (70 kg, 1.8 m2) converts per-kg/per-m2 standard doses into the
+# optimiser's flat mg slots (and draws the standard regimen in the schedule figure)
+TYPICAL_ADULT = (70.0, 1.8)
 
 
 # ---------------------------------------------------------------------------- problem
@@ -63,6 +67,11 @@ class DrugSlots:
             held over the block, e.g. 7 = a weekly dose level for a daily oral drug); None =
             one variable per slot.  Fewer, clinically plausible variables: daily-varying
             oral doses are neither givable nor identifiable from a cohort objective.
+        rule: the protocol's dose modification for the drug (`vcohort.dose_rules.DoseRule`,
+            omission only: e.g. withhold if ANC < 1.5, then 75%, 50%), applied to every
+            patient in training and evaluation; None = every dose given.  A slot whose dose
+            rounds to nothing (below half of ``round_to_mg``) is not a dose: it is neither
+            withheld nor counted.
     """
 
     drug: str
@@ -77,6 +86,7 @@ class DrugSlots:
     round_to_mg: float = 1.0
     intervals_days: tuple[float, ...] = ()
     hold_days: float | None = None
+    rule: DoseRule | None = None
 
     def resolved_max(self) -> float:
         label = get_drug(self.drug).max_single_dose_mg
@@ -95,6 +105,10 @@ class Problem:
     anc_grade4_max: float | None = None
     dt: float = 0.1
     precision: str = "float64"
+    # training relaxation of the drugs' hold rules (`vcohort.simulate.Plan.hold_softness`): the
+    # logistic's width relative to each rule's threshold; 0 = the protocol's step decision
+    # (its pathwise gradient misses that a higher dose triggers later holds)
+    hold_softness: float = 0.1
 
     def validate(self) -> None:
         """Every field checked with a clear error before any compute."""
@@ -116,6 +130,12 @@ class Problem:
             raise ValueError(f"alpha={self.alpha!r} (CVaR tail fraction) must be in (0, 1]")
         if self.anc_grade4_max is not None and not 0 <= self.anc_grade4_max < 1:
             raise ValueError(f"anc_grade4_max={self.anc_grade4_max!r} must be in [0, 1)")
+        h = self.hold_softness
+        if isinstance(h, bool) or not isinstance(h, int | float) or not 0 <= h <= 1:
+            raise ValueError(
+                f"hold_softness={h!r} must be in [0, 1] (a width relative to the rule's "
+                f"threshold; 0 = the protocol's step decision)"
+            )
         for d in self.drugs:
             validate_drug(d, self.days)
 
@@ -156,6 +176,19 @@ def validate_drug(d: DrugSlots, days: int) -> None:
             f"{f}: max_dose_mg={mx} exceeds the label/trial maximum single dose "
             f"{drug.max_single_dose_mg} mg ({drug.toxicity})"
         )
+    if d.rule is not None:
+        if not isinstance(d.rule, DoseRule):
+            raise ValueError(f"{f}: rule={d.rule!r} must be a vcohort.dose_rules.DoseRule")
+        if d.rule.delay:
+            raise ValueError(
+                f"{f}: rule '{d.rule.describe()}' delays doses, which moves them off the "
+                f"optimiser's slot grid; allowed here: omission rules (without 'delay')"
+            )
+        if d.rule.threshold == 0:
+            raise ValueError(
+                f"{f}: rule '{d.rule.describe()}' has threshold 0; the optimiser's smooth "
+                f"decision is scaled by the threshold: use a threshold other than 0"
+            )
     if d.start_day >= days:
         raise ValueError(f"{f}: start_day={d.start_day} must be before the horizon ({days} d)")
     if d.round_to_mg > mx:
@@ -233,9 +266,11 @@ def layout(problem: Problem) -> Layout:
             day_m.append(m)
         else:
             day_m.append(None)
+    rules = tuple(d.rule for d in problem.drugs)
     sched = Schedule(
-        problem.drug_names, time_, amount, np.zeros((nd, ns), dtype=np.int64), dur, valid
-    )
+        problem.drug_names, time_, amount, np.zeros((nd, ns), dtype=np.int64), dur, valid,
+        *((rules, (None,) * nd) if any(rules) else ()),
+    )  # fmt: skip
     mx = np.array([[d.resolved_max()] for d in problem.drugs])
     inf = float("inf")
     cap = np.array([inf if d.max_daily_mg is None else d.max_daily_mg for d in problem.drugs])
@@ -251,8 +286,7 @@ def _initial(d: DrugSlots, t: np.ndarray, days: int) -> np.ndarray:
     from vcohort.dosing import compile_schedule, parse_regimen
 
     s = compile_schedule([parse_regimen(get_drug(d.drug).clinical_dose)], float(days))
-    # assumption: a typical adult (70 kg, 1.8 m2) converts per-kg/per-m2 standard doses
-    scale = np.array([1.0, 70.0, 1.8])[s.kind[0]]
+    scale = np.array([1.0, *TYPICAL_ADULT])[s.kind[0]]
     out = np.zeros(len(t))
     for tt, a, ok in zip(s.time[0], s.amount[0] * scale, s.valid[0], strict=True):
         if ok and tt < days:
@@ -328,28 +362,80 @@ def _al_penalty(g: dict, lam: dict, mu):
 
 
 # ---------------------------------------------------------------------------- loss
-def _plan(problem: Problem, model: Model, reverse_mode: bool) -> Plan:
+def _plan(problem: Problem, lay: Layout, model: Model, reverse_mode: bool, soft: bool) -> Plan:
     """The simulation plan of a problem (only the horizon is saved); ``reverse_mode`` for the
     optimiser's gradient (RK4 steps with the hand-written reverse sweep, `rk4_step_reverse`),
-    not for forward-only evaluations (its forward pass measured 1.2-1.4x slower)."""
+    not for forward-only evaluations (its forward pass measured 1.2-1.4x slower); ``soft``:
+    hold rules decide smoothly (`Problem.hold_softness`), for gradients."""
     drugs = tuple(get_drug(n) for n in problem.drug_names)
     dtype = set_precision(problem.precision)
-    return Plan(
-        model, drugs, problem.days, problem.dt, problem.days, dtype, reverse_mode=reverse_mode
-    )
+    rules = lay.schedule.rules
+    plan = Plan(
+        model, drugs, problem.days, problem.dt, problem.days, dtype, reverse_mode=reverse_mode,
+        rules=rules, n_slots=lay.schedule.n_slots if rules else 0,
+        hold_softness=float(problem.hold_softness) if soft and rules else 0.0,
+    )  # fmt: skip
+    if rules:
+        names = model.daily_output_names()
+        for d in problem.drugs:
+            if d.rule is not None and d.rule.output not in names:
+                raise ValueError(
+                    f"drug {d.drug}: hold rule output={d.rule.output!r} is not a daily output "
+                    f"of model {model.name!r}; allowed: {', '.join(names)}"
+                )
+        every_slot = lay.schedule.replace_amount(np.ones(lay.schedule.time.shape))
+        every_slot.check_rules(plan.dt, plan.n_steps)
+    return plan
 
 
-def make_loss(problem: Problem, lay: Layout, model: Model = CSC_IMMUNE, reverse_mode: bool = False):
+def rule_starts(problem: Problem, lay: Layout, plan: Plan):
+    """``starts(amount)``: `vcohort.dosing.Schedule.step_starts` of the slot doses ``amount``
+    (drugs, slots) as a traced function, for plans with hold rules (None without).  A slot
+    whose dose is below half of the drug's ``round_to_mg`` (it would round to nothing) is not
+    a dose (`DrugSlots.rule`)."""
+    if not plan.rules:
+        return None
+    s = lay.schedule
+    ii, jj = np.nonzero(s.valid)
+    k0 = np.round(s.time[ii, jj] / plan.dt).astype(np.int64)
+    ii, jj, k0 = ii[k0 < plan.n_steps], jj[k0 < plan.n_steps], k0[k0 < plan.n_steps]
+    kind = (s.duration[ii, jj] > 0).astype(np.int64)
+    half = np.array([d.round_to_mg / 2.0 for d in problem.drugs])[ii]
+    shape = (plan.n_steps, len(problem.drugs), 2)
+
+    def starts(amount):
+        slot = jnp.where(amount[ii, jj] >= half, jj + 1.0, 0.0).astype(plan.dtype)
+        return jnp.zeros(shape, plan.dtype).at[k0, ii, kind].set(slot)
+
+    return starts
+
+
+def _rule_args(starts, plan: Plan, amount) -> tuple:
+    """The extra simulation inputs of a plan with hold rules (omission only: no delays)."""
+    if starts is None:
+        return ()
+    return starts(amount), jnp.zeros((0, 5, 4), plan.dtype)
+
+
+def make_loss(
+    problem: Problem,
+    lay: Layout,
+    model: Model = CSC_IMMUNE,
+    reverse_mode: bool = False,
+    soft: bool = True,
+):
     """``loss(theta, lam, mu, args) -> (augmented Lagrangian, (terms, g))`` (pure JAX);
-    ``reverse_mode=True`` when it will only be differentiated in reverse mode (`_plan`)."""
-    plan = _plan(problem, model, reverse_mode)
+    ``reverse_mode=True`` when it will only be differentiated in reverse mode, ``soft=False``
+    for the protocol's own hold decisions instead of the smooth ones (`_plan`)."""
+    plan = _plan(problem, lay, model, reverse_mode, soft)
     grid = lay.schedule.step_grid(plan.dt, plan.n_steps)
     f = cohort_fn(plan)
+    starts = rule_starts(problem, lay, plan)
 
     def loss(theta, lam, mu, args):
         amount = to_amount(lay, theta)
         bolus, rate = grid.scatter(amount, jnp)
-        out = f(*args, bolus, rate)
+        out = f(*args, bolus, rate, *_rule_args(starts, plan, amount))
         terms = objective_terms(
             out, problem.days, assess_every=problem.assess_every, alpha=problem.alpha
         )
@@ -361,20 +447,26 @@ def make_loss(problem: Problem, lay: Layout, model: Model = CSC_IMMUNE, reverse_
 
 
 def make_personal_loss(
-    problem: Problem, lay: Layout, model: Model = CSC_IMMUNE, reverse_mode: bool = False
+    problem: Problem,
+    lay: Layout,
+    model: Model = CSC_IMMUNE,
+    reverse_mode: bool = False,
+    soft: bool = True,
 ):
     """Personalised mode: ``theta`` is (patients, drugs, slots); objectives that decompose over
-    patients only (CVaR does not); constraints hold for every patient; ``reverse_mode`` as in
-    `make_loss`."""
+    patients only (CVaR does not); constraints hold for every patient; ``reverse_mode`` and
+    ``soft`` as in `make_loss`."""
     if "cvar" in problem.weights:
         raise ValueError("objective 'cvar' couples patients; not allowed in personalised mode")
-    plan = _plan(problem, model, reverse_mode)
+    plan = _plan(problem, lay, model, reverse_mode, soft)
     grid = lay.schedule.step_grid(plan.dt, plan.n_steps)
     one = patient_fn(plan)
+    starts = rule_starts(problem, lay, plan)
 
     def patient(th, p, pk, cov, y0):
-        bolus, rate = grid.scatter(to_amount(lay, th), jnp)
-        return one(p, pk, cov, y0, bolus, rate)
+        amount = to_amount(lay, th)
+        bolus, rate = grid.scatter(amount, jnp)
+        return one(p, pk, cov, y0, bolus, rate, *_rule_args(starts, plan, amount))
 
     f = jax.vmap(patient)
 

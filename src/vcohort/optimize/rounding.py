@@ -106,5 +106,7 @@ def round_clinical(problem: Problem, lay: Layout, amount) -> Rounded:
                 else f"{d.drug}: none"
             )
         out[i, v] = r
+        if d.rule is not None and r.any():  # the protocol's hold rule goes with the regimen
+            text += f"; {d.rule.describe()}"
         desc[d.drug] = text
     return Rounded(lay.schedule.replace_amount(out), desc)
