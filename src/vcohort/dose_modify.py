@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -130,14 +129,17 @@ def _omit_step(rule, m, k, h, past, level, bd, rd, starts):
 
 
 def _soft_keep(rule, x, softness: float):
-    """The smooth decision: the fraction of the dose kept, a logistic in the output ``x`` with
-    width ``softness`` times the threshold (0.5 at the threshold; ~0.73 / 0.27 one width past).
-    assumption: a relaxation for the optimiser's gradient (`Plan.hold_softness`), so that the
-    gradient sees that a higher dose makes later holds more likely; the protocol's decision is
-    its limit as the width goes to 0, and evaluations use the protocol's own decision."""
+    """The smooth decision: the fraction of the dose kept, a linear ramp in the output ``x``
+    across a band of width ``softness`` times the threshold centred on it (0.5 at the
+    threshold); outside the band it is the protocol's decision exactly, so labs far from the
+    threshold add nothing, however many doses fall due (a logistic's tails added a fraction of
+    a withheld dose at every dose: over two weeks of BID doses, whole reductions the protocol
+    never makes).  assumption: a relaxation for the optimiser's gradient
+    (`Plan.hold_softness`), so that it sees that a higher dose makes later holds more likely;
+    evaluations use the protocol's own decision."""
     width = softness * abs(rule.threshold)
     z = (x - rule.threshold) / width
-    return jax.nn.sigmoid(z if rule.op == "<" else -z)
+    return jnp.clip((z if rule.op == "<" else -z) + 0.5, 0.0, 1.0)
 
 
 def _soft_omit_step(rule, m, k, h, keep, bd, rd, starts, dtype):

@@ -381,16 +381,20 @@ def _check_rules(ck: Checker, regs: list[Regimen], p: str) -> None:
 
 
 def _check_output(ck: Checker, r: Regimen, q: str) -> None:
+    check_rule_output(ck, r.rule, q)
+
+
+def check_rule_output(ck: Checker, rule: DoseRule | None, q: str) -> None:
     """A hold rule reads a daily output of the model experiments run."""
-    if r.rule is None:
+    if rule is None:
         return
     from vcohort.model import CSC_IMMUNE
 
     names = CSC_IMMUNE.daily_output_names()
-    if r.rule.output not in names:
+    if rule.output not in names:
         ck.error(
             q,
-            f"hold rule output={r.rule.output!r} is not a daily output of the model; "
+            f"hold rule output={rule.output!r} is not a daily output of the model; "
             f"allowed: {', '.join(names)}",
         )
 

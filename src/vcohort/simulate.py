@@ -332,8 +332,8 @@ class Plan:
     # () when no drug has one (then the step carries nothing for it: no cost)
     rules: tuple = ()
     n_slots: int = 0  # dose slots per drug, for the per-dose records of ruled drugs
-    # > 0: omission rules decide smoothly (a logistic in the output, this width relative to the
-    # threshold), for the optimiser's gradient (`vcohort.dose_modify.apply`); 0: the protocol
+    # > 0: omission rules decide smoothly (a linear ramp across a band of this width relative to
+    # the threshold), for the optimiser's gradient (`vcohort.dose_modify.apply`); 0: the protocol
     hold_softness: float = 0.0
 
     @property

@@ -111,9 +111,10 @@ def _drug(ck: Checker, i: int, raw) -> DrugSlots | None:
         if key in d and "hold_if" not in d:
             ck.error(f"{path}.{key}", "needs a hold_if rule, e.g. hold_if = 'ANC < 1.5'")
     if "hold_if" in d:  # the trial tables' form (`vcohort.experiment`), omission only
-        from vcohort.experiment import hold_rule
+        from vcohort.experiment import check_rule_output, hold_rule
 
         rule = hold_rule(ck, path, d)
+        check_rule_output(ck, rule, f"{path}.hold_if")
     slots = dict(
         drug=ck.get(d, "name", path, "str"),
         every_days=_days(ck, d, "every", path),
@@ -210,6 +211,11 @@ def parse_experiment(raw: dict, source: str = "<optimisation experiment>") -> Ex
             "heldout",
             "must differ from [train] (seed or first_id): a held-out cohort drawn with the same "
             "seed and ids would be the training patients",
+        )
+    if "hold_softness" in o and not any(d is not None and d.rule for d in drugs):
+        ck.error(
+            "optimizer.hold_softness",
+            f"{o['hold_softness']!r} is set, but no [[drug]] has a hold_if rule for it to act on",
         )
     ck.raise_if_any()
     problem = Problem(

@@ -250,8 +250,8 @@ def _rules_note(pb) -> list[str]:
     return [
         f"Protocol dose modification: {'; '.join(ruled)}.  It acts on every patient under every "
         f"schedule below (the standard ones included), with the protocol's own decision; in "
-        f"training the decision was smooth (a logistic of width {pb.hold_softness:g} times the "
-        f"threshold) so that the gradient sees later holds.",
+        f"training the decision was smooth (a linear ramp across a band of {pb.hold_softness:g} "
+        f"times the threshold) so that the gradient sees later holds.",
         "",
     ]
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from vcohort.dose_rules import DoseRule
 from vcohort.dosing import Schedule
@@ -70,8 +71,8 @@ class DrugSlots:
         rule: the protocol's dose modification for the drug (`vcohort.dose_rules.DoseRule`,
             omission only: e.g. withhold if ANC < 1.5, then 75%, 50%), applied to every
             patient in training and evaluation; None = every dose given.  A slot whose dose
-            rounds to nothing (below half of ``round_to_mg``) is not a dose: it is neither
-            withheld nor counted.
+            rounds to nothing (below half of ``round_to_mg``) is not a dose: it gives nothing
+            and is neither withheld nor counted (`rule_inputs`).
     """
 
     drug: str
@@ -106,7 +107,7 @@ class Problem:
     dt: float = 0.1
     precision: str = "float64"
     # training relaxation of the drugs' hold rules (`vcohort.simulate.Plan.hold_softness`): the
-    # logistic's width relative to each rule's threshold; 0 = the protocol's step decision
+    # ramp's width relative to each rule's threshold; 0 = the protocol's step decision
     # (its pathwise gradient misses that a higher dose triggers later holds)
     hold_softness: float = 0.1
 
@@ -388,33 +389,34 @@ def _plan(problem: Problem, lay: Layout, model: Model, reverse_mode: bool, soft:
     return plan
 
 
-def rule_starts(problem: Problem, lay: Layout, plan: Plan):
-    """``starts(amount)``: `vcohort.dosing.Schedule.step_starts` of the slot doses ``amount``
-    (drugs, slots) as a traced function, for plans with hold rules (None without).  A slot
-    whose dose is below half of the drug's ``round_to_mg`` (it would round to nothing) is not
-    a dose (`DrugSlots.rule`)."""
+def rule_inputs(problem: Problem, lay: Layout, plan: Plan):
+    """``prepare(amount) -> (amount given, extra simulation inputs)`` for slot doses ``amount``
+    (drugs, slots), a traced function; the identity and ``()`` for plans without hold rules.
+
+    For a drug with a hold rule, a slot whose dose is below half of its ``round_to_mg`` (it
+    rounds to nothing) is not a dose (`DrugSlots.rule`): it gives nothing and is neither
+    withheld nor counted, as in every evaluated schedule (`OptResult.schedule`).  Its gradient
+    is the dose's own (straight-through), so that an empty slot can still grow into a dose.
+    The extra inputs are `vcohort.dosing.Schedule.step_starts` of the doses given (omission
+    rules only: no delay inputs)."""
     if not plan.rules:
-        return None
+        return lambda amount: (amount, ())
     s = lay.schedule
+    half = np.array([d.round_to_mg / 2.0 if d.rule else 0.0 for d in problem.drugs])[:, None]
     ii, jj = np.nonzero(s.valid)
     k0 = np.round(s.time[ii, jj] / plan.dt).astype(np.int64)
     ii, jj, k0 = ii[k0 < plan.n_steps], jj[k0 < plan.n_steps], k0[k0 < plan.n_steps]
     kind = (s.duration[ii, jj] > 0).astype(np.int64)
-    half = np.array([d.round_to_mg / 2.0 for d in problem.drugs])[ii]
     shape = (plan.n_steps, len(problem.drugs), 2)
+    no_delays = jnp.zeros((0, 5, 4), plan.dtype)
 
-    def starts(amount):
-        slot = jnp.where(amount[ii, jj] >= half, jj + 1.0, 0.0).astype(plan.dtype)
-        return jnp.zeros(shape, plan.dtype).at[k0, ii, kind].set(slot)
+    def prepare(amount):
+        given = amount - lax.stop_gradient(jnp.where(amount < half, amount, 0.0))
+        slot = jnp.where(given[ii, jj] > 0, jj + 1.0, 0.0).astype(plan.dtype)
+        starts = jnp.zeros(shape, plan.dtype).at[k0, ii, kind].set(slot)
+        return given, (starts, no_delays)
 
-    return starts
-
-
-def _rule_args(starts, plan: Plan, amount) -> tuple:
-    """The extra simulation inputs of a plan with hold rules (omission only: no delays)."""
-    if starts is None:
-        return ()
-    return starts(amount), jnp.zeros((0, 5, 4), plan.dtype)
+    return prepare
 
 
 def make_loss(
@@ -430,12 +432,12 @@ def make_loss(
     plan = _plan(problem, lay, model, reverse_mode, soft)
     grid = lay.schedule.step_grid(plan.dt, plan.n_steps)
     f = cohort_fn(plan)
-    starts = rule_starts(problem, lay, plan)
+    prepare = rule_inputs(problem, lay, plan)
 
     def loss(theta, lam, mu, args):
-        amount = to_amount(lay, theta)
+        amount, extra = prepare(to_amount(lay, theta))
         bolus, rate = grid.scatter(amount, jnp)
-        out = f(*args, bolus, rate, *_rule_args(starts, plan, amount))
+        out = f(*args, bolus, rate, *extra)
         terms = objective_terms(
             out, problem.days, assess_every=problem.assess_every, alpha=problem.alpha
         )
@@ -461,12 +463,12 @@ def make_personal_loss(
     plan = _plan(problem, lay, model, reverse_mode, soft)
     grid = lay.schedule.step_grid(plan.dt, plan.n_steps)
     one = patient_fn(plan)
-    starts = rule_starts(problem, lay, plan)
+    prepare = rule_inputs(problem, lay, plan)
 
     def patient(th, p, pk, cov, y0):
-        amount = to_amount(lay, th)
+        amount, extra = prepare(to_amount(lay, th))
         bolus, rate = grid.scatter(amount, jnp)
-        return one(p, pk, cov, y0, bolus, rate, *_rule_args(starts, plan, amount))
+        return one(p, pk, cov, y0, bolus, rate, *extra)
 
     f = jax.vmap(patient)
 
