@@ -66,8 +66,13 @@ def main(argv=None) -> None:
         )
         walls[name] = time.perf_counter() - t0
         rounded = round_clinical(pb, lay, res.amount)
+        scheds[f"trained {name} (continuous)"] = lay.schedule.replace_amount(res.schedule().amount)
         scheds[f"trained {name}"] = rounded.schedule
-        texts[name] = "; ".join(rounded.descriptions.values())
+        h = res.history["objective"]
+        texts[name] = (
+            f"{res.simulations} iterations, lowest training objective {h.min():.4g} at "
+            f"iteration {h.idxmin()}: " + "; ".join(rounded.descriptions.values())
+        )
     ev = evaluate(pb, held, scheds, reference="standard combination")
     cols = [
         c
