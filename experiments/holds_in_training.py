@@ -7,10 +7,12 @@ Optimises `optimize_chemo_holds.toml` three ways on its training cohort:
   gradient does not see that a higher dose triggers later holds);
 - ``ignored``: without the rule in training.
 
-It rounds each schedule to clinical amounts and evaluates all three, with the standard
-combination, on the held-out cohort under the protocol's rule.
+It evaluates each schedule, continuous and rounded to clinical amounts, with the standard
+combination, on the held-out cohort under the protocol's rule (seven schedules).
 
-    python experiments/holds_in_training.py [--patients 500] [--iterations 30] [--out FILE]
+    python experiments/holds_in_training.py [--patients N] [--iterations N] [--out FILE]
+
+(defaults: the experiment file's cohorts and iterations)
 """
 
 from __future__ import annotations
@@ -66,7 +68,10 @@ def main(argv=None) -> None:
         )
         walls[name] = time.perf_counter() - t0
         rounded = round_clinical(pb, lay, res.amount)
-        scheds[f"trained {name} (continuous)"] = lay.schedule.replace_amount(res.schedule().amount)
+        # the continuous doses under the protocol's rule, as `OptResult.schedule` gives them for
+        # the ruled problem (a ruled slot below half a unit gives nothing)
+        ruled = dataclasses.replace(res, problem=pb, layout=lay).schedule()
+        scheds[f"trained {name} (continuous)"] = ruled
         scheds[f"trained {name}"] = rounded.schedule
         h = res.history["objective"]
         texts[name] = (

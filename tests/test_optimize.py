@@ -377,6 +377,8 @@ intervals = ["7 d", "14 d", "21 d"]
         assert (out / n).stat().st_size > 0, n
     import pandas as pd
 
+    nm = pd.read_csv(out / "schedule_nmtran.csv")  # the doses given: slots rounded to 0 are none
+    assert len(nm) and (nm["AMT"] > 0).all()
     ev = pd.read_csv(out / "evaluation_heldout.csv")
     assert {
         "untreated",

@@ -212,7 +212,7 @@ def parse_experiment(raw: dict, source: str = "<optimisation experiment>") -> Ex
             "must differ from [train] (seed or first_id): a held-out cohort drawn with the same "
             "seed and ids would be the training patients",
         )
-    if "hold_softness" in o and not any(d is not None and d.rule for d in drugs):
+    if "hold_softness" in o and not any(isinstance(t, dict) and "hold_if" in t for t in drugs_raw):
         ck.error(
             "optimizer.hold_softness",
             f"{o['hold_softness']!r} is set, but no [[drug]] has a hold_if rule for it to act on",

@@ -156,6 +156,7 @@ def run_experiment(
             ),
         )
         nm = to_nmtran(rounded.schedule)
+        nm = nm[nm["AMT"] > 0].reset_index(drop=True)  # slots rounded to 0 mg are no doses
         write_csv(tmp / "schedule_nmtran.csv", nm)
         write_json(
             tmp / "regimens.json",

@@ -50,10 +50,12 @@ class OptResult:
         """The schedule with these doses; a drug with a hold rule has no dose in a slot whose
         amount rounds to nothing (`vcohort.optimize.problem.DrugSlots.rule`), as in training."""
         a = np.array(self.amount if patient is None else self.amount[patient], dtype=np.float64)
+        # compared in the training precision, as `rule_inputs` does
+        dt = np.float32 if self.problem.precision == "float32" else np.float64
         for i, d in enumerate(self.problem.drugs):  # a: (drugs, slots), or per patient
             if d.rule is not None:
                 row = a[..., i, :]
-                row[row < d.round_to_mg / 2.0] = 0.0
+                row[row.astype(dt) < dt(d.round_to_mg / 2.0)] = 0.0
         return self.layout.schedule.replace_amount(a)
 
 

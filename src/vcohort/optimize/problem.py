@@ -71,8 +71,8 @@ class DrugSlots:
         rule: the protocol's dose modification for the drug (`vcohort.dose_rules.DoseRule`,
             omission only: e.g. withhold if ANC < 1.5, then 75%, 50%), applied to every
             patient in training and evaluation; None = every dose given.  A slot whose dose
-            rounds to nothing (below half of ``round_to_mg``) is not a dose: it gives nothing
-            and is neither withheld nor counted (`rule_inputs`).
+            is below half of ``round_to_mg`` (less than half a vial or tablet) is not a dose: it
+            gives nothing and is neither withheld nor counted (`rule_inputs`).
     """
 
     drug: str
@@ -393,10 +393,11 @@ def rule_inputs(problem: Problem, lay: Layout, plan: Plan):
     """``prepare(amount) -> (amount given, extra simulation inputs)`` for slot doses ``amount``
     (drugs, slots), a traced function; the identity and ``()`` for plans without hold rules.
 
-    For a drug with a hold rule, a slot whose dose is below half of its ``round_to_mg`` (it
-    rounds to nothing) is not a dose (`DrugSlots.rule`): it gives nothing and is neither
-    withheld nor counted, as in every evaluated schedule (`OptResult.schedule`).  Its gradient
-    is the dose's own (straight-through), so that an empty slot can still grow into a dose.
+    For a drug with a hold rule, a slot whose dose is below half of its ``round_to_mg`` is not a
+    dose (`DrugSlots.rule`): it gives nothing and is neither withheld nor counted, as in every
+    evaluated schedule (`OptResult.schedule`).  Its gradient is the dose's own
+    (straight-through), so that an empty slot can still grow into a dose (the gradient does
+    not see that slot's own hold decision, which is made only once it is a dose).
     The extra inputs are `vcohort.dosing.Schedule.step_starts` of the doses given (omission
     rules only: no delay inputs)."""
     if not plan.rules:
