@@ -380,10 +380,6 @@ def _check_rules(ck: Checker, regs: list[Regimen], p: str) -> None:
         ck.error(p, str(e))
 
 
-def _check_output(ck: Checker, r: Regimen, q: str) -> None:
-    check_rule_output(ck, r.rule, q)
-
-
 def check_rule_output(ck: Checker, rule: DoseRule | None, q: str) -> None:
     """A hold rule reads a daily output of the model experiments run."""
     if rule is None:
@@ -419,12 +415,12 @@ def _regimens(ck: Checker, items, p: str) -> list[Regimen]:
         try:
             if isinstance(it, str):
                 out.append(parse_regimen(it))
-                _check_output(ck, out[-1], q)
+                check_rule_output(ck, out[-1].rule, q)
             elif isinstance(it, dict):
                 r = _regimen_table(ck, it, q)
                 if r is not None:
                     out.append(r)
-                    _check_output(ck, r, f"{q}.hold_if")
+                    check_rule_output(ck, r.rule, f"{q}.hold_if")
             else:
                 ck.error(q, f"expected a regimen string or table, got {it!r}")
         except ValueError as e:

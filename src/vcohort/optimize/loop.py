@@ -47,8 +47,8 @@ class OptResult:
     personalised: bool = False
 
     def schedule(self, patient: int | None = None) -> Schedule:
-        """The schedule with these doses; a drug with a hold rule has no dose in a slot whose
-        amount rounds to nothing (`vcohort.optimize.problem.DrugSlots.rule`), as in training."""
+        """The schedule with these doses; a drug with a hold rule has no dose in a slot below
+        half of its ``round_to_mg`` (`vcohort.optimize.problem.DrugSlots.rule`), as in training."""
         a = np.array(self.amount if patient is None else self.amount[patient], dtype=np.float64)
         # compared in the training precision, as `rule_inputs` does
         dt = np.float32 if self.problem.precision == "float32" else np.float64
