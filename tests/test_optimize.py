@@ -244,6 +244,26 @@ def test_optimisation_improves_objective_and_enforces_limits(cohort8):
     # without the exposure limit the objective improves on the standard start
     r2 = optimize(SMALL, cohort8, iterations=6, progress=False, patience=50)
     assert r2.history["objective"].iloc[-1] < r2.history["objective"].iloc[0]
+    # it ran to its limit, and the schedule returned is that of its best iteration
+    assert r2.stop == "iterations" and "iteration limit (6)" in r2.convergence()
+    best = r2.history.loc[r2.best_iteration, "objective"]
+    assert best == r2.history["objective"].min()
+
+
+def test_convergence_says_how_the_run_ended():
+    from vcohort.optimize.loop import OptResult
+
+    def result(n, best, stop):
+        return OptResult(SMALL, layout(SMALL), np.zeros(0), np.zeros(0), None, {}, n, 0.0, False,
+                         best, stop)  # fmt: skip
+
+    assert (
+        "no better schedule in the last 20 (best at iteration 9)"
+        in result(30, 9, "patience").convergence()
+    )
+    assert "still improving" in result(80, 79, "iterations").convergence()
+    assert "still improving" not in result(80, 30, "iterations").convergence()
+    assert "No iteration of 5" in result(5, -1, "iterations").convergence()
 
 
 @pytest.mark.slow

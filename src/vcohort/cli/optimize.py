@@ -36,5 +36,6 @@ def run(args) -> int:
     print(ev[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     for text in res["rounded"].descriptions.values():
         print(f"  {text}")
+    print(res["result"].convergence())
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")
     return 0

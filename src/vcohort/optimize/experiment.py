@@ -186,6 +186,7 @@ def run_experiment(
                 "environment": environment(),
                 "timings": timings,
                 "simulations": res.simulations,
+                "convergence": {"best_iteration": res.best_iteration, "stop": res.stop},
                 "constraints_at_best_iterate": res.constraints,
                 "reference": ref,
             },
@@ -286,7 +287,7 @@ def _report(exp, res, rounded, ev_held, ev_train, ref, personal, timings) -> str
         f"training cohort {exp.train}; held-out cohort {exp.heldout}.",
         "",
         f"Gradient optimisation: {res.simulations} mini-batch value-and-gradient evaluations, "
-        f"{timings['optimise_s']:.0f} s.",
+        f"{timings['optimise_s']:.0f} s.  {res.convergence()}",
         "",
         *_rules_note(exp.problem),
         "## Optimised schedule (rounded to clinical amounts)",

@@ -45,6 +45,26 @@ class OptResult:
     simulations: int  # cohort (mini-batch) value-and-gradient evaluations
     wall_s: float
     personalised: bool = False
+    best_iteration: int = -1  # the iteration whose schedule this is (-1: none finite)
+    stop: str = ""  # "patience" (no better schedule for `patience` iterations) or "iterations"
+
+    def convergence(self) -> str:
+        """One sentence on how the run ended, for reports: a run that was still finding better
+        schedules when it reached its iteration limit has not converged."""
+        n = self.simulations
+        if self.best_iteration < 0:
+            return f"No iteration of {n} had a finite objective."
+        if self.stop == "patience":
+            return (
+                f"Stopped after {n} iterations: no better schedule in the last "
+                f"{n - 1 - self.best_iteration} (best at iteration {self.best_iteration})."
+            )
+        late = self.best_iteration >= n - max(2, n // 10)
+        return (
+            f"Reached the iteration limit ({n}) with the best schedule at iteration "
+            f"{self.best_iteration}"
+            + (": still improving, more iterations may find a better one." if late else ".")
+        )
 
     def schedule(self, patient: int | None = None) -> Schedule:
         """The schedule with these doses; a drug with a hold rule has no dose in a slot below
@@ -239,6 +259,7 @@ def optimize(
         raise FileExistsError(f"checkpoint {ck} exists; pass resume=True or remove it")
 
     it_range = range(start_it, iterations)
+    stop = "iterations"
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -297,6 +318,7 @@ def optimize(
             }
             _save_checkpoint(ck, state, opt_state, history)
         if since_best >= patience:
+            stop = "patience"
             break
     if bar is not None:
         bar.close()
@@ -311,6 +333,8 @@ def optimize(
         simulations=len(history),
         wall_s=time.perf_counter() - t0,
         personalised=personalised,
+        best_iteration=int(best["it"]),
+        stop=stop,
     )
 
 
