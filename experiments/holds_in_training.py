@@ -27,7 +27,7 @@ from vcohort.io import markdown_table
 from vcohort.optimize import layout, optimize
 from vcohort.optimize.config import load_experiment, make_optax
 from vcohort.optimize.evaluate import evaluate, standard_schedules
-from vcohort.optimize.rounding import round_clinical
+from vcohort.optimize.experiment import choose_rounding
 
 HERE = Path(__file__).parent
 
@@ -67,7 +67,9 @@ def main(argv=None) -> None:
             progress=False,
         )
         walls[name] = time.perf_counter() - t0
-        rounded = round_clinical(pb, lay, res.amount)
+        # as `vcohort optimize` does: the best feasible of the clinical roundings on the
+        # training cohort, with the rule
+        rounded = choose_rounding(pb, lay, res.amount, train, o["rounding_candidates"])[0]
         # the continuous doses under the protocol's rule, as `OptResult.schedule` gives them for
         # the ruled problem (a ruled slot below half a unit gives nothing)
         ruled = dataclasses.replace(res, problem=pb, layout=lay).schedule()

@@ -13,7 +13,7 @@ from vcohort.optimize import DrugSlots, Problem, layout, optimize
 from vcohort.optimize.baseline import evolution_strategy
 from vcohort.optimize.config import parse_experiment
 from vcohort.optimize.problem import constraint_values, to_amount, to_theta
-from vcohort.optimize.rounding import round_clinical
+from vcohort.optimize.rounding import round_candidates, round_clinical
 
 # one small problem shared by the loop tests, so its jitted step compiles once
 SMALL = Problem(
@@ -162,6 +162,51 @@ def test_interval_rounding_recovers_a_regular_regimen():
     r = rnd.schedule.amount[0, lay.valid[0]]
     assert np.count_nonzero(r) == 6 and set(r[r > 0]) == {200.0}
     assert "every 21 d" in rnd.descriptions["pembrolizumab"]
+
+
+def test_rounding_candidates_are_regular_courses_within_the_limits_nearest_first():
+    pembro = DrugSlots(
+        "pembrolizumab", 7.0, round_to_mg=100.0, intervals_days=(7, 14, 21, 42), budget_mg=1200.0
+    )
+    wnt = DrugSlots("wnt974", 1.0, round_to_mg=5.0, budget_mg=150.0)
+    pb = Problem(drugs=(pembro, wnt), days=126)
+    lay = layout(pb)
+    a = np.zeros(lay.schedule.amount.shape)
+    a[0, 0:18:3] = 190.0
+    a[1, :126] = 1.0
+    cands = round_candidates(pb, lay, a, 4)
+    assert len(cands) == 4
+    np.testing.assert_array_equal(
+        cands[0].schedule.amount, round_clinical(pb, lay, a).schedule.amount
+    )
+    seen = set()
+    for c in cands:
+        r = c.schedule.amount[0, lay.valid[0]]
+        on = np.flatnonzero(r)
+        assert len(set(r[on])) == 1 and len(set(np.diff(on))) <= 1  # one dose, one interval
+        assert r.sum() <= 1200.0 and r.max() <= 400.0 and np.all(r % 100.0 == 0)
+        # slot-wise wnt974 has one rounding: the same in every candidate
+        np.testing.assert_array_equal(c.schedule.amount[1], cands[0].schedule.amount[1])
+        seen.add(r.tobytes())
+    assert len(seen) == 4  # four different pembrolizumab courses
+    with pytest.raises(ValueError, match="k=0"):
+        round_candidates(pb, lay, a, 0)
+
+
+@pytest.mark.slow
+def test_the_rounding_given_is_the_best_feasible_candidate_on_the_training_cohort(cohort8):
+    from vcohort.optimize.experiment import choose_rounding
+
+    lay = layout(SMALL)
+    a = np.asarray(lay.schedule.amount) * 0.7
+    chosen, table = choose_rounding(SMALL, lay, a, cohort8.subset(np.arange(4)), 3)
+    assert len(table) == 3 and table["chosen"].sum() == 1
+    ok = table[table["feasible_train"]]
+    best = int(ok.loc[ok["objective_train"].idxmin(), "candidate"])
+    assert bool(table.loc[best, "chosen"])
+    assert best != 0  # in this setting an alternative beats the nearest rounding
+    want = round_candidates(SMALL, lay, a, 3)[best].schedule.amount
+    np.testing.assert_array_equal(chosen.schedule.amount, want)
 
 
 # ------------------------------------------------------------------ gradients
@@ -392,6 +437,7 @@ intervals = ["7 d", "14 d", "21 d"]
         "figures/schedule.png",
         "figures/history.png",
         "personalised.csv",
+        "rounding_candidates.csv",
     ]
     for n in names:
         assert (out / n).stat().st_size > 0, n

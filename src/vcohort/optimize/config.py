@@ -20,6 +20,7 @@ Example (see ``experiments/optimize_triple.toml``)::
     learning_rate = 0.1
     iterations = 60
     batch_size = 256               # optional; default: the whole training cohort
+    rounding_candidates = 4        # clinical roundings tried on the training cohort (1: nearest)
     [baseline]
     method = "es"                  # es | none: (1+1)-ES with the same simulation budget
     [[drug]]                       # optional per drug: hold_if = "ANC < 1.5",
@@ -51,7 +52,7 @@ DRUG_KEYS = {
 }  # fmt: skip
 OPT_KEYS = {
     "name", "learning_rate", "iterations", "batch_size", "patience", "al_every", "mu", "seed",
-    "personalised_patients", "hold_softness",
+    "personalised_patients", "hold_softness", "rounding_candidates",
 }  # fmt: skip
 
 
@@ -197,6 +198,7 @@ def parse_experiment(raw: dict, source: str = "<optimisation experiment>") -> Ex
         "seed": ck.get(o, "seed", "optimizer", "int", 0, ge=0),
         "personalised_patients": ck.get(o, "personalised_patients", "optimizer", "int", 0, ge=0),
         "hold_softness": ck.get(o, "hold_softness", "optimizer", "float", 0.1, ge=0, le=1),
+        "rounding_candidates": ck.get(o, "rounding_candidates", "optimizer", "int", 4, ge=1),
     }
     try:
         make_optax(opt["name"], opt["learning_rate"])

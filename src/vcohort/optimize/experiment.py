@@ -66,7 +66,6 @@ def run_experiment(
     from vcohort.optimize.evaluate import evaluate, standard_schedules
     from vcohort.optimize.loop import optimize
     from vcohort.optimize.problem import TYPICAL_ADULT
-    from vcohort.optimize.rounding import round_clinical
     from vcohort.plots import dose_schedule, save_figure
 
     out = check_output_dir(out, overwrite)  # before any compute
@@ -104,7 +103,10 @@ def run_experiment(
         progress=progress,
     )
     timings["optimise_s"] = time.perf_counter() - t0
-    rounded = round_clinical(pb, res.layout, res.amount)
+    t0 = time.perf_counter()
+    k = o["rounding_candidates"]
+    rounded, candidates = choose_rounding(pb, res.layout, res.amount, train, k)
+    timings["rounding_s"] = time.perf_counter() - t0
 
     es = es_rounded = None
     if exp.baseline == "es":
@@ -117,7 +119,7 @@ def run_experiment(
             seed=o["seed"],
         )
         timings["baseline_s"] = time.perf_counter() - t0
-        es_rounded = round_clinical(pb, es.layout, es.amount)
+        es_rounded = choose_rounding(pb, es.layout, es.amount, train, k)[0]  # the same polish
 
     scheds = standard_schedules(pb)
     scheds["optimised (continuous)"] = res.schedule()
@@ -165,6 +167,8 @@ def run_experiment(
                 **({"ES baseline (rounded)": es_rounded.descriptions} if es_rounded else {}),
             },
         )
+        if candidates is not None:
+            write_csv(tmp / "rounding_candidates.csv", candidates)
         write_csv(tmp / "evaluation_heldout.csv", ev_held)
         write_csv(tmp / "evaluation_train.csv", ev_train)
         if personal is not None:
@@ -192,7 +196,7 @@ def run_experiment(
             },
         )
         (tmp / "report.md").write_text(
-            _report(exp, res, rounded, ev_held, ev_train, ref, personal, timings)
+            _report(exp, res, rounded, ev_held, ev_train, ref, personal, timings, candidates)
         )
     if ck.exists():
         ck.unlink()
@@ -203,6 +207,32 @@ def run_experiment(
         "result": res,
         "rounded": rounded,
     }
+
+
+def choose_rounding(pb, lay, amount, cohort, k: int):
+    """The clinical rounding of ``amount`` to give: among `round_candidates` (the nearest and
+    up to ``k - 1`` alternatives), the one with the best objective on ``cohort`` (the training
+    cohort: the held-out one stays unseen) among those that meet every limit, else the nearest.
+    Returns it and the candidates' table (description, objective, feasible, chosen)."""
+    from vcohort.optimize.evaluate import evaluate
+    from vcohort.optimize.rounding import round_candidates
+
+    cands = round_candidates(pb, lay, amount, k)
+    if len(cands) == 1:
+        return cands[0], None
+    ev = evaluate(pb, cohort, {str(i): c.schedule for i, c in enumerate(cands)})
+    ok = ev[ev["feasible"]]
+    pick = int(ok["objective"].idxmin()) if len(ok) else 0
+    table = pd.DataFrame(
+        {
+            "candidate": range(len(cands)),
+            "regimens": ["; ".join(c.descriptions.values()) for c in cands],
+            "objective_train": ev["objective"].to_numpy(),
+            "feasible_train": ev["feasible"].to_numpy(),
+            "chosen": [i == pick for i in range(len(cands))],
+        }
+    )
+    return cands[pick], table
 
 
 def _personalised(exp, cohort, pop_res, progress) -> pd.DataFrame:
@@ -258,7 +288,21 @@ def _rules_note(pb) -> list[str]:
     ]
 
 
-def _report(exp, res, rounded, ev_held, ev_train, ref, personal, timings) -> str:
+def _rounding_note(candidates) -> list[str]:
+    if candidates is None:
+        return []
+    c = candidates.set_index("candidate")
+    pick = int(c.index[c["chosen"]][0])
+    text = (
+        f"Rounding: {len(c)} clinical roundings were simulated on the training cohort; "
+        f"the one given is candidate {pick} (objective {c.loc[pick, 'objective_train']:.4g}"
+    )
+    if pick:
+        text += f"; the nearest rounding, candidate 0: {c.loc[0, 'objective_train']:.4g}"
+    return [text + ").  See `rounding_candidates.csv`.", ""]
+
+
+def _report(exp, res, rounded, ev_held, ev_train, ref, personal, timings, candidates) -> str:
     from vcohort.io import markdown_table
 
     cols = [
@@ -294,6 +338,7 @@ def _report(exp, res, rounded, ev_held, ev_train, ref, personal, timings) -> str
         "",
         *[f"- {v}" for v in rounded.descriptions.values()],
         "",
+        *_rounding_note(candidates),
         f"## Held-out evaluation (reference: {ref}; lower objective is better; SE = paired "
         "Monte-Carlo standard error)",
         "",

@@ -7,6 +7,7 @@ neutropenia limits depend on the simulation and are re-checked by `evaluate`.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,13 +54,15 @@ def _round_slots(d: DrugSlots, a: np.ndarray, t: np.ndarray, mx: float) -> np.nd
     return r
 
 
-def _round_interval(d: DrugSlots, a: np.ndarray, t: np.ndarray, mx: float):
-    """Best regular course (interval, first slot, number of doses, dose) by the distance
-    between cumulative dose curves on the slot grid; returns (amounts per slot, description)."""
+def _courses(d: DrugSlots, a: np.ndarray, t: np.ndarray, mx: float) -> list:
+    """Regular courses (interval, first slot, number of doses, dose), best first by the
+    distance between cumulative dose curves on the slot grid: ``[(error, amounts per slot,
+    description)]``.  Each course's least-squares dose is rounded to the nearest unit, and one
+    unit below and above are kept as alternatives (`round_candidates`)."""
     unit = d.round_to_mg
     top = np.floor(mx / unit + 1e-9) * unit
     target = np.cumsum(a)
-    best = (np.sum(target**2), np.zeros_like(a), f"{d.drug}: none")
+    out = {}
     for iv in d.intervals_days:
         step = int(round(iv / d.every_days))
         for k0 in range(min(step, len(a))):
@@ -68,34 +71,50 @@ def _round_interval(d: DrugSlots, a: np.ndarray, t: np.ndarray, mx: float):
                 mask = np.zeros_like(a)
                 mask[slots[:n]] = 1.0
                 basis = np.cumsum(mask)
-                dose = float(np.dot(basis, target) / max(np.dot(basis, basis), 1e-12))
-                dose = float(np.clip(np.round(dose / unit) * unit, 0.0, top))
-                if d.budget_mg is not None:
-                    dose = min(dose, np.floor(d.budget_mg / n / unit) * unit)
-                if d.max_daily_mg is not None:
-                    dose = min(dose, np.floor(d.max_daily_mg / unit) * unit)
-                cand = mask * dose
-                err = float(np.sum((np.cumsum(cand) - target) ** 2))
-                if err < best[0] - 1e-9:
+                exact = float(np.dot(basis, target) / max(np.dot(basis, basis), 1e-12))
+                near = np.round(exact / unit) * unit
+                for dose in (near, near - unit, near + unit):
+                    dose = float(np.clip(dose, 0.0, top))
+                    if d.budget_mg is not None:
+                        dose = min(dose, np.floor(d.budget_mg / n / unit) * unit)
+                    if d.max_daily_mg is not None:
+                        dose = min(dose, np.floor(d.max_daily_mg / unit) * unit)
+                    cand = mask * dose
+                    err = float(np.sum((np.cumsum(cand) - target) ** 2))
+                    key = cand.tobytes() if dose > 0 else b"none"
+                    if key in out and out[key][0] <= err:
+                        continue
                     over = f" over {_fmt(d.infusion_days * 24 * 60)} min" if d.infusion_days else ""
                     desc = (
                         f"{d.drug} {_fmt(dose)} mg every {_fmt(iv)} d x {n} start {_fmt(t[k0])}"
                         + over
                     )
-                    best = (err, cand, desc if dose > 0 else f"{d.drug}: none")
-    return best[1], best[2]
+                    out[key] = (err, cand, desc if dose > 0 else f"{d.drug}: none")
+    none = (float(np.sum(target**2)), np.zeros_like(a), f"{d.drug}: none")
+    return sorted([*out.values(), none], key=lambda c: c[0])
 
 
 def round_clinical(problem: Problem, lay: Layout, amount) -> Rounded:
-    """Clinically given version of ``amount`` ((drugs, slots), mg)."""
+    """Clinically given version of ``amount`` ((drugs, slots), mg): the nearest rounding."""
+    return round_candidates(problem, lay, amount, 1)[0]
+
+
+def round_candidates(problem: Problem, lay: Layout, amount, k: int = 4) -> list[Rounded]:
+    """Up to ``k`` clinically given versions of ``amount`` ((drugs, slots), mg), the nearest
+    first (`round_clinical`).  For drugs rounded to a regular interval the alternatives are
+    the next-nearest courses (`_courses`: another course, or one vial more or less);
+    slot-wise rounding has one candidate.  Candidates combine the drugs' courses in order of
+    their summed ranks.  Which is best is for the simulation to say (`vcohort.optimize.experiment`
+    picks the best feasible one on the training cohort)."""
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"rounding candidates k={k!r} must be an integer >= 1")
     amount = np.asarray(amount, dtype=np.float64)
-    out = np.zeros_like(amount)
-    desc = {}
+    per_drug = []
     for i, d in enumerate(problem.drugs):
         v = lay.valid[i]
         a, t, mx = amount[i, v], lay.schedule.time[i, v], float(lay.max_dose[i, 0])
         if d.intervals_days:
-            r, text = _round_interval(d, a, t, mx)
+            opts = [(r, text) for _, r, text in _courses(d, a, t, mx)[:k]]
         else:
             r = _round_slots(d, a, t, mx)
             nz = r[r > 0]
@@ -105,8 +124,16 @@ def round_clinical(problem: Problem, lay: Layout, amount) -> Rounded:
                 if nz.size
                 else f"{d.drug}: none"
             )
-        out[i, v] = r
-        if d.rule is not None and r.any():  # the protocol's hold rule goes with the regimen
-            text += f"; {d.rule.describe()}"
-        desc[d.drug] = text
-    return Rounded(lay.schedule.replace_amount(out), desc)
+            opts = [(r, text)]
+        if d.rule is not None:  # the protocol's hold rule goes with the regimen
+            opts = [(r, text + (f"; {d.rule.describe()}" if r.any() else "")) for r, text in opts]
+        per_drug.append(opts)
+    combos = sorted(itertools.product(*(range(len(o)) for o in per_drug)), key=sum)[:k]
+    out = []
+    for combo in combos:
+        rows = np.zeros_like(amount)
+        desc = {}
+        for i, (d, j) in enumerate(zip(problem.drugs, combo, strict=True)):
+            rows[i, lay.valid[i]], desc[d.drug] = per_drug[i][j]
+        out.append(Rounded(lay.schedule.replace_amount(rows), desc))
+    return out
