@@ -191,6 +191,10 @@ def test_rounding_candidates_are_regular_courses_within_the_limits_nearest_first
     assert len(seen) == 4  # four different pembrolizumab courses
     with pytest.raises(ValueError, match="k=0"):
         round_candidates(pb, lay, a, 0)
+    # a course rounding to 0 mg and giving nothing at all are one candidate, not two
+    tiny = np.where(lay.valid, 2.0, 0.0)  # pembrolizumab ~0: its nearest course is no dose
+    got = [c.schedule.amount[0].tobytes() for c in round_candidates(pb, lay, tiny, 8)]
+    assert len(set(got)) == len(got)
 
 
 @pytest.mark.slow

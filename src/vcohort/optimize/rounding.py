@@ -90,8 +90,8 @@ def _courses(d: DrugSlots, a: np.ndarray, t: np.ndarray, mx: float) -> list:
                         + over
                     )
                     out[key] = (err, cand, desc if dose > 0 else f"{d.drug}: none")
-    none = (float(np.sum(target**2)), np.zeros_like(a), f"{d.drug}: none")
-    return sorted([*out.values(), none], key=lambda c: c[0])
+    out.setdefault(b"none", (float(np.sum(target**2)), np.zeros_like(a), f"{d.drug}: none"))
+    return sorted(out.values(), key=lambda c: c[0])
 
 
 def round_clinical(problem: Problem, lay: Layout, amount) -> Rounded:
