@@ -347,6 +347,15 @@ def test_checkpoint_resume_reproduces_uninterrupted_run(cohort8, tmp_path):
     np.testing.assert_allclose(
         resumed.history["objective"].to_numpy(), full.history["objective"].to_numpy(), rtol=1e-12
     )
+    # patience counts across the interruption: the resumed run stops where the full one does
+    kw = dict(iterations=10, batch_size=4, seed=3, progress=False, patience=3)
+    full = optimize(SMALL, cohort8, **kw)
+    ck2 = tmp_path / "ck2.npz"
+    optimize(SMALL, cohort8, **(kw | dict(iterations=2, checkpoint=ck2, checkpoint_every=2)))
+    resumed = optimize(SMALL, cohort8, **kw, checkpoint=ck2, resume=True)
+    assert full.stop == "patience" and 2 < len(full.history) < 10
+    assert (resumed.stop, len(resumed.history)) == (full.stop, len(full.history))
+    assert resumed.best_iteration == full.best_iteration
     other = Problem(drugs=SMALL.drugs, days=21, precision="float64")
     with pytest.raises(ValueError, match="different problem"):
         optimize(other, cohort8, iterations=6, checkpoint=ck, resume=True, progress=False)

@@ -221,7 +221,10 @@ def choose_rounding(pb, lay, amount, cohort, k: int):
     if len(cands) == 1:
         return cands[0], None
     ev = evaluate(pb, cohort, {str(i): c.schedule for i, c in enumerate(cands)})
-    ok = ev[ev["feasible"]]
+    # a candidate under which a patient's simulation failed is judged on the others only: not
+    # comparable, so not eligible
+    eligible = ev["feasible"] & (ev["n_failed"] == 0) & np.isfinite(ev["objective"])
+    ok = ev[eligible]
     pick = int(ok["objective"].idxmin()) if len(ok) else 0
     table = pd.DataFrame(
         {
@@ -229,6 +232,7 @@ def choose_rounding(pb, lay, amount, cohort, k: int):
             "regimens": ["; ".join(c.descriptions.values()) for c in cands],
             "objective_train": ev["objective"].to_numpy(),
             "feasible_train": ev["feasible"].to_numpy(),
+            "failed_train": ev["n_failed"].to_numpy(),
             "chosen": [i == pick for i in range(len(cands))],
         }
     )
@@ -299,6 +303,8 @@ def _rounding_note(candidates) -> list[str]:
     )
     if pick:
         text += f"; the nearest rounding, candidate 0: {c.loc[0, 'objective_train']:.4g}"
+    if not c.loc[pick, "feasible_train"]:
+        text += "; no candidate met every limit, so the nearest is given"
     return [text + ").  See `rounding_candidates.csv`.", ""]
 
 

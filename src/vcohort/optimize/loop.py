@@ -267,7 +267,8 @@ def optimize(
         bar = tqdm(total=iterations, initial=start_it, desc="optimising", unit="it")
     t0 = time.perf_counter()
     prev_viol = math.inf
-    since_best = 0
+    # iterations since the best one: a resumed run counts on from where it stopped
+    since_best = start_it - 1 - best["it"] if start_it and best["it"] >= 0 else 0
     for it in it_range:
         idx = _batches(rng, n, batch_size)
         args = place(cohort.arrays(idx, plan.drugs, np_dtype))
