@@ -75,7 +75,7 @@ class OptResult:
         for i, d in enumerate(self.problem.drugs):  # a: (drugs, slots), or per patient
             if d.rule is not None:
                 row = a[..., i, :]
-                row[row.astype(dt) < dt(d.round_to_mg / 2.0)] = 0.0
+                row[row.astype(dt) < dt(d.smallest_dose_mg)] = 0.0
         return self.layout.schedule.replace_amount(a)
 
 

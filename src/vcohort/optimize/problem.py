@@ -89,6 +89,11 @@ class DrugSlots:
     hold_days: float | None = None
     rule: DoseRule | None = None
 
+    @property
+    def smallest_dose_mg(self) -> float:
+        """With a hold rule, a slot below this (half a ``round_to_mg`` unit) is not a dose."""
+        return self.round_to_mg / 2.0
+
     def resolved_max(self) -> float:
         label = get_drug(self.drug).max_single_dose_mg
         return float(label if self.max_dose_mg is None else self.max_dose_mg)
@@ -403,7 +408,7 @@ def rule_inputs(problem: Problem, lay: Layout, plan: Plan):
     if not plan.rules:
         return lambda amount: (amount, ())
     s = lay.schedule
-    half = np.array([d.round_to_mg / 2.0 if d.rule else 0.0 for d in problem.drugs])[:, None]
+    half = np.array([d.smallest_dose_mg if d.rule else 0.0 for d in problem.drugs])[:, None]
     ii, jj = np.nonzero(s.valid)
     k0 = np.round(s.time[ii, jj] / plan.dt).astype(np.int64)
     ii, jj, k0 = ii[k0 < plan.n_steps], jj[k0 < plan.n_steps], k0[k0 < plan.n_steps]
