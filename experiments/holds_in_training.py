@@ -25,7 +25,7 @@ from pathlib import Path
 from vcohort.cohort import make_cohort
 from vcohort.io import markdown_table
 from vcohort.optimize import layout, optimize
-from vcohort.optimize.config import load_experiment, make_optax
+from vcohort.optimize.config import load_experiment, optax_of
 from vcohort.optimize.evaluate import evaluate, standard_schedules
 from vcohort.optimize.experiment import choose_rounding
 
@@ -59,7 +59,7 @@ def main(argv=None) -> None:
         res = optimize(
             problem,
             train,
-            optimizer=make_optax(o["name"], o["learning_rate"]),
+            optimizer=optax_of(o),
             iterations=a.iterations or o["iterations"],
             batch_size=o["batch_size"],
             seed=o["seed"],

@@ -83,6 +83,12 @@ def _toml(**over):
         ({"optimizer": {"name": "nosuchopt"}}, "not an optax optimiser"),
         ({"optimizer": {"iterations": 0}}, "iterations: 0 must be"),
         ({"precision": "float16"}, "precision"),
+        ({"optimizer": {"schedule": "step"}}, r"optimizer.schedule: .*constant, cosine"),
+        ({"optimizer": {"final_lr_fraction": 0.1}}, "does not decay"),
+        (
+            {"optimizer": {"schedule": "cosine", "final_lr_fraction": 0.0}},
+            "final_lr_fraction: 0.0 must be",
+        ),
         (
             {"drug": [{"name": "wnt974", "every": "1 d", "budget": "1 mg", "round_to": "5 mg"}]},
             "below one dose",
@@ -110,6 +116,44 @@ def test_config_parses_units():
     )
     d = exp.problem.drugs[0]
     assert d.every_days == pytest.approx(0.5) and d.max_daily_mg == 1600.0
+
+
+def test_cosine_schedule_decays_the_step_to_its_final_fraction():
+    """With sgd the update is -lr_t * gradient, so the step sizes are the schedule itself:
+    the full learning rate first, a half-cosine down to final_lr_fraction of it at the last
+    iteration (and held there), against a constant rate for schedule = 'constant'."""
+    import jax.numpy as jnp
+    import optax
+
+    from vcohort.optimize.config import make_optax, optax_of
+
+    def steps(opt, n):
+        x, state, out = jnp.zeros(1), None, []
+        state = opt.init(x)
+        for _ in range(n):
+            upd, state = opt.update(jnp.ones(1), state, x)  # gradient 1
+            out.append(-float(upd[0]))
+        return np.array(out)
+
+    cos = steps(make_optax("sgd", 0.2, "cosine", 10, 0.05), 12)
+    want = [0.2 * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * k / 10))) for k in range(11)]
+    np.testing.assert_allclose(cos[:11], want, rtol=1e-6)  # float32 optax arithmetic
+    assert cos[0] == pytest.approx(0.2) and cos[10] == pytest.approx(0.01) == cos[11]
+    np.testing.assert_allclose(steps(make_optax("sgd", 0.2), 12), 0.2, rtol=1e-6)
+    # the experiment file's table gives the same optimiser
+    exp = parse_experiment(
+        _toml(optimizer={"name": "sgd", "learning_rate": 0.2, "schedule": "cosine",
+                         "iterations": 10, "final_lr_fraction": 0.05})
+    )  # fmt: skip
+    np.testing.assert_allclose(steps(optax_of(exp.optimizer), 12), cos)
+    from vcohort.optimize.experiment import _optimiser_text
+
+    assert _optimiser_text(exp.optimizer) == (
+        "sgd, learning rate 0.2, cosine decay to 0.01 at iteration 10"
+    )
+    with pytest.raises(ValueError, match="needs iterations"):
+        make_optax("adam", 0.1, "cosine")
+    assert isinstance(make_optax("adam", 0.1), optax.GradientTransformation)
 
 
 def test_layout_blocks_and_standard_start():
@@ -356,6 +400,24 @@ def test_checkpoint_resume_reproduces_uninterrupted_run(cohort8, tmp_path):
     assert full.stop == "patience" and 2 < len(full.history) < 10
     assert (resumed.stop, len(resumed.history)) == (full.stop, len(full.history))
     assert resumed.best_iteration == full.best_iteration
+    # a learning-rate schedule resumes where it stopped (its step count is optimiser state)
+    from vcohort.optimize.config import make_optax
+
+    cos = make_optax("adam", 0.2, "cosine", 6, 0.1)
+    kw = dict(batch_size=4, seed=3, progress=False, patience=50, optimizer=cos)
+    full = optimize(SMALL, cohort8, iterations=6, **kw)
+    ck3 = tmp_path / "ck3.npz"
+    optimize(SMALL, cohort8, iterations=3, checkpoint=ck3, checkpoint_every=3, **kw)
+    resumed = optimize(SMALL, cohort8, iterations=6, checkpoint=ck3, resume=True, **kw)
+    np.testing.assert_allclose(resumed.amount, full.amount, rtol=1e-12)
+    # the history records the rate each step used: the cosine from 0.2 down towards 0.02
+    want = [0.2 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * k / 6))) for k in range(6)]
+    for run in (full, resumed):
+        np.testing.assert_allclose(run.history["learning_rate"], want, rtol=1e-12)
+    with pytest.raises(ValueError, match="optimiser settings"):  # another learning rate
+        optimize(
+            SMALL, cohort8, iterations=6, resume=True, checkpoint=ck3, **(kw | {"optimizer": None})
+        )
     other = Problem(drugs=SMALL.drugs, days=21, precision="float64")
     with pytest.raises(ValueError, match="different problem"):
         optimize(other, cohort8, iterations=6, checkpoint=ck, resume=True, progress=False)

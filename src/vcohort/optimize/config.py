@@ -18,6 +18,7 @@ Example (see ``experiments/optimize_triple.toml``)::
     [optimizer]
     name = "adam"                  # any optax optimiser taking learning_rate
     learning_rate = 0.1
+    schedule = "constant"          # constant | cosine: decay to final_lr_fraction x learning_rate
     iterations = 60
     batch_size = 256               # optional; default: the whole training cohort
     rounding_candidates = 4        # clinical roundings tried on the training cohort (1: nearest)
@@ -52,8 +53,10 @@ DRUG_KEYS = {
 }  # fmt: skip
 OPT_KEYS = {
     "name", "learning_rate", "iterations", "batch_size", "patience", "al_every", "mu", "seed",
-    "personalised_patients", "hold_softness", "rounding_candidates",
+    "personalised_patients", "hold_softness", "rounding_candidates", "schedule",
+    "final_lr_fraction",
 }  # fmt: skip
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -199,7 +202,15 @@ def parse_experiment(raw: dict, source: str = "<optimisation experiment>") -> Ex
         "personalised_patients": ck.get(o, "personalised_patients", "optimizer", "int", 0, ge=0),
         "hold_softness": ck.get(o, "hold_softness", "optimizer", "float", 0.1, ge=0, le=1),
         "rounding_candidates": ck.get(o, "rounding_candidates", "optimizer", "int", 4, ge=1),
+        "schedule": ck.get(o, "schedule", "optimizer", "str", "constant", choices=SCHEDULES),
+        "final_lr_fraction": ck.get(o, "final_lr_fraction", "optimizer", "float", 0.1, gt=0, le=1),
     }
+    if "final_lr_fraction" in o and opt["schedule"] == "constant":
+        ck.error(
+            "optimizer.final_lr_fraction",
+            f"{o['final_lr_fraction']!r} is set, but schedule = 'constant' does not decay; "
+            "set schedule = 'cosine' or remove it",
+        )
     try:
         make_optax(opt["name"], opt["learning_rate"])
     except ValueError as e:
@@ -246,14 +257,60 @@ def load_experiment(path: str | Path) -> Experiment:
     return parse_experiment(read_toml(path), source=str(path))
 
 
-def make_optax(name: str, learning_rate: float):
-    """An optax optimiser by name (``adam``, ``adamw``, ``sgd``, ``lion``, ...)."""
+def make_optax(
+    name: str,
+    learning_rate: float,
+    schedule: str = "constant",
+    iterations: int | None = None,
+    final_lr_fraction: float = 0.1,
+):
+    """An optax optimiser by name (``adam``, ``adamw``, ``sgd``, ``lion``, ...).
+
+    ``schedule="cosine"``: the learning rate follows a half cosine from ``learning_rate`` at
+    the first iteration to ``final_lr_fraction`` of it at ``iterations``
+    (`optax.cosine_decay_schedule`; Loshchilov & Hutter 2017, SGDR, without restarts), so
+    the last iterations take small steps around the schedule they found instead of
+    Adam's constant-size steps across it; ``"constant"``: ``learning_rate`` throughout."""
     import optax
 
     fn = getattr(optax, name, None)
     if fn is None or not callable(fn) or name.startswith("_"):
         raise ValueError(f"[optimizer] name={name!r} is not an optax optimiser (e.g. adam, sgd)")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"[optimizer] schedule={schedule!r}; allowed: {', '.join(SCHEDULES)}")
+    lr = learning_rate
+    if schedule == "cosine":
+        if not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"schedule='cosine' needs iterations >= 1; got {iterations!r}")
+        if not 0 < final_lr_fraction <= 1:
+            raise ValueError(
+                f"[optimizer] final_lr_fraction={final_lr_fraction!r} must be in (0, 1]"
+            )
+        lr = optax.cosine_decay_schedule(learning_rate, iterations, alpha=final_lr_fraction)
     try:
-        return fn(learning_rate=learning_rate)
+        fn(learning_rate=learning_rate)  # takes a learning rate at all
+        # the rate in the optimiser state, so that the history records the one each step used
+        return optax.inject_hyperparams(fn)(learning_rate=lr)
     except TypeError as e:
         raise ValueError(f"[optimizer] name={name!r} does not take learning_rate: {e}") from e
+
+
+def optax_of(opt: dict):
+    """The optax optimiser of a parsed ``[optimizer]`` table (`parse_experiment`)."""
+    return make_optax(
+        opt["name"],
+        opt["learning_rate"],
+        opt["schedule"],
+        opt["iterations"],
+        opt["final_lr_fraction"],
+    )
+
+
+def optax_key(opt: dict) -> dict:
+    """What identifies `optax_of`'s optimiser (`vcohort.optimize.loop.optimize`'s
+    ``optimizer_key``): a cosine schedule's length is part of it, a constant rate's is not (a
+    run may be resumed with more iterations)."""
+    key = {k: opt[k] for k in ("name", "learning_rate", "schedule")}
+    if opt["schedule"] == "cosine":
+        key.update(final_lr_fraction=opt["final_lr_fraction"], iterations=opt["iterations"])
+    return key

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vcohort.optimize.config import Experiment, make_optax
+from vcohort.optimize.config import Experiment, optax_key, optax_of
 
 
 def _slots_frame(exp: Experiment, lay, raw, rounded, es=None) -> pd.DataFrame:
@@ -34,6 +34,15 @@ def _slots_frame(exp: Experiment, lay, raw, rounded, es=None) -> pd.DataFrame:
                 r["es_baseline_mg"] = float(es[i, j])
             rows.append(r)
     return pd.DataFrame(rows)
+
+
+def _optimiser_text(o: dict) -> str:
+    """``adam, learning rate 0.05`` or ``..., cosine decay 0.05 -> 0.005 over 80 iterations``."""
+    text = f"{o['name']}, learning rate {o['learning_rate']:g}"
+    if o["schedule"] == "cosine":
+        end = o["learning_rate"] * o["final_lr_fraction"]
+        text += f", cosine decay to {end:g} at iteration {o['iterations']}"
+    return text
 
 
 def _history_figure(hist: pd.DataFrame, es_hist: pd.DataFrame | None):
@@ -91,7 +100,8 @@ def run_experiment(
     res = optimize(
         pb,
         train,
-        optimizer=make_optax(o["name"], o["learning_rate"]),
+        optimizer=optax_of(o),
+        optimizer_key=optax_key(o),
         iterations=o["iterations"],
         batch_size=o["batch_size"],
         seed=o["seed"],
@@ -253,7 +263,7 @@ def _personalised(exp, cohort, pop_res, progress) -> pd.DataFrame:
         cohort,
         personalised=True,
         iterations=exp.optimizer["iterations"],
-        optimizer=make_optax(exp.optimizer["name"], exp.optimizer["learning_rate"]),
+        optimizer=optax_of(exp.optimizer),
         seed=exp.optimizer["seed"],
         progress=progress,
     )
@@ -336,8 +346,9 @@ def _report(exp, res, rounded, ev_held, ev_train, ref, personal, timings, candid
         f"Objective weights: {exp.problem.weights}; horizon {exp.problem.days} d; "
         f"training cohort {exp.train}; held-out cohort {exp.heldout}.",
         "",
-        f"Gradient optimisation: {res.simulations} mini-batch value-and-gradient evaluations, "
-        f"{timings['optimise_s']:.0f} s.  {res.convergence()}",
+        f"Gradient optimisation ({_optimiser_text(exp.optimizer)}): {res.simulations} "
+        f"mini-batch value-and-gradient evaluations, {timings['optimise_s']:.0f} s.  "
+        f"{res.convergence()}",
         "",
         *_rules_note(exp.problem),
         "## Optimised schedule (rounded to clinical amounts)",

@@ -19,6 +19,7 @@ import pandas as pd
 from vcohort.cohort import Cohort
 from vcohort.dosing import Schedule
 from vcohort.model import CSC_IMMUNE, Model
+from vcohort.optimize.config import make_optax
 from vcohort.optimize.problem import (
     Layout,
     NoMultipliers,
@@ -173,6 +174,7 @@ def optimize(
     progress: bool = True,
     model: Model = CSC_IMMUNE,
     devices=None,
+    optimizer_key=None,
 ) -> OptResult:
     """Minimise ``problem``'s objective over its dose slots for ``cohort``.
 
@@ -191,6 +193,10 @@ def optimize(
             many iterations.
         checkpoint: file to save state to every ``checkpoint_every`` iterations; with
             ``resume=True`` an existing file (from the same problem and cohort) is continued.
+        optimizer_key: a JSON-able description of ``optimizer`` (its name, learning rate and
+            schedule), part of the checkpoint's fingerprint, so that ``resume`` refuses a
+            checkpoint written with other settings (an optax object cannot be compared);
+            the default Adam is described by its learning rate.
         devices: devices to shard the (mini-)batch's patients over (`loss_devices`; default:
             every local accelerator, one device on a CPU); results do not depend on it beyond
             the order of summation.
@@ -207,7 +213,7 @@ def optimize(
         raise ValueError("resume=True needs a checkpoint file")
     place = _placer(loss_devices(devices, n if batch_size is None else min(batch_size, n)))
     lay = layout(problem)
-    opt = optimizer if optimizer is not None else optax.adam(learning_rate)
+    opt = optimizer if optimizer is not None else make_optax("adam", learning_rate)
     opt_key = ("adam", float(learning_rate)) if optimizer is None else id(optimizer)
     loss, plan, step = _compiled_step(problem, lay, model, personalised, opt, opt_key)
     cohort.check_for(model, plan.drugs, set())
@@ -235,13 +241,21 @@ def optimize(
     history: list[dict] = []
     best = {"obj": math.inf, "viol": math.inf, "theta": np.asarray(theta), "it": -1, "g": {}}
     start_it = 0
-    fp = _fingerprint(problem, n, personalised, {"seed": seed, "batch": batch_size})
+    settings = {
+        "seed": seed,
+        "batch": batch_size,
+        "al_every": al_every,
+        "mu": float(mu),
+        "optimizer": list(opt_key) if optimizer is None else optimizer_key,
+    }
+    fp = _fingerprint(problem, n, personalised, settings)
     ck = Path(checkpoint) if checkpoint is not None else None
     if resume and ck is not None and ck.exists():
         meta, arrays, opt_state = _load_checkpoint(ck, opt_state)
         if meta["fingerprint"] != fp:
             raise ValueError(
-                f"checkpoint {ck} was written for a different problem/cohort; "
+                f"checkpoint {ck} was written for a different problem, cohort or optimiser "
+                "settings; "
                 "delete it or run without resume"
             )
         theta = jnp.asarray(arrays["theta"], plan.dtype)
@@ -282,6 +296,8 @@ def optimize(
         rec.update({f"term:{k}": float(v) for k, v in terms.items()})
         rec.update({f"g:{k}": v for k, v in gmax.items()})
         rec["mu"] = mu_v
+        if isinstance(getattr(opt_state, "hyperparams", None), dict):  # `make_optax`'s
+            rec["learning_rate"] = float(opt_state.hyperparams.get("learning_rate", math.nan))
         rec["wall_s"] = time.perf_counter() - t0
         history.append(rec)
         # the values belong to theta_before (evaluated before the update)
