@@ -59,7 +59,8 @@ def main(argv=None) -> None:
         res = optimize(
             problem,
             train,
-            optimizer=optax_of(o),
+            # a cosine schedule decays over the iterations this run takes
+            optimizer=optax_of(o | {"iterations": a.iterations or o["iterations"]}),
             iterations=a.iterations or o["iterations"],
             batch_size=o["batch_size"],
             seed=o["seed"],

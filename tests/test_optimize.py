@@ -136,9 +136,10 @@ def test_cosine_schedule_decays_the_step_to_its_final_fraction():
         return np.array(out)
 
     cos = steps(make_optax("sgd", 0.2, "cosine", 10, 0.05), 12)
-    want = [0.2 * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * k / 10))) for k in range(11)]
-    np.testing.assert_allclose(cos[:11], want, rtol=1e-6)  # float32 optax arithmetic
-    assert cos[0] == pytest.approx(0.2) and cos[10] == pytest.approx(0.01) == cos[11]
+    # 10 iterations: k = 0..9, the last at the final rate
+    want = [0.2 * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * k / 9))) for k in range(10)]
+    np.testing.assert_allclose(cos[:10], want, rtol=1e-6)  # float32 optax arithmetic
+    assert cos[0] == pytest.approx(0.2) and cos[9] == pytest.approx(0.01) == cos[11]
     np.testing.assert_allclose(steps(make_optax("sgd", 0.2), 12), 0.2, rtol=1e-6)
     # the experiment file's table gives the same optimiser
     exp = parse_experiment(
@@ -149,7 +150,7 @@ def test_cosine_schedule_decays_the_step_to_its_final_fraction():
     from vcohort.optimize.experiment import _optimiser_text
 
     assert _optimiser_text(exp.optimizer) == (
-        "sgd, learning rate 0.2, cosine decay to 0.01 at iteration 10"
+        "sgd, learning rate 0.2, cosine decay to 0.01 at the last iteration (9)"
     )
     with pytest.raises(ValueError, match="needs iterations"):
         make_optax("adam", 0.1, "cosine")
@@ -401,23 +402,32 @@ def test_checkpoint_resume_reproduces_uninterrupted_run(cohort8, tmp_path):
     assert (resumed.stop, len(resumed.history)) == (full.stop, len(full.history))
     assert resumed.best_iteration == full.best_iteration
     # a learning-rate schedule resumes where it stopped (its step count is optimiser state)
-    from vcohort.optimize.config import make_optax
+    from vcohort.optimize.config import optax_key, optax_of
+    from vcohort.optimize.loop import _load_checkpoint
 
-    cos = make_optax("adam", 0.2, "cosine", 6, 0.1)
-    kw = dict(batch_size=4, seed=3, progress=False, patience=50, optimizer=cos)
+    o = dict(name="adam", learning_rate=0.2, schedule="cosine", iterations=6, final_lr_fraction=0.1)
+    kw = dict(batch_size=4, seed=3, progress=False, patience=50)
+    kw |= dict(optimizer=optax_of(o), optimizer_key=optax_key(o))
     full = optimize(SMALL, cohort8, iterations=6, **kw)
     ck3 = tmp_path / "ck3.npz"
     optimize(SMALL, cohort8, iterations=3, checkpoint=ck3, checkpoint_every=3, **kw)
     resumed = optimize(SMALL, cohort8, iterations=6, checkpoint=ck3, resume=True, **kw)
     np.testing.assert_allclose(resumed.amount, full.amount, rtol=1e-12)
-    # the history records the rate each step used: the cosine from 0.2 down towards 0.02
-    want = [0.2 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * k / 6))) for k in range(6)]
+    # the history records the rate each step used: a cosine from 0.2 at iteration 0 to 0.02 at 5
+    want = [0.2 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * k / 5))) for k in range(6)]
     for run in (full, resumed):
         np.testing.assert_allclose(run.history["learning_rate"], want, rtol=1e-12)
-    with pytest.raises(ValueError, match="optimiser settings"):  # another learning rate
-        optimize(
-            SMALL, cohort8, iterations=6, resume=True, checkpoint=ck3, **(kw | {"optimizer": None})
-        )
+    # resuming with other settings is refused, before any optimiser state is read (a constant
+    # schedule's state has one array fewer: reading it first crashed)
+    for change in ({"schedule": "constant"}, {"iterations": 8}, {"learning_rate": 0.1}):
+        other = o | change
+        alt = dict(optimizer=optax_of(other), optimizer_key=optax_key(other))
+        with pytest.raises(ValueError, match="optimiser settings"):
+            optimize(SMALL, cohort8, iterations=6, resume=True, checkpoint=ck3, **(kw | alt))
+    with pytest.raises(ValueError, match="another optimiser's state"):
+        _load_checkpoint(ck3, optax_of(o | {"name": "sgd"}).init(np.zeros(3)))
+    with pytest.raises(ValueError, match="needs optimizer_key"):  # nothing to check against
+        optimize(SMALL, cohort8, checkpoint=tmp_path / "x.npz", **(kw | {"optimizer_key": None}))
     other = Problem(drugs=SMALL.drugs, days=21, precision="float64")
     with pytest.raises(ValueError, match="different problem"):
         optimize(other, cohort8, iterations=6, checkpoint=ck, resume=True, progress=False)

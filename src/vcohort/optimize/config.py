@@ -267,7 +267,7 @@ def make_optax(
     """An optax optimiser by name (``adam``, ``adamw``, ``sgd``, ``lion``, ...).
 
     ``schedule="cosine"``: the learning rate follows a half cosine from ``learning_rate`` at
-    the first iteration to ``final_lr_fraction`` of it at ``iterations``
+    the first iteration to ``final_lr_fraction`` of it at the last (``iterations - 1``)
     (`optax.cosine_decay_schedule`; Loshchilov & Hutter 2017, SGDR, without restarts), so
     the last iterations take small steps around the schedule they found instead of
     Adam's constant-size steps across it; ``"constant"``: ``learning_rate`` throughout."""
@@ -286,11 +286,19 @@ def make_optax(
             raise ValueError(
                 f"[optimizer] final_lr_fraction={final_lr_fraction!r} must be in (0, 1]"
             )
-        lr = optax.cosine_decay_schedule(learning_rate, iterations, alpha=final_lr_fraction)
+        # the rate of iteration k (0-based) is the schedule at step k, so the decay ends at
+        # the last iteration, iterations - 1
+        steps = max(iterations - 1, 1)
+        lr = optax.cosine_decay_schedule(learning_rate, steps, alpha=final_lr_fraction)
     try:
         fn(learning_rate=learning_rate)  # takes a learning rate at all
-        # the rate in the optimiser state, so that the history records the one each step used
-        return optax.inject_hyperparams(fn)(learning_rate=lr)
+        # the rate in the optimiser state, so that the history records the one each step used;
+        # the other hyperparameters stay Python constants (as arrays, float32 updates would
+        # change in the last digits)
+        import inspect
+
+        others = tuple(k for k in inspect.signature(fn).parameters if k != "learning_rate")
+        return optax.inject_hyperparams(fn, static_args=others)(learning_rate=lr)
     except TypeError as e:
         raise ValueError(f"[optimizer] name={name!r} does not take learning_rate: {e}") from e
 

@@ -41,7 +41,7 @@ def _optimiser_text(o: dict) -> str:
     text = f"{o['name']}, learning rate {o['learning_rate']:g}"
     if o["schedule"] == "cosine":
         end = o["learning_rate"] * o["final_lr_fraction"]
-        text += f", cosine decay to {end:g} at iteration {o['iterations']}"
+        text += f", cosine decay to {end:g} at the last iteration ({o['iterations'] - 1})"
     return text
 
 

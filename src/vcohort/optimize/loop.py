@@ -136,10 +136,23 @@ def _save_checkpoint(path: Path, state: dict, opt_state, history: list) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _checkpoint_meta(path: Path) -> dict:
+    with np.load(path) as z:
+        return json.loads(bytes(z["meta"]).decode())
+
+
 def _load_checkpoint(path: Path, opt_state_template):
     z = np.load(path)
     meta = json.loads(bytes(z["meta"]).decode())
     leaves, treedef = jax.tree_util.tree_flatten(opt_state_template)
+    saved = sorted(k for k in z.files if k.startswith("opt_"))
+    if len(saved) != len(leaves) or any(
+        np.shape(z[f"opt_{i}"]) != np.shape(leaf) for i, leaf in enumerate(leaves)
+    ):
+        raise ValueError(
+            f"checkpoint {path} holds another optimiser's state ({len(saved)} arrays, this "
+            f"optimiser has {len(leaves)}); delete it or run without resume"
+        )
     new = [jnp.asarray(z[f"opt_{i}"], dtype=leaf.dtype) for i, leaf in enumerate(leaves)]
     arrays = {k: z[k] for k in z.files if not k.startswith("opt_") and k != "meta"}
     return meta, arrays, jax.tree_util.tree_unflatten(treedef, new)
@@ -211,6 +224,12 @@ def optimize(
         batch_size = None
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint file")
+    if checkpoint is not None and optimizer is not None and optimizer_key is None:
+        raise ValueError(
+            "a checkpoint with a given optimizer needs optimizer_key (e.g. "
+            "vcohort.optimize.config.optax_key of its settings), so that a resumed run can be "
+            "checked to use the same optimiser"
+        )
     place = _placer(loss_devices(devices, n if batch_size is None else min(batch_size, n)))
     lay = layout(problem)
     opt = optimizer if optimizer is not None else make_optax("adam", learning_rate)
@@ -251,13 +270,12 @@ def optimize(
     fp = _fingerprint(problem, n, personalised, settings)
     ck = Path(checkpoint) if checkpoint is not None else None
     if resume and ck is not None and ck.exists():
-        meta, arrays, opt_state = _load_checkpoint(ck, opt_state)
-        if meta["fingerprint"] != fp:
+        if _checkpoint_meta(ck)["fingerprint"] != fp:  # before reading any optimiser state
             raise ValueError(
                 f"checkpoint {ck} was written for a different problem, cohort or optimiser "
-                "settings; "
-                "delete it or run without resume"
+                "settings; delete it or run without resume"
             )
+        meta, arrays, opt_state = _load_checkpoint(ck, opt_state)
         theta = jnp.asarray(arrays["theta"], plan.dtype)
         if personalised:
             theta = place(theta)
