@@ -34,6 +34,7 @@ Example (see ``experiments/optimize_triple.toml``)::
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -295,8 +296,6 @@ def make_optax(
         # the rate in the optimiser state, so that the history records the one each step used;
         # the other hyperparameters stay Python constants (as arrays, float32 updates would
         # change in the last digits)
-        import inspect
-
         others = tuple(k for k in inspect.signature(fn).parameters if k != "learning_rate")
         return optax.inject_hyperparams(fn, static_args=others)(learning_rate=lr)
     except TypeError as e:

@@ -37,7 +37,8 @@ def _slots_frame(exp: Experiment, lay, raw, rounded, es=None) -> pd.DataFrame:
 
 
 def _optimiser_text(o: dict) -> str:
-    """``adam, learning rate 0.05`` or ``..., cosine decay 0.05 -> 0.005 over 80 iterations``."""
+    """``adam, learning rate 0.05``, or with a cosine schedule ``adam, learning rate 0.05, cosine
+    decay to 0.005 at the last iteration (79)``."""
     text = f"{o['name']}, learning rate {o['learning_rate']:g}"
     if o["schedule"] == "cosine":
         end = o["learning_rate"] * o["final_lr_fraction"]

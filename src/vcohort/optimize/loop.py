@@ -233,7 +233,12 @@ def optimize(
     place = _placer(loss_devices(devices, n if batch_size is None else min(batch_size, n)))
     lay = layout(problem)
     opt = optimizer if optimizer is not None else make_optax("adam", learning_rate)
-    opt_key = ("adam", float(learning_rate)) if optimizer is None else id(optimizer)
+    if optimizer is None:
+        opt_key = ("adam", float(learning_rate))
+    elif optimizer_key is not None:  # optimisers with one description update alike: one compile
+        opt_key = ("key", json.dumps(optimizer_key, sort_keys=True, default=str))
+    else:
+        opt_key = id(optimizer)  # the cache entry keeps the object, so its id is not reused
     loss, plan, step = _compiled_step(problem, lay, model, personalised, opt, opt_key)
     cohort.check_for(model, plan.drugs, set())
     np_dtype = np.float64 if plan.dtype == jnp.float64 else np.float32
