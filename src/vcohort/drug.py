@@ -27,7 +27,7 @@ ROUTES = ("iv", "oral", "sc")
 DEPOT_ROUTES = ("oral", "sc")  # doses go into a first-order absorption depot
 AMOUNT_UNITS = ("mg", "1e6 cells")
 EFFECT_KINDS = ("emax", "linear")
-SITES = ("central", "effect")
+SITES = ("central", "effect", "marrow")
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,8 @@ class Drug:
         route: ``iv`` (doses into central; infusions allowed), ``oral`` or ``sc`` (doses into a
             first-order absorption depot).
         params: PK parameter table; names ``CL``, ``V1`` and optionally ``Q2, V2, Q3, V3``,
-            ``ka`` (oral), ``ke0`` (effect compartment).  Values for a ``ref_weight`` patient.
+            ``ka`` (oral), ``ke0`` (effect compartment), ``mtt_marrow`` (mean transit time of
+            the ``marrow`` delay chain, days).  Values for a ``ref_weight`` patient.
         effects: pharmacodynamic effects on model channels.
         clinical_dose: the standard regimen in `vcohort.dosing.parse_regimen` syntax.
         mw: molecular weight (g/mol), for converting nM potencies to mg/L.
@@ -95,6 +96,13 @@ class Drug:
             Used by published models that carry their drug kinetics as states (de Pillis et
             al. 2009: chemotherapy ``M``, IL-2 ``I``, TIL ``L``).  Such a drug has no PK
             parameters or effects, and its "mg" is one unit of the target state.
+        marrow_chain: number of transit compartments of a delay chain from plasma to the
+            ``marrow`` site (0: none), for a myelotoxicity that shows weeks late: ``dC_1/dt =
+            k (C_p - C_1)``, ``dC_i/dt = k (C_(i-1) - C_i)``, ``k = marrow_chain /
+            mtt_marrow``, the effect read at the last (a gamma-shaped delay of mean
+            ``mtt_marrow``; the transit-compartment idea of Friberg et al. 2002 and Sun &
+            Jusko 1998, here on the drug signal: assumption, standing in for damage to early
+            progenitors upstream of Friberg's proliferating compartment).
     """
 
     name: str
@@ -114,6 +122,7 @@ class Drug:
     references: tuple[str, ...] = field(default_factory=tuple)
     amount_unit: str = "mg"
     target_state: str | None = None
+    marrow_chain: int = 0
 
     def __post_init__(self) -> None:
         if self.route not in ROUTES:
@@ -137,6 +146,23 @@ class Drug:
         for a, b in (("Q2", "V2"), ("Q3", "V3")):
             if (a in self.params) != (b in self.params):
                 raise ValueError(f"drug {self.name}: {a} and {b} go together")
+        if not isinstance(self.marrow_chain, int) or self.marrow_chain < 0:
+            raise ValueError(
+                f"drug {self.name}: marrow_chain={self.marrow_chain!r} must be an integer >= 0"
+            )
+        if (self.marrow_chain > 0) != ("mtt_marrow" in self.params):
+            raise ValueError(
+                f"drug {self.name}: marrow_chain ({self.marrow_chain}) and the PK parameter "
+                "mtt_marrow go together"
+            )
+        sites = self.observed_indices()
+        for eff in self.effects:
+            if eff.site not in sites:
+                raise ValueError(
+                    f"drug {self.name}: the {eff.channel!r} effect acts at site {eff.site!r}, "
+                    f"which this drug does not have (its sites: {', '.join(sites)}; 'effect' "
+                    "needs ke0, 'marrow' needs marrow_chain and mtt_marrow)"
+                )
 
     # ------------------------------------------------------------------ structure
     @property
@@ -154,6 +180,7 @@ class Drug:
             c.append("peripheral2")
         if "ke0" in self.params:
             c.append("effect")
+        c.extend(f"marrow{i + 1}" for i in range(self.marrow_chain))
         return tuple(c)
 
     @property
@@ -166,10 +193,13 @@ class Drug:
         return self.compartments.index("central")
 
     def observed_indices(self) -> dict[str, int]:
-        """Compartments whose concentration drives an effect: ``central`` and maybe ``effect``."""
+        """Compartments whose concentration drives an effect: ``central`` and maybe ``effect``
+        and ``marrow`` (the last compartment of the delay chain)."""
         out = {"central": self.central_index}
         if "effect" in self.compartments:
             out["effect"] = self.compartments.index("effect")
+        if self.marrow_chain:
+            out["marrow"] = self.compartments.index(f"marrow{self.marrow_chain}")
         return out
 
     # ------------------------------------------------------------------ per-patient PK
@@ -192,7 +222,8 @@ class Drug:
 
         Returned as nested lists of scalars so that it stays elementwise under ``vmap``.
         The effect compartment holds a *virtual amount* ``a_e`` with ``C_e = a_e / V1`` and
-        ``dC_e/dt = ke0 (C_p - C_e)``; it removes nothing from central (biophase model).
+        ``dC_e/dt = ke0 (C_p - C_e)``; it removes nothing from central (biophase model).  The
+        ``marrow`` chain's compartments hold virtual amounts the same way (`marrow_chain`).
         """
         names = self.compartments
         n = len(names)
@@ -216,13 +247,25 @@ class Drug:
             e = names.index("effect")
             A[e][c] = A[e][c] + ind["ke0"]
             A[e][e] = A[e][e] - ind["ke0"]
+        if self.marrow_chain:
+            k = self.marrow_chain / ind["mtt_marrow"]
+            prev = c
+            for i in range(self.marrow_chain):
+                m = names.index(f"marrow{i + 1}")
+                A[m][prev] = A[m][prev] + k
+                A[m][m] = A[m][m] - k
+                prev = m
         return A
 
     def terminal_half_life(self, weight: float | None = None) -> float:
         """Terminal half-life (days) of the typical patient: ln2 / smallest disposition rate."""
         ind = self.individual(self.params.typical(), weight or self.ref_weight)
         A = np.array(self.rate_matrix(ind), dtype=np.float64)
-        keep = [i for i, n in enumerate(self.compartments) if n not in ("depot", "effect")]
+        keep = [  # compartments that dispose of drug (not the virtual biophases)
+            i
+            for i, n in enumerate(self.compartments)
+            if n not in ("depot", "effect") and not n.startswith("marrow")
+        ]
         lam = np.linalg.eigvals(A[np.ix_(keep, keep)]).real
         return math.log(2.0) / float(np.min(np.abs(lam)))
 

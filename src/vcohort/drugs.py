@@ -279,6 +279,13 @@ _KG = 70.0  # per-kg values at the reference weight
 # between-patient CV 2.0): bisection on log EC50 gave ORR 4.0% at 2.734-2.735 mg/L; rounded to
 # 2.7 the arm's ORR is 4.25% (17/400) and its 6-month PFS 17.3% (trial 16%, 95% CI 10-22%)
 DTIC_KILL_EC50 = 2.7
+# the delayed myelotoxicity (experiments/fit_dacarbazine_marrow.py, 2026-11-30, 200 patients):
+# bisection gave mtt_marrow 18.7-19.0 days and EC50 3.03-3.07 mg/L; rounded to 19 and 3.1, the
+# median nadir after one dose falls on day 25 and q3w's 63-day median nadir is 1.95e9/L (grade
+# >=3 in 6.5%, grade 4 in 0%; the plasma-driven effect: 1.9e9/L, 6%, 0.5%, nadir on day 9)
+DTIC_MTT_MARROW = 19.0
+DTIC_MYELO_EC50 = 3.1
+_DTIC_MARROW_FIT = "vcohort experiments/fit_dacarbazine_marrow.py"
 
 DACARBAZINE = Drug(
     name="dacarbazine",
@@ -328,8 +335,22 @@ DACARBAZINE = Drug(
                 "Sheiner et al. 1979",
                 "effect-compartment equilibration rate",
             ),
+            (
+                "mtt_marrow",
+                DTIC_MTT_MARROW,
+                "day",
+                0.2,
+                "fitted: the mean delay of the myelotoxic signal (4 transit compartments) at "
+                "which the median ANC nadir after one 1000 mg/m2 dose falls on day 24.5, the "
+                "middle of the 3-4 weeks after which dacarbazine's leucocyte and platelet "
+                "nadirs 'often only' occur (EU SmPC, section 4.8; temozolomide, which forms the "
+                "same active metabolite MTIC, has its neutrophil nadir near day 28: Temodar US "
+                "label); CV as Friberg's MTT (" + _DTIC_MARROW_FIT + ")",
+                "mean transit time of the delayed myelotoxicity (marrow chain)",
+            ),
         ]
     ),
+    marrow_chain=4,
     effects=(
         Effect(
             "chemo_kill",
@@ -356,15 +377,15 @@ DACARBAZINE = Drug(
             "myelotoxicity",
             "emax",
             emax=8.0,
-            ec50=2.0,
-            site="central",
+            ec50=DTIC_MYELO_EC50,
+            site="marrow",
             source=(
-                "assumption: Friberg et al. 2002 drug effect in Emax form, EC50 chosen so that "
-                "1000 mg/m2 q3w gives 'usually moderate' leucopenia (Martindale; US label: "
-                "haemopoietic depression the most common toxicity): measured on 200 virtual "
-                "patients over 63 days, median ANC nadir 1.9e9/L (grade 1), grade >=3 in 6%, "
-                "grade 4 in 0.5%.  The model's nadir falls on day 9 (Friberg system "
-                "parameters), not the label's day 21-25 for leucocytes"
+                "assumption: Friberg et al. 2002 drug effect in Emax form, read at the end of "
+                "the delay chain (mtt_marrow), EC50 fitted so that 1000 mg/m2 q3w gives "
+                "'usually moderate' leucopenia (Martindale; US label: haemopoietic depression "
+                "the most common toxicity): a median ANC nadir over 63 days of 1.9e9/L (grade "
+                "1) on 200 virtual patients, the depth the plasma-driven effect (EC50 2 mg/L, "
+                "nadir on day 9) had been chosen for (" + _DTIC_MARROW_FIT + ")"
             ),
         ),
     ),
