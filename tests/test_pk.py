@@ -100,6 +100,19 @@ def test_marrow_chain_delays_the_signal_by_its_mean_transit_time():
     delay = moment[m] / area[m] - moment[c] / area[c]
     assert delay == pytest.approx(pk["mtt_marrow"], rel=1e-10)
     assert drug.compartments[-drug.marrow_chain :] == ("marrow1", "marrow2", "marrow3", "marrow4")
+    # the chain holds virtual amounts: the drug's own disposition is that of the drug without it
+    import dataclasses
+
+    plain = dataclasses.replace(
+        drug,
+        marrow_chain=0,
+        params=type(drug.params)(tuple(r for r in drug.params if r.name != "mtt_marrow")),
+        effects=tuple(e for e in drug.effects if e.site != "marrow"),
+    )
+    n = len(plain.compartments)
+    B = np.array(plain.rate_matrix(plain.individual(pk, drug.ref_weight)), dtype=float)
+    np.testing.assert_array_equal(A[:n, :n], B)
+    np.testing.assert_array_equal(A[:n, n:], 0.0)  # nothing flows back from the chain
 
 
 def test_marrow_site_needs_its_chain():
@@ -108,6 +121,10 @@ def test_marrow_site_needs_its_chain():
     drug = CATALOGUE["dacarbazine"]
     with pytest.raises(ValueError, match="marrow_chain .* and the PK parameter mtt_marrow"):
         dataclasses.replace(drug, marrow_chain=0)
+    for bad_n in (True, -1, 2.0):
+        with pytest.raises(ValueError, match=r"marrow_chain=.*; allowed: an integer >= 0"):
+            dataclasses.replace(drug, marrow_chain=bad_n)
+    assert dataclasses.replace(drug, marrow_chain=np.int64(4)).marrow_chain == 4
     no_chain = CATALOGUE["doxorubicin"]
     bad = tuple(dataclasses.replace(e, site="marrow") for e in no_chain.effects)
     with pytest.raises(ValueError, match="acts at site 'marrow', which this drug does not have"):

@@ -2,8 +2,9 @@
 the catalogue in `vcohort.drugs`).
 
 Each `Drug` is a linear mammillary PK model (optionally with a first-order absorption depot for
-oral or subcutaneous doses, and a biophase "effect" compartment, Sheiner et al. 1979, Clin
-Pharmacol Ther 25:358) and a list of `Effect`s, each mapping a concentration to one of the
+oral or subcutaneous doses, a biophase "effect" compartment, Sheiner et al. 1979, Clin
+Pharmacol Ther 25:358, and a "marrow" delay chain for a late myelotoxicity, `Drug.marrow_chain`)
+and a list of `Effect`s, each mapping a concentration to one of the
 model's named *effect channels* (see ``vcohort.model.csc_immune.EFFECT_CHANNELS``).  The
 simulator never names a drug: adding a drug is adding a catalogue entry whose effects point at
 existing channels.
@@ -127,11 +128,19 @@ class Drug:
     def __post_init__(self) -> None:
         if self.route not in ROUTES:
             raise ValueError(f"drug {self.name}: route={self.route!r}; allowed: {ROUTES}")
+        chain = self.marrow_chain
+        if isinstance(chain, bool) or not isinstance(chain, (int, np.integer)) or chain < 0:
+            raise ValueError(
+                f"drug {self.name}: marrow_chain={chain!r}; allowed: an integer >= 0 (the "
+                "number of transit compartments of the marrow delay chain; 0: none)"
+            )
+        object.__setattr__(self, "marrow_chain", int(chain))
         if self.target_state is not None:
-            if len(self.params) or self.effects:
+            if len(self.params) or self.effects or self.marrow_chain:
                 raise ValueError(
                     f"drug {self.name}: a drug dosed into model state {self.target_state!r} "
-                    "has no PK parameters or effects (the model carries its kinetics)"
+                    "has no PK parameters, effects or marrow chain (the model carries its "
+                    "kinetics)"
                 )
             return
         for req in ("CL", "V1"):
@@ -146,10 +155,6 @@ class Drug:
         for a, b in (("Q2", "V2"), ("Q3", "V3")):
             if (a in self.params) != (b in self.params):
                 raise ValueError(f"drug {self.name}: {a} and {b} go together")
-        if not isinstance(self.marrow_chain, int) or self.marrow_chain < 0:
-            raise ValueError(
-                f"drug {self.name}: marrow_chain={self.marrow_chain!r} must be an integer >= 0"
-            )
         if (self.marrow_chain > 0) != ("mtt_marrow" in self.params):
             raise ValueError(
                 f"drug {self.name}: marrow_chain ({self.marrow_chain}) and the PK parameter "

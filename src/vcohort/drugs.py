@@ -280,7 +280,7 @@ _KG = 70.0  # per-kg values at the reference weight
 # 2.7 the arm's ORR is 4.25% (17/400) and its 6-month PFS 17.3% (trial 16%, 95% CI 10-22%)
 DTIC_KILL_EC50 = 2.7
 # the delayed myelotoxicity (experiments/fit_dacarbazine_marrow.py, 2026-11-30, 200 patients):
-# bisection gave mtt_marrow 18.7-19.0 days and EC50 3.03-3.07 mg/L; rounded to 19 and 3.1, the
+# bisection gave mtt_marrow 18.7-18.9 days and EC50 3.05 mg/L; rounded to 19 and 3.1, the
 # median nadir after one dose falls on day 25 and q3w's 63-day median nadir is 1.95e9/L (grade
 # >=3 in 6.5%, grade 4 in 0%; the plasma-driven effect: 1.9e9/L, 6%, 0.5%, nadir on day 9)
 DTIC_MTT_MARROW = 19.0
@@ -341,11 +341,13 @@ DACARBAZINE = Drug(
                 "day",
                 0.2,
                 "fitted: the mean delay of the myelotoxic signal (4 transit compartments) at "
-                "which the median ANC nadir after one 1000 mg/m2 dose falls on day 24.5, the "
-                "middle of the 3-4 weeks after which dacarbazine's leucocyte and platelet "
-                "nadirs 'often only' occur (EU SmPC, section 4.8; temozolomide, which forms the "
-                "same active metabolite MTIC, has its neutrophil nadir near day 28: Temodar US "
-                "label); CV as Friberg's MTT (" + _DTIC_MARROW_FIT + ")",
+                "which the median ANC nadir of 200 virtual patients after one 1000 mg/m2 dose "
+                "falls on day 25 (target 24.5, the middle of the 3-4 weeks after which "
+                "dacarbazine's leucocyte and platelet nadirs 'often only' occur: EU SmPC, "
+                "section 4.8; the Swiss Fachinformation gives the nadir after about 21-25 "
+                "days; temozolomide, which forms the same active metabolite MTIC, has its "
+                "median neutrophil nadir on day 28 from the first day of a 5-day course: "
+                "Temodar US label); CV as Friberg's MTT (" + _DTIC_MARROW_FIT + ")",
                 "mean transit time of the delayed myelotoxicity (marrow chain)",
             ),
         ]
@@ -383,9 +385,12 @@ DACARBAZINE = Drug(
                 "assumption: Friberg et al. 2002 drug effect in Emax form, read at the end of "
                 "the delay chain (mtt_marrow), EC50 fitted so that 1000 mg/m2 q3w gives "
                 "'usually moderate' leucopenia (Martindale; US label: haemopoietic depression "
-                "the most common toxicity): a median ANC nadir over 63 days of 1.9e9/L (grade "
-                "1) on 200 virtual patients, the depth the plasma-driven effect (EC50 2 mg/L, "
-                "nadir on day 9) had been chosen for (" + _DTIC_MARROW_FIT + ")"
+                "the most common toxicity): the median ANC nadir over 63 days on 200 virtual "
+                "patients is 1.95e9/L (grade 1; target 1.9, the depth the plasma-driven "
+                "effect, EC50 2 mg/L with its nadir on day 9, had been chosen for).  The chain's "
+                "concentration peaks near 0.07 mg/L (typical patient, q3w), so the curve works "
+                "in its linear range: only the slope 8/EC50 (~2.6 L/mg) is identified, not "
+                "EC50 and Emax apart (" + _DTIC_MARROW_FIT + ")"
             ),
         ),
     ),
