@@ -24,10 +24,10 @@ from pathlib import Path
 
 from vcohort.cohort import make_cohort
 from vcohort.io import markdown_table
-from vcohort.optimize import layout, optimize
-from vcohort.optimize.config import load_experiment, optax_of
+from vcohort.optimize import layout
+from vcohort.optimize.config import load_experiment
 from vcohort.optimize.evaluate import evaluate, standard_schedules
-from vcohort.optimize.experiment import choose_rounding
+from vcohort.optimize.experiment import choose_rounding, optimize_configured
 
 HERE = Path(__file__).parent
 
@@ -56,17 +56,9 @@ def main(argv=None) -> None:
     texts, walls = {}, {}
     for name, problem in variants.items():
         t0 = time.perf_counter()
-        res = optimize(
-            problem,
-            train,
-            # a cosine schedule decays over the iterations this run takes
-            optimizer=optax_of(o | {"iterations": a.iterations or o["iterations"]}),
-            iterations=a.iterations or o["iterations"],
-            batch_size=o["batch_size"],
-            seed=o["seed"],
-            patience=o["patience"],
-            progress=False,
-        )
+        # as `vcohort optimize` runs it; a cosine schedule decays over this run's iterations
+        its = a.iterations or o["iterations"]
+        res = optimize_configured(problem, train, o | {"iterations": its}, progress=False)
         walls[name] = time.perf_counter() - t0
         # as `vcohort optimize` does: the best feasible of the clinical roundings on the
         # training cohort, with the rule

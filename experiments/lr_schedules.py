@@ -23,10 +23,9 @@ import numpy as np
 
 from vcohort.cohort import make_cohort
 from vcohort.io import markdown_table
-from vcohort.optimize import optimize
-from vcohort.optimize.config import load_experiment, optax_of
+from vcohort.optimize.config import load_experiment
 from vcohort.optimize.evaluate import evaluate
-from vcohort.optimize.experiment import choose_rounding
+from vcohort.optimize.experiment import choose_rounding, optimize_configured
 
 HERE = Path(__file__).parent
 
@@ -58,18 +57,7 @@ def main(argv=None) -> None:
     for schedule in ("constant", "cosine"):
         oo = o | {"schedule": schedule}
         t0 = time.perf_counter()
-        res = optimize(
-            pb,
-            train,
-            optimizer=optax_of(oo),
-            iterations=oo["iterations"],
-            batch_size=oo["batch_size"],
-            seed=oo["seed"],
-            al_every=oo["al_every"],
-            mu=oo["mu"],
-            patience=oo["patience"],
-            progress=False,
-        )
+        res = optimize_configured(pb, train, oo, progress=False)
         wall = time.perf_counter() - t0
         rounded = choose_rounding(pb, res.layout, res.amount, train, oo["rounding_candidates"])[0]
         scheds[f"{schedule} (continuous)"] = res.schedule()

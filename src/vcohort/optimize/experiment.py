@@ -36,6 +36,27 @@ def _slots_frame(exp: Experiment, lay, raw, rounded, es=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def optimize_configured(problem, cohort, o: dict, **kw):
+    """`vcohort.optimize.loop.optimize` with the settings of a parsed ``[optimizer]`` table
+    ``o`` (`parse_experiment`), as `vcohort optimize` runs it; ``kw``: checkpoint, resume,
+    progress, ..."""
+    from vcohort.optimize.loop import optimize
+
+    return optimize(
+        problem,
+        cohort,
+        optimizer=optax_of(o),
+        optimizer_key=optax_key(o),
+        iterations=o["iterations"],
+        batch_size=o["batch_size"],
+        seed=o["seed"],
+        al_every=o["al_every"],
+        mu=o["mu"],
+        patience=o["patience"],
+        **kw,
+    )
+
+
 def _optimiser_text(o: dict) -> str:
     """``adam, learning rate 0.05``, or with a cosine schedule ``adam, learning rate 0.05, cosine
     decay to 0.005 at the last iteration (79)``."""
@@ -74,7 +95,6 @@ def run_experiment(
     from vcohort.io import check_output_dir, environment, run_folder, write_csv, write_json
     from vcohort.optimize.baseline import evolution_strategy
     from vcohort.optimize.evaluate import evaluate, standard_schedules
-    from vcohort.optimize.loop import optimize
     from vcohort.optimize.problem import TYPICAL_ADULT
     from vcohort.plots import dose_schedule, save_figure
 
@@ -98,21 +118,7 @@ def run_experiment(
     timings["cohorts_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    res = optimize(
-        pb,
-        train,
-        optimizer=optax_of(o),
-        optimizer_key=optax_key(o),
-        iterations=o["iterations"],
-        batch_size=o["batch_size"],
-        seed=o["seed"],
-        al_every=o["al_every"],
-        mu=o["mu"],
-        patience=o["patience"],
-        checkpoint=ck,
-        resume=resume,
-        progress=progress,
-    )
+    res = optimize_configured(pb, train, o, checkpoint=ck, resume=resume, progress=progress)
     timings["optimise_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     k = o["rounding_candidates"]
