@@ -169,6 +169,12 @@ class Drug:
                     "needs ke0, 'marrow' needs marrow_chain and mtt_marrow)"
                 )
 
+    def digest(self) -> str:
+        """A short hash of the whole definition (PK, effects, doses, metadata)."""
+        import hashlib
+
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
+
     # ------------------------------------------------------------------ structure
     @property
     def compartments(self) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from vcohort.drug import EFFECT_KINDS, ROUTES, SITES, Drug, Effect, pk_table
 from vcohort.drugs_table1 import TABLE1_DRUGS
 
-__all__ = ["CATALOGUE", "Drug", "Effect", "EFFECT_KINDS", "ROUTES", "SITES", "get_drug"]
+__all__ = ["BUILTIN", "CATALOGUE", "Drug", "Effect", "EFFECT_KINDS", "ROUTES", "SITES", "get_drug"]
 
 _pk = pk_table
 
@@ -410,6 +410,8 @@ DACARBAZINE = Drug(
 CATALOGUE: dict[str, Drug] = {
     d.name: d for d in (PEMBROLIZUMAB, WNT974, CB839, DOXORUBICIN, DACARBAZINE, *TABLE1_DRUGS)
 }
+# the drugs vcohort ships; the user's own join CATALOGUE through `vcohort.drug_file`
+BUILTIN: frozenset[str] = frozenset(CATALOGUE)
 
 
 def get_drug(name: str, catalogue: dict[str, Drug] | None = None) -> Drug:

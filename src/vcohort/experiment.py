@@ -70,6 +70,7 @@ from vcohort.dosing import (
     parse_duration,
     parse_regimen,
 )
+from vcohort.drug_file import drug_files_field
 from vcohort.endpoints import CENSOR_AT, MONTH_DAYS
 from vcohort.population import Population, load_population
 from vcohort.runs import Arm
@@ -77,7 +78,7 @@ from vcohort.runs import Arm
 SEQUENCING = ("concurrent", "induction-maintenance")
 PRECISIONS = ("float64", "float32")
 _TOP = {"title", "description", "reference_arm", "population", "simulation", "assessment",
-        "arms", "calibration"}  # fmt: skip
+        "arms", "calibration", "drug_files"}  # fmt: skip
 _POP = {"preset", "file", "size", "seed", "replace_rejected", "screening", "parameters"}
 _SIM = {"horizon_days", "dt", "precision", "chunk_size", "save_every", "runin_days", "engine"}
 _ASSESS = {"every_days", "first_day", "days", "confirm_days", "cr_floor_mm", "censor_at",
@@ -139,6 +140,7 @@ def experiment_from_dict(
     """Validate a parsed experiment; every bad field is listed in one error."""
     ck = Checker(source)
     d = ck.table(d, "", _TOP, {"population", "simulation", "arms"})
+    drug_files = drug_files_field(ck, d.get("drug_files"), base_dir)  # before the arms' regimens
     calib = _calibration(ck, d.get("calibration"), base_dir)
     title = ck.get(d, "title", "", "str", default_title or "vcohort trial")
     desc = ck.get(d, "description", "", "str", "")
@@ -224,6 +226,7 @@ def experiment_from_dict(
         },  # fmt: skip
         "assessment": ep | {"landmark_days": landmark},
         "calibration": calib,
+        "drug_files": drug_files,
         "arms": [
             {
                 "name": a.name,

@@ -1,5 +1,5 @@
 """Command line: ``vcohort simulate``, ``demo``, ``trial``, ``calibrate``, ``optimize``,
-``batch``, ``sensitivity``, ``export-sbml``, ``validate``, ``model-doc``.
+``batch``, ``sensitivity``, ``export-sbml``, ``validate``, ``model-doc``, ``drugs``.
 
 One module per group of commands, each with an ``add*`` function that declares the sub-command and a
 ``run*`` function that executes it.  Every argument is validated (regimens parsed, output folder
@@ -29,7 +29,11 @@ COMMANDS = {
     "export-sbml": (tools.add_export_sbml, tools.run_export_sbml),
     "validate": (tools.add_validate, tools.run_validate),
     "model-doc": (tools.add_model_doc, tools.run_model_doc),
+    "drugs": (tools.add_drugs, tools.run_drugs),
 }
+# commands that take the user's own drugs (`vcohort.drug_file`)
+DRUG_FILE_COMMANDS = ("simulate", "trial", "calibrate", "optimize", "batch", "sensitivity",
+                      "export-sbml", "drugs")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     for add, _ in COMMANDS.values():
         if add is not None:
             add(sub)
+    for name in DRUG_FILE_COMMANDS:
+        sub.choices[name].add_argument(
+            "--drug-file",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="a drug file (TOML) adding your own drugs to the catalogue; may repeat (see "
+            "experiments/drugs/nivolumab.toml)",
+        )
     return ap
 
 
@@ -66,6 +79,10 @@ def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:
             from vcohort.cores import use_cpu_cores
 
             use_cpu_cores(args.cpu_devices, strict=False)  # before anything runs on JAX
+        if getattr(args, "drug_file", None):
+            from vcohort.drug_file import use_drug_files
+
+            use_drug_files(args.drug_file)  # validated before the command reads a regimen
         return COMMANDS[args.command][1](args)
     except ValueError as e:
         print(f"vcohort: error: {e}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``vcohort export-sbml``, ``vcohort validate`` and ``vcohort model-doc``."""
+"""``vcohort export-sbml``, ``vcohort validate``, ``vcohort model-doc`` and ``vcohort drugs``."""
 
 from __future__ import annotations
 
@@ -129,4 +129,47 @@ def run_model_doc(args) -> int:
             raise ValueError(f"--validation={args.validation!r}: no such file")
     write_model_doc(Path(args.out), validation)
     print(f"wrote {args.out}")
+    return 0
+
+
+def add_drugs(sub) -> None:
+    sub.add_parser(
+        "drugs",
+        help="list the drug catalogue (with --drug-file: yours too): route, clinical dose, PK "
+        "half-life against the published one, effect channels",
+    )
+
+
+def drugs_table(catalogue: dict):
+    """One row per drug of ``catalogue`` (a DataFrame)."""
+    import math
+
+    import pandas as pd
+
+    from vcohort.drugs import BUILTIN
+
+    rows = []
+    for name, d in catalogue.items():
+        pk = d.target_state is None
+        rows.append(
+            {
+                "drug": name,
+                "class": d.drug_class,
+                "route": d.route,
+                "clinical_dose": d.clinical_dose,
+                "half_life_d": d.terminal_half_life() if pk else math.nan,
+                "published_d": d.half_life_days,
+                "compartments": len(d.compartments),
+                "effects": ", ".join(f"{e.channel}@{e.site}" for e in d.effects),
+                "origin": "built-in" if name in BUILTIN else "drug file",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def run_drugs(args) -> int:
+    from vcohort.cli.table import print_table
+    from vcohort.drugs import CATALOGUE
+
+    print_table(drugs_table(CATALOGUE), float_format="{:.3g}")
     return 0

@@ -4,6 +4,8 @@ Example (see ``experiments/optimize_triple.toml``)::
 
     title = "Triple combination, 24 weeks"
     days = 168
+    drug_files = []                # optional: your own drugs (`vcohort.drug_file`), e.g.
+                                   #   ["drugs/nivolumab.toml"], relative to this file
     precision = "float64"          # float64 (default) | float32: see the README on gradients
     [objective]                    # weights of vcohort.objectives terms (losses)
     log_burden = 1.0
@@ -40,12 +42,13 @@ from pathlib import Path
 
 from vcohort.config import Checker, ConfigError, read_toml
 from vcohort.dosing import parse_amount, parse_duration
+from vcohort.drug_file import drug_files_field
 from vcohort.objectives import OBJECTIVES
 from vcohort.optimize.problem import DrugSlots, Problem
 
 TOP = {
     "title", "days", "precision", "dt", "assess_every", "cvar_alpha", "objective",
-    "constraints", "train", "heldout", "optimizer", "baseline", "drug",
+    "constraints", "train", "heldout", "optimizer", "baseline", "drug", "drug_files",
 }  # fmt: skip
 DRUG_KEYS = {
     "name", "every", "max_dose", "initial", "start", "over", "max_daily", "budget",
@@ -159,11 +162,15 @@ def _cohort_spec(ck: Checker, name: str, raw: dict) -> dict:
     }
 
 
-def parse_experiment(raw: dict, source: str = "<optimisation experiment>") -> Experiment:
+def parse_experiment(
+    raw: dict, source: str = "<optimisation experiment>", base_dir: Path | None = None
+) -> Experiment:
     """Validate a parsed TOML document into an `Experiment`; every bad field is reported at
-    once (`vcohort.config.ConfigError`) before any compute."""
+    once (`vcohort.config.ConfigError`) before any compute.  ``drug_files`` (the user's own
+    drugs, `vcohort.drug_file`) are read relative to ``base_dir`` and registered first."""
     ck = Checker(source)
     raw = ck.table(raw, "", TOP, {"drug"})
+    drug_files_field(ck, raw.get("drug_files"), base_dir)  # before the [[drug]] tables
     drugs_raw = raw.get("drug", [])
     if not isinstance(drugs_raw, list) or not drugs_raw:
         ck.error("drug", "at least one [[drug]] table is required")
@@ -255,7 +262,7 @@ def parse_experiment(raw: dict, source: str = "<optimisation experiment>") -> Ex
 
 
 def load_experiment(path: str | Path) -> Experiment:
-    return parse_experiment(read_toml(path), source=str(path))
+    return parse_experiment(read_toml(path), source=str(path), base_dir=Path(path).parent)
 
 
 def make_optax(

@@ -159,8 +159,19 @@ def _load_checkpoint(path: Path, opt_state_template):
 
 
 def _fingerprint(problem: Problem, n: int, personalised: bool, extra: dict) -> str:
+    """What a checkpoint (and a compiled step) belongs to: the problem, the drugs' definitions
+    (a user's drug file may change between runs), the cohort size and ``extra`` settings."""
+    from vcohort.drugs import get_drug
+
+    defs = {d.drug: get_drug(d.drug).digest() for d in problem.drugs}
     return json.dumps(
-        {"problem": asdict(problem), "n": n, "personalised": personalised, **extra},
+        {
+            "problem": asdict(problem),
+            "drugs": defs,
+            "n": n,
+            "personalised": personalised,
+            **extra,
+        },  # fmt: skip
         sort_keys=True,
         default=str,
     )

@@ -1,0 +1,327 @@
+"""Drug files (TOML): the user's own drugs, validated field by field, added to the catalogue.
+
+A drug file holds one table per drug, in the terms of `vcohort.drug.Drug`; every number carries
+its unit and a source (or "assumption: why"), as the built-in catalogue does::
+
+    [nivolumab]
+    class = "ici"                       # metadata: ici, chemo, csc_inhibitor, ...
+    route = "iv"                        # iv | oral | sc (oral and sc need ka)
+    clinical_dose = "nivolumab 240 mg every 14 d over 30 min"
+    mw = 146000                         # g/mol (for ec50_nM)
+    half_life_days = 25                 # published terminal half-life, checked against the PK
+    half_life_source = "Opdivo label"
+    ref_weight = 80                     # kg: the weight the PK values are for
+    weight_exponent_cl = 0.566          # allometric exponents (0: no weight effect)
+    weight_exponent_v = 0.597
+    max_single_dose_mg = 480
+    toxicity = "immune-related adverse events"
+
+    [nivolumab.pk]                      # CL, V1 required; Q2/V2, Q3/V3, ka, ke0, mtt_marrow
+    CL = { value = 7.8, unit = "mL/h", cv = 0.36, source = "Bajaj et al. 2017" }
+    V1 = { value = 3.63, unit = "L", cv = 0.36, source = "Bajaj et al. 2017" }
+
+    [[nivolumab.effects]]               # one per model effect channel the drug acts on
+    channel = "pd1_occupancy"
+    ec50 = 0.5                          # mg/L (or ec50_nM, converted with mw)
+    source = "assumption: ..."
+
+PK units are converted to the catalogue's (L, L/day, 1/day, day); per-kg units (``L/kg``,
+``mL/min/kg``) are multiplied by ``ref_weight``.  The PK's terminal half-life must lie within
+10% of ``half_life_days`` (the test the built-in drugs pass), which catches a clearance given
+per hour as per day.  A drug file cannot redefine a built-in drug, and a name registered in
+this process keeps its first definition (compiled simulators are cached by drug).
+
+Use it with ``--drug-file FILE`` on the command line, ``drug_files = ["FILE"]`` in an
+experiment file, or `load_drugs` + `register_drugs` from Python.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from vcohort.config import Checker, read_toml
+from vcohort.drug import AMOUNT_UNITS, EFFECT_KINDS, ROUTES, SITES, Drug, Effect, pk_table
+
+HALF_LIFE_TOLERANCE = 0.10  # the tolerance the test suite holds the built-in drugs to
+
+_DRUG_KEYS = {
+    "class", "route", "clinical_dose", "mw", "half_life_days", "half_life_source", "ref_weight",
+    "weight_exponent_cl", "weight_exponent_v", "max_single_dose_mg", "toxicity", "references",
+    "amount_unit", "marrow_chain", "pk", "effects",
+}  # fmt: skip
+_PK_KEYS = {"value", "unit", "cv", "source", "description"}
+_EFFECT_KEYS = {"channel", "kind", "emax", "ec50", "ec50_nM", "hill", "slope", "site", "source"}
+
+# PK parameter -> (catalogue unit, {accepted unit: factor to the catalogue unit}); "/kg" units
+# are further multiplied by ref_weight
+_CLEARANCE = {"L/day": 1.0, "L/d": 1.0, "L/h": 24.0, "mL/min": 1.44, "mL/h": 0.024,
+              "L/day/kg": 1.0, "L/h/kg": 24.0, "mL/min/kg": 1.44, "mL/h/kg": 0.024}  # fmt: skip
+_VOLUME = {"L": 1.0, "mL": 1e-3, "L/kg": 1.0, "mL/kg": 1e-3}
+_RATE = {"1/day": 1.0, "1/d": 1.0, "1/h": 24.0}
+_TIME = {"day": 1.0, "d": 1.0, "h": 1.0 / 24.0}
+PK_UNITS = {
+    "CL": ("L/day", _CLEARANCE, "clearance"),
+    "Q2": ("L/day", _CLEARANCE, "intercompartmental clearance to peripheral 1"),
+    "Q3": ("L/day", _CLEARANCE, "intercompartmental clearance to peripheral 2"),
+    "V1": ("L", _VOLUME, "central volume"),
+    "V2": ("L", _VOLUME, "peripheral volume 1"),
+    "V3": ("L", _VOLUME, "peripheral volume 2"),
+    "ka": ("1/day", _RATE, "absorption rate"),
+    "ke0": ("1/day", _RATE, "effect-compartment equilibration rate"),
+    "mtt_marrow": ("day", _TIME, "mean transit time of the marrow delay chain"),
+}
+
+
+def builtin_names() -> frozenset[str]:
+    """The drugs vcohort ships (a drug file may not redefine them)."""
+    from vcohort.drugs import BUILTIN
+
+    return BUILTIN
+
+
+def parse_drugs(tables: dict, source: str = "<drug file>", model=None) -> dict[str, Drug]:
+    """Validate drug tables (``{name: table}``, as read from a drug file) into `Drug`s for
+    ``model`` (default the CSC–immune model); every bad field is listed in one
+    `vcohort.config.ConfigError`."""
+    from vcohort.model import CSC_IMMUNE
+
+    model = CSC_IMMUNE if model is None else model
+    ck = Checker(source)
+    if not isinstance(tables, dict) or not tables:
+        ck.error("(top level)", "expected one or more [DRUG] tables, e.g. [nivolumab]")
+        ck.raise_if_any()
+    out: dict[str, Drug] = {}
+    for name, t in tables.items():
+        drug = _drug(ck, name, t, model)
+        if drug is not None:
+            out[drug.name] = drug
+    ck.raise_if_any()
+    return out
+
+
+def load_drugs(path: str | Path, model=None) -> dict[str, Drug]:
+    """Read and validate a drug file (see the module docstring)."""
+    p = Path(path)
+    return parse_drugs(read_toml(p, "drug file"), source=str(p), model=model)
+
+
+def register_drugs(drugs: dict[str, Drug], catalogue: dict | None = None) -> list[str]:
+    """Add ``drugs`` to ``catalogue`` (default: the catalogue every command uses).  A name
+    already there must have the same definition (a built-in drug cannot be redefined; nor can
+    a drug registered earlier in this process, whose compiled simulators may be cached).
+    Returns the names added or already present.  Checks every drug before adding any."""
+    from vcohort.drugs import CATALOGUE
+
+    cat = CATALOGUE if catalogue is None else catalogue
+    for name, d in drugs.items():
+        if name in cat and cat[name].digest() != d.digest():  # (== fails on a NaN mw)
+            what = "a built-in drug" if name in builtin_names() else "already defined"
+            raise ValueError(
+                f"drug {name!r} is {what} with another definition; give yours another name "
+                f"(drugs in the catalogue: {', '.join(sorted(cat))})"
+            )
+    for name, d in drugs.items():
+        cat.setdefault(name, d)
+    return list(drugs)
+
+
+def use_drug_files(paths, base_dir: Path | None = None, model=None) -> dict[str, Drug]:
+    """Load and register every drug file in ``paths`` (relative ones from ``base_dir``)."""
+    out: dict[str, Drug] = {}
+    for f in paths:
+        p = Path(f)
+        if base_dir is not None and not p.is_absolute():
+            p = base_dir / p
+        drugs = load_drugs(p, model)
+        register_drugs(drugs)
+        out.update(drugs)
+    return out
+
+
+# ----------------------------------------------------------------------------- one drug
+def _drug(ck: Checker, name, t, model) -> Drug | None:
+    from vcohort.dosing import parse_regimen
+
+    n_err = len(ck.errors)
+    if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
+        ck.error(str(name), "a drug name is lower-case letters, digits and _ (e.g. nivolumab)")
+        return None
+    if name in builtin_names():
+        ck.error(name, f"{name!r} is a built-in drug; give yours another name")
+        return None
+    t = ck.table(t, name, _DRUG_KEYS, {"route", "clinical_dose", "half_life_days",
+                                        "half_life_source", "pk"})  # fmt: skip
+    route = ck.get(t, "route", name, "str", "iv", choices=ROUTES)
+    ref_weight = ck.get(t, "ref_weight", name, "float", 70.0, gt=0)
+    kw = dict(
+        drug_class=ck.get(t, "class", name, "str", "user"),
+        mw=ck.get(t, "mw", name, "float", math.nan, gt=0),
+        half_life_days=ck.get(t, "half_life_days", name, "float", None, gt=0),
+        half_life_source=ck.get(t, "half_life_source", name, "str", ""),
+        weight_exponent_cl=ck.get(t, "weight_exponent_cl", name, "float", 0.0, ge=0, le=2),
+        weight_exponent_v=ck.get(t, "weight_exponent_v", name, "float", 0.0, ge=0, le=2),
+        max_single_dose_mg=ck.get(t, "max_single_dose_mg", name, "float", math.inf, gt=0),
+        toxicity=ck.get(t, "toxicity", name, "str", ""),
+        amount_unit=ck.get(t, "amount_unit", name, "str", "mg", choices=AMOUNT_UNITS),
+        marrow_chain=ck.get(t, "marrow_chain", name, "int", 0, ge=0, le=20),
+    )
+    if kw["half_life_source"] is not None and not kw["half_life_source"].strip():
+        ck.error(f"{name}.half_life_source", "give the half-life's source")
+    refs = t.get("references", [])
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        ck.error(f"{name}.references", f"{refs!r} must be a list of strings")
+        refs = []
+    params = _pk(ck, name, t.get("pk", {}), ref_weight)
+    effects = _effects(ck, name, t.get("effects", []), model, kw["mw"])
+    if len(ck.errors) > n_err:
+        return None
+    try:
+        drug = Drug(
+            name=name, route=route, params=params, effects=effects, clinical_dose="",
+            ref_weight=ref_weight, references=tuple(refs), **kw,
+        )  # fmt: skip
+    except ValueError as e:
+        ck.error(name, str(e))
+        return None
+    drug = _with_clinical_dose(ck, drug, t.get("clinical_dose"), parse_regimen)
+    if drug is not None:
+        _check_half_life(ck, drug)
+    return drug
+
+
+def _pk(ck: Checker, name: str, raw, ref_weight):
+    path = f"{name}.pk"
+    t = ck.table(raw, path, set(PK_UNITS), {"CL", "V1"})
+    rows = []
+    for key, spec in t.items():
+        if key not in PK_UNITS:
+            continue
+        p = f"{path}.{key}"
+        want, units, meaning = PK_UNITS[key]
+        s = ck.table(spec, p, _PK_KEYS, {"value", "unit", "source"})
+        value = ck.get(s, "value", p, "float", None, gt=0)
+        unit = ck.get(s, "unit", p, "str", None, choices=tuple(units))
+        cv = ck.get(s, "cv", p, "float", 0.0, ge=0)
+        src = ck.get(s, "source", p, "str", "")
+        if src is not None and "source" in s and not src.strip():
+            ck.error(f"{p}.source", "give a source, or 'assumption: why'")
+        if value is None or unit is None or ref_weight is None or not (src or "").strip():
+            continue
+        v = value * units[unit] * (ref_weight if unit.endswith("/kg") else 1.0)
+        conv = "" if unit == want else f" (given as {value:g} {unit})"
+        desc = ck.get(s, "description", p, "str", meaning) or meaning
+        rows.append((key, v, want, cv if cv is not None else 0.0, src + conv, desc))
+    try:
+        return pk_table(rows)
+    except ValueError as e:
+        ck.error(path, str(e))
+        return pk_table([])
+
+
+def _effects(ck: Checker, name: str, raw, model, mw):
+    path = f"{name}.effects"
+    if not isinstance(raw, list):
+        ck.error(path, f"expected [[{name}.effects]] tables, got {raw!r}")
+        return ()
+    channels = model.effect_channels
+    out = []
+    for i, e in enumerate(raw):
+        p = f"{path}[{i}]"
+        t = ck.table(e, p, _EFFECT_KEYS, {"channel", "source"})
+        channel = ck.get(t, "channel", p, "str", None, choices=tuple(channels))
+        kind = ck.get(t, "kind", p, "str", None, choices=EFFECT_KINDS)
+        if channel is not None and kind is None:
+            kind = channels[channel][0]  # the channel's own kind unless told
+        elif channel is not None and kind != channels[channel][0]:
+            ck.error(f"{p}.kind", f"{kind!r}: channel {channel!r} takes "
+                                  f"{channels[channel][0]!r} effects")  # fmt: skip
+        site = ck.get(t, "site", p, "str", "central", choices=SITES)
+        src = ck.get(t, "source", p, "str", "")
+        if src is not None and "source" in t and not src.strip():
+            ck.error(f"{p}.source", "give a source, or 'assumption: why'")
+        kw = {}
+        if kind == "emax":
+            if "slope" in t:
+                ck.error(f"{p}.slope", "an emax effect has ec50 (and emax, hill), not slope")
+            if ("ec50" in t) == ("ec50_nM" in t):
+                ck.error(p, "give ec50 (mg/L) or ec50_nM (converted with the drug's mw), one")
+            elif "ec50" in t:
+                kw["ec50"] = ck.get(t, "ec50", p, "float", None, gt=0)
+            else:
+                nm = ck.get(t, "ec50_nM", p, "float", None, gt=0)
+                if nm is not None and (mw is None or not math.isfinite(mw)):
+                    ck.error(f"{p}.ec50_nM", "converting nM needs the drug's mw (g/mol)")
+                elif nm is not None:
+                    kw["ec50"] = nm * mw * 1e-6  # nM x g/mol -> mg/L
+            kw["emax"] = ck.get(t, "emax", p, "float", 1.0, gt=0, le=1)
+            kw["hill"] = ck.get(t, "hill", p, "float", 1.0, gt=0)
+        elif kind == "linear":
+            for k in ("ec50", "ec50_nM", "emax", "hill"):
+                if k in t:
+                    ck.error(f"{p}.{k}", "a linear effect has slope (L/mg) only")
+            kw["slope"] = ck.get(t, "slope", p, "float", None, ge=0)
+        if channel is None or kind is None or any(v is None for v in kw.values()) or not src:
+            continue
+        out.append(Effect(channel, kind, site=site, source=src, **kw))
+    return tuple(out)
+
+
+def _with_clinical_dose(ck: Checker, drug: Drug, text, parse_regimen) -> Drug | None:
+    """The drug with its standard regimen, parsed with the drug itself in the catalogue."""
+    import dataclasses
+
+    from vcohort.drugs import CATALOGUE
+
+    p = f"{drug.name}.clinical_dose"
+    if not isinstance(text, str):
+        ck.error(p, f"expected a regimen string like '{drug.name} 200 mg every 21 d'")
+        return None
+    cat = {**CATALOGUE, drug.name: drug}
+    try:
+        reg = parse_regimen(text, cat)
+    except ValueError as e:
+        ck.error(p, str(e))
+        return None
+    if reg.drug != drug.name:
+        ck.error(p, f"{text!r} doses {reg.drug}, not {drug.name}")
+        return None
+    return dataclasses.replace(drug, clinical_dose=text)
+
+
+def _check_half_life(ck: Checker, drug: Drug) -> None:
+    """The PK's terminal half-life against the stated one (catches a unit slip)."""
+    got = drug.terminal_half_life()
+    want = drug.half_life_days
+    if abs(got / want - 1.0) > HALF_LIFE_TOLERANCE:
+        ck.error(
+            f"{drug.name}.half_life_days",
+            f"{want:g} d, but the PK parameters give a terminal half-life of {got:.4g} d "
+            f"(allowed: within {HALF_LIFE_TOLERANCE:.0%}); check the units of CL, V1, Q2, V2",
+        )
+
+
+def drug_files_field(ck: Checker, raw, base_dir: Path | None, path: str = "drug_files") -> dict:
+    """An experiment file's ``drug_files`` (a path or a list of paths, relative to the file):
+    load and register each, recording errors in ``ck``.  Returns ``{path as written: {name:
+    table}}``, the definitions as read, for the run's provenance (and a batch's fingerprint:
+    an edited drug file is a changed run, another working directory is not)."""
+    if raw is None:
+        return {}
+    files = [raw] if isinstance(raw, str) else raw
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        ck.error(path, f"{raw!r}: expected a drug file's path or a list of them")
+        return {}
+    out = {}
+    for i, f in enumerate(files):
+        p = Path(f)
+        if base_dir is not None and not p.is_absolute():
+            p = base_dir / p
+        try:
+            tables = read_toml(p, "drug file")
+            register_drugs(parse_drugs(tables, source=str(p)))
+        except ValueError as e:
+            ck.error(f"{path}[{i}]", str(e))
+            continue
+        out[f] = tables
+    return out

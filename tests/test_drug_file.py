@@ -1,0 +1,316 @@
+"""Drug files: the user's own drugs, validated and added to the catalogue (`vcohort.drug_file`)."""
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vcohort.config import ConfigError
+from vcohort.drug_file import load_drugs, parse_drugs, register_drugs
+from vcohort.drugs import CATALOGUE, PEMBROLIZUMAB
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "experiments" / "drugs" / "nivolumab.toml"
+
+
+@pytest.fixture(autouse=True)
+def restore_catalogue():
+    """Each test registers into a catalogue that is put back afterwards."""
+    before = dict(CATALOGUE)
+    yield
+    CATALOGUE.clear()
+    CATALOGUE.update(before)
+
+
+def _pembro_copy(name="pembro_copy", **over):
+    """Pembrolizumab's own numbers written as a drug file's table."""
+    t = {
+        "class": "ici",
+        "route": "iv",
+        "clinical_dose": f"{name} 200 mg every 21 d over 30 min",
+        "mw": 146000.0,
+        "half_life_days": 26.0,
+        "half_life_source": "KEYTRUDA label",
+        "ref_weight": 76.8,
+        "weight_exponent_cl": 0.595,
+        "weight_exponent_v": 0.489,
+        "pk": {
+            k: {
+                "value": PEMBROLIZUMAB.params[k].value,
+                "unit": u,
+                "cv": PEMBROLIZUMAB.params[k].cv,
+                "source": "Ahamadi 2017",
+            }  # fmt: skip
+            for k, u in (("CL", "L/day"), ("V1", "L"), ("Q2", "L/day"), ("V2", "L"))
+        },
+        "effects": [
+            {"channel": "pd1_occupancy", "ec50": 0.5, "source": "assumption: as pembrolizumab"}
+        ],
+    }
+    t.update(over)
+    return {name: t}
+
+
+def test_the_example_file_converts_units_and_keeps_its_half_life():
+    d = load_drugs(EXAMPLE)["nivolumab"]
+    # 7.81 mL/h -> L/day; 32.1 mL/h -> L/day; volumes in L unchanged
+    assert d.params["CL"].value == pytest.approx(7.81 * 24 / 1000, rel=1e-12)
+    assert d.params["Q2"].value == pytest.approx(32.1 * 24 / 1000, rel=1e-12)
+    assert d.params["V1"].value == 4.02 and d.params["CL"].unit == "L/day"
+    assert "(given as 7.81 mL/h)" in d.params["CL"].source
+    # label: t1/2 25 d, Vss 6.8 L (Opdivo label); the model's own, from its PK
+    assert abs(d.terminal_half_life() / 25.0 - 1) < 0.1
+    assert d.params["V1"].value + d.params["V2"].value == pytest.approx(6.8, rel=0.01)
+    assert d.clinical_dose.startswith("nivolumab 240 mg every 14 d")
+    assert d.effects[0].channel == "pd1_occupancy" and d.ref_weight == 80.0
+
+
+def test_per_kg_units_and_nanomolar_potency():
+    t = _pembro_copy()
+    t["pembro_copy"]["pk"]["V1"] = {"value": 3.48 / 76.8, "unit": "L/kg", "source": "s"}
+    t["pembro_copy"]["effects"] = [
+        {"channel": "pd1_occupancy", "ec50_nM": 3.0, "source": "assumption: test"}
+    ]
+    d = parse_drugs(t)["pembro_copy"]
+    assert d.params["V1"].value == pytest.approx(3.48, rel=1e-12)
+    assert d.effects[0].ec50 == pytest.approx(3.0 * 146000.0 * 1e-6, rel=1e-12)  # mg/L
+
+
+def test_every_bad_field_is_named_at_once():
+    t = _pembro_copy()["pembro_copy"]
+    t = copy.deepcopy(t)
+    t["route"] = "im"
+    t["colour"] = "red"
+    t["pk"]["CL"]["unit"] = "L/hr"
+    t["pk"]["V1"]["source"] = "  "
+    t["pk"]["ka2"] = {"value": 1.0, "unit": "1/h", "source": "s"}
+    t["effects"] = [
+        {"channel": "pd1_blockade", "ec50": 0.5, "source": "s"},
+        {"channel": "pd1_occupancy", "slope": 1.0, "ec50": 0.5, "source": "s"},
+        {"channel": "pd1_occupancy", "ec50_nM": 3.0, "source": "s"},
+    ]
+    del t["mw"]
+    with pytest.raises(ConfigError) as e:
+        parse_drugs({"mydrug": t}, source="mine.toml")
+    text = "\n".join(e.value.errors)
+    for needle in (
+        "mydrug.route: 'im' is not allowed; allowed: iv, oral, sc",
+        "mydrug.colour: unknown key",
+        "mydrug.pk.CL.unit: 'L/hr' is not allowed",
+        "mydrug.pk.V1.source",
+        "mydrug.pk.ka2: unknown key",
+        "mydrug.effects[0].channel: 'pd1_blockade' is not allowed",
+        "mydrug.effects[1].slope",
+        "mydrug.effects[2].ec50_nM: converting nM needs the drug's mw",
+    ):
+        assert needle in text, needle
+    assert str(e.value).startswith("mine.toml: 8 invalid field(s)")
+
+
+def test_a_clearance_slipped_by_a_unit_is_caught_by_the_half_life():
+    t = _pembro_copy()
+    t["pembro_copy"]["pk"]["CL"] = {"value": 0.22, "unit": "L/h", "source": "s"}  # meant /day
+    with pytest.raises(ConfigError, match=r"half_life_days: 26 d, but the PK parameters give"):
+        parse_drugs(t)
+
+
+@pytest.mark.parametrize(
+    "over, match",
+    [
+        ({"clinical_dose": "pembrolizumab 200 mg q3w"}, "doses pembrolizumab, not pembro_copy"),
+        ({"clinical_dose": "pembro_copy 200 mgs q3w"}, "clinical_dose"),
+        ({"route": "oral"}, "oral drugs need an absorption rate 'ka'"),
+        (
+            {
+                "effects": [
+                    {"channel": "pd1_occupancy", "ec50": 0.5, "site": "effect", "source": "s"}
+                ]
+            },  # fmt: skip
+            "site 'effect', which this drug does not have",
+        ),
+        ({"marrow_chain": 3}, "marrow_chain \\(3\\) and the PK parameter mtt_marrow go together"),
+        ({"half_life_source": ""}, "half_life_source"),
+    ],
+)
+def test_drug_level_errors(over, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_drugs(_pembro_copy(**over))
+
+
+def test_builtin_names_and_redefinitions_are_refused():
+    with pytest.raises(ConfigError, match="'doxorubicin' is a built-in drug"):
+        parse_drugs(_pembro_copy("doxorubicin"))
+    d = parse_drugs(_pembro_copy())
+    register_drugs(d)
+    register_drugs(parse_drugs(_pembro_copy()))  # the same definition again: fine
+    no_mw = _pembro_copy("no_mw")
+    del no_mw["no_mw"]["mw"]  # optional; NaN inside must not make a definition differ from itself
+    register_drugs(parse_drugs(no_mw))
+    register_drugs(parse_drugs(no_mw))
+    other = parse_drugs(_pembro_copy(toxicity="something else"))
+    with pytest.raises(ValueError, match="already defined with another definition"):
+        register_drugs(other)
+    assert CATALOGUE["pembro_copy"] is d["pembro_copy"]
+
+
+def test_a_drug_file_copy_of_pembrolizumab_simulates_as_pembrolizumab():
+    """The whole path (file → Drug → catalogue → cohort PK draws → simulation) gives the
+    built-in drug's trajectories when the file states its numbers (the draws are keyed by the
+    drug's name, so the copy gets its own between-patient draws: compared without them)."""
+    from vcohort.cohort import make_cohort
+    from vcohort.dosing import compile_schedule, parse_regimen
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.simulate import simulate
+
+    before = make_cohort(4, seed=5, runin_days=0, variability=False)
+    register_drugs(parse_drugs(_pembro_copy()))
+    cohort = make_cohort(4, seed=5, runin_days=0, variability=False)
+    for k, v in before.params.items():  # registering a drug leaves every other draw alone
+        np.testing.assert_array_equal(v, cohort.params[k])
+    for d in before.pk:
+        for k, v in before.pk[d].items():
+            np.testing.assert_array_equal(v, cohort.pk[d][k])
+    assert set(cohort.pk["pembro_copy"]) == {"CL", "V1", "Q2", "V2"}
+    out = {}
+    for name in ("pembrolizumab", "pembro_copy"):
+        s = compile_schedule([parse_regimen(f"{name} 200 mg every 21 d over 30 min")], 42.0)
+        tr = simulate(CSC_IMMUNE, cohort, s, 42, save_every=42, progress=False)
+        out[name] = np.asarray(tr.daily["diameter_mm"])
+    np.testing.assert_allclose(out["pembro_copy"], out["pembrolizumab"], rtol=1e-12)
+    untreated = simulate(CSC_IMMUNE, cohort, None, 42, save_every=42, progress=False)
+    assert np.all(out["pembro_copy"][:, -1] < np.asarray(untreated.daily["diameter_mm"])[:, -1])
+
+
+def test_experiment_files_read_drug_files_relative_to_themselves(tmp_path):
+    from vcohort.experiment import load_experiment
+
+    (tmp_path / "drugs").mkdir()
+    (tmp_path / "drugs" / "niv.toml").write_text(EXAMPLE.read_text())
+    exp_text = """
+drug_files = ["drugs/niv.toml"]
+[population]
+size = 3
+[simulation]
+horizon_days = 56
+[[arms]]
+name = "niv"
+regimens = ["nivolumab 480 mg q4w"]
+"""
+    (tmp_path / "e.toml").write_text(exp_text)
+    exp = load_experiment(tmp_path / "e.toml")
+    assert exp.arms[0].regimens[0].drug == "nivolumab"
+    [(path, tables)] = exp.config["drug_files"].items()  # the definitions, for provenance
+    assert path == "drugs/niv.toml" and tables["nivolumab"]["route"] == "iv"
+
+    (tmp_path / "bad.toml").write_text(exp_text.replace("drugs/niv.toml", "drugs/none.toml"))
+    with pytest.raises(ConfigError, match=r"drug_files\[0\]: drug file .*none.toml.* not exist"):
+        load_experiment(tmp_path / "bad.toml")
+
+
+def test_optimisation_files_read_drug_files(tmp_path):
+    from vcohort.optimize.config import load_experiment
+
+    (tmp_path / "niv.toml").write_text(EXAMPLE.read_text())
+    (tmp_path / "o.toml").write_text(
+        'days = 28\ndrug_files = "niv.toml"\n[train]\npatients = 2\n[heldout]\npatients = 2\n'
+        'seed = 9\n[[drug]]\nname = "nivolumab"\nevery = "14 d"\nround_to = "10 mg"\n'
+    )
+    exp = load_experiment(tmp_path / "o.toml")
+    assert exp.problem.drugs[0].drug == "nivolumab"
+    assert exp.problem.drugs[0].resolved_max() == 480.0  # the file's max_single_dose_mg
+
+
+def test_the_optimiser_fingerprint_holds_the_drug_definitions():
+    """A resumed optimisation must not continue over a drug whose definition changed."""
+    import dataclasses
+
+    from vcohort.optimize.loop import _fingerprint
+    from vcohort.optimize.problem import DrugSlots, Problem
+
+    register_drugs(parse_drugs(_pembro_copy()))
+    p = Problem(drugs=(DrugSlots(drug="pembro_copy", every_days=21.0),), days=42)
+    a = _fingerprint(p, 4, False, {})
+    CATALOGUE["pembro_copy"] = dataclasses.replace(CATALOGUE["pembro_copy"], toxicity="x")
+    assert _fingerprint(p, 4, False, {}) != a
+
+
+def test_cli_takes_drug_files(tmp_path, capsys):
+    from vcohort.cli import main
+
+    out = tmp_path / "run"
+    rc = main(
+        ["simulate", "--drug-file", str(EXAMPLE), "--patients", "3", "--days", "14",
+         "--no-progress", "--regimen", "nivolumab 240 mg q2w", "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 0 and (out / "endpoints.parquet").is_file()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[niv]\nroute = "iv"\n')
+    rc = main(["simulate", "--drug-file", str(bad), "--patients", "2", "--days", "7", "--out",
+               str(tmp_path / "never")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "niv.clinical_dose: required key is missing" in err
+    assert "niv.pk: required key is missing" in err
+    assert not (tmp_path / "never").exists()  # refused before any output
+
+
+def test_an_oral_user_drug_with_a_delay_chain_exports_to_sbml_and_roadrunner_agrees():
+    """A drug file using every unit conversion and site (oral depot with ka per hour, CL per
+    hour, V per kg, a marrow chain with its mean transit time in hours, an nM potency): the
+    SBML export of a patient on it is solved by libroadrunner to vcohort's scipy reference
+    within 1e-6 relative over 3 weeks (oral doses are boluses into the depot, placed exactly by
+    both), ANC included."""
+    roadrunner = pytest.importorskip("roadrunner")
+    from vcohort.cohort import make_cohort
+    from vcohort.dosing import compile_schedule, parse_regimen
+    from vcohort.reference import solve_patient_scipy
+    from vcohort.sbml import patient_sbml
+    from vcohort.validation.sbml_agreement import run_roadrunner
+
+    tables = {
+        "alkylator_x": {
+            "class": "chemo",
+            "route": "oral",
+            "clinical_dose": "alkylator_x 150 mg/m2 every 24 h x 5",
+            "mw": 194.15,
+            "half_life_days": 0.0808,  # 0.693 x 28 L / 10 L/h = 1.94 h
+            "half_life_source": "assumption: test drug",
+            "marrow_chain": 3,
+            "pk": {
+                "ka": {"value": 5.8, "unit": "1/h", "cv": 0.3, "source": "assumption: test"},
+                "CL": {"value": 10.0, "unit": "L/h", "cv": 0.2, "source": "assumption: test"},
+                "V1": {"value": 0.4, "unit": "L/kg", "source": "assumption: test"},
+                "mtt_marrow": {"value": 400.0, "unit": "h", "source": "assumption: test"},
+            },
+            "effects": [
+                {"channel": "chemo_kill", "ec50_nM": 20000.0, "source": "assumption: test"},
+                {"channel": "myelotoxicity", "slope": 0.5, "site": "marrow", "source": "s"},
+            ],
+        }
+    }
+    d = parse_drugs(tables)["alkylator_x"]
+    assert d.params["ka"].value == pytest.approx(5.8 * 24)
+    assert d.params["V1"].value == pytest.approx(0.4 * 70.0)  # default ref_weight 70 kg
+    assert d.params["mtt_marrow"].value == pytest.approx(400.0 / 24)
+    register_drugs({"alkylator_x": d})
+    c = make_cohort(1, seed=8)
+    s = compile_schedule([parse_regimen("alkylator_x")], 21.0)
+    sbml = patient_sbml(c, 0, s)
+    assert roadrunner.validateSBML(sbml) == ""
+    assert 'id="alkylator_x_marrow3"' in sbml
+    states = list(c.y0)
+    d_rr, fin_rr = run_roadrunner(sbml, 21, states)
+    d_vc, fin_vc = solve_patient_scipy(c, 0, s, 21, dt=0.1)
+    np.testing.assert_allclose(d_rr, d_vc, rtol=1e-6)
+    for k in states:
+        assert fin_rr[k] == pytest.approx(fin_vc[k], rel=1e-6, abs=1e-300), k
+    assert fin_vc["ANC"] < 0.95 * c.y0["ANC"][0]  # the chain's effect is in the comparison
+
+
+def test_drugs_command_lists_the_catalogue_with_the_files_drugs(capsys):
+    from vcohort.cli import main
+
+    assert main(["drugs"]) == 0
+    assert "nivolumab" not in capsys.readouterr().out
+    assert main(["drugs", "--drug-file", str(EXAMPLE)]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("nivolumab")]
+    assert "26.2" in line and "pd1_occupancy@central" in line and line.endswith("drug file")
