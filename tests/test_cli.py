@@ -92,6 +92,7 @@ def test_overwrite_replaces_only_on_success(tmp_path):
         (["--patients", "0"], "patients"),
         (["--dt", "0.3"], "dt"),
         (["--population", "martians"], "neither a preset (default) nor an existing TOML file"),
+        (["--regimen", "wnt974", "--arm", "b=cb839"], "not both (e.g. --arm 'mine=wnt974')"),
     ],
 )
 def test_bad_arguments_fail_fast_with_a_clear_message(tmp_path, capsys, args, message):

@@ -68,7 +68,9 @@ def test_hold_rules_in_regimen_text_and_experiment_tables():
     [
         ("doxorubicin reduce to 50%", "needs a hold rule"),
         ("doxorubicin hold if ANC <", "cannot read"),
-        ("doxorubicin hold if ANC = 1", r"cannot read it; expected 'hold if <output> <\|> <value>"),
+        ("doxorubicin hold if ANC = 1", r"comparison is < or >.*expected 'hold if <output> <\|>"),
+        ("doxorubicin hold if ANC <= 1.5", r"the comparison is < or > \(a lab value is never"),
+        ("doxorubicin hold if ANC < 1 reduce to 50% 75%", r"dose levels 50%, 75% rise"),
         ("doxorubicin hold if ANC < abc", "threshold='abc' is not a number"),
         ("doxorubicin hold if ANC < 1 reduce", "needs dose levels"),
         ("doxorubicin hold if ANC < 1 reduce to 150%", r"'150%' must be .* \(0%, 100%\]"),
@@ -93,6 +95,11 @@ def test_bad_hold_rules_are_refused_before_compute():
     s = schedule([f"{DOX} hold if ANCC < 1"], 10)
     with pytest.raises(ValueError, match="output='ANCC' is not a daily output.*allowed: ANC"):
         simulate(CSC_IMMUNE, c, s, 10)
+    with pytest.raises(ValueError, match=r"output='anc' .* \(did you mean 'ANC'\?\)"):
+        simulate(CSC_IMMUNE, c, schedule([f"{DOX} hold if anc < 1.5"], 10), 10)
+    # a lab value in cells/uL (1500) would withhold every dose: refused, with the unit
+    with pytest.raises(ValueError, match=r"ANC < 1500 is outside .* 10\^9/L.*1.5 for 1,500"):
+        simulate(CSC_IMMUNE, c, schedule([f"{DOX} hold if ANC < 1500"], 10), 10)
     with pytest.raises(ValueError, match="engine='pallas' does not apply hold rules"):
         simulate(CSC_IMMUNE, c, schedule([f"{DOX} {RULE}"], 10), 10, engine="pallas")
     for regs, match in (
@@ -388,13 +395,13 @@ def test_delay_rules_that_the_step_grid_cannot_keep_are_refused():
 def test_a_rule_that_never_fires_changes_nothing_and_one_that_always_fires_gives_nothing():
     c = make_cohort(3, seed=2)
     plain = simulate(CSC_IMMUNE, c, schedule([DOX], 30), 30)
-    never = simulate(CSC_IMMUNE, c, schedule([f"{DOX} hold if ANC < -1"], 30), 30)
+    never = simulate(CSC_IMMUNE, c, schedule([f"{DOX} hold if ANC < 0"], 30), 30)
     for k in plain.states:
         np.testing.assert_array_equal(never.states[k], plain.states[k])
     d = never.dosing["doxorubicin"]
     np.testing.assert_array_equal(d["withheld"], 0)
     np.testing.assert_allclose(d["given_mg"], d["planned_mg"], rtol=1e-14)
-    always = simulate(CSC_IMMUNE, c, schedule([f"{DOX} hold if ANC > -1"], 30), 30)
+    always = simulate(CSC_IMMUNE, c, schedule([f"{DOX} hold if ANC > 0"], 30), 30)
     untreated = simulate(CSC_IMMUNE, c, None, 30)
     np.testing.assert_array_equal(always.dosing["doxorubicin"]["given_mg"], 0.0)
     np.testing.assert_array_equal(always.dosing["doxorubicin"]["withheld"], 3)  # days 0, 10, 20

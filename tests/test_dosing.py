@@ -42,6 +42,27 @@ def test_parse_regimen_forms():
 
 
 @pytest.mark.parametrize(
+    "text, first, last, n",
+    [
+        # a duration after "for" runs from the start: doses in [start, start + duration)
+        ("wnt974 10 mg qd for 4 w", 0.0, 27.0, 28),
+        ("wnt974 10 mg qd for 4 weeks start 7 d", 7.0, 34.0, 28),
+        ("pembrolizumab 200 mg q3w for 6 months", 0.0, 168.0, 9),  # 6 x 30.4375 d
+        ("pembrolizumab 200 mg q3w for 2 years", 0.0, 714.0, 35),
+        # a number (with or without doses/cycles/courses) is a count, after x or for
+        ("doxorubicin 75 mg/m2 q3w x 6 cycles", 0.0, 105.0, 6),
+        ("doxorubicin 75 mg/m2 q3w for 6 cycles", 0.0, 105.0, 6),
+        ("doxorubicin 75 mg/m2 q3w x 4 courses", 0.0, 63.0, 4),
+        ("doxorubicin 75 mg/m2 q3w for 4", 0.0, 63.0, 4),
+    ],
+)
+def test_courses_by_count_or_duration(text, first, last, n):
+    """A clinician's 'for 4 weeks' is a duration, not 4 doses (it used to read as 'x 4')."""
+    t = parse_regimen(text).dose_times(1000.0)
+    assert (t[0], t[-1], len(t)) == (first, last, n)
+
+
+@pytest.mark.parametrize(
     "text, match",
     [
         ("aspirin 100 mg", "not in the catalogue"),
@@ -53,6 +74,10 @@ def test_parse_regimen_forms():
         ("pembrolizumab 200 mg every 3 fortnights", "unknown time unit"),
         ("wnt974 10 mg qd over 1 h", "oral drug"),
         ("pembrolizumab 200 mg q3w banana", "unexpected word"),
+        ("pembrolizumab 200 mg q3w x 12 weeks", "x takes a number of doses.*'for 12 weeks'"),
+        ("pembrolizumab 200 mg q3w x 4 fortnights", "expected a number of doses"),
+        ("pembrolizumab 200 mg q3w for 1 year until 100 d", "not both"),
+        ("pembrolizumab 200 mg q3w for 0 w", "duration > 0"),
     ],
 )
 def test_bad_regimens_name_the_field(text, match):

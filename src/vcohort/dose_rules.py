@@ -71,6 +71,11 @@ class DoseRule:
                     f"hold rule: dose level {v!r} must be a fraction of the planned dose in "
                     f"(0, 1] (e.g. 0.75 for 75%)"
                 )
+        if any(b > a for a, b in zip(self.levels, self.levels[1:], strict=False)):
+            raise ValueError(
+                f"hold rule: dose levels {', '.join(f'{100 * v:g}%' for v in self.levels)} "
+                "rise; each withheld dose steps down (e.g. reduce to 75% 50%)"
+            )
         r = self.recheck_days
         if not (isinstance(r, int | float) and math.isfinite(r) and r > 0):
             raise ValueError(f"hold rule: recheck every {r!r} days must be > 0")
@@ -121,6 +126,11 @@ def parse_rule(clause: str) -> DoseRule:
     from vcohort.dosing import parse_duration
 
     text = clause.strip()
+    if re.match(r"(?i)hold\s+if\s+[A-Za-z_][\w.]*\s*(<=|>=|=<|=>|==|=|≤|≥)", text):
+        raise ValueError(
+            f"hold rule {text!r}: the comparison is < or > (a lab value is never exactly at "
+            f"the threshold); expected {_WANT}"
+        )
     head = re.match(r"(?i)hold\s+if\s+([A-Za-z_][\w.]*)\s*([<>])\s*(\S+)", text)
     if head is None:
         raise ValueError(f"hold rule {text!r}: cannot read it; expected {_WANT}")

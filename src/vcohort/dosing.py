@@ -63,6 +63,10 @@ _TIME_UNITS = {
     "wk": 7.0,
     "week": 7.0,
     "weeks": 7.0,
+    "month": 30.4375,  # a mean calendar month (365.25 / 12 d), as `vcohort.endpoints.MONTH_DAYS`
+    "months": 30.4375,
+    "year": 365.25,
+    "years": 365.25,
 }
 _SHORTHAND = {"qd": 1.0, "od": 1.0, "bid": 0.5, "tid": 1.0 / 3.0, "qid": 0.25, "qw": 7.0}
 
@@ -101,13 +105,14 @@ def parse_duration(text: str | float, field_name: str = "interval") -> float:
     m = re.fullmatch(r"\s*([-+0-9.eE]+|nan|NaN|inf)\s*([A-Za-z]*)\s*", str(text))
     if not m:
         raise ValueError(
-            f"{field_name}={text!r}: expected '<number> <unit>' with unit in d, h, min, w"
+            f"{field_name}={text!r}: expected '<number> <unit>' with unit in d, h, min, w, "
+            "month, year"
         )
     value = _number(m.group(1), field_name)
     unit = m.group(2).lower() or "d"
     if unit not in _TIME_UNITS:
         raise ValueError(
-            f"{field_name}={text!r}: unknown time unit {unit!r}; allowed: d, h, min, w"
+            f"{field_name}={text!r}: unknown time unit {unit!r}; allowed: {', '.join(_TIME_UNITS)}"
         )
     return value * _TIME_UNITS[unit]
 
@@ -215,11 +220,12 @@ class Regimen:
 
 
 _KEYWORDS = ("every", "x", "for", "until", "start", "from", "over", "hold", "reduce")
+_COUNT_WORDS = ("doses", "dose", "cycles", "cycle", "courses", "course")  # after "x <n>"
 
 
 def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regimen:
     """Parse ``"<drug> [<dose> <unit>] [every <n> <unit> | qd | bid | q3w] [x <count>]
-    [until <day> d] [start <t> <unit>] [over <t> <unit>]
+    [until <day> d | for <duration>] [start <t> <unit>] [over <t> <unit>]
     [hold if <output> <|> <value> [delay [every <t> d] [up to <t> d]] [reduce to <p>% ...]]"``
     (the last part: a `vcohort.dose_rules.DoseRule`).
 
@@ -228,6 +234,7 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
         parse_regimen("pembrolizumab 200 mg every 21 d x 8 over 30 min")
         parse_regimen("pembrolizumab 2 mg/kg q3w")
         parse_regimen("cb839 800 mg bid until 168 d")
+        parse_regimen("wnt974 10 mg qd for 4 weeks start 7 d")   # doses on days 7-34
         parse_regimen("doxorubicin 75 mg/m2 q3w over 30 min hold if ANC < 1.5 reduce to 75% 50%")
         parse_regimen("doxorubicin 75 mg/m2 q3w over 30 min hold if ANC < 1.5 delay up to 21 d")
     """
@@ -272,9 +279,24 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
         if tok == "every":
             kw["interval_days"] = parse_duration(val, f"{drug.name} interval")
         elif tok in ("x", "for"):
-            n = _number(val.split()[0], f"{drug.name} count")
+            parts = val.split()
+            if len(parts) == 2 and parts[1].lower() not in _TIME_UNITS:
+                raise ValueError(
+                    f"regimen {text!r}: '{tok} {val}': expected a number of doses ('{tok} "
+                    f"{parts[0]}', '{tok} {parts[0]} cycles') or, after 'for', a duration "
+                    f"(units: {', '.join(_TIME_UNITS)})"
+                )
+            if len(parts) == 2 and tok == "for":  # "for 12 weeks": a duration from the start
+                kw["for_days"] = parse_duration(val, f"{drug.name} for")
+                continue
+            if len(parts) == 2:
+                raise ValueError(
+                    f"regimen {text!r}: 'x {val}': x takes a number of doses; for a duration "
+                    f"write 'for {val}'"
+                )
+            n = _number(parts[0], f"{drug.name} count")
             kw["count"] = int(n) if n == int(n) else n
-            if i < len(rest) and rest[i].lower() in ("doses", "dose", "cycles"):
+            if i < len(rest) and rest[i].lower() in _COUNT_WORDS:
                 i += 1
         elif tok == "until":
             kw["until_day"] = parse_duration(val, f"{drug.name} until")
@@ -282,6 +304,13 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
             kw["start_day"] = parse_duration(val, f"{drug.name} start")
         elif tok == "over":
             kw["infusion_days"] = parse_duration(val, f"{drug.name} infusion")
+    if "for_days" in kw:
+        span = kw.pop("for_days")
+        if "until_day" in kw:
+            raise ValueError(f"regimen {text!r}: give 'for <duration>' or 'until <day>', not both")
+        if span <= 0:
+            raise ValueError(f"regimen {text!r}: 'for' needs a duration > 0")
+        kw["until_day"] = kw.get("start_day", 0.0) + span  # doses in [start, start + span)
     return Regimen(**kw)
 
 
@@ -307,7 +336,7 @@ def _take_value(tokens: list[str], i: int) -> tuple[str, int]:
         and re.fullmatch(r"[-+0-9.eE]+", val)
         and tokens[i].isalpha()
         and tokens[i].lower() not in _KEYWORDS
-        and tokens[i].lower() not in ("doses", "dose", "cycles")
+        and tokens[i].lower() not in _COUNT_WORDS
         and not _is_shorthand(tokens[i])
     ):
         val += " " + tokens[i]

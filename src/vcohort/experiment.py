@@ -389,13 +389,9 @@ def check_rule_output(ck: Checker, rule: DoseRule | None, q: str) -> None:
         return
     from vcohort.model import CSC_IMMUNE
 
-    names = CSC_IMMUNE.daily_output_names()
-    if rule.output not in names:
-        ck.error(
-            q,
-            f"hold rule output={rule.output!r} is not a daily output of the model; "
-            f"allowed: {', '.join(names)}",
-        )
+    problem = CSC_IMMUNE.rule_problem(rule)
+    if problem:
+        ck.error(q, problem)
 
 
 def _cut(ck: Checker, r: Regimen, end, p: str) -> Regimen | None:

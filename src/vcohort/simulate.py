@@ -704,13 +704,10 @@ def prepare(
     rules = tuple(schedule.rules)
     if rules:
         schedule.check_rules(dt, int(days) * check_dt(dt))
-        names = model.daily_output_names()
         for d, r in zip(drugs, rules, strict=True):
-            if r is not None and r.output not in names:
-                raise ValueError(
-                    f"{d.name}: hold rule output={r.output!r} is not a daily output of model "
-                    f"{model.name!r}; allowed: {', '.join(names)}"
-                )
+            problem = None if r is None else model.rule_problem(r)
+            if problem:
+                raise ValueError(f"{d.name}: {problem}")
     amount = np.asarray(schedule.amount, dtype=np.float64)
     if np.any(~np.isfinite(amount)) or np.any(amount < 0):
         bad = amount[~(np.isfinite(amount) & (amount >= 0))][0]

@@ -82,6 +82,13 @@ def add(sub) -> None:
 
 def run_simulate(args) -> int:
     specs = list(args.arm)
+    if args.regimen and args.arm:
+        raise ValueError(
+            "give the regimens of one arm with --regimen, or every arm by name with --arm "
+            "NAME=REGIMEN[+REGIMEN...], not both (e.g. --arm 'mine="
+            + " + ".join(args.regimen)
+            + "')"
+        )
     if args.regimen:
         specs.append("regimen=" + " + ".join(args.regimen))
     return _run(args, specs or ["untreated"])

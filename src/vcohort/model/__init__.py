@@ -6,6 +6,7 @@ engine as the CSC–immune model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,6 +38,8 @@ class Model:
         param_bounds: name -> (low, high, high_included): the range a parameter's value has
             meaning in (fractions, probabilities); a population setting whose draws could
             leave it is refused before compute (`vcohort.cohort.draw_keys`).
+        output_ranges: daily output -> (low, high, unit, hint): where a hold rule's threshold
+            can lie; one outside is refused (a lab value in other units, e.g. ANC 1500).
     """
 
     name: str
@@ -53,6 +56,7 @@ class Model:
     source: str = ""
     default_dt: float = 0.1
     param_bounds: dict | None = None
+    output_ranges: dict | None = None
 
     def allows(self, name: str, value: float) -> bool:
         """Whether ``value`` lies in parameter ``name``'s `param_bounds` (True if unbounded)."""
@@ -65,6 +69,28 @@ class Model:
         """``name``'s `param_bounds` as an interval, e.g. ``(0, 1]``."""
         lo, hi, closed = self.param_bounds[name]
         return f"({lo:g}, {hi:g}{']' if closed else ')'}"
+
+    def rule_problem(self, rule) -> str | None:
+        """Why a hold rule (`vcohort.dose_rules.DoseRule`) cannot read this model's daily
+        outputs, or None: an output it does not have (with the name differing only in case
+        suggested), or a threshold outside the output's `output_ranges`."""
+        names = self.daily_output_names()
+        if rule.output not in names:
+            same = [n for n in names if n.lower() == rule.output.lower()]
+            hint = f" (did you mean {same[0]!r}?)" if same else ""
+            return (
+                f"hold rule output={rule.output!r} is not a daily output of model "
+                f"{self.name!r}{hint}; allowed: {', '.join(names)}"
+            )
+        lo, hi, unit, example = (self.output_ranges or {}).get(
+            rule.output, (-math.inf, math.inf, "", "")
+        )
+        if not lo <= rule.threshold <= hi:
+            return (
+                f"hold rule threshold {rule.output} {rule.op} {rule.threshold:g} is outside "
+                f"the range of {rule.output} [{lo:g}, {hi:g}] {unit}; {example}"
+            )
+        return None
 
     def drug_catalogue(self) -> dict:
         """The model's drug catalogue."""
@@ -114,6 +140,12 @@ CSC_IMMUNE = Model(
     param_bounds={
         **{n: (0.0, 1.0, True) for n in csc_immune_params.UNIT_INTERVAL},
         "f_S0": (0.0, 1.0, False),  # a fraction of the tumour cells, and N must remain
+    },
+    output_ranges={
+        # ANC above 50 x 10^9/L is an extreme leukocytosis: a threshold there is a unit slip
+        "ANC": (0.0, 50.0, "x 10^9/L", "write ANC in 10^9/L, e.g. 1.5 for 1,500 cells/uL"),
+        "csc_fraction": (0.0, 1.0, "(fraction)", "write the CSC fraction as 0-1, e.g. 0.2"),
+        "diameter_mm": (0.0, 2000.0, "mm", "write the diameter in mm"),
     },
 )
 
