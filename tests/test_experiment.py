@@ -112,6 +112,15 @@ def test_every_bad_field_is_reported_at_once_before_compute():
         (lambda d: d["arms"][1]["regimens"][1].update(dose="5 mg/dl"), "unknown dose unit"),
         (lambda d: d["arms"][1]["regimens"][1].update(count=True), "expected an integer"),
         (lambda d: d["assessment"].update(days=[0, 42]), "non-empty list of whole days"),
+        # confirmation needs a second look >= confirm_days after a response: 84 d leaves none
+        (
+            lambda d: d["simulation"].update(horizon_days=83),
+            r"no response could be confirmed .* lengthen the horizon to >= 84 d",
+        ),
+        (
+            lambda d: d.update(assessment={"days": [42, 56], "confirm_days": 28}),
+            "add an assessment day >= 70",
+        ),
     ],
 )
 def test_single_bad_fields(change, message):

@@ -133,6 +133,22 @@ def test_km_zero_event_arm_one_patient_arm_and_at_risk_table():
     assert "A" in at_risk and "8" in at_risk
 
 
+def test_numbers_at_risk_count_patients_with_an_event_on_the_tick():
+    """PFS events sit on assessment days, which are often ticks: a patient progressing on day
+    84 is still at risk at day 84 (lifelines' own table counted it out)."""
+    ep = make_endpoints(arms=("A",), n=10)
+    ep["pfs_days"] = [42.0] * 4 + [84.0] * 3 + [168.0] * 3
+    ep["pfs_event"] = [True] * 7 + [False] * 3
+    fig = plots.km_pfs(ep, horizon=168.0)
+    ax2 = fig.axes[1]
+    got = {
+        float(t): int(lab.get_text().split()[-1])
+        for t, lab in zip(ax2.get_xticks(), ax2.get_xticklabels(), strict=True)
+    }
+    assert got == {0.0: 10, 28.0: 10, 56.0: 6, 84.0: 6, 112.0: 3, 140.0: 3, 168.0: 3}
+    assert plots.numbers_at_risk([42.0, 84.0], [0.0, 42.0, 43.0, 84.0]) == [2, 2, 1, 1]
+
+
 def test_all_not_evaluable_and_missing_optional_columns():
     ep = make_endpoints(arms=("A",), n=4)
     ep["status"] = 2

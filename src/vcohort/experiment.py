@@ -327,6 +327,22 @@ def _assessment(ck: Checker, at: dict, horizon: int | None) -> tuple[dict, float
             f"first assessment on day {first_seen} is after the horizon ({horizon} d): "
             f"no response could be assessed",
         )
+    elif horizon is not None and confirm and None not in (every, first):
+        seen = sorted(days) if days else list(range(first, horizon + 1, every))
+        seen = [d for d in seen if d <= horizon]
+        if seen and seen[-1] - seen[0] < confirm:
+            ck.error(
+                f"{p}.confirm_days",
+                f"{confirm}: the assessments on days {', '.join(map(str, seen))} (horizon "
+                f"{horizon} d) leave no second look >= {confirm} d after a first response, so "
+                f"no response could be confirmed (ORR would be 0); "
+                + (
+                    f"add an assessment day >= {seen[0] + confirm}"
+                    if days
+                    else f"lengthen the horizon to >= {first + every * -(-confirm // every)} d"
+                )
+                + " or set confirm_days = 0",
+            )
     ep = {"assess_every": every, "assess_first": first, "assess_days": days,
           "confirm_days": confirm, "cr_floor_mm": floor, "censor_at": censor}  # fmt: skip
     return ep, landmark

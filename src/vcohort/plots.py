@@ -310,7 +310,30 @@ def km_pfs(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) ->
     )
     ax.set_xticks(day_ticks(horizon))
     add_at_risk_counts(*fitters, ax=ax, fig=ax.figure, rows_to_show=["At risk"])
+    _numbers_at_risk(ax.figure.axes[-1], fitters)
     return ax.figure
+
+
+def numbers_at_risk(durations, ticks) -> list[int]:
+    """Patients still followed at each tick: PFS time >= t (the clinical convention: a patient
+    who progresses or is censored at t is counted at t)."""
+    d = np.asarray(durations, dtype=float)
+    return [int(np.sum(d >= t)) for t in ticks]
+
+
+def _numbers_at_risk(ax2, fitters) -> None:
+    """Rewrite lifelines' at-risk row with `numbers_at_risk`.  lifelines counts after the
+    events at a time are removed, so with progressions on assessment days that fall on the
+    ticks it shows each tick's count one step late (its labels' layout is kept)."""
+    ticks = ax2.get_xticks()
+    counts = [numbers_at_risk(f.durations, ticks) for f in fitters]
+    width = len(str(max(max(c) for c in counts)))
+    first = "At risk\n" + "".join(
+        f"{f._label.rjust(10)}{' ' * (width - len(str(c[0])) + 3)}{c[0]:>{width}d}\n"
+        for f, c in zip(fitters, counts, strict=True)
+    )
+    rest = ["".join(f"\n{c[k]}" for c in counts) for k in range(1, len(ticks))]
+    ax2.set_xticklabels([first, *rest], ha="right")
 
 
 # ---------------------------------------------------------------------- swimmer

@@ -34,6 +34,12 @@ def run_trial(args) -> int:
             "pfs_landmark", "hr", "hr_ci_low", "hr_ci_high"]  # fmt: skip
     print(f"\n{exp.title}: {len(result.cohort)} patients, {exp.horizon_days} days")
     print_table(result.summary, cols)
+    if exp.landmark_days > exp.horizon_days:
+        print(
+            f"note: pfs_landmark (PFS at day {exp.landmark_days:g}, [assessment] landmark_days) "
+            f"lies past the horizon ({exp.horizon_days} d): not evaluable (NaN)",
+            file=sys.stderr,
+        )
     print(f"wrote {args.out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
