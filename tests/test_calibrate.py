@@ -185,5 +185,8 @@ def test_cli_calibrate_fits_then_applies_the_rule(pools, tmp_path):
     assert main(["calibrate", "--rule", f"{a}/rule.json", *common, *fresh, "--out", b]) == 0
     rep = json.loads(open(f"{b}/report.json").read())
     assert abs(rep["orr"] - 0.21) <= 0.02 and abs(rep["pfs6"] - 0.34) <= 0.05
+    # what the rule was fitted for is in the report, not only in rule.json
+    assert rep["reference_arm"] == "pembrolizumab 2 mg/kg q3w" and rep["horizon_days"] == DAYS
+    assert rep["targets"] == {"orr": 0.21, "pfs6": 0.34}
     sel = pd.read_parquet(f"{b}/patients.parquet")
     assert len(sel) == 100 and sel["patient"].min() >= 5000

@@ -48,6 +48,11 @@ def test_simulate_writes_the_run_folder(tmp_path, capsys):
     assert m["population"]["name"] == "default" and m["population"]["covariates"]  # as drawn
     summary = pd.read_csv(out / "summary.csv")
     assert summary.arm.tolist() == ["pembro", "control"]
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~umask  # not mkdtemp's private 0700
     assert "pembro" in capsys.readouterr().out
 
 

@@ -159,3 +159,21 @@ def test_regimen_field_validation():
 def test_from_nmtran_requires_columns():
     with pytest.raises(ValueError, match="lacks columns"):
         from_nmtran(pd.DataFrame({"ID": [1]}))
+
+
+def test_state_dosed_drugs_get_a_cmt_each():
+    """de Pillis 2009's drugs enter model states (no PK compartments): each needs its own CMT
+    (they all had CMT 1), and the records read back to the same schedule."""
+    from vcohort.dosing import from_nmtran, to_nmtran
+    from vcohort.model import get_model
+
+    cat = get_model("depillis2009").drug_catalogue()
+    regs = [parse_regimen(r, cat) for r in ("chemo 1 mg every 7 d x 3", "til 1 mg start 7 d",
+                                             "il2 1 mg every 1 d x 5")]  # fmt: skip
+    s = compile_schedule(regs, 30.0)
+    t = to_nmtran(s, catalogue=cat)
+    assert t.groupby("DRUG")["CMT"].first().to_dict() == {"chemo": 1, "til": 2, "il2": 3}
+    back = from_nmtran(t.drop(columns="DRUG"), drugs=s.drugs, catalogue=cat)[1]
+    np.testing.assert_array_equal(back.time[back.valid], s.time[s.valid])
+    got, want = np.asarray(back.amount)[back.valid], np.asarray(s.amount)[s.valid]
+    np.testing.assert_array_equal(got, want)

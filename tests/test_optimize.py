@@ -539,6 +539,8 @@ intervals = ["7 d", "14 d", "21 d"]
     } <= set(ev["schedule"])
     assert bool(ev.set_index("schedule").loc["optimised (rounded)", "feasible"])
     assert json.loads((out / "manifest.json").read_text())["simulations"] == 2
+    report = (out / "report.md").read_text()
+    assert "2 value-and-gradient evaluations (mini-batch of 3)" in report  # 3 of 6 patients
     pers = pd.read_csv(out / "personalised.csv").set_index("mode")
     assert set(pers.index) == {"population", "personalised"}
     assert np.isfinite(pers["objective"]).all()

@@ -147,7 +147,14 @@ def test_parameters_table_sets_value_spread_and_clip_of_chosen_parameters():
     standard-normal draw, and leaves every other parameter as it was."""
     pars = {
         # clip bounds at ~z = -1.95 and +1.86 (omega 0.71): ~3% of 300 patients beyond each
-        "f_S0": {"value": 0.08, "cv": 0.8, "lower": 0.02, "upper": 0.3, "source": "assumption: t"},
+        "f_S0": {
+            "value": 0.08,
+            "cv": 0.8,
+            "lower": 0.02,
+            "upper": 0.3,
+            "bounds": "clip",
+            "source": "assumption: t",
+        },  # fmt: skip
         "v_N": {"cv": 0.0, "source": "assumption: t"},  # CV only: typical value kept
         "pembrolizumab.CL": {"value": 0.3, "source": "assumption: t"},  # value only
     }
@@ -212,7 +219,9 @@ def test_bad_parameters_tables_are_reported_before_compute():
 def test_bounds_alone_clip_the_models_own_spread():
     # p_hi (0.75, CV 10% in the model's table) is a probability; a population may cap it
     pop = population_from_dict(
-        _preset_dict(parameters={"p_hi": {"upper": 0.8, "source": "assumption: t"}})
+        _preset_dict(
+            parameters={"p_hi": {"upper": 0.8, "bounds": "clip", "source": "assumption: t"}}
+        )
     )
     c = make_cohort(300, seed=2, population=pop, runin_days=0)
     base = make_cohort(300, seed=2, population=population_from_dict(_preset_dict()), runin_days=0)
@@ -224,4 +233,29 @@ def test_bounds_alone_clip_the_models_own_spread():
         "lower": None,
         "upper": 0.8,
         "source": "assumption: t",
+        "bounds": "clip",
     }  # fmt: skip  (unset fields stay null: the manifest is strict JSON, no Infinity)
+
+
+def test_bounds_truncate_the_log_normal_by_default():
+    """Without ``bounds = "clip"`` a setting's bounds truncate the log-normal: no patient sits
+    on a bound (clipping put ~3% on each here), patients keep their order, and the values
+    follow the truncated distribution (its mean, within 4 SE of 4,000 patients)."""
+    from scipy.stats import truncnorm
+
+    spec = {"value": 0.08, "cv": 0.8, "lower": 0.02, "upper": 0.3, "source": "assumption: t"}
+    pop = population_from_dict(_preset_dict(parameters={"f_S0": spec}))
+    clip = population_from_dict(_preset_dict(parameters={"f_S0": spec | {"bounds": "clip"}}))
+    c = make_cohort(4000, seed=4, population=pop, runin_days=0)
+    k = make_cohort(4000, seed=4, population=clip, runin_days=0)
+    f, fk = c.params["f_S0"], k.params["f_S0"]
+    assert np.mean(fk == 0.3) > 0.02 and np.mean(fk == 0.02) > 0.02  # clipping piles up
+    assert 0.02 < f.min() and f.max() < 0.3  # truncation does not
+    z = standard_normals(4, c.patient_id, ["param:f_S0"])["param:f_S0"]
+    assert np.all(np.diff(f[np.argsort(z)]) >= 0)  # each patient keeps its rank
+    omega = np.sqrt(np.log1p(0.8**2))
+    a, b = np.log(0.02 / 0.08) / omega, np.log(0.3 / 0.08) / omega
+    x = np.log(f / 0.08) / omega
+    dist = truncnorm(a, b)
+    assert abs(x.mean() - dist.mean()) < 4 * dist.std() / np.sqrt(len(x))
+    assert pop.to_dict()["parameters"]["f_S0"]["bounds"] is None  # default: truncate

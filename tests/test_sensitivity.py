@@ -130,6 +130,25 @@ def test_ranking_uses_median_absolute_value_and_skips_failed_patients():
     assert t.loc[0, "q25"] == pytest.approx(-3.5) and t.loc[0, "q75"] == pytest.approx(-2.0)
 
 
+def test_tornado_shows_the_ranking_quantity(tmp_path, monkeypatch):
+    """Bars are medians, but the order is by median |S|: the plot marks median |S| (on the
+    side of the median) so that a short bar ranked above a long one is explained."""
+    import matplotlib.figure
+
+    saved = []
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda self, *a, **k: saved.append(self)
+    )
+    problem = type("P", (), {"names": ("a", "b"), "kinds": ("model",) * 2})()
+    grad = np.array([[5.0, -1.0], [-4.0, -1.0], [0.5, -1.0]])  # a: median 0.5, median |S| 4
+    t = rank_local(LocalResult(problem, np.arange(3), np.zeros(3), grad, "forward", 0.0))
+    assert t.parameter.tolist() == ["a", "b"]
+    tornado_local(t, tmp_path / "t.png")
+    [ax] = saved[0].axes
+    [marks] = [ln for ln in ax.lines if ln.get_label() == "median |S| (rank)"]
+    np.testing.assert_allclose(marks.get_xdata(), [4.0, -1.0])
+
+
 # --------------------------------------------------------------------------- Sobol
 def test_sobol_wrapper_reproduces_the_ishigami_indices():
     """`vcohort.validation.sobol_check`: S1 and ST against the closed form (rendered in

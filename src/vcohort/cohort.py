@@ -222,7 +222,11 @@ def make_cohort(
         if spec is None:
             return row.value * np.exp(row.omega * zf(key))
         value, omega, lo, hi = _effective(row, spec)
-        return np.clip(value * np.exp(omega * zf(key)), lo, hi)
+        z = zf(key)
+        if (spec.bounds or "truncate") == "truncate" and omega > 0:
+            a = np.log(lo / value) / omega if lo > 0 else -np.inf
+            z = truncated_normal(z, a, np.log(hi / value) / omega)
+        return np.clip(value * np.exp(omega * z), lo, hi)  # (truncated: only round-off)
 
     params = {r.name: draw(r, r.name, f"param:{r.name}") for r in model.params}
     pk = {
@@ -255,6 +259,25 @@ def make_cohort(
             engine=engine,
         )
     return cohort
+
+
+def truncated_normal(z, a: float, b: float):
+    """Standard-normal draws ``z`` mapped to the standard normal truncated to ``[a, b]``, by the
+    quantile transform ``Φ⁻¹(Φ(a) + Φ(z)(Φ(b) − Φ(a)))``: monotone in ``z``, so each patient
+    keeps its rank.  A one-sided bound is done in the tail it cuts, where Φ keeps its digits."""
+    from scipy.special import ndtr, ndtri
+
+    z = np.asarray(z, dtype=np.float64)
+    if np.isinf(a) and np.isinf(b):
+        return z
+    if np.isinf(a):  # upper bound only: Φ(z)·Φ(b), accurate for z -> -inf
+        return ndtri(ndtr(z) * ndtr(b))
+    if np.isinf(b):  # lower bound only: mirror of the above
+        return -ndtri(ndtr(-z) * ndtr(-a))
+    pa, pb = ndtr(a), ndtr(b)
+    if a > 0:  # both bounds in the upper tail: work on the mirrored draw
+        return -truncated_normal(-z, -b, -a)
+    return np.clip(ndtri(pa + ndtr(z) * (pb - pa)), a, b)
 
 
 def effective_population(population, model) -> Population:

@@ -12,7 +12,10 @@ NM-TRAN event records follow the NONMEM convention (Beal et al., NONMEM Users Gu
 with TIME and II in days, AMT in mg (a cell product's amount unit, 1e6 cells, for CAR-T), RATE
 in mg/day, plus a ``DRUG`` column naming the drug.
 CMT numbers the PK compartments of the schedule's drugs consecutively from 1 in schedule order
-(the dosing compartment of each drug: its depot for oral drugs, its central compartment for IV).
+(the dosing compartment of each drug: its depot for oral drugs, its central compartment for IV;
+a drug dosed into a model state, as in de Pillis 2009, takes one number of its own).  The
+numbers follow the run's drugs, so the same drug can have another CMT in another run: the DRUG
+column names it.
 """
 
 from __future__ import annotations
@@ -572,11 +575,13 @@ NMTRAN_COLUMNS = ["ID", "TIME", "AMT", "CMT", "EVID", "II", "ADDL", "RATE", "DRU
 
 
 def _dosing_cmt_numbers(drugs: tuple[str, ...], catalogue) -> dict[str, int]:
+    """CMT of each drug's dosing compartment: PK compartments numbered from 1 in schedule
+    order; a drug dosed into a model state (no PK compartments) takes one number of its own."""
     out, n = {}, 0
     for d in drugs:
         drug = get_drug(d, catalogue)
         out[d] = n + 1 + drug.dosing_compartment
-        n += len(drug.compartments)
+        n += max(len(drug.compartments), 1)
     return out
 
 

@@ -39,6 +39,11 @@ def run_folder(path: str | os.PathLike, overwrite: bool = False):
     """Yield a temporary folder; on success it replaces ``path`` atomically (same filesystem)."""
     final = check_output_dir(path, overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    # mkdtemp makes the folder private (0700); the run folder gets a plain folder's mode
+    # (0777 less the umask), so that a team's shared runs stay readable
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
     try:
         yield tmp
     except BaseException:

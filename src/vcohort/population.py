@@ -42,17 +42,26 @@ class CovariateSpec:
         return math.sqrt(math.log1p(self.cv**2))
 
 
+BOUNDS = ("truncate", "clip")  # how a parameter setting keeps draws within its bounds
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     """A population's setting of a model parameter (or ``drug.PARAM`` PK parameter): its
-    typical ``value`` and between-patient ``cv``, draws clipped to ``[lower, upper]``, and the
-    source of the change; a field left None keeps the model's (no clip for the bounds)."""
+    typical ``value`` and between-patient ``cv``, draws kept in ``[lower, upper]``, and the
+    source of the change; a field left None keeps the model's (no bounds).
+
+    ``bounds`` says how: ``truncate`` (the default) draws from the log-normal truncated to the
+    bounds, each patient's standard-normal draw mapped through the truncated distribution's
+    quantile function (so patients keep their order and no value piles up at a bound); ``clip``
+    sets draws beyond a bound to the bound (a point mass there, with the median unchanged)."""
 
     value: float | None
     cv: float | None
     lower: float | None
     upper: float | None
     source: str
+    bounds: str | None = None
 
     @property
     def omega(self) -> float | None:
@@ -67,6 +76,7 @@ class ParamSpec:
             pick(self.lower, base.lower),
             pick(self.upper, base.upper),
             self.source or base.source,
+            pick(self.bounds, base.bounds),
         )
 
 
@@ -256,7 +266,10 @@ def parse_parameters(ck: Checker, t, path: str = "parameters") -> dict:
         if not isinstance(v, dict):
             ck.error(p, f"expected a table with {', '.join(fields)} and source, got {v!r}")
             continue
-        v = ck.table(v, p, set(fields) | {"source"}, {"source"})
+        v = ck.table(v, p, set(fields) | {"source", "bounds"}, {"source"})
+        bounds = ck.get(v, "bounds", p, "str", None, choices=BOUNDS)
+        if "bounds" in v and "lower" not in v and "upper" not in v:
+            ck.error(f"{p}.bounds", "needs lower and/or upper")
         val = ck.get(v, "value", p, "float", None, gt=0)
         cv = ck.get(v, "cv", p, "float", None, ge=0)
         lo = ck.get(v, "lower", p, "float", None, ge=0)
@@ -270,7 +283,7 @@ def parse_parameters(ck: Checker, t, path: str = "parameters") -> dict:
             ck.error(p, f"lower={lo} must be below upper={hi}")
         elif val is not None and not (lo or 0.0) <= val <= (math.inf if hi is None else hi):
             ck.error(p, f"value={val} must lie within [lower={lo}, upper={hi}]")
-        out[k] = ParamSpec(val, cv, lo, hi, src)
+        out[k] = ParamSpec(val, cv, lo, hi, src, bounds)
     return out
 
 

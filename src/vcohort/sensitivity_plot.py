@@ -34,7 +34,9 @@ def _save(plt, fig, ax, labels, title: str, xlabel: str, path) -> Path:
 
 def tornado_local(table: pd.DataFrame, path, *, top: int = 15, title: str = "") -> Path:
     """Median ∂E/∂log θ (bar) and interquartile range (whisker) of the ``top`` ranked rows of
-    `vcohort.sensitivity.rank_local`."""
+    `vcohort.sensitivity.rank_local`, with the ranking's own quantity, the median of |∂E/∂log θ|
+    (◇, on the side of the median): a parameter whose effect changes sign between patients
+    ranks by its size, not by its small median."""
     t = table.head(top)
     plt, fig, ax = _figure(len(t))
     y = np.arange(len(t))
@@ -42,6 +44,9 @@ def tornado_local(table: pd.DataFrame, path, *, top: int = 15, title: str = "") 
     ax.barh(y, t["median"], color=colours, alpha=0.8)
     err = np.vstack([t["median"] - t["q25"], t["q75"] - t["median"]])
     ax.errorbar(t["median"], y, xerr=np.abs(err), fmt="none", ecolor="k", capsize=3, lw=1)
+    side = np.where(t["median"] >= 0, 1.0, -1.0)
+    ax.plot(side * t["median_abs"], y, "D", mfc="none", mec="k", ms=5, label="median |S| (rank)")
+    ax.legend(loc="lower right", fontsize=8)
     ax.axvline(0.0, color="k", lw=0.8)
     return _save(
         plt,
@@ -49,7 +54,8 @@ def tornado_local(table: pd.DataFrame, path, *, top: int = 15, title: str = "") 
         ax,
         list(t["parameter"]),
         title,
-        "∂ endpoint / ∂ log parameter (median, IQR across patients)",
+        "∂ endpoint / ∂ log parameter S (bar: median, whisker: IQR across patients; "
+        "ranked by median |S|)",
         path,
     )
 

@@ -200,10 +200,12 @@ def _print_summary(summary, args, wall) -> None:
 
     cols = [c for c in cols if c in summary] + dose_modification_columns(summary)
     view = summary[cols].copy()
+    recist = "no RECIST (no diameter)"
+    if "orr" in summary:
+        recist = f"RECIST every {args.assess_every} d"
     print(
         f"\n{getattr(args, 'model', 'csc_immune')}: "
-        f"{args.patients} patients, {args.days} days, {args.precision}, "
-        f"RECIST every {args.assess_every} d — {wall:.1f} s"
+        f"{args.patients} patients, {args.days} days, {args.precision}, {recist} — {wall:.1f} s"
     )
     print_table(view)
 

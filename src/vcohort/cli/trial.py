@@ -165,6 +165,11 @@ def run_calibrate(args) -> int:
             precision=args.precision,
             engine=args.engine,
         )
+    report = {
+        "reference_arm": rule.arm,
+        "horizon_days": rule.days,
+        "targets": {"orr": rule.targets.orr, "pfs6": rule.targets.pfs6},
+    } | report
     report |= {"cohort_s": t_pool, "total_s": time.perf_counter() - t0}
     print(json.dumps(report, indent=1))
     obs = obs.assign(selected=obs["patient"].isin(cohort.patient_id))

@@ -67,14 +67,23 @@ def _optimiser_text(o: dict) -> str:
     return text
 
 
-def _history_figure(hist: pd.DataFrame, es_hist: pd.DataFrame | None):
+def _batch_text(exp: Experiment) -> str:
+    """``full-batch`` (every training patient each iteration) or ``mini-batch of N``."""
+    b = exp.optimizer["batch_size"]
+    return "full-batch" if b is None or b >= exp.train["patients"] else f"mini-batch of {b}"
+
+
+def _history_figure(hist: pd.DataFrame, es_hist: pd.DataFrame | None, label: str):
+    from matplotlib.ticker import MaxNLocator
+
     from vcohort.plots import new_figure
 
     fig = new_figure(7.0, 3.6)
     ax = fig.subplots()
-    ax.plot(hist["iteration"], hist["objective"], label="gradient (Adam, mini-batch)")
+    ax.plot(hist["iteration"], hist["objective"], label=f"gradient ({label})")
     if es_hist is not None and len(es_hist):
         ax.plot(es_hist["iteration"], es_hist["objective"], label="(1+1)-ES, same budget")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("cohort simulations")
     ax.set_ylabel("objective (training batch)")
     ax.legend(frameon=False)
@@ -196,7 +205,11 @@ def run_experiment(
         charts = {"standard": standard, "optimised (rounded)": nm}
         save_figure(dose_schedule(charts, horizon=pb.days), tmp / "figures" / "schedule.png")
         save_figure(
-            _history_figure(res.history, None if es is None else es.history),
+            _history_figure(
+                res.history,
+                None if es is None else es.history,
+                f"{exp.optimizer['name']}, {_batch_text(exp)}",
+            ),
             tmp / "figures" / "history.png",
         )
         write_json(
@@ -354,7 +367,7 @@ def _report(exp, res, rounded, ev_held, ev_train, ref, personal, timings, candid
         f"training cohort {exp.train}; held-out cohort {exp.heldout}.",
         "",
         f"Gradient optimisation ({_optimiser_text(exp.optimizer)}): {res.simulations} "
-        f"mini-batch value-and-gradient evaluations, {timings['optimise_s']:.0f} s.  "
+        f"value-and-gradient evaluations ({_batch_text(exp)}), {timings['optimise_s']:.0f} s.  "
         f"{res.convergence()}",
         "",
         *_rules_note(exp.problem),
