@@ -186,6 +186,8 @@ def test_bad_parameters_tables_are_reported_before_compute():
             "f_S0": {"value": -0.1, "source": " "},
             "v_N": {"source": "assumption: t"},
             "K_cap": {"value": 5.0, "lower": 6.0, "upper": 9.0, "source": "x"},
+            "f_s0": {"cv": 0.1, "source": "x"},  # name slips are listed with the other errors
+            "pembrolizumab.cl": {"cv": 0.1, "source": "x"},
         }
     )
     text, _ = _config_errors(d)
@@ -194,8 +196,13 @@ def test_bad_parameters_tables_are_reported_before_compute():
         "parameters.f_S0.source: must cite a source",
         "parameters.v_N: sets none of value, cv, lower, upper",
         "parameters.K_cap: value=5.0 must lie within [lower=6.0, upper=9.0]",
+        "parameters.f_s0: 'f_s0' is not a parameter of model 'csc_immune' nor a PK value of its "
+        "drugs; did you mean 'f_S0'",
+        "parameters.pembrolizumab.cl: 'pembrolizumab.cl' is not a parameter",
+        "did you mean 'pembrolizumab.CL'",
     ):
         assert field in text, field
+    assert "K_cap, v_S" not in text  # no dump of all 115 names
     unknown = population_from_dict(_preset_dict(parameters={"no_such": {"cv": 0.1, "source": "x"}}))
     with pytest.raises(ValueError, match=r"parameters.no_such: 'no_such' is not a parameter"):
         make_cohort(3, population=unknown, runin_days=0)

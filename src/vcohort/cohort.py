@@ -308,18 +308,13 @@ def _check_settings(model, catalogue: dict, pop: Population) -> list[str]:
     typical value outside the setting's own clip bounds, and settings whose draws could leave
     the model's hard bounds (`Model.param_bounds`; log-normal draws are > 0, so only an upper
     bound can be crossed)."""
-    rows = {r.name: r for r in model.params}
-    rows |= {f"{d}.{r.name}": r for d, drug in catalogue.items() for r in drug.params}
+    rows = _setting_rows(model, catalogue)
     out = []
-    pk_example = next((n for n in rows if "." in n), "drug.PARAM")
+    where = pop.origin if pop.origin and pop.origin != "<dict>" else repr(pop.name)
     for name, spec in pop.parameters.items():
-        f = f"population {pop.name!r} parameters.{name}"
+        f = f"population {where} parameters.{name}"
         if name not in rows:
-            out.append(
-                f"{f}: {name!r} is not a parameter of model {model.name!r} "
-                f"({', '.join(model.params.names)}) nor a PK value of its drugs (as "
-                f"{pk_example!r}); covariates belong in [covariates]"
-            )
+            out.append(f"{f}: {unknown_setting(name, model, rows)}")
             continue
         value, omega, lo, hi = _effective(rows[name], spec)
         if not lo <= value <= hi:
@@ -335,6 +330,30 @@ def _check_settings(model, catalogue: dict, pop: Population) -> list[str]:
                 f"set upper {rel} {top:g}" + (" (it has a spread)" if omega > 0 else "")
             )
     return out
+
+
+def _setting_rows(model, catalogue: dict) -> dict:
+    """What a population's ``[parameters.NAME]`` can set: model parameters and ``drug.PARAM``."""
+    rows = {r.name: r for r in model.params}
+    rows |= {f"{d}.{r.name}": r for d, drug in catalogue.items() for r in drug.params}
+    return rows
+
+
+def unknown_setting(name: str, model, rows: dict) -> str:
+    """The message for a ``[parameters.NAME]`` that is no parameter: the closest names (a case
+    or spelling slip), else where the parameter table is."""
+    import difflib
+
+    close = [r for r in rows if r.lower() == name.lower()]  # a case slip: that one alone
+    close = close or difflib.get_close_matches(name, list(rows), n=3, cutoff=0.6)
+    hint = (
+        f"did you mean {' or '.join(repr(c) for c in close)}?"
+        if close
+        else "model parameters are listed in docs/model.md; a drug's PK value is 'drug.PARAM' "
+        "(e.g. 'pembrolizumab.CL'); covariates belong in [covariates]"
+    )
+    what = f"is not a parameter of model {model.name!r} nor a PK value of its drugs"
+    return f"{name!r} {what}; {hint}"
 
 
 def check_engine(engine: str) -> None:

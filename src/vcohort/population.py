@@ -244,6 +244,15 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
     plaus = None
     if "plausibility" in d:
         plaus = _plausibility(ck, d["plausibility"])
+    if ck.errors:  # name slips are found when a cohort is drawn; list them with these errors
+        from vcohort.cohort import _setting_rows, unknown_setting
+        from vcohort.drugs import CATALOGUE
+        from vcohort.model import CSC_IMMUNE
+
+        rows = _setting_rows(CSC_IMMUNE, CATALOGUE)
+        for k in params:
+            if k not in rows:
+                ck.error(f"parameters.{k}", unknown_setting(k, CSC_IMMUNE, rows))
     ck.raise_if_any()
     pop = Population(
         name, d.get("description", ""), covs, prev, prev_src, tuple(corrs), plaus, origin, params
