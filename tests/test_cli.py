@@ -48,6 +48,14 @@ def test_simulate_writes_the_run_folder(tmp_path, capsys):
     assert m["population"]["name"] == "default" and m["population"]["covariates"]  # as drawn
     summary = pd.read_csv(out / "summary.csv")
     assert summary.arm.tolist() == ["pembro", "control"]
+    cols = pd.read_csv(out / "columns.csv", keep_default_na=False).set_index(["file", "column"])
+    assert (cols["meaning"] != "").all(), cols[cols["meaning"] == ""].index.tolist()
+    assert cols.loc[("endpoints.parquet", "anc_nadir"), "unit"] == "10⁹/L"
+    assert cols.loc[("timecourse.parquet", "TGFb"), "unit"] == "nM"  # from the model's table
+    assert {f for f, _ in cols.index} == {
+        "patients.parquet", "timecourse.parquet", "endpoints.parquet", "summary.csv",
+        "doses_typical_patient.csv",
+    }  # fmt: skip
     import os
 
     umask = os.umask(0)

@@ -98,3 +98,36 @@ def test_bad_inputs_raise_naming_the_field(tmp_path):
     with pytest.raises(ValueError, match="title must be a string"):
         write_trial_report(tmp_path, title=3, **kw)
     assert not (tmp_path / "figures").exists()  # nothing drawn before validation
+
+
+def test_key_results_read_as_a_trial_table():
+    """Rates as % with their exact CIs, 'NR' for a median not reached, the reference arm's HR
+    named, columns the summary lacks left out."""
+    from vcohort.report import key_results_html
+
+    s = pd.DataFrame(
+        {
+            "arm": ["ref", "new"],
+            "n": [100, 100],
+            "orr": [0.2, 0.354],
+            "orr_ci_low": [0.127, 0.312],
+            "orr_ci_high": [0.291, 0.398],
+            "median_pfs_days": [84.0, np.nan],
+            "median_pfs_ci_low": [84.0, 126.0],
+            "median_pfs_ci_high": [126.0, np.inf],
+            "hr": [1.0, 0.61],
+            "hr_ci_low": [np.nan, 0.45],
+            "hr_ci_high": [np.nan, 0.83],
+            "hr_note": ["reference", ""],
+        }
+    )
+    page = key_results_html(s)
+    heads = re.findall(r"<th>(.*?)</th>", page)
+    rows = [re.findall(r"<td>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", page, re.S)]
+    rows = [r for r in rows if r]
+    assert heads == [
+        "Arm", "n", "ORR, % (95% CI)", "median PFS, days (95% CI)", "HR for PFS (95% CI)",
+    ]  # fmt: skip
+    assert rows[1][2] == "35.4 (31.2–39.8)" and rows[0][2] == "20.0 (12.7–29.1)"
+    assert rows[0][3] == "84 (84–126)" and rows[1][3] == "NR"
+    assert rows[0][4] == "reference" and rows[1][4] == "0.61 (0.45–0.83)"

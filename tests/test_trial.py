@@ -65,6 +65,12 @@ def test_tiny_trial_end_to_end_via_the_cli(tmp_path, capsys):
     # every arm on the same 20 patients
     for arm in ("control", "chemo_then_pembro"):
         assert sorted(ep.loc[ep.arm == arm, "patient"]) == sorted(patients.patient)
+    # the data dictionary: every column of every table has a meaning, units where they apply
+    cols = pd.read_csv(out / "columns.csv", keep_default_na=False).set_index(["file", "column"])
+    assert (cols["meaning"] != "").all(), cols[cols["meaning"] == ""].index.tolist()
+    assert cols.loc[("endpoints.parquet", "auc_pembrolizumab"), "unit"] == "mg·day/L"
+    assert cols.loc[("patients.parquet", "pembrolizumab.CL"), "unit"] == "L/day"
+    assert ("schedules/ARM.csv", "CMT") in cols.index
     summary = pd.read_csv(out / "summary.csv")
     assert summary.arm.tolist() == ["control", "chemo_then_pembro"]
     for col in ("orr", "orr_ci_low", "dcr", "median_pfs_days", "pfs_landmark", "hr",

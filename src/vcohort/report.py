@@ -142,6 +142,83 @@ def summary_html(summary: pd.DataFrame) -> str:
     )
 
 
+def _pct(v) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{100 * v:.1f}%"
+
+
+def _with_ci(v, lo, hi, fmt) -> str:
+    if v is None or not np.isfinite(v):
+        return "–"
+    ends = [("NR" if np.isinf(x) else fmt(x)) if np.isfinite(x) or np.isinf(x) else "–"
+            for x in (lo, hi)]  # fmt: skip
+    return f"{fmt(v)} ({ends[0]}–{ends[1]})"
+
+
+def key_results_html(summary: pd.DataFrame) -> str:
+    """The trial team's table: per arm n, ORR and DCR with exact 95% CIs (%), median PFS and
+    landmark PFS with 95% CIs, the hazard ratio with its CI, grade-4 neutropenia (%).  Columns
+    the summary lacks are left out; "NR": not reached; "–": not evaluable."""
+    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
+    cols: list[tuple[str, object]] = [("Arm", lambda r: r["arm"])]
+    if "n" in summary:
+        cols.append(("n", lambda r: f"{int(r['n'])}"))
+    if "orr" in summary:
+        cols.append(
+            (
+                "ORR, % (95% CI)",
+                lambda r: _with_ci(r["orr"], r["orr_ci_low"], r["orr_ci_high"], pct),
+            )
+        )
+    if "dcr" in summary:
+        cols.append(
+            (
+                "DCR, % (95% CI)",
+                lambda r: _with_ci(r["dcr"], r["dcr_ci_low"], r["dcr_ci_high"], pct),
+            )
+        )
+    if "median_pfs_days" in summary:
+        days = lambda x: f"{x:.0f}"  # noqa: E731
+        cols.append(
+            (
+                "median PFS, days (95% CI)",
+                lambda r: (
+                    "NR"
+                    if not np.isfinite(r["median_pfs_days"])
+                    else _with_ci(
+                        r["median_pfs_days"], r["median_pfs_ci_low"], r["median_pfs_ci_high"], days
+                    )
+                ),
+            )
+        )
+    if "pfs_landmark" in summary:
+        day = summary["pfs_landmark_days"].iloc[0] if "pfs_landmark_days" in summary else None
+        head = f"PFS at day {day:.4g}, % (95% CI)" if day is not None else "landmark PFS, %"
+        cols.append(
+            (
+                head,
+                lambda r: _with_ci(
+                    r["pfs_landmark"], r["pfs_landmark_ci_low"], r["pfs_landmark_ci_high"], pct
+                ),
+            )
+        )
+    if "hr" in summary:
+        two = lambda x: f"{x:.2f}"  # noqa: E731
+        cols.append(
+            (
+                "HR for PFS (95% CI)",
+                lambda r: (
+                    "reference"
+                    if r.get("hr_note") == "reference"
+                    else _with_ci(r["hr"], r["hr_ci_low"], r["hr_ci_high"], two)
+                ),
+            )
+        )
+    if "grade4_neutropenia" in summary:
+        cols.append(("grade-4 neutropenia", lambda r: _pct(r["grade4_neutropenia"])))
+    table = pd.DataFrame({h: [f(r) for _, r in summary.iterrows()] for h, f in cols})
+    return table.to_html(index=False, escape=True, classes="summary", border=0)
+
+
 def report_html(
     *,
     title: str,
@@ -165,8 +242,12 @@ def report_html(
         f'<p class="meta">Generated {esc(generated)} by vcohort {esc(vcohort.__version__)}'
         + (f"; {esc(cohort)}" if cohort else "")
         + ".</p>",
-        "<h2>Summary by arm</h2>",
+        "<h2>Key results</h2>",
+        key_results_html(summary),
+        "<details><summary>Every summary statistic (summary.csv; units and meanings in "
+        "columns.csv)</summary>",
         summary_html(summary),
+        "</details>",
     ]
     for spec in FIGURES:
         if spec.name not in figures:

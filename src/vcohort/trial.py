@@ -191,6 +191,10 @@ def write_trial(result: TrialResult, out: str | Path, *, overwrite: bool = False
             schedules=nmtran_tables(result, typical=True),
             config=exp.config,
         )
+        from vcohort.columns import write_columns
+        from vcohort.model import CSC_IMMUNE
+
+        write_columns(tmp, CSC_IMMUNE)  # the data dictionary: every column's unit and meaning
         n_rej = int((~result.screening["plausible"]).sum())
         if result.calibration is not None:
             write_json(tmp / "calibration.json", result.calibration)

@@ -241,6 +241,9 @@ def _write(
                 doses.append(t)
         if doses:
             write_csv(tmp / "doses_typical_patient.csv", pd.concat(doses, ignore_index=True))
+        from vcohort.columns import write_columns
+
+        write_columns(tmp, model)  # the data dictionary: every column's unit and meaning
         write_json(
             tmp / "manifest.json",
             {

@@ -1,0 +1,184 @@
+"""The data dictionary of a run folder: every column of every table with its unit and meaning.
+
+`write_columns` reads the headers of the tables a run wrote (Parquet schemas, CSV header lines)
+and writes ``columns.csv`` (file, column, unit, meaning), so that a trial team reading
+``endpoints.parquet`` in R or SAS knows that ``auc_pembrolizumab`` is mg·day/L and ``anc_nadir``
+10⁹/L without reading the code.  Model states and parameters take their units from the model's
+tables, PK parameters from the drugs'.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from vcohort.endpoints import MONTH_DAYS
+
+# column -> (unit, meaning); "" = no unit
+FIXED: dict[str, tuple[str, str]] = {
+    "patient": ("", "patient id (with the cohort seed it fixes the patient)"),
+    "arm": ("", "arm name"),
+    "regimen": ("", "the arm's regimens, as written"),
+    "day": ("day", "day since the start of treatment"),
+    "status": ("", "solver status: 0 ok; otherwise the patient failed (see status_text)"),
+    "status_text": ("", "solver status in words"),
+    "weight_kg": ("kg", "body weight"),
+    "height_cm": ("cm", "height"),
+    "bsa_m2": ("m²", "body-surface area (DuBois & DuBois 1916)"),
+    "baseline_diameter_mm": ("mm", "baseline sum of diameters (spherical-equivalent diameter)"),
+    "pdl1_positive": ("", "PD-L1 status (>= 1% of tumour cells)"),
+    "final_diameter_mm": ("mm", "diameter at the horizon"),
+    "nadir_diameter_mm": ("mm", "smallest daily diameter"),
+    "nadir_day": ("day", "day of the smallest diameter"),
+    "best_pct_change": ("%", "best % change of the diameter from baseline at the assessments"),
+    "best_pct_change_daily": ("%", "best % change from baseline over every day"),
+    "final_pct_change": ("%", "% change from baseline at the horizon"),
+    "bor": ("", "RECIST 1.1 best overall response: CR, PR, SD, PD, NE (not evaluable)"),
+    "pfs_days": ("day", "progression-free survival: time to PD, or to censoring"),
+    "pfs_event": ("", "true: progressed (PD); false: censored"),
+    "csc_fraction_baseline": ("fraction", "CSCs / (CSCs + non-stem tumour cells) at baseline"),
+    "csc_fraction_final": ("fraction", "CSC fraction at the horizon"),
+    "csc_fraction": ("fraction", "CSCs / (CSCs + non-stem tumour cells)"),
+    "diameter_mm": ("mm", "spherical-equivalent tumour diameter (RECIST sum of diameters)"),
+    "anc_nadir": ("10⁹/L", "lowest absolute neutrophil count"),
+    "grade4_neutropenia": (
+        "",
+        "ANC below 0.5 x 10⁹/L at any time (CTCAE grade 4); in a summary: the fraction of patients",
+    ),  # fmt: skip
+    "tumour_cells": ("cells", "tumour cells (models without a diameter)"),
+    "tumour_cleared": ("", "tumour below one cell"),
+    # summary.csv
+    "n": ("patients", "patients in the arm"),
+    "n_failed": ("patients", "patients whose solve failed (left out of the endpoints)"),
+    "orr": ("fraction", "objective response rate: BOR CR or PR"),
+    "orr_ci_low": ("fraction", "ORR, exact (Clopper–Pearson) 95% CI, lower"),
+    "orr_ci_high": ("fraction", "ORR, exact (Clopper–Pearson) 95% CI, upper"),
+    "dcr": ("fraction", "disease control rate: BOR CR, PR or SD"),
+    "dcr_ci_low": ("fraction", "DCR, exact 95% CI, lower"),
+    "dcr_ci_high": ("fraction", "DCR, exact 95% CI, upper"),
+    "median_best_pct_change": ("%", "median of best_pct_change"),
+    "median_final_pct_change": ("%", "median of final_pct_change"),
+    "progression_free_at_end": ("fraction", "patients without PD at the horizon"),
+    "median_csc_fraction_baseline": ("fraction", "median CSC fraction at baseline"),
+    "median_csc_fraction_final": ("fraction", "median CSC fraction at the horizon"),
+    "median_anc_nadir": ("10⁹/L", "median of anc_nadir"),
+    "median_pfs_days": ("day", "Kaplan–Meier median PFS (NaN: not reached)"),
+    "median_pfs_ci_low": ("day", "median PFS, 95% CI, lower (lifelines)"),
+    "median_pfs_ci_high": ("day", "median PFS, 95% CI, upper (inf: not reached)"),
+    "pfs_landmark_days": ("day", f"day of pfs_landmark (default 6 months, {6 * MONTH_DAYS:g} d)"),
+    "pfs_landmark": ("fraction", "Kaplan–Meier progression-free probability at the landmark"),
+    "pfs_landmark_ci_low": ("fraction", "landmark PFS, 95% CI, lower"),
+    "pfs_landmark_ci_high": ("fraction", "landmark PFS, 95% CI, upper"),
+    "hr": ("", "Cox hazard ratio of PFS against the reference arm (cluster-robust: same patients)"),
+    "hr_ci_low": ("", "hazard ratio, 95% CI, lower"),
+    "hr_ci_high": ("", "hazard ratio, 95% CI, upper"),
+    "hr_note": ("", "why the hazard ratio is NaN, when it is"),
+    # doses_given.parquet
+    "drug": ("", "drug"),
+    "dose": ("", "the dose's number in the drug's regimen (1 = first)"),
+    "unit": ("", "unit of the amounts: mg, or 1e6 cells for a cell product"),
+    "planned_day": ("day", "day the dose was due"),
+    "planned_amount": ("mg", "amount the regimen planned (in `unit`)"),
+    "given_day": ("day", "day it was given (later than planned_day after a delay; empty: not)"),
+    "fraction": ("fraction", "fraction of the planned amount given (after reductions)"),
+    "given_amount": ("mg", "amount given (in `unit`)"),
+    # screening.csv
+    "plausible": ("", "passed the population's plausibility bounds"),
+    "reason": ("", "why the patient was rejected"),
+    "screen_max_volume_ratio": ("", "largest untreated volume ratio to baseline over the screen"),
+    "screen_min_diameter_ratio": ("", "smallest untreated diameter ratio to baseline"),
+    "screen_csc_min": ("fraction", "smallest CSC fraction over the screen"),
+    "screen_csc_max": ("fraction", "largest CSC fraction over the screen"),
+    # NM-TRAN records
+    "ID": ("", "NM-TRAN: patient id"),
+    "TIME": ("day", "NM-TRAN: time of the (first) dose"),
+    "AMT": ("mg", "NM-TRAN: amount (1e6 cells for a cell product)"),
+    "CMT": ("", "NM-TRAN: dosing compartment (the run's PK compartments numbered in drug order)"),
+    "EVID": ("", "NM-TRAN: event id (1: dose)"),
+    "II": ("day", "NM-TRAN: interdose interval"),
+    "ADDL": ("", "NM-TRAN: additional doses after the first"),
+    "RATE": ("mg/day", "NM-TRAN: infusion rate (0: bolus)"),
+    "DRUG": ("", "drug name"),
+    "ARM": ("", "arm name"),
+}
+
+# per-drug columns: regex -> (unit, meaning with {drug})
+PATTERNS: tuple[tuple[str, str, str], ...] = (
+    (r"auc_(.+)", "mg·day/L", "plasma AUC of {drug} over the horizon"),
+    (r"median_auc_(.+)", "mg·day/L", "median plasma AUC of {drug}"),
+    (r"doses_due_(.+)", "doses", "doses of {drug} that fell due (hold rule)"),
+    (r"doses_withheld_(.+)", "doses", "doses of {drug} withheld (omitted or delayed)"),
+    (r"doses_reduced_(.+)", "doses", "doses of {drug} given below 100%"),
+    (r"discontinued_day_(.+)", "day", "day {drug} was discontinued (empty: never)"),
+    (r"delay_days_(.+)", "day", "total postponement of the doses of {drug} given"),
+    (r"rdi_(.+)", "fraction", "relative dose intensity of {drug}: mg given / mg planned"),
+    (r"any_withheld_(.+)", "fraction", "patients with a withheld dose of {drug}"),
+    (r"any_reduced_(.+)", "fraction", "patients with a reduced dose of {drug}"),
+    (r"discontinued_(.+)", "fraction", "patients who stopped {drug}"),
+    (r"median_rdi_(.+)", "fraction", "median relative dose intensity of {drug}"),
+    (r"mean_delay_days_(.+)", "day", "mean postponement of the doses of {drug}"),
+)
+
+
+def describe(column: str, model=None, catalogue: dict | None = None) -> tuple[str, str]:
+    """(unit, meaning) of a column of vcohort's tables; ("", "") when unknown."""
+    if column in FIXED:
+        return FIXED[column]
+    for pattern, unit, meaning in PATTERNS:
+        m = re.fullmatch(pattern, column)
+        if m:
+            return unit, meaning.format(drug=m.group(1))
+    if model is not None:
+        if column in model.states:
+            from vcohort.model import csc_immune
+
+            units = getattr(model, "state_units", {}) or {}
+            desc = csc_immune.STATE_DESCRIPTIONS.get(column, "model state")
+            return units.get(column, ""), f"state: {desc}"
+        if column in model.params:
+            p = model.params[column]
+            return p.unit, f"model parameter: {p.description}"
+    if catalogue is not None and "." in column:
+        drug, name = column.split(".", 1)
+        if drug in catalogue and name in catalogue[drug].params:
+            p = catalogue[drug].params[name]
+            return p.unit, f"PK parameter of {drug} (typical weight): {p.description}"
+    return "", ""
+
+
+def _headers(folder: Path) -> list[tuple[str, list[str]]]:
+    """(relative file, columns) of the run's tables; the per-arm NM-TRAN files as one entry."""
+    import pyarrow.parquet as pq
+
+    out = []
+    for f in sorted(folder.glob("*.parquet")):
+        out.append((f.name, list(pq.read_schema(f).names)))
+    csvs = sorted(folder.glob("*.csv"))
+    nested = sorted(folder.glob("schedules/*.csv"))
+    if nested:
+        csvs.append(nested[0])
+    for f in csvs:
+        if f.name == "columns.csv":
+            continue
+        name = "schedules/ARM.csv" if f.parent.name == "schedules" else f.name
+        out.append((name, list(pd.read_csv(f, nrows=0).columns)))
+    return out
+
+
+def write_columns(folder: str | Path, model=None, catalogue: dict | None = None) -> Path:
+    """Write ``folder/columns.csv``: file, column, unit, meaning of every table in ``folder``."""
+    from vcohort.io import write_csv
+
+    folder = Path(folder)
+    if catalogue is None and model is not None:
+        catalogue = model.drug_catalogue()
+    rows = []
+    for name, cols in _headers(folder):
+        for c in cols:
+            unit, meaning = describe(c, model, catalogue)
+            rows.append({"file": name, "column": c, "unit": unit, "meaning": meaning})
+    path = folder / "columns.csv"
+    write_csv(path, pd.DataFrame(rows, columns=["file", "column", "unit", "meaning"]))
+    return path
