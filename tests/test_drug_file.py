@@ -15,11 +15,16 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "experiments" / "drugs" / "nivol
 
 @pytest.fixture(autouse=True)
 def restore_catalogue():
-    """Each test registers into a catalogue that is put back afterwards."""
-    before = dict(CATALOGUE)
+    """Each test registers into a catalogue that is put back afterwards (and the record of
+    loaded drug files, which manifests carry)."""
+    from vcohort import drug_file
+
+    before, loaded = dict(CATALOGUE), dict(drug_file._LOADED)
     yield
     CATALOGUE.clear()
     CATALOGUE.update(before)
+    drug_file._LOADED.clear()
+    drug_file._LOADED.update(loaded)
 
 
 def _pembro_copy(name="pembro_copy", **over):
@@ -243,6 +248,10 @@ def test_cli_takes_drug_files(tmp_path, capsys):
          "--no-progress", "--regimen", "nivolumab 240 mg q2w", "--out", str(out)]
     )  # fmt: skip
     assert rc == 0 and (out / "endpoints.parquet").is_file()
+    import json
+
+    env = json.loads((out / "manifest.json").read_text())["environment"]
+    assert env["drug_files"][str(EXAMPLE)]["nivolumab"]["pk"]["CL"]["unit"] == "mL/h"
     bad = tmp_path / "bad.toml"
     bad.write_text('[niv]\nroute = "iv"\n')
     rc = main(["simulate", "--drug-file", str(bad), "--patients", "2", "--days", "7", "--out",

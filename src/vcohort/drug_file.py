@@ -44,6 +44,8 @@ from vcohort.config import Checker, read_toml
 from vcohort.drug import AMOUNT_UNITS, EFFECT_KINDS, ROUTES, SITES, Drug, Effect, pk_table
 
 HALF_LIFE_TOLERANCE = 0.10  # the tolerance the test suite holds the built-in drugs to
+# drug files registered in this process: path -> {name: table as read} (for run manifests)
+_LOADED: dict[str, dict] = {}
 
 _DRUG_KEYS = {
     "class", "route", "clinical_dose", "mw", "half_life_days", "half_life_source", "ref_weight",
@@ -133,10 +135,17 @@ def use_drug_files(paths, base_dir: Path | None = None, model=None) -> dict[str,
         p = Path(f)
         if base_dir is not None and not p.is_absolute():
             p = base_dir / p
-        drugs = load_drugs(p, model)
+        tables = read_toml(p, "drug file")
+        drugs = parse_drugs(tables, source=str(p), model=model)
         register_drugs(drugs)
+        _LOADED[str(p)] = tables
         out.update(drugs)
     return out
+
+
+def loaded_drug_files() -> dict[str, dict]:
+    """The drug files registered in this process, as read (path -> {name: table})."""
+    return dict(_LOADED)
 
 
 # ----------------------------------------------------------------------------- one drug
@@ -323,5 +332,6 @@ def drug_files_field(ck: Checker, raw, base_dir: Path | None, path: str = "drug_
         except ValueError as e:
             ck.error(f"{path}[{i}]", str(e))
             continue
+        _LOADED[str(p)] = tables
         out[f] = tables
     return out

@@ -101,11 +101,13 @@ def write_csv(path, df: pd.DataFrame) -> None:
 
 
 def environment() -> dict:
-    """Versions and device, for the manifest."""
+    """Versions, device and the user's drug files loaded in this process (each as read), for
+    the manifest."""
     import jax
     import jaxlib
 
     import vcohort
+    from vcohort.drug_file import loaded_drug_files
 
     try:
         devices = [str(d) for d in jax.devices()]
@@ -119,7 +121,7 @@ def environment() -> dict:
         "platform": platform.platform(),
         "backend": jax.default_backend(),
         "devices": devices,
-    }
+    } | ({"drug_files": files} if (files := loaded_drug_files()) else {})
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
