@@ -466,3 +466,20 @@ def test_resume_refuses_chunks_of_another_model(tmp_path, monkeypatch):
     monkeypatch.setattr(B, "model_identity", lambda: "another model")
     with pytest.raises(ValueError, match="changed since the batch"):
         B.prepare_output(runs, out, chunk_patients=None, resume=True, overwrite=False)
+
+
+def test_resume_refuses_chunks_of_another_drug_definition(tmp_path, monkeypatch):
+    """A drug given with --drug-file is in no experiment config: the fingerprint holds the
+    definitions of the arms' drugs, so a resume after the drug file changed is refused."""
+    import dataclasses
+
+    import vcohort.batch as B
+    from vcohort.drugs import CATALOGUE
+
+    runs = load_runs([_write(tmp_path, "base.toml", BASE.format(days=42))])
+    out = tmp_path / "out"
+    B.prepare_output(runs, out, chunk_patients=None, resume=False, overwrite=False)
+    changed = dataclasses.replace(CATALOGUE["pembrolizumab"], toxicity="edited")
+    monkeypatch.setitem(CATALOGUE, "pembrolizumab", changed)
+    with pytest.raises(ValueError, match="changed since the batch"):
+        B.prepare_output(runs, out, chunk_patients=None, resume=True, overwrite=False)

@@ -61,6 +61,7 @@ def test_simulate_writes_the_run_folder(tmp_path, capsys):
     umask = os.umask(0)
     os.umask(umask)
     assert (out.stat().st_mode & 0o777) == 0o777 & ~umask  # not mkdtemp's private 0700
+    assert ((out / "summary.csv").stat().st_mode & 0o777) == 0o666 & ~umask  # nor mkstemp's
     assert "pembro" in capsys.readouterr().out
 
 

@@ -54,6 +54,8 @@ def test_parse_regimen_forms():
         ("doxorubicin 75 mg/m2 q3w for 6 cycles", 0.0, 105.0, 6),
         ("doxorubicin 75 mg/m2 q3w x 4 courses", 0.0, 63.0, 4),
         ("doxorubicin 75 mg/m2 q3w for 4", 0.0, 63.0, 4),
+        ("doxorubicin 75 mg/m2 q3w x 4 infusions over 30 min", 0.0, 63.0, 4),  # any noun
+        ("wnt974 10 mg qd for 28d", 0.0, 27.0, 28),
     ],
 )
 def test_courses_by_count_or_duration(text, first, last, n):
@@ -71,11 +73,11 @@ def test_courses_by_count_or_duration(text, first, last, n):
         ("pembrolizumab 200 mg every 0 d", "must be > 0"),
         ("pembrolizumab 200 mg every -3 d", "must be > 0"),
         ("pembrolizumab 200 grains q3w", "unknown dose unit"),
-        ("pembrolizumab 200 mg every 3 fortnights", "unknown time unit"),
+        ("pembrolizumab 200 mg every 3 moons", "unknown time unit"),
         ("wnt974 10 mg qd over 1 h", "oral drug"),
         ("pembrolizumab 200 mg q3w banana", "unexpected word"),
         ("pembrolizumab 200 mg q3w x 12 weeks", "x takes a number of doses.*'for 12 weeks'"),
-        ("pembrolizumab 200 mg q3w x 4 fortnights", "expected a number of doses"),
+        ("pembrolizumab 200 mg q3w x 28d", "x takes a number of doses.*'for 28d'"),
         ("pembrolizumab 200 mg q3w for 1 year until 100 d", "not both"),
         ("pembrolizumab 200 mg q3w for 0 w", "duration > 0"),
     ],

@@ -19,12 +19,14 @@ def restore_catalogue():
     loaded drug files, which manifests carry)."""
     from vcohort import drug_file
 
-    before, loaded = dict(CATALOGUE), dict(drug_file._LOADED)
+    before, loaded, glob = dict(CATALOGUE), dict(drug_file._LOADED), set(drug_file._GLOBAL)
     yield
     CATALOGUE.clear()
     CATALOGUE.update(before)
     drug_file._LOADED.clear()
     drug_file._LOADED.update(loaded)
+    drug_file._GLOBAL.clear()
+    drug_file._GLOBAL.update(glob)
 
 
 def _pembro_copy(name="pembro_copy", **over):
@@ -135,11 +137,31 @@ def test_a_clearance_slipped_by_a_unit_is_caught_by_the_half_life():
         ),
         ({"marrow_chain": 3}, "marrow_chain \\(3\\) and the PK parameter mtt_marrow go together"),
         ({"half_life_source": ""}, "half_life_source"),
+        (
+            {
+                "pk": _pembro_copy()["pembro_copy"]["pk"]
+                | {"ka": {"value": 1.0, "unit": "1/h", "source": "s"}}
+            },
+            "pembro_copy.pk.ka: an absorption rate is for oral or sc drugs",
+        ),  # fmt: skip
+        (
+            {
+                "pk": _pembro_copy()["pembro_copy"]["pk"]
+                | {"V2": {"value": 4.06, "unit": "L", "cv": 36, "source": "s"}}
+            },
+            r"pembro_copy.pk.V2.cv: 36: a CV is a fraction \(0.36 for 36%\)",
+        ),  # fmt: skip
     ],
 )
 def test_drug_level_errors(over, match):
     with pytest.raises(ConfigError, match=match):
         parse_drugs(_pembro_copy(**over))
+
+
+@pytest.mark.parametrize("name", ["x", "for", "qd", "q3w", "untreated", "hold", "cycles"])
+def test_names_of_the_regimen_syntax_are_refused(name):
+    with pytest.raises(ConfigError, match="is a word of the regimen syntax"):
+        parse_drugs(_pembro_copy(name))
 
 
 def test_builtin_names_and_redefinitions_are_refused():
@@ -153,7 +175,7 @@ def test_builtin_names_and_redefinitions_are_refused():
     register_drugs(parse_drugs(no_mw))
     register_drugs(parse_drugs(no_mw))
     other = parse_drugs(_pembro_copy(toxicity="something else"))
-    with pytest.raises(ValueError, match="already defined with another definition"):
+    with pytest.raises(ValueError, match="already defined in this run with another definition"):
         register_drugs(other)
     assert CATALOGUE["pembro_copy"] is d["pembro_copy"]
 
@@ -323,3 +345,23 @@ def test_drugs_command_lists_the_catalogue_with_the_files_drugs(capsys):
     assert main(["drugs", "--drug-file", str(EXAMPLE)]) == 0
     [line] = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("nivolumab")]
     assert "26.2" in line and "pd1_occupancy@central" in line and line.endswith("drug file")
+
+
+def test_a_batch_experiment_cannot_borrow_another_experiments_drug(tmp_path):
+    """In one process (a batch) an experiment that gives a user drug must name a drug file that
+    defines it (else it would validate or not depending on the batch's other files, and its
+    run record would not hold the drug); a --drug-file drug is for every experiment."""
+    from vcohort.experiment import load_experiment
+
+    (tmp_path / "niv.toml").write_text(EXAMPLE.read_text())
+    body = "[population]\nsize = 3\n[simulation]\nhorizon_days = 56\n[[arms]]\nname = 'n'\n"
+    body += "regimens = ['nivolumab 480 mg q4w']\n"
+    (tmp_path / "e1.toml").write_text('drug_files = ["niv.toml"]\n' + body)
+    (tmp_path / "e3.toml").write_text(body)
+    load_experiment(tmp_path / "e1.toml")
+    with pytest.raises(ConfigError, match="none of this experiment's drug_files defines it"):
+        load_experiment(tmp_path / "e3.toml")
+    from vcohort.drug_file import use_drug_files
+
+    use_drug_files([tmp_path / "niv.toml"])  # as --drug-file: for the whole run
+    assert load_experiment(tmp_path / "e3.toml").arms[0].regimens[0].drug == "nivolumab"

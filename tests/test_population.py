@@ -194,7 +194,7 @@ def test_bad_parameters_tables_are_reported_before_compute():
     for field in (
         "parameters.f_S0.value: -0.1 must be > 0",
         "parameters.f_S0.source: must cite a source",
-        "parameters.v_N: sets none of value, cv, lower, upper",
+        "parameters.v_N: sets none of value, cv, lower, upper, bounds",
         "parameters.K_cap: value=5.0 must lie within [lower=6.0, upper=9.0]",
         "parameters.f_s0: 'f_s0' is not a parameter of model 'csc_immune' nor a PK value of its "
         "drugs; did you mean 'f_S0'",
@@ -266,3 +266,22 @@ def test_bounds_truncate_the_log_normal_by_default():
     dist = truncnorm(a, b)
     assert abs(x.mean() - dist.mean()) < 4 * dist.std() / np.sqrt(len(x))
     assert pop.to_dict()["parameters"]["f_S0"]["bounds"] is None  # default: truncate
+
+
+def test_bounds_alone_override_and_the_typical_patient_keeps_the_value():
+    """``bounds`` may be set alone over a preset's setting (field by field), and without
+    variability every patient has the typical value, not the truncated distribution's median."""
+    from vcohort.population import with_parameters
+
+    spec = {"value": 0.08, "cv": 0.8, "lower": 0.02, "upper": 0.3, "source": "assumption: t"}
+    pop = population_from_dict(_preset_dict(parameters={"f_S0": spec}))
+    from vcohort.config import Checker
+    from vcohort.population import parse_parameters
+
+    ck = Checker("t")
+    extra = parse_parameters(ck, {"f_S0": {"bounds": "clip", "source": "inline"}})
+    assert not ck.errors
+    merged = with_parameters(pop, extra).parameters["f_S0"]
+    assert (merged.bounds, merged.lower, merged.upper, merged.value) == ("clip", 0.02, 0.3, 0.08)
+    typical = make_cohort(3, seed=1, population=pop, runin_days=0, variability=False)
+    np.testing.assert_array_equal(typical.params["f_S0"], 0.08)

@@ -54,6 +54,8 @@ def test_tiny_trial_end_to_end_via_the_cli(tmp_path, capsys):
     exp.write_text(TINY)
     out = tmp_path / "run"
     assert main(["trial", str(exp), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr()  # the 6-month landmark is past day 84, the last look
+    assert "note: pfs_landmark (PFS at day 182.625" in printed.err and "(day 84:" in printed.err
     for f in FILES:
         assert (out / f).stat().st_size > 0, f
     figures = sorted((out / "figures").glob("*.png"))
@@ -93,7 +95,7 @@ def test_tiny_trial_end_to_end_via_the_cli(tmp_path, capsys):
     m = json.loads((out / "manifest.json").read_text())
     assert m["config"]["population"]["size"] == 20 and m["patients"] == 20
     assert "tiny trial" in (out / "report.html").read_text()
-    assert "chemo_then_pembro" in capsys.readouterr().out
+    assert "chemo_then_pembro" in printed.out
     # an existing folder is never replaced without --overwrite
     assert main(["trial", str(exp), "--out", str(out), "--no-progress"]) == 2
     assert "--overwrite" in capsys.readouterr().err

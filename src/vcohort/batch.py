@@ -71,14 +71,20 @@ SUMMARY_COLUMNS = (
 
 
 def fingerprint(run: BatchRun) -> str:
-    """Hash of everything that determines a run's results: the validated config, the population,
-    a calibration rule file's bytes, and the model (`model_identity`), so that ``--resume``
-    never mixes chunks of two model versions."""
+    """Hash of everything that determines a run's results: the validated config, the definitions
+    of the arms' drugs (`vcohort.drug.Drug.digest`: a drug file may change between runs), the
+    population, a calibration rule file's bytes, and the model (`model_identity`), so that
+    ``--resume`` never mixes chunks of two model or drug versions."""
+    from vcohort.drugs import get_drug
+
     e = run.experiment
     rule = (getattr(e, "calibration", None) or {}).get("rule")
+    # the definitions of the drugs the arms give (a --drug-file is in no config)
+    drugs = sorted({r.drug for a in e.arms for r in a.regimens})
     blob = json.dumps(
         {
             "config": e.config,
+            "drugs": {d: get_drug(d).digest() for d in drugs},
             "population": e.population.to_dict(),
             "rule": hashlib.sha256(Path(rule).read_bytes()).hexdigest() if rule else None,
             "model": model_identity(),

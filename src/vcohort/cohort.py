@@ -223,7 +223,7 @@ def make_cohort(
             return row.value * np.exp(row.omega * zf(key))
         value, omega, lo, hi = _effective(row, spec)
         z = zf(key)
-        if (spec.bounds or "truncate") == "truncate" and omega > 0:
+        if (spec.bounds or "truncate") == "truncate" and omega > 0 and variability:
             a = np.log(lo / value) / omega if lo > 0 else -np.inf
             z = truncated_normal(z, a, np.log(hi / value) / omega)
         return np.clip(value * np.exp(omega * z), lo, hi)  # (truncated: only round-off)

@@ -66,6 +66,8 @@ _TIME_UNITS = {
     "wk": 7.0,
     "week": 7.0,
     "weeks": 7.0,
+    "fortnight": 14.0,
+    "fortnights": 14.0,
     "month": 30.4375,  # a mean calendar month (365.25 / 12 d), as `vcohort.endpoints.MONTH_DAYS`
     "months": 30.4375,
     "year": 365.25,
@@ -282,21 +284,17 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
         if tok == "every":
             kw["interval_days"] = parse_duration(val, f"{drug.name} interval")
         elif tok in ("x", "for"):
-            parts = val.split()
-            if len(parts) == 2 and parts[1].lower() not in _TIME_UNITS:
-                raise ValueError(
-                    f"regimen {text!r}: '{tok} {val}': expected a number of doses ('{tok} "
-                    f"{parts[0]}', '{tok} {parts[0]} cycles') or, after 'for', a duration "
-                    f"(units: {', '.join(_TIME_UNITS)})"
-                )
-            if len(parts) == 2 and tok == "for":  # "for 12 weeks": a duration from the start
+            m = re.fullmatch(r"([-+0-9.eE]+)\s*([A-Za-z]+)", val)  # "12 weeks", "28d", "6 cycles"
+            is_time = m is not None and m.group(2).lower() in _TIME_UNITS
+            if is_time and tok == "for":  # "for 12 weeks": a duration from the start
                 kw["for_days"] = parse_duration(val, f"{drug.name} for")
                 continue
-            if len(parts) == 2:
+            if is_time:
                 raise ValueError(
                     f"regimen {text!r}: 'x {val}': x takes a number of doses; for a duration "
                     f"write 'for {val}'"
                 )
+            parts = [m.group(1)] if m is not None else val.split()  # "x 6 infusions": a count
             n = _number(parts[0], f"{drug.name} count")
             kw["count"] = int(n) if n == int(n) else n
             if i < len(rest) and rest[i].lower() in _COUNT_WORDS:

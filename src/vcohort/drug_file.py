@@ -46,6 +46,9 @@ from vcohort.drug import AMOUNT_UNITS, EFFECT_KINDS, ROUTES, SITES, Drug, Effect
 HALF_LIFE_TOLERANCE = 0.10  # the tolerance the test suite holds the built-in drugs to
 # drug files registered in this process: path -> {name: table as read} (for run manifests)
 _LOADED: dict[str, dict] = {}
+# drugs registered for the whole process (--drug-file, Python), not by one experiment file's
+# drug_files: any experiment may give them (`experiment_drugs_problem`)
+_GLOBAL: set[str] = set()
 
 _DRUG_KEYS = {
     "class", "route", "clinical_dose", "mw", "half_life_days", "half_life_source", "ref_weight",
@@ -73,6 +76,17 @@ PK_UNITS = {
     "ke0": ("1/day", _RATE, "effect-compartment equilibration rate"),
     "mtt_marrow": ("day", _TIME, "mean transit time of the marrow delay chain"),
 }
+
+
+MAX_CV = 2.0  # the largest between-patient CV of the built-in tables (200%)
+
+
+def _reserved(name: str) -> bool:
+    """A word the regimen syntax reads (`vcohort.dosing.parse_regimen`), e.g. ``x``, ``qd``."""
+    from vcohort.dosing import _COUNT_WORDS, _KEYWORDS, _is_shorthand
+
+    words = {*_KEYWORDS, *_COUNT_WORDS, "untreated", "if", "delay", "to", "up"}
+    return name in words or _is_shorthand(name)
 
 
 def builtin_names() -> frozenset[str]:
@@ -108,24 +122,47 @@ def load_drugs(path: str | Path, model=None) -> dict[str, Drug]:
     return parse_drugs(read_toml(p, "drug file"), source=str(p), model=model)
 
 
-def register_drugs(drugs: dict[str, Drug], catalogue: dict | None = None) -> list[str]:
+def register_drugs(
+    drugs: dict[str, Drug], catalogue: dict | None = None, *, experiment: bool = False
+) -> list[str]:
     """Add ``drugs`` to ``catalogue`` (default: the catalogue every command uses).  A name
     already there must have the same definition (a built-in drug cannot be redefined; nor can
-    a drug registered earlier in this process, whose compiled simulators may be cached).
-    Returns the names added or already present.  Checks every drug before adding any."""
+    a drug registered earlier in this process, whose compiled simulators may be cached, e.g.
+    by another experiment of a batch).  ``experiment``: registered for one experiment file's
+    ``drug_files``, so only experiments naming a file that defines it may give it.  Returns the
+    names added or already present.  Checks every drug before adding any."""
     from vcohort.drugs import CATALOGUE
 
     cat = CATALOGUE if catalogue is None else catalogue
     for name, d in drugs.items():
         if name in cat and cat[name].digest() != d.digest():  # (== fails on a NaN mw)
-            what = "a built-in drug" if name in builtin_names() else "already defined"
+            if name in builtin_names():
+                raise ValueError(f"drug {name!r} is a built-in drug; give yours another name")
             raise ValueError(
-                f"drug {name!r} is {what} with another definition; give yours another name "
-                f"(drugs in the catalogue: {', '.join(sorted(cat))})"
+                f"drug {name!r} is already defined in this run with another definition (one "
+                f"name, one definition per process, e.g. across a batch's experiments): give "
+                f"this definition another name, e.g. {name}_2"
             )
     for name, d in drugs.items():
         cat.setdefault(name, d)
+        if not experiment and catalogue is None:
+            _GLOBAL.add(name)
     return list(drugs)
+
+
+def experiment_drugs_problem(used, drug_files: dict) -> str | None:
+    """Why an experiment may not give the user drugs ``used``, or None: each must be defined
+    by one of the experiment's own ``drug_files`` (``{path: {name: table}}``) or registered
+    for the whole run (``--drug-file``), not borrowed from another experiment of a batch."""
+    own = {name for tables in drug_files.values() for name in tables}
+    borrowed = sorted(d for d in used if d not in builtin_names() and d not in own | _GLOBAL)
+    if borrowed:
+        return (
+            f"{', '.join(borrowed)}: not a built-in drug, and none of this experiment's "
+            "drug_files defines it (another experiment's file does); name the drug file in "
+            "this experiment's drug_files"
+        )
+    return None
 
 
 def use_drug_files(paths, base_dir: Path | None = None, model=None) -> dict[str, Drug]:
@@ -159,6 +196,9 @@ def _drug(ck: Checker, name, t, model) -> Drug | None:
     if name in builtin_names():
         ck.error(name, f"{name!r} is a built-in drug; give yours another name")
         return None
+    if _reserved(name):
+        ck.error(name, f"{name!r} is a word of the regimen syntax; give the drug another name")
+        return None
     t = ck.table(t, name, _DRUG_KEYS, {"route", "clinical_dose", "half_life_days",
                                         "half_life_source", "pk"})  # fmt: skip
     route = ck.get(t, "route", name, "str", "iv", choices=ROUTES)
@@ -182,6 +222,8 @@ def _drug(ck: Checker, name, t, model) -> Drug | None:
         ck.error(f"{name}.references", f"{refs!r} must be a list of strings")
         refs = []
     params = _pk(ck, name, t.get("pk", {}), ref_weight)
+    if route == "iv" and "ka" in params:
+        ck.error(f"{name}.pk.ka", "an absorption rate is for oral or sc drugs; this one is iv")
     effects = _effects(ck, name, t.get("effects", []), model, kw["mw"])
     if len(ck.errors) > n_err:
         return None
@@ -212,15 +254,18 @@ def _pk(ck: Checker, name: str, raw, ref_weight):
         value = ck.get(s, "value", p, "float", None, gt=0)
         unit = ck.get(s, "unit", p, "str", None, choices=tuple(units))
         cv = ck.get(s, "cv", p, "float", 0.0, ge=0)
+        if cv is not None and cv > MAX_CV:
+            ck.error(f"{p}.cv", f"{cv:g}: a CV is a fraction (0.36 for 36%); allowed 0-{MAX_CV:g}")
+            cv = None
         src = ck.get(s, "source", p, "str", "")
         if src is not None and "source" in s and not src.strip():
             ck.error(f"{p}.source", "give a source, or 'assumption: why'")
-        if value is None or unit is None or ref_weight is None or not (src or "").strip():
+        if value is None or unit is None or cv is None or ref_weight is None or not src.strip():
             continue
         v = value * units[unit] * (ref_weight if unit.endswith("/kg") else 1.0)
         conv = "" if unit == want else f" (given as {value:g} {unit})"
         desc = ck.get(s, "description", p, "str", meaning) or meaning
-        rows.append((key, v, want, cv if cv is not None else 0.0, src + conv, desc))
+        rows.append((key, v, want, cv, src + conv, desc))
     try:
         return pk_table(rows)
     except ValueError as e:
@@ -328,7 +373,7 @@ def drug_files_field(ck: Checker, raw, base_dir: Path | None, path: str = "drug_
             p = base_dir / p
         try:
             tables = read_toml(p, "drug file")
-            register_drugs(parse_drugs(tables, source=str(p)))
+            register_drugs(parse_drugs(tables, source=str(p)), experiment=True)
         except ValueError as e:
             ck.error(f"{path}[{i}]", str(e))
             continue

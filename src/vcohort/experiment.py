@@ -70,7 +70,7 @@ from vcohort.dosing import (
     parse_duration,
     parse_regimen,
 )
-from vcohort.drug_file import drug_files_field
+from vcohort.drug_file import drug_files_field, experiment_drugs_problem
 from vcohort.endpoints import CENSOR_AT, MONTH_DAYS
 from vcohort.population import Population, load_population
 from vcohort.runs import Arm
@@ -181,6 +181,9 @@ def experiment_from_dict(
                 ck.error(f"arms[{i}].name", f"{arm.name!r} is used by another arm")
             names.append(arm.name)
             arms.append(arm)
+    borrowed = experiment_drugs_problem({r.drug for a in arms for r in a.regimens}, drug_files)
+    if borrowed:
+        ck.error("arms", borrowed)
     ruled = sorted({a.name for a in arms for r in a.regimens if r.rule is not None})
     if horizon is not None and dt is not None and not ck.errors:
         for i, a in enumerate(arms):  # overlapping infusions, delay rules on the step grid

@@ -40,10 +40,8 @@ def run_folder(path: str | os.PathLike, overwrite: bool = False):
     final = check_output_dir(path, overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     # mkdtemp makes the folder private (0700); the run folder gets a plain folder's mode
-    # (0777 less the umask), so that a team's shared runs stay readable
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
+    # (0777 less the umask), so that a team's shared runs stay readable (files: `_umask_mode`)
+    tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
     except BaseException:
@@ -58,8 +56,16 @@ def run_folder(path: str | os.PathLike, overwrite: bool = False):
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file via a temporary file and rename (never a half-written file)."""
+    """Write a file via a temporary file and rename (never a half-written file).  The file gets
+    a plain file's mode (0666 less the umask), not mkstemp's private 0600."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -67,6 +73,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

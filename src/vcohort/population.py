@@ -277,8 +277,6 @@ def parse_parameters(ck: Checker, t, path: str = "parameters") -> dict:
             continue
         v = ck.table(v, p, set(fields) | {"source", "bounds"}, {"source"})
         bounds = ck.get(v, "bounds", p, "str", None, choices=BOUNDS)
-        if "bounds" in v and "lower" not in v and "upper" not in v:
-            ck.error(f"{p}.bounds", "needs lower and/or upper")
         val = ck.get(v, "value", p, "float", None, gt=0)
         cv = ck.get(v, "cv", p, "float", None, ge=0)
         lo = ck.get(v, "lower", p, "float", None, ge=0)
@@ -286,8 +284,8 @@ def parse_parameters(ck: Checker, t, path: str = "parameters") -> dict:
         src = ck.get(v, "source", p, "str", "")
         if "source" in v and not str(v["source"]).strip():
             ck.error(f"{p}.source", "must cite a source or say 'assumption: why'")
-        if not any(f in v for f in fields):
-            ck.error(p, f"sets none of {', '.join(fields)}; give at least one")
+        if not any(f in v for f in (*fields, "bounds")):
+            ck.error(p, f"sets none of {', '.join(fields)}, bounds; give at least one")
         if lo is not None and hi is not None and lo >= hi:
             ck.error(p, f"lower={lo} must be below upper={hi}")
         elif val is not None and not (lo or 0.0) <= val <= (math.inf if hi is None else hi):

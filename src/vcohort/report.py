@@ -178,18 +178,15 @@ def key_results_html(summary: pd.DataFrame) -> str:
         )
     if "median_pfs_days" in summary:
         days = lambda x: f"{x:.0f}"  # noqa: E731
-        cols.append(
-            (
-                "median PFS, days (95% CI)",
-                lambda r: (
-                    "NR"
-                    if not np.isfinite(r["median_pfs_days"])
-                    else _with_ci(
-                        r["median_pfs_days"], r["median_pfs_ci_low"], r["median_pfs_ci_high"], days
-                    )
-                ),
-            )
-        )
+
+        def median_pfs(r) -> str:
+            if np.isfinite(r["median_pfs_days"]):
+                lo, hi = r["median_pfs_ci_low"], r["median_pfs_ci_high"]
+                return _with_ci(r["median_pfs_days"], lo, hi, days)
+            evaluable = r.get("n", 1) - r.get("n_failed", 0)
+            return "NR" if evaluable > 0 else "–"  # not reached, or no patient to estimate it
+
+        cols.append(("median PFS, days (95% CI)", median_pfs))
     if "pfs_landmark" in summary:
         day = summary["pfs_landmark_days"].iloc[0] if "pfs_landmark_days" in summary else None
         head = f"PFS at day {day:.4g}, % (95% CI)" if day is not None else "landmark PFS, %"

@@ -34,10 +34,16 @@ def run_trial(args) -> int:
             "pfs_landmark", "hr", "hr_ci_low", "hr_ci_high"]  # fmt: skip
     print(f"\n{exp.title}: {len(result.cohort)} patients, {exp.horizon_days} days")
     print_table(result.summary, cols)
-    if exp.landmark_days > exp.horizon_days:
+    from vcohort.endpoints import assessment_days
+
+    o = exp.endpoint_options
+    seen = assessment_days(exp.horizon_days, o["assess_every"], o["assess_first"], o["assess_days"])
+    follow = exp.horizon_days if o["censor_at"] == "horizon" else (seen[-1] if len(seen) else 0)
+    if exp.landmark_days > follow:
         print(
             f"note: pfs_landmark (PFS at day {exp.landmark_days:g}, [assessment] landmark_days) "
-            f"lies past the horizon ({exp.horizon_days} d): not evaluable (NaN)",
+            f"lies past the last follow-up (day {follow}: the last assessment within the "
+            f"{exp.horizon_days}-day horizon): not evaluable (NaN)",
             file=sys.stderr,
         )
     print(f"wrote {args.out} in {time.perf_counter() - t0:.1f} s")
