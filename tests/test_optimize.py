@@ -523,10 +523,14 @@ intervals = ["7 d", "14 d", "21 d"]
         "figures/history.png",
         "personalised.csv",
         "rounding_candidates.csv",
+        "columns.csv",
     ]
     for n in names:
         assert (out / n).stat().st_size > 0, n
     import pandas as pd
+
+    cols = pd.read_csv(out / "columns.csv", keep_default_na=False)
+    assert (cols["meaning"] != "").all(), cols[cols["meaning"] == ""].values.tolist()
 
     nm = pd.read_csv(out / "schedule_nmtran.csv")  # the doses given: slots rounded to 0 are none
     assert len(nm) and (nm["AMT"] > 0).all()

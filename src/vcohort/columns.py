@@ -102,6 +102,38 @@ FIXED: dict[str, tuple[str, str]] = {
     "RATE": ("mg/day", "NM-TRAN: infusion rate (0: bolus)"),
     "DRUG": ("", "drug name"),
     "ARM": ("", "arm name"),
+    # vcohort optimize: history.csv, baseline_history.csv
+    "iteration": ("", "optimiser iteration (one cohort value-and-gradient, or one ES simulation)"),
+    "loss": ("", "augmented-Lagrangian loss the gradient step descends"),
+    "objective": ("", "the weighted objective (lower is better; see [objective])"),
+    "max_violation": ("", "largest constraint violation (scaled; <= 0: feasible)"),
+    "finite": ("", "loss and gradient were finite (else the step was skipped)"),
+    "mu": ("", "augmented-Lagrangian penalty weight"),
+    "learning_rate": ("", "the optimiser's learning rate at this iteration"),
+    "wall_s": ("s", "wall time since the start of the optimisation"),
+    "penalised": ("", "ES baseline: objective plus constraint penalty of its best schedule"),
+    "sigma": ("", "ES baseline: mutation step size (in the optimised parameters)"),
+    # evaluation_heldout.csv, evaluation_train.csv
+    "schedule": ("", "schedule evaluated (untreated, standard, optimised, ES baseline, ...)"),
+    "objective_se": ("", "standard error of the objective over patients (NaN with a CVaR term)"),
+    "diff_vs_reference": ("", "objective minus the reference schedule's, paired by patient"),
+    "diff_se": ("", "standard error of diff_vs_reference (paired; bootstrap with a CVaR term)"),
+    "mean_log_diameter_ratio": ("", "mean of log(final / baseline diameter)"),
+    "pfs6": ("fraction", "patients without PD at 6 months"),
+    "feasible": ("", "every hard constraint holds"),
+    # schedule_slots.csv, rounding_candidates.csv
+    "optimised_mg": ("mg", "continuous optimised dose of the slot"),
+    "rounded_mg": ("mg", "the dose given: rounded to clinical amounts"),
+    "es_baseline_mg": ("mg", "the ES baseline's dose of the slot"),
+    "candidate": ("", "rounding candidate number (0: nearest rounding)"),
+    "regimens": ("", "the candidate's regimens, as written"),
+    "objective_train": ("", "the candidate's objective on the training cohort"),
+    "feasible_train": ("", "the candidate meets every hard constraint on the training cohort"),
+    "failed_train": ("patients", "training patients whose solve failed"),
+    "chosen": ("", "the candidate given as the optimised schedule"),
+    # personalised.csv
+    "mode": ("", "population: one schedule for all; personalised: one schedule per patient"),
+    "patients": ("patients", "patients the schedules were optimised and evaluated on"),
 }
 
 # per-drug columns: regex -> (unit, meaning with {drug})
@@ -119,6 +151,10 @@ PATTERNS: tuple[tuple[str, str, str], ...] = (
     (r"discontinued_(.+)", "fraction", "patients who stopped {drug}"),
     (r"median_rdi_(.+)", "fraction", "median relative dose intensity of {drug}"),
     (r"mean_delay_days_(.+)", "day", "mean postponement of the doses of {drug}"),
+    (r"term:(.+)", "", "objective term {drug} (unweighted)"),
+    (r"total_mg_median:(.+)", "mg", "median total dose of {drug} per patient"),
+    (r"auc_mean:(.+)", "mg·day/L", "mean plasma AUC of {drug}"),
+    (r"g:(.+)", "", "hard constraint {drug} (scaled; <= 0: met)"),
 )
 
 

@@ -212,6 +212,10 @@ def run_experiment(
             ),
             tmp / "figures" / "history.png",
         )
+        from vcohort.columns import write_columns
+        from vcohort.model import CSC_IMMUNE
+
+        write_columns(tmp, CSC_IMMUNE)  # the data dictionary of the tables above
         write_json(
             tmp / "manifest.json",
             {
