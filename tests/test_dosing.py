@@ -166,7 +166,6 @@ def test_from_nmtran_requires_columns():
 def test_state_dosed_drugs_get_a_cmt_each():
     """de Pillis 2009's drugs enter model states (no PK compartments): each needs its own CMT
     (they all had CMT 1), and the records read back to the same schedule."""
-    from vcohort.dosing import from_nmtran, to_nmtran
     from vcohort.model import get_model
 
     cat = get_model("depillis2009").drug_catalogue()
@@ -179,3 +178,40 @@ def test_state_dosed_drugs_get_a_cmt_each():
     np.testing.assert_array_equal(back.time[back.valid], s.time[s.valid])
     got, want = np.asarray(back.amount)[back.valid], np.asarray(s.amount)[s.valid]
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "text, first_days, n",
+    [
+        # temozolomide's days 1-5 of 28, dacarbazine's 1-5 of 21 for 6 cycles
+        ("dacarbazine 200 mg/m2 qd x 5 repeat every 28 d", [0, 1, 2, 3, 4, 28, 29], 25),
+        ("dacarbazine 250 mg/m2 qd x 5 repeat every 21 d x 6", [0, 1, 2, 3, 4, 21, 22], 30),
+        ("dacarbazine 250 mg/m2 qd x 5 repeat q3w x 2 start 7 d", [7, 8, 9, 10, 11, 28, 29], 10),
+        ("dacarbazine 250 mg/m2 qd x 5 repeat every 28 d until 60 d", [0, 1, 2, 3, 4, 28], 14),
+        ("doxorubicin 60 mg/m2 repeat every 21 d x 4", [0, 21, 42, 63], 4),  # one dose a course
+    ],
+)
+def test_courses_repeated_in_cycles(text, first_days, n):
+    r = parse_regimen(text)
+    t = r.dose_times(140.0)
+    assert t[: len(first_days)].tolist() == first_days and len(t) == n
+    assert parse_regimen(r.describe()).dose_times(140.0).tolist() == t.tolist()  # round trip
+    s = compile_schedule([r], 140.0)  # and onto slots and NM-TRAN records
+    assert sorted(s.time[s.valid].tolist()) == t.tolist()
+    nm = to_nmtran(s, weight_kg=70.0, bsa_m2=1.8)
+    assert int((nm["ADDL"] + 1).sum()) == n
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("dacarbazine 250 mg/m2 qd x 5 repeat every 3 d", r"course \(4 d\) is longer than"),
+        ("dacarbazine 250 mg/m2 qd repeat every 28 d", "needs its number of doses"),
+        ("dacarbazine 250 mg/m2 qd x 5 repeat x 3", "'repeat' needs the cycle"),
+        ("dacarbazine 250 mg/m2 qd x 5 repeat every 28 d x 0", "cycles=0 must be"),
+        ("dacarbazine 250 mg/m2 qd x 5 repeat every 28 d repeat every 7 d", "given twice"),
+    ],
+)
+def test_bad_cycles_are_refused(text, match):
+    with pytest.raises(ValueError, match=match):
+        parse_regimen(text)

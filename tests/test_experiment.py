@@ -147,3 +147,17 @@ def test_population_file_is_relative_to_the_experiment(tmp_path):
 def test_shipped_experiments_validate(name):
     e = load_experiment(EXPERIMENTS / name)
     assert len(e.arms) >= 2 and e.reference_arm in [a.name for a in e.arms]
+
+
+def test_regimen_tables_take_cycles():
+    d = copy.deepcopy(GOOD)
+    d["arms"][0]["regimens"] = [
+        {"drug": "dacarbazine", "dose": "250 mg/m2", "every": "qd", "count": 5,
+         "repeat_every": "21 d", "cycles": 2}
+    ]  # fmt: skip
+    r = experiment_from_dict(d).arms[0].regimens[0]
+    assert r.describe() == "dacarbazine 250 mg/m2 every 1 d x 5 repeat every 21 d x 2"
+    assert r.dose_times(120.0).tolist() == [0, 1, 2, 3, 4, 21, 22, 23, 24, 25]
+    d["arms"][0]["regimens"][0]["repeat_every"] = "2 d"
+    with pytest.raises(ConfigError, match=r"arms\[0\].regimens\[0\]: .*longer than its cycle"):
+        experiment_from_dict(d)

@@ -137,6 +137,10 @@ class Regimen:
         start_day: day of the first dose.
         infusion_days: infusion duration (0 = bolus / oral).
         rule: protocol dose modification (`DoseRule`), or None.
+        cycle_days: with a course (``count`` doses every ``interval_days``, or one dose), the
+            course repeats every this many days from ``start_day`` (temozolomide days 1-5 of
+            28: ``qd x 5 repeat every 28 d``); None: no repeat.
+        cycles: number of courses (None: until ``until_day`` or the horizon).
     """
 
     drug: str
@@ -149,6 +153,8 @@ class Regimen:
     infusion_days: float = 0.0
     catalogue: dict = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
     rule: DoseRule | None = None
+    cycle_days: float | None = None
+    cycles: int | None = None
 
     def __post_init__(self) -> None:
         d = get_drug(self.drug, self.catalogue)
@@ -185,6 +191,7 @@ class Regimen:
             raise ValueError(
                 f"{self.drug}: infusion={self.infusion_days} d given for a {d.route} drug"
             )
+        self._check_cycles()
         if (
             self.interval_days is not None
             and self.infusion_days > 0
@@ -195,8 +202,46 @@ class Regimen:
                 f"interval={self.interval_days} d"
             )
 
+    def _check_cycles(self) -> None:
+        c = self.cycle_days
+        if c is None:
+            if self.cycles is not None:
+                raise ValueError(f"{self.drug}: cycles={self.cycles} needs 'repeat every <t>'")
+            return
+        if isinstance(c, bool) or not isinstance(c, int | float) or not math.isfinite(c) or c <= 0:
+            raise ValueError(f"{self.drug}: repeat every {c!r} days must be > 0")
+        if self.interval_days is not None and self.count is None:
+            raise ValueError(
+                f"{self.drug}: a repeated course needs its number of doses, e.g. 'qd x 5 "
+                f"repeat every 28 d'"
+            )
+        course = self.course_days()
+        if course > c + 1e-9:
+            raise ValueError(
+                f"{self.drug}: the course ({course:g} d) is longer than its cycle (repeat every "
+                f"{c:g} d)"
+            )
+        n = self.cycles
+        if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
+            raise ValueError(f"{self.drug}: cycles={n!r} must be an integer >= 1")
+
+    def course_days(self) -> float:
+        """Length of one course: from its first dose to the end of its last (infusion)."""
+        n = 1 if self.interval_days is None else int(self.count or 1)
+        return (n - 1) * (self.interval_days or 0.0) + self.infusion_days
+
     def dose_times(self, horizon_days: float) -> np.ndarray:
         """Administration times (days) before ``horizon_days``."""
+        if self.cycle_days is not None:
+            end = horizon_days if self.until_day is None else min(self.until_day, horizon_days)
+            n = 1 if self.interval_days is None else int(self.count)
+            course = (self.interval_days or 0.0) * np.arange(n)
+            k = int(math.ceil((end - self.start_day) / self.cycle_days - 1e-9))
+            if self.cycles is not None:
+                k = min(k, int(self.cycles))
+            t = self.start_day + (self.cycle_days * np.arange(max(k, 0)))[:, None] + course
+            t = t.ravel()
+            return t[(t < end - 1e-12) & (t < horizon_days - 1e-12)]
         if self.interval_days is None:
             t = np.array([self.start_day])
         else:
@@ -215,6 +260,10 @@ class Regimen:
             s += f" x {self.count}"
         if self.until_day is not None:
             s += f" until {self.until_day:g} d"
+        if self.cycle_days is not None:
+            s += f" repeat every {self.cycle_days:g} d"
+            if self.cycles is not None:
+                s += f" x {self.cycles}"
         if self.start_day:
             s += f" start {self.start_day:g} d"
         if self.infusion_days:
@@ -224,13 +273,14 @@ class Regimen:
         return s
 
 
-_KEYWORDS = ("every", "x", "for", "until", "start", "from", "over", "hold", "reduce")
+_KEYWORDS = ("every", "x", "for", "until", "start", "from", "over", "hold", "reduce", "repeat")
 _COUNT_WORDS = ("doses", "dose", "cycles", "cycle", "courses", "course")  # after "x <n>"
 
 
 def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regimen:
     """Parse ``"<drug> [<dose> <unit>] [every <n> <unit> | qd | bid | q3w] [x <count>]
-    [until <day> d | for <duration>] [start <t> <unit>] [over <t> <unit>]
+    [repeat every <n> <unit> [x <cycles>]] [until <day> d | for <duration>] [start <t> <unit>]
+    [over <t> <unit>]
     [hold if <output> <|> <value> [delay [every <t> d] [up to <t> d]] [reduce to <p>% ...]]"``
     (the last part: a `vcohort.dose_rules.DoseRule`).
 
@@ -240,6 +290,7 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
         parse_regimen("pembrolizumab 2 mg/kg q3w")
         parse_regimen("cb839 800 mg bid until 168 d")
         parse_regimen("wnt974 10 mg qd for 4 weeks start 7 d")   # doses on days 7-34
+        parse_regimen("dacarbazine 250 mg/m2 qd x 5 repeat every 21 d x 6")  # days 1-5 of 21
         parse_regimen("doxorubicin 75 mg/m2 q3w over 30 min hold if ANC < 1.5 reduce to 75% 50%")
         parse_regimen("doxorubicin 75 mg/m2 q3w over 30 min hold if ANC < 1.5 delay up to 21 d")
     """
@@ -267,8 +318,23 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
     else:
         base = parse_regimen(drug.clinical_dose, cat)
         kw["dose"], kw["dose_unit"] = base.dose, base.dose_unit
+    repeat = False  # after "repeat": "every"/qNd set the cycle, "x" the number of cycles
     while i < len(rest):
         tok = rest[i].lower()
+        if tok == "repeat":
+            if repeat:
+                raise ValueError(f"regimen {text!r}: 'repeat' given twice")
+            repeat = True
+            i += 1
+            if i >= len(rest) or not (rest[i].lower() == "every" or _is_shorthand(rest[i])):
+                raise ValueError(
+                    f"regimen {text!r}: 'repeat' needs the cycle, e.g. 'repeat every 28 d'"
+                )
+            continue
+        if _is_shorthand(tok) and repeat and "cycle_days" not in kw:
+            kw["cycle_days"] = _shorthand_days(tok)
+            i += 1
+            continue
         if _is_shorthand(tok):
             kw["interval_days"] = _shorthand_days(tok)
             i += 1
@@ -281,7 +347,14 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
         if i + 1 >= len(rest):
             raise ValueError(f"regimen {text!r}: {tok!r} needs a value")
         val, i = _take_value(rest, i + 1)
-        if tok == "every":
+        if tok == "every" and repeat and "cycle_days" not in kw:
+            kw["cycle_days"] = parse_duration(val, f"{drug.name} repeat every")
+        elif tok == "x" and repeat:
+            n = _number(val.split()[0], f"{drug.name} cycles")
+            kw["cycles"] = int(n) if n == int(n) else n
+            if i < len(rest) and rest[i].lower() in _COUNT_WORDS:
+                i += 1
+        elif tok == "every":
             kw["interval_days"] = parse_duration(val, f"{drug.name} interval")
         elif tok in ("x", "for"):
             m = re.fullmatch(r"([-+0-9.eE]+)\s*([A-Za-z]+)", val)  # "12 weeks", "28d", "6 cycles"

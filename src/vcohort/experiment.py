@@ -86,6 +86,7 @@ _ASSESS = {"every_days", "first_day", "days", "confirm_days", "cr_floor_mm", "ce
 _ARM = {"name", "description", "sequencing", "regimens", "induction", "induction_days",
         "maintenance"}  # fmt: skip
 _REG = {"drug", "dose", "every", "count", "until", "start", "over", "hold_if", "reduce_to", "delay",
+        "repeat_every", "cycles",
         "recheck_every", "max_delay"}  # fmt: skip
 _CALIB = {"preset", "rule", "pool", "orr", "pfs6", "arm", "days"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -447,7 +448,8 @@ def _regimens(ck: Checker, items, p: str) -> list[Regimen]:
 
 
 def _regimen_table(ck: Checker, t: dict, q: str) -> Regimen | None:
-    """``{drug, dose, every, count, until, start, over, hold_if, reduce_to}``; units as in
+    """``{drug, dose, every, count, repeat_every, cycles, until, start, over, hold_if,
+    reduce_to}``; units as in
     `parse_regimen` (``hold_if = "ANC < 1.5"``, ``reduce_to = ["75%", "50%"]``)."""
     t = ck.table(t, q, _REG, {"drug"})
     drug = ck.get(t, "drug", q, "str", None)
@@ -470,6 +472,10 @@ def _regimen_table(ck: Checker, t: dict, q: str) -> Regimen | None:
         kw["interval_days"] = base.interval_days
     if "count" in t:
         kw["count"] = ck.get(t, "count", q, "int", None, ge=1)
+    if "repeat_every" in t:  # a course repeated in cycles (days 1-5 of 28: count 5, 28 d)
+        kw["cycle_days"] = _field(ck, q, "repeat_every", t["repeat_every"], parse_duration)
+    if "cycles" in t:
+        kw["cycles"] = ck.get(t, "cycles", q, "int", None, ge=1)
     for key, name in (("until", "until_day"), ("start", "start_day"), ("over", "infusion_days")):
         if key in t:
             kw[name] = _field(ck, q, key, t[key], parse_duration)
