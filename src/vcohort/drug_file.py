@@ -285,11 +285,14 @@ def _effects(ck: Checker, name: str, raw, model, mw):
         t = ck.table(e, p, _EFFECT_KEYS, {"channel", "source"})
         channel = ck.get(t, "channel", p, "str", None, choices=tuple(channels))
         kind = ck.get(t, "kind", p, "str", None, choices=EFFECT_KINDS)
+        fraction = channel is not None and channels[channel][0] == "emax"
         if channel is not None and kind is None:
             kind = channels[channel][0]  # the channel's own kind unless told
-        elif channel is not None and kind != channels[channel][0]:
-            ck.error(f"{p}.kind", f"{kind!r}: channel {channel!r} takes "
-                                  f"{channels[channel][0]!r} effects")  # fmt: skip
+        elif fraction and kind != "emax":
+            # a fraction channel (combined by Bliss independence) takes emax effects only; an
+            # additive channel takes either form (dacarbazine's myelotoxicity is an Emax curve)
+            ck.error(f"{p}.kind", f"{kind!r}: channel {channel!r} is a fraction in [0, 1] and "
+                                  "takes emax effects")  # fmt: skip
         site = ck.get(t, "site", p, "str", "central", choices=SITES)
         src = ck.get(t, "source", p, "str", "")
         if src is not None and "source" in t and not src.strip():
@@ -308,7 +311,7 @@ def _effects(ck: Checker, name: str, raw, model, mw):
                     ck.error(f"{p}.ec50_nM", "converting nM needs the drug's mw (g/mol)")
                 elif nm is not None:
                     kw["ec50"] = nm * mw * 1e-6  # nM x g/mol -> mg/L
-            kw["emax"] = ck.get(t, "emax", p, "float", 1.0, gt=0, le=1)
+            kw["emax"] = ck.get(t, "emax", p, "float", 1.0, gt=0, le=1 if fraction else None)
             kw["hill"] = ck.get(t, "hill", p, "float", 1.0, gt=0)
         elif kind == "linear":
             for k in ("ec50", "ec50_nM", "emax", "hill"):
