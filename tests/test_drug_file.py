@@ -138,6 +138,18 @@ def test_a_clearance_slipped_by_a_unit_is_caught_by_the_half_life():
         ({"marrow_chain": 3}, "marrow_chain \\(3\\) and the PK parameter mtt_marrow go together"),
         ({"half_life_source": ""}, "half_life_source"),
         (
+            {"effects": [{"channel": "pd1_occupancy", "emax": 2.0, "ec50": 0.5, "source": "s"}]},
+            r"effects\[0\].emax: 2.0 must be <= 1",  # a fraction channel
+        ),
+        (
+            {
+                "effects": [
+                    {"channel": "pd1_occupancy", "kind": "linear", "slope": 1.0, "source": "s"}
+                ]
+            },  # fmt: skip
+            "is a fraction in \\[0, 1\\] and takes emax effects",
+        ),
+        (
             {
                 "pk": _pembro_copy()["pembro_copy"]["pk"]
                 | {"ka": {"value": 1.0, "unit": "1/h", "source": "s"}}
