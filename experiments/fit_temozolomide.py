@@ -1,4 +1,4 @@
-"""Fit temozolomide's potency (one factor on dacarbazine's effects) to equal tumour shrinkage.
+"""Fit temozolomide's potency (one factor on dacarbazine's effects) to equal tumour response.
 
     python experiments/fit_temozolomide.py        # about 5 minutes on 2 cores
 
@@ -61,7 +61,7 @@ def main() -> None:
 
     target, ep_d, tr_d = run(CHEMO_002, CATALOGUE)
     print(f"dacarbazine: mean log(final/baseline diameter) {target:.4f}", flush=True)
-    lo, hi = math.log(0.01), math.log(100.0)  # shrinkage weakens as rho rises
+    lo, hi = math.log(0.01), math.log(100.0)  # the diameter change rises with rho
     for _ in range(16):
         mid = 0.5 * (lo + hi)
         got, _, _ = run(TMZ, with_rho(math.exp(mid)))

@@ -189,6 +189,7 @@ def test_state_dosed_drugs_get_a_cmt_each():
         ("dacarbazine 250 mg/m2 qd x 5 repeat q3w x 2 start 7 d", [7, 8, 9, 10, 11, 28, 29], 10),
         ("dacarbazine 250 mg/m2 qd x 5 repeat every 28 d until 60 d", [0, 1, 2, 3, 4, 28], 14),
         ("doxorubicin 60 mg/m2 repeat every 21 d x 4", [0, 21, 42, 63], 4),  # one dose a course
+        ("dacarbazine 250 mg/m2 qd x 5 repeat every 28 d for 3 cycles", [0, 1, 2, 3, 4, 28], 15),
     ],
 )
 def test_courses_repeated_in_cycles(text, first_days, n):
@@ -205,7 +206,12 @@ def test_courses_repeated_in_cycles(text, first_days, n):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("dacarbazine 250 mg/m2 qd x 5 repeat every 3 d", r"course \(4 d\) is longer than"),
+        ("dacarbazine 250 mg/m2 qd x 5 repeat every 3 d", r"course \(4 d\) does not end before"),
+        # a last dose on the next cycle's first day would be given twice
+        ("dacarbazine 250 mg/m2 every 7 d x 4 repeat every 21 d", "does not end before its cycle"),
+        ("dacarbazine 250 mg/m2 qd x 5 repeat every 28 d x 2 x 3", "cycles is given twice"),
+        ("dacarbazine 250 mg/m2 qd x 5 x 6", "number of doses is given twice"),
+        ("dacarbazine 250 mg/m2 qd x 5 repeat every 28 d x 6 doses", "'x <n>' counts cycles"),
         ("dacarbazine 250 mg/m2 qd repeat every 28 d", "needs its number of doses"),
         ("dacarbazine 250 mg/m2 qd x 5 repeat x 3", "'repeat' needs the cycle"),
         ("dacarbazine 250 mg/m2 qd x 5 repeat every 28 d x 0", "cycles=0 must be"),

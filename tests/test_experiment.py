@@ -159,5 +159,9 @@ def test_regimen_tables_take_cycles():
     assert r.describe() == "dacarbazine 250 mg/m2 every 1 d x 5 repeat every 21 d x 2"
     assert r.dose_times(120.0).tolist() == [0, 1, 2, 3, 4, 21, 22, 23, 24, 25]
     d["arms"][0]["regimens"][0]["repeat_every"] = "2 d"
-    with pytest.raises(ConfigError, match=r"arms\[0\].regimens\[0\]: .*longer than its cycle"):
+    with pytest.raises(ConfigError, match=r"arms\[0\].regimens\[0\]: .*does not end before"):
         experiment_from_dict(d)
+    # a table giving only the drug (and dose) keeps the clinical dose's course and cycles
+    d["arms"][0]["regimens"] = [{"drug": "doxorubicin", "dose": "60 mg/m2"}]
+    r = experiment_from_dict(d).arms[0].regimens[0]
+    assert r.describe() == "doxorubicin 60 mg/m2 every 21 d x 6"  # clinical: q3w x 6

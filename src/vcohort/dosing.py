@@ -216,10 +216,11 @@ class Regimen:
                 f"repeat every 28 d'"
             )
         course = self.course_days()
-        if course > c + 1e-9:
+        last = course - self.infusion_days  # the course's last dose
+        if course > c + 1e-9 or (last > 0 and last >= c - 1e-9):
             raise ValueError(
-                f"{self.drug}: the course ({course:g} d) is longer than its cycle (repeat every "
-                f"{c:g} d)"
+                f"{self.drug}: the course ({course:g} d) does not end before its cycle does "
+                f"(repeat every {c:g} d): the next course would start on or before its last dose"
             )
         n = self.cycles
         if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
@@ -275,6 +276,13 @@ class Regimen:
 
 _KEYWORDS = ("every", "x", "for", "until", "start", "from", "over", "hold", "reduce", "repeat")
 _COUNT_WORDS = ("doses", "dose", "cycles", "cycle", "courses", "course")  # after "x <n>"
+_CYCLE_WORDS = ("cycles", "cycle", "courses", "course")  # after "repeat ... x <n>"
+
+
+def _is_time(val: str) -> bool:
+    """``val`` is a duration ("12 weeks", "28d"), not a count ("6", "6 cycles")."""
+    m = re.fullmatch(r"[-+0-9.eE]+\s*([A-Za-z]+)", val)
+    return m is not None and m.group(1).lower() in _TIME_UNITS
 
 
 def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regimen:
@@ -349,11 +357,21 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
         val, i = _take_value(rest, i + 1)
         if tok == "every" and repeat and "cycle_days" not in kw:
             kw["cycle_days"] = parse_duration(val, f"{drug.name} repeat every")
-        elif tok == "x" and repeat:
+        elif tok in ("x", "for") and repeat and not _is_time(val):
+            # after "repeat", a number counts cycles ("x 6", "for 6 cycles")
+            word = val.split()[1].lower() if len(val.split()) > 1 else ""
+            if i < len(rest) and rest[i].lower() in _COUNT_WORDS:
+                word = rest[i].lower()
+                i += 1
+            if word and word not in _CYCLE_WORDS:
+                raise ValueError(
+                    f"regimen {text!r}: after 'repeat', '{tok} <n>' counts cycles; write "
+                    f"'{tok} {val.split()[0]}' or '{tok} {val.split()[0]} cycles'"
+                )
+            if "cycles" in kw:
+                raise ValueError(f"regimen {text!r}: the number of cycles is given twice")
             n = _number(val.split()[0], f"{drug.name} cycles")
             kw["cycles"] = int(n) if n == int(n) else n
-            if i < len(rest) and rest[i].lower() in _COUNT_WORDS:
-                i += 1
         elif tok == "every":
             kw["interval_days"] = parse_duration(val, f"{drug.name} interval")
         elif tok in ("x", "for"):
@@ -368,6 +386,8 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
                     f"write 'for {val}'"
                 )
             parts = [m.group(1)] if m is not None else val.split()  # "x 6 infusions": a count
+            if "count" in kw:
+                raise ValueError(f"regimen {text!r}: the number of doses is given twice")
             n = _number(parts[0], f"{drug.name} count")
             kw["count"] = int(n) if n == int(n) else n
             if i < len(rest) and rest[i].lower() in _COUNT_WORDS:

@@ -468,8 +468,10 @@ def _regimen_table(ck: Checker, t: dict, q: str) -> Regimen | None:
             kw["interval_days"] = parse_regimen(f"{drug} {v}").interval_days
         else:
             kw["interval_days"] = _field(ck, q, "every", v, parse_duration)
-    elif "count" not in t:
-        kw["interval_days"] = base.interval_days
+    elif "count" not in t:  # the clinical dose's course: its interval, dose count and cycles
+        kw["interval_days"], kw["count"] = base.interval_days, base.count
+        if "repeat_every" not in t and "cycles" not in t:
+            kw["cycle_days"], kw["cycles"] = base.cycle_days, base.cycles
     if "count" in t:
         kw["count"] = ck.get(t, "count", q, "int", None, ge=1)
     if "repeat_every" in t:  # a course repeated in cycles (days 1-5 of 28: count 5, 28 d)
@@ -486,7 +488,10 @@ def _regimen_table(ck: Checker, t: dict, q: str) -> Regimen | None:
         kw["rule"] = hold_rule(ck, q, t)
         if kw["rule"] is None:
             return None
-    if len(ck.errors) > errors or any(v is None for k, v in kw.items() if k != "interval_days"):
+    optional = ("interval_days", "count", "cycle_days", "cycles")  # None: not given (errors
+    if len(ck.errors) > errors or any(  # in given ones are recorded above)
+        v is None for k, v in kw.items() if k not in optional
+    ):
         return None
     return Regimen(**kw)
 
