@@ -75,8 +75,6 @@ def test_export_of_a_drug_with_a_marrow_chain_matches_vcohort():
     and libroadrunner solves it to vcohort's scipy reference within 1e-6 relative over 6 weeks
     (boluses, which both place exactly; measured ~1e-11).  The ANC is compared too: the chain
     only acts through it."""
-    from vcohort.reference import solve_patient_scipy
-    from vcohort.validation.sbml_agreement import run_roadrunner
 
     c = make_cohort(1, seed=4)
     s = compile_schedule([parse_regimen("dacarbazine 1000 mg/m2 every 21 d")], 42.0)
@@ -84,10 +82,20 @@ def test_export_of_a_drug_with_a_marrow_chain_matches_vcohort():
     assert roadrunner.validateSBML(sbml) == ""
     for name in ("dacarbazine_marrow4", "conc_dacarbazine_marrow", "dacarbazine_mtt_marrow"):
         assert f'id="{name}"' in sbml, name
-    states = list(c.y0)
-    d_rr, fin_rr = run_roadrunner(sbml, 42, states)
-    d_vc, fin_vc = solve_patient_scipy(c, 0, s, 42, dt=0.1)
-    np.testing.assert_allclose(d_rr, d_vc, rtol=1e-6)
-    for k in states:
-        assert fin_rr[k] == pytest.approx(fin_vc[k], rel=1e-6, abs=1e-300), k
+    fin_vc = assert_roadrunner_agrees(sbml, c, s, 42)
     assert fin_vc["ANC"] < 0.9 * c.y0["ANC"][0]  # the chain's effect is in the comparison
+
+
+def assert_roadrunner_agrees(sbml: str, cohort, schedule, days: int, rtol: float = 1e-6) -> dict:
+    """libroadrunner on the exported patient 0 against vcohort's scipy reference: the daily
+    diameters and every final state within ``rtol``; returns the reference's final state."""
+    from vcohort.reference import solve_patient_scipy
+    from vcohort.validation.sbml_agreement import run_roadrunner
+
+    states = list(cohort.y0)
+    d_rr, fin_rr = run_roadrunner(sbml, days, states)
+    d_vc, fin_vc = solve_patient_scipy(cohort, 0, schedule, days, dt=0.1)
+    np.testing.assert_allclose(d_rr, d_vc, rtol=rtol)
+    for k in states:
+        assert fin_rr[k] == pytest.approx(fin_vc[k], rel=rtol, abs=1e-300), k
+    return fin_vc
