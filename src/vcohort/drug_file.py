@@ -172,12 +172,17 @@ def use_drug_files(paths, base_dir: Path | None = None, model=None) -> dict[str,
         p = Path(f)
         if base_dir is not None and not p.is_absolute():
             p = base_dir / p
-        tables = read_toml(p, "drug file")
-        drugs = parse_drugs(tables, source=str(p), model=model)
-        register_drugs(drugs)
-        _LOADED[str(p)] = tables
-        out.update(drugs)
+        out.update(_use_file(p, experiment=False, model=model)[0])
     return out
+
+
+def _use_file(p: Path, *, experiment: bool, model=None) -> tuple[dict[str, Drug], dict]:
+    """Read, validate and register one drug file, and record it for the manifests."""
+    tables = read_toml(p, "drug file")
+    drugs = parse_drugs(tables, source=str(p), model=model)
+    register_drugs(drugs, experiment=experiment)
+    _LOADED[str(p)] = tables
+    return drugs, tables
 
 
 def loaded_drug_files() -> dict[str, dict]:
@@ -375,11 +380,7 @@ def drug_files_field(ck: Checker, raw, base_dir: Path | None, path: str = "drug_
         if base_dir is not None and not p.is_absolute():
             p = base_dir / p
         try:
-            tables = read_toml(p, "drug file")
-            register_drugs(parse_drugs(tables, source=str(p)), experiment=True)
+            out[f] = _use_file(p, experiment=True)[1]
         except ValueError as e:
             ck.error(f"{path}[{i}]", str(e))
-            continue
-        _LOADED[str(p)] = tables
-        out[f] = tables
     return out
