@@ -31,6 +31,9 @@ def test_targets_are_validated_before_compute():
             C.Targets(orr=bad)
     with pytest.raises(ValueError, match="pfs6"):
         C.Targets(orr=0.3, pfs6=1.2)
+    with pytest.raises(ValueError, match="orr=True"):
+        C.Targets(orr=True)  # a bool is not a fraction
+    assert C.Targets(orr=np.float32(0.25)).orr == 0.25  # numpy scalars are numbers
     with pytest.raises(ValueError, match="diameter_bounds_mm"):
         C.Targets(orr=0.3, diameter_bounds_mm=(100.0, 300.0))
     with pytest.raises(ValueError, match="days"):
@@ -74,6 +77,34 @@ def test_rare_cells_get_no_quota_so_fresh_pools_do_not_fail():
     assert kept.cell_probs[1] > 0  # the cell is kept when asked to
     with pytest.raises(ValueError, match="responder & progressed.*none in this pool"):
         C.select(kept, fresh, 1900)
+
+
+def test_unreachable_targets_name_the_range_the_pool_allows():
+    # responder & progressed is rare (3 < 5) and dropped: every responder the fit may use is
+    # progression-free at 6 months, so PFS6 >= ORR
+    obs = _synthetic_obs(2000, 0, rare=3)
+    with pytest.raises(ValueError, match=r"dropped as rare: responder & progressed\): .*"
+                       r"between 0\.5 and 1, not 0\.3"):  # fmt: skip
+        C.fit_rule(obs, C.Targets(0.5, 0.3), arm=ARM, days=DAYS)
+    C.fit_rule(obs, C.Targets(0.5, 0.6), arm=ARM, days=DAYS)  # inside the range: fitted
+    no_resp = obs[~obs["responder"]]
+    with pytest.raises(ValueError, match="needs both responders and non-responders"):
+        C.fit_rule(no_resp, C.Targets(0.2), arm=ARM, days=DAYS)
+
+
+def test_a_rule_is_not_applied_to_the_pool_it_was_fitted_on():
+    rule = C.fit_rule(_synthetic_obs(2000, 0), K006, arm=ARM, days=DAYS)
+    C.check_fresh_pool(rule, 0, 0, 600)  # no pool recorded (library fit): nothing to check
+    from dataclasses import replace
+
+    rule = replace(rule, fit=rule.fit | {"pool_seed": 5, "pool_ids": [1000, 2999]})
+    with pytest.raises(ValueError, match=r"ids 1000\.\.2999.*--first-id 3000"):
+        C.check_fresh_pool(rule, 5, 1500, 600)
+    with pytest.raises(ValueError, match="in-sample"):  # replacements could reach id 1000
+        C.check_fresh_pool(rule, 5, 900, 10)
+    C.check_fresh_pool(rule, 5, 0, 10)  # at most 164 draws: ids 0..163
+    C.check_fresh_pool(rule, 5, 3000, 600)  # after the fitted ids
+    C.check_fresh_pool(rule, 6, 1500, 600)  # another seed: other patients
 
 
 @pytest.mark.slow
@@ -166,6 +197,14 @@ def test_cli_calibrate_validates_before_compute(tmp_path, capsys):
     assert "days=100" in capsys.readouterr().err
     assert main(["calibrate", "--rule", str(tmp_path / "missing.json"), "--out", out]) == 2
     assert "--rule" in capsys.readouterr().err
+    # a saved rule carries its arm, horizon and targets: flags that would be ignored are refused
+    rule = str(tmp_path / "rule.json")
+    assert main(["calibrate", "--rule", rule, "--days", "365", "--orr", "0.4", "--out", out]) == 2
+    assert "--orr, --days would be ignored" in capsys.readouterr().err
+    (tmp_path / "other.json").write_text('{"arm": "x", "foo": 1}')
+    assert main(["calibrate", "--rule", str(tmp_path / "other.json"), "--out", out]) == 2
+    assert "not a calibration rule" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
@@ -181,8 +220,22 @@ def test_cli_calibrate_fits_then_applies_the_rule(pools, tmp_path):
     assert main(["calibrate", "--preset", "keynote-002", *common, "--seed", "5", "--out", a]) == 0
     rule = C.CalibrationRule.load(f"{a}/rule.json")
     assert rule.targets.orr == 0.21 and rule.arm == "pembrolizumab 2 mg/kg q3w"
+    fit_rep = json.loads(open(f"{a}/report.json").read())
+    screening = pd.read_csv(f"{a}/screening.csv")  # the pool is screened for plausibility
+    assert fit_rep["pool_drawn"] == len(screening) >= POOL
+    assert fit_rep["pool_rejected"] == int((~screening["plausible"]).sum())
+    assert screening["plausible"].sum() == POOL
+    obs = pd.read_parquet(f"{a}/pool_observables.parquet")
+    assert set(obs["patient"]) == set(screening.loc[screening["plausible"], "patient"])
+    cols = pd.read_csv(f"{a}/columns.csv", keep_default_na=False)
+    assert (cols.meaning != "").all(), cols[cols.meaning == ""]
+    assert rule.fit["pool_seed"] == 5 and rule.fit["pool_ids"][0] == 0
+    # the fitted pool again (same seed, overlapping ids) is refused before compute
+    size = ["--pool", str(POOL), "--patients", "100"]
+    again = ["--seed", "5", "--first-id", "100", "--out", str(tmp_path / "again")]
+    assert main(["calibrate", "--rule", f"{a}/rule.json", *size, *again]) == 2
     fresh = ["--seed", "6", "--first-id", "5000"]
-    assert main(["calibrate", "--rule", f"{a}/rule.json", *common, *fresh, "--out", b]) == 0
+    assert main(["calibrate", "--rule", f"{a}/rule.json", *size, *fresh, "--out", b]) == 0
     rep = json.loads(open(f"{b}/report.json").read())
     assert abs(rep["orr"] - 0.21) <= 0.02 and abs(rep["pfs6"] - 0.34) <= 0.05
     # what the rule was fitted for is in the report, not only in rule.json

@@ -72,6 +72,30 @@ def test_confirmation_must_come_before_progression():
     assert bor.tolist() == ["SD"] and pfs.tolist() == [84] and ev.tolist() == [True]
 
 
+def test_stable_disease_needs_a_non_pd_assessment_after_the_minimum_interval():
+    # RECIST 1.1 §4.4: SD needs an SD-qualifying assessment at least sd_min_days (default 42)
+    # after the start; without one the best response is PD if PD follows, NE if nothing does
+    days = np.array([7, 14, 42])
+    d = np.array(
+        [
+            [50, 50, 70, 70],  # SD on day 7 only, then PD on day 14: PD (was SD)
+            [50, 50, 52, 53],  # SD on days 7, 14 and 42: SD
+            [100, 65, 90, 90],  # unconfirmed PR on day 7 (confirmation 28 d), PD day 14: PD
+        ],
+        dtype=float,
+    )
+    bor, pfs, ev = recist(d, days, confirm_days=28)
+    assert bor.tolist() == ["PD", "SD", "PD"]
+    assert pfs.tolist() == [14, 42, 14] and ev.tolist() == [True, False, True]
+    # the minimum interval is the protocol's: with 0 any non-PD assessment is SD
+    assert recist(d, days, confirm_days=28, sd_min_days=0)[0].tolist() == ["SD", "SD", "SD"]
+    # follow-up that ends before the minimum without PD: not evaluable
+    bor, _, ev = recist(d[1:2, :3], days[:2])
+    assert bor.tolist() == ["NE"] and ev.tolist() == [False]
+    with pytest.raises(ValueError, match="sd_min_days"):
+        recist(d, days, sd_min_days=-1)
+
+
 def test_censoring_at_last_assessment_or_horizon():
     days = np.array([42, 84])
     d = np.array([[100, 90, 95], [100, 130, 140]], dtype=float)
@@ -113,8 +137,14 @@ def test_kaplan_meier_median_and_landmark_on_a_hand_made_sample():
     assert km.loc["a", "pfs_landmark"] == pytest.approx(0.6)
     # arm b: S = 0.8, 0.6 then censored: the median is not reached
     assert np.isnan(km.loc["b", "median_pfs_days"])
-    # a landmark after the last follow-up is not estimable
-    assert np.isnan(kaplan_meier(ep, landmark_days=60).set_index("arm").loc["a", "pfs_landmark"])
+    # a landmark after the last follow-up is not estimable while a patient is still
+    # progression-free (arm b: censored at 50 with S = 0.6); once every patient has
+    # progressed (arm a) the curve is 0 from then on, with the band (0, 0)
+    late = kaplan_meier(ep, landmark_days=60).set_index("arm")
+    assert np.isnan(late.loc["b", "pfs_landmark"])
+    assert late.loc[
+        "a", ["pfs_landmark", "pfs_landmark_ci_low", "pfs_landmark_ci_high"]
+    ].tolist() == [0, 0, 0]
 
 
 def test_hazard_ratio_recovers_a_known_ratio_and_inverts_with_the_reference():

@@ -128,6 +128,12 @@ def test_ranking_uses_median_absolute_value_and_skips_failed_patients():
     assert t.n_patients.tolist() == [3, 3, 3]
     assert t.loc[0, "median"] == -3.0
     assert t.loc[0, "q25"] == pytest.approx(-3.5) and t.loc[0, "q75"] == pytest.approx(-2.0)
+    assert t.n_zero.tolist() == [0, 0, 0]
+    # patients whose every sensitivity is 0 (a cleared tumour under a clamped endpoint) are
+    # counted, so that a ranking of zero medians can be told apart from a real one
+    zero = np.vstack([grad, np.zeros((2, 3))])
+    res0 = LocalResult(problem, np.arange(6), np.zeros(6), zero, "forward", 0.0)
+    assert rank_local(res0).n_zero.tolist() == [2, 2, 2]
 
 
 def test_tornado_shows_the_ranking_quantity(tmp_path, monkeypatch):
@@ -235,6 +241,22 @@ def test_model_sobol_on_a_vectorised_cohort(tmp_path):
 
 
 # --------------------------------------------------------------------------- CLI
+def test_cli_sobol_writes_samples_and_their_dictionary(tmp_path):
+    out = tmp_path / "sob"
+    args = ["sensitivity", "--method", "sobol", "--params", "v_N,d_N", "--samples", "4"]
+    args += ["--days", "5", "--runin-days", "0", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert len(samples) == 4 * (2 + 2) and list(samples.columns) == ["v_N", "d_N", "endpoint"]
+    cols = pd.read_csv(out / "columns.csv", keep_default_na=False).set_index(["file", "column"])
+    assert (cols.meaning != "").all()
+    # sampled parameter values keep the parameter's own unit and meaning
+    assert cols.loc[("samples.parquet", "v_N"), "unit"] == CSC_IMMUNE.params["v_N"].unit
+    assert cols.loc[("ranking.csv", "ST"), "meaning"].startswith("Sobol total-order")
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["evaluations"] == 16 and set(m["ranges"]) == {"v_N", "d_N"}
+
+
 def test_cli_validates_before_compute(tmp_path, capsys):
     base = ["sensitivity", "--days", "10", "--out", str(tmp_path / "o")]
     cases = [
@@ -245,6 +267,13 @@ def test_cli_validates_before_compute(tmp_path, capsys):
         (["--method", "sobol", "--params", "v_N,q_T8", "--range", "v_N=2:1"], "v_N"),
         (["--versus", "untreated"], "--versus"),
         (["--regimen", "pembrolizumab 200 mg every 21 days", "--runin-days", "-1"], "--runin"),
+        # a fraction's range past 1 (h_PD1 is a maximal suppression)
+        (["--method", "sobol", "--params", "v_N,h_PD1", "--range", "h_PD1=0.5:1.5"], "(0, 1]"),
+        # the same arm as its own reference: every sensitivity would be 0
+        (["--arm", PEMBRO, "--versus", PEMBRO.replace("pembro=", "ref=")], "same regimens"),
+        # flags the method ignores
+        (["--samples", "64"], "--samples apply to --method sobol"),
+        (["--method", "sobol", "--params", "v_N,q_T8", "--patients", "9"], "--patients apply"),
     ]
     for extra, msg in cases:
         if msg is None:
@@ -289,6 +318,17 @@ def test_cli_local_writes_ranked_table_and_plot(local_run, tmp_path, capsys):
     assert (out / "tornado.png").read_bytes()[:4] == b"\x89PNG"
     m = json.loads((out / "manifest.json").read_text())
     assert m["method"] == "local" and m["mode"] == "reverse"  # auto
+    assert m["endpoint_unit"] == "ln(mm)" and "e-fold" in m["sensitivity"]
+    # the data dictionary: the parameter columns of sensitivities.parquet are derivatives
+    cols = pd.read_csv(out / "columns.csv", keep_default_na=False)
+    assert (cols.meaning != "").all(), cols[cols.meaning == ""]
+    per_col = cols[cols.file == "sensitivities.parquet"].set_index("column")
+    assert per_col.loc["pembrolizumab.CL", "unit"] == "ln(mm) per e-fold"
+    assert per_col.loc["pembrolizumab.CL", "meaning"].startswith(
+        "d(endpoint)/d(ln pembrolizumab.CL)"
+    )
+    assert "log_diameter[pembro] - log_diameter[untreated]" in per_col.loc["endpoint", "meaning"]
+    assert set(cols.file) == {"ranking.csv", "sensitivities.parquet"}
     assert "pembro" in capsys.readouterr().out
     (out / "keep").write_text("x")
     assert main(args) == 2 and (out / "keep").exists()  # no overwrite without --overwrite

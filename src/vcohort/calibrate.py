@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +74,10 @@ class Targets:
             v = getattr(self, name)
             if v is None and name == "pfs6":
                 continue
-            if not isinstance(v, int | float) or not math.isfinite(v) or not 0.0 <= v <= 1.0:
+            ok = isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+            if not ok or not math.isfinite(v) or not 0.0 <= v <= 1.0:
                 raise ValueError(f"target {name}={v!r} must be a fraction in [0, 1]")
+            object.__setattr__(self, name, float(v))  # plain floats: the rule is JSON
         if not (self.diameter_median_mm > 0 and self.diameter_cv > 0):
             raise ValueError(
                 f"diameter_median_mm={self.diameter_median_mm!r} and diameter_cv="
@@ -160,6 +162,16 @@ class CalibrationRule:
 
     @classmethod
     def from_dict(cls, d: dict) -> CalibrationRule:
+        import dataclasses
+
+        known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(d, dict) or "targets" not in d or set(d) - known:
+            extra = sorted(set(d) - known) if isinstance(d, dict) else []
+            raise ValueError(
+                "not a calibration rule (a rule.json written by `vcohort calibrate`): "
+                + (f"unknown keys {extra}; " if extra else "")
+                + f"expected keys {sorted(known)}"
+            )
         d = dict(d)
         t = dict(d.pop("targets"))
         t["diameter_bounds_mm"] = tuple(t["diameter_bounds_mm"])
@@ -171,7 +183,10 @@ class CalibrationRule:
 
     @classmethod
     def load(cls, path) -> CalibrationRule:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (ValueError, TypeError, KeyError) as e:  # JSON errors are ValueErrors
+            raise ValueError(f"{path}: {e}") from None
 
 
 def check_arm(arm: str, days: int, engine: str = "xla") -> None:
@@ -287,6 +302,7 @@ def fit_rule(
     counts = np.bincount(pool["cell"], minlength=4)
     rare = [c for c in range(4) if 0 < counts[c] < min_cell_count]
     keep = ~pool["cell"].isin(rare).to_numpy()
+    _check_reachable(targets, counts, rare)
     kp = pool[keep]
     dbin = np.searchsorted(edges, np.log(kp["baseline_diameter_mm"].to_numpy()))
     resp, pf6 = kp["responder"].to_numpy(bool), kp["pf6"].to_numpy(bool)
@@ -334,6 +350,49 @@ def fit_rule(
             "seed": int(seed),
         },
     )
+
+
+def _check_reachable(targets: Targets, counts, rare) -> None:
+    """Raise, naming the allowed range, when the cells the fit may use (present, not rare)
+    cannot give the targets: ORR needs a responder cell (0 or 1) unless it is 0, and a
+    non-responder cell unless it is 1; PFS6 lies between the smallest and largest share of
+    progression-free patients those cells allow at that ORR."""
+    use = [counts[c] > 0 and c not in rare for c in range(4)]
+    orr, pfs6 = targets.orr, targets.pfs6
+    resp_lo, resp_hi = (orr if not use[1] else 0.0), (orr if use[0] else 0.0)
+    non_lo, non_hi = ((1 - orr) if not use[3] else 0.0), ((1 - orr) if use[2] else 0.0)
+    problem = None
+    if (orr > 0 and not (use[0] or use[1])) or (orr < 1 and not (use[2] or use[3])):
+        problem = f"ORR={orr} needs both responders and non-responders"
+    elif pfs6 is not None and not (resp_lo + non_lo - 1e-12 <= pfs6 <= resp_hi + non_hi + 1e-12):
+        problem = (
+            f"at ORR={orr} they allow 6-month PFS between {resp_lo + non_lo:.3g} and "
+            f"{resp_hi + non_hi:.3g}, not {pfs6}"
+        )
+    if problem:
+        cells = ", ".join(f"{n}: {int(k)}" for n, k in zip(CELLS, counts, strict=True))
+        dropped = f"; dropped as rare: {', '.join(CELLS[c] for c in rare)}" if rare else ""
+        raise ValueError(
+            f"targets ORR={orr}, PFS6={pfs6} are not reachable from this pool ({cells}"
+            f"{dropped}): {problem}; change the targets, or draw a larger pool"
+        )
+
+
+def check_fresh_pool(rule: CalibrationRule, seed: int, first_id: int, pool: int) -> None:
+    """Refuse a pool that would share patients with the pool ``rule`` was fitted on (same
+    seed, overlapping ids; replacements of implausible patients may draw up to ``10 pool + 64``
+    ids): the rule's check would be in-sample.  Rules saved without the pool's ids pass."""
+    f = rule.fit
+    if "pool_seed" not in f or "pool_ids" not in f:
+        return
+    lo, hi = f["pool_ids"]
+    last = first_id + 10 * pool + 64 - 1
+    if seed == f["pool_seed"] and first_id <= hi and last >= lo:
+        raise ValueError(
+            f"--seed {seed} --first-id {first_id}: this pool would share patients with the pool "
+            f"the rule was fitted on (seed {seed}, ids {lo}..{hi}), so applying it would be an "
+            f"in-sample check; give --first-id {hi + 1} (or more) or another --seed"
+        )
 
 
 def select_allen(
@@ -487,6 +546,9 @@ def calibrate(
     check_arm(arm, days, engine)
     obs = observables(cohort, arm, days, precision=precision, model=model, engine=engine)
     rule = fit_rule(obs, targets, arm=arm, days=days, precision=precision, n_bins=n_bins, seed=seed)
+    ids = np.asarray(cohort.patient_id)
+    pool_ref = {"pool_seed": int(cohort.seed), "pool_ids": [int(ids.min()), int(ids.max())]}
+    rule = replace(rule, fit=rule.fit | pool_ref)  # `check_fresh_pool` refuses this pool again
     idx = select(rule, obs, n, seed=seed)
     rep = fit_report(rule, obs, idx) | {"simulate_s": obs.attrs["simulate_s"]}
     return rule, cohort.subset(idx), obs, rep

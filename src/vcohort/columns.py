@@ -60,7 +60,10 @@ FIXED: dict[str, tuple[str, str]] = {
     "dcr_ci_high": ("fraction", "DCR, exact 95% CI, upper"),
     "median_best_pct_change": ("%", "median of best_pct_change"),
     "median_final_pct_change": ("%", "median of final_pct_change"),
-    "progression_free_at_end": ("fraction", "patients without PD at the horizon"),
+    "progression_free_at_end": (
+        "fraction",
+        "patients without PD by the end of follow-up (last assessment, or horizon)",
+    ),
     "median_csc_fraction_baseline": ("fraction", "median CSC fraction at baseline"),
     "median_csc_fraction_final": ("fraction", "median CSC fraction at the horizon"),
     "median_anc_nadir": ("10⁹/L", "median of anc_nadir"),
@@ -131,6 +134,32 @@ FIXED: dict[str, tuple[str, str]] = {
     "feasible_train": ("", "the candidate meets every hard constraint on the training cohort"),
     "failed_train": ("patients", "training patients whose solve failed"),
     "chosen": ("", "the candidate given as the optimised schedule"),
+    # vcohort calibrate: pool_observables.parquet
+    "ok": ("", "the reference-arm solve succeeded (status 0)"),
+    "responder": ("", "BOR CR or PR under the reference arm"),
+    "pf6": ("", "progression-free at 6 months (no PD assessment by day 182.6)"),
+    "cell": (
+        "",
+        "calibration cell: 0 responder & PF6, 1 responder & progressed, "
+        "2 non-responder & PF6, 3 non-responder & progressed",
+    ),  # fmt: skip
+    "selected": ("", "the patient is in the calibrated cohort (patients.parquet)"),
+    # vcohort sensitivity: ranking.csv (the endpoint's unit per e-fold change of the parameter)
+    "rank": ("", "rank (1 = most influential: largest median_abs, or largest ST for Sobol)"),
+    "parameter": ("", "parameter: a model parameter, or drug.PARAM for a PK parameter"),
+    "kind": ("", "model or PK parameter"),
+    "median": ("", "median over patients of d(endpoint)/d(ln parameter)"),
+    "q25": ("", "25th percentile over patients of d(endpoint)/d(ln parameter)"),
+    "q75": ("", "75th percentile over patients of d(endpoint)/d(ln parameter)"),
+    "median_abs": ("", "median over patients of |d(endpoint)/d(ln parameter)| (ranks)"),
+    "n_patients": ("patients", "patients with finite sensitivities (the others are left out)"),
+    "n_zero": ("patients", "of them, patients whose every sensitivity is 0 (e.g. no tumour left)"),
+    "low": ("", "Sobol: lower end of the parameter's log-uniform range (parameter's unit)"),
+    "high": ("", "Sobol: upper end of the range (parameter's unit)"),
+    "S1": ("", "Sobol first-order index (share of the endpoint's variance)"),
+    "S1_conf": ("", "S1, half-width of its 95% bootstrap CI"),
+    "ST": ("", "Sobol total-order index (share including interactions)"),
+    "ST_conf": ("", "ST, half-width of its 95% bootstrap CI"),
     # personalised.csv
     "mode": ("", "population: one schedule for all; personalised: one schedule per patient"),
     "patients": ("patients", "patients the schedules were optimised and evaluated on"),
@@ -203,17 +232,26 @@ def _headers(folder: Path) -> list[tuple[str, list[str]]]:
     return out
 
 
-def write_columns(folder: str | Path, model=None, catalogue: dict | None = None) -> Path:
-    """Write ``folder/columns.csv``: file, column, unit, meaning of every table in ``folder``."""
+def write_columns(
+    folder: str | Path,
+    model=None,
+    catalogue: dict | None = None,
+    overrides: dict[str, dict[str, tuple[str, str]]] | None = None,
+) -> Path:
+    """Write ``folder/columns.csv``: file, column, unit, meaning of every table in ``folder``.
+    ``overrides`` maps a file name to ``{column: (unit, meaning)}`` for columns whose meaning
+    is the run's own (a sensitivity table's parameter columns hold derivatives, not values)."""
     from vcohort.io import write_csv
 
     folder = Path(folder)
     if catalogue is None and model is not None:
         catalogue = model.drug_catalogue()
+    overrides = overrides or {}
     rows = []
     for name, cols in _headers(folder):
+        own = overrides.get(name, {})
         for c in cols:
-            unit, meaning = describe(c, model, catalogue)
+            unit, meaning = own[c] if c in own else describe(c, model, catalogue)
             rows.append({"file": name, "column": c, "unit": unit, "meaning": meaning})
     path = folder / "columns.csv"
     write_csv(path, pd.DataFrame(rows, columns=["file", "column", "unit", "meaning"]))

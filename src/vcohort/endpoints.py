@@ -7,6 +7,10 @@ including baseline) that is also ≥5 mm; CR is disappearance, here a diameter u
 ``cr_floor_mm``; SD otherwise.  With ``confirm_days > 0`` a PR/CR counts only when the first
 assessment at least ``confirm_days`` later (before any PD) shows it again (RECIST 1.1 §4.6
 requires ≥4 weeks, i.e. 28 days, in non-randomised trials); an unconfirmed response is SD.
+SD as best response needs a non-PD assessment at least ``sd_min_days`` after the start
+(RECIST 1.1 §4.4: "at a minimum interval (in general not less than 6–8 weeks) that is defined
+in the study protocol"; default 42 days, the lower end); a patient without one is PD if a later
+assessment shows PD, NE otherwise.
 Assessments are every ``assess_every`` days from ``assess_first`` (default 42 and 42: the
 6-weekly imaging of KEYNOTE-002; assumption for other trials) or on explicit days.  PFS is the
 day of the first PD assessment, censored at the last assessment (FDA 2018 guidance on clinical
@@ -58,6 +62,7 @@ def recist(
     *,
     cr_floor_mm: float = 5.0,
     confirm_days: int = 0,
+    sd_min_days: int = 42,
     censor_at: str = "last_assessment",
     horizon: float | None = None,
 ):
@@ -68,6 +73,8 @@ def recist(
         cr_floor_mm: a diameter below this is a complete response.
         confirm_days: 0 = no confirmation; else a PR/CR must be seen again at the first
             assessment at least this many days later, before progression.
+        sd_min_days: SD (and an unconfirmed response) is the best response only with a
+            non-PD assessment on or after this day; else PD when PD follows, NE when not.
         censor_at: ``last_assessment`` or ``horizon`` (then ``horizon`` is required).
 
     Returns (bor: (P,) str, pfs_days: (P,), pfs_event: (P,) bool).
@@ -78,6 +85,8 @@ def recist(
         raise ValueError("censor_at='horizon' needs the horizon")
     if confirm_days < 0:
         raise ValueError(f"confirm_days={confirm_days!r} must be >= 0")
+    if sd_min_days < 0:
+        raise ValueError(f"sd_min_days={sd_min_days!r} must be >= 0")
     days = np.asarray(days, dtype=np.float64)
     base = diam[:, :1]
     seq = diam[:, 1:]
@@ -101,11 +110,12 @@ def recist(
         resp = resp & in_time & resp[:, kk]
     any_cr = (cr & before).any(axis=1)
     any_pr = (resp & before).any(axis=1)
-    bor = np.full(P, "SD", dtype=object)
+    event = first_pd < A
+    # SD needs a non-PD assessment on or after sd_min_days (before the first PD)
+    sd_ok = (before & (days >= sd_min_days - 1e-9)[None, :]).any(axis=1)
+    bor = np.where(sd_ok, "SD", np.where(event, "PD", "NE")).astype(object)
     bor[any_pr] = "PR"
     bor[any_cr] = "CR"
-    bor[(~any_pr) & (~any_cr) & (first_pd == 0)] = "PD"
-    event = first_pd < A
     end = days[-1] if censor_at == "last_assessment" else float(horizon)
     pfs = np.where(event, days[np.minimum(first_pd, A - 1)], end).astype(float)
     return bor, pfs, event
@@ -133,6 +143,7 @@ def patient_endpoints(
     assess_days=None,
     cr_floor_mm: float = 5.0,
     confirm_days: int = 0,
+    sd_min_days: int = 42,
     censor_at: str = "last_assessment",
 ) -> pd.DataFrame:
     """One row per patient: baseline/final/nadir tumour size, best % change (at the RECIST
@@ -166,6 +177,7 @@ def patient_endpoints(
             adays,
             cr_floor_mm=cr_floor_mm,
             confirm_days=confirm_days,
+            sd_min_days=sd_min_days,
             censor_at=censor_at,
             horizon=float(n_days),
         )
@@ -297,7 +309,7 @@ def kaplan_meier(
     """Per arm (patients with status 0): median PFS (days) with its 95% CI and the KM
     progression-free probability at ``landmark_days`` (default 6 months) with its 95% CI,
     from lifelines' `KaplanMeierFitter`.  A median not reached is NaN (``inf`` upper CI); a
-    landmark after the last follow-up is NaN."""
+    landmark after the last follow-up is NaN, unless every patient has progressed (then 0)."""
     from lifelines import KaplanMeierFitter
     from lifelines.utils import median_survival_times
 
@@ -311,7 +323,10 @@ def kaplan_meier(
         km = KaplanMeierFitter().fit(ok["pfs_days"], ok["pfs_event"].astype(bool))
         med = float(km.median_survival_time_)
         ci = median_survival_times(km.confidence_interval_).to_numpy().ravel()
-        if landmark_days <= float(ok["pfs_days"].max()):
+        # estimable up to the last follow-up, and after it once every patient has progressed
+        # (the curve has reached 0 and stays there; lifelines' band is then (0, 0))
+        all_progressed = float(km.survival_function_.iloc[-1, 0]) == 0.0
+        if landmark_days <= float(ok["pfs_days"].max()) or all_progressed:
             at = km.survival_function_at_times(landmark_days).to_numpy()[0]
             band = km.confidence_interval_survival_function_
             idx = band.index.searchsorted(landmark_days, side="right") - 1

@@ -81,8 +81,8 @@ _TOP = {"title", "description", "reference_arm", "population", "simulation", "as
         "arms", "calibration", "drug_files"}  # fmt: skip
 _POP = {"preset", "file", "size", "seed", "replace_rejected", "screening", "parameters"}
 _SIM = {"horizon_days", "dt", "precision", "chunk_size", "save_every", "runin_days", "engine"}
-_ASSESS = {"every_days", "first_day", "days", "confirm_days", "cr_floor_mm", "censor_at",
-           "landmark_days"}  # fmt: skip
+_ASSESS = {"every_days", "first_day", "days", "confirm_days", "sd_min_days", "cr_floor_mm",
+           "censor_at", "landmark_days"}  # fmt: skip
 _ARM = {"name", "description", "sequencing", "regimens", "induction", "induction_days",
         "maintenance"}  # fmt: skip
 _REG = {"drug", "dose", "every", "count", "until", "start", "over", "hold_if", "reduce_to", "delay",
@@ -321,6 +321,7 @@ def _assessment(ck: Checker, at: dict, horizon: int | None) -> tuple[dict, float
             ck.error(f"{p}.days", f"{days!r} must be a non-empty list of whole days >= 1")
             days = None
     confirm = ck.get(at, "confirm_days", p, "int", 0, ge=0)
+    sd_min = ck.get(at, "sd_min_days", p, "int", 42, ge=0)  # RECIST 1.1 §4.4 (`recist`)
     floor = ck.get(at, "cr_floor_mm", p, "float", 5.0, gt=0)
     censor = ck.get(at, "censor_at", p, "str", "last_assessment", choices=CENSOR_AT)
     landmark = ck.get(at, "landmark_days", p, "float", 6 * MONTH_DAYS, gt=0)
@@ -348,7 +349,8 @@ def _assessment(ck: Checker, at: dict, horizon: int | None) -> tuple[dict, float
                 + " or set confirm_days = 0",
             )
     ep = {"assess_every": every, "assess_first": first, "assess_days": days,
-          "confirm_days": confirm, "cr_floor_mm": floor, "censor_at": censor}  # fmt: skip
+          "confirm_days": confirm, "sd_min_days": sd_min, "cr_floor_mm": floor,
+          "censor_at": censor}  # fmt: skip
     return ep, landmark
 
 

@@ -106,6 +106,7 @@ def plausible_cohort(
     *,
     population: Population | str | None = None,
     seed: int = 0,
+    first_id: int = 0,
     replace: bool = True,
     max_draws: int | None = None,
     model=None,
@@ -119,9 +120,9 @@ def plausible_cohort(
     ones until ``n`` are plausible.  Returns (cohort, screening table of every drawn patient up
     to the last one kept; ``rejected = table[~table.plausible]``).
 
-    Patients keep their ids (``0, 1, ...`` in draw order), so the same seed gives the same
-    patients and the same rejections whatever the chunk size.  Replacements are drawn in
-    batches of at least ``min(n, chunk_size)`` patients, so no new shape is compiled.
+    Patients keep their ids (``first_id, first_id + 1, ...`` in draw order), so the same seed
+    gives the same patients and the same rejections whatever the chunk size.  Replacements are
+    drawn in batches of at least ``min(n, chunk_size)`` patients, so no new shape is compiled.
     Raises if more than ``max_draws`` (default ``10 n + 64``) patients would be needed.  A
     population without plausibility bounds accepts every patient.
     """
@@ -135,7 +136,7 @@ def plausible_cohort(
     check_engine(engine)
     kw = dict(cohort_kwargs, seed=seed, model=model, dt=dt, precision=precision,
               chunk_size=chunk_size, population=pop, engine=engine)  # fmt: skip
-    first = make_cohort(n, first_id=0, **kw)
+    first = make_cohort(n, first_id=first_id, **kw)
     if pop.plausibility is None:
         table = pd.DataFrame({"patient": first.patient_id, "plausible": True, "reason": ""})
         return first, table
@@ -163,7 +164,7 @@ def plausible_cohort(
                 f"{n} would exceed max_draws={max_draws}: loosen the population's "
                 f"plausibility bounds or raise max_draws"
             )
-        batch = make_cohort(size, first_id=drawn, **kw)
+        batch = make_cohort(size, first_id=first_id + drawn, **kw)
     cohort = Cohort.concat(kept)
     table = pd.concat(tables, ignore_index=True)
     if len(cohort) > n:

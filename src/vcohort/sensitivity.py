@@ -51,6 +51,14 @@ ENDPOINTS = {
     "csc_fraction": "CSC fraction S/(S+N) at the horizon",
     "anc_nadir": "lowest daily ANC (1e9/L) over the horizon",
 }
+# the endpoints' units (a sensitivity is in the endpoint's unit per e-fold of the parameter)
+ENDPOINT_UNITS = {
+    "log_tumour_cells": "ln(cells)",
+    "log_diameter": "ln(mm)",
+    "log_burden_auc": "ln(mL)",
+    "csc_fraction": "fraction",
+    "anc_nadir": "10⁹/L",
+}
 MODES = ("auto", "reverse", "forward")
 FIXED_FACTOR = 2.0
 # parameters that are probabilities or enter as (1 - x): a sampled range is capped at 1
@@ -276,10 +284,10 @@ def _batch(problem: Problem, how: str):
     return _CACHE[key]
 
 
-def _chunked(problem: Problem, how: str, args, n: int, chunk: int):
+def _chunked(problem: Problem, how: str, args, n: int, chunk: int, progress: bool | None = None):
     """Apply `_batch` over the patient axis in fixed-size (padded) chunks, each sharded over
     the local devices as in `vcohort.simulate.simulate` (chunk rounded up to a multiple of
-    the device count)."""
+    the device count).  ``progress``: a bar over the chunks (default: more than one)."""
     from vcohort.simulate import patient_sharding
 
     fn = _batch(problem, how)
@@ -287,7 +295,13 @@ def _chunked(problem: Problem, how: str, args, n: int, chunk: int):
     shard = patient_sharding(devs)
     chunk = -(-chunk // len(devs)) * len(devs)
     outs = []
-    for s in range(0, n, chunk):
+    starts = range(0, n, chunk)
+    if progress if progress is not None else len(starts) > 1:
+        from tqdm.auto import tqdm
+
+        what = "values" if how == "value" else f"{how}-mode sensitivities"
+        starts = tqdm(starts, desc=f"{what} of {n} patients", unit="chunk")
+    for s in starts:
         idx = np.arange(s, min(s + chunk, n))
         take = np.concatenate([idx, np.full(chunk - idx.size, idx[-1])])
         sub = jax.tree_util.tree_map(lambda v, t=take: np.asarray(v)[t], args)
@@ -298,12 +312,13 @@ def _chunked(problem: Problem, how: str, args, n: int, chunk: int):
     return jax.tree_util.tree_map(lambda *v: np.concatenate(v), *outs)
 
 
-def evaluator(problem: Problem, chunk_size: int = 512):
+def evaluator(problem: Problem, chunk_size: int = 512, progress: bool | None = None):
     """``evaluate(cohort) -> (P,)`` endpoint values of every patient (one vectorised cohort)."""
 
     def evaluate(cohort: Cohort) -> np.ndarray:
         args = cohort_inputs(problem, cohort)
-        return _chunked(problem, "value", args, len(cohort), int(min(chunk_size, len(cohort))))
+        c = int(min(chunk_size, len(cohort)))
+        return _chunked(problem, "value", args, len(cohort), c, progress)
 
     return evaluate
 
@@ -328,9 +343,15 @@ class LocalResult:
 
 
 def local_sensitivities(
-    problem: Problem, cohort: Cohort, *, mode: str = "auto", chunk_size: int = 64
+    problem: Problem,
+    cohort: Cohort,
+    *,
+    mode: str = "auto",
+    chunk_size: int = 64,
+    progress: bool | None = None,
 ) -> LocalResult:
-    """∂E/∂log θ for every patient of ``cohort`` and every parameter of ``problem``."""
+    """∂E/∂log θ for every patient of ``cohort`` and every parameter of ``problem``
+    (``progress``: a bar over the chunks; default when there is more than one)."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}; allowed: {MODES}")
     if not isinstance(chunk_size, int) or chunk_size < 1:
@@ -338,7 +359,8 @@ def local_sensitivities(
     mode = "reverse" if mode == "auto" else mode  # measured faster (module docstring)
     args = cohort_inputs(problem, cohort)
     t0 = time.perf_counter()
-    value, grad = _chunked(problem, mode, args, len(cohort), int(min(chunk_size, len(cohort))))
+    c = int(min(chunk_size, len(cohort)))
+    value, grad = _chunked(problem, mode, args, len(cohort), c, progress)
     return LocalResult(
         problem,
         np.asarray(cohort.patient_id),
@@ -350,7 +372,10 @@ def local_sensitivities(
 
 
 def rank_local(res: LocalResult) -> pd.DataFrame:
-    """Ranked summary across patients (finite patients only): median, quartiles, median |S|."""
+    """Ranked summary across patients (finite patients only): median, quartiles, median |S|,
+    and ``n_zero``: how many of them have every sensitivity exactly 0 (e.g. a tumour under one
+    cell, where ``log_tumour_cells`` is clamped); when they are half or more, every median is
+    0 and the ranking says nothing, so read the quartiles or choose another endpoint."""
     g = res.grad[np.all(np.isfinite(res.grad), axis=1) & np.isfinite(res.value)]
     if g.shape[0] == 0:
         raise ValueError("no patient has finite sensitivities")
@@ -364,6 +389,7 @@ def rank_local(res: LocalResult) -> pd.DataFrame:
             "q75": q75,
             "median_abs": np.median(np.abs(g), axis=0),
             "n_patients": g.shape[0],
+            "n_zero": int(np.all(g == 0, axis=1).sum()),
         }
     )
     df = df.sort_values("median_abs", ascending=False, kind="stable").reset_index(drop=True)

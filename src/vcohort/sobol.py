@@ -176,16 +176,26 @@ def model_sobol(
     width_sd: float = 2.0,
     seed: int = 0,
     chunk_size: int = 512,
+    progress: bool | None = None,
 ):
     """Sobol indices of ``problem``'s endpoint to ``names`` (log-uniform ranges, default
-    `default_ranges`) for the typical patient.  Returns (table, samples frame, seconds)."""
+    `default_ranges`; a fraction's range within (0, 1]) for the typical patient.  Returns
+    (table, samples frame, seconds).  ``progress``: a bar over the chunks (default: when
+    there is more than one)."""
     for n in names:
         _param_row(problem.model, n, problem.plan.drugs)
         if n not in problem.names:
             raise ValueError(f"parameter {n!r} is not sampled by this problem (PK excluded?)")
     if bounds is None:
         bounds = default_ranges(problem.model, names, width_sd=width_sd, drugs=problem.plan.drugs)
-    ev = evaluator(problem, chunk_size)
+    cap = UNIT_INTERVAL.get(problem.model.name, frozenset())
+    for n, (lo, hi) in zip(names, np.asarray(bounds, dtype=np.float64), strict=True):
+        if n in cap and hi > 1.0:
+            raise ValueError(
+                f"range of {n}: {lo:g}:{hi:g}; {n} is a fraction (or enters as 1 - {n}), so "
+                f"its range must lie within (0, 1]"
+            )
+    ev = evaluator(problem, chunk_size, progress=progress)
     t0 = time.perf_counter()
     table, X, Y = sobol_indices(
         lambda X: ev(cohort_of_samples(problem, names, X)),

@@ -49,6 +49,7 @@ def add(sub) -> None:
     s.add_argument("--range-sd", type=float, default=2.0, help="sobol: default ±k log-normal SD")
     s.add_argument("--top", type=int, default=15, help="parameters in the tornado plot")
     s.add_argument("--chunk-size", type=int, default=64, help="patients per compiled call")
+    s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     s.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
@@ -78,10 +79,15 @@ def run(args) -> int:
         ref = parse_arm(args.versus if "=" in args.versus else f"{args.versus}={args.versus}")
     if ref is not None and not (arm.regimens or ref.regimens):
         raise ValueError("--versus: both arms are untreated; give the treated arm with --regimen")
+    same = lambda a: sorted(r.describe() for r in a.regimens)  # noqa: E731
+    if ref is not None and same(ref) == same(arm):
+        raise ValueError(
+            f"--versus {args.versus!r} gives the same regimens as the arm: the difference "
+            f"would be 0 for every parameter; give another reference arm"
+        )
     if ref is not None and ref.name == arm.name:
         ref = type(ref)(ref.name + "_ref", ref.regimens)
-    if args.method == "local" and (args.params or args.range):
-        raise ValueError("--params/--range apply to --method sobol (local covers every parameter)")
+    _check_method_flags(args)
     check_output_dir(args.out, args.overwrite)
 
     from vcohort.model import CSC_IMMUNE
@@ -100,6 +106,27 @@ def run(args) -> int:
     )
     sobol = _sobol_settings(args, problem) if args.method == "sobol" else None
     return _sensitivity_compute(args, problem, sobol)
+
+
+def _check_method_flags(args) -> None:
+    """Refuse flags that the chosen method would ignore (named, with the method they need)."""
+    defaults = {"params": None, "range": [], "samples": 256, "range_sd": 2.0}
+    if args.method == "local":
+        given = [f"--{k.replace('_', '-')}" for k, v in defaults.items() if getattr(args, k) != v]
+        need = "sobol"
+    else:
+        given = [f for f, v in (("--patients", args.patients != 50),
+                                ("--mode", args.mode != "auto")) if v]  # fmt: skip
+        need = "local"
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} apply to --method {need}, not {args.method} "
+            + (
+                "(local covers every parameter)"
+                if need == "sobol"
+                else "(Sobol varies the parameters of the typical patient)"
+            )
+        )
 
 
 def _sobol_settings(args, problem):
@@ -128,9 +155,11 @@ def _sobol_settings(args, problem):
 
 def _sensitivity_compute(args, problem, sobol) -> int:
     from vcohort.io import environment, run_folder, write_csv, write_json, write_parquet
+    from vcohort.sensitivity import ENDPOINT_UNITS, ENDPOINTS
     from vcohort.sensitivity_plot import tornado_local, tornado_sobol
 
     t0 = time.perf_counter()
+    show = False if args.no_progress else None
     title = f"{problem.describe()}, day {args.days}"
     extra = {}
     if args.method == "local":
@@ -138,9 +167,25 @@ def _sensitivity_compute(args, problem, sobol) -> int:
         from vcohort.sensitivity import local_sensitivities, rank_local
 
         cohort = make_cohort(args.patients, seed=args.seed, dt=args.dt, runin_days=0)
-        res = local_sensitivities(problem, cohort, mode=args.mode, chunk_size=args.chunk_size)
+        res = local_sensitivities(
+            problem, cohort, mode=args.mode, chunk_size=args.chunk_size, progress=show
+        )
         table = rank_local(res)
-        extra = {"mode": res.mode, "n_finite": int(table.n_patients.iloc[0])}
+        n_fin, n_zero = int(table.n_patients.iloc[0]), int(table.n_zero.iloc[0])
+        if n_fin < len(cohort):
+            print(
+                f"note: {len(cohort) - n_fin} of {len(cohort)} patients gave a non-finite "
+                "endpoint or sensitivity and are left out of the ranking",
+                file=sys.stderr,
+            )
+        if 2 * n_zero >= n_fin:
+            print(
+                f"note: {n_zero} of {n_fin} patients have every sensitivity 0 (e.g. no tumour "
+                f"left: {args.endpoint} is clamped), so the medians are 0 and the ranking is "
+                "uninformative; read q25/q75 or choose another --endpoint",
+                file=sys.stderr,
+            )
+        extra = {"mode": res.mode, "n_finite": n_fin, "n_all_zero": n_zero}
         files = {"sensitivities.parquet": res.frame()}
         plot = lambda p: tornado_local(table, p, top=args.top, title=title)  # noqa: E731
     else:
@@ -154,7 +199,16 @@ def _sensitivity_compute(args, problem, sobol) -> int:
             bounds=bounds,
             seed=args.seed,
             chunk_size=max(args.chunk_size, 256),
+            progress=show,
         )
+        extra = {
+            "patient": "typical (typical parameters and PK, the default population's median "
+            "covariates); only the listed parameters vary",
+            "ranges": {n: [float(lo), float(hi)] for n, (lo, hi) in zip(*sobol, strict=True)},
+            "sampling": "log-uniform; Saltelli/Sobol' (SALib), N (d + 2) evaluations",
+            "evaluations": int(len(samples)),
+            "ci": "95% bootstrap, 200 resamples",
+        }
         files = {"samples.parquet": samples}
         plot = lambda p: tornado_sobol(table, p, top=args.top, title=title)  # noqa: E731
     wall = time.perf_counter() - t0
@@ -165,6 +219,7 @@ def _sensitivity_compute(args, problem, sobol) -> int:
         for name, df in files.items():
             write_parquet(tmp / name, df)
         plot(tmp / "tornado.png")
+        _write_columns(tmp, problem, args.endpoint, local=args.method == "local")
         write_json(
             tmp / "manifest.json",
             {
@@ -172,6 +227,12 @@ def _sensitivity_compute(args, problem, sobol) -> int:
                 "config": vars(args),
                 "method": args.method,
                 "endpoint": problem.describe(),
+                "endpoint_definition": ENDPOINTS[args.endpoint],
+                "endpoint_unit": ENDPOINT_UNITS[args.endpoint],
+                "sensitivity": "d(endpoint)/d(ln parameter): the endpoint's change per e-fold "
+                "change of the parameter (x 0.693 per doubling)"
+                if args.method == "local"
+                else "Sobol indices: shares of the endpoint's variance over the ranges",
                 "parameters": list(problem.names),
                 "environment": environment(),
                 "seconds": wall,
@@ -180,3 +241,23 @@ def _sensitivity_compute(args, problem, sobol) -> int:
         )
     print(f"wrote {args.out}")
     return 0
+
+
+def _write_columns(folder, problem, endpoint: str, *, local: bool) -> None:
+    """``columns.csv`` of a sensitivity folder: the parameter columns of sensitivities.parquet
+    hold derivatives (not values), the ``endpoint`` column the endpoint itself."""
+    from vcohort.columns import describe, write_columns
+    from vcohort.sensitivity import ENDPOINT_UNITS, ENDPOINTS
+
+    unit = ENDPOINT_UNITS[endpoint]
+    ep = {"endpoint": (unit, f"{problem.describe()}: {ENDPOINTS[endpoint]}")}
+    per = f"{unit} per e-fold"
+    deriv = {
+        n: (per, f"d(endpoint)/d(ln {n}) of the patient (a {k} parameter)")
+        for n, k in zip(problem.names, problem.kinds, strict=True)
+    }
+    overrides = {"sensitivities.parquet": ep | deriv, "samples.parquet": ep}
+    if local:  # the ranking's statistics carry the derivatives' unit
+        stats = ("median", "q25", "q75", "median_abs")
+        overrides["ranking.csv"] = {c: (per, describe(c)[1]) for c in stats}
+    write_columns(folder, problem.model, {d.name: d for d in problem.plan.drugs}, overrides)

@@ -43,7 +43,8 @@ def run_trial(args) -> int:
         print(
             f"note: pfs_landmark (PFS at day {exp.landmark_days:g}, [assessment] landmark_days) "
             f"lies past the last follow-up (day {follow}: the last assessment within the "
-            f"{exp.horizon_days}-day horizon): not evaluable (NaN)",
+            f"{exp.horizon_days}-day horizon): not evaluable (NaN) in arms with a patient still "
+            "progression-free then",
             file=sys.stderr,
         )
     print(f"wrote {args.out} in {time.perf_counter() - t0:.1f} s")
@@ -101,62 +102,106 @@ def run_batch(args) -> int:
     return 0
 
 
+def _fraction_or_none(text: str):
+    """``--pfs6``: a fraction, or ``"none"`` (no PFS6 target)."""
+    return "none" if text.strip().lower() == "none" else float(text)
+
+
 def add_calibrate(sub) -> None:
     c = sub.add_parser(
         "calibrate", help="select virtual patients matching clinical ORR/PFS targets"
     )
-    c.add_argument("--preset", choices=("keynote-006", "keynote-002"), default="keynote-006")
-    c.add_argument("--orr", type=float, default=None, help="target ORR (overrides the preset)")
-    c.add_argument("--pfs6", type=float, default=None, help="target 6-month PFS (overrides)")
-    c.add_argument("--arm", default=None, help="reference-arm regimen (overrides the preset)")
-    c.add_argument("--rule", default=None, help="apply this rule.json to a fresh pool; no fit")
+    c.add_argument(
+        "--preset",
+        choices=("keynote-006", "keynote-002"),
+        default=None,
+        help="clinical targets and reference arm (default keynote-006)",
+    )
+    c.add_argument("--orr", type=float, default=None, help="target ORR (overrides the preset's)")
+    c.add_argument(
+        "--pfs6",
+        type=_fraction_or_none,
+        default=None,
+        help="target 6-month PFS (overrides the preset's; 'none': no PFS6 target)",
+    )
+    c.add_argument("--arm", default=None, help="reference-arm regimen (overrides the preset's)")
+    c.add_argument(
+        "--rule",
+        default=None,
+        help="apply this rule.json (its arm, horizon, targets, precision) to a fresh pool; no fit",
+    )
     c.add_argument("--pool", type=int, default=1500, help="plausible pool size to simulate")
     c.add_argument("--patients", type=int, default=500, help="calibrated cohort size")
-    c.add_argument("--days", type=int, default=210, help="reference-arm horizon (>= 183)")
+    c.add_argument("--days", type=int, default=None, help="reference-arm horizon (>= 183; 210)")
     c.add_argument("--seed", type=int, default=0, help="pool and selection seed")
     c.add_argument("--first-id", type=int, default=0, help="id of the pool's first patient")
-    c.add_argument("--precision", choices=("float64", "float32"), default="float32")
+    c.add_argument(
+        "--precision", choices=("float64", "float32"), default=None, help="default float32"
+    )
     c.add_argument("--engine", choices=ENGINES, default="xla", help=ENGINE_HELP)
     c.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
     c.add_argument("--overwrite", action="store_true")
+
+
+def _calibrate_setup(args, C):
+    """(rule or None, targets, arm, days, precision) from the flags, checked before compute."""
+    if args.rule is not None:
+        given = [f for f, v in (("--preset", args.preset), ("--orr", args.orr),
+                                ("--pfs6", args.pfs6), ("--arm", args.arm),
+                                ("--days", args.days)) if v is not None]  # fmt: skip
+        if given:
+            raise ValueError(
+                f"--rule applies the saved rule's reference arm, horizon and targets; "
+                f"{', '.join(given)} would be ignored: leave {'it' if len(given) == 1 else 'them'}"
+                " out, or fit a new rule without --rule"
+            )
+        if not Path(args.rule).is_file():
+            raise ValueError(f"--rule {args.rule!r} is not a file")
+        rule = C.CalibrationRule.load(args.rule)
+        if args.precision not in (None, rule.precision):
+            raise ValueError(
+                f"--precision {args.precision}: the rule was fitted in {rule.precision} and is "
+                f"applied in it; leave --precision out"
+            )
+        C.check_fresh_pool(rule, args.seed, args.first_id, args.pool)
+        return rule, rule.targets, rule.arm, rule.days, rule.precision
+    arm, preset = C.PRESETS[args.preset or "keynote-006"]
+    own = args.orr is not None or args.pfs6 is not None or args.arm is not None
+    pfs6 = {None: preset.pfs6, "none": None}.get(args.pfs6, args.pfs6)
+    targets = C.Targets(
+        preset.orr if args.orr is None else args.orr,
+        pfs6,
+        source="user" if own else preset.source,
+    )
+    days = 210 if args.days is None else args.days
+    return None, targets, args.arm or arm, days, args.precision or "float32"
 
 
 def run_calibrate(args) -> int:
     import json
 
     from vcohort import calibrate as C
-    from vcohort.io import check_output_dir, run_folder, write_json, write_parquet
+    from vcohort.io import check_output_dir, run_folder, write_csv, write_json, write_parquet
 
-    if args.rule is not None:
-        if not Path(args.rule).is_file():
-            raise ValueError(f"--rule {args.rule!r} is not a file")
-        rule = C.CalibrationRule.load(args.rule)
-        targets, arm, days = rule.targets, rule.arm, rule.days
-    else:
-        arm, preset = C.PRESETS[args.preset]
-        arm = args.arm or arm
-        orr = preset.orr if args.orr is None else args.orr
-        pfs6 = preset.pfs6 if args.pfs6 is None and args.orr is None else args.pfs6
-        targets = C.Targets(
-            orr, pfs6, source=preset.source if args.orr is None and args.pfs6 is None else "user"
-        )
-        days = args.days
+    rule, targets, arm, days, precision = _calibrate_setup(args, C)
     C.check_feasible(args.patients, args.pool)
     C.check_arm(arm, days, args.engine)
     check_output_dir(args.out, args.overwrite)
 
-    from vcohort.cohort import make_cohort
+    from vcohort.plausibility import plausible_cohort
 
     t0 = time.perf_counter()
-    pool = make_cohort(
+    # the pool is plausible, as in an experiment's [calibration]: drawn, screened against the
+    # population's bounds, rejected patients replaced
+    pool, screening = plausible_cohort(
         args.pool,
         seed=args.seed,
         first_id=args.first_id,
-        precision=args.precision,
+        precision=precision,
         engine=args.engine,
     )
     t_pool = time.perf_counter() - t0
-    if args.rule is not None:
+    if rule is not None:
         cohort, obs, report = C.apply_rule(
             rule, pool, args.patients, seed=args.seed, engine=args.engine
         )
@@ -168,13 +213,16 @@ def run_calibrate(args) -> int:
             arm=arm,
             days=days,
             seed=args.seed,
-            precision=args.precision,
+            precision=precision,
             engine=args.engine,
         )
     report = {
         "reference_arm": rule.arm,
         "horizon_days": rule.days,
         "targets": {"orr": rule.targets.orr, "pfs6": rule.targets.pfs6},
+        "targets_source": rule.targets.source,
+        "pool_drawn": int(len(screening)),
+        "pool_rejected": int((~screening["plausible"]).sum()),
     } | report
     report |= {"cohort_s": t_pool, "total_s": time.perf_counter() - t0}
     print(json.dumps(report, indent=1))
@@ -184,5 +232,10 @@ def run_calibrate(args) -> int:
         write_json(tmp / "report.json", report | {"command": " ".join(sys.argv)})
         write_parquet(tmp / "pool_observables.parquet", obs)
         write_parquet(tmp / "patients.parquet", cohort.to_frame())
+        write_csv(tmp / "screening.csv", screening)
+        from vcohort.columns import write_columns
+        from vcohort.model import CSC_IMMUNE
+
+        write_columns(tmp, CSC_IMMUNE)
     print(f"wrote {args.out}")
     return 0
