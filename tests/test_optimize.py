@@ -79,7 +79,17 @@ def _toml(**over):
         ({"dayz": 3}, "unknown key"),
         ({"drug": [{"name": "wnt974", "every": "1 d", "max_dose": "1 mg/kg"}]}, "use mg"),
         ({"drug": [{"every": "1 d"}]}, "name: required key is missing"),
-        ({"heldout": {"patients": 4, "seed": 1}}, "must differ from"),
+        ({"heldout": {"patients": 4, "seed": 1}}, "shares patients with"),
+        # same seed, overlapping ids (2..5 vs 0..3): half the held-out patients were trained on
+        ({"heldout": {"patients": 4, "seed": 1, "first_id": 2}}, r"ids 0\.\.3.*first_id >= 4"),
+        ({"train": {"patients": 4, "seed": 2**32}}, "train.seed"),  # PRNGKey keeps 32 bits
+        ({"drug": [{"name": "wnt974", "every": "1 d", "round_to": "0 mg"}]}, "round_to"),
+        ({"objective": {"log_burden": -1.0}}, "objective.log_burden: -1.0 must be"),
+        ({"objective": {"log_burden": 0.0}}, "at least one weight must be > 0"),
+        (
+            {"objective": {"cvar": 1.0}, "optimizer": {"personalised_patients": 2}},
+            "couples patients",
+        ),
         ({"optimizer": {"name": "nosuchopt"}}, "not an optax optimiser"),
         ({"optimizer": {"iterations": 0}}, "iterations: 0 must be"),
         ({"precision": "float16"}, "precision"),
@@ -192,6 +202,29 @@ def test_slot_rounding_respects_budget_and_daily_maximum():
     assert r.sum() <= 5000.0
     per_day = np.bincount(np.floor(lay.schedule.time[0, lay.valid[0]]).astype(int), weights=r)
     assert per_day.max() <= 1600.0
+
+
+def test_interval_rounding_keeps_a_daily_maximum_for_courses_given_more_than_once_a_day():
+    # q12h: two doses a day, so the daily maximum caps each dose at half of it
+    pb = Problem(
+        drugs=(
+            DrugSlots(
+                "cb839",
+                0.5,
+                round_to_mg=200.0,
+                max_daily_mg=1600.0,
+                max_dose_mg=1000.0,
+                intervals_days=(0.5,),
+            ),
+        ),  # fmt: skip
+        days=4,
+    )
+    lay = layout(pb)
+    amount = np.full(lay.schedule.amount.shape, 1000.0) * lay.valid
+    for c in round_candidates(pb, lay, amount, 4):
+        r = c.schedule.amount[0, lay.valid[0]]
+        per_day = np.bincount(np.floor(lay.schedule.time[0, lay.valid[0]]).astype(int), weights=r)
+        assert per_day.max() <= 1600.0, c.descriptions
 
 
 def test_interval_rounding_recovers_a_regular_regimen():
@@ -344,6 +377,20 @@ def test_optimisation_improves_objective_and_enforces_limits(cohort8):
     assert best == r2.history["objective"].min()
 
 
+def test_multipliers_ignore_a_step_with_non_finite_values():
+    from vcohort.optimize.loop import update_multipliers
+
+    lam = {"auc": jnp.array([0.5])}
+    g = {"auc": jnp.array([np.nan])}  # a failed patient in the batch
+    got, mu, prev = update_multipliers(lam, g, 10.0, np.nan, 0.2, False, 1e-3)
+    assert float(got["auc"][0]) == 0.5 and (mu, prev) == (10.0, 0.2)
+    # a finite step moves them: lambda + mu g, and mu doubles when the violation barely fell
+    got, mu, prev = update_multipliers(lam, {"auc": jnp.array([0.15])}, 10.0, 0.15, 0.2, True, 1e-3)
+    assert float(got["auc"][0]) == pytest.approx(2.0) and (mu, prev) == (20.0, 0.15)
+    got, mu, _ = update_multipliers(lam, {"auc": jnp.array([-1.0])}, 10.0, 0.0, 0.2, True, 1e-3)
+    assert float(got["auc"][0]) == 0.0 and mu == 10.0  # met: lambda floored at 0, mu kept
+
+
 def test_convergence_says_how_the_run_ended():
     from vcohort.optimize.loop import OptResult
 
@@ -424,6 +471,10 @@ def test_checkpoint_resume_reproduces_uninterrupted_run(cohort8, tmp_path):
         alt = dict(optimizer=optax_of(other), optimizer_key=optax_key(other))
         with pytest.raises(ValueError, match="optimiser settings"):
             optimize(SMALL, cohort8, iterations=6, resume=True, checkpoint=ck3, **(kw | alt))
+    # ... and so is resuming on other patients of the same number (another training seed)
+    with pytest.raises(ValueError, match="different problem, cohort"):
+        other = make_cohort(8, seed=6, runin_days=0)
+        optimize(SMALL, other, iterations=6, resume=True, checkpoint=ck3, **kw)
     with pytest.raises(ValueError, match="another optimiser's state"):
         _load_checkpoint(ck3, optax_of(o | {"name": "sgd"}).init(np.zeros(3)))
     with pytest.raises(ValueError, match="needs optimizer_key"):  # nothing to check against

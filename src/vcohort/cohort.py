@@ -24,8 +24,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vcohort.config import MAX_ID, MAX_SEED
 from vcohort.drugs import Drug
 from vcohort.population import PDL1_LATENT, Population, correlate, load_population
+
+
+def check_seed_and_ids(seed, first_id, n: int) -> None:
+    """Refuse a seed or patient ids outside 0 .. 2³² - 1 (they would repeat other patients)."""
+    for name, v in (("seed", seed), ("first_id", first_id)):
+        if not isinstance(v, int | np.integer) or isinstance(v, bool) or not 0 <= v <= MAX_SEED:
+            raise ValueError(f"{name}={v!r} must be an integer in 0 .. {MAX_SEED}")
+    if first_id + n - 1 > MAX_ID:
+        raise ValueError(
+            f"first_id={first_id} with {n} patients gives ids up to {first_id + n - 1}; patient "
+            f"ids must stay <= {MAX_ID}"
+        )
 
 
 def _hash(name: str) -> int:
@@ -207,6 +220,7 @@ def make_cohort(
     if not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"patients={n!r} must be an integer >= 1")
     check_engine(engine)
+    check_seed_and_ids(seed, first_id, n)
     if not isinstance(runin_days, int | np.integer) or runin_days < 0:
         raise ValueError(f"runin_days={runin_days!r} must be an integer >= 0")
     cat = model.drug_catalogue() if drugs is None else drugs

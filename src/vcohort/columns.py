@@ -109,7 +109,10 @@ FIXED: dict[str, tuple[str, str]] = {
     "iteration": ("", "optimiser iteration (one cohort value-and-gradient, or one ES simulation)"),
     "loss": ("", "augmented-Lagrangian loss the gradient step descends"),
     "objective": ("", "the weighted objective (lower is better; see [objective])"),
-    "max_violation": ("", "largest constraint violation (scaled; <= 0: feasible)"),
+    "max_violation": (
+        "",
+        "largest constraint violation (scaled), floored at 0: 0 = every limit met; NaN: not finite",
+    ),
     "finite": ("", "loss and gradient were finite (else the step was skipped)"),
     "mu": ("", "augmented-Lagrangian penalty weight"),
     "learning_rate": ("", "the optimiser's learning rate at this iteration"),

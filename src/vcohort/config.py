@@ -12,6 +12,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+# jax.random.PRNGKey keeps 32 bits of a seed without x64, and patient ids are folded in as
+# uint32: a larger seed or id would repeat another's patients (`vcohort.cohort`)
+MAX_SEED = 2**32 - 1
+MAX_ID = 2**32 - 1
 # simulation engines (`vcohort.simulate.simulate`); here so the CLI can list them without JAX
 ENGINES = ("xla", "pallas")
 ENGINE_HELP = (

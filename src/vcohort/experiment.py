@@ -61,7 +61,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vcohort.config import ENGINES, Checker, read_toml
+from vcohort.config import ENGINES, MAX_SEED, Checker, read_toml
 from vcohort.dose_rules import DoseRule, drug_rules, parse_rule
 from vcohort.dosing import (
     Regimen,
@@ -148,7 +148,7 @@ def experiment_from_dict(
 
     pt = ck.table(d.get("population", {}), "population", _POP, {"size"})
     size = ck.get(pt, "size", "population", "int", 1, ge=1)
-    seed = ck.get(pt, "seed", "population", "int", 0, ge=0)
+    seed = ck.get(pt, "seed", "population", "int", 0, ge=0, le=MAX_SEED)
     repl = ck.get(pt, "replace_rejected", "population", "bool", True)
     screening = ck.get(pt, "screening", "population", "bool", True)
     pop = _population(ck, pt, base_dir)

@@ -40,7 +40,7 @@ import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vcohort.config import Checker, ConfigError, read_toml
+from vcohort.config import MAX_ID, MAX_SEED, Checker, ConfigError, read_toml
 from vcohort.dosing import parse_amount, parse_duration
 from vcohort.drug_file import drug_files_field
 from vcohort.objectives import OBJECTIVES
@@ -98,6 +98,15 @@ def _mg(ck: Checker, t: dict, key: str, path: str):
     return val
 
 
+def _round_to(ck: Checker, t: dict, path: str) -> float:
+    """``round_to``: the clinical rounding unit (mg, > 0; default 1 mg)."""
+    r = _mg(ck, t, "round_to", path)
+    if r is not None and r <= 0:
+        ck.error(f"{path}.round_to", f"{t['round_to']!r} must be more than 0 mg")
+        return 1.0
+    return 1.0 if r is None else r
+
+
 def _days(ck: Checker, t: dict, key: str, path: str, default=None):
     if key not in t:
         return default
@@ -133,7 +142,7 @@ def _drug(ck: Checker, i: int, raw) -> DrugSlots | None:
         max_daily_mg=_mg(ck, d, "max_daily", path),
         budget_mg=_mg(ck, d, "budget", path),
         auc_budget=ck.get(d, "auc_budget", path, "float", None, gt=0),
-        round_to_mg=_mg(ck, d, "round_to", path) or 1.0,
+        round_to_mg=_round_to(ck, d, path),
         hold_days=_days(ck, d, "hold", path),
         rule=rule,
         intervals_days=tuple(
@@ -155,11 +164,24 @@ def _drug(ck: Checker, i: int, raw) -> DrugSlots | None:
 
 def _cohort_spec(ck: Checker, name: str, raw: dict) -> dict:
     t = ck.table(raw, name, {"patients", "seed", "first_id"})
-    return {
+    spec = {
         "patients": ck.get(t, "patients", name, "int", 1000, ge=1),
-        "seed": ck.get(t, "seed", name, "int", 0, ge=0),
+        "seed": ck.get(t, "seed", name, "int", 0, ge=0, le=MAX_SEED),
         "first_id": ck.get(t, "first_id", name, "int", 0, ge=0),
     }
+    if spec["first_id"] + spec["patients"] - 1 > MAX_ID:
+        ck.error(f"{name}.first_id", f"{spec['first_id']}: patient ids must stay <= {MAX_ID}")
+    return spec
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    """Two cohort specs share patients: same seed and intersecting id ranges."""
+    if None in (*a.values(), *b.values()):  # a bad field, reported on its own
+        return False
+    return a["seed"] == b["seed"] and (
+        a["first_id"] < b["first_id"] + b["patients"]
+        and b["first_id"] < a["first_id"] + a["patients"]
+    )
 
 
 def parse_experiment(
@@ -187,7 +209,10 @@ def parse_experiment(
             ck.error(
                 f"objective.{k}", f"unknown objective; allowed: {', '.join(sorted(OBJECTIVES))}"
             )
-        ck.get(weights, k, "objective", "float")
+        ck.get(weights, k, "objective", "float", ge=0)  # losses: a negative weight rewards one
+    vals = [v for v in weights.values() if isinstance(v, int | float) and not isinstance(v, bool)]
+    if vals and len(vals) == len(weights) and not any(v > 0 for v in vals):
+        ck.error("objective", f"{weights!r}: at least one weight must be > 0")
     cons = ck.table(raw.get("constraints", {}), "constraints", {"anc_grade4_max"})
     anc = ck.get(cons, "anc_grade4_max", "constraints", "float", None, ge=0, lt=1)
     top = dict(
@@ -227,16 +252,23 @@ def parse_experiment(
     method = ck.get(b, "method", "baseline", "str", "es", choices=("es", "none"))
     train = _cohort_spec(ck, "train", raw.get("train", {"patients": 1000, "seed": 1}))
     held = _cohort_spec(ck, "heldout", raw.get("heldout", {"patients": 1000, "seed": 2}))
-    if (held["seed"], held["first_id"]) == (train["seed"], train["first_id"]):
+    if _overlap(train, held):
         ck.error(
             "heldout",
-            "must differ from [train] (seed or first_id): a held-out cohort drawn with the same "
-            "seed and ids would be the training patients",
+            f"shares patients with [train] (seed {train['seed']}, ids {train['first_id']}.."
+            f"{train['first_id'] + train['patients'] - 1}): give another seed, or a first_id "
+            f">= {train['first_id'] + train['patients']}, so that the held-out patients are new",
         )
     if "hold_softness" in o and not any(isinstance(t, dict) and "hold_if" in t for t in drugs_raw):
         ck.error(
             "optimizer.hold_softness",
             f"{o['hold_softness']!r} is set, but no [[drug]] has a hold_if rule for it to act on",
+        )
+    if opt.get("personalised_patients") and isinstance(weights, dict) and "cvar" in weights:
+        ck.error(
+            "optimizer.personalised_patients",
+            f"{opt['personalised_patients']}: personalised schedules optimise each patient on "
+            "their own, and the objective's 'cvar' couples patients; remove one of them",
         )
     ck.raise_if_any()
     problem = Problem(

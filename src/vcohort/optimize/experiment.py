@@ -289,6 +289,9 @@ def _personalised(exp, cohort, pop_res, progress) -> pd.DataFrame:
         iterations=exp.optimizer["iterations"],
         optimizer=optax_of(exp.optimizer),
         seed=exp.optimizer["seed"],
+        al_every=exp.optimizer["al_every"],
+        mu=exp.optimizer["mu"],
+        patience=exp.optimizer["patience"],
         progress=progress,
     )
     loss, plan = make_personal_loss(pb, per.layout, soft=False)  # the protocol's holds

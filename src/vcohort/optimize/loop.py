@@ -3,6 +3,7 @@ updates, early stopping, history, checkpoint and resume (see `vcohort.optimize`)
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -158,6 +159,21 @@ def _load_checkpoint(path: Path, opt_state_template):
     return meta, arrays, jax.tree_util.tree_unflatten(treedef, new)
 
 
+def update_multipliers(
+    lam: dict, g: dict, mu: float, viol: float, prev_viol: float, finite: bool, feas_tol: float
+):
+    """One augmented-Lagrangian update (Nocedal & Wright 2006, Alg. 17.4): ``λ ← max(0, λ + μ
+    g)``, and ``μ`` doubled (to at most 1e4) when the violation fell by less than half since the
+    last update.  Skipped when the step's values were not finite (a failed patient in the
+    batch): a NaN multiplier would make every later loss NaN.  Returns (λ, μ, violation)."""
+    if not finite:
+        return lam, mu, prev_viol
+    lam = {k: jnp.maximum(0.0, lam[k] + mu * g[k]) for k in lam}
+    if viol > feas_tol and viol > 0.5 * prev_viol:
+        mu = min(mu * 2.0, 1e4)
+    return lam, mu, viol
+
+
 def _fingerprint(problem: Problem, n: int, personalised: bool, extra: dict) -> str:
     """What a checkpoint (and a compiled step) belongs to: the problem, the drugs' definitions
     (a user's drug file may change between runs), the cohort size and ``extra`` settings."""
@@ -276,12 +292,16 @@ def optimize(
     history: list[dict] = []
     best = {"obj": math.inf, "viol": math.inf, "theta": np.asarray(theta), "it": -1, "g": {}}
     start_it = 0
+    prev_viol = math.inf  # the last multiplier update's violation (mu doubles if it barely fell)
     settings = {
         "seed": seed,
         "batch": batch_size,
         "al_every": al_every,
         "mu": float(mu),
         "optimizer": list(opt_key) if optimizer is None else optimizer_key,
+        # the training patients themselves: a resume on another cohort of the same size is refused
+        "cohort_seed": int(cohort.seed),
+        "patients": hashlib.sha256(np.asarray(cohort.patient_id, np.int64).tobytes()).hexdigest(),
     }
     fp = _fingerprint(problem, n, personalised, settings)
     ck = Path(checkpoint) if checkpoint is not None else None
@@ -300,6 +320,7 @@ def optimize(
         best["theta"] = arrays["best_theta"]
         best["g"] = meta["best_g"]
         mu_v = meta["mu"]
+        prev_viol = meta.get("prev_viol", math.inf)
         rng.bit_generator.state = meta["rng"]
         history = meta["history"]
         start_it = meta["iteration"]
@@ -314,7 +335,6 @@ def optimize(
 
         bar = tqdm(total=iterations, initial=start_it, desc="optimising", unit="it")
     t0 = time.perf_counter()
-    prev_viol = math.inf
     # iterations since the best one: a resumed run counts on from where it stopped
     since_best = start_it - 1 - best["it"] if start_it and best["it"] >= 0 else 0
     for it in it_range:
@@ -324,7 +344,10 @@ def optimize(
         theta, opt_state, val, (terms, g, obj, finite) = step(theta, opt_state, lam, mu_v, args)
         obj = float(obj)
         gmax = {k: float(jnp.max(v)) for k, v in g.items()}
-        viol = max([0.0] + list(gmax.values()))
+        # NaN (a failed patient in the batch) stays NaN: max() would drop it
+        viol = (
+            max([0.0] + list(gmax.values())) if all(map(math.isfinite, gmax.values())) else math.nan
+        )
         rec = {"iteration": it, "loss": float(val), "objective": obj, "max_violation": viol}
         rec["finite"] = bool(finite)
         rec.update({f"term:{k}": float(v) for k, v in terms.items()})
@@ -344,10 +367,9 @@ def optimize(
         else:
             since_best += 1
         if (it + 1) % al_every == 0 and lam:
-            lam = {k: jnp.maximum(0.0, lam[k] + mu_v * g[k]) for k in lam}
-            if viol > feas_tol and viol > 0.5 * prev_viol:
-                mu_v = min(mu_v * 2.0, 1e4)
-            prev_viol = viol
+            lam, mu_v, prev_viol = update_multipliers(
+                lam, g, mu_v, viol, prev_viol, bool(finite), feas_tol
+            )
         if bar is not None:
             bar.update(1)
             bar.set_postfix(obj=f"{obj:.4g}", viol=f"{viol:.2g}")
@@ -360,6 +382,7 @@ def optimize(
                 "best_it": best["it"],
                 "best_g": best["g"],
                 "mu": mu_v,
+                "prev_viol": prev_viol,
                 "rng": rng.bit_generator.state,
                 "arrays": {
                     "theta": np.asarray(theta),

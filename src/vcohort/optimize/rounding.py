@@ -77,8 +77,9 @@ def _courses(d: DrugSlots, a: np.ndarray, t: np.ndarray, mx: float) -> list:
                     dose = float(np.clip(dose, 0.0, top))
                     if d.budget_mg is not None:
                         dose = min(dose, np.floor(d.budget_mg / n / unit) * unit)
-                    if d.max_daily_mg is not None:
-                        dose = min(dose, np.floor(d.max_daily_mg / unit) * unit)
+                    if d.max_daily_mg is not None:  # the most doses of the course in a day
+                        per_day = np.bincount(np.floor(t[slots[:n]]).astype(int)).max()
+                        dose = min(dose, np.floor(d.max_daily_mg / per_day / unit) * unit)
                     cand = mask * dose
                     err = float(np.sum((np.cumsum(cand) - target) ** 2))
                     key = cand.tobytes() if dose > 0 else b"none"
