@@ -195,11 +195,26 @@ base = "base.toml"
 "population.size" = [0]
 """,
     )
+    # a key that another key's value makes unreachable (the arm it names is renamed first):
+    # an error of that run, never a swept value silently left out
+    dropped = _write(
+        tmp_path,
+        "dropped.toml",
+        """
+base = "base.toml"
+[sweep]
+"arms.1.name" = ["pA", "pB"]
+"arms.pembro.regimens.0.dose" = ["2 mg/kg", "10 mg/kg"]
+""",
+    )
     out = tmp_path / "out"
-    code = main(["batch", str(bad), str(bad_value), str(tmp_path / "nope.toml"), "--out", str(out)])
+    files = [str(bad), str(bad_value), str(dropped), str(tmp_path / "nope.toml")]
+    code = main(["batch", *files, "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and not out.exists()
     for text in (
+        "dropped.toml [run dropped__name-pA__dose-2mg-per-kg",
+        "'pembro' does not select an item of arms; use an index 0..1 or a name (control, pA)",
         "bad.toml",
         "colour: unknown key",
         "'placebo' does not select an item of arms; use an index 0..1 or a name (control, pembro)",
@@ -216,6 +231,24 @@ base = "base.toml"
         ["batch", str(tmp_path / "base.toml"), str(tmp_path / "base.toml"), "--out", str(out)]
     )
     assert code == 2 and "run name 'base' is used by" in capsys.readouterr().err
+
+
+def test_summary_keeps_a_swept_reference_arm_once_and_lists_failed_runs(tmp_path):
+    from vcohort.batch import batch_summary
+
+    _write(tmp_path, "base.toml", BASE.format(days=42))
+    sweep = '[sweep]\n"reference_arm" = ["control", "pembro"]\n'
+    runs = load_runs([_write(tmp_path, "ref.toml", 'base = "base.toml"\n' + sweep)])
+    out = tmp_path / "out"
+    (out / runs[0].name).mkdir(parents=True)
+    pd.DataFrame({"arm": ["control", "pembro"], "n": [12, 12], "orr": [0.0, 0.25]}).to_csv(
+        out / runs[0].name / "summary.csv", index=False
+    )
+    s = batch_summary(runs, out, {runs[1].name: "ValueError: too few plausible patients"})
+    assert list(s.columns[:3]) == ["run", "reference_arm", "arm"]
+    assert s["reference_arm"].tolist() == ["control", "control", "pembro"]
+    assert s["error"].tolist() == ["", "", "ValueError: too few plausible patients"]
+    assert s["n"].isna().tolist() == [False, False, True]
 
 
 def test_output_folder_and_resume_checks(tmp_path, capsys):
@@ -319,6 +352,48 @@ def test_chunked_sweep_does_not_recompile_and_matches_trial(tmp_path, monkeypatc
             got, want = _read(out / r.name / name), _read(tmp_path / "trial" / r.name / name)
             pd.testing.assert_frame_equal(got, want, check_exact=True, obj=f"{r.name}/{name}")
     assert len(traces) == n_traces
+
+
+@pytest.mark.slow
+def test_a_failing_run_does_not_sink_the_batch_and_stale_chunks_are_recomputed(
+    tmp_path, monkeypatch
+):
+    """A run that fails is reported (its row, its error, exit status 1) while the others are
+    written; --resume then computes it.  A chunk file computed from other inputs (its
+    fingerprint differs) is recomputed, never reused."""
+    import vcohort.batch as B
+
+    good = _write(tmp_path, "good.toml", BASE.format(days=42))
+    bad = _write(tmp_path, "bad.toml", BASE.format(days=42).replace("seed = 3", "seed = 4"))
+    runs = load_runs([good, bad])
+    compute = B.compute_chunk
+
+    def failing(run, k, c, **kw):
+        if run.name == "bad":
+            raise ValueError("only 3 of 184 drawn patients are plausible")
+        return compute(run, k, c, **kw)
+
+    monkeypatch.setattr(B, "compute_chunk", failing)
+    out = tmp_path / "out"
+    summary = B.run_batch(runs, out, chunk_patients=8, progress=False)
+    assert (out / "good" / "summary.csv").is_file() and not (out / "bad").exists()
+    errors = summary.groupby("run")["error"].first()
+    assert errors["good"] == "" and "only 3 of 184" in errors["bad"]
+    assert any(e["event"] == "run_failed" for e in _log(out))
+    monkeypatch.setattr(B, "compute_chunk", compute)
+    summary = B.run_batch(runs, out, progress=False, resume=True)
+    assert "error" not in summary and (out / "bad" / "summary.csv").is_file()
+
+    # a chunk whose fingerprint is not the run's (another input) is recomputed
+    folder, logged = tmp_path / "chunks", []
+    log = lambda event, **f: logged.append(event)  # noqa: E731
+    first = B._chunk(runs[0], folder / "chunk-00000.npz", 0, 8, log, False,
+                     lambda: B.compute_chunk(runs[0], 0, 8))  # fmt: skip
+    monkeypatch.setattr(B, "fingerprint", lambda run: "edited since")
+    again = B._chunk(runs[0], folder / "chunk-00000.npz", 0, 8, log, False,
+                     lambda: B.compute_chunk(runs[0], 0, 8))  # fmt: skip
+    assert logged == ["chunk_computed", "chunk_stale", "chunk_computed"]
+    assert again["meta"]["fingerprint"] == "edited since" != first["meta"]["fingerprint"]
 
 
 @pytest.mark.slow

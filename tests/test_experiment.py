@@ -107,6 +107,13 @@ def test_every_bad_field_is_reported_at_once_before_compute():
         (lambda d: d.update(calibration={"pool": 5000, "orr": 0.2}), "both orr and arm"),
         (lambda d: d.update(calibration={"pool": 5000, "preset": "kn-1"}), "calibration.preset"),
         (lambda d: d.update(calibration={"pool": 2, "preset": "keynote-002"}), "must exceed"),
+        # the reference arm is checked when the file is read, not after the pool is simulated
+        (
+            lambda d: d.update(calibration={"pool": 5000, "orr": 0.2, "arm": "pembrolizumb 2 mg"}),
+            "calibration.arm: .*pembrolizumb",
+        ),
+        (lambda d: d["population"].update(seed=2**32), "population.seed"),  # PRNGKey: 32 bits
+        (lambda d: d.update(assessment={"sd_min_days": -1}), "assessment.sd_min_days"),
         (lambda d: d["arms"][0].update(name="a b"), "it names files"),
         (lambda d: d["arms"][0].update(induction=[]), "only for sequencing"),
         (lambda d: d["arms"][1]["regimens"][1].update(dose="5 mg/dl"), "unknown dose unit"),
@@ -128,6 +135,30 @@ def test_single_bad_fields(change, message):
     change(d)
     with pytest.raises(ValueError, match=message):
         experiment_from_dict(d)
+
+
+def test_a_calibration_rule_file_is_read_and_not_applied_to_its_own_pool(tmp_path):
+    import json
+
+    from vcohort.calibrate import CalibrationRule, Targets
+
+    d = copy.deepcopy(GOOD)
+    (tmp_path / "junk.json").write_text('{"arm": 1}')
+    d["calibration"] = {"pool": 5000, "rule": str(tmp_path / "junk.json")}
+    with pytest.raises(ValueError, match="calibration.rule: .*not a calibration rule"):
+        experiment_from_dict(d)
+    rule = CalibrationRule(
+        "pembrolizumab 2 mg/kg q3w", 210, Targets(0.21, 0.34), (0.2, 0.01, 0.2, 0.59),
+        (1, 1, 1, 1), (4.0,), (1.0, 1.0), 1.0, 0.5,
+        fit={"pool_seed": d["population"]["seed"], "pool_ids": [0, 4999]},
+    )  # fmt: skip
+    rule.save(tmp_path / "rule.json")
+    d["calibration"]["rule"] = str(tmp_path / "rule.json")
+    with pytest.raises(ValueError, match="calibration.rule: .*in-sample.*population.seed"):
+        experiment_from_dict(d)
+    d["population"]["seed"] += 1  # another seed: other patients
+    assert experiment_from_dict(d).calibration["rule"] == str(tmp_path / "rule.json")
+    assert json.loads((tmp_path / "rule.json").read_text())["fit"]["pool_ids"] == [0, 4999]
 
 
 def test_population_file_is_relative_to_the_experiment(tmp_path):

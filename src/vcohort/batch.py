@@ -35,6 +35,7 @@ per run × arm.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -95,19 +96,21 @@ def fingerprint(run: BatchRun) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@functools.cache
 def model_identity() -> str:
-    """Hash of what defines the simulated biology and PK: vcohort's version, the parameter
-    table, and the source of the model, drug and simulator modules."""
-    import inspect
+    """Hash of what defines a chunk's contents: vcohort's version, the parameter table, the
+    source of every vcohort module (the model and drugs, but also the cohort draws, screening,
+    endpoints and chunk files), and the JAX version and backend (float rounding differs between
+    them).  Any code change makes ``--resume`` recompute rather than mix."""
+    import jax
 
     import vcohort
-    from vcohort import dose_modify, dose_rules, dosing, drug, drugs, drugs_table1, fused, simulate
-    from vcohort.model import CSC_IMMUNE, csc_immune, csc_immune_params
+    from vcohort.model import CSC_IMMUNE
 
-    modules = (csc_immune, csc_immune_params, drug, drugs, drugs_table1, simulate, fused,
-               dosing, dose_rules, dose_modify)  # fmt: skip
-    parts = [vcohort.__version__, CSC_IMMUNE.params.to_markdown()]
-    parts += [inspect.getsource(m) for m in modules]
+    root = Path(vcohort.__file__).parent
+    parts = [vcohort.__version__, CSC_IMMUNE.params.to_markdown(), jax.__version__]
+    parts.append(jax.default_backend())
+    parts += [f"{f.relative_to(root)}\n{f.read_text()}" for f in sorted(root.rglob("*.py"))]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -318,8 +321,14 @@ def _chunk(run: BatchRun, path: Path, k: int, c: int, log, progress: bool, compu
 
     path.parent.mkdir(parents=True, exist_ok=True)
     what = path.stem.rsplit("-", 1)[0]
-    if path.is_file():
-        ch = read_chunk(path)
+    fp = fingerprint(run)
+    ch = read_chunk(path) if path.is_file() else None
+    if ch is not None and ch["meta"].get("fingerprint") != fp:
+        # computed from other inputs (a run left out of an earlier --resume, then edited)
+        log(f"{what}_stale", run=run.name, chunk=k)
+        path.unlink()
+        ch = None
+    if ch is not None:
         m = ch["meta"]
         found = (m.get("run"), m.get("chunk"), m.get("first_id"), m.get("size"))
         if found != (run.name, k, k * c, c):
@@ -331,6 +340,7 @@ def _chunk(run: BatchRun, path: Path, k: int, c: int, log, progress: bool, compu
         log(f"{what}_reused", run=run.name, chunk=k)
         return ch
     ch = compute()
+    ch["meta"]["fingerprint"] = fp  # what the chunk was computed from
     atomic_write_bytes(path, chunk_bytes(ch))
     m = ch["meta"]
     log(f"{what}_computed", run=run.name, chunk=k, kept=m["kept"], seconds=round(m["seconds"], 3))
@@ -365,6 +375,10 @@ def run_calibrated(run: BatchRun, c: int, folder: Path, *, log, progress: bool =
     sel_path = folder / "selection.json"
     if sel_path.is_file():
         sel = json.loads(sel_path.read_text())
+        if sel.get("fingerprint") != fingerprint(run):  # from other inputs: select again
+            log("selection_stale", run=run.name)
+            sel_path.unlink()
+    if sel_path.is_file():
         if sel.get("pool_ids") != pool_ids:
             raise ValueError(
                 f"{sel_path}: made from another pool than this run's; resume with the same "
@@ -378,6 +392,7 @@ def run_calibrated(run: BatchRun, c: int, folder: Path, *, log, progress: bool =
         chosen, report = _calibrate(e, pool)
         sel = {
             "pool_ids": pool_ids,
+            "fingerprint": fingerprint(run),
             "patient": [int(i) for i in chosen.patient_id],
             "calibration": report,
         }
@@ -483,20 +498,27 @@ def run_batch(
             os.fsync(f.fileno())
 
     log("start", runs=[r.name for r in runs], resume=resume)
+    failed: dict[str, str] = {}
     for run, info in zip(runs, state["runs"], strict=True):
         folder = out / CHUNKS / run.name
         if (out / run.name / "manifest.json").is_file():
             log("run_complete", run=run.name)
         else:
             t0 = time.perf_counter()
-            if getattr(run.experiment, "calibration", None) is not None:
-                chunks, scr, cal = run_calibrated(
-                    run, info["chunk"], folder, log=log, progress=progress
-                )
-                result = assemble(run, chunks, scr, cal)
-            else:
-                chunks = run_chunks(run, info["chunk"], folder, log=log, progress=progress)
-                result = assemble(run, chunks)
+            try:
+                if getattr(run.experiment, "calibration", None) is not None:
+                    chunks, scr, cal = run_calibrated(
+                        run, info["chunk"], folder, log=log, progress=progress
+                    )
+                    result = assemble(run, chunks, scr, cal)
+                else:
+                    chunks = run_chunks(run, info["chunk"], folder, log=log, progress=progress)
+                    result = assemble(run, chunks)
+            except Exception as e:  # one failing run does not sink the batch
+                failed[run.name] = f"{type(e).__name__}: {e}"
+                log("run_failed", run=run.name, error=failed[run.name])
+                print(f"{run.name}: FAILED: {failed[run.name]}", file=sys.stderr)
+                continue  # its finished chunks stay for --resume
             result.timings["total_s"] = time.perf_counter() - t0
             write_trial(result, out / run.name)
             log("run_written", run=run.name, chunks=len(chunks))
@@ -506,7 +528,7 @@ def run_batch(
             shutil.rmtree(folder)
     if not keep_chunks and (out / CHUNKS).exists() and not any((out / CHUNKS).iterdir()):
         (out / CHUNKS).rmdir()
-    summary = batch_summary(runs, out)
+    summary = batch_summary(runs, out, failed)
     from vcohort.io import write_csv
 
     write_csv(out / SUMMARY, summary)
@@ -526,15 +548,24 @@ def _clean_temporaries(out: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def batch_summary(runs, out) -> pd.DataFrame:
-    """One row per run × arm: swept values and the key endpoints of each run's summary.csv."""
+def batch_summary(runs, out, failed: dict | None = None) -> pd.DataFrame:
+    """One row per run × arm: swept values and the key endpoints of each run's summary.csv;
+    a run that failed (``failed``: run name -> error) has one row with its ``error``."""
     rows = []
+    failed = failed or {}
     for r in runs:
-        s = pd.read_csv(Path(out) / r.name / "summary.csv")
-        s = s[[c for c in SUMMARY_COLUMNS if c in s] + dose_modification_columns(s)].copy()
-        s.insert(0, "run", r.name)
-        for i, (k, v) in enumerate(r.values.items()):
-            s.insert(1 + i, k, v if isinstance(v, str | int | float) else json.dumps(v))
-        s.insert(len(r.values) + 1, "reference_arm", r.experiment.reference_arm)
+        if r.name in failed:
+            s = pd.DataFrame({"run": [r.name]})
+        else:
+            s = pd.read_csv(Path(out) / r.name / "summary.csv")
+            s = s[[c for c in SUMMARY_COLUMNS if c in s] + dose_modification_columns(s)].copy()
+            s.insert(0, "run", r.name)
+        swept = {k: v if isinstance(v, str | int | float) else json.dumps(v)
+                 for k, v in r.values.items()}  # fmt: skip
+        swept.setdefault("reference_arm", r.experiment.reference_arm)  # swept or not
+        for i, (k, v) in enumerate(swept.items()):
+            s.insert(1 + i, k, v)
+        if failed:
+            s["error"] = failed.get(r.name, "")
         rows.append(s)
     return pd.concat(rows, ignore_index=True)

@@ -378,7 +378,9 @@ def _check_reachable(targets: Targets, counts, rare) -> None:
         )
 
 
-def check_fresh_pool(rule: CalibrationRule, seed: int, first_id: int, pool: int) -> None:
+def check_fresh_pool(
+    rule: CalibrationRule, seed: int, first_id: int, pool: int, fix: str | None = None
+) -> None:
     """Refuse a pool that would share patients with the pool ``rule`` was fitted on (same
     seed, overlapping ids; replacements of implausible patients may draw up to ``10 pool + 64``
     ids): the rule's check would be in-sample.  Rules saved without the pool's ids pass."""
@@ -389,9 +391,9 @@ def check_fresh_pool(rule: CalibrationRule, seed: int, first_id: int, pool: int)
     last = first_id + 10 * pool + 64 - 1
     if seed == f["pool_seed"] and first_id <= hi and last >= lo:
         raise ValueError(
-            f"--seed {seed} --first-id {first_id}: this pool would share patients with the pool "
+            f"seed {seed}, first id {first_id}: this pool would share patients with the pool "
             f"the rule was fitted on (seed {seed}, ids {lo}..{hi}), so applying it would be an "
-            f"in-sample check; give --first-id {hi + 1} (or more) or another --seed"
+            f"in-sample check; " + (fix or f"give --first-id {hi + 1} (or more) or another --seed")
         )
 
 

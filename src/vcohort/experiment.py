@@ -152,6 +152,15 @@ def experiment_from_dict(
     repl = ck.get(pt, "replace_rejected", "population", "bool", True)
     screening = ck.get(pt, "screening", "population", "bool", True)
     pop = _population(ck, pt, base_dir)
+    if calib is not None and "rule" in calib and seed is not None and Path(calib["rule"]).is_file():
+        from vcohort.calibrate import CalibrationRule, check_fresh_pool
+
+        try:  # a rule applied to the pool it was fitted on would be an in-sample check
+            pool = calib["pool"] or 1000
+            check_fresh_pool(CalibrationRule.load(calib["rule"]), seed, 0, pool, fix="change "
+                             "population.seed (the pool draws ids from 0)")  # fmt: skip
+        except ValueError as e:
+            ck.error("calibration.rule", str(e))
 
     st = ck.table(d.get("simulation", {}), "simulation", _SIM, {"horizon_days"})
     horizon = ck.get(st, "horizon_days", "simulation", "int", 1, ge=1)
@@ -260,6 +269,13 @@ def _calibration(ck: Checker, raw, base_dir: Path | None) -> dict | None:
         path = Path(rule) if base_dir is None or Path(rule).is_absolute() else base_dir / rule
         if not path.is_file():
             ck.error("calibration.rule", f"{rule!r}: file not found ({path})")
+        else:
+            from vcohort.calibrate import CalibrationRule
+
+            try:
+                CalibrationRule.load(path)
+            except ValueError as e:
+                ck.error("calibration.rule", str(e))
         out["rule"] = str(path)
         return out
     preset = ck.get(t, "preset", "calibration", "str", None, choices=tuple(PRESETS))
@@ -270,6 +286,14 @@ def _calibration(ck: Checker, raw, base_dir: Path | None) -> dict | None:
     out["days"] = ck.get(t, "days", "calibration", "int", None, ge=183)
     if preset is None and (out["orr"] is None or out["arm"] is None):
         ck.error("calibration", "give preset = ... or both orr and arm (and optionally pfs6)")
+    elif out["days"] is not None or out["arm"] is not None:  # the reference arm can run
+        from vcohort.calibrate import check_arm
+
+        arm = out["arm"] or PRESETS[preset][0]
+        try:
+            check_arm(arm, out["days"] or 210)
+        except ValueError as e:
+            ck.error("calibration.arm" if out["arm"] else "calibration.days", str(e))
     return out
 
 

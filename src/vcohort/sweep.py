@@ -149,12 +149,16 @@ def expand_sweep(
     for combo in itertools.product(*(range(len(sweep[k])) for k in keys)):
         d = copy.deepcopy(base)
         values = {k: sweep[k][i] for k, i in zip(keys, combo, strict=True)}
-        for k, v in values.items():
-            _set(d, k, v)
         name = "__".join(
             [prefix] + [f"{labels[k]}-{slugs[k][i]}" for k, i in zip(keys, combo, strict=True)]
         )
         shown = ", ".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
+        # a key that another key's value has made unreachable (renamed arm, emptied list) is
+        # an error of this run, never a value silently left out
+        unset = [f"sweep.{k!r}: {err}" for k, v in values.items() if (err := _set(d, k, v))]
+        if unset:
+            problems.append(f"{source} [run {name}: {shown}]: " + "; ".join(unset))
+            continue
         try:
             exp = experiment_from_dict(
                 d,

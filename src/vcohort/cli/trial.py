@@ -96,9 +96,17 @@ def run_batch(args) -> int:
         progress=not args.no_progress,
     )
     cols = ["run", "arm", "n", "orr", "orr_ci_low", "orr_ci_high", "median_pfs_days", "hr"]
-    print_table(summary, cols)
+    print_table(summary, [c for c in cols if c in summary])
     wall = time.perf_counter() - t0
-    print(f"wrote {len(runs)} runs and {Path(args.out) / B.SUMMARY} in {wall:.1f} s")
+    bad = summary.loc[summary["error"] != "", "run"].tolist() if "error" in summary else []
+    print(f"wrote {len(runs) - len(bad)} runs and {Path(args.out) / B.SUMMARY} in {wall:.1f} s")
+    if bad:
+        print(
+            f"{len(bad)} run(s) failed ({', '.join(bad)}): see the error column of "
+            f"{B.SUMMARY} and {Path(args.out) / B.LOG}; fix and run again with --resume",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
