@@ -276,6 +276,8 @@ def test_output_folder_and_resume_checks(tmp_path, capsys):
         prepare_output(load_runs([intruder]), out, chunk_patients=4, resume=True, overwrite=False)
     fresh = prepare_output(runs, out, chunk_patients=4, resume=False, overwrite=True)
     assert fresh["invocations"] == 1 and sorted(p.name for p in out.iterdir()) == ["batch.json"]
+    # the replaced batch is kept aside until the new one has finished (run_batch deletes it)
+    assert (tmp_path / ".out.replaced" / "intruder").is_dir()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x").write_text("x")
     with pytest.raises(ValueError, match="not a batch folder"):

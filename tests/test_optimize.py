@@ -118,6 +118,21 @@ def test_config_reports_every_bad_field_at_once():
     assert len(e.value.errors) == 3
 
 
+def test_horizon_errors_are_listed_for_every_drug_with_the_file_keys():
+    from vcohort.config import ConfigError
+
+    late = [{"name": "wnt974", "every": "1 d", "round_to": "5 mg", "start": "30 d"},
+            {"name": "cb839", "every": "12 h", "round_to": "200 mg", "start": "25 d"}]  # fmt: skip
+    with pytest.raises(ConfigError) as e:
+        parse_experiment(_toml(drug=late))  # days = 21
+    assert e.value.errors == [
+        "drug[0]: drug wnt974: start=30.0 must be before the horizon (21 d)",
+        "drug[1]: drug cb839: start=25.0 must be before the horizon (21 d)",
+    ]
+    with pytest.raises(ValueError, match=r"initial=5000.0 exceeds max_dose=1000.0"):
+        parse_experiment(_toml(drug=[late[1] | {"start": "0 d", "initial": "5000 mg"}]))
+
+
 def test_config_parses_units():
     exp = parse_experiment(
         _toml(

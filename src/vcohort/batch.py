@@ -68,6 +68,7 @@ SUMMARY_COLUMNS = (
     "hr",
     "hr_ci_low",
     "hr_ci_high",
+    "hr_note",
 )
 
 
@@ -140,8 +141,11 @@ def prepare_output(runs, out, *, chunk_patients, resume: bool, overwrite: bool) 
         raise ValueError(f"--out {str(out)!r} is not a batch folder (no {STATE}); cannot resume")
     if old is None:
         check_output_dir(out, overwrite)
-        if out.exists():
-            shutil.rmtree(out)
+        if out.exists():  # --overwrite: kept aside until the new batch has finished
+            backup = replaced_folder(out)
+            if backup.exists():
+                shutil.rmtree(backup)
+            os.replace(out, backup)
         out.mkdir()
     if old is not None and chunk_patients is None:
         chunk_patients = old["chunk_patients"]
@@ -165,6 +169,12 @@ def prepare_output(runs, out, *, chunk_patients, resume: bool, overwrite: bool) 
         state["invocations"] = old["invocations"] + 1
     write_json(out / STATE, state)
     return state
+
+
+def replaced_folder(out: Path) -> Path:
+    """Where ``--overwrite`` keeps the previous batch folder until the new batch finishes (then
+    it is deleted): beside it, hidden."""
+    return out.parent / f".{out.name}.replaced"
 
 
 def _read_state(out: Path) -> dict | None:
@@ -533,6 +543,8 @@ def run_batch(
 
     write_csv(out / SUMMARY, summary)
     log("done", summary=SUMMARY)
+    if not failed and replaced_folder(out).exists():  # the batch --overwrite replaced
+        shutil.rmtree(replaced_folder(out))
     return summary
 
 

@@ -48,7 +48,12 @@ def add(sub) -> None:
     s.add_argument("--range", action="append", default=[], help="sobol: NAME=LOW:HIGH")
     s.add_argument("--range-sd", type=float, default=2.0, help="sobol: default ±k log-normal SD")
     s.add_argument("--top", type=int, default=15, help="parameters in the tornado plot")
-    s.add_argument("--chunk-size", type=int, default=64, help="patients per compiled call")
+    s.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="patients per compiled call (local 64, sobol 256)",
+    )
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     s.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -65,7 +70,7 @@ def run(args) -> int:
         ("--days", args.days, 1),
         ("--runin-days", args.runin_days, 0),
         ("--top", args.top, 1),
-        ("--chunk-size", args.chunk_size, 1),
+        ("--chunk-size", 64 if args.chunk_size is None else args.chunk_size, 1),
     ):
         if v < lo:
             raise ValueError(f"{flag}={v} must be >= {lo}")
@@ -168,7 +173,7 @@ def _sensitivity_compute(args, problem, sobol) -> int:
 
         cohort = make_cohort(args.patients, seed=args.seed, dt=args.dt, runin_days=0)
         res = local_sensitivities(
-            problem, cohort, mode=args.mode, chunk_size=args.chunk_size, progress=show
+            problem, cohort, mode=args.mode, chunk_size=args.chunk_size or 64, progress=show
         )
         table = rank_local(res)
         n_fin, n_zero = int(table.n_patients.iloc[0]), int(table.n_zero.iloc[0])
@@ -198,7 +203,7 @@ def _sensitivity_compute(args, problem, sobol) -> int:
             args.samples,
             bounds=bounds,
             seed=args.seed,
-            chunk_size=max(args.chunk_size, 256),
+            chunk_size=args.chunk_size or 256,
             progress=show,
         )
         extra = {

@@ -37,6 +37,7 @@ Example (see ``experiments/optimize_triple.toml``)::
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from vcohort.config import MAX_ID, MAX_SEED, Checker, ConfigError, read_toml
 from vcohort.dosing import parse_amount, parse_duration
 from vcohort.drug_file import drug_files_field
 from vcohort.objectives import OBJECTIVES
-from vcohort.optimize.problem import DrugSlots, Problem
+from vcohort.optimize.problem import DrugSlots, Problem, validate_drug
 
 TOP = {
     "title", "days", "precision", "dt", "assess_every", "cvar_alpha", "objective",
@@ -152,13 +153,11 @@ def _drug(ck: Checker, i: int, raw) -> DrugSlots | None:
     if len(ck.errors) > n_err:
         return None
     try:
-        from vcohort.optimize.problem import validate_drug
-
         out = DrugSlots(**slots)
         validate_drug(out, 10**9)  # horizon-dependent checks run with the problem
         return out
     except ValueError as e:
-        ck.error(path, str(e))
+        ck.error(path, _file_names(str(e)))
         return None
 
 
@@ -172,6 +171,19 @@ def _cohort_spec(ck: Checker, name: str, raw: dict) -> dict:
     if spec["first_id"] + spec["patients"] - 1 > MAX_ID:
         ck.error(f"{name}.first_id", f"{spec['first_id']}: patient ids must stay <= {MAX_ID}")
     return spec
+
+
+# `DrugSlots` field -> the [[drug]] key it is read from (values in days and mg)
+_FILE_NAMES = {"every_days": "every", "max_dose_mg": "max_dose", "initial_mg": "initial",
+               "start_day": "start", "infusion_days": "over", "max_daily_mg": "max_daily",
+               "budget_mg": "budget", "round_to_mg": "round_to", "hold_days": "hold"}  # fmt: skip
+
+
+def _file_names(message: str) -> str:
+    """A `validate_drug` message with the file's keys (``start`` for ``start_day``, ...)."""
+    return re.sub(
+        r"\b(" + "|".join(_FILE_NAMES) + r")\b", lambda m: _FILE_NAMES[m.group(1)], message
+    )
 
 
 def _overlap(a: dict, b: dict) -> bool:
@@ -278,10 +290,19 @@ def parse_experiment(
         hold_softness=opt.pop("hold_softness"),
         **top,
     )
-    try:
-        problem.validate()
-    except ValueError as e:
-        raise ConfigError(source, [str(e)]) from None
+    errors = []  # checks that need the horizon: every drug's, named as in the file
+    for i, d in enumerate(problem.drugs):
+        try:
+            validate_drug(d, problem.days)
+        except ValueError as e:
+            errors.append(f"drug[{i}]: {_file_names(str(e))}")
+    if not errors:
+        try:
+            problem.validate()
+        except ValueError as e:
+            errors.append(_file_names(str(e)))
+    if errors:
+        raise ConfigError(source, errors)
     return Experiment(
         title=str(raw.get("title", "schedule optimisation")),
         problem=problem,

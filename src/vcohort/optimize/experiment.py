@@ -11,6 +11,7 @@ continues it, and it is removed when the run completes.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -114,6 +115,8 @@ def run_experiment(
             f"a checkpoint of an interrupted run exists ({ck}); pass --resume to continue it "
             f"or delete it"
         )
+    if resume and not ck.exists() and progress:
+        print(f"note: --resume: no checkpoint ({ck}); starting from the beginning", file=sys.stderr)
     pb = exp.problem
     o = exp.optimizer
     timings = {}
