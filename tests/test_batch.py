@@ -529,8 +529,17 @@ def test_calibrated_experiment_runs_in_resumable_steps_and_matches_trial(tmp_pat
     data = json.loads(sel.read_text())
     sel.write_text(json.dumps(data | {"pool_ids": "0" * 16}))
     shutil.rmtree(out2 / "cal")
-    with pytest.raises(ValueError, match="selection.json: made from another pool"):
-        B.run_batch(runs, out2, progress=False, resume=True)
+    # the run fails with the reason in its summary row; the batch itself completes
+    failed = B.run_batch(runs, out2, progress=False, resume=True, keep_chunks=True)
+    assert "selection.json: made from another pool" in failed["error"].iloc[0]
+    assert not (out2 / "cal").exists()
+    # a selection made from other inputs (its fingerprint is not the run's) is made again
+    sel.write_text(json.dumps(data | {"fingerprint": "edited since"}))
+    again = B.run_batch(runs, out2, progress=False, resume=True)
+    pd.testing.assert_frame_equal(_read(out2 / "cal" / "summary.csv"), first, check_exact=True)
+    assert "error" not in again
+    events = [e["event"] for e in _log(out2) if e["invocation"] == 3]
+    assert "selection_stale" in events and "selection_computed" in events
 
 
 def test_resume_refuses_chunks_of_another_model(tmp_path, monkeypatch):
