@@ -40,9 +40,13 @@ PEMBROLIZUMAB = Drug(
             ec50=0.5,
             site="central",
             source=(
-                "assumption: plasma-equivalent EC50 0.5 mg/L (~3.4 nM), i.e. occupancy saturates "
-                "above ~1 mg/kg as reported for peripheral PD-1 receptor occupancy (Patnaik et al. "
-                "2015, Clin Cancer Res 21:4286); tumour penetration folded into this EC50"
+                "plasma EC50 0.5 mg/L (~3.4 nM): the IC50 of pembrolizumab's exposure-response "
+                "model, 0.535 mg/L (Elassaiss-Schaap et al. 2017, CPT Pharmacometrics Syst "
+                "Pharmacol 6:21, Table 2; nlmixr2lib Elassaiss-Schaap_2017_pembrolizumab.R), "
+                "rounded; occupancy saturates above ~1 mg/kg as reported for peripheral PD-1 "
+                "receptor occupancy (Patnaik et al. 2015, Clin Cancer Res 21:4286).  assumption: "
+                "the tumour sees the plasma concentration (no penetration term); at 200 mg q3w "
+                "the trough occupancy is ~98%"
             ),
         ),
     ),
@@ -104,9 +108,11 @@ WNT974 = Drug(
             site="central",
             source=(
                 "assumption: EC50 ~0.004 mg/L (~11 nM, ~10x the PORCN cellular IC50 ~1 nM of "
-                "Liu et al. 2013 PNAS 110:20224) so that 10 mg QD gives the near-complete AXIN2 "
-                "suppression seen in 94% of skin biopsies (Rodon et al. 2021); Emax 0.9 because "
-                "tumour AXIN2 fell in only 74% of biopsies"
+                "Liu et al. 2013 PNAS 110:20224), chosen so that 10 mg QD suppresses AXIN2 "
+                "(seen in 94% of skin biopsies, Rodon et al. 2021); Emax 0.9 because tumour "
+                "AXIN2 fell in only 74% of biopsies.  With this PK (t1/2 6 h) the inhibition "
+                "swings each day between ~0.80 of Emax at the peak and ~0.39 at the trough (0.70 "
+                "at the average concentration): partial, not near-complete, between doses"
             ),
         ),
     ),
@@ -166,7 +172,11 @@ CB839 = Drug(
             source=(
                 "Harding et al. 2021 Clin Cancer Res 27:4994: >90% platelet glutaminase inhibition "
                 "above ~300 nM; with a Hill slope of 1 this puts the IC50 near 33 nM = 0.019 mg/L "
-                "(MW 571.6); Emax 0.95 since tumour inhibition was >75%, not complete"
+                "(MW 571.6); Emax 0.95 since tumour inhibition was >75%, not complete.  With "
+                "the assumed PK the plasma trough at 800 mg BID (~1.4 mg/L) is ~70x this EC50: "
+                "inhibition stays at 0.94-0.95 and is nearly dose-independent above ~100 mg BID, "
+                "so an optimiser can lower the dose at almost no loss (a property of these "
+                "assumptions, not a finding)"
             ),
         ),
     ),
@@ -401,7 +411,7 @@ DACARBAZINE = Drug(
     ref_weight=_KG,
     weight_exponent_cl=1.0,
     weight_exponent_v=1.0,
-    max_single_dose_mg=2500.0,  # the largest labelled single dose, 1000 mg/m2, at 2.5 m2
+    max_single_dose_mg=2500.0,  # KEYNOTE-002's 1000 mg/m2 at 2.5 m2 (EU label: 850 mg/m2)
     toxicity="myelosuppression (leucopenia, thrombocytopenia); hepatic necrosis (rare); "
     "nausea and vomiting",
     references=(_BREITHAUPT, _DTIC_LABEL, _DTIC_VSS, "Friberg et al. 2002, J Clin Oncol 20:4713"),

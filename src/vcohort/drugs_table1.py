@@ -165,14 +165,19 @@ MOGAMULIZUMAB = Drug(
     mw=149_000.0,
     half_life_days=13.4,
     half_life_source=(
-        "typical patient of Mukai 2020 (reference covariates).  The POTELIGEO label's 17 d "
-        "(CV 65%) is a population mean, which this model reproduces with its own variability "
-        "(tests/test_drugs_table1.py)"
+        "typical patient of Mukai 2020 (reference covariates; Mukai's sex effect on CL, x0.768 "
+        "in women, is not modelled, so CL is ~12% high for a mixed cohort).  The POTELIGEO "
+        "label's 17 d (CV 66%) and 12 mL/h read as geometric means, i.e. typical values: this "
+        "model's typical t1/2 is ~20% shorter.  The arithmetic mean of the model's half-lives "
+        "over its own variability is 17 d (tests/test_drugs_table1.py)"
     ),
     max_single_dose_mg=150.0,
     toxicity=(
         "skin rash (incl. SJS/TEN), infusion reactions, autoimmune complications; label: "
-        "1 mg/kg weekly x4 (days 1, 8, 15, 22), then every 2 weeks"
+        "1 mg/kg weekly x4 (days 1, 8, 15, 22), then every 2 weeks until progression.  The "
+        "catalogue's clinical dose is the first cycle only: for the label's maintenance add "
+        "'mogamulizumab 1 mg/kg every 14 d start 28 d over 60 min' to the arm (one drug may "
+        "have several regimens)"
     ),
     references=(_MUKAI, "NCT02946671 (mogamulizumab + nivolumab)"),
 )
@@ -251,7 +256,11 @@ GUADECITABINE = Drug(
                 0.4,
                 "assumption: active moiety (decitabine released from guadecitabine) with t1/2 "
                 "1.5 h and V/F 100 L: longer than the ~0.5 h of IV decitabine, as reported "
-                "(Issa et al. 2015, Lancet Oncol 16:1099)",
+                "(Issa et al. 2015, Lancet Oncol 16:1099).  The concentrations are a surrogate "
+                "scale, not decitabine's: the dose stays in guadecitabine mg and the long t1/2 "
+                "sits in a low CL/F (decitabine's own CL is ~230 L/h, Cashen et al. 2008, Cancer "
+                "Chemother Pharmacol 61:759), so the AUC is ~10x IV decitabine's; the EC50 is on "
+                "the same scale, so only the effect is meant to be read",
                 "apparent clearance CL/F of the active moiety",
             ),
             (
@@ -288,14 +297,15 @@ GUADECITABINE = Drug(
             ),
         ),
     ),
-    clinical_dose="guadecitabine 60 mg/m2 every 24 h x 5",
+    clinical_dose="guadecitabine 60 mg/m2 every 24 h x 5 repeat every 28 d",
     mw=557.4,
     half_life_days=1.5 / 24.0,
     half_life_source="assumption: 1.5 h, see the CL row",
     max_single_dose_mg=200.0,
     toxicity=(
         "myelosuppression (febrile neutropenia 41%, Issa et al. 2015; MTD 90 mg/m2 daily x5 "
-        "in MDS); 28-day cycles (repeat with 'start 28 d').  Not linked to the Friberg ANC model"
+        "in MDS); 28-day cycles (the clinical dose repeats them).  Not linked to the Friberg "
+        "ANC model"
     ),
     references=(
         "Issa et al. 2015, Lancet Oncol 16:1099",
