@@ -47,21 +47,24 @@ def test_confirmation_window_on_hand_made_series():
             [100, 100, 100, 100, 65],  # PR only at the last assessment: nothing later -> SD
             [100, 65, 90, 130, 130],  # unconfirmed PR, then PD from nadir 65: SD, PFS event
             [50, 4, 3, 3, 3],  # CR confirmed
-            [50, 4, 8, 8, 8],  # CR not confirmed; PR (-84%) is; +4 mm over nadir is not PD
+            [50, 20, 4, 6, 6],  # PR confirmed by the CR at day 84; the CR is not (day 126: PD)
+            [50, 4, 8, 8, 8],  # CR at day 42 (recorded 0 mm), then 8 mm: it reappeared, PD
             [100, 125, 130, 140, 150],  # PD at the first assessment
         ],
         dtype=float,
     )
     bor, pfs, ev = recist(d, days, confirm_days=28)
-    assert bor.tolist() == ["PR", "SD", "SD", "SD", "CR", "PR", "PD"]
-    assert pfs.tolist() == [168, 168, 168, 84, 168, 168, 42]
-    assert ev.tolist() == [False, False, False, True, False, False, True]
+    assert bor.tolist() == ["PR", "SD", "SD", "SD", "CR", "PR", "SD", "PD"]
+    assert pfs.tolist() == [168, 168, 168, 84, 168, 126, 84, 42]
+    assert ev.tolist() == [False, False, False, True, False, True, True, True]
     # without confirmation the same series count every first response
     bor0, _, _ = recist(d, days)
-    assert bor0.tolist() == ["PR", "PR", "PR", "PR", "CR", "CR", "PD"]
+    assert bor0.tolist() == ["PR", "PR", "PR", "PR", "CR", "CR", "CR", "PD"]
     # a window longer than the assessment gap needs the assessment after next
     bor90, _, _ = recist(d, days, confirm_days=90)
-    assert bor90.tolist() == ["PR", "SD", "SD", "SD", "CR", "PR", "PD"]
+    assert bor90.tolist() == ["PR", "SD", "SD", "SD", "CR", "SD", "SD", "PD"]
+    # regrowth under the floor after a CR stays CR: 4.9 mm is not measurable
+    assert recist(np.array([[50.0, 4, 4.9]]), days[:2])[0].tolist() == ["CR"]
 
 
 def test_confirmation_must_come_before_progression():

@@ -4,7 +4,8 @@ Tumour size is the spherical-equivalent diameter (QSP-IO ``tumSizePerc.m``) used
 sum of diameters.  RECIST 1.1 (Eisenhauer et al. 2009, Eur J Cancer 45:228): PR is a ≥30%
 decrease from **baseline**; PD a ≥20% increase over the **nadir** (smallest sum so far,
 including baseline) that is also ≥5 mm; CR is disappearance, here a diameter under
-``cr_floor_mm``; SD otherwise.  With ``confirm_days > 0`` a PR/CR counts only when the first
+``cr_floor_mm`` (recorded as 0 mm, so that regrowth to a measurable size after a CR is PD);
+SD otherwise.  With ``confirm_days > 0`` a PR/CR counts only when the first
 assessment at least ``confirm_days`` later (before any PD) shows it again (RECIST 1.1 §4.6
 requires ≥4 weeks, i.e. 28 days, in non-randomised trials); an unconfirmed response is SD.
 SD as best response needs a non-PD assessment at least ``sd_min_days`` after the start
@@ -94,9 +95,13 @@ def recist(
     if A == 0:  # horizon shorter than the first assessment: not evaluable
         end = 0.0 if censor_at == "last_assessment" else float(horizon)
         return np.full(P, "NE", dtype=object), np.full(P, end), np.zeros(P, dtype=bool)
-    nadir = np.minimum.accumulate(np.concatenate([base, seq], axis=1), axis=1)[:, :-1]
-    pd_hit = (seq >= 1.2 * nadir) & (seq - nadir >= 5.0)
     cr = seq < cr_floor_mm
+    # a tumour under the floor has disappeared: it is recorded as 0 mm, so its reappearance
+    # (>= 5 mm, the smallest measurable increase) is progression (RECIST 1.1 §4.3.1: PD is
+    # measured from the nadir; a lesion that reappears after a CR is PD)
+    seen = np.where(cr, 0.0, seq)
+    nadir = np.minimum.accumulate(np.concatenate([base, seen], axis=1), axis=1)[:, :-1]
+    pd_hit = (seen >= 1.2 * nadir) & (seen - nadir >= 5.0)
     resp = ((seq - base) / base <= -0.30) | cr
     first_pd = np.where(pd_hit.any(axis=1), np.argmax(pd_hit, axis=1), A)
     before = np.arange(A)[None, :] < first_pd[:, None]
