@@ -3,6 +3,7 @@ vcohort trial, and a real kill -9 / --resume cycle."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -268,16 +269,25 @@ def test_output_folder_and_resume_checks(tmp_path, capsys):
     again = prepare_output(runs, out, chunk_patients=None, resume=True, overwrite=False)
     assert again["invocations"] == 2 and again["chunk_patients"] == 4
     base.write_text(BASE.format(days=84))  # the input changed since the batch started
-    with pytest.raises(ValueError, match="run 'base' .* changed since the batch"):
+    # a finished run would be skipped with the old results: refused ...
+    (out / "base").mkdir()
+    (out / "base" / "manifest.json").write_text("{}")
+    with pytest.raises(ValueError, match="run 'base' .* changed since it was written"):
         prepare_output(load_runs([base]), out, chunk_patients=4, resume=True, overwrite=False)
+    # ... an unfinished one is computed afresh (its stale chunks are recomputed, `_chunk`)
+    shutil.rmtree(out / "base")
+    prepare_output(load_runs([base]), out, chunk_patients=4, resume=True, overwrite=False)
     (out / "intruder").mkdir()  # a folder named like a run that is new to this batch
     intruder = _write(tmp_path, "intruder.toml", BASE.format(days=42))
     with pytest.raises(ValueError, match="run 'intruder' .* was not part of the batch"):
         prepare_output(load_runs([intruder]), out, chunk_patients=4, resume=True, overwrite=False)
     fresh = prepare_output(runs, out, chunk_patients=4, resume=False, overwrite=True)
     assert fresh["invocations"] == 1 and sorted(p.name for p in out.iterdir()) == ["batch.json"]
-    # the replaced batch is kept aside until the new one has finished (run_batch deletes it)
+    # the replaced batch is kept aside until the new one has finished (run_batch deletes it);
+    # while it is there, another --overwrite is refused (it would lose the original)
     assert (tmp_path / ".out.replaced" / "intruder").is_dir()
+    with pytest.raises(ValueError, match="earlier --overwrite replaced"):
+        prepare_output(runs, out, chunk_patients=4, resume=False, overwrite=True)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x").write_text("x")
     with pytest.raises(ValueError, match="not a batch folder"):
@@ -383,8 +393,13 @@ def test_a_failing_run_does_not_sink_the_batch_and_stale_chunks_are_recomputed(
     assert errors["good"] == "" and "only 3 of 184" in errors["bad"]
     assert any(e["event"] == "run_failed" for e in _log(out))
     monkeypatch.setattr(B, "compute_chunk", compute)
-    summary = B.run_batch(runs, out, progress=False, resume=True)
+    # fixed (here: its input edited) and resumed: the failed run is computed from the new input
+    bad.write_text(BASE.format(days=42).replace("seed = 3", "seed = 5"))
+    summary = B.run_batch(load_runs([good, bad]), out, progress=False, resume=True)
     assert "error" not in summary and (out / "bad" / "summary.csv").is_file()
+    assert (
+        json.loads((out / "bad" / "manifest.json").read_text())["config"]["population"]["seed"] == 5
+    )
 
     # a chunk whose fingerprint is not the run's (another input) is recomputed
     folder, logged = tmp_path / "chunks", []
@@ -550,7 +565,9 @@ def test_resume_refuses_chunks_of_another_model(tmp_path, monkeypatch):
     out = tmp_path / "out"
     B.prepare_output(runs, out, chunk_patients=None, resume=False, overwrite=False)
     monkeypatch.setattr(B, "model_identity", lambda: "another model")
-    with pytest.raises(ValueError, match="changed since the batch"):
+    (out / "base").mkdir()  # a finished run: resuming would keep results of the old inputs
+    (out / "base" / "manifest.json").write_text("{}")
+    with pytest.raises(ValueError, match="changed since it was written"):
         B.prepare_output(runs, out, chunk_patients=None, resume=True, overwrite=False)
 
 
@@ -567,5 +584,7 @@ def test_resume_refuses_chunks_of_another_drug_definition(tmp_path, monkeypatch)
     B.prepare_output(runs, out, chunk_patients=None, resume=False, overwrite=False)
     changed = dataclasses.replace(CATALOGUE["pembrolizumab"], toxicity="edited")
     monkeypatch.setitem(CATALOGUE, "pembrolizumab", changed)
-    with pytest.raises(ValueError, match="changed since the batch"):
+    (out / "base").mkdir()  # a finished run: resuming would keep results of the old inputs
+    (out / "base" / "manifest.json").write_text("{}")
+    with pytest.raises(ValueError, match="changed since it was written"):
         B.prepare_output(runs, out, chunk_patients=None, resume=True, overwrite=False)

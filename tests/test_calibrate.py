@@ -88,7 +88,7 @@ def test_unreachable_targets_name_the_range_the_pool_allows():
         C.fit_rule(obs, C.Targets(0.5, 0.3), arm=ARM, days=DAYS)
     C.fit_rule(obs, C.Targets(0.5, 0.6), arm=ARM, days=DAYS)  # inside the range: fitted
     no_resp = obs[~obs["responder"]]
-    with pytest.raises(ValueError, match="needs both responders and non-responders"):
+    with pytest.raises(ValueError, match="ORR=0.2 needs responders, and the pool has none"):
         C.fit_rule(no_resp, C.Targets(0.2), arm=ARM, days=DAYS)
 
 

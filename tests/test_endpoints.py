@@ -247,4 +247,11 @@ def test_no_assessment_means_not_evaluable_not_zero_response():
     ep.loc[0, ["bor", "best_pct_change", "final_pct_change"]] = ["PR", -40.0, -40.0]
     row = summarize(ep).iloc[0]
     assert row["orr"] == pytest.approx(1 / 3) and row["median_best_pct_change"] == -40.0
+    # patients imaged only before sd_min_days without PD are NE, yet the arm was assessed:
+    # the assessment count (not the NE codes) says so, and ORR/DCR are 0, not NaN
+    ep["bor"], ep["n_assessments"] = "NE", 2
+    row = summarize(ep).iloc[0]
+    assert row["orr"] == 0.0 and row["dcr"] == 0.0 and row["progression_free_at_end"] == 1.0
+    ep["n_assessments"] = 0
+    assert np.isnan(summarize(ep).iloc[0]["orr"])
     assert row["progression_free_at_end"] == 1.0

@@ -114,6 +114,10 @@ def test_every_bad_field_is_reported_at_once_before_compute():
         ),
         (lambda d: d["population"].update(seed=2**32), "population.seed"),  # PRNGKey: 32 bits
         (lambda d: d.update(assessment={"sd_min_days": -1}), "assessment.sd_min_days"),
+        (
+            lambda d: d.update(assessment={"days": [14, 28]}),
+            r"sd_min_days: 42: no assessment on or after day 42 \(the last is day 28\)",
+        ),
         (lambda d: d["arms"][0].update(name="a b"), "it names files"),
         (lambda d: d["arms"][0].update(induction=[]), "only for sequencing"),
         (lambda d: d["arms"][1]["regimens"][1].update(dose="5 mg/dl"), "unknown dose unit"),
@@ -145,8 +149,9 @@ def test_a_calibration_rule_file_is_read_and_not_applied_to_its_own_pool(tmp_pat
     d = copy.deepcopy(GOOD)
     (tmp_path / "junk.json").write_text('{"arm": 1}')
     d["calibration"] = {"pool": 5000, "rule": str(tmp_path / "junk.json")}
-    with pytest.raises(ValueError, match="calibration.rule: .*not a calibration rule"):
+    with pytest.raises(ValueError, match="calibration.rule: .*not a calibration rule") as e:
         experiment_from_dict(d)
+    assert "1 invalid field" in str(e.value)  # reported once, not again by the in-sample check
     rule = CalibrationRule(
         "pembrolizumab 2 mg/kg q3w", 210, Targets(0.21, 0.34), (0.2, 0.01, 0.2, 0.59),
         (1, 1, 1, 1), (4.0,), (1.0, 1.0), 1.0, 0.5,
@@ -159,6 +164,28 @@ def test_a_calibration_rule_file_is_read_and_not_applied_to_its_own_pool(tmp_pat
     d["population"]["seed"] += 1  # another seed: other patients
     assert experiment_from_dict(d).calibration["rule"] == str(tmp_path / "rule.json")
     assert json.loads((tmp_path / "rule.json").read_text())["fit"]["pool_ids"] == [0, 4999]
+
+
+def test_calibration_targets_given_with_a_preset_replace_only_the_preset_s(monkeypatch):
+    """As `vcohort calibrate --pfs6`: a target given with a preset replaces that target only,
+    and the targets' source is then the user's."""
+    from vcohort import calibrate as C
+    from vcohort import trial
+
+    seen = {}
+
+    def fake(pool, targets, n, **kw):
+        seen.update(targets=targets, arm=kw["arm"])
+        raise RuntimeError("stop before compute")
+
+    monkeypatch.setattr(C, "calibrate", fake)
+    d = copy.deepcopy(GOOD)
+    d["calibration"] = {"pool": 5000, "preset": "keynote-006", "pfs6": 0.5}
+    with pytest.raises(RuntimeError, match="stop"):
+        trial._calibrate(experiment_from_dict(d), None)
+    arm, preset = C.PRESETS["keynote-006"]
+    assert (seen["targets"].orr, seen["targets"].pfs6) == (preset.orr, 0.5)
+    assert seen["targets"].source == "user" and seen["arm"] == arm
 
 
 def test_population_file_is_relative_to_the_experiment(tmp_path):

@@ -272,8 +272,8 @@ def test_cli_validates_before_compute(tmp_path, capsys):
         # the same arm as its own reference: every sensitivity would be 0
         (["--arm", PEMBRO, "--versus", PEMBRO.replace("pembro=", "ref=")], "same regimens"),
         # flags the method ignores
-        (["--samples", "64"], "--samples apply to --method sobol"),
-        (["--method", "sobol", "--params", "v_N,q_T8", "--patients", "9"], "--patients apply"),
+        (["--samples", "64"], "--samples applies to --method sobol"),
+        (["--method", "sobol", "--params", "v_N,q_T8", "--patients", "9"], "--patients applies"),
     ]
     for extra, msg in cases:
         if msg is None:

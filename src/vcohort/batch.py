@@ -111,8 +111,10 @@ def model_identity() -> str:
     root = Path(vcohort.__file__).parent
     parts = [vcohort.__version__, CSC_IMMUNE.params.to_markdown(), jax.__version__]
     parts.append(jax.default_backend())
-    parts += [f"{f.relative_to(root)}\n{f.read_text()}" for f in sorted(root.rglob("*.py"))]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    h = hashlib.sha256("\n".join(parts).encode())
+    for f in sorted(root.rglob("*.py")):  # bytes: no dependence on the locale's encoding
+        h.update(str(f.relative_to(root)).encode() + b"\n" + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def chunk_size_for(run: BatchRun, chunk_patients: int | None) -> int:
@@ -141,10 +143,13 @@ def prepare_output(runs, out, *, chunk_patients, resume: bool, overwrite: bool) 
         raise ValueError(f"--out {str(out)!r} is not a batch folder (no {STATE}); cannot resume")
     if old is None:
         check_output_dir(out, overwrite)
+        backup = replaced_folder(out)
+        if out.exists() and backup.exists():
+            raise ValueError(
+                f"{str(backup)!r} holds the batch an earlier --overwrite replaced, and that "
+                f"batch has not finished: --resume it, or delete {str(backup)!r} first"
+            )
         if out.exists():  # --overwrite: kept aside until the new batch has finished
-            backup = replaced_folder(out)
-            if backup.exists():
-                shutil.rmtree(backup)
             os.replace(out, backup)
         out.mkdir()
     if old is not None and chunk_patients is None:
@@ -196,10 +201,15 @@ def _check_resumable(old: dict, new: dict, out: Path) -> None:
                 f"run {r['name']!r} ({r['source']}) was not part of the batch in {str(out)!r} "
                 f"but {str(out / r['name'])!r} exists; use another --out or --overwrite"
             )
-        if o is not None and o["fingerprint"] != r["fingerprint"]:
+        # a finished run that changed would be skipped with results of the old inputs: refused.
+        # An unfinished one (interrupted, or failed and then fixed) is computed afresh: its
+        # chunks carry the old fingerprint and are recomputed (`_chunk`)
+        done = (out / r["name"] / "manifest.json").is_file()
+        if o is not None and o["fingerprint"] != r["fingerprint"] and done:
             raise ValueError(
-                f"run {r['name']!r} ({r['source']}) changed since the batch in {str(out)!r} "
-                f"started; resume only with unchanged inputs, or use --overwrite"
+                f"run {r['name']!r} ({r['source']}) changed since it was written to "
+                f"{str(out / r['name'])!r}; resume only with unchanged inputs for finished "
+                f"runs, or use --overwrite"
             )
 
 

@@ -362,8 +362,10 @@ def _check_reachable(targets: Targets, counts, rare) -> None:
     resp_lo, resp_hi = (orr if not use[1] else 0.0), (orr if use[0] else 0.0)
     non_lo, non_hi = ((1 - orr) if not use[3] else 0.0), ((1 - orr) if use[2] else 0.0)
     problem = None
-    if (orr > 0 and not (use[0] or use[1])) or (orr < 1 and not (use[2] or use[3])):
-        problem = f"ORR={orr} needs both responders and non-responders"
+    if orr > 0 and not (use[0] or use[1]):
+        problem = f"ORR={orr} needs responders, and the pool has none the fit may use"
+    elif orr < 1 and not (use[2] or use[3]):
+        problem = f"ORR={orr} needs non-responders, and the pool has none the fit may use"
     elif pfs6 is not None and not (resp_lo + non_lo - 1e-12 <= pfs6 <= resp_hi + non_hi + 1e-12):
         problem = (
             f"at ORR={orr} they allow 6-month PFS between {resp_lo + non_lo:.3g} and "

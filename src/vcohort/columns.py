@@ -36,6 +36,7 @@ FIXED: dict[str, tuple[str, str]] = {
     "best_pct_change_daily": ("%", "best % change from baseline over every day"),
     "final_pct_change": ("%", "% change from baseline at the horizon"),
     "bor": ("", "RECIST 1.1 best overall response: CR, PR, SD, PD, NE (not evaluable)"),
+    "n_assessments": ("", "RECIST assessments within the horizon (0: nothing evaluable)"),
     "pfs_days": ("day", "progression-free survival: time to PD, or to censoring"),
     "pfs_event": ("", "true: progressed (PD); false: censored"),
     "csc_fraction_baseline": ("fraction", "CSCs / (CSCs + non-stem tumour cells) at baseline"),

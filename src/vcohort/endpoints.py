@@ -187,6 +187,7 @@ def patient_endpoints(
             horizon=float(n_days),
         )
         out.update(bor=np.where(ok, bor, "NE"), pfs_days=pfs, pfs_event=ev)
+        out["n_assessments"] = np.full(len(base), adays.size)  # within the horizon
         # the waterfall's "best % change" is the best change *measured*: at the assessments
         # (a tumour that only grows shows its growth, not its first-day change)
         if adays.size:
@@ -261,8 +262,12 @@ def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
         ok = g[g["status"] == 0]
         n = len(ok)
         row = {by: arm, "n": len(g), "n_failed": int((g["status"] != 0).sum())}
-        # no patient assessed (horizon before the first assessment): nothing is evaluable
-        assessed = "bor" in ok and bool((ok["bor"] != "NE").any())
+        # no patient assessed (horizon before the first assessment): nothing is evaluable.  (NE
+        # alone does not say it: a patient seen only before sd_min_days without PD is NE too)
+        if "n_assessments" in ok:
+            assessed = bool(len(ok)) and int(ok["n_assessments"].max()) > 0
+        else:
+            assessed = "bor" in ok and bool((ok["bor"] != "NE").any())
         if "bor" in ok:  # RECIST (models with a diameter); NE patients count as non-responders
             resp = int(ok["bor"].isin(["CR", "PR"]).sum())
             dc = int(ok["bor"].isin(["CR", "PR", "SD"]).sum())

@@ -152,13 +152,18 @@ def experiment_from_dict(
     repl = ck.get(pt, "replace_rejected", "population", "bool", True)
     screening = ck.get(pt, "screening", "population", "bool", True)
     pop = _population(ck, pt, base_dir)
-    if calib is not None and "rule" in calib and seed is not None and Path(calib["rule"]).is_file():
+    seed_ok = "population.seed" not in " ".join(ck.errors)
+    if calib is not None and "rule" in calib and seed_ok and Path(calib["rule"]).is_file():
         from vcohort.calibrate import CalibrationRule, check_fresh_pool
 
+        try:
+            rule = CalibrationRule.load(calib["rule"])
+        except ValueError:
+            rule = None  # reported by `_calibration`
         try:  # a rule applied to the pool it was fitted on would be an in-sample check
-            pool = calib["pool"] or 1000
-            check_fresh_pool(CalibrationRule.load(calib["rule"]), seed, 0, pool, fix="change "
-                             "population.seed (the pool draws ids from 0)")  # fmt: skip
+            if rule is not None:
+                check_fresh_pool(rule, seed, 0, calib["pool"] or 1000, fix="change "
+                                 "population.seed (the pool draws ids from 0)")  # fmt: skip
         except ValueError as e:
             ck.error("calibration.rule", str(e))
 
@@ -371,6 +376,16 @@ def _assessment(ck: Checker, at: dict, horizon: int | None) -> tuple[dict, float
                     else f"lengthen the horizon to >= {first + every * -(-confirm // every)} d"
                 )
                 + " or set confirm_days = 0",
+            )
+    if horizon is not None and sd_min and None not in (every, first):
+        seen = sorted(days) if days else list(range(first, horizon + 1, every))
+        seen = [d for d in seen if d <= horizon]
+        if seen and seen[-1] < sd_min:
+            ck.error(
+                f"{p}.sd_min_days",
+                f"{sd_min}: no assessment on or after day {sd_min} (the last is day {seen[-1]}), "
+                f"so no patient could have stable disease (every one would be PD or NE); add an "
+                f"assessment or lower sd_min_days",
             )
     ep = {"assess_every": every, "assess_first": first, "assess_days": days,
           "confirm_days": confirm, "sd_min_days": sd_min, "cr_floor_mm": floor,

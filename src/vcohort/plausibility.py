@@ -22,7 +22,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from vcohort.cohort import Cohort, check_engine, make_cohort
+from vcohort.cohort import Cohort, check_engine, check_seed_and_ids, make_cohort
 from vcohort.population import Plausibility, Population, load_population
 
 
@@ -134,6 +134,7 @@ def plausible_cohort(
         raise ValueError(f"patients={n!r} must be an integer >= 1")
     max_draws = 10 * n + 64 if max_draws is None else max_draws
     check_engine(engine)
+    check_seed_and_ids(seed, first_id, max_draws)  # replacements draw ids up to the limit
     kw = dict(cohort_kwargs, seed=seed, model=model, dt=dt, precision=precision,
               chunk_size=chunk_size, population=pop, engine=engine)  # fmt: skip
     first = make_cohort(n, first_id=first_id, **kw)

@@ -110,7 +110,8 @@ def _calibrate(exp: Experiment, pool):
         return cohort, {"rule_file": c["rule"], **report}
     arm, targets = C.PRESETS[c["preset"]] if c.get("preset") else (None, None)
     arm = c.get("arm") or arm
-    if c.get("orr") is not None or targets is None:
+    own = any(c.get(k) is not None for k in ("orr", "pfs6", "arm"))
+    if own or targets is None:  # each given target replaces only the preset's (as the CLI)
         from dataclasses import replace
 
         base = targets if targets is not None else C.Targets(c["orr"])
@@ -118,6 +119,7 @@ def _calibrate(exp: Experiment, pool):
             base,
             orr=c["orr"] if c.get("orr") is not None else base.orr,
             pfs6=c["pfs6"] if c.get("pfs6") is not None else base.pfs6,
+            source="user",
         )
     rule, cohort, _, report = C.calibrate(
         pool,

@@ -125,7 +125,8 @@ def _check_method_flags(args) -> None:
         need = "local"
     if given:
         raise ValueError(
-            f"{', '.join(given)} apply to --method {need}, not {args.method} "
+            f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to --method {need}, "
+            f"not {args.method} "
             + (
                 "(local covers every parameter)"
                 if need == "sobol"

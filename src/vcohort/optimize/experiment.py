@@ -115,7 +115,7 @@ def run_experiment(
             f"a checkpoint of an interrupted run exists ({ck}); pass --resume to continue it "
             f"or delete it"
         )
-    if resume and not ck.exists() and progress:
+    if resume and not ck.exists():
         print(f"note: --resume: no checkpoint ({ck}); starting from the beginning", file=sys.stderr)
     pb = exp.problem
     o = exp.optimizer

@@ -171,7 +171,7 @@ def update_multipliers(
     lam = {k: jnp.maximum(0.0, lam[k] + mu * g[k]) for k in lam}
     if viol > feas_tol and viol > 0.5 * prev_viol:
         mu = min(mu * 2.0, 1e4)
-    return lam, mu, viol
+    return lam, mu, (viol if math.isfinite(viol) else prev_viol)
 
 
 def _fingerprint(problem: Problem, n: int, personalised: bool, extra: dict) -> str:
