@@ -252,6 +252,20 @@ def test_summary_keeps_a_swept_reference_arm_once_and_lists_failed_runs(tmp_path
     assert s["n"].isna().tolist() == [False, False, True]
 
 
+def test_fingerprint_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    from vcohort.batch import fingerprint
+
+    (tmp_path / "exp").mkdir()
+    default = Path(vcohort.__file__).parent / "data" / "populations" / "default.toml"
+    _write(tmp_path / "exp", "pop.toml", default.read_text())  # a population file of one's own
+    base = BASE.format(days=42).replace('preset = "default"', 'file = "pop.toml"')
+    _write(tmp_path / "exp", "base.toml", base)
+    monkeypatch.chdir(tmp_path)
+    here = fingerprint(load_runs(["exp/base.toml"])[0])
+    monkeypatch.chdir(tmp_path / "exp")
+    assert fingerprint(load_runs(["base.toml"])[0]) == here
+
+
 def test_output_folder_and_resume_checks(tmp_path, capsys):
     from vcohort.batch import prepare_output
 

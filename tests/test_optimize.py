@@ -608,6 +608,12 @@ intervals = ["7 d", "14 d", "21 d"]
         "ES baseline (rounded)",
     } <= set(ev["schedule"])
     assert bool(ev.set_index("schedule").loc["optimised (rounded)", "feasible"])
+    # grade-4 neutropenia with its exact upper bound (6 held-out patients: wide)
+    from vcohort.endpoints import clopper_pearson
+
+    for _, r in ev.iterrows():
+        k = round(r["grade4_neutropenia"] * 6)
+        assert r["grade4_neutropenia_ci_high"] == pytest.approx(clopper_pearson(k, 6)[1])
     assert json.loads((out / "manifest.json").read_text())["simulations"] == 2
     report = (out / "report.md").read_text()
     assert "2 value-and-gradient evaluations (mini-batch of 3)" in report  # 3 of 6 patients

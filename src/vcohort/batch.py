@@ -83,11 +83,15 @@ def fingerprint(run: BatchRun) -> str:
     rule = (getattr(e, "calibration", None) or {}).get("rule")
     # the definitions of the drugs the arms give (a --drug-file is in no config)
     drugs = sorted({r.drug for a in e.arms for r in a.regimens})
+    config = dict(e.config)  # the population file's path depends on the working directory
+    if isinstance(config.get("population"), dict):
+        config["population"] = {k: v for k, v in config["population"].items() if k != "origin"}
     blob = json.dumps(
         {
-            "config": e.config,
+            "config": config,
             "drugs": {d: get_drug(d).digest() for d in drugs},
-            "population": e.population.to_dict(),
+            # the population's contents; not its path, which depends on the working directory
+            "population": {k: v for k, v in e.population.to_dict().items() if k != "origin"},
             "rule": hashlib.sha256(Path(rule).read_bytes()).hexdigest() if rule else None,
             "model": model_identity(),
         },

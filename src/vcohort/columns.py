@@ -44,6 +44,10 @@ FIXED: dict[str, tuple[str, str]] = {
     "csc_fraction": ("fraction", "CSCs / (CSCs + non-stem tumour cells)"),
     "diameter_mm": ("mm", "spherical-equivalent tumour diameter (RECIST sum of diameters)"),
     "anc_nadir": ("10⁹/L", "lowest absolute neutrophil count"),
+    "grade4_neutropenia_ci_high": (
+        "fraction",
+        "grade-4 neutropenia fraction, exact (Clopper–Pearson) 95% CI, upper",
+    ),
     "grade4_neutropenia": (
         "",
         "ANC below 0.5 x 10⁹/L at any time (CTCAE grade 4); in a summary: the fraction of patients",

@@ -12,7 +12,13 @@ import pandas as pd
 from vcohort.cohort import Cohort
 from vcohort.dosing import Schedule, compile_schedule, parse_regimen
 from vcohort.drugs import get_drug
-from vcohort.endpoints import GRADE4_ANC, dose_modification_columns, patient_endpoints, summarize
+from vcohort.endpoints import (
+    GRADE4_ANC,
+    clopper_pearson,
+    dose_modification_columns,
+    patient_endpoints,
+    summarize,
+)
 from vcohort.model import CSC_IMMUNE, Model
 from vcohort.objectives import log_ratio, per_patient_terms
 from vcohort.optimize.problem import Problem
@@ -152,7 +158,10 @@ def evaluate(
         if problem.days >= 210:
             row["pfs6"] = float(1.0 - (epk["pfs_event"] & (epk["pfs_days"] <= PFS6_DAYS)).mean())
         if "ANC" in traj.daily:
-            row["grade4_neutropenia"] = float(np.mean(traj.daily["ANC"][ok].min(axis=1) < 0.5))
+            g4 = traj.daily["ANC"][ok].min(axis=1) < GRADE4_ANC
+            row["grade4_neutropenia"] = float(np.mean(g4))
+            # the limit is met by the point estimate; its exact upper 95% bound says how surely
+            row["grade4_neutropenia_ci_high"] = clopper_pearson(int(g4.sum()), int(g4.size))[1]
         for d in problem.drug_names:
             if d in traj.dosing:  # a hold rule: the mg given, not the mg planned
                 total = np.asarray(traj.dosing[d]["given_mg"])[ok]
