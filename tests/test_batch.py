@@ -266,6 +266,19 @@ def test_fingerprint_does_not_depend_on_the_working_directory(tmp_path, monkeypa
     assert fingerprint(load_runs(["base.toml"])[0]) == here
 
 
+def test_a_second_invocation_on_a_running_batch_folder_is_refused(tmp_path):
+    import vcohort.batch as B
+
+    runs = load_runs([_write(tmp_path, "base.toml", BASE.format(days=42))])
+    out = tmp_path / "out"
+    with B.batch_lock(out):  # another invocation is running (a lock on its own open file)
+        with pytest.raises(ValueError, match="another `vcohort batch` is running"):
+            B.run_batch(runs, out, progress=False)
+    assert not out.exists()  # refused before anything was written
+    with B.batch_lock(out):  # released: the next invocation gets it
+        pass
+
+
 def test_output_folder_and_resume_checks(tmp_path, capsys):
     from vcohort.batch import prepare_output
 

@@ -34,6 +34,7 @@ per run × arm.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -504,10 +505,44 @@ def run_batch(
     keep_chunks: bool = False,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Run every run into ``out`` (see the module docstring); returns the batch summary."""
+    """Run every run into ``out`` (see the module docstring); returns the batch summary.  One
+    invocation per folder at a time (`batch_lock`)."""
+    out = Path(out)
+    with batch_lock(out):
+        return _run_batch(runs, out, chunk_patients, resume, overwrite, keep_chunks, progress)
+
+
+@contextlib.contextmanager
+def batch_lock(out: Path):
+    """An exclusive lock on ``.DIR.lock`` beside the batch folder, so that a second invocation on
+    the same folder is refused instead of deleting the first one's temporary files.  The OS
+    releases it when the process ends, even by ``kill -9``.  No lock where ``fcntl`` is missing
+    (not POSIX) or the parent folder does not exist (`prepare_output` says so)."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if fcntl is None or not out.parent.is_dir():
+        yield
+        return
+    path = out.parent / f".{out.name}.lock"
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"--out {str(out)!r}: another `vcohort batch` is running on this folder (lock "
+                f"{path}); wait for it to finish"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _run_batch(runs, out: Path, chunk_patients, resume, overwrite, keep_chunks, progress):
     from vcohort.trial import write_trial
 
-    out = Path(out)
     state = prepare_output(
         runs, out, chunk_patients=chunk_patients, resume=resume, overwrite=overwrite
     )
