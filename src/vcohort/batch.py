@@ -398,9 +398,10 @@ def run_calibrated(run: BatchRun, c: int, folder: Path, *, log, progress: bool =
     screening = _screening(pool_chunks, pool, e.replace_rejected)
     pool_ids = hashlib.sha256(np.asarray(pool.patient_id, np.int64).tobytes()).hexdigest()[:16]
     sel_path = folder / "selection.json"
+    fp = fingerprint(run)
     if sel_path.is_file():
         sel = json.loads(sel_path.read_text())
-        if sel.get("fingerprint") != fingerprint(run):  # from other inputs: select again
+        if sel.get("fingerprint") != fp:  # made from other inputs: select again
             log("selection_stale", run=run.name)
             sel_path.unlink()
     if sel_path.is_file():
@@ -417,7 +418,7 @@ def run_calibrated(run: BatchRun, c: int, folder: Path, *, log, progress: bool =
         chosen, report = _calibrate(e, pool)
         sel = {
             "pool_ids": pool_ids,
-            "fingerprint": fingerprint(run),
+            "fingerprint": fp,
             "patient": [int(i) for i in chosen.patient_id],
             "calibration": report,
         }

@@ -28,7 +28,7 @@ def add(sub) -> None:
         default="log_tumour_cells",
         help="; ".join(f"{k}: {v}" for k, v in ENDPOINTS.items()),
     )
-    s.add_argument("--patients", type=int, default=50, help="local: virtual patients (>= 1)")
+    s.add_argument("--patients", type=int, help="local: virtual patients (>= 1; 50)")
     s.add_argument("--days", type=int, default=180, help="horizon in days")
     s.add_argument("--seed", type=int, default=0, help="cohort seed (local) / sampling seed")
     s.add_argument("--precision", choices=("float64", "float32"), default="float64")
@@ -41,12 +41,12 @@ def add(sub) -> None:
     s.add_argument("--runin-days", type=int, default=240, help="immune run-in rebuilt per θ")
     s.add_argument("--no-pk", action="store_true", help="leave out the drugs' PK parameters")
     s.add_argument(
-        "--mode", choices=MODES, default="auto", help="local: autodiff mode (auto = reverse)"
+        "--mode", choices=MODES, help="local: autodiff mode (auto, the default, = reverse)"
     )
     s.add_argument("--params", default=None, help="sobol: comma-separated parameters")
-    s.add_argument("--samples", type=int, default=256, help="sobol: base sample N (power of 2)")
-    s.add_argument("--range", action="append", default=[], help="sobol: NAME=LOW:HIGH")
-    s.add_argument("--range-sd", type=float, default=2.0, help="sobol: default ±k log-normal SD")
+    s.add_argument("--samples", type=int, help="sobol: base sample N (power of 2; 256)")
+    s.add_argument("--range", action="append", help="sobol: NAME=LOW:HIGH")
+    s.add_argument("--range-sd", type=float, help="sobol: default ±k log-normal SD (2)")
     s.add_argument("--top", type=int, default=15, help="parameters in the tornado plot")
     s.add_argument(
         "--chunk-size",
@@ -65,13 +65,13 @@ def run(args) -> int:
     from vcohort.runs import parse_arm
     from vcohort.simulate import check_dt
 
+    _method_flags(args)  # first: it fills in the method's defaults
     for flag, v, lo in (
-        ("--patients", args.patients, 1),
         ("--days", args.days, 1),
         ("--runin-days", args.runin_days, 0),
         ("--top", args.top, 1),
-        ("--chunk-size", 64 if args.chunk_size is None else args.chunk_size, 1),
-    ):
+        ("--chunk-size", args.chunk_size, 1),
+    ) + ((("--patients", args.patients, 1),) if args.method == "local" else ()):
         if v < lo:
             raise ValueError(f"{flag}={v} must be >= {lo}")
     check_dt(args.dt)
@@ -92,7 +92,6 @@ def run(args) -> int:
         )
     if ref is not None and ref.name == arm.name:
         ref = type(ref)(ref.name + "_ref", ref.regimens)
-    _check_method_flags(args)
     check_output_dir(args.out, args.overwrite)
 
     from vcohort.model import CSC_IMMUNE
@@ -113,16 +112,24 @@ def run(args) -> int:
     return _sensitivity_compute(args, problem, sobol)
 
 
-def _check_method_flags(args) -> None:
-    """Refuse flags that the chosen method would ignore (named, with the method they need)."""
-    defaults = {"params": None, "range": [], "samples": 256, "range_sd": 2.0}
-    if args.method == "local":
-        given = [f"--{k.replace('_', '-')}" for k, v in defaults.items() if getattr(args, k) != v]
-        need = "sobol"
-    else:
-        given = [f for f, v in (("--patients", args.patients != 50),
-                                ("--mode", args.mode != "auto")) if v]  # fmt: skip
-        need = "local"
+# each method's own flags and their defaults (None in argparse, so that a flag given to the
+# other method is seen even at its default value)
+METHOD_FLAGS = {
+    "local": {"patients": 50, "mode": "auto", "chunk_size": 64},
+    "sobol": {"params": None, "range": [], "samples": 256, "range_sd": 2.0, "chunk_size": 256},
+}
+
+
+def _method_flags(args) -> None:
+    """Refuse flags that the chosen method would ignore (named, with the method they need);
+    fill in the chosen method's defaults."""
+    need = "sobol" if args.method == "local" else "local"
+    own = METHOD_FLAGS[args.method]
+    given = [f"--{k.replace('_', '-')}" for k in METHOD_FLAGS[need]
+             if k not in own and getattr(args, k) is not None]  # fmt: skip
+    for k, v in own.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
     if given:
         raise ValueError(
             f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to --method {need}, "
@@ -174,7 +181,7 @@ def _sensitivity_compute(args, problem, sobol) -> int:
 
         cohort = make_cohort(args.patients, seed=args.seed, dt=args.dt, runin_days=0)
         res = local_sensitivities(
-            problem, cohort, mode=args.mode, chunk_size=args.chunk_size or 64, progress=show
+            problem, cohort, mode=args.mode, chunk_size=args.chunk_size, progress=show
         )
         table = rank_local(res)
         n_fin, n_zero = int(table.n_patients.iloc[0]), int(table.n_zero.iloc[0])
@@ -204,7 +211,7 @@ def _sensitivity_compute(args, problem, sobol) -> int:
             args.samples,
             bounds=bounds,
             seed=args.seed,
-            chunk_size=args.chunk_size or 256,
+            chunk_size=args.chunk_size,
             progress=show,
         )
         extra = {
