@@ -399,3 +399,85 @@ def test_the_temozolomide_example_is_dacarbazine_scaled_and_nadirs_in_week_4():
     anc = np.asarray(tr.daily["ANC"])[:, :36]
     assert 21 <= np.median(anc.argmin(axis=1)) <= 35
     assert np.median(anc.min(axis=1)) < 0.9 * np.median(anc[:, 0])  # a real nadir
+
+
+def test_a_shared_random_effect_is_read_and_drives_both_parameters():
+    """``shared_eta = "CL"`` on Q2 gives Q2 CL's standard-normal draw scaled by Q2's own CV
+    (Ahamadi 2017's one ETA on CL and Q), so log(Q2) is an exact linear function of log(CL)."""
+    from vcohort.cohort import make_cohort
+
+    t = _pembro_copy()
+    t["pembro_copy"]["pk"]["Q2"] |= {"cv": 0.2, "shared_eta": "CL"}
+    (drug,) = parse_drugs(t).values()
+    assert drug.shared_eta == (("Q2", "CL"),)
+    register_drugs({"pembro_copy": drug})
+    pk = make_cohort(300, seed=2, runin_days=0).pk["pembro_copy"]
+    z_cl = np.log(pk["CL"] / drug.params["CL"].value) / drug.params["CL"].omega
+    z_q = np.log(pk["Q2"] / drug.params["Q2"].value) / drug.params["Q2"].omega
+    np.testing.assert_allclose(z_q, z_cl, rtol=1e-12, atol=1e-12)
+    assert np.std(z_cl) > 0.5  # a real spread, not a degenerate draw
+    z_v2 = np.log(pk["V2"] / drug.params["V2"].value) / drug.params["V2"].omega
+    assert abs(np.corrcoef(z_v2, z_cl)[0, 1]) < 0.2  # V2 keeps its own draw
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"Q2": {"shared_eta": "Q3"}}, r"pembro_copy\.pk\.Q2\.shared_eta"),  # not in the file
+        ({"Q2": {"shared_eta": "Q2"}}, r"pembro_copy\.pk\.Q2\.shared_eta"),  # itself
+        ({"Q2": {"cv": 0.0, "shared_eta": "CL"}}, r"Q2 has no between-patient CV"),
+        (
+            {"Q2": {"shared_eta": "CL"}, "CL": {"shared_eta": "V1"}},
+            r"the driver must be another parameter with its own draw",
+        ),
+    ],
+)
+def test_bad_shared_random_effects_are_named(change, match):
+    t = _pembro_copy()
+    for k, v in change.items():
+        t["pembro_copy"]["pk"][k] |= v
+    with pytest.raises(ConfigError, match=match):
+        parse_drugs(t)
+
+
+def test_an_omega_block_is_read_and_correlates_the_draws():
+    """``eta_correlation`` gives two PK parameters correlated random effects (an omega block),
+    each keeping its CV; the first-named parameter keeps its own draw."""
+    from vcohort.cohort import make_cohort
+
+    t = _pembro_copy()
+    t["pembro_copy"]["eta_correlation"] = [{"a": "CL", "b": "V1", "rho": 0.6}]
+    (drug,) = parse_drugs(t).values()
+    assert drug.eta_correlation == (("CL", "V1", 0.6),)
+    register_drugs({"pembro_copy": drug})
+    c = make_cohort(4000, seed=6, runin_days=0)
+    pk = c.pk["pembro_copy"]
+    r = np.corrcoef(np.log(pk["CL"]), np.log(pk["V1"]))[0, 1]
+    assert abs(r - 0.6) < 0.04  # SE of a sample correlation (1 - 0.36)/sqrt(4000) = 0.010
+    assert abs(np.std(np.log(pk["V1"])) - drug.params["V1"].omega) < 0.01
+    plain = make_cohort(4000, seed=6, runin_days=0)  # reproducible, and CL keeps its draw
+    np.testing.assert_array_equal(plain.pk["pembro_copy"]["V1"], pk["V1"])
+
+
+@pytest.mark.parametrize(
+    "block, match",
+    [
+        ([{"a": "CL", "b": "V9", "rho": 0.3}], r"eta_correlation\[0\]\.b"),
+        ([{"a": "CL", "b": "V1", "rho": 1.0}], r"eta_correlation\[0\]\.rho"),
+        ([{"a": "CL", "b": "CL", "rho": 0.3}], r"each pair of two parameters once"),
+        (
+            [
+                {"a": "CL", "b": "V1", "rho": 0.9},
+                {"a": "V1", "b": "V2", "rho": 0.9},
+                {"a": "CL", "b": "V2", "rho": -0.9},
+            ],
+            r"not positive definite",
+        ),
+        ("CL,V1", r"expected a list"),
+    ],
+)
+def test_bad_omega_blocks_are_named(block, match):
+    t = _pembro_copy()
+    t["pembro_copy"]["eta_correlation"] = block
+    with pytest.raises(ConfigError, match=match):
+        parse_drugs(t)

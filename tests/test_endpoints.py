@@ -221,6 +221,35 @@ def test_best_pct_change_is_taken_at_the_assessments():
     assert ep["bor"].iloc[0] == "PD"
 
 
+def test_a_failed_patients_yes_no_endpoints_are_unknown_not_false(tmp_path):
+    """A patient whose solve failed has NA progression and grade-4 flags (not False, which
+    read as "censored" and "no neutropenia"), NaN numbers and BOR NE; the arm's statistics
+    use the others, and the table round-trips through Parquet with the NA kept."""
+    from types import SimpleNamespace
+
+    from vcohort.endpoints import patient_endpoints, summarize
+
+    days = np.arange(0, 85)
+    d = np.stack([50.0 * (1.0 + 0.2 * days / 42.0), np.full(85, np.nan)])
+    anc = np.stack([np.full(85, 4.0), np.full(85, np.nan)])
+    traj = SimpleNamespace(
+        daily={"diameter_mm": d, "ANC": anc},
+        status=np.array([0, 2]),
+        patient_id=np.array([1, 2]),
+        auc={},
+        status_text=lambda: ["ok", "failed"],
+    )
+    ep = patient_endpoints(traj, assess_every=42)
+    assert ep["pfs_event"].tolist() == [True, pd.NA]
+    assert ep["grade4_neutropenia"].tolist() == [False, pd.NA]
+    assert ep["bor"].tolist() == ["PD", "NE"] and np.isnan(ep["pfs_days"].iloc[1])
+    row = summarize(ep.assign(arm="a")).iloc[0]
+    assert row["n_failed"] == 1 and row["orr"] == 0.0 and row["grade4_neutropenia"] == 0.0
+    ep.to_parquet(tmp_path / "e.parquet")
+    back = pd.read_parquet(tmp_path / "e.parquet")
+    assert back["pfs_event"].isna().tolist() == [False, True]
+
+
 def test_no_assessment_means_not_evaluable_not_zero_response():
     """A horizon before the first assessment: every BOR is NE, so ORR/DCR and the
     progression-free fraction are NaN (not 0% and 100%), without numpy warnings; one assessed

@@ -113,6 +113,22 @@ def test_unknown_correlation_name_is_reported_before_compute():
         make_cohort(3, population=pop, runin_days=0)
 
 
+def test_a_correlation_on_a_parameter_that_shares_its_draw_is_refused():
+    """Pembrolizumab's Q2 uses CL's draw (Ahamadi 2017): correlating Q2 would rotate CL's draw
+    too, so it is refused before compute with the driver to name instead; the driver itself
+    correlates, and Q2 follows it."""
+    pop = dataclasses.replace(
+        load_population(), correlations=(Correlation("weight_kg", "pembrolizumab.Q2", 0.4, "x"),)
+    )
+    with pytest.raises(ValueError, match=r"pembrolizumab\.Q2 \(it uses pembrolizumab\.CL's draw\)"):
+        make_cohort(3, population=pop, runin_days=0)
+    pop = dataclasses.replace(
+        load_population(), correlations=(Correlation("weight_kg", "pembrolizumab.CL", 0.4, "x"),)
+    )
+    pk = make_cohort(2000, seed=3, runin_days=0, population=pop).pk["pembrolizumab"]
+    np.testing.assert_allclose(np.corrcoef(np.log(pk["CL"]), np.log(pk["Q2"]))[0, 1], 1.0)
+
+
 def test_every_bad_preset_field_is_reported_at_once():
     d = _preset_dict(colour="blue", pdl1={"prevalence": 1.4, "source": "x"})
     d["covariates"]["weight_kg"]["cv"] = -0.1

@@ -234,7 +234,8 @@ def observables(
         engine=engine,
     )
     resp = ep["bor"].isin(["CR", "PR"]).to_numpy()
-    pf6 = ~(ep["pfs_event"].to_numpy(bool) & (ep["pfs_days"].to_numpy() <= LANDMARK_DAYS))
+    event = ep["pfs_event"].to_numpy(dtype=bool, na_value=False)  # failed: NA ("ok" is False)
+    pf6 = ~(event & (ep["pfs_days"].to_numpy() <= LANDMARK_DAYS))
     df = pd.DataFrame(
         {
             "patient": np.asarray(cohort.patient_id),

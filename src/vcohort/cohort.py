@@ -224,7 +224,7 @@ def make_cohort(
     if not isinstance(runin_days, int | np.integer) or runin_days < 0:
         raise ValueError(f"runin_days={runin_days!r} must be an integer >= 0")
     cat = model.drug_catalogue() if drugs is None else drugs
-    pop = effective_population(population, model)
+    pop = with_drug_correlations(effective_population(population, model), cat)
     ids = np.arange(first_id, first_id + n, dtype=np.int64)
 
     keys = draw_keys(model, cat, pop)
@@ -242,9 +242,9 @@ def make_cohort(
             z = truncated_normal(z, a, np.log(hi / value) / omega)
         return np.clip(value * np.exp(omega * z), lo, hi)  # (truncated: only round-off)
 
-    params = {r.name: draw(r, r.name, f"param:{r.name}") for r in model.params}
+    params = {r.name: draw(r, r.name, keys[r.name]) for r in model.params}
     pk = {
-        d: {r.name: draw(r, f"{d}.{r.name}", f"pk:{d}:{r.name}") for r in drug.params}
+        d: {r.name: draw(r, f"{d}.{r.name}", keys[f"{d}.{r.name}"]) for r in drug.params}
         for d, drug in cat.items()
     }
     cov = {}
@@ -306,6 +306,22 @@ def effective_population(population, model) -> Population:
     if population is None and model is not CSC_IMMUNE:
         pop = dataclasses.replace(pop, correlations=(), parameters={})
     return pop
+
+
+def with_drug_correlations(pop: Population, catalogue: dict) -> Population:
+    """``pop`` with its drugs' omega blocks (`Drug.eta_correlation`, as ``drug.PARAM`` names)
+    placed before its own correlations; a population correlation of the same pair replaces the
+    drug's (a user's setting wins over the catalogue's)."""
+    from vcohort.population import Correlation
+
+    own = {frozenset((c.a, c.b)) for c in pop.correlations}
+    extra = tuple(
+        Correlation(f"{d}.{a}", f"{d}.{b}", float(rho), f"drug {d}'s eta_correlation")
+        for d, drug in catalogue.items()
+        for a, b, rho in drug.eta_correlation
+        if frozenset((f"{d}.{a}", f"{d}.{b}")) not in own
+    )
+    return dataclasses.replace(pop, correlations=extra + pop.correlations) if extra else pop
 
 
 def _effective(row, spec) -> tuple[float, float, float, float]:
@@ -390,7 +406,9 @@ def draw_keys(model, catalogue: dict, pop: Population) -> dict[str, str]:
     Raises if the population correlates a name that is none of these."""
     keys = {r.name: f"param:{r.name}" for r in model.params}
     keys |= {
-        f"{d}.{r.name}": f"pk:{d}:{r.name}" for d, drug in catalogue.items() for r in drug.params
+        f"{d}.{r.name}": f"pk:{d}:{drug.eta_of(r.name)}"
+        for d, drug in catalogue.items()
+        for r in drug.params
     }
     keys |= {c: f"cov:{c}" for c in pop.covariates}
     keys[PDL1_LATENT] = f"cov:{PDL1_LATENT}"
@@ -400,6 +418,13 @@ def draw_keys(model, catalogue: dict, pop: Population) -> dict[str, str]:
             f"population {pop.name!r}: correlation names {unknown} are not model parameters, "
             f"covariates ({', '.join(pop.covariates)}), 'drug.PARAM' PK parameters or "
             f"{PDL1_LATENT!r}"
+        )
+    driven = {f"{d}.{p}": f"{d}.{q}" for d, drug in catalogue.items() for p, q in drug.shared_eta}
+    shared = [f"{n} (it uses {driven[n]}'s draw)" for n in pop.correlated_names() if n in driven]
+    if shared:
+        raise ValueError(
+            f"population {pop.name!r}: correlations name PK parameters that share another "
+            f"parameter's random effect: {', '.join(shared)}; correlate the driver instead"
         )
     problems = _check_settings(model, catalogue, pop)
     if problems:

@@ -38,7 +38,7 @@ FIXED: dict[str, tuple[str, str]] = {
     "bor": ("", "RECIST 1.1 best overall response: CR, PR, SD, PD, NE (not evaluable)"),
     "n_assessments": ("", "RECIST assessments within the horizon (0: nothing evaluable)"),
     "pfs_days": ("day", "progression-free survival: time to PD, or to censoring"),
-    "pfs_event": ("", "true: progressed (PD); false: censored"),
+    "pfs_event": ("", "true: progressed (PD); false: censored; empty (NA): the solve failed"),
     "csc_fraction_baseline": ("fraction", "CSCs / (CSCs + non-stem tumour cells) at baseline"),
     "csc_fraction_final": ("fraction", "CSC fraction at the horizon"),
     "csc_fraction": ("fraction", "CSCs / (CSCs + non-stem tumour cells)"),
@@ -50,10 +50,11 @@ FIXED: dict[str, tuple[str, str]] = {
     ),
     "grade4_neutropenia": (
         "",
-        "ANC below 0.5 x 10⁹/L at any time (CTCAE grade 4); in a summary: the fraction of patients",
+        "ANC below 0.5 x 10⁹/L at any time (CTCAE grade 4; NA: the solve failed); in a "
+        "summary: the fraction of patients",
     ),  # fmt: skip
     "tumour_cells": ("cells", "tumour cells (models without a diameter)"),
-    "tumour_cleared": ("", "tumour below one cell"),
+    "tumour_cleared": ("", "tumour below one cell (NA: the solve failed)"),
     # summary.csv
     "n": ("patients", "patients in the arm"),
     "n_failed": ("patients", "patients whose solve failed (left out of the endpoints)"),

@@ -62,7 +62,18 @@ def render_model_doc(validation: Path | None = DEFAULT_VALIDATION) -> str:
             f"Weight exponents CL/Q {d.weight_exponent_cl}, V {d.weight_exponent_v} "
             f"(reference {d.ref_weight} kg).  Terminal half-life (typical patient) "
             f"{d.terminal_half_life() * 24:.1f} h; published {d.half_life_days * 24:.1f} h "
-            f"({d.half_life_source}).  Toxicity: {d.toxicity}.",
+            f"({d.half_life_source}).  Toxicity: {d.toxicity}."
+            + "".join(
+                f"  `{p}` shares `{q}`'s random effect (one draw, each its own CV)."
+                for p, q in d.shared_eta
+            )
+            + (
+                "  Correlated random effects (omega block): "
+                + ", ".join(f"`{a}`–`{b}` {r:+g}" for a, b, r in d.eta_correlation)
+                + "."
+                if d.eta_correlation
+                else ""
+            ),
             "",
             d.params.to_markdown(),
             "",

@@ -104,6 +104,14 @@ class Drug:
             ``mtt_marrow``; the transit-compartment idea of Friberg et al. 2002 and Sun &
             Jusko 1998, here on the drug signal: assumption, standing in for damage to early
             progenitors upstream of Friberg's proliferating compartment).
+        shared_eta: ``(parameter, driver)`` pairs: the parameter's between-patient deviation
+            is the driver's standard-normal draw (NONMEM's one ETA on two parameters, e.g.
+            Ahamadi 2017's ``Q = θ_Q·exp(η_CL)``), scaled by the parameter's own CV.  Both
+            need a CV > 0; a population may correlate the driver, not the parameter.
+        eta_correlation: ``(a, b, rho)``: the correlation of two PK parameters' random effects
+            (an omega block, ``rho = ω_ab / (ω_a ω_b)``), applied to every cohort with the
+            population's correlations (`vcohort.cohort.with_drug_correlations`); a
+            population's own correlation of the same pair replaces it.
     """
 
     name: str
@@ -124,6 +132,8 @@ class Drug:
     amount_unit: str = "mg"
     target_state: str | None = None
     marrow_chain: int = 0
+    shared_eta: tuple[tuple[str, str], ...] = ()
+    eta_correlation: tuple[tuple[str, str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.route not in ROUTES:
@@ -160,6 +170,8 @@ class Drug:
                 f"drug {self.name}: marrow_chain ({self.marrow_chain}) and the PK parameter "
                 "mtt_marrow go together"
             )
+        self._check_shared_eta()
+        self._check_eta_correlation()
         sites = self.observed_indices()
         for eff in self.effects:
             if eff.site not in sites:
@@ -168,6 +180,69 @@ class Drug:
                     f"which this drug does not have (its sites: {', '.join(sites)}; 'effect' "
                     "needs ke0, 'marrow' needs marrow_chain and mtt_marrow)"
                 )
+
+    def _check_shared_eta(self) -> None:
+        pairs = tuple(tuple(p) for p in self.shared_eta)
+        object.__setattr__(self, "shared_eta", pairs)
+        driven = [p[0] for p in pairs if len(p) == 2]
+        for pair in pairs:
+            where = f"drug {self.name}: shared_eta {pair!r}"
+            if len(pair) != 2:
+                raise ValueError(f"{where}: give (parameter, driver) pairs")
+            param, driver = pair
+            for n in pair:
+                if n not in self.params:
+                    raise ValueError(
+                        f"{where}: {n!r} is not a PK parameter of this drug "
+                        f"(its parameters: {', '.join(self.params.names)})"
+                    )
+                if self.params[n].cv <= 0:
+                    raise ValueError(
+                        f"{where}: {n} has no between-patient CV; a shared random effect "
+                        "needs a CV > 0 on both parameters"
+                    )
+            if param == driver or driver in driven:
+                raise ValueError(f"{where}: the driver must be another parameter with its own draw")
+            if driven.count(param) > 1:
+                raise ValueError(f"{where}: {param} is given more than one driver")
+
+    def _check_eta_correlation(self) -> None:
+        triples = tuple(tuple(t) for t in self.eta_correlation)
+        object.__setattr__(self, "eta_correlation", triples)
+        driven = dict(self.shared_eta)
+        seen = set()
+        for t in triples:
+            where = f"drug {self.name}: eta_correlation {t!r}"
+            if len(t) != 3:
+                raise ValueError(f"{where}: give (parameter, parameter, rho) triples")
+            a, b, rho = t
+            for n in (a, b):
+                if n not in self.params or self.params[n].cv <= 0:
+                    raise ValueError(
+                        f"{where}: {n!r} is not a PK parameter of this drug with a CV > 0"
+                    )
+                if n in driven:
+                    raise ValueError(f"{where}: {n} uses {driven[n]}'s draw; correlate that")
+            if a == b or frozenset((a, b)) in seen:
+                raise ValueError(f"{where}: give each pair of two parameters once")
+            seen.add(frozenset((a, b)))
+            if isinstance(rho, bool) or not -1.0 < float(rho) < 1.0:
+                raise ValueError(f"{where}: rho={rho!r}; allowed: -1 < rho < 1")
+        if triples:
+            names = sorted({n for t in triples for n in t[:2]})
+            R = np.eye(len(names))
+            for a, b, rho in triples:
+                i, j = names.index(a), names.index(b)
+                R[i, j] = R[j, i] = rho
+            if np.linalg.eigvalsh(R).min() <= 0:
+                raise ValueError(
+                    f"drug {self.name}: the eta_correlation matrix over {names} is not "
+                    "positive definite"
+                )
+
+    def eta_of(self, name: str) -> str:
+        """The PK parameter whose standard-normal draw ``name`` uses (itself unless shared)."""
+        return dict(self.shared_eta).get(name, name)
 
     def digest(self) -> str:
         """A short hash of the whole definition (PK, effects, doses, metadata)."""

@@ -19,6 +19,9 @@ its unit and a source (or "assumption: why"), as the built-in catalogue does::
     [nivolumab.pk]                      # CL, V1 required; Q2/V2, Q3/V3, ka, ke0, mtt_marrow
     CL = { value = 7.8, unit = "mL/h", cv = 0.36, source = "Bajaj et al. 2017" }
     V1 = { value = 3.63, unit = "L", cv = 0.36, source = "Bajaj et al. 2017" }
+    # Q2 = { value = 0.8, unit = "L/day", cv = 0.36, shared_eta = "CL", source = "..." }
+    #   shared_eta: this parameter's between-patient deviation is CL's draw (one ETA on both)
+    # eta_correlation = [{ a = "CL", b = "V1", rho = 0.3 }]   # an omega block, as correlations
 
     [[nivolumab.effects]]               # one per model effect channel the drug acts on
     channel = "pd1_occupancy"
@@ -53,9 +56,9 @@ _GLOBAL: set[str] = set()
 _DRUG_KEYS = {
     "class", "route", "clinical_dose", "mw", "half_life_days", "half_life_source", "ref_weight",
     "weight_exponent_cl", "weight_exponent_v", "max_single_dose_mg", "toxicity", "references",
-    "amount_unit", "marrow_chain", "pk", "effects",
+    "amount_unit", "marrow_chain", "pk", "effects", "eta_correlation",
 }  # fmt: skip
-_PK_KEYS = {"value", "unit", "cv", "source", "description"}
+_PK_KEYS = {"value", "unit", "cv", "source", "description", "shared_eta"}
 _EFFECT_KEYS = {"channel", "kind", "emax", "ec50", "ec50_nM", "hill", "slope", "site", "source"}
 
 # PK parameter -> (catalogue unit, {accepted unit: factor to the catalogue unit}); "/kg" units
@@ -226,16 +229,17 @@ def _drug(ck: Checker, name, t, model) -> Drug | None:
     if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
         ck.error(f"{name}.references", f"{refs!r} must be a list of strings")
         refs = []
-    params = _pk(ck, name, t.get("pk", {}), ref_weight)
+    params, shared = _pk(ck, name, t.get("pk", {}), ref_weight)
     if route == "iv" and "ka" in params:
         ck.error(f"{name}.pk.ka", "an absorption rate is for oral or sc drugs; this one is iv")
     effects = _effects(ck, name, t.get("effects", []), model, kw["mw"])
+    kw["eta_correlation"] = _eta_correlation(ck, name, t.get("eta_correlation", []), params)
     if len(ck.errors) > n_err:
         return None
     try:
         drug = Drug(
             name=name, route=route, params=params, effects=effects, clinical_dose="",
-            ref_weight=ref_weight, references=tuple(refs), **kw,
+            ref_weight=ref_weight, references=tuple(refs), shared_eta=shared, **kw,
         )  # fmt: skip
     except ValueError as e:
         ck.error(name, str(e))
@@ -249,7 +253,7 @@ def _drug(ck: Checker, name, t, model) -> Drug | None:
 def _pk(ck: Checker, name: str, raw, ref_weight):
     path = f"{name}.pk"
     t = ck.table(raw, path, set(PK_UNITS), {"CL", "V1"})
-    rows = []
+    rows, shared = [], []
     for key, spec in t.items():
         if key not in PK_UNITS:
             continue
@@ -263,6 +267,16 @@ def _pk(ck: Checker, name: str, raw, ref_weight):
             ck.error(f"{p}.cv", f"{cv:g}: a CV is a fraction (0.36 for 36%); allowed 0-{MAX_CV:g}")
             cv = None
         src = ck.get(s, "source", p, "str", "")
+        driver = ck.get(
+            s,
+            "shared_eta",
+            p,
+            "str",
+            None,
+            choices=tuple(k for k in t if k in PK_UNITS and k != key),
+        )
+        if driver is not None:
+            shared.append((key, driver))
         if src is not None and "source" in s and not src.strip():
             ck.error(f"{p}.source", "give a source, or 'assumption: why'")
         if value is None or unit is None or cv is None or ref_weight is None or not src.strip():
@@ -272,10 +286,27 @@ def _pk(ck: Checker, name: str, raw, ref_weight):
         desc = ck.get(s, "description", p, "str", meaning) or meaning
         rows.append((key, v, want, cv, src + conv, desc))
     try:
-        return pk_table(rows)
+        return pk_table(rows), tuple(shared)
     except ValueError as e:
         ck.error(path, str(e))
-        return pk_table([])
+        return pk_table([]), ()
+
+
+def _eta_correlation(ck: Checker, name: str, raw, params) -> tuple:
+    path = f"{name}.eta_correlation"
+    if not isinstance(raw, list):
+        ck.error(path, f"expected a list of {{ a, b, rho }} tables, got {raw!r}")
+        return ()
+    out = []
+    for i, e in enumerate(raw):
+        p = f"{path}[{i}]"
+        t = ck.table(e, p, {"a", "b", "rho"}, {"a", "b", "rho"})
+        a = ck.get(t, "a", p, "str", None, choices=params.names)
+        b = ck.get(t, "b", p, "str", None, choices=params.names)
+        rho = ck.get(t, "rho", p, "float", None, gt=-1, lt=1)
+        if None not in (a, b, rho):
+            out.append((a, b, rho))
+    return tuple(out)
 
 
 def _effects(ck: Checker, name: str, raw, model, mw):

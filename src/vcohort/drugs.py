@@ -28,10 +28,18 @@ PEMBROLIZUMAB = Drug(
         [
             ("CL", 0.22, "L/day", 0.38, _AHAMADI, "clearance (reference 76.8 kg)"),
             ("V1", 3.48, "L", 0.21, _AHAMADI, "central volume"),
-            ("Q2", 0.795, "L/day", 0.0, _AHAMADI, "intercompartmental clearance"),
-            ("V2", 4.06, "L", 0.0, _AHAMADI, "peripheral volume"),
+            (
+                "Q2",
+                0.795,
+                "L/day",
+                0.38,
+                _AHAMADI + "; CL's random effect",
+                "intercompartmental clearance",
+            ),
+            ("V2", 4.06, "L", 0.21, _AHAMADI + "; V1's random effect", "peripheral volume"),
         ]
     ),
+    shared_eta=(("Q2", "CL"), ("V2", "V1")),  # Ahamadi 2017: Q = θ_Q·exp(η_CL), Vp = θ_Vp·exp(η_Vc)
     effects=(
         Effect(
             "pd1_occupancy",

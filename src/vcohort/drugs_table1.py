@@ -35,6 +35,9 @@ PEXIDARTINIB = Drug(
             ("V2", 116.0, "L", 0.488, _YIN, "apparent peripheral volume Vp/F"),
         ]
     ),
+    # Yin 2021 Table 2's omega block on CL/F, Vc/F, Vp/F: covariances 0.0774, 0.0149, -0.0467
+    # over variances 0.0860, 0.274, 0.213 (Q/F and ka independent)
+    eta_correlation=(("CL", "V1", 0.504), ("CL", "V2", 0.110), ("V1", "V2", -0.193)),
     effects=(
         Effect(
             "csf1r_inhibition",

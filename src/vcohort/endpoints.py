@@ -219,6 +219,9 @@ def patient_endpoints(
     bad = ~ok
     num = [c for c in df.columns if df[c].dtype.kind == "f" and c != f"baseline_{key}"]
     df.loc[bad, num] = np.nan
+    for c in ("pfs_event", "grade4_neutropenia", "tumour_cleared"):
+        if c in df:  # a failed patient's yes/no is unknown (NA), not False
+            df[c] = pd.arrays.BooleanArray(df[c].to_numpy(bool), mask=bad.copy())
     return df
 
 

@@ -323,11 +323,12 @@ def _population(ck: Checker, pt: dict, base_dir: Path | None) -> Population:
             from vcohort.population import with_parameters
 
             pop = with_parameters(pop, extra)
-        from vcohort.cohort import draw_keys
+        from vcohort.cohort import draw_keys, with_drug_correlations
         from vcohort.drugs import CATALOGUE
         from vcohort.model import CSC_IMMUNE
 
         draw_keys(CSC_IMMUNE, CATALOGUE, pop)  # correlation names must exist
+        with_drug_correlations(pop, CATALOGUE).correlation_matrix()  # and hold together
         return pop
     except ValueError as e:
         at = "population.file" if has_f else "population.preset"
