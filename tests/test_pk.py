@@ -237,8 +237,7 @@ def test_phi_functions_stiff_and_batched():
 F32 = """
 import sys, jax, jax.numpy as jnp, numpy as np
 assert not jax.config.jax_enable_x64  # JAX's default: Python ints become int32
-from vcohort.cohort import make_cohort
-from vcohort.drugs import CATALOGUE, PEMBROLIZUMAB
+from vcohort.drugs import CATALOGUE
 from vcohort.simulate import pk_propagators
 out = {}
 for name, drug in sorted(CATALOGUE.items()):

@@ -129,6 +129,27 @@ def test_a_correlation_on_a_parameter_that_shares_its_draw_is_refused():
     np.testing.assert_allclose(np.corrcoef(np.log(pk["CL"]), np.log(pk["Q2"]))[0, 1], 1.0)
 
 
+def test_a_drugs_omega_block_meets_the_populations_correlations():
+    """Pexidartinib's own CL-V1-V2 block (Yin 2021) joins the population's correlations after
+    them: a population correlating weight with pexidartinib.CL keeps weight's own draw (the
+    population's first name), and a population pair naming the drug's pair replaces it."""
+    base = make_cohort(3000, seed=5, runin_days=0)
+    pop = dataclasses.replace(
+        load_population(),
+        correlations=(
+            Correlation("weight_kg", "pexidartinib.CL", 0.3, "x"),
+            Correlation("pexidartinib.CL", "pexidartinib.V1", -0.2, "x"),
+        ),
+    )
+    c = make_cohort(3000, seed=5, runin_days=0, population=pop)
+    np.testing.assert_array_equal(c.covariates["weight_kg"], base.covariates["weight_kg"])
+    pk = c.pk["pexidartinib"]
+    r = np.corrcoef(np.log(pk["CL"]), np.log(pk["V1"]))[0, 1]
+    assert abs(r - (-0.2)) < 0.06  # the population's -0.2, not Yin's +0.504 (SE ~0.018)
+    r_w = np.corrcoef(np.log(c.covariates["weight_kg"]), np.log(pk["CL"]))[0, 1]
+    assert abs(r_w - 0.3) < 0.06  # weight is clipped at its bounds, so not exactly 0.3
+
+
 def test_every_bad_preset_field_is_reported_at_once():
     d = _preset_dict(colour="blue", pdl1={"prevalence": 1.4, "source": "x"})
     d["covariates"]["weight_kg"]["cv"] = -0.1

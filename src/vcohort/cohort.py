@@ -310,8 +310,9 @@ def effective_population(population, model) -> Population:
 
 def with_drug_correlations(pop: Population, catalogue: dict) -> Population:
     """``pop`` with its drugs' omega blocks (`Drug.eta_correlation`, as ``drug.PARAM`` names)
-    placed before its own correlations; a population correlation of the same pair replaces the
-    drug's (a user's setting wins over the catalogue's)."""
+    after its own correlations, so the population's first names keep their own draws (a block
+    that shares no name with the population's correlations leaves them exactly as they were);
+    a population correlation of the same pair replaces the drug's (a user's setting wins)."""
     from vcohort.population import Correlation
 
     own = {frozenset((c.a, c.b)) for c in pop.correlations}
@@ -321,7 +322,7 @@ def with_drug_correlations(pop: Population, catalogue: dict) -> Population:
         for a, b, rho in drug.eta_correlation
         if frozenset((f"{d}.{a}", f"{d}.{b}")) not in own
     )
-    return dataclasses.replace(pop, correlations=extra + pop.correlations) if extra else pop
+    return dataclasses.replace(pop, correlations=pop.correlations + extra) if extra else pop
 
 
 def _effective(row, spec) -> tuple[float, float, float, float]:

@@ -15,13 +15,14 @@ its unit and a source (or "assumption: why"), as the built-in catalogue does::
     weight_exponent_v = 0.597
     max_single_dose_mg = 480
     toxicity = "immune-related adverse events"
+    eta_correlation = [{ a = "CL", b = "V1", rho = 0.35, source = "Bajaj et al. 2017" }]
+                                        # an omega block as correlations (optional)
 
     [nivolumab.pk]                      # CL, V1 required; Q2/V2, Q3/V3, ka, ke0, mtt_marrow
     CL = { value = 7.8, unit = "mL/h", cv = 0.36, source = "Bajaj et al. 2017" }
     V1 = { value = 3.63, unit = "L", cv = 0.36, source = "Bajaj et al. 2017" }
     # Q2 = { value = 0.8, unit = "L/day", cv = 0.36, shared_eta = "CL", source = "..." }
     #   shared_eta: this parameter's between-patient deviation is CL's draw (one ETA on both)
-    # eta_correlation = [{ a = "CL", b = "V1", rho = 0.3 }]   # an omega block, as correlations
 
     [[nivolumab.effects]]               # one per model effect channel the drug acts on
     channel = "pd1_occupancy"
@@ -300,7 +301,10 @@ def _eta_correlation(ck: Checker, name: str, raw, params) -> tuple:
     out = []
     for i, e in enumerate(raw):
         p = f"{path}[{i}]"
-        t = ck.table(e, p, {"a", "b", "rho"}, {"a", "b", "rho"})
+        t = ck.table(e, p, {"a", "b", "rho", "source"}, {"a", "b", "rho", "source"})
+        src = ck.get(t, "source", p, "str", "")
+        if src is not None and "source" in t and not src.strip():
+            ck.error(f"{p}.source", "give a source, or 'assumption: why'")
         a = ck.get(t, "a", p, "str", None, choices=params.names)
         b = ck.get(t, "b", p, "str", None, choices=params.names)
         rho = ck.get(t, "rho", p, "float", None, gt=-1, lt=1)

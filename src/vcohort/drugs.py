@@ -295,7 +295,11 @@ _DTIC_FIT = "vcohort experiments/fit_dacarbazine.py"
 _KG = 70.0  # per-kg values at the reference weight
 # mg/L at the effect site, fitted (experiments/fit_dacarbazine.py, 2026-11-30, with k_chemo's
 # between-patient CV 2.0): bisection on log EC50 gave ORR 4.0% at 2.734-2.735 mg/L; rounded to
-# 2.7 the arm's ORR is 4.25% (17/400) and its 6-month PFS 17.3% (trial 16%, 95% CI 10-22%)
+# 2.7 the arm's ORR was 4.25% (17/400) and its 6-month PFS 17.3% (trial 16%, 95% CI 10-22%).
+# Re-checked 2026-12-01, after pembrolizumab's Q2/V2 gained Ahamadi 2017's shared random effects
+# (which changes the patients the KEYNOTE-002-like calibration selects): at 2.7 the arm's ORR is
+# 4.0% (16/400, the target) and its 6-month PFS 21.8%; the script's bisection now ends at 2.45
+# and rounds to 2.5 (ORR 4.25%, 6-month PFS 22.3%), so 2.7 was kept as the closer fit.
 DTIC_KILL_EC50 = 2.7
 # the delayed myelotoxicity (experiments/fit_dacarbazine_marrow.py, 2026-11-30, 200 patients):
 # bisection gave mtt_marrow 18.7-18.9 days and EC50 3.05 mg/L; rounded to 19 and 3.1, the
@@ -382,7 +386,8 @@ DACARBAZINE = Drug(
                 "fitted: the effect-site EC50 at which 1000 mg/m2 q3w gives KEYNOTE-002's "
                 "investigator-choice ORR of 4% (MODEL.md calibration target; Ribas et al. 2015) "
                 "on the KEYNOTE-002-like calibrated population, with k_chemo's between-patient CV "
-                "fitted alongside to the arm's 16% 6-month PFS (" + _DTIC_FIT + ")"
+                "set alongside towards the arm's 16% 6-month PFS (CV 2, the largest scanned, "
+                "comes closest: 21.8%) (" + _DTIC_FIT + ")"
             ),
         ),
         Effect(

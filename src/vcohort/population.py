@@ -140,8 +140,10 @@ class Population:
                 np.linalg.cholesky(R)
             except np.linalg.LinAlgError:
                 lam = float(np.linalg.eigvalsh(R).min())
+                drug = [f"{c.a}–{c.b}" for c in self.correlations if c.source.startswith("drug ")]
+                also = f" (with the drugs' own omega blocks: {', '.join(drug)})" if drug else ""
                 raise ValueError(
-                    f"population {self.name!r}: the correlation matrix over {names} is not "
+                    f"population {self.name!r}: the correlation matrix over {names}{also} is not "
                     f"positive definite (smallest eigenvalue {lam:.3g}); these pairwise "
                     f"correlations cannot hold together — weaken some of them"
                 ) from None

@@ -156,7 +156,9 @@ def evaluate(
             "median_csc_fraction_final": float(np.median(traj.daily["csc_fraction"][ok, -1])),
         }
         if problem.days >= 210:
-            row["pfs6"] = float(1.0 - (epk["pfs_event"] & (epk["pfs_days"] <= PFS6_DAYS)).mean())
+            ev = epk["pfs_event"].to_numpy(bool, na_value=False)  # (epk: solved patients only)
+            early = ev & (epk["pfs_days"].to_numpy(float) <= PFS6_DAYS)
+            row["pfs6"] = float(1.0 - early.mean()) if early.size else np.nan
         if "ANC" in traj.daily:
             g4 = traj.daily["ANC"][ok].min(axis=1) < GRADE4_ANC
             row["grade4_neutropenia"] = float(np.mean(g4))
