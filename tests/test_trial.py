@@ -94,6 +94,9 @@ def test_tiny_trial_end_to_end_via_the_cli(tmp_path, capsys):
     assert {"patient", "arm", "day", "diameter_mm"} <= set(tc.columns)
     m = json.loads((out / "manifest.json").read_text())
     assert m["config"]["population"]["size"] == 20 and m["patients"] == 20
+    # the correlations as drawn: the population's own and the drugs' omega blocks
+    pairs = {(c["a"], c["b"]) for c in m["population"]["correlation"]}
+    assert ("a_PDL1_IFN", "pdl1") in pairs and ("pexidartinib.CL", "pexidartinib.V1") in pairs
     assert "tiny trial" in (out / "report.html").read_text()
     assert "chemo_then_pembro" in printed.out
     # an existing folder is never replaced without --overwrite

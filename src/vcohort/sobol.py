@@ -6,6 +6,9 @@ sequence) and the Saltelli et al. 2010 / Jansen estimators (``SALib.analyze.sobo
 bootstrap confidence intervals.  Parameters may be sampled uniformly or log-uniformly.
 `model_sobol` applies it to the model: each sample row is one virtual patient of a single
 cohort, evaluated in one vectorised call (`vcohort.sensitivity.evaluator`).
+The inputs are sampled independently, as Sobol indices assume: random effects that the population
+shares or correlates (pembrolizumab's CL and Q2, pexidartinib's omega block, the population's
+``[[correlation]]`` pairs) vary apart here, each over its own range.
 SALib is imported inside the functions (the GPU machine lacks it).
 """
 

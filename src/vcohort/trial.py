@@ -200,13 +200,16 @@ def write_trial(result: TrialResult, out: str | Path, *, overwrite: bool = False
         n_rej = int((~result.screening["plausible"]).sum())
         if result.calibration is not None:
             write_json(tmp / "calibration.json", result.calibration)
+        from vcohort.cohort import with_drug_correlations
+        from vcohort.drugs import CATALOGUE
+
         write_json(
             tmp / "manifest.json",
             {
                 "command": " ".join(sys.argv),
                 "experiment_file": exp.source,
                 "config": exp.config,
-                "population": exp.population.to_dict(),
+                "population": with_drug_correlations(exp.population, CATALOGUE).to_dict(),
                 "seed": exp.seed,
                 "precision": exp.precision,
                 "model": "csc_immune",

@@ -219,7 +219,7 @@ def _write(
 
     model = get_model(cohort.model)
 
-    from vcohort.cohort import effective_population
+    from vcohort.cohort import effective_population, with_drug_correlations
     from vcohort.dosing import to_nmtran
     from vcohort.io import environment, run_folder, write_csv, write_json, write_parquet
     from vcohort.runs import doses_given_frame, timecourse_frame
@@ -251,8 +251,11 @@ def _write(
                 "config": {k: v for k, v in vars(args).items() if k != "func"},
                 "arms": {a.name: a.describe() for a in arms},
                 "model": cohort.model,
-                # the population as drawn (for reference models without their correlations)
-                "population": effective_population(population, model).to_dict(),
+                # the population as drawn (for reference models without their correlations;
+                # with the drugs' own omega blocks)
+                "population": with_drug_correlations(
+                    effective_population(population, model), model.drug_catalogue()
+                ).to_dict(),
                 "seed": args.seed,
                 "precision": args.precision,
                 "engine": args.engine,
