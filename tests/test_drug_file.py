@@ -462,6 +462,30 @@ def test_an_omega_block_is_read_and_correlates_the_draws():
     np.testing.assert_allclose(pk["CL"], cl.value * np.exp(cl.omega * z), rtol=1e-12)
 
 
+def test_the_nivolumab_example_carries_bajaj_2017s_cl_vc_correlation():
+    """experiments/drugs/nivolumab.toml: Bajaj 2017's omega block, cov(CL, VC) 0.0432 over
+    omega² 0.123 each (r = 0.351), read from the file; V2 stays independent."""
+    d = load_drugs(EXAMPLE)["nivolumab"]
+    assert d.eta_correlation == (("CL", "V1", 0.351),) and d.shared_eta == ()
+
+
+def test_a_catalogue_omega_block_must_name_parameters_with_their_own_draw():
+    """A Drug's eta_correlation may not name a parameter that uses another's draw, nor one
+    without a CV (raised when the Drug is built, before any cohort)."""
+    import dataclasses
+
+    with pytest.raises(ValueError, match="Q2 uses CL's draw; correlate that"):
+        dataclasses.replace(PEMBROLIZUMAB, eta_correlation=(("Q2", "V1", 0.2),))
+    no_cv = dataclasses.replace(PEMBROLIZUMAB, shared_eta=())
+    rows = [r if r.name != "V2" else dataclasses.replace(r, cv=0.0) for r in no_cv.params]
+    from vcohort.model.parameters import ParamTable
+
+    with pytest.raises(ValueError, match="'V2' is not a PK parameter of this drug with a CV > 0"):
+        dataclasses.replace(
+            no_cv, params=ParamTable(tuple(rows)), eta_correlation=(("CL", "V2", 0.2),)
+        )
+
+
 @pytest.mark.parametrize(
     "block, match",
     [

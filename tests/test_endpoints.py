@@ -248,6 +248,9 @@ def test_a_failed_patients_yes_no_endpoints_are_unknown_not_false(tmp_path):
     ep.to_parquet(tmp_path / "e.parquet")
     back = pd.read_parquet(tmp_path / "e.parquet")
     assert back["pfs_event"].isna().tolist() == [False, True]
+    # a model without a diameter (tumour cells): "cleared" is unknown for the failed patient
+    cells = SimpleNamespace(**{**vars(traj), "daily": {"tumour_cells": np.stack([d[0], d[1]])}})
+    assert patient_endpoints(cells)["tumour_cleared"].tolist() == [False, pd.NA]
 
 
 def test_no_assessment_means_not_evaluable_not_zero_response():
