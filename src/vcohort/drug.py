@@ -230,17 +230,12 @@ class Drug:
             seen.add(frozenset((a, b)))
             if isinstance(rho, bool) or not -1.0 < float(rho) < 1.0:
                 raise ValueError(f"{where}: rho={rho!r}; allowed: -1 < rho < 1")
-        if triples:
-            names = sorted({n for t in triples for n in t[:2]})
-            R = np.eye(len(names))
-            for a, b, rho in triples:
-                i, j = names.index(a), names.index(b)
-                R[i, j] = R[j, i] = rho
-            if np.linalg.eigvalsh(R).min() <= 0:
-                raise ValueError(
-                    f"drug {self.name}: the eta_correlation matrix over {names} is not "
-                    "positive definite"
-                )
+        from vcohort.population import correlation_matrix
+
+        try:
+            correlation_matrix(triples)
+        except ValueError as e:
+            raise ValueError(f"drug {self.name}: eta_correlation: {e}") from None
 
     def eta_of(self, name: str) -> str:
         """The PK parameter whose standard-normal draw ``name`` uses (itself unless shared)."""

@@ -130,24 +130,12 @@ class Population:
 
     def correlation_matrix(self) -> tuple[list[str], np.ndarray]:
         """(names, R) with R validated as a positive-definite correlation matrix."""
-        names = self.correlated_names()
-        idx = {n: i for i, n in enumerate(names)}
-        R = np.eye(len(names))
-        for c in self.correlations:
-            R[idx[c.a], idx[c.b]] = R[idx[c.b], idx[c.a]] = c.rho
-        if names:
-            try:
-                np.linalg.cholesky(R)
-            except np.linalg.LinAlgError:
-                lam = float(np.linalg.eigvalsh(R).min())
-                drug = [f"{c.a}–{c.b}" for c in self.correlations if c.source.startswith("drug ")]
-                also = f" (with the drugs' own omega blocks: {', '.join(drug)})" if drug else ""
-                raise ValueError(
-                    f"population {self.name!r}: the correlation matrix over {names}{also} is not "
-                    f"positive definite (smallest eigenvalue {lam:.3g}); these pairwise "
-                    f"correlations cannot hold together — weaken some of them"
-                ) from None
-        return names, R
+        try:
+            return correlation_matrix([(c.a, c.b, c.rho) for c in self.correlations])
+        except ValueError as e:
+            drug = [f"{c.a}–{c.b}" for c in self.correlations if c.source.startswith("drug ")]
+            also = f" (with the drugs' own omega blocks: {', '.join(drug)})" if drug else ""
+            raise ValueError(f"population {self.name!r}: {e}{also}") from None
 
     def to_dict(self) -> dict:
         """A plain dict (for manifests)."""
@@ -323,6 +311,27 @@ def _plausibility(ck: Checker, t) -> Plausibility:
         csc = [0.0, 1.0]
     sources = {k: ck.get(t, k, p, "str", "") for k in sorted(src_keys)}
     return Plausibility(days, dbl, shrink, (float(csc[0]), float(csc[1])), sources)
+
+
+def correlation_matrix(pairs) -> tuple[list[str], np.ndarray]:
+    """(names, R) from ``(a, b, rho)`` pairs, names in order of first appearance; raises if R
+    is not positive definite (the pairs cannot hold together)."""
+    names = list(dict.fromkeys(n for a, b, _ in pairs for n in (a, b)))
+    idx = {n: i for i, n in enumerate(names)}
+    R = np.eye(len(names))
+    for a, b, rho in pairs:
+        R[idx[a], idx[b]] = R[idx[b], idx[a]] = rho
+    if names:
+        try:
+            np.linalg.cholesky(R)
+        except np.linalg.LinAlgError:
+            lam = float(np.linalg.eigvalsh(R).min())
+            raise ValueError(
+                f"the correlation matrix over {names} is not positive definite (smallest "
+                f"eigenvalue {lam:.3g}); these pairwise correlations cannot hold together — "
+                "weaken some of them"
+            ) from None
+    return names, R
 
 
 def correlate(z: dict, pop: Population, keys: dict[str, str]) -> dict:
