@@ -36,6 +36,10 @@ def test_targets_are_validated_before_compute():
     assert C.Targets(orr=np.float32(0.25)).orr == 0.25  # numpy scalars are numbers
     with pytest.raises(ValueError, match="diameter_bounds_mm"):
         C.Targets(orr=0.3, diameter_bounds_mm=(100.0, 300.0))
+    # a lower bound of 0 is no bound: the bins' edges are finite quantiles, not a math error
+    t = C.Targets(orr=0.3, diameter_bounds_mm=(0.0, 300.0))
+    q = t.diameter_quantiles(np.array([0.0, 0.5, 1.0]))
+    assert q[0] == 0.0 and q[-1] == pytest.approx(300.0) and 80 < q[1] < 86
     with pytest.raises(ValueError, match="days"):
         C.check_arm(ARM, 120)  # 6-month PFS not observed
     with pytest.raises(ValueError, match="pool"):
@@ -87,6 +91,11 @@ def test_unreachable_targets_name_the_range_the_pool_allows():
                        r"between 0\.5 and 1, not 0\.3"):  # fmt: skip
         C.fit_rule(obs, C.Targets(0.5, 0.3), arm=ARM, days=DAYS)
     C.fit_rule(obs, C.Targets(0.5, 0.6), arm=ARM, days=DAYS)  # inside the range: fitted
+    # the range's own edge (PFS6 = ORR: no non-responder progression-free, a structural zero
+    # that raking reaches only slowly) is allowed, as the message says, and fitted
+    edge = C.fit_rule(obs, C.Targets(0.5, 0.5), arm=ARM, days=DAYS)
+    assert edge.cell_probs[2] == pytest.approx(0.0, abs=1e-4)
+    assert edge.cell_probs[0] == pytest.approx(0.5, abs=1e-4)
     no_resp = obs[~obs["responder"]]
     with pytest.raises(ValueError, match="ORR=0.2 needs responders, and the pool has none"):
         C.fit_rule(no_resp, C.Targets(0.2), arm=ARM, days=DAYS)
@@ -201,6 +210,12 @@ def test_cli_calibrate_validates_before_compute(tmp_path, capsys):
     rule = str(tmp_path / "rule.json")
     assert main(["calibrate", "--rule", rule, "--days", "365", "--orr", "0.4", "--out", out]) == 2
     assert "--orr, --days would be ignored" in capsys.readouterr().err
+    assert main(["calibrate", "--rule", rule, "--confirm-days", "28", "--out", out]) == 2
+    assert "--confirm-days would be ignored" in capsys.readouterr().err
+    assert main(["calibrate", "--assess-first", "200", "--out", out]) == 2
+    assert "--assess-first 200" in capsys.readouterr().err  # no PD could be seen by 6 months
+    assert main(["calibrate", "--confirm-days", "0", "--assess-every", "0", "--out", out]) == 2
+    assert "--assess-every 0 must be an integer >= 1" in capsys.readouterr().err
     (tmp_path / "other.json").write_text('{"arm": "x", "foo": 1}')
     assert main(["calibrate", "--rule", str(tmp_path / "other.json"), "--out", out]) == 2
     assert "not a calibration rule" in capsys.readouterr().err
@@ -217,9 +232,18 @@ def test_cli_calibrate_fits_then_applies_the_rule(pools, tmp_path):
 
     a, b = str(tmp_path / "fit"), str(tmp_path / "apply")
     common = ["--pool", str(POOL), "--patients", "100", "--days", str(DAYS)]
-    assert main(["calibrate", "--preset", "keynote-002", *common, "--seed", "5", "--out", a]) == 0
+    recist = ["--assess-first", "84", "--confirm-days", "28"]  # KEYNOTE-002's week-12 first scan
+    assert main(["calibrate", "--preset", "keynote-002", *common, *recist, "--seed", "5",
+                 "--out", a]) == 0  # fmt: skip
     rule = C.CalibrationRule.load(f"{a}/rule.json")
     assert rule.targets.orr == 0.21 and rule.arm == "pembrolizumab 2 mg/kg q3w"
+    a_ = rule.assessment  # the rule applies the definition it was fitted with
+    assert (a_["assess_first"], a_["assess_every"], a_["confirm_days"], rule.dt) == (
+        84,
+        42,
+        28,
+        0.1,
+    )
     fit_rep = json.loads(open(f"{a}/report.json").read())
     screening = pd.read_csv(f"{a}/screening.csv")  # the pool is screened for plausibility
     assert fit_rep["pool_drawn"] == len(screening) >= POOL

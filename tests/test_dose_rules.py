@@ -79,11 +79,35 @@ def test_hold_rules_in_regimen_text_and_experiment_tables():
         ("doxorubicin hold if ANC < 1 delay up 6 d", "expected 'up to <t> d'"),
         ("doxorubicin hold if ANC < 1 delay every 0 d", "recheck every 0.0 days must be > 0"),
         ("doxorubicin delay every 7 d", "'delay ...' needs a hold rule before it"),
+        ("doxorubicin hold if ANC < 1 delay every 7 d every 14 d", "'delay ... every' is given"),
+        ("doxorubicin hold if ANC < 1 delay up to 21 d up to 7 d", "'delay ... up to' is given"),
     ],
 )
 def test_bad_hold_rule_text_is_refused_with_what_is_allowed(text, match):
     with pytest.raises(ValueError, match=match):
         parse_regimen(text)
+
+
+def test_a_comma_after_the_threshold_is_a_separator():
+    """'hold if ANC < 1.5, reduce to 75%': the comma separates, as between dose levels (it
+    was read into the threshold, '1.5,' is not a number)."""
+    r = parse_regimen("doxorubicin 60 mg/m2 q3w hold if ANC < 1.5, reduce to 75%, 50%").rule
+    assert (r.threshold, r.levels) == (1.5, (0.75, 0.5))
+
+
+def test_a_table_rule_s_error_names_its_own_field():
+    """In the table form, a 'max_delay' shorter than 'recheck_every' is that field's error,
+    not 'reduce_to''s (the last field given) or 'hold_if''s."""
+    table = {"drug": "doxorubicin", "dose": "60 mg/m2", "every": "21 d", "hold_if": "ANC < 1.5",
+             "delay": True, "recheck_every": "7 d", "max_delay": "3 d",
+             "reduce_to": ["75%"]}  # fmt: skip
+    d = {"population": {"size": 2}, "simulation": {"horizon_days": 60},
+         "arms": [{"name": "a", "regimens": [table]}]}  # fmt: skip
+    with pytest.raises(ValueError, match=r"regimens\[0\]\.max_delay: hold rule: up to 3 d is "):
+        experiment_from_dict(d)
+    table.update(hold_if="ANC <= 1.5", max_delay="21 d")
+    with pytest.raises(ValueError, match=r"regimens\[0\]\.hold_if: .*comparison is < or >"):
+        experiment_from_dict(d)
 
 
 def test_bad_hold_rules_are_refused_before_compute():

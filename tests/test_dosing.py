@@ -74,7 +74,7 @@ def test_courses_by_count_or_duration(text, first, last, n):
         ("pembrolizumab 200 mg every -3 d", "must be > 0"),
         ("pembrolizumab 200 grains q3w", "unknown dose unit"),
         ("pembrolizumab 200 mg every 3 moons", "unknown time unit"),
-        ("wnt974 10 mg qd over 1 h", "oral drug"),
+        ("wnt974 10 mg qd over 1 h", "route 'oral'; only IV drugs"),
         ("pembrolizumab 200 mg q3w banana", "unexpected word"),
         ("pembrolizumab 200 mg q3w x 12 weeks", "x takes a number of doses.*'for 12 weeks'"),
         ("pembrolizumab 200 mg q3w x 28d", "x takes a number of doses.*'for 28d'"),
@@ -221,3 +221,66 @@ def test_courses_repeated_in_cycles(text, first_days, n):
 def test_bad_cycles_are_refused(text, match):
     with pytest.raises(ValueError, match=match):
         parse_regimen(text)
+
+
+def test_counts_must_be_whole_numbers_and_errors_are_value_errors():
+    """``x inf`` / ``x nan`` / ``x 2.5`` are refused as counts (a ValueError naming the field:
+    an OverflowError escaped the experiment's field checks)."""
+    for bad in ("inf", "nan", "2.5", "0"):
+        with pytest.raises(ValueError, match=f"doxorubicin count={bad}.*whole number >= 1"):
+            parse_regimen(f"doxorubicin 60 mg q3w x {bad}")
+    with pytest.raises(ValueError, match="cycles=inf.*whole number"):
+        parse_regimen("dacarbazine 250 mg/m2 qd x 5 repeat every 21 d x inf")
+    with pytest.raises(ValueError, match="route 'oral'; only IV drugs take 'over'"):
+        parse_regimen("cb839 800 mg bid over 60 min")
+
+
+def test_describe_parses_back_to_the_same_regimen():
+    """`Regimen.describe` (written to manifests) keeps every digit where %g would round: tid is
+    every 0.3333333333333333 d, not 0.333333."""
+    rule = "hold if ANC < 1.5 reduce to 75% 50%"
+    for text in ("cb839 123.4567 mg tid", "pembrolizumab 2 mg/kg q3w over 30 min",
+                 "dacarbazine 250 mg/m2 qd x 5 repeat every 21 d x 6 start 0.3 d",
+                 f"doxorubicin 60 mg/m2 q3w over 7 min {rule}"):  # fmt: skip
+        r = parse_regimen(text)
+        assert parse_regimen(r.describe()) == r, r.describe()
+    assert "every 0.3333333333333333 d" in parse_regimen("cb839 800 mg tid").describe()
+    assert "over 30 min" in parse_regimen("pembrolizumab 2 mg/kg q3w over 30 min").describe()
+
+
+def test_dose_times_round_half_up_and_a_last_step_dose_is_given():
+    """bid at dt = 0.2: 0.5 d is half-way between steps; it rounds up (0.6 d), as 1.5 d does
+    (1.6 d), not to even (0.4 then 1.6).  A dose inside the horizon that rounds onto its end
+    (day 9.97 of 10 at dt = 0.1) is given in the last step, not dropped."""
+    from vcohort.dosing import dose_step
+
+    assert dose_step([0.5, 1.5, 2.5], 0.2).tolist() == [3, 8, 13]
+    s = compile_schedule([parse_regimen("cb839 800 mg bid")], 3.0)
+    bolus, _ = s.step_inputs(0.2, 15)
+    assert (np.flatnonzero(bolus[:, 0, 0]) * 0.2).round(6).tolist() == [0, 0.6, 1, 1.6, 2, 2.6]
+    late = compile_schedule([parse_regimen("doxorubicin 60 mg start 9.97 d")], 10.0)
+    bolus, _ = late.step_inputs(0.1, 100)
+    assert bolus.sum() == 60.0 and bolus[99, 0, 0] == 60.0
+    assert late.step_starts(0.1, 100)[99, 0, 0] == 1.0  # a hold rule would decide it there
+
+
+def test_nmtran_coincident_doses_and_bad_records():
+    """Two regimens' doses at the same time are two records (not ADDL = 1 with II = 0, which
+    NONMEM and `from_nmtran` refuse); a modelled RATE (-1/-2) and ADDL without II are refused,
+    naming the record."""
+    s = compile_schedule([parse_regimen("pembrolizumab 100 mg")] * 2, 30.0)
+    t = to_nmtran(s)
+    assert len(t) == 2 and (t["ADDL"] == 0).all() and (t["II"] == 0).all()
+    back = from_nmtran(t)[1]
+    assert sorted(back.amount[back.valid].tolist()) == [100.0, 100.0]
+    bad = t.copy()
+    bad.loc[1, "RATE"] = -2
+    with pytest.raises(ValueError, match=r"record 1 \(ID 1\): RATE=-2 .*not supported"):
+        from_nmtran(bad)
+    bad = t.copy()
+    bad.loc[0, "ADDL"] = 2
+    with pytest.raises(ValueError, match=r"record 0 \(ID 1\): ADDL=2, II=0.*needs an interval"):
+        from_nmtran(bad)
+    with pytest.raises(ValueError, match="weight_kg has 3 values for 2 IDs"):
+        to_nmtran(compile_schedule([parse_regimen("pembrolizumab 2 mg/kg")], 30.0), ids=[1, 2],
+                  weight_kg=[70.0, 80.0, 90.0])  # fmt: skip

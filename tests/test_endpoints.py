@@ -5,6 +5,7 @@ import pytest
 from vcohort.endpoints import (
     assessment_days,
     clopper_pearson,
+    failed_counts,
     hazard_ratios,
     kaplan_meier,
     recist,
@@ -142,12 +143,43 @@ def test_kaplan_meier_median_and_landmark_on_a_hand_made_sample():
     assert np.isnan(km.loc["b", "median_pfs_days"])
     # a landmark after the last follow-up is not estimable while a patient is still
     # progression-free (arm b: censored at 50 with S = 0.6); once every patient has
-    # progressed (arm a) the curve is 0 from then on, with the band (0, 0)
+    # progressed (arm a) the curve is 0 from then on; Greenwood's band would be (0, 0), so the
+    # upper end is the exact bound for 0 of the 5 patients known at the landmark
     late = kaplan_meier(ep, landmark_days=60).set_index("arm")
     assert np.isnan(late.loc["b", "pfs_landmark"])
     assert late.loc[
         "a", ["pfs_landmark", "pfs_landmark_ci_low", "pfs_landmark_ci_high"]
-    ].tolist() == [0, 0, 0]
+    ].tolist() == pytest.approx([0, 0, 1 - 0.025**0.2])
+
+
+def test_landmark_pfs_of_one_has_an_exact_lower_bound_not_a_point_band():
+    """No progression by the landmark: the KM estimate is 1 and Greenwood's variance 0; the
+    interval's lower end is the Clopper-Pearson bound for the patients whose state at the
+    landmark is known (censored before it: unknown), as the DCR's would be, not 1."""
+    # arm a: 10 patients followed past day 100 without PD, 2 censored early (day 20);
+    # arm b: one PD at day 30 among 10 (a proper Greenwood band, left as lifelines gives it)
+    times_a, ev_a = [120] * 10 + [20, 20], [0] * 12
+    ep = _eps(times_a, ev_a, [30] + [120] * 9, [1] + [0] * 9)
+    km = kaplan_meier(ep, landmark_days=100).set_index("arm")
+    assert km.loc["a", "pfs_landmark"] == 1.0
+    assert km.loc["a", "pfs_landmark_ci_low"] == pytest.approx(clopper_pearson(10, 10)[0])
+    assert km.loc["a", "pfs_landmark_ci_high"] == 1.0
+    assert 0.0 < km.loc["b", "pfs_landmark_ci_low"] < 0.9 < km.loc["b", "pfs_landmark_ci_high"]
+    # an arm never assessed within the horizon has nothing to estimate
+    km = kaplan_meier(ep.assign(n_assessments=0), landmark_days=100).set_index("arm")
+    assert km[["pfs_landmark", "median_pfs_days"]].isna().all().all()
+    assert (km["pfs_landmark_days"] == 100).all()
+
+
+def test_an_all_failed_arm_keeps_its_landmark_day_and_the_manifest_counts_patients():
+    """An arm whose every patient failed: NaN statistics but the landmark day (the report's
+    header reads it); the manifest counts failed patients once, and per arm."""
+    ep = _eps([10, 20], [1, 0], [10, 20], [1, 0])
+    ep.loc[ep["arm"] == "a", "status"] = 2
+    km = kaplan_meier(ep, landmark_days=15).set_index("arm")
+    assert np.isnan(km.loc["a", "pfs_landmark"]) and km.loc["a", "pfs_landmark_days"] == 15
+    both = pd.concat([ep, ep[ep["arm"] == "a"].assign(arm="c")])  # failed in a second arm too
+    assert failed_counts(both) == {"patients": 2, "by_arm": {"a": 2, "b": 0, "c": 2}}
 
 
 def test_hazard_ratio_recovers_a_known_ratio_and_inverts_with_the_reference():
@@ -243,6 +275,7 @@ def test_a_failed_patients_yes_no_endpoints_are_unknown_not_false(tmp_path):
     assert ep["pfs_event"].tolist() == [True, pd.NA]
     assert ep["grade4_neutropenia"].tolist() == [False, pd.NA]
     assert ep["bor"].tolist() == ["PD", "NE"] and np.isnan(ep["pfs_days"].iloc[1])
+    assert ep["nadir_day"].tolist() == [0, pd.NA]  # not the failed trajectory's first NaN
     row = summarize(ep.assign(arm="a")).iloc[0]
     assert row["n_failed"] == 1 and row["orr"] == 0.0 and row["grade4_neutropenia"] == 0.0
     ep.to_parquet(tmp_path / "e.parquet")

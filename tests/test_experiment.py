@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -154,7 +155,7 @@ def test_a_calibration_rule_file_is_read_and_not_applied_to_its_own_pool(tmp_pat
     assert "1 invalid field" in str(e.value)  # reported once, not again by the in-sample check
     rule = CalibrationRule(
         "pembrolizumab 2 mg/kg q3w", 210, Targets(0.21, 0.34), (0.2, 0.01, 0.2, 0.59),
-        (1, 1, 1, 1), (4.0,), (1.0, 1.0), 1.0, 0.5,
+        (1, 1, 1, 1), (4.0,), (1.0, 1.0), 1.0, 0.5, assessment={"confirm_days": 28},
         fit={"pool_seed": d["population"]["seed"], "pool_ids": [0, 4999]},
     )  # fmt: skip
     rule.save(tmp_path / "rule.json")
@@ -164,6 +165,17 @@ def test_a_calibration_rule_file_is_read_and_not_applied_to_its_own_pool(tmp_pat
     d["population"]["seed"] += 1  # another seed: other patients
     assert experiment_from_dict(d).calibration["rule"] == str(tmp_path / "rule.json")
     assert json.loads((tmp_path / "rule.json").read_text())["fit"]["pool_ids"] == [0, 4999]
+    # a rule that scored responses otherwise (no confirmation; another step) is refused: the
+    # trial would report by another definition than the one its patients were selected by
+    other = dataclasses.replace(rule, assessment={}, dt=0.05)
+    other.save(tmp_path / "rule.json")
+    with pytest.raises(ValueError, match=r"calibration.rule: .*confirm_days 0 \(rule\) vs 28; dt"):
+        experiment_from_dict(d)
+    # a rule written before the whole assessment was stored (assess_every only) still loads
+    old = json.loads((tmp_path / "rule.json").read_text())
+    old.pop("assessment"), old.pop("dt")
+    (tmp_path / "old.json").write_text(json.dumps(old | {"assess_every": 42}))
+    assert CalibrationRule.load(tmp_path / "old.json").assessment == other.assessment
 
 
 def test_calibration_targets_given_with_a_preset_replace_only_the_preset_s(monkeypatch):
@@ -175,7 +187,7 @@ def test_calibration_targets_given_with_a_preset_replace_only_the_preset_s(monke
     seen = {}
 
     def fake(pool, targets, n, **kw):
-        seen.update(targets=targets, arm=kw["arm"])
+        seen.update(targets=targets, arm=kw["arm"], assessment=kw["assessment"], dt=kw["dt"])
         raise RuntimeError("stop before compute")
 
     monkeypatch.setattr(C, "calibrate", fake)
@@ -186,6 +198,10 @@ def test_calibration_targets_given_with_a_preset_replace_only_the_preset_s(monke
     arm, preset = C.PRESETS["keynote-006"]
     assert (seen["targets"].orr, seen["targets"].pfs6) == (preset.orr, 0.5)
     assert seen["targets"].source == "user" and seen["arm"] == arm
+    # patients are selected by the RECIST definition the trial reports, at its step
+    exp = experiment_from_dict(d)
+    assert seen["assessment"] == exp.endpoint_options and seen["assessment"]["confirm_days"] == 28
+    assert seen["dt"] == exp.dt
 
 
 def test_population_file_is_relative_to_the_experiment(tmp_path):

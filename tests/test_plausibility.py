@@ -90,3 +90,31 @@ def test_same_seed_and_id_give_the_same_patient_whatever_the_chunk_size():
     _, t1 = plausible_cohort(10, **kw, chunk_size=CH)
     _, t2 = plausible_cohort(10, **kw, chunk_size=4)
     assert t1["reason"].tolist() == t2["reason"].tolist()
+
+
+def test_the_pool_is_drawn_up_to_max_draws_not_refused_before(monkeypatch):
+    """1 patient in 10 plausible: the 100th plausible id is 990, so 991 draws suffice under
+    the default limit of 10 n + 64 = 1064; the last replacement batch is capped at the limit
+    (it was refused when its estimated size would overshoot).  One more needed: refused, with
+    the draws made (a limit of 990 leaves 99).  (Simulation stubbed: ids decide plausibility.)"""
+    import numpy as np
+    import pandas as pd
+
+    import vcohort.plausibility as P
+    from vcohort.cohort import Cohort
+    from vcohort.population import load_population
+
+    def make(n, first_id=0, **kw):
+        return Cohort(np.arange(first_id, first_id + n), {}, {}, {}, {}, "m", 0)
+
+    def screen(c, model, bounds, **kw):
+        ok = c.patient_id % 10 == 0
+        reason = np.where(ok, "", "vanishing: stub")
+        return pd.DataFrame({"patient": c.patient_id, "plausible": ok, "reason": reason})
+
+    monkeypatch.setattr(P, "make_cohort", make)
+    monkeypatch.setattr(P, "screen", screen)
+    cohort, table = P.plausible_cohort(100, population=load_population(), model=object())
+    assert len(cohort) == 100 and cohort.patient_id[-1] == 990 and len(table) == 991
+    with pytest.raises(ValueError, match=r"only 99 of 990 .* need more than max_draws=990"):
+        P.plausible_cohort(100, population=load_population(), model=object(), max_draws=990)

@@ -131,3 +131,13 @@ def test_key_results_read_as_a_trial_table():
     assert rows[1][2] == "35.4 (31.2–39.8)" and rows[0][2] == "20.0 (12.7–29.1)"
     assert rows[0][3] == "84 (84–126)" and rows[1][3] == "NR"
     assert rows[0][4] == "reference" and rows[1][4] == "0.61 (0.45–0.83)"
+    assert rows[0][1] == "100"
+    # n is the rates' denominator (evaluable patients), the failed ones beside it; the
+    # landmark header takes its day from an arm that has one (an all-failed arm has NaN)
+    s = s.assign(n_failed=[0, 3], pfs_landmark_days=[np.nan, 182.625])
+    s = s.assign(pfs_landmark=[np.nan, 0.5], pfs_landmark_ci_low=[np.nan, 0.4])
+    page = key_results_html(s.assign(pfs_landmark_ci_high=[np.nan, 0.6]))
+    rows = [re.findall(r"<td>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", page, re.S)]
+    rows = [r for r in rows if r]
+    assert rows[0][1] == "100" and rows[1][1] == "97 (+3 failed)"
+    assert "PFS at day 182.6, % (95% CI)" in re.findall(r"<th>(.*?)</th>", page)

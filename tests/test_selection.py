@@ -40,6 +40,18 @@ def test_quotas_largest_remainder():
     q = quotas(10, [0.329, 0.0, 0.135, 0.536])
     assert q.sum() == 10 and q.tolist() == [3, 0, 1, 6]  # remainders .29 .35 .36: +1 to the .36
     assert quotas(7, [1, 1, 1]).tolist() == [3, 2, 2]
+    # cell by cell, 10 over [.15, .15, .35, .35] gives 1+1 responders where 10 x 0.3 = 3;
+    # responders first (the calibration's ORR), then each group split
+    assert quotas(10, [0.15, 0.15, 0.35, 0.35]).tolist() == [1, 1, 4, 4]
+    q = quotas(10, [0.15, 0.15, 0.35, 0.35], groups=((0, 1), (2, 3)))
+    assert q[:2].sum() == 3 and q.sum() == 10 and q.tolist() == [2, 1, 4, 3]
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # the group total is always its share rounded
+        p, n = rng.dirichlet(np.ones(4)), int(rng.integers(1, 60))
+        q = quotas(n, p, groups=((0, 1), (2, 3)))
+        assert q.sum() == n and abs(q[:2].sum() - n * p[:2].sum()) <= 0.5 + 1e-12
+    with pytest.raises(ValueError, match="partition"):
+        quotas(10, [0.5, 0.5], groups=((0,), (0, 1)))
 
 
 def test_pps_fixed_draws_k_units_with_the_stated_probabilities():

@@ -17,7 +17,8 @@ distribution in log space).  Its solution is multiplicative, so the density rati
 Transferable rule.  `CalibrationRule` holds the arm, targets, target cell probabilities and the
 density-ratio function; it is saved as JSON and applied to a **fresh** pool (`apply_rule`):
 simulate the pool under the reference arm, compute the observables, select.  `select` makes a
-cohort of exactly ``n``: a quota per cell (largest remainder of ``n × cell probability``) and,
+cohort of exactly ``n``: a quota per cell (largest remainder: first of ``n × ORR`` responders,
+then of each group between PF6 and progressed, so the responders are ``n × ORR`` rounded) and,
 within a cell, fixed-size sampling with inclusion probability proportional to the diameter
 factor (systematic πps sampling on a random order, Madow 1949; take-all units capped at 1), so
 ORR is reproduced to rounding whenever each cell of the pool is large enough.
@@ -58,7 +59,9 @@ class Targets:
             PF6 given response is kept, the KL-closest joint with only the ORR marginal).
         diameter_median_mm, diameter_cv, diameter_bounds_mm: baseline sum of diameters, a
             log-normal truncated to the bounds (default: the `default` population preset, median
-            86 mm as in Ahamadi 2017).
+            86 mm as in Ahamadi 2017; that preset *clips* its draws to the bounds, so a pool
+            holds a few patients exactly at a bound, e.g. 0.4% at 300 mm, where the target has
+            none; the K–S distance counts them as ties).  A lower bound of 0: none.
         source: citation of the figures.
     """
 
@@ -84,7 +87,7 @@ class Targets:
                 f"{self.diameter_cv!r} must be > 0"
             )
         lo, hi = self.diameter_bounds_mm
-        if not 0 <= lo < self.diameter_median_mm < hi:
+        if not (0 <= lo < self.diameter_median_mm < hi and math.isfinite(hi)):
             raise ValueError(
                 f"diameter_bounds_mm={self.diameter_bounds_mm!r} must satisfy "
                 f"0 <= lower < median ({self.diameter_median_mm}) < upper"
@@ -105,7 +108,7 @@ class Targets:
 
         s = math.sqrt(math.log1p(self.diameter_cv**2))
         lo, hi = (
-            norm.cdf((math.log(b) - math.log(self.diameter_median_mm)) / s)
+            norm.cdf((math.log(b) - math.log(self.diameter_median_mm)) / s) if b > 0 else 0.0
             for b in self.diameter_bounds_mm
         )
         return self.diameter_median_mm * np.exp(s * norm.ppf(lo + np.asarray(q) * (hi - lo)))
@@ -147,9 +150,16 @@ class CalibrationRule:
     diameter_factor: tuple[float, ...]
     scale: float
     expected_yield: float
-    assess_every: int = 42
+    # how the reference arm's responses were scored (`assessment_options`: the RECIST schedule,
+    # confirmation, SD interval, CR floor, censoring) and simulated (step ``dt``): a rule
+    # selects by the same definition wherever it is applied
+    assessment: dict = field(default_factory=dict)
+    dt: float = 0.1
     precision: str = "float32"
     fit: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "assessment", assessment_options(self.assessment))
 
     def density_ratio(self, cell, diameter_mm) -> np.ndarray:
         b = np.searchsorted(np.asarray(self.log_edges), np.log(np.asarray(diameter_mm)))
@@ -164,7 +174,7 @@ class CalibrationRule:
     def from_dict(cls, d: dict) -> CalibrationRule:
         import dataclasses
 
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} | {"assess_every"}
         if not isinstance(d, dict) or "targets" not in d or set(d) - known:
             extra = sorted(set(d) - known) if isinstance(d, dict) else []
             raise ValueError(
@@ -173,6 +183,8 @@ class CalibrationRule:
                 + f"expected keys {sorted(known)}"
             )
         d = dict(d)
+        if "assess_every" in d:  # a rule written before the full assessment was stored
+            d["assessment"] = {"assess_every": d.pop("assess_every")}
         t = dict(d.pop("targets"))
         t["diameter_bounds_mm"] = tuple(t["diameter_bounds_mm"])
         tup = ("cell_probs", "cell_factor", "log_edges", "diameter_factor")
@@ -187,6 +199,29 @@ class CalibrationRule:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (ValueError, TypeError, KeyError) as e:  # JSON errors are ValueErrors
             raise ValueError(f"{path}: {e}") from None
+
+
+def assessment_options(options: dict | None = None) -> dict:
+    """Every RECIST option of `vcohort.endpoints.patient_endpoints` (``assess_every``,
+    ``assess_first``, ``assess_days``, ``confirm_days``, ``sd_min_days``, ``cr_floor_mm``,
+    ``censor_at``), the defaults filled in and the first assessment made explicit, so that two
+    definitions compare equal exactly when they score alike.  Unknown names are refused."""
+    import inspect
+
+    from vcohort.endpoints import patient_endpoints
+
+    sig = inspect.signature(patient_endpoints).parameters
+    names = [k for k, v in sig.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+    opts = dict(options or {})
+    unknown = sorted(set(opts) - set(names))
+    if unknown:
+        raise ValueError(f"assessment options {unknown} are unknown; allowed: {names}")
+    out = {k: opts.get(k, sig[k].default) for k in names}
+    if out["assess_first"] is None and out["assess_days"] is None:
+        out["assess_first"] = out["assess_every"]
+    if out["assess_days"] is not None:
+        out["assess_days"] = [int(x) for x in out["assess_days"]]
+    return out
 
 
 def check_arm(arm: str, days: int, engine: str = "xla") -> None:
@@ -209,12 +244,14 @@ def observables(
     arm: str,
     days: int,
     *,
-    assess_every: int = 42,
+    assessment: dict | None = None,
+    dt: float = 0.1,
     precision: str = "float32",
     model=None,
     engine: str = "xla",
 ) -> pd.DataFrame:
-    """Simulate ``cohort`` under the reference ``arm`` and return one row per patient:
+    """Simulate ``cohort`` under the reference ``arm`` (step ``dt``), score it with the RECIST
+    ``assessment`` options (`assessment_options`) and return one row per patient:
     ``patient``, ``ok`` (solver status 0), ``responder``, ``pf6``, ``cell`` (index into
     `CELLS`), ``baseline_diameter_mm``.  ``.attrs["simulate_s"]`` holds the wall time."""
     from vcohort.model import CSC_IMMUNE
@@ -227,10 +264,11 @@ def observables(
         cohort,
         [parse_arm(f"reference={arm}")],
         days,
+        dt=dt,
         save_every=days,
         precision=precision,
         progress=False,
-        assess_every=assess_every,
+        endpoint_options=assessment_options(assessment),
         engine=engine,
     )
     resp = ep["bor"].isin(["CR", "PR"]).to_numpy()
@@ -275,7 +313,8 @@ def fit_rule(
     *,
     arm: str,
     days: int,
-    assess_every: int = 42,
+    assessment: dict | None = None,
+    dt: float = 0.1,
     precision: str = "float32",
     n_bins: int = 10,
     seed: int = 0,
@@ -307,12 +346,19 @@ def fit_rule(
     kp = pool[keep]
     dbin = np.searchsorted(edges, np.log(kp["baseline_diameter_mm"].to_numpy()))
     resp, pf6 = kp["responder"].to_numpy(bool), kp["pf6"].to_numpy(bool)
-    try:
-        f = rake(_margins(kp, dbin, n_bins, targets))
+    try:  # targets at the edge of what the pool allows (a structural zero) converge slowly:
+        # accept shares within 1e-5 there (far below the 1/n a cohort resolves; ~10 s)
+        f = rake(_margins(kp, dbin, n_bins, targets), max_iter=50_000, accept=1e-5)
     except ValueError as e:
+        names = (
+            "responder, PF6, diameter bin"
+            if targets.pfs6 is not None
+            else "responder, diameter bin"
+        )
         raise ValueError(
             f"targets ORR={targets.orr}, PFS6={targets.pfs6} with the diameter distribution are "
-            f"not reachable from this pool (margins: responder, PF6, diameter bin): {e}"
+            f"not reachable from this pool, or only at the edge of it (margins numbered from 0: "
+            f"{names}): {e}"
         ) from e
     a, b, g = f[0], (f[1] if targets.pfs6 is not None else np.ones(2)), f[-1]
     w = np.zeros(len(pool))
@@ -340,7 +386,8 @@ def fit_rule(
         diameter_factor=tuple(map(float, g)),
         scale=scale,
         expected_yield=float(np.minimum(1, scale * ratio).mean()),
-        assess_every=int(assess_every),
+        assessment=assessment_options(assessment),
+        dt=float(dt),
         precision=precision,
         fit={
             "pool": int(len(obs)),
@@ -440,7 +487,7 @@ def select(rule: CalibrationRule, obs: pd.DataFrame, n: int, *, seed: int = 0) -
         raise ValueError(f"n={n!r} must be an integer >= 1")
     ok = obs["ok"].to_numpy(bool)
     cell = obs["cell"].to_numpy()
-    need = quotas(int(n), rule.cell_probs)
+    need = quotas(int(n), rule.cell_probs, groups=((0, 1), (2, 3)))  # responders first
     n_resp, have_resp = int(need[:2].sum()), int((ok & (cell < 2)).sum())
     if n_resp > have_resp:
         raise ValueError(
@@ -522,7 +569,8 @@ def apply_rule(
         cohort,
         rule.arm,
         rule.days,
-        assess_every=rule.assess_every,
+        assessment=rule.assessment,
+        dt=rule.dt,
         precision=rule.precision,
         model=model,
         engine=engine,
@@ -540,17 +588,28 @@ def calibrate(
     arm: str,
     days: int = 210,
     seed: int = 0,
+    assessment: dict | None = None,
+    dt: float = 0.1,
     precision: str = "float32",
     n_bins: int = 10,
     model=None,
     engine: str = "xla",
 ):
-    """Fit a rule on the pool ``cohort`` and select ``n`` patients from it.
-    Returns (rule, selected cohort, observables, report)."""
+    """Fit a rule on the pool ``cohort`` and select ``n`` patients from it, responses scored
+    with the RECIST ``assessment`` options (`assessment_options`; an experiment's own
+    ``[assessment]``, so that patients are selected by the definition the trial reports) after
+    simulating with step ``dt``.  Returns (rule, selected cohort, observables, report)."""
     check_feasible(n, len(cohort))
     check_arm(arm, days, engine)
-    obs = observables(cohort, arm, days, precision=precision, model=model, engine=engine)
-    rule = fit_rule(obs, targets, arm=arm, days=days, precision=precision, n_bins=n_bins, seed=seed)
+    assessment = assessment_options(assessment)
+    obs = observables(
+        cohort, arm, days, assessment=assessment, dt=dt, precision=precision, model=model,
+        engine=engine,
+    )  # fmt: skip
+    rule = fit_rule(
+        obs, targets, arm=arm, days=days, assessment=assessment, dt=dt, precision=precision,
+        n_bins=n_bins, seed=seed,
+    )  # fmt: skip
     ids = np.asarray(cohort.patient_id)
     pool_ref = {"pool_seed": int(cohort.seed), "pool_ids": [int(ids.min()), int(ids.max())]}
     rule = replace(rule, fit=rule.fit | pool_ref)  # `check_fresh_pool` refuses this pool again

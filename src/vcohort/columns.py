@@ -31,11 +31,26 @@ FIXED: dict[str, tuple[str, str]] = {
     "pdl1_positive": ("", "PD-L1 status (>= 1% of tumour cells)"),
     "final_diameter_mm": ("mm", "diameter at the horizon"),
     "nadir_diameter_mm": ("mm", "smallest daily diameter"),
-    "nadir_day": ("day", "day of the smallest diameter"),
-    "best_pct_change": ("%", "best % change of the diameter from baseline at the assessments"),
+    "baseline_tumour_cells": ("cells", "tumour cells at baseline (models without a diameter)"),
+    "final_tumour_cells": ("cells", "tumour cells at the horizon"),
+    "nadir_tumour_cells": ("cells", "fewest tumour cells on any day"),
+    "nadir_day": (
+        "day",
+        "day of the smallest daily diameter (tumour cells, for models without a diameter); "
+        "NA: the solve failed",
+    ),
+    "best_pct_change": (
+        "%",
+        "best % change of the diameter from baseline at the assessments (models without a "
+        "diameter: of the tumour cells, over every day)",
+    ),
     "best_pct_change_daily": ("%", "best % change from baseline over every day"),
     "final_pct_change": ("%", "% change from baseline at the horizon"),
-    "bor": ("", "RECIST 1.1 best overall response: CR, PR, SD, PD, NE (not evaluable)"),
+    "bor": (
+        "",
+        "RECIST 1.1 best overall response: CR, PR, SD, PD, NE (not evaluable; also NE when "
+        "the solve failed, see status)",
+    ),
     "n_assessments": ("", "RECIST assessments within the horizon (0: nothing evaluable)"),
     "pfs_days": ("day", "progression-free survival: time to PD, or to censoring"),
     "pfs_event": ("", "true: progressed (PD); false: censored; empty (NA): the solve failed"),
@@ -54,10 +69,18 @@ FIXED: dict[str, tuple[str, str]] = {
         "summary: the fraction of patients",
     ),  # fmt: skip
     "tumour_cells": ("cells", "tumour cells (models without a diameter)"),
-    "tumour_cleared": ("", "tumour below one cell (NA: the solve failed)"),
+    "tumour_cleared": (
+        "",
+        "tumour below one cell at the horizon (NA: the solve failed); in a summary: the "
+        "fraction of patients",
+    ),
     # summary.csv
-    "n": ("patients", "patients in the arm"),
-    "n_failed": ("patients", "patients whose solve failed (left out of the endpoints)"),
+    "n": ("patients", "patients in the arm (n - n_failed: the rates' denominator)"),
+    "n_failed": (
+        "patients",
+        "patients whose solve failed (in endpoints.parquet with NaN/NA values; left out of every "
+        "statistic)",
+    ),
     "orr": ("fraction", "objective response rate: BOR CR or PR"),
     "orr_ci_low": ("fraction", "ORR, exact (Clopper–Pearson) 95% CI, lower"),
     "orr_ci_high": ("fraction", "ORR, exact (Clopper–Pearson) 95% CI, upper"),
@@ -68,17 +91,22 @@ FIXED: dict[str, tuple[str, str]] = {
     "median_final_pct_change": ("%", "median of final_pct_change"),
     "progression_free_at_end": (
         "fraction",
-        "patients without PD by the end of follow-up (last assessment, or horizon)",
+        "patients without PD at any assessment within the horizon (a raw proportion, not "
+        "Kaplan–Meier)",
     ),
     "median_csc_fraction_baseline": ("fraction", "median CSC fraction at baseline"),
     "median_csc_fraction_final": ("fraction", "median CSC fraction at the horizon"),
     "median_anc_nadir": ("10⁹/L", "median of anc_nadir"),
     "median_pfs_days": ("day", "Kaplan–Meier median PFS (NaN: not reached)"),
-    "median_pfs_ci_low": ("day", "median PFS, 95% CI, lower (lifelines)"),
+    "median_pfs_ci_low": ("day", "median PFS, 95% CI, lower (lifelines; inf: not reached)"),
     "median_pfs_ci_high": ("day", "median PFS, 95% CI, upper (inf: not reached)"),
     "pfs_landmark_days": ("day", f"day of pfs_landmark (default 6 months, {6 * MONTH_DAYS:g} d)"),
     "pfs_landmark": ("fraction", "Kaplan–Meier progression-free probability at the landmark"),
-    "pfs_landmark_ci_low": ("fraction", "landmark PFS, 95% CI, lower"),
+    "pfs_landmark_ci_low": (
+        "fraction",
+        "landmark PFS, 95% CI, lower (exponential Greenwood; where the estimate is 1 or 0, "
+        "exact for the patients whose state at the landmark is known)",
+    ),
     "pfs_landmark_ci_high": ("fraction", "landmark PFS, 95% CI, upper"),
     "hr": ("", "Cox hazard ratio of PFS against the reference arm (cluster-robust: same patients)"),
     "hr_ci_low": ("", "hazard ratio, 95% CI, lower"),

@@ -131,7 +131,7 @@ def parse_rule(clause: str) -> DoseRule:
             f"hold rule {text!r}: the comparison is < or > (a lab value is never exactly at "
             f"the threshold); expected {_WANT}"
         )
-    head = re.match(r"(?i)hold\s+if\s+([A-Za-z_][\w.]*)\s*([<>])\s*(\S+)", text)
+    head = re.match(r"(?i)hold\s+if\s+([A-Za-z_][\w.]*)\s*([<>])\s*([^\s,]+)", text)
     if head is None:
         raise ValueError(f"hold rule {text!r}: cannot read it; expected {_WANT}")
     output, op, value = head.groups()
@@ -162,6 +162,10 @@ def parse_rule(clause: str) -> DoseRule:
             kw["delay"] = True
             i += 1
             while i < len(words) and words[i].lower() in ("every", "up"):
+                said = "recheck_days" if words[i].lower() == "every" else "max_delay_days"
+                if said in kw:
+                    twice = "every" if said == "recheck_days" else "up to"
+                    raise ValueError(f"hold rule {text!r}: 'delay ... {twice}' is given twice")
                 if words[i].lower() == "every":
                     kw["recheck_days"], i = duration(i + 1, "every")
                 else:
@@ -211,6 +215,8 @@ def delay_inputs(schedule, dt: float, n_steps: int) -> np.ndarray:
     on the step grid: doses not at one interval of whole steps (a delay shifts the whole
     cycle), infusion lengths that differ or reach the next dose, a recheck interval that is
     not a whole number of steps."""
+    from vcohort.dosing import dose_step
+
     rows = []
     for i, rule in enumerate(schedule.rules):
         if rule is None or not rule.delay:
@@ -256,7 +262,7 @@ def delay_inputs(schedule, dt: float, n_steps: int) -> np.ndarray:
         out[np.arange(n), schedule.kind[i][ok]] = amount[ok]
         end = schedule.ends[i] if schedule.ends else None
         out[:5, 3] = (
-            round(t[0] / dt) if n else n_steps,
+            int(dose_step(t[0], dt, n_steps)) if n else n_steps,
             interval,
             n_inf,
             n,

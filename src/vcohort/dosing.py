@@ -84,6 +84,23 @@ def _number(text: str, field_name: str) -> float:
     return v
 
 
+def _whole(v: float, what: str) -> int:
+    """``v`` as an int when it is a whole number >= 1 (a count of doses or cycles)."""
+    if isinstance(v, bool) or not math.isfinite(v) or v != int(v) or v < 1:
+        shown = int(v) if math.isfinite(v) and v == int(v) else v  # 0, not 0.0
+        raise ValueError(f"{what}={shown!r} must be a whole number >= 1")
+    return int(v)
+
+
+def _g(x: float, unit: float = 1.0) -> str:
+    """``x`` in a unit worth ``unit`` (e.g. a minute, in days), short (``%g``) where that parses
+    back to ``x`` exactly (`parse_duration`: number × unit), else with every digit (``tid`` is
+    every 0.3333333333333333 d, not 0.333333), so that a described regimen parses back to
+    itself."""
+    v = x / unit
+    return f"{v:g}" if float(f"{v:g}") * unit == x else repr(float(v))
+
+
 def parse_amount(text: str | float, field_name: str = "dose") -> tuple[float, str]:
     """``"200 mg"`` → (200.0, "mg"); ``"2 mg/kg"``; ``"75 mg/m2"``; ``"1e6 cells/kg"`` (cell
     products).  A bare number means mg (for a cell product: its amount unit, 1e6 cells)."""
@@ -174,8 +191,8 @@ class Regimen:
             math.isfinite(self.interval_days) and self.interval_days > 0
         ):
             raise ValueError(f"{self.drug}: interval={self.interval_days!r} days must be > 0")
-        if self.count is not None and (int(self.count) != self.count or self.count < 1):
-            raise ValueError(f"{self.drug}: count={self.count!r} must be an integer >= 1")
+        if self.count is not None:
+            _whole(self.count, f"{self.drug}: count")
         if self.interval_days is None and self.count not in (None, 1):
             raise ValueError(f"{self.drug}: count={self.count} needs an interval")
         if not (math.isfinite(self.start_day) and self.start_day >= 0):
@@ -188,8 +205,10 @@ class Regimen:
         if not (math.isfinite(self.infusion_days) and self.infusion_days >= 0):
             raise ValueError(f"{self.drug}: infusion={self.infusion_days!r} days must be >= 0")
         if self.infusion_days > 0 and d.route != "iv":
+            over = _g(self.infusion_days, _TIME_UNITS["min"])
             raise ValueError(
-                f"{self.drug}: infusion={self.infusion_days} d given for a {d.route} drug"
+                f"{self.drug}: an infusion ('over {over} min') given for a drug of route "
+                f"{d.route!r}; only IV drugs take 'over'"
             )
         self._check_cycles()
         if (
@@ -222,9 +241,8 @@ class Regimen:
                 f"{self.drug}: the course ({course:g} d) does not end before its cycle does "
                 f"(repeat every {c:g} d): the next course would start on or before its last dose"
             )
-        n = self.cycles
-        if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
-            raise ValueError(f"{self.drug}: cycles={n!r} must be an integer >= 1")
+        if self.cycles is not None:
+            _whole(self.cycles, f"{self.drug}: cycles")
 
     def course_days(self) -> float:
         """Length of one course: from its first dose to the end of its last (infusion)."""
@@ -254,21 +272,21 @@ class Regimen:
         return t[t < horizon_days - 1e-12]
 
     def describe(self) -> str:
-        s = f"{self.drug} {self.dose:g} {self.dose_unit}"
+        s = f"{self.drug} {_g(self.dose)} {self.dose_unit}"
         if self.interval_days is not None:
-            s += f" every {self.interval_days:g} d"
+            s += f" every {_g(self.interval_days)} d"
         if self.count is not None:
             s += f" x {self.count}"
         if self.until_day is not None:
-            s += f" until {self.until_day:g} d"
+            s += f" until {_g(self.until_day)} d"
         if self.cycle_days is not None:
-            s += f" repeat every {self.cycle_days:g} d"
+            s += f" repeat every {_g(self.cycle_days)} d"
             if self.cycles is not None:
                 s += f" x {self.cycles}"
         if self.start_day:
-            s += f" start {self.start_day:g} d"
+            s += f" start {_g(self.start_day)} d"
         if self.infusion_days:
-            s += f" over {self.infusion_days * 1440:g} min"
+            s += f" over {_g(self.infusion_days, _TIME_UNITS['min'])} min"
         if self.rule is not None:
             s += " " + self.rule.describe()
         return s
@@ -370,8 +388,9 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
                 )
             if "cycles" in kw:
                 raise ValueError(f"regimen {text!r}: the number of cycles is given twice")
-            n = _number(val.split()[0], f"{drug.name} cycles")
-            kw["cycles"] = int(n) if n == int(n) else n
+            kw["cycles"] = _whole(
+                _number(val.split()[0], f"{drug.name} cycles"), f"{drug.name} cycles"
+            )
         elif tok == "every":
             kw["interval_days"] = parse_duration(val, f"{drug.name} interval")
         elif tok in ("x", "for"):
@@ -388,8 +407,7 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
             parts = [m.group(1)] if m is not None else val.split()  # "x 6 infusions": a count
             if "count" in kw:
                 raise ValueError(f"regimen {text!r}: the number of doses is given twice")
-            n = _number(parts[0], f"{drug.name} count")
-            kw["count"] = int(n) if n == int(n) else n
+            kw["count"] = _whole(_number(parts[0], f"{drug.name} count"), f"{drug.name} count")
             if i < len(rest) and rest[i].lower() in _COUNT_WORDS:
                 i += 1
         elif tok == "until":
@@ -499,8 +517,8 @@ class Schedule:
         out = np.zeros((n_steps, len(self.drugs), 2))
         amount = np.asarray(self.amount)
         for i, j in zip(*np.nonzero(self.valid & (amount > 0)), strict=True):
-            k = int(round(self.time[i, j] / dt))
-            if k < n_steps:
+            k = int(dose_step(self.time[i, j], dt, n_steps))
+            if self.time[i, j] < n_steps * dt:
                 out[k, i, int(self.duration[i, j] > 0)] = j + 1.0
         return out
 
@@ -525,7 +543,7 @@ class Schedule:
             if rule is None:
                 continue
             ok = self.valid[i] & (amount[i] > 0)
-            u, c = np.unique(np.round(self.time[i][ok] / dt), return_counts=True)
+            u, c = np.unique(dose_step(self.time[i][ok], dt, n_steps), return_counts=True)
             if (c > 1).any():
                 raise ValueError(
                     f"{self.drugs[i]}: two doses start in the same step (day "
@@ -564,9 +582,9 @@ class StepGrid:
             for j in range(ns):
                 if not s.valid[i, j]:
                     continue
-                k0 = int(round(s.time[i, j] / dt))
-                if k0 >= n_steps:
+                if s.time[i, j] >= n_steps * dt:
                     continue
+                k0 = int(dose_step(s.time[i, j], dt, n_steps))
                 flat = i * ns + j
                 if s.duration[i, j] > 0:
                     nsteps = max(1, int(round(s.duration[i, j] / dt)))
@@ -665,6 +683,15 @@ def compile_schedule(
 NMTRAN_COLUMNS = ["ID", "TIME", "AMT", "CMT", "EVID", "II", "ADDL", "RATE", "DRUG"]
 
 
+def dose_step(time, dt: float, n_steps: int | None = None):
+    """The integrator step a dose at ``time`` (days) starts in: the nearest step boundary, a tie
+    (a time half-way between steps, e.g. bid at dt = 0.2) rounded up, not to even; with
+    ``n_steps``, a dose inside the horizon that rounds onto its end is given in the last step
+    instead of being lost.  Integer (array) like ``time``."""
+    k = np.floor(np.asarray(time, dtype=np.float64) / dt + 0.5).astype(np.int64)
+    return k if n_steps is None else np.minimum(k, n_steps - 1)
+
+
 def _dosing_cmt_numbers(drugs: tuple[str, ...], catalogue) -> dict[str, int]:
     """CMT of each drug's dosing compartment: PK compartments numbered from 1 in schedule
     order; a drug dosed into a model state (no PK compartments) takes one number of its own."""
@@ -697,16 +724,25 @@ def to_nmtran(
                 f"given[{d!r}] has {np.shape(rec['dose_fraction'])[0]} patients, ids has {len(ids)}"
             )
     amount = np.asarray(schedule.amount, dtype=np.float64)
-    if np.any(~np.isfinite(amount)) or np.any(amount < 0):
-        raise ValueError("schedule amounts must be finite and >= 0")
+    bad = ~np.isfinite(amount) | (amount < 0)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"schedule amount {amount[i, j]!r} ({schedule.drugs[i]}, slot {j}) must be finite "
+            f"and >= 0"
+        )
     kinds = set(np.unique(schedule.kind[schedule.valid]).tolist())
     covs = {}
     for k, name, vals in ((1, "weight_kg", weight_kg), (2, "bsa_m2", bsa_m2)):
         if k in kinds:
             if vals is None:
                 raise ValueError(f"{KIND_NAMES[k]} doses need {name} for each ID")
-            v = np.broadcast_to(np.asarray(vals, dtype=np.float64), (len(ids),))
-            covs[k] = v
+            v = np.asarray(vals, dtype=np.float64)
+            if v.size not in (1, len(ids)):
+                raise ValueError(
+                    f"{name} has {v.size} values for {len(ids)} IDs; give one per ID, or one"
+                )
+            covs[k] = np.broadcast_to(v.reshape(-1), (len(ids),))
     cmt = _dosing_cmt_numbers(schedule.drugs, catalogue)
     rows = []
     for pi, pid in enumerate(ids):
@@ -744,8 +780,8 @@ def _collapse(pid, drug, cmt, doses):
         while k < len(doses):
             t, a, d = doses[k]
             step = t - doses[k - 1][0]
-            if not (_close(a, a0, 1e-12, 0.0) and d == d0):
-                break
+            if not (_close(a, a0, 1e-12, 0.0) and d == d0) or step <= 0:
+                break  # (coincident doses, e.g. two regimens' first doses: records of their own)
             if ii is None:
                 ii = step
             elif not _close(step, ii, 1e-9, 1e-9):
@@ -781,24 +817,38 @@ def from_nmtran(
     out = {}
     for pid, g in doses.groupby("ID", sort=True):
         regs = []
-        for _, r in g.iterrows():
+        for row, r in g.iterrows():
+            where = f"NM-TRAN record {row} (ID {pid})"
             name = r["DRUG"] if "DRUG" in g.columns else by_cmt.get(int(r["CMT"]))
             if name is None:
-                raise ValueError(f"CMT={r['CMT']} is no drug's dosing compartment for {order}")
-            addl = int(r["ADDL"])
-            dur = float(r["AMT"]) / float(r["RATE"]) if float(r["RATE"]) > 0 else 0.0
-            regs.append(
-                Regimen(
+                raise ValueError(
+                    f"{where}: CMT={r['CMT']} is no drug's dosing compartment for {order}"
+                )
+            addl, rate, ii = int(r["ADDL"]), float(r["RATE"]), float(r["II"])
+            if rate < 0:  # NONMEM's -1/-2: the rate or duration is modelled ($PK R/D)
+                raise ValueError(
+                    f"{where}: RATE={rate:g} (a rate or duration set in the model) is not "
+                    f"supported; give RATE = AMT / duration in mg/day, or 0 for a bolus"
+                )
+            if addl < 0 or (addl > 0 and not ii > 0):
+                raise ValueError(
+                    f"{where}: ADDL={addl}, II={ii:g}: ADDL counts the doses after the first "
+                    f"(>= 0), and ADDL > 0 needs an interval II > 0 (days)"
+                )
+            try:
+                reg = Regimen(
                     drug=name,
                     dose=float(r["AMT"]),
                     dose_unit="mg",
-                    interval_days=float(r["II"]) if addl > 0 else None,
+                    interval_days=ii if addl > 0 else None,
                     count=addl + 1 if addl > 0 else None,
                     start_day=float(r["TIME"]),
-                    infusion_days=dur,
+                    infusion_days=float(r["AMT"]) / rate if rate > 0 else 0.0,
                     catalogue=catalogue,
                 )
-            )
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
+            regs.append(reg)
         horizon = (
             max(float(r["TIME"]) + float(r["II"]) * int(r["ADDL"]) for _, r in g.iterrows()) + 1.0
         )

@@ -222,7 +222,21 @@ def patient_endpoints(
     for c in ("pfs_event", "grade4_neutropenia", "tumour_cleared"):
         if c in df:  # a failed patient's yes/no is unknown (NA), not False
             df[c] = pd.arrays.BooleanArray(df[c].to_numpy(bool), mask=bad.copy())
+    # argmin of a failed (NaN) trajectory is its first NaN day, not a nadir
+    df["nadir_day"] = pd.arrays.IntegerArray(df["nadir_day"].to_numpy(np.int64), mask=bad.copy())
     return df
+
+
+def failed_counts(endpoints: pd.DataFrame) -> dict:
+    """For a run's manifest: the patients whose solve failed in any arm (``patients``; the
+    cohort's patients, counted once) and per arm (``by_arm``; every arm listed, 0 included)."""
+    bad = endpoints[endpoints["status"] != 0]
+    out = {"patients": int(bad["patient"].nunique())}
+    if "arm" in endpoints:
+        per = bad.groupby("arm", sort=False).size()
+        arms = endpoints["arm"].drop_duplicates()
+        out["by_arm"] = {str(a): int(per.get(a, 0)) for a in arms}
+    return out
 
 
 def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
@@ -322,7 +336,11 @@ def kaplan_meier(
     """Per arm (patients with status 0): median PFS (days) with its 95% CI and the KM
     progression-free probability at ``landmark_days`` (default 6 months) with its 95% CI,
     from lifelines' `KaplanMeierFitter`.  A median not reached is NaN (``inf`` upper CI); a
-    landmark after the last follow-up is NaN, unless every patient has progressed (then 0)."""
+    landmark after the last follow-up is NaN, unless every patient has progressed (then 0).
+    Where the estimate at the landmark is exactly 1 or 0, Greenwood's variance is 0 and
+    lifelines' band collapses to the point; the open side is then the exact (Clopper–Pearson)
+    bound for the patients whose state at the landmark is known (all but those censored before
+    it).  An arm with no assessment within the horizon has nothing to estimate (NaN)."""
     from lifelines import KaplanMeierFitter
     from lifelines.utils import median_survival_times
 
@@ -330,8 +348,10 @@ def kaplan_meier(
     for arm, g in endpoints.groupby(by, sort=False):
         ok = g[g["status"] == 0]
         row = {by: arm}
-        if len(ok) == 0:
-            rows.append(row | dict.fromkeys(_KM_COLS, np.nan))
+        unassessed = "n_assessments" in ok and len(ok) and int(ok["n_assessments"].max()) == 0
+        if len(ok) == 0 or unassessed:
+            nan = dict.fromkeys(_KM_COLS, np.nan)
+            rows.append(row | nan | {"pfs_landmark_days": float(landmark_days)})
             continue
         km = KaplanMeierFitter().fit(ok["pfs_days"], ok["pfs_event"].astype(bool))
         med = float(km.median_survival_time_)
@@ -344,6 +364,10 @@ def kaplan_meier(
             band = km.confidence_interval_survival_function_
             idx = band.index.searchsorted(landmark_days, side="right") - 1
             lo, hi = band.iloc[max(idx, 0)].to_numpy()
+            if at in (0.0, 1.0):  # a point band: the exact bound on the patients known
+                t, e = ok["pfs_days"].to_numpy(float), ok["pfs_event"].to_numpy(bool)
+                known = int(np.sum(e | (t >= landmark_days)))
+                lo, hi = clopper_pearson(int(round(at * known)), known)
         else:  # beyond the last follow-up: not estimable
             at = lo = hi = np.nan
         row |= {

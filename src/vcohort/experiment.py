@@ -182,6 +182,8 @@ def experiment_from_dict(
 
     at = ck.table(d.get("assessment", {}), "assessment", _ASSESS)
     ep, landmark = _assessment(ck, at, horizon)
+    if calib is not None:
+        _calibration_fits(ck, calib, ep, dt, engine)
 
     arms = []
     raw_arms = d.get("arms", [])
@@ -289,17 +291,50 @@ def _calibration(ck: Checker, raw, base_dir: Path | None) -> dict | None:
     out["pfs6"] = ck.get(t, "pfs6", "calibration", "float", None, ge=0, le=1)
     out["arm"] = ck.get(t, "arm", "calibration", "str", None)
     out["days"] = ck.get(t, "days", "calibration", "int", None, ge=183)
-    if preset is None and (out["orr"] is None or out["arm"] is None):
+    if "preset" not in t and not ("orr" in t and "arm" in t):  # given but bad: reported
         ck.error("calibration", "give preset = ... or both orr and arm (and optionally pfs6)")
-    elif out["days"] is not None or out["arm"] is not None:  # the reference arm can run
-        from vcohort.calibrate import check_arm
+    return out  # the reference arm is checked with the engine (`_calibration_fits`)
 
-        arm = out["arm"] or PRESETS[preset][0]
-        try:
-            check_arm(arm, out["days"] or 210)
-        except ValueError as e:
-            ck.error("calibration.arm" if out["arm"] else "calibration.days", str(e))
-    return out
+
+def _calibration_fits(ck: Checker, calib: dict, ep: dict, dt, engine) -> None:
+    """``[calibration]`` against the rest of the experiment: its reference arm runs on the
+    experiment's engine, and a saved rule scored responses as the experiment's
+    ``[assessment]`` and ``simulation.dt`` do (else patients would be selected by one RECIST
+    definition and reported by another)."""
+    from vcohort.calibrate import PRESETS, CalibrationRule, assessment_options, check_arm
+
+    engine = engine or "xla"  # a bad engine is reported already; check the arm anyway
+    if "rule" not in calib:
+        if calib.get("arm") or calib.get("preset"):
+            arm = calib.get("arm") or PRESETS[calib["preset"]][0]
+            try:
+                check_arm(arm, calib.get("days") or 210, engine)
+            except ValueError as e:
+                where = "arm" if calib.get("arm") else "days" if calib.get("days") else "preset"
+                ck.error(f"calibration.{where}", str(e))
+        return
+    try:
+        rule = CalibrationRule.load(calib["rule"])
+    except (ValueError, OSError):
+        return  # reported by `_calibration`
+    try:
+        check_arm(rule.arm, rule.days, engine)
+    except ValueError as e:
+        ck.error("calibration.rule", str(e))
+    if any(e.startswith(("assessment", "simulation.dt")) for e in ck.errors):
+        return
+    mine = assessment_options(ep)
+    differ = [f"{k} {rule.assessment[k]!r} (rule) vs {mine[k]!r}" for k in mine
+              if mine[k] != rule.assessment[k]]  # fmt: skip
+    if dt != rule.dt:
+        differ.append(f"dt {rule.dt!r} (rule) vs {dt!r}")
+    if differ:
+        ck.error(
+            "calibration.rule",
+            f"the rule selected patients by responses scored otherwise than this experiment "
+            f"scores them ({'; '.join(differ)}): set [assessment] and simulation.dt as the rule's, "
+            f"or fit a rule with this experiment's (a [calibration] with targets does)",
+        )
 
 
 def _population(ck: Checker, pt: dict, base_dir: Path | None) -> Population:
@@ -546,6 +581,11 @@ def hold_rule(ck: Checker, q: str, t: dict) -> DoseRule | None:
         ck.error(f"{q}.hold_if", f"expected a condition like 'ANC < 1.5', got {cond!r}")
         return None
     text = f"hold if {cond}"
+    try:  # each part checked on its own, so that an error names its own field
+        parse_rule(text)
+    except ValueError as e:
+        ck.error(f"{q}.hold_if", str(e))
+        return None
     delay = ck.get(t, "delay", q, "bool", False)
     if not delay:
         for key in ("recheck_every", "max_delay"):
@@ -559,6 +599,12 @@ def hold_rule(ck: Checker, q: str, t: dict) -> DoseRule | None:
                 if v is None:
                     return None
                 text += f" {word} {v!r} d"
+        try:
+            parse_rule(text)
+        except ValueError as e:
+            key = next((k for k in ("max_delay", "recheck_every") if k in t), "delay")
+            ck.error(f"{q}.{key}", str(e))
+            return None
     if levels is not None:
         ok = (
             isinstance(levels, list)
@@ -590,7 +636,7 @@ def hold_rule(ck: Checker, q: str, t: dict) -> DoseRule | None:
     try:
         return parse_rule(text)
     except ValueError as e:
-        ck.error(f"{q}.hold_if" if levels is None else f"{q}.reduce_to", str(e))
+        ck.error(f"{q}.reduce_to" if levels is not None else f"{q}.hold_if", str(e))
         return None
 
 

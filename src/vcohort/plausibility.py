@@ -156,13 +156,13 @@ def plausible_cohort(
         rate = max(n_ok / drawn, 0.05)
         # at least one full chunk (min(n, chunk_size)), so the compiled chunk shape is the
         # first batch's: a compile costs more than simulating a chunk of extra patients
-        size = max(math.ceil(need / rate * 1.2) + 2, min(n, chunk_size))
-        if drawn + size > max_draws:
+        size = min(max(math.ceil(need / rate * 1.2) + 2, min(n, chunk_size)), max_draws - drawn)
+        if size <= 0:  # every allowed draw made (the last batch capped at the limit)
             reasons = pd.concat(tables)["reason"].str.split(":").str[0]
             counts = reasons[reasons != ""].value_counts().to_dict()
             raise ValueError(
-                f"only {n_ok} of {drawn} drawn patients are plausible ({counts}); drawing "
-                f"{n} would exceed max_draws={max_draws}: loosen the population's "
+                f"only {n_ok} of {drawn} drawn patients are plausible ({counts}); {n} would "
+                f"need more than max_draws={max_draws} draws: loosen the population's "
                 f"plausibility bounds or raise max_draws"
             )
         batch = make_cohort(size, first_id=first_id + drawn, **kw)

@@ -155,13 +155,19 @@ def _with_ci(v, lo, hi, fmt) -> str:
 
 
 def key_results_html(summary: pd.DataFrame) -> str:
-    """The trial team's table: per arm n, ORR and DCR with exact 95% CIs (%), median PFS and
-    landmark PFS with 95% CIs, the hazard ratio with its CI, grade-4 neutropenia (%).  Columns
-    the summary lacks are left out; "NR": not reached; "–": not evaluable."""
+    """The trial team's table: per arm n (the evaluable patients, the failed ones beside),
+    ORR and DCR with exact 95% CIs (%), median PFS and landmark PFS with 95% CIs, the hazard
+    ratio with its CI, grade-4 neutropenia (%).  Columns the summary lacks are left out; "NR":
+    not reached; "–": not evaluable."""
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     cols: list[tuple[str, object]] = [("Arm", lambda r: r["arm"])]
     if "n" in summary:
-        cols.append(("n", lambda r: f"{int(r['n'])}"))
+
+        def n_text(r) -> str:  # the rates' denominator: the patients whose solve succeeded
+            failed = int(r["n_failed"]) if "n_failed" in r else 0
+            return f"{int(r['n']) - failed}" + (f" (+{failed} failed)" if failed else "")
+
+        cols.append(("n", n_text))
     if "orr" in summary:
         cols.append(
             (
@@ -188,7 +194,8 @@ def key_results_html(summary: pd.DataFrame) -> str:
 
         cols.append(("median PFS, days (95% CI)", median_pfs))
     if "pfs_landmark" in summary:
-        day = summary["pfs_landmark_days"].iloc[0] if "pfs_landmark_days" in summary else None
+        days_ = summary.get("pfs_landmark_days", pd.Series(dtype=float)).dropna()
+        day = float(days_.iloc[0]) if len(days_) else None
         head = f"PFS at day {day:.4g}, % (95% CI)" if day is not None else "landmark PFS, %"
         cols.append(
             (

@@ -416,7 +416,9 @@ def schedule_on_grid(schedule, dt: float):
     infusion durations rounded to whole steps (at least one), `vcohort.dosing.StepGrid`."""
     import dataclasses
 
-    k0 = np.round(np.asarray(schedule.time) / dt)
+    from vcohort.dosing import dose_step
+
+    k0 = dose_step(schedule.time, dt)
     dur = np.where(
         np.asarray(schedule.duration) > 0,
         np.maximum(1, np.round(np.asarray(schedule.duration) / dt)) * dt,

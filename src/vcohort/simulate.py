@@ -626,7 +626,9 @@ class Trajectories:
             `vcohort.dose_modify.DOSING_FIELDS` ->
             (P,): doses due, withheld (omitted or delayed) and given at a reduced level, mg
             given and mg planned over the horizon, the day the drug was discontinued (NaN:
-            never) and the days of delay.
+            never) and the days of delay; and `vcohort.dose_modify.RECORDS` -> (P, slots):
+            per planned dose the day it was given (``dose_day``) and the fraction of the
+            planned amount given (``dose_fraction``; 0: not given).
     """
 
     patient_id: np.ndarray

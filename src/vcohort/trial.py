@@ -128,6 +128,8 @@ def _calibrate(exp: Experiment, pool):
         arm=arm,
         days=c.get("days") or 210,
         seed=exp.seed,
+        assessment=exp.endpoint_options,  # selected by the RECIST definition the trial reports
+        dt=exp.dt,
         engine=exp.engine,
     )
     return cohort, {"rule": rule.to_dict(), **report}
@@ -202,6 +204,7 @@ def write_trial(result: TrialResult, out: str | Path, *, overwrite: bool = False
             write_json(tmp / "calibration.json", result.calibration)
         from vcohort.cohort import with_drug_correlations
         from vcohort.drugs import CATALOGUE
+        from vcohort.endpoints import failed_counts
 
         write_json(
             tmp / "manifest.json",
@@ -215,7 +218,7 @@ def write_trial(result: TrialResult, out: str | Path, *, overwrite: bool = False
                 "model": "csc_immune",
                 "patients": len(result.cohort),
                 "rejected_as_implausible": n_rej,
-                "n_failed": int((result.endpoints["status"] != 0).sum()),
+                "n_failed": failed_counts(result.endpoints),
                 "environment": environment(),
                 "timings": result.timings
                 | {"write_s": time.perf_counter() - t0}

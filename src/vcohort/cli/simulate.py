@@ -221,6 +221,7 @@ def _write(
 
     from vcohort.cohort import effective_population, with_drug_correlations
     from vcohort.dosing import to_nmtran
+    from vcohort.endpoints import failed_counts
     from vcohort.io import environment, run_folder, write_csv, write_json, write_parquet
     from vcohort.runs import doses_given_frame, timecourse_frame
 
@@ -261,6 +262,6 @@ def _write(
                 "engine": args.engine,
                 "environment": environment(),
                 "timings": timings | {a: trajs[a].timings for a in trajs},
-                "n_failed": int((endpoints["status"] != 0).sum()),
+                "n_failed": failed_counts(endpoints),
             },
         )

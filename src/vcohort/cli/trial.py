@@ -141,6 +141,18 @@ def add_calibrate(sub) -> None:
     c.add_argument("--pool", type=int, default=1500, help="plausible pool size to simulate")
     c.add_argument("--patients", type=int, default=500, help="calibrated cohort size")
     c.add_argument("--days", type=int, default=None, help="reference-arm horizon (>= 183; 210)")
+    c.add_argument(
+        "--assess-every", type=int, default=None, help="RECIST imaging interval, days (42)"
+    )
+    c.add_argument(
+        "--assess-first", type=int, default=None, help="first RECIST imaging day (the interval)"
+    )
+    c.add_argument(
+        "--confirm-days",
+        type=int,
+        default=None,
+        help="confirm PR/CR at least this many days later (0: no confirmation; RECIST 1.1: 28)",
+    )
     c.add_argument("--seed", type=int, default=0, help="pool and selection seed")
     c.add_argument("--first-id", type=int, default=0, help="id of the pool's first patient")
     c.add_argument(
@@ -156,10 +168,14 @@ def _calibrate_setup(args, C):
     if args.rule is not None:
         given = [f for f, v in (("--preset", args.preset), ("--orr", args.orr),
                                 ("--pfs6", args.pfs6), ("--arm", args.arm),
-                                ("--days", args.days)) if v is not None]  # fmt: skip
+                                ("--days", args.days), ("--assess-every", args.assess_every),
+                                ("--assess-first", args.assess_first),
+                                ("--confirm-days", args.confirm_days))
+                 if v is not None]  # fmt: skip
         if given:
             raise ValueError(
-                f"--rule applies the saved rule's reference arm, horizon and targets; "
+                f"--rule applies the saved rule's reference arm, horizon, targets and RECIST "
+                f"assessment; "
                 f"{', '.join(given)} would be ignored: leave {'it' if len(given) == 1 else 'them'}"
                 " out, or fit a new rule without --rule"
             )
@@ -185,6 +201,28 @@ def _calibrate_setup(args, C):
     return None, targets, args.arm or arm, days, args.precision or "float32"
 
 
+def _assessment_flags(args, days: int) -> dict:
+    """The RECIST options of `vcohort calibrate` (checked before compute)."""
+    every = 42 if args.assess_every is None else args.assess_every
+    first = every if args.assess_first is None else args.assess_first
+    confirm = 0 if args.confirm_days is None else args.confirm_days
+    for flag, v, lo in (("--assess-every", every, 1), ("--assess-first", first, 1),
+                        ("--confirm-days", confirm, 0)):  # fmt: skip
+        if v < lo:
+            raise ValueError(f"{flag} {v} must be an integer >= {lo}")
+    if first > 182:
+        raise ValueError(
+            f"--assess-first {first}: the first assessment must come before the 6-month landmark "
+            f"(day 182), or no progression could be seen by it"
+        )
+    if confirm and first + confirm > days:
+        raise ValueError(
+            f"--confirm-days {confirm}: no response seen from day {first} could be confirmed "
+            f"within the {days}-day horizon; lower it or raise --days"
+        )
+    return {"assess_every": every, "assess_first": first, "confirm_days": confirm}
+
+
 def run_calibrate(args) -> int:
     import json
 
@@ -192,6 +230,7 @@ def run_calibrate(args) -> int:
     from vcohort.io import check_output_dir, run_folder, write_csv, write_json, write_parquet
 
     rule, targets, arm, days, precision = _calibrate_setup(args, C)
+    assessment = _assessment_flags(args, days) if rule is None else rule.assessment
     C.check_feasible(args.patients, args.pool)
     C.check_arm(arm, days, args.engine)
     check_output_dir(args.out, args.overwrite)
@@ -221,6 +260,7 @@ def run_calibrate(args) -> int:
             arm=arm,
             days=days,
             seed=args.seed,
+            assessment=assessment,
             precision=precision,
             engine=args.engine,
         )

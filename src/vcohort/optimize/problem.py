@@ -29,7 +29,7 @@ import numpy as np
 from jax import lax
 
 from vcohort.dose_rules import DoseRule
-from vcohort.dosing import Schedule
+from vcohort.dosing import Schedule, dose_step
 from vcohort.drugs import CATALOGUE, get_drug
 from vcohort.model import CSC_IMMUNE, Model
 from vcohort.objectives import (
@@ -410,8 +410,9 @@ def rule_inputs(problem: Problem, lay: Layout, plan: Plan):
     s = lay.schedule
     half = np.array([d.smallest_dose_mg if d.rule else 0.0 for d in problem.drugs])[:, None]
     ii, jj = np.nonzero(s.valid)
-    k0 = np.round(s.time[ii, jj] / plan.dt).astype(np.int64)
-    ii, jj, k0 = ii[k0 < plan.n_steps], jj[k0 < plan.n_steps], k0[k0 < plan.n_steps]
+    inside = s.time[ii, jj] < plan.n_steps * plan.dt
+    ii, jj = ii[inside], jj[inside]
+    k0 = dose_step(s.time[ii, jj], plan.dt, plan.n_steps)
     kind = (s.duration[ii, jj] > 0).astype(np.int64)
     shape = (plan.n_steps, len(problem.drugs), 2)
     no_delays = jnp.zeros((0, 5, 4), plan.dtype)
