@@ -216,6 +216,9 @@ def test_cli_calibrate_validates_before_compute(tmp_path, capsys):
     assert "--assess-first 200" in capsys.readouterr().err  # no PD could be seen by 6 months
     assert main(["calibrate", "--confirm-days", "0", "--assess-every", "0", "--out", out]) == 2
     assert "--assess-every 0 must be an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--pfs6", "abc", "--out", out])
+    assert "'abc' is not a fraction in [0, 1] or 'none'" in capsys.readouterr().err
     (tmp_path / "other.json").write_text('{"arm": "x", "foo": 1}')
     assert main(["calibrate", "--rule", str(tmp_path / "other.json"), "--out", out]) == 2
     assert "not a calibration rule" in capsys.readouterr().err

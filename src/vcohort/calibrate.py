@@ -4,7 +4,7 @@ Method (Allen, Rieger & Musante 2016, CPT Pharmacometrics Syst Pharmacol 5:140):
 is included with probability ``min(1, scale · target density / pool density)`` of its observables,
 one scale factor chosen to minimise the summed Kolmogorov–Smirnov distance between the selected
 observables and the targets.  Observables here: responder (RECIST CR/PR under the reference arm),
-progression-free at 6 months (no PD assessment at or before day 182.6), and the baseline sum of
+progression-free at 6 months (no PD assessment at or before day 182.625), and the baseline sum of
 diameters (continuous).
 
 Target joint distribution.  The trials report only marginals (ORR, 6-month PFS) and the
@@ -35,10 +35,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vcohort.endpoints import MONTH_DAYS
 from vcohort.population import load_population
 from vcohort.selection import ks_distance, pps_fixed, quotas, rake
 
-LANDMARK_DAYS = 182.6  # 6 months = 365.25 / 2 days
+LANDMARK_DAYS = 6 * MONTH_DAYS  # 6 months = 365.25 / 2 days, as the trial's landmark PFS
 CELLS = (
     "responder & PF6",
     "responder & progressed",
@@ -233,7 +234,8 @@ def check_arm(arm: str, days: int, engine: str = "xla") -> None:
     parsed = parse_arm(f"reference={arm}")
     if not isinstance(days, int | np.integer) or days < LANDMARK_DAYS:
         raise ValueError(
-            f"days={days!r}: the reference-arm horizon must be an integer >= {LANDMARK_DAYS} "
+            f"days={days!r}: the reference-arm horizon must be an integer >= "
+            f"{math.ceil(LANDMARK_DAYS)} "
             "so that 6-month PFS is observed"
         )
     check_arms(CSC_IMMUNE, [parsed], int(days), engine=engine)
@@ -271,16 +273,18 @@ def observables(
         endpoint_options=assessment_options(assessment),
         engine=engine,
     )
+    ok = ep["status"].to_numpy() == 0
     resp = ep["bor"].isin(["CR", "PR"]).to_numpy()
     event = ep["pfs_event"].to_numpy(dtype=bool, na_value=False)  # failed: NA ("ok" is False)
     pf6 = ~(event & (ep["pfs_days"].to_numpy() <= LANDMARK_DAYS))
     df = pd.DataFrame(
         {
             "patient": np.asarray(cohort.patient_id),
-            "ok": ep["status"].to_numpy() == 0,
+            "ok": ok,
             "responder": resp,
             "pf6": pf6,
-            "cell": 2 * (~resp).astype(int) + (~pf6).astype(int),
+            # -1: failed (responder/pf6 then mean nothing; every use filters on "ok")
+            "cell": np.where(ok, 2 * (~resp).astype(int) + (~pf6).astype(int), -1),
             "baseline_diameter_mm": np.asarray(cohort.covariates["baseline_diameter_mm"], float),
         }
     )

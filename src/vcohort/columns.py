@@ -174,11 +174,11 @@ FIXED: dict[str, tuple[str, str]] = {
     # vcohort calibrate: pool_observables.parquet
     "ok": ("", "the reference-arm solve succeeded (status 0)"),
     "responder": ("", "BOR CR or PR under the reference arm"),
-    "pf6": ("", "progression-free at 6 months (no PD assessment by day 182.6)"),
+    "pf6": ("", "progression-free at 6 months (no PD assessment by day 182.625, 6 months)"),
     "cell": (
         "",
         "calibration cell: 0 responder & PF6, 1 responder & progressed, "
-        "2 non-responder & PF6, 3 non-responder & progressed",
+        "2 non-responder & PF6, 3 non-responder & progressed; -1 the solve failed (ok false)",
     ),  # fmt: skip
     "selected": ("", "the patient is in the calibrated cohort (patients.parquet)"),
     # vcohort sensitivity: ranking.csv (the endpoint's unit per e-fold change of the parameter)

@@ -3,6 +3,7 @@ virtual-population selection."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -112,7 +113,14 @@ def run_batch(args) -> int:
 
 def _fraction_or_none(text: str):
     """``--pfs6``: a fraction, or ``"none"`` (no PFS6 target)."""
-    return "none" if text.strip().lower() == "none" else float(text)
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a fraction in [0, 1] or 'none' (no PFS6 target)"
+        ) from None
 
 
 def add_calibrate(sub) -> None:

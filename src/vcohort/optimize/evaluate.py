@@ -14,6 +14,7 @@ from vcohort.dosing import Schedule, compile_schedule, parse_regimen
 from vcohort.drugs import get_drug
 from vcohort.endpoints import (
     GRADE4_ANC,
+    MONTH_DAYS,
     clopper_pearson,
     dose_modification_columns,
     patient_endpoints,
@@ -24,7 +25,7 @@ from vcohort.objectives import log_ratio, per_patient_terms
 from vcohort.optimize.problem import Problem
 from vcohort.simulate import simulate
 
-PFS6_DAYS = 182.6  # 6 months
+PFS6_DAYS = 6 * MONTH_DAYS  # 6 months (182.625 d)
 
 
 def standard_schedules(problem: Problem) -> dict[str, Schedule]:
