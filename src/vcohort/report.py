@@ -51,7 +51,8 @@ FIGURES = (
         "km_pfs",
         "Kaplan–Meier progression-free survival",
         "Kaplan–Meier estimate of PFS per arm (lifelines) with 95% confidence bands; ticks mark "
-        "censored patients (progression-free at their last assessment). The table gives the "
+        "censored patients (progression-free at the end of their follow-up: the last "
+        "assessment, or the horizon with censor_at = horizon). The table gives the "
         "number at risk at each tick of the day axis. PFS events fall on assessment days.",
     ),
     FigureSpec(
