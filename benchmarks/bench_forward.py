@@ -80,7 +80,7 @@ def roadrunner_peer(cohort, s, days, dref, rtol=1e-8, atol=1e-12):
         return None
     from vcohort.sbml import patient_sbml, schedule_on_grid
 
-    grid = schedule_on_grid(s, 0.1)
+    grid = schedule_on_grid(s, 0.1, days)
     t_load = t_sim = 0.0
     diam = []
     for i in range(len(cohort)):

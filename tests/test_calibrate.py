@@ -46,6 +46,30 @@ def test_targets_are_validated_before_compute():
         C.check_feasible(700, 600)
 
 
+def test_assessment_options_are_canonical_and_checked_against_the_landmark():
+    """Two definitions that score alike compare equal (days sorted without repeats, numpy
+    integers as plain ints for the rule's JSON); a schedule whose first look comes after the
+    6-month landmark, or that leaves no second look to confirm within the reference arm, is
+    refused before compute."""
+    import json
+
+    a = C.assessment_options({"assess_days": [84, 42, 84], "confirm_days": np.int64(28)})
+    assert a == C.assessment_options({"assess_days": (42, 84), "confirm_days": 28})
+    assert a["assess_days"] == [42, 84] and a["assess_every"] is None
+    json.dumps(a)  # numpy integers were not JSON
+    assert C.assessment_options({})["assess_first"] == 42
+    for bad in ({"assess_days": [42.7]}, {"confirm_days": -1}, {"censor_at": "death"}):
+        with pytest.raises(ValueError, match="assessment"):
+            C.assessment_options(bad)
+    with pytest.raises(ValueError, match="table of RECIST options"):
+        C.assessment_options([42])
+    C.check_assessment({"assess_first": 84, "confirm_days": 28}, 210)
+    with pytest.raises(ValueError, match="on day 200: it must come by the 6-month landmark"):
+        C.check_assessment({"assess_first": 200}, 210)
+    with pytest.raises(ValueError, match="days 126 of the 210-day .* no second look >= 28"):
+        C.check_assessment({"assess_every": 126, "confirm_days": 28}, 210)
+
+
 def _synthetic_obs(n, seed, rare=3):
     """Observables without simulation: response more likely for larger tumours, PF6 for
     responders always except ``rare`` patients."""

@@ -105,7 +105,10 @@ def test_a_table_rule_s_error_names_its_own_field():
          "arms": [{"name": "a", "regimens": [table]}]}  # fmt: skip
     with pytest.raises(ValueError, match=r"regimens\[0\]\.max_delay: hold rule: up to 3 d is "):
         experiment_from_dict(d)
-    table.update(hold_if="ANC <= 1.5", max_delay="21 d")
+    table.update(recheck_every="0 d", max_delay="21 d")  # the recheck's error is its own
+    with pytest.raises(ValueError, match=r"regimens\[0\]\.recheck_every: .*must be > 0"):
+        experiment_from_dict(d)
+    table.update(hold_if="ANC <= 1.5", recheck_every="7 d")
     with pytest.raises(ValueError, match=r"regimens\[0\]\.hold_if: .*comparison is < or >"):
         experiment_from_dict(d)
 
@@ -514,3 +517,33 @@ def test_endpoints_summary_and_chunk_files_carry_the_dose_modification(runs, tmp
         np.testing.assert_array_equal(back.dosing["doxorubicin"][k], v)
     joined = concat([take(tr, 3), take(tr, 8)], 5)
     np.testing.assert_array_equal(joined.dosing["doxorubicin"]["withheld"][3:], held[:2])
+
+
+def test_a_dose_rounded_onto_an_earlier_step_is_judged_in_that_step():
+    """Doses planned at 7.03, 8.03, 9.03 d are decided in the steps at 7.0, 8.0, 9.0 d (dt 0.1).
+    The rule withholds both first doses, the second discontinues the drug (stopped_day 8.0):
+    that dose was withheld, not 'discontinued' (8.03 > 8.0 compared the plan, not the step)."""
+    from vcohort.runs import doses_given_frame
+
+    reg = "doxorubicin 60 mg/m2 every 1 d x 3 start 7.03 d hold if ANC > 0.01 reduce to 75%"
+    s = compile_schedule([parse_regimen(reg)], 10.0)
+    c = make_cohort(1, seed=1, runin_days=0)
+    tr = simulate(CSC_IMMUNE, c, s, 10, progress=False)
+    assert float(tr.dosing["doxorubicin"]["stopped_day"][0]) == pytest.approx(8.0)
+    table = doses_given_frame({"a": tr}, {"a": s}, c.covariates, 0.1)
+    assert table["status"].tolist() == ["withheld", "withheld", "discontinued"]
+
+
+def test_doses_past_a_shorter_run_s_horizon_are_not_clamped_into_it():
+    """A schedule compiled for 30 d and run for 10: its later doses are outside this run (the
+    clamp to the last step is for doses inside the horizon only), so two weekly doses do not
+    'start in the same step', and a delayed regimen's first dose on day 20 is never given."""
+    dox = "doxorubicin 20 mg/m2 over 30 min"
+    weekly = compile_schedule([parse_regimen(f"{dox} every 7 d hold if ANC < 1.5")], 30.0)
+    weekly.check_rules(0.1, 100)  # raised: two doses in the step at day 9.9
+    late = compile_schedule(
+        [parse_regimen(f"{dox} every 21 d start 20 d hold if ANC < 1.5 delay every 7 d")], 30.0
+    )
+    c = make_cohort(1, seed=1, runin_days=0)
+    tr = simulate(CSC_IMMUNE, c, late, 10, progress=False)
+    assert float(tr.dosing["doxorubicin"]["given_mg"][0]) == 0.0

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -246,6 +248,12 @@ def test_describe_parses_back_to_the_same_regimen():
         assert parse_regimen(r.describe()) == r, r.describe()
     assert "every 0.3333333333333333 d" in parse_regimen("cb839 800 mg tid").describe()
     assert "over 30 min" in parse_regimen("pembrolizumab 2 mg/kg q3w over 30 min").describe()
+    # hours stay hours, and numbers no unit writes exactly keep every digit
+    exact = f"doxorubicin 60 mg q3w over 1 h hold if ANC < {0.1 + 0.2!r} reduce to {100 / 3!r}%"
+    r = parse_regimen(exact)
+    assert parse_regimen(r.describe()) == r and "over 1 h" in r.describe()
+    odd = dataclasses.replace(r, infusion_days=0.39138124341450314)
+    assert parse_regimen(odd.describe()) == odd
 
 
 def test_dose_times_round_half_up_and_a_last_step_dose_is_given():
@@ -255,10 +263,14 @@ def test_dose_times_round_half_up_and_a_last_step_dose_is_given():
     from vcohort.dosing import dose_step
 
     assert dose_step([0.5, 1.5, 2.5], 0.2).tolist() == [3, 8, 13]
+    assert dose_step([0.3, 0.7], 0.2).tolist() == [2, 4]  # 0.3 / 0.2 = 1.4999999999999998
+    from vcohort.sbml import schedule_on_grid  # the SBML export places doses as the simulator
+
+    late = compile_schedule([parse_regimen("doxorubicin 60 mg start 9.97 d")], 10.0)
+    assert schedule_on_grid(late, 0.1, 10).time[0, 0] == pytest.approx(9.9)
     s = compile_schedule([parse_regimen("cb839 800 mg bid")], 3.0)
     bolus, _ = s.step_inputs(0.2, 15)
     assert (np.flatnonzero(bolus[:, 0, 0]) * 0.2).round(6).tolist() == [0, 0.6, 1, 1.6, 2, 2.6]
-    late = compile_schedule([parse_regimen("doxorubicin 60 mg start 9.97 d")], 10.0)
     bolus, _ = late.step_inputs(0.1, 100)
     assert bolus.sum() == 60.0 and bolus[99, 0, 0] == 60.0
     assert late.step_starts(0.1, 100)[99, 0, 0] == 1.0  # a hold rule would decide it there

@@ -171,6 +171,13 @@ def test_a_calibration_rule_file_is_read_and_not_applied_to_its_own_pool(tmp_pat
     other.save(tmp_path / "rule.json")
     with pytest.raises(ValueError, match=r"calibration.rule: .*confirm_days 0 \(rule\) vs 28; dt"):
         experiment_from_dict(d)
+    # an experiment whose [assessment] cannot score the calibration's reference arm (first
+    # look after the 6-month landmark) is refused at load, not after the pool is simulated
+    bad = copy.deepcopy(GOOD) | {"calibration": {"pool": 5000, "preset": "keynote-002"}}
+    bad["simulation"]["horizon_days"] = 365
+    bad["assessment"] = {"first_day": 200, "every_days": 42}
+    with pytest.raises(ValueError, match=r"calibration: the first RECIST assessment .* day 200"):
+        experiment_from_dict(bad)
     # a rule written before the whole assessment was stored (assess_every only) still loads
     old = json.loads((tmp_path / "rule.json").read_text())
     old.pop("assessment"), old.pop("dt")

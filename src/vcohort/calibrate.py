@@ -185,6 +185,8 @@ class CalibrationRule:
             )
         d = dict(d)
         if "assess_every" in d:  # a rule written before the full assessment was stored
+            if "assessment" in d:
+                raise ValueError("give assess_every (an old rule) or assessment, not both")
             d["assessment"] = {"assess_every": d.pop("assess_every")}
         t = dict(d.pop("targets"))
         t["diameter_bounds_mm"] = tuple(t["diameter_bounds_mm"])
@@ -205,12 +207,16 @@ class CalibrationRule:
 def assessment_options(options: dict | None = None) -> dict:
     """Every RECIST option of `vcohort.endpoints.patient_endpoints` (``assess_every``,
     ``assess_first``, ``assess_days``, ``confirm_days``, ``sd_min_days``, ``cr_floor_mm``,
-    ``censor_at``), the defaults filled in and the first assessment made explicit, so that two
-    definitions compare equal exactly when they score alike.  Unknown names are refused."""
+    ``censor_at``) in one canonical form, so that two definitions compare equal exactly when
+    they score alike: defaults filled in, the first assessment made explicit, explicit days
+    sorted without repeats (then the interval and first day, unused, are None), plain Python
+    types (JSON).  Unknown names and values of the wrong kind are refused."""
     import inspect
 
-    from vcohort.endpoints import patient_endpoints
+    from vcohort.endpoints import CENSOR_AT, patient_endpoints
 
+    if options is not None and not isinstance(options, dict):
+        raise ValueError(f"assessment={options!r} must be a table of RECIST options")
     sig = inspect.signature(patient_endpoints).parameters
     names = [k for k, v in sig.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
     opts = dict(options or {})
@@ -218,14 +224,62 @@ def assessment_options(options: dict | None = None) -> dict:
     if unknown:
         raise ValueError(f"assessment options {unknown} are unknown; allowed: {names}")
     out = {k: opts.get(k, sig[k].default) for k in names}
-    if out["assess_first"] is None and out["assess_days"] is None:
-        out["assess_first"] = out["assess_every"]
+
+    def whole(name, v, lo):
+        ok = isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+        if not ok or not math.isfinite(v) or v != int(v) or v < lo:
+            raise ValueError(f"assessment {name}={v!r} must be a whole number of days >= {lo}")
+        return int(v)
+
     if out["assess_days"] is not None:
-        out["assess_days"] = [int(x) for x in out["assess_days"]]
+        days = out["assess_days"]
+        if isinstance(days, str) or not hasattr(days, "__iter__"):
+            raise ValueError(f"assessment assess_days={days!r} must be a list of whole days")
+        out["assess_days"] = sorted({whole("assess_days", x, 1) for x in days})
+        out["assess_every"] = out["assess_first"] = None  # unused with explicit days
+    else:
+        out["assess_every"] = whole("assess_every", out["assess_every"], 1)
+        first = out["assess_first"]
+        out["assess_first"] = (
+            out["assess_every"] if first is None else whole("assess_first", first, 1)
+        )
+    out["confirm_days"] = whole("confirm_days", out["confirm_days"], 0)
+    out["sd_min_days"] = whole("sd_min_days", out["sd_min_days"], 0)
+    floor = out["cr_floor_mm"]
+    if isinstance(floor, bool) or not isinstance(floor, int | float | np.number) or not floor > 0:
+        raise ValueError(f"assessment cr_floor_mm={floor!r} must be a number > 0")
+    out["cr_floor_mm"] = float(floor)
+    if out["censor_at"] not in CENSOR_AT:
+        raise ValueError(f"assessment censor_at={out['censor_at']!r}; allowed: {list(CENSOR_AT)}")
     return out
 
 
-def check_arm(arm: str, days: int, engine: str = "xla") -> None:
+def check_assessment(assessment: dict | None, days: int) -> None:
+    """Raise, before compute, when the RECIST schedule cannot score the reference arm within its
+    horizon ``days``: no assessment by the 6-month landmark (every patient would count as
+    progression-free at 6 months), or no second look far enough after the first to confirm a
+    response (with ``confirm_days``; no patient would respond)."""
+    from vcohort.endpoints import assessment_days
+
+    a = assessment_options(assessment)
+    seen = assessment_days(int(days), a["assess_every"], a["assess_first"], a["assess_days"])
+    if not seen.size or seen[0] > LANDMARK_DAYS:
+        first = int(seen[0]) if seen.size else "none"
+        raise ValueError(
+            f"the first RECIST assessment within the {days}-day reference arm is on day {first}: "
+            f"it must come by the 6-month landmark (day {math.floor(LANDMARK_DAYS)}), or no "
+            f"progression could be seen by it"
+        )
+    if a["confirm_days"] and seen[-1] - seen[0] < a["confirm_days"]:
+        raise ValueError(
+            f"confirm_days={a['confirm_days']}: the assessments on days "
+            f"{', '.join(map(str, seen.tolist()))} of the {days}-day reference arm leave no "
+            f"second look >= {a['confirm_days']} d after a first response, so no response could "
+            f"be confirmed; lengthen the reference arm or lower confirm_days"
+        )
+
+
+def check_arm(arm: str, days: int, engine: str = "xla", dt: float = 0.1) -> None:
     """Raise before compute if the reference arm or horizon cannot give 6-month PFS, or the
     arm cannot run (`vcohort.runs.check_arms`)."""
     from vcohort.model import CSC_IMMUNE
@@ -238,7 +292,7 @@ def check_arm(arm: str, days: int, engine: str = "xla") -> None:
             f"{math.ceil(LANDMARK_DAYS)} "
             "so that 6-month PFS is observed"
         )
-    check_arms(CSC_IMMUNE, [parsed], int(days), engine=engine)
+    check_arms(CSC_IMMUNE, [parsed], int(days), dt=dt, engine=engine)
 
 
 def observables(
@@ -259,7 +313,8 @@ def observables(
     from vcohort.model import CSC_IMMUNE
     from vcohort.runs import parse_arm, run_arms
 
-    check_arm(arm, days, engine)
+    check_arm(arm, days, engine, dt)
+    check_assessment(assessment, days)
     t0 = time.perf_counter()
     _, ep, _, _ = run_arms(
         CSC_IMMUNE if model is None else model,
@@ -568,7 +623,7 @@ def apply_rule(
     """Simulate a fresh pool ``cohort`` under the rule's arm, select ``n`` patients.
     Returns (selected cohort, observables of the pool, report)."""
     check_feasible(n, len(cohort))
-    check_arm(rule.arm, rule.days, engine)
+    check_arm(rule.arm, rule.days, engine, rule.dt)
     obs = observables(
         cohort,
         rule.arm,
@@ -604,8 +659,9 @@ def calibrate(
     ``[assessment]``, so that patients are selected by the definition the trial reports) after
     simulating with step ``dt``.  Returns (rule, selected cohort, observables, report)."""
     check_feasible(n, len(cohort))
-    check_arm(arm, days, engine)
+    check_arm(arm, days, engine, dt)
     assessment = assessment_options(assessment)
+    check_assessment(assessment, days)
     obs = observables(
         cohort, arm, days, assessment=assessment, dt=dt, precision=precision, model=model,
         engine=engine,

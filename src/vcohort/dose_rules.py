@@ -96,14 +96,23 @@ class DoseRule:
             object.__setattr__(self, "max_delay_days", float(m))
 
     def describe(self) -> str:
-        s = f"hold if {self.output} {self.op} {self.threshold:.15g}"
+        """The rule as `parse_rule` reads it back exactly (every digit a number needs)."""
+        s = f"hold if {self.output} {self.op} {_exact(self.threshold)}"
         if self.delay:
-            s += f" delay every {self.recheck_days:.15g} d"
+            s += f" delay every {_exact(self.recheck_days)} d"
             if self.max_delay_days is not None:
-                s += f" up to {self.max_delay_days:.15g} d"
+                s += f" up to {_exact(self.max_delay_days)} d"
         if self.levels:
-            s += " reduce to " + " ".join(f"{100 * v:.15g}%" for v in self.levels)
+            s += " reduce to " + " ".join(f"{_exact(v, 100.0)}%" for v in self.levels)
         return s
+
+
+def _exact(x: float, scale: float = 1.0) -> str:
+    """``x * scale`` as short a number as reads back (divided by ``scale``) to ``x``."""
+    for text in (f"{x * scale:.15g}", repr(x * scale), f"{x * scale:.17g}"):
+        if float(text) / scale == x:
+            return text
+    return f"{x * scale:.17g}"
 
 
 def split_rule(text: str) -> tuple[str, DoseRule | None]:
@@ -262,7 +271,8 @@ def delay_inputs(schedule, dt: float, n_steps: int) -> np.ndarray:
         out[np.arange(n), schedule.kind[i][ok]] = amount[ok]
         end = schedule.ends[i] if schedule.ends else None
         out[:5, 3] = (
-            int(dose_step(t[0], dt, n_steps)) if n else n_steps,
+            # (a first dose past the horizon: never, as on the bolus grid)
+            int(dose_step(t[0], dt, n_steps)) if n and t[0] < n_steps * dt else n_steps,
             interval,
             n_inf,
             n,

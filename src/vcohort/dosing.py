@@ -92,13 +92,21 @@ def _whole(v: float, what: str) -> int:
     return int(v)
 
 
-def _g(x: float, unit: float = 1.0) -> str:
-    """``x`` in a unit worth ``unit`` (e.g. a minute, in days), short (``%g``) where that parses
-    back to ``x`` exactly (`parse_duration`: number × unit), else with every digit (``tid`` is
+def _g(x: float) -> str:
+    """``x`` short (``%g``) where that reads back exactly, else with every digit (``tid`` is
     every 0.3333333333333333 d, not 0.333333), so that a described regimen parses back to
     itself."""
-    v = x / unit
-    return f"{v:g}" if float(f"{v:g}") * unit == x else repr(float(v))
+    return f"{x:g}" if float(f"{x:g}") == x else repr(float(x))
+
+
+def _duration_text(days: float) -> str:
+    """``days`` as a duration `parse_duration` reads back exactly: the first of minutes, hours
+    and days that is short (``%g``) and exact, else every digit in days."""
+    for unit in ("min", "h", "d"):
+        v = f"{days / _TIME_UNITS[unit]:g}"
+        if float(v) * _TIME_UNITS[unit] == days:
+            return f"{v} {unit}"
+    return f"{days!r} d"
 
 
 def parse_amount(text: str | float, field_name: str = "dose") -> tuple[float, str]:
@@ -205,9 +213,9 @@ class Regimen:
         if not (math.isfinite(self.infusion_days) and self.infusion_days >= 0):
             raise ValueError(f"{self.drug}: infusion={self.infusion_days!r} days must be >= 0")
         if self.infusion_days > 0 and d.route != "iv":
-            over = _g(self.infusion_days, _TIME_UNITS["min"])
+            over = _duration_text(self.infusion_days)
             raise ValueError(
-                f"{self.drug}: an infusion ('over {over} min') given for a drug of route "
+                f"{self.drug}: an infusion ('over {over}') given for a drug of route "
                 f"{d.route!r}; only IV drugs take 'over'"
             )
         self._check_cycles()
@@ -286,7 +294,7 @@ class Regimen:
         if self.start_day:
             s += f" start {_g(self.start_day)} d"
         if self.infusion_days:
-            s += f" over {_g(self.infusion_days, _TIME_UNITS['min'])} min"
+            s += f" over {_duration_text(self.infusion_days)}"
         if self.rule is not None:
             s += " " + self.rule.describe()
         return s
@@ -542,7 +550,7 @@ class Schedule:
         for i, rule in enumerate(self.rules):
             if rule is None:
                 continue
-            ok = self.valid[i] & (amount[i] > 0)
+            ok = self.valid[i] & (amount[i] > 0) & (self.time[i] < n_steps * dt)  # as the grid
             u, c = np.unique(dose_step(self.time[i][ok], dt, n_steps), return_counts=True)
             if (c > 1).any():
                 raise ValueError(
@@ -688,7 +696,8 @@ def dose_step(time, dt: float, n_steps: int | None = None):
     (a time half-way between steps, e.g. bid at dt = 0.2) rounded up, not to even; with
     ``n_steps``, a dose inside the horizon that rounds onto its end is given in the last step
     instead of being lost.  Integer (array) like ``time``."""
-    k = np.floor(np.asarray(time, dtype=np.float64) / dt + 0.5).astype(np.int64)
+    # (+1e-9: 0.3 / 0.2 is 1.4999999999999998 in floating point, a tie all the same)
+    k = np.floor(np.asarray(time, dtype=np.float64) / dt + 0.5 + 1e-9).astype(np.int64)
     return k if n_steps is None else np.minimum(k, n_steps - 1)
 
 

@@ -263,7 +263,7 @@ DOXORUBICIN = Drug(
                 "assumption: Friberg et al. 2002 drug effect in Emax form, "
                 "E = 8·C/(C + 0.15 mg/L); Friberg 2002 did not fit doxorubicin.  EC50 chosen "
                 "so that 75 mg/m2 q3w gives a "
-                "median ANC nadir near the grade-3/4 boundary (measured on 300 virtual patients: "
+                "median ANC nadir in grade 3, towards grade 4 (measured on 300 virtual patients: "
                 "median 0.77e9/L, grade 4 in 28%, nadir day 11), in line with the label "
                 "(myelosuppression dose-limiting, nadir day 10-14).  Bounded E keeps the "
                 "precursor kill rate below ~8·ktr, within the RK4 step's stability region"
@@ -300,11 +300,16 @@ _KG = 70.0  # per-kg values at the reference weight
 # (which changes the patients the KEYNOTE-002-like calibration selects): at 2.7 the arm's ORR is
 # 4.0% (16/400, the target) and its 6-month PFS 21.8%; the script's bisection now ends at 2.45
 # and rounds to 2.5 (ORR 4.25%, 6-month PFS 22.3%), so 2.7 was kept as the closer fit.
+# Re-fitted 2026-12-01 with CL's CV 0.33 (was 0.24) and the calibration's responders rounded as
+# n x ORR: the bisection ends at 2.69-2.74 mg/L, rounded 2.7: ORR 4.0% (16/400), 6-month PFS
+# 21.8%, median ANC nadir 1.78e9/L, grade 4 in 2.5%.
 DTIC_KILL_EC50 = 2.7
 # the delayed myelotoxicity (experiments/fit_dacarbazine_marrow.py, 2026-11-30, 200 patients):
 # bisection gave mtt_marrow 18.7-18.9 days and EC50 3.05 mg/L; rounded to 19 and 3.1, the
 # median nadir after one dose falls on day 25 and q3w's 63-day median nadir is 1.95e9/L (grade
-# >=3 in 6.5%, grade 4 in 0%; the plasma-driven effect: 1.9e9/L, 6%, 0.5%, nadir on day 9)
+# >=3 in 6.5%, grade 4 in 0%; the plasma-driven effect: 1.9e9/L, 6%, 0.5%, nadir on day 9).
+# Re-fitted 2026-12-01 with CL's CV 0.33 (was 0.24): again 19 and 3.1 (bisection 18.6-18.8 d,
+# 3.03-3.07 mg/L); nadir day 25, median nadir 1.94e9/L, grade >=3 in 9.5%, grade 4 in 0.5%.
 DTIC_MTT_MARROW = 19.0
 DTIC_MYELO_EC50 = 3.1
 _DTIC_MARROW_FIT = "vcohort experiments/fit_dacarbazine_marrow.py"
@@ -319,8 +324,10 @@ DACARBAZINE = Drug(
                 "CL",
                 15.4e-3 * 60 * 24 * _KG,
                 "L/day",
-                0.24,
-                _BREITHAUPT + "; CV from the range/4",
+                0.33,
+                _BREITHAUPT + "; CV = SD/mean with SD = range/2.87, Wan et al. 2014's "
+                "estimator for n = 8 (BMC Med Res Methodol 14:135: range/(2 Phi^-1((n - 0.375)"
+                "/(n + 0.25))); range/4 (Hozo 2005) is meant for n = 15-70 and gave 0.24)",
                 "total clearance (15.4 mL/kg/min)",
             ),
             (

@@ -301,24 +301,35 @@ def _calibration_fits(ck: Checker, calib: dict, ep: dict, dt, engine) -> None:
     experiment's engine, and a saved rule scored responses as the experiment's
     ``[assessment]`` and ``simulation.dt`` do (else patients would be selected by one RECIST
     definition and reported by another)."""
-    from vcohort.calibrate import PRESETS, CalibrationRule, assessment_options, check_arm
+    from vcohort.calibrate import (
+        PRESETS,
+        CalibrationRule,
+        assessment_options,
+        check_arm,
+        check_assessment,
+    )
 
     engine = engine or "xla"  # a bad engine is reported already; check the arm anyway
     if "rule" not in calib:
         if calib.get("arm") or calib.get("preset"):
             arm = calib.get("arm") or PRESETS[calib["preset"]][0]
             try:
-                check_arm(arm, calib.get("days") or 210, engine)
+                check_arm(arm, calib.get("days") or 210, engine, dt or 0.1)
             except ValueError as e:
                 where = "arm" if calib.get("arm") else "days" if calib.get("days") else "preset"
                 ck.error(f"calibration.{where}", str(e))
+        if not any(e.startswith("assessment") for e in ck.errors):
+            try:  # the reference arm is scored with this experiment's [assessment]
+                check_assessment(ep, calib.get("days") or 210)
+            except ValueError as e:
+                ck.error("calibration", f"{e} ([assessment] scores the calibration too)")
         return
     try:
         rule = CalibrationRule.load(calib["rule"])
     except (ValueError, OSError):
         return  # reported by `_calibration`
     try:
-        check_arm(rule.arm, rule.days, engine)
+        check_arm(rule.arm, rule.days, engine, rule.dt)
     except ValueError as e:
         ck.error("calibration.rule", str(e))
     if any(e.startswith(("assessment", "simulation.dt")) for e in ck.errors):
@@ -599,12 +610,11 @@ def hold_rule(ck: Checker, q: str, t: dict) -> DoseRule | None:
                 if v is None:
                     return None
                 text += f" {word} {v!r} d"
-        try:
-            parse_rule(text)
-        except ValueError as e:
-            key = next((k for k in ("max_delay", "recheck_every") if k in t), "delay")
-            ck.error(f"{q}.{key}", str(e))
-            return None
+                try:  # checked as each setting joins, so an error names its own field
+                    parse_rule(text)
+                except ValueError as e:
+                    ck.error(f"{q}.{key}", str(e))
+                    return None
     if levels is not None:
         ok = (
             isinstance(levels, list)

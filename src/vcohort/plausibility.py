@@ -122,7 +122,8 @@ def plausible_cohort(
 
     Patients keep their ids (``first_id, first_id + 1, ...`` in draw order), so the same seed
     gives the same patients and the same rejections whatever the chunk size.  Replacements are
-    drawn in batches of at least ``min(n, chunk_size)`` patients, so no new shape is compiled.
+    drawn in batches of at least ``min(n, chunk_size)`` patients, so no new shape is compiled
+    (except for a last batch cut short at ``max_draws``).
     Raises if more than ``max_draws`` (default ``10 n + 64``) patients would be needed.  A
     population without plausibility bounds accepts every patient.
     """

@@ -191,7 +191,8 @@ def key_results_html(summary: pd.DataFrame) -> str:
                 lo, hi = r["median_pfs_ci_low"], r["median_pfs_ci_high"]
                 return _with_ci(r["median_pfs_days"], lo, hi, days)
             evaluable = r.get("n", 1) - r.get("n_failed", 0)
-            return "NR" if evaluable > 0 else "–"  # not reached, or no patient to estimate it
+            unassessed = "orr" in r and not np.isfinite(r["orr"])  # no assessment: no estimate
+            return "NR" if evaluable > 0 and not unassessed else "–"  # or not reached
 
         cols.append(("median PFS, days (95% CI)", median_pfs))
     if "pfs_landmark" in summary:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from vcohort.cohort import Cohort
-from vcohort.dosing import Regimen, compile_schedule, parse_regimen
+from vcohort.dosing import Regimen, compile_schedule, dose_step, parse_regimen
 from vcohort.endpoints import patient_endpoints, summarize
 from vcohort.simulate import simulate
 
@@ -66,7 +66,9 @@ def check_arms(model, arms, days: int, *, dt: float = 0.1, precision: str = "flo
 DOSE_STATUS = ("given", "withheld", "discontinued", "not reached", "failed")
 
 
-def doses_given_frame(trajs: dict, schedules: dict, covariates: dict) -> pd.DataFrame:
+def doses_given_frame(
+    trajs: dict, schedules: dict, covariates: dict, dt: float = 0.1
+) -> pd.DataFrame:
     """One row per planned dose of every drug with a hold rule, per arm and patient (cohort
     order): ``arm, patient, drug, dose`` (1, 2, ...), ``unit`` (the drug's amount unit: mg,
     or 1e6 cells for a cell product), ``planned_day``, ``planned_amount`` (the regimen's dose
@@ -78,7 +80,8 @@ def doses_given_frame(trajs: dict, schedules: dict, covariates: dict) -> pd.Data
     cycle pushed past the horizon), ``failed`` (the patient's solution failed; nothing is
     reported).  Amounts are whole doses: an infusion running past the horizon counts in full
     here, but only its part within the horizon in `vcohort.simulate.Trajectories.dosing`.
-    Empty when no arm has a rule."""
+    Empty when no arm has a rule.  ``dt``: the run's step (a dose is decided in its step,
+    `vcohort.dosing.dose_step`)."""
     from vcohort.drugs import get_drug
 
     parts = []
@@ -99,7 +102,8 @@ def doses_given_frame(trajs: dict, schedules: dict, covariates: dict) -> pd.Data
             frac = np.asarray(d["dose_fraction"], float)[:, ok]
             t = np.broadcast_to(s.time[i, ok], frac.shape)
             day = np.asarray(d["dose_day"], float)[:, ok]
-            status = _dose_status(frac, t, d, s.rules[i].delay, np.asarray(tr.status) != 0)
+            step_t = dose_step(t, dt) * dt  # when the dose was decided
+            status = _dose_status(frac, step_t, d, s.rules[i].delay, np.asarray(tr.status) != 0)
             parts.append(
                 pd.DataFrame(
                     {
@@ -123,7 +127,8 @@ def doses_given_frame(trajs: dict, schedules: dict, covariates: dict) -> pd.Data
 
 
 def _dose_status(frac, t, d, delay: bool, failed) -> np.ndarray:
-    """`DOSE_STATUS` of each (patient, dose) of one ruled drug (see `doses_given_frame`)."""
+    """`DOSE_STATUS` of each (patient, dose) of one ruled drug (see `doses_given_frame`);
+    ``t``: the time of the step each dose falls due in (as ``stopped_day``)."""
     stop = np.asarray(d["stopped_day"], float)[:, None]
     out = np.full(frac.shape, "withheld", dtype=object)
     if delay:  # doses fall due in order: the first `due` were due, the rest never
@@ -132,7 +137,7 @@ def _dose_status(frac, t, d, delay: bool, failed) -> np.ndarray:
         why = np.where(np.isfinite(stop[:, 0]), "discontinued", "not reached")
         out[later] = why[np.nonzero(later)[0]]
     else:  # each dose falls due on its own day
-        out[t > stop] = "discontinued"
+        out[t > stop + 1e-9] = "discontinued"
     out[frac > 0] = "given"
     out[failed] = "failed"
     return out

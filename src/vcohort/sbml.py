@@ -411,14 +411,17 @@ def with_overrides(cohort, model, values: dict[str, float], *, dt: float = 0.1):
     return run_in(c, model, model.runin_days, dt=dt) if model.runin_days else c
 
 
-def schedule_on_grid(schedule, dt: float):
-    """The schedule as the fixed-step simulator applies it: times on the ``dt`` grid and
-    infusion durations rounded to whole steps (at least one), `vcohort.dosing.StepGrid`."""
+def schedule_on_grid(schedule, dt: float, days: int | None = None):
+    """The schedule as the fixed-step simulator applies it: times on the ``dt`` grid
+    (`vcohort.dosing.dose_step`; with the horizon ``days``, a dose in its last half step is
+    given in the last step, as the simulator does) and infusion durations rounded to whole
+    steps (at least one), `vcohort.dosing.StepGrid`."""
     import dataclasses
 
     from vcohort.dosing import dose_step
 
-    k0 = dose_step(schedule.time, dt)
+    n_steps = None if days is None else int(round(days / dt))
+    k0 = dose_step(schedule.time, dt, n_steps)
     dur = np.where(
         np.asarray(schedule.duration) > 0,
         np.maximum(1, np.round(np.asarray(schedule.duration) / dt)) * dt,

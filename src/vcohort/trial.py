@@ -180,7 +180,9 @@ def write_trial(result: TrialResult, out: str | Path, *, overwrite: bool = False
         write_parquet(tmp / "timecourse.parquet", timecourse)
         write_parquet(tmp / "endpoints.parquet", result.endpoints)
         write_csv(tmp / "summary.csv", result.summary)
-        given = doses_given_frame(result.trajectories, result.schedules, result.cohort.covariates)
+        given = doses_given_frame(
+            result.trajectories, result.schedules, result.cohort.covariates, exp.dt
+        )
         if len(given):  # drugs with a hold rule: each planned dose, given or not
             write_parquet(tmp / "doses_given.parquet", given)
         (tmp / "schedules").mkdir()

@@ -230,7 +230,7 @@ def _write(
         write_parquet(tmp / "timecourse.parquet", timecourse_frame(trajs))
         write_parquet(tmp / "endpoints.parquet", endpoints)
         write_csv(tmp / "summary.csv", summary)
-        given = doses_given_frame(trajs, schedules, cohort.covariates)
+        given = doses_given_frame(trajs, schedules, cohort.covariates, args.dt)
         if len(given):  # drugs with a hold rule: each planned dose, given or not
             write_parquet(tmp / "doses_given.parquet", given)
         doses = []

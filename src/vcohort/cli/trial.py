@@ -218,17 +218,16 @@ def _assessment_flags(args, days: int) -> dict:
                         ("--confirm-days", confirm, 0)):  # fmt: skip
         if v < lo:
             raise ValueError(f"{flag} {v} must be an integer >= {lo}")
-    if first > 182:
+    out = {"assess_every": every, "assess_first": first, "confirm_days": confirm}
+    from vcohort.calibrate import check_assessment
+
+    try:
+        check_assessment(out, days)
+    except ValueError as e:
         raise ValueError(
-            f"--assess-first {first}: the first assessment must come before the 6-month landmark "
-            f"(day 182), or no progression could be seen by it"
-        )
-    if confirm and first + confirm > days:
-        raise ValueError(
-            f"--confirm-days {confirm}: no response seen from day {first} could be confirmed "
-            f"within the {days}-day horizon; lower it or raise --days"
-        )
-    return {"assess_every": every, "assess_first": first, "confirm_days": confirm}
+            f"--assess-every {every} --assess-first {first} --confirm-days {confirm}: {e}"
+        ) from None
+    return out
 
 
 def run_calibrate(args) -> int:

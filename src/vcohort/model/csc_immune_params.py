@@ -222,11 +222,12 @@ _ROWS = [
         2.0,
         _a("maximal doxorubicin kill of cycling cells")
         + "; CV fitted: with the dacarbazine potency refitted to KEYNOTE-002's 4% ORR at each "
-        "CV, CV 0.3 / 1 / 2 gave 6-month PFS 25.8% / 23.5% / 22.3% against the trial's 16% "
-        "(95% CI 10-22%; Ribas et al. 2015), so the largest scanned CV is kept (24.5% / 19.8% "
-        "/ 17.0% before pembrolizumab's peripheral PK gained its published variability, which "
-        "changes the calibrated population): intrinsic chemosensitivity varies widely between "
-        "melanomas (experiments/fit_dacarbazine.py --cv-scan)",
+        "CV, CV 0.3 / 1 / 2 gave 6-month PFS 26.5% / 25.3% / 21.8% against the trial's 16% "
+        "(95% CI 10-22%; Ribas et al. 2015), so the largest scanned CV is kept (25.8% / 23.5% "
+        "/ 22.3% with dacarbazine's CL CV at 0.24; 24.5% / 19.8% / 17.0% before "
+        "pembrolizumab's peripheral PK gained its published variability, which changes the "
+        "calibrated population): intrinsic chemosensitivity varies widely between melanomas "
+        "(experiments/fit_dacarbazine.py --cv-scan)",
         "maximal chemotherapy kill rate of non-stem cells",
     ),
     # --- CD8 T cells (QSP-IO Teff_module.m)
