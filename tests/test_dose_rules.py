@@ -218,12 +218,14 @@ def runs():
 def _replay(anc_daily, bsa):
     """The protocol replayed by hand on the run's own pre-dose ANC (the daily output at a
     dose day is the state at the start of that day, before the dose): per patient the dose
-    fractions actually given at days 0, 10, ..., 50 and the counters."""
+    fractions actually given at days 0, 10, ..., 50 and the counters.  A level is used up per
+    hold episode (withheld doses in a row count once)."""
     out = []
     for anc, m2 in zip(anc_daily, bsa, strict=True):
         held, reduced, given, due, stopped, fracs = 0, 0, 0.0, 0, np.nan, []
+        episodes, holding = 0, False
         for day in range(0, DAYS, 10):
-            level = (1.0, 0.75, 0.0)[min(held, 2)]
+            level = (1.0, 0.75, 0.0)[min(episodes, 2)]
             if level == 0.0:  # discontinued: neither due nor withheld any more
                 fracs.append(0.0)
                 continue
@@ -231,14 +233,18 @@ def _replay(anc_daily, bsa):
             if anc[day] < 1.5:
                 held += 1
                 fracs.append(0.0)
-                if held == 2:  # one more withheld dose than levels
-                    stopped = float(day)
+                if not holding:  # a new episode; one more than levels discontinues
+                    episodes += 1
+                    if episodes == 2:
+                        stopped = float(day)
+                holding = True
             else:
+                holding = False
                 given += level * 75.0 * m2
                 reduced += level < 1
                 fracs.append(level)
         out.append({"due": due, "withheld": held, "reduced": reduced, "given_mg": given,
-                    "stopped_day": stopped, "fracs": fracs})  # fmt: skip
+                    "stopped_day": stopped, "fracs": fracs, "episodes": episodes})  # fmt: skip
     return out
 
 
@@ -260,7 +266,7 @@ def test_decisions_follow_the_protocol_replayed_on_the_pre_dose_labs(runs):
     np.testing.assert_allclose(got["dose_day"], days, atol=1e-9)
     # the setting exercises every branch: full doses only, a reduced dose, discontinuation
     held = np.asarray(got["withheld"])
-    assert (held == 0).any() and (held == 2).any()
+    assert (held == 0).any() and np.isfinite(np.asarray(got["stopped_day"])).any()
     assert (np.asarray(got["reduced"]) > 0).any()
 
 
@@ -521,17 +527,21 @@ def test_endpoints_summary_and_chunk_files_carry_the_dose_modification(runs, tmp
 
 def test_a_dose_rounded_onto_an_earlier_step_is_judged_in_that_step():
     """Doses planned at 7.03, 8.03, 9.03 d are decided in the steps at 7.0, 8.0, 9.0 d (dt 0.1).
-    The rule withholds both first doses, the second discontinues the drug (stopped_day 8.0):
-    that dose was withheld, not 'discontinued' (8.03 > 8.0 compared the plan, not the step)."""
+    A drug stopped at 8.0 was stopped by the dose planned at 8.03, which was withheld, not
+    'discontinued' (8.03 > 8.0 compared the plan, not the step); 9.03 came after the stop."""
+    from types import SimpleNamespace
+
     from vcohort.runs import doses_given_frame
 
-    reg = "doxorubicin 60 mg/m2 every 1 d x 3 start 7.03 d hold if ANC > 0.01 reduce to 75%"
+    reg = "doxorubicin 60 mg/m2 every 1 d x 3 start 7.03 d hold if ANC < 1.5 reduce to 75%"
     s = compile_schedule([parse_regimen(reg)], 10.0)
-    c = make_cohort(1, seed=1, runin_days=0)
-    tr = simulate(CSC_IMMUNE, c, s, 10, progress=False)
-    assert float(tr.dosing["doxorubicin"]["stopped_day"][0]) == pytest.approx(8.0)
-    table = doses_given_frame({"a": tr}, {"a": s}, c.covariates, 0.1)
-    assert table["status"].tolist() == ["withheld", "withheld", "discontinued"]
+    dosing = {"dose_fraction": np.array([[1.0, 0.0, 0.0]]),
+              "dose_day": np.array([[7.0, np.nan, np.nan]]),
+              "stopped_day": np.array([8.0]), "due": np.array([2.0])}  # fmt: skip
+    tr = SimpleNamespace(patient_id=np.array([0]), status=np.array([0]),
+                         dosing={"doxorubicin": dosing})  # fmt: skip
+    table = doses_given_frame({"a": tr}, {"a": s}, {"bsa_m2": np.array([1.8])}, 0.1)
+    assert table["status"].tolist() == ["given", "withheld", "discontinued"]
 
 
 def test_doses_past_a_shorter_run_s_horizon_are_not_clamped_into_it():
@@ -547,3 +557,46 @@ def test_doses_past_a_shorter_run_s_horizon_are_not_clamped_into_it():
     c = make_cohort(1, seed=1, runin_days=0)
     tr = simulate(CSC_IMMUNE, c, late, 10, progress=False)
     assert float(tr.dosing["doxorubicin"]["given_mg"][0]) == 0.0
+
+
+def test_levels_step_down_per_hold_episode_not_per_withheld_dose():
+    """A daily drug withheld day after day is one hold (protocols interrupt, then resume one
+    level lower): a rule that fires at every lab withholds all 10 daily doses without using up
+    its two levels (counted per withheld dose, the third day discontinued it)."""
+    c = make_cohort(2, seed=2)
+    rule = "hold if ANC > 0 reduce to 75% 50%"
+    always = simulate(CSC_IMMUNE, c, schedule([f"doxorubicin 10 mg every 1 d x 10 {rule}"], 12), 12)
+    d = always.dosing["doxorubicin"]
+    np.testing.assert_array_equal(d["withheld"], 10)
+    assert np.isnan(np.asarray(d["stopped_day"])).all()  # one episode: never discontinued
+
+
+def test_an_episode_ends_with_a_dose_given_and_the_smooth_decision_agrees():
+    """Labs failing on doses 1-2, passing on 3, failing on 4 (one level, 75%): doses 1-2 are
+    one episode (level 75% from then on), dose 3 is given at 75% and ends it, dose 4 opens a
+    second episode, past the levels: discontinued.  The optimiser's smooth step with
+    keep = 0/1 does the same arithmetic."""
+    import jax.numpy as jnp
+
+    from vcohort import dose_modify as dm
+
+    rule = DoseRule("ANC", "<", 1.5, (0.75,))
+    starts = jnp.asarray([1.0, 0.0])  # a bolus falls due at every call
+    table = jnp.asarray((1.0, 0.75, 0.0))
+    for smooth in (False, True):
+        m = dm.initial_state((rule,), jnp.zeros(()), 4)[1][0]
+        fracs = []
+        for k, past in enumerate((True, True, False, True, False)):
+            starts_k = starts.at[0].set(k + 1.0)  # the slot number of the dose
+            if smooth:
+                keep = jnp.asarray(0.0 if past else 1.0)
+                m, b, _ = dm._soft_omit_step(rule, m, k, 1.0, keep, 10.0, 0.0, starts_k,
+                                             jnp.float64)  # fmt: skip
+            else:
+                level = table[jnp.minimum(m["episodes"], 2).astype(jnp.int32)]
+                level = jnp.where(jnp.isnan(m["stopped_day"]), level, 0.0)
+                m, b, _ = dm._omit_step(rule, m, k, 1.0, jnp.asarray(past), level, 10.0, 0.0,
+                                        starts_k)  # fmt: skip
+            fracs.append(float(b) / 10.0)
+        assert fracs == [0.0, 0.0, 0.75, 0.0, 0.0], (smooth, fracs)
+        assert (float(m["withheld"]), float(m["episodes"]), float(m["stopped_day"])) == (3, 2, 3)

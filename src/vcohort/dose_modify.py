@@ -29,6 +29,9 @@ DOSING_FIELDS = (
 RECORDS = ("dose_day", "dose_fraction")
 # a delay rule's dosing clock per drug (in steps) and its running infusion
 _CLOCK = ("next_due", "index", "waiting", "waited", "inf_left", "inf_rate")
+# an omission rule's hold episodes (a run of withheld doses, ended by a dose given) and whether
+# the last dose that fell due was withheld (the episode is still running)
+_EPISODES = ("episodes", "holding")
 
 
 def initial_state(rules: tuple, like, n_slots: int) -> tuple:
@@ -48,6 +51,8 @@ def initial_state(rules: tuple, like, n_slots: int) -> tuple:
             m["dose_day"] = jnp.full_like(slots, jnp.nan)
             m |= {f: zero for f in _CLOCK}
             m["next_due"] = jnp.full_like(like, -1.0)  # set from the first slot (`delay_step`)
+        else:
+            m |= {f: zero for f in _EPISODES}
         per.append(m)
     return (zero, tuple(per))
 
@@ -63,9 +68,12 @@ def apply(plan, carry: tuple, p: dict, bd, rd, starts, delays, to_mg):
 
     At a step where a dose of a ruled drug falls due, the rule's output is read from the state
     at the step's start (the pre-dose lab).  Past the threshold the dose is withheld; otherwise
-    it is given at the current dose level (1 until the first withheld dose, then the rule's
-    levels, counted as ``reduced`` below 1).  Once the levels are used up, or a delay passes
-    its limit, the drug is discontinued (``stopped_day``).  A bolus is decided in its step; an
+    it is given at the current dose level (1 until the first hold, then the rule's levels,
+    counted as ``reduced`` below 1).  A level is used up per hold *episode*: for an omission
+    rule, a run of withheld doses that ends when a dose is given (a daily drug withheld for
+    three days through a nadir steps down once, as protocols interrupt and resume one level
+    lower); for a delay rule, each postponed dose.  The episode after the last level, or a delay
+    past its limit, discontinues the drug (``stopped_day``).  A bolus is decided in its step; an
     infusion keeps the decision made at its start.  Decisions are step functions of the state:
     a derivative sees the doses given, not the decisions."""
     y, (k, per) = carry[0], carry[3]
@@ -84,7 +92,8 @@ def apply(plan, carry: tuple, p: dict, bd, rd, starts, delays, to_mg):
         past = x < rule.threshold if rule.op == "<" else x > rule.threshold
         n = len(rule.levels)
         table = jnp.asarray((1.0, *rule.levels, 0.0 if n else 1.0), dtype)
-        level = table[jnp.minimum(m["withheld"], n + 1).astype(jnp.int32)]
+        used = m["withheld"] if rule.delay else m["episodes"]  # levels used up
+        level = table[jnp.minimum(used, n + 1).astype(jnp.int32)]
         level = jnp.where(jnp.isnan(m["stopped_day"]), level, 0.0)
         nominal = bd[q] + rd[q] * h  # the regimen's dose this step (planned)
         if rule.delay:
@@ -109,6 +118,7 @@ def _omit_step(rule, m, k, h, past, level, bd, rd, starts):
     gate = jnp.where(past, 0.0, level)  # the dose fraction decided now
     n_start = ((starts[0] > 0) * 1.0 + (starts[1] > 0)) * (level > 0)  # doses falling due now
     held = n_start * past
+    new_episode = held * (1.0 - m["holding"])  # withheld after a dose given (or the first)
     frac = jnp.where(starts[1] > 0, gate, m["frac"])  # a new infusion decides
     # record the dose starting now (its slot is the same for every patient; one dose of a
     # ruled drug per step, `Schedule.check_rules`)
@@ -116,11 +126,13 @@ def _omit_step(rule, m, k, h, past, level, bd, rd, starts):
     j = jnp.maximum(slot - 1, 0).astype(jnp.int32)
     share = m["dose_fraction"]
     share = _put(share, j, jnp.where((slot > 0) & (gate > 0), gate, share[j]))
-    stops = (held > 0) & (n > 0) & (m["withheld"] >= n)  # a withheld dose past the levels
+    stops = (new_episode > 0) & (n > 0) & (m["episodes"] >= n)  # an episode past the levels
     m = m | {
         "frac": frac,
         "due": m["due"] + n_start,
         "withheld": m["withheld"] + held,
+        "episodes": m["episodes"] + new_episode,
+        "holding": jnp.where(n_start > 0, past.astype(m["holding"].dtype), m["holding"]),
         "reduced": m["reduced"] + n_start * (~past & (level < 1)),
         "stopped_day": jnp.where(stops, k * h, m["stopped_day"]),
         "dose_fraction": share,
@@ -144,15 +156,17 @@ def _soft_keep(rule, x, softness: float):
 
 def _soft_omit_step(rule, m, k, h, keep, bd, rd, starts, dtype):
     """`_omit_step` with the smooth decision ``keep`` in [0, 1]: a dose falling due adds
-    ``1 - keep`` withheld doses, and the dose level is the rule's levels interpolated at the
-    (fractional) withheld count (1 before the first, then ``levels``, then 0: discontinued).
+    ``1 - keep`` withheld doses and ``(1 - keep)`` times the part of the last dose that was given
+    (``1 - holding``) episodes, and the dose level is the rule's levels interpolated at the
+    (fractional) episode count (1 before the first, then ``levels``, then 0: discontinued).
     With ``keep`` exactly 0 or 1 this is `_omit_step`'s arithmetic."""
     n = len(rule.levels)
     table = jnp.asarray((1.0, *rule.levels, 0.0 if n else 1.0), dtype)
-    level = jnp.interp(m["withheld"], jnp.arange(n + 2, dtype=dtype), table)
+    level = jnp.interp(m["episodes"], jnp.arange(n + 2, dtype=dtype), table)
     gate = level * keep
     n_start = ((starts[0] > 0) * 1.0 + (starts[1] > 0)) * (level > 0)
     withheld = m["withheld"] + n_start * (1.0 - keep)
+    episodes = m["episodes"] + n_start * (1.0 - keep) * (1.0 - m["holding"])
     slot = jnp.maximum(starts[0], starts[1])
     j = jnp.maximum(slot - 1, 0).astype(jnp.int32)
     share = m["dose_fraction"]
@@ -160,9 +174,11 @@ def _soft_omit_step(rule, m, k, h, keep, bd, rd, starts, dtype):
         "frac": jnp.where(starts[1] > 0, gate, m["frac"]),
         "due": m["due"] + n_start,
         "withheld": withheld,
+        "episodes": episodes,
+        "holding": jnp.where(n_start > 0, 1.0 - keep, m["holding"]),
         "reduced": m["reduced"] + n_start * keep * (level < 1),
         "stopped_day": jnp.where(
-            jnp.isnan(m["stopped_day"]) & (n > 0) & (withheld >= n + 1), k * h, m["stopped_day"]
+            jnp.isnan(m["stopped_day"]) & (n > 0) & (episodes >= n + 1), k * h, m["stopped_day"]
         ),
         "dose_fraction": _put(share, j, jnp.where(slot > 0, gate, share[j])),
     }

@@ -37,15 +37,18 @@ class DoseRule:
     next lab would come more than ``max_delay_days`` after the dose fell due, the drug is
     discontinued.
 
-    After the n-th withheld (or delayed) dose the drug continues at ``levels[n-1]`` of the
-    planned dose; one more withheld dose than there are levels discontinues it.  Without
+    After the n-th hold the drug continues at ``levels[n-1]`` of the planned dose; one more
+    hold than there are levels discontinues it.  A hold is an *episode*: without ``delay``, a
+    run of withheld doses ended by a dose given (a daily drug withheld through a nadir steps
+    down once, as protocols interrupt and resume one level lower); with ``delay``, each
+    postponed dose.  Without
     levels doses are withheld or delayed only, never reduced.
 
     Attributes:
         output: a daily output of the model (e.g. ``ANC``, 10^9/L).
         op: ``<`` (withhold below the threshold) or ``>`` (above).
         threshold: in the output's unit.
-        levels: dose fractions after the 1st, 2nd, ... withheld dose, each in (0, 1].
+        levels: dose fractions after the 1st, 2nd, ... hold, each in (0, 1].
         delay: postpone instead of omit (needs a regular regimen: doses every n days).
         recheck_days: lab interval during a delay.
         max_delay_days: longest delay of one dose before the drug is stopped (None: no limit).
