@@ -322,3 +322,16 @@ def test_bounds_alone_override_and_the_typical_patient_keeps_the_value():
     assert (merged.bounds, merged.lower, merged.upper, merged.value) == ("clip", 0.02, 0.3, 0.08)
     typical = make_cohort(3, seed=1, population=pop, runin_days=0, variability=False)
     np.testing.assert_array_equal(typical.params["f_S0"], 0.08)
+
+
+def test_a_bad_covariate_bound_is_reported_once_and_by_its_own_name():
+    """A NaN median is reported as such, not again as 'median=1.0 must lie within' (the
+    default that stood in for it); lower above upper says so, not that the median is outside."""
+    d = _preset_dict()
+    d["covariates"]["weight_kg"]["median"] = float("nan")
+    text, n = _config_errors(d)
+    assert n == 1 and "weight_kg.median: nan must be finite" in text
+    d = _preset_dict()
+    d["covariates"]["weight_kg"].update(lower=200.0, upper=100.0)
+    text, n = _config_errors(d)
+    assert n == 1 and "weight_kg: lower=200.0 is above upper=100.0" in text

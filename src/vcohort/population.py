@@ -201,12 +201,17 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
         p = f"covariates.{k}"
         v = ck.table(v, p, {"median", "cv", "lower", "upper", "source"},
                      {"median", "cv", "lower", "upper", "source"})  # fmt: skip
+        before = len(ck.errors)
         med = ck.get(v, "median", p, "float", 1.0, gt=0)
         cv = ck.get(v, "cv", p, "float", 0.0, ge=0)
         lo = ck.get(v, "lower", p, "float", 0.0, gt=0)
         hi = ck.get(v, "upper", p, "float", math.inf, gt=0)
         src = ck.get(v, "source", p, "str", "")
-        if lo is not None and hi is not None and med is not None and not lo <= med <= hi:
+        if len(ck.errors) > before:  # a bad value is reported; a default must not be compared
+            pass
+        elif lo > hi:
+            ck.error(p, f"lower={lo} is above upper={hi}")
+        elif not lo <= med <= hi:
             ck.error(p, f"median={med} must lie within [lower={lo}, upper={hi}]")
         covs[k] = CovariateSpec(med, cv, lo, hi, src)
     pd1 = ck.table(d.get("pdl1", {}), "pdl1", {"prevalence", "source"}, {"prevalence", "source"})
