@@ -77,7 +77,7 @@ class DoseRule:
         if any(b > a for a, b in zip(self.levels, self.levels[1:], strict=False)):
             raise ValueError(
                 f"hold rule: dose levels {', '.join(f'{100 * v:g}%' for v in self.levels)} "
-                "rise; each withheld dose steps down (e.g. reduce to 75% 50%)"
+                "rise; each hold steps down (e.g. reduce to 75% 50%)"
             )
         r = self.recheck_days
         if not (isinstance(r, int | float) and math.isfinite(r) and r > 0):
