@@ -527,8 +527,9 @@ def test_endpoints_summary_and_chunk_files_carry_the_dose_modification(runs, tmp
 
 def test_a_dose_rounded_onto_an_earlier_step_is_judged_in_that_step():
     """Doses planned at 7.03, 8.03, 9.03 d are decided in the steps at 7.0, 8.0, 9.0 d (dt 0.1).
-    A drug stopped at 8.0 was stopped by the dose planned at 8.03, which was withheld, not
-    'discontinued' (8.03 > 8.0 compared the plan, not the step); 9.03 came after the stop."""
+    In a (synthetic) record of a drug stopped at 8.0, the dose planned at 8.03 stopped it and
+    was withheld, not 'discontinued' (8.03 > 8.0 compared the plan, not the step); 9.03 came
+    after the stop.  (`_dose_status` reads the record only, not the rule's levels.)"""
     from types import SimpleNamespace
 
     from vcohort.runs import doses_given_frame
@@ -584,7 +585,7 @@ def test_an_episode_ends_with_a_dose_given_and_the_smooth_decision_agrees():
     starts = jnp.asarray([1.0, 0.0])  # a bolus falls due at every call
     table = jnp.asarray((1.0, 0.75, 0.0))
     for smooth in (False, True):
-        m = dm.initial_state((rule,), jnp.zeros(()), 4)[1][0]
+        m = dm.initial_state((rule,), jnp.zeros(()), 5)[1][0]
         fracs = []
         for k, past in enumerate((True, True, False, True, False)):
             starts_k = starts.at[0].set(k + 1.0)  # the slot number of the dose
@@ -600,3 +601,14 @@ def test_an_episode_ends_with_a_dose_given_and_the_smooth_decision_agrees():
             fracs.append(float(b) / 10.0)
         assert fracs == [0.0, 0.0, 0.75, 0.0, 0.0], (smooth, fracs)
         assert (float(m["withheld"]), float(m["episodes"]), float(m["stopped_day"])) == (3, 2, 3)
+    # labs lingering inside the smooth band (ANC 1.47 at 14 daily doses: the step withholds
+    # them all, one hold) make one hold in the smooth count too, not a fraction at every dose
+    rule2 = DoseRule("ANC", "<", 1.5, (0.75, 0.5))
+    m = dm.initial_state((rule2,), jnp.zeros(()), 14)[1][0]
+    keep = dm._soft_keep(rule2, jnp.asarray(1.47), 0.1)
+    assert 0.0 < float(keep) < 0.5
+    for k in range(14):
+        m, _, _ = dm._soft_omit_step(rule2, m, k, 1.0, keep, 10.0, 0.0,
+                                     starts.at[0].set(k + 1.0), jnp.float64)  # fmt: skip
+    assert float(m["episodes"]) == pytest.approx(1.0 - float(keep))
+    assert np.isnan(float(m["stopped_day"]))

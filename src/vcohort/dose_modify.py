@@ -37,7 +37,7 @@ _EPISODES = ("episodes", "holding")
 def initial_state(rules: tuple, like, n_slots: int) -> tuple:
     """The rule part of the integrator's carry at day 0: (step count, per ruled drug a dict of
     `DOSING_FIELDS`, `RECORDS` (per dose slot), ``frac`` (the running infusion's dose fraction)
-    and the delay clock)."""
+    and the delay clock (delay rules) or the hold episodes (omission rules, `_EPISODES`))."""
     zero = jnp.zeros_like(like)
     slots = jnp.zeros(jnp.shape(like) + (n_slots,), jnp.result_type(like))
     per = []
@@ -156,17 +156,19 @@ def _soft_keep(rule, x, softness: float):
 
 def _soft_omit_step(rule, m, k, h, keep, bd, rd, starts, dtype):
     """`_omit_step` with the smooth decision ``keep`` in [0, 1]: a dose falling due adds
-    ``1 - keep`` withheld doses and ``(1 - keep)`` times the part of the last dose that was given
-    (``1 - holding``) episodes, and the dose level is the rule's levels interpolated at the
-    (fractional) episode count (1 before the first, then ``levels``, then 0: discontinued).
-    With ``keep`` exactly 0 or 1 this is `_omit_step`'s arithmetic."""
+    ``1 - keep`` withheld doses, and as many hold episodes as the withheld fraction rose since
+    the last dose that fell due (``holding``: its ``1 - keep``), so labs lingering inside the
+    band through a nadir make one episode, as the protocol's step does, not a fraction at every
+    dose; the dose level is the rule's levels interpolated at the (fractional) episode count
+    (1 before the first, then ``levels``, then 0: discontinued).  With ``keep`` exactly 0 or 1
+    this is `_omit_step`'s arithmetic."""
     n = len(rule.levels)
     table = jnp.asarray((1.0, *rule.levels, 0.0 if n else 1.0), dtype)
     level = jnp.interp(m["episodes"], jnp.arange(n + 2, dtype=dtype), table)
     gate = level * keep
     n_start = ((starts[0] > 0) * 1.0 + (starts[1] > 0)) * (level > 0)
     withheld = m["withheld"] + n_start * (1.0 - keep)
-    episodes = m["episodes"] + n_start * (1.0 - keep) * (1.0 - m["holding"])
+    episodes = m["episodes"] + n_start * jnp.maximum((1.0 - keep) - m["holding"], 0.0)
     slot = jnp.maximum(starts[0], starts[1])
     j = jnp.maximum(slot - 1, 0).astype(jnp.int32)
     share = m["dose_fraction"]

@@ -41,8 +41,7 @@ class DoseRule:
     hold than there are levels discontinues it.  A hold is an *episode*: without ``delay``, a
     run of withheld doses ended by a dose given (a daily drug withheld through a nadir steps
     down once, as protocols interrupt and resume one level lower); with ``delay``, each
-    postponed dose.  Without
-    levels doses are withheld or delayed only, never reduced.
+    postponed dose.  Without levels doses are withheld or delayed only, never reduced.
 
     Attributes:
         output: a daily output of the model (e.g. ``ANC``, 10^9/L).
