@@ -99,19 +99,21 @@ class DoseRule:
 
     def describe(self) -> str:
         """The rule as `parse_rule` reads it back exactly (every digit a number needs)."""
-        s = f"hold if {self.output} {self.op} {_exact(self.threshold)}"
+        s = f"hold if {self.output} {self.op} {exact_number(self.threshold)}"
         if self.delay:
-            s += f" delay every {_exact(self.recheck_days)} d"
+            s += f" delay every {exact_number(self.recheck_days)} d"
             if self.max_delay_days is not None:
-                s += f" up to {_exact(self.max_delay_days)} d"
+                s += f" up to {exact_number(self.max_delay_days)} d"
         if self.levels:
-            s += " reduce to " + " ".join(f"{_exact(v, 100.0)}%" for v in self.levels)
+            s += " reduce to " + " ".join(f"{exact_number(v, 100.0)}%" for v in self.levels)
         return s
 
 
-def _exact(x: float, scale: float = 1.0) -> str:
-    """``x * scale`` as short a number as reads back (divided by ``scale``) to ``x``."""
-    for text in (f"{x * scale:.15g}", repr(x * scale), f"{x * scale:.17g}"):
+def exact_number(x: float, scale: float = 1.0) -> str:
+    """``x * scale`` as text, short (``%g``) where that reads back (divided by ``scale``) to
+    ``x`` exactly, else with the digits it needs (``tid`` is every 0.3333333333333333 d, not
+    0.333333), so that a described regimen or rule parses back to itself."""
+    for text in (f"{x * scale:g}", repr(x * scale), f"{x * scale:.17g}"):
         if float(text) / scale == x:
             return text
     return f"{x * scale:.17g}"

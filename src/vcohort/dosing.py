@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from vcohort.dose_rules import DoseRule, delay_inputs, drug_rules, split_rule
+from vcohort.dose_rules import DoseRule, delay_inputs, drug_rules, exact_number, split_rule
 from vcohort.drugs import CATALOGUE, Drug, get_drug
 
 # dose unit -> unit kind (0 flat, 1 per kg, 2 per m²); cell units are for cell products only
@@ -90,13 +90,6 @@ def _whole(v: float, what: str) -> int:
         shown = int(v) if math.isfinite(v) and v == int(v) else v  # 0, not 0.0
         raise ValueError(f"{what}={shown!r} must be a whole number >= 1")
     return int(v)
-
-
-def _g(x: float) -> str:
-    """``x`` short (``%g``) where that reads back exactly, else with every digit (``tid`` is
-    every 0.3333333333333333 d, not 0.333333), so that a described regimen parses back to
-    itself."""
-    return f"{x:g}" if float(f"{x:g}") == x else repr(float(x))
 
 
 def _duration_text(days: float) -> str:
@@ -280,19 +273,19 @@ class Regimen:
         return t[t < horizon_days - 1e-12]
 
     def describe(self) -> str:
-        s = f"{self.drug} {_g(self.dose)} {self.dose_unit}"
+        s = f"{self.drug} {exact_number(self.dose)} {self.dose_unit}"
         if self.interval_days is not None:
-            s += f" every {_g(self.interval_days)} d"
+            s += f" every {exact_number(self.interval_days)} d"
         if self.count is not None:
             s += f" x {self.count}"
         if self.until_day is not None:
-            s += f" until {_g(self.until_day)} d"
+            s += f" until {exact_number(self.until_day)} d"
         if self.cycle_days is not None:
-            s += f" repeat every {_g(self.cycle_days)} d"
+            s += f" repeat every {exact_number(self.cycle_days)} d"
             if self.cycles is not None:
                 s += f" x {self.cycles}"
         if self.start_day:
-            s += f" start {_g(self.start_day)} d"
+            s += f" start {exact_number(self.start_day)} d"
         if self.infusion_days:
             s += f" over {_duration_text(self.infusion_days)}"
         if self.rule is not None:
