@@ -140,6 +140,41 @@ def test_a_rule_is_not_applied_to_the_pool_it_was_fitted_on():
     C.check_fresh_pool(rule, 6, 1500, 600)  # another seed: other patients
 
 
+def test_a_rule_records_its_population_and_says_when_applied_to_another(tmp_path):
+    """A rule records the population its pool was drawn from (what the draws depend on, not
+    the file's name or path); applied to a pool drawn from another population it is applied
+    (Allen-style ratios are meant to transfer) with a note saying so."""
+    from dataclasses import replace
+
+    from importlib import resources
+
+    from vcohort.population import load_population
+
+    default = load_population()
+    text = (resources.files("vcohort") / "data" / "populations" / "default.toml").read_text()
+    assert 'name = "default"' in text
+    copy = tmp_path / "mine.toml"
+    copy.write_text(text.replace('name = "default"', 'name = "mine"'))
+    same = load_population(copy)
+    assert same.name == "mine" and same.identity()["digest"] == default.identity()["digest"]
+    other = replace(
+        default,
+        covariates=default.covariates
+        | {"weight_kg": replace(default.covariates["weight_kg"], median=95.0)},
+    )
+    assert other.identity()["digest"] != default.identity()["digest"]
+
+    rule = C.fit_rule(_synthetic_obs(2000, 0), K006, arm=ARM, days=DAYS)
+    assert rule.population == {}  # a library fit without a population records none
+    assert "does not record the population" in C.population_note(rule, default)
+    rule = replace(rule, population=default.identity())
+    assert C.CalibrationRule.from_dict(rule.to_dict()) == rule  # saved with the rule
+    assert C.population_note(rule, same) is None
+    assert C.population_note(rule, None) is None  # pool's population not known: no claim
+    note = C.population_note(rule, other)
+    assert "fitted on a pool drawn from population 'default'" in note and "draws differently" in note
+
+
 @pytest.mark.slow
 def test_calibrated_rule_transfers_to_a_fresh_pool(pools, tmp_path):
     _, fresh, obs, obs_fresh = pools
@@ -243,6 +278,8 @@ def test_cli_calibrate_validates_before_compute(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["calibrate", "--pfs6", "abc", "--out", out])
     assert "'abc' is not a fraction in [0, 1] or 'none'" in capsys.readouterr().err
+    assert main(["calibrate", "--population", str(tmp_path / "nope.toml"), "--out", out]) == 2
+    assert "nope.toml' is neither a preset" in capsys.readouterr().err
     (tmp_path / "other.json").write_text('{"arm": "x", "foo": 1}')
     assert main(["calibrate", "--rule", str(tmp_path / "other.json"), "--out", out]) == 2
     assert "not a calibration rule" in capsys.readouterr().err
@@ -281,6 +318,9 @@ def test_cli_calibrate_fits_then_applies_the_rule(pools, tmp_path):
     cols = pd.read_csv(f"{a}/columns.csv", keep_default_na=False)
     assert (cols.meaning != "").all(), cols[cols.meaning == ""]
     assert rule.fit["pool_seed"] == 5 and rule.fit["pool_ids"][0] == 0
+    from vcohort.population import load_population
+
+    assert rule.population == load_population("default").identity() == fit_rep["population"]
     # the fitted pool again (same seed, overlapping ids) is refused before compute
     size = ["--pool", str(POOL), "--patients", "100"]
     again = ["--seed", "5", "--first-id", "100", "--out", str(tmp_path / "again")]
@@ -289,6 +329,7 @@ def test_cli_calibrate_fits_then_applies_the_rule(pools, tmp_path):
     assert main(["calibrate", "--rule", f"{a}/rule.json", *size, *fresh, "--out", b]) == 0
     rep = json.loads(open(f"{b}/report.json").read())
     assert abs(rep["orr"] - 0.21) <= 0.02 and abs(rep["pfs6"] - 0.34) <= 0.05
+    assert "population_note" not in rep  # the same population as the rule's
     # what the rule was fitted for is in the report, not only in rule.json
     assert rep["reference_arm"] == "pembrolizumab 2 mg/kg q3w" and rep["horizon_days"] == DAYS
     assert rep["targets"] == {"orr": 0.21, "pfs6": 0.34}

@@ -154,3 +154,27 @@ regimens = ["pembrolizumab 200 mg every 21 d"]
     assert abs(orr - 0.25) <= 0.5 / 40 + 1e-9  # quota rounding: one patient at most
     cal = json.loads((out / "calibration.json").read_text())
     assert "rule" in cal
+    from vcohort.population import load_population
+
+    # the fitted rule records the population the pool was drawn from
+    assert cal["rule"]["population"] == load_population("default").identity()
+    # applied to a pool of another population (a CSC fraction set otherwise) it selects, and
+    # says so: Allen-style ratios are meant to transfer, but the user is told
+    (tmp_path / "rule.json").write_text(json.dumps(cal["rule"]))
+    other = exp.read_text().replace("seed = 3", "seed = 4").split("[calibration]")[0]
+    other += """
+[population.parameters.f_S0]
+value = 0.2
+source = "test: another population"
+[calibration]
+rule = "rule.json"
+pool = 160
+[[arms]]
+name = "pembro"
+regimens = ["pembrolizumab 200 mg every 21 d"]
+"""
+    (tmp_path / "other.toml").write_text(other)
+    out2 = tmp_path / "other"
+    assert main(["trial", str(tmp_path / "other.toml"), "--out", str(out2), "--no-progress"]) == 0
+    cal2 = json.loads((out2 / "calibration.json").read_text())
+    assert "draws differently" in cal2["population_note"]

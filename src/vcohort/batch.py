@@ -229,7 +229,7 @@ def compute_chunk(run: BatchRun, k: int, c: int, *, size: int | None = None, arm
 
     e = run.experiment
     size = e.size if size is None else size
-    pop = e.population if e.screening else dataclasses.replace(e.population, plausibility=None)
+    pop = e.drawn_population
     num = e.numerics
     t0 = time.perf_counter()
     cohort = make_cohort(

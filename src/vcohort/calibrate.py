@@ -158,6 +158,10 @@ class CalibrationRule:
     dt: float = 0.1
     precision: str = "float32"
     fit: dict = field(default_factory=dict)
+    # the population the fitting pool was drawn from (`Population.identity`; empty in rules
+    # written before it was recorded): applied to another, the density ratios transfer as
+    # Allen et al. intend, but the user is told (`population_note`)
+    population: dict = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "assessment", assessment_options(self.assessment))
@@ -617,10 +621,41 @@ def check_feasible(n: int, pool_size: int) -> None:
         raise ValueError(f"pool={pool_size!r} must be an integer >= patients ({n})")
 
 
+def population_note(rule: CalibrationRule, population) -> str | None:
+    """None when the rule was fitted on a pool drawn from ``population`` (a `Population`, or
+    None: not known); else a sentence saying what differs, for the report and the terminal."""
+    if population is None:
+        return None
+    pool = population.identity()
+    if not rule.population:
+        return (
+            f"the rule does not record the population it was fitted on (written by an older "
+            f"vcohort); this pool is drawn from {pool['name']!r} ({pool['origin']})"
+        )
+    if rule.population.get("digest") == pool["digest"]:
+        return None
+    fitted = rule.population
+    return (
+        f"the rule was fitted on a pool drawn from population {fitted.get('name')!r} "
+        f"({fitted.get('origin')}); this pool is drawn from {pool['name']!r} ({pool['origin']}), "
+        f"which draws differently: its density ratios are applied as they are (Allen et al. "
+        f"2016 transfer them), so compare the achieved ORR and PFS6 with the targets"
+    )
+
+
 def apply_rule(
-    rule: CalibrationRule, cohort, n: int, *, seed: int = 0, model=None, engine: str = "xla"
+    rule: CalibrationRule,
+    cohort,
+    n: int,
+    *,
+    seed: int = 0,
+    model=None,
+    engine: str = "xla",
+    population=None,
 ):
     """Simulate a fresh pool ``cohort`` under the rule's arm, select ``n`` patients.
+    ``population`` (the `Population` the pool was drawn from, when known) is compared with the
+    rule's: a difference is reported as ``population_note`` (not refused).
     Returns (selected cohort, observables of the pool, report)."""
     check_feasible(n, len(cohort))
     check_arm(rule.arm, rule.days, engine, rule.dt)
@@ -636,6 +671,9 @@ def apply_rule(
     )
     idx = select(rule, obs, n, seed=seed)
     rep = fit_report(rule, obs, idx) | {"simulate_s": obs.attrs["simulate_s"]}
+    note = population_note(rule, population)
+    if note is not None:
+        rep["population_note"] = note
     return cohort.subset(idx), obs, rep
 
 
@@ -653,11 +691,14 @@ def calibrate(
     n_bins: int = 10,
     model=None,
     engine: str = "xla",
+    population=None,
 ):
     """Fit a rule on the pool ``cohort`` and select ``n`` patients from it, responses scored
     with the RECIST ``assessment`` options (`assessment_options`; an experiment's own
     ``[assessment]``, so that patients are selected by the definition the trial reports) after
-    simulating with step ``dt``.  Returns (rule, selected cohort, observables, report)."""
+    simulating with step ``dt``.  ``population``: the `Population` the pool was drawn from,
+    recorded in the rule (`Population.identity`).
+    Returns (rule, selected cohort, observables, report)."""
     check_feasible(n, len(cohort))
     check_arm(arm, days, engine, dt)
     assessment = assessment_options(assessment)
@@ -672,7 +713,11 @@ def calibrate(
     )  # fmt: skip
     ids = np.asarray(cohort.patient_id)
     pool_ref = {"pool_seed": int(cohort.seed), "pool_ids": [int(ids.min()), int(ids.max())]}
-    rule = replace(rule, fit=rule.fit | pool_ref)  # `check_fresh_pool` refuses this pool again
+    rule = replace(  # `check_fresh_pool` refuses this pool again
+        rule,
+        fit=rule.fit | pool_ref,
+        population=population.identity() if population is not None else {},
+    )
     idx = select(rule, obs, n, seed=seed)
     rep = fit_report(rule, obs, idx) | {"simulate_s": obs.attrs["simulate_s"]}
     return rule, cohort.subset(idx), obs, rep

@@ -119,6 +119,16 @@ class Experiment:
     engine: str = "xla"
 
     @property
+    def drawn_population(self) -> Population:
+        """The population the cohort (or calibration pool) is drawn from: ``population``,
+        without its plausibility bounds when ``screening`` is off."""
+        if self.screening:
+            return self.population
+        from dataclasses import replace
+
+        return replace(self.population, plausibility=None)
+
+    @property
     def numerics(self) -> dict:
         """How every forward simulation of the experiment runs (run-in, screening, arms):
         keyword arguments shared by `make_cohort`, `plausible_cohort`, `screen` and

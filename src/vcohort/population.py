@@ -137,6 +137,27 @@ class Population:
             also = f" (with the drugs' own omega blocks: {', '.join(drug)})" if drug else ""
             raise ValueError(f"population {self.name!r}: {e}{also}") from None
 
+    def identity(self) -> dict:
+        """Name, origin and a digest of what the population draws from (covariates,
+        correlations, PD-L1 prevalence, parameter settings, plausibility bounds; not its name,
+        description, file path or citations), so that two populations that draw alike compare
+        equal wherever they were read."""
+        import hashlib
+        import json
+
+        def drawn(x):  # what the draws depend on: no names of files, no citations
+            if isinstance(x, dict):
+                skip = {"name", "description", "origin", "source", "sources"}
+                return {k: drawn(v) for k, v in x.items() if k not in skip}
+            return [drawn(v) for v in x] if isinstance(x, list | tuple) else x
+
+        text = json.dumps(drawn(self.to_dict()), sort_keys=True, default=str)
+        return {
+            "name": self.name,
+            "origin": self.origin,
+            "digest": hashlib.sha256(text.encode()).hexdigest()[:16],
+        }
+
     def to_dict(self) -> dict:
         """A plain dict (for manifests)."""
         d = {

@@ -55,15 +55,10 @@ def run_trial(exp: Experiment, *, progress: bool | None = None) -> TrialResult:
     from vcohort.runs import run_arms
 
     t0 = time.perf_counter()
-    pop = exp.population
-    if not exp.screening:
-        from dataclasses import replace
-
-        pop = replace(pop, plausibility=None)
     calib = exp.calibration
     cohort, screening = plausible_cohort(
         exp.size if calib is None else calib["pool"],
-        population=pop,
+        population=exp.drawn_population,
         seed=exp.seed,
         replace=exp.replace_rejected,
         model=CSC_IMMUNE,
@@ -106,7 +101,12 @@ def _calibrate(exp: Experiment, pool):
     c = exp.calibration
     if "rule" in c:
         rule = C.CalibrationRule.load(c["rule"])
-        cohort, _, report = C.apply_rule(rule, pool, exp.size, seed=exp.seed, engine=exp.engine)
+        cohort, _, report = C.apply_rule(
+            rule, pool, exp.size, seed=exp.seed, engine=exp.engine,
+            population=exp.drawn_population,
+        )  # fmt: skip
+        if "population_note" in report:
+            print(f"note: [calibration] rule: {report['population_note']}", file=sys.stderr)
         return cohort, {"rule_file": c["rule"], **report}
     arm, targets = C.PRESETS[c["preset"]] if c.get("preset") else (None, None)
     arm = c.get("arm") or arm
@@ -131,6 +131,7 @@ def _calibrate(exp: Experiment, pool):
         assessment=exp.endpoint_options,  # selected by the RECIST definition the trial reports
         dt=exp.dt,
         engine=exp.engine,
+        population=exp.drawn_population,
     )
     return cohort, {"rule": rule.to_dict(), **report}
 

@@ -161,6 +161,12 @@ def add_calibrate(sub) -> None:
         default=None,
         help="confirm PR/CR at least this many days later (0: no confirmation; RECIST 1.1: 28)",
     )
+    c.add_argument(
+        "--population",
+        default=None,
+        help="population preset name or TOML file the pool is drawn from (default: 'default'); "
+        "recorded in the rule",
+    )
     c.add_argument("--seed", type=int, default=0, help="pool and selection seed")
     c.add_argument("--first-id", type=int, default=0, help="id of the pool's first patient")
     c.add_argument(
@@ -236,10 +242,13 @@ def run_calibrate(args) -> int:
     from vcohort import calibrate as C
     from vcohort.io import check_output_dir, run_folder, write_csv, write_json, write_parquet
 
+    from vcohort.population import load_population
+
     rule, targets, arm, days, precision = _calibrate_setup(args, C)
     assessment = _assessment_flags(args, days) if rule is None else rule.assessment
     C.check_feasible(args.patients, args.pool)
     C.check_arm(arm, days, args.engine)
+    population = load_population(args.population)  # validated before any compute
     check_output_dir(args.out, args.overwrite)
 
     from vcohort.plausibility import plausible_cohort
@@ -249,6 +258,7 @@ def run_calibrate(args) -> int:
     # population's bounds, rejected patients replaced
     pool, screening = plausible_cohort(
         args.pool,
+        population=population,
         seed=args.seed,
         first_id=args.first_id,
         precision=precision,
@@ -257,8 +267,10 @@ def run_calibrate(args) -> int:
     t_pool = time.perf_counter() - t0
     if rule is not None:
         cohort, obs, report = C.apply_rule(
-            rule, pool, args.patients, seed=args.seed, engine=args.engine
+            rule, pool, args.patients, seed=args.seed, engine=args.engine, population=population
         )
+        if "population_note" in report:
+            print(f"note: {report['population_note']}", file=sys.stderr)
     else:
         rule, cohort, obs, report = C.calibrate(
             pool,
@@ -270,12 +282,14 @@ def run_calibrate(args) -> int:
             assessment=assessment,
             precision=precision,
             engine=args.engine,
+            population=population,
         )
     report = {
         "reference_arm": rule.arm,
         "horizon_days": rule.days,
         "targets": {"orr": rule.targets.orr, "pfs6": rule.targets.pfs6},
         "targets_source": rule.targets.source,
+        "population": population.identity(),
         "pool_drawn": int(len(screening)),
         "pool_rejected": int((~screening["plausible"]).sum()),
     } | report
