@@ -145,7 +145,6 @@ def test_a_rule_records_its_population_and_says_when_applied_to_another(tmp_path
     the file's name or path); applied to a pool drawn from another population it is applied
     (Allen-style ratios are meant to transfer) with a note saying so."""
     from dataclasses import replace
-
     from importlib import resources
 
     from vcohort.population import load_population
@@ -172,7 +171,8 @@ def test_a_rule_records_its_population_and_says_when_applied_to_another(tmp_path
     assert C.population_note(rule, same) is None
     assert C.population_note(rule, None) is None  # pool's population not known: no claim
     note = C.population_note(rule, other)
-    assert "fitted on a pool drawn from population 'default'" in note and "draws differently" in note
+    assert "fitted on a pool drawn from population 'default'" in note
+    assert "draws differently" in note
 
 
 @pytest.mark.slow

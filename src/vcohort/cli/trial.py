@@ -241,7 +241,6 @@ def run_calibrate(args) -> int:
 
     from vcohort import calibrate as C
     from vcohort.io import check_output_dir, run_folder, write_csv, write_json, write_parquet
-
     from vcohort.population import load_population
 
     rule, targets, arm, days, precision = _calibrate_setup(args, C)
