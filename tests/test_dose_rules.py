@@ -256,6 +256,7 @@ def test_decisions_follow_the_protocol_replayed_on_the_pre_dose_labs(runs):
     np.testing.assert_array_equal(got["due"], [w["due"] for w in want])
     for k in ("withheld", "reduced"):
         np.testing.assert_array_equal(got[k], [w[k] for w in want])
+    np.testing.assert_array_equal(got["holds"], [w["episodes"] for w in want])  # hold episodes
     # the clock adds dt per step: day 20 is 200 additions of 0.1, exact to round-off
     np.testing.assert_allclose(got["stopped_day"], [w["stopped_day"] for w in want], atol=1e-9)
     np.testing.assert_allclose(got["given_mg"], [w["given_mg"] for w in want], rtol=1e-12)
@@ -371,6 +372,7 @@ def test_delays_follow_the_protocol_and_shift_the_cycle(runs, regimen, dose, n_d
         np.testing.assert_allclose(got[k], [w[k] for w in want], atol=1e-9, err_msg=k)
     np.testing.assert_allclose(got["stopped_day"], [w["stopped_day"] for w in want], atol=1e-9)
     np.testing.assert_allclose(got["given_mg"], [w["given_mg"] for w in want], rtol=1e-12)
+    np.testing.assert_array_equal(got["holds"], got["withheld"])  # a delay holds one dose
     # the setting exercises a delay that ends in a dose
     assert any(w["delay_days"] > 0 for w in want)
     # the per-dose records: the day each dose was given (later than planned when delayed) and
@@ -468,6 +470,9 @@ def test_endpoints_summary_and_chunk_files_carry_the_dose_modification(runs, tmp
     sm = summarize(both).set_index("arm")
     held = np.asarray(d["withheld"])
     assert sm.loc["rule", "any_withheld_doxorubicin"] == pytest.approx((held > 0).mean())
+    np.testing.assert_array_equal(ep["holds_doxorubicin"], d["holds"])
+    assert sm.loc["rule", "mean_holds_doxorubicin"] == pytest.approx(np.mean(d["holds"]))
+    assert (np.asarray(d["holds"]) <= held).all() and (np.asarray(d["holds"]) > 0).any()
     assert sm.loc["rule", "any_reduced_doxorubicin"] == pytest.approx((d["reduced"] > 0).mean())
     assert sm.loc["rule", "discontinued_doxorubicin"] == pytest.approx(
         np.isfinite(d["stopped_day"]).mean()
@@ -569,6 +574,7 @@ def test_levels_step_down_per_hold_episode_not_per_withheld_dose():
     always = simulate(CSC_IMMUNE, c, schedule([f"doxorubicin 10 mg every 1 d x 10 {rule}"], 12), 12)
     d = always.dosing["doxorubicin"]
     np.testing.assert_array_equal(d["withheld"], 10)
+    np.testing.assert_array_equal(d["holds"], 1)  # reported as one hold
     assert np.isnan(np.asarray(d["stopped_day"])).all()  # one episode: never discontinued
 
 

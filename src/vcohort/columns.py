@@ -208,11 +208,18 @@ PATTERNS: tuple[tuple[str, str, str], ...] = (
     (r"median_auc_(.+)", "mg·day/L", "median plasma AUC of {drug}"),
     (r"doses_due_(.+)", "doses", "doses of {drug} that fell due (hold rule)"),
     (r"doses_withheld_(.+)", "doses", "doses of {drug} withheld (omitted or delayed)"),
+    (
+        r"holds_(.+)",
+        "holds",
+        "hold episodes of {drug}: runs of withheld doses (omission rule), postponed doses (delay "
+        "rule); each steps the dose level down",
+    ),
     (r"doses_reduced_(.+)", "doses", "doses of {drug} given below 100%"),
     (r"discontinued_day_(.+)", "day", "day {drug} was discontinued (empty: never)"),
     (r"delay_days_(.+)", "day", "total postponement of the doses of {drug} given"),
     (r"rdi_(.+)", "fraction", "relative dose intensity of {drug}: mg given / mg planned"),
     (r"any_withheld_(.+)", "fraction", "patients with a withheld dose of {drug}"),
+    (r"mean_holds_(.+)", "holds", "mean hold episodes of {drug} per patient"),
     (r"any_reduced_(.+)", "fraction", "patients with a reduced dose of {drug}"),
     (r"discontinued_(.+)", "fraction", "patients who stopped {drug}"),
     (r"median_rdi_(.+)", "fraction", "median relative dose intensity of {drug}"),

@@ -209,6 +209,7 @@ def patient_endpoints(
     for drug, v in getattr(traj, "dosing", {}).items():
         out[f"doses_due_{drug}"] = v["due"]
         out[f"doses_withheld_{drug}"] = v["withheld"]
+        out[f"holds_{drug}"] = v["holds"]  # hold episodes: what steps the dose level down
         out[f"doses_reduced_{drug}"] = v["reduced"]
         out[f"discontinued_day_{drug}"] = v["stopped_day"]  # NaN: never
         out[f"delay_days_{drug}"] = v["delay_days"]  # delay rules; 0 otherwise
@@ -258,7 +259,8 @@ def _median(x: pd.Series) -> float:
 
 # per-arm summary columns of drugs with a hold rule (`summarize`), one per drug
 DOSE_MODIFICATION = (
-    "any_withheld_", "any_reduced_", "discontinued_", "median_rdi_", "mean_delay_days_"
+    "any_withheld_", "mean_holds_", "any_reduced_", "discontinued_", "median_rdi_",
+    "mean_delay_days_"
 )  # fmt: skip
 
 
@@ -324,6 +326,9 @@ def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
                 for name, hit in (("any_withheld", w > 0), ("any_reduced", reduced > 0),
                                   ("discontinued", np.isfinite(stop))):  # fmt: skip
                     row[f"{name}_{drug}"] = float(hit[ruled].mean()) if ruled.any() else np.nan
+                    if name == "any_withheld":
+                        holds = ok[f"holds_{drug}"].to_numpy(dtype=float)[ruled]
+                        row[f"mean_holds_{drug}"] = float(holds.mean()) if holds.size else np.nan
                 row[f"median_rdi_{drug}"] = _median(ok[f"rdi_{drug}"])
                 delay = ok[f"delay_days_{drug}"].to_numpy(dtype=float)[ruled]
                 row[f"mean_delay_days_{drug}"] = float(delay.mean()) if delay.size else np.nan

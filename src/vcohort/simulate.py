@@ -542,6 +542,9 @@ def integrate(plan: Plan, day_advance, carry, p: dict, bolus, rate, *extra) -> d
         ruled = [d.name for d, r in zip(drugs, plan.rules, strict=True) if r is not None]
         out["dosing"] = {
             name: {f: v[f] for f in dose_modify.DOSING_FIELDS + dose_modify.RECORDS if f in v}
+            # hold episodes: an omission rule's runs of withheld doses; each postponed dose
+            # under a delay rule (a delay holds one dose)
+            | {"holds": v["episodes"] if "episodes" in v else v["withheld"]}
             for name, v in zip(ruled, carry[3][1], strict=True)
         }
     return out
@@ -626,7 +629,9 @@ class Trajectories:
             `vcohort.dose_modify.DOSING_FIELDS` ->
             (P,): doses due, withheld (omitted or delayed) and given at a reduced level, mg
             given and mg planned over the horizon, the day the drug was discontinued (NaN:
-            never) and the days of delay; and `vcohort.dose_modify.RECORDS` -> (P, slots):
+            never) and the days of delay; ``holds`` -> (P,): hold episodes (runs of doses
+            withheld under an omission rule, each postponed dose under a delay rule: what
+            steps the dose level down); and `vcohort.dose_modify.RECORDS` -> (P, slots):
             per planned dose the day it was given (``dose_day``) and the fraction of the
             planned amount given (``dose_fraction``; 0: not given).
     """
