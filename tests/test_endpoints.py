@@ -198,6 +198,33 @@ def test_hazard_ratio_recovers_a_known_ratio_and_inverts_with_the_reference():
         hazard_ratios(ep, "c")
 
 
+def test_hazard_ratio_with_few_events_has_the_wider_ci_and_says_so():
+    """One progression in an arm of 20 against 15 in the reference: the patient-clustered
+    sandwich variance is biased low with so few events (its CI was 0.02-0.06 around 0.04 in a
+    trial run), so the CI is the wider of it and the model-based one, with a note."""
+    from lifelines import CoxPHFitter
+
+    rng = np.random.default_rng(3)
+    ta = rng.integers(20, 120, 20).astype(float)
+    ea = np.arange(20) < 15
+    tb = rng.integers(20, 127, 20).astype(float)
+    eb = np.arange(20) == 0
+    ep = _eps(ta, ea, tb, eb)
+    hr = hazard_ratios(ep, "a").set_index("arm")
+    assert hr.loc["b", "hr_note"] == (
+        "1 progression event in an arm: CI the wider of the robust and model-based ones"
+    )
+    df = pd.DataFrame(
+        {"t": np.r_[ta, tb], "e": np.r_[ea, eb], "arm": np.r_[np.zeros(20), np.ones(20)]}
+    )
+    model = np.exp(CoxPHFitter().fit(df, "t", "e").confidence_intervals_.loc["arm"].to_numpy())
+    assert hr.loc["b", "hr_ci_low"] <= model[0] * (1 + 1e-9)
+    assert hr.loc["b", "hr_ci_high"] >= model[1] * (1 - 1e-9)
+    # with plenty of events the robust CI alone is used, without a note
+    many = hazard_ratios(_eps(ta, ea, ta * 1.5, ea), "a").set_index("arm")
+    assert many.loc["b", "hr_note"] == ""
+
+
 def test_hazard_ratio_without_events_is_nan_with_a_note():
     ep = _eps([100, 100], [0, 0], [100, 100], [0, 0])
     hr = hazard_ratios(ep, "a").set_index("arm")
@@ -251,6 +278,19 @@ def test_best_pct_change_is_taken_at_the_assessments():
     assert ep["best_pct_change"].iloc[0] == pytest.approx(20.0)
     assert ep["best_pct_change_daily"].iloc[0] == pytest.approx(100 * 0.2 / 42, rel=1e-9)
     assert ep["bor"].iloc[0] == "PD"
+    # a tumour that progressed (+54% at day 42) and then shrank under continued treatment (to
+    # 1% of baseline by day 126) is PD, and its best change is the one up to the progression:
+    # the waterfall must not draw it as a near-complete response
+    late = np.interp(days := np.arange(0, 127), [0, 42, 84, 126], [32.0, 49.0, 20.0, 0.3])
+    traj.daily = {"diameter_mm": late[None, :]}
+    ep = patient_endpoints(traj, assess_every=42)
+    assert ep["bor"].iloc[0] == "PD" and ep["pfs_days"].iloc[0] == 42
+    assert ep["best_pct_change"].iloc[0] == pytest.approx(100 * (49.0 - 32.0) / 32.0)
+    # a response before the progression stays the best change
+    resp = np.interp(days, [0, 42, 84, 126], [50.0, 30.0, 45.0, 10.0])
+    traj.daily = {"diameter_mm": resp[None, :]}
+    ep = patient_endpoints(traj, assess_every=42)
+    assert ep["bor"].iloc[0] == "PR" and ep["best_pct_change"].iloc[0] == pytest.approx(-40.0)
 
 
 def test_a_failed_patients_yes_no_endpoints_are_unknown_not_false(tmp_path):

@@ -129,7 +129,7 @@ def test_key_results_read_as_a_trial_table():
         "Arm", "n", "ORR, % (95% CI)", "median PFS, days (95% CI)", "HR for PFS (95% CI)",
     ]  # fmt: skip
     assert rows[1][2] == "35.4 (31.2–39.8)" and rows[0][2] == "20.0 (12.7–29.1)"
-    assert rows[0][3] == "84 (84–126)" and rows[1][3] == "NR"
+    assert rows[0][3] == "84 (84–126)" and rows[1][3] == "NR (126–NR)"  # its lower bound
     assert rows[0][4] == "reference" and rows[1][4] == "0.61 (0.45–0.83)"
     assert rows[0][1] == "100"
     # n is the rates' denominator (evaluable patients), the failed ones beside it; the

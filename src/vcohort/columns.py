@@ -41,8 +41,9 @@ FIXED: dict[str, tuple[str, str]] = {
     ),
     "best_pct_change": (
         "%",
-        "best % change of the diameter from baseline at the assessments (models without a "
-        "diameter: of the tumour cells, over every day)",
+        "best % change of the diameter from baseline at the assessments up to and including "
+        "the first progression (models without a diameter: of the tumour cells, over every "
+        "day)",
     ),
     "best_pct_change_daily": ("%", "best % change from baseline over every day"),
     "final_pct_change": ("%", "% change from baseline at the horizon"),

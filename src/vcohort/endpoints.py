@@ -57,6 +57,21 @@ def assessment_days(
     return np.arange(first, n_days + 1, assess_every)
 
 
+def first_progression(diam: np.ndarray, *, cr_floor_mm: float = 5.0) -> np.ndarray:
+    """Index (into the assessments) of each patient's first RECIST progression, ``A`` if none,
+    from diameters (P, A+1) whose column 0 is the baseline (as `recist`).
+
+    PD is a sum of diameters >= 20% and >= 5 mm above the nadir so far (RECIST 1.1 §4.3.1).  A
+    tumour under ``cr_floor_mm`` has disappeared: it is recorded as 0 mm, so its reappearance
+    (>= 5 mm, the smallest measurable increase) is progression (a lesion that reappears after
+    a CR is PD)."""
+    base, seq = diam[:, :1], diam[:, 1:]
+    seen = np.where(seq < cr_floor_mm, 0.0, seq)
+    nadir = np.minimum.accumulate(np.concatenate([base, seen], axis=1), axis=1)[:, :-1]
+    pd_hit = (seen >= 1.2 * nadir) & (seen - nadir >= 5.0)
+    return np.where(pd_hit.any(axis=1), np.argmax(pd_hit, axis=1), seq.shape[1])
+
+
 def recist(
     diam: np.ndarray,
     days: np.ndarray,
@@ -96,14 +111,8 @@ def recist(
         end = 0.0 if censor_at == "last_assessment" else float(horizon)
         return np.full(P, "NE", dtype=object), np.full(P, end), np.zeros(P, dtype=bool)
     cr = seq < cr_floor_mm
-    # a tumour under the floor has disappeared: it is recorded as 0 mm, so its reappearance
-    # (>= 5 mm, the smallest measurable increase) is progression (RECIST 1.1 §4.3.1: PD is
-    # measured from the nadir; a lesion that reappears after a CR is PD)
-    seen = np.where(cr, 0.0, seq)
-    nadir = np.minimum.accumulate(np.concatenate([base, seen], axis=1), axis=1)[:, :-1]
-    pd_hit = (seen >= 1.2 * nadir) & (seen - nadir >= 5.0)
     resp = ((seq - base) / base <= -0.30) | cr
-    first_pd = np.where(pd_hit.any(axis=1), np.argmax(pd_hit, axis=1), A)
+    first_pd = first_progression(diam, cr_floor_mm=cr_floor_mm)
     before = np.arange(A)[None, :] < first_pd[:, None]
     if confirm_days:
         # index of the first assessment >= confirm_days after each one (A if none)
@@ -177,8 +186,9 @@ def patient_endpoints(
     }
     if key == "diameter_mm":
         adays = assessment_days(n_days, assess_every, assess_first, assess_days)
+        at = np.concatenate([d[:, :1], d[:, adays]], axis=1)
         bor, pfs, ev = recist(
-            np.concatenate([d[:, :1], d[:, adays]], axis=1),
+            at,
             adays,
             cr_floor_mm=cr_floor_mm,
             confirm_days=confirm_days,
@@ -189,9 +199,13 @@ def patient_endpoints(
         out.update(bor=np.where(ok, bor, "NE"), pfs_days=pfs, pfs_event=ev)
         out["n_assessments"] = np.full(len(base), adays.size)  # within the horizon
         # the waterfall's "best % change" is the best change *measured*: at the assessments
-        # (a tumour that only grows shows its growth, not its first-day change)
+        # (a tumour that only grows shows its growth, not its first-day change), up to and
+        # including the first progression, as BOR (a tumour that progressed and shrank later
+        # under continued treatment is not drawn as a response)
         if adays.size:
-            out["best_pct_change"] = np.min(pct[:, adays - 1], axis=1)
+            first_pd = first_progression(at, cr_floor_mm=cr_floor_mm)
+            upto = np.arange(adays.size)[None, :] <= first_pd[:, None]
+            out["best_pct_change"] = np.min(np.where(upto, pct[:, adays - 1], np.inf), axis=1)
         else:
             out["best_pct_change"] = np.full(len(base), np.nan)
         out["best_pct_change_daily"] = np.min(pct, axis=1)
@@ -393,6 +407,12 @@ _KM_COLS = ("median_pfs_days", "median_pfs_ci_low", "median_pfs_ci_high", "pfs_l
             "pfs_landmark", "pfs_landmark_ci_low", "pfs_landmark_ci_high")  # fmt: skip
 
 
+# fewer progression events than this in either arm of a hazard ratio: its CI is the wider of the
+# cluster-robust and the model-based one (assumption: ~5 events, where the sandwich's
+# small-sample bias is large in simulation studies of Cox models)
+FEW_EVENTS = 5
+
+
 def hazard_ratios(endpoints: pd.DataFrame, reference: str, *, by: str = "arm") -> pd.DataFrame:
     """Cox PH hazard ratio of PFS for each arm vs ``reference`` (indicator covariate), with a
     95% CI from a cluster-robust variance over patients (the arms share patients); lifelines'
@@ -438,10 +458,25 @@ def hazard_ratios(endpoints: pd.DataFrame, reference: str, *, by: str = "arm") -
                 warnings.simplefilter("always")
                 cph = CoxPHFitter().fit(df, "t", "e", cluster_col="patient")
             ci = np.exp(cph.confidence_intervals_.loc["arm"].to_numpy())
+            few = min(int(df["e"][df["arm"] == x].sum()) for x in (0.0, 1.0))
+            if few < FEW_EVENTS:  # the sandwich variance is biased low with so few events:
+                # the wider of it and the model-based one (Kauermann & Carroll 2001, JASA
+                # 96:1387, on the sandwich's small-sample bias)
+                with warnings.catch_warnings(record=True):
+                    warnings.simplefilter("always")
+                    naive = CoxPHFitter().fit(df.drop(columns="patient"), "t", "e")
+                with np.errstate(over="ignore"):  # an unbounded CI is an honest answer
+                    nci = np.exp(naive.confidence_intervals_.loc["arm"].to_numpy())
+                ci = np.array([min(ci[0], nci[0]), max(ci[1], nci[1])])
+                row["hr_note"] = (
+                    f"{few} progression event{'s' if few != 1 else ''} in an arm: CI the wider "
+                    f"of the robust and model-based ones"
+                )
             row |= {"hr": float(cph.hazard_ratios_["arm"]), "hr_ci_low": ci[0], "hr_ci_high": ci[1]}
             if caught:
                 first = str(caught[0].message).strip().splitlines()[0]
-                row["hr_note"] = f"Cox fit warned: {first[:160]}"
+                warned = f"Cox fit warned: {first[:160]}"
+                row["hr_note"] = f"{row['hr_note']}; {warned}" if row["hr_note"] else warned
         except Exception as e:  # lifelines raises ConvergenceError (e.g. all events in one arm)
             row["hr_note"] = f"Cox fit failed: {type(e).__name__}"
         rows.append(row)

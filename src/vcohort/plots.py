@@ -208,7 +208,7 @@ def waterfall(endpoints: pd.DataFrame, *, ax=None, title=None, cap: float = 100.
 def waterfall_by_arm(endpoints: pd.DataFrame, **kw) -> Figure:
     require_columns(endpoints, ENDPOINT_COLUMNS, "endpoints")
     fig = by_arm(waterfall, arms_of(endpoints), endpoints, **kw)
-    bor_legend(fig, _bor(endpoints["bor"]).unique(), loc="outside right upper")
+    bor_legend(fig, _bor(evaluable(endpoints)["bor"]).unique(), loc="outside right upper")
     return fig
 
 
@@ -248,7 +248,7 @@ def spider_by_arm(endpoints, timecourse, **kw) -> Figure:
     require_columns(endpoints, ENDPOINT_COLUMNS, "endpoints")
     require_columns(timecourse, TIMECOURSE_COLUMNS, "timecourse")
     fig = by_arm(spider, arms_of(endpoints), endpoints, timecourse, **kw)
-    bor_legend(fig, _bor(endpoints["bor"]).unique(), loc="outside right upper")
+    bor_legend(fig, _bor(evaluable(endpoints)["bor"]).unique(), loc="outside right upper")
     return fig
 
 
@@ -286,13 +286,22 @@ def km_pfs(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) ->
             ci_alpha=0.3 if len(arms) <= 2 else 0.12,
         )
         med = kmf.median_survival_time_
+        unassessed = "n_assessments" in g and int(g["n_assessments"].max()) == 0
         labels.append(
             f"{mpl_text(arm)}: n={len(g)}, events={int(g['pfs_event'].sum())}, "
-            + (f"median {med:.0f} d" if np.isfinite(med) else "median not reached")
+            + (
+                "not assessed"  # no imaging within the horizon: no median to speak of
+                if unassessed
+                else f"median {med:.0f} d"
+                if np.isfinite(med)
+                else "median not reached"
+            )
         )
         fitters.append(kmf)
         colors.append(f"C{i % 10}")
-    ax.set_xlim(0.0, horizon)
+    # a margin past the horizon: censoring ticks and steps at the last assessment (often the
+    # horizon) would sit on the axis' spine
+    ax.set_xlim(0.0, horizon * 1.04)
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("day")
     ax.set_ylabel("progression-free probability")
@@ -392,7 +401,7 @@ def swimmer_by_arm(endpoints, timecourse=None, **kw) -> Figure:
     frames = [endpoints] + ([] if timecourse is None else [timecourse])
     kw.setdefault("horizon", horizon_of(endpoints, timecourse))
     fig = by_arm(swimmer, arms_of(endpoints), *frames, panel=(4.6, 4.6), sharey=False, **kw)
-    bor_legend(fig, _bor(endpoints["bor"]).unique(), loc="outside right upper")
+    bor_legend(fig, _bor(evaluable(endpoints)["bor"]).unique(), loc="outside right upper")
     marks = [
         Line2D([], [], marker=m, color=c, mfc=f, ls="none", label=t)
         for m, c, f, t in (

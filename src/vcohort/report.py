@@ -192,7 +192,10 @@ def key_results_html(summary: pd.DataFrame) -> str:
                 return _with_ci(r["median_pfs_days"], lo, hi, days)
             evaluable = r.get("n", 1) - r.get("n_failed", 0)
             unassessed = "orr" in r and not np.isfinite(r["orr"])  # no assessment: no estimate
-            return "NR" if evaluable > 0 and not unassessed else "–"  # or not reached
+            if evaluable <= 0 or unassessed:
+                return "–"
+            lo = r.get("median_pfs_ci_low", np.nan)  # not reached: its lower bound still informs
+            return f"NR ({days(lo)}–NR)" if np.isfinite(lo) else "NR"
 
         cols.append(("median PFS, days (95% CI)", median_pfs))
     if "pfs_landmark" in summary:
@@ -219,6 +222,12 @@ def key_results_html(summary: pd.DataFrame) -> str:
                 ),
             )
         )
+        notes = summary["hr_note"] if "hr_note" in summary else pd.Series(dtype=object)
+        if not notes.fillna("").isin(["", "reference"]).all():
+            # why an HR is missing or its CI is wide: said beside it, not only in summary.csv
+            cols.append(
+                ("HR note", lambda r: "" if r.get("hr_note") == "reference" else r.get("hr_note"))
+            )
     if "grade4_neutropenia" in summary:
         cols.append(("grade-4 neutropenia", lambda r: _pct(r["grade4_neutropenia"])))
     table = pd.DataFrame({h: [f(r) for _, r in summary.iterrows()] for h, f in cols})
