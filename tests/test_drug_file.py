@@ -176,6 +176,13 @@ def test_names_of_the_regimen_syntax_are_refused(name):
         parse_drugs(_pembro_copy(name))
 
 
+@pytest.mark.parametrize("name", ["temozolomidé", "Nivo", "2nd_drug", "nivo-lumab"])
+def test_drug_names_are_lower_case_ascii(name):
+    """The name becomes SBML ids (an accented name wrote an invalid export without a word)."""
+    with pytest.raises(ConfigError, match="lower-case ASCII letters, digits and _"):
+        parse_drugs(_pembro_copy(name))
+
+
 def test_builtin_names_and_redefinitions_are_refused():
     with pytest.raises(ConfigError, match="'doxorubicin' is a built-in drug"):
         parse_drugs(_pembro_copy("doxorubicin"))

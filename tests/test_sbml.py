@@ -51,6 +51,54 @@ def test_cli_exports_valid_sbml_with_patient_params(tmp_path, capsys):
     assert "f_S0=1.5 must lie in (0, 1)" in capsys.readouterr().err
 
 
+def test_simultaneous_doses_of_one_drug_are_all_exported():
+    """A loading dose with the first maintenance dose, two boluses at one time and an infusion
+    starting as another stops: SBML evaluates simultaneous events from the same values, so one
+    event per dose kept only one change (100 mg of doxorubicin became 40, the second infusion
+    left -100 mg/day running).  The export sums them: libroadrunner agrees with the reference."""
+    c = make_cohort(1, seed=4)
+    regs = [
+        "doxorubicin 60 mg start 1 d",
+        "doxorubicin 40 mg start 1 d",
+        "pembrolizumab 200 mg start 1 d over 1 d",
+        "pembrolizumab 100 mg start 2 d over 1 d",
+    ]
+    s = compile_schedule([parse_regimen(r) for r in regs], 5.0)
+    sbml = patient_sbml(c, 0, s)
+    assert roadrunner.validateSBML(sbml) == ""
+    assert sbml.count("<event ") == 4  # dox at day 1; pembrolizumab's rate at days 1, 2, 3
+    assert_roadrunner_agrees(sbml, c, s, 5)
+    # concentrations are read as max(amount, 0) / V1: an adaptive solver's round-off
+    # undershoot of an emptied compartment cannot give NaN under a Hill exponent
+    rule = sbml.split('variable="conc_doxorubicin_central">')[1].split("</assignmentRule>")[0]
+    assert rule.count("<piecewise>") == 1 and "<ci> doxorubicin_central </ci>" in rule
+
+
+def test_cli_patient_params_from_a_run_table(tmp_path, capsys):
+    """A row of a run's patients.parquet (screening columns skipped, PD-L1 status a flag) is
+    exported under its own id; --row picks another row; a BSA that weight and height do not
+    give is refused (it would be ignored)."""
+    import pandas as pd
+
+    c = make_cohort(3, seed=2, first_id=40)
+    table = c.to_frame().assign(screen_csc_min=0.1, pdl1_positive=[False, True, False])
+    path = tmp_path / "patients.parquet"
+    table.to_parquet(path)
+    out = tmp_path / "m.xml"
+    argv = ["export-sbml", "--out", str(out), "--patient-params", str(path), "--row", "1"]
+    assert main(argv) == 0
+    assert 'id="vcohort_csc_immune_patient_41"' in out.read_text()
+    assert "patient 41" in capsys.readouterr().out
+    assert main([*argv[:-1], "0", "--overwrite"]) == 0  # PD-L1-negative: a flag, not "<= 0"
+    assert main([*argv[:-1], "3", "--overwrite"]) == 2
+    assert "--row=3" in capsys.readouterr().err
+    bad = pd.DataFrame({"weight_kg": [80.0], "height_cm": [180.0], "bsa_m2": [2.5]})
+    bad.to_csv(tmp_path / "bsa.csv", index=False)
+    argv = ["export-sbml", "--out", str(tmp_path / "b.xml"), "--patient-params"]
+    assert main([*argv, str(tmp_path / "bsa.csv")]) == 2
+    assert "bsa_m2=2.5 is computed from weight_kg and height_cm" in capsys.readouterr().err
+
+
 def test_reference_model_export_runs_in_roadrunner(tmp_path):
     """de Pillis 2009 with its drugs dosed into states: the export reproduces the engine
     (measured: roadrunner 4e-8, engine at dt = 0.005 4e-7 from an LSODA solve)."""

@@ -42,6 +42,7 @@ experiment file, or `load_drugs` + `register_drugs` from Python.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from vcohort.config import Checker, read_toml
@@ -199,8 +200,11 @@ def _drug(ck: Checker, name, t, model) -> Drug | None:
     from vcohort.dosing import parse_regimen
 
     n_err = len(ck.errors)
-    if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
-        ck.error(str(name), "a drug name is lower-case letters, digits and _ (e.g. nivolumab)")
+    # ASCII only: the name becomes SBML ids (SId: [A-Za-z_][A-Za-z0-9_]*) and file names
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        ck.error(
+            str(name), "a drug name is lower-case ASCII letters, digits and _ (e.g. nivolumab)"
+        )
         return None
     if name in builtin_names():
         ck.error(name, f"{name!r} is a built-in drug; give yours another name")

@@ -176,7 +176,12 @@ def trace_model(model, drugs) -> dict:
             if i == d.dosing_compartment:
                 rhs_i = rhs_i + rate
             pk_rhs[f"{d.name}_{c}"] = rhs_i
-        conc.append({k: amt[i] / ind["V1"] for k, i in d.observed_indices().items()})
+        # an adaptive solver undershoots an emptying compartment by round-off (-1e-14 mg):
+        # a Hill exponent != 1 of a negative concentration is NaN, so the export reads it as 0
+        # (vcohort's exact propagators never go below 0; its own equations are unchanged)
+        conc.append(
+            {k: XP.maximum(amt[i], 0.0) / ind["V1"] for k, i in d.observed_indices().items()}
+        )
     effects = combine_effects(pk_drugs, conc, model)
     out_conc = {
         f"conc_{d.name}_{k}": v for d, c in zip(pk_drugs, conc, strict=True) for k, v in c.items()
@@ -202,7 +207,8 @@ def trace_model(model, drugs) -> dict:
 
 
 def _dose_events(schedule, drugs, weight_kg, bsa_m2) -> list[tuple]:
-    """(id, time, target, delta) events of a schedule, amounts in mg for this patient."""
+    """(id, time, target, delta) events of a schedule, amounts in mg for this patient; one per
+    time and variable (simultaneous changes summed)."""
     by_name = {d.name: d for d in drugs}
     scale = np.array([1.0, weight_kg, bsa_m2])
     amount = np.asarray(schedule.amount, dtype=np.float64)
@@ -218,7 +224,17 @@ def _dose_events(schedule, drugs, weight_kg, bsa_m2) -> list[tuple]:
                 out.append((f"{name}_stop_{j}", t + dur, f"{name}_infusion_rate", -mg / dur))
             else:
                 out.append((f"{name}_dose_{j}", t, target, mg))
-    return out
+    # one event per (time, variable), its changes summed: SBML evaluates simultaneous events'
+    # assignments from the same values, so two doses of one drug at one time (a loading dose
+    # with the first maintenance dose, an infusion starting as another stops) would keep only
+    # one change (a dose lost, or a negative infusion rate left running)
+    merged: dict = {}
+    for eid, t, target, delta in out:
+        if (t, target) in merged:
+            merged[t, target][3] += delta
+        else:
+            merged[t, target] = [eid, t, target, delta]
+    return [tuple(e) for e in merged.values() if e[3] != 0.0]
 
 
 def to_sbml(
@@ -347,10 +363,16 @@ def patient_sbml(cohort, i: int, schedule=None, *, model=None, drugs=None) -> st
     )
 
 
-def read_overrides(path) -> dict[str, float]:
-    """Parameter values from a file: JSON ``{"name": value}``, or a CSV/Parquet table whose
-    first row is used (e.g. a row of a run's ``patients.parquet``); PK values as
-    ``drug.param``."""
+# columns of a run's patients.parquet that describe the patient's screening or selection, not
+# its parameters (`vcohort.plausibility.screen`, calibration)
+RUN_COLUMNS = ("plausible", "selected", "reason")
+
+
+def read_overrides(path, row: int = 0) -> dict[str, float]:
+    """Parameter values from a file: JSON ``{"name": value}``, or a CSV/Parquet table whose row
+    ``row`` is used (e.g. a row of a run's ``patients.parquet``: its screening columns are
+    skipped and its ``patient`` id kept, under ``"patient"``); PK values as ``drug.param``;
+    booleans (``pdl1_positive``) as 1/0."""
     import json
     from pathlib import Path
 
@@ -365,11 +387,17 @@ def read_overrides(path) -> dict[str, float]:
         df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
         if len(df) < 1:
             raise ValueError(f"--patient-params={str(path)!r} has no rows")
-        raw = df.iloc[0].to_dict()
+        if not 0 <= row < len(df):
+            raise ValueError(f"--row={row}: {str(path)!r} has rows 0..{len(df) - 1}")
+        raw = {
+            k: v
+            for k, v in df.iloc[row].to_dict().items()
+            if not (str(k).startswith("screen_") or k in RUN_COLUMNS)
+        }
     out = {}
     for k, v in raw.items():
-        if k == "patient":
-            continue
+        if isinstance(v, bool | np.bool_):
+            v = float(v)
         try:
             out[str(k)] = float(v)
         except (TypeError, ValueError):
@@ -388,7 +416,28 @@ def with_overrides(cohort, model, values: dict[str, float], *, dt: float = 0.1):
     c = cohort.subset([0])
     params, cov = dict(c.params), dict(c.covariates)
     pk = {d: dict(v) for d, v in c.pk.items()}
+    values = dict(values)
+    if "patient" in values:  # the row's own id names the exported model
+        pid = values.pop("patient")
+        if pid != int(pid) or pid < 0:
+            raise ValueError(f"--patient-params: patient={pid!r} must be an id >= 0")
+        c = c.replace(patient_id=np.array([int(pid)]))
+    if "bsa_m2" in values:  # computed from weight and height: a different value would be ignored
+        w = values.get("weight_kg", float(cov["weight_kg"][0]))
+        h = values.get("height_cm", float(cov["height_cm"][0]))
+        want = float(np.asarray(bsa_dubois(np.array([w]), np.array([h])))[0])
+        if abs(values["bsa_m2"] - want) > 1e-6 * want:
+            raise ValueError(
+                f"--patient-params: bsa_m2={values['bsa_m2']} is computed from weight_kg and "
+                f"height_cm (Du Bois: {want:.4f} m² for {w} kg, {h} cm); give those instead"
+            )
+    flags = {k for k, v in cov.items() if np.asarray(v).dtype == bool}  # yes/no covariates
     for k, v in values.items():
+        if k in flags:
+            if v not in (0.0, 1.0):
+                raise ValueError(f"--patient-params: {k}={v} must be true/false (1/0)")
+            cov[k] = np.array([bool(v)])
+            continue
         if k in params:
             params[k] = np.array([v])
         elif k in cov and k != "bsa_m2":

@@ -31,6 +31,14 @@ def add_export_sbml(sub) -> None:
         help="JSON {name: value} or CSV/Parquet row (e.g. from patients.parquet) of parameter, "
         "covariate and drug.param values to use",
     )
+    e.add_argument(
+        "--row", type=int, default=0, help="row of the --patient-params table to use (default 0)"
+    )
+    e.add_argument(
+        "--population",
+        default=None,
+        help="population preset or TOML file of `simulate --population` (with --patient)",
+    )
     _add_model_arg(e)
 
 
@@ -56,12 +64,23 @@ def run_export_sbml(args) -> int:
         raise ValueError(f"--patient={args.patient} must be a patient id >= 0")
     drugs = [get_drug(d, cat).name for d in args.drugs.split(",") if d.strip()]
     regs = [parse_regimen(r, cat) for r in args.regimen]
-    values = read_overrides(args.patient_params) if args.patient_params else {}
+    if args.row != 0 and not args.patient_params:
+        raise ValueError(f"--row={args.row} needs --patient-params (a table to pick it from)")
+    population = None
+    if args.population is not None:
+        from vcohort.population import load_population
+
+        if args.patient is None:
+            raise ValueError("--population needs --patient (the typical patient has none)")
+        population = load_population(args.population)
+    values = read_overrides(args.patient_params, args.row) if args.patient_params else {}
     schedule = compile_schedule(regs, float(args.days)) if regs else None
     if args.patient is None:
         cohort = make_cohort(1, seed=args.seed, model=model, variability=False)
     else:
-        cohort = make_cohort(1, seed=args.seed, model=model, first_id=args.patient)
+        cohort = make_cohort(
+            1, seed=args.seed, model=model, first_id=args.patient, population=population
+        )
     if values:
         cohort = with_overrides(cohort, model, values)
     out.write_text(patient_sbml(cohort, 0, schedule, model=model, drugs=drugs))
