@@ -255,6 +255,23 @@ def test_cli_sobol_writes_samples_and_their_dictionary(tmp_path):
     assert cols.loc[("ranking.csv", "ST"), "meaning"].startswith("Sobol total-order")
     m = json.loads((out / "manifest.json").read_text())
     assert m["evaluations"] == 16 and set(m["ranges"]) == {"v_N", "d_N"}
+    # what varied, how each range was made, and that N = 4 cannot be read as a ranking
+    assert m["parameters"] == ["v_N", "d_N"] and "v_S" in m["held_at_typical"]
+    assert m["range_rules"]["v_N"].startswith("value x exp(±2 omega)") and m["imprecise"]
+
+
+def test_cli_sobol_says_where_range_sd_does_not_act(tmp_path, capsys):
+    """--range-sd scales the ranges of variable parameters; a fixed one (h_PD1) keeps x/÷ 2,
+    which the user is told (the ranking depends on the ranges' widths)."""
+    out = tmp_path / "sob"
+    args = ["sensitivity", "--method", "sobol", "--params", "v_N,h_PD1", "--samples", "4"]
+    args += ["--range-sd", "1", "--days", "3", "--runin-days", "0", "--no-progress"]
+    assert main([*args, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "h_PD1 is fixed in the parameter table and ranges x/÷ 2" in err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["range_rules"]["h_PD1"] == "x/÷ 2 (fixed in the parameter table)"
+    assert m["range_rules"]["v_N"].startswith("value x exp(±1 omega)")
 
 
 def test_cli_validates_before_compute(tmp_path, capsys):
@@ -274,7 +291,16 @@ def test_cli_validates_before_compute(tmp_path, capsys):
         # flags the method ignores
         (["--samples", "64"], "--samples applies to --method sobol"),
         (["--method", "sobol", "--params", "v_N,q_T8", "--patients", "9"], "--patients applies"),
-    ]
+        # a rate whose default range (x/÷ 2 of 14.3/day) makes the RK4 step at dt 0.1 unstable:
+        # the endpoint would be finite and wrong (total indices above 2 were measured)
+        (["--method", "sobol", "--params", "v_N,k_TGF"], "k_TGF: 7.15:28.6 with dt 0.1"),
+        # the model's own bounds: f_S0 < 1 (non-stem cells must remain)
+        (["--method", "sobol", "--params", "v_N,f_S0", "--range", "f_S0=0.5:1"], "(0, 1)"),
+        # one parameter, two ranges: which one? refused, naming both
+        (["--method", "sobol", "--params", "v_N,d_N", "--range", "v_N=0.01:0.02",
+          "--range", "v_N=0.001:0.5"], "v_N already has --range 'v_N=0.01:0.02'"),
+        (["--method", "sobol", "--params", "v_N,d_N", "--range-sd", "0"], "--range-sd 0.0"),
+    ]  # fmt: skip
     for extra, msg in cases:
         if msg is None:
             with pytest.raises(SystemExit):

@@ -127,6 +127,7 @@ def _method_flags(args) -> None:
     own = METHOD_FLAGS[args.method]
     given = [f"--{k.replace('_', '-')}" for k in METHOD_FLAGS[need]
              if k not in own and getattr(args, k) is not None]  # fmt: skip
+    args.defaulted = sorted(k for k in own if getattr(args, k) is None)  # for notes on flags
     for k, v in own.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -143,27 +144,67 @@ def _method_flags(args) -> None:
 
 
 def _sobol_settings(args, problem):
-    """(names, bounds) of ``--params``/``--range``/``--range-sd``, validated."""
+    """(names, bounds, rules) of ``--params``/``--range``/``--range-sd``, validated; ``rules``
+    says how each range was made (for the manifest)."""
+    from vcohort.sensitivity import FIXED_FACTOR
     from vcohort.sobol import check_ranges, default_ranges
 
     names = [n.strip() for n in (args.params or "").split(",") if n.strip()]
     if len(names) < 2:
         raise ValueError(f"--params={args.params!r}: give >= 2 comma-separated parameters")
-    bounds = default_ranges(problem.model, names, width_sd=args.range_sd, drugs=problem.plan.drugs)
+    try:
+        bounds = default_ranges(
+            problem.model, names, width_sd=args.range_sd, drugs=problem.plan.drugs
+        )
+    except ValueError as e:
+        raise ValueError(f"--range-sd {args.range_sd}: {e}") from None
+    rules = {n: _range_rule(problem, n, args.range_sd) for n in names}
+    given: dict[str, str] = {}
     for item in args.range:
         name, _, rng = item.partition("=")
         lo, _, hi = rng.partition(":")
         if name not in names:
             raise ValueError(f"--range {item!r}: {name!r} is not in --params")
+        if name in given:
+            raise ValueError(f"--range {item!r}: {name} already has --range {given[name]!r}")
+        given[name] = item
         try:
             bounds[names.index(name)] = (float(lo), float(hi))
         except ValueError:
             raise ValueError(f"--range {item!r}: expected NAME=LOW:HIGH numbers") from None
+        rules[name] = "--range"
     check_ranges(names, bounds, "log")
+    from vcohort.sobol import check_model_ranges
+
+    check_model_ranges(problem.model, names, bounds, args.dt)
     n = args.samples
     if n < 2 or n & (n - 1):
         raise ValueError(f"--samples={n} must be a power of 2 >= 2")
-    return names, bounds
+    fixed = [m for m, r in rules.items() if r.startswith("x/")]
+    if "range_sd" not in getattr(args, "defaulted", ["range_sd"]) and fixed:
+        # the flag was given: say where it does not act
+        print(
+            f"note: --range-sd sets the ranges of parameters with between-patient variability; "
+            f"{', '.join(fixed)} {'is' if len(fixed) == 1 else 'are'} fixed in the parameter "
+            f"table and range{'s' if len(fixed) == 1 else ''} x/÷ {FIXED_FACTOR:g} (give "
+            "--range NAME=LOW:HIGH to set another)",
+            file=sys.stderr,
+        )
+    return names, bounds, rules
+
+
+def _range_rule(problem, name: str, width_sd) -> str:
+    """How the default range of ``name`` is made (for the manifest)."""
+    from vcohort.sensitivity import FIXED_FACTOR
+    from vcohort.sobol import _param_row
+
+    k = 2.0 if width_sd is None else width_sd
+    omega = _param_row(problem.model, name, problem.plan.drugs).omega
+    return (
+        f"value x exp(±{k:g} omega), omega {omega:.3g}"
+        if omega > 0
+        else (f"x/÷ {FIXED_FACTOR:g} (fixed in the parameter table)")
+    )
 
 
 def _sensitivity_compute(args, problem, sobol) -> int:
@@ -204,7 +245,7 @@ def _sensitivity_compute(args, problem, sobol) -> int:
     else:
         from vcohort.sobol import model_sobol
 
-        names, bounds = sobol
+        names, bounds, rules = sobol
         table, samples, _ = model_sobol(
             problem,
             names,
@@ -217,13 +258,30 @@ def _sensitivity_compute(args, problem, sobol) -> int:
         extra = {
             "patient": "typical (typical parameters and PK, the default population's median "
             "covariates); only the listed parameters vary",
-            "ranges": {n: [float(lo), float(hi)] for n, (lo, hi) in zip(*sobol, strict=True)},
+            "ranges": {
+                n: [float(lo), float(hi)] for n, (lo, hi) in zip(names, bounds, strict=True)
+            },
+            "range_rules": rules,
+            "held_at_typical": [n for n in problem.names if n not in names],
             "sampling": "log-uniform; Saltelli/Sobol' (SALib), N (d + 2) evaluations",
             "evaluations": int(len(samples)),
             "ci": "95% bootstrap, 200 resamples",
         }
         files = {"samples.parquet": samples}
         plot = lambda p: tornado_sobol(table, p, top=args.top, title=title)  # noqa: E731
+        import numpy as np
+
+        conf = float(np.nanmax(table[["S1_conf", "ST_conf"]].to_numpy()))
+        odd = table[(table["ST"] > 1 + table["ST_conf"]) | (table["S1"] < -table["S1_conf"])]
+        if args.samples < 64 or conf > 0.1 or len(odd):
+            print(
+                f"note: the indices are imprecise (N = {args.samples}, widest 95% CI ±{conf:.2g}"
+                + (f"; {', '.join(odd['parameter'])} outside [0, 1] beyond its CI" if len(odd)
+                   else "")
+                + "): give a larger --samples (e.g. 1024) before reading the ranking",
+                file=sys.stderr,
+            )  # fmt: skip
+            extra["imprecise"] = True
     wall = time.perf_counter() - t0
     print(f"\n{title}: {args.method}, {wall:.1f} s")
     print_table(table.head(args.top), float_format=None)
@@ -246,7 +304,7 @@ def _sensitivity_compute(args, problem, sobol) -> int:
                 "change of the parameter (x 0.693 per doubling)"
                 if args.method == "local"
                 else "Sobol indices: shares of the endpoint's variance over the ranges",
-                "parameters": list(problem.names),
+                "parameters": list(problem.names) if args.method == "local" else list(names),
                 "environment": environment(),
                 "seconds": wall,
             }
