@@ -12,7 +12,8 @@ whose rate laws (``model/*.m``) and values (``parameters/parameters_TNBC.m``) we
 Soluble signals are concentrations in the tumour interstitium produced per cell: a producer
 population X secretes ``sigma * (X / V_T) / RHO_REF`` nM/day, where ``V_T`` is the tumour volume
 (mL) and ``RHO_REF = 1e8 cells/mL`` (so ``sigma`` is the production rate, in nM/day, of producers
-packed at 1e8 cells/mL; a QSP-IO secretion of s nmol/cell/day equals sigma = 1e5·s nM/day).
+packed at 1e8 cells/mL; a QSP-IO secretion of s nmol/cell/day equals sigma = 1e11·s nM/day:
+s nmol/cell/day at 1e8 cells/mL is 1e8·s nmol/mL/day = 1e11·s nM/day).
 Myeloid suppression through NO/arginase (decay ~135/day, QSP-IO) is taken quasi-steady: its
 effect is a saturating function of the MDSC density (assumption: NO equilibrates within minutes).
 """
@@ -281,6 +282,9 @@ def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
         )
         / (2.0 + p["a_excl_M12"])
     )
+    # QSP-IO (macrophage_module.m) sums the TGF-β and IL-10 terms (up to 2 k_M12); here a
+    # weighted mean with the exosome/metabolite term (up to k_M12).  Its M2→M1 term also has
+    # IL-12, left out here (no IL-12 state).  assumption: not yet reconciled
     pol21 = p["k_M21"] * hill(y["IFNg"], p["K_IFN"]) * (1.0 + p["a_csf1r_rep"] * csf)
     r["m1_to_m2"] = pol12 * y["M1"]
     r["m2_to_m1"] = pol21 * y["M2"]

@@ -188,7 +188,10 @@ _ROWS = [
         0.2,
         "1/day",
         0.3,
-        _a("debris cleared in ~5 days; QSP-IO uses a first-order dead-cell clearance"),
+        _a(
+            "debris cleared in ~5 days; QSP-IO uses a first-order dead-cell clearance, "
+            "k_cell_clear 0.1/day (parameters_TNBC.m): not yet reconciled"
+        ),
         "debris clearance",
     ),
     (
@@ -204,7 +207,7 @@ _ROWS = [
         0.5,
         "-",
         0.0,
-        _a("CSCs depend more on glutamine (review §3.3, ref 74)"),
+        _a("CSCs depend more on glutamine (review §4.3(2), ref 74)"),
         "fraction of CSC division blocked at full glutaminase inhibition",
     ),
     (
@@ -296,7 +299,11 @@ _ROWS = [
         2.02e7,
         "cells",
         0.0,
-        _QSPIO + ": Kc_rec (cells² scale: C²/(C²+Kc_rec²))",
+        _a(
+            "half-maximal recruitment at 2.02e7 cells (~6 mm); QSP-IO's Kc_rec is 2.02e7 "
+            "cell² in C²/(C²+Kc_rec) (Teff_module.m), i.e. half-maximal at 4.5e3 cells: the "
+            "number was read as cells; not yet reconciled (it acts only on residual tumours)"
+        ),
         "tumour size for half-maximal antigen-driven recruitment",
     ),
     (
@@ -344,7 +351,8 @@ _ROWS = [
         0.07,
         "nM",
         0.0,
-        _QSPIO + ": TGF-β half-saturation 0.07 nM",
+        _QSPIO + ": TGFb_50 0.07 nM (its Th→Treg and M1→M2 half-saturation; its CD8 value "
+        "TGFb_50_Teff is 0.14 nM, not yet adopted)",
         "TGF-β suppression half-sat.",
     ),
     (
@@ -352,7 +360,10 @@ _ROWS = [
         0.9,
         "-",
         0.0,
-        _a("QSP-IO H_PD1 saturates near 1; 0.9 leaves residual killing"),
+        _a(
+            "QSP-IO H_PD1 saturates near 1; 0.9 leaves residual killing; Hill coefficient 1 "
+            "here, QSP-IO's n_PD1 is 2 (checkpoint_module.m)"
+        ),
         "maximal PD-1/PD-L1 suppression",
     ),
     (
@@ -392,7 +403,11 @@ _ROWS = [
         5e6,
         "cells/mL",
         0.0,
-        _a("NO quasi-steady; QSP-IO NO_50 0.75 nM at ~5e6 MDSC/mL"),
+        _a(
+            "NO quasi-steady; half suppression at 5e6 MDSC/mL.  QSP-IO's NO secretion "
+            "4.8e-7 nmol/cell/day, decay 135/day and NO_50 0.75 nM put it at ~2e5 MDSC/mL: "
+            "not yet reconciled"
+        ),
         "MDSC density for half suppression",
     ),
     (
@@ -411,7 +426,17 @@ _ROWS = [
         _a("~10 mM lactate halves T-cell function (Fischer 2007 Blood)"),
         "metabolite half-saturation for T cells",
     ),
-    ("sig_IFN_T8", 10.0, "nM/day", 0.0, _a("IFN-γ per active CD8"), "IFN-γ secretion by CD8"),
+    (
+        "sig_IFN_T8",
+        10.0,
+        "nM/day",
+        0.0,
+        _a(
+            "IFN-γ per active CD8; 250× QSP-IO's k_IFNg_Tsec (4e-13 nmol/cell/day = 0.04 "
+            "nM/day), which would keep IFN-γ far below K_IFN: not yet reconciled"
+        ),
+        "IFN-γ secretion by CD8",
+    ),
     # --- Tregs
     (
         "q_Treg",
@@ -498,7 +523,17 @@ _ROWS = [
         _QSPIO + ": M1 phagocytosis 0.33/day",
         "M1 killing of tumour cells",
     ),
-    ("K_M1C", 1.0, "-", 0.0, _a("effector:target form as for T cells"), "M1:tumour ratio constant"),
+    (
+        "K_M1C",
+        1.0,
+        "-",
+        0.0,
+        _a(
+            "effector:target form as for T cells; QSP-IO's K_Mac_C is 2 (phagocytosis_module.m, "
+            "with IL-10 and CD47 brakes omitted here): not yet reconciled"
+        ),
+        "M1:tumour ratio constant",
+    ),
     (
         "a_csf1r",
         3.0,
@@ -532,7 +567,14 @@ _ROWS = [
         _a("gives ~0.1 nM at baseline"),
         "TGF-β secretion by non-stem",
     ),
-    ("sig_TGF_Treg", 10.0, "nM/day", 0.0, _a("Tregs are strong TGF-β producers"), "TGF-β by Tregs"),
+    (
+        "sig_TGF_Treg",
+        10.0,
+        "nM/day",
+        0.0,
+        _a("Tregs are strong TGF-β producers; QSP-IO's k_TGFb_Tsec 1.2e-10 nmol/cell/day is 12"),
+        "TGF-β by Tregs",
+    ),
     ("sig_TGF_M2", 2.0, "nM/day", 0.0, _QSPIO + ": M2 TGF-β 2e-11 nmol/cell/day", "TGF-β by M2"),
     ("sig_TGF_MDSC", 5.0, "nM/day", 0.0, _a("MDSC secrete TGF-β (MODEL.md)"), "TGF-β by MDSC"),
     (
@@ -566,7 +608,14 @@ _ROWS = [
         _a("Wnt inhibition halves CSC TGF-β/IL-10/CCL secretion (§4.3)"),
         "fraction of CSC secretion removed by full Wnt inhibition",
     ),
-    ("k_IFN", 7.0, "1/day", 0.0, _a("IFN-γ half-life ~2-3 h"), "IFN-γ decay"),
+    (
+        "k_IFN",
+        7.0,
+        "1/day",
+        0.0,
+        _a("IFN-γ half-life ~2-3 h (QSP-IO k_IFNg_deg 7.68/day)"),
+        "IFN-γ decay",
+    ),
     ("sig_Exo_S", 10.0, "rel/day", 0.3, _a("gives Exo ~1 at baseline"), "exosomes by CSCs"),
     ("sig_Exo_MDSC", 10.0, "rel/day", 0.0, _a("MDSC exosomes (§3.2)"), "exosomes by MDSC"),
     ("k_Exo", 1.0, "1/day", 0.0, _a("exosome uptake/clearance ~1 day"), "exosome clearance"),
@@ -601,7 +650,10 @@ _ROWS = [
         3.0,
         "-",
         0.3,
-        _a("IFN-γ can quadruple PD-L1 (QSP-IO induction 5e4 molecules/day)"),
+        _a(
+            "IFN-γ can quadruple PD-L1, inside QSP-IO's r_PDL1_IFNg of 4-6 "
+            "(parameters_TNBC.m 6; checkpoint_module.m '4-6')"
+        ),
         "PD-L1 induction by IFN-γ",
     ),
     (
@@ -646,7 +698,10 @@ _ROWS = [
         "1/day",
         0.5,
         _STEIN + ": ln(fold expansion 3900)/Tmax 9.3 d; CV: assumption (Stein's IIV on fold "
-        "expansion and Tmax, ω² 2.4 and 0.38, pools paediatric B-ALL)",
+        "expansion and Tmax, ω² 2.4 and 0.38, pools paediatric B-ALL).  Stein's ρ is the net "
+        "rate before Tmax, contraction only after; here contraction acts throughout, so the "
+        "net peak rate is ρ − alpha_car = 0.73/day (ρ + alpha_car = 1.05 would reproduce "
+        "Stein's fold): not yet reconciled",
         "maximal antigen-driven CAR-T expansion rate",
     ),
     (
