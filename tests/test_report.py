@@ -141,3 +141,23 @@ def test_key_results_read_as_a_trial_table():
     rows = [r for r in rows if r]
     assert rows[0][1] == "100" and rows[1][1] == "97 (+3 failed)"
     assert "PFS at day 182.6, % (95% CI)" in re.findall(r"<th>(.*?)</th>", page)
+
+
+def test_a_landmark_past_follow_up_is_explained_under_the_table():
+    """An arm with evaluable patients but no landmark PFS (the landmark lies past the last
+    follow-up) gets a sentence saying why; an all-failed arm's NaN needs none."""
+    from vcohort.report import landmark_note
+
+    s = pd.DataFrame(
+        {
+            "arm": ["ref", "new", "broken"],
+            "n": [10, 10, 4],
+            "n_failed": [0, 0, 4],
+            "orr": [0.2, 0.3, np.nan],
+            "pfs_landmark": [0.5, np.nan, np.nan],
+            "pfs_landmark_days": [182.625, np.nan, np.nan],
+        }
+    )
+    (note,) = landmark_note(s)
+    assert "PFS at day 182.6 is not evaluable in new:" in note and "broken" not in note
+    assert landmark_note(s.assign(pfs_landmark=[0.5, 0.4, np.nan])) == []

@@ -234,6 +234,28 @@ def key_results_html(summary: pd.DataFrame) -> str:
     return table.to_html(index=False, escape=True, classes="summary", border=0)
 
 
+def landmark_note(summary: pd.DataFrame) -> list[str]:
+    """A sentence under the key results when an arm with evaluable patients has no landmark PFS
+    (the landmark lies past its last follow-up with a patient still progression-free): the
+    table's "–" says not evaluable, this says why (the terminal's note does not reach the
+    report's readers)."""
+    if "pfs_landmark" not in summary or "n" not in summary:
+        return []
+    evaluable = summary["n"] - summary.get("n_failed", 0)
+    assessed = summary["orr"].notna() if "orr" in summary else evaluable > 0
+    missing = summary["pfs_landmark"].isna() & (evaluable > 0) & assessed
+    if not missing.any():
+        return []
+    day = summary.get("pfs_landmark_days", pd.Series(dtype=float)).dropna()
+    at = f"day {float(day.iloc[0]):.4g}" if len(day) else "the landmark"
+    arms = ", ".join(html.escape(str(a)) for a in summary.loc[missing, "arm"])
+    return [
+        f'<p class="meta">PFS at {at} is not evaluable in {arms}: it lies past the last '
+        "follow-up (the last assessment within the horizon) with a patient still "
+        "progression-free; run a longer horizon or choose an earlier landmark_days.</p>"
+    ]
+
+
 def report_html(
     *,
     title: str,
@@ -259,6 +281,7 @@ def report_html(
         + ".</p>",
         "<h2>Key results</h2>",
         key_results_html(summary),
+        *landmark_note(summary),
         "<details><summary>Every summary statistic (summary.csv; units and meanings in "
         "columns.csv)</summary>",
         summary_html(summary),
