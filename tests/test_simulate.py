@@ -258,6 +258,25 @@ def test_a_failing_patient_is_reported_and_the_others_are_kept(small_cohort):
         np.testing.assert_array_equal(tr.daily["diameter_mm"][i], good.daily["diameter_mm"][i])
 
 
+def test_a_patient_past_rk4s_stability_bound_is_flagged_not_reported(small_cohort):
+    """k_TGF = 40/day at dt 0.1 (k·dt = 4 > 2.785): RK4 cannot follow TGF-β's decay and the
+    solution is wrong; the patient is flagged (status 4) instead of reported, the others are
+    kept, and the same patient at dt 0.05 (k·dt = 2) is fine."""
+    from vcohort.simulate import STATUS_UNSTABLE
+
+    c = small_cohort.subset([0, 1, 2])
+    k = c.params["k_TGF"].copy()
+    k[1] = 40.0
+    bad = c.with_params(k_TGF=k)
+    tr = simulate(CSC_IMMUNE, bad, None, 10)
+    assert tr.status.tolist() == [0, STATUS_UNSTABLE, 0]
+    assert "stability bound" in tr.status_text()[1]
+    from vcohort.endpoints import patient_endpoints
+
+    assert np.isnan(patient_endpoints(tr)["final_pct_change"].iloc[1])  # not reported
+    assert simulate(CSC_IMMUNE, bad, None, 10, dt=0.05).status.tolist() == [0, 0, 0]
+
+
 def test_bad_input_is_refused_before_compute(small_cohort):
     s = schedule(TRIPLE, 14)
     with pytest.raises(ValueError, match="patients"):

@@ -63,12 +63,31 @@ STATUS_OK = 0
 STATUS_NONFINITE = 1
 STATUS_NEGATIVE = 2
 STATUS_MAX_STEPS = 3
+STATUS_UNSTABLE = 4
+# classical RK4 is stable for a decay rate k while k·dt < 2.785 (the boundary of its stability
+# region on the negative real axis; Hairer & Wanner, Solving ODEs II, §IV.2).  Past it a
+# patient's solution is wrong while it may stay finite and positive (TGF-β reached 1e54 and
+# the status said ok), so such a patient is flagged, not reported
+RK4_STABILITY = 2.785
 STATUS_MESSAGES = {
     STATUS_OK: "ok",
     STATUS_NONFINITE: "non-finite state (solver failure)",
     STATUS_NEGATIVE: "negative state beyond round-off",
     STATUS_MAX_STEPS: "reference solver did not reach the end (max_steps or error)",
+    STATUS_UNSTABLE: f"a first-order rate x dt beyond RK4's stability bound ({RK4_STABILITY}): "
+    "use a smaller dt",
 }
+
+
+def unstable_patients(model: Model, params: dict, dt: float) -> np.ndarray:
+    """(P,) True where a first-order rate of the model (a parameter in 1/day) times ``dt``
+    reaches `RK4_STABILITY`: the fixed step cannot follow that decay."""
+    rates = [r.name for r in model.params.rows if r.unit == "1/day" and r.name in params]
+    P = len(np.atleast_1d(np.asarray(params[rates[0]]))) if rates else 0
+    out = np.zeros(P, dtype=bool)
+    for k in rates:
+        out |= np.abs(np.atleast_1d(np.asarray(params[k], dtype=np.float64))) * dt >= RK4_STABILITY
+    return out
 
 
 def set_precision(precision: str):
@@ -848,6 +867,10 @@ def simulate(
             first = _time.perf_counter() - t0
     total = _time.perf_counter() - t0
     status, bad_day = _status(res["saved"], res["daily"])
+    if len(status):
+        unstable = unstable_patients(model, cohort.params, plan.dt)
+        if unstable.size == len(status):
+            status[(status == STATUS_OK) & unstable] = STATUS_UNSTABLE
     for i, rule in enumerate(plan.rules):
         if rule is not None and not rule.delay:  # an omitted dose is not moved: the plan's day
             rec = res["dosing"][plan.drugs[i].name]

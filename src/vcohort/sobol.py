@@ -23,13 +23,15 @@ import pandas as pd
 from vcohort.cohort import Cohort, bsa_dubois, initial_state, make_cohort
 from vcohort.population import load_population
 from vcohort.sensitivity import FIXED_FACTOR, UNIT_INTERVAL, Problem, evaluator
+from vcohort.simulate import RK4_STABILITY
 
 SCALES = ("linear", "log")
 # largest rate·dt a sampled first-order rate (unit 1/day) may reach: fixed-step RK4 is stable
-# for a decay rate k while k·dt < 2.785; past it the endpoint is wrong yet finite (a 2-fold range
-# of k_TGF = 14.3/day reached 2.86 at dt 0.1, and 4 of 256 rows put a total index at 2.6).
-# assumption: a margin of 10% below that bound for the coupling between the states
-STEP_LIMIT = 2.5
+# for a decay rate k while k·dt < RK4_STABILITY (2.785; such patients are flagged by
+# `simulate`); past it the endpoint is wrong yet finite (a 2-fold range of k_TGF = 14.3/day
+# reached 2.86 at dt 0.1, and 4 of 256 rows put a total index at 2.6).  assumption: a margin of
+# 10% below that bound for the coupling between the states
+STEP_LIMIT = round(0.9 * RK4_STABILITY, 2)
 
 
 def check_ranges(names, bounds, scale: str) -> np.ndarray:
