@@ -99,6 +99,27 @@ def test_cli_patient_params_from_a_run_table(tmp_path, capsys):
     assert "bsa_m2=2.5 is computed from weight_kg and height_cm" in capsys.readouterr().err
 
 
+def test_cli_on_grid_places_doses_as_the_simulator(tmp_path, capsys):
+    """--on-grid 0.1: a 30-minute infusion every 8 h is written as the simulator gives it (start
+    on the 0.1-day grid, one whole step long); without it, at the regimen's exact times."""
+    import re
+
+    base = ["export-sbml", "--regimen", "pembrolizumab 200 mg every 8 h x 3 over 30 min"]
+    base += ["--days", "2"]
+    times = {}
+    for name, extra in (("exact", []), ("grid", ["--on-grid", "0.1"])):
+        out = tmp_path / f"{name}.xml"
+        assert main([*base, *extra, "--out", str(out)]) == 0
+        times[name] = sorted(float(t) for t in re.findall(r"<cn> ([-0-9.e]+) </cn></apply>"
+                                                         r"</math></trigger>", out.read_text()))  # fmt: skip
+    assert times["exact"] == pytest.approx(
+        [0, 1 / 48, 1 / 3, 1 / 3 + 1 / 48, 2 / 3, 2 / 3 + 1 / 48]
+    )
+    assert times["grid"] == pytest.approx([0, 0.1, 0.3, 0.4, 0.7, 0.8])
+    assert main([*base, "--on-grid", "0.3", "--out", str(tmp_path / "x.xml")]) == 2
+    assert "--on-grid=0.3" in capsys.readouterr().err
+
+
 def test_reference_model_export_runs_in_roadrunner(tmp_path):
     """de Pillis 2009 with its drugs dosed into states: the export reproduces the engine
     (measured: roadrunner 4e-8, engine at dt = 0.005 4e-7 from an LSODA solve)."""

@@ -35,6 +35,14 @@ def add_export_sbml(sub) -> None:
         "--row", type=int, default=0, help="row of the --patient-params table to use (default 0)"
     )
     e.add_argument(
+        "--on-grid",
+        type=float,
+        default=None,
+        metavar="DT",
+        help="place doses as the simulator with step DT does (times on its grid, infusions in "
+        "whole steps; default: the regimen's exact times)",
+    )
+    e.add_argument(
         "--population",
         default=None,
         help="population preset or TOML file of `simulate --population` (with --patient)",
@@ -74,7 +82,18 @@ def run_export_sbml(args) -> int:
             raise ValueError("--population needs --patient (the typical patient has none)")
         population = load_population(args.population)
     values = read_overrides(args.patient_params, args.row) if args.patient_params else {}
+    if args.on_grid is not None:
+        n = round(1.0 / args.on_grid) if args.on_grid > 0 else 0
+        if not (0 < args.on_grid <= 1 and abs(n * args.on_grid - 1.0) < 1e-9):
+            raise ValueError(
+                f"--on-grid={args.on_grid}: a step in (0, 1] day with 1/DT a whole number "
+                "(e.g. 0.1, the simulator's default)"
+            )
     schedule = compile_schedule(regs, float(args.days)) if regs else None
+    if schedule is not None and args.on_grid is not None:
+        from vcohort.sbml import schedule_on_grid
+
+        schedule = schedule_on_grid(schedule, args.on_grid, args.days)
     if args.patient is None:
         cohort = make_cohort(1, seed=args.seed, model=model, variability=False)
     else:
