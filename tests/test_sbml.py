@@ -110,11 +110,10 @@ def test_cli_on_grid_places_doses_as_the_simulator(tmp_path, capsys):
     for name, extra in (("exact", []), ("grid", ["--on-grid", "0.1"])):
         out = tmp_path / f"{name}.xml"
         assert main([*base, *extra, "--out", str(out)]) == 0
-        times[name] = sorted(float(t) for t in re.findall(r"<cn> ([-0-9.e]+) </cn></apply>"
-                                                         r"</math></trigger>", out.read_text()))  # fmt: skip
-    assert times["exact"] == pytest.approx(
-        [0, 1 / 48, 1 / 3, 1 / 3 + 1 / 48, 2 / 3, 2 / 3 + 1 / 48]
-    )
+        trig = r"<cn> ([-0-9.e]+) </cn></apply></math></trigger>"
+        times[name] = sorted(float(t) for t in re.findall(trig, out.read_text()))
+    h = 1 / 48  # 30 minutes
+    assert times["exact"] == pytest.approx([0, h, 1 / 3, 1 / 3 + h, 2 / 3, 2 / 3 + h])
     assert times["grid"] == pytest.approx([0, 0.1, 0.3, 0.4, 0.7, 0.8])
     assert main([*base, "--on-grid", "0.3", "--out", str(tmp_path / "x.xml")]) == 2
     assert "--on-grid=0.3" in capsys.readouterr().err
