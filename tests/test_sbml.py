@@ -41,6 +41,8 @@ def test_cli_exports_valid_sbml_with_patient_params(tmp_path, capsys):
     assert text.count("<event ") == 2 and 'id="cb839_central"' in text
     # individual CL = 0.3 * (90/76.8)^0.595 (Ahamadi allometry) is what the file holds
     assert f'id="pembrolizumab_CL" value="{0.3 * (90 / 76.8) ** 0.595!r}"' in text
+    assert main([*argv, "--row", "1", "--out", str(tmp_path / "r.xml")]) == 2  # JSON: one row
+    assert "is JSON (one patient)" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"no_such_param": 1.0}))
     assert main(["export-sbml", "--out", str(tmp_path / "b.xml"), "--patient-params", str(bad)])
@@ -62,11 +64,15 @@ def test_simultaneous_doses_of_one_drug_are_all_exported():
         "doxorubicin 40 mg start 1 d",
         "pembrolizumab 200 mg start 1 d over 1 d",
         "pembrolizumab 100 mg start 2 d over 1 d",
+        # the stop 0.1 + 0.2 and the next start 0.3 differ in the last bit: still one event
+        "doxorubicin 10 mg start 0.1 d over 0.2 d",
+        "doxorubicin 5 mg start 0.3 d over 1 d",
     ]
     s = compile_schedule([parse_regimen(r) for r in regs], 5.0)
     sbml = patient_sbml(c, 0, s)
     assert roadrunner.validateSBML(sbml) == ""
-    assert sbml.count("<event ") == 4  # dox at day 1; pembrolizumab's rate at days 1, 2, 3
+    # dox at day 1 and its rate at 0.1, 0.3, 1.3; pembrolizumab's rate at days 1, 2, 3
+    assert 0.1 + 0.2 != 0.3 and sbml.count("<event ") == 7
     assert_roadrunner_agrees(sbml, c, s, 5)
     # concentrations are read as max(amount, 0) / V1: an adaptive solver's round-off
     # undershoot of an emptied compartment cannot give NaN under a Hill exponent

@@ -275,6 +275,14 @@ def test_a_patient_past_rk4s_stability_bound_is_flagged_not_reported(small_cohor
 
     assert np.isnan(patient_endpoints(tr)["final_pct_change"].iloc[1])  # not reported
     assert simulate(CSC_IMMUNE, bad, None, 10, dt=0.05).status.tolist() == [0, 0, 0]
+    # a drug's kill rate (k_chemo, CV 200%) counts only where a drug acts on its channel: a
+    # high one is harmless untreated, and unstable under chemotherapy
+    kc = c.params["k_chemo"].copy()
+    kc[2] = 40.0
+    hot = c.with_params(k_chemo=kc)
+    assert simulate(CSC_IMMUNE, hot, None, 10).status.tolist() == [0, 0, 0]
+    dox = schedule(["doxorubicin 75 mg/m2 every 21 d over 30 min"], 10)
+    assert simulate(CSC_IMMUNE, hot, dox, 10).status.tolist() == [0, 0, STATUS_UNSTABLE]
 
 
 def test_bad_input_is_refused_before_compute(small_cohort):

@@ -630,7 +630,8 @@ def population_note(rule: CalibrationRule, population) -> str | None:
     if not rule.population:
         return (
             f"the rule does not record the population it was fitted on (written by an older "
-            f"vcohort); this pool is drawn from {pool['name']!r} ({pool['origin']})"
+            f"vcohort, or fitted without one); this pool is drawn from {pool['name']!r} "
+            f"({pool['origin']})"
         )
     if rule.population.get("digest") == pool["digest"]:
         return None

@@ -228,12 +228,15 @@ def _dose_events(schedule, drugs, weight_kg, bsa_m2) -> list[tuple]:
     # assignments from the same values, so two doses of one drug at one time (a loading dose
     # with the first maintenance dose, an infusion starting as another stops) would keep only
     # one change (a dose lost, or a negative infusion rate left running)
+    # (times within 1e-9 day are one: an infusion's stop t + dur and the next start differ in the
+    # last bit, e.g. 0.1 + 0.5 vs 0.6, and a solver may still fire them together)
     merged: dict = {}
     for eid, t, target, delta in out:
-        if (t, target) in merged:
-            merged[t, target][3] += delta
+        key = (round(t, 9), target)
+        if key in merged:
+            merged[key][3] += delta
         else:
-            merged[t, target] = [eid, t, target, delta]
+            merged[key] = [eid, t, target, delta]
     return [tuple(e) for e in merged.values() if e[3] != 0.0]
 
 
@@ -382,6 +385,8 @@ def read_overrides(path, row: int = 0) -> dict[str, float]:
     if not path.is_file():
         raise ValueError(f"--patient-params={str(path)!r}: no such file")
     if path.suffix == ".json":
+        if row != 0:
+            raise ValueError(f"--row={row}: {str(path)!r} is JSON (one patient), not a table")
         raw = json.loads(path.read_text())
     else:
         df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)

@@ -79,10 +79,19 @@ STATUS_MESSAGES = {
 }
 
 
-def unstable_patients(model: Model, params: dict, dt: float) -> np.ndarray:
+def unstable_patients(model: Model, params: dict, dt: float, channels=()) -> np.ndarray:
     """(P,) True where a first-order rate of the model (a parameter in 1/day) times ``dt``
-    reaches `RK4_STABILITY`: the fixed step cannot follow that decay."""
-    rates = [r.name for r in model.params.rows if r.unit == "1/day" and r.name in params]
+    reaches `RK4_STABILITY`: the fixed step cannot follow that decay.  A rate that a drug
+    switches on (`Model.gated_rates`) counts only when a scheduled drug acts on its channel
+    (``channels``): a high chemotherapy kill rate is harmless in an arm without chemotherapy."""
+    gated = model.gated_rates or {}
+    rates = [
+        r.name
+        for r in model.params.rows
+        if r.unit == "1/day"
+        and r.name in params
+        and (r.name not in gated or gated[r.name] in channels)
+    ]
     P = len(np.atleast_1d(np.asarray(params[rates[0]]))) if rates else 0
     out = np.zeros(P, dtype=bool)
     for k in rates:
@@ -868,7 +877,8 @@ def simulate(
     total = _time.perf_counter() - t0
     status, bad_day = _status(res["saved"], res["daily"])
     if len(status):
-        unstable = unstable_patients(model, cohort.params, plan.dt)
+        acting = {e.channel for d in plan.drugs for e in d.effects}
+        unstable = unstable_patients(model, cohort.params, plan.dt, acting)
         if unstable.size == len(status):
             status[(status == STATUS_OK) & unstable] = STATUS_UNSTABLE
     for i, rule in enumerate(plan.rules):

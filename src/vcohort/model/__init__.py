@@ -40,6 +40,9 @@ class Model:
             leave it is refused before compute (`vcohort.cohort.draw_keys`).
         output_ranges: daily output -> (low, high, unit, hint): where a hold rule's threshold
             can lie; one outside is refused (a lab value in other units, e.g. ANC 1500).
+        gated_rates: first-order rate parameter (1/day) -> the effect channel that switches it
+            on (a drug's kill or depletion rate): it can make the RK4 step unstable only when a
+            scheduled drug acts on that channel (`vcohort.simulate.unstable_patients`).
     """
 
     name: str
@@ -57,6 +60,7 @@ class Model:
     default_dt: float = 0.1
     param_bounds: dict | None = None
     output_ranges: dict | None = None
+    gated_rates: dict | None = None
 
     def allows(self, name: str, value: float) -> bool:
         """Whether ``value`` lies in parameter ``name``'s `param_bounds` (True if unbounded)."""
@@ -141,6 +145,8 @@ CSC_IMMUNE = Model(
         **{n: (0.0, 1.0, True) for n in csc_immune_params.UNIT_INTERVAL},
         "f_S0": (0.0, 1.0, False),  # a fraction of the tumour cells, and N must remain
     },
+    # rates that act only with their drug (k_chemo × chemo_kill, k_ccr4 × ccr4_depletion)
+    gated_rates={"k_chemo": "chemo_kill", "k_ccr4": "ccr4_depletion"},
     output_ranges={
         # ANC above 50 x 10^9/L is an extreme leukocytosis: a threshold there is a unit slip
         "ANC": (0.0, 50.0, "x 10^9/L", "write ANC in 10^9/L, e.g. 1.5 for 1,500 cells/uL"),
