@@ -54,9 +54,30 @@ def log_ratio(out: dict, floor_mm: float = FLOOR_MM) -> jnp.ndarray:
 
 
 def soft_best_pct(out: dict, days: np.ndarray, tau: float = 2.0) -> jnp.ndarray:
-    """Smooth minimum of the % change from baseline over the assessment ``days``."""
+    """Smooth minimum of the % change from baseline over the assessment ``days`` up to and
+    including the first progression, as the reported best % change
+    (`vcohort.endpoints.patient_endpoints`): an assessment after a (smoothed, `_pd_probs`)
+    progression is pushed out of the minimum by ``AFTER_PD`` points times the probability
+    that an earlier one was PD, so shrinkage after progressing counts for nothing."""
     x = _pct(out["daily"])[:, days]
-    return -tau * jax.nn.logsumexp(-x / tau, axis=1)
+    p_pd = _pd_probs(out, days)
+    free = jnp.cumprod(1.0 - p_pd, axis=1)[:, :-1]  # no PD up to the previous assessment
+    after = jnp.concatenate([jnp.zeros_like(p_pd[:, :1]), 1.0 - free], axis=1)
+    return -tau * jax.nn.logsumexp(-(x + AFTER_PD * after) / tau, axis=1)
+
+
+# % points added to an assessment after a progression (more than any change can be): assumption
+AFTER_PD = 1000.0
+
+
+def _pd_probs(out: dict, days: np.ndarray) -> jnp.ndarray:
+    """(P, A) smoothed probability that each assessment is RECIST PD (>= 20% and >= 5 mm above
+    the nadir so far; logistic widths 3% and 1 mm)."""
+    d = out["daily"]["diameter_mm"]
+    seq = d[:, days]
+    allv = jnp.concatenate([d[:, :1], seq], axis=1)
+    nadir = jax.lax.cummin(allv, axis=1)[:, :-1]
+    return jax.nn.sigmoid((seq / nadir - 1.2) / 0.03) * jax.nn.sigmoid((seq - nadir - 5.0) / 1.0)
 
 
 def response_prob(out: dict, days: np.ndarray, tau: float = 3.0) -> jnp.ndarray:
@@ -67,11 +88,7 @@ def response_prob(out: dict, days: np.ndarray, tau: float = 3.0) -> jnp.ndarray:
 def pfs_smooth(out: dict, days: np.ndarray) -> jnp.ndarray:
     """Smoothed restricted-mean PFS (days) per patient, over assessment ``days``."""
     d = out["daily"]["diameter_mm"]
-    seq = d[:, days]
-    allv = jnp.concatenate([d[:, :1], seq], axis=1)
-    nadir = jax.lax.cummin(allv, axis=1)[:, :-1]
-    p_pd = jax.nn.sigmoid((seq / nadir - 1.2) / 0.03) * jax.nn.sigmoid((seq - nadir - 5.0) / 1.0)
-    surv = jnp.cumprod(1.0 - p_pd, axis=1)  # progression-free after each assessment
+    surv = jnp.cumprod(1.0 - _pd_probs(out, days), axis=1)  # progression-free after each
     # restricted mean: PF up to the first assessment for sure, then the interval to the next
     # assessment (or the horizon) weighted by being progression-free at its start
     widths = np.diff(np.concatenate([days, [d.shape[1] - 1]])).astype(np.float64)
