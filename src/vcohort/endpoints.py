@@ -340,9 +340,8 @@ def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
                 for name, hit in (("any_withheld", w > 0), ("any_reduced", reduced > 0),
                                   ("discontinued", np.isfinite(stop))):  # fmt: skip
                     row[f"{name}_{drug}"] = float(hit[ruled].mean()) if ruled.any() else np.nan
-                    if name == "any_withheld":
-                        holds = ok[f"holds_{drug}"].to_numpy(dtype=float)[ruled]
-                        row[f"mean_holds_{drug}"] = float(holds.mean()) if holds.size else np.nan
+                holds = ok[f"holds_{drug}"].to_numpy(dtype=float)[ruled]
+                row[f"mean_holds_{drug}"] = float(holds.mean()) if holds.size else np.nan
                 row[f"median_rdi_{drug}"] = _median(ok[f"rdi_{drug}"])
                 delay = ok[f"delay_days_{drug}"].to_numpy(dtype=float)[ruled]
                 row[f"mean_delay_days_{drug}"] = float(delay.mean()) if delay.size else np.nan

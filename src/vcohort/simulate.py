@@ -79,23 +79,31 @@ STATUS_MESSAGES = {
 }
 
 
-def unstable_patients(model: Model, params: dict, dt: float, channels=()) -> np.ndarray:
-    """(P,) True where a first-order rate of the model (a parameter in 1/day) times ``dt``
-    reaches `RK4_STABILITY`: the fixed step cannot follow that decay.  A rate that a drug
-    switches on (`Model.gated_rates`) counts only when a scheduled drug acts on its channel
-    (``channels``): a high chemotherapy kill rate is harmless in an arm without chemotherapy."""
+def acting_channels(drugs) -> set[str]:
+    """The model effect channels that ``drugs`` act on."""
+    return {e.channel for d in drugs for e in d.effects}
+
+
+def first_order_rates(model: Model, channels=()) -> list[str]:
+    """The model's first-order rates (parameters in 1/day) that act in a run whose drugs act on
+    ``channels``: a rate that a drug switches on (`Model.gated_rates`) counts only with it (a
+    high chemotherapy kill rate is harmless in an arm without chemotherapy)."""
     gated = model.gated_rates or {}
-    rates = [
+    return [
         r.name
         for r in model.params.rows
-        if r.unit == "1/day"
-        and r.name in params
-        and (r.name not in gated or gated[r.name] in channels)
+        if r.unit == "1/day" and (r.name not in gated or gated[r.name] in channels)
     ]
-    P = len(np.atleast_1d(np.asarray(params[rates[0]]))) if rates else 0
+
+
+def unstable_patients(model: Model, params: dict, dt: float, channels=()) -> np.ndarray:
+    """(P,) True where an acting first-order rate (`first_order_rates`) times ``dt`` reaches
+    `RK4_STABILITY`: the fixed step cannot follow that decay."""
+    P = len(np.atleast_1d(np.asarray(next(iter(params.values())))))
     out = np.zeros(P, dtype=bool)
-    for k in rates:
-        out |= np.abs(np.atleast_1d(np.asarray(params[k], dtype=np.float64))) * dt >= RK4_STABILITY
+    for k in first_order_rates(model, channels):
+        if k in params:
+            out |= np.abs(np.asarray(params[k], dtype=np.float64)) * dt >= RK4_STABILITY
     return out
 
 
@@ -876,11 +884,8 @@ def simulate(
             first = _time.perf_counter() - t0
     total = _time.perf_counter() - t0
     status, bad_day = _status(res["saved"], res["daily"])
-    if len(status):
-        acting = {e.channel for d in plan.drugs for e in d.effects}
-        unstable = unstable_patients(model, cohort.params, plan.dt, acting)
-        if unstable.size == len(status):
-            status[(status == STATUS_OK) & unstable] = STATUS_UNSTABLE
+    unstable = unstable_patients(model, cohort.params, plan.dt, acting_channels(plan.drugs))
+    status[(status == STATUS_OK) & unstable] = STATUS_UNSTABLE
     for i, rule in enumerate(plan.rules):
         if rule is not None and not rule.delay:  # an omitted dose is not moved: the plan's day
             rec = res["dosing"][plan.drugs[i].name]

@@ -23,7 +23,7 @@ import pandas as pd
 from vcohort.cohort import Cohort, bsa_dubois, initial_state, make_cohort
 from vcohort.population import load_population
 from vcohort.sensitivity import FIXED_FACTOR, UNIT_INTERVAL, Problem, evaluator
-from vcohort.simulate import RK4_STABILITY
+from vcohort.simulate import RK4_STABILITY, acting_channels, first_order_rates
 
 SCALES = ("linear", "log")
 # largest rate·dt a sampled first-order rate (unit 1/day) may reach: fixed-step RK4 is stable
@@ -49,13 +49,15 @@ def check_ranges(names, bounds, scale: str) -> np.ndarray:
     return b
 
 
-def check_model_ranges(model, names, bounds, dt: float) -> None:
+def check_model_ranges(model, names, bounds, dt: float, channels=()) -> None:
     """Before compute: every sampled value of a model parameter lies within the model's bounds
     (`Model.allows`: a fraction within (0, 1], or (0, 1) where the model needs it), and no
-    first-order rate (unit 1/day) reaches ``STEP_LIMIT / dt``, where the RK4 step would turn
-    unstable (the endpoint is then finite but wrong, and no status flags it)."""
+    first-order rate acting with drugs on ``channels`` (`vcohort.simulate.first_order_rates`)
+    reaches ``STEP_LIMIT / dt``, where the RK4 step would turn unstable (the Sobol evaluator's
+    endpoint is then finite but wrong)."""
     cap = UNIT_INTERVAL.get(model.name, frozenset())
-    rows = {r.name: r for r in model.params.rows}
+    rows = {r.name for r in model.params.rows}
+    rates = set(first_order_rates(model, channels))
     for n, (lo, hi) in zip(names, np.asarray(bounds, dtype=np.float64), strict=True):
         if n in cap and hi > 1.0:
             raise ValueError(
@@ -64,7 +66,7 @@ def check_model_ranges(model, names, bounds, dt: float) -> None:
             )
         if n in rows and not (model.allows(n, lo) and model.allows(n, hi)):
             raise ValueError(f"range of {n}: {lo:g}:{hi:g} must lie in {model.bounds_text(n)}")
-        if n in rows and rows[n].unit == "1/day" and hi * dt >= STEP_LIMIT:
+        if n in rates and hi * dt >= STEP_LIMIT:
             raise ValueError(
                 f"range of {n}: {lo:g}:{hi:g} with dt {dt:g}: a first-order rate of {hi:g}/day "
                 f"makes the fixed RK4 step unstable (rate x dt = {hi * dt:.3g}; it must stay "
@@ -222,7 +224,9 @@ def model_sobol(
             raise ValueError(f"parameter {n!r} is not sampled by this problem (PK excluded?)")
     if bounds is None:
         bounds = default_ranges(problem.model, names, width_sd=width_sd, drugs=problem.plan.drugs)
-    check_model_ranges(problem.model, names, bounds, problem.plan.dt)
+    check_model_ranges(
+        problem.model, names, bounds, problem.plan.dt, acting_channels(problem.plan.drugs)
+    )
     ev = evaluator(problem, chunk_size, progress=progress)
     t0 = time.perf_counter()
     table, X, Y = sobol_indices(

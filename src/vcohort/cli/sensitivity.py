@@ -174,9 +174,11 @@ def _sobol_settings(args, problem):
             raise ValueError(f"--range {item!r}: expected NAME=LOW:HIGH numbers") from None
         rules[name] = "--range"
     check_ranges(names, bounds, "log")
+    from vcohort.simulate import acting_channels
     from vcohort.sobol import check_model_ranges
 
-    check_model_ranges(problem.model, names, bounds, args.dt)
+    drugs = problem.plan.drugs
+    check_model_ranges(problem.model, names, bounds, args.dt, acting_channels(drugs))
     n = args.samples
     if n < 2 or n & (n - 1):
         raise ValueError(f"--samples={n} must be a power of 2 >= 2")
@@ -198,10 +200,9 @@ def _range_rule(problem, name: str, width_sd) -> str:
     from vcohort.sensitivity import FIXED_FACTOR
     from vcohort.sobol import _param_row
 
-    k = 2.0 if width_sd is None else width_sd
     omega = _param_row(problem.model, name, problem.plan.drugs).omega
     return (
-        f"value x exp(±{k:g} omega), omega {omega:.3g}"
+        f"value x exp(±{width_sd:g} omega), omega {omega:.3g}"
         if omega > 0
         else (f"x/÷ {FIXED_FACTOR:g} (fixed in the parameter table)")
     )
