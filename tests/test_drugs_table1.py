@@ -116,8 +116,8 @@ def test_each_table1_drug_moves_its_own_term():
 def test_the_car_t_free_state_is_stable():
     """Without a CAR-T product the CART state must be a *stable* zero: its linearised growth
     rate d(dCART/dt)/dCART at CART=0 is negative (the Allee threshold K_car_min).  Without it
-    the rate is rho_car - alpha_car ~ +0.7/day and reverse-mode sensitivities grow as
-    e^(0.7 t), overflowing float32 (NaN gradients) within ~4 months of an optimisation."""
+    the rate is rho_car - alpha_car ~ +0.9/day and reverse-mode sensitivities grow as
+    e^(0.9 t), overflowing float32 (NaN gradients) within ~3 months of an optimisation."""
     import jax
 
     p = CSC_IMMUNE.params.typical()

@@ -364,3 +364,58 @@ def test_no_assessment_means_not_evaluable_not_zero_response():
     ep["n_assessments"] = 0
     assert np.isnan(summarize(ep).iloc[0]["orr"])
     assert row["progression_free_at_end"] == 1.0
+
+
+def test_median_pfs_at_exactly_half_is_that_assessment_despite_rounding():
+    """4 of 8 patients progressed by day 84: S(84) = 1/2 exactly, which lifelines' product
+    computes as 0.5000000000000001 here; the median is still day 84 (not the next scan, and
+    with 10 of 20 not 'not reached').  Fails with lifelines' median_survival_time_."""
+    t = np.array([42, 84, 126, 126, 126, 126, 84, 42.0])
+    e = np.array([1, 1, 1, 0, 0, 0, 1, 1], bool)
+    ep = _eps(t, e, t, e).assign(n_assessments=3)
+    km = kaplan_meier(ep).set_index("arm")
+    assert km.loc["a", "median_pfs_days"] == 84.0
+    t20 = np.r_[np.full(3, 42.0), np.full(7, 84.0), np.full(10, 126.0)]
+    e20 = np.arange(20) < 10
+    km20 = kaplan_meier(_eps(t20, e20, t20, e20).assign(n_assessments=3)).set_index("arm")
+    assert km20.loc["a", "median_pfs_days"] == 84.0
+
+
+def test_complete_separation_is_not_a_hazard_ratio():
+    """Every reference patient progresses at day 42, before any patient of 'b' does (one at
+    168): the Cox partial likelihood has no maximum (HR -> 0), which lifelines returned as
+    1e-8 with CI (0, inf); the result is NaN with a note, both ways round.  Overlapping
+    arms (a tie at the same scan) are estimable."""
+    from vcohort.endpoints import separated
+
+    ep = _eps(np.full(6, 42.0), np.ones(6), np.full(6, 168.0), np.arange(6) == 0)
+    hr = hazard_ratios(ep, "a").set_index("arm")
+    assert np.isnan(hr.loc["b", ["hr", "hr_ci_low", "hr_ci_high"]].to_numpy(float)).all()
+    assert (
+        hr.loc["b", "hr_note"].startswith(
+            "complete separation: each progression in 'b' came after every patient of 'a'"
+        )
+        and "HR 0)" in hr.loc["b", "hr_note"]
+    )
+    inv = hazard_ratios(ep, "b").set_index("arm")
+    assert np.isnan(inv.loc["a", "hr"]) and "HR infinite)" in inv.loc["a", "hr_note"]
+    t, e, x = np.r_[42.0, 84, 42, 126], np.array([1, 1, 1, 0], bool), np.r_[0, 0, 1, 1] == 1
+    assert separated(t, e, x) == 0  # a tie at day 42 with the other arm at risk
+    # x's only event (day 126) after both reference patients left: HR -> 0; mirrored: -> inf
+    assert separated(np.r_[42.0, 84, 126, 126], e, x) == -1
+    assert separated(np.r_[126.0, 126, 42, 84], np.array([1, 0, 1, 1], bool), x) == 1
+    ok = hazard_ratios(_eps([42.0, 84, 84], [1, 1, 0], [42.0, 126, 126], [1, 0, 1]), "a")
+    assert np.isfinite(ok.set_index("arm").loc["b", "hr"])
+
+
+def test_every_per_drug_column_pattern_describes_its_own_columns():
+    """The first matching pattern describes a column: `auc_(.+)` once swallowed
+    `auc_mean:DRUG` ('plasma AUC of mean:DRUG')."""
+    import re
+
+    from vcohort.columns import PATTERNS, describe
+
+    for pattern, unit, meaning in PATTERNS:
+        column = pattern.replace("(.+)", "pembrolizumab").replace("\\", "")
+        assert re.fullmatch(pattern, column), column
+        assert describe(column) == (unit, meaning.format(drug="pembrolizumab")), column

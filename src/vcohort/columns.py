@@ -204,7 +204,9 @@ FIXED: dict[str, tuple[str, str]] = {
 }
 
 # per-drug columns: regex -> (unit, meaning with {drug})
+# (the first pattern that matches a column describes it: more specific patterns first)
 PATTERNS: tuple[tuple[str, str, str], ...] = (
+    (r"auc_mean:(.+)", "mg·day/L", "mean plasma AUC of {drug}"),
     (r"auc_(.+)", "mg·day/L", "plasma AUC of {drug} over the horizon"),
     (r"median_auc_(.+)", "mg·day/L", "median plasma AUC of {drug}"),
     (r"doses_due_(.+)", "doses", "doses of {drug} that fell due (hold rule)"),
@@ -227,7 +229,6 @@ PATTERNS: tuple[tuple[str, str, str], ...] = (
     (r"mean_delay_days_(.+)", "day", "mean postponement of the doses of {drug}"),
     (r"term:(.+)", "", "objective term {drug} (unweighted)"),
     (r"total_mg_median:(.+)", "mg", "median total dose of {drug} per patient"),
-    (r"auc_mean:(.+)", "mg·day/L", "mean plasma AUC of {drug}"),
     (r"g:(.+)", "", "hard constraint {drug} (scaled; <= 0: met)"),
 )
 

@@ -349,6 +349,20 @@ def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# a Kaplan-Meier curve at 0.5 to within this is at 0.5: tied events make products such as
+# (7/8)(6/7)(2/3) come out 0.5000000000000001, which must not move the median a scan later
+KM_HALF_TOL = 1e-9
+
+
+def km_median(curve) -> float:
+    """Median of a Kaplan-Meier curve (or of a band's bound) given as a pandas Series indexed
+    by time: the first time it is <= 0.5 (lifelines' convention; R's survival and SAS take
+    the midpoint of a stretch at exactly 0.5), to within `KM_HALF_TOL`; ``inf`` when it never
+    gets there (not reached)."""
+    at = np.flatnonzero(curve.to_numpy(dtype=float) <= 0.5 + KM_HALF_TOL)
+    return float(curve.index[at[0]]) if at.size else np.inf
+
+
 def kaplan_meier(
     endpoints: pd.DataFrame, *, by: str = "arm", landmark_days: float = 6 * MONTH_DAYS
 ):
@@ -361,7 +375,6 @@ def kaplan_meier(
     bound for the patients whose state at the landmark is known (all but those censored before
     it).  An arm with no assessment within the horizon has nothing to estimate (NaN)."""
     from lifelines import KaplanMeierFitter
-    from lifelines.utils import median_survival_times
 
     rows = []
     for arm, g in endpoints.groupby(by, sort=False):
@@ -373,8 +386,9 @@ def kaplan_meier(
             rows.append(row | nan | {"pfs_landmark_days": float(landmark_days)})
             continue
         km = KaplanMeierFitter().fit(ok["pfs_days"], ok["pfs_event"].astype(bool))
-        med = float(km.median_survival_time_)
-        ci = median_survival_times(km.confidence_interval_).to_numpy().ravel()
+        med = km_median(km.survival_function_.iloc[:, 0])
+        band = km.confidence_interval_
+        ci = [km_median(band.iloc[:, j]) for j in range(2)]
         # estimable up to the last follow-up, and after it once every patient has progressed
         # (the curve has reached 0 and stays there; lifelines' band is then (0, 0))
         all_progressed = float(km.survival_function_.iloc[-1, 0]) == 0.0
@@ -410,6 +424,26 @@ _KM_COLS = ("median_pfs_days", "median_pfs_ci_low", "median_pfs_ci_high", "pfs_l
 # cluster-robust and the model-based one (assumption: ~5 events, where the sandwich's
 # small-sample bias is large in simulation studies of Cox models)
 FEW_EVENTS = 5
+
+
+def separated(t, e, x) -> int:
+    """Monotone (complete) separation of a Cox fit on one binary covariate ``x`` (True: the
+    arm, False: the reference): +1 when no reference patient progressed while an arm patient
+    was still at risk (time >= the event's; the partial likelihood then grows without bound
+    as HR -> infinity), -1 when no arm patient progressed while a reference patient was at
+    risk (HR -> 0), else 0 (Heinze & Schemper 2001, Biometrics 57:114: the maximum-likelihood
+    estimate does not exist).  An arm without events is the simplest case."""
+    t, e, x = (np.asarray(v) for v in (t, e, x))
+
+    def none_at_risk(fail, other) -> bool:
+        ev = t[e & fail]
+        return not np.any(t[other][None, :] >= ev[:, None])
+
+    if none_at_risk(~x, x):
+        return 1
+    if none_at_risk(x, ~x):
+        return -1
+    return 0
 
 
 def hazard_ratios(endpoints: pd.DataFrame, reference: str, *, by: str = "arm") -> pd.DataFrame:
@@ -450,6 +484,16 @@ def hazard_ratios(endpoints: pd.DataFrame, reference: str, *, by: str = "arm") -
         quiet = [a for a, x in ((arm, 1.0), (reference, 0.0)) if not df["e"][df["arm"] == x].any()]
         if quiet:
             row["hr_note"] = f"no progression events in {quiet[0]!r}: HR not estimable"
+            rows.append(row)
+            continue
+        apart = separated(df["t"].to_numpy(), df["e"].to_numpy(), df["arm"].to_numpy() == 1.0)
+        if apart:
+            later, gone = (arm, reference) if apart < 0 else (reference, arm)
+            row["hr_note"] = (
+                f"complete separation: each progression in {later!r} came after every patient "
+                f"of {gone!r} had progressed or been censored (maximum-likelihood HR "
+                f"{'0' if apart < 0 else 'infinite'}): HR not estimable"
+            )
             rows.append(row)
             continue
         try:

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from vcohort.endpoints import km_median
 from vcohort.io import atomic_write_bytes
 
 BOR_ORDER = ("CR", "PR", "SD", "PD", "NE")
@@ -285,7 +286,7 @@ def km_pfs(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) ->
             censor_styles={"ms": 5, "marker": "|"},
             ci_alpha=0.3 if len(arms) <= 2 else 0.12,
         )
-        med = kmf.median_survival_time_
+        med = km_median(kmf.survival_function_.iloc[:, 0])
         unassessed = "n_assessments" in g and int(g["n_assessments"].max()) == 0
         labels.append(
             f"{mpl_text(arm)}: n={len(g)}, events={int(g['pfs_event'].sum())}, "

@@ -296,14 +296,13 @@ _ROWS = [
     ),
     (
         "Kc_rec",
-        2.02e7,
+        4.49e3,
         "cells",
         0.0,
-        _a(
-            "half-maximal recruitment at 2.02e7 cells (~6 mm); QSP-IO's Kc_rec is 2.02e7 "
-            "cell² in C²/(C²+Kc_rec) (Teff_module.m), i.e. half-maximal at 4.5e3 cells: the "
-            "number was read as cells; not yet reconciled (it acts only on residual tumours)"
-        ),
+        _QSPIO + ": T-cell entry ∝ C²/(C²+Kc_rec) with Kc_rec 2.02e7 cell² (Teff_module.m); "
+        "written here as C²/(C²+Kc_rec²), so Kc_rec = √(2.02e7 cell²) = 4.49e3 cells "
+        "(earlier versions read 2.02e7 as cells, switching recruitment off in residual "
+        "tumours below ~6 mm)",
         "tumour size for half-maximal antigen-driven recruitment",
     ),
     (
@@ -694,14 +693,14 @@ _ROWS = [
     ),
     (
         "rho_car",
-        0.89,
+        1.05,
         "1/day",
         0.5,
-        _STEIN + ": ln(fold expansion 3900)/Tmax 9.3 d; CV: assumption (Stein's IIV on fold "
-        "expansion and Tmax, ω² 2.4 and 0.38, pools paediatric B-ALL).  Stein's ρ is the net "
-        "rate before Tmax, contraction only after; here contraction acts throughout, so the "
-        "net peak rate is ρ − alpha_car = 0.73/day (ρ + alpha_car = 1.05 would reproduce "
-        "Stein's fold): not yet reconciled",
+        _STEIN + ": net expansion ln(fold expansion 3900)/Tmax 9.3 d = 0.89/day; Stein's ρ "
+        "is that net rate, with contraction only after Tmax, while here contraction acts "
+        "throughout, so ρ = 0.89 + alpha_car 0.16 = 1.05/day gives the same net rate at full "
+        "stimulation.  CV: assumption (Stein's IIV on fold expansion and Tmax, ω² 2.4 and "
+        "0.38, pools paediatric B-ALL)",
         "maximal antigen-driven CAR-T expansion rate",
     ),
     (
@@ -732,8 +731,8 @@ _ROWS = [
             "antigen-driven expansion needs a minimal CAR-T population in the tumour (Allee "
             "threshold, far below the 1e7-1e8 cells of a clinical dose); it keeps the CAR-T-free "
             "state stable: without it an infinitesimal CAR-T number grows at rho_car - alpha_car "
-            "~0.7/day, and reverse-mode sensitivities of the CAR-T-free state grow as e^(0.7 t) "
-            "(1e32 at 120 days: float32 overflow and NaN gradients)"
+            "~0.9/day, and reverse-mode sensitivities of the CAR-T-free state grow as e^(0.9 t) "
+            "(1e46 at 120 days: float32 overflow and NaN gradients)"
         ),
         "CAR-T number for half-maximal expansion (Allee threshold)",
     ),
