@@ -111,7 +111,7 @@ def keynote_comparison(n: int = 500, seed: int = 0, days: int = 210) -> Check:
     km = kaplan_meier(ep).set_index("arm")
     values = {}
     for a, (_, orr, pfs6, med, _) in KEYNOTE.items():
-        e = ep[ep["arm"] == a]
+        e = ep[(ep["arm"] == a) & (ep["status"] == 0)]  # evaluable, as `summarize` counts
         values[f"{a}_orr_model_vs_trial"] = [float(e["bor"].isin(["CR", "PR"]).mean()), orr]
         if pfs6 is not None:
             values[f"{a}_pfs6_model_vs_trial"] = [float(km.loc[a, "pfs_landmark"]), pfs6]
