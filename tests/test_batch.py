@@ -250,6 +250,8 @@ def test_summary_keeps_a_swept_reference_arm_once_and_lists_failed_runs(tmp_path
     assert s["reference_arm"].tolist() == ["control", "control", "pembro"]
     assert s["error"].tolist() == ["", "", "ValueError: too few plausible patients"]
     assert s["n"].isna().tolist() == [False, False, True]
+    assert s["n"].dtype == "Int64"  # was float: "12.0" in batch_summary.csv
+    assert s.to_csv(index=False).splitlines()[1].split(",")[s.columns.get_loc("n")] == "12"
 
 
 def test_fingerprint_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):

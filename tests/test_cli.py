@@ -157,3 +157,42 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"vcohort {__version__}"
+
+
+def test_out_refusals_come_before_compute_and_missing_parents_are_made(tmp_path, capsys,
+                                                                       monkeypatch):  # fmt: skip
+    """Two arms of one name and '--out .' are refused before the cohort is drawn (the first was
+    refused after it; the second crashed after the compute and left the results in
+    ./..tmp-*); an --out whose parent folders do not exist yet (the README's 'runs/demo' on a
+    fresh checkout) is created."""
+    import vcohort.cohort
+
+    real = vcohort.cohort.make_cohort
+
+    def no_compute(*a, **k):
+        raise AssertionError("the cohort was drawn before the arguments were checked")
+
+    monkeypatch.setattr(vcohort.cohort, "make_cohort", no_compute)
+    here = tmp_path / "empty"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for args, message in (
+        (["--arm", "a=wnt974", "--arm", "a=cb839", "--out", "x"], "'a' is given more than once"),
+        (["--out", "."], "--out '.' is the current folder or one that holds it"),
+        (["--regimen", "wnt974 10 mg qd start 8 d", "--out", "x"], "after the horizon (7 d)"),
+        (["--out", "sub/.."], "--out 'sub/..' is the current folder"),
+        (["--out", ".."], "--out '..' is the current folder or one that holds it"),
+    ):
+        rc = main(["simulate", "--patients", "2", "--days", "7", *args])
+        assert rc == 2
+        assert message in capsys.readouterr().err
+        assert list(here.iterdir()) == []
+    monkeypatch.setattr(vcohort.cohort, "make_cohort", real)
+    rc = main(["simulate", "--patients", "2", "--days", "7", "--no-progress",
+               "--out", "runs/deep/demo"])  # fmt: skip
+    assert rc == 0
+    assert (here / "runs" / "deep" / "demo" / "summary.csv").is_file()
+    assert sorted(p.name for p in (here / "runs" / "deep").iterdir()) == ["demo"]  # no temp left
+    (here / "file").write_text("x")
+    rc = main(["simulate", "--patients", "2", "--days", "7", "--out", "file/run"])
+    assert rc == 2 and "is not a folder" in capsys.readouterr().err

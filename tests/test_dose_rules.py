@@ -618,3 +618,36 @@ def test_an_episode_ends_with_a_dose_given_and_the_smooth_decision_agrees():
                                      starts.at[0].set(k + 1.0), jnp.float64)  # fmt: skip
     assert float(m["episodes"]) == pytest.approx(1.0 - float(keep))
     assert np.isnan(float(m["stopped_day"]))
+
+
+def test_a_delay_regimen_s_until_off_the_step_grid_keeps_its_last_planned_dose():
+    """'until 337 h' (14.04 d) plans doses on days 0, 7 and 14; the dose on day 14 lies before
+    the until and must be given when the rule never fires (it was dropped when the until was
+    rounded to the step at 14.0 d), while a dose delayed past the until is still not given."""
+    c = make_cohort(1, seed=1, runin_days=0)
+    reg = "doxorubicin 60 mg/m2 every 7 d until 337 h hold if ANC < 0.01 delay"
+    tr = simulate(CSC_IMMUNE, c, schedule([reg], 20), 20, progress=False)
+    d = tr.dosing["doxorubicin"]
+    np.testing.assert_array_equal(d["dose_day"][0], [0.0, 7.0, 14.0])
+    np.testing.assert_allclose(d["given_mg"], d["planned_mg"], rtol=1e-14)
+    # ... and the same regimen held throughout gives nothing after its until
+    held = simulate(CSC_IMMUNE, c, schedule([reg.replace("< 0.01", "> 0")], 20), 20)
+    assert float(held.dosing["doxorubicin"]["given_mg"][0]) == 0.0
+
+
+def test_an_infusion_half_way_between_whole_steps_takes_the_longer():
+    """'over 6 h' at dt 0.1 d is 2.5 steps: 3 steps (the README's 'half-way, the longer'), not
+    2 (Python's round-half-to-even), on the shared grid and in a delay rule's records alike."""
+    from vcohort.dose_rules import delay_inputs
+    from vcohort.dosing import infusion_steps
+
+    assert infusion_steps(0.25, 0.1) == 3 and infusion_steps(0.35, 0.1) == 4
+    assert infusion_steps(0.01, 0.1) == 1  # at least one step
+    s = compile_schedule([parse_regimen("doxorubicin 60 mg/m2 every 7 d over 6 h")], 14.0)
+    grid = s.step_grid(0.1, 140)
+    assert grid.is_rate.sum() == 2 * 3  # two doses, three rate steps each
+    np.testing.assert_allclose(grid.weight[grid.is_rate], 1.0 / 0.3)
+    ruled = compile_schedule(
+        [parse_regimen("doxorubicin 60 mg/m2 every 7 d over 6 h hold if ANC < 1 delay")], 14.0
+    )
+    assert delay_inputs(ruled, 0.1, 140)[0, 2, 3] == 3

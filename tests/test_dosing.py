@@ -82,6 +82,21 @@ def test_courses_by_count_or_duration(text, first, last, n):
         ("pembrolizumab 200 mg q3w x 28d", "x takes a number of doses.*'for 28d'"),
         ("pembrolizumab 200 mg q3w for 1 year until 100 d", "not both"),
         ("pembrolizumab 200 mg q3w for 0 w", "duration > 0"),
+        # a clause given twice was silently replaced by the second (x and cycles were refused)
+        ("pembrolizumab 200 mg q3w every 14 d", "dosing interval .* given twice.*'every 14 d'"),
+        ("pembrolizumab 200 mg every 21 d q2w", "dosing interval .* given twice.*'q2w'"),
+        ("pembrolizumab 200 mg q3w start 7 d from 3 d", "start .* given twice.*'from 3 d'"),
+        ("pembrolizumab 200 mg q3w over 30 min over 1 h", "infusion length .* given twice"),
+        ("cb839 800 mg bid until 20 d until 30 d", "'until <day>' is given twice"),
+        ("cb839 800 mg bid for 2 w for 3 w", "'for <duration>' is given twice"),
+        # not-a-number durations name the clause (were 'count=nan', "unexpected word 'd'")
+        ("cb839 800 mg bid for nan d", r"cb839 for='nan d' must be a finite duration"),
+        ("cb839 800 mg bid until inf d", r"cb839 until='inf d' must be a finite duration"),
+        ("cb839 800 mg bid start -inf d", r"cb839 start='-inf d' must be a finite duration"),
+        # a cell product is dosed in cells: mg units were taken as 1e6 cells (per kg, per m2)
+        ("cd133_cart 5 mg/kg", "cell product, dosed in cells; allowed: cells, cells/kg"),
+        ("cd133_cart 5 mg", "cell product, dosed in cells"),
+        ("cd133_cart 5 mg/m2 every 7 d", "cell product, dosed in cells"),
     ],
 )
 def test_bad_regimens_name_the_field(text, match):
@@ -241,9 +256,11 @@ def test_describe_parses_back_to_the_same_regimen():
     """`Regimen.describe` (written to manifests) keeps every digit where %g would round: tid is
     every 0.3333333333333333 d, not 0.333333."""
     rule = "hold if ANC < 1.5 reduce to 75% 50%"
+    # (the last: a cell product's amount unit, 1e6 cells, is written as a bare number)
     for text in ("cb839 123.4567 mg tid", "pembrolizumab 2 mg/kg q3w over 30 min",
                  "dacarbazine 250 mg/m2 qd x 5 repeat every 21 d x 6 start 0.3 d",
-                 f"doxorubicin 60 mg/m2 q3w over 7 min {rule}"):  # fmt: skip
+                 f"doxorubicin 60 mg/m2 q3w over 7 min {rule}",
+                 "cd133_cart 2 every 7 d x 2"):  # fmt: skip
         r = parse_regimen(text)
         assert parse_regimen(r.describe()) == r, r.describe()
     assert "every 0.3333333333333333 d" in parse_regimen("cb839 800 mg tid").describe()
@@ -293,6 +310,23 @@ def test_nmtran_coincident_doses_and_bad_records():
     bad.loc[0, "ADDL"] = 2
     with pytest.raises(ValueError, match=r"record 0 \(ID 1\): ADDL=2, II=0.*needs an interval"):
         from_nmtran(bad)
+    for col, v, match in (
+        ("ADDL", 1.5, r"ADDL=1.5 must be a whole number"),  # was truncated to 1
+        ("RATE", np.nan, r"RATE=nan must be a finite number"),  # was taken for a bolus
+        ("RATE", np.inf, r"RATE=inf must be a finite number"),
+        ("TIME", np.nan, r"TIME=nan must be a finite number"),
+    ):
+        bad = t.copy()
+        bad[col] = bad[col].astype(float)
+        bad.loc[0, col] = v
+        with pytest.raises(ValueError, match=rf"record 0 \(ID 1\): {match}"):
+            from_nmtran(bad)
+    per_kg = compile_schedule([parse_regimen("pembrolizumab 2 mg/kg")], 30.0)
+    for w in (-70.0, 0.0, np.nan, np.inf):  # were turned into negative, 0 or NaN mg
+        with pytest.raises(ValueError, match=r"weight_kg=.* \(for mg/kg doses\) must be a fin"):
+            to_nmtran(per_kg, ids=[1, 2], weight_kg=[70.0, w])
+    with pytest.raises(ValueError, match=r"bsa_m2=-1.8 \(for mg/m2 doses\)"):
+        to_nmtran(compile_schedule([parse_regimen("doxorubicin 60 mg/m2")], 30.0), bsa_m2=-1.8)
     with pytest.raises(ValueError, match="weight_kg has 3 values for 2 IDs"):
         to_nmtran(compile_schedule([parse_regimen("pembrolizumab 2 mg/kg")], 30.0), ids=[1, 2],
                   weight_kg=[70.0, 80.0, 90.0])  # fmt: skip

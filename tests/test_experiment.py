@@ -142,6 +142,24 @@ def test_single_bad_fields(change, message):
         experiment_from_dict(d)
 
 
+def test_a_folder_given_for_an_experiment_file_is_called_a_folder(tmp_path):
+    with pytest.raises(ValueError, match=r"experiment file '.*' is not a file \(a folder\?\)"):
+        load_experiment(tmp_path)
+    with pytest.raises(ValueError, match=r"experiment file '.*nope.toml' does not exist"):
+        load_experiment(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("horizon", [0, -5, 1.5, "120 d", True])
+def test_a_bad_horizon_is_its_own_error_only(horizon):
+    """A bad horizon_days is reported once, as itself; it is not also taken for a 1-day horizon
+    that puts the first assessment 'after the horizon' (a false second error)."""
+    d = copy.deepcopy(GOOD)
+    d["simulation"]["horizon_days"] = horizon
+    with pytest.raises(ConfigError) as e:
+        experiment_from_dict(d)
+    assert len(e.value.errors) == 1 and e.value.errors[0].startswith("simulation.horizon_days:")
+
+
 def test_a_calibration_rule_file_is_read_and_not_applied_to_its_own_pool(tmp_path):
     import json
 

@@ -270,3 +270,24 @@ def test_propagators_in_float32_without_x64(tmp_path):
             r = np.asarray(r)
             err = np.max(np.abs(got[name + what] - r)) / np.max(np.abs(r))
             assert err < 1e-6, (name, what, err)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"ec50": 0.0}, "ec50=0.0 must be a finite number > 0"),
+        ({"ec50": float("nan")}, "ec50=nan must be"),
+        ({"hill": -1.0}, "hill=-1.0 must be a finite number > 0"),
+        ({"emax": 0.0}, "emax=0.0 must be"),
+        ({"emax": "1"}, "emax='1' must be"),
+        ({"kind": "linear", "slope": float("inf")}, "slope=inf must be a finite number"),
+    ],
+)
+def test_an_effect_made_in_python_is_checked_as_a_drug_file_s_is(kw, match):
+    """The drug-file reader refuses these; `Effect` built directly took them and gave NaN or
+    sign-flipped effects in the simulation."""
+    from vcohort.drug import Effect
+
+    with pytest.raises(ValueError, match=rf"Effect on 'kill_T': {match}"):
+        Effect("kill_T", source="s", **kw)
+    assert Effect("kill_T", source="s").value(1.0) == 0.5  # the defaults are valid

@@ -279,7 +279,7 @@ def test_cli_validates_before_compute(tmp_path, capsys):
     cases = [
         (["--endpoint", "nope"], None),  # argparse choices: exit 2
         (["--patients", "0"], "--patients"),
-        (["--method", "sobol", "--params", "v_N,nope"], "nope"),
+        (["--method", "sobol", "--params", "v_N,nope"], "--params='v_N,nope': parameter 'nope'"),
         (["--method", "sobol", "--params", "v_N,q_T8", "--samples", "12"], "power of 2"),
         (["--method", "sobol", "--params", "v_N,q_T8", "--range", "v_N=2:1"], "v_N"),
         (["--versus", "untreated"], "--versus"),

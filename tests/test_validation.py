@@ -29,6 +29,30 @@ def test_unknown_step_is_refused_before_compute(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_an_out_that_is_not_a_results_file_is_refused_before_compute(tmp_path, capsys,
+                                                                      monkeypatch):  # fmt: skip
+    """--out naming another JSON file ended in KeyError: 'steps' after the first step had run;
+    a non-JSON file in an error that did not name it.  Both are refused first, file untouched."""
+
+    def no_compute():
+        raise AssertionError("a step ran before --out was checked")
+
+    monkeypatch.setitem(vrun.STEPS, "sobol", ("Sobol", no_compute))
+    for name, text, message in (
+        ("other.json", '{"a": 1}', "is not a vcohort validate results file (no 'steps' object)"),
+        ("list.json", "[1, 2]", "(no 'steps' object)"),
+        ("notes.txt", "not json", "is not a vcohort validate results file (not JSON"),
+    ):
+        out = tmp_path / name
+        out.write_text(text)
+        assert main(["validate", "--only", "sobol", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert str(out) in err and message in err
+        assert out.read_text() == text
+    assert main(["validate", "--only", "sobol", "--out", str(tmp_path)]) == 2
+    assert "it is a folder" in capsys.readouterr().err
+
+
 def test_results_merge_step_by_step_and_failures_set_the_exit_status(tmp_path, monkeypatch, capsys):
     out = tmp_path / "v.json"
     monkeypatch.setitem(vrun.STEPS, "sobol", ("Sobol", _fake(True, "sobol.fake")))

@@ -71,6 +71,7 @@ SUMMARY_COLUMNS = (
     "hr_ci_high",
     "hr_note",
 )
+COUNT_COLUMNS = {"n", "n_failed"}  # whole numbers (pandas' nullable Int64 in the summary)
 
 
 def fingerprint(run: BatchRun) -> str:
@@ -156,7 +157,7 @@ def prepare_output(runs, out, *, chunk_patients, resume: bool, overwrite: bool) 
             )
         if out.exists():  # --overwrite: kept aside until the new batch has finished
             os.replace(out, backup)
-        out.mkdir()
+        out.mkdir(parents=True)
     if old is not None and chunk_patients is None:
         chunk_patients = old["chunk_patients"]
     state = {
@@ -630,4 +631,8 @@ def batch_summary(runs, out, failed: dict | None = None) -> pd.DataFrame:
         if failed:
             s["error"] = failed.get(r.name, "")
         rows.append(s)
-    return pd.concat(rows, ignore_index=True)
+    out = pd.concat(rows, ignore_index=True)
+    for c in sorted(COUNT_COLUMNS & set(out.columns)):
+        if out[c].isna().any():  # counts stay whole beside a failed run's blanks (not 12.0)
+            out[c] = out[c].astype("Int64")
+    return out

@@ -28,6 +28,8 @@ ENGINE_HELP = (
 def read_toml(path: str | Path, what: str = "experiment file") -> dict:
     """Parse a TOML file with a clear error for a missing file or bad TOML."""
     p = Path(path)
+    if p.exists() and not p.is_file():
+        raise ValueError(f"{what} {str(p)!r} is not a file (a folder?); give a .toml file")
     if not p.is_file():
         raise ValueError(f"{what} {str(p)!r} does not exist")
     try:

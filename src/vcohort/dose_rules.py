@@ -228,7 +228,7 @@ def delay_inputs(schedule, dt: float, n_steps: int) -> np.ndarray:
     on the step grid: doses not at one interval of whole steps (a delay shifts the whole
     cycle), infusion lengths that differ or reach the next dose, a recheck interval that is
     not a whole number of steps."""
-    from vcohort.dosing import dose_step
+    from vcohort.dosing import dose_step, infusion_steps
 
     rows = []
     for i, rule in enumerate(schedule.rules):
@@ -263,7 +263,7 @@ def delay_inputs(schedule, dt: float, n_steps: int) -> np.ndarray:
         dur = schedule.duration[i][ok]
         if dur.size and np.any(dur != dur[0]):
             raise ValueError(f"{drug}: a delay rule needs one infusion length for every dose")
-        n_inf = max(1, int(round(dur[0] / dt))) if dur.size and dur[0] > 0 else 0
+        n_inf = int(infusion_steps(dur[0], dt)) if dur.size and dur[0] > 0 else 0
         interval = int(round(steps[0])) if days.size else n_steps + 1
         if n_inf >= interval:
             raise ValueError(
@@ -274,13 +274,17 @@ def delay_inputs(schedule, dt: float, n_steps: int) -> np.ndarray:
         out = np.zeros((max(schedule.n_slots, 5), 4))
         out[np.arange(n), schedule.kind[i][ok]] = amount[ok]
         end = schedule.ends[i] if schedule.ends else None
+        first = int(dose_step(t[0], dt, n_steps)) if n and t[0] < n_steps * dt else n_steps
+        if end is not None:  # steps k with k * dt < until, and every planned dose's own step
+            last = first + (n - 1) * interval if n else 0
+            end = max(math.ceil(end / dt - 1e-9), last + 1)
         out[:5, 3] = (
             # (a first dose past the horizon: never, as on the bolus grid)
-            int(dose_step(t[0], dt, n_steps)) if n and t[0] < n_steps * dt else n_steps,
+            first,
             interval,
             n_inf,
             n,
-            n_steps + 1 if end is None else round(end / dt),
+            n_steps + 1 if end is None else end,
         )
         rows.append(out)
     return np.stack(rows) if rows else np.zeros((0, max(schedule.n_slots, 5), 4))

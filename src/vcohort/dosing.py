@@ -73,6 +73,8 @@ _TIME_UNITS = {
     "year": 365.25,
     "years": 365.25,
 }
+# a number as the regimen grammar reads it ("nan"/"inf" too, so their errors name the field)
+_NUM = r"[-+0-9.eE]+|[-+]?(?i:nan|inf|infinity)"
 _SHORTHAND = {"qd": 1.0, "od": 1.0, "bid": 0.5, "tid": 1.0 / 3.0, "qid": 0.25, "qw": 7.0}
 
 
@@ -107,7 +109,7 @@ def parse_amount(text: str | float, field_name: str = "dose") -> tuple[float, st
     products).  A bare number means mg (for a cell product: its amount unit, 1e6 cells)."""
     if isinstance(text, int | float):
         return float(text), "mg"
-    m = re.fullmatch(r"\s*([-+0-9.eE]+|nan|NaN|inf)\s*([A-Za-z/^²0-9]*)\s*", str(text))
+    m = re.fullmatch(rf"\s*({_NUM})\s*([A-Za-z/^²0-9]*)\s*", str(text))
     if not m:
         raise ValueError(
             f"{field_name}={text!r}: expected '<number> <unit>' with unit in {list(DOSE_UNITS)}"
@@ -122,10 +124,13 @@ def parse_amount(text: str | float, field_name: str = "dose") -> tuple[float, st
 
 
 def parse_duration(text: str | float, field_name: str = "interval") -> float:
-    """``"21 d"`` → 21.0; ``"12 h"`` → 0.5; ``"30 min"``; ``"3 w"``.  A bare number means days."""
-    if isinstance(text, int | float):
+    """``"21 d"`` → 21.0; ``"12 h"`` → 0.5; ``"30 min"``; ``"3 w"``.  A bare number means days.
+    Raises on a value that is not finite (``"inf d"``, NaN), naming ``field_name``."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        if not math.isfinite(text):
+            raise ValueError(f"{field_name}={text!r} must be a finite duration")
         return float(text)
-    m = re.fullmatch(r"\s*([-+0-9.eE]+|nan|NaN|inf)\s*([A-Za-z]*)\s*", str(text))
+    m = re.fullmatch(rf"\s*({_NUM})\s*([A-Za-z]*)\s*", str(text))
     if not m:
         raise ValueError(
             f"{field_name}={text!r}: expected '<number> <unit>' with unit in d, h, min, w, "
@@ -137,6 +142,8 @@ def parse_duration(text: str | float, field_name: str = "interval") -> float:
         raise ValueError(
             f"{field_name}={text!r}: unknown time unit {unit!r}; allowed: {', '.join(_TIME_UNITS)}"
         )
+    if not math.isfinite(value):
+        raise ValueError(f"{field_name}={text!r} must be a finite duration")
     return value * _TIME_UNITS[unit]
 
 
@@ -182,6 +189,12 @@ class Regimen:
         if self.dose_unit not in DOSE_UNITS:
             raise ValueError(
                 f"{self.drug}: dose_unit={self.dose_unit!r}; allowed: {list(DOSE_UNITS)}"
+            )
+        if d.amount_unit == "1e6 cells" and self.dose_unit in ("mg/kg", "mg/m2"):
+            raise ValueError(
+                f"{self.drug}: dose_unit={self.dose_unit!r}, but {self.drug} is a cell product "
+                f"dosed in cells; allowed: cells, cells/kg, cells/m2 (or mg: its amount unit, "
+                f"1e6 cells, as a bare number)"
             )
         if self.dose_unit in CELL_UNITS and d.amount_unit != "1e6 cells":
             raise ValueError(
@@ -274,6 +287,8 @@ class Regimen:
 
     def describe(self) -> str:
         s = f"{self.drug} {exact_number(self.dose)} {self.dose_unit}"
+        if self.dose_unit == "mg" and get_drug(self.drug, self.catalogue).amount_unit != "mg":
+            s = s[: -len(" mg")]  # a cell product's amount unit (1e6 cells): a bare number
         if self.interval_days is not None:
             s += f" every {exact_number(self.interval_days)} d"
         if self.count is not None:
@@ -300,7 +315,7 @@ _CYCLE_WORDS = ("cycles", "cycle", "courses", "course")  # after "repeat ... x <
 
 def _is_time(val: str) -> bool:
     """``val`` is a duration ("12 weeks", "28d"), not a count ("6", "6 cycles")."""
-    m = re.fullmatch(r"[-+0-9.eE]+\s*([A-Za-z]+)", val)
+    m = re.fullmatch(rf"(?:{_NUM})\s*([A-Za-z]+)", val)
     return m is not None and m.group(1).lower() in _TIME_UNITS
 
 
@@ -342,6 +357,12 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
         else:
             i = 1
         kw["dose"], kw["dose_unit"] = parse_amount(amount_text, f"{drug.name} dose")
+        if drug.amount_unit == "1e6 cells" and kw["dose_unit"] not in CELL_UNITS:
+            if re.search(r"[A-Za-z]", re.sub(rf"^\s*(?:{_NUM})", "", amount_text)):
+                raise ValueError(
+                    f"{drug.name} dose={amount_text!r}: {drug.name} is a cell product, dosed in "
+                    f"cells; allowed: cells, cells/kg, cells/m2 (a bare number: 1e6 cells)"
+                )
     else:
         base = parse_regimen(drug.clinical_dose, cat)
         kw["dose"], kw["dose_unit"] = base.dose, base.dose_unit
@@ -363,6 +384,7 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
             i += 1
             continue
         if _is_shorthand(tok):
+            _once(kw, "interval_days", text, rest[i])
             kw["interval_days"] = _shorthand_days(tok)
             i += 1
             continue
@@ -393,11 +415,13 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
                 _number(val.split()[0], f"{drug.name} cycles"), f"{drug.name} cycles"
             )
         elif tok == "every":
+            _once(kw, "interval_days", text, f"every {val}")
             kw["interval_days"] = parse_duration(val, f"{drug.name} interval")
         elif tok in ("x", "for"):
-            m = re.fullmatch(r"([-+0-9.eE]+)\s*([A-Za-z]+)", val)  # "12 weeks", "28d", "6 cycles"
+            m = re.fullmatch(rf"({_NUM})\s*([A-Za-z]+)", val)  # "12 weeks", "28d", "6 cycles"
             is_time = m is not None and m.group(2).lower() in _TIME_UNITS
             if is_time and tok == "for":  # "for 12 weeks": a duration from the start
+                _once(kw, "for_days", text, f"for {val}")
                 kw["for_days"] = parse_duration(val, f"{drug.name} for")
                 continue
             if is_time:
@@ -412,10 +436,13 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
             if i < len(rest) and rest[i].lower() in _COUNT_WORDS:
                 i += 1
         elif tok == "until":
+            _once(kw, "until_day", text, f"until {val}")
             kw["until_day"] = parse_duration(val, f"{drug.name} until")
         elif tok in ("start", "from"):
+            _once(kw, "start_day", text, f"{tok} {val}")
             kw["start_day"] = parse_duration(val, f"{drug.name} start")
         elif tok == "over":
+            _once(kw, "infusion_days", text, f"over {val}")
             kw["infusion_days"] = parse_duration(val, f"{drug.name} infusion")
     if "for_days" in kw:
         span = kw.pop("for_days")
@@ -425,6 +452,23 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
             raise ValueError(f"regimen {text!r}: 'for' needs a duration > 0")
         kw["until_day"] = kw.get("start_day", 0.0) + span  # doses in [start, start + span)
     return Regimen(**kw)
+
+
+_CLAUSES = {
+    "interval_days": "the dosing interval ('every <t>', qd, bid, qNw ...)",
+    "for_days": "'for <duration>'",
+    "until_day": "'until <day>'",
+    "start_day": "the start ('start <t>' or 'from <t>')",
+    "infusion_days": "the infusion length ('over <t>')",
+}
+
+
+def _once(kw: dict, key: str, text: str, clause: str) -> None:
+    """Refuse a regimen clause given twice (the second would silently replace the first)."""
+    if key in kw:
+        raise ValueError(
+            f"regimen {text!r}: {_CLAUSES[key]} is given twice (again as {clause!r}); give it once"
+        )
 
 
 def _is_shorthand(tok: str) -> bool:
@@ -446,7 +490,7 @@ def _take_value(tokens: list[str], i: int) -> tuple[str, int]:
     i += 1
     if (
         i < len(tokens)
-        and re.fullmatch(r"[-+0-9.eE]+", val)
+        and re.fullmatch(_NUM, val)
         and tokens[i].isalpha()
         and tokens[i].lower() not in _KEYWORDS
         and tokens[i].lower() not in _COUNT_WORDS
@@ -588,7 +632,7 @@ class StepGrid:
                 k0 = int(dose_step(s.time[i, j], dt, n_steps))
                 flat = i * ns + j
                 if s.duration[i, j] > 0:
-                    nsteps = max(1, int(round(s.duration[i, j] / dt)))
+                    nsteps = int(infusion_steps(s.duration[i, j], dt))
                     for k in range(k0, min(k0 + nsteps, n_steps)):
                         src.append(flat)
                         dst.append((k * nd + i) * 3 + int(s.kind[i, j]))
@@ -694,6 +738,14 @@ def dose_step(time, dt: float, n_steps: int | None = None):
     return k if n_steps is None else np.minimum(k, n_steps - 1)
 
 
+def infusion_steps(duration, dt: float):
+    """Whole steps an infusion of ``duration`` days (> 0) runs over: the nearest number, at
+    least one, a tie ("over 6 h" at dt = 0.1 d is 2.5 steps) rounded up, as `dose_step`
+    rounds a tie to the later step.  Integer (array) like ``duration``."""
+    k = np.floor(np.asarray(duration, dtype=np.float64) / dt + 0.5 + 1e-9).astype(np.int64)
+    return np.maximum(k, 1)
+
+
 def _dosing_cmt_numbers(drugs: tuple[str, ...], catalogue) -> dict[str, int]:
     """CMT of each drug's dosing compartment: PK compartments numbered from 1 in schedule
     order; a drug dosed into a model state (no PK compartments) takes one number of its own."""
@@ -744,6 +796,12 @@ def to_nmtran(
                 raise ValueError(
                     f"{name} has {v.size} values for {len(ids)} IDs; give one per ID, or one"
                 )
+            bad = ~np.isfinite(v) | (v <= 0)
+            if bad.any():
+                first = float(v.reshape(-1)[np.argmax(bad.reshape(-1))])
+                raise ValueError(
+                    f"{name}={first!r} (for {KIND_NAMES[k]} doses) must be a finite number > 0"
+                )
             covs[k] = np.broadcast_to(v.reshape(-1), (len(ids),))
     cmt = _dosing_cmt_numbers(schedule.drugs, catalogue)
     rows = []
@@ -758,6 +816,11 @@ def to_nmtran(
                 t = schedule.time[i, j]
                 if rec is not None:  # the dose as given (fraction 0: not given)
                     frac = float(rec["dose_fraction"][pi, j])
+                    if not math.isfinite(frac):
+                        raise ValueError(
+                            f"given[{d!r}]: dose_fraction={frac!r} (ID {pid}, slot {j}) must be "
+                            f"finite"
+                        )
                     if frac <= 0:
                         continue
                     mg, t = mg * frac, float(rec["dose_day"][pi, j])
@@ -825,6 +888,18 @@ def from_nmtran(
             if name is None:
                 raise ValueError(
                     f"{where}: CMT={r['CMT']} is no drug's dosing compartment for {order}"
+                )
+            for col in ("TIME", "AMT", "II", "ADDL", "RATE"):
+                try:
+                    v = float(r[col])
+                except (TypeError, ValueError):
+                    raise ValueError(f"{where}: {col}={r[col]!r} is not a number") from None
+                if not math.isfinite(v):
+                    raise ValueError(f"{where}: {col}={v!r} must be a finite number")
+            if float(r["ADDL"]) != int(r["ADDL"]):
+                raise ValueError(
+                    f"{where}: ADDL={float(r['ADDL']):g} must be a whole number (the doses "
+                    f"after the first)"
                 )
             addl, rate, ii = int(r["ADDL"]), float(r["RATE"]), float(r["II"])
             if rate < 0:  # NONMEM's -1/-2: the rate or duration is modelled ($PK R/D)

@@ -59,6 +59,13 @@ class Effect:
             raise ValueError(
                 f"Effect on {self.channel!r}: a source or 'assumption: why' is required"
             )
+        positive = ("emax", "ec50", "hill") if self.kind == "emax" else ()
+        for k in (*positive, "slope"):
+            v = getattr(self, k)
+            ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            if not ok or (k in positive and v <= 0):
+                allowed = "a finite number > 0" if k in positive else "a finite number"
+                raise ValueError(f"Effect on {self.channel!r}: {k}={v!r} must be {allowed}")
 
     def value(self, c):
         """Effect for concentration ``c`` (mg/L); works on numpy and JAX arrays."""

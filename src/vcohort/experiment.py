@@ -178,7 +178,7 @@ def experiment_from_dict(
             ck.error("calibration.rule", str(e))
 
     st = ck.table(d.get("simulation", {}), "simulation", _SIM, {"horizon_days"})
-    horizon = ck.get(st, "horizon_days", "simulation", "int", 1, ge=1)
+    horizon = ck.get(st, "horizon_days", "simulation", "int", None, ge=1)
     dt = ck.get(st, "dt", "simulation", "float", 0.1, gt=0, le=1)
     if dt is not None:
         n = round(1.0 / dt)

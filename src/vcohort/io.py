@@ -20,8 +20,16 @@ import pandas as pd
 
 
 def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Validate ``--out`` before any compute."""
+    """Validate ``--out`` before any compute.  Missing parent folders are allowed (`run_folder`
+    creates them); the current folder, or one holding it, is refused: a run replaces its
+    folder as a whole."""
     p = Path(path)
+    here, full = Path.cwd().resolve(), p.resolve()
+    if full == here or full in here.parents:
+        raise ValueError(
+            f"--out {str(p)!r} is the current folder or one that holds it; a run replaces its "
+            f"--out folder as a whole, so give it a folder of its own, e.g. runs/trial1"
+        )
     if p.exists() and not p.is_dir():
         raise ValueError(f"--out {str(p)!r} exists and is not a folder")
     if p.exists() and any(p.iterdir()) and not overwrite:
@@ -29,15 +37,18 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
             f"--out {str(p)!r} already exists and is not empty; choose another folder or pass "
             f"--overwrite to replace it"
         )
-    if not p.parent.exists():
-        raise ValueError(f"--out {str(p)!r}: parent folder {str(p.parent)!r} does not exist")
+    above = next(a for a in full.parents if a.exists())  # the nearest existing folder above
+    if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
+        what = "is not a folder" if not above.is_dir() else "is not writable"
+        raise ValueError(f"--out {str(p)!r}: {str(above)!r} {what}")
     return p
 
 
 @contextmanager
 def run_folder(path: str | os.PathLike, overwrite: bool = False):
     """Yield a temporary folder; on success it replaces ``path`` atomically (same filesystem)."""
-    final = check_output_dir(path, overwrite)
+    final = check_output_dir(path, overwrite).resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     # mkdtemp makes the folder private (0700); the run folder gets a plain folder's mode
     # (0777 less the umask), so that a team's shared runs stay readable (files: `_umask_mode`)

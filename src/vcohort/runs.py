@@ -50,10 +50,25 @@ def check_arms(model, arms, days: int, *, dt: float = 0.1, precision: str = "flo
                engine: str = "xla") -> None:  # fmt: skip
     """Refuse, before any compute, what the arms' regimens ask that the run cannot do: a hold
     rule on an output the model lacks, overlapping infusions of a ruled drug, hold rules on
-    the ``pallas`` engine, a drug the model cannot take (`vcohort.simulate.prepare`)."""
+    the ``pallas`` engine, a drug the model cannot take (`vcohort.simulate.prepare`), two arms
+    of one name (their results would be written over each other), a regimen starting at or
+    after the horizon."""
     from vcohort.simulate import prepare
 
+    names = [a.name for a in arms]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(
+            f"arm names must be unique: {', '.join(map(repr, twice))} is given more than once "
+            f"(arms {names}); name each with --arm 'NAME=REGIMEN'"
+        )
     for a in arms:
+        for r in a.regimens:  # no dose in the run (as the experiment file's check)
+            if r.start_day >= days:
+                raise ValueError(
+                    f"arm {a.name!r}: {r.describe()!r} starts on day {r.start_day:g}, after the "
+                    f"horizon ({days} d): it would give no dose"
+                )
         try:
             s = compile_schedule(list(a.regimens), float(days))
             if engine == "pallas":
@@ -162,9 +177,6 @@ def run_arms(
     schedules by arm).  ``endpoint_options`` go to `patient_endpoints` (assessment schedule,
     confirmation, censoring)."""
     opts = {"assess_every": assess_every} | dict(endpoint_options or {})
-    names = [a.name for a in arms]
-    if len(set(names)) != len(names):
-        raise ValueError(f"arm names must be unique, got {names}")
     check_arms(model, arms, days, dt=dt, precision=precision, engine=engine)
     drugs: list[str] = []
     for a in arms:

@@ -472,13 +472,13 @@ def schedule_on_grid(schedule, dt: float, days: int | None = None):
     steps (at least one), `vcohort.dosing.StepGrid`."""
     import dataclasses
 
-    from vcohort.dosing import dose_step
+    from vcohort.dosing import dose_step, infusion_steps
 
     n_steps = None if days is None else int(round(days / dt))
     k0 = dose_step(schedule.time, dt, n_steps)
     dur = np.where(
         np.asarray(schedule.duration) > 0,
-        np.maximum(1, np.round(np.asarray(schedule.duration) / dt)) * dt,
+        infusion_steps(np.asarray(schedule.duration), dt) * dt,
         0.0,
     )
     return dataclasses.replace(schedule, time=k0 * dt, duration=dur)

@@ -152,6 +152,11 @@ def _sobol_settings(args, problem):
     names = [n.strip() for n in (args.params or "").split(",") if n.strip()]
     if len(names) < 2:
         raise ValueError(f"--params={args.params!r}: give >= 2 comma-separated parameters")
+    for n in names:  # an unknown name is --params' error, not --range-sd's
+        try:
+            default_ranges(problem.model, [n], drugs=problem.plan.drugs)
+        except ValueError as e:
+            raise ValueError(f"--params={args.params!r}: {e}") from None
     try:
         bounds = default_ranges(
             problem.model, names, width_sd=args.range_sd, drugs=problem.plan.drugs

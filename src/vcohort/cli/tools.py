@@ -128,10 +128,11 @@ def add_validate(sub) -> None:
 
 def run_validate(args) -> int:
     """``vcohort validate``: exit 0 when every check passed, 1 when any failed."""
-    from vcohort.validation.run import check_steps, run_steps, update
+    from vcohort.validation.run import check_steps, load, run_steps, update
 
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else []
     steps = check_steps(only)  # before any compute
+    load(Path(args.out))  # --out: a results file to merge into, or a new file
     results = {}
     for step in steps:  # stored step by step: a later failure keeps the earlier results
         results |= run_steps([step])

@@ -123,8 +123,21 @@ def environment() -> dict:
 
 
 def load(path: Path) -> dict:
+    """Stored results (empty when ``path`` does not exist yet); raises, naming the file, when it
+    is not a `vcohort validate` results file (it would be overwritten by one)."""
     path = Path(path)
-    return json.loads(path.read_text()) if path.exists() else {"steps": {}}
+    if not path.exists():
+        return {"steps": {}}
+    what = f"{str(path)!r} is not a vcohort validate results file"
+    if not path.is_file():
+        raise ValueError(f"{what}: it is a folder; give a .json file")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{what} (not JSON: {e}); give a new file or a results file") from None
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), dict):
+        raise ValueError(f"{what} (no 'steps' object); give a new file or a results file")
+    return data
 
 
 def update(path: Path, results: dict) -> dict:
