@@ -419,3 +419,58 @@ def test_every_per_drug_column_pattern_describes_its_own_columns():
         column = pattern.replace("(.+)", "pembrolizumab").replace("\\", "")
         assert re.fullmatch(pattern, column), column
         assert describe(column) == (unit, meaning.format(drug="pembrolizumab")), column
+
+
+def test_a_response_lost_before_its_confirming_scan_is_not_confirmed():
+    """Scans every 14 d with confirmation at 28 d: -32%, -24% (SD), -34%, -24%.  The first PR
+    is followed by SD, so it is not confirmed (RECIST 1.1 §4.6, Table 3: PR then SD is SD),
+    although the scan 28 d later is a PR again; before, only that scan was looked at."""
+    days = np.array([14, 28, 42, 56])
+    d = np.array(
+        [
+            [50, 34, 38, 33, 38],  # PR, SD, PR, SD: never held for 28 d -> SD
+            [50, 34, 33, 34, 34],  # PR held through day 42 -> PR
+            [50, 4, 20, 4, 4],  # CR, then 20 mm: reappeared, PD on day 28 (before sd_min_days)
+        ],
+        dtype=float,
+    )
+    bor, pfs, ev = recist(d, days, confirm_days=28)
+    assert bor.tolist() == ["SD", "PR", "PD"]
+    assert ev.tolist() == [False, False, True] and pfs[2] == 28
+
+
+def test_regrowth_after_a_cr_is_pd_with_a_floor_under_5_mm():
+    """With cr_floor_mm = 2 a tumour of 1 mm is a CR (recorded as 0 mm); regrowing to 3 mm it
+    has reappeared: PD (RECIST 1.1: a lesion that reappears after a CR), even though the
+    increase over the 0 mm nadir is under 5 mm.  Before, the patient stayed a censored CR."""
+    days = np.array([42, 84, 126, 168])
+    bor, pfs, ev = recist(np.array([[20.0, 1, 1, 3, 4.5]]), days, cr_floor_mm=2, confirm_days=28)
+    assert bor.tolist() == ["CR"] and ev.tolist() == [True] and pfs.tolist() == [126.0]
+
+
+def test_a_measurement_exactly_on_a_recist_threshold_meets_it():
+    """'At least a 30% decrease' and 'at least a 20% increase (and 5 mm)' (RECIST 1.1 §4.3.1):
+    14 -> 9.8 mm is -30% (computed as -0.29999999999999993) and 33.7 -> 40.44 mm is +20%
+    (+6.74 mm); both were missed by round-off."""
+    from vcohort.endpoints import first_progression
+
+    assert recist(np.array([[14.0, 9.8]]), np.array([42]))[0].tolist() == ["PR"]
+    assert first_progression(np.array([[40.0, 33.7, 40.44]])).tolist() == [1]
+    assert first_progression(np.array([[40.0, 33.7, 40.43]])).tolist() == [2]  # just under
+
+
+def test_an_unassessed_arm_s_hazard_ratio_says_so():
+    """A horizon before the first scan: the HR note says 'not assessed', as ORR and the
+    median do, not 'no progression events'."""
+    ep = pd.DataFrame(
+        {
+            "arm": ["a", "a", "b", "b"],
+            "patient": [0, 1, 0, 1],
+            "status": 0,
+            "pfs_days": 0.0,
+            "pfs_event": False,
+            "n_assessments": 0,
+        }
+    )
+    row = hazard_ratios(ep, "a").set_index("arm").loc["b"]
+    assert np.isnan(row["hr"]) and row["hr_note"].startswith("not assessed")

@@ -5,9 +5,10 @@ sum of diameters.  RECIST 1.1 (Eisenhauer et al. 2009, Eur J Cancer 45:228): PR 
 decrease from **baseline**; PD a ≥20% increase over the **nadir** (smallest sum so far,
 including baseline) that is also ≥5 mm; CR is disappearance, here a diameter under
 ``cr_floor_mm`` (recorded as 0 mm, so that regrowth to a measurable size after a CR is PD);
-SD otherwise.  With ``confirm_days > 0`` a PR/CR counts only when the first
-assessment at least ``confirm_days`` later (before any PD) shows it again (RECIST 1.1 §4.6
-requires ≥4 weeks, i.e. 28 days, in non-randomised trials); an unconfirmed response is SD.
+SD otherwise.  With ``confirm_days > 0`` a PR/CR counts only when it holds at every
+assessment up to the first one at least ``confirm_days`` later (before any PD; RECIST 1.1
+§4.6 requires ≥4 weeks, i.e. 28 days, in non-randomised trials, and Table 3 makes PR then SD
+an SD); an unconfirmed response is SD.
 SD as best response needs a non-PD assessment at least ``sd_min_days`` after the start
 (RECIST 1.1 §4.4: "at a minimum interval (in general not less than 6–8 weeks) that is defined
 in the study protocol"; default 42 days, the lower end); a patient without one is PD if a later
@@ -37,6 +38,9 @@ import pandas as pd
 GRADE4_ANC = 0.5  # 1e9/L, CTCAE grade-4 neutropenia
 MONTH_DAYS = 365.25 / 12.0
 CENSOR_AT = ("last_assessment", "horizon")
+# relative tolerance of RECIST's "at least" thresholds: 9.8 mm from 14 mm is exactly -30%,
+# computed as -0.29999999999999993 (a measurement on a threshold meets it)
+TIE = 1e-9
 
 
 def assessment_days(
@@ -62,13 +66,17 @@ def first_progression(diam: np.ndarray, *, cr_floor_mm: float = 5.0) -> np.ndarr
     from diameters (P, A+1) whose column 0 is the baseline (as `recist`).
 
     PD is a sum of diameters >= 20% and >= 5 mm above the nadir so far (RECIST 1.1 §4.3.1).  A
-    tumour under ``cr_floor_mm`` has disappeared: it is recorded as 0 mm, so its reappearance
-    (>= 5 mm, the smallest measurable increase) is progression (a lesion that reappears after
-    a CR is PD)."""
+    tumour under ``cr_floor_mm`` has disappeared: it is recorded as 0 mm, and its reappearance
+    (a diameter of ``cr_floor_mm`` or more) is progression (a lesion that reappears after a CR
+    is PD)."""
     base, seq = diam[:, :1], diam[:, 1:]
     seen = np.where(seq < cr_floor_mm, 0.0, seq)
     nadir = np.minimum.accumulate(np.concatenate([base, seen], axis=1), axis=1)[:, :-1]
-    pd_hit = (seen >= 1.2 * nadir) & (seen - nadir >= 5.0)
+    # "at least" 20% and 5 mm: a measurement exactly on the threshold is PD (TIE: round-off)
+    pd_hit = (seen >= 1.2 * nadir * (1.0 - TIE)) & (seen - nadir >= 5.0 - TIE)
+    # after a CR (nadir recorded as 0 mm) any measurable reappearance is PD, whatever the
+    # size (with cr_floor_mm < 5 it can be under the 5 mm increase)
+    pd_hit |= (nadir == 0.0) & (seen > 0.0)
     return np.where(pd_hit.any(axis=1), np.argmax(pd_hit, axis=1), seq.shape[1])
 
 
@@ -87,8 +95,8 @@ def recist(
 
     Args:
         cr_floor_mm: a diameter below this is a complete response.
-        confirm_days: 0 = no confirmation; else a PR/CR must be seen again at the first
-            assessment at least this many days later, before progression.
+        confirm_days: 0 = no confirmation; else a PR/CR must hold at every assessment up to
+            the first one at least this many days later, before progression.
         sd_min_days: SD (and an unconfirmed response) is the best response only with a
             non-PD assessment on or after this day; else PD when PD follows, NE when not.
         censor_at: ``last_assessment`` or ``horizon`` (then ``horizon`` is required).
@@ -111,7 +119,7 @@ def recist(
         end = 0.0 if censor_at == "last_assessment" else float(horizon)
         return np.full(P, "NE", dtype=object), np.full(P, end), np.zeros(P, dtype=bool)
     cr = seq < cr_floor_mm
-    resp = ((seq - base) / base <= -0.30) | cr
+    resp = ((seq - base) / base <= -0.30 + TIE) | cr  # "at least a 30% decrease" (§4.3.1)
     first_pd = first_progression(diam, cr_floor_mm=cr_floor_mm)
     before = np.arange(A)[None, :] < first_pd[:, None]
     if confirm_days:
@@ -120,8 +128,10 @@ def recist(
         has = k < A
         kk = np.minimum(k, A - 1)
         in_time = has[None, :] & (kk[None, :] < first_pd[:, None])
-        cr = cr & in_time & cr[:, kk]
-        resp = resp & in_time & resp[:, kk]
+        # the response must hold at every assessment up to the confirming one: PR then SD is
+        # SD (RECIST 1.1 §4.6, Table 3), whatever a later scan shows
+        cr = cr & in_time & _held(cr, kk)
+        resp = resp & in_time & _held(resp, kk)
     any_cr = (cr & before).any(axis=1)
     any_pr = (resp & before).any(axis=1)
     event = first_pd < A
@@ -133,6 +143,12 @@ def recist(
     end = days[-1] if censor_at == "last_assessment" else float(horizon)
     pfs = np.where(event, days[np.minimum(first_pd, A - 1)], end).astype(float)
     return bor, pfs, event
+
+
+def _held(x: np.ndarray, kk: np.ndarray) -> np.ndarray:
+    """(P, A): ``x`` true at every assessment from each one (column i) to ``kk[i]``."""
+    misses = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(~x, axis=1)], axis=1)
+    return misses[:, kk + 1] - misses[:, : x.shape[1]] == 0
 
 
 BURDEN_OUTPUTS = ("diameter_mm", "tumour_cells")  # in order of preference
@@ -477,6 +493,10 @@ def hazard_ratios(endpoints: pd.DataFrame, reference: str, *, by: str = "arm") -
             }
         )
         n_ev = int(df["e"].sum())
+        if "n_assessments" in g and len(g) and int(g["n_assessments"].max()) == 0:
+            row["hr_note"] = "not assessed (no assessment within the horizon)"
+            rows.append(row)
+            continue
         if n_ev == 0 or df["arm"].nunique() < 2:
             row["hr_note"] = "no progression events" if n_ev == 0 else "empty arm"
             rows.append(row)
