@@ -103,6 +103,14 @@ def _toml(**over):
             {"drug": [{"name": "wnt974", "every": "1 d", "budget": "1 mg", "round_to": "5 mg"}]},
             "below one dose",
         ),
+        # an optimiser whose update needs the loss itself (a line search) crashed at step one
+        ({"optimizer": {"name": "lbfgs"}}, r"name='lbfgs': its update needs more than"),
+        # no assessment before the horizon: the smoothed PFS is a constant (gradient 0)
+        ({"objective": {"pfs": 1.0}, "assess_every": 21}, r"objective pfs=1.0: PFS needs an"),
+        # true/false were read as 1 mg / 0 mg (a bool is an int to Python)
+        ({"drug": [{"name": "wnt974", "every": "1 d", "round_to": True}]}, r"round_to.*True"),
+        ({"drug": [{"name": "wnt974", "every": "1 d", "initial": False}]}, r"initial.*False"),
+        ({"drug": [{"name": "wnt974", "every": "1 d", "max_dose": True}]}, r"max_dose.*True"),
     ],
 )
 def test_config_errors_name_the_field(over, match):
@@ -217,6 +225,24 @@ def test_slot_rounding_respects_budget_and_daily_maximum():
     assert r.sum() <= 5000.0
     per_day = np.bincount(np.floor(lay.schedule.time[0, lay.valid[0]]).astype(int), weights=r)
     assert per_day.max() <= 1600.0
+
+
+def test_slot_rounding_in_a_unit_not_exact_in_binary_leaves_no_negative_or_phantom_doses():
+    """0.3 mg units, 28 daily 1 mg doses over a 6 mg budget: every dose is a whole number of
+    units (0 exactly when taken to nothing) and the total is the budget.  In mg the repair left
+    doses of -1.1e-16 mg (refused by the NM-TRAN export after all compute) and 3e-14 mg."""
+    from vcohort.dosing import to_nmtran
+
+    d = DrugSlots("wnt974", 1.0, max_dose_mg=30.0, round_to_mg=0.3, budget_mg=6.0)
+    pb = Problem(drugs=(d,), days=28)
+    lay = layout(pb)
+    rounded = round_clinical(pb, lay, np.full(lay.valid.shape, 1.0) * lay.valid)
+    r = rounded.schedule.amount[0, lay.valid[0]]
+    units = r / 0.3
+    np.testing.assert_allclose(units, np.round(units), atol=1e-9)
+    assert r.min() >= 0.0 and set(np.unique(r[r < 0.3])) <= {0.0}
+    assert r.sum() == pytest.approx(6.0, abs=1e-9)
+    assert (to_nmtran(rounded.schedule)["AMT"] >= 0).all()
 
 
 def test_interval_rounding_keeps_a_daily_maximum_for_courses_given_more_than_once_a_day():
@@ -463,6 +489,18 @@ def test_checkpoint_resume_reproduces_uninterrupted_run(cohort8, tmp_path):
     assert full.stop == "patience" and 2 < len(full.history) < 10
     assert (resumed.stop, len(resumed.history)) == (full.stop, len(full.history))
     assert resumed.best_iteration == full.best_iteration
+    # a run that had stopped by patience (its checkpoint kept, as when the CLI fails after the
+    # loop) resumes to the same stop: it took further steps, and could find a new best
+    ck4 = tmp_path / "ck4.npz"
+    stopped = optimize(SMALL, cohort8, **kw, checkpoint=ck4, checkpoint_every=100)
+    again = optimize(SMALL, cohort8, **kw, checkpoint=ck4, resume=True)
+    assert (again.stop, len(again.history)) == ("patience", len(stopped.history))
+    np.testing.assert_array_equal(again.amount, stopped.amount)
+    # the stopping rule and the iterations are the checkpoint's: another is refused
+    with pytest.raises(ValueError, match="different problem, cohort or optimiser settings"):
+        optimize(SMALL, cohort8, **(kw | {"patience": 4}), checkpoint=ck4, resume=True)
+    with pytest.raises(ValueError, match="iterations=2 is fewer than the"):
+        optimize(SMALL, cohort8, **(kw | {"iterations": 2}), checkpoint=ck4, resume=True)
     # a learning-rate schedule resumes where it stopped (its step count is optimiser state)
     from vcohort.optimize.config import optax_key, optax_of
     from vcohort.optimize.loop import _load_checkpoint
@@ -540,7 +578,8 @@ def test_loss_devices_rule():
 
 # ------------------------------------------------------------------ CLI
 @pytest.mark.slow
-def test_cli_optimize_writes_every_output(tmp_path):
+def test_cli_optimize_writes_every_output(tmp_path, monkeypatch, capsys):
+    import vcohort.optimize.experiment as opt_exp
     from vcohort.cli import main
 
     exp = tmp_path / "opt.toml"
@@ -573,8 +612,25 @@ round_to = "100 mg"
 intervals = ["7 d", "14 d", "21 d"]
 """
     )
-    out = tmp_path / "run"
-    assert main(["optimize", str(exp), "--out", str(out), "--no-progress"]) == 0
+    # --out under a folder that does not exist yet (the checkpoint beside it crashed there)
+    out = tmp_path / "new" / "run"
+    # a file the user puts into --out while the run goes on is kept: the run is refused at the
+    # end (it replaced the folder, as if --overwrite had been given) and can be resumed
+    choose = opt_exp.choose_rounding
+
+    def user_writes(*a, **k):
+        out.mkdir(exist_ok=True)
+        (out / "notes.txt").write_text("mine")
+        return choose(*a, **k)
+
+    monkeypatch.setattr(opt_exp, "choose_rounding", user_writes)
+    assert main(["optimize", str(exp), "--out", str(out), "--no-progress"]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine" and len(list(out.iterdir())) == 1
+    monkeypatch.setattr(opt_exp, "choose_rounding", choose)
+    (out / "notes.txt").unlink()
+    assert main(["optimize", str(exp), "--out", str(out), "--no-progress", "--resume"]) == 0
+    assert not list(out.parent.glob(".run.checkpoint*"))  # removed once the run is written
     names = [
         "history.csv",
         "baseline_history.csv",

@@ -113,6 +113,61 @@ def test_unknown_correlation_name_is_reported_before_compute():
         make_cohort(3, population=pop, runin_days=0)
 
 
+def test_a_correlation_on_a_parameter_without_spread_is_refused():
+    """K_niche has CV 0: correlating it acted on nothing of its own and still rotated its
+    partner's draws (weights changed); refused, as a drug file's eta_correlation on a fixed
+    parameter is.  A setting that gives it a CV makes the same correlation act."""
+    fixed = dataclasses.replace(
+        load_population(), correlations=(Correlation("K_niche", "weight_kg", 0.9, "x"),)
+    )
+    with pytest.raises(ValueError, match=r"correlations name \['K_niche'\], which vary by no"):
+        make_cohort(3, population=fixed, runin_days=0)
+    spread = population_from_dict(
+        _preset_dict(
+            correlation=[{"a": "K_niche", "b": "weight_kg", "rho": 0.9, "source": "x"}],
+            parameters={"K_niche": {"cv": 0.3, "upper": 1.0, "source": "assumption: test"}},
+        )
+    )
+    c = make_cohort(500, seed=1, runin_days=0, population=spread)
+    rho = np.corrcoef(np.log(c.params["K_niche"]), np.log(c.covariates["weight_kg"]))[0, 1]
+    assert rho > 0.8
+
+
+@pytest.mark.parametrize("name", ["bsa_m2", "pdl1_positive", "pdl1", "ANC0", "pembrolizumab.CL"])
+def test_a_covariate_named_as_a_parameter_or_a_derived_covariate_is_refused(name):
+    """[covariates.bsa_m2] was replaced by DuBois after the draw, [covariates.pdl1] reused the
+    PD-L1 latent draw, [covariates.ANC0] took over the model parameter's draw."""
+    d = _preset_dict()
+    d["covariates"][name] = {"median": 3.0, "cv": 0.1, "lower": 1.0, "upper": 9.0,
+                             "source": "assumption: test"}  # fmt: skip
+    with pytest.raises(ValueError, match=rf"covariates \['{name}'\] are named as"):
+        make_cohort(3, population=population_from_dict(d), runin_days=0)
+
+
+def test_the_models_own_spread_stays_within_its_hard_bounds():
+    """p_hi (a probability, 0.75 with CV 10%) drew above 1 in 0.2% of default patients; the
+    model's own draws are clipped to `Model.param_bounds` (only those draws change)."""
+    c = make_cohort(3000, seed=0, runin_days=0)
+    p = c.params["p_hi"]
+    assert p.max() == 1.0 and 0 < (p == 1.0).sum() < 20
+    z = standard_normals(0, c.patient_id, ["param:p_hi"])["param:p_hi"]
+    row = CSC_IMMUNE.params["p_hi"]
+    np.testing.assert_allclose(p, np.minimum(row.value * np.exp(row.omega * z), 1.0), rtol=1e-12)
+
+
+def test_subset_takes_a_boolean_mask_and_refuses_fractional_indices():
+    """A mask was read as the positions 0 and 1 (False/True), silently the wrong patients."""
+    c = make_cohort(4, seed=0, runin_days=0, drugs={})
+    s = c.subset(np.array([False, False, True, True]))
+    assert s.patient_id.tolist() == [2, 3]
+    np.testing.assert_array_equal(s.covariates["weight_kg"], c.covariates["weight_kg"][2:])
+    assert c.subset([3.0, 1.0]).patient_id.tolist() == [3, 1]  # whole floats are positions
+    with pytest.raises(ValueError, match="indices must be whole numbers"):
+        c.subset([0.5])
+    with pytest.raises(ValueError, match="one value per patient"):
+        c.subset(np.array([True, False]))
+
+
 def test_a_correlation_on_a_parameter_that_shares_its_draw_is_refused():
     """Pembrolizumab's Q2 uses CL's draw (Ahamadi 2017): correlating Q2 would rotate CL's draw
     too, so it is refused before compute with the driver to name instead; the driver itself

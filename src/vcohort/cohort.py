@@ -28,6 +28,10 @@ from vcohort.config import MAX_ID, MAX_SEED
 from vcohort.drugs import Drug
 from vcohort.population import PDL1_LATENT, Population, correlate, load_population
 
+# covariates the cohort makes itself (PD-L1 status from the latent draw, BSA from weight and
+# height): a population covariate of one of these names is refused (`draw_keys`)
+DERIVED_COVARIATES = ("pdl1_positive", "bsa_m2", PDL1_LATENT)
+
 
 def check_seed_and_ids(seed, first_id, n: int) -> None:
     """Refuse a seed or patient ids outside 0 .. 2³² - 1 (they would repeat other patients)."""
@@ -94,7 +98,21 @@ class Cohort:
         return int(np.asarray(self.patient_id).shape[0])
 
     def subset(self, idx) -> Cohort:
-        idx = np.asarray(idx, dtype=np.int64)
+        """The patients at positions ``idx`` (integers, in that order) or where a boolean mask
+        of the cohort's length is true."""
+        raw = np.asarray(idx)
+        if raw.dtype == bool:
+            if raw.shape != (len(self),):
+                raise ValueError(
+                    f"subset: a boolean mask needs one value per patient ({len(self)}), got "
+                    f"shape {raw.shape}"
+                )
+            raw = np.flatnonzero(raw)
+        elif raw.size and not np.issubdtype(raw.dtype, np.integer):
+            whole = np.issubdtype(raw.dtype, np.floating) and np.all(raw == np.round(raw))
+            if not whole:
+                raise ValueError(f"subset: indices must be whole numbers, got {raw.ravel()[:5]}")
+        idx = raw.astype(np.int64)
         t = lambda d: {k: np.asarray(v)[idx] for k, v in d.items()}  # noqa: E731
         return Cohort(
             np.asarray(self.patient_id)[idx],
@@ -233,8 +251,10 @@ def make_cohort(
 
     def draw(row, name: str, key: str):
         spec = pop.parameters.get(name)
-        if spec is None:
-            return row.value * np.exp(row.omega * zf(key))
+        if spec is None:  # the model's own spread, within its hard bound (`Model.param_bounds`;
+            # assumption: clipped, so that only draws past it change - 0.2% of p_hi, CV 10%
+            # about 0.75, would exceed a probability's 1)
+            return _within_bounds(model, name, row.value * np.exp(row.omega * zf(key)))
         value, omega, lo, hi = _effective(row, spec)
         z = zf(key)
         if (spec.bounds or "truncate") == "truncate" and omega > 0 and variability:
@@ -325,6 +345,15 @@ def with_drug_correlations(pop: Population, catalogue: dict) -> Population:
     return dataclasses.replace(pop, correlations=pop.correlations + extra) if extra else pop
 
 
+def _within_bounds(model, name: str, v: np.ndarray) -> np.ndarray:
+    """``v`` clipped to the top of parameter ``name``'s `Model.param_bounds` (log-normal draws
+    are > 0, so only the top can be crossed); below an open top, its next float down."""
+    if name not in (model.param_bounds or {}):
+        return v
+    _, hi, closed = model.param_bounds[name]
+    return np.minimum(v, hi if closed else np.nextafter(hi, -np.inf))
+
+
 def _effective(row, spec) -> tuple[float, float, float, float]:
     """(value, omega, lower, upper) of a parameter under a population setting."""
     value = row.value if spec.value is None else spec.value
@@ -411,6 +440,14 @@ def draw_keys(model, catalogue: dict, pop: Population) -> dict[str, str]:
         for d, drug in catalogue.items()
         for r in drug.params
     }
+    # a covariate named as a parameter (or as what the cohort derives) would take over its
+    # draw, or be replaced after the draw: refused
+    clash = [c for c in pop.covariates if c in keys or c in DERIVED_COVARIATES]
+    if clash:
+        raise ValueError(
+            f"population {pop.name!r}: covariates {clash} are named as a model or PK parameter "
+            f"or as what the cohort derives ({', '.join(DERIVED_COVARIATES)}); rename them"
+        )
     keys |= {c: f"cov:{c}" for c in pop.covariates}
     keys[PDL1_LATENT] = f"cov:{PDL1_LATENT}"
     unknown = [n for n in pop.correlated_names() if n not in keys]
@@ -427,10 +464,29 @@ def draw_keys(model, catalogue: dict, pop: Population) -> dict[str, str]:
             f"population {pop.name!r}: correlations name PK parameters that share another "
             f"parameter's random effect: {', '.join(shared)}; correlate the driver instead"
         )
+    fixed = [n for n in pop.correlated_names() if _spread(n, model, catalogue, pop) == 0.0]
+    if fixed:
+        raise ValueError(
+            f"population {pop.name!r}: correlations name {fixed}, which vary by no patient (CV "
+            f"0): the correlation would act on nothing of theirs, yet change their partners' "
+            f"draws; remove it or give the parameter a CV"
+        )
     problems = _check_settings(model, catalogue, pop)
     if problems:
         raise ValueError("; ".join(problems))
     return keys
+
+
+def _spread(name: str, model, catalogue: dict, pop: Population) -> float | None:
+    """The between-patient omega (or covariate CV) of a correlated name, after the population's
+    settings; None for the PD-L1 latent draw (always drawn)."""
+    if name == PDL1_LATENT:
+        return None
+    if name in pop.covariates:
+        return pop.covariates[name].omega
+    rows = _setting_rows(model, catalogue)
+    spec = pop.parameters.get(name)
+    return rows[name].omega if spec is None else _effective(rows[name], spec)[1]
 
 
 def run_in(

@@ -107,6 +107,8 @@ def _duration_text(days: float) -> str:
 def parse_amount(text: str | float, field_name: str = "dose") -> tuple[float, str]:
     """``"200 mg"`` → (200.0, "mg"); ``"2 mg/kg"``; ``"75 mg/m2"``; ``"1e6 cells/kg"`` (cell
     products).  A bare number means mg (for a cell product: its amount unit, 1e6 cells)."""
+    if isinstance(text, bool):  # (a bool is an int to Python: true would be 1 mg)
+        raise ValueError(f"{field_name}={text!r}: expected a number or '<number> <unit>'")
     if isinstance(text, int | float):
         return float(text), "mg"
     m = re.fullmatch(rf"\s*({_NUM})\s*([A-Za-z/^²0-9]*)\s*", str(text))

@@ -251,7 +251,8 @@ def landmark_note(summary: pd.DataFrame) -> list[str]:
     arms = ", ".join(html.escape(str(a)) for a in summary.loc[missing, "arm"])
     return [
         f'<p class="meta">PFS at {at} is not evaluable in {arms}: it lies past the last '
-        "follow-up (the last assessment within the horizon) with a patient still "
+        "follow-up (the last assessment within the horizon, or the horizon itself with "
+        'censor_at = "horizon") with a patient still '
         "progression-free; run a longer horizon or choose an earlier landmark_days.</p>"
     ]
 

@@ -358,9 +358,24 @@ def make_optax(
         # the other hyperparameters stay Python constants (as arrays, float32 updates would
         # change in the last digits)
         others = tuple(k for k in inspect.signature(fn).parameters if k != "learning_rate")
-        return optax.inject_hyperparams(fn, static_args=others)(learning_rate=lr)
+        opt = optax.inject_hyperparams(fn, static_args=others)(learning_rate=lr)
     except TypeError as e:
         raise ValueError(f"[optimizer] name={name!r} does not take learning_rate: {e}") from e
+    import warnings
+
+    import numpy as np
+
+    try:  # one update on two numbers: the loop passes the gradient and parameters only
+        z = np.zeros(2, np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (the probe's own dtype and key notes)
+            opt.update(z, opt.init(z), z)
+    except TypeError as e:
+        raise ValueError(
+            f"[optimizer] name={name!r}: its update needs more than the gradient and the "
+            f"parameters ({e}); use a first-order optimiser such as adam, adamw, sgd or lion"
+        ) from None
+    return opt
 
 
 def optax_of(opt: dict):

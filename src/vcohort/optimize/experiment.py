@@ -109,7 +109,7 @@ def run_experiment(
     from vcohort.plots import dose_schedule, save_figure
 
     out = check_output_dir(out, overwrite)  # before any compute
-    ck = out.parent / f".{out.name}.checkpoint.npz"
+    ck = out.resolve().parent / f".{out.resolve().name}.checkpoint.npz"
     if ck.exists() and not resume:
         raise ValueError(
             f"a checkpoint of an interrupted run exists ({ck}); pass --resume to continue it "
@@ -117,6 +117,7 @@ def run_experiment(
         )
     if resume and not ck.exists():
         print(f"note: --resume: no checkpoint ({ck}); starting from the beginning", file=sys.stderr)
+    ck.parent.mkdir(parents=True, exist_ok=True)  # --out's parents (checked above)
     pb = exp.problem
     o = exp.optimizer
     timings = {}
@@ -172,7 +173,8 @@ def run_experiment(
     if k:
         personal = _personalised(exp, train.subset(np.arange(min(k, len(train)))), res, progress)
 
-    with run_folder(out, overwrite=True) as tmp:
+    # the user's --overwrite: a folder filled while the run went on is refused, not replaced
+    with run_folder(out, overwrite=overwrite) as tmp:
         write_csv(tmp / "history.csv", res.history)
         if es is not None:
             write_csv(tmp / "baseline_history.csv", es.history)

@@ -291,13 +291,17 @@ def optimize(
     rng = np.random.default_rng(seed)
     history: list[dict] = []
     best = {"obj": math.inf, "viol": math.inf, "theta": np.asarray(theta), "it": -1, "g": {}}
-    start_it = 0
+    start_it, stopped = 0, None
     prev_viol = math.inf  # the last multiplier update's violation (mu doubles if it barely fell)
     settings = {
         "seed": seed,
         "batch": batch_size,
         "al_every": al_every,
         "mu": float(mu),
+        # the stopping rule: a resume with another one would match no uninterrupted run
+        "patience": patience,
+        "tol": float(tol),
+        "feas_tol": float(feas_tol),
         "optimizer": list(opt_key) if optimizer is None else optimizer_key,
         # the training patients themselves: a resume on another cohort of the same size is refused
         "cohort_seed": int(cohort.seed),
@@ -324,19 +328,26 @@ def optimize(
         rng.bit_generator.state = meta["rng"]
         history = meta["history"]
         start_it = meta["iteration"]
+        stopped = meta.get("stop")  # the run had stopped (patience) before it was interrupted
+        if start_it > iterations:
+            raise ValueError(
+                f"iterations={iterations} is fewer than the {start_it} the checkpoint {ck} has "
+                f"done; resume with the same iterations"
+            )
     elif ck is not None and ck.exists() and not resume:
         raise FileExistsError(f"checkpoint {ck} exists; pass resume=True or remove it")
 
-    it_range = range(start_it, iterations)
-    stop = "iterations"
+    it_range = range(start_it, iterations) if stopped is None else range(0)
+    stop = stopped or "iterations"
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=iterations, initial=start_it, desc="optimising", unit="it")
     t0 = time.perf_counter()
-    # iterations since the best one: a resumed run counts on from where it stopped
-    since_best = start_it - 1 - best["it"] if start_it and best["it"] >= 0 else 0
+    # iterations since the best one: a resumed run counts on from where it stopped (best it
+    # -1: no iteration was better yet, so all start_it of them count)
+    since_best = start_it - 1 - best["it"] if start_it else 0
     for it in it_range:
         idx = _batches(rng, n, batch_size)
         args = place(cohort.arrays(idx, plan.drugs, np_dtype))
@@ -373,10 +384,14 @@ def optimize(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(obj=f"{obj:.4g}", viol=f"{viol:.2g}")
-        if ck is not None and ((it + 1) % checkpoint_every == 0 or it + 1 == iterations):
+        stopping = since_best >= patience
+        if ck is not None and (
+            (it + 1) % checkpoint_every == 0 or it + 1 == iterations or stopping
+        ):
             state = {
                 "fingerprint": fp,
                 "iteration": it + 1,
+                "stop": "patience" if stopping else None,
                 "best_obj": best["obj"],
                 "best_viol": best["viol"],
                 "best_it": best["it"],
@@ -391,7 +406,7 @@ def optimize(
                 },
             }
             _save_checkpoint(ck, state, opt_state, history)
-        if since_best >= patience:
+        if stopping:
             stop = "patience"
             break
     if bar is not None:

@@ -132,6 +132,16 @@ class Problem:
                 raise ValueError(f"objective {k!r} unknown; allowed: {sorted(OBJECTIVES)}")
             if not (isinstance(w, int | float) and math.isfinite(w)):
                 raise ValueError(f"objective weight {k}={w!r} must be a finite number")
+        ae = self.assess_every
+        if isinstance(ae, bool) or not isinstance(ae, int) or ae < 1:
+            raise ValueError(f"assess_every={ae!r} must be a whole number of days >= 1")
+        if self.weights.get("pfs", 0) > 0 and ae >= self.days:
+            raise ValueError(
+                f"objective pfs={self.weights['pfs']!r}: PFS needs an assessment before the "
+                f"horizon, and assess_every={ae} >= days={self.days} leaves none (the smoothed "
+                f"PFS would be the horizon for every schedule, its gradient 0); lower "
+                f"assess_every or drop the pfs weight"
+            )
         if not 0 < self.alpha <= 1:
             raise ValueError(f"alpha={self.alpha!r} (CVaR tail fraction) must be in (0, 1]")
         if self.anc_grade4_max is not None and not 0 <= self.anc_grade4_max < 1:

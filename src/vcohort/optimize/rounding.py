@@ -27,31 +27,25 @@ def _fmt(x: float) -> str:
 
 
 def _round_slots(d: DrugSlots, a: np.ndarray, t: np.ndarray, mx: float) -> np.ndarray:
+    """Each slot to the nearest whole number of units (at most ``mx``), then one unit off the
+    largest dose until the budget and per-day limits hold.  Counted in whole units, so a dose
+    taken down to nothing is exactly 0 mg (in mg, 3 x 0.3 - 0.3 x 3 left -1e-16 mg doses)."""
     unit = d.round_to_mg
-    top = np.floor(mx / unit + 1e-9) * unit
-    r = np.clip(np.round(a / unit) * unit, 0.0, top)
-
-    # repair linear limits by removing one unit from the largest dose until they hold
-    def over() -> bool:
-        if d.budget_mg is not None and r.sum() > d.budget_mg + 1e-9:
-            return True
-        if d.max_daily_mg is not None:
-            days = np.floor(t).astype(int)
-            per_day = np.bincount(days, weights=r)
-            return bool(np.any(per_day > d.max_daily_mg + 1e-9))
-        return False
-
-    while over():
-        days = np.floor(t).astype(int)
-        cand = np.where(r > 0)[0]
-        if d.max_daily_mg is not None and not (
-            d.budget_mg is not None and r.sum() > d.budget_mg + 1e-9
-        ):
-            bad = np.bincount(days, weights=r) > d.max_daily_mg + 1e-9
-            cand = np.where(bad[days] & (r > 0))[0]
-        j = cand[np.argmax(r[cand])]
-        r[j] -= unit
-    return r
+    top = int(np.floor(mx / unit + 1e-9))
+    n = np.clip(np.round(a / unit), 0, top).astype(np.int64)
+    days = np.floor(t).astype(int)
+    budget = None if d.budget_mg is None else int(np.floor(d.budget_mg / unit + 1e-9))
+    daily = None if d.max_daily_mg is None else int(np.floor(d.max_daily_mg / unit + 1e-9))
+    while True:  # repair the linear limits (in units)
+        if budget is not None and n.sum() > budget:
+            cand = np.flatnonzero(n > 0)
+        elif daily is not None and (np.bincount(days, weights=n) > daily).any():
+            bad = np.bincount(days, weights=n) > daily
+            cand = np.flatnonzero(bad[days] & (n > 0))
+        else:
+            break
+        n[cand[np.argmax(n[cand])]] -= 1
+    return n * unit
 
 
 def _courses(d: DrugSlots, a: np.ndarray, t: np.ndarray, mx: float) -> list:
