@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -106,6 +107,23 @@ def test_sweep_expands_to_named_validated_runs(tmp_path, capsys):
         "population.replace_rejected": True,
     }
     assert "10 mg/kg" in third.title and runs[4].values == {}
+
+
+def test_a_sweep_key_that_could_mean_two_arms_and_a_bad_file_name_are_refused(tmp_path):
+    """'arms.1' with an arm named "1" at position 2: the value landed in arm "2" silently;
+    a sweep file without name = ... whose file name is no run name was blamed on 'name'."""
+    base = BASE.format(days=42).replace('name = "pembro"', 'name = "1"')
+    _write(tmp_path, "base.toml", base)
+    sweep = 'base = "base.toml"\n[sweep]\n"arms.1.regimens.0.dose" = ["5 mg/kg", "10 mg/kg"]\n'
+    runs = load_runs([_write(tmp_path, "ok.toml", sweep)])  # "1" is also position 1: one arm
+    assert runs[0].experiment.arms[1].regimens[0].dose == 5.0
+    three = base + '\n[[arms]]\nname = "2"\nregimens = ["pembrolizumab 1 mg/kg q3w"]\n'
+    three = three.replace('name = "1"', 'name = "x"').replace('name = "2"', 'name = "1"')
+    _write(tmp_path, "base.toml", three)  # arms control, x, 1: '1' is position 1 and arm 1
+    with pytest.raises(ValueError, match=r"'1' in arms is both position 1 and the name of item 2"):
+        load_runs([_write(tmp_path, "amb.toml", sweep)])
+    with pytest.raises(ValueError, match=r"name: not given, and the file name 'dose sweep'"):
+        load_runs([_write(tmp_path, "dose sweep.toml", sweep)])
 
 
 def test_sweep_over_an_inline_population_parameter(tmp_path):
@@ -251,6 +269,12 @@ def test_summary_keeps_a_swept_reference_arm_once_and_lists_failed_runs(tmp_path
     assert s["error"].tolist() == ["", "", "ValueError: too few plausible patients"]
     assert s["n"].isna().tolist() == [False, False, True]
     assert s["n"].dtype == "Int64"  # was float: "12.0" in batch_summary.csv
+    # an arm named as pandas spells a missing value stays a name; empty fields stay missing
+    pd.DataFrame({"arm": ["None", "NA"], "n": [12, 12], "orr": [np.nan, 0.25]}).to_csv(
+        out / runs[0].name / "summary.csv", index=False
+    )
+    s = batch_summary(runs[:1], out)
+    assert s["arm"].tolist() == ["None", "NA"] and np.isnan(s["orr"].iloc[0])
     assert s.to_csv(index=False).splitlines()[1].split(",")[s.columns.get_loc("n")] == "12"
 
 
@@ -266,6 +290,24 @@ def test_fingerprint_does_not_depend_on_the_working_directory(tmp_path, monkeypa
     here = fingerprint(load_runs(["exp/base.toml"])[0])
     monkeypatch.chdir(tmp_path / "exp")
     assert fingerprint(load_runs(["base.toml"])[0]) == here
+    # a calibration rule file: hashed by its bytes, its path (relative to where the command
+    # runs) left out; before, a resume from another folder recomputed finished chunks
+    from vcohort.calibrate import CalibrationRule, Targets
+
+    CalibrationRule(
+        "pembrolizumab 2 mg/kg q3w", 210, Targets(0.21, 0.34), (0.2, 0.01, 0.2, 0.59),
+        (1, 1, 1, 1), (4.0,), (1.0, 1.0), 1.0, 0.5,
+        assessment={"assess_every": 21, "assess_first": 21},
+        fit={"pool_seed": 99, "pool_ids": [0, 5]},
+    ).save(tmp_path / "exp" / "rule.json")  # fmt: skip
+    cal = base + '\n[calibration]\nrule = "rule.json"\npool = 24\n'
+    _write(tmp_path / "exp", "cal.toml", cal)
+    here = fingerprint(load_runs(["cal.toml"])[0])
+    monkeypatch.chdir(tmp_path)
+    assert fingerprint(load_runs(["exp/cal.toml"])[0]) == here
+    rule = tmp_path / "exp" / "rule.json"
+    rule.write_text(rule.read_text().replace('"pool_seed": 99', '"pool_seed": 98'))
+    assert fingerprint(load_runs(["exp/cal.toml"])[0]) != here  # its contents do count
 
 
 def test_a_second_invocation_on_a_running_batch_folder_is_refused(tmp_path):

@@ -105,6 +105,36 @@ def test_cli_patient_params_from_a_run_table(tmp_path, capsys):
     assert "bsa_m2=2.5 is computed from weight_kg and height_cm" in capsys.readouterr().err
 
 
+def test_a_run_table_patient_keeps_the_run_s_own_run_in(tmp_path):
+    """A trial run with runin_days = 30: its patient's day-0 state is rebuilt with 30 days (read
+    from the manifest beside patients.parquet), not the model's 240 (the exported MDSC at day 0
+    was 3.7e9 against the run's 2.1e9)."""
+    import json
+    from types import SimpleNamespace
+
+    from vcohort.cli.tools import _run_runin
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.sbml import read_overrides, with_overrides
+
+    c = make_cohort(2, seed=2, runin_days=30)
+    path = tmp_path / "patients.parquet"
+    c.to_frame().to_parquet(path)
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"config": {"simulation": {"runin_days": 30, "dt": 0.1}}})
+    )
+    args = SimpleNamespace(patient_params=str(path), runin_days=None)
+    assert _run_runin(args) == (30, 0.1)
+    typical = make_cohort(1, seed=0, variability=False)
+    got = with_overrides(typical, CSC_IMMUNE, read_overrides(str(path), 1), runin_days=30)
+    for k in c.y0:
+        np.testing.assert_allclose(got.y0[k][0], c.y0[k][1], rtol=1e-9, err_msg=k)
+    model_default = with_overrides(typical, CSC_IMMUNE, read_overrides(str(path), 1))
+    assert abs(model_default.y0["MDSC"][0] / c.y0["MDSC"][1] - 1) > 0.05  # 240 d: another state
+    assert _run_runin(SimpleNamespace(patient_params=str(path), runin_days=5)) == (5, 0.1)
+    (tmp_path / "manifest.json").unlink()
+    assert _run_runin(args) == (None, 0.1)  # no manifest: the model's run-in
+
+
 def test_cli_on_grid_places_doses_as_the_simulator(tmp_path, capsys):
     """--on-grid 0.1: a 30-minute infusion every 8 h is written as the simulator gives it (start
     on the 0.1-day grid, one whole step long); without it, at the regimen's exact times."""

@@ -48,6 +48,21 @@ def local_run():
 
 
 @pytest.mark.slow
+def test_a_patient_whose_rate_the_step_cannot_follow_is_left_out(local_run):
+    """One patient's k_TGF at 40/day (rate x dt = 4 at dt 0.1): its endpoint would be finite
+    and wrong, so its row is NaN (left out of the ranking, as `simulate` flags it unstable);
+    the others are the run's own values."""
+    cohort, problem, res = local_run
+    k = np.array(cohort.params["k_TGF"], dtype=np.float64)
+    k[1] = 40.0
+    bad = local_sensitivities(problem, cohort.with_params(k_TGF=k), mode="forward")
+    assert bad.unstable.tolist() == [False, True, False]
+    assert np.isnan(bad.value[1]) and np.isnan(bad.grad[1]).all()
+    np.testing.assert_array_equal(bad.grad[[0, 2]], res.grad[[0, 2]])
+    assert rank_local(bad).n_patients.iloc[0] == 2
+
+
+@pytest.mark.slow
 def test_autodiff_matches_central_finite_differences(local_run):
     cohort, problem, res = local_run
     assert res.grad.shape == (3, len(problem.names)) and np.all(np.isfinite(res.grad))
@@ -270,7 +285,11 @@ def test_cli_sobol_says_where_range_sd_does_not_act(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "h_PD1 is fixed in the parameter table and ranges x/÷ 2" in err
     m = json.loads((out / "manifest.json").read_text())
-    assert m["range_rules"]["h_PD1"] == "x/÷ 2 (fixed in the parameter table)"
+    # h_PD1 = 0.9 x/÷ 2 would reach 1.8: its range [0.45, 1] is capped, and the rule says so
+    assert m["ranges"]["h_PD1"][1] == 1.0
+    assert m["range_rules"]["h_PD1"] == (
+        "x/÷ 2 (fixed in the parameter table), capped at 1 (a fraction)"
+    )
     assert m["range_rules"]["v_N"].startswith("value x exp(±1 omega)")
 
 
@@ -300,6 +319,17 @@ def test_cli_validates_before_compute(tmp_path, capsys):
         (["--method", "sobol", "--params", "v_N,d_N", "--range", "v_N=0.01:0.02",
           "--range", "v_N=0.001:0.5"], "v_N already has --range 'v_N=0.01:0.02'"),
         (["--method", "sobol", "--params", "v_N,d_N", "--range-sd", "0"], "--range-sd 0.0"),
+        # a coarse dt: k_TGF (14.3/day, held typical) makes RK4 unstable; endpoints were
+        # finite and wrong (k_TGF ranked first, sign flipped) with no word said
+        (["--dt", "0.5"], "--dt 0.5: the typical k_TGF gives a rate of 14.3/day"),
+        (["--method", "sobol", "--params", "v_N,d_N", "--dt", "0.5"], "--dt 0.5: the typical"),
+        # MTT enters as ktr = 4/MTT: its low end is a rate the step cannot follow
+        (["--method", "sobol", "--params", "MTT,ANC0", "--range", "MTT=0.14:5"],
+         "its transit rate 4/MTT reaches 28.6/day"),
+        (["--method", "sobol", "--params", "v_N,v_N,d_N"], "v_N given more than once"),
+        (["--method", "sobol", "--params", "v_N,d_N", "--seed", "-1"], "--seed=-1"),
+        (["--method", "sobol", "--params", "v_N,pembrolizumab.CL", "--no-pk", "--regimen",
+          "pembrolizumab"], "pembrolizumab.CL is held at its typical value with --no-pk"),
     ]  # fmt: skip
     for extra, msg in cases:
         if msg is None:

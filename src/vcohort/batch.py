@@ -88,6 +88,8 @@ def fingerprint(run: BatchRun) -> str:
     config = dict(e.config)  # the population file's path depends on the working directory
     if isinstance(config.get("population"), dict):
         config["population"] = {k: v for k, v in config["population"].items() if k != "origin"}
+    if isinstance(config.get("calibration"), dict):  # the rule file by its bytes, not its path
+        config["calibration"] = {k: v for k, v in config["calibration"].items() if k != "rule"}
     blob = json.dumps(
         {
             "config": config,
@@ -620,7 +622,10 @@ def batch_summary(runs, out, failed: dict | None = None) -> pd.DataFrame:
         if r.name in failed:
             s = pd.DataFrame({"run": [r.name]})
         else:
-            s = pd.read_csv(Path(out) / r.name / "summary.csv")
+            # (an arm named "None" or "NA" stays a name, not a missing value)
+            s = pd.read_csv(  # (missing values are written as empty fields: `write_csv`)
+                Path(out) / r.name / "summary.csv", keep_default_na=False, na_values=[""]
+            )
             s = s[[c for c in SUMMARY_COLUMNS if c in s] + dose_modification_columns(s)].copy()
             s.insert(0, "run", r.name)
         swept = {k: v if isinstance(v, str | int | float) else json.dumps(v)

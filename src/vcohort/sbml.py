@@ -412,10 +412,14 @@ def read_overrides(path, row: int = 0) -> dict[str, float]:
     return out
 
 
-def with_overrides(cohort, model, values: dict[str, float], *, dt: float = 0.1):
+def with_overrides(
+    cohort, model, values: dict[str, float], *, dt: float = 0.1, runin_days: int | None = None
+):
     """A one-patient cohort (row 0 of ``cohort``) with model parameters, covariates and
-    ``drug.param`` PK values replaced, and its initial state rebuilt (initial guess + the
-    model's run-in), as `vcohort.cohort.make_cohort` builds it."""
+    ``drug.param`` PK values replaced, and its initial state rebuilt (initial guess + a run-in
+    of ``runin_days`` at step ``dt``; None: the model's), as `vcohort.cohort.make_cohort`
+    builds it."""
+    runin_days = model.runin_days if runin_days is None else runin_days
     from vcohort.cohort import bsa_dubois, initial_state, run_in
 
     c = cohort.subset([0])
@@ -462,7 +466,7 @@ def with_overrides(cohort, model, values: dict[str, float], *, dt: float = 0.1):
     cov["bsa_m2"] = bsa_dubois(cov["weight_kg"], cov["height_cm"])
     y0 = initial_state(model, params, cov["baseline_diameter_mm"], 1)
     c = c.replace(params=params, covariates=cov, pk=pk, y0=y0)
-    return run_in(c, model, model.runin_days, dt=dt) if model.runin_days else c
+    return run_in(c, model, runin_days, dt=dt) if runin_days else c
 
 
 def schedule_on_grid(schedule, dt: float, days: int | None = None):

@@ -5,9 +5,12 @@ the drugs given) we compute ``S_ij = ∂E_i/∂log θ_j``, the change of the end
 change of the parameter, by JAX autodiff through the whole simulation (`vcohort.simulate`): the
 initial state is rebuilt from the parameters (`Model.initial_state`) and the pre-treatment
 immune run-in is simulated as in `vcohort.cohort.make_cohort`, so a parameter change means a
-different *patient*, not a perturbed state.  For log endpoints ``S`` is the usual normalised
-(logarithmic) sensitivity ``(θ/E)·∂E/∂θ``.  Gradients are exact derivatives of the discrete
-(fixed-step RK4) solution.  Summaries across patients: median, quartiles, median |S|.
+different *patient*, not a perturbed state.  For a log endpoint ``E = ln y``, ``S`` is the usual
+normalised (logarithmic) sensitivity ``(θ/y)·∂y/∂θ``.  A patient whose own first-order rate
+(or transit rate) times dt reaches RK4's stability limit gets NaN (its endpoint would be
+finite but wrong; `vcohort.simulate.unstable_patients`).  Gradients are exact derivatives
+of the discrete (fixed-step RK4) solution.  Summaries across patients: median, quartiles,
+median |S|.
 
 Forward vs reverse mode (measured, ``benchmarks/bench_sensitivity.py`` →
 ``benchmarks/results/sensitivity.md``; 16 patients, 60 days, 114 parameters, 2-core CPU,
@@ -42,7 +45,14 @@ import pandas as pd
 from vcohort.cohort import Cohort
 from vcohort.dosing import compile_schedule
 from vcohort.model import csc_immune_params
-from vcohort.simulate import DEFAULT_DT, Plan, patient_fn, prepare
+from vcohort.simulate import (
+    DEFAULT_DT,
+    Plan,
+    acting_channels,
+    patient_fn,
+    prepare,
+    unstable_patients,
+)
 
 ENDPOINTS = {
     "log_tumour_cells": "log of viable cancer cells S+N at the horizon",
@@ -333,6 +343,7 @@ class LocalResult:
     grad: np.ndarray
     mode: str
     seconds: float
+    unstable: np.ndarray | None = None  # (P,) an acting rate x dt past RK4's limit: NaN rows
 
     def frame(self) -> pd.DataFrame:
         """Wide table: patient, endpoint value, one column per parameter."""
@@ -361,6 +372,12 @@ def local_sensitivities(
     t0 = time.perf_counter()
     c = int(min(chunk_size, len(cohort)))
     value, grad = _chunked(problem, mode, args, len(cohort), c, progress)
+    # a patient whose own rate the fixed step cannot follow has a finite but wrong endpoint
+    # (as `vcohort.simulate` flags it): NaN, so that the ranking leaves it out
+    plan = problem.plan
+    unstable = unstable_patients(problem.model, cohort.params, plan.dt, acting_channels(plan.drugs))
+    value = np.where(unstable, np.nan, value)
+    grad = np.where(unstable[:, None], np.nan, grad)
     return LocalResult(
         problem,
         np.asarray(cohort.patient_id),
@@ -368,6 +385,7 @@ def local_sensitivities(
         grad,
         mode,
         time.perf_counter() - t0,
+        unstable,
     )
 
 

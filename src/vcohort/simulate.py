@@ -96,14 +96,28 @@ def first_order_rates(model: Model, channels=()) -> list[str]:
     ]
 
 
+def step_rates(model: Model, params: dict, channels=()) -> dict:
+    """The acting first-order rates (1/day) of parameter values ``params`` (name -> value or
+    array): the `first_order_rates` themselves and each transit chain's n / τ
+    (`Model.transit_rates`), by parameter name."""
+    out = {
+        k: np.abs(np.asarray(params[k], dtype=np.float64))
+        for k in first_order_rates(model, channels)
+        if k in params
+    }
+    for k, n in (model.transit_rates or {}).items():
+        if k in params:
+            out[k] = n / np.asarray(params[k], dtype=np.float64)
+    return out
+
+
 def unstable_patients(model: Model, params: dict, dt: float, channels=()) -> np.ndarray:
-    """(P,) True where an acting first-order rate (`first_order_rates`) times ``dt`` reaches
-    `RK4_STABILITY`: the fixed step cannot follow that decay."""
+    """(P,) True where an acting rate (`step_rates`: a first-order rate, or a transit chain's
+    n / τ) times ``dt`` reaches `RK4_STABILITY`: the fixed step cannot follow that decay."""
     P = len(np.atleast_1d(np.asarray(next(iter(params.values())))))
     out = np.zeros(P, dtype=bool)
-    for k in first_order_rates(model, channels):
-        if k in params:
-            out |= np.abs(np.asarray(params[k], dtype=np.float64)) * dt >= RK4_STABILITY
+    for rate in step_rates(model, params, channels).values():
+        out |= rate * dt >= RK4_STABILITY
     return out
 
 

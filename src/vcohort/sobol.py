@@ -23,7 +23,7 @@ import pandas as pd
 from vcohort.cohort import Cohort, bsa_dubois, initial_state, make_cohort
 from vcohort.population import load_population
 from vcohort.sensitivity import FIXED_FACTOR, UNIT_INTERVAL, Problem, evaluator
-from vcohort.simulate import RK4_STABILITY, acting_channels, first_order_rates
+from vcohort.simulate import RK4_STABILITY, acting_channels, first_order_rates, step_rates
 
 SCALES = ("linear", "log")
 # largest rate·dt a sampled first-order rate (unit 1/day) may reach: fixed-step RK4 is stable
@@ -73,6 +73,33 @@ def check_model_ranges(model, names, bounds, dt: float, channels=()) -> None:
                 f"below {STEP_LIMIT}); narrow the range to below {STEP_LIMIT / dt:g} or use a "
                 f"smaller dt (e.g. {dt / 2:g})"
             )
+        k = (model.transit_rates or {}).get(n)
+        if k is not None and k / lo * dt >= STEP_LIMIT:
+            raise ValueError(
+                f"range of {n}: {lo:g}:{hi:g} with dt {dt:g}: its transit rate {k:g}/{n} "
+                f"reaches {k / lo:.3g}/day, which makes the fixed RK4 step unstable (rate x dt "
+                f"= {k / lo * dt:.3g}; it must stay below {STEP_LIMIT}); raise the low end to "
+                f"above {k * dt / STEP_LIMIT:.3g} or use a smaller dt (e.g. {dt / 2:g})"
+            )
+
+
+def check_typical_rates(model, dt: float, channels=(), sampled=()) -> None:
+    """Before compute: the rates held at their typical values (all but ``sampled``) keep the
+    fixed RK4 step stable at ``dt`` (rate x dt below `STEP_LIMIT`); a coarse ``--dt`` gave
+    finite but wrong endpoints (k_TGF, 14.3/day, at dt 0.5: rate x dt 7.2)."""
+    typical = {r.name: r.value for r in model.params.rows if r.name not in set(sampled)}
+    for n, rate in step_rates(model, typical, channels).items():
+        if float(rate) * dt >= STEP_LIMIT:
+            raise ValueError(
+                f"--dt {dt:g}: the typical {n} gives a rate of {float(rate):.3g}/day, and rate x "
+                f"dt = {float(rate) * dt:.3g} makes the fixed RK4 step unstable (it must stay "
+                f"below {STEP_LIMIT}); use --dt {_stable_dt(float(rate)):g} or smaller"
+            )
+
+
+def _stable_dt(rate: float) -> float:
+    """The largest dt = 1/n day (n whole) with rate x dt below `STEP_LIMIT`."""
+    return 1.0 / math.floor(rate / STEP_LIMIT + 1.0)
 
 
 def sobol_indices(
@@ -224,9 +251,9 @@ def model_sobol(
             raise ValueError(f"parameter {n!r} is not sampled by this problem (PK excluded?)")
     if bounds is None:
         bounds = default_ranges(problem.model, names, width_sd=width_sd, drugs=problem.plan.drugs)
-    check_model_ranges(
-        problem.model, names, bounds, problem.plan.dt, acting_channels(problem.plan.drugs)
-    )
+    channels = acting_channels(problem.plan.drugs)
+    check_model_ranges(problem.model, names, bounds, problem.plan.dt, channels)
+    check_typical_rates(problem.model, problem.plan.dt, channels, sampled=names)
     ev = evaluator(problem, chunk_size, progress=progress)
     t0 = time.perf_counter()
     table, X, Y = sobol_indices(

@@ -117,7 +117,13 @@ def expand_sweep(
             errors.append(f"{k}: expected a string, got {data[k]!r}")
     prefix = data.get("name", default_name)
     if not isinstance(prefix, str) or not _NAME.fullmatch(prefix):
-        errors.append(f"name: {prefix!r} must be letters, digits and _ . + -")
+        if "name" in data:
+            errors.append(f"name: {prefix!r} must be letters, digits and _ . + -")
+        else:  # the file name stood in for it
+            errors.append(
+                f"name: not given, and the file name {prefix!r} (the runs' default prefix) is "
+                f'not letters, digits and _ . + -: set name = "..." in the sweep file'
+            )
     base, base_src, base_path = _base(data.get("base"), base_dir, errors)
     sweep = data.get("sweep")
     if not isinstance(sweep, dict) or not sweep:
@@ -235,6 +241,12 @@ def _set(d, key: str, value) -> str | None:
         elif isinstance(node, list):
             part, j, last = parts[i], i + 1, i == len(parts) - 1
             idx = _index(node, part)
+            named = [k for k, x in enumerate(node) if isinstance(x, dict) and x.get("name") == part]
+            if part.isdigit() and named and named != [idx]:
+                return (
+                    f"{part!r} in {where} is both position {part} and the name of item "
+                    f"{named[0]}: rename that item, so that the key says which it means"
+                )
             if idx is None:
                 names = [x.get("name") for x in node if isinstance(x, dict) and "name" in x]
                 allowed = f"an index 0..{len(node) - 1}" + (

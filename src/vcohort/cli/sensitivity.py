@@ -109,6 +109,11 @@ def run(args) -> int:
         include_pk=not args.no_pk,
     )
     sobol = _sobol_settings(args, problem) if args.method == "sobol" else None
+    if sobol is None:  # (Sobol checks the rates it holds typical in _sobol_settings)
+        from vcohort.simulate import acting_channels
+        from vcohort.sobol import check_typical_rates
+
+        check_typical_rates(problem.model, args.dt, acting_channels(problem.plan.drugs))
     return _sensitivity_compute(args, problem, sobol)
 
 
@@ -152,11 +157,21 @@ def _sobol_settings(args, problem):
     names = [n.strip() for n in (args.params or "").split(",") if n.strip()]
     if len(names) < 2:
         raise ValueError(f"--params={args.params!r}: give >= 2 comma-separated parameters")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"--params={args.params!r}: {', '.join(twice)} given more than once")
+    if args.seed < 0:
+        raise ValueError(f"--seed={args.seed}: the sampling seed must be >= 0")
     for n in names:  # an unknown name is --params' error, not --range-sd's
         try:
             default_ranges(problem.model, [n], drugs=problem.plan.drugs)
         except ValueError as e:
             raise ValueError(f"--params={args.params!r}: {e}") from None
+        if n not in problem.names:  # a PK parameter under --no-pk
+            raise ValueError(
+                f"--params={args.params!r}: {n} is held at its typical value with --no-pk; "
+                f"drop --no-pk to sample it"
+            )
     try:
         bounds = default_ranges(
             problem.model, names, width_sd=args.range_sd, drugs=problem.plan.drugs
@@ -180,10 +195,11 @@ def _sobol_settings(args, problem):
         rules[name] = "--range"
     check_ranges(names, bounds, "log")
     from vcohort.simulate import acting_channels
-    from vcohort.sobol import check_model_ranges
+    from vcohort.sobol import check_model_ranges, check_typical_rates
 
     drugs = problem.plan.drugs
     check_model_ranges(problem.model, names, bounds, args.dt, acting_channels(drugs))
+    check_typical_rates(problem.model, args.dt, acting_channels(drugs), sampled=names)
     n = args.samples
     if n < 2 or n & (n - 1):
         raise ValueError(f"--samples={n} must be a power of 2 >= 2")
@@ -203,14 +219,20 @@ def _sobol_settings(args, problem):
 def _range_rule(problem, name: str, width_sd) -> str:
     """How the default range of ``name`` is made (for the manifest)."""
     from vcohort.sensitivity import FIXED_FACTOR
-    from vcohort.sobol import _param_row
+    from vcohort.sobol import UNIT_INTERVAL, _param_row, default_ranges
 
     omega = _param_row(problem.model, name, problem.plan.drugs).omega
-    return (
+    rule = (
         f"value x exp(±{width_sd:g} omega), omega {omega:.3g}"
         if omega > 0
         else (f"x/÷ {FIXED_FACTOR:g} (fixed in the parameter table)")
     )
+    capped = (
+        name in UNIT_INTERVAL.get(problem.model.name, ())
+        and default_ranges(problem.model, [name], width_sd=width_sd, drugs=problem.plan.drugs)[0, 1]
+        == 1.0
+    )
+    return rule + (", capped at 1 (a fraction)" if capped else "")
 
 
 def _sensitivity_compute(args, problem, sobol) -> int:
@@ -235,7 +257,8 @@ def _sensitivity_compute(args, problem, sobol) -> int:
         if n_fin < len(cohort):
             print(
                 f"note: {len(cohort) - n_fin} of {len(cohort)} patients gave a non-finite "
-                "endpoint or sensitivity and are left out of the ranking",
+                f"endpoint or sensitivity, or have a rate the RK4 step at --dt {args.dt:g} "
+                f"cannot follow ({int(res.unstable.sum())}), and are left out of the ranking",
                 file=sys.stderr,
             )
         if 2 * n_zero >= n_fin:
@@ -245,7 +268,8 @@ def _sensitivity_compute(args, problem, sobol) -> int:
                 "uninformative; read q25/q75 or choose another --endpoint",
                 file=sys.stderr,
             )
-        extra = {"mode": res.mode, "n_finite": n_fin, "n_all_zero": n_zero}
+        extra = {"mode": res.mode, "n_finite": n_fin, "n_all_zero": n_zero,
+                 "n_rk4_unstable": int(res.unstable.sum())}  # fmt: skip
         files = {"sensitivities.parquet": res.frame()}
         plot = lambda p: tornado_local(table, p, top=args.top, title=title)  # noqa: E731
     else:

@@ -35,6 +35,13 @@ def add_export_sbml(sub) -> None:
         "--row", type=int, default=0, help="row of the --patient-params table to use (default 0)"
     )
     e.add_argument(
+        "--runin-days",
+        type=int,
+        default=None,
+        help="immune run-in that rebuilds the --patient-params patient's day-0 state (default: "
+        "the run's, from the manifest.json beside the table; else the model's)",
+    )
+    e.add_argument(
         "--on-grid",
         type=float,
         default=None,
@@ -82,6 +89,7 @@ def run_export_sbml(args) -> int:
             raise ValueError("--population needs --patient (the typical patient has none)")
         population = load_population(args.population)
     values = read_overrides(args.patient_params, args.row) if args.patient_params else {}
+    runin, runin_dt = _run_runin(args)
     if args.on_grid is not None:
         n = round(1.0 / args.on_grid) if args.on_grid > 0 else 0
         if not (0 < args.on_grid <= 1 and abs(n * args.on_grid - 1.0) < 1e-9):
@@ -101,10 +109,34 @@ def run_export_sbml(args) -> int:
             1, seed=args.seed, model=model, first_id=args.patient, population=population
         )
     if values:
-        cohort = with_overrides(cohort, model, values)
+        cohort = with_overrides(cohort, model, values, dt=runin_dt, runin_days=runin)
     out.write_text(patient_sbml(cohort, 0, schedule, model=model, drugs=drugs))
     print(f"wrote {args.out} ({model.name}, patient {int(cohort.patient_id[0])})")
     return 0
+
+
+def _run_runin(args) -> tuple[int | None, float]:
+    """(run-in days, its step) that rebuild a --patient-params patient: --runin-days, else the
+    run's own (a trial or batch run's manifest.json beside the table records them), else the
+    model's (None)."""
+    import json
+    from pathlib import Path
+
+    if args.runin_days is not None:
+        if args.runin_days < 0 or not args.patient_params:
+            raise ValueError(
+                f"--runin-days={args.runin_days}: give >= 0 days, with --patient-params (the "
+                f"run-in rebuilds that patient's day-0 state)"
+            )
+        return args.runin_days, 0.1
+    man = Path(args.patient_params).parent / "manifest.json" if args.patient_params else None
+    if man is None or not man.is_file():
+        return None, 0.1
+    try:
+        sim = json.loads(man.read_text()).get("config", {}).get("simulation", {})
+    except (ValueError, AttributeError):
+        return None, 0.1
+    return sim.get("runin_days"), float(sim.get("dt", 0.1))
 
 
 def add_validate(sub) -> None:

@@ -43,6 +43,8 @@ class Model:
         gated_rates: first-order rate parameter (1/day) -> the effect channel that switches it
             on (a drug's kill or depletion rate): it can make the RK4 step unstable only when a
             scheduled drug acts on that channel (`vcohort.simulate.unstable_patients`).
+        transit_rates: time parameter (day) -> n, where the model's rate is n / value (a
+            transit chain's ktr = 4 / MTT): checked for RK4 stability as the rates are.
     """
 
     name: str
@@ -61,6 +63,7 @@ class Model:
     param_bounds: dict | None = None
     output_ranges: dict | None = None
     gated_rates: dict | None = None
+    transit_rates: dict | None = None
 
     def allows(self, name: str, value: float) -> bool:
         """Whether ``value`` lies in parameter ``name``'s `param_bounds` (True if unbounded)."""
@@ -147,6 +150,7 @@ CSC_IMMUNE = Model(
     },
     # rates that act only with their drug (k_chemo × chemo_kill, k_ccr4 × ccr4_depletion)
     gated_rates={"k_chemo": "chemo_kill", "k_ccr4": "ccr4_depletion"},
+    transit_rates={"MTT": 4.0},  # the marrow chain's ktr = 4 / MTT (Friberg 2002)
     output_ranges={
         # ANC above 50 x 10^9/L is an extreme leukocytosis: a threshold there is a unit slip
         "ANC": (0.0, 50.0, "x 10^9/L", "write ANC in 10^9/L, e.g. 1.5 for 1,500 cells/uL"),
