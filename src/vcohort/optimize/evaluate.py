@@ -56,6 +56,18 @@ def mg_per_patient(schedule: Schedule, cohort: Cohort) -> np.ndarray:
     return a[None] * np.where(k == 1, w, np.where(k == 2, b, 1.0))
 
 
+# how far over a limit (relative) still counts as on it: round-off of the amounts.  In float32
+# the optimiser's amounts carry ~1e-7 relative error (eps 1.2e-7; a budget was measured
+# 1.3e-7 over), in float64 ~1e-16.
+FEASIBLE_TOL = {"float64": 1e-9, "float32": 1e-6}
+
+
+def feasible(g: dict, precision: str = "float64") -> bool:
+    """Whether every hard constraint value (`hard_constraints`, relative) is <= 0 up to the
+    round-off of ``precision`` (`FEASIBLE_TOL`)."""
+    return bool(all(v <= FEASIBLE_TOL[precision] for v in g.values()))
+
+
 def hard_constraints(problem: Problem, schedule: Schedule, cohort: Cohort, traj) -> dict:
     """Hard constraint values, scaled like `constraint_values` (<= 0 feasible)."""
     mg = mg_per_patient(schedule, cohort)
@@ -178,7 +190,7 @@ def evaluate(
             row.update({c: float(s[c].iloc[0]) for c in cols})
         g = hard_constraints(problem, sched, cohort, traj)
         row.update({f"g:{k}": v for k, v in g.items()})
-        row["feasible"] = bool(all(v <= 1e-9 for v in g.values()))
+        row["feasible"] = feasible(g, problem.precision)
         rows.append(row)
     df = pd.DataFrame(rows)
     if reference is not None:
