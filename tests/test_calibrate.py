@@ -66,6 +66,12 @@ def test_assessment_options_are_canonical_and_checked_against_the_landmark():
     C.check_assessment({"assess_first": 84, "confirm_days": 28}, 210)
     with pytest.raises(ValueError, match="on day 200: it must come by the 6-month landmark"):
         C.check_assessment({"assess_first": 200}, 210)
+    with pytest.raises(
+        ValueError,
+        match=r"no RECIST assessment falls within the 210-day .*"
+        r"asked for day 300\): it must come by",
+    ):  # fmt: skip  (was "day none")
+        C.check_assessment({"assess_first": 300}, 210)
     with pytest.raises(ValueError, match="days 126 of the 210-day .* no second look >= 28"):
         C.check_assessment({"assess_every": 126, "confirm_days": 28}, 210)
 
@@ -103,8 +109,32 @@ def test_rare_cells_get_no_quota_so_fresh_pools_do_not_fail():
     assert rep["ks_pvalue"] > 0.01
     kept = C.fit_rule(obs, K006, arm=ARM, days=DAYS, min_cell_count=0)
     assert kept.cell_probs[1] > 0  # the cell is kept when asked to
-    with pytest.raises(ValueError, match="responder & progressed.*none in this pool"):
+    with pytest.raises(ValueError, match="responder & progressed.*none in this pool: no pool"):
         C.select(kept, fresh, 1900)
+
+
+def test_a_cell_empty_in_the_fitting_pool_gets_no_density_factor():
+    """No responder progressed by 6 months in the fitting pool (rare=0 there, an empty cell,
+    not a rare one): the target gives that cell probability 0, so Allen selection on a fresh
+    pool must take none of its patients (its factor was a[0]*b[1], e.g. 1.6, so all of them
+    were taken); a rare cell (1-4 patients) was already 0."""
+    obs = _synthetic_obs(2000, 0, rare=0)
+    rule = C.fit_rule(obs, K006, arm=ARM, days=DAYS)
+    assert rule.fit["pool_cell_counts"][1] == 0 and rule.cell_probs[1] == 0.0
+    assert rule.cell_factor[1] == 0.0
+    fresh = _synthetic_obs(2000, 1, rare=30)
+    idx = C.select_allen(rule, fresh, seed=0, pool_density="fit")
+    assert not (fresh.iloc[idx]["cell"] == 1).any()
+
+
+def test_a_pool_without_responders_says_no_pool_size_helps():
+    obs = _synthetic_obs(2000, 0, rare=3)
+    rule = C.fit_rule(obs, K006, arm=ARM, days=DAYS)
+    none = _synthetic_obs(200, 1, rare=0)
+    none = none[~none["responder"]].reset_index(drop=True)
+    with pytest.raises(ValueError, match="no pool size can help while it has none") as e:
+        C.select(rule, none, 50)
+    assert "unknown" not in str(e.value)
 
 
 def test_unreachable_targets_name_the_range_the_pool_allows():

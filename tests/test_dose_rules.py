@@ -651,3 +651,42 @@ def test_an_infusion_half_way_between_whole_steps_takes_the_longer():
         [parse_regimen("doxorubicin 60 mg/m2 every 7 d over 6 h hold if ANC < 1 delay")], 14.0
     )
     assert delay_inputs(ruled, 0.1, 140)[0, 2, 3] == 3
+
+
+def test_a_drug_of_another_arm_does_not_make_a_patient_unstable():
+    """k_chemo acts only with chemotherapy: a patient with k_chemo x dt past RK4's bound is
+    unstable in a doxorubicin arm but not in the untreated arm of the same run (all arms share
+    one drug list; the untreated arm had counted doxorubicin's gated rate)."""
+    from vcohort.runs import parse_arm, run_arms
+
+    c = make_cohort(2, seed=1, runin_days=0)
+    k = np.array(c.params["k_chemo"], dtype=np.float64)
+    k[0] = 40.0
+    c = c.with_params(k_chemo=k)
+    arms = [parse_arm("none=untreated"), parse_arm("dox=doxorubicin 60 mg/m2")]
+    trajs, eps, summary, _ = run_arms(CSC_IMMUNE, c, arms, 14, progress=False)
+    assert trajs["none"].status.tolist() == [0, 0]
+    assert trajs["dox"].status[0] != 0 and trajs["dox"].status[1] == 0
+    assert summary.set_index("arm").loc["none", "n_failed"] == 0
+
+
+def test_an_omitted_dose_s_given_day_is_its_step_as_a_delayed_one_s():
+    """Doses planned at 0.25 and 7.25 d start in the steps at 0.3 and 7.3 (dt 0.1): both rules
+    record that step as the day given (the omission rule recorded the plan's 0.25)."""
+    c = make_cohort(1, seed=1, runin_days=0)
+    for rule in ("hold if ANC < 0.01", "hold if ANC < 0.01 delay"):
+        reg = f"doxorubicin 20 mg/m2 every 7 d start 0.25 d {rule}"
+        tr = simulate(CSC_IMMUNE, c, schedule([reg], 14), 14, progress=False)
+        np.testing.assert_allclose(tr.dosing["doxorubicin"]["dose_day"][0], [0.3, 7.3], atol=1e-9)
+
+
+def test_columns_describe_doses_given_status_as_a_dose_status(tmp_path):
+    from vcohort.columns import write_columns
+
+    pd.DataFrame({"status": ["given"], "given_day": [0.3]}).to_parquet(
+        tmp_path / "doses_given.parquet"
+    )
+    pd.DataFrame({"status": [0]}).to_parquet(tmp_path / "endpoints.parquet")
+    cols = pd.read_csv(write_columns(tmp_path, CSC_IMMUNE)).set_index(["file", "column"])
+    assert cols.loc[("doses_given.parquet", "status"), "meaning"].startswith("the dose's status")
+    assert cols.loc[("endpoints.parquet", "status"), "meaning"].startswith("solver status")

@@ -75,6 +75,27 @@ def test_cli_simulates_a_reference_model_with_its_own_states(tmp_path, capsys):
     summary = pd.read_csv(out / "summary.csv")
     assert "tumour_cleared" in summary and "orr" not in summary
     assert "kuznetsov1994: 4 patients" in capsys.readouterr().out
+    # every column written is described, with the model's own state meanings and units
+    cols = pd.read_csv(out / "columns.csv", keep_default_na=False).set_index(["file", "column"])
+    tcc = cols.loc["timecourse.parquet"]
+    assert (tcc["meaning"] != "").all(), tcc[tcc["meaning"] == ""]
+    assert tcc.loc["effector_cells", "unit"] == "cells"
+    assert tcc.loc["E", "meaning"] == "state: effector (cytotoxic) immune cells"
+    # the per-arm timings sit under "arms": an arm named total_s cannot replace the run's own
+    out2 = tmp_path / "run2"
+    argv2 = argv + ["--arm", "total_s=untreated", "--no-progress", "--out", str(out2)]
+    assert main(argv2) == 0
+    timings = json.loads((out2 / "manifest.json").read_text())["timings"]
+    assert isinstance(timings["total_s"], float) and "total_s" in timings["arms"]
+
+
+def test_depillis_outputs_are_described():
+    from vcohort.columns import describe
+    from vcohort.model import get_model
+
+    m = get_model("depillis2009")
+    assert describe("cd8_cells", m) == ("cells/L", "tumour-specific CD8+ T cells, L")
+    assert describe("C", m) == ("cells/L", "state: circulating lymphocytes")
 
 
 def test_cli_refuses_a_drug_the_model_does_not_have(capsys):
@@ -84,3 +105,11 @@ def test_cli_refuses_a_drug_the_model_does_not_have(capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "pembrolizumab" in err and "chemo, il2, til" in err
+
+
+def test_a_drug_for_a_model_without_drugs_says_so(capsys):
+    from vcohort.cli import main
+
+    argv = ["simulate", "--model", "kuznetsov1994", "--regimen", "pembrolizumab", "--out", "x"]
+    assert main(argv) == 2
+    assert "known drugs: none (this model is simulated untreated only)" in capsys.readouterr().err

@@ -268,11 +268,16 @@ def check_assessment(assessment: dict | None, days: int) -> None:
     a = assessment_options(assessment)
     seen = assessment_days(int(days), a["assess_every"], a["assess_first"], a["assess_days"])
     if not seen.size or seen[0] > LANDMARK_DAYS:
-        first = int(seen[0]) if seen.size else "none"
+        where = (
+            f"the first RECIST assessment within the {days}-day reference arm is on day "
+            f"{int(seen[0])}"
+            if seen.size
+            else f"no RECIST assessment falls within the {days}-day reference arm (the first is "
+            f"asked for day {a['assess_days'][0] if a['assess_days'] else a['assess_first']})"
+        )
         raise ValueError(
-            f"the first RECIST assessment within the {days}-day reference arm is on day {first}: "
-            f"it must come by the 6-month landmark (day {math.floor(LANDMARK_DAYS)}), or no "
-            f"progression could be seen by it"
+            f"{where}: it must come by the 6-month landmark (day {math.floor(LANDMARK_DAYS)}), "
+            f"or no progression could be seen by it"
         )
     if a["confirm_days"] and seen[-1] - seen[0] < a["confirm_days"]:
         raise ValueError(
@@ -428,7 +433,13 @@ def fit_rule(
     w[keep] = a[(~resp).astype(int)] * b[(~pf6).astype(int)] * g[dbin]
     norm = w.mean()  # density ratio has mean 1 over the plausible pool
     probs = np.bincount(pool["cell"], w, 4) / w.sum()
-    cell_factor = np.array([0.0 if c in rare else a[c // 2] * b[c % 2] for c in range(4)]) / norm
+    counts = np.bincount(pool["cell"], minlength=4)  # a cell absent from the pool has no
+    # patients to weight: its factor is 0 like a rare one's (it was a[.]*b[.], e.g. 10 for a
+    # cell the target gives probability 0)
+    cell_factor = (
+        np.array([0.0 if c in rare or counts[c] == 0 else a[c // 2] * b[c % 2] for c in range(4)])
+        / norm
+    )
     ratio = w / norm
     rng = np.random.default_rng(seed)
     u = rng.random((replicates, len(pool)))
@@ -555,8 +566,14 @@ def select(rule: CalibrationRule, obs: pd.DataFrame, n: int, *, seed: int = 0) -
     if n_resp > have_resp:
         raise ValueError(
             f"ORR={rule.targets.orr} needs {n_resp} responders among {n} patients, but the pool "
-            f"of {len(obs)} has only {have_resp}; use fewer patients or a pool of at least "
-            f"{math.ceil(n_resp * len(obs) / have_resp) if have_resp else 'unknown'} patients"
+            f"of {len(obs)} has only {have_resp}; "
+            + (
+                f"use fewer patients or a pool of at least "
+                f"{math.ceil(n_resp * len(obs) / have_resp)} patients"
+                if have_resp
+                else "no pool size can help while it has none: draw another pool (seed, "
+                "first id) or check the targets and the arm"
+            )
         )
     have = np.bincount(cell[ok], minlength=4)
     short = [c for c in range(4) if need[c] > have[c]]
@@ -565,13 +582,11 @@ def select(rule: CalibrationRule, obs: pd.DataFrame, n: int, *, seed: int = 0) -
         parts = []
         for c in short:
             est = (
-                "unknown (none in this pool)"
+                "none in this pool: no pool size can help; draw another pool or change the targets"
                 if have[c] == 0
-                else str(math.ceil(need[c] * size / have[c]))
+                else f"pool size needed ≈ {math.ceil(need[c] * size / have[c])}"
             )
-            parts.append(
-                f"{CELLS[c]!r}: need {need[c]}, pool has {have[c]} (pool size needed ≈ {est})"
-            )
+            parts.append(f"{CELLS[c]!r}: need {need[c]}, pool has {have[c]} ({est})")
         raise ValueError(
             f"cannot select {n} patients with ORR={rule.targets.orr}, PFS6={rule.targets.pfs6} "
             f"from a pool of {size}: " + "; ".join(parts)

@@ -119,7 +119,11 @@ FIXED: dict[str, tuple[str, str]] = {
     "unit": ("", "unit of the amounts: mg, or 1e6 cells for a cell product"),
     "planned_day": ("day", "day the dose was due"),
     "planned_amount": ("mg", "amount the regimen planned (in `unit`)"),
-    "given_day": ("day", "day it was given (later than planned_day after a delay; empty: not)"),
+    "given_day": (
+        "day",
+        "day it was given: its step on the integrator's grid (planned_day rounded to the "
+        "nearest step; later after a delay; empty: not given)",
+    ),
     "fraction": ("fraction", "fraction of the planned amount given (after reductions)"),
     "given_amount": ("mg", "amount given (in `unit`)"),
     # screening.csv
@@ -243,11 +247,11 @@ def describe(column: str, model=None, catalogue: dict | None = None) -> tuple[st
             return unit, meaning.format(drug=m.group(1))
     if model is not None:
         if column in model.states:
-            from vcohort.model import csc_immune
-
             units = getattr(model, "state_units", {}) or {}
-            desc = csc_immune.STATE_DESCRIPTIONS.get(column, "model state")
+            desc = _state_descriptions(model).get(column, "model state")
             return units.get(column, ""), f"state: {desc}"
+        if column in REFERENCE_OUTPUTS.get(model.name, {}):
+            return REFERENCE_OUTPUTS[model.name][column]
         if column in model.params:
             p = model.params[column]
             return p.unit, f"model parameter: {p.description}"
@@ -257,6 +261,38 @@ def describe(column: str, model=None, catalogue: dict | None = None) -> tuple[st
             p = catalogue[drug].params[name]
             return p.unit, f"PK parameter of {drug} (typical weight): {p.description}"
     return "", ""
+
+
+# the published reference models' daily outputs besides tumour_cells (their own units)
+REFERENCE_OUTPUTS = {
+    "kuznetsov1994": {"effector_cells": ("cells", "effector (cytotoxic) immune cells, E")},
+    "depillis2009": {
+        "cd8_cells": ("cells/L", "tumour-specific CD8+ T cells, L"),
+        "lymphocytes": ("cells/L", "circulating lymphocytes, C"),
+    },
+}
+# columns whose meaning in one file differs from FIXED's
+FILE_COLUMNS = {
+    "doses_given.parquet": {
+        "status": ("", "the dose's status: given, withheld, discontinued, not reached (a delay "
+                       "pushed it past the horizon) or failed (the patient's solve failed)"),
+    },
+}  # fmt: skip
+
+
+def _state_descriptions(model) -> dict:
+    """The model's own state descriptions (its module's STATE_DESCRIPTIONS)."""
+    import importlib
+
+    from vcohort.model import csc_immune
+
+    if model.name == "csc_immune":
+        return csc_immune.STATE_DESCRIPTIONS
+    try:
+        mod = importlib.import_module(f"vcohort.model.reference.{model.name}")
+    except ImportError:
+        return {}
+    return getattr(mod, "STATE_DESCRIPTIONS", {})
 
 
 def _headers(folder: Path) -> list[tuple[str, list[str]]]:
@@ -295,7 +331,7 @@ def write_columns(
     overrides = overrides or {}
     rows = []
     for name, cols in _headers(folder):
-        own = overrides.get(name, {})
+        own = FILE_COLUMNS.get(name, {}) | overrides.get(name, {})
         for c in cols:
             unit, meaning = own[c] if c in own else describe(c, model, catalogue)
             rows.append({"file": name, "column": c, "unit": unit, "meaning": meaning})

@@ -449,7 +449,6 @@ def get_drug(name: str, catalogue: dict[str, Drug] | None = None) -> Drug:
     cat = CATALOGUE if catalogue is None else catalogue
     key = name.strip().lower()
     if key not in cat:
-        raise ValueError(
-            f"drug={name!r} is not in the catalogue; known drugs: {', '.join(sorted(cat))}"
-        )
+        known = ", ".join(sorted(cat)) or "none (this model is simulated untreated only)"
+        raise ValueError(f"drug={name!r} is not in the catalogue; known drugs: {known}")
     return cat[key]

@@ -47,7 +47,7 @@ from jax import lax
 from vcohort import dose_modify
 from vcohort.cohort import Cohort
 from vcohort.dose_rules import delay_inputs
-from vcohort.dosing import Schedule, compile_schedule
+from vcohort.dosing import Schedule, compile_schedule, dose_step
 from vcohort.drugs import Drug, get_drug
 from vcohort.model import Model
 
@@ -898,12 +898,17 @@ def simulate(
             first = _time.perf_counter() - t0
     total = _time.perf_counter() - t0
     status, bad_day = _status(res["saved"], res["daily"])
-    unstable = unstable_patients(model, cohort.params, plan.dt, acting_channels(plan.drugs))
+    # the drugs this schedule gives (a run's arms share one drug list: a drug of another arm
+    # must not make this arm's patients 'unstable' through its gated rate)
+    given = [d for i, d in enumerate(plan.drugs) if np.asarray(schedule.valid)[i].any()]
+    unstable = unstable_patients(model, cohort.params, plan.dt, acting_channels(given))
     status[(status == STATUS_OK) & unstable] = STATUS_UNSTABLE
     for i, rule in enumerate(plan.rules):
-        if rule is not None and not rule.delay:  # an omitted dose is not moved: the plan's day
+        if rule is not None and not rule.delay:  # an omitted dose is not moved: its planned
+            # step's day, when it was given (as a delay rule records it)
             rec = res["dosing"][plan.drugs[i].name]
-            t = np.where(schedule.valid[i], schedule.time[i], np.nan)
+            on_grid = dose_step(schedule.time[i], plan.dt, plan.n_steps) * plan.dt
+            t = np.where(schedule.valid[i], on_grid, np.nan)
             rec["dose_day"] = np.where(rec["dose_fraction"] > 0, t, np.nan)
     return Trajectories(
         patient_id=np.asarray(cohort.patient_id),

@@ -225,7 +225,7 @@ def write_trial(result: TrialResult, out: str | Path, *, overwrite: bool = False
                 "environment": environment(),
                 "timings": result.timings
                 | {"write_s": time.perf_counter() - t0}
-                | {a: tr.timings for a, tr in result.trajectories.items()},
+                | {"arms": {a: tr.timings for a, tr in result.trajectories.items()}},
             },
         )
         files = sorted(p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file())

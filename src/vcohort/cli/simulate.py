@@ -261,7 +261,7 @@ def _write(
                 "precision": args.precision,
                 "engine": args.engine,
                 "environment": environment(),
-                "timings": timings | {a: trajs[a].timings for a in trajs},
+                "timings": timings | {"arms": {a: trajs[a].timings for a in trajs}},
                 "n_failed": failed_counts(endpoints),
             },
         )
