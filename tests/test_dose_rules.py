@@ -690,3 +690,11 @@ def test_columns_describe_doses_given_status_as_a_dose_status(tmp_path):
     cols = pd.read_csv(write_columns(tmp_path, CSC_IMMUNE)).set_index(["file", "column"])
     assert cols.loc[("doses_given.parquet", "status"), "meaning"].startswith("the dose's status")
     assert cols.loc[("endpoints.parquet", "status"), "meaning"].startswith("solver status")
+
+
+def test_a_cell_product_s_exposure_columns_are_in_its_amount_unit():
+    from vcohort.columns import describe
+
+    assert describe("auc_cd133_cart")[0] == "1e6 cells·day/L"
+    assert describe("median_auc_cd133_cart", CSC_IMMUNE)[0] == "1e6 cells·day/L"
+    assert describe("auc_pembrolizumab")[0] == "mg·day/L"

@@ -474,3 +474,17 @@ def test_an_unassessed_arm_s_hazard_ratio_says_so():
     )
     row = hazard_ratios(ep, "a").set_index("arm").loc["b"]
     assert np.isnan(row["hr"]) and row["hr_note"].startswith("not assessed")
+
+
+def test_an_hr_against_an_arm_without_evaluable_patients_names_that_arm():
+    ep = pd.DataFrame(
+        {
+            "arm": ["ref"] * 3 + ["trt"] * 3,
+            "patient": [0, 1, 2] * 2,
+            "status": [1, 1, 1, 0, 0, 0],
+            "pfs_days": 42.0,
+            "pfs_event": True,
+        }
+    )
+    row = hazard_ratios(ep, "ref").set_index("arm").loc["trt"]
+    assert row["hr_note"] == "no evaluable patient in 'ref' (the reference arm): HR not estimable"

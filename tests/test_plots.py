@@ -212,3 +212,25 @@ def test_user_strings_with_mathtext_and_save_png(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert b"matplotlib" not in data.lower()  # no software metadata → reproducible files
     assert [a.get_title() for a in fig.axes if a.get_visible()] == ["arm \\$1", "<b>&"]
+
+
+def test_waterfall_panels_share_the_tallest_arm_s_top():
+    """Untreated first (+123%, +71%), an effective arm last (max +36.7%): the shared y-axis took
+    the last panel's top (41.7), cutting the +71% bar unmarked; now the tallest arm's, capped."""
+    ep = make_endpoints(("untreated", "triple"), n=4)
+    ep.loc[ep.arm == "untreated", "best_pct_change"] = [123.0, 71.3, 36.8, 27.2]
+    ep.loc[ep.arm == "triple", "best_pct_change"] = [-90.0, -50.0, 10.0, 36.7]
+    fig = plots.waterfall_by_arm(ep)
+    assert [ax.get_ylim()[1] for ax in fig.axes[:2]] == [105.0, 105.0]
+    ep.loc[ep.arm == "untreated", "best_pct_change"] = [60.0, 10.0, 0.0, -5.0]
+    assert plots.waterfall_by_arm(ep).axes[0].get_ylim()[1] == 65.0
+
+
+def test_a_cell_product_s_dose_label_is_in_cells():
+    from types import SimpleNamespace
+
+    row = SimpleNamespace(DRUG="cd133_cart", AMT=80.78, ADDL=0, II=0.0, RATE=0.0)
+    assert plots._regimen_label(row) == "80.78×10⁶ cells"
+    assert plots._regimen_label(SimpleNamespace(**{**vars(row), "DRUG": "pembrolizumab"})) == (
+        "80.78 mg"
+    )

@@ -244,7 +244,7 @@ def describe(column: str, model=None, catalogue: dict | None = None) -> tuple[st
     for pattern, unit, meaning in PATTERNS:
         m = re.fullmatch(pattern, column)
         if m:
-            return unit, meaning.format(drug=m.group(1))
+            return _amount_unit(unit, m.group(1), catalogue), meaning.format(drug=m.group(1))
     if model is not None:
         if column in model.states:
             units = getattr(model, "state_units", {}) or {}
@@ -278,6 +278,16 @@ FILE_COLUMNS = {
                        "pushed it past the horizon) or failed (the patient's solve failed)"),
     },
 }  # fmt: skip
+
+
+def _amount_unit(unit: str, drug: str, catalogue: dict | None) -> str:
+    """``unit`` with mg as the drug's amount unit (a cell product's AUC is 1e6 cells·day/L)."""
+    from vcohort.drugs import CATALOGUE
+
+    d = (catalogue or CATALOGUE).get(drug)
+    if d is None or d.amount_unit == "mg" or not unit.startswith("mg"):
+        return unit
+    return d.amount_unit + unit[len("mg") :]
 
 
 def _state_descriptions(model) -> dict:

@@ -497,8 +497,14 @@ def hazard_ratios(endpoints: pd.DataFrame, reference: str, *, by: str = "arm") -
             row["hr_note"] = "not assessed (no assessment within the horizon)"
             rows.append(row)
             continue
-        if n_ev == 0 or df["arm"].nunique() < 2:
-            row["hr_note"] = "no progression events" if n_ev == 0 else "empty arm"
+        if df["arm"].nunique() < 2:  # an arm without evaluable patients: say which
+            empty = reference if (df["arm"] == 1.0).all() else arm
+            role = " (the reference arm)" if empty == reference else ""
+            row["hr_note"] = f"no evaluable patient in {empty!r}{role}: HR not estimable"
+            rows.append(row)
+            continue
+        if n_ev == 0:
+            row["hr_note"] = "no progression events"
             rows.append(row)
             continue
         quiet = [a for a, x in ((arm, 1.0), (reference, 0.0)) if not df["e"][df["arm"] == x].any()]

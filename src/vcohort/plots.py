@@ -209,6 +209,13 @@ def waterfall(endpoints: pd.DataFrame, *, ax=None, title=None, cap: float = 100.
 def waterfall_by_arm(endpoints: pd.DataFrame, **kw) -> Figure:
     require_columns(endpoints, ENDPOINT_COLUMNS, "endpoints")
     fig = by_arm(waterfall, arms_of(endpoints), endpoints, **kw)
+    # the panels share one y-axis: its top is the largest arm's (each panel set its own, and the
+    # last one's cut the other arms' bars short, unmarked)
+    y = evaluable(endpoints)["best_pct_change"].to_numpy(float)
+    y = y[np.isfinite(y)]
+    cap = kw.get("cap", 100.0)
+    if y.size:
+        fig.axes[0].set_ylim(-105.0, max(40.0, float(np.minimum(y, cap).max()) + 5.0))
     bor_legend(fig, _bor(evaluable(endpoints)["bor"]).unique(), loc="outside right upper")
     return fig
 
@@ -461,7 +468,12 @@ def _duration_text(days: float) -> str:
 
 
 def _regimen_label(row) -> str:
-    s = f"{row.AMT:.4g} mg"
+    """'80 mg q21d ×8, IV 30 min'; a cell product's amount in its unit (1e6 cells)."""
+    from vcohort.drugs import CATALOGUE
+
+    drug = CATALOGUE.get(str(getattr(row, "DRUG", "")))
+    cells = drug is not None and drug.amount_unit == "1e6 cells"
+    s = f"{row.AMT:.4g}×10⁶ cells" if cells else f"{row.AMT:.4g} mg"
     if int(row.ADDL) > 0:
         ii = f"{row.II * 24:.3g}h" if row.II < 1 else f"{row.II:.3g}d"
         s += f" q{ii} ×{int(row.ADDL) + 1}"

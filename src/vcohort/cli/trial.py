@@ -41,11 +41,15 @@ def run_trial(args) -> int:
     seen = assessment_days(exp.horizon_days, o["assess_every"], o["assess_first"], o["assess_days"])
     follow = exp.horizon_days if o["censor_at"] == "horizon" else (seen[-1] if len(seen) else 0)
     if exp.landmark_days > follow:
+        what = (
+            'the horizon, censor_at = "horizon"'
+            if o["censor_at"] == "horizon"
+            else f"the last assessment within the {exp.horizon_days}-day horizon"
+        )
         print(
             f"note: pfs_landmark (PFS at day {exp.landmark_days:g}, [assessment] landmark_days) "
-            f"lies past the last follow-up (day {follow}: the last assessment within the "
-            f"{exp.horizon_days}-day horizon): not evaluable (NaN) in arms with a patient still "
-            "progression-free then",
+            f"lies past the last follow-up (day {follow}: {what}): not evaluable (NaN) in arms "
+            "with a patient still progression-free then",
             file=sys.stderr,
         )
     print(f"wrote {args.out} in {time.perf_counter() - t0:.1f} s")
