@@ -131,6 +131,10 @@ def test_a_run_table_patient_keeps_the_run_s_own_run_in(tmp_path):
     model_default = with_overrides(typical, CSC_IMMUNE, read_overrides(str(path), 1))
     assert abs(model_default.y0["MDSC"][0] / c.y0["MDSC"][1] - 1) > 0.05  # 240 d: another state
     assert _run_runin(SimpleNamespace(patient_params=str(path), runin_days=5)) == (5, 0.1)
+    # a simulate run keeps its dt under config (and the model's run-in)
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": {"dt": 0.05}}))
+    assert _run_runin(args) == (None, 0.05)
+    assert _run_runin(SimpleNamespace(patient_params=str(path), runin_days=5)) == (5, 0.05)
     (tmp_path / "manifest.json").unlink()
     assert _run_runin(args) == (None, 0.1)  # no manifest: the model's run-in
 

@@ -109,9 +109,7 @@ class Cohort:
                 )
             raw = np.flatnonzero(raw)
         elif raw.size and not np.issubdtype(raw.dtype, np.integer):
-            whole = np.issubdtype(raw.dtype, np.floating) and np.all(raw == np.round(raw))
-            if not whole:
-                raise ValueError(f"subset: indices must be whole numbers, got {raw.ravel()[:5]}")
+            raise ValueError(f"subset: indices must be integers, got {raw.ravel()[:5]}")
         idx = raw.astype(np.int64)
         t = lambda d: {k: np.asarray(v)[idx] for k, v in d.items()}  # noqa: E731
         return Cohort(

@@ -744,8 +744,7 @@ def infusion_steps(duration, dt: float):
     """Whole steps an infusion of ``duration`` days (> 0) runs over: the nearest number, at
     least one, a tie ("over 6 h" at dt = 0.1 d is 2.5 steps) rounded up, as `dose_step`
     rounds a tie to the later step.  Integer (array) like ``duration``."""
-    k = np.floor(np.asarray(duration, dtype=np.float64) / dt + 0.5 + 1e-9).astype(np.int64)
-    return np.maximum(k, 1)
+    return np.maximum(dose_step(duration, dt), 1)
 
 
 def _dosing_cmt_numbers(drugs: tuple[str, ...], catalogue) -> dict[str, int]:

@@ -498,9 +498,11 @@ def hazard_ratios(endpoints: pd.DataFrame, reference: str, *, by: str = "arm") -
             rows.append(row)
             continue
         if df["arm"].nunique() < 2:  # an arm without evaluable patients: say which
-            empty = reference if (df["arm"] == 1.0).all() else arm
-            role = " (the reference arm)" if empty == reference else ""
-            row["hr_note"] = f"no evaluable patient in {empty!r}{role}: HR not estimable"
+            empty = [a for a, x in ((arm, 1.0), (reference, 0.0)) if not (df["arm"] == x).any()]
+            names = " or ".join(
+                f"{a!r}" + (" (the reference arm)" if a == reference else "") for a in empty
+            )
+            row["hr_note"] = f"no evaluable patient in {names}: HR not estimable"
             rows.append(row)
             continue
         if n_ev == 0:

@@ -95,11 +95,15 @@ def by_arm(
     nr = -(-n // nc)
     fig = new_figure(panel[0] * nc, panel[1] * nr + 0.5)
     axes = fig.subplots(nr, nc, squeeze=False, sharey=sharey).ravel()
+    limits = []
     for ax, arm in zip(axes, arms, strict=False):
         parts = [f[f["arm"] == arm] if "arm" in f.columns else f for f in frames]
         plot(*parts, ax=ax, title=arm, **kw)
+        limits.append(ax.get_ylim())  # (a shared axis: each panel's own, read as it is set)
         if sharey and not ax.get_subplotspec().is_first_col():
             ax.set_ylabel("")
+    if sharey and limits:  # the union of the panels' ranges (the last set_ylim would win)
+        axes[0].set_ylim(min(lo for lo, _ in limits), max(hi for _, hi in limits))
     for ax in axes[len(arms) :]:
         ax.set_visible(False)
     if not arms:
@@ -209,13 +213,6 @@ def waterfall(endpoints: pd.DataFrame, *, ax=None, title=None, cap: float = 100.
 def waterfall_by_arm(endpoints: pd.DataFrame, **kw) -> Figure:
     require_columns(endpoints, ENDPOINT_COLUMNS, "endpoints")
     fig = by_arm(waterfall, arms_of(endpoints), endpoints, **kw)
-    # the panels share one y-axis: its top is the largest arm's (each panel set its own, and the
-    # last one's cut the other arms' bars short, unmarked)
-    y = evaluable(endpoints)["best_pct_change"].to_numpy(float)
-    y = y[np.isfinite(y)]
-    cap = kw.get("cap", 100.0)
-    if y.size:
-        fig.axes[0].set_ylim(-105.0, max(40.0, float(np.minimum(y, cap).max()) + 5.0))
     bor_legend(fig, _bor(evaluable(endpoints)["bor"]).unique(), loc="outside right upper")
     return fig
 

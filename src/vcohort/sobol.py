@@ -208,7 +208,8 @@ def _param_row(model, name: str, drugs):
 
 def typical_patient(problem: Problem, n: int) -> Cohort:
     """``n`` copies of the typical patient: typical parameters and PK, median covariates."""
-    c = make_cohort(1, model=problem.model, variability=False, runin_days=0).subset(np.zeros(n))
+    one = make_cohort(1, model=problem.model, variability=False, runin_days=0)
+    c = one.subset(np.zeros(n, dtype=np.int64))
     covs = load_population().covariates  # the default preset's medians
     cov = {k: np.full(n, spec.median) for k, spec in covs.items()}
     cov["pdl1_positive"] = np.ones(n, dtype=bool)  # assumption: the typical patient is PD-L1+

@@ -152,7 +152,7 @@ def _sobol_settings(args, problem):
     """(names, bounds, rules) of ``--params``/``--range``/``--range-sd``, validated; ``rules``
     says how each range was made (for the manifest)."""
     from vcohort.sensitivity import FIXED_FACTOR
-    from vcohort.sobol import check_ranges, default_ranges
+    from vcohort.sobol import _param_row, check_ranges, default_ranges
 
     names = [n.strip() for n in (args.params or "").split(",") if n.strip()]
     if len(names) < 2:
@@ -164,7 +164,7 @@ def _sobol_settings(args, problem):
         raise ValueError(f"--seed={args.seed}: the sampling seed must be >= 0")
     for n in names:  # an unknown name is --params' error, not --range-sd's
         try:
-            default_ranges(problem.model, [n], drugs=problem.plan.drugs)
+            _param_row(problem.model, n, problem.plan.drugs)
         except ValueError as e:
             raise ValueError(f"--params={args.params!r}: {e}") from None
         if n not in problem.names:  # a PK parameter under --no-pk

@@ -116,27 +116,27 @@ def run_export_sbml(args) -> int:
 
 
 def _run_runin(args) -> tuple[int | None, float]:
-    """(run-in days, its step) that rebuild a --patient-params patient: --runin-days, else the
-    run's own (a trial or batch run's manifest.json beside the table records them), else the
-    model's (None)."""
+    """(run-in days, its step) that rebuild a --patient-params patient: the run's own (a run's
+    manifest.json beside the table: trial and batch keep them under config.simulation,
+    simulate its dt under config), --runin-days overriding the days; else the model's run-in
+    (None) at dt 0.1."""
     import json
-    from pathlib import Path
 
-    if args.runin_days is not None:
-        if args.runin_days < 0 or not args.patient_params:
-            raise ValueError(
-                f"--runin-days={args.runin_days}: give >= 0 days, with --patient-params (the "
-                f"run-in rebuilds that patient's day-0 state)"
-            )
-        return args.runin_days, 0.1
+    if args.runin_days is not None and (args.runin_days < 0 or not args.patient_params):
+        raise ValueError(
+            f"--runin-days={args.runin_days}: give >= 0 days, with --patient-params (the "
+            f"run-in rebuilds that patient's day-0 state)"
+        )
     man = Path(args.patient_params).parent / "manifest.json" if args.patient_params else None
-    if man is None or not man.is_file():
-        return None, 0.1
-    try:
-        sim = json.loads(man.read_text()).get("config", {}).get("simulation", {})
-    except (ValueError, AttributeError):
-        return None, 0.1
-    return sim.get("runin_days"), float(sim.get("dt", 0.1))
+    cfg = {}
+    if man is not None and man.is_file():
+        try:
+            cfg = json.loads(man.read_text()).get("config", {}) or {}
+        except (ValueError, AttributeError):
+            cfg = {}
+    sim = cfg.get("simulation") if isinstance(cfg.get("simulation"), dict) else cfg
+    runin = args.runin_days if args.runin_days is not None else sim.get("runin_days")
+    return runin, float(sim.get("dt") or 0.1)
 
 
 def add_validate(sub) -> None:
