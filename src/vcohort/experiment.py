@@ -73,7 +73,7 @@ from vcohort.dosing import (
 from vcohort.drug_file import drug_files_field, experiment_drugs_problem
 from vcohort.endpoints import CENSOR_AT, MONTH_DAYS
 from vcohort.population import Population, load_population
-from vcohort.runs import Arm
+from vcohort.runs import Arm, starts_after_horizon
 
 SEQUENCING = ("concurrent", "induction-maintenance")
 PRECISIONS = ("float64", "float32")
@@ -485,9 +485,8 @@ def _arm(ck: Checker, a, p: str, horizon) -> Arm | None:
         regs = _regimens(ck, a.get("regimens", []), f"{p}.regimens")
     _check_rules(ck, regs, p)
     if horizon is not None:
-        for r in regs:
-            if r.start_day >= horizon:
-                ck.error(p, f"{r.describe()!r} starts on day {r.start_day:g}, after the horizon")
+        for message in starts_after_horizon(regs, horizon):
+            ck.error(p, message)
     if name is None or seq is None:
         return None
     return Arm(name, tuple(regs))

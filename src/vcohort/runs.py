@@ -46,6 +46,16 @@ def parse_arm(text: str, catalogue=None) -> Arm:
     return Arm(name, regs)
 
 
+def starts_after_horizon(regimens, days) -> list[str]:
+    """One message per regimen starting on or after day ``days`` (it would give no dose)."""
+    return [
+        f"{r.describe()!r} starts on day {r.start_day:g}, after the horizon ({days} d): it "
+        f"would give no dose"
+        for r in regimens
+        if r.start_day >= days
+    ]
+
+
 def check_arms(model, arms, days: int, *, dt: float = 0.1, precision: str = "float64",
                engine: str = "xla") -> None:  # fmt: skip
     """Refuse, before any compute, what the arms' regimens ask that the run cannot do: a hold
@@ -63,12 +73,9 @@ def check_arms(model, arms, days: int, *, dt: float = 0.1, precision: str = "flo
             f"(arms {names}); name each with --arm 'NAME=REGIMEN'"
         )
     for a in arms:
-        for r in a.regimens:  # no dose in the run (as the experiment file's check)
-            if r.start_day >= days:
-                raise ValueError(
-                    f"arm {a.name!r}: {r.describe()!r} starts on day {r.start_day:g}, after the "
-                    f"horizon ({days} d): it would give no dose"
-                )
+        late = starts_after_horizon(a.regimens, days)  # no dose in the run
+        if late:
+            raise ValueError(f"arm {a.name!r}: {late[0]}")
         try:
             s = compile_schedule(list(a.regimens), float(days))
             if engine == "pallas":
