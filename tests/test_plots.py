@@ -133,6 +133,16 @@ def test_km_zero_event_arm_one_patient_arm_and_at_risk_table():
     assert "A" in at_risk and "8" in at_risk
 
 
+def test_km_arm_without_evaluable_patients_is_named_not_dropped():
+    ep = make_endpoints(arms=("A", "B"), n=5)
+    ep.loc[ep["arm"] == "B", "status"] = 2  # every B patient failed
+    fig = plots.km_pfs(ep, horizon=168.0)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[0].startswith("A: n=5")
+    assert labels[1] == "B: no evaluable patients (of 5)"
+    assert [ln.get_label() for ln in fig.axes[0].lines if ln.get_label() in "AB"] == ["A"]
+
+
 def test_numbers_at_risk_count_patients_with_an_event_on_the_tick():
     """PFS events sit on assessment days, which are often ticks: a patient progressing on day
     84 is still at risk at day 84 (lifelines' own table counted it out)."""

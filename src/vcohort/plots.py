@@ -269,13 +269,16 @@ def km_pfs(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) ->
     own = ax is None
     ax = _ax(ax, 7.5, 4.8 + 0.45 * len(arms))
     horizon = horizon or horizon_of(endpoints)
-    fitters, labels, colors = [], [], []
+    fitters, labels, handles = [], [], []
     for i, arm in enumerate(arms):
         g = endpoints[endpoints["arm"] == arm]
         if "status" in g.columns:
             g = g[g["status"] == 0]
         g = g[np.isfinite(g["pfs_days"].to_numpy(dtype=float))]
-        if not len(g):
+        if not len(g):  # named in the legend, not dropped unmarked
+            n_all = int((endpoints["arm"] == arm).sum())
+            labels.append(f"{mpl_text(arm)}: no evaluable patients (of {n_all})")
+            handles.append(Line2D([], [], color=f"C{i % 10}", linestyle=":"))
             continue
         kmf = KaplanMeierFitter().fit(
             g["pfs_days"].to_numpy(dtype=float),
@@ -303,7 +306,7 @@ def km_pfs(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) ->
             )
         )
         fitters.append(kmf)
-        colors.append(f"C{i % 10}")
+        handles.append(Line2D([], [], color=f"C{i % 10}"))
     # a margin past the horizon: censoring ticks and steps at the last assessment (often the
     # horizon) would sit on the axis' spine
     ax.set_xlim(0.0, horizon * 1.04)
@@ -316,7 +319,7 @@ def km_pfs(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) ->
     if ax.get_legend() is not None:  # lifelines' own legend: replaced by the one below
         ax.get_legend().remove()
     (ax.figure if own else ax).legend(
-        [Line2D([], [], color=c) for c in colors],
+        handles,
         labels,
         loc="outside upper center" if own else "best",
         fontsize=8,
