@@ -88,6 +88,8 @@ def _log(out: Path) -> list[dict]:
 def test_sweep_expands_to_named_validated_runs(tmp_path, capsys):
     _write(tmp_path, "base.toml", BASE.format(days=42))
     runs = load_runs([_write(tmp_path, "s.toml", SWEEP), tmp_path / "base.toml"])
+    assert main(["batch", str(tmp_path / "s.toml"), "--list", "--chunk-patients", "-3"]) == 2
+    assert "--chunk-patients=-3 must be an integer >= 1" in capsys.readouterr().err
     assert main(["batch", str(tmp_path / "s.toml"), "--list"]) == 0
     listed = capsys.readouterr().out
     assert "pem__dose-10mg-per-kg__replace_rejected-false: 12 patients x 2 arms, 42 d" in listed
@@ -124,6 +126,31 @@ def test_a_sweep_key_that_could_mean_two_arms_and_a_bad_file_name_are_refused(tm
         load_runs([_write(tmp_path, "amb.toml", sweep)])
     with pytest.raises(ValueError, match=r"name: not given, and the file name 'dose sweep'"):
         load_runs([_write(tmp_path, "dose sweep.toml", sweep)])
+
+
+def test_sweep_keys_reaching_one_field_and_runs_equal_once_parsed_are_refused(tmp_path):
+    """A key given quoted and nested silently lost one list; an arm by name and by position
+    made runs whose names said one dose and whose arms gave another; 'q3w' and 'every 21 d'
+    made two runs of one experiment."""
+    _write(tmp_path, "base.toml", BASE.format(days=42))
+    twice = 'base = "base.toml"\n[sweep]\n"population.seed" = [1, 2]\npopulation.seed = [3, 4]\n'
+    with pytest.raises(ValueError, match=r"'population.seed': given twice"):
+        load_runs([_write(tmp_path, "twice.toml", twice)])
+    both = (
+        'base = "base.toml"\n[sweep]\n"arms.pembro.regimens.0.dose" = ["2 mg/kg", "3 mg/kg"]\n'
+        '"arms.1.regimens.0" = ["pembrolizumab 4 mg/kg q3w", "pembrolizumab 5 mg/kg q3w"]\n'
+    )
+    with pytest.raises(ValueError, match=r"set the same field \(arms\.1\.regimens\.0"):
+        load_runs([_write(tmp_path, "both.toml", both)])
+    same = (
+        'base = "base.toml"\n[sweep]\n"arms.pembro.regimens.0" = '
+        '["pembrolizumab 2 mg/kg q3w over 30 min", '
+        '"pembrolizumab 2 mg/kg every 21 d over 30 min"]\n'
+    )
+    with pytest.raises(
+        ValueError, match=r"the same experiment as run same__regimens-v0 once parsed"
+    ):
+        load_runs([_write(tmp_path, "same.toml", same)])
 
 
 def test_sweep_over_an_inline_population_parameter(tmp_path):

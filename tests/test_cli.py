@@ -1,8 +1,10 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+import vcohort
 from vcohort.cli import main
 
 
@@ -75,10 +77,29 @@ def test_existing_folder_is_refused_without_overwrite(tmp_path, capsys):
     assert (out / "precious.txt").read_text() == "keep me"
 
 
+def test_overwrite_refuses_a_folder_vcohort_did_not_write_or_one_holding_an_input(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.docx").write_text("precious")
+    argv = ["simulate", "--patients", "2", "--days", "7", "--out", str(out), "--overwrite"]
+    assert main(argv) == 2
+    assert "not a vcohort output folder" in capsys.readouterr().err
+    assert (out / "thesis.docx").read_text() == "precious"
+    # a run folder holding the population file given on the command line
+    (out / "manifest.json").write_text("{}")
+    pop = out / "pop.toml"
+    pop.write_text((Path(vcohort.__file__).parent / "data/populations/default.toml").read_text())
+    argv += ["--population", str(pop)]
+    assert main(argv) == 2
+    assert "an input of this command" in capsys.readouterr().err
+    assert pop.exists() and (out / "thesis.docx").exists()
+
+
 def test_overwrite_replaces_only_on_success(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "old.txt").write_text("old")
+    (out / "manifest.json").write_text("{}")  # an earlier run's folder
     assert (
         main(
             [
@@ -107,6 +128,10 @@ def test_overwrite_replaces_only_on_success(tmp_path):
         (["--dt", "0.3"], "dt"),
         (["--population", "martians"], "neither a preset (default) nor an existing TOML file"),
         (["--regimen", "wnt974", "--arm", "b=cb839"], "not both (e.g. --arm 'mine=wnt974')"),
+        # checked only after the cohort's run-in (or the first arm) had been computed
+        (["--save-every", "0"], "--save-every=0 must be >= 1"),
+        (["--chunk-size", "0"], "--chunk-size=0 must be >= 1"),
+        (["--assess-every", "0"], "--assess-every=0 must be >= 1"),
     ],
 )
 def test_bad_arguments_fail_fast_with_a_clear_message(tmp_path, capsys, args, message):
@@ -123,13 +148,47 @@ def test_demo_prints_every_arm(capsys):
         assert arm in out
 
 
-def test_model_doc_command(tmp_path, capsys):
+def test_model_doc_command(tmp_path, capsys, monkeypatch):
     assert main(["model-doc", "--out", str(tmp_path / "m.md")]) == 0
     assert "## Model parameters" in (tmp_path / "m.md").read_text()
     missing = ["model-doc", "--out", str(tmp_path / "n.md"), "--validation", "typo.json"]
     assert main(missing) == 2
     assert "--validation='typo.json': no such file" in capsys.readouterr().err
     assert not (tmp_path / "n.md").exists()
+    # outside the repository the default validation file is missing: said, not silent
+    monkeypatch.chdir(tmp_path)
+    assert main(["model-doc", "--out", "o.md"]) == 0
+    assert "no docs/validation.json here" in capsys.readouterr().err
+
+
+def test_export_sbml_to_a_folder_and_non_utf8_files_are_refused_by_name(tmp_path, capsys):
+    (tmp_path / "dd").mkdir()
+    assert main(["export-sbml", "--out", str(tmp_path / "dd"), "--overwrite"]) == 2
+    assert "is a folder; give the SBML file's path" in capsys.readouterr().err
+    bad = tmp_path / "latin.toml"
+    bad.write_bytes(b'title = "x\xff"\n')
+    for argv in (["trial", str(bad), "--out", str(tmp_path / "o")],
+                 ["simulate", "--population", str(bad), "--out", str(tmp_path / "o")]):  # fmt: skip
+        assert main(argv) == 2
+        assert f"{str(bad)!r} is not UTF-8 text (byte 10" in capsys.readouterr().err
+
+
+def test_a_dose_far_above_the_label_maximum_gets_a_note_before_compute(tmp_path, capsys):
+    argv = [
+        "simulate",
+        "--patients",
+        "2",
+        "--days",
+        "2",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main([*argv, "--regimen", "pembrolizumab 200 mg/kg q3w"]) == 0
+    err = capsys.readouterr().err
+    assert "one dose is 1.536e+04 mg for the median patient" in err and "400 mg" in err
+    assert main([*argv, "--overwrite", "--regimen", "pembrolizumab 10 mg/kg q3w"]) == 0
+    assert "label maximum" not in capsys.readouterr().err  # a trial dose (KEYNOTE-006)
 
 
 def test_simulate_draws_from_a_population_file(tmp_path):

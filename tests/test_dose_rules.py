@@ -698,3 +698,19 @@ def test_a_cell_product_s_exposure_columns_are_in_its_amount_unit():
     assert describe("auc_cd133_cart")[0] == "1e6 cells·day/L"
     assert describe("median_auc_cd133_cart", CSC_IMMUNE)[0] == "1e6 cells·day/L"
     assert describe("auc_pembrolizumab")[0] == "mg·day/L"
+
+
+def test_the_dose_that_stops_a_drug_is_withheld_not_discontinued_in_float32():
+    """stopped_day is the stopping step x dt in the run's precision: float32's 7 x 0.1 is
+    0.69999999, below the float64 day 0.7 of step 7, and the dose due in that step (the one
+    whose omission stopped the drug) read as 'discontinued'."""
+    from vcohort.runs import _dose_status
+
+    stopped = {"stopped_day": np.array([np.float32(7) * np.float32(0.1), np.nan], np.float32)}
+    step = np.array([[6, 7, 8], [6, 7, 8]])
+    frac = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 1.0]])
+    got = _dose_status(frac, step, stopped, False, np.array([False, False]), 0.1)
+    assert got.tolist() == [
+        ["given", "withheld", "discontinued"],
+        ["given", "withheld", "given"],
+    ]

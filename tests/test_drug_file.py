@@ -126,6 +126,12 @@ def test_a_clearance_slipped_by_a_unit_is_caught_by_the_half_life():
     [
         ({"clinical_dose": "pembrolizumab 200 mg q3w"}, "doses pembrolizumab, not pembro_copy"),
         ({"clinical_dose": "pembro_copy 200 mgs q3w"}, "clinical_dose"),
+        # the file's clinical dose above its own maximum single dose
+        (
+            {"clinical_dose": "pembro_copy 480 mg q3w", "max_single_dose_mg": 400},
+            r"clinical_dose: 'pembro_copy 480 mg every 21 d': one dose is 480 mg .* above "
+            r"pembro_copy's label maximum single dose of 400 mg; allowed: at most that",
+        ),
         ({"route": "oral"}, "oral drugs need an absorption rate 'ka'"),
         (
             {
@@ -397,7 +403,7 @@ def test_the_temozolomide_example_is_dacarbazine_scaled_and_nadirs_in_week_4():
     ratios = {
         e.channel: e.ec50 / f.ec50 for e, f in zip(d.effects, DACARBAZINE.effects, strict=True)
     }
-    assert ratios == pytest.approx(dict.fromkeys(ratios, 4.39), rel=1e-3)
+    assert ratios == pytest.approx(dict.fromkeys(ratios, 5.42), rel=1e-3)
     register_drugs({"temozolomide": d})
     c = make_cohort(30, seed=3)
     s = compile_schedule([parse_regimen("temozolomide")], 42.0)  # its clinical dose: 1 cycle
@@ -467,6 +473,16 @@ def test_an_omega_block_is_read_and_correlates_the_draws():
     z = standard_normals(6, c.patient_id, ["pk:pembro_copy:CL"])["pk:pembro_copy:CL"]
     cl = drug.params["CL"]
     np.testing.assert_allclose(pk["CL"], cl.value * np.exp(cl.omega * z), rtol=1e-12)
+
+
+def test_a_bad_pk_value_is_one_error_not_also_an_eta_correlation_error():
+    t = _pembro_copy()
+    t["pembro_copy"]["pk"]["V1"]["value"] = 0.0
+    t["pembro_copy"]["eta_correlation"] = [{"a": "CL", "b": "V1", "rho": 0.6, "source": "x"}]
+    with pytest.raises(ConfigError) as e:
+        parse_drugs(t)
+    assert any("pk.V1" in m for m in e.value.errors), e.value.errors
+    assert not any("eta_correlation" in m for m in e.value.errors), e.value.errors
 
 
 def test_the_nivolumab_example_carries_bajaj_2017s_cl_vc_correlation():

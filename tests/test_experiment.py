@@ -133,6 +133,20 @@ def test_every_bad_field_is_reported_at_once_before_compute():
             lambda d: d.update(assessment={"days": [42, 56], "confirm_days": 28}),
             "add an assessment day >= 70",
         ),
+        # accepted, then a MemoryError or a hang after the run-in
+        (
+            lambda d: d["simulation"].update(horizon_days=10**9),
+            r"simulation.horizon_days: 1000000000 must be <= 36500",
+        ),
+        (
+            lambda d: d["simulation"].update(runin_days=10**9),
+            r"simulation.runin_days: 1000000000 must be <= 36500",
+        ),
+        (lambda d: d["simulation"].update(dt=1e-9), r"simulation.dt: 1e-09 must be >= 0.0001"),
+        (
+            lambda d: d["population"].update(size=10**12),
+            r"population.size: .* must be <= 100000000",
+        ),
     ],
 )
 def test_single_bad_fields(change, message):

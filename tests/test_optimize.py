@@ -111,6 +111,22 @@ def _toml(**over):
         ({"drug": [{"name": "wnt974", "every": "1 d", "round_to": True}]}, r"round_to.*True"),
         ({"drug": [{"name": "wnt974", "every": "1 d", "initial": False}]}, r"initial.*False"),
         ({"drug": [{"name": "wnt974", "every": "1 d", "max_dose": True}]}, r"max_dose.*True"),
+        # refused only after both cohorts were built; an oral drug's infusion ran
+        ({"dt": 0.3}, r"dt: dt=0.3: 1/dt must be a whole number"),
+        # were accepted: a number as the title; more patients than [train] has (clipped)
+        ({"title": 5}, r"title: 5: expected a string"),
+        (
+            {"optimizer": {"batch_size": 5}},
+            r"optimizer.batch_size: 5 exceeds \[train\] patients = 4",
+        ),
+        (
+            {"optimizer": {"personalised_patients": 9}},
+            r"optimizer.personalised_patients: 9 exceeds \[train\] patients = 4",
+        ),
+        (
+            {"drug": [{"name": "wnt974", "every": "1 d", "over": "2 h"}]},
+            r"route 'oral'; only IV drugs take an infusion",
+        ),
     ],
 )
 def test_config_errors_name_the_field(over, match):

@@ -295,6 +295,14 @@ def test_bad_parameters_tables_are_reported_before_compute():
     ):
         assert field in text, field
     assert "K_cap, v_S" not in text  # no dump of all 115 names
+    # a covariate's, the PD-L1 prevalence's and a correlation's source too (were accepted empty)
+    d = _preset_dict()
+    d["covariates"]["weight_kg"]["source"] = ""
+    d["pdl1"]["source"] = "  "
+    d["correlation"] = [{"a": "weight_kg", "b": "height_cm", "rho": 0.4, "source": ""}]
+    text, _ = _config_errors(d)
+    for field in ("covariates.weight_kg.source", "pdl1.source", "correlation[0].source"):
+        assert f"{field}: must cite a source" in text, field
     unknown = population_from_dict(_preset_dict(parameters={"no_such": {"cv": 0.1, "source": "x"}}))
     with pytest.raises(ValueError, match=r"parameters.no_such: 'no_such' is not a parameter"):
         make_cohort(3, population=unknown, runin_days=0)

@@ -31,6 +31,11 @@ CODE = textwrap.dedent(
     # the fused kernel under shard_map (Pallas' interpreter on CPU)
     fu = simulate(CSC_IMMUNE, c, s, 21, engine="pallas", progress=False)
     assert fu.timings["devices"] == 4 and (fu.status == 0).all()
+    # one device asked for runs there (it ran on device 0, the default)
+    one = simulate(CSC_IMMUNE, c, s, 21, devices=[jax.devices()[2]], progress=False)
+    assert one.timings["device_ids"] == [2], one.timings
+    assert np.allclose(one.daily["diameter_mm"], tr.daily["diameter_mm"], rtol=1e-12)
+    assert tr.timings["device_ids"] == [0, 1, 2, 3], tr.timings
     np.savez(sys.argv[1], d=tr.daily["diameter_mm"], S=tr.states["S"], T8=tr.states["T8"],
              fd=fu.daily["diameter_mm"], fS=fu.states["S"])
     """

@@ -133,18 +133,22 @@ def chunk_size_for(run: BatchRun, chunk_patients: int | None) -> int:
 
 
 # ---------------------------------------------------------------------------- output folder
-def prepare_output(runs, out, *, chunk_patients, resume: bool, overwrite: bool) -> dict:
-    """Validate ``out`` against the runs (before any compute); create it; return the state."""
-    from vcohort.io import check_output_dir, write_json
-
-    if resume and overwrite:
-        raise ValueError("--resume and --overwrite exclude each other")
+def check_chunk_patients(chunk_patients) -> None:
     if chunk_patients is not None and (
         isinstance(chunk_patients, bool)
         or not isinstance(chunk_patients, int)
         or chunk_patients < 1
     ):
         raise ValueError(f"--chunk-patients={chunk_patients!r} must be an integer >= 1")
+
+
+def prepare_output(runs, out, *, chunk_patients, resume: bool, overwrite: bool) -> dict:
+    """Validate ``out`` against the runs (before any compute); create it; return the state."""
+    from vcohort.io import check_output_dir, write_json
+
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other")
+    check_chunk_patients(chunk_patients)
     out = Path(out)
     old = _read_state(out) if resume else None
     if resume and old is None and out.exists() and any(out.iterdir()):

@@ -22,7 +22,12 @@ FIXED: dict[str, tuple[str, str]] = {
     "arm": ("", "arm name"),
     "regimen": ("", "the arm's regimens, as written"),
     "day": ("day", "day since the start of treatment"),
-    "status": ("", "solver status: 0 ok; otherwise the patient failed (see status_text)"),
+    "status": (
+        "",
+        "solver status: 0 ok; 1 non-finite state, 2 negative state, 3 reference solver did "
+        "not finish, 4 a rate x dt beyond RK4's stability bound (vcohort.simulate."
+        "STATUS_MESSAGES; status_text in endpoints.parquet says it in words)",
+    ),
     "status_text": ("", "solver status in words"),
     "weight_kg": ("kg", "body weight"),
     "height_cm": ("cm", "height"),

@@ -16,6 +16,11 @@ from typing import Any
 # uint32: a larger seed or id would repeat another's patients (`vcohort.cohort`)
 MAX_SEED = 2**32 - 1
 MAX_ID = 2**32 - 1
+# limits that refuse, before any compute, a run that could only exhaust memory or never end
+# (a typo such as horizon_days = 1000000000 ran the run-in, then died in a MemoryError)
+MAX_DAYS = 36_500  # a horizon or run-in of 100 years
+MAX_PATIENTS = 100_000_000  # per cohort; the mission's million with two orders to spare
+MAX_STEPS_PER_DAY = 10_000  # dt >= 1e-4 day (the stiffest reference model needs 4,000)
 # simulation engines (`vcohort.simulate.simulate`); here so the CLI can list them without JAX
 ENGINES = ("xla", "pallas")
 ENGINE_HELP = (
@@ -33,9 +38,13 @@ def read_toml(path: str | Path, what: str = "experiment file") -> dict:
     if not p.is_file():
         raise ValueError(f"{what} {str(p)!r} does not exist")
     try:
-        return tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{what} {str(p)!r} is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:  # TOML is UTF-8 by definition
+        raise ValueError(
+            f"{what} {str(p)!r} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8"
+        ) from None
 
 
 class ConfigError(ValueError):

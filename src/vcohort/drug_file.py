@@ -238,7 +238,11 @@ def _drug(ck: Checker, name, t, model) -> Drug | None:
     if route == "iv" and "ka" in params:
         ck.error(f"{name}.pk.ka", "an absorption rate is for oral or sc drugs; this one is iv")
     effects = _effects(ck, name, t.get("effects", []), model, kw["mw"])
-    kw["eta_correlation"] = _eta_correlation(ck, name, t.get("eta_correlation", []), params)
+    # the names the pk table gives, parsed or not (a bad V1 is its own error, not also an
+    # "eta_correlation ... 'V1' is not allowed")
+    pk_raw = t.get("pk", {})
+    named = tuple(pk_raw) if isinstance(pk_raw, dict) else params.names
+    kw["eta_correlation"] = _eta_correlation(ck, name, t.get("eta_correlation", []), named)
     if len(ck.errors) > n_err:
         return None
     try:
@@ -297,7 +301,7 @@ def _pk(ck: Checker, name: str, raw, ref_weight):
         return pk_table([]), ()
 
 
-def _eta_correlation(ck: Checker, name: str, raw, params) -> tuple:
+def _eta_correlation(ck: Checker, name: str, raw, names) -> tuple:
     path = f"{name}.eta_correlation"
     if not isinstance(raw, list):
         ck.error(path, f"expected a list of {{ a, b, rho }} tables, got {raw!r}")
@@ -309,8 +313,8 @@ def _eta_correlation(ck: Checker, name: str, raw, params) -> tuple:
         src = ck.get(t, "source", p, "str", "")
         if src is not None and "source" in t and not src.strip():
             ck.error(f"{p}.source", "give a source, or 'assumption: why'")
-        a = ck.get(t, "a", p, "str", None, choices=params.names)
-        b = ck.get(t, "b", p, "str", None, choices=params.names)
+        a = ck.get(t, "a", p, "str", None, choices=tuple(names))
+        b = ck.get(t, "b", p, "str", None, choices=tuple(names))
         rho = ck.get(t, "rho", p, "float", None, gt=-1, lt=1)
         if None not in (a, b, rho):
             out.append((a, b, rho))
@@ -386,6 +390,11 @@ def _with_clinical_dose(ck: Checker, drug: Drug, text, parse_regimen) -> Drug | 
         return None
     if reg.drug != drug.name:
         ck.error(p, f"{text!r} doses {reg.drug}, not {drug.name}")
+        return None
+    from vcohort.dosing import above_label_maximum
+
+    if (note := above_label_maximum(reg, factor=1.0)) is not None:  # the file contradicts itself
+        ck.error(p, note.replace(" (mg meant for mg/kg?)", "") + "; allowed: at most that")
         return None
     return dataclasses.replace(drug, clinical_dose=text)
 

@@ -119,8 +119,9 @@ WNT974 = Drug(
                 "Liu et al. 2013 PNAS 110:20224), chosen so that 10 mg QD suppresses AXIN2 "
                 "(seen in 94% of skin biopsies, Rodon et al. 2021); Emax 0.9 because tumour "
                 "AXIN2 fell in only 74% of biopsies.  With this PK (t1/2 6 h) the inhibition "
-                "swings each day between ~0.80 of Emax at the peak and ~0.39 at the trough (0.70 "
-                "at the average concentration): partial, not near-complete, between doses"
+                "swings each day between ~0.80 at the peak and ~0.39 at the trough (0.70 at the "
+                "average concentration; 0.89, 0.43 and 0.78 of Emax): partial, not "
+                "near-complete, between doses"
             ),
         ),
     ),
@@ -180,7 +181,8 @@ CB839 = Drug(
             source=(
                 "Harding et al. 2021 Clin Cancer Res 27:4994: >90% platelet glutaminase inhibition "
                 "above ~300 nM; with a Hill slope of 1 this puts the IC50 near 33 nM = 0.019 mg/L "
-                "(MW 571.6); Emax 0.95 since tumour inhibition was >75%, not complete.  With "
+                "(MW 571.6; the assay's IC50, kept with Emax 0.95, so the model gives 0.86 at "
+                "300 nM); Emax 0.95 since tumour inhibition was >75%, not complete.  With "
                 "the assumed PK the plasma trough at 800 mg BID (~1.4 mg/L) is ~70x this EC50: "
                 "inhibition stays at 0.94-0.95 and is nearly dose-independent above ~100 mg BID, "
                 "so an optimiser can lower the dose at almost no loss (a property of these "
@@ -241,8 +243,15 @@ DOXORUBICIN = Drug(
             emax=1.0,
             ec50=0.02,
             site="effect",
-            source="assumption: EC50 at the effect site so that 75 mg/m2 gives ~1 log of "
-            "proliferating-cell kill per cycle (log-kill hypothesis, Skipper 1964)",
+            source="assumption: EC50 at the effect site, not fitted to a response rate; the "
+            "effect-site peak after 75 mg/m2 is ~0.024 mg/L, so the kill stays below ~55% of "
+            "its maximum, and one cycle takes a median 0.14 log10 (5-95%: 0.02-0.68, with "
+            "k_chemo's spread) off the living tumour cells by day 21 against untreated (50 "
+            "default patients, seed 1): far from the ~1 log per cycle of Skipper's (1964) "
+            "log-kill in sensitive leukaemias.  Yet 75 mg/m2 q3w x6 gives the default "
+            "population an ORR of ~40% (demo, 600 patients, 2026-12-02), well above what "
+            "doxorubicin achieves in melanoma: debris clearance and immune kill add to the "
+            "direct kill; not compared with a trial",
         ),
         Effect(
             "chemo_stress",
@@ -303,7 +312,11 @@ _KG = 70.0  # per-kg values at the reference weight
 # Re-fitted 2026-12-01 with CL's CV 0.33 (was 0.24) and the calibration's responders rounded as
 # n x ORR: the bisection ends at 2.69-2.74 mg/L, rounded 2.7: ORR 4.0% (16/400), 6-month PFS
 # 21.8%, median ANC nadir 1.78e9/L, grade 4 in 2.5%.
-DTIC_KILL_EC50 = 2.7
+# Re-fitted 2026-12-02 after the model gained IL-10's suppression of T cells, exosome-driven Treg
+# induction and the Gompertz clamp (KEYNOTE-002-like selection redone by the script): at 2.7 the
+# arm's ORR had fallen to 2.25%; the bisection ends at 1.771-1.774 mg/L, rounded 1.8: ORR 4.0%
+# (16/400), 6-month PFS 22.0%, median ANC nadir 1.85e9/L, grade 4 in 2.5%.
+DTIC_KILL_EC50 = 1.8
 # the delayed myelotoxicity (experiments/fit_dacarbazine_marrow.py, 2026-11-30, 200 patients):
 # bisection gave mtt_marrow 18.7-18.9 days and EC50 3.05 mg/L; rounded to 19 and 3.1, the
 # median nadir after one dose falls on day 25 and q3w's 63-day median nadir is 1.95e9/L (grade

@@ -61,7 +61,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vcohort.config import ENGINES, MAX_SEED, Checker, read_toml
+from vcohort.config import (
+    ENGINES,
+    MAX_DAYS,
+    MAX_PATIENTS,
+    MAX_SEED,
+    MAX_STEPS_PER_DAY,
+    Checker,
+    read_toml,
+)
 from vcohort.dose_rules import DoseRule, drug_rules, parse_rule
 from vcohort.dosing import (
     Regimen,
@@ -157,7 +165,7 @@ def experiment_from_dict(
     desc = ck.get(d, "description", "", "str", "")
 
     pt = ck.table(d.get("population", {}), "population", _POP, {"size"})
-    size = ck.get(pt, "size", "population", "int", 1, ge=1)
+    size = ck.get(pt, "size", "population", "int", 1, ge=1, le=MAX_PATIENTS)
     seed = ck.get(pt, "seed", "population", "int", 0, ge=0, le=MAX_SEED)
     repl = ck.get(pt, "replace_rejected", "population", "bool", True)
     screening = ck.get(pt, "screening", "population", "bool", True)
@@ -178,8 +186,8 @@ def experiment_from_dict(
             ck.error("calibration.rule", str(e))
 
     st = ck.table(d.get("simulation", {}), "simulation", _SIM, {"horizon_days"})
-    horizon = ck.get(st, "horizon_days", "simulation", "int", None, ge=1)
-    dt = ck.get(st, "dt", "simulation", "float", 0.1, gt=0, le=1)
+    horizon = ck.get(st, "horizon_days", "simulation", "int", None, ge=1, le=MAX_DAYS)
+    dt = ck.get(st, "dt", "simulation", "float", 0.1, ge=1.0 / MAX_STEPS_PER_DAY, le=1)
     if dt is not None:
         n = round(1.0 / dt)
         if abs(n * dt - 1.0) > 1e-9:
@@ -187,7 +195,7 @@ def experiment_from_dict(
     precision = ck.get(st, "precision", "simulation", "str", "float64", choices=PRECISIONS)
     chunk = ck.get(st, "chunk_size", "simulation", "int", 4096, ge=1)
     save_every = ck.get(st, "save_every", "simulation", "int", 7, ge=1)
-    runin = ck.get(st, "runin_days", "simulation", "int", 240, ge=0)
+    runin = ck.get(st, "runin_days", "simulation", "int", 240, ge=0, le=MAX_DAYS)
     engine = ck.get(st, "engine", "simulation", "str", "xla", choices=ENGINES)
 
     at = ck.table(d.get("assessment", {}), "assessment", _ASSESS)

@@ -32,16 +32,48 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
         )
     if p.exists() and not p.is_dir():
         raise ValueError(f"--out {str(p)!r} exists and is not a folder")
-    if p.exists() and any(p.iterdir()) and not overwrite:
-        raise ValueError(
-            f"--out {str(p)!r} already exists and is not empty; choose another folder or pass "
-            f"--overwrite to replace it"
-        )
+    if p.exists() and any(p.iterdir()):
+        if not overwrite:
+            raise ValueError(
+                f"--out {str(p)!r} already exists and is not empty; choose another folder or "
+                f"pass --overwrite to replace it"
+            )
+        _check_replaceable(p, full)
     above = next(a for a in full.parents if a.exists())  # the nearest existing folder above
     if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
         what = "is not a folder" if not above.is_dir() else "is not writable"
         raise ValueError(f"--out {str(p)!r}: {str(above)!r} {what}")
     return p
+
+
+# files that mark a folder as one vcohort wrote: --overwrite replaces only such a folder
+RUN_MARKERS = ("manifest.json", "rule.json", "batch.json")
+
+
+def _check_replaceable(p: Path, full: Path) -> None:
+    """``--overwrite`` replaces a folder as a whole: refuse one that vcohort did not write (no
+    `RUN_MARKERS` file) and one that holds a file named on the command line (the experiment
+    file kept beside its results would be deleted with them)."""
+    if not any((p / m).is_file() for m in RUN_MARKERS):
+        raise ValueError(
+            f"--out {str(p)!r} is not empty and holds no {' / '.join(RUN_MARKERS)}, so it is "
+            f"not a vcohort output folder; --overwrite replaces only those (a run replaces "
+            f"its folder as a whole): choose another folder"
+        )
+    for value in COMMAND_INPUTS:
+        try:
+            q = Path(value).resolve()
+        except (OSError, ValueError):
+            continue
+        if full in q.parents and q.exists():
+            raise ValueError(
+                f"--out {str(p)!r} holds {value!r}, an input of this command; --overwrite "
+                f"would delete it with the folder: move it out or choose another folder"
+            )
+
+
+# the current command's arguments that may name files (`vcohort.cli.main` sets them)
+COMMAND_INPUTS: list[str] = []
 
 
 @contextmanager

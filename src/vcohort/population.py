@@ -195,11 +195,9 @@ def load_population(spec: str | Path | None = None) -> Population:
             f"population {text!r} is neither a preset ({', '.join(available_presets())}) "
             f"nor an existing TOML file"
         )
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"population file {text!r} is not valid TOML: {e}") from None
-    return population_from_dict(data, str(path))
+    from vcohort.config import read_toml
+
+    return population_from_dict(read_toml(path, "population file"), str(path))
 
 
 _COV_REQUIRED = {"weight_kg", "height_cm", "baseline_diameter_mm"}
@@ -227,7 +225,7 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
         cv = ck.get(v, "cv", p, "float", 0.0, ge=0)
         lo = ck.get(v, "lower", p, "float", 0.0, gt=0)
         hi = ck.get(v, "upper", p, "float", math.inf, gt=0)
-        src = ck.get(v, "source", p, "str", "")
+        src = _source(ck, v, p)
         if len(ck.errors) > before:  # a bad value is reported; a default must not be compared
             pass
         elif lo > hi:
@@ -237,7 +235,7 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
         covs[k] = CovariateSpec(med, cv, lo, hi, src)
     pd1 = ck.table(d.get("pdl1", {}), "pdl1", {"prevalence", "source"}, {"prevalence", "source"})
     prev = ck.get(pd1, "prevalence", "pdl1", "float", 0.5, ge=0, le=1)
-    prev_src = ck.get(pd1, "source", "pdl1", "str", "")
+    prev_src = _source(ck, pd1, "pdl1")
     corrs = []
     raw = d.get("correlation", [])
     if not isinstance(raw, list):
@@ -249,7 +247,7 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
         c = ck.table(c, p, {"a", "b", "rho", "source"}, {"a", "b", "rho", "source"})
         a, b = ck.get(c, "a", p, "str", ""), ck.get(c, "b", p, "str", "")
         rho = ck.get(c, "rho", p, "float", 0.0, gt=-1, lt=1)
-        src = ck.get(c, "source", p, "str", "")
+        src = _source(ck, c, p)
         if a and a == b:
             ck.error(p, f"a and b are the same name {a!r}")
         if frozenset((a, b)) in seen:
@@ -277,6 +275,14 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
     return pop
 
 
+def _source(ck: Checker, t, path: str) -> str:
+    """A table's ``source``: required non-empty (a citation or 'assumption: why')."""
+    src = ck.get(t, "source", path, "str", "")
+    if isinstance(t, dict) and "source" in t and isinstance(src, str) and not src.strip():
+        ck.error(f"{path}.source", "must cite a source or say 'assumption: why'")
+    return src
+
+
 def parse_parameters(ck: Checker, t, path: str = "parameters") -> dict:
     """``[parameters.NAME]`` tables (value, cv, lower, upper, source) at ``path``; the names
     and the values against the model's bounds are checked when a cohort is drawn or an
@@ -297,9 +303,7 @@ def parse_parameters(ck: Checker, t, path: str = "parameters") -> dict:
         cv = ck.get(v, "cv", p, "float", None, ge=0)
         lo = ck.get(v, "lower", p, "float", None, ge=0)
         hi = ck.get(v, "upper", p, "float", None, gt=0)
-        src = ck.get(v, "source", p, "str", "")
-        if "source" in v and not str(v["source"]).strip():
-            ck.error(f"{p}.source", "must cite a source or say 'assumption: why'")
+        src = _source(ck, v, p)
         if not any(f in v for f in (*fields, "bounds")):
             ck.error(p, f"sets none of {', '.join(fields)}, bounds; give at least one")
         if lo is not None and hi is not None and lo >= hi:

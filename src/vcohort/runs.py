@@ -124,8 +124,11 @@ def doses_given_frame(
             frac = np.asarray(d["dose_fraction"], float)[:, ok]
             t = np.broadcast_to(s.time[i, ok], frac.shape)
             day = np.asarray(d["dose_day"], float)[:, ok]
-            step_t = dose_step(t, dt) * dt  # when the dose was decided
-            status = _dose_status(frac, step_t, d, s.rules[i].delay, np.asarray(tr.status) != 0)
+            # the step the dose was decided in, as the simulation placed it (a dose in the
+            # horizon's last half step moves into the last step)
+            days = next(iter(tr.daily.values())).shape[1] - 1
+            step = dose_step(t, dt, round(days / dt))
+            status = _dose_status(frac, step, d, s.rules[i].delay, np.asarray(tr.status) != 0, dt)
             parts.append(
                 pd.DataFrame(
                     {
@@ -148,10 +151,13 @@ def doses_given_frame(
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
 
 
-def _dose_status(frac, t, d, delay: bool, failed) -> np.ndarray:
+def _dose_status(frac, step, d, delay: bool, failed, dt: float) -> np.ndarray:
     """`DOSE_STATUS` of each (patient, dose) of one ruled drug (see `doses_given_frame`);
-    ``t``: the time of the step each dose falls due in (as ``stopped_day``)."""
-    stop = np.asarray(d["stopped_day"], float)[:, None]
+    ``step``: the step each dose falls due in.  ``stopped_day`` (the stopping step x dt, in
+    the run's precision) is compared as a step: in float32, k x dt fell below the float64
+    day of step k at 20% of steps (day 0.7, 1.4 ...), which read the dose that stopped the
+    drug as 'discontinued'."""
+    stop = np.round(np.asarray(d["stopped_day"], float)[:, None] / dt)
     out = np.full(frac.shape, "withheld", dtype=object)
     if delay:  # doses fall due in order: the first `due` were due, the rest never
         j = np.arange(frac.shape[1])[None, :]
@@ -159,7 +165,7 @@ def _dose_status(frac, t, d, delay: bool, failed) -> np.ndarray:
         why = np.where(np.isfinite(stop[:, 0]), "discontinued", "not reached")
         out[later] = why[np.nonzero(later)[0]]
     else:  # each dose falls due on its own day
-        out[t > stop + 1e-9] = "discontinued"
+        out[step > stop] = "discontinued"  # NaN (never stopped) compares False
     out[frac > 0] = "given"
     out[failed] = "failed"
     return out

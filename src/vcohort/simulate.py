@@ -132,8 +132,14 @@ def set_precision(precision: str):
 
 def check_dt(dt: float) -> int:
     """Sub-steps per day for ``dt``; 1/dt must be a whole number."""
+    from vcohort.config import MAX_STEPS_PER_DAY
+
     if not (isinstance(dt, int | float) and math.isfinite(dt) and 0 < dt <= 1):
         raise ValueError(f"dt={dt!r} must be in (0, 1] day")
+    if dt < 1.0 / MAX_STEPS_PER_DAY:
+        raise ValueError(
+            f"dt={dt!r}: at most {MAX_STEPS_PER_DAY} steps per day (dt >= {1 / MAX_STEPS_PER_DAY})"
+        )
     n = round(1.0 / dt)
     if abs(n * dt - 1.0) > 1e-9:
         raise ValueError(f"dt={dt!r}: 1/dt must be a whole number of steps per day")
@@ -851,6 +857,8 @@ def simulate(
             delay_inputs(schedule, plan.dt, plan.n_steps),
         )
     devs = list(devices) if devices is not None else jax.local_devices()
+    if not devs:
+        raise ValueError("devices=[]: give at least one device (default: all local devices)")
     n_dev = len(devs)
     shared = ()
     if engine == "pallas":
@@ -863,6 +871,8 @@ def simulate(
     starts = list(range(0, n, chunk))
     # the patient axis is sharded over the devices; shared dose inputs are replicated
     shard = patient_sharding(devs)
+    if shard is None and devices is not None:  # one device asked for: run there, not on the default
+        shard = devs[0]
     show = progress if progress is not None else len(starts) > 1
     it = starts
     if show:
@@ -884,6 +894,7 @@ def simulate(
             args = jax.device_put(args, shard)
         out = fn(*args, bolus, rate, *extra)
         if res is None:
+            ran_on = sorted({d.id for v in jax.tree_util.tree_leaves(out) for d in v.devices()})
             res = jax.tree_util.tree_map(
                 lambda v: np.empty((n,) + tuple(v.shape[1:]), dtype=v.dtype), out
             )
@@ -926,6 +937,7 @@ def simulate(
             "chunks": len(starts),
             "chunk_size": chunk,
             "devices": n_dev,
+            "device_ids": ran_on,  # where the first chunk's outputs were computed
         },
     )
 

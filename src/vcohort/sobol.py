@@ -93,13 +93,16 @@ def check_typical_rates(model, dt: float, channels=(), sampled=()) -> None:
             raise ValueError(
                 f"--dt {dt:g}: the typical {n} gives a rate of {float(rate):.3g}/day, and rate x "
                 f"dt = {float(rate) * dt:.3g} makes the fixed RK4 step unstable (it must stay "
-                f"below {STEP_LIMIT}); use --dt {_stable_dt(float(rate)):g} or smaller"
+                f"below {STEP_LIMIT}); use --dt {_stable_dt(float(rate))!r} or smaller"
             )
 
 
 def _stable_dt(rate: float) -> float:
-    """The largest dt = 1/n day (n whole) with rate x dt below `STEP_LIMIT`."""
-    return 1.0 / math.floor(rate / STEP_LIMIT + 1.0)
+    """The largest dt = 1/n day with rate x dt below `STEP_LIMIT` and a short decimal (n with
+    only the factors 2 and 5: 0.125, 0.1, 0.0625 ...), which `check_dt` accepts as typed."""
+    n = math.floor(rate / STEP_LIMIT + 1.0)  # the smallest whole n that is stable
+    m = min(2**i * 5**j for i in range(40) for j in range(20) if 2**i * 5**j >= n)
+    return 1.0 / m
 
 
 def sobol_indices(

@@ -30,7 +30,6 @@ import copy
 import itertools
 import json
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,12 +77,9 @@ def load_runs(paths) -> list[BatchRun]:
 
 
 def _read_toml(p: Path) -> dict:
-    if not p.is_file():
-        raise ValueError(f"experiment file {str(p)!r} does not exist")
-    try:
-        return tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"experiment file {str(p)!r} is not valid TOML: {e}") from None
+    from vcohort.config import read_toml
+
+    return read_toml(p)
 
 
 def _load_file(p: Path) -> list[BatchRun]:
@@ -129,16 +125,27 @@ def expand_sweep(
     if not isinstance(sweep, dict) or not sweep:
         errors.append(f"sweep: expected a [sweep] table of 'dotted.key' = [values], got {sweep!r}")
         sweep = {}
-    sweep = _flatten(sweep)  # population.seed = [...] unquoted is a nested table in TOML
+    # population.seed = [...] unquoted is a nested table in TOML
+    sweep = _flatten(sweep, errors=errors)
+    paths: dict = {}
     for key, values in sweep.items():
         if not isinstance(values, list) or not values:
             errors.append(f"sweep.{key!r}: expected a non-empty list of values, got {values!r}")
         elif len({json.dumps(v, sort_keys=True) for v in values}) < len(values):
             errors.append(f"sweep.{key!r}: values repeat in {values!r}")
         elif base is not None:
-            err = _set(copy.deepcopy(base), key, values[0])
+            err = _set(copy.deepcopy(base), key, values[0], where_set=(found := []))
             if err:
                 errors.append(f"sweep.{key!r}: {err} in the base experiment ({base_src})")
+            else:  # two keys reaching one field (an arm by name and by position)
+                path = tuple(found[0])
+                for other, op in paths.items():
+                    if op[: len(path)] == path or path[: len(op)] == op:
+                        errors.append(
+                            f"sweep.{key!r} and sweep.{other!r} set the same field "
+                            f"({'.'.join(map(str, path))}): keep one"
+                        )
+                paths[key] = path
     n = 1
     for v in sweep.values():
         n *= len(v) if isinstance(v, list) else 1
@@ -151,7 +158,7 @@ def expand_sweep(
     keys = list(sweep)
     labels = _labels(keys)
     slugs = {k: _value_slugs(sweep[k]) for k in keys}
-    runs, problems = [], []
+    runs, problems, seen = [], [], {}
     for combo in itertools.product(*(range(len(sweep[k])) for k in keys)):
         d = copy.deepcopy(base)
         values = {k: sweep[k][i] for k, i in zip(keys, combo, strict=True)}
@@ -175,6 +182,13 @@ def expand_sweep(
         except ConfigError as e:
             problems.append(str(e))
             continue
+        same = seen.setdefault(_meaning(exp), name)
+        if same != name:
+            problems.append(
+                f"{source} [run {name}: {shown}]: the same experiment as run {same} once "
+                f"parsed (e.g. 'q3w' and 'every 21 d'); drop one of the values"
+            )
+            continue
         head = data.get("title") or exp.title  # a readable title per run
         short = ", ".join(f"{labels[k]} {_text(v)}" for k, v in values.items())
         exp = _retitle(exp, f"{head}: {short}")
@@ -184,12 +198,28 @@ def expand_sweep(
     return runs
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
+def _flatten(d: dict, prefix: str = "", errors: list | None = None) -> dict:
+    """``{"a": {"b": [..]}}`` -> ``{"a.b": [..]}``; a key given twice (quoted ``"a.b"`` and
+    nested ``a.b``) is an error in ``errors``, not a silent winner."""
+    out: dict = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        out |= _flatten(v, key + ".") if isinstance(v, dict) else {key: v}
+        for kk, vv in (_flatten(v, key + ".", errors) if isinstance(v, dict) else {key: v}).items():
+            if kk in out and errors is not None:
+                errors.append(f"sweep.{kk!r}: given twice (quoted and as a nested table)")
+            out[kk] = vv
     return out
+
+
+def _meaning(exp: Experiment) -> str:
+    """What a run computes, whatever its words: the validated config without titles and
+    descriptions, its arms as parsed regimens."""
+    config = {k: v for k, v in exp.config.items() if k not in ("title", "description", "arms")}
+    arms = [(a.name, [repr(r) for r in a.regimens]) for a in exp.arms]
+    population = exp.population.to_dict()
+    return json.dumps(
+        {"config": config, "arms": arms, "population": population}, sort_keys=True, default=str
+    )
 
 
 def _retitle(exp: Experiment, title: str) -> Experiment:
@@ -217,14 +247,14 @@ def _base(base, base_dir: Path, errors: list) -> tuple[dict | None, str, Path]:
     return None, "", base_dir
 
 
-def _set(d, key: str, value) -> str | None:
+def _set(d, key: str, value, where_set: list | None = None) -> str | None:
     """Set ``d[key path] = value`` in place; return an error message (or None).  A table key
     that itself holds dots (a ``drug.PARAM`` parameter setting) is matched whole, longest
-    first."""
+    first.  ``where_set`` gets the resolved path (list positions as integers)."""
     parts = key.split(".")
     if not key or any(not p for p in parts):
         return f"{key!r} is not a dotted key like 'population.seed'"
-    node, walked, i = d, [], 0
+    node, walked, i, resolved = d, [], 0, []
     while i < len(parts):
         where = ".".join(walked) or "the top level"
         if isinstance(node, dict):
@@ -234,8 +264,11 @@ def _set(d, key: str, value) -> str | None:
             part, last = ".".join(parts[i:j]), j == len(parts)
             if not last and part not in node:
                 return f"{part!r} is not in {where} (has: {', '.join(map(str, node)) or 'nothing'})"
+            resolved.append(part)
             if last:
                 node[part] = value
+                if where_set is not None:
+                    where_set.append(resolved)
                 return None
             node = node[part]
         elif isinstance(node, list):
@@ -253,8 +286,11 @@ def _set(d, key: str, value) -> str | None:
                     f" or a name ({', '.join(map(str, names))})" if names else ""
                 )
                 return f"{part!r} does not select an item of {where}; use {allowed}"
+            resolved.append(idx)
             if last:
                 node[idx] = value
+                if where_set is not None:
+                    where_set.append(resolved)
                 return None
             node = node[idx]
         else:

@@ -10,6 +10,7 @@ and exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from vcohort.cli import optimize, sensitivity, simulate, tools, trial
@@ -74,6 +75,16 @@ def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:
     core unless ``--cpu-devices`` says otherwise; called from a program, only an explicit
     ``--cpu-devices`` touches JAX's device count (`vcohort.cores.use_cpu_cores`)."""
     args = build_parser().parse_args(argv)
+    from vcohort import io
+
+    # files named on the command line, which --overwrite must not delete with an --out folder
+    io.COMMAND_INPUTS[:] = [
+        str(x)
+        for k, v in vars(args).items()
+        if k != "out"
+        for x in (v if isinstance(v, list | tuple) else [v])
+        if isinstance(x, str | os.PathLike)
+    ]
     try:
         if args.cpu_devices is not None or all_cores:
             from vcohort.cores import use_cpu_cores

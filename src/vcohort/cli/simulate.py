@@ -21,8 +21,10 @@ DEMO_ARMS = (
 
 
 def _common(p: argparse.ArgumentParser, patients: int, days: int) -> None:
-    p.add_argument("--patients", type=int, default=patients, help="virtual patients (>= 1)")
-    p.add_argument("--days", type=int, default=days, help="horizon in days")
+    p.add_argument(
+        "--patients", type=int, default=patients, help=f"virtual patients (>= 1; {patients})"
+    )
+    p.add_argument("--days", type=int, default=days, help=f"horizon in days ({days})")
     p.add_argument("--seed", type=int, default=0, help="cohort seed")
     p.add_argument(
         "--population",
@@ -36,10 +38,12 @@ def _common(p: argparse.ArgumentParser, patients: int, days: int) -> None:
         default=None,
         help="RK4 step (day); 1/dt whole (default: the model's, 0.1; 0.002 for depillis2009)",
     )
-    p.add_argument("--save-every", type=int, default=7, help="save full state every N days")
-    p.add_argument("--chunk-size", type=int, default=4096, help="patients per compiled call")
+    p.add_argument("--save-every", type=int, default=7, help="save full state every N days (7)")
+    p.add_argument("--chunk-size", type=int, default=4096, help="patients per compiled call (4096)")
     p.add_argument("--engine", choices=ENGINES, default="xla", help=ENGINE_HELP)
-    p.add_argument("--assess-every", type=int, default=42, help="RECIST assessment interval (days)")
+    p.add_argument(
+        "--assess-every", type=int, default=42, help="RECIST assessment interval in days (42)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -99,14 +103,18 @@ def run_demo(args) -> int:
 
 
 def _run(args, arm_specs: list[str]) -> int:
+    from vcohort.config import MAX_DAYS, MAX_PATIENTS
     from vcohort.io import check_output_dir
     from vcohort.model import get_model
     from vcohort.runs import parse_arm
 
-    if args.patients < 1:
-        raise ValueError(f"--patients={args.patients} must be >= 1")
-    if args.days < 1:
-        raise ValueError(f"--days={args.days} must be >= 1")
+    if not 1 <= args.patients <= MAX_PATIENTS:
+        raise ValueError(f"--patients={args.patients} must be in 1 .. {MAX_PATIENTS:,}")
+    if not 1 <= args.days <= MAX_DAYS:
+        raise ValueError(f"--days={args.days} must be in 1 .. {MAX_DAYS:,}")
+    for flag in ("save_every", "chunk_size", "assess_every"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be >= 1")
     model = get_model(getattr(args, "model", "csc_immune"))
     population = None
     if args.population is not None:
@@ -121,6 +129,7 @@ def _run(args, arm_specs: list[str]) -> int:
     if args.dt is None:
         args.dt = model.default_dt
     arms = [parse_arm(a, model.drug_catalogue()) for a in arm_specs]
+    _note_label_maximum(arms)
     if args.out is not None:
         check_output_dir(args.out, args.overwrite)
     from vcohort.runs import check_arms
@@ -141,6 +150,7 @@ def _run(args, arm_specs: list[str]) -> int:
         precision=args.precision,
         population=population,
         engine=args.engine,
+        chunk_size=args.chunk_size,  # the run-in's memory as the arms'
     )
     t_cohort = time.perf_counter() - t0
     trajs, endpoints, summary, schedules = run_arms(
@@ -178,6 +188,16 @@ def _run(args, arm_specs: list[str]) -> int:
         )
         print(f"wrote {args.out}")
     return 0
+
+
+def _note_label_maximum(arms) -> None:
+    """One note per regimen whose dose passes the drug's label maximum (before compute)."""
+    from vcohort.dosing import above_label_maximum
+
+    for a in arms:
+        for r in a.regimens:
+            if (note := above_label_maximum(r)) is not None:
+                print(f"note: arm {a.name!r}: {note}", file=sys.stderr)
 
 
 def _print_summary(summary, args, wall) -> None:

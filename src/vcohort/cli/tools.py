@@ -17,7 +17,9 @@ def add_export_sbml(sub) -> None:
     e.add_argument("--overwrite", action="store_true", help="replace an existing file")
     e.add_argument("--drugs", default="", help="comma-separated drugs whose PK to include")
     e.add_argument("--regimen", action="append", default=[], help="doses, as in simulate")
-    e.add_argument("--days", type=int, default=180, help="horizon the regimens are laid out on")
+    e.add_argument(
+        "--days", type=int, default=180, help="horizon the regimens are laid out on (180)"
+    )
     e.add_argument("--seed", type=int, default=0, help="cohort seed (with --patient)")
     e.add_argument(
         "--patient",
@@ -69,6 +71,10 @@ def run_export_sbml(args) -> int:
     model = get_model(args.model)
     cat = model.drug_catalogue()
     out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(
+            f"--out={args.out!r} is a folder; give the SBML file's path, e.g. model.xml"
+        )
     if out.exists() and not args.overwrite:
         raise ValueError(f"--out={args.out!r} exists; pass --overwrite to replace it")
     if not out.parent.is_dir():
@@ -180,7 +186,7 @@ def run_validate(args) -> int:
 
 def add_model_doc(sub) -> None:
     m = sub.add_parser("model-doc", help="write the model's equations and parameter table")
-    m.add_argument("--out", default="docs/model.md")
+    m.add_argument("--out", default="docs/model.md", help="the document to write (docs/model.md)")
     m.add_argument(
         "--validation",
         default=None,
@@ -194,6 +200,12 @@ def run_model_doc(args) -> int:
 
     if args.validation is None:
         validation = Path("docs/validation.json")
+        if not validation.is_file():
+            print(
+                f"note: no {validation} here (run from the repository, or give --validation): "
+                f"the Validation section says 'Not run yet'",
+                file=sys.stderr,
+            )
     else:
         validation = Path(args.validation)
         if not validation.is_file():

@@ -26,6 +26,9 @@ def run_trial(args) -> int:
 
     exp = load_experiment(args.experiment)  # validated before any compute
     check_output_dir(args.out, args.overwrite)
+    from vcohort.cli.simulate import _note_label_maximum
+
+    _note_label_maximum(exp.arms)
     from vcohort import trial as T
 
     t0 = time.perf_counter()
@@ -81,6 +84,9 @@ def run_batch(args) -> int:
     if args.out is None and not args.list:
         raise ValueError("batch needs --out DIR (or --list to only validate and list the runs)")
     runs = load_runs(args.experiments)  # every file and run validated before any compute
+    from vcohort.batch import check_chunk_patients
+
+    check_chunk_patients(args.chunk_patients)  # --list validates the flags too
     if args.list:
         for r in runs:
             e = r.experiment

@@ -192,7 +192,10 @@ def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
     p_sr = p["p_lo"] + (p["p_hi"] - p["p_lo"]) * drive * niche
     r["self_renewal_probability"] = p_sr
 
-    gomp = xp.log(p["K_cap"] / C)  # Gompertz drive (QSP-IO cancer_module.m)
+    # Gompertz drive, no growth above the capacity (QSP-IO cancer_module.m:
+    # log(max(C_max/C, 1))): unclamped, a tumour above K_cap would lose cells that no
+    # death flux counts (not to debris) and CSC division would take cells out of N
+    gomp = xp.log(xp.maximum(p["K_cap"] / C, 1.0))
     gls = g("glutaminase_inhibition")
     div_S = p["v_S"] * gomp * (1.0 - p["f_gls_S"] * gls) * S
     div_N = p["v_N"] * gomp * (1.0 - p["f_gls_N"] * gls) * N
@@ -213,8 +216,9 @@ def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
     H_TGF = p["h_TGF_T"] * hill(y["TGFb"], p["K_TGF_T"])
     H_MDSC = p["h_MDSC"] * hill(y["MDSC"] / V, p["K_MDSC"])
     H_Met = p["h_Met"] * hill(y["Met"], p["K_Met_T"])
+    H_IL10 = p["h_IL10_T"] * hill(y["IL10"], p["K_IL10_T"])
     treg_sup = (y["T8"] + CELL_FLOOR) / (y["T8"] + p["K_Treg"] * y["Treg"] + CELL_FLOOR)
-    common = (1.0 - H_TGF) * (1.0 - H_MDSC) * (1.0 - H_Met) * treg_sup
+    common = (1.0 - H_TGF) * (1.0 - H_IL10) * (1.0 - H_MDSC) * (1.0 - H_Met) * treg_sup
     contact = p["k_T"] * y["T8"] / (p["K_TC"] * C + y["T8"])
     # epigenetic therapy restores MHC-I: visibility moves from vis_S towards 1
     vis_S = p["vis_S"] + (1.0 - p["vis_S"]) * xp.minimum(p["a_mhc"] * g("mhc_restoration"), 1.0)
@@ -231,7 +235,7 @@ def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
     # MHC-independent killing of S only with the CD8 killing law and its TME suppression except
     # Tregs (assumption: CAR-T are T cells; their CD3ζ signal is braked by PD-1, TGF-β, MDSC,
     # lactate)
-    car_sup = (1.0 - H_TGF) * (1.0 - H_MDSC) * (1.0 - H_Met) * (1.0 - H_PD1_S)
+    car_sup = (1.0 - H_TGF) * (1.0 - H_IL10) * (1.0 - H_MDSC) * (1.0 - H_Met) * (1.0 - H_PD1_S)
     r["cart_influx"] = p["f_home_car"] * g("cart_infusion")
     stim = S / (S + p["K_car_ET"] * y["CART"] + CELL_FLOOR)
     allee = y["CART"] / (y["CART"] + p["K_car_min"])
@@ -255,7 +259,13 @@ def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
 
     # Tregs (§2.3; §4 ref 58)
     r["treg_recruitment"] = p["q_Treg"] * V * hill(y["CCL5"], p["K_CCL5"])
-    r["treg_induction"] = p["q_Treg_ind"] * V * hill(y["TGFb"], p["K_TGF_ind"])
+    # TGF-β-driven induction, enhanced by CSC exosomes (§3.2: "enhancing Treg differentiation")
+    r["treg_induction"] = (
+        p["q_Treg_ind"]
+        * V
+        * hill(y["TGFb"], p["K_TGF_ind"])
+        * (1.0 + p["a_exo_Treg"] * hill(y["Exo"], p["K_stem_Exo"]))
+    )
     r["treg_loss"] = p["d_Treg"] * y["Treg"]
     r["treg_depletion"] = p["k_ccr4"] * g("ccr4_depletion") * y["Treg"]
 
@@ -292,7 +302,10 @@ def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
     r["m2_death"] = p["d_Mac"] * (1.0 + p["a_csf1r"] * csf) * y["M2"]
 
     # soluble signals: production (nM/day) and decay
-    sec = 1.0 - p["e_wnt_sec"] * wnt
+    # CSC secretion of suppressive signals (TGF-β, IL-10, CCL5), lowered by Wnt
+    # inhibition (§4.3) and by epigenetic therapy (review Table 1: DNMT/HDAC inhibitors
+    # "reverse CSC-driven immune suppression")
+    sec = (1.0 - p["e_wnt_sec"] * wnt) * (1.0 - p["e_epi_sec"] * g("mhc_restoration"))
     stress = g("chemo_stress")
     r["tgfb_production"] = dens * (
         p["sig_TGF_S"] * (1.0 + p["a_chemo_TGF"] * stress) * sec * S

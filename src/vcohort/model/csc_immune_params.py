@@ -71,8 +71,10 @@ _ROWS = [
         "-",
         0.0,
         _a(
-            "niche/feedback control of self-renewal by the CSC fraction "
-            "(Lander et al. 2009 PLoS Biol 7:e15; Wodarz-type p = p/(1+γ·x1) in SOURCES.md); "
+            "niche saturation: self-renewal falls as CSCs fill a limited niche, read as the "
+            "CSC fraction S/C.  Not Lander et al.'s (2009 PLoS Biol 7:e15) feedback from "
+            "differentiated progeny, p = p/(1+γ·x1) in SOURCES.md, which acts the other way "
+            "when therapy kills non-stem cells (fewer progeny, more self-renewal); "
             "it slows but does not stop CSC enrichment: dedifferentiation does not slow with "
             "growth, so as Gompertz growth slows the untreated CSC fraction rises from its "
             "initial 10% (median 12.5% at day 30, 23% at day 180, 32% at day 365; 200 default "
@@ -108,7 +110,7 @@ _ROWS = [
         0.05,
         "nM",
         0.0,
-        _a("half-saturation at the typical untreated level"),
+        _a("half-saturation below the untreated level (after run-in median 0.084 nM)"),
         "IL-6 pool half-saturation for STAT3 stemness",
     ),
     (
@@ -116,7 +118,7 @@ _ROWS = [
         0.1,
         "nM",
         0.0,
-        _a("half-saturation at the typical untreated level"),
+        _a("half-saturation near the untreated level (after run-in median 0.127 nM)"),
         "TGF-β half-saturation for stemness/EMT",
     ),
     (
@@ -124,7 +126,7 @@ _ROWS = [
         0.01,
         "nM",
         0.0,
-        _a("near QSP-IO IL-10 half-saturation 8 pM"),
+        _a("near QSP-IO IL-10 half-saturation 8 pM (after run-in median IL-10 0.020 nM)"),
         "IL-10 half-saturation for stemness",
     ),
     (
@@ -252,8 +254,9 @@ _ROWS = [
         "-",
         0.0,
         _a(
-            "QSP-IO form T/(T+K·Treg); K lowered from 11 so that a "
-            "Treg:CD8 ratio ~0.5 halves killing"
+            "QSP-IO form T/(T+K·Treg); K lowered from 11 so that a Treg:CD8 ratio of 1 "
+            "halves killing (0.5: two thirds kept; run-in median ratio 0.6, 5-95% 0.1-3.2; "
+            "200 default patients, seed 1)"
         ),
         "Treg suppression constant",
     ),
@@ -370,7 +373,10 @@ _ROWS = [
         0.5,
         "relative",
         0.0,
-        _a("half-saturating PD-L1 engagement; untreated H_PD1 ~0.6"),
+        _a(
+            "half-saturating PD-L1 engagement; untreated H_PD1 after run-in median 0.75 "
+            "(5-95% 0.65-0.80; 200 default patients, seed 1)"
+        ),
         "PD-1 engagement half-saturation",
     ),
     (
@@ -418,11 +424,36 @@ _ROWS = [
         "metabolite suppression max",
     ),
     (
+        "h_IL10_T",
+        0.2,
+        "-",
+        0.0,
+        _a(
+            "IL-10 from M2, MDSC, Tregs and CSCs suppresses T cells (review §2.3, §4.2(3)), "
+            "mostly through antigen-presenting cells; on CD8 cells themselves it can even "
+            "activate (pegylated IL-10, Mumm et al. 2011 Cancer Cell 20:781): a modest "
+            "maximal 20% loss of function"
+        ),
+        "IL-10 suppression max",
+    ),
+    (
+        "K_IL10_T",
+        0.008,
+        "nM",
+        0.0,
+        _QSPIO + ": IL-10 half-saturation 8 pM (as K_IL10_M)",
+        "IL-10 suppression half-sat.",
+    ),
+    (
         "K_Met_T",
         10.0,
         "mM",
         0.0,
-        _a("~10 mM lactate halves T-cell function (Fischer 2007 Blood)"),
+        _a(
+            "half-saturation at ~10 mM lactate, where lactate suppresses CTL proliferation "
+            "and cytokines (Fischer 2007 Blood); with h_Met 0.5 that is a 25% loss of "
+            "function, never more than 50%"
+        ),
         "metabolite half-saturation for T cells",
     ),
     (
@@ -453,7 +484,22 @@ _ROWS = [
         _a("TGF-β induction of Tregs (review §4, ref 58)"),
         "Treg induction per tumour volume",
     ),
-    ("K_CCL5", 0.06, "nM", 0.0, _a("typical untreated level"), "CCL5 half-saturation"),
+    (
+        "a_exo_Treg",
+        0.5,
+        "-",
+        0.0,
+        _a("CSC exosomes enhance Treg differentiation (review §3.2), as a_exo_MDSC"),
+        "extra Treg induction at saturating exosomes",
+    ),
+    (
+        "K_CCL5",
+        0.06,
+        "nM",
+        0.0,
+        _a("below the untreated level (after run-in median 0.13 nM, 5-95% 0.08-0.21)"),
+        "CCL5 half-saturation",
+    ),
     (
         "K_TGF_ind",
         0.1,
@@ -604,8 +650,27 @@ _ROWS = [
         0.5,
         "-",
         0.0,
-        _a("Wnt inhibition halves CSC TGF-β/IL-10/CCL secretion (§4.3)"),
+        _a(
+            "Wnt inhibition halves CSC TGF-β/IL-10/CCL5 secretion (§4.3).  Not CCL2: tried "
+            "2026-12-02, halving CSC CCL2 left the MDSC density under WNT974 unchanged "
+            "(x1.00 at day 60, 30 patients) and, as CCL2 also recruits the tumour-killing M1 "
+            "macrophages, made the tumour grow; the review's 'fewer myeloid suppressors' "
+            "(§4.3(1)) is not reproduced"
+        ),
         "fraction of CSC secretion removed by full Wnt inhibition",
+    ),
+    (
+        "e_epi_sec",
+        0.3,
+        "-",
+        0.0,
+        _a(
+            "epigenetic therapy (DNMT/HDAC inhibitors) 'reverses CSC-driven immune suppression' "
+            "(review Table 1, §4.3(3); Guadecitabine + atezolizumab, NCT03250273): at the "
+            "full effect CSC TGF-β/IL-10/CCL5 secretion falls by 30%, less than under "
+            "full Wnt inhibition; the size is not measured"
+        ),
+        "fraction of CSC secretion removed by full epigenetic restoration",
     ),
     (
         "k_IFN",
@@ -615,7 +680,14 @@ _ROWS = [
         _a("IFN-γ half-life ~2-3 h (QSP-IO k_IFNg_deg 7.68/day)"),
         "IFN-γ decay",
     ),
-    ("sig_Exo_S", 10.0, "rel/day", 0.3, _a("gives Exo ~1 at baseline"), "exosomes by CSCs"),
+    (
+        "sig_Exo_S",
+        10.0,
+        "rel/day",
+        0.3,
+        _a("exosome level ~1 (K_stem_Exo); after run-in median 1.7, 5-95% 1.1-2.8"),
+        "exosomes by CSCs",
+    ),
     ("sig_Exo_MDSC", 10.0, "rel/day", 0.0, _a("MDSC exosomes (§3.2)"), "exosomes by MDSC"),
     ("k_Exo", 1.0, "1/day", 0.0, _a("exosome uptake/clearance ~1 day"), "exosome clearance"),
     (
@@ -762,6 +834,7 @@ PARAMS = ParamTable(tuple(Param(*r) for r in _ROWS))
 # meaning and would make rates negative (assumption); sampled ranges (`vcohort.sobol`) and
 # population settings (`Model.param_bounds`) stay at or below 1
 UNIT_INTERVAL = frozenset(
-    "p_lo p_hi K_niche b_wnt f_gls_S f_gls_N e_excl h_TGF_T h_PD1 vis_S h_MDSC h_Met w_CCL2 "
-    "e_wnt_sec g_Met f_S0".split()
+    "p_lo p_hi K_niche b_wnt f_gls_S f_gls_N e_excl h_TGF_T h_IL10_T h_PD1 vis_S h_MDSC h_Met "
+    "w_CCL2 "
+    "e_wnt_sec e_epi_sec g_Met f_S0".split()
 )

@@ -234,6 +234,13 @@ def parse_experiment(
         dt=ck.get(raw, "dt", "", "float", 0.1, gt=0, le=1),
         precision=ck.get(raw, "precision", "", "str", "float64", choices=("float32", "float64")),
     )
+    if isinstance(top["dt"], float) and 0 < top["dt"] <= 1:
+        from vcohort.simulate import check_dt
+
+        try:
+            check_dt(top["dt"])
+        except ValueError as e:
+            ck.error("dt", str(e))
     o = ck.table(raw.get("optimizer", {}), "optimizer", OPT_KEYS)
     opt = {
         "name": ck.get(o, "name", "optimizer", "str", "adam"),
@@ -277,6 +284,13 @@ def parse_experiment(
             "optimizer.hold_softness",
             f"{o['hold_softness']!r} is set, but no [[drug]] has a hold_if rule for it to act on",
         )
+    if not isinstance(raw.get("title", ""), str):
+        ck.error("title", f"{raw['title']!r}: expected a string")
+    n_train = train.get("patients") if isinstance(train, dict) else None
+    for k in ("batch_size", "personalised_patients"):  # were clipped to the cohort silently
+        v = opt.get(k)
+        if isinstance(n_train, int) and isinstance(v, int) and v > n_train:
+            ck.error(f"optimizer.{k}", f"{v} exceeds [train] patients = {n_train}")
     if opt.get("personalised_patients") and isinstance(weights, dict) and "cvar" in weights:
         ck.error(
             "optimizer.personalised_patients",

@@ -184,6 +184,11 @@ def validate_drug(d: DrugSlots, days: int) -> None:
     pos("start_day", d.start_day, allow_none=False, allow_zero=True)
     pos("infusion_days", d.infusion_days, allow_none=False, allow_zero=True)
     pos("hold_days", d.hold_days)
+    if d.infusion_days > 0 and drug.route != "iv":
+        raise ValueError(
+            f"{f}: infusion_days={d.infusion_days} given for a drug of route {drug.route!r}; "
+            f"only IV drugs take an infusion ('over')"
+        )
     if d.hold_days is not None and d.hold_days < d.every_days:
         raise ValueError(f"{f}: hold_days={d.hold_days} is shorter than every_days={d.every_days}")
     mx = d.resolved_max()
