@@ -550,6 +550,25 @@ def test_a_dose_rounded_onto_an_earlier_step_is_judged_in_that_step():
     assert table["status"].tolist() == ["given", "withheld", "discontinued"]
 
 
+def test_a_dose_in_the_last_half_step_is_judged_in_the_last_step_as_simulated():
+    """A dose at 9.97 d in a 10-day run (dt 0.1) is given in the last step (9.9 d, as
+    `simulate` places it); the dose table rounded it to day 10.0 instead, after a stop at 9.9,
+    and called the dose that stopped the drug 'discontinued'."""
+    from types import SimpleNamespace
+
+    from vcohort.runs import doses_given_frame
+
+    reg = "doxorubicin 60 mg/m2 every 1 d x 2 start 8.97 d hold if ANC < 1.5 reduce to 75%"
+    s = compile_schedule([parse_regimen(reg)], 10.0)
+    dosing = {"dose_fraction": np.array([[1.0, 0.0]]), "dose_day": np.array([[8.9, np.nan]]),
+              "stopped_day": np.array([9.9]), "due": np.array([2.0])}  # fmt: skip
+    tr = SimpleNamespace(patient_id=np.array([0]), status=np.array([0]),
+                         save_days=np.array([0.0, 7.0, 10.0]),
+                         dosing={"doxorubicin": dosing})  # fmt: skip
+    table = doses_given_frame({"a": tr}, {"a": s}, {"bsa_m2": np.array([1.8])}, 0.1)
+    assert table["status"].tolist() == ["given", "withheld"]
+
+
 def test_doses_past_a_shorter_run_s_horizon_are_not_clamped_into_it():
     """A schedule compiled for 30 d and run for 10: its later doses are outside this run (the
     clamp to the last step is for doses inside the horizon only), so two weekly doses do not

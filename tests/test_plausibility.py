@@ -118,3 +118,34 @@ def test_the_pool_is_drawn_up_to_max_draws_not_refused_before(monkeypatch):
     assert len(cohort) == 100 and cohort.patient_id[-1] == 990 and len(table) == 991
     with pytest.raises(ValueError, match=r"only 99 of 990 .* need more than max_draws=990"):
         P.plausible_cohort(100, population=load_population(), model=object(), max_draws=990)
+
+
+def test_replacement_batches_reuse_the_first_batch_s_compiled_shape(monkeypatch, request):
+    """A replacement batch larger than the cohort (about half rejected: 6 wanted, 17 drawn
+    next) ran in a chunk of its own size, one more compile of the run-in and the screening."""
+    import vcohort.simulate as S
+
+    traces = []
+    original = S.patient_fn
+
+    def counting(plan):
+        run = original(plan)
+
+        def traced(*a):
+            traces.append(plan.days)  # once per trace (a new shape), never per call
+            return run(*a)
+
+        return traced
+
+    saved = dict(S._CACHE)
+    S._CACHE.clear()
+    request.addfinalizer(lambda: S._CACHE.update(saved))
+    monkeypatch.setattr(S, "patient_fn", counting)
+    probe = screen(make_cohort(24, seed=9, runin_days=30, chunk_size=CH), CSC_IMMUNE, LOOSE)
+    hi = float(np.median(probe["screen_csc_max"]))
+    traces.clear()
+    S._CACHE.clear()
+    cohort, table = plausible_cohort(6, population=_pop(csc_fraction=(0.0, hi)), seed=9,
+                                     runin_days=30)  # fmt: skip
+    assert len(cohort) == 6 and len(table) > 6  # replacements were drawn
+    assert sorted(traces) == [28, 30], traces  # screening and run-in, each traced once

@@ -122,8 +122,8 @@ def plausible_cohort(
 
     Patients keep their ids (``first_id, first_id + 1, ...`` in draw order), so the same seed
     gives the same patients and the same rejections whatever the chunk size.  Replacements are
-    drawn in batches of at least ``min(n, chunk_size)`` patients, so no new shape is compiled
-    (except for a last batch cut short at ``max_draws``).
+    drawn in whole chunks of ``min(n, chunk_size)`` patients, the first batch's chunk, so no new
+    shape is compiled (except for a last batch cut short at ``max_draws``).
     Raises if more than ``max_draws`` (default ``10 n + 64``) patients would be needed.  A
     population without plausibility bounds accepts every patient.
     """
@@ -136,6 +136,9 @@ def plausible_cohort(
     max_draws = 10 * n + 64 if max_draws is None else max_draws
     check_engine(engine)
     check_seed_and_ids(seed, first_id, max_draws)  # replacements draw ids up to the limit
+    # every batch, the first and the replacements, runs in chunks of this one shape: a
+    # replacement batch larger than n had its own (chunk = min(chunk_size, batch)), a compile
+    chunk_size = int(min(n, chunk_size))
     kw = dict(cohort_kwargs, seed=seed, model=model, dt=dt, precision=precision,
               chunk_size=chunk_size, population=pop, engine=engine)  # fmt: skip
     first = make_cohort(n, first_id=first_id, **kw)
@@ -157,7 +160,8 @@ def plausible_cohort(
         rate = max(n_ok / drawn, 0.05)
         # at least one full chunk (min(n, chunk_size)), so the compiled chunk shape is the
         # first batch's: a compile costs more than simulating a chunk of extra patients
-        size = min(max(math.ceil(need / rate * 1.2) + 2, min(n, chunk_size)), max_draws - drawn)
+        size = max(math.ceil(need / rate * 1.2) + 2, chunk_size)
+        size = min(math.ceil(size / chunk_size) * chunk_size, max_draws - drawn)  # whole chunks
         if size <= 0:  # every allowed draw made (the last batch capped at the limit)
             reasons = pd.concat(tables)["reason"].str.split(":").str[0]
             counts = reasons[reasons != ""].value_counts().to_dict()

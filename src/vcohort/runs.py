@@ -125,9 +125,10 @@ def doses_given_frame(
             t = np.broadcast_to(s.time[i, ok], frac.shape)
             day = np.asarray(d["dose_day"], float)[:, ok]
             # the step the dose was decided in, as the simulation placed it (a dose in the
-            # horizon's last half step moves into the last step)
-            days = next(iter(tr.daily.values())).shape[1] - 1
-            step = dose_step(t, dt, round(days / dt))
+            # horizon's last half step moves into the last step; the last save day is the horizon)
+            saved = getattr(tr, "save_days", None)
+            n_steps = round(float(saved[-1]) / dt) if saved is not None else None
+            step = dose_step(t, dt, n_steps)
             status = _dose_status(frac, step, d, s.rules[i].delay, np.asarray(tr.status) != 0, dt)
             parts.append(
                 pd.DataFrame(

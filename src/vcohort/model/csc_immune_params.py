@@ -77,7 +77,7 @@ _ROWS = [
             "when therapy kills non-stem cells (fewer progeny, more self-renewal); "
             "it slows but does not stop CSC enrichment: dedifferentiation does not slow with "
             "growth, so as Gompertz growth slows the untreated CSC fraction rises from its "
-            "initial 10% (median 12.5% at day 30, 23% at day 180, 32% at day 365; 200 default "
+            "initial 10% (median 12.4% at day 30, 23% at day 180, 33% at day 365; 200 default "
             "patients, seed 1)"
         ),
         "CSC fraction halving the self-renewal drive",
@@ -118,7 +118,7 @@ _ROWS = [
         0.1,
         "nM",
         0.0,
-        _a("half-saturation near the untreated level (after run-in median 0.127 nM)"),
+        _a("half-saturation near the untreated level (after run-in median 0.13 nM)"),
         "TGF-β half-saturation for stemness/EMT",
     ),
     (
@@ -231,7 +231,9 @@ _ROWS = [
         "(95% CI 10-22%; Ribas et al. 2015), so the largest scanned CV is kept (25.8% / 23.5% "
         "/ 22.3% with dacarbazine's CL CV at 0.24; 24.5% / 19.8% / 17.0% before "
         "pembrolizumab's peripheral PK gained its published variability, which changes the "
-        "calibrated population): intrinsic chemosensitivity varies widely between melanomas "
+        "calibrated population; 22.0% at CV 2 after the 2026-12-02 model change and "
+        "dacarbazine refit, the scan not redone): intrinsic chemosensitivity varies widely "
+        "between melanomas "
         "(experiments/fit_dacarbazine.py --cv-scan)",
         "maximal chemotherapy kill rate of non-stem cells",
     ),
@@ -255,7 +257,7 @@ _ROWS = [
         0.0,
         _a(
             "QSP-IO form T/(T+K·Treg); K lowered from 11 so that a Treg:CD8 ratio of 1 "
-            "halves killing (0.5: two thirds kept; run-in median ratio 0.6, 5-95% 0.1-3.2; "
+            "halves killing (0.5: two thirds kept; run-in median ratio 0.7, 5-95% 0.1-3.7; "
             "200 default patients, seed 1)"
         ),
         "Treg suppression constant",
@@ -374,8 +376,8 @@ _ROWS = [
         "relative",
         0.0,
         _a(
-            "half-saturating PD-L1 engagement; untreated H_PD1 after run-in median 0.75 "
-            "(5-95% 0.65-0.80; 200 default patients, seed 1)"
+            "half-saturating PD-L1 engagement; untreated H_PD1 after run-in median 0.74 "
+            "(5-95% 0.64-0.80; 200 default patients, seed 1)"
         ),
         "PD-1 engagement half-saturation",
     ),
