@@ -140,8 +140,24 @@ def test_sweep_keys_reaching_one_field_and_runs_equal_once_parsed_are_refused(tm
         'base = "base.toml"\n[sweep]\n"arms.pembro.regimens.0.dose" = ["2 mg/kg", "3 mg/kg"]\n'
         '"arms.1.regimens.0" = ["pembrolizumab 4 mg/kg q3w", "pembrolizumab 5 mg/kg q3w"]\n'
     )
-    with pytest.raises(ValueError, match=r"set the same field \(arms\.1\.regimens\.0"):
+    with pytest.raises(ValueError, match=r"sets the table \(arms\.1\.regimens\.0\) holding"):
         load_runs([_write(tmp_path, "both.toml", both)])
+    same_field = (
+        'base = "base.toml"\n[sweep]\n"arms.pembro.regimens.0.dose" = ["2 mg/kg", "3 mg/kg"]\n'
+        '"arms.1.regimens.0.dose" = ["4 mg/kg", "5 mg/kg"]\n'
+    )
+    with pytest.raises(ValueError, match=r"set the same field \(arms\.1\.regimens\.0\.dose\)"):
+        load_runs([_write(tmp_path, "same_field.toml", same_field)])
+    # a table, then a field inside it: each run gets both (4 runs); the other order would
+    # replace the field's values with the table's, and is refused
+    table = '"population" = [{preset = "default", size = 12}, {preset = "default", size = 20}]\n'
+    field = '"population.seed" = [1, 2]\n'
+    runs = load_runs([_write(tmp_path, "tf.toml", 'base = "base.toml"\n[sweep]\n' + table + field)])
+    assert sorted((r.experiment.size, r.experiment.seed) for r in runs) == [
+        (12, 1), (12, 2), (20, 1), (20, 2)
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"sets the table \(population\) holding .*give the table"):
+        load_runs([_write(tmp_path, "ft.toml", 'base = "base.toml"\n[sweep]\n' + field + table)])
     same = (
         'base = "base.toml"\n[sweep]\n"arms.pembro.regimens.0" = '
         '["pembrolizumab 2 mg/kg q3w over 30 min", '

@@ -93,6 +93,17 @@ def test_overwrite_refuses_a_folder_vcohort_did_not_write_or_one_holding_an_inpu
     assert main(argv) == 2
     assert "an input of this command" in capsys.readouterr().err
     assert pop.exists() and (out / "thesis.docx").exists()
+    # after the command, a library call is not judged by its inputs
+    from vcohort.io import check_output_dir
+
+    assert check_output_dir(out, True) == out
+    # a file an experiment names (here its population file) counts as an input too
+    exp = (Path(__file__).parents[1] / "experiments/mono_vs_triple.toml").read_text()
+    exp = exp.replace('preset = "default"', f'file = "{pop}"', 1)
+    (tmp_path / "exp.toml").write_text(exp)
+    assert 'file = "' in exp
+    assert main(["trial", str(tmp_path / "exp.toml"), "--out", str(out), "--overwrite"]) == 2
+    assert "an input of this command" in capsys.readouterr().err and pop.exists()
 
 
 def test_overwrite_replaces_only_on_success(tmp_path):

@@ -147,6 +147,10 @@ def test_every_bad_field_is_reported_at_once_before_compute():
             lambda d: d["population"].update(size=10**12),
             r"population.size: .* must be <= 100000000",
         ),
+        (
+            lambda d: d.update(calibration={"preset": "keynote-006", "pool": 10**12}),
+            r"calibration.pool: .* must be <= 100000000",
+        ),
     ],
 )
 def test_single_bad_fields(change, message):

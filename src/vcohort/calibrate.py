@@ -202,6 +202,9 @@ class CalibrationRule:
 
     @classmethod
     def load(cls, path) -> CalibrationRule:
+        from vcohort.io import note_input
+
+        note_input(path)  # an --out folder holding it is not replaced
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (ValueError, TypeError, KeyError) as e:  # JSON errors are ValueErrors
@@ -630,10 +633,14 @@ def fit_report(rule: CalibrationRule, obs: pd.DataFrame, idx) -> dict:
 
 def check_feasible(n: int, pool_size: int) -> None:
     """Cheap checks before any compute: sizes."""
+    from vcohort.config import MAX_PATIENTS
+
     if not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"patients={n!r} must be an integer >= 1")
     if not isinstance(pool_size, int | np.integer) or pool_size < n:
         raise ValueError(f"pool={pool_size!r} must be an integer >= patients ({n})")
+    if pool_size > MAX_PATIENTS:
+        raise ValueError(f"pool={pool_size!r} must be <= {MAX_PATIENTS}")
 
 
 def population_note(rule: CalibrationRule, population) -> str | None:

@@ -37,6 +37,9 @@ def read_toml(path: str | Path, what: str = "experiment file") -> dict:
         raise ValueError(f"{what} {str(p)!r} is not a file (a folder?); give a .toml file")
     if not p.is_file():
         raise ValueError(f"{what} {str(p)!r} does not exist")
+    from vcohort.io import note_input
+
+    note_input(p)  # an --out folder holding it is not replaced
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:

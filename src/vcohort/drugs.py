@@ -407,7 +407,7 @@ DACARBAZINE = Drug(
                 "investigator-choice ORR of 4% (MODEL.md calibration target; Ribas et al. 2015) "
                 "on the KEYNOTE-002-like calibrated population, with k_chemo's between-patient CV "
                 "set alongside towards the arm's 16% 6-month PFS (CV 2, the largest scanned, "
-                "comes closest: 21.8%) (" + _DTIC_FIT + ")"
+                "comes closest: 22.0%) (" + _DTIC_FIT + ")"
             ),
         ),
         Effect(

@@ -286,7 +286,7 @@ def _calibration(ck: Checker, raw, base_dir: Path | None) -> dict | None:
     from vcohort.calibrate import PRESETS
 
     t = ck.table(raw, "calibration", _CALIB, {"pool"})
-    out = {"pool": ck.get(t, "pool", "calibration", "int", 1000, ge=2)}
+    out = {"pool": ck.get(t, "pool", "calibration", "int", 1000, ge=2, le=MAX_PATIENTS)}
     if "rule" in t:
         if any(k in t for k in ("preset", "orr", "pfs6", "arm", "days")):
             ck.error("calibration", "give either rule = <file> or targets, not both")
@@ -308,7 +308,7 @@ def _calibration(ck: Checker, raw, base_dir: Path | None) -> dict | None:
     out["orr"] = ck.get(t, "orr", "calibration", "float", None, ge=0, le=1)
     out["pfs6"] = ck.get(t, "pfs6", "calibration", "float", None, ge=0, le=1)
     out["arm"] = ck.get(t, "arm", "calibration", "str", None)
-    out["days"] = ck.get(t, "days", "calibration", "int", None, ge=183)
+    out["days"] = ck.get(t, "days", "calibration", "int", None, ge=183, le=MAX_DAYS)
     if "preset" not in t and not ("orr" in t and "arm" in t):  # given but bad: reported
         ck.error("calibration", "give preset = ... or both orr and arm (and optionally pfs6)")
     return out  # the reference arm is checked with the engine (`_calibration_fits`)

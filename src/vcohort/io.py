@@ -33,12 +33,12 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
     if p.exists() and not p.is_dir():
         raise ValueError(f"--out {str(p)!r} exists and is not a folder")
     if p.exists() and any(p.iterdir()):
+        _check_replaceable(p, full)  # a folder vcohort wrote, holding no input of this command
         if not overwrite:
             raise ValueError(
                 f"--out {str(p)!r} already exists and is not empty; choose another folder or "
                 f"pass --overwrite to replace it"
             )
-        _check_replaceable(p, full)
     above = next(a for a in full.parents if a.exists())  # the nearest existing folder above
     if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
         what = "is not a folder" if not above.is_dir() else "is not writable"
@@ -57,8 +57,8 @@ def _check_replaceable(p: Path, full: Path) -> None:
     if not any((p / m).is_file() for m in RUN_MARKERS):
         raise ValueError(
             f"--out {str(p)!r} is not empty and holds no {' / '.join(RUN_MARKERS)}, so it is "
-            f"not a vcohort output folder; --overwrite replaces only those (a run replaces "
-            f"its folder as a whole): choose another folder"
+            f"not a vcohort output folder: choose another folder (a run replaces its folder as "
+            f"a whole, and --overwrite replaces only folders vcohort wrote)"
         )
     for value in COMMAND_INPUTS:
         try:
@@ -72,8 +72,33 @@ def _check_replaceable(p: Path, full: Path) -> None:
             )
 
 
-# the current command's arguments that may name files (`vcohort.cli.main` sets them)
+# the files the current command reads (`vcohort.cli.main` sets them for one command, with
+# `command_inputs`; loaders add what a file names: drug files, a calibration rule, a base file)
 COMMAND_INPUTS: list[str] = []
+
+
+_IN_COMMAND = [0]  # > 0 inside `command_inputs`
+
+
+@contextmanager
+def command_inputs(paths):
+    """Within the block, ``--overwrite`` refuses an --out folder holding any of ``paths`` or of
+    the files the loaders read meanwhile (`note_input`)."""
+    saved = list(COMMAND_INPUTS)
+    COMMAND_INPUTS[:] = [str(x) for x in paths]
+    _IN_COMMAND[0] += 1
+    try:
+        yield COMMAND_INPUTS
+    finally:
+        _IN_COMMAND[0] -= 1
+        COMMAND_INPUTS[:] = saved
+
+
+def note_input(path) -> None:
+    """Record a file a loader read (an experiment's drug file, a sweep's base, a rule), within
+    a command only: a library call leaves nothing behind."""
+    if _IN_COMMAND[0]:
+        COMMAND_INPUTS.append(str(path))
 
 
 @contextmanager

@@ -138,7 +138,8 @@ def plausible_cohort(
     check_seed_and_ids(seed, first_id, max_draws)  # replacements draw ids up to the limit
     # every batch, the first and the replacements, runs in chunks of this one shape: a
     # replacement batch larger than n had its own (chunk = min(chunk_size, batch)), a compile
-    chunk_size = int(min(n, chunk_size))
+    if isinstance(chunk_size, int | np.integer) and not isinstance(chunk_size, bool):
+        chunk_size = min(int(n), int(chunk_size))  # (a bad one is refused by simulate)
     kw = dict(cohort_kwargs, seed=seed, model=model, dt=dt, precision=precision,
               chunk_size=chunk_size, population=pop, engine=engine)  # fmt: skip
     first = make_cohort(n, first_id=first_id, **kw)

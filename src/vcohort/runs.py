@@ -126,9 +126,12 @@ def doses_given_frame(
             day = np.asarray(d["dose_day"], float)[:, ok]
             # the step the dose was decided in, as the simulation placed it (a dose in the
             # horizon's last half step moves into the last step; the last save day is the horizon)
+            # (a dose of a longer schedule past the horizon keeps its own, later step)
+            step = dose_step(t, dt)
             saved = getattr(tr, "save_days", None)
-            n_steps = round(float(saved[-1]) / dt) if saved is not None else None
-            step = dose_step(t, dt, n_steps)
+            if saved is not None:
+                n_steps = round(float(saved[-1]) / dt)
+                step = np.where(t < n_steps * dt, np.minimum(step, n_steps - 1), step)
             status = _dose_status(frac, step, d, s.rules[i].delay, np.asarray(tr.status) != 0, dt)
             parts.append(
                 pd.DataFrame(

@@ -139,11 +139,18 @@ def expand_sweep(
                 errors.append(f"sweep.{key!r}: {err} in the base experiment ({base_src})")
             else:  # two keys reaching one field (an arm by name and by position)
                 path = tuple(found[0])
-                for other, op in paths.items():
-                    if op[: len(path)] == path or path[: len(op)] == op:
+                for other, op in paths.items():  # `other` is set before `key`
+                    shown = ".".join(map(str, path))
+                    if op == path:
                         errors.append(
-                            f"sweep.{key!r} and sweep.{other!r} set the same field "
-                            f"({'.'.join(map(str, path))}): keep one"
+                            f"sweep.{other!r} and sweep.{key!r} set the same field ({shown}): "
+                            f"keep one"
+                        )
+                    elif op[: len(path)] == path:  # a table after a field inside it
+                        errors.append(
+                            f"sweep.{key!r} sets the table ({shown}) holding "
+                            f"sweep.{other!r}'s field, after it, replacing its values: give the "
+                            f"table first"
                         )
                 paths[key] = path
     n = 1

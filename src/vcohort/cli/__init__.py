@@ -75,16 +75,21 @@ def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:
     core unless ``--cpu-devices`` says otherwise; called from a program, only an explicit
     ``--cpu-devices`` touches JAX's device count (`vcohort.cores.use_cpu_cores`)."""
     args = build_parser().parse_args(argv)
-    from vcohort import io
+    from vcohort.io import command_inputs
 
     # files named on the command line, which --overwrite must not delete with an --out folder
-    io.COMMAND_INPUTS[:] = [
-        str(x)
+    named = [
+        x
         for k, v in vars(args).items()
         if k != "out"
         for x in (v if isinstance(v, list | tuple) else [v])
-        if isinstance(x, str | os.PathLike)
+        if isinstance(x, str | os.PathLike) and os.path.isfile(x)
     ]
+    with command_inputs(named):
+        return _main(args, all_cores)
+
+
+def _main(args, all_cores: bool) -> int:
     try:
         if args.cpu_devices is not None or all_cores:
             from vcohort.cores import use_cpu_cores

@@ -66,14 +66,18 @@ def run(args) -> int:
     from vcohort.simulate import check_dt
 
     _method_flags(args)  # first: it fills in the method's defaults
-    for flag, v, lo in (
-        ("--days", args.days, 1),
-        ("--runin-days", args.runin_days, 0),
-        ("--top", args.top, 1),
-        ("--chunk-size", args.chunk_size, 1),
-    ) + ((("--patients", args.patients, 1),) if args.method == "local" else ()):
+    from vcohort.config import MAX_DAYS, MAX_PATIENTS
+
+    for flag, v, lo, hi in (
+        ("--days", args.days, 1, MAX_DAYS),
+        ("--runin-days", args.runin_days, 0, MAX_DAYS),
+        ("--top", args.top, 1, None),
+        ("--chunk-size", args.chunk_size, 1, None),
+    ) + ((("--patients", args.patients, 1, MAX_PATIENTS),) if args.method == "local" else ()):
         if v < lo:
             raise ValueError(f"{flag}={v} must be >= {lo}")
+        if hi is not None and v > hi:
+            raise ValueError(f"{flag}={v} must be <= {hi}")
     check_dt(args.dt)
     if args.arm and args.regimen:
         raise ValueError("give either --arm or --regimen, not both")

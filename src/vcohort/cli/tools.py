@@ -79,8 +79,10 @@ def run_export_sbml(args) -> int:
         raise ValueError(f"--out={args.out!r} exists; pass --overwrite to replace it")
     if not out.parent.is_dir():
         raise ValueError(f"--out={args.out!r}: folder {str(out.parent)!r} does not exist")
-    if args.days < 1:
-        raise ValueError(f"--days={args.days} must be >= 1")
+    from vcohort.config import MAX_DAYS
+
+    if not 1 <= args.days <= MAX_DAYS:
+        raise ValueError(f"--days={args.days} must be in 1 .. {MAX_DAYS}")
     if args.patient is not None and args.patient < 0:
         raise ValueError(f"--patient={args.patient} must be a patient id >= 0")
     drugs = [get_drug(d, cat).name for d in args.drugs.split(",") if d.strip()]

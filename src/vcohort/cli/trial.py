@@ -222,6 +222,10 @@ def _calibrate_setup(args, C):
         source="user" if own else preset.source,
     )
     days = 210 if args.days is None else args.days
+    from vcohort.config import MAX_DAYS
+
+    if days > MAX_DAYS:
+        raise ValueError(f"--days={days} must be <= {MAX_DAYS}")
     return None, targets, args.arm or arm, days, args.precision or "float32"
 
 

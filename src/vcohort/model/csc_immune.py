@@ -233,8 +233,8 @@ def rates(y: dict, p: dict, e: dict, xp, tumour_dynamics=1.0) -> dict:
     # in-patient rate, and contraction, of Stein et al. 2019 (CPT:PSP 8:285), with stimulation
     # per CAR-T falling as they outnumber their targets (ratio-dependent, as the killing law);
     # MHC-independent killing of S only with the CD8 killing law and its TME suppression except
-    # Tregs (assumption: CAR-T are T cells; their CD3ζ signal is braked by PD-1, TGF-β, MDSC,
-    # lactate)
+    # Tregs (assumption: CAR-T are T cells; their CD3ζ signal is braked by PD-1, TGF-β, IL-10,
+    # MDSC, lactate)
     car_sup = (1.0 - H_TGF) * (1.0 - H_IL10) * (1.0 - H_MDSC) * (1.0 - H_Met) * (1.0 - H_PD1_S)
     r["cart_influx"] = p["f_home_car"] * g("cart_infusion")
     stim = S / (S + p["K_car_ET"] * y["CART"] + CELL_FLOOR)

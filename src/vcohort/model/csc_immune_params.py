@@ -443,7 +443,7 @@ _ROWS = [
         0.008,
         "nM",
         0.0,
-        _QSPIO + ": IL-10 half-saturation 8 pM (as K_IL10_M)",
+        _a("as K_IL10_M, QSP-IO's IL-10 half-saturation (8 pM) for M1→M2 polarisation"),
         "IL-10 suppression half-sat.",
     ),
     (

@@ -41,7 +41,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vcohort.config import MAX_ID, MAX_SEED, Checker, ConfigError, read_toml
+from vcohort.config import (
+    MAX_DAYS,
+    MAX_ID,
+    MAX_PATIENTS,
+    MAX_SEED,
+    Checker,
+    ConfigError,
+    read_toml,
+)
 from vcohort.dosing import parse_amount, parse_duration
 from vcohort.drug_file import drug_files_field
 from vcohort.objectives import OBJECTIVES
@@ -164,7 +172,7 @@ def _drug(ck: Checker, i: int, raw) -> DrugSlots | None:
 def _cohort_spec(ck: Checker, name: str, raw: dict) -> dict:
     t = ck.table(raw, name, {"patients", "seed", "first_id"})
     spec = {
-        "patients": ck.get(t, "patients", name, "int", 1000, ge=1),
+        "patients": ck.get(t, "patients", name, "int", 1000, ge=1, le=MAX_PATIENTS),
         "seed": ck.get(t, "seed", name, "int", 0, ge=0, le=MAX_SEED),
         "first_id": ck.get(t, "first_id", name, "int", 0, ge=0),
     }
@@ -228,7 +236,7 @@ def parse_experiment(
     cons = ck.table(raw.get("constraints", {}), "constraints", {"anc_grade4_max"})
     anc = ck.get(cons, "anc_grade4_max", "constraints", "float", None, ge=0, lt=1)
     top = dict(
-        days=ck.get(raw, "days", "", "int", 168, ge=1),
+        days=ck.get(raw, "days", "", "int", 168, ge=1, le=MAX_DAYS),
         alpha=ck.get(raw, "cvar_alpha", "", "float", 0.2, gt=0, le=1),
         assess_every=ck.get(raw, "assess_every", "", "int", 42, ge=1),
         dt=ck.get(raw, "dt", "", "float", 0.1, gt=0, le=1),
