@@ -641,7 +641,7 @@ intervals = ["7 d", "14 d", "21 d"]
 
     monkeypatch.setattr(opt_exp, "choose_rounding", user_writes)
     assert main(["optimize", str(exp), "--out", str(out), "--no-progress"]) == 2
-    assert "already exists and is not empty" in capsys.readouterr().err
+    assert "is not empty and holds no manifest.json" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "mine" and len(list(out.iterdir())) == 1
     monkeypatch.setattr(opt_exp, "choose_rounding", choose)
     (out / "notes.txt").unlink()
