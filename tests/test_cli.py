@@ -197,7 +197,7 @@ def test_a_dose_far_above_the_label_maximum_gets_a_note_before_compute(tmp_path,
     ]
     assert main([*argv, "--regimen", "pembrolizumab 200 mg/kg q3w"]) == 0
     err = capsys.readouterr().err
-    assert "one dose is 1.536e+04 mg for the median patient" in err and "400 mg" in err
+    assert "one dose is 1.4e+04 mg for a typical adult (70 kg, 1.8 m2)" in err and "400 mg" in err
     assert main([*argv, "--overwrite", "--regimen", "pembrolizumab 10 mg/kg q3w"]) == 0
     assert "label maximum" not in capsys.readouterr().err  # a trial dose (KEYNOTE-006)
 

@@ -310,28 +310,28 @@ class Regimen:
         return s
 
 
-# the default population's median patient (data/populations/default.toml: 76.8 kg, 170 cm;
-# Mosteller BSA 1.90 m2), for the label-maximum note below
-TYPICAL_WEIGHT_KG, TYPICAL_BSA_M2 = 76.8, 1.90
+# assumption: a typical adult (70 kg, 1.8 m2) converts per-kg/per-m2 doses into mg where no
+# patient is at hand: the label-maximum note below, the optimiser's flat mg slots
+TYPICAL_ADULT = (70.0, 1.8)
 
 
 def above_label_maximum(reg: Regimen, factor: float = 2.0) -> str | None:
-    """A note when one dose of ``reg`` for the median patient exceeds ``factor`` times the
-    drug's label maximum single dose (`Drug.max_single_dose_mg`).  Twice by default, so that
-    trial doses a little above the label (pembrolizumab 10 mg/kg, 768 mg, against 400 mg) pass
+    """A note when one dose of ``reg`` for a typical adult exceeds ``factor`` times the drug's
+    label maximum single dose (`Drug.max_single_dose_mg`).  Twice by default, so that trial
+    doses a little above the label (pembrolizumab 10 mg/kg, 700 mg, against 400 mg) pass
     and a mg vs mg/kg slip (~77x) does not.  Not an error: a dose-escalation study may mean
     it."""
     drug = get_drug(reg.drug, reg.catalogue)
     if drug.amount_unit != "mg" or not math.isfinite(drug.max_single_dose_mg):
         return None
-    per = {"mg": 1.0, "mg/kg": TYPICAL_WEIGHT_KG, "mg/m2": TYPICAL_BSA_M2}[reg.dose_unit]
+    per = {"mg": 1.0, "mg/kg": TYPICAL_ADULT[0], "mg/m2": TYPICAL_ADULT[1]}[reg.dose_unit]
     mg = reg.dose * per
     if mg <= factor * drug.max_single_dose_mg * (1 + 1e-9):
         return None
     times = "" if factor == 1 else f"{factor:g} times "
     return (
-        f"'{reg.describe()}': one dose is {mg:.4g} mg for the median patient "
-        f"({TYPICAL_WEIGHT_KG} kg, {TYPICAL_BSA_M2} m2), above {times}{reg.drug}'s label "
+        f"'{reg.describe()}': one dose is {mg:.4g} mg for a typical adult "
+        f"({TYPICAL_ADULT[0]:g} kg, {TYPICAL_ADULT[1]:g} m2), above {times}{reg.drug}'s label "
         f"maximum single dose of {drug.max_single_dose_mg:g} mg (mg meant for mg/kg?)"
     )
 

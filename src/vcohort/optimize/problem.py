@@ -29,7 +29,11 @@ import numpy as np
 from jax import lax
 
 from vcohort.dose_rules import DoseRule
-from vcohort.dosing import Schedule, dose_step
+from vcohort.dosing import (
+    TYPICAL_ADULT,  # per-kg/per-m2 standard doses -> flat mg slots
+    Schedule,
+    dose_step,
+)
 from vcohort.drugs import CATALOGUE, get_drug
 from vcohort.model import CSC_IMMUNE, Model
 from vcohort.objectives import (
@@ -41,9 +45,6 @@ from vcohort.objectives import (
 from vcohort.simulate import Plan, cohort_fn, patient_fn, set_precision
 
 ANC_DRUG_CHANNEL = "myelotoxicity"
-# assumption: a typical adult (70 kg, 1.8 m2) converts per-kg/per-m2 standard doses into the
-# optimiser's flat mg slots (and draws the standard regimen in the schedule figure)
-TYPICAL_ADULT = (70.0, 1.8)
 
 
 # ---------------------------------------------------------------------------- problem
