@@ -119,7 +119,11 @@ EFFECT_CHANNELS: dict[str, tuple[str, str]] = {
     "csf1r_inhibition": ("emax", "CSF-1R blockade: M2 depletion and reprogramming"),
     "cxcr2_inhibition": ("emax", "CXCR1/2 blockade: MDSC recruitment by CXCL8"),
     "ccr4_depletion": ("emax", "anti-CCR4 depletion of Tregs (ADCC)"),
-    "mhc_restoration": ("emax", "epigenetic restoration of MHC-I / antigen presentation on CSCs"),
+    "mhc_restoration": (
+        "emax",
+        "epigenetic restoration of MHC-I / antigen presentation on CSCs, and less CSC "
+        "TGF-β/IL-10/CCL5 secretion (e_epi_sec)",
+    ),
     "cart_infusion": ("linear", "CAR-T cells leaving the blood per day (cells/day)"),
 }
 
