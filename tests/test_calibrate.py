@@ -205,6 +205,37 @@ def test_a_rule_records_its_population_and_says_when_applied_to_another(tmp_path
     assert "draws differently" in note
 
 
+def test_a_rule_records_its_run_in_and_refuses_a_pool_with_another(tmp_path):
+    """The run-in sets the baseline states a rule's density ratios select by: a rule fitted on
+    a 240-day run-in is refused (before compute) for a pool or an experiment with 30 days."""
+    from dataclasses import replace
+
+    from vcohort.experiment import experiment_from_dict
+
+    rule = C.fit_rule(_synthetic_obs(2000, 0), K006, arm=ARM, days=DAYS)
+    assert rule.runin_days is None  # not known: nothing to compare
+    C.check_runin(rule, 30)
+    rule = replace(rule, runin_days=240)
+    assert C.CalibrationRule.from_dict(rule.to_dict()) == rule  # saved with the rule
+    C.check_runin(rule, 240)
+    C.check_runin(rule, None)  # the pool's run-in not known
+    with pytest.raises(
+        ValueError, match=r"runin_days=30: the rule was fitted on a pool with a 240"
+    ):
+        C.check_runin(rule, 30)
+    with pytest.raises(ValueError, match="runin_days=30"):
+        C.apply_rule(rule, make_cohort(4, seed=1, runin_days=0), 2, runin_days=30)
+    path = tmp_path / "rule.json"
+    rule.save(path)
+    d = {"population": {"size": 2}, "simulation": {"horizon_days": 60, "runin_days": 30},
+         "calibration": {"rule": str(path), "pool": 20},
+         "arms": [{"name": "a", "regimens": ["pembrolizumab 200 mg q3w"]}]}  # fmt: skip
+    with pytest.raises(ValueError, match=r"simulation\.runin_days: runin_days=30: the rule was"):
+        experiment_from_dict(d)
+    d["simulation"]["runin_days"] = 240
+    assert experiment_from_dict(d).runin_days == 240
+
+
 @pytest.mark.slow
 def test_calibrated_rule_transfers_to_a_fresh_pool(pools, tmp_path):
     _, fresh, obs, obs_fresh = pools
@@ -348,6 +379,7 @@ def test_cli_calibrate_fits_then_applies_the_rule(pools, tmp_path):
     cols = pd.read_csv(f"{a}/columns.csv", keep_default_na=False)
     assert (cols.meaning != "").all(), cols[cols.meaning == ""]
     assert rule.fit["pool_seed"] == 5 and rule.fit["pool_ids"][0] == 0
+    assert rule.runin_days == 240  # the model's run-in, recorded
     from vcohort.population import load_population
 
     assert rule.population == load_population("default").identity() == fit_rep["population"]
@@ -355,6 +387,8 @@ def test_cli_calibrate_fits_then_applies_the_rule(pools, tmp_path):
     size = ["--pool", str(POOL), "--patients", "100"]
     again = ["--seed", "5", "--first-id", "100", "--out", str(tmp_path / "again")]
     assert main(["calibrate", "--rule", f"{a}/rule.json", *size, *again]) == 2
+    other = ["--seed", "6", "--first-id", "5000", "--runin-days", "30", "--out", b]
+    assert main(["calibrate", "--rule", f"{a}/rule.json", *size, *other]) == 2  # another run-in
     fresh = ["--seed", "6", "--first-id", "5000"]
     assert main(["calibrate", "--rule", f"{a}/rule.json", *size, *fresh, "--out", b]) == 0
     rep = json.loads(open(f"{b}/report.json").read())

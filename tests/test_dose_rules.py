@@ -1,6 +1,8 @@
 """Protocol dose modification (`vcohort.dosing.DoseRule`): parsing, refusals, the simulator's
 decisions against an independent replay of the protocol, and the outputs that report them."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -93,6 +95,52 @@ def test_a_comma_after_the_threshold_is_a_separator():
     was read into the threshold, '1.5,' is not a number)."""
     r = parse_regimen("doxorubicin 60 mg/m2 q3w hold if ANC < 1.5, reduce to 75%, 50%").rule
     assert (r.threshold, r.levels) == (1.5, (0.75, 0.5))
+
+
+def test_rule_settings_are_refused_where_they_would_be_ignored_or_surprise():
+    # 'up to' between rechecks: the drug would stop at the last lab before it, not at it
+    with pytest.raises(ValueError, match=r"up to 10 d is not a whole number of rechecks every 7"):
+        parse_regimen(f"{DOX} hold if ANC < 1 delay every 7 d up to 10 d")
+    assert parse_regimen(f"{DOX} hold if ANC < 1 delay every 7 d up to 14 d").rule.delay
+    with pytest.raises(ValueError, match="recheck every True days"):
+        DoseRule("ANC", "<", 1.5, delay=True, recheck_days=True)
+    with pytest.raises(ValueError, match="delay=1 must be True or False"):
+        DoseRule("ANC", "<", 1.5, delay=1)
+    with pytest.raises(ValueError, match=r"doxorubicin: rule='hold if ANC < 1.5' must be a Dose"):
+        dataclasses.replace(parse_regimen(DOX), rule="hold if ANC < 1.5")
+    # the table form: the condition alone in hold_if (a 'delay up to 21 d' there overrode an
+    # explicit delay = false)
+    table = {"drug": "doxorubicin", "dose": "60 mg/m2", "every": "21 d",
+             "hold_if": "ANC < 1.5 delay up to 21 d", "delay": False}  # fmt: skip
+    d = {"population": {"size": 2}, "simulation": {"horizon_days": 60},
+         "arms": [{"name": "a", "regimens": [table]}]}  # fmt: skip
+    with pytest.raises(ValueError, match=r"regimens\[0\]\.hold_if: 'ANC < 1.5 delay up to 21 d'"):
+        experiment_from_dict(d)
+
+
+def test_a_delayed_series_ends_at_the_until_of_the_regimen_with_its_last_dose():
+    """'x 2' then 'start 14 d until 28 d': one q7d series (days 0, 7, 14, 21) whose delayed
+    doses stop at day 28 (the until was dropped when the first regimen had none)."""
+    from vcohort.dose_rules import delay_inputs
+
+    r = " hold if ANC < 1.5 delay"
+    regs = [parse_regimen(f"doxorubicin 20 mg/m2 every 7 d x 2{r}"),
+            parse_regimen(f"doxorubicin 20 mg/m2 every 7 d start 14 d until 28 d{r}")]  # fmt: skip
+    s = compile_schedule(regs, 60.0)
+    assert s.time[0][s.valid[0]].tolist() == [0, 7, 14, 21] and s.ends == (28.0,)
+    assert delay_inputs(s, 0.1, 600)[0, 4, 3] == 280  # no dose from step 280 (day 28) on
+    s = compile_schedule(regs[::-1], 60.0)  # order of the regimens does not matter
+    assert s.ends == (28.0,)
+    open_ended = [regs[0], parse_regimen(f"doxorubicin 20 mg/m2 every 7 d start 14 d{r}")]
+    assert compile_schedule(open_ended, 60.0).ends == (None,)  # the horizon
+
+
+def test_the_scipy_reference_refuses_hold_rules():
+    from vcohort.reference import solve_patient_scipy
+
+    s = compile_schedule([parse_regimen(f"{DOX} {RULE}")], 14)
+    with pytest.raises(ValueError, match="the scipy reference solver"):
+        solve_patient_scipy(make_cohort(1, seed=0, runin_days=0), 0, s, 14, dt=0.1)
 
 
 def test_a_table_rule_s_error_names_its_own_field():

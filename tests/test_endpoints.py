@@ -198,6 +198,22 @@ def test_hazard_ratio_recovers_a_known_ratio_and_inverts_with_the_reference():
         hazard_ratios(ep, "c")
 
 
+def test_hazard_ratio_compares_only_patients_evaluable_in_both_arms():
+    """Identical arms; the five earliest progressors' simulations fail in 'b' only.  Kept in
+    'a', they made the identical treatment look better (HR 0.69, CI 0.53-0.91); paired, the
+    ratio is exactly 1 and the note says who was left out."""
+    t = np.repeat([42.0, 84.0, 126.0, 168.0], 5)
+    ep = _eps(t, t < 168, t, t < 168)
+    fail = (ep["arm"] == "b") & (ep["patient"] < 5)
+    ep.loc[fail, "status"] = 1
+    ep.loc[fail, "pfs_days"] = np.nan
+    hr = hazard_ratios(ep, "a").set_index("arm")
+    assert hr.loc["b", "hr"] == pytest.approx(1.0, abs=1e-9)
+    assert hr.loc["b", "hr_ci_low"] < 1.0 < hr.loc["b", "hr_ci_high"]
+    assert hr.loc["b", "hr_note"].startswith("5 patients evaluable in only one of the two arms")
+    assert hr.loc["a", "hr_note"] == "reference"
+
+
 def test_hazard_ratio_with_few_events_has_the_wider_ci_and_says_so():
     """One progression in an arm of 20 against 15 in the reference, on the same patients (arm b
     progresses 30-60 days later): the patient-clustered sandwich variance is biased low with so

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -38,6 +39,13 @@ def test_each_bound_rejects_with_its_reason():
         rej = t[~t["plausible"]]
         assert 0 < len(rej) < len(t), reason
         assert rej["reason"].str.startswith(reason).all(), rej["reason"].tolist()
+    # the explosive-growth reason names the first day past the bound and the bound there
+    t = screen(c, CSC_IMMUNE, cases["explosive growth"], chunk_size=CH)
+    for text in t.loc[~t["plausible"], "reason"]:
+        m = re.match(r"explosive growth: volume x([\d.e+]+) by day (\d+) \(bound x([\d.e+]+)", text)
+        assert m, text
+        vol, day, bound = float(m[1]), int(m[2]), float(m[3])
+        assert vol > bound and bound == pytest.approx(2 ** (day / dbl), rel=1e-3), text
 
 
 def test_non_finite_patients_are_rejected_as_solver_failures():

@@ -108,7 +108,7 @@ CORES = textwrap.dedent(
     from vcohort.model import CSC_IMMUNE
     from vcohort.simulate import simulate
     tr = simulate(CSC_IMMUNE, make_cohort(5, seed=1, runin_days=0), None, 2, progress=False)
-    assert tr.timings["devices"] == 3 and tr.timings["chunk_size"] == 6
+    assert tr.timings["devices"] == 3 and tr.timings["chunk_size"] == 9  # ladder 8, x3
     """
 )
 

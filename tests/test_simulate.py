@@ -309,14 +309,47 @@ def test_bad_input_is_refused_before_compute(small_cohort):
         simulate(CSC_IMMUNE, small_cohort.replace(covariates=cov), per_kg, 14)
 
 
-def test_no_retrace_when_only_amounts_or_cohort_change():
+def test_chunk_ladder_bounds_padding_and_shapes():
+    from vcohort.simulate import chunk_for
+
+    sizes = [chunk_for(n, 4096) for n in range(1, 5000)]
+    ladder = sorted(set(sizes))
+    assert ladder[:8] == [8, 12, 16, 24, 32, 48, 64, 96] and ladder[-1] == 4096
+    assert len(ladder) == 19  # 8 ... 4096: two shapes per doubling
+    n = np.arange(9, 4097)  # past the 8-patient floor: at most half as much again as n
+    assert np.all(np.asarray(sizes[8:4096]) >= n) and np.all(np.asarray(sizes[8:4096]) <= n * 1.5)
+    assert (
+        chunk_for(100, 64) == 64 and chunk_for(20, 4096, 3) == 24 and chunk_for(13, 4096, 4) == 16
+    )
+
+
+def test_nearby_cohort_sizes_share_one_compile():
+    """Cohorts of 5 and 7 patients run in one compiled 8-patient shape, and a patient's
+    trajectory is the same whatever the cohort it is simulated in."""
+    model, traces = _counting_model()
+    c = make_cohort(7, seed=11)
+    s = schedule(TRIPLE, 14)
+    seven = simulate(model, c, s, 14)
+    n = len(traces)
+    five = simulate(model, c.subset(np.arange(5)), s, 14)
+    assert len(traces) == n and seven.timings["chunk_size"] == five.timings["chunk_size"] == 8
+    for k in seven.states:
+        np.testing.assert_array_equal(five.states[k], seven.states[k][:5], err_msg=k)
+
+
+def _counting_model():
+    """The model with a right-hand side that counts its traces (once per compile)."""
     traces = []
 
     def counting_rhs(*a, **k):
         traces.append(1)
         return CSC_IMMUNE.rhs(*a, **k)
 
-    model = dataclasses.replace(CSC_IMMUNE, rhs=counting_rhs)
+    return dataclasses.replace(CSC_IMMUNE, rhs=counting_rhs), traces
+
+
+def test_no_retrace_when_only_amounts_or_cohort_change():
+    model, traces = _counting_model()
     c1 = make_cohort(3, seed=1)
     c2 = make_cohort(3, seed=2)
     s = schedule(TRIPLE, 14)

@@ -162,6 +162,10 @@ class CalibrationRule:
     # written before it was recorded): applied to another, the density ratios transfer as
     # Allen et al. intend, but the user is told (`population_note`)
     population: dict = field(default_factory=dict)
+    # days of immune run-in of the fitting pool (`vcohort.cohort.make_cohort`; None in rules
+    # written before it was recorded): the run-in sets the baseline states the rule's density
+    # ratios were fitted on, so a pool with another is refused (`check_runin`)
+    runin_days: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "assessment", assessment_options(self.assessment))
@@ -643,6 +647,18 @@ def check_feasible(n: int, pool_size: int) -> None:
         raise ValueError(f"pool={pool_size!r} must be <= {MAX_PATIENTS}")
 
 
+def check_runin(rule: CalibrationRule, runin_days: int | None, where: str = "runin_days") -> None:
+    """Raise when the pool's immune run-in (``runin_days``; None: not known) is not the one
+    the rule was fitted on (None in the rule: not recorded, nothing to compare)."""
+    if rule.runin_days is None or runin_days is None or int(runin_days) == rule.runin_days:
+        return
+    raise ValueError(
+        f"{where}={runin_days}: the rule was fitted on a pool with a {rule.runin_days}-day immune "
+        f"run-in, which set the baseline states its density ratios select by; draw the pool "
+        f"with runin_days={rule.runin_days}, or fit a rule on this run-in"
+    )
+
+
 def population_note(rule: CalibrationRule, population) -> str | None:
     """None when the rule was fitted on a pool drawn from ``population`` (a `Population`, or
     None: not known); else a sentence saying what differs, for the report and the terminal."""
@@ -675,12 +691,15 @@ def apply_rule(
     model=None,
     engine: str = "xla",
     population=None,
+    runin_days: int | None = None,
 ):
     """Simulate a fresh pool ``cohort`` under the rule's arm, select ``n`` patients.
     ``population`` (the `Population` the pool was drawn from, when known) is compared with the
-    rule's: a difference is reported as ``population_note`` (not refused).
+    rule's: a difference is reported as ``population_note`` (not refused); ``runin_days``
+    (the pool's immune run-in, when known) must be the rule's (`check_runin`).
     Returns (selected cohort, observables of the pool, report)."""
     check_feasible(n, len(cohort))
+    check_runin(rule, runin_days)
     check_arm(rule.arm, rule.days, engine, rule.dt)
     obs = observables(
         cohort,
@@ -715,12 +734,14 @@ def calibrate(
     model=None,
     engine: str = "xla",
     population=None,
+    runin_days: int | None = None,
 ):
     """Fit a rule on the pool ``cohort`` and select ``n`` patients from it, responses scored
     with the RECIST ``assessment`` options (`assessment_options`; an experiment's own
     ``[assessment]``, so that patients are selected by the definition the trial reports) after
     simulating with step ``dt``.  ``population``: the `Population` the pool was drawn from,
-    recorded in the rule (`Population.identity`).
+    recorded in the rule (`Population.identity`), as is ``runin_days`` (the pool's immune
+    run-in, when known).
     Returns (rule, selected cohort, observables, report)."""
     check_feasible(n, len(cohort))
     check_arm(arm, days, engine, dt)
@@ -740,6 +761,7 @@ def calibrate(
         rule,
         fit=rule.fit | pool_ref,
         population=population.identity() if population is not None else {},
+        runin_days=None if runin_days is None else int(runin_days),
     )
     idx = select(rule, obs, n, seed=seed)
     rep = fit_report(rule, obs, idx) | {"simulate_s": obs.attrs["simulate_s"]}

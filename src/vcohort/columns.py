@@ -117,7 +117,11 @@ FIXED: dict[str, tuple[str, str]] = {
     "hr": ("", "Cox hazard ratio of PFS against the reference arm (cluster-robust: same patients)"),
     "hr_ci_low": ("", "hazard ratio, 95% CI, lower"),
     "hr_ci_high": ("", "hazard ratio, 95% CI, upper"),
-    "hr_note": ("", "why the hazard ratio is NaN, when it is"),
+    "hr_note": (
+        "",
+        "why the hazard ratio is NaN, or a caveat on it: few events, a Cox-fit warning, patients "
+        "evaluable in only one of the two arms (left out of both)",
+    ),
     # doses_given.parquet
     "drug": ("", "drug"),
     "dose": ("", "the dose's number in the drug's regimen (1 = first)"),
@@ -229,7 +233,12 @@ PATTERNS: tuple[tuple[str, str, str], ...] = (
     (r"doses_reduced_(.+)", "doses", "doses of {drug} given below 100%"),
     (r"discontinued_day_(.+)", "day", "day {drug} was discontinued (empty: never)"),
     (r"delay_days_(.+)", "day", "total postponement of the doses of {drug} given"),
-    (r"rdi_(.+)", "fraction", "relative dose intensity of {drug}: mg given / mg planned"),
+    (
+        r"rdi_(.+)",
+        "fraction",
+        "relative dose intensity of {drug} as total dose: mg given / mg planned within the horizon "
+        "(not per unit time: a delayed dose given counts in full; read with delay_days_{drug})",
+    ),
     (r"any_withheld_(.+)", "fraction", "patients with a withheld dose of {drug}"),
     (r"mean_holds_(.+)", "holds", "mean hold episodes of {drug} per patient"),
     (r"any_reduced_(.+)", "fraction", "patients with a reduced dose of {drug}"),

@@ -127,6 +127,7 @@ def _omit_step(rule, m, k, h, past, level, bd, rd, starts):
     share = m["dose_fraction"]
     share = _put(share, j, jnp.where((slot > 0) & (gate > 0), gate, share[j]))
     stops = (new_episode > 0) & (n > 0) & (m["episodes"] >= n)  # an episode past the levels
+    frac = jnp.where(stops, 0.0, frac)  # a discontinued drug's running infusion stops too
     m = m | {
         "frac": frac,
         "due": m["due"] + n_start,

@@ -78,11 +78,15 @@ class DoseRule:
                 f"hold rule: dose levels {', '.join(f'{100 * v:g}%' for v in self.levels)} "
                 "rise; each hold steps down (e.g. reduce to 75% 50%)"
             )
+        if not isinstance(self.delay, bool):
+            raise ValueError(f"hold rule: delay={self.delay!r} must be True or False")
         r = self.recheck_days
-        if not (isinstance(r, int | float) and math.isfinite(r) and r > 0):
+        if isinstance(r, bool) or not (isinstance(r, int | float) and math.isfinite(r) and r > 0):
             raise ValueError(f"hold rule: recheck every {r!r} days must be > 0")
         m = self.max_delay_days
-        if m is not None and not (isinstance(m, int | float) and math.isfinite(m) and m > 0):
+        if m is not None and (
+            isinstance(m, bool) or not (isinstance(m, int | float) and math.isfinite(m) and m > 0)
+        ):
             raise ValueError(f"hold rule: up to {m!r} days must be > 0")
         if not self.delay and (m is not None or r != DEFAULT_RECHECK_DAYS):
             raise ValueError("hold rule: 'every'/'up to' are delay settings; add 'delay'")
@@ -90,6 +94,16 @@ class DoseRule:
             raise ValueError(
                 f"hold rule: up to {m:g} d is shorter than the recheck every {r:g} d, so no dose "
                 f"could ever be delayed; allowed: up to >= every"
+            )
+        if m is not None and abs(m / r - round(m / r)) > 1e-9:
+            # labs come every r days from the day the dose fell due; the last one within the
+            # limit would come before it, and the drug would stop there, not at the limit
+            k = math.floor(m / r + 1e-9)
+            raise ValueError(
+                f"hold rule: up to {m:g} d is not a whole number of rechecks every {r:g} d (the "
+                f"last lab would be on day {k * r:g} of the delay, and the drug stopped there); "
+                f"allowed: a multiple of the recheck interval, e.g. up to {k * r:g} d or "
+                f"{(k + 1) * r:g} d"
             )
         object.__setattr__(self, "threshold", float(t))
         object.__setattr__(self, "levels", tuple(float(v) for v in self.levels))

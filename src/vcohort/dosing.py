@@ -213,6 +213,11 @@ class Regimen:
             raise ValueError(f"{self.drug}: count={self.count} needs an interval")
         if not (math.isfinite(self.start_day) and self.start_day >= 0):
             raise ValueError(f"{self.drug}: start_day={self.start_day!r} must be >= 0")
+        if self.rule is not None and not isinstance(self.rule, DoseRule):
+            raise ValueError(
+                f"{self.drug}: rule={self.rule!r} must be a DoseRule or None (from text: "
+                f"vcohort.dose_rules.parse_rule('hold if ANC < 1.5 ...'))"
+            )
         if self.until_day is not None and not self.until_day > self.start_day:
             raise ValueError(
                 f"{self.drug}: until_day={self.until_day!r} must be after "
@@ -543,8 +548,9 @@ class Schedule:
         duration: (drugs, slots) infusion duration in days (0 = bolus/oral).
         valid: (drugs, slots) False for padding slots.
         rules: per drug (row order) its `DoseRule` or None; ``()`` when no drug has one.
-        ends: per drug the day from which its regimens give no dose (their ``until``; None:
-            the horizon); ``()`` when no drug has a rule (only delay rules need it).
+        ends: per drug the day from which no (delayed) dose is given: the ``until`` of the
+            regimen with the last planned dose (None: the horizon); ``()`` when no drug has a
+            rule (only delay rules need it).
     """
 
     drugs: tuple[str, ...]
@@ -747,8 +753,12 @@ def compile_schedule(
         return Schedule(tuple(order), time, amount, kind, duration, valid)
     ends = []
     for d in order:
-        untils = [r.until_day for r in regimens if r.drug == d]
-        ends.append(max(untils) if untils and None not in untils else None)
+        # the regimen that gives the drug's last planned dose ends the (delayed) series: its
+        # ``until`` (None: the horizon).  (Every regimen's ``until`` had to be set before, or
+        # one without it, say 'x 2' before 'start 14 d until 28 d', dropped the others')
+        last = [(max(ts), r.until_day) for r in regimens if r.drug == d
+                for ts in [r.dose_times(horizon_days)] if len(ts)]  # fmt: skip
+        ends.append(max(last, key=lambda x: x[0])[1] if last else None)
     return Schedule(tuple(order), time, amount, kind, duration, valid, by_row, tuple(ends))
 
 

@@ -468,7 +468,10 @@ def hazard_ratios(endpoints: pd.DataFrame, reference: str, *, by: str = "arm") -
     `CoxPHFitter`.  NaN with a ``hr_note`` when the fit is impossible: no events, or events in
     only one of the two arms (complete separation: the maximum-likelihood HR is 0 or infinite).
     A fit that lifelines warns about keeps its estimate, with the warning in ``hr_note``
-    instead of on the console."""
+    instead of on the console.  Only patients evaluable (status 0) in both arms enter a
+    comparison, so the two arms hold the same patients (a patient whose simulation failed in one
+    arm would otherwise stay in the other, and the failures, often the fastest-growing tumours,
+    would bias the ratio); ``hr_note`` says how many were left out."""
     import warnings
 
     from lifelines import CoxPHFitter
@@ -476,14 +479,27 @@ def hazard_ratios(endpoints: pd.DataFrame, reference: str, *, by: str = "arm") -
     arms = list(dict.fromkeys(endpoints[by]))
     if reference not in arms:
         raise ValueError(f"reference arm {reference!r} is not among the arms {arms}")
-    rows = []
+    rows, unpaired = [], {}
     for arm in arms:
         row = {by: arm, "hr": np.nan, "hr_ci_low": np.nan, "hr_ci_high": np.nan, "hr_note": ""}
         if arm == reference:
             row |= {"hr": 1.0, "hr_note": "reference"}
             rows.append(row)
             continue
-        g = endpoints[endpoints[by].isin([arm, reference]) & (endpoints["status"] == 0)]
+        pair = endpoints[endpoints[by].isin([arm, reference])]
+        failed = (pair["status"] != 0).to_numpy()
+        empty = [a for a in (arm, reference) if not (pair.loc[~failed, by] == a).any()]
+        if empty:  # an arm without evaluable patients: say which
+            names = " or ".join(
+                f"{a!r}" + (" (the reference arm)" if a == reference else "") for a in empty
+            )
+            row["hr_note"] = f"no evaluable patient in {names}: HR not estimable"
+            rows.append(row)
+            continue
+        bad = pair.loc[failed, "patient"].unique()  # failed in either arm
+        # evaluable in one arm, failed in the other: left out of both (the note says how many)
+        unpaired[arm] = int(pair.loc[~failed, "patient"].isin(bad).sum())
+        g = pair[~pair["patient"].isin(bad)]
         df = pd.DataFrame(
             {
                 "t": g["pfs_days"].to_numpy(float),
@@ -497,12 +513,8 @@ def hazard_ratios(endpoints: pd.DataFrame, reference: str, *, by: str = "arm") -
             row["hr_note"] = "not assessed (no assessment within the horizon)"
             rows.append(row)
             continue
-        if df["arm"].nunique() < 2:  # an arm without evaluable patients: say which
-            empty = [a for a, x in ((arm, 1.0), (reference, 0.0)) if not (df["arm"] == x).any()]
-            names = " or ".join(
-                f"{a!r}" + (" (the reference arm)" if a == reference else "") for a in empty
-            )
-            row["hr_note"] = f"no evaluable patient in {names}: HR not estimable"
+        if df["arm"].nunique() < 2:
+            row["hr_note"] = "no patient evaluable in both arms: HR not estimable"
             rows.append(row)
             continue
         if n_ev == 0:
@@ -551,6 +563,14 @@ def hazard_ratios(endpoints: pd.DataFrame, reference: str, *, by: str = "arm") -
         except Exception as e:  # lifelines raises ConvergenceError (e.g. all events in one arm)
             row["hr_note"] = f"Cox fit failed: {type(e).__name__}"
         rows.append(row)
+    for row in rows:
+        k = unpaired.get(row[by], 0)
+        if k:
+            left = (
+                f"{k} patient{'s' if k != 1 else ''} evaluable in only one of the two arms "
+                f"left out (the arms compare the same patients)"
+            )
+            row["hr_note"] = f"{left}; {row['hr_note']}" if row["hr_note"] else left
     return pd.DataFrame(rows)
 
 

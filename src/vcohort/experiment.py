@@ -82,6 +82,7 @@ from vcohort.drug_file import drug_files_field, experiment_drugs_problem
 from vcohort.endpoints import CENSOR_AT, MONTH_DAYS
 from vcohort.population import Population, load_population
 from vcohort.runs import Arm, starts_after_horizon
+from vcohort.simulate import check_dt
 
 SEQUENCING = ("concurrent", "induction-maintenance")
 PRECISIONS = ("float64", "float32")
@@ -189,9 +190,10 @@ def experiment_from_dict(
     horizon = ck.get(st, "horizon_days", "simulation", "int", None, ge=1, le=MAX_DAYS)
     dt = ck.get(st, "dt", "simulation", "float", 0.1, ge=1.0 / MAX_STEPS_PER_DAY, le=1)
     if dt is not None:
-        n = round(1.0 / dt)
-        if abs(n * dt - 1.0) > 1e-9:
-            ck.error("simulation.dt", f"{dt!r}: 1/dt must be a whole number of steps per day")
+        try:
+            check_dt(dt)  # the simulator's own rule (a whole number of steps per day)
+        except ValueError as e:
+            ck.error("simulation.dt", str(e).removeprefix("dt="))
     precision = ck.get(st, "precision", "simulation", "str", "float64", choices=PRECISIONS)
     chunk = ck.get(st, "chunk_size", "simulation", "int", 4096, ge=1)
     save_every = ck.get(st, "save_every", "simulation", "int", 7, ge=1)
@@ -201,7 +203,7 @@ def experiment_from_dict(
     at = ck.table(d.get("assessment", {}), "assessment", _ASSESS)
     ep, landmark = _assessment(ck, at, horizon)
     if calib is not None:
-        _calibration_fits(ck, calib, ep, dt, engine)
+        _calibration_fits(ck, calib, ep, dt, engine, runin)
 
     arms = []
     raw_arms = d.get("arms", [])
@@ -314,17 +316,19 @@ def _calibration(ck: Checker, raw, base_dir: Path | None) -> dict | None:
     return out  # the reference arm is checked with the engine (`_calibration_fits`)
 
 
-def _calibration_fits(ck: Checker, calib: dict, ep: dict, dt, engine) -> None:
+def _calibration_fits(ck: Checker, calib: dict, ep: dict, dt, engine, runin=None) -> None:
     """``[calibration]`` against the rest of the experiment: its reference arm runs on the
     experiment's engine, and a saved rule scored responses as the experiment's
     ``[assessment]`` and ``simulation.dt`` do (else patients would be selected by one RECIST
-    definition and reported by another)."""
+    definition and reported by another) and was fitted on a pool with the experiment's
+    ``simulation.runin_days``."""
     from vcohort.calibrate import (
         PRESETS,
         CalibrationRule,
         assessment_options,
         check_arm,
         check_assessment,
+        check_runin,
     )
 
     engine = engine or "xla"  # a bad engine is reported already; check the arm anyway
@@ -350,6 +354,11 @@ def _calibration_fits(ck: Checker, calib: dict, ep: dict, dt, engine) -> None:
         check_arm(rule.arm, rule.days, engine, rule.dt)
     except ValueError as e:
         ck.error("calibration.rule", str(e))
+    if runin is not None:
+        try:
+            check_runin(rule, runin, "runin_days")
+        except ValueError as e:
+            ck.error("simulation.runin_days", f"{e} ([calibration] rule = {calib['rule']!r})")
     if any(e.startswith(("assessment", "simulation.dt")) for e in ck.errors):
         return
     mine = assessment_options(ep)
@@ -610,9 +619,17 @@ def hold_rule(ck: Checker, q: str, t: dict) -> DoseRule | None:
         return None
     text = f"hold if {cond}"
     try:  # each part checked on its own, so that an error names its own field
-        parse_rule(text)
+        alone = parse_rule(text)
     except ValueError as e:
         ck.error(f"{q}.hold_if", str(e))
+        return None
+    if alone.delay or alone.levels:  # 'delay ...'/'reduce to ...' in the condition would
+        # override (or contradict) the table's own fields
+        ck.error(
+            f"{q}.hold_if",
+            f"{cond!r}: only the condition ('<output> < value' or '> value') goes here; set "
+            f"delay, recheck_every, max_delay and reduce_to as fields of the table",
+        )
         return None
     delay = ck.get(t, "delay", q, "bool", False)
     if not delay:

@@ -72,9 +72,10 @@ def screen(
             reasons.append(f"solver: {tr.status_text()[i]}")
             continue
         r = []
-        if explosive[i]:
+        if explosive[i]:  # the first day past the bound, with the bound there
+            k = 1 + int(np.argmax(vol[i, 1:] > allowed[1:]))
             r.append(
-                f"explosive growth: volume x{np.max(vol[i]):.3g} in {days} d (faster than "
+                f"explosive growth: volume x{vol[i, k]:.4g} by day {k} (bound x{allowed[k]:.4g}: "
                 f"one doubling per {bounds.min_volume_doubling_days:g} d)"
             )
         if vanishing[i]:
@@ -122,12 +123,13 @@ def plausible_cohort(
 
     Patients keep their ids (``first_id, first_id + 1, ...`` in draw order), so the same seed
     gives the same patients and the same rejections whatever the chunk size.  Replacements are
-    drawn in whole chunks of ``min(n, chunk_size)`` patients, the first batch's chunk, so no new
-    shape is compiled (except for a last batch cut short at ``max_draws``).
+    drawn in whole chunks of the first batch's compiled size (`vcohort.simulate.chunk_for`),
+    so no new shape is compiled (except for a last batch cut short at ``max_draws``).
     Raises if more than ``max_draws`` (default ``10 n + 64``) patients would be needed.  A
     population without plausibility bounds accepts every patient.
     """
     from vcohort.model import CSC_IMMUNE
+    from vcohort.simulate import chunk_for
 
     model = CSC_IMMUNE if model is None else model
     pop = population if isinstance(population, Population) else load_population(population)
@@ -136,10 +138,11 @@ def plausible_cohort(
     max_draws = 10 * n + 64 if max_draws is None else max_draws
     check_engine(engine)
     check_seed_and_ids(seed, first_id, max_draws)  # replacements draw ids up to the limit
-    # every batch, the first and the replacements, runs in chunks of this one shape: a
-    # replacement batch larger than n had its own (chunk = min(chunk_size, batch)), a compile
+    # every batch, the first and the replacements, runs in chunks of this one shape (the
+    # first batch's, `chunk_for`): a replacement batch of another size had its own, a compile
     if isinstance(chunk_size, int | np.integer) and not isinstance(chunk_size, bool):
-        chunk_size = min(int(n), int(chunk_size))  # (a bad one is refused by simulate)
+        if chunk_size >= 1:  # (a bad one is refused by simulate)
+            chunk_size = chunk_for(n, chunk_size)
     kw = dict(cohort_kwargs, seed=seed, model=model, dt=dt, precision=precision,
               chunk_size=chunk_size, population=pop, engine=engine)  # fmt: skip
     first = make_cohort(n, first_id=first_id, **kw)
@@ -159,7 +162,7 @@ def plausible_cohort(
             break
         need = n - n_ok
         rate = max(n_ok / drawn, 0.05)
-        # at least one full chunk (min(n, chunk_size)), so the compiled chunk shape is the
+        # at least one full chunk (chunk_size, as set above), so the compiled chunk shape is the
         # first batch's: a compile costs more than simulating a chunk of extra patients
         size = max(math.ceil(need / rate * 1.2) + 2, chunk_size)
         size = min(math.ceil(size / chunk_size) * chunk_size, max_draws - drawn)  # whole chunks

@@ -298,12 +298,12 @@ def _chunked(problem: Problem, how: str, args, n: int, chunk: int, progress: boo
     """Apply `_batch` over the patient axis in fixed-size (padded) chunks, each sharded over
     the local devices as in `vcohort.simulate.simulate` (chunk rounded up to a multiple of
     the device count).  ``progress``: a bar over the chunks (default: more than one)."""
-    from vcohort.simulate import patient_sharding
+    from vcohort.simulate import chunk_for, patient_sharding
 
     fn = _batch(problem, how)
     devs = jax.local_devices()
     shard = patient_sharding(devs)
-    chunk = -(-chunk // len(devs)) * len(devs)
+    chunk = chunk_for(n, chunk, len(devs))
     outs = []
     starts = range(0, n, chunk)
     if progress if progress is not None else len(starts) > 1:
@@ -327,8 +327,7 @@ def evaluator(problem: Problem, chunk_size: int = 512, progress: bool | None = N
 
     def evaluate(cohort: Cohort) -> np.ndarray:
         args = cohort_inputs(problem, cohort)
-        c = int(min(chunk_size, len(cohort)))
-        return _chunked(problem, "value", args, len(cohort), c, progress)
+        return _chunked(problem, "value", args, len(cohort), chunk_size, progress)
 
     return evaluate
 
@@ -370,8 +369,7 @@ def local_sensitivities(
     mode = "reverse" if mode == "auto" else mode  # measured faster (module docstring)
     args = cohort_inputs(problem, cohort)
     t0 = time.perf_counter()
-    c = int(min(chunk_size, len(cohort)))
-    value, grad = _chunked(problem, mode, args, len(cohort), c, progress)
+    value, grad = _chunked(problem, mode, args, len(cohort), chunk_size, progress)
     # a patient whose own rate the fixed step cannot follow has a finite but wrong endpoint
     # (as `vcohort.simulate` flags it): NaN, so that the ranking leaves it out
     plan = problem.plan

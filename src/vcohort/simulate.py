@@ -58,6 +58,7 @@ GAUSS_NODES = (0.5 - 0.5 * math.sqrt(0.6), 0.5, 0.5 + 0.5 * math.sqrt(0.6))
 GAUSS_WEIGHTS = (5.0 / 18.0, 8.0 / 18.0, 5.0 / 18.0)
 DEFAULT_DT = 0.1
 DEFAULT_CHUNK = 4096
+MIN_CHUNK = 8  # the smallest compiled cohort shape (see `chunk_for`)
 
 STATUS_OK = 0
 STATUS_NONFINITE = 1
@@ -615,7 +616,7 @@ def patient_fn(plan: Plan):
     (`vcohort.dose_rules.delay_inputs`).  Outputs: ``saved`` (state dict, values at
     `Plan.save_days`), ``daily`` (daily outputs at days 0..days), ``auc`` (mg·day/L per drug)
     and, with hold rules, ``dosing`` (for omission rules without ``dose_day``: a dose given is
-    given on its planned day, which `simulate` fills in).
+    given at the start of its planned day's step, the day `simulate` fills in).
     """
 
     def run(p, pk, cov, y0, bolus, rate, starts=None, delays=None):
@@ -866,8 +867,7 @@ def simulate(
 
         shared = tuple(sorted(kernel_constants(model, cohort.params, plan.dtype).items()))
     fn = _compiled(plan, engine, tuple(devs), shared)
-    chunk = int(min(chunk_size, n))
-    chunk = -(-chunk // n_dev) * n_dev  # a multiple of the device count
+    chunk = chunk_for(n, chunk_size, n_dev)
     starts = list(range(0, n, chunk))
     # the patient axis is sharded over the devices; shared dose inputs are replicated
     shard = patient_sharding(devs)
@@ -940,6 +940,28 @@ def simulate(
             "device_ids": ran_on,  # where the first chunk's outputs were computed
         },
     )
+
+
+def chunk_for(n: int, chunk_size: int, n_devices: int = 1) -> int:
+    """Patients per compiled call for a cohort of ``n``: ``chunk_size``, or for a smaller
+    cohort the next size of the ladder 8, 12, 16, 24, 32, 48, ... (2^k and 3·2^(k-1)) at or
+    above ``n``, never more than ``chunk_size``; then a multiple of the device count.
+
+    Why: each new array shape is a new compile (3.7 s for the triple combination on a 2-core
+    CPU, against 0.11 s to simulate 128 patients x 180 days), so cohorts of nearby sizes (arms,
+    calibration groups, a second draw) share one compiled function; the padding (copies of the
+    last patient, results dropped) costs at most half as much again (n = 2^k + 1), about a
+    sixth on average.  Results per patient
+    do not depend on it."""
+    n, chunk_size = int(n), int(chunk_size)
+    if n >= chunk_size:
+        size = chunk_size
+    else:
+        size = MIN_CHUNK
+        while size < n:
+            size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3  # 2^k -> 1.5x
+        size = min(size, chunk_size)
+    return -(-size // n_devices) * n_devices
 
 
 def patient_sharding(devices: Sequence):

@@ -103,7 +103,7 @@ def _calibrate(exp: Experiment, pool):
         rule = C.CalibrationRule.load(c["rule"])
         cohort, _, report = C.apply_rule(
             rule, pool, exp.size, seed=exp.seed, engine=exp.engine,
-            population=exp.drawn_population,
+            population=exp.drawn_population, runin_days=exp.runin_days,
         )  # fmt: skip
         if "population_note" in report:
             print(f"note: [calibration] rule: {report['population_note']}", file=sys.stderr)
@@ -132,6 +132,7 @@ def _calibrate(exp: Experiment, pool):
         dt=exp.dt,
         engine=exp.engine,
         population=exp.drawn_population,
+        runin_days=exp.runin_days,
     )
     return cohort, {"rule": rule.to_dict(), **report}
 

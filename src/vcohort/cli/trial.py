@@ -180,6 +180,13 @@ def add_calibrate(sub) -> None:
     c.add_argument("--seed", type=int, default=0, help="pool and selection seed")
     c.add_argument("--first-id", type=int, default=0, help="id of the pool's first patient")
     c.add_argument(
+        "--runin-days",
+        type=int,
+        default=None,
+        help="the pool's immune run-in, days (default: a --rule's, else the model's, 240); "
+        "recorded in the rule, and an experiment applying it must use the same",
+    )
+    c.add_argument(
         "--precision", choices=("float64", "float32"), default=None, help="default float32"
     )
     c.add_argument("--engine", choices=ENGINES, default="xla", help=ENGINE_HELP)
@@ -229,6 +236,24 @@ def _calibrate_setup(args, C):
     return None, targets, args.arm or arm, days, args.precision or "float32"
 
 
+def _runin_flag(args, rule) -> int:
+    """The pool's run-in: ``--runin-days``, else a rule's, else the model's (checked before
+    compute; a rule's own must be kept)."""
+    from vcohort.calibrate import check_runin
+    from vcohort.config import MAX_DAYS
+    from vcohort.model import CSC_IMMUNE
+
+    if args.runin_days is None:
+        if rule is not None and rule.runin_days is not None:
+            return rule.runin_days
+        return CSC_IMMUNE.runin_days
+    if not 0 <= args.runin_days <= MAX_DAYS:
+        raise ValueError(f"--runin-days {args.runin_days} must be in 0..{MAX_DAYS}")
+    if rule is not None:
+        check_runin(rule, args.runin_days, "--runin-days")
+    return args.runin_days
+
+
 def _assessment_flags(args, days: int) -> dict:
     """The RECIST options of `vcohort calibrate` (checked before compute)."""
     every = 42 if args.assess_every is None else args.assess_every
@@ -261,6 +286,7 @@ def run_calibrate(args) -> int:
     assessment = _assessment_flags(args, days) if rule is None else rule.assessment
     C.check_feasible(args.patients, args.pool)
     C.check_arm(arm, days, args.engine)
+    runin = _runin_flag(args, rule)
     population = load_population(args.population)  # validated before any compute
     check_output_dir(args.out, args.overwrite)
 
@@ -276,12 +302,14 @@ def run_calibrate(args) -> int:
         first_id=args.first_id,
         precision=precision,
         engine=args.engine,
+        runin_days=runin,
     )
     t_pool = time.perf_counter() - t0
     if rule is not None:
         cohort, obs, report = C.apply_rule(
-            rule, pool, args.patients, seed=args.seed, engine=args.engine, population=population
-        )
+            rule, pool, args.patients, seed=args.seed, engine=args.engine,
+            population=population, runin_days=runin,
+        )  # fmt: skip
         if "population_note" in report:
             print(f"note: {report['population_note']}", file=sys.stderr)
     else:
@@ -296,6 +324,7 @@ def run_calibrate(args) -> int:
             precision=precision,
             engine=args.engine,
             population=population,
+            runin_days=runin,
         )
     report = {
         "reference_arm": rule.arm,
