@@ -21,7 +21,7 @@ def test_simulate_writes_the_run_folder(tmp_path, capsys):
             "3",
             "--no-progress",
             "--arm",
-            "pembro=pembrolizumab 200 mg every 21 d",
+            "pembro=pembrolizumab 2 mg/kg every 21 d",
             "--arm",
             "control=untreated",
             "--out",
@@ -40,6 +40,9 @@ def test_simulate_writes_the_run_folder(tmp_path, capsys):
         assert (out / f).stat().st_size > 0, f
     ep = pd.read_parquet(out / "endpoints.parquet")
     assert set(ep.arm) == {"pembro", "control"} and len(ep) == 10
+    typical = pd.read_csv(out / "doses_typical_patient.csv")  # the cohort's median weight
+    weight = pd.read_parquet(out / "patients.parquet")["weight_kg"].median()
+    assert typical["AMT"].to_numpy() == pytest.approx(2.0 * weight, rel=1e-9)
     for col in ("final_diameter_mm", "nadir_diameter_mm", "best_pct_change", "bor", "status"):
         assert col in ep
     tc = pd.read_parquet(out / "timecourse.parquet")

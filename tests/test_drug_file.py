@@ -70,6 +70,22 @@ def test_the_example_file_converts_units_and_keeps_its_half_life():
     assert d.params["V1"].value + d.params["V2"].value == pytest.approx(6.8, rel=0.01)
     assert d.clinical_dose.startswith("nivolumab 240 mg every 14 d")
     assert d.effects[0].channel == "pd1_occupancy" and d.ref_weight == 80.0
+    # Bajaj 2017: weight on CL and V1 only; Q2 and V2 are the same at 40 and 160 kg
+    light, heavy = (d.individual(d.params.typical(), w) for w in (40.0, 160.0))
+    assert light["Q2"] == heavy["Q2"] and light["V2"] == heavy["V2"] == 2.78
+    assert heavy["CL"] / light["CL"] == pytest.approx(4.0**0.566, rel=1e-12)
+    assert heavy["V1"] / light["V1"] == pytest.approx(4.0**0.597, rel=1e-12)
+
+
+def test_weight_scaled_names_pk_parameters_of_the_drug():
+    t = _pembro_copy()
+    t["pembro_copy"]["weight_scaled"] = ["CL", "V3"]
+    with pytest.raises(ValueError, match=r"pembro_copy\.weight_scaled: \['CL', 'V3'\]: a list of"):
+        parse_drugs(t)
+    t["pembro_copy"]["weight_scaled"] = ["CL"]
+    d = parse_drugs(t)["pembro_copy"]
+    lo, hi = (d.individual(d.params.typical(), w) for w in (50.0, 100.0))
+    assert lo["V1"] == hi["V1"] and hi["CL"] / lo["CL"] == pytest.approx(2.0**0.595)
 
 
 def test_per_kg_units_and_nanomolar_potency():

@@ -60,7 +60,9 @@ def render_model_doc(validation: Path | None = DEFAULT_VALIDATION) -> str:
             "",
             f"Clinical dose: `{d.clinical_dose}`.  Compartments: {', '.join(d.compartments)}.  "
             f"Weight exponents CL/Q {d.weight_exponent_cl}, V {d.weight_exponent_v} "
-            f"(reference {d.ref_weight} kg).  Terminal half-life (typical patient) "
+            f"(reference {d.ref_weight} kg"
+            + (f"; on {', '.join(d.weight_scaled)} only" if d.weight_scaled is not None else "")
+            + ").  Terminal half-life (typical patient) "
             f"{d.terminal_half_life() * 24:.1f} h; published {d.half_life_days * 24:.1f} h "
             f"({d.half_life_source}).  Toxicity: {d.toxicity}."
             + "".join(

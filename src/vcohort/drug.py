@@ -77,6 +77,10 @@ class Effect:
         return self.emax * ch / (ch + self.ec50**self.hill)
 
 
+WEIGHT_CL = ("CL", "Q2", "Q3")  # scaled by weight^weight_exponent_cl (`Drug.individual`)
+WEIGHT_V = ("V1", "V2", "V3")  # by weight^weight_exponent_v
+
+
 @dataclass(frozen=True)
 class Drug:
     """One drug of the catalogue.
@@ -95,6 +99,10 @@ class Drug:
         half_life_days: published terminal half-life (days) with ``half_life_source``; the test
             suite checks the PK model reproduces it.
         weight_exponent_cl / weight_exponent_v: allometric exponents (0 = no weight effect).
+        weight_scaled: the PK parameters weight scales (None: every clearance, CL, Q2, Q3,
+            with ``weight_exponent_cl`` and every volume, V1-V3, with ``weight_exponent_v``,
+            as Ahamadi 2017 does; a model with weight on some only lists them, e.g. Bajaj
+            2017's ``("CL", "V1")`` for nivolumab).
         toxicity: the dose-limiting toxicity / label limit, in words.
         amount_unit: what one unit of the PK amounts is: ``mg``, or ``1e6 cells`` for a cell
             product (doses then take ``cells``, ``cells/kg`` or ``cells/m2``; see
@@ -143,6 +151,7 @@ class Drug:
     marrow_chain: int = 0
     shared_eta: tuple[tuple[str, str], ...] = ()
     eta_correlation: tuple[tuple[str, str, float], ...] = ()
+    weight_scaled: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.route not in ROUTES:
@@ -181,6 +190,16 @@ class Drug:
             )
         self._check_shared_eta()
         self._check_eta_correlation()
+        if self.weight_scaled is not None:
+            scaled = tuple(self.weight_scaled)
+            allowed = [k for k in WEIGHT_CL + WEIGHT_V if k in self.params]
+            bad = [k for k in scaled if k not in allowed]
+            if bad or len(set(scaled)) != len(scaled) or isinstance(self.weight_scaled, str):
+                raise ValueError(
+                    f"drug {self.name}: weight_scaled={self.weight_scaled!r}; allowed: a list of "
+                    f"distinct PK parameters among {allowed}"
+                )
+            object.__setattr__(self, "weight_scaled", scaled)
         sites = self.observed_indices()
         for eff in self.effects:
             if eff.site not in sites:
@@ -299,12 +318,11 @@ class Drug:
         out = dict(values)
         fcl = w**self.weight_exponent_cl
         fv = w**self.weight_exponent_v
-        for k in ("CL", "Q2", "Q3"):
-            if k in out:
-                out[k] = out[k] * fcl
-        for k in ("V1", "V2", "V3"):
-            if k in out:
-                out[k] = out[k] * fv
+        scaled = self.weight_scaled
+        for names, f in ((WEIGHT_CL, fcl), (WEIGHT_V, fv)):
+            for k in names:
+                if k in out and (scaled is None or k in scaled):
+                    out[k] = out[k] * f
         return out
 
     def rate_matrix(self, ind: dict) -> list[list]:

@@ -13,6 +13,7 @@ its unit and a source (or "assumption: why"), as the built-in catalogue does::
     ref_weight = 80                     # kg: the weight the PK values are for
     weight_exponent_cl = 0.566          # allometric exponents (0: no weight effect)
     weight_exponent_v = 0.597
+    weight_scaled = ["CL", "V1"]        # the parameters weight scales (default: CL, Q*, V*)
     max_single_dose_mg = 480
     toxicity = "immune-related adverse events"
     eta_correlation = [{ a = "CL", b = "V1", rho = 0.35, source = "Bajaj et al. 2017" }]
@@ -58,7 +59,7 @@ _GLOBAL: set[str] = set()
 _DRUG_KEYS = {
     "class", "route", "clinical_dose", "mw", "half_life_days", "half_life_source", "ref_weight",
     "weight_exponent_cl", "weight_exponent_v", "max_single_dose_mg", "toxicity", "references",
-    "amount_unit", "marrow_chain", "pk", "effects", "eta_correlation",
+    "amount_unit", "marrow_chain", "pk", "effects", "eta_correlation", "weight_scaled",
 }  # fmt: skip
 _PK_KEYS = {"value", "unit", "cv", "source", "description", "shared_eta"}
 _EFFECT_KEYS = {"channel", "kind", "emax", "ec50", "ec50_nM", "hill", "slope", "site", "source"}
@@ -243,6 +244,17 @@ def _drug(ck: Checker, name, t, model) -> Drug | None:
     pk_raw = t.get("pk", {})
     named = tuple(pk_raw) if isinstance(pk_raw, dict) else params.names
     kw["eta_correlation"] = _eta_correlation(ck, name, t.get("eta_correlation", []), named)
+    if "weight_scaled" in t:
+        ws = t["weight_scaled"]
+        allowed = [k for k in ("CL", "Q2", "Q3", "V1", "V2", "V3") if k in named]
+        if not (isinstance(ws, list) and all(k in allowed for k in ws) and len(set(ws)) == len(ws)):
+            ck.error(
+                f"{name}.weight_scaled",
+                f"{ws!r}: a list of distinct PK parameters of this drug that weight scales, "
+                f"among {allowed}",
+            )
+        else:
+            kw["weight_scaled"] = tuple(ws)
     if len(ck.errors) > n_err:
         return None
     try:

@@ -62,8 +62,10 @@ PEMBROLIZUMAB = Drug(
     mw=146_000.0,
     half_life_days=26.0,
     half_life_source=(
-        "KEYTRUDA label 2014-2016 (t1/2 26 d, CL 0.22 L/d; the current label's 22 d reflects "
-        "time-varying clearance, which Ahamadi 2017's base model omits)"
+        "KEYTRUDA label 2014-2016 (t1/2 26 d, CL 0.22 L/d), as Ahamadi 2017's parameters give "
+        "(Vss 7.5 L); the current label's 22 d comes with a smaller steady-state volume (6.0 L) "
+        "and clearance that falls 23% over treatment (0.252 to 0.195 L/d), time-varying "
+        "clearance that Ahamadi 2017's base model omits"
     ),
     ref_weight=76.8,
     weight_exponent_cl=0.595,
@@ -294,6 +296,10 @@ DOXORUBICIN = Drug(
 # Fachinformation) and the biphasic plasma half-lives of 19 min and 5 h (US label): with
 # alpha + beta = k10 + k12 + k21, alpha beta = k10 k21, Vss = V1 (1 + k12/k21) this gives
 # V1 0.503 L/kg, k10 1.838/h, k12 0.3245/h, k21 0.1651/h (V2 0.988 L/kg, Q 0.163 L/kg/h).
+# Breithaupt's own fit disagrees with the label on the shape: a terminal half-life of 41.4 min
+# (30-52) and a volume of 0.632 L/kg, no 5 h phase.  The label's phases are kept (the 5 h phase
+# carries 17% of the AUC); the AUC itself, dose / CL, is Breithaupt's either way, and the kill and
+# marrow EC50s were fitted on this shape (experiments/fit_dacarbazine.py).
 _BREITHAUPT = (
     "Breithaupt, Dammann & Aigner 1982, Cancer Chemother Pharmacol 9:103 (CL 15.4 mL/kg/min, "
     "range 8.7-23.3, n=8)"

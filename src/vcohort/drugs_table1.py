@@ -294,9 +294,9 @@ GUADECITABINE = Drug(
             ec50=0.009,
             site="effect",
             source=(
-                "assumption: EC50 at the effect site so that 60 mg/m2 daily x5 gives ~85% of "
-                "the maximal effect at its peak, since LINE-1 demethylation reached a plateau "
-                "at 60 mg/m2 (Issa et al. 2015)"
+                "assumption: EC50 at the effect site so that 60 mg/m2 daily x5 gives ~80% of "
+                "the maximal effect at its peak (0.81 at 1.8 m2), since LINE-1 demethylation "
+                "reached a plateau at 60 mg/m2 (Issa et al. 2015)"
             ),
         ),
     ),

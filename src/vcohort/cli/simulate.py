@@ -254,10 +254,15 @@ def _write(
         if len(given):  # drugs with a hold rule: each planned dose, given or not
             write_parquet(tmp / "doses_given.parquet", given)
         doses = []
+        # one typical patient: the cohort's median weight and BSA, as `vcohort trial`'s records
+        import numpy as np
+
+        cov = cohort.covariates
+        w, b = float(np.median(cov["weight_kg"])), float(np.median(cov["bsa_m2"]))
         for a in arms:
             s = schedules[a.name]
             if s.valid.any():
-                t = to_nmtran(s, weight_kg=76.8, bsa_m2=1.9, catalogue=model.drug_catalogue())
+                t = to_nmtran(s, weight_kg=w, bsa_m2=b, catalogue=model.drug_catalogue())
                 t.insert(0, "ARM", a.name)
                 doses.append(t)
         if doses:
