@@ -28,16 +28,18 @@ def inputs(endpoints):
     }
 
 
-def check_report(out, paths):
+def check_report(out, paths, forest: bool = False):
+    """Every figure (the forest plot only with a subgroup table) written and embedded."""
+    figures = [f for f in FIGURES if forest or f.name != "forest"]
     names = sorted(p.relative_to(out).as_posix() for p in paths)
-    assert names == sorted([f"figures/{f.name}.png" for f in FIGURES] + ["report.html"])
+    assert names == sorted([f"figures/{f.name}.png" for f in figures] + ["report.html"])
     for p in paths:
         assert p.is_file() and p.stat().st_size > 0, p
     page = (out / "report.html").read_text(encoding="utf-8")
     for p in paths[:-1]:  # each figure embedded byte for byte
         assert base64.b64encode(p.read_bytes()).decode() in page, p.name
     srcs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
-    assert len(srcs) == len(FIGURES) and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert len(srcs) == len(figures) and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert not re.search(r"<(link|script|iframe)\b|@import|url\(", page, re.IGNORECASE)
     return page
 
@@ -52,6 +54,18 @@ def test_report_writes_every_file_and_is_self_contained(tmp_path):
     assert "<th>extra_statistic</th>" in page and "<td>0.125</td>" in page
     assert "pembrolizumab 200 mg q3w" in page and "vcohort 0.1.0" in page
     assert re.search(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page)
+
+
+def test_a_subgroup_table_adds_the_forest_plot(tmp_path):
+    from vcohort.subgroups import subgroup_table
+
+    ep = make_endpoints(arms=("A", "B"), n=10)
+    base = pd.DataFrame({"patient": ep["patient"].unique()})
+    base["marker"] = base["patient"] % 2 == 0
+    sub = subgroup_table(ep, base, "A", ["marker"])
+    out = tmp_path / "run"
+    page = check_report(out, write_trial_report(out, title="t", subgroups=sub, **inputs(ep)), True)
+    assert "Subgroups: PFS hazard ratio by baseline value" in page
 
 
 def test_user_strings_escaped_and_urls_in_config_are_only_text(tmp_path):

@@ -42,6 +42,8 @@ FILES = (
     "timecourse.parquet",
     "endpoints.parquet",
     "summary.csv",
+    "subgroups.csv",
+    "figures/forest.png",
     "schedules/control.csv",
     "schedules/chemo_then_pembro.csv",
     "report.html",
@@ -98,6 +100,15 @@ def test_tiny_trial_end_to_end_via_the_cli(tmp_path, capsys):
     pairs = {(c["a"], c["b"]) for c in m["population"]["correlation"]}
     assert ("a_PDL1_IFN", "pdl1") in pairs and ("pexidartinib.CL", "pexidartinib.V1") in pairs
     assert "tiny trial" in (out / "report.html").read_text()
+    assert "Subgroups: PFS hazard ratio" in (out / "report.html").read_text()
+    # subgroups: every default variable split in two, each row's patients counted once
+    sub = pd.read_csv(out / "subgroups.csv", keep_default_na=False, na_values=[""])
+    assert sub["variable"].unique().tolist() == ["all patients", "baseline_diameter_mm",
+        "csc_fraction_baseline", "pdl1_positive", "T8_baseline"]  # fmt: skip
+    per_var = sub[sub.arm == "control"].groupby("variable", sort=False)["n"].sum()
+    assert (per_var == 20).all(), per_var  # the subgroups of a variable partition the cohort
+    assert (sub.loc[sub.arm == "control", "hr"] == 1.0).all()
+    assert sub.loc[sub.arm == "control", "interaction_p"].isna().all()
     assert "chemo_then_pembro" in printed.out
     # an existing folder is never replaced without --overwrite
     assert main(["trial", str(exp), "--out", str(out), "--no-progress"]) == 2

@@ -287,6 +287,18 @@ REFERENCE_OUTPUTS = {
 }
 # columns whose meaning in one file differs from FIXED's
 FILE_COLUMNS = {
+    "subgroups.csv": {
+        "variable": ("", "the baseline value that splits the patients ('all patients': none)"),
+        "subgroup": ("", "the subgroup: the value's range (a number split at its median, "
+                         "'(median)', or at the experiment's cut points) or yes/no"),
+        "n": ("patients", "evaluable patients of the subgroup in the arm"),
+        "responders": ("patients", "patients with BOR CR or PR"),
+        "hr": ("", "Cox hazard ratio of PFS against the reference arm within the subgroup "
+                   "(cluster-robust; patients evaluable in both arms)"),
+        "interaction_p": ("", "Wald p-value of the arm-by-subgroup interaction (Cox, "
+                              "cluster-robust; one per variable and arm; not adjusted for "
+                              "multiplicity)"),
+    },
     "doses_given.parquet": {
         "status": ("", "the dose's status: given, withheld, discontinued, not reached (a delay "
                        "pushed it past the horizon) or failed (the patient's solve failed)"),

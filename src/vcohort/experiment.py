@@ -57,6 +57,7 @@ pool so that their response under a reference arm matches clinical targets
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,11 +84,12 @@ from vcohort.endpoints import CENSOR_AT, MONTH_DAYS
 from vcohort.population import Population, load_population
 from vcohort.runs import Arm, starts_after_horizon
 from vcohort.simulate import check_dt
+from vcohort.subgroups import DEFAULT_VARIABLES, MAX_GROUPS
 
 SEQUENCING = ("concurrent", "induction-maintenance")
 PRECISIONS = ("float64", "float32")
 _TOP = {"title", "description", "reference_arm", "population", "simulation", "assessment",
-        "arms", "calibration", "drug_files"}  # fmt: skip
+        "arms", "calibration", "drug_files", "subgroups"}  # fmt: skip
 _POP = {"preset", "file", "size", "seed", "replace_rejected", "screening", "parameters"}
 _SIM = {"horizon_days", "dt", "precision", "chunk_size", "save_every", "runin_days", "engine"}
 _ASSESS = {"every_days", "first_day", "days", "confirm_days", "sd_min_days", "cr_floor_mm",
@@ -98,6 +100,7 @@ _REG = {"drug", "dose", "every", "count", "until", "start", "over", "hold_if", "
         "repeat_every", "cycles",
         "recheck_every", "max_delay"}  # fmt: skip
 _CALIB = {"preset", "rule", "pool", "orr", "pfs6", "arm", "days"}
+_SUB = {"variables", "cuts"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
@@ -126,6 +129,10 @@ class Experiment:
     source: str
     calibration: dict | None = None
     engine: str = "xla"
+    # the subgroup analysis (`vcohort.subgroups`): baseline variables and their cut points
+    subgroups: dict = dataclasses.field(
+        default_factory=lambda: {"variables": list(DEFAULT_VARIABLES), "cuts": {}}
+    )
 
     @property
     def drawn_population(self) -> Population:
@@ -199,6 +206,7 @@ def experiment_from_dict(
     save_every = ck.get(st, "save_every", "simulation", "int", 7, ge=1)
     runin = ck.get(st, "runin_days", "simulation", "int", 240, ge=0, le=MAX_DAYS)
     engine = ck.get(st, "engine", "simulation", "str", "xla", choices=ENGINES)
+    subgroups = _subgroups(ck, d.get("subgroups"), pop)
 
     at = ck.table(d.get("assessment", {}), "assessment", _ASSESS)
     ep, landmark = _assessment(ck, at, horizon)
@@ -266,6 +274,7 @@ def experiment_from_dict(
         },  # fmt: skip
         "assessment": ep | {"landmark_days": landmark},
         "calibration": calib,
+        "subgroups": subgroups,
         "drug_files": drug_files,
         "arms": [
             {
@@ -278,7 +287,47 @@ def experiment_from_dict(
     }
     return Experiment(title, desc, pop, size, seed, repl, screening, horizon, dt, precision,
                       chunk, save_every, runin, ep, landmark, ref, tuple(arms), config,
-                      source, calib, engine)  # fmt: skip
+                      source, calib, engine, subgroups)  # fmt: skip
+
+
+def _subgroups(ck: Checker, raw, pop: Population) -> dict:
+    """``[subgroups]``: ``variables`` (baseline values, default `DEFAULT_VARIABLES`; ``[]``:
+    no subgroup analysis) and ``cuts`` (``{variable = [cut, ...]}``; default the median)."""
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.subgroups import known_variables
+
+    t = ck.table(raw if raw is not None else {}, "subgroups", _SUB)
+    names = t.get("variables", list(DEFAULT_VARIABLES))
+    known = known_variables(CSC_IMMUNE, pop)
+    if not (isinstance(names, list) and all(isinstance(v, str) for v in names)):
+        ck.error("subgroups.variables", f"{names!r}: a list of baseline variable names")
+        names = []
+    bad = [v for v in names if v not in known]
+    if bad:
+        ck.error(
+            "subgroups.variables",
+            f"{bad} are not baseline values; allowed: covariates, model and PK parameters "
+            f"('drug.CL'), states on day 0 ('T8_baseline') and {list(DEFAULT_VARIABLES)}",
+        )
+    if len(set(names)) != len(names):
+        ck.error("subgroups.variables", f"{names!r}: a variable is named twice")
+    cuts = t.get("cuts", {})
+    if not isinstance(cuts, dict):
+        ck.error("subgroups.cuts", f"{cuts!r}: a table {{variable = [cut, ...]}}")
+        cuts = {}
+    for k, v in cuts.items():
+        where = f"subgroups.cuts.{k}"
+        if k not in names:
+            ck.error(where, f"{k!r} is not among subgroups.variables {names}")
+        elif not (
+            isinstance(v, list)
+            and 0 < len(v) < MAX_GROUPS
+            and all(isinstance(c, int | float) and not isinstance(c, bool) for c in v)
+            and all(math.isfinite(c) for c in v)
+            and all(a < b for a, b in zip(v, v[1:], strict=False))
+        ):
+            ck.error(where, f"{v!r}: 1 to {MAX_GROUPS - 1} finite cut points in increasing order")
+    return {"variables": names, "cuts": cuts}
 
 
 def _calibration(ck: Checker, raw, base_dir: Path | None) -> dict | None:

@@ -25,6 +25,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullLocator
 
 from vcohort.endpoints import km_median
 from vcohort.io import atomic_write_bytes
@@ -550,3 +551,64 @@ def dose_schedule(schedules: dict, *, horizon: float | None = None) -> Figure:
         fontsize=8,
     )
     return fig
+
+
+FOREST_COLUMNS = ("variable", "subgroup", "arm", "n", "hr", "hr_ci_low", "hr_ci_high")
+
+
+def forest(table: pd.DataFrame, *, ax=None) -> Figure:
+    """Forest plot of a subgroup table (`vcohort.subgroups.subgroup_table`): per subgroup and
+    arm (against the reference) the PFS hazard ratio with its 95% CI on a log axis, the line of
+    no difference at 1, patients per subgroup and the interaction p-value at the right; the
+    first rows are all patients.  A ratio that could not be estimated is listed, not drawn."""
+    require_columns(table, FOREST_COLUMNS, "subgroup table")
+    rows = table[table["hr"].ne(1.0) | table["hr_ci_low"].notna()]  # the reference's own rows
+    arms = list(dict.fromkeys(rows["arm"]))
+    groups = list(dict.fromkeys(zip(rows["variable"], rows["subgroup"], strict=True)))
+    own = ax is None
+    ax = _ax(ax, 8.5, 1.2 + 0.32 * len(groups) * max(len(arms), 1))
+    if not arms:
+        _empty(ax, "one arm only: no hazard ratio to show")
+        return ax.figure
+    step = 1.0 / (len(arms) + 1)
+    y_ticks, y_labels, finite = [], [], []
+    for i, (var, label) in enumerate(groups):
+        y0 = -i
+        g = rows[(rows["variable"] == var) & (rows["subgroup"] == label)].set_index("arm")
+        n = int(g["n"].iloc[0]) if len(g) else 0
+        p = g["interaction_p"].reindex(arms) if "interaction_p" in g else pd.Series(dtype=float)
+        p_text = "/".join("–" if not np.isfinite(v) else f"{v:.2g}" for v in p)
+        y_ticks.append(y0)
+        y_labels.append(
+            mpl_text(f"{label} (n={n})" + (f", p_int={p_text}" if p.notna().any() else ""))
+        )
+        for j, arm in enumerate(arms):
+            if arm not in g.index:
+                continue
+            hr, lo, hi = (float(g.loc[arm, c]) for c in ("hr", "hr_ci_low", "hr_ci_high"))
+            y = y0 + (len(arms) - 1) / 2 * step - j * step
+            if not np.isfinite(hr):
+                ax.text(1.0, y, "not estimable", fontsize=7, color=f"C{j % 10}", va="center")
+                continue
+            finite += [hr, lo, hi]
+            ax.plot([lo, hi], [y, y], color=f"C{j % 10}", lw=1.5)
+            ax.plot([hr], [y], "s", color=f"C{j % 10}", ms=5)
+    vals = np.asarray([v for v in finite if np.isfinite(v) and v > 0])
+    lo, hi = (vals.min(), vals.max()) if vals.size else (0.5, 2.0)
+    ax.set_xscale("log")
+    left, right = min(lo, 0.9) / 1.15, max(hi, 1.1) * 1.15
+    ax.set_xlim(left, right)
+    ticks = [t for t in (0.05, 0.1, 0.2, 0.33, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2, 3, 5,
+                         10, 20) if left <= t <= right]  # fmt: skip
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.axvline(1.0, color="0.4", lw=0.8, ls="--")
+    ax.set_yticks(y_ticks, y_labels, fontsize=8)
+    ax.set_ylim(-len(groups) + 0.5, 0.5)
+    ax.set_xlabel("PFS hazard ratio vs the reference arm (95% CI; < 1 favours the arm)")
+    handles = [Line2D([], [], color=f"C{j % 10}", marker="s", lw=1.5) for j in range(len(arms))]
+    (ax.figure if own else ax).legend(
+        handles, [mpl_text(a) for a in arms], loc="outside upper center" if own else "best",
+        fontsize=8, ncols=min(len(arms), 3),
+    )  # fmt: skip
+    return ax.figure

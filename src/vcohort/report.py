@@ -70,6 +70,15 @@ FIGURES = (
         "doses). Stem height is proportional to the dose relative to that drug's largest dose; "
         "labels give amount, interval and number of doses of each record.",
     ),
+    FigureSpec(
+        "forest",
+        "Subgroups: PFS hazard ratio by baseline value",
+        "PFS hazard ratio of each arm against the reference (Cox, cluster-robust over the "
+        "patients every arm shares; 95% CI, log axis) in all patients and in each subgroup of "
+        "a baseline value (split at its median unless cut points are given); p_int: Wald test "
+        "of the treatment-by-subgroup interaction, one per arm, not adjusted for the number of "
+        "subgroups. Table: subgroups.csv.",
+    ),
 )
 
 _CSS = """
@@ -93,8 +102,10 @@ def render_figures(
     endpoints: pd.DataFrame,
     timecourse: pd.DataFrame,
     schedules: dict,
+    subgroups: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
-    """Draw every figure of `FIGURES` into ``out_dir/figures/NAME.png``; returns name → path."""
+    """Draw every figure of `FIGURES` into ``out_dir/figures/NAME.png`` (the forest plot when
+    a ``subgroups`` table is given); returns name → path."""
     del summary  # the figures use patient-level data; kept for a uniform signature
     horizon = plots.horizon_of(endpoints, timecourse)
     none = pd.DataFrame(columns=[*plots.DOSE_COLUMNS, "DRUG"])
@@ -108,11 +119,14 @@ def render_figures(
         "km_pfs": lambda: plots.km_pfs(endpoints, horizon=horizon),
         "swimmer": lambda: plots.swimmer_by_arm(endpoints, timecourse, horizon=horizon),
         "dose_schedule": lambda: plots.dose_schedule(schedules, horizon=horizon),
+        "forest": lambda: plots.forest(subgroups),
     }
     fig_dir = Path(out_dir) / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for spec in FIGURES:
+        if spec.name == "forest" and subgroups is None:
+            continue
         path = fig_dir / f"{spec.name}.png"
         paths[spec.name] = plots.save_figure(makers[spec.name](), path)
     return paths
@@ -325,6 +339,7 @@ def write_trial_report(
     timecourse: pd.DataFrame,
     schedules: dict[str, pd.DataFrame],
     config: dict,
+    subgroups: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Write ``figures/*.png`` and ``report.html`` under ``out_dir``; return the paths written.
 
@@ -336,13 +351,15 @@ def write_trial_report(
         timecourse: long table with patient, arm, day, diameter_mm (`runs.timecourse_frame`).
         schedules: arm → NM-TRAN dose records (`vcohort.dosing.to_nmtran`); may be empty.
         config: shown as JSON in the report.
+        subgroups: `vcohort.subgroups.subgroup_table` (a forest plot), or None.
     """
     validate_inputs(title, summary, endpoints, timecourse, schedules, config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = render_figures(
-        out, summary=summary, endpoints=endpoints, timecourse=timecourse, schedules=schedules
-    )
+        out, summary=summary, endpoints=endpoints, timecourse=timecourse, schedules=schedules,
+        subgroups=subgroups,
+    )  # fmt: skip
     cohort = f"{endpoints['patient'].nunique()} virtual patients × {summary['arm'].nunique()} arms"
     page = report_html(title=title, summary=summary, figures=figures, config=config, cohort=cohort)
     report = out / "report.html"

@@ -12,6 +12,8 @@ figures and an HTML report in one run folder (ARCHITECTURE.md, "Outputs").
 * ``endpoints.parquet`` — one row per patient × arm (BOR, best % change, PFS, CSC, AUC, …);
 * ``summary.csv`` — per arm: n, ORR/DCR with exact CIs, median PFS and 6-month PFS with CIs,
   hazard ratio vs the reference arm with 95% CI, CSC fraction, exposure, grade-4 neutropenia;
+* ``subgroups.csv`` — per baseline variable (``[subgroups]``), subgroup and arm: ORR and the
+  PFS hazard ratio vs the reference arm, with the interaction p-value (`vcohort.subgroups`);
 * ``schedules/ARM.csv`` — NM-TRAN dose records per arm for every patient (own weight/BSA;
   for drugs with a hold rule, the doses given);
 * ``doses_given.parquet`` — with hold rules: every planned dose of a ruled drug, given or not,
@@ -177,11 +179,27 @@ def write_trial(result: TrialResult, out: str | Path, *, overwrite: bool = False
     t0 = time.perf_counter()
     with run_folder(out, overwrite) as tmp:
         timecourse = timecourse_frame(result.trajectories)
-        write_parquet(tmp / "patients.parquet", patients_frame(result))
+        patients = patients_frame(result)
+        write_parquet(tmp / "patients.parquet", patients)
         write_csv(tmp / "screening.csv", result.screening)
         write_parquet(tmp / "timecourse.parquet", timecourse)
         write_parquet(tmp / "endpoints.parquet", result.endpoints)
         write_csv(tmp / "summary.csv", result.summary)
+        subgroups = None
+        if exp.subgroups["variables"]:
+            from vcohort.subgroups import baseline_frame, subgroup_table
+
+            try:  # a secondary analysis: its failure must not lose the trial's tables
+                base = baseline_frame(patients, result.endpoints, timecourse)
+                subgroups = subgroup_table(
+                    result.endpoints, base, exp.reference_arm, exp.subgroups["variables"],
+                    exp.subgroups["cuts"],
+                )  # fmt: skip
+                write_csv(tmp / "subgroups.csv", subgroups)
+            except Exception as e:  # noqa: BLE001
+                subgroups = None
+                print(f"warning: subgroup analysis skipped: {type(e).__name__}: {e}",
+                      file=sys.stderr)  # fmt: skip
         given = doses_given_frame(
             result.trajectories, result.schedules, result.cohort.covariates, exp.dt
         )
@@ -198,6 +216,7 @@ def write_trial(result: TrialResult, out: str | Path, *, overwrite: bool = False
             timecourse=timecourse,
             schedules=nmtran_tables(result, typical=True),
             config=exp.config,
+            subgroups=subgroups,
         )
         from vcohort.columns import write_columns
         from vcohort.model import CSC_IMMUNE

@@ -1,0 +1,114 @@
+"""Subgroup analysis (`vcohort.subgroups`) on synthetic trials whose answer is known, and the
+forest plot."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vcohort.experiment import experiment_from_dict
+from vcohort.plots import forest
+from vcohort.subgroups import baseline_frame, split, subgroup_table
+
+
+def _trial(n: int, hr_yes: float, hr_no: float, seed: int = 0):
+    """Two arms on the same n patients; a yes/no biomarker; exponential PFS (control hazard
+    1/100 per day, the treated hazard times hr_yes or hr_no), censored at day 365."""
+    rng = np.random.default_rng(seed)
+    marker = rng.random(n) < 0.5
+    size = rng.lognormal(np.log(80), 0.3, n)  # unrelated to the effect
+    rows = []
+    for arm, hr in (("control", (1.0, 1.0)), ("drug", (hr_yes, hr_no))):
+        rate = np.where(marker, hr[0], hr[1]) / 100.0
+        t = rng.exponential(1.0 / rate)
+        rows.append(pd.DataFrame({"patient": np.arange(n), "arm": arm, "status": 0,
+                                  "pfs_days": np.minimum(t, 365.0), "pfs_event": t < 365.0,
+                                  "bor": np.where(t > 200, "PR", "SD")}))  # fmt: skip
+    ep = pd.concat(rows, ignore_index=True)
+    base = pd.DataFrame({"patient": np.arange(n), "marker": marker, "size_mm": size})
+    return ep, base
+
+
+def test_an_effect_in_one_subgroup_only_is_found_and_tested():
+    ep, base = _trial(1000, hr_yes=0.4, hr_no=1.0)
+    t = subgroup_table(ep, base, "control", ["marker", "size_mm"])
+    d = t[t.arm == "drug"].set_index("subgroup")
+    yes, no = d.loc["marker = yes"], d.loc["marker = no"]
+    assert yes["hr_ci_high"] < 0.6 and no["hr_ci_low"] < 1.0 < no["hr_ci_high"]
+    assert yes["interaction_p"] == no["interaction_p"] < 1e-6
+    # the unrelated variable: the effect in both halves, no interaction
+    halves = d[d.index.str.startswith("size_mm")]
+    assert len(halves) == 2 and (halves["hr"] < 0.9).all()
+    assert halves["interaction_p"].iloc[0] > 0.05
+    # the halves partition the patients; 'all patients' comes first
+    assert t["variable"].iloc[0] == "all patients" and halves["n"].sum() == 1000
+
+
+def test_the_same_effect_everywhere_gives_no_interaction():
+    ep, base = _trial(1000, hr_yes=0.6, hr_no=0.6, seed=1)
+    d = subgroup_table(ep, base, "control", ["marker"]).query("arm == 'drug'")
+    assert d["interaction_p"].iloc[1] > 0.05 and (d["hr_ci_high"].iloc[1:] < 1.0).all()
+
+
+def test_splits_and_their_labels():
+    g, labels = split(pd.Series([1.0, 2.0, 3.0, 4.0], name="x"))
+    assert g.tolist() == [0, 0, 1, 1] and labels == ["x <= 2.5 (median)", "x > 2.5 (median)"]
+    g, labels = split(pd.Series([1.0, 2.0, 3.0, 4.0], name="x"), cuts=[1.0, 3.0])
+    assert g.tolist() == [0, 1, 1, 2] and labels == ["x <= 1", "1 < x <= 3", "x > 3"]
+    g, labels = split(pd.Series([True, False, True], name="pos"))
+    assert g.tolist() == [1, 0, 1] and labels == ["pos = no", "pos = yes"]
+    with pytest.raises(ValueError, match="pos is yes/no; it takes no cut points"):
+        split(pd.Series([True, False], name="pos"), cuts=[0.5])
+    ep, base = _trial(20, 0.5, 0.5)
+    with pytest.raises(ValueError, match=r"subgroups.variables: \['nope'\] not among"):
+        subgroup_table(ep, base, "control", ["nope"])
+
+
+def test_a_subgroup_without_events_in_an_arm_is_reported_not_fatal():
+    ep, base = _trial(200, 0.5, 0.5)
+    quiet = ep["patient"].isin(base.loc[base.marker, "patient"]) & (ep.arm == "drug")
+    ep.loc[quiet, "pfs_event"] = False  # no progression in the drug arm's marker-yes patients
+    d = subgroup_table(ep, base, "control", ["marker"]).query("arm == 'drug'")
+    yes = d.set_index("subgroup").loc["marker = yes"]
+    assert np.isnan(yes["hr"]) and "no progression events in 'drug'" in yes["hr_note"]
+    assert np.isnan(yes["interaction_p"])  # a ratio of 0: no finite interaction to test
+
+
+def test_baseline_frame_takes_day_0_states_and_the_endpoints_baseline():
+    patients = pd.DataFrame({"patient": [0, 1], "weight_kg": [60.0, 80.0]})
+    ep = pd.DataFrame({"patient": [0, 1, 0, 1], "arm": ["a", "a", "b", "b"],
+                       "baseline_diameter_mm": [50.0, 90.0, 50.0, 90.0],
+                       "csc_fraction_baseline": [0.1, 0.2, 0.1, 0.2]})  # fmt: skip
+    tc = pd.DataFrame({"patient": [0, 1, 0, 1], "arm": "a", "day": [0, 0, 7, 7],
+                       "T8": [1.0, 2.0, 3.0, 4.0], "csc_fraction": [0.1, 0.2, 0.3, 0.4],
+                       "diameter_mm": 1.0})  # fmt: skip
+    b = baseline_frame(patients, ep, tc)
+    assert b["T8_baseline"].tolist() == [1.0, 2.0]  # day 0, not day 7
+    assert b["csc_fraction_baseline"].tolist() == [0.1, 0.2]  # the endpoints' own, once
+    assert "diameter_mm_baseline" not in b and len(b) == 2
+
+
+def test_forest_plot_draws_one_row_per_subgroup():
+    ep, base = _trial(300, 0.5, 1.0)
+    t = subgroup_table(ep, base, "control", ["marker", "size_mm"])
+    ax = forest(t).axes[0]
+    labels = [x.get_text() for x in ax.get_yticklabels()]
+    assert len(labels) == 5 and labels[0] == "all patients (n=300)"
+    assert any("marker = yes (n=" in lab and "p_int=" in lab for lab in labels)
+    one = forest(t[t.arm == "control"]).axes[0]
+    assert "one arm only" in " ".join(x.get_text() for x in one.texts)
+
+
+def test_experiment_subgroups_are_checked_before_compute():
+    d = {"population": {"size": 2}, "simulation": {"horizon_days": 60},
+         "arms": [{"name": "a", "regimens": ["pembrolizumab 200 mg q3w"]}]}  # fmt: skip
+    assert experiment_from_dict(d).subgroups["variables"][0] == "baseline_diameter_mm"
+    d["subgroups"] = {"variables": ["T8_baseline", "weight_kg", "pembrolizumab.CL", "foo"],
+                      "cuts": {"T8_baseline": [2, 1], "bar": [1]}}  # fmt: skip
+    with pytest.raises(ValueError) as e:
+        experiment_from_dict(d)
+    msg = str(e.value)
+    assert "subgroups.variables: ['foo'] are not baseline values" in msg
+    assert "subgroups.cuts.T8_baseline: [2, 1]: 1 to 9 finite cut points" in msg
+    assert "subgroups.cuts.bar: 'bar' is not among subgroups.variables" in msg
+    d["subgroups"] = {"variables": []}
+    assert experiment_from_dict(d).subgroups == {"variables": [], "cuts": {}}
