@@ -49,6 +49,18 @@ def test_the_same_effect_everywhere_gives_no_interaction():
     assert d["interaction_p"].iloc[1] > 0.05 and (d["hr_ci_high"].iloc[1:] < 1.0).all()
 
 
+def test_a_variable_with_one_value_is_not_split():
+    ep, base = _trial(100, 0.5, 0.5)
+    base["f0"] = 0.1 * (1 + 1e-8 * np.arange(100))  # float32 rounding, not a spread
+    base["flag"] = True
+    t = subgroup_table(ep, base, "control", ["f0", "flag", "marker"])
+    assert t["variable"].unique().tolist() == ["all patients", "marker"]
+    assert t.attrs["not_split"] == ["f0", "flag"]
+    # cut points given for it: split as asked
+    t = subgroup_table(ep, base, "control", ["f0"], cuts={"f0": [0.1000000495]})
+    assert t.loc[t.arm == "control", "n"].tolist() == [100, 50, 50]
+
+
 def test_splits_and_their_labels():
     g, labels = split(pd.Series([1.0, 2.0, 3.0, 4.0], name="x"))
     assert g.tolist() == [0, 0, 1, 1] and labels == ["x <= 2.5 (median)", "x > 2.5 (median)"]

@@ -598,8 +598,12 @@ def forest(table: pd.DataFrame, *, ax=None) -> Figure:
     ax.set_xscale("log")
     left, right = min(lo, 0.9) / 1.15, max(hi, 1.1) * 1.15
     ax.set_xlim(left, right)
-    ticks = [t for t in (0.05, 0.1, 0.2, 0.33, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2, 3, 5,
-                         10, 20) if left <= t <= right]  # fmt: skip
+    gap = np.log10(right / left) / 9  # ticks at least this far apart (log10), 1 always
+    ticks = [1.0]
+    for t in (0.9, 0.8, 0.67, 0.5, 0.33, 0.2, 0.1, 0.05, 1.1, 1.25, 1.5, 2, 3, 5, 10, 20):
+        if left <= t <= right and all(abs(np.log10(t / u)) >= gap for u in ticks):
+            ticks.append(t)
+    ticks.sort()
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.xaxis.set_minor_locator(NullLocator())
     ax.axvline(1.0, color="0.4", lw=0.8, ls="--")

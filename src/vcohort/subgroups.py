@@ -22,14 +22,17 @@ import pandas as pd
 
 from vcohort.endpoints import clopper_pearson, hazard_ratios
 
-# the default variables of a trial's subgroup table (those the cohort has): tumour burden, the
-# CSC share, PD-L1 status and the CD8 T-cell infiltrate at baseline (after the run-in)
+# the default variables of a trial's subgroup table: tumour burden, the CSC share, PD-L1 status
+# and the CD8 and Treg infiltrates at baseline (after the run-in).  (The default population
+# gives every patient the same CSC share, f_S0: a variable with one value is not split)
 DEFAULT_VARIABLES = (
     "baseline_diameter_mm",
     "csc_fraction_baseline",
     "pdl1_positive",
     "T8_baseline",
+    "Treg_baseline",
 )
+SAME_VALUE_RTOL = 1e-5  # a spread below this (relative) is rounding: one value, not split
 # endpoint columns that are baseline values (the same in every arm)
 BASELINE_ENDPOINTS = ("baseline_diameter_mm", "csc_fraction_baseline")
 MAX_GROUPS = 10
@@ -120,8 +123,13 @@ def subgroup_table(
     arms = list(dict.fromkeys(endpoints["arm"]))
     rows = [_rows(endpoints, reference, arms, "all patients", "all patients")]
     base = baseline.set_index("patient")
+    not_split = []
     for var in variables:
-        g, labels = split(base[var], cuts.get(var))
+        x = base[var]
+        if var not in cuts and one_value(x):
+            not_split.append(var)
+            continue
+        g, labels = split(x, cuts.get(var))
         group = pd.Series(g, index=base.index)
         gid = endpoints["patient"].map(group)
         p = {a: interaction_p(endpoints, gid, a, reference) for a in arms if a != reference}
@@ -132,7 +140,18 @@ def subgroup_table(
             r = _rows(sub, reference, arms, var, label)
             r["interaction_p"] = r["arm"].map(p)
             rows.append(r)
-    return pd.concat(rows, ignore_index=True)
+    table = pd.concat(rows, ignore_index=True)
+    table.attrs["not_split"] = not_split  # variables with one value in every patient
+    return table
+
+
+def one_value(x: pd.Series) -> bool:
+    """True when every patient has the same value, up to rounding (`SAME_VALUE_RTOL`)."""
+    v = x.dropna()
+    if v.dtype == bool or not pd.api.types.is_numeric_dtype(v):
+        return v.nunique() <= 1
+    v = v.to_numpy(dtype=float)
+    return v.size == 0 or np.ptp(v) <= SAME_VALUE_RTOL * max(np.max(np.abs(v)), 1e-300)
 
 
 def _rows(sub: pd.DataFrame, reference: str, arms: list, variable: str, label: str):

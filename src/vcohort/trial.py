@@ -196,6 +196,9 @@ def write_trial(result: TrialResult, out: str | Path, *, overwrite: bool = False
                     exp.subgroups["cuts"],
                 )  # fmt: skip
                 write_csv(tmp / "subgroups.csv", subgroups)
+                for var in subgroups.attrs["not_split"]:
+                    print(f"note: subgroups: {var} has one value in every patient; not split",
+                          file=sys.stderr)  # fmt: skip
             except Exception as e:  # noqa: BLE001
                 subgroups = None
                 print(f"warning: subgroup analysis skipped: {type(e).__name__}: {e}",
