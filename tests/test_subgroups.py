@@ -61,6 +61,36 @@ def test_a_variable_with_one_value_is_not_split():
     assert t.loc[t.arm == "control", "n"].tolist() == [100, 50, 50]
 
 
+def test_the_interaction_test_is_the_difference_of_two_log_hazard_ratios():
+    """Two subgroups: Cochran's Q is the square of Altman & Bland's z for the difference of
+    the two log hazard ratios, each with the standard error its 95% CI implies."""
+    from scipy.stats import norm
+
+    from vcohort.subgroups import heterogeneity_p
+
+    rows = pd.DataFrame({"hr": [0.5, 0.8], "hr_ci_low": [0.4, 0.6], "hr_ci_high": [0.625, 1.1]})
+    se = (np.log(rows.hr_ci_high) - np.log(rows.hr_ci_low)) / (2 * norm.ppf(0.975))
+    z = (np.log(0.5) - np.log(0.8)) / np.hypot(*se)
+    assert heterogeneity_p(rows) == pytest.approx(2 * norm.sf(abs(z)), rel=1e-12)
+    assert heterogeneity_p(rows.assign(hr=[0.5, 0.5], hr_ci_high=[0.625, 0.625])) == 1.0
+    assert np.isnan(heterogeneity_p(rows.iloc[:1]))  # one estimable subgroup: no test
+    assert np.isnan(heterogeneity_p(rows.assign(hr=[np.nan, 0.8])))
+
+
+def test_missing_values_and_ties_at_the_median():
+    ep, base = _trial(40, 0.5, 0.5)
+    base["size_mm"] = base["size_mm"].where(base["patient"] >= 4)  # 4 patients unknown
+    base["pos"] = pd.Series([True, False, None, True] * 10, dtype=object)
+    base["tied"] = np.where(base["patient"] < 36, 2.0, 1.0)  # the median is the tied value
+    t = subgroup_table(ep, base, "control", ["size_mm", "pos", "tied"])
+    n = t[t.arm == "control"].groupby("variable", sort=False)["n"].sum()
+    assert n["size_mm"] == 36 and n["pos"] == 30  # missing values in no subgroup
+    assert t.attrs["missing"] == {"size_mm": 4, "pos": 10}
+    assert t.attrs["not_split"] == ["tied"]  # everyone <= the median: one group, not split
+    g, _ = split(pd.Series([1.0, np.nan, 3.0], name="x"))
+    assert g.tolist() == [0, -1, 1]
+
+
 def test_splits_and_their_labels():
     g, labels = split(pd.Series([1.0, 2.0, 3.0, 4.0], name="x"))
     assert g.tolist() == [0, 0, 1, 1] and labels == ["x <= 2.5 (median)", "x > 2.5 (median)"]
@@ -106,7 +136,9 @@ def test_forest_plot_draws_one_row_per_subgroup():
     labels = [x.get_text() for x in ax.get_yticklabels()]
     assert len(labels) == 5 and labels[0] == "all patients (n=300)"
     assert any("marker = yes (n=" in lab and "p_int=" in lab for lab in labels)
-    one = forest(t[t.arm == "control"]).axes[0]
+    single = subgroup_table(ep[ep.arm == "control"], base, "control", ["marker"])
+    assert (single["hr"] == 1.0).all() and (single["hr_note"] == "reference").all()
+    one = forest(single).axes[0]
     assert "one arm only" in " ".join(x.get_text() for x in one.texts)
 
 
@@ -124,3 +156,15 @@ def test_experiment_subgroups_are_checked_before_compute():
     assert "subgroups.cuts.bar: 'bar' is not among subgroups.variables" in msg
     d["subgroups"] = {"variables": []}
     assert experiment_from_dict(d).subgroups == {"variables": [], "cuts": {}}
+    # names the baseline table never holds, and cut points for a yes/no variable
+    d["subgroups"] = {"variables": ["diameter_mm_baseline", "pdl1", "pdl1_positive"],
+                      "cuts": {"pdl1_positive": [0.5]}}  # fmt: skip
+    with pytest.raises(ValueError) as e:
+        experiment_from_dict(d)
+    assert "['diameter_mm_baseline', 'pdl1'] are not baseline values" in str(e.value)
+    assert "subgroups.cuts.pdl1_positive: pdl1_positive is yes/no" in str(e.value)
+    d["subgroups"] = {"variables": ["screen_csc_max"]}
+    assert experiment_from_dict(d).subgroups["variables"] == ["screen_csc_max"]
+    d["population"]["screening"] = False  # no screening values then
+    with pytest.raises(ValueError, match=r"\['screen_csc_max'\] are not baseline values"):
+        experiment_from_dict(d)

@@ -106,7 +106,7 @@ def test_tiny_trial_end_to_end_via_the_cli(tmp_path, capsys):
     # (the default population's CSC fraction is one value, f_S0: not split, with a note)
     assert sub["variable"].unique().tolist() == ["all patients", "baseline_diameter_mm",
         "pdl1_positive", "T8_baseline", "Treg_baseline"]  # fmt: skip
-    assert "note: subgroups: csc_fraction_baseline has one value in every patient" in printed.err
+    assert "note: subgroups: csc_fraction_baseline not split (one value in every" in printed.err
     per_var = sub[sub.arm == "control"].groupby("variable", sort=False)["n"].sum()
     assert (per_var == 20).all(), per_var  # the subgroups of a variable partition the cohort
     assert (sub.loc[sub.arm == "control", "hr"] == 1.0).all()

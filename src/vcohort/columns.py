@@ -295,9 +295,9 @@ FILE_COLUMNS = {
         "responders": ("patients", "patients with BOR CR or PR"),
         "hr": ("", "Cox hazard ratio of PFS against the reference arm within the subgroup "
                    "(cluster-robust; patients evaluable in both arms)"),
-        "interaction_p": ("", "Wald p-value of the arm-by-subgroup interaction (Cox, "
-                              "cluster-robust; one per variable and arm; not adjusted for "
-                              "multiplicity)"),
+        "interaction_p": ("", "p-value of the arm-by-subgroup interaction: Cochran's Q "
+                              "test of the subgroups' log hazard ratios (one per variable and "
+                              "arm; not adjusted for multiplicity)"),
     },
     "doses_given.parquet": {
         "status": ("", "the dose's status: given, withheld, discontinued, not reached (a delay "

@@ -84,7 +84,7 @@ from vcohort.endpoints import CENSOR_AT, MONTH_DAYS
 from vcohort.population import Population, load_population
 from vcohort.runs import Arm, starts_after_horizon
 from vcohort.simulate import check_dt
-from vcohort.subgroups import DEFAULT_VARIABLES, MAX_GROUPS
+from vcohort.subgroups import DEFAULT_VARIABLES, MAX_GROUPS, YES_NO
 
 SEQUENCING = ("concurrent", "induction-maintenance")
 PRECISIONS = ("float64", "float32")
@@ -206,7 +206,8 @@ def experiment_from_dict(
     save_every = ck.get(st, "save_every", "simulation", "int", 7, ge=1)
     runin = ck.get(st, "runin_days", "simulation", "int", 240, ge=0, le=MAX_DAYS)
     engine = ck.get(st, "engine", "simulation", "str", "xla", choices=ENGINES)
-    subgroups = _subgroups(ck, d.get("subgroups"), pop)
+    screened = bool(screening) and pop.plausibility is not None  # screen_* values exist
+    subgroups = _subgroups(ck, d.get("subgroups"), pop, screened)
 
     at = ck.table(d.get("assessment", {}), "assessment", _ASSESS)
     ep, landmark = _assessment(ck, at, horizon)
@@ -290,7 +291,7 @@ def experiment_from_dict(
                       source, calib, engine, subgroups)  # fmt: skip
 
 
-def _subgroups(ck: Checker, raw, pop: Population) -> dict:
+def _subgroups(ck: Checker, raw, pop: Population, screened: bool = True) -> dict:
     """``[subgroups]``: ``variables`` (baseline values, default `DEFAULT_VARIABLES`; ``[]``:
     no subgroup analysis) and ``cuts`` (``{variable = [cut, ...]}``; default the median)."""
     from vcohort.model import CSC_IMMUNE
@@ -298,7 +299,7 @@ def _subgroups(ck: Checker, raw, pop: Population) -> dict:
 
     t = ck.table(raw if raw is not None else {}, "subgroups", _SUB)
     names = t.get("variables", list(DEFAULT_VARIABLES))
-    known = known_variables(CSC_IMMUNE, pop)
+    known = known_variables(CSC_IMMUNE, pop, screened=screened)
     if not (isinstance(names, list) and all(isinstance(v, str) for v in names)):
         ck.error("subgroups.variables", f"{names!r}: a list of baseline variable names")
         names = []
@@ -319,6 +320,8 @@ def _subgroups(ck: Checker, raw, pop: Population) -> dict:
         where = f"subgroups.cuts.{k}"
         if k not in names:
             ck.error(where, f"{k!r} is not among subgroups.variables {names}")
+        elif k in YES_NO:
+            ck.error(where, f"{k} is yes/no: it splits by its value and takes no cut points")
         elif not (
             isinstance(v, list)
             and 0 < len(v) < MAX_GROUPS

@@ -75,9 +75,9 @@ FIGURES = (
         "Subgroups: PFS hazard ratio by baseline value",
         "PFS hazard ratio of each arm against the reference (Cox, cluster-robust over the "
         "patients every arm shares; 95% CI, log axis) in all patients and in each subgroup of "
-        "a baseline value (split at its median unless cut points are given); p_int: Wald test "
-        "of the treatment-by-subgroup interaction, one per arm, not adjusted for the number of "
-        "subgroups. Table: subgroups.csv.",
+        "a baseline value (split at its median unless cut points are given); p_int: test of "
+        "the treatment-by-subgroup interaction (Cochran's Q on the subgroups' log hazard "
+        "ratios), one per arm, not adjusted for the number of subgroups. Table: subgroups.csv.",
     ),
 )
 

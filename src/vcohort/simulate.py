@@ -950,10 +950,11 @@ def chunk_for(n: int, chunk_size: int, n_devices: int = 1) -> int:
     Why: each new array shape is a new compile (3.7 s for the triple combination on a 2-core
     CPU, against 0.11 s to simulate 128 patients x 180 days), so cohorts of nearby sizes (arms,
     calibration groups, a second draw) share one compiled function; the padding (copies of the
-    last patient, results dropped) costs at most half as much again (n = 2^k + 1), about a
-    sixth on average.  A patient's results depend on the compiled shape only through rounding
-    (XLA vectorises each shape its own way: 100 patients in a 128 or a 100 shape, 60 days,
-    differed by <= 2.3e-15 relative in float64 and 1.4e-6 in float32)."""
+    last patient, results dropped) costs at most half as much again (n = 2^k + 1) past the
+    8-patient floor, about a sixth on average.  A patient's results depend on the compiled
+    shape only through rounding (XLA vectorises each shape its own way: 100 patients in a 128
+    or a 100 shape, 60 days, differed by <= 2.3e-15 relative in float64 and 1.4e-6 in
+    float32)."""
     n, chunk_size = int(n), int(chunk_size)
     if n >= chunk_size:
         size = chunk_size

@@ -1,13 +1,16 @@
 """Subgroup analysis of a virtual trial: which patients benefit?
 
 Each baseline variable splits the patients (a yes/no covariate into its two values; a number at
-its median, or at given cut points) and every subgroup gets, per arm, the ORR with its exact CI
-and the PFS hazard ratio against the reference arm (`vcohort.endpoints.hazard_ratios` on the
-subgroup's patients: the same patients in both arms, cluster-robust), with a test of the
-treatment-by-subgroup interaction: a Cox model of PFS on arm, subgroup and their product, fitted
-to both arms' rows of every patient with a cluster-robust (patient) variance, and the Wald test
-that the product terms are zero (chi-square with one degree of freedom per extra subgroup).
-A trial's forest plot (`vcohort.plots.forest`) draws the table.
+its median, or at given cut points; a missing value in no subgroup) and every subgroup gets, per
+arm, the ORR with its exact CI and the PFS hazard ratio against the reference arm
+(`vcohort.endpoints.hazard_ratios` on the subgroup's patients: the same patients in both arms,
+cluster-robust CI).  The treatment-by-subgroup interaction is tested as the heterogeneity of
+the subgroups' log hazard ratios, each with the standard error its 95% CI implies: Cochran's
+``Q = sum w_k (b_k - b)^2``, ``w_k = 1/se_k^2``, ``b`` their weighted mean, against chi-square
+with (subgroups - 1) degrees of freedom; for two subgroups it is the z-test of the difference of
+two estimates (Altman & Bland 2003, BMJ 326:219, "Interaction revisited").  The subgroups of
+a variable hold different patients, so their estimates are independent.  A trial's forest
+plot (`vcohort.plots.forest`) draws the table.
 
 Subgroups of one trial are many comparisons: the p-values are not adjusted, and a subgroup
 effect is a hypothesis for the mechanism (the same virtual patients under every arm make it a
@@ -36,21 +39,31 @@ SAME_VALUE_RTOL = 1e-5  # a spread below this (relative) is rounding: one value,
 # endpoint columns that are baseline values (the same in every arm)
 BASELINE_ENDPOINTS = ("baseline_diameter_mm", "csc_fraction_baseline")
 MAX_GROUPS = 10
+# day-0 values not offered as '<name>_baseline': the diameter is baseline_diameter_mm already
+DAY0_SKIP = ("diameter_mm",)
+YES_NO = ("pdl1_positive",)  # yes/no covariates (no cut points)
 
 
-def known_variables(model, population, catalogue: dict | None = None) -> set[str]:
+def known_variables(
+    model, population, catalogue: dict | None = None, screened: bool = True
+) -> set[str]:
     """Every name `baseline_frame` can hold for ``model``'s cohorts drawn from ``population``:
-    covariates, model and PK parameters (``drug.PARAM``), screening values, the endpoints'
-    baseline columns and each state or daily output on day 0 (``<name>_baseline``)."""
+    covariates, model and PK parameters (``drug.PARAM``), the screening values (``screened``:
+    the cohort was screened against plausibility bounds), the endpoints' baseline columns and
+    each state or daily output on day 0 (``<name>_baseline``)."""
     from vcohort.cohort import DERIVED_COVARIATES
+    from vcohort.population import PDL1_LATENT
 
     catalogue = model.drug_catalogue() if catalogue is None else catalogue
     names = set(population.covariates) | set(DERIVED_COVARIATES) | set(BASELINE_ENDPOINTS)
+    names -= {PDL1_LATENT}  # drawn, not kept in the cohort's table
     names |= set(model.params.names)
     names |= {f"{d}.{p}" for d, drug in catalogue.items() for p in drug.params.names}
-    names |= {"screen_max_volume_ratio", "screen_min_diameter_ratio", "screen_csc_min",
-              "screen_csc_max"}  # fmt: skip
-    names |= {f"{s}_baseline" for s in (*model.states, *model.daily_output_names())}
+    if screened:
+        names |= {"screen_max_volume_ratio", "screen_min_diameter_ratio", "screen_csc_min",
+                  "screen_csc_max"}  # fmt: skip
+    daily = [s for s in (*model.states, *model.daily_output_names()) if s not in DAY0_SKIP]
+    names |= {f"{s}_baseline" for s in daily}
     return names
 
 
@@ -66,7 +79,7 @@ def baseline_frame(
     base = base.merge(first[["patient", *cols]], on="patient", how="left")
     if timecourse is not None and len(timecourse):
         day0 = timecourse[timecourse["day"] == timecourse["day"].min()].drop_duplicates("patient")
-        skip = {"patient", "arm", "day", "diameter_mm", "status"}
+        skip = {"patient", "arm", "day", "status", *DAY0_SKIP}
         states = [
             c
             for c in day0.columns
@@ -80,14 +93,16 @@ def baseline_frame(
 
 
 def split(values: pd.Series, cuts=None) -> tuple[np.ndarray, list[str]]:
-    """Group index per patient and the groups' labels: a yes/no variable by its value, a number
-    at its median (``cuts`` None) or at the given cut points (``x <= c`` goes below ``c``)."""
+    """Group index per patient (-1: a missing value, in no group) and the groups' labels: a
+    yes/no variable by its value, a number at its median (``cuts`` None) or at the given cut
+    points (``x <= c`` goes below ``c``)."""
     name = values.name
-    if values.dtype == bool or set(pd.unique(values.dropna())) <= {0, 1}:
+    known = values.notna().to_numpy()
+    if is_yes_no(values):
         if cuts is not None:
             raise ValueError(f"subgroups.cuts.{name}: {name} is yes/no; it takes no cut points")
-        v = values.astype(bool).to_numpy()
-        return v.astype(int), [f"{name} = no", f"{name} = yes"]
+        yes = np.array([bool(v) if k else False for v, k in zip(values, known, strict=True)])
+        return np.where(known, yes.astype(int), -1), [f"{name} = no", f"{name} = yes"]
     x = values.to_numpy(dtype=float)
     if cuts is None:
         med = float(np.nanmedian(x))
@@ -95,11 +110,22 @@ def split(values: pd.Series, cuts=None) -> tuple[np.ndarray, list[str]]:
     else:
         edges, what = sorted(float(c) for c in cuts), ""
     g = np.searchsorted(np.asarray(edges), x, side="left")  # x <= edge: below it
-    fmt = lambda c: f"{c:.3g}"  # noqa: E731
+    fmt = lambda c: f"{c:.4g}"  # noqa: E731
     labels = [f"{name} <= {fmt(edges[0])}{what}"]
     labels += [f"{fmt(a)} < {name} <= {fmt(b)}" for a, b in zip(edges, edges[1:], strict=False)]
     labels += [f"{name} > {fmt(edges[-1])}{what}"]
-    return g, labels
+    return np.where(np.isfinite(x), g, -1), labels
+
+
+def is_yes_no(values: pd.Series) -> bool:
+    """A bool variable, or one whose known values are all 0/1 (True/False)."""
+    v = values.dropna()
+    if values.dtype == bool or v.dtype == bool:
+        return True
+    try:
+        return len(v) > 0 and set(pd.unique(v)) <= {0, 1}
+    except TypeError:  # unhashable values: not yes/no
+        return False
 
 
 def subgroup_table(
@@ -111,8 +137,10 @@ def subgroup_table(
 ) -> pd.DataFrame:
     """One row per variable x subgroup x arm: ``n``, ``responders``, ``orr`` with its exact 95%
     CI, the PFS hazard ratio against ``reference`` with its CI and note, and per variable and
-    arm the interaction p-value (`interaction_p`).  Variables the baseline lacks are refused;
-    a subgroup is the patients of the whole trial, failed ones left out as in the summary."""
+    arm the interaction p-value (`heterogeneity_p`).  Variables the baseline lacks are refused;
+    a subgroup is the patients of the whole trial, failed ones left out as in the summary.
+    ``table.attrs``: ``not_split`` (variables with one value, or with one non-empty group) and
+    ``missing`` (variable -> patients without a value, in no subgroup)."""
     cuts = cuts or {}
     missing = [v for v in variables if v not in baseline]
     if missing:
@@ -123,26 +151,48 @@ def subgroup_table(
     arms = list(dict.fromkeys(endpoints["arm"]))
     rows = [_rows(endpoints, reference, arms, "all patients", "all patients")]
     base = baseline.set_index("patient")
-    not_split = []
+    not_split, unknown = [], {}
     for var in variables:
         x = base[var]
         if var not in cuts and one_value(x):
             not_split.append(var)
             continue
         g, labels = split(x, cuts.get(var))
-        group = pd.Series(g, index=base.index)
-        gid = endpoints["patient"].map(group)
-        p = {a: interaction_p(endpoints, gid, a, reference) for a in arms if a != reference}
+        if (g < 0).any():
+            unknown[var] = int((g < 0).sum())
+        if len(set(g[g >= 0])) < 2:  # e.g. every patient tied at the median
+            not_split.append(var)
+            continue
+        gid = endpoints["patient"].map(pd.Series(g, index=base.index)).to_numpy()
+        parts = []
         for k, label in enumerate(labels):
-            sub = endpoints[gid.to_numpy() == k]
-            if sub.empty:
-                continue
-            r = _rows(sub, reference, arms, var, label)
-            r["interaction_p"] = r["arm"].map(p)
-            rows.append(r)
+            sub = endpoints[gid == k]
+            if not sub.empty:
+                parts.append(_rows(sub, reference, arms, var, label))
+        part = pd.concat(parts, ignore_index=True)
+        p = {a: heterogeneity_p(part[part["arm"] == a]) for a in arms if a != reference}
+        rows.append(part.assign(interaction_p=part["arm"].map(p)))
     table = pd.concat(rows, ignore_index=True)
-    table.attrs["not_split"] = not_split  # variables with one value in every patient
+    table.attrs["not_split"] = not_split
+    table.attrs["missing"] = unknown
     return table
+
+
+def heterogeneity_p(rows: pd.DataFrame) -> float:
+    """Cochran's Q test that the subgroups' log hazard ratios (``hr`` with its 95% CI, one row
+    per subgroup) are equal; NaN with fewer than two estimable subgroups."""
+    from scipy.stats import chi2, norm
+
+    lo, hi, hr = (rows[c].to_numpy(float) for c in ("hr_ci_low", "hr_ci_high", "hr"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ok = np.isfinite(np.log(hr)) & np.isfinite(np.log(lo)) & np.isfinite(np.log(hi)) & (hi > lo)
+    if ok.sum() < 2:
+        return np.nan
+    b = np.log(hr[ok])
+    se = (np.log(hi[ok]) - np.log(lo[ok])) / (2 * norm.ppf(0.975))
+    w = 1.0 / se**2
+    q = float(np.sum(w * (b - np.sum(w * b) / np.sum(w)) ** 2))
+    return float(chi2.sf(q, int(ok.sum()) - 1))
 
 
 def one_value(x: pd.Series) -> bool:
@@ -169,47 +219,8 @@ def _rows(sub: pd.DataFrame, reference: str, arms: list, variable: str, label: s
     df = pd.DataFrame(out)
     if hr is not None:
         df = df.merge(hr, on="arm", how="left")
-    else:
-        df = df.assign(hr=np.nan, hr_ci_low=np.nan, hr_ci_high=np.nan, hr_note="")
+    else:  # one arm: the reference's own row, as `hazard_ratios` gives it
+        ref = df["arm"] == reference
+        df = df.assign(hr=np.where(ref, 1.0, np.nan), hr_ci_low=np.nan, hr_ci_high=np.nan,
+                       hr_note=np.where(ref, "reference", ""))  # fmt: skip
     return df.assign(interaction_p=np.nan)
-
-
-def interaction_p(endpoints: pd.DataFrame, group: pd.Series, arm: str, reference: str) -> float:
-    """Wald test (cluster-robust over patients) that ``arm``'s PFS hazard ratio against
-    ``reference`` is the same in every subgroup ``group`` (per endpoint row); NaN when the Cox
-    fit is not possible (too few events, a subgroup without events in an arm)."""
-    import warnings
-
-    from lifelines import CoxPHFitter
-    from scipy.stats import chi2
-
-    keep = endpoints["arm"].isin([arm, reference]).to_numpy()
-    df = endpoints[keep]
-    gid = np.asarray(group)[keep]
-    failed = df.loc[df["status"] != 0, "patient"].unique()  # paired, as `hazard_ratios`
-    ok = ~df["patient"].isin(failed).to_numpy()
-    df, gid = df[ok], gid[ok]
-    levels = sorted(set(gid[~pd.isna(gid)]))
-    if len(levels) < 2:
-        return np.nan
-    x = pd.DataFrame({"t": df["pfs_days"].to_numpy(float), "e": df["pfs_event"].to_numpy(bool),
-                      "arm": (df["arm"] == arm).to_numpy(float),
-                      "patient": df["patient"].to_numpy()})  # fmt: skip
-    terms = []
-    for k in levels[1:]:
-        x[f"g{k}"] = (gid == k).astype(float)
-        x[f"arm_g{k}"] = x["arm"] * x[f"g{k}"]
-        terms.append(f"arm_g{k}")
-    for _, cell in x.groupby(["arm", *[f"g{k}" for k in levels[1:]]]):
-        if not cell["e"].any():  # an arm without events in a subgroup: ratio 0 or infinite
-            return np.nan
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cph = CoxPHFitter().fit(x, "t", "e", cluster_col="patient")
-        b = cph.params_[terms].to_numpy()
-        v = cph.variance_matrix_.loc[terms, terms].to_numpy()
-        stat = float(b @ np.linalg.solve(v, b))
-    except Exception:  # lifelines' ConvergenceError, a singular covariance
-        return np.nan
-    return float(chi2.sf(stat, len(terms)))

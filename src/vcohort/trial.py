@@ -197,8 +197,11 @@ def write_trial(result: TrialResult, out: str | Path, *, overwrite: bool = False
                 )  # fmt: skip
                 write_csv(tmp / "subgroups.csv", subgroups)
                 for var in subgroups.attrs["not_split"]:
-                    print(f"note: subgroups: {var} has one value in every patient; not split",
-                          file=sys.stderr)  # fmt: skip
+                    print(f"note: subgroups: {var} not split (one value in every patient, "
+                          f"or every patient in one subgroup)", file=sys.stderr)  # fmt: skip
+                for var, k in subgroups.attrs["missing"].items():
+                    print(f"note: subgroups: {k} patients without a {var} value are in no "
+                          f"subgroup of it", file=sys.stderr)  # fmt: skip
             except Exception as e:  # noqa: BLE001
                 subgroups = None
                 print(f"warning: subgroup analysis skipped: {type(e).__name__}: {e}",
