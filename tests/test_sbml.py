@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_matches_stored
 
 roadrunner = pytest.importorskip("roadrunner")
 
@@ -26,6 +27,7 @@ def test_roadrunner_solution_of_the_export_matches_vcohort():
     chk = roadrunner_agreement()
     assert chk.passed, chk.failures()
     assert len(chk.criteria) == 5  # two treated patients' event counts + 3 agreement criteria
+    assert_matches_stored(chk)  # the check `vcohort validate` renders in docs/model.md
 
 
 def test_cli_exports_valid_sbml_with_patient_params(tmp_path, capsys):

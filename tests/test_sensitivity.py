@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_matches_stored
 
 from vcohort.cli import main
 from vcohort.cohort import make_cohort
@@ -190,6 +191,7 @@ def test_sobol_wrapper_reproduces_the_ishigami_indices():
     chk = ishigami_check(2**13, seed=7, evaluate=evaluate)
     assert chk.passed, chk.failures()
     assert calls == [(2**13 * 5, 3)]
+    assert_matches_stored(chk)  # the check `vcohort validate` renders (same n and seed)
     # the check can fail: swapping x1 and x2 in the function swaps their indices
     swapped = ishigami_check(2**13, seed=7, evaluate=lambda X: Ishigami.evaluate(X[:, [1, 0, 2]]))
     assert not swapped.passed
