@@ -390,3 +390,15 @@ def test_cli_local_writes_ranked_table_and_plot(local_run, tmp_path, capsys):
     assert "pembro" in capsys.readouterr().out
     (out / "keep").write_text("x")
     assert main(args) == 2 and (out / "keep").exists()  # no overwrite without --overwrite
+
+
+@pytest.mark.slow
+def test_triple_benefit_drivers_have_the_biology_s_signs_and_match_the_document():
+    """`vcohort validate`'s drivers check: finite sensitivities for every patient, CD8 terms
+    with the signs of T-cell-mediated benefit, and the ranking rendered in docs/model.md."""
+    from vcohort.validation.drivers import SIGNS, triple_benefit_drivers
+
+    chk = triple_benefit_drivers()
+    assert chk.passed, chk.failures()
+    assert all(np.sign(chk.values[f"median_S_{k}"]) == s for k, s in SIGNS.items())
+    assert_matches_stored(chk)

@@ -28,7 +28,9 @@ def triple_benefit_drivers(patients: int = 16, days: int = 180, top: int = 10) -
         reference=parse_arm("untreated"),
     )
     res = local_sensitivities(problem, make_cohort(patients, seed=0), mode="reverse")
-    rank = rank_local(res).head(top)
+    full = rank_local(res)
+    rank = full.head(top)
+    med = dict(zip(full["parameter"], full["median"], strict=True))
     finite = np.all(np.isfinite(res.grad), axis=1) & np.isfinite(res.value)
     chk = Check(
         "sensitivity.triple_drivers",
@@ -37,6 +39,7 @@ def triple_benefit_drivers(patients: int = 16, days: int = 180, top: int = 10) -
         {
             "parameter": rank["parameter"].tolist(),
             "median": rank["median"].to_numpy(),
+            "median_abs": rank["median_abs"].to_numpy(),
             "q25": rank["q25"].to_numpy(),
             "q75": rank["q75"].to_numpy(),
             "median_benefit": float(np.median(res.value[finite])),
@@ -48,4 +51,18 @@ def triple_benefit_drivers(patients: int = 16, days: int = 180, top: int = 10) -
         "median |S|.",
     )
     chk.require("every patient has finite sensitivities", np.all(finite))
+    # the benefit of a PD-1 combination runs through CD8 T-cell killing (the review's §3;
+    # MODEL.md): more recruitment (q_T8), supply (V_T8) or kill rate (k_T) must add benefit
+    # (S < 0), faster CD8 death (d_T8) must take it away (S > 0).  Signs only: their sizes are
+    # what the ranking reports
+    for name, sign in SIGNS.items():
+        chk.values[f"median_S_{name}"] = float(med[name])
+        chk.require(
+            f"{name}: median S {'<' if sign < 0 else '>'} 0 ({'more' if sign < 0 else 'less'} "
+            f"benefit as it rises)",
+            bool(np.sign(med[name]) == sign),
+        )
     return chk
+
+
+SIGNS = {"q_T8": -1, "V_T8": -1, "k_T": -1, "d_T8": 1}  # expected sign of ∂(benefit)/∂log θ

@@ -199,11 +199,11 @@ def _render_check(c: dict) -> list[str]:
         out += [c["note"], ""]
     v = c["values"]
     if c["id"] == "sensitivity.triple_drivers":
-        out += ["| rank | parameter | median S | IQR |", "|---|---|---|---|"]
+        out += ["| rank | parameter | median S | IQR | median abs(S) |", "|---|---|---|---|---|"]
         for i, name in enumerate(v["parameter"]):
             out.append(
                 f"| {i + 1} | `{name}` | {fmt(v['median'][i])} | "
-                f"{fmt(v['q25'][i])} to {fmt(v['q75'][i])} |"
+                f"{fmt(v['q25'][i])} to {fmt(v['q75'][i])} | {fmt(v['median_abs'][i])} |"
             )
         out += ["", f"Median benefit {fmt(v['median_benefit'])}; {v['parameters']} parameters.", ""]
     else:
