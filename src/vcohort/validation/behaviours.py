@@ -145,8 +145,11 @@ def chemo_enriches_csc(runs: Runs) -> Check:
     day = 42  # three weeks after the second cycle
     r = frac("default", "dox")[:, day] / frac("default", "none")[:, day]
     # day 42 is the peak (also seen at day 21 and 63); by day 120 the niche feedback on
-    # self-renewal has returned the ratio to ~1.00
-    chk.values |= {"csc_fraction_ratio_day42": _med(r), "share_enriched": float(np.mean(r > 1))}
+    # self-renewal has returned the ratio to ~1.00: in this model the enrichment is transient
+    # (recorded below, no criterion: the review does not say how long it lasts)
+    last = frac("default", "dox")[:, DAYS] / frac("default", "none")[:, DAYS]
+    chk.values |= {"csc_fraction_ratio_day42": _med(r), "share_enriched": float(np.mean(r > 1)),
+                   f"csc_fraction_ratio_day{DAYS}": _med(last)}  # fmt: skip
     chk.require("median CSC-fraction ratio (dox / untreated, day 42) > 1.05", _med(r) > 1.05)
     chk.require("enriched in >= 80% of patients", np.mean(r > 1.0) >= 0.8)
     # mechanism removed: CSCs as chemosensitive as non-stem cells -> no enrichment (fewer CSCs,
