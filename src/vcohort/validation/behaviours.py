@@ -292,6 +292,15 @@ def csf1r_repolarises_tams(runs: Runs) -> Check:
         "a_csf1r = a_csf1r_rep = 0: no change (1e-6)",
         np.allclose(s0, 1, rtol=0, atol=1e-6) and np.allclose(t0, 1, rtol=0, atol=1e-6),
     )
+    # the biology, not the drug's wiring: the stemness support falls because fewer M2 secrete
+    # IL-6/IL-10/TGF-β (§2.1); without that secretion most of the change must go
+    v = runs.variant("no_m2_cytokines", sig_IL6_M2=0.0, sig_IL10_M2=0.0, sig_TGF_M2=0.0)
+    t1 = stem("pexi", v) / stem("none", v)
+    chk.values["without_m2_cytokines_stemness"] = _med(t1)
+    chk.require(
+        "sig_IL6_M2 = sig_IL10_M2 = sig_TGF_M2 = 0: < half the stemness change remains",
+        abs(_med(t1) - 1) < 0.5 * abs(_med(support) - 1),
+    )
     return chk
 
 
@@ -322,6 +331,14 @@ def cxcr2_blockade(runs: Runs) -> Check:
     chk.require(
         "w_CCL2 = 1 (no CXCL8 route): no MDSC change (1e-6)",
         np.allclose(m0, 1.0, rtol=0, atol=1e-6),
+    )
+    # the biology: T cells gain because fewer MDSC suppress them (§2.2); without the
+    # suppression term most of the gain must go
+    v = runs.variant("no_h_mdsc", h_MDSC=0.0)
+    a0 = kill("sx", v) / kill("none", v)
+    chk.values["without_mdsc_suppression_activity"] = _med(a0)
+    chk.require(
+        "h_MDSC = 0: < half the T-cell activity rise remains", _med(a0) - 1 < 0.5 * (_med(act) - 1)
     )
     return chk
 
