@@ -781,3 +781,25 @@ def test_the_dose_that_stops_a_drug_is_withheld_not_discontinued_in_float32():
         ["given", "withheld", "discontinued"],
         ["given", "withheld", "given"],
     ]
+
+
+def test_a_discontinuing_hold_also_stops_the_running_infusion():
+    """A bolus of a drug falls due while one of its infusions runs; its lab is past the
+    threshold and this is the episode after the last level: the drug stops, and so does the
+    infusion's rate (it ran on after the discontinuation before)."""
+    import jax.numpy as jnp
+
+    from vcohort import dose_modify as dm
+
+    rule = DoseRule("ANC", "<", 1.5, (0.5,))
+    m = dm.initial_state((rule,), jnp.zeros(()), 3)[1][0]
+    m = m | {"episodes": jnp.asarray(1.0), "holding": jnp.asarray(0.0)}  # one hold, then given
+    k, h = jnp.asarray(70.0), jnp.asarray(0.1)
+    starts = jnp.asarray([2.0, 0.0])  # a bolus (slot 2) starts now; no infusion starts
+    level = jnp.asarray(0.5)  # the level after the first hold
+    m2, b, r = dm._omit_step(rule, m, k, h, jnp.asarray(True), level, 10.0, 5.0, starts)
+    assert float(m2["stopped_day"]) == pytest.approx(7.0)  # discontinued at this step
+    assert float(b) == 0.0 and float(r) == 0.0  # neither the bolus nor the running infusion
+    # the same step with the lab fine: the bolus at the reduced level, the infusion runs on
+    m3, b, r = dm._omit_step(rule, m, k, h, jnp.asarray(False), level, 10.0, 5.0, starts)
+    assert np.isnan(float(m3["stopped_day"])) and float(b) == 5.0 and float(r) == 5.0
