@@ -22,7 +22,8 @@ def _trial(n: int, hr_yes: float, hr_no: float, seed: int = 0):
         t = rng.exponential(1.0 / rate)
         rows.append(pd.DataFrame({"patient": np.arange(n), "arm": arm, "status": 0,
                                   "pfs_days": np.minimum(t, 365.0), "pfs_event": t < 365.0,
-                                  "bor": np.where(t > 200, "PR", "SD")}))  # fmt: skip
+                                  "bor": np.where(t > 200, "PR", "SD"),
+                                  "best_pct_change": 0.0, "final_pct_change": 0.0}))  # fmt: skip
     ep = pd.concat(rows, ignore_index=True)
     base = pd.DataFrame({"patient": np.arange(n), "marker": marker, "size_mm": size})
     return ep, base

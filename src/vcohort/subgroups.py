@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from vcohort.endpoints import clopper_pearson, hazard_ratios
+from vcohort.endpoints import hazard_ratios, summarize
 
 # the default variables of a trial's subgroup table: tumour burden, the CSC share, PD-L1 status
 # and the CD8 and Treg infiltrates at baseline (after the run-in).  (The default population
@@ -205,18 +205,16 @@ def one_value(x: pd.Series) -> bool:
 
 
 def _rows(sub: pd.DataFrame, reference: str, arms: list, variable: str, label: str):
-    ok = sub[sub["status"] == 0]
-    out = []
-    for arm in arms:
-        g = ok[ok["arm"] == arm]
-        n = len(g)
-        resp = int(g["bor"].isin(["CR", "PR"]).sum()) if "bor" in g else 0
-        lo, hi = clopper_pearson(resp, n)
-        out.append({"variable": variable, "subgroup": label, "arm": arm, "n": n,
-                    "responders": resp, "orr": resp / n if n else np.nan,
-                    "orr_ci_low": lo, "orr_ci_high": hi})  # fmt: skip
+    """The subgroup's rows: `vcohort.endpoints.summarize`'s ORR (its exact CI; NaN without a
+    RECIST assessment) on its evaluable patients, and `hazard_ratios`."""
+    s = summarize(sub).set_index("arm").reindex(arms)
+    n = (s["n"] - s["n_failed"]).fillna(0).astype(int)
+    orr = s["orr"] if "orr" in s else pd.Series(np.nan, index=s.index)
+    df = pd.DataFrame({"variable": variable, "subgroup": label, "arm": arms, "n": n.to_numpy(),
+                       "responders": (orr * n).round().astype("Int64").array, "orr": orr.to_numpy(),
+                       "orr_ci_low": s.get("orr_ci_low", orr * np.nan).to_numpy(),
+                       "orr_ci_high": s.get("orr_ci_high", orr * np.nan).to_numpy()})  # fmt: skip
     hr = hazard_ratios(sub, reference) if sub["arm"].nunique() > 1 else None
-    df = pd.DataFrame(out)
     if hr is not None:
         df = df.merge(hr, on="arm", how="left")
     else:  # one arm: the reference's own row, as `hazard_ratios` gives it
