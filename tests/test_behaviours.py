@@ -81,3 +81,37 @@ def test_keynote002_like_trial_on_a_calibrated_population_is_set_next_to_the_tri
     assert abs(v["pembro_pfs6_model_vs_trial (selected to match)"][0] - 0.34) < 0.02
     assert all(np.all(np.isfinite(x)) for x in v.values()), v
     assert_matches_stored(chk, atol=0.02)
+
+
+def test_risk_ratio_ci_is_katz_interval_as_scipy_computes_it():
+    from scipy.stats.contingency import relative_risk
+
+    from vcohort.validation.clinical import risk_ratio_ci
+
+    rr, lo, hi = risk_ratio_ci(38 / 180, 180, 45 / 181, 181)
+    ref = relative_risk(45, 181, 38, 180)
+    ci = ref.confidence_interval(0.95)
+    np.testing.assert_allclose([rr, lo, hi], [ref.relative_risk, ci.low, ci.high], rtol=1e-6)
+
+
+def test_pembrolizumab_response_rate_is_flat_from_2_to_10_mg_per_kg():
+    """A clinical relation not fitted: KEYNOTE-002's 10 vs 2 mg/kg response-rate ratio (1.19,
+    95% CI 0.81-1.74) contains the model's, and an unsaturated PD-1 occupancy breaks it."""
+    from vcohort.validation.clinical import pembrolizumab_dose_response_flat
+
+    chk = pembrolizumab_dose_response_flat()
+    assert chk.passed, chk.failures()
+    assert_matches_stored(chk, atol=0.011)  # ORR of 500: a patient or two on another CPU
+
+
+def test_treg_depletion_with_anti_pd1_is_set_next_to_the_trials():
+    """A comparison that records a disagreement: the model's combination gain is positive
+    (the trial saw none); mogamulizumab alone is near-inactive in both."""
+    from vcohort.validation.clinical import treg_depletion_with_anti_pd1
+
+    chk = treg_depletion_with_anti_pd1()
+    assert chk.kind == "comparison" and chk.passed is None
+    v = chk.values
+    assert v["combination_gain_over_anti_pd1_model (trial: none seen)"] > 0
+    assert v["mogamulizumab_alone_orr_model_vs_trial"][0] < 0.05
+    assert_matches_stored(chk, atol=0.011)

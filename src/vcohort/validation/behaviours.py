@@ -38,6 +38,11 @@ DRUGS = (
     "sx682",
     "cd133_cart",
     "guadecitabine",
+    "mogamulizumab",
+)
+MOGA = (  # the label's schedule: weekly x4, then every 2 weeks
+    "mogamulizumab 1 mg/kg every 7 d x 4 over 60 min",
+    "mogamulizumab 1 mg/kg every 14 d start 28 d over 60 min",
 )
 ARMS = {
     "none": (),
@@ -52,6 +57,8 @@ ARMS = {
     "cart": ("cd133_cart",),
     "guad": ("guadecitabine",),
     "guad_pembro": ("guadecitabine", "pembrolizumab"),
+    "moga": MOGA,
+    "moga_pembro": (*MOGA, "pembrolizumab"),
 }
 
 
@@ -124,6 +131,7 @@ def _ratio(a, b) -> float:
 
 
 def _check(id_, title, section, terms) -> Check:
+    """``section``: the review's section(s), then any further source after a semicolon."""
     return Check(
         "behaviour." + id_,
         title,
@@ -510,6 +518,145 @@ def epigenetic_reverses_csc_suppression(runs: Runs) -> Check:
     return chk
 
 
+def _m1_m2(runs: Runs, arm, day, variant="default"):
+    return runs.state(arm, "M1", day, variant) / runs.state(arm, "M2", day, variant)
+
+
+def ifng_induces_pdl1_and_m1(runs: Runs) -> Check:
+    """§3.1: CSCs express PD-L1 that impairs CD8 T cells; its induction by the T cells' own
+    IFN-γ (adaptive resistance: Spranger et al. 2013, Sci Transl Med 5:200ra116) and IFN-γ's
+    M2→M1 repolarisation are MODEL.md's ``IFNg`` state, with QSP-IO's rate laws.  Anti-PD-1
+    activates T cells, so it raises IFN-γ, PD-L1 and the M1/M2 ratio."""
+    chk = _check(
+        "ifng_induces_pdl1_and_m1",
+        "Anti-PD-1 raises IFN-γ, which raises PD-L1 (adaptive resistance) and M1/M2",
+        "§3.1 (PD-L1 on CSCs); IFN-γ induction of PD-L1: Spranger et al. 2013, Sci Transl "
+        "Med 5:200ra116; rate laws: QSP-IO (SOURCES.md)",
+        "a_PDL1_IFN in `pdl1_induction`; k_M21 (IFN-γ-driven) in `m2_to_m1`",
+    )
+    d = 30
+    ratio = lambda k, v="default": runs.state("pembro", k, d, v) / runs.state("none", k, d, v)  # noqa: E731
+    m12 = lambda v="default": _m1_m2(runs, "pembro", d, v) / _m1_m2(runs, "none", d, v)  # noqa: E731
+    ifn, pdl1, m = ratio("IFNg"), ratio("PDL1"), m12()
+    # a median change of a tenth is the smallest effect this module calls a behaviour.  The
+    # M1/M2 ratio falls in 15% of patients (seed 5): those the drug shrinks most (tumour cells
+    # x0.2-0.4 of untreated at day 30), where TGF-β and IL-10 concentrations rise (median x1.3
+    # and x1.9 against x1.01 and x1.03 in the others) and M1 fall more than M2; so only its
+    # median is required
+    chk.values |= {
+        "ifng_ratio_day30": _med(ifn),
+        "pdl1_ratio_day30": _med(pdl1),
+        "m1_m2_ratio_change": _med(m),
+        "share_m1_m2_up": float(np.mean(m > 1.0)),
+    }
+    chk.require("median IFN-γ × > 1.1, every patient > 1", _med(ifn) > 1.1 and np.all(ifn > 1))
+    chk.require("median PD-L1 × > 1.1, every patient > 1", _med(pdl1) > 1.1 and np.all(pdl1 > 1))
+    chk.require("median M1/M2 × > 1.1", _med(m) > 1.1)
+    v = runs.variant("no_pdl1_ifn", a_PDL1_IFN=0.0)
+    p0 = ratio("PDL1", v)
+    m0 = m12(runs.variant("no_m21", k_M21=0.0))
+    chk.values |= {"without_mechanism_pdl1": _med(p0), "without_mechanism_m1_m2": _med(m0)}
+    chk.require("a_PDL1_IFN = 0: PD-L1 unchanged (1e-6)", np.allclose(p0, 1.0, rtol=0, atol=1e-6))
+    chk.require("k_M21 = 0: no M1/M2 rise (median × <= 1)", _med(m0) <= 1.0)
+    return chk
+
+
+def exosomes_and_lactate_polarise_myeloid(runs: Runs) -> Check:
+    """§3.2: CSC exosomes reprogram immune cells towards suppression, "MDSC expansion and
+    macrophage polarization"; §3.3: lactate and other metabolites of the niche reinforce
+    suppression (ref 56, Noe et al. 2021: lactate and macrophage polarisation)."""
+    chk = _check(
+        "exosomes_and_lactate_polarise_myeloid",
+        "More CSC exosomes or metabolites shift macrophages to M2; exosomes expand MDSC",
+        "§3.2, §3.3 (ref 56)",
+        "a_excl_M12 (exosome/metabolite share of `m1_to_m2`); a_exo_MDSC in `mdsc_recruitment`",
+    )
+    d = 60
+    exo, met = dict(sig_Exo_S=("x", 3)), dict(sig_Met_N=("x", 3), sig_Met_S=("x", 3))
+
+    def change(more, removed=None):
+        """M2/M1 and MDSC density, untreated, with ``more`` secretion over without it."""
+        rm = removed or {}
+        tag = "_".join(sorted(more)) + "".join(f"_no_{k}" for k in rm)
+        base = runs.variant("base" + tag, **rm) if rm else "default"
+        hi = runs.variant("hi" + tag, **more, **rm)
+        m21 = _m1_m2(runs, "none", d, base) / _m1_m2(runs, "none", d, hi)
+        mdsc = runs.density("none", "MDSC", d, hi) / runs.density("none", "MDSC", d, base)
+        return m21, mdsc
+
+    m_exo, md_exo = change(exo)
+    m_met, _ = change(met)
+    # the sizes are small (a few percent for a threefold secretion; the review gives none):
+    # direction in every patient is what is required
+    chk.values |= {
+        "m2_m1_ratio_exo_x3": _med(m_exo),
+        "mdsc_density_exo_x3": _med(md_exo),
+        "m2_m1_ratio_metabolites_x3": _med(m_met),
+    }
+    chk.require("3× CSC exosomes: M2/M1 higher in every patient", np.all(m_exo > 1.0))
+    chk.require("3× CSC exosomes: MDSC density higher in every patient", np.all(md_exo > 1.0))
+    chk.require("3× metabolite secretion: M2/M1 higher in every patient", np.all(m_met > 1.0))
+    # mechanisms removed: what remains goes through TGF-β/IL-10 (more Tregs, more stemness)
+    m_exo0, _ = change(exo, {"a_excl_M12": 0.0})
+    m_met0, _ = change(met, {"a_excl_M12": 0.0})
+    _, md_exo0 = change(exo, {"a_exo_MDSC": 0.0})
+    chk.values |= {
+        "without_mechanism_m2_m1_exo": _med(m_exo0),
+        "without_mechanism_m2_m1_metabolites": _med(m_met0),
+        "without_mechanism_mdsc_exo": _med(md_exo0),
+    }
+    chk.require(
+        "a_excl_M12 = 0: < half of either M2/M1 rise remains",
+        _med(m_exo0) - 1 < 0.5 * (_med(m_exo) - 1) and _med(m_met0) - 1 < 0.5 * (_med(m_met) - 1),
+    )
+    chk.require(
+        "a_exo_MDSC = 0: < half of the MDSC rise remains",
+        abs(_med(md_exo0) - 1) < 0.5 * (_med(md_exo) - 1),
+    )
+    return chk
+
+
+def anti_ccr4_depletes_tregs(runs: Runs) -> Check:
+    """§4.2(3): anti-CCR4 antibodies (mogamulizumab) deplete Tregs "to relieve immune
+    suppression"; intratumoral CCR4+ FoxP3+ cells were depleted in every patient of Jinushi et
+    al. 2025 (the review's ref 65).  The clinical gain with anti-PD-1 is another matter: see
+    `vcohort.validation.clinical.treg_depletion_with_anti_pd1`."""
+    chk = _check(
+        "anti_ccr4_depletes_tregs",
+        "Mogamulizumab depletes tumour Tregs and, through them, helps anti-PD-1",
+        "§4.2(3) (ref 65: Jinushi et al. 2025, J Immunother Cancer 13:e010634)",
+        "k_ccr4 in `treg_depletion`; the Treg ratio (K_Treg) in `tcell_kill_*`",
+    )
+    d = 30
+
+    def dens(v="default"):
+        return runs.density("moga", "Treg", d, v) / runs.density("none", "Treg", d, v)
+
+    help_ = lambda v="default": runs.cells("moga_pembro", DAYS, v) / runs.cells("pembro", DAYS, v)  # noqa: E731
+    t, h = dens(), help_()
+    chk.values |= {"treg_density_day30": _med(t), "burden_combo_vs_pembro": _med(h)}
+    # "depleted" (Jinushi 2025) read as more than half of the Tregs gone in every patient
+    # (assumption: the paper reports depletion, not a fraction, for the tumour)
+    chk.require("Treg density × < 0.5 in every patient", np.all(t < 0.5))
+    chk.require("combination below pembrolizumab in every patient", np.all(h < 1.0))
+    v = runs.variant("no_ccr4", k_ccr4=0.0)
+    t0, h0 = dens(v), help_(v)
+    h_k = help_(runs.variant("no_k_treg", K_Treg=0.0))
+    share = 1.0 - np.log(_med(h_k)) / np.log(_med(h))
+    chk.values |= {
+        "without_mechanism_treg_density": _med(t0),
+        "without_treg_suppression_burden": _med(h_k),
+        "treg_suppression_share": share,
+    }
+    chk.require(
+        "k_ccr4 = 0: no change (1e-6)",
+        np.allclose(t0, 1, rtol=0, atol=1e-6) and np.allclose(h0, 1, rtol=0, atol=1e-6),
+    )
+    # the gain comes through the Tregs' suppression of effector T cells, not their cytokines
+    chk.require("K_Treg = 0: > half of the log-benefit gone", share > 0.5)
+    return chk
+
+
 BEHAVIOURS = (
     chemo_enriches_csc,
     doxorubicin_tgfb_treg_pdl1,
@@ -521,6 +668,9 @@ BEHAVIOURS = (
     cart_undone_by_plasticity,
     il10_and_exosomes_suppress,
     epigenetic_reverses_csc_suppression,
+    ifng_induces_pdl1_and_m1,
+    exosomes_and_lactate_polarise_myeloid,
+    anti_ccr4_depletes_tregs,
 )
 
 

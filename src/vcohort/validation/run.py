@@ -52,9 +52,17 @@ def _clinical():
         keynote002_calibrated_comparison,
         keynote_comparison,
         orr_by_baseline_size,
+        pembrolizumab_dose_response_flat,
+        treg_depletion_with_anti_pd1,
     )
 
-    return [orr_by_baseline_size(), keynote_comparison(), keynote002_calibrated_comparison()]
+    return [
+        orr_by_baseline_size(),
+        keynote_comparison(),
+        keynote002_calibrated_comparison(),
+        pembrolizumab_dose_response_flat(),
+        treg_depletion_with_anti_pd1(),
+    ]
 
 
 def _sobol():
