@@ -243,6 +243,45 @@ def test_slot_rounding_respects_budget_and_daily_maximum():
     assert per_day.max() <= 1600.0
 
 
+def test_slot_rounding_keeps_one_dose_level_per_hold_block():
+    """README: oral drugs can hold one dose level per block (``hold``).  8 mg daily in 5 mg
+    units over a 224 mg budget: rounding up (10 mg x 28 = 280 mg) breaks the budget, and the
+    repair lowers whole blocks (the earliest first), never single days of a block."""
+    d = DrugSlots("wnt974", 1.0, round_to_mg=5.0, budget_mg=224.0, hold_days=7.0)
+    pb = Problem(drugs=(d,), days=28)
+    lay = layout(pb)
+    amount = np.full(lay.valid.shape, 8.0) * lay.valid
+    r = round_clinical(pb, lay, amount).schedule.amount[0, lay.valid[0]]
+    blocks = r.reshape(4, 7)
+    assert np.all(blocks == blocks[:, :1]), blocks
+    assert r.sum() <= 224.0
+    np.testing.assert_array_equal(blocks[:, 0], [5.0, 5.0, 10.0, 10.0])  # 210 mg: 224 // 7 // 5
+    # a block's level is rounded from its mean: uneven slots in a block get one level
+    uneven = amount.copy()
+    uneven[0, :7] = [1, 1, 1, 1, 12, 12, 12]  # mean 5.7 -> 5 mg for the whole block
+    r2 = round_clinical(pb, lay, uneven).schedule.amount[0, lay.valid[0]]
+    assert np.all(r2[:7] == 5.0), r2[:7]
+
+
+def test_hold_must_be_a_multiple_of_every_and_rules_must_fit_the_step_grid():
+    """Checked when the experiment is read, naming the drug, before any compute."""
+    from vcohort.config import ConfigError
+    from vcohort.optimize.config import parse_experiment
+
+    with pytest.raises(ValueError, match=r"hold_days=1.5 is not a whole multiple of every_days"):
+        Problem(drugs=(DrugSlots("wnt974", 1.0, hold_days=1.5),), days=28).validate()
+    raw = {
+        "days": 21,
+        "dt": 1.0,
+        "train": {"patients": 4, "seed": 1},
+        "heldout": {"patients": 4, "seed": 2},
+        "drug": [{"name": "cb839", "every": "12 h", "round_to": "200 mg", "hold_if": "ANC < 1.5"}],
+    }
+    with pytest.raises(ConfigError, match=r"cb839: two doses start in the same step.*dt=1 d"):
+        parse_experiment(raw)
+    parse_experiment(raw | {"dt": 0.1})  # two steps a day or more: accepted
+
+
 def test_slot_rounding_in_a_unit_not_exact_in_binary_leaves_no_negative_or_phantom_doses():
     """0.3 mg units, 28 daily 1 mg doses over a 6 mg budget: every dose is a whole number of
     units (0 exactly when taken to nothing) and the total is the budget.  In mg the repair left
@@ -462,6 +501,10 @@ def test_convergence_says_how_the_run_ended():
     assert "still improving" in result(80, 79, "iterations").convergence()
     assert "still improving" not in result(80, 30, "iterations").convergence()
     assert "No iteration of 5" in result(5, -1, "iterations").convergence()
+    # no improvement (best at the start), or too short a run to tell: not "still improving"
+    assert "still improving" not in result(2, 0, "iterations").convergence()
+    assert "still improving" not in result(2, 1, "iterations").convergence()
+    assert "still improving" not in result(10, 0, "iterations").convergence()
 
 
 @pytest.mark.slow
@@ -565,10 +608,33 @@ def test_personalised_mode_gives_one_schedule_per_patient(cohort8):
 
 
 @pytest.mark.slow
-def test_es_baseline_uses_exactly_its_simulation_budget(cohort8):
+def test_es_baseline_uses_exactly_its_simulation_budget(cohort8, monkeypatch):
+    """Cohort simulations counted as they run (a host callback inside the jitted loss), and
+    the schedule returned is the one whose objective the history reports as best."""
+    import vcohort.optimize.baseline as base
+    from vcohort.optimize.problem import NoMultipliers
+
+    runs = []
+    real = base.make_loss
+
+    def counted(*a, **k):
+        loss, plan = real(*a, **k)
+
+        def wrapped(*args):
+            jax.debug.callback(lambda: runs.append(1))
+            return loss(*args)
+
+        return wrapped, plan
+
+    monkeypatch.setattr(base, "make_loss", counted)
     r = evolution_strategy(SMALL, cohort8, simulations=4, batch_size=4, seed=1)
-    assert r.simulations == 4 and len(r.history) == 4
-    assert r.history["penalised"].is_monotonic_decreasing
+    assert len(runs) == 4
+    lay = layout(SMALL)
+    loss, plan = real(SMALL, lay, soft=False)
+    idx = np.sort(np.random.default_rng(1).choice(8, 4, replace=False))  # the ES's batch
+    args = cohort8.arrays(idx, plan.drugs, np.float64)
+    _, (_, _, obj) = loss(jnp.asarray(r.theta), NoMultipliers(), 1.0, args)
+    assert float(obj) == pytest.approx(r.history["objective"].iloc[-1], rel=1e-9)
 
 
 def test_loss_devices_rule():

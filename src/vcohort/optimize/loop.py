@@ -61,7 +61,9 @@ class OptResult:
                 f"Stopped after {n} iterations: no better schedule in the last "
                 f"{n - 1 - self.best_iteration} (best at iteration {self.best_iteration})."
             )
-        late = self.best_iteration >= n - max(2, n // 10)
+        # "still improving" needs an improvement (best past iteration 0) near the end of a
+        # run long enough to tell (3 iterations or more)
+        late = n >= 3 and 0 < self.best_iteration and self.best_iteration >= n - max(2, n // 10)
         return (
             f"Reached the iteration limit ({n}) with the best schedule at iteration "
             f"{self.best_iteration}"

@@ -42,7 +42,7 @@ from vcohort.objectives import (
     objective_terms,
     per_patient_terms,
 )
-from vcohort.simulate import Plan, cohort_fn, patient_fn, set_precision
+from vcohort.simulate import Plan, check_dt, cohort_fn, patient_fn, set_precision
 
 ANC_DRUG_CHANNEL = "myelotoxicity"
 
@@ -155,6 +155,23 @@ class Problem:
             )
         for d in self.drugs:
             validate_drug(d, self.days)
+        self.check_rule_grid()
+
+    def check_rule_grid(self) -> None:
+        """What `Schedule.check_rules` refuses for a drug with a hold rule (two doses in one
+        integrator step, overlapping infusions), checked on every slot before any compute."""
+        if all(d.rule is None for d in self.drugs):
+            return
+        sched = layout(self).schedule
+        try:
+            sched.replace_amount(np.ones(sched.time.shape)).check_rules(
+                self.dt, self.days * check_dt(self.dt)
+            )
+        except ValueError as e:
+            raise ValueError(
+                f"{e}; for a drug with a hold rule, every must be at least one step of dt="
+                f"{self.dt:g} d and longer than its infusion"
+            ) from None
 
     @property
     def drug_names(self) -> tuple[str, ...]:
@@ -192,6 +209,14 @@ def validate_drug(d: DrugSlots, days: int) -> None:
         )
     if d.hold_days is not None and d.hold_days < d.every_days:
         raise ValueError(f"{f}: hold_days={d.hold_days} is shorter than every_days={d.every_days}")
+    if d.hold_days is not None:
+        k = d.hold_days / d.every_days
+        if abs(k - round(k)) > 1e-9:
+            raise ValueError(
+                f"{f}: hold_days={d.hold_days} is not a whole multiple of every_days="
+                f"{d.every_days} (blocks of one dose level would hold alternating numbers of "
+                f"doses); allowed: {d.every_days:g} x 1, 2, 3, ..."
+            )
     mx = d.resolved_max()
     if mx > drug.max_single_dose_mg:
         raise ValueError(
@@ -354,7 +379,8 @@ def to_amount(lay: Layout, theta, xp=jnp):
 
 # ---------------------------------------------------------------------------- constraints
 def constraint_values(problem: Problem, lay: Layout, amount, out) -> dict:
-    """Constraint values ``g`` (≤ 0 is feasible), each scaled by its limit so 0.1 = 10% over.
+    """Constraint values ``g`` (≤ 0 is feasible): ``auc:<drug>`` scaled by its budget (0.1 = 10%
+    over), ``anc_grade4`` the smoothed grade-4 fraction minus its limit (an absolute fraction).
 
     Only the limits that depend on the simulation (mean AUC, grade-4 neutropenia) appear: dose
     maxima, per-day maxima and cumulative budgets hold exactly by construction (`to_amount`).

@@ -26,26 +26,32 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def _round_slots(d: DrugSlots, a: np.ndarray, t: np.ndarray, mx: float) -> np.ndarray:
-    """Each slot to the nearest whole number of units (at most ``mx``), then one unit off the
-    largest dose until the budget and per-day limits hold.  Counted in whole units, so a dose
+def _round_slots(d: DrugSlots, a: np.ndarray, t: np.ndarray, mx: float, var=None) -> np.ndarray:
+    """Each dose level to the nearest whole number of units (at most ``mx``), then one unit off
+    the largest level until the budget and per-day limits hold.  ``var``: the decision variable
+    of each slot (`Layout.var_index`); the slots of one variable (a ``hold_days`` block) keep one
+    level, rounded from their mean and lowered together.  Counted in whole units, so a dose
     taken down to nothing is exactly 0 mg (in mg, 3 x 0.3 - 0.3 x 3 left -1e-16 mg doses)."""
     unit = d.round_to_mg
+    var = np.arange(a.size) if var is None else np.asarray(var)
+    _, g = np.unique(var, return_inverse=True)  # groups in slot order
+    mean = np.bincount(g, weights=a) / np.bincount(g)
     top = int(np.floor(mx / unit + 1e-9))
-    n = np.clip(np.round(a / unit), 0, top).astype(np.int64)
+    level = np.clip(np.round(mean / unit), 0, top).astype(np.int64)
     days = np.floor(t).astype(int)
     budget = None if d.budget_mg is None else int(np.floor(d.budget_mg / unit + 1e-9))
     daily = None if d.max_daily_mg is None else int(np.floor(d.max_daily_mg / unit + 1e-9))
     while True:  # repair the linear limits (in units)
+        n = level[g]
         if budget is not None and n.sum() > budget:
-            cand = np.flatnonzero(n > 0)
+            cand = np.flatnonzero(level > 0)
         elif daily is not None and (np.bincount(days, weights=n) > daily).any():
             bad = np.bincount(days, weights=n) > daily
-            cand = np.flatnonzero(bad[days] & (n > 0))
+            cand = np.unique(g[bad[days] & (n > 0)])
         else:
             break
-        n[cand[np.argmax(n[cand])]] -= 1
-    return n * unit
+        level[cand[np.argmax(level[cand])]] -= 1  # the largest level; the earliest of ties
+    return level[g] * unit
 
 
 def _courses(d: DrugSlots, a: np.ndarray, t: np.ndarray, mx: float) -> list:
@@ -70,10 +76,10 @@ def _courses(d: DrugSlots, a: np.ndarray, t: np.ndarray, mx: float) -> list:
                 for dose in (near, near - unit, near + unit):
                     dose = float(np.clip(dose, 0.0, top))
                     if d.budget_mg is not None:
-                        dose = min(dose, np.floor(d.budget_mg / n / unit) * unit)
+                        dose = min(dose, np.floor(d.budget_mg / n / unit + 1e-9) * unit)
                     if d.max_daily_mg is not None:  # the most doses of the course in a day
                         per_day = np.bincount(np.floor(t[slots[:n]]).astype(int)).max()
-                        dose = min(dose, np.floor(d.max_daily_mg / per_day / unit) * unit)
+                        dose = min(dose, np.floor(d.max_daily_mg / per_day / unit + 1e-9) * unit)
                     cand = mask * dose
                     err = float(np.sum((np.cumsum(cand) - target) ** 2))
                     key = cand.tobytes() if dose > 0 else b"none"
@@ -111,7 +117,7 @@ def round_candidates(problem: Problem, lay: Layout, amount, k: int = 4) -> list[
         if d.intervals_days:
             opts = [(r, text) for _, r, text in _courses(d, a, t, mx)[:k]]
         else:
-            r = _round_slots(d, a, t, mx)
+            r = _round_slots(d, a, t, mx, lay.var_index[i, v])
             nz = r[r > 0]
             text = (
                 f"{d.drug}: {nz.size} doses of {', '.join(_fmt(x) for x in np.unique(nz))} mg "
