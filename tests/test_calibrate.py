@@ -11,6 +11,7 @@ import pytest
 
 from vcohort import calibrate as C
 from vcohort.cohort import make_cohort
+from vcohort.selection import quotas
 
 POOL, COHORT, DAYS = 600, 200, 210
 ARM, K006 = C.PRESETS["keynote-006"]
@@ -36,6 +37,20 @@ def test_targets_are_validated_before_compute():
     assert C.Targets(orr=np.float32(0.25)).orr == 0.25  # numpy scalars are numbers
     with pytest.raises(ValueError, match="diameter_bounds_mm"):
         C.Targets(orr=0.3, diameter_bounds_mm=(100.0, 300.0))
+    # the diameter distribution: finite numbers > 0, named with the value given
+    for field, bad in (
+        ("diameter_cv", float("inf")),
+        ("diameter_cv", float("nan")),
+        ("diameter_median_mm", float("inf")),
+        ("diameter_median_mm", float("nan")),
+        ("diameter_median_mm", "86"),
+        ("diameter_cv", 0.0),
+    ):
+        with pytest.raises(ValueError) as e:
+            C.Targets(orr=0.3, **{field: bad})
+        assert str(e.value) == f"target {field}={bad!r} must be a finite number > 0"
+    with pytest.raises(ValueError, match=r"diameter_bounds_mm=\(15\.0, inf\) must satisfy"):
+        C.Targets(orr=0.3, diameter_bounds_mm=(15.0, float("inf")))
     # a lower bound of 0 is no bound: the bins' edges are finite quantiles, not a math error
     t = C.Targets(orr=0.3, diameter_bounds_mm=(0.0, 300.0))
     q = t.diameter_quantiles(np.array([0.0, 0.5, 1.0]))
@@ -155,6 +170,54 @@ def test_unreachable_targets_name_the_range_the_pool_allows():
         C.fit_rule(no_resp, C.Targets(0.2), arm=ARM, days=DAYS)
 
 
+def test_a_corrupted_rule_is_refused_naming_the_field(tmp_path):
+    """rule.json is a file a user may edit: every field is checked on load, the error naming
+    the file, the field, its value and what is allowed (before, cell probabilities summing to
+    3.6 or below 0 were applied, and a short diameter_factor failed with an IndexError)."""
+    import json
+
+    rule = C.fit_rule(_synthetic_obs(2000, 0), K006, arm=ARM, days=DAYS)
+    path = tmp_path / "rule.json"
+    rule.save(path)
+    assert C.CalibrationRule.load(path) == rule  # the fitted rule itself passes
+    n_bins = len(rule.diameter_factor)
+    cases = [
+        ("cell_probs", [0.9, 0.9, 0.9, 0.9], "cell_probs=[0.9, 0.9, 0.9, 0.9] sum to 3.6; "
+         "allowed: probabilities of the cells"),
+        ("cell_probs", [-0.5, 0.5, 0.5, 0.5], "cell_probs=(-0.5, 0.5, 0.5, 0.5); allowed: a "
+         "list of 4 finite numbers >= 0"),
+        ("cell_probs", [0.5, 0.5, 0.0], "allowed: a list of 4 finite"),
+        ("cell_factor", [1.0, float("nan"), 1.0, 1.0], "cell_factor=(1.0, nan, 1.0, 1.0); "
+         "allowed: a list of 4 finite numbers >= 0"),
+        ("diameter_factor", [1.0, 2.0], f"diameter_factor=(1.0, 2.0); allowed: a list of "
+         f"{n_bins} finite numbers >= 0 (one per diameter bin: len(log_edges) + 1)"),
+        ("diameter_factor", [0.0] * n_bins, "at least one must be > 0"),
+        ("log_edges", list(rule.log_edges[::-1]), "must increase strictly"),
+        ("scale", float("nan"), "rule scale=nan; allowed: a finite number > 0"),
+        ("scale", 0.0, "rule scale=0.0; allowed: a finite number > 0"),
+        ("expected_yield", 0.0, "rule expected_yield=0.0; allowed: a fraction in (0, 1]"),
+        ("expected_yield", 1.5, "rule expected_yield=1.5; allowed: a fraction in (0, 1]"),
+        ("days", "210", "rule days='210' must be a whole number of days >= 1"),
+        ("dt", 0.3, "rule dt=0.3: 1/dt must be a whole number"),
+        ("precision", "float16", "rule precision='float16'; allowed: float32, float64"),
+        ("runin_days", -1, "rule runin_days=-1 must be a whole number of days >= 0"),
+        ("arm", "", "rule arm='' must be a regimen text"),
+    ]  # fmt: skip
+    good = rule.to_dict()
+    for field, value, msg in cases:
+        d = json.loads(json.dumps(good))
+        d[field] = value
+        path.write_text(json.dumps(d))
+        with pytest.raises(ValueError) as e:
+            C.CalibrationRule.load(path)
+        assert str(e.value).startswith(f"{path}: rule {field}=") and msg in str(e.value), field
+    d = json.loads(json.dumps(good))
+    d["targets"]["diameter_cv"] = float("inf")  # json writes Infinity
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=r"rule\.json: target diameter_cv=inf must be a finite"):
+        C.CalibrationRule.load(path)
+
+
 def test_a_rule_is_not_applied_to_the_pool_it_was_fitted_on():
     rule = C.fit_rule(_synthetic_obs(2000, 0), K006, arm=ARM, days=DAYS)
     C.check_fresh_pool(rule, 0, 0, 600)  # no pool recorded (library fit): nothing to check
@@ -259,7 +322,12 @@ def test_calibrated_rule_transfers_to_a_fresh_pool(pools, tmp_path):
     assert abs(rep["pfs6"] - K006.pfs6) <= 0.05
     # baseline diameter: K-S test against the target log-normal at the 1% level
     assert rep["ks_pvalue"] > 0.01
-    assert rep["yield"] == pytest.approx(COHORT / POOL)
+    # the cohort is the quota of each response cell (largest remainder, responders first),
+    # and the responders are n x ORR rounded (66 of 200)
+    quota = quotas(COHORT, rule.cell_probs, groups=((0, 1), (2, 3)))
+    assert list(rep["cell_counts"].values()) == quota.tolist()
+    assert np.bincount(obs_fresh["cell"].to_numpy()[idx], minlength=4).tolist() == quota.tolist()
+    assert int(obs_fresh["responder"].to_numpy()[idx].sum()) == round(COHORT * K006.orr) == 66
     # end to end: apply_rule re-simulates the fresh pool and gives the same selection
     sub, _, rep2 = C.apply_rule(loaded, fresh, COHORT, seed=3)
     assert np.array_equal(sub.patient_id, np.asarray(fresh.patient_id)[idx])

@@ -50,6 +50,15 @@ _B = load_population().covariates["baseline_diameter_mm"]  # the default preset
 _BASE = (_B.median, _B.cv, _B.lower, _B.upper)
 
 
+def _is_number(v) -> bool:
+    """A real number (numpy scalars too), not a bool or a text."""
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+
+def _is_whole(v) -> bool:
+    return _is_number(v) and math.isfinite(v) and v == int(v)
+
+
 @dataclass(frozen=True)
 class Targets:
     """Clinical targets for the reference arm.
@@ -82,16 +91,20 @@ class Targets:
             if not ok or not math.isfinite(v) or not 0.0 <= v <= 1.0:
                 raise ValueError(f"target {name}={v!r} must be a fraction in [0, 1]")
             object.__setattr__(self, name, float(v))  # plain floats: the rule is JSON
-        if not (self.diameter_median_mm > 0 and self.diameter_cv > 0):
+        for name in ("diameter_median_mm", "diameter_cv"):
+            v = getattr(self, name)
+            if not (_is_number(v) and math.isfinite(v) and v > 0):
+                raise ValueError(f"target {name}={v!r} must be a finite number > 0")
+            object.__setattr__(self, name, float(v))
+        b = self.diameter_bounds_mm
+        if isinstance(b, str) or not hasattr(b, "__len__") or len(b) != 2:
+            raise ValueError(f"target diameter_bounds_mm={b!r} must be (lower, upper) in mm")
+        lo, hi = b
+        ok = _is_number(lo) and _is_number(hi) and math.isfinite(hi)
+        if not (ok and 0 <= lo < self.diameter_median_mm < hi):
             raise ValueError(
-                f"diameter_median_mm={self.diameter_median_mm!r} and diameter_cv="
-                f"{self.diameter_cv!r} must be > 0"
-            )
-        lo, hi = self.diameter_bounds_mm
-        if not (0 <= lo < self.diameter_median_mm < hi and math.isfinite(hi)):
-            raise ValueError(
-                f"diameter_bounds_mm={self.diameter_bounds_mm!r} must satisfy "
-                f"0 <= lower < median ({self.diameter_median_mm}) < upper"
+                f"diameter_bounds_mm={b!r} must satisfy "
+                f"0 <= lower < median ({self.diameter_median_mm}) < upper, upper finite"
             )
         object.__setattr__(self, "diameter_bounds_mm", (float(lo), float(hi)))
 
@@ -168,7 +181,58 @@ class CalibrationRule:
     runin_days: int | None = None
 
     def __post_init__(self):
+        """Validate every field (a rule.json may be edited or corrupted), naming the field, its
+        value and what is allowed; the number sequences become tuples of floats."""
         object.__setattr__(self, "assessment", assessment_options(self.assessment))
+        if not isinstance(self.arm, str) or not self.arm.strip():
+            raise ValueError(f"rule arm={self.arm!r} must be a regimen text")
+        if not (_is_whole(self.days) and self.days >= 1):
+            raise ValueError(f"rule days={self.days!r} must be a whole number of days >= 1")
+        object.__setattr__(self, "days", int(self.days))
+        if not isinstance(self.targets, Targets):
+            raise ValueError(f"rule targets={self.targets!r} must be calibration Targets")
+        for name, size in (("cell_probs", 4), ("cell_factor", 4), ("log_edges", None)):
+            _set_floats(self, name, size, lo=None if name == "log_edges" else 0.0)
+        _set_floats(self, "diameter_factor", len(self.log_edges) + 1, lo=0.0)
+        p = self.cell_probs
+        if abs(math.fsum(p) - 1.0) > 1e-9:
+            raise ValueError(
+                f"rule cell_probs={list(p)} sum to {math.fsum(p)!r}; allowed: probabilities of "
+                f"the cells {list(CELLS)} that sum to 1 (within 1e-9)"
+            )
+        e = self.log_edges
+        if any(b <= a for a, b in zip(e, e[1:], strict=False)):
+            raise ValueError(
+                f"rule log_edges={list(e)} must increase strictly (inner edges of the "
+                f"diameter bins, ln mm)"
+            )
+        if not any(self.diameter_factor):
+            raise ValueError(
+                f"rule diameter_factor={list(self.diameter_factor)}: at least one must be > 0"
+            )
+        for name, hi in (("scale", math.inf), ("expected_yield", 1.0)):
+            v = getattr(self, name)
+            if not (_is_number(v) and math.isfinite(v) and 0 < v <= hi):
+                allowed = "a finite number > 0" if hi == math.inf else "a fraction in (0, 1]"
+                raise ValueError(f"rule {name}={v!r}; allowed: {allowed}")
+            object.__setattr__(self, name, float(v))
+        from vcohort.simulate import check_dt
+
+        if not _is_number(self.dt):
+            raise ValueError(f"rule dt={self.dt!r} must be a number of days")
+        object.__setattr__(self, "dt", float(self.dt))
+        try:
+            check_dt(self.dt)
+        except ValueError as err:
+            raise ValueError(f"rule {err}") from None
+        if self.precision not in ("float32", "float64"):
+            raise ValueError(f"rule precision={self.precision!r}; allowed: float32, float64")
+        for name in ("fit", "population"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"rule {name}={getattr(self, name)!r} must be a table")
+        r = self.runin_days
+        if r is not None and not (_is_whole(r) and r >= 0):
+            raise ValueError(f"rule runin_days={r!r} must be a whole number of days >= 0, or null")
 
     def density_ratio(self, cell, diameter_mm) -> np.ndarray:
         b = np.searchsorted(np.asarray(self.log_edges), np.log(np.asarray(diameter_mm)))
@@ -213,6 +277,27 @@ class CalibrationRule:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (ValueError, TypeError, KeyError) as e:  # JSON errors are ValueErrors
             raise ValueError(f"{path}: {e}") from None
+
+
+def _set_floats(rule, name: str, size: int | None, lo: float | None) -> None:
+    """Check ``rule.<name>``: ``size`` finite numbers (any count if None), each >= ``lo`` (when
+    given); store them as a tuple of floats (the rule is JSON)."""
+    v = getattr(rule, name)
+    seq = not isinstance(v, str | bytes | dict) and hasattr(v, "__iter__")
+    vals = list(v) if seq else None
+    want = f"{size} " if size is not None else ""
+    bound = f" >= {lo:g}" if lo is not None else ""
+    if (
+        vals is None
+        or (size is not None and len(vals) != size)
+        or not all(_is_number(x) and math.isfinite(x) for x in vals)
+        or (lo is not None and any(x < lo for x in vals))
+    ):
+        extra = " (one per diameter bin: len(log_edges) + 1)" if name == "diameter_factor" else ""
+        raise ValueError(
+            f"rule {name}={v!r}; allowed: a list of {want}finite numbers{bound}{extra}"
+        )
+    object.__setattr__(rule, name, tuple(float(x) for x in vals))
 
 
 def assessment_options(options: dict | None = None) -> dict:

@@ -250,8 +250,15 @@ def cohort_inputs(problem: Problem, cohort: Cohort) -> tuple:
             d, q = name.split(".", 1)
             v = cohort.pk[d][q]
         v = np.asarray(v, dtype=np.float64)
-        if np.any(~np.isfinite(v)) or np.any(v <= 0):
-            raise ValueError(f"parameter {name}: every patient's value must be finite and > 0")
+        bad = np.flatnonzero(~(np.isfinite(v) & (v > 0)))  # (NaN > 0 is False)
+        if bad.size:
+            ids = np.asarray(cohort.patient_id)
+            which = ", ".join(f"row {i} (patient {ids[i]}): {v[i]:g}" for i in bad[:3])
+            raise ValueError(
+                f"parameter {name}: {bad.size} of {v.size} patients have a value that is not "
+                f"finite and > 0 ({which}{', ...' if bad.size > 3 else ''}); every patient's "
+                f"value must be finite and > 0"
+            )
         cols.append(np.log(v))
     dt = np.float64 if problem.plan.dtype == jnp.float64 else np.float32
     cov = {k: np.asarray(cohort.covariates[k], dt) for k in ("weight_kg", "bsa_m2")}

@@ -199,14 +199,12 @@ def _sobol_settings(args, problem):
         rules[name] = "--range"
     check_ranges(names, bounds, "log")
     from vcohort.simulate import acting_channels
-    from vcohort.sobol import check_model_ranges, check_typical_rates
+    from vcohort.sobol import check_model_ranges, check_samples, check_typical_rates
 
     drugs = problem.plan.drugs
     check_model_ranges(problem.model, names, bounds, args.dt, acting_channels(drugs))
     check_typical_rates(problem.model, args.dt, acting_channels(drugs), sampled=names)
-    n = args.samples
-    if n < 2 or n & (n - 1):
-        raise ValueError(f"--samples={n} must be a power of 2 >= 2")
+    check_samples(args.samples, len(names), "--samples")  # N (d + 2) within MAX_PATIENTS
     fixed = [m for m, r in rules.items() if r.startswith("x/")]
     if "range_sd" not in getattr(args, "defaulted", ["range_sd"]) and fixed:
         # the flag was given: say where it does not act
@@ -299,8 +297,29 @@ def _sensitivity_compute(args, problem, sobol) -> int:
             "held_at_typical": [n for n in problem.names if n not in names],
             "sampling": "log-uniform; Saltelli/Sobol' (SALib), N (d + 2) evaluations",
             "evaluations": int(len(samples)),
+        }
+        fails = table.attrs["failures"]
+        k = fails["failed_base_samples"]
+        extra |= {
+            # a base sample with a non-finite endpoint is dropped with its d + 2 rows (kept,
+            # with the NaN, in samples.parquet); more than max_failed_fraction is refused
+            "failed_base_samples": k,
+            "failed_evaluations": fails["failed_evaluations"],
+            "evaluations_used": int(len(samples)) - fails["dropped_evaluations"],
+            "max_failed_fraction": fails["max_failed_fraction"],
+            "failed_examples": fails["examples"],
             "ci": "95% bootstrap, 200 resamples",
         }
+        if k:
+            at = ", ".join(f"{n}={v:.4g}" for n, v in fails["examples"][0].items()
+                           if n != "base_sample")  # fmt: skip
+            print(
+                f"note: {k} of {args.samples} base samples gave a non-finite endpoint (e.g. at "
+                f"{at}); their {fails['dropped_evaluations']} evaluations are left out of the "
+                f"indices (kept in samples.parquet; up to "
+                f"{fails['max_failed_fraction']:.0%} may fail)",
+                file=sys.stderr,
+            )
         files = {"samples.parquet": samples}
         plot = lambda p: tornado_sobol(table, p, top=args.top, title=title)  # noqa: E731
         import numpy as np
