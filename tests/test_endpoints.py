@@ -64,8 +64,11 @@ def test_confirmation_window_on_hand_made_series():
     # a window longer than the assessment gap needs the assessment after next
     bor90, _, _ = recist(d, days, confirm_days=90)
     assert bor90.tolist() == ["PR", "SD", "SD", "SD", "CR", "SD", "SD", "PD"]
-    # regrowth under the floor after a CR stays CR: 4.9 mm is not measurable
-    assert recist(np.array([[50.0, 4, 4.9]]), days[:2])[0].tolist() == ["CR"]
+    # regrowth under the floor after a CR stays CR: 4.9 mm is under cr_floor_mm (5), so it is
+    # recorded as 0 mm (not a reappearance) and is not PD: no event, PFS censored at the last
+    # assessment (day 84).  (The BOR alone cannot tell: it is CR from day 42 either way.)
+    bor1, pfs1, ev1 = recist(np.array([[50.0, 4, 4.9]]), days[:2])
+    assert bor1.tolist() == ["CR"] and ev1.tolist() == [False] and pfs1.tolist() == [84.0]
 
 
 def test_confirmation_must_come_before_progression():
@@ -378,8 +381,41 @@ def test_no_assessment_means_not_evaluable_not_zero_response():
     row = summarize(ep).iloc[0]
     assert row["orr"] == 0.0 and row["dcr"] == 0.0 and row["progression_free_at_end"] == 1.0
     ep["n_assessments"] = 0
-    assert np.isnan(summarize(ep).iloc[0]["orr"])
-    assert row["progression_free_at_end"] == 1.0
+    row = summarize(ep).iloc[0]
+    assert np.isnan(row["orr"]) and np.isnan(row["progression_free_at_end"])
+
+
+def test_grade4_neutropenia_has_an_exact_ci_on_the_evaluable_patients():
+    """``grade4_neutropenia_ci_low/high``: the exact (Clopper–Pearson) 95% CI of the patients
+    with an ANC nadir under 0.5 x 10⁹/L among the evaluable ones (the failed solve is left out,
+    as from the point estimate), equal to scipy's exact binomial CI; both columns described."""
+    from scipy.stats import binomtest
+
+    from vcohort.columns import describe
+    from vcohort.endpoints import summarize
+
+    nadir = [0.3, 0.45, 2.0, 1.1, 0.2, 3.0, 0.7, np.nan]  # 3 of 7 evaluable under 0.5
+    ep = pd.DataFrame(
+        {
+            "arm": ["a"] * 8 + ["b"] * 2,
+            "status": [0] * 7 + [1] + [0, 0],
+            "best_pct_change": 0.0,
+            "final_pct_change": 0.0,
+            "anc_nadir": nadir + [1.0, 2.0],
+        }
+    )
+    g4 = ep["anc_nadir"].to_numpy() < 0.5
+    ep["grade4_neutropenia"] = pd.arrays.BooleanArray(g4, mask=(ep["status"] != 0).to_numpy())
+    s = summarize(ep).set_index("arm")
+    for arm, k, n in (("a", 3, 7), ("b", 0, 2)):
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+        assert s.loc[arm, "grade4_neutropenia"] == pytest.approx(k / n)
+        assert s.loc[arm, "grade4_neutropenia_ci_low"] == pytest.approx(ci.low, abs=1e-12)
+        assert s.loc[arm, "grade4_neutropenia_ci_high"] == pytest.approx(ci.high, abs=1e-12)
+    assert s.loc["b", "grade4_neutropenia_ci_low"] == 0.0
+    for side, word in (("low", "lower"), ("high", "upper")):
+        unit, meaning = describe(f"grade4_neutropenia_ci_{side}")
+        assert unit == "fraction" and f"Clopper–Pearson) 95% CI, {word}" in meaning
 
 
 def test_median_pfs_at_exactly_half_is_that_assessment_despite_rounding():

@@ -184,6 +184,37 @@ def test_a_correlation_on_a_parameter_that_shares_its_draw_is_refused():
     np.testing.assert_allclose(np.corrcoef(np.log(pk["CL"]), np.log(pk["Q2"]))[0, 1], 1.0)
 
 
+def test_a_spread_or_bounds_on_a_parameter_that_shares_its_draw_is_refused():
+    """Pembrolizumab's Q2 uses CL's random effect and V2 V1's (Ahamadi 2017: Q = θ_Q·exp(η_CL)):
+    a CV or bounds set on the driver or on the parameter that follows it would transform one
+    draw and not the other, so it is refused before compute, naming the parameter, the shared
+    relation and what is allowed; a new typical value keeps the shared random effect, and a CV
+    equal to the drug's own changes nothing."""
+
+    def pop(settings):
+        return population_from_dict(
+            _preset_dict(parameters={k: v | {"source": "t"} for k, v in settings.items()})
+        )
+
+    q2_cl = "drug pembrolizumab's shared_eta: pembrolizumab.Q2 uses pembrolizumab.CL's"
+    v2_v1 = "drug pembrolizumab's shared_eta: pembrolizumab.V2 uses pembrolizumab.V1's"
+    for name, setting, said, relation in (
+        ("pembrolizumab.CL", {"cv": 0.8}, "cv=0.8", q2_cl),  # the driver
+        ("pembrolizumab.Q2", {"upper": 2.0}, "upper=2", q2_cl),  # the follower
+        ("pembrolizumab.V1", {"lower": 1.0, "bounds": "clip"}, "lower=1", v2_v1),
+    ):
+        with pytest.raises(ValueError) as e:
+            make_cohort(3, population=pop({name: setting}), runin_days=0)
+        msg = str(e.value)
+        assert f"parameters.{name}: {said} not allowed: {relation}" in msg, msg
+        assert "may change only its value" in msg, msg
+    # allowed: a typical value on either, and the drug's own CV (0.38) restated
+    ok = pop({"pembrolizumab.CL": {"value": 0.3, "cv": 0.38}, "pembrolizumab.Q2": {"value": 1.0}})
+    pk = make_cohort(200, seed=1, population=ok, runin_days=0).pk["pembrolizumab"]
+    # still one random effect: log(Q2/θ_Q) = log(CL/θ_CL) (both CVs 0.38)
+    np.testing.assert_allclose(np.log(pk["Q2"] / 1.0), np.log(pk["CL"] / 0.3), atol=1e-12)
+
+
 def test_a_drugs_omega_block_meets_the_populations_correlations():
     """Pexidartinib's own CL-V1-V2 block (Yin 2021) joins the population's correlations after
     them: a population correlating weight with pexidartinib.CL keeps weight's own draw (the

@@ -367,6 +367,7 @@ def _check_settings(model, catalogue: dict, pop: Population) -> list[str]:
     the model's hard bounds (`Model.param_bounds`; log-normal draws are > 0, so only an upper
     bound can be crossed)."""
     rows = _setting_rows(model, catalogue)
+    shared = _shared_eta_relations(catalogue)
     out = []
     where = pop.origin if pop.origin and pop.origin != "<dict>" else repr(pop.name)
     for name, spec in pop.parameters.items():
@@ -375,6 +376,26 @@ def _check_settings(model, catalogue: dict, pop: Population) -> list[str]:
             out.append(f"{f}: {unknown_setting(name, model, rows)}")
             continue
         value, omega, lo, hi = _effective(rows[name], spec)
+        if name in shared:
+            # one random effect on two parameters (Ahamadi 2017: Q = θ_Q·exp(η_CL)): a CV or
+            # bounds on one of them would transform its draw alone, and the two would no longer
+            # share it; only the typical value may change
+            changed = [
+                f"{k}={v:g}"
+                for k, v, moved in (
+                    ("cv", spec.cv, spec.cv is not None and omega != rows[name].omega),
+                    ("lower", spec.lower, lo > 0),
+                    ("upper", spec.upper, hi < np.inf),
+                )
+                if moved
+            ]
+            if changed:
+                out.append(
+                    f"{f}: {', '.join(changed)} not allowed: {shared[name]}, so its cv and "
+                    f"bounds are the drug's (cv {rows[name].cv:g}, no bounds); a setting may "
+                    f"change only its value (to change the spread, define the drug without "
+                    f"shared_eta in a drug file)"
+                )
         if not lo <= value <= hi:
             out.append(
                 f"{f}: the typical value {value:g} lies outside [lower={lo:g}, upper={hi:g}]"
@@ -387,6 +408,18 @@ def _check_settings(model, catalogue: dict, pop: Population) -> list[str]:
                 f"{f}: draws can reach {reach:g}, but {name} must be {rel} {top:g}; "
                 f"set upper {rel} {top:g}" + (" (it has a spread)" if omega > 0 else "")
             )
+    return out
+
+
+def _shared_eta_relations(catalogue: dict) -> dict[str, str]:
+    """``drug.PARAM`` -> the shared random effect it takes part in (`Drug.shared_eta`), in
+    words, for the drivers and the parameters that use their draws."""
+    out: dict[str, str] = {}
+    for d, drug in catalogue.items():
+        for param, driver in drug.shared_eta:
+            rel = f"drug {d}'s shared_eta: {d}.{param} uses {d}.{driver}'s random effect"
+            for n in (f"{d}.{param}", f"{d}.{driver}"):
+                out[n] = f"{out[n]}; {rel}" if n in out else rel
     return out
 
 

@@ -65,6 +65,11 @@ FIXED: dict[str, tuple[str, str]] = {
     "csc_fraction": ("fraction", "CSCs / (CSCs + non-stem tumour cells)"),
     "diameter_mm": ("mm", "spherical-equivalent tumour diameter (RECIST sum of diameters)"),
     "anc_nadir": ("10⁹/L", "lowest absolute neutrophil count"),
+    "grade4_neutropenia_ci_low": (
+        "fraction",
+        "grade-4 neutropenia fraction, exact (Clopper–Pearson) 95% CI, lower (patients with ANC "
+        "below 0.5 x 10⁹/L out of the evaluable patients, as grade4_neutropenia)",
+    ),
     "grade4_neutropenia_ci_high": (
         "fraction",
         "grade-4 neutropenia fraction, exact (Clopper–Pearson) 95% CI, upper",
@@ -244,7 +249,13 @@ PATTERNS: tuple[tuple[str, str, str], ...] = (
     (r"any_reduced_(.+)", "fraction", "patients with a reduced dose of {drug}"),
     (r"discontinued_(.+)", "fraction", "patients who stopped {drug}"),
     (r"median_rdi_(.+)", "fraction", "median relative dose intensity of {drug}"),
-    (r"mean_delay_days_(.+)", "day", "mean postponement of the doses of {drug}"),
+    (
+        r"mean_delay_days_(.+)",
+        "day",
+        "mean over the evaluable patients given {drug} under a hold rule of each patient's total "
+        "postponement of its doses (delay_days_{drug}; a patient without a delay counts as 0), "
+        "not the mean delay per delayed dose",
+    ),
     (r"term:(.+)", "", "objective term {drug} (unweighted)"),
     (r"total_mg_median:(.+)", "mg", "median total dose of {drug} per patient"),
     (r"g:(.+)", "", "hard constraint {drug} (scaled; <= 0: met)"),

@@ -123,8 +123,9 @@ class Drug:
             is the driver's standard-normal draw (NONMEM's one ETA on two parameters, e.g.
             Ahamadi 2017's ``Q = θ_Q·exp(η_CL)``), scaled by the parameter's own CV.  Both
             need a CV > 0; a population may correlate the driver, not the parameter.  A
-            population's ``[parameters]`` setting applies to the parameter it names: bounds or a
-            CV set on the driver leave the parameter on the driver's untransformed draw.
+            population's ``[parameters]`` setting may give either a new ``value``, not another
+            CV or bounds (they would break the shared deviation; refused before any compute by
+            `vcohort.cohort`).
         eta_correlation: ``(a, b, rho)``: the correlation of two PK parameters' random effects
             (an omega block, ``rho = ω_ab / (ω_a ω_b)``), applied to every cohort with the
             population's correlations (`vcohort.cohort.with_drug_correlations`); a

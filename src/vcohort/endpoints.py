@@ -13,8 +13,10 @@ SD as best response needs a non-PD assessment at least ``sd_min_days`` after the
 (RECIST 1.1 §4.4: "at a minimum interval (in general not less than 6–8 weeks) that is defined
 in the study protocol"; default 42 days, the lower end); a patient without one is PD if a later
 assessment shows PD, NE otherwise.
-Assessments are every ``assess_every`` days from ``assess_first`` (default 42 and 42: the
-6-weekly imaging of KEYNOTE-002; assumption for other trials) or on explicit days.  PFS is the
+Assessments are every ``assess_every`` days from ``assess_first`` (default 42 and 42:
+assumption, every 6 weeks from week 6, the lower end of the 6–8-weekly follow-up RECIST 1.1
+calls reasonable in phase II trials; trials differ, e.g. KEYNOTE-002 imaged first at week 12,
+then every 6 weeks: ``experiments/keynote002_like.toml``) or on explicit days.  PFS is the
 day of the first PD assessment, censored at the last assessment (FDA 2018 guidance on clinical
 trial endpoints: censor at the last adequate assessment) or, with ``censor_at="horizon"``, at
 the horizon.  There is no death in the model, so PFS events are progressions only.
@@ -302,7 +304,8 @@ def dose_modification_columns(summary: pd.DataFrame) -> list[str]:
 def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
     """Per-arm summary: patients, failures, ORR and DCR with exact 95% CIs, medians of diameter
     change, the fraction with no PD at any assessment within the horizon (a raw proportion, not
-    Kaplan–Meier), CSC fraction, ANC nadir, exposure and,
+    Kaplan–Meier), CSC fraction, ANC nadir, the grade-4 neutropenia fraction with its exact
+    95% CI, exposure and,
     for drugs with a hold rule, the fractions of patients with a withheld dose, with a reduced
     dose and discontinued, and the median relative dose intensity.  Failed
     patients (status != 0) are excluded from every statistic and counted in ``n_failed``."""
@@ -344,6 +347,10 @@ def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
         if "anc_nadir" in ok:
             row["median_anc_nadir"] = float(ok["anc_nadir"].median())
             row["grade4_neutropenia"] = float(ok["grade4_neutropenia"].mean()) if n else np.nan
+            # exact 95% CI on the same count and denominator (the evaluable patients), as ORR's
+            g4_lo, g4_hi = clopper_pearson(int(ok["grade4_neutropenia"].sum()), n)
+            row["grade4_neutropenia_ci_low"] = g4_lo
+            row["grade4_neutropenia_ci_high"] = g4_hi
         for c in ok.columns:
             if c.startswith("auc_"):  # exposure: median plasma AUC over the horizon, mg·day/L
                 row[f"median_{c}"] = float(ok[c].median())

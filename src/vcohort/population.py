@@ -54,7 +54,20 @@ class ParamSpec:
     ``bounds`` says how: ``truncate`` (the default) draws from the log-normal truncated to the
     bounds, each patient's standard-normal draw mapped through the truncated distribution's
     quantile function (so patients keep their order and no value piles up at a bound); ``clip``
-    sets draws beyond a bound to the bound (a point mass there, with the median unchanged)."""
+    sets draws beyond a bound to the bound (a point mass there, with the median unchanged).
+
+    ``value`` and ``cv`` parametrise the log-normal *before* the bounds act (its median and
+    CV), so with bounds the patients' realised median and CV differ from them: truncating
+    ``value`` 0.08, ``cv`` 0.8 to [0.016, 0.204] (the README's ``f_S0`` example; the bounds
+    cut 1.1% of the log-normal below and 9.2% above) gives a median of 0.0745, a mean of
+    0.0837 and a CV of 0.53 (computed from the truncated normal's moments); clipping keeps the
+    median at 0.08, with a mean of 0.094 and a CV of 0.59.  For a target realised median or
+    CV, choose ``value`` and ``cv`` for the bounded distribution.
+
+    A PK parameter that shares a random effect (`vcohort.drug.Drug.shared_eta`: the driver or
+    the parameter using its draw) may have only its ``value`` set: a ``cv`` other than the
+    drug's or bounds would transform one of the two draws alone (refused before compute by
+    `vcohort.cohort.draw_keys`)."""
 
     value: float | None
     cv: float | None
