@@ -324,6 +324,13 @@ def test_chunk_ladder_bounds_padding_and_shapes():
     assert (
         chunk_for(100, 64) == 64 and chunk_for(20, 4096, 3) == 24 and chunk_for(13, 4096, 4) == 16
     )
+    # above the chunk size: the fewest chunks, each padded to the ladder size of its balanced
+    # share, so the total padding is bounded the same way (the last chunk of 4,097 was padded
+    # from 1 patient to 4,096: 2x the work)
+    for n in (4097, 6000, 8193, 12289, 100_000):
+        c = chunk_for(n, 4096)
+        k = -(-n // c)
+        assert c <= 4096 and k == -(-n // 4096) and k * c <= 1.5 * n, (n, c)
 
 
 def test_nearby_cohort_sizes_share_one_compile():
@@ -338,6 +345,34 @@ def test_nearby_cohort_sizes_share_one_compile():
     assert len(traces) == n and seven.timings["chunk_size"] == five.timings["chunk_size"] == 8
     for k in seven.states:
         np.testing.assert_array_equal(five.states[k], seven.states[k][:5], err_msg=k)
+
+
+def test_a_state_negative_between_save_days_is_flagged_with_its_day():
+    """Every day's end is checked, not only the save days: a drug-driven loss that pushes IL-6
+    below zero after a dose on day 1, recovering before day 7, fails the patient whatever the
+    save interval (with weekly saves it passed until 2026-12-02), and ``status_day`` names the
+    first day."""
+    from vcohort.simulate import STATUS_NEGATIVE
+
+    def rhs(y, p, e, xp, td=1.0):
+        dy = dict(CSC_IMMUNE.rhs(y, p, e, xp, td))
+        dy["IL6"] = dy["IL6"] - 5.0 * e.get("chemo_kill", 0.0)  # assumption: test only
+        return dy
+
+    m = dataclasses.replace(CSC_IMMUNE, rhs=rhs)
+    c = make_cohort(2, seed=1, runin_days=0)
+    s = schedule(["doxorubicin 75 mg/m2 every 21 d over 30 min start 1 d"], 14)
+    daily = simulate(m, c, s, 14, save_every=1, progress=False)
+    weekly = simulate(m, c, s, 14, save_every=7, progress=False)
+    assert (daily.states["IL6"].min(axis=1) < 0).all()
+    assert (weekly.states["IL6"][1] > 0).all()  # the saved states of patient 1 look fine
+    for tr in (daily, weekly):
+        assert tr.status.tolist() == [STATUS_NEGATIVE] * 2
+        first = np.argmax(daily.states["IL6"] < 0, axis=1)  # first negative day's end
+        assert tr.status_day.tolist() == first.tolist()
+    # the unmodified model on the same patients and doses: nothing flagged
+    ok = simulate(CSC_IMMUNE, c, s, 14, save_every=7, progress=False)
+    assert ok.status.tolist() == [0, 0] and ok.status_day.tolist() == [-1, -1]
 
 
 def _counting_model():

@@ -184,6 +184,7 @@ def cohort_pallas_fn(
             "saved": {k: v.T[:n] for k, v in res["saved"].items()},
             "daily": {k: v.T[:n] for k, v in res["daily"].items()},
             "auc": {k: v[:n] for k, v in res["auc"].items()},
+            "negative": {k: v[:n] for k, v in res["negative"].items()},
         }
 
     return run
