@@ -511,9 +511,12 @@ def test_a_failing_run_does_not_sink_the_batch_and_stale_chunks_are_recomputed(
     bad.write_text(BASE.format(days=42).replace("seed = 3", "seed = 5"))
     summary = B.run_batch(load_runs([good, bad]), out, progress=False, resume=True)
     assert "error" not in summary and (out / "bad" / "summary.csv").is_file()
-    assert (
-        json.loads((out / "bad" / "manifest.json").read_text())["config"]["population"]["seed"] == 5
-    )
+    manifest = json.loads((out / "bad" / "manifest.json").read_text())
+    assert manifest["config"]["population"]["seed"] == 5
+    # the run folder carries its fingerprint (a folder the state misses is judged by it)
+    resumed = load_runs([good, bad])[1]
+    assert B.manifest_fingerprint(out / "bad") == B.fingerprint(resumed)
+    assert manifest["config"]["batch"]["fingerprint_parts"] == B.fingerprint_parts(resumed)
 
     # a chunk whose fingerprint is not the run's (another input) is recomputed
     folder, logged = tmp_path / "chunks", []
@@ -560,11 +563,26 @@ def test_kill_9_then_resume_gives_the_same_tables(tmp_path):
     assert main([*args, "--out", str(killed), "--resume"]) == 0
     assert main([*args, "--out", str(clean)]) == 0
     assert not stale.exists()
+    # exactly the same tables (README): every table file a run writes, bit for bit
     for run in ("short", "long"):
-        for name in TABLES:
-            pd.testing.assert_frame_equal(_read(killed / run / name), _read(clean / run / name))
+        tables = sorted(
+            p.relative_to(clean / run).as_posix()
+            for p in (clean / run).rglob("*")
+            if p.suffix in (".csv", ".parquet")
+        )
+        assert {*TABLES, "subgroups.csv"} <= set(tables), tables
+        got = sorted(
+            p.relative_to(killed / run).as_posix()
+            for p in (killed / run).rglob("*")
+            if p.suffix in (".csv", ".parquet")
+        )
+        assert got == tables
+        for name in tables:
+            pd.testing.assert_frame_equal(
+                _read(killed / run / name), _read(clean / run / name), check_exact=True, obj=name
+            )
     pd.testing.assert_frame_equal(
-        _read(killed / "batch_summary.csv"), _read(clean / "batch_summary.csv")
+        _read(killed / "batch_summary.csv"), _read(clean / "batch_summary.csv"), check_exact=True
     )
 
     log = _log(killed)
@@ -672,17 +690,54 @@ def test_calibrated_experiment_runs_in_resumable_steps_and_matches_trial(tmp_pat
 
 
 def test_resume_refuses_chunks_of_another_model(tmp_path, monkeypatch):
-    """The fingerprint covers the model (parameter table and code), not only the config."""
+    """The fingerprint covers the model (parameter table and code), not only the config; when
+    only the code changed, the refusal says so (it blamed the inputs)."""
     import vcohort.batch as B
 
     runs = load_runs([_write(tmp_path, "base.toml", BASE.format(days=42))])
     out = tmp_path / "out"
-    B.prepare_output(runs, out, chunk_patients=None, resume=False, overwrite=False)
+    state = B.prepare_output(runs, out, chunk_patients=None, resume=False, overwrite=False)
+    assert state["runs"][0]["parts"]["code"] == B.model_identity()  # kept apart
     monkeypatch.setattr(B, "model_identity", lambda: "another model")
     (out / "base").mkdir()  # a finished run: resuming would keep results of the old inputs
     (out / "base" / "manifest.json").write_text("{}")
-    with pytest.raises(ValueError, match="changed since it was written"):
+    with pytest.raises(ValueError, match="the vcohort code changed since this run was written"):
         B.prepare_output(runs, out, chunk_patients=None, resume=True, overwrite=False)
+
+
+def test_the_code_identity_leaves_out_only_modules_no_run_uses():
+    """Editing the optimiser, sensitivity or validation code must not block resuming a batch,
+    so `model_identity` leaves them out; that is only right while no module a run uses imports
+    them."""
+    import ast
+
+    import vcohort.batch as B
+
+    root = Path(vcohort.__file__).parent
+    hashed = {f.relative_to(root).as_posix() for f in B.run_modules()}
+    every = {f.relative_to(root).as_posix() for f in root.rglob("*.py")}
+    left_out = every - hashed
+    assert {"optimize/loop.py", "sensitivity.py", "validation/run.py"} <= left_out
+    assert {"model/csc_immune.py", "cohort.py", "trial.py", "batch.py"} <= hashed
+    assert "cli/__init__.py" in hashed and "cli/trial.py" in hashed
+
+    def module(rel: str) -> str:
+        return "vcohort." + rel.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+
+    excluded = {module(r) for r in left_out}
+    for rel in sorted(hashed):
+        if rel.startswith("cli/"):  # the command layer registers every command's parser
+            continue
+        tree = ast.parse((root / rel).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            bad = [n for n in names if any(n == x or n.startswith(x + ".") for x in excluded)]
+            assert not bad, f"{rel} imports {bad}, which model_identity does not hash"
 
 
 def test_resume_refuses_chunks_of_another_drug_definition(tmp_path, monkeypatch):
@@ -702,3 +757,239 @@ def test_resume_refuses_chunks_of_another_drug_definition(tmp_path, monkeypatch)
     (out / "base" / "manifest.json").write_text("{}")
     with pytest.raises(ValueError, match="changed since it was written"):
         B.prepare_output(runs, out, chunk_patients=None, resume=True, overwrite=False)
+
+
+def test_a_chunk_drawn_under_another_drug_catalogue_is_not_reused(tmp_path, monkeypatch):
+    """Every patient draws PK values for every loaded drug (`make_cohort`), not only the arms':
+    a chunk written without a --drug-file was reused with it (another column set in one run,
+    or a KeyError on every resume).  The fingerprint holds the whole catalogue; a finished run
+    drawn under another catalogue is refused, naming the drugs."""
+    import dataclasses
+    import pickle
+
+    import vcohort.batch as B
+    from vcohort.drugs import CATALOGUE
+
+    runs = load_runs([_write(tmp_path, "base.toml", BASE.format(days=42))])
+    out = tmp_path / "out"
+    B.prepare_output(runs, out, chunk_patients=None, resume=False, overwrite=False)
+    # chunk files as pickles: no compute needed, the real `_chunk` decides reuse
+    monkeypatch.setattr(B, "chunk_bytes", pickle.dumps)
+    monkeypatch.setattr(B, "read_chunk", lambda p: pickle.loads(Path(p).read_bytes()))
+    meta = {"run": "base", "chunk": 0, "first_id": 0, "size": 8, "kept": 0, "seconds": 0.0}
+    path, logged = tmp_path / "chunks" / "chunk-00000.npz", []
+
+    def chunk():
+        return B._chunk(runs[0], path, 0, 8, lambda event, **f: logged.append(event), False,
+                        lambda: {"meta": dict(meta)})  # fmt: skip
+
+    chunk(), chunk()
+    inputs, before = B.inputs_digest(runs[0]), B.fingerprint(runs[0])
+    extra = dataclasses.replace(CATALOGUE["wnt974"], name="wnt974_copy")
+    monkeypatch.setitem(CATALOGUE, "wnt974_copy", extra)  # as a --drug-file would, given to no arm
+    assert B.inputs_digest(runs[0]) == inputs and B.fingerprint(runs[0]) != before
+    chunk()
+    assert logged == ["chunk_computed", "chunk_reused", "chunk_stale", "chunk_computed"]
+    (out / "base").mkdir()  # a finished run
+    (out / "base" / "manifest.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"drug catalogue differs .*\(added: wnt974_copy\)"):
+        B.prepare_output(runs, out, chunk_patients=None, resume=True, overwrite=False)
+
+
+def _fake_compute(monkeypatch, fail_write=()):
+    """`run_batch` without compute: a run computes no chunk and writes a minimal run folder (a
+    manifest with its batch fingerprint, as `assemble` gives, and a summary.csv); writing a run
+    named in ``fail_write`` fails."""
+    import types
+
+    import vcohort.batch as B
+    import vcohort.trial as T
+
+    monkeypatch.setattr(B, "run_chunks", lambda run, c, folder, **kw: [])
+    monkeypatch.setattr(
+        B, "assemble", lambda run, chunks, *a: types.SimpleNamespace(run=run, timings={})
+    )
+
+    def write(result, out):
+        if result.run.name in fail_write:
+            raise OSError(36, "File name too long", str(out))
+        out.mkdir()
+        config = {"reference_arm": "control", "batch": {"fingerprint": B.fingerprint(result.run)}}
+        (out / "manifest.json").write_text(json.dumps({"config": config}))
+        table = pd.DataFrame({"arm": ["control", "pembro"], "n": [12, 12], "orr": [0.0, 0.5]})
+        table.to_csv(out / "summary.csv", index=False)
+
+    monkeypatch.setattr(T, "write_trial", write)
+
+
+def test_resume_deletes_only_the_temporaries_vcohort_writes(tmp_path, monkeypatch):
+    """--resume deleted everything in DIR whose name starts with a dot (a user's .git,
+    .notes.md); only vcohort's own temporary names are leftovers."""
+    import vcohort.batch as B
+
+    _fake_compute(monkeypatch)
+    runs = load_runs([_write(tmp_path, "base.toml", BASE.format(days=42))])
+    out = tmp_path / "out"
+    B.run_batch(runs, out, progress=False, keep_chunks=True)
+    mine = [out / ".git" / "config", out / ".notes.md", out / ".base.tmp-notes.txt",
+            out / ".batch.json.bak", out / ".other.old-12"]  # fmt: skip
+    ours = [out / ".base.tmp-k2x_9a0q" / "summary.csv", out / ".base.old-4242" / "x",
+            out / ".batch.json.ab12cd34", out / ".batch_summary.csv.zz99yy88",
+            out / ".chunks" / "base" / ".chunk-00001.npz.a1b2c3d4",
+            out / ".chunks" / "base" / ".selection.json.a1b2c3d4"]  # fmt: skip
+    for p in mine + ours:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+    B.run_batch(runs, out, progress=False, resume=True, keep_chunks=True)
+    assert all(p.read_text() == "x" for p in mine)
+    assert not any(p.exists() for p in ours)
+    assert not (out / ".base.tmp-k2x_9a0q").exists() and not (out / ".base.old-4242").exists()
+
+
+def test_run_names_too_long_for_a_folder_are_refused_before_compute(tmp_path, monkeypatch):
+    """A 243-character run name passed validation, was computed, then failed to be written
+    (File name too long) on every resume; and a run that fails while written sank the batch."""
+    import vcohort.batch as B
+    from vcohort.sweep import BatchRun
+
+    text = BASE.format(days=42)
+    assert load_runs([_write(tmp_path, "a" * 200 + ".toml", text)])[0].name == "a" * 200
+    with pytest.raises(ValueError, match=f"run name '{'b' * 201}' is 201 bytes long; the limit "
+                                         f"is 200 bytes"):  # fmt: skip
+        load_runs([_write(tmp_path, "b" * 201 + ".toml", text)])
+    sweep = f'name = "{"p" * 195}"\nbase = "ok.toml"\n[sweep]\n"population.seed" = [1, 22]\n'
+    _write(tmp_path, "ok.toml", text)
+    with pytest.raises(ValueError, match=r"'p{195}__seed-22' is 204 bytes long \(2 runs of"):
+        load_runs([_write(tmp_path, "s.toml", sweep)])
+    # a run made in Python is checked by run_batch itself, before anything is written
+    run = load_runs([tmp_path / "ok.toml"])[0]
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="is 300 bytes long"):
+        B.run_batch([BatchRun("c" * 300, run.experiment)], out, progress=False)
+    assert not out.exists()
+    # any failure while a run is written marks that run failed; the others are written
+    _fake_compute(monkeypatch, fail_write={"first"})
+    runs = load_runs([_write(tmp_path, "first.toml", text), _write(tmp_path, "second.toml", text)])
+    summary = B.run_batch(runs, out, progress=False)
+    errors = summary.groupby("run")["error"].first()
+    assert "File name too long" in errors["first"] and errors["second"] == ""
+    assert (out / "second" / "manifest.json").is_file() and not (out / "first").exists()
+    _fake_compute(monkeypatch)  # fixed: the resume writes it
+    assert "error" not in B.run_batch(runs, out, progress=False, resume=True)
+
+
+def test_only_the_batch_that_replaced_a_folder_deletes_its_backup(tmp_path, monkeypatch, capsys):
+    """A later batch into the same --out (no --overwrite) deleted the backup an earlier
+    --overwrite kept because a run failed."""
+    import vcohort.batch as B
+
+    runs = load_runs([_write(tmp_path, "base.toml", BASE.format(days=42))])
+    out, backup = tmp_path / "out", tmp_path / ".out.replaced"
+    _fake_compute(monkeypatch)
+    B.run_batch(runs, out, progress=False)
+    _fake_compute(monkeypatch, fail_write={"base"})
+    B.run_batch(runs, out, progress=False, overwrite=True)
+    assert (backup / "base" / "manifest.json").is_file()  # kept: the new batch failed
+    # the user clears the failed batch's folder and starts another batch there
+    shutil.rmtree(out)
+    _fake_compute(monkeypatch)
+    B.run_batch(runs, out, progress=False)
+    assert (backup / "base" / "manifest.json").is_file()
+    assert f"kept {backup}: it holds the batch an earlier --overwrite" in capsys.readouterr().err
+    # the batch that replaced a folder deletes its backup once it has finished, also when
+    # a --resume finishes it
+    _fake_compute(monkeypatch, fail_write={"base"})
+    shutil.rmtree(backup)
+    B.run_batch(runs, out, progress=False, overwrite=True)
+    assert backup.is_dir() and "until every run has finished" in capsys.readouterr().err
+    _fake_compute(monkeypatch)
+    B.run_batch(runs, out, progress=False, resume=True)
+    assert not backup.exists()
+    assert any(e["event"] == "backup_deleted" for e in _log(out))
+
+
+def test_a_resume_of_some_runs_keeps_the_others_in_the_batch(tmp_path, monkeypatch, capsys):
+    """--resume A after a batch of A and B wrote a state and a summary of A only, and a later
+    --resume A B was refused; a run folder the state does not list is judged by its
+    manifest's fingerprint."""
+    import vcohort.batch as B
+
+    _fake_compute(monkeypatch)
+    text = BASE.format(days=42)
+    a, b = _write(tmp_path, "a.toml", text), _write(tmp_path, "b.toml", text)
+    out = tmp_path / "out"
+    B.run_batch(load_runs([a, b]), out, progress=False)
+    summary = B.run_batch(load_runs([a]), out, progress=False, resume=True)
+    assert summary["run"].tolist() == ["a", "a", "b", "b"]
+    assert pd.read_csv(out / "batch_summary.csv")["run"].tolist() == ["a", "a", "b", "b"]
+    state = json.loads((out / "batch.json").read_text())
+    assert [r["name"] for r in state["runs"]] == ["a", "b"] and state["invocations"] == 2
+    B.run_batch(load_runs([b, a]), out, progress=False, resume=True)  # was refused
+    # a state without b (an older vcohort's): b's folder is judged by its manifest
+    state = json.loads((out / "batch.json").read_text())
+    state["runs"] = [r for r in state["runs"] if r["name"] == "a"]
+    (out / "batch.json").write_text(json.dumps(state))
+    B.prepare_output(load_runs([a, b]), out, chunk_patients=None, resume=True, overwrite=False)
+    (out / "batch.json").write_text(json.dumps(state))
+    b.write_text(text.replace("seed = 3", "seed = 4"))  # b's folder is of other inputs now
+    with pytest.raises(ValueError, match=r"run 'b' .* not part of the batch .* its manifest's "):
+        B.prepare_output(load_runs([a, b]), out, chunk_patients=None, resume=True, overwrite=False)
+    # an unfinished run left out of a resume: no row, but named
+    shutil.rmtree(out)
+    b.write_text(text)
+    _fake_compute(monkeypatch, fail_write={"b"})
+    B.run_batch(load_runs([a, b]), out, progress=False)
+    capsys.readouterr()
+    summary = B.run_batch(load_runs([a]), out, progress=False, resume=True)
+    assert summary["run"].tolist() == ["a", "a"]
+    assert "run b (" in capsys.readouterr().err
+    assert [e["run"] for e in _log(out) if e["event"] == "run_not_given"] == ["b"]
+
+
+def test_a_failure_to_draw_a_cohort_names_its_cause():
+    """Every patient failing numerically (e.g. dt = 1.0) was blamed on the plausibility
+    bounds."""
+    import types
+
+    from vcohort.batch import rejection_cause
+
+    e = types.SimpleNamespace(dt=1.0, precision="float32")
+    solver = "solver: non-finite state (solver failure)"
+    scr = pd.DataFrame({"patient": range(3), "plausible": False, "reason": [solver] * 3})
+    cause = rejection_cause(scr, e)
+    assert "of 3 patients failed numerically (solver: non-finite state" in cause
+    assert "smaller simulation.dt (now 1)" in cause and "bounds" not in cause
+    scr["reason"] = ["vanishing: untreated diameter fell", "explosive growth: x", "vanishing: y"]
+    cause = rejection_cause(scr, types.SimpleNamespace(dt=0.1, precision="float64"))
+    assert cause == (
+        "rejected {'vanishing': 2, 'explosive growth': 1}: loosen the population's "
+        "plausibility bounds"
+    )
+    scr.loc[0, "reason"] = solver
+    assert "numerically" in rejection_cause(scr, e) and "bounds" in rejection_cause(scr, e)
+    f64 = rejection_cause(scr, types.SimpleNamespace(dt=0.5, precision="float64"))
+    assert "(now 0.5)" in f64 and "precision" not in f64  # float64 already
+
+
+def test_a_batch_draws_no_patient_past_the_draw_limit(tmp_path, monkeypatch):
+    """vcohort trial (`plausible_cohort`) draws at most max_draws ids; a batch drew whole chunks
+    past it, so the two could disagree on whether a run fails.  The last chunk's ids are cut at
+    the limit (here 6, in chunks of 4); with dt = 1.0 every simulation fails numerically, and
+    the error says so."""
+    import vcohort.batch as B
+    from vcohort.chunkfile import read_chunk
+
+    monkeypatch.setattr(B, "max_draws", lambda size: 6)
+    text = BASE.format(days=42).replace("size = 12", "size = 5")
+    text = text.replace("chunk_size = 8", 'chunk_size = 4\ndt = 1.0\nprecision = "float32"')
+    runs = load_runs(
+        [_write(tmp_path, "dt1.toml", text.replace("runin_days = 30", "runin_days = 10"))]
+    )
+    out = tmp_path / "out"
+    summary = B.run_batch(runs, out, progress=False, keep_chunks=True)
+    error = summary["error"].iloc[0]
+    assert "only 0 of 6 drawn patients are plausible; 5 would need more than 6 draws" in error
+    assert "failed numerically" in error and "bounds" not in error
+    chunks = sorted((out / ".chunks" / "dt1").glob("chunk-*.npz"))
+    ids = [read_chunk(p)["screening"]["patient"].tolist() for p in chunks]
+    assert ids == [[0, 1, 2, 3], [4, 5]]

@@ -47,6 +47,17 @@ def test_a_good_experiment_validates_with_defaults_filled():
     assert e.config["population"]["size"] == 10 and e.config["arms"][2]["name"] == "seq"
 
 
+def test_an_arm_s_description_is_kept():
+    """An arm's ``description`` was accepted and then replaced by its regimens in words; it is
+    kept in the config (manifest, report), and an arm without one keeps its regimens there."""
+    d = copy.deepcopy(GOOD)
+    d["arms"][1]["description"] = "PD-1 blockade with glutaminase inhibition"
+    e = experiment_from_dict(d)
+    assert e.config["arms"][1]["description"] == "PD-1 blockade with glutaminase inhibition"
+    assert e.config["arms"][0]["description"] == "untreated"
+    assert e.config["arms"][2]["description"] == e.arms[2].describe()
+
+
 def test_induction_then_maintenance_timing():
     e = experiment_from_dict(copy.deepcopy(GOOD))
     dox, pem = e.arms[2].regimens
@@ -120,6 +131,11 @@ def test_every_bad_field_is_reported_at_once_before_compute():
             r"sd_min_days: 42: no assessment on or after day 42 \(the last is day 28\)",
         ),
         (lambda d: d["arms"][0].update(name="a b"), "it names files"),
+        # was accepted and then dropped
+        (
+            lambda d: d["arms"][0].update(description=5),
+            r"arms\[0\]\.description: expected a string, got int 5",
+        ),
         (lambda d: d["arms"][0].update(induction=[]), "only for sequencing"),
         (lambda d: d["arms"][1]["regimens"][1].update(dose="5 mg/dl"), "unknown dose unit"),
         (lambda d: d["arms"][1]["regimens"][1].update(count=True), "expected an integer"),

@@ -26,10 +26,13 @@ its pool is drawn and screened in chunks (``pool-KKKKK.npz``, no arm simulated),
 on the complete pool is saved to ``selection.json`` (atomically), and the selected cohort is
 simulated under every arm in chunks (``chunk-KKKKK.npz``); each step is reused on ``--resume``.
 
-``DIR/batch.json`` records the runs (with a fingerprint of each validated config) and the chunk
-size, so a resume with changed inputs is refused; ``DIR/batch_log.jsonl`` records, per
-invocation, which chunks were computed and which reused; ``DIR/batch_summary.csv`` has one row
-per run × arm.
+``DIR/batch.json`` records the runs of every invocation (a ``--resume`` may name only some of
+them), each with its fingerprint (`fingerprint_parts`: its inputs, the loaded drug catalogue and
+the code, kept apart so that a refusal names what changed), and the chunk size, so a resume
+with changed inputs is refused; each run folder's manifest holds the fingerprint too.
+``DIR/batch_log.jsonl`` records, per invocation, which chunks were computed and which reused;
+``DIR/batch_summary.csv`` has one row per run × arm (of this invocation's runs and the batch's
+other finished ones).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -75,10 +79,27 @@ COUNT_COLUMNS = {"n", "n_failed"}  # whole numbers (pandas' nullable Int64 in th
 
 
 def fingerprint(run: BatchRun) -> str:
-    """Hash of everything that determines a run's results: the validated config, the definitions
-    of the arms' drugs (`vcohort.drug.Drug.digest`: a drug file may change between runs), the
-    population, a calibration rule file's bytes, and the model (`model_identity`), so that
-    ``--resume`` never mixes chunks of two model or drug versions."""
+    """Hash of everything that determines a run's results (`fingerprint_parts`), so that
+    ``--resume`` never mixes chunks computed from other inputs, drugs or code."""
+    return _combine(fingerprint_parts(run))
+
+
+def fingerprint_parts(run: BatchRun) -> dict[str, str]:
+    """The fingerprint's three parts, kept apart so a refused resume can say which changed:
+    ``inputs`` (`inputs_digest`: the validated config, the arms' drugs, the population, a
+    calibration rule's bytes), ``catalogue`` (`catalogue_digest`: every loaded drug, whose PK
+    values every patient draws) and ``code`` (`model_identity`)."""
+    return {"inputs": inputs_digest(run), "catalogue": catalogue_digest(), "code": model_identity()}
+
+
+def _combine(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def inputs_digest(run: BatchRun) -> str:
+    """Hash of a run's own inputs: the validated config, the definitions of the arms' drugs
+    (`vcohort.drug.Drug.digest`: a drug file may change between runs), the population and a
+    calibration rule file's bytes."""
     from vcohort.drugs import get_drug
 
     e = run.experiment
@@ -97,7 +118,6 @@ def fingerprint(run: BatchRun) -> str:
             # the population's contents; not its path, which depends on the working directory
             "population": {k: v for k, v in e.population.to_dict().items() if k != "origin"},
             "rule": hashlib.sha256(Path(rule).read_bytes()).hexdigest() if rule else None,
-            "model": model_identity(),
         },
         sort_keys=True,
         default=str,
@@ -105,12 +125,50 @@ def fingerprint(run: BatchRun) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def catalogue_drugs() -> dict[str, str]:
+    """Every drug of the loaded catalogue (built-in, ``--drug-file`` and every experiment's
+    ``drug_files``) -> its definition's digest.  `vcohort.cohort.make_cohort` draws PK values
+    for each of them, not only the arms' drugs: they are columns of every chunk and of
+    ``patients.parquet``, so a chunk drawn under another catalogue must not be reused."""
+    from vcohort.model import CSC_IMMUNE
+
+    return {name: d.digest() for name, d in sorted(CSC_IMMUNE.drug_catalogue().items())}
+
+
+def catalogue_digest() -> str:
+    return _combine(catalogue_drugs())
+
+
+# vcohort's modules that neither a chunk nor a run's tables depend on: the optimiser, the
+# sensitivity analyses, the validation suite, the model documentation and their commands
+# (`tests/test_batch.py` checks that no module a run uses imports them), so that editing them
+# does not block resuming a batch
+NOT_IN_RUNS = (
+    "optimize/", "validation/", "cli/optimize.py", "cli/sensitivity.py", "cli/tools.py",
+    "sensitivity.py", "sensitivity_plot.py", "sobol.py", "objectives.py", "docs.py",
+)  # fmt: skip
+
+
+def run_modules() -> list[Path]:
+    """vcohort's source files that `model_identity` hashes: all but `NOT_IN_RUNS`."""
+    import vcohort
+
+    root = Path(vcohort.__file__).parent
+    files = []
+    for f in sorted(root.rglob("*.py")):
+        rel = f.relative_to(root).as_posix()
+        if not any(rel == x or (x.endswith("/") and rel.startswith(x)) for x in NOT_IN_RUNS):
+            files.append(f)
+    return files
+
+
 @functools.cache
 def model_identity() -> str:
-    """Hash of what defines a chunk's contents: vcohort's version, the parameter table, the
-    source of every vcohort module (the model and drugs, but also the cohort draws, screening,
-    endpoints and chunk files), and the JAX version and backend (float rounding differs between
-    them).  Any code change makes ``--resume`` recompute rather than mix."""
+    """Hash of the code that defines a chunk's contents: vcohort's version, the parameter table,
+    the source of every vcohort module a run uses (`run_modules`: the model and drugs, but also
+    the cohort draws, screening, endpoints, chunk files and run tables), and the JAX version and
+    backend (float rounding differs between them).  Such a code change makes ``--resume``
+    recompute rather than mix."""
     import jax
 
     import vcohort
@@ -120,7 +178,7 @@ def model_identity() -> str:
     parts = [vcohort.__version__, CSC_IMMUNE.params.to_markdown(), jax.__version__]
     parts.append(jax.default_backend())
     h = hashlib.sha256("\n".join(parts).encode())
-    for f in sorted(root.rglob("*.py")):  # bytes: no dependence on the locale's encoding
+    for f in run_modules():  # bytes: no dependence on the locale's encoding
         h.update(str(f.relative_to(root)).encode() + b"\n" + f.read_bytes())
     return h.hexdigest()[:16]
 
@@ -143,16 +201,21 @@ def check_chunk_patients(chunk_patients) -> None:
 
 
 def prepare_output(runs, out, *, chunk_patients, resume: bool, overwrite: bool) -> dict:
-    """Validate ``out`` against the runs (before any compute); create it; return the state."""
+    """Validate ``out`` against the runs (before any compute); create it; return the state.
+    On ``--resume`` the state keeps the earlier invocations' runs (a resume may name only some
+    of them) and adds this one's."""
     from vcohort.io import check_output_dir, write_json
+    from vcohort.sweep import check_run_names
 
     if resume and overwrite:
         raise ValueError("--resume and --overwrite exclude each other")
     check_chunk_patients(chunk_patients)
+    check_run_names(runs)
     out = Path(out)
     old = _read_state(out) if resume else None
     if resume and old is None and out.exists() and any(out.iterdir()):
         raise ValueError(f"--out {str(out)!r} is not a batch folder (no {STATE}); cannot resume")
+    replaced = False
     if old is None:
         check_output_dir(out, overwrite)
         backup = replaced_folder(out)
@@ -161,29 +224,38 @@ def prepare_output(runs, out, *, chunk_patients, resume: bool, overwrite: bool) 
                 f"{str(backup)!r} holds the batch an earlier --overwrite replaced, and that "
                 f"batch has not finished: --resume it, or delete {str(backup)!r} first"
             )
-        if out.exists():  # --overwrite: kept aside until the new batch has finished
+        if out.exists() and any(out.iterdir()):  # --overwrite: kept aside until it finishes
             os.replace(out, backup)
-        out.mkdir(parents=True)
+            replaced = True
+        out.mkdir(parents=True, exist_ok=True)
     if old is not None and chunk_patients is None:
         chunk_patients = old["chunk_patients"]
-    state = {
-        "version": 1,
-        "chunk_patients": chunk_patients,
-        "runs": [
+    records = []
+    for r in runs:
+        parts = fingerprint_parts(r)
+        records.append(
             {
                 "name": r.name,
                 "source": r.experiment.source,
-                "fingerprint": fingerprint(r),
+                "fingerprint": _combine(parts),
+                "parts": parts,  # which of inputs, drug catalogue and code changed, if refused
+                "drugs": sorted(catalogue_drugs()),
+                "reference_arm": r.experiment.reference_arm,
                 "chunk": chunk_size_for(r, chunk_patients),
                 "values": r.values,
             }
-            for r in runs
-        ],
-        "invocations": 1,
-    }
+        )
+    # replaced: this batch moved the previous folder aside (only it, or a --resume of it,
+    # deletes that backup: `_run_batch`)
+    state = {"version": 1, "chunk_patients": chunk_patients, "runs": records, "invocations": 1,
+             "replaced": replaced}  # fmt: skip
     if old is not None:
         _check_resumable(old, state, out)
         state["invocations"] = old["invocations"] + 1
+        state["replaced"] = bool(old.get("replaced", False))
+        # the earlier runs this invocation does not name stay in the batch, in their order
+        mine = {r["name"]: r for r in records}
+        state["runs"] = [mine.pop(r["name"], r) for r in old["runs"]] + list(mine.values())
     write_json(out / STATE, state)
     return state
 
@@ -199,6 +271,17 @@ def _read_state(out: Path) -> dict | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
+def manifest_fingerprint(folder: Path) -> str | None:
+    """The batch fingerprint a finished run folder was written with (its manifest's
+    ``config.batch.fingerprint``; None if it has none: not written by a batch, or by an older
+    vcohort)."""
+    try:
+        fp = json.loads((folder / "manifest.json").read_text())["config"]["batch"]["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return fp if isinstance(fp, str) else None
+
+
 def _check_resumable(old: dict, new: dict, out: Path) -> None:
     if old.get("chunk_patients") != new["chunk_patients"]:
         raise ValueError(
@@ -208,28 +291,67 @@ def _check_resumable(old: dict, new: dict, out: Path) -> None:
     before = {r["name"]: r for r in old["runs"]}
     for r in new["runs"]:
         o = before.get(r["name"])
-        if o is None and (out / r["name"]).exists():
-            raise ValueError(
-                f"run {r['name']!r} ({r['source']}) was not part of the batch in {str(out)!r} "
-                f"but {str(out / r['name'])!r} exists; use another --out or --overwrite"
-            )
+        folder = out / r["name"]
+        if o is None and folder.exists():
+            # a run folder the state does not list (e.g. written by a --resume that named only
+            # some runs, before the state kept them all): judged by its manifest's fingerprint
+            found = manifest_fingerprint(folder)
+            if found != r["fingerprint"]:
+                why = (
+                    "its manifest holds no batch fingerprint"
+                    if found is None
+                    else f"its manifest's fingerprint {found} is not this run's {r['fingerprint']}"
+                )
+                raise ValueError(
+                    f"run {r['name']!r} ({r['source']}) was not part of the batch in "
+                    f"{str(out)!r} but {str(folder)!r} exists and {why} (written from other "
+                    f"inputs, or not by this batch); use another --out or --overwrite"
+                )
+            continue
         # a finished run that changed would be skipped with results of the old inputs: refused.
         # An unfinished one (interrupted, or failed and then fixed) is computed afresh: its
         # chunks carry the old fingerprint and are recomputed (`_chunk`)
-        done = (out / r["name"] / "manifest.json").is_file()
+        done = (folder / "manifest.json").is_file()
         if o is not None and o["fingerprint"] != r["fingerprint"] and done:
-            raise ValueError(
-                f"run {r['name']!r} ({r['source']}) changed since it was written to "
-                f"{str(out / r['name'])!r}; resume only with unchanged inputs for finished "
-                f"runs, or use --overwrite"
+            raise ValueError(_changed(o, r, folder))
+
+
+def _changed(old: dict, new: dict, folder: Path) -> str:
+    """Why a finished run cannot be resumed: its inputs, the drug catalogue or the code
+    changed (a state written before the parts were recorded: any of them)."""
+    head = f"run {new['name']!r} ({new['source']})"
+    was, now = old.get("parts") or {}, new["parts"]
+    if was and was.get("inputs") == now["inputs"]:
+        if was.get("catalogue") != now["catalogue"]:
+            added = sorted(set(new["drugs"]) - set(old.get("drugs", [])))
+            gone = sorted(set(old.get("drugs", [])) - set(new["drugs"]))
+            what = [f"added: {', '.join(added)}"] if added else []
+            what += [f"missing: {', '.join(gone)}"] if gone else []
+            what = "; ".join(what) or "a drug's definition changed"
+            return (
+                f"{head}: the loaded drug catalogue differs from the one {str(folder)!r} was "
+                f"written with ({what}); every patient draws PK values for every loaded drug, so "
+                f"its tables depend on them: resume with the same --drug-file and experiments "
+                f"(their drug_files), or use --overwrite"
             )
+        if was.get("code") != now["code"]:
+            return (
+                f"{head}: the vcohort code changed since this run was written to "
+                f"{str(folder)!r} (a resume must not mix chunks or runs from two code "
+                f"versions); rerun with --overwrite (or into another --out)"
+            )
+    return (
+        f"{head} changed since it was written to {str(folder)!r}; resume only with unchanged "
+        f"inputs for finished runs, or use --overwrite"
+    )
 
 
 # ---------------------------------------------------------------------------- one chunk
 def compute_chunk(run: BatchRun, k: int, c: int, *, size: int | None = None, arms=True) -> dict:
     """Chunk ``k`` of a run: ids ``k·c .. k·c+c-1`` drawn, screened, every arm simulated on the
-    plausible (and, without replacement, below ``size``: default the run's size) ones; with
-    ``arms=False`` (a calibration pool) no arm is simulated.  Returns host arrays."""
+    plausible ones below the id limit (without replacement ``size``, default the run's size;
+    with it `max_draws`: the ids past it are dropped, as if never drawn); with ``arms=False``
+    (a calibration pool) no arm is simulated.  Returns host arrays."""
     from vcohort.cohort import make_cohort
     from vcohort.model import CSC_IMMUNE
     from vcohort.plausibility import screen
@@ -252,8 +374,10 @@ def compute_chunk(run: BatchRun, k: int, c: int, *, size: int | None = None, arm
         scr = screen(cohort, CSC_IMMUNE, pop.plausibility, **num)
     else:
         scr = pd.DataFrame({"patient": cohort.patient_id, "plausible": True, "reason": ""})
-    if not e.replace_rejected:
-        scr = scr[scr["patient"] < size].reset_index(drop=True)
+    # the ids a run may draw: without replacement its first ``size``; with it, up to the draw
+    # limit (as `vcohort.plausibility.plausible_cohort`, so both draw the same patients)
+    limit = max_draws(size) if e.replace_rejected else size
+    scr = scr[scr["patient"] < limit].reset_index(drop=True)
     keep = np.where(scr["plausible"].to_numpy())[0]
     kept = cohort.subset(keep)
     out = {"cohort": kept, "screening": scr}
@@ -326,7 +450,7 @@ def run_chunks(
     ``log(event, **fields)`` records each chunk."""
     e = run.experiment
     size = e.size if size is None else size
-    max_draws = 10 * size + 64  # as plausible_cohort
+    limit = max_draws(size)
     chunks, kept, k = [], 0, 0
     while True:
         ch = _chunk(
@@ -338,12 +462,39 @@ def run_chunks(
         k += 1
         if (kept >= size) if e.replace_rejected else (k * c >= size):
             return chunks
-        if k * c >= max_draws:
+        if k * c >= limit:  # the last chunk's ids were cut at the limit (`compute_chunk`)
+            screening = pd.concat([ch["screening"] for ch in chunks], ignore_index=True)
             raise ValueError(
-                f"run {run.name!r}: only {kept} of {k * c} drawn patients are plausible; "
-                f"{size} would exceed {max_draws} draws: loosen the population's "
-                f"plausibility bounds"
+                f"run {run.name!r}: only {kept} of {len(screening)} drawn patients are "
+                f"plausible; {size} would need more than {limit} draws (vcohort trial's limit): "
+                f"{rejection_cause(screening, e)}"
             )
+
+
+def max_draws(size: int) -> int:
+    """The most patient ids a run with replacement draws for ``size`` plausible ones (as
+    `vcohort.plausibility.plausible_cohort`'s default)."""
+    return 10 * size + 64
+
+
+def rejection_cause(screening: pd.DataFrame, e) -> str:
+    """What made patients implausible, and what to do: numerical failures of the screening
+    simulation (``reason`` "solver: ...") call for other numerics, not looser bounds."""
+    reasons = screening.loc[~screening["plausible"].astype(bool), "reason"].astype(str)
+    kinds = reasons.str.split(":").str[0].value_counts().to_dict()
+    solver = int(kinds.get("solver", 0))
+    numerics = (
+        f"the simulation (run-in and screening) of {solver} of {len(screening)} patients "
+        f"failed numerically ({reasons[reasons.str.startswith('solver')].iloc[0]}), not "
+        f"their plausibility: use a smaller simulation.dt (now {e.dt:g})"
+        + (f' or precision = "float64" (now {e.precision!r})' if e.precision != "float64" else "")
+        if solver
+        else ""
+    )
+    bounds = f"rejected {kinds}: loosen the population's plausibility bounds"
+    if solver and solver == len(reasons):
+        return numerics
+    return f"{numerics}; {bounds}" if solver else bounds
 
 
 def _chunk(run: BatchRun, path: Path, k: int, c: int, log, progress: bool, compute) -> dict:
@@ -472,7 +623,11 @@ def assemble(run: BatchRun, chunks: list[dict], screening=None, calibration=None
     e = run.experiment
     with_pts = [ch for ch in chunks if len(ch["cohort"])]
     if not with_pts:
-        raise ValueError(f"run {run.name!r}: no plausible patient among ids 0-{e.size - 1}")
+        drawn = pd.concat([ch["screening"] for ch in chunks], ignore_index=True)
+        raise ValueError(
+            f"run {run.name!r}: no plausible patient among ids 0-{e.size - 1}: "
+            f"{rejection_cause(drawn, e)}"
+        )
     cohort = Cohort.concat([ch["cohort"] for ch in with_pts])
     n = min(len(cohort), e.size)
     cohort = cohort.subset(np.arange(n))
@@ -495,7 +650,9 @@ def assemble(run: BatchRun, chunks: list[dict], screening=None, calibration=None
     }
     sec = sum(ch["meta"]["seconds"] for ch in chunks)
     timings = {"chunks": len(chunks), "chunk_compute_s": sec}
+    # the fingerprint (and its parts) judges the folder on a --resume (`_check_resumable`)
     batch = {"run": run.name, "sweep": run.values, "chunks": len(chunks)}
+    batch |= {"fingerprint": fingerprint(run), "fingerprint_parts": fingerprint_parts(run)}
     exp = dataclasses.replace(e, config=e.config | {"batch": batch})
     return TrialResult(
         exp, cohort, screening, trajs, endpoints, summary, schedules, timings, calibration
@@ -555,7 +712,7 @@ def _run_batch(runs, out: Path, chunk_patients, resume, overwrite, keep_chunks, 
         runs, out, chunk_patients=chunk_patients, resume=resume, overwrite=overwrite
     )
     inv = state["invocations"]
-    _clean_temporaries(out)
+    _clean_temporaries(out, [r["name"] for r in state["runs"]])
 
     def log(event: str, **fields) -> None:
         line = json.dumps({"invocation": inv, "pid": os.getpid(), "event": event} | fields)
@@ -564,30 +721,37 @@ def _run_batch(runs, out: Path, chunk_patients, resume, overwrite, keep_chunks, 
             f.flush()
             os.fsync(f.fileno())
 
+    def note(event: str, text: str, **fields) -> None:
+        log(event, **fields)
+        print(f"note: {text}", file=sys.stderr)
+
     log("start", runs=[r.name for r in runs], resume=resume)
+    info = {r["name"]: r for r in state["runs"]}
     failed: dict[str, str] = {}
-    for run, info in zip(runs, state["runs"], strict=True):
+    for run in runs:
         folder = out / CHUNKS / run.name
         if (out / run.name / "manifest.json").is_file():
             log("run_complete", run=run.name)
         else:
             t0 = time.perf_counter()
-            try:
+            try:  # one failing run (its compute or its writing) does not sink the batch
                 if getattr(run.experiment, "calibration", None) is not None:
                     chunks, scr, cal = run_calibrated(
-                        run, info["chunk"], folder, log=log, progress=progress
+                        run, info[run.name]["chunk"], folder, log=log, progress=progress
                     )
                     result = assemble(run, chunks, scr, cal)
                 else:
-                    chunks = run_chunks(run, info["chunk"], folder, log=log, progress=progress)
+                    chunks = run_chunks(
+                        run, info[run.name]["chunk"], folder, log=log, progress=progress
+                    )
                     result = assemble(run, chunks)
-            except Exception as e:  # one failing run does not sink the batch
+                result.timings["total_s"] = time.perf_counter() - t0
+                write_trial(result, out / run.name)
+            except Exception as e:
                 failed[run.name] = f"{type(e).__name__}: {e}"
                 log("run_failed", run=run.name, error=failed[run.name])
                 print(f"{run.name}: FAILED: {failed[run.name]}", file=sys.stderr)
                 continue  # its finished chunks stay for --resume
-            result.timings["total_s"] = time.perf_counter() - t0
-            write_trial(result, out / run.name)
             log("run_written", run=run.name, chunks=len(chunks))
             if progress:
                 print(f"{run.name}: wrote {out / run.name}", file=sys.stderr)
@@ -595,23 +759,73 @@ def _run_batch(runs, out: Path, chunk_patients, resume, overwrite, keep_chunks, 
             shutil.rmtree(folder)
     if not keep_chunks and (out / CHUNKS).exists() and not any((out / CHUNKS).iterdir()):
         (out / CHUNKS).rmdir()
-    summary = batch_summary(runs, out, failed)
+    # the batch's other runs (of earlier invocations, not named by this one): finished ones
+    # keep their rows in the summary; an unfinished one is named, to be resumed
+    given = {r.name for r in runs}
+    entries = []
+    for r in state["runs"]:
+        if r["name"] in given:
+            entries.append(next(x for x in runs if x.name == r["name"]))
+        elif (out / r["name"] / "manifest.json").is_file():
+            entries.append(r)
+        else:
+            note(
+                "run_not_given",
+                f"run {r['name']} ({r['source']}) of this batch has not finished and was not "
+                f"given to this invocation: resume it with its file",
+                run=r["name"],
+            )
+    summary = batch_summary(entries, out, failed)
     from vcohort.io import write_csv
 
     write_csv(out / SUMMARY, summary)
     log("done", summary=SUMMARY)
-    if not failed and replaced_folder(out).exists():  # the batch --overwrite replaced
-        shutil.rmtree(replaced_folder(out))
+    backup = replaced_folder(out)
+    if backup.exists():
+        complete = all((out / r["name"] / "manifest.json").is_file() for r in state["runs"])
+        if not state.get("replaced"):  # another batch's: only it (or its --resume) deletes it
+            note(
+                "backup_kept",
+                f"kept {backup}: it holds the batch an earlier --overwrite of another batch "
+                f"replaced, not this one's; delete it yourself once you no longer need it",
+            )
+        elif complete:  # the batch --overwrite replaced, once this one has finished
+            shutil.rmtree(backup)
+            log("backup_deleted", folder=str(backup))
+        else:
+            note(
+                "backup_kept",
+                f"kept {backup} (the batch this one's --overwrite replaced) until every run "
+                f"has finished: --resume this batch",
+            )
     return summary
 
 
-def _clean_temporaries(out: Path) -> None:
-    """Leftovers of a killed invocation: temporary files and folders (their names start with
-    a dot; `vcohort.io`) next to run folders and chunk files."""
-    for p in [*out.glob(".*"), *(out / CHUNKS).glob("*/.*")]:
-        if p.name == CHUNKS:
-            continue
-        if p.is_dir():
+def _temporary_names(names) -> re.Pattern:
+    """The names of the temporary files and folders vcohort writes in a batch folder
+    (`vcohort.io`): ``.RUN.tmp-XXXXXXXX`` and ``.RUN.old-PID`` (`run_folder`), and
+    ``.batch.json.XXXXXXXX``, ``.batch_summary.csv.XXXXXXXX`` (`atomic_write_bytes`), with
+    ``XXXXXXXX`` the eight characters of `tempfile`'s names."""
+    rnd = "[a-z0-9_]{8}"
+    runs = "|".join(re.escape(n) for n in names) or "(?!)"
+    files = "|".join(re.escape(n) for n in (STATE, SUMMARY))
+    return re.compile(rf"\.(?:(?:{runs})\.(?:tmp-{rnd}|old-\d+)|(?:{files})\.{rnd})")
+
+
+# in DIR/.chunks/RUN: the temporary files of chunk, pool and selection files (`_chunk`,
+# `run_calibrated` via `vcohort.io.atomic_write_bytes`)
+CHUNK_TEMPORARIES = (".chunk-*.npz.*", ".pool-*.npz.*", ".selection.json.*")
+
+
+def _clean_temporaries(out: Path, names) -> None:
+    """Leftovers of a killed invocation: the temporary files and folders vcohort writes beside
+    run folders (runs ``names``) and chunk files; nothing else (a user's hidden files stay)."""
+    ours = _temporary_names(names)
+    found = [p for p in out.iterdir() if ours.fullmatch(p.name)]
+    for pattern in CHUNK_TEMPORARIES:
+        found += (out / CHUNKS).glob(f"*/{pattern}")
+    for p in found:
+        if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
@@ -619,29 +833,42 @@ def _clean_temporaries(out: Path) -> None:
 
 def batch_summary(runs, out, failed: dict | None = None) -> pd.DataFrame:
     """One row per run × arm: swept values and the key endpoints of each run's summary.csv;
-    a run that failed (``failed``: run name -> error) has one row with its ``error``."""
+    a run that failed (``failed``: run name -> error) has one row with its ``error``.  A run is
+    a `BatchRun` or a run record of ``batch.json`` (a finished run of an earlier invocation)."""
     rows = []
     failed = failed or {}
     for r in runs:
-        if r.name in failed:
-            s = pd.DataFrame({"run": [r.name]})
+        if isinstance(r, dict):  # a finished run of an earlier invocation
+            name, values = r["name"], r.get("values", {})
+            reference = r.get("reference_arm") or _manifest_reference(Path(out) / name)
+        else:
+            name, values, reference = r.name, r.values, r.experiment.reference_arm
+        if name in failed:
+            s = pd.DataFrame({"run": [name]})
         else:
             # (an arm named "None" or "NA" stays a name, not a missing value)
             s = pd.read_csv(  # (missing values are written as empty fields: `write_csv`)
-                Path(out) / r.name / "summary.csv", keep_default_na=False, na_values=[""]
+                Path(out) / name / "summary.csv", keep_default_na=False, na_values=[""]
             )
             s = s[[c for c in SUMMARY_COLUMNS if c in s] + dose_modification_columns(s)].copy()
-            s.insert(0, "run", r.name)
+            s.insert(0, "run", name)
         swept = {k: v if isinstance(v, str | int | float) else json.dumps(v)
-                 for k, v in r.values.items()}  # fmt: skip
-        swept.setdefault("reference_arm", r.experiment.reference_arm)  # swept or not
+                 for k, v in values.items()}  # fmt: skip
+        swept.setdefault("reference_arm", reference)  # swept or not
         for i, (k, v) in enumerate(swept.items()):
             s.insert(1 + i, k, v)
         if failed:
-            s["error"] = failed.get(r.name, "")
+            s["error"] = failed.get(name, "")
         rows.append(s)
     out = pd.concat(rows, ignore_index=True)
     for c in sorted(COUNT_COLUMNS & set(out.columns)):
         if out[c].isna().any():  # counts stay whole beside a failed run's blanks (not 12.0)
             out[c] = out[c].astype("Int64")
     return out
+
+
+def _manifest_reference(folder: Path):
+    try:
+        return json.loads((folder / "manifest.json").read_text())["config"]["reference_arm"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

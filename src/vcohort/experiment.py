@@ -219,14 +219,15 @@ def experiment_from_dict(
     if not isinstance(raw_arms, list) or not raw_arms:
         ck.error("arms", f"expected one or more [[arms]] tables, got {raw_arms!r}")
         raw_arms = []
-    names = []
+    names, described = [], []
     for i, a in enumerate(raw_arms):
-        arm = _arm(ck, a, f"arms[{i}]", horizon)
+        arm, about = _arm(ck, a, f"arms[{i}]", horizon)
         if arm is not None:
             if arm.name in names:
                 ck.error(f"arms[{i}].name", f"{arm.name!r} is used by another arm")
             names.append(arm.name)
             arms.append(arm)
+            described.append(about)
     borrowed = experiment_drugs_problem({r.drug for a in arms for r in a.regimens}, drug_files)
     if borrowed:
         ck.error("arms", borrowed)
@@ -281,9 +282,11 @@ def experiment_from_dict(
             {
                 "name": a.name,
                 "regimens": [r.describe() for r in a.regimens],
-                "description": a.describe(),
+                # the arm's own description (shown in the report's configuration and the
+                # manifest), else its regimens in words
+                "description": a.describe() if about is None else about,
             }
-            for a in arms
+            for a, about in zip(arms, described, strict=True)
         ],  # fmt: skip
     }
     return Experiment(title, desc, pop, size, seed, repl, screening, horizon, dt, precision,
@@ -519,9 +522,11 @@ def _assessment(ck: Checker, at: dict, horizon: int | None) -> tuple[dict, float
     return ep, landmark
 
 
-def _arm(ck: Checker, a, p: str, horizon) -> Arm | None:
+def _arm(ck: Checker, a, p: str, horizon) -> tuple[Arm | None, str | None]:
+    """An ``[[arms]]`` table -> (the arm or None when invalid, its ``description`` or None)."""
     a = ck.table(a, p, _ARM, {"name"})
     name = ck.get(a, "name", p, "str", None)
+    about = ck.get(a, "description", p, "str", None)
     if name is not None and not _NAME.fullmatch(name):
         ck.error(f"{p}.name", f"{name!r}: use letters, digits and _ . + - (it names files)")
     seq = ck.get(a, "sequencing", p, "str", "concurrent", choices=SEQUENCING)
@@ -557,8 +562,8 @@ def _arm(ck: Checker, a, p: str, horizon) -> Arm | None:
         for message in starts_after_horizon(regs, horizon):
             ck.error(p, message)
     if name is None or seq is None:
-        return None
-    return Arm(name, tuple(regs))
+        return None, None
+    return Arm(name, tuple(regs)), about
 
 
 def _check_rules(ck: Checker, regs: list[Regimen], p: str) -> None:

@@ -41,6 +41,10 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 RESERVED = {"batch.json", "batch_log.jsonl", "batch_summary.csv"}
 MAX_RUNS = 1000  # assumption: a larger sweep is more likely a typo than a plan; split it
 MAX_LABEL = 24
+# a run name is a folder name: file systems allow 255 bytes per name (ext4, XFS, APFS, NTFS's
+# 255 characters), and the batch writes a run through a temporary sibling ``.RUN.tmp-XXXXXXXX``
+# (14 bytes more; ``.RUN.old-PID`` adds at most 13), so 200 leaves room to spare
+MAX_NAME_BYTES = 200
 
 
 @dataclass(frozen=True)
@@ -71,9 +75,35 @@ def load_runs(paths) -> list[BatchRun]:
                 f"rename a file or set name = ... in the sweep file"
             )
         seen.setdefault(r.name, r.experiment.source)
+    errors += name_length_problems(runs)
     if errors:
         raise ValueError("\n".join(errors))
     return runs
+
+
+def name_length_problems(runs) -> list[str]:
+    """One message per file whose runs have names longer than `MAX_NAME_BYTES` (UTF-8)."""
+    long: dict[str, list[str]] = {}
+    for r in runs:
+        if len(r.name.encode()) > MAX_NAME_BYTES:
+            long.setdefault(r.experiment.source.split(" [run ")[0], []).append(r.name)
+    out = []
+    for source, names in long.items():
+        name = max(names, key=lambda n: len(n.encode()))
+        more = f" ({len(names)} runs of this file; the longest shown)" if len(names) > 1 else ""
+        out.append(
+            f"{source}: run name {name!r} is {len(name.encode())} bytes long{more}; the limit "
+            f"is {MAX_NAME_BYTES} bytes (it names a folder, with a temporary suffix while it is "
+            f"written): shorten the file name or the sweep's name = ..., or sweep fewer keys"
+        )
+    return out
+
+
+def check_run_names(runs) -> None:
+    """Raise if a run name is too long to name its folder (`name_length_problems`)."""
+    problems = name_length_problems(runs)
+    if problems:
+        raise ValueError("\n".join(problems))
 
 
 def _read_toml(p: Path) -> dict:
