@@ -925,6 +925,9 @@ def test_a_resume_of_some_runs_keeps_the_others_in_the_batch(tmp_path, monkeypat
     state = json.loads((out / "batch.json").read_text())
     assert [r["name"] for r in state["runs"]] == ["a", "b"] and state["invocations"] == 2
     B.run_batch(load_runs([b, a]), out, progress=False, resume=True)  # was refused
+    capsys.readouterr()
+    assert main(["batch", str(a), "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert "wrote 1 runs (the batch's summary also lists 1 earlier ones)" in capsys.readouterr().out
     # a state without b (an older vcohort's): b's folder is judged by its manifest
     state = json.loads((out / "batch.json").read_text())
     state["runs"] = [r for r in state["runs"] if r["name"] == "a"]

@@ -126,6 +126,17 @@ def test_the_pool_is_drawn_up_to_max_draws_not_refused_before(monkeypatch):
     assert len(cohort) == 100 and cohort.patient_id[-1] == 990 and len(table) == 991
     with pytest.raises(ValueError, match=r"only 99 of 990 .* need more than max_draws=990"):
         P.plausible_cohort(100, population=load_population(), model=object(), max_draws=990)
+    with pytest.raises(ValueError, match=r"loosen the population's plausibility bounds"):
+        P.plausible_cohort(100, population=load_population(), model=object(), max_draws=990)
+
+    def failing(c, model, bounds, **kw):  # every rejection a numerical failure
+        ok = c.patient_id % 10 == 0
+        reason = np.where(ok, "", "solver: non-finite state")
+        return pd.DataFrame({"patient": c.patient_id, "plausible": ok, "reason": reason})
+
+    monkeypatch.setattr(P, "screen", failing)
+    with pytest.raises(ValueError, match=r"failed numerically for all of them: use a smaller dt"):
+        P.plausible_cohort(100, population=load_population(), model=object(), max_draws=990)
 
 
 def test_replacement_batches_reuse_the_first_batch_s_compiled_shape(monkeypatch, request):

@@ -191,3 +191,22 @@ regimens = ["pembrolizumab 200 mg every 21 d"]
     assert main(["trial", str(tmp_path / "other.toml"), "--out", str(out2), "--no-progress"]) == 0
     cal2 = json.loads((out2 / "calibration.json").read_text())
     assert "draws differently" in cal2["population_note"]
+
+
+def test_an_arm_parsed_with_another_drug_definition_is_refused_before_compute():
+    """`simulate` doses the model's drug of that name: an arm parsed against a changed
+    pembrolizumab ran silently as the catalogue's (found writing the dose-response check)."""
+    import dataclasses
+
+    from vcohort.drugs import CATALOGUE
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.runs import check_arms, parse_arm
+
+    pem = CATALOGUE["pembrolizumab"]
+    effects = (dataclasses.replace(pem.effects[0], ec50=10.0),)
+    cat = dict(CATALOGUE) | {"pembrolizumab": dataclasses.replace(pem, effects=effects)}
+    arm = parse_arm("p=pembrolizumab 2 mg/kg every 21 d", cat)
+    with pytest.raises(ValueError, match=r"arm 'p': .* other than model 'csc_immune'"):
+        check_arms(CSC_IMMUNE, [arm], 42)
+    check_arms(dataclasses.replace(CSC_IMMUNE, catalogue=cat), [arm], 42)  # consistent: fine
+    check_arms(CSC_IMMUNE, [parse_arm("p=pembrolizumab 2 mg/kg every 21 d")], 42)

@@ -169,10 +169,19 @@ def plausible_cohort(
         if size <= 0:  # every allowed draw made (the last batch capped at the limit)
             reasons = pd.concat(tables)["reason"].str.split(":").str[0]
             counts = reasons[reasons != ""].value_counts().to_dict()
+            solver = int(counts.get("solver", 0))
+            # numerical failures call for other numerics, not looser bounds
+            fix = (
+                "the simulation failed numerically for all of them: use a smaller dt or "
+                "float64"
+                if solver and solver == sum(counts.values())
+                else "loosen the population's plausibility bounds or raise max_draws"
+                + (" (some simulations failed numerically: a smaller dt or float64 may help)"
+                   if solver else "")
+            )  # fmt: skip
             raise ValueError(
                 f"only {n_ok} of {drawn} drawn patients are plausible ({counts}); {n} would "
-                f"need more than max_draws={max_draws} draws: loosen the population's "
-                f"plausibility bounds or raise max_draws"
+                f"need more than max_draws={max_draws} draws: {fix}"
             )
         batch = make_cohort(size, first_id=first_id + drawn, **kw)
     cohort = Cohort.concat(kept)

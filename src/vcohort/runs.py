@@ -15,6 +15,7 @@ import pandas as pd
 
 from vcohort.cohort import Cohort
 from vcohort.dosing import Regimen, compile_schedule, dose_step, parse_regimen
+from vcohort.drugs import get_drug
 from vcohort.endpoints import patient_endpoints, summarize
 from vcohort.simulate import simulate
 
@@ -72,10 +73,21 @@ def check_arms(model, arms, days: int, *, dt: float = 0.1, precision: str = "flo
             f"arm names must be unique: {', '.join(map(repr, twice))} is given more than once "
             f"(arms {names}); name each with --arm 'NAME=REGIMEN'"
         )
+    cat = model.drug_catalogue()
     for a in arms:
         late = starts_after_horizon(a.regimens, days)  # no dose in the run
         if late:
             raise ValueError(f"arm {a.name!r}: {late[0]}")
+        for r in a.regimens:
+            # the simulation doses the model's drug of that name (`simulate`'s catalogue): a
+            # regimen parsed against another definition would run silently as the model's
+            mine = get_drug(r.drug, r.catalogue) if r.catalogue is not None else None
+            if mine is not None and r.drug in cat and cat[r.drug] != mine:
+                raise ValueError(
+                    f"arm {a.name!r}: regimen {r.describe()!r} was parsed with a definition of "
+                    f"{r.drug!r} other than model {model.name!r}'s; run a model whose catalogue "
+                    f"holds it (dataclasses.replace(model, catalogue=...))"
+                )
         try:
             s = compile_schedule(list(a.regimens), float(days))
             if engine == "pallas":

@@ -109,8 +109,16 @@ def run_batch(args) -> int:
     cols = ["run", "arm", "n", "orr", "orr_ci_low", "orr_ci_high", "median_pfs_days", "hr"]
     print_table(summary, [c for c in cols if c in summary])
     wall = time.perf_counter() - t0
-    bad = summary.loc[summary["error"] != "", "run"].tolist() if "error" in summary else []
-    print(f"wrote {len(runs) - len(bad)} runs and {Path(args.out) / B.SUMMARY} in {wall:.1f} s")
+    # the summary also lists the batch's runs of earlier invocations (a resume of some runs)
+    mine = {r.name for r in runs}
+    failed = summary["error"] != "" if "error" in summary else summary["run"].isna()
+    bad = list(dict.fromkeys(summary.loc[failed & summary["run"].isin(mine), "run"]))
+    others = sorted(set(summary.loc[~failed, "run"]) - mine)
+    print(
+        f"wrote {len(runs) - len(bad)} runs"
+        + (f" (the batch's summary also lists {len(others)} earlier ones)" if others else "")
+        + f" and {Path(args.out) / B.SUMMARY} in {wall:.1f} s"
+    )
     if bad:
         print(
             f"{len(bad)} run(s) failed ({', '.join(bad)}): see the error column of "
