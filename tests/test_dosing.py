@@ -330,3 +330,33 @@ def test_nmtran_coincident_doses_and_bad_records():
     with pytest.raises(ValueError, match="weight_kg has 3 values for 2 IDs"):
         to_nmtran(compile_schedule([parse_regimen("pembrolizumab 2 mg/kg")], 30.0), ids=[1, 2],
                   weight_kg=[70.0, 80.0, 90.0])  # fmt: skip
+
+
+def test_from_nmtran_refuses_resets_steady_state_and_dates():
+    """EVID 4 (reset and dose) was read as a plain dose, EVID 3 (reset) dropped and SS
+    ignored, without a word; now each is refused naming the record, column and value.
+    Observation (EVID 0) and other-event (EVID 2) records are skipped; SS = 0 is fine."""
+    base = pd.DataFrame(
+        {"ID": [1, 1, 1], "TIME": [0.0, 10.0, 30.0], "AMT": [200.0, 0.0, 200.0],
+         "CMT": [1, 1, 1], "EVID": [1, 0, 1], "II": [0.0, 0.0, 0.0], "ADDL": [0, 0, 0],
+         "RATE": [0.0, 0.0, 0.0], "SS": [0, 0, 0], "DV": [0.0, 12.5, 0.0],
+         "DRUG": ["pembrolizumab"] * 3}
+    )  # fmt: skip
+    s = from_nmtran(base.assign(EVID=[1, 2, 1]))[1]
+    assert s.time[s.valid].tolist() == [0.0, 30.0] and s.amount[s.valid].tolist() == [200.0] * 2
+    for col, row, v, match in (
+        ("EVID", 2, 4, r"record 2 \(ID 1\): EVID=4 \(reset and dose\) is not supported; "
+                       r"supported: EVID 0 \(observation, skipped\), 1 \(dose\), 2"),
+        ("EVID", 1, 3, r"record 1 \(ID 1\): EVID=3 \(reset\) is not supported"),
+        ("EVID", 1, 7, r"record 1 \(ID 1\): EVID=7 is not supported"),
+        ("SS", 0, 1, r"record 0 \(ID 1\): SS=1 \(steady-state dosing\) is not supported; "
+                     r"supported: SS = 0 or empty"),
+        ("SS", 2, 2, r"record 2 \(ID 1\): SS=2 \(steady-state dosing\)"),
+    ):  # fmt: skip
+        bad = base.copy()
+        bad.loc[row, col] = v
+        with pytest.raises(ValueError, match=match):
+            from_nmtran(bad)
+    dated = base.assign(DATE=["2024-01-01", "", ""])
+    with pytest.raises(ValueError, match=r"record 0 \(ID 1\): DATE='2024-01-01' \(a date, making"):
+        from_nmtran(dated)

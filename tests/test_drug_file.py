@@ -83,6 +83,7 @@ def test_weight_scaled_names_pk_parameters_of_the_drug():
     with pytest.raises(ValueError, match=r"pembro_copy\.weight_scaled: \['CL', 'V3'\]: a list of"):
         parse_drugs(t)
     t["pembro_copy"]["weight_scaled"] = ["CL"]
+    t["pembro_copy"]["weight_exponent_v"] = 0.0  # (an exponent on no listed volume: refused)
     d = parse_drugs(t)["pembro_copy"]
     lo, hi = (d.individual(d.params.typical(), w) for w in (50.0, 100.0))
     assert lo["V1"] == hi["V1"] and hi["CL"] / lo["CL"] == pytest.approx(2.0**0.595)
@@ -347,6 +348,7 @@ def test_an_oral_user_drug_with_a_delay_chain_exports_to_sbml_and_roadrunner_agr
             "half_life_days": 0.0808,  # 0.693 x 28 L / 10 L/h = 1.94 h
             "half_life_source": "assumption: test drug",
             "marrow_chain": 3,
+            "weight_exponent_v": 1.0,  # V per kg: proportional to weight
             "pk": {
                 "ka": {"value": 5.8, "unit": "1/h", "cv": 0.3, "source": "assumption: test"},
                 "CL": {"value": 10.0, "unit": "L/h", "cv": 0.2, "source": "assumption: test"},
@@ -548,3 +550,215 @@ def test_bad_omega_blocks_are_named(block, match):
     t["pembro_copy"]["eta_correlation"] = block
     with pytest.raises(ConfigError, match=match):
         parse_drugs(t)
+
+
+@pytest.mark.parametrize("kind", [None, "linear"])
+def test_a_linear_effect_needs_its_slope(kind):
+    """A linear effect (kind linear, or a linear channel's default) without slope was dropped
+    without a word: the drug loaded with no myelotoxicity."""
+    t = _pembro_copy()
+    eff = {"channel": "myelotoxicity", "source": "assumption: test"}
+    if kind is not None:
+        eff["kind"] = kind
+    t["pembro_copy"]["effects"].append(eff)
+    with pytest.raises(ConfigError, match=r"pembro_copy\.effects\[1\]\.slope: required key is "):
+        parse_drugs(t)
+    eff["slope"] = 0.2
+    d = parse_drugs(t)["pembro_copy"]
+    assert [(e.channel, e.kind, e.slope) for e in d.effects][1] == ("myelotoxicity", "linear", 0.2)
+
+
+def test_a_drug_file_hill_exponent_is_capped():
+    t = _pembro_copy()
+    t["pembro_copy"]["effects"][0]["hill"] = 10.0
+    assert parse_drugs(t)["pembro_copy"].effects[0].hill == 10.0
+    t["pembro_copy"]["effects"][0]["hill"] = 10.5
+    with pytest.raises(ConfigError, match=r"effects\[0\]\.hill: 10.5: allowed 0 < hill <= 10 "):
+        parse_drugs(t)
+
+
+def test_a_steep_hill_curve_is_finite_in_float32_and_exact_in_float64():
+    """hill 20, ec50 0.004 mg/L: the textbook c**h / (c**h + ec50**h) is 0/0 at c = 0 in
+    float32 (ec50**20 underflows) and inf/inf above c = 85 mg/L; `Effect.value` is finite on
+    [0, 1e6] mg/L in float32 (numpy and JAX, with a finite gradient at 0), agrees with the
+    textbook form in float64, and keeps c / (c + ec50) bit for bit at hill 1."""
+    import jax
+    import jax.numpy as jnp
+
+    from vcohort.drug import Effect
+
+    e = Effect("pd1_occupancy", ec50=0.004, hill=20.0, emax=0.9, source="s")
+    c32 = np.array([0.0, 1e-3, 0.004, 0.005, 85.0, 100.0, 1e6], np.float32)
+    with np.errstate(all="ignore"):
+        textbook = c32**20 / (c32**20 + np.float32(0.004) ** 20)
+    assert np.isnan(textbook[0]) and np.isnan(textbook[-1])  # what this guards against
+    for v in (e.value(c32), np.asarray(e.value(jnp.asarray(c32)))):
+        assert v.dtype == np.float32 and np.all(np.isfinite(v))
+        assert v[0] == 0.0 and v[-1] == np.float32(0.9) and v[2] == pytest.approx(0.45, rel=1e-6)
+    assert np.isfinite(jax.grad(e.value)(jnp.float32(0.0)))
+    c64 = np.array([0.0, 1e-3, 0.004, 0.0041, 0.01, 0.1, 85.0, 1e3])
+    want = 0.9 * c64**20 / (c64**20 + 0.004**20)
+    np.testing.assert_allclose(e.value(c64), want, rtol=4e-16, atol=0)
+    one = Effect("pd1_occupancy", ec50=0.5, source="s")
+    np.testing.assert_array_equal(one.value(c64), c64 / (c64 + 0.5))
+
+
+def test_a_steep_hill_drug_simulates_in_float32():
+    """The reviewer's case (hill 20, ec50 0.004 mg/L, a dose on day 5): float32 gave NaN from
+    day 0; now both precisions and both engines (the fused kernel in Pallas' interpreter here,
+    and lowered to Triton for CUDA) run and agree."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+
+    from vcohort.cohort import make_cohort
+    from vcohort.dosing import compile_schedule, parse_regimen
+    from vcohort.fused import cohort_pallas_fn, shared_params
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.simulate import Plan, simulate
+
+    t = _pembro_copy("steep")
+    d = parse_drugs(t)["steep"]
+    eff = dataclasses.replace(d.effects[0], hill=20.0, ec50=0.004)  # (above the file cap)
+    steep = dataclasses.replace(d, effects=(eff,))
+    register_drugs({"steep": steep})
+    c = make_cohort(2, seed=1, runin_days=0)
+    s = compile_schedule([parse_regimen("steep 240 mg start 5 d")], 10.0)
+    out = {}
+    for prec, engine in (("float64", "xla"), ("float32", "xla"), ("float32", "pallas")):
+        tr = simulate(
+            CSC_IMMUNE, c, s, 10, save_every=10, progress=False, precision=prec, engine=engine
+        )
+        out[prec, engine] = np.asarray(tr.daily["diameter_mm"], dtype=np.float64)
+        assert np.all(np.isfinite(out[prec, engine])), (prec, engine)
+        assert np.all(np.asarray(tr.status) == 0), (prec, engine)
+    np.testing.assert_allclose(out["float32", "xla"], out["float64", "xla"], rtol=1e-5)
+    np.testing.assert_allclose(out["float32", "pallas"], out["float32", "xla"], rtol=1e-6)
+    plan = Plan(CSC_IMMUNE, (steep,), 10, 0.1, 10, jnp.float32)
+    c32 = make_cohort(2, seed=1, runin_days=0, precision="float32")
+    bolus, rate = s.step_inputs(plan.dt, plan.n_steps)
+    args = (*c32.arrays(np.arange(2), (steep,), np.float32), bolus, rate)
+    shared = shared_params(c32.params, np.float32)
+    fn = jax.jit(cohort_pallas_fn(plan, block=128, interpret=False, constants=shared))
+    text = fn.trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+    assert text.count("__gpu$xla.gpu.triton") == 1  # the capped Hill curve lowers to Triton
+
+
+def test_names_of_reference_model_drugs_are_refused():
+    """de Pillis 2009's chemo, il2, til: a file's `chemo` would be shadowed by the model's own
+    under --model depillis2009 (the manifest listing the file); and a reference model, dosed
+    with its own drugs only, takes no drug files."""
+    from vcohort.model import get_model
+
+    for name in ("chemo", "il2", "til"):
+        with pytest.raises(ConfigError) as e:
+            parse_drugs(_pembro_copy(name))
+        msg = e.value.errors[0]
+        assert msg.startswith(f"{name}: '{name}' is a drug of model depillis2009's own catalogue")
+        assert "taken: cb839, cd133_cart, chemo," in msg and "pembrolizumab" in msg
+    for model in ("depillis2009", "kuznetsov1994"):
+        with pytest.raises(ConfigError, match=f"'{model}' is dosed with its own drugs only"):
+            parse_drugs(_pembro_copy(), model=get_model(model))
+    assert "pembro_copy" in parse_drugs(_pembro_copy(), model=get_model("csc_immune"))
+
+
+@pytest.mark.parametrize(
+    "over, pk, match",
+    [
+        # weight_scaled lists V1, whose exponent is 0: V1 would not change with weight
+        (
+            {"weight_scaled": ["CL", "V1"], "weight_exponent_v": 0.0},
+            {},
+            r"pembro_copy\.weight_scaled: \['CL', 'V1'\] lists V1, but weight_exponent_v is 0",
+        ),
+        # an exponent on clearances, none of which weight_scaled lists: it scales nothing
+        (
+            {"weight_scaled": ["V1"], "weight_exponent_v": 0.5},
+            {},
+            r"pembro_copy\.weight_exponent_cl: 0\.595, but weight_scaled \['V1'\] lists none "
+            r"of the drug's clearances \(CL, Q2\)",
+        ),
+        # per kg, but flat across weights
+        (
+            {"weight_exponent_cl": 0.0},
+            {"CL": {"value": 0.1, "unit": "mL/h/kg", "cv": 0.2, "source": "s"}},
+            r"pembro_copy\.pk\.CL\.unit: 'mL/h/kg' is per kg, but weight_exponent_cl is 0",
+        ),
+        (
+            {"weight_scaled": ["CL"], "weight_exponent_v": 0.0},
+            {"V1": {"value": 0.05, "unit": "L/kg", "source": "s"}},
+            r"pembro_copy\.pk\.V1\.unit: 'L/kg' is per kg, but weight_exponent_v is 0",
+        ),
+    ],
+)
+def test_contradictory_weight_settings_are_refused(over, pk, match):
+    t = _pembro_copy(**over)
+    t["pembro_copy"]["pk"].update(pk)
+    with pytest.raises(ConfigError, match=match):
+        parse_drugs(t)
+
+
+def test_the_shipped_example_files_pass_the_weight_checks():
+    examples = EXAMPLE.parent
+    assert set(load_drugs(examples / "nivolumab.toml")) == {"nivolumab"}
+    assert set(load_drugs(examples / "temozolomide.toml")) == {"temozolomide"}
+    t = _pembro_copy()  # per kg and proportional to weight: fine
+    cl = PEMBROLIZUMAB.params["CL"].value
+    t["pembro_copy"]["pk"]["CL"] = {"value": cl / 76.8, "unit": "L/day/kg", "source": "s"}
+    t["pembro_copy"]["weight_exponent_cl"] = 1.0
+    assert parse_drugs(t)["pembro_copy"].params["CL"].value == pytest.approx(cl, rel=1e-12)
+
+
+def test_structural_errors_are_listed_with_every_other_bad_field():
+    """Q2 without V2, sc without ka, an effect-site effect without ke0 and a marrow chain
+    without its transit time were found by `Drug` only once every other field was valid, and
+    then one at a time under the bare drug name; now all are listed with the ordinary errors,
+    under their fields."""
+    t = copy.deepcopy(_pembro_copy()["pembro_copy"])
+    t["route"] = "sc"  # no ka
+    del t["pk"]["V2"]  # Q2 alone
+    t["effects"][0]["site"] = "effect"  # no ke0
+    t["marrow_chain"] = 2  # no mtt_marrow
+    t["mw"] = -1.0  # an ordinary error
+    with pytest.raises(ConfigError) as e:
+        parse_drugs({"mine": t})
+    errors = e.value.errors
+    for needle in (
+        "mine.pk.ka: required key is missing: sc drugs need an absorption rate 'ka'",
+        "mine.pk.V2: required key is missing: Q2 and V2 go together",
+        "mine.effects[0].site: 'effect': the 'pd1_occupancy' effect acts at site 'effect', "
+        "which this drug does not have (its sites: central",
+        "mine.pk.mtt_marrow: required key is missing: marrow_chain (2) and the PK parameter "
+        "mtt_marrow go together",
+        "mine.mw: -1.0 must be > 0",
+    ):
+        assert any(m.startswith(needle) for m in errors), (needle, errors)
+    assert len(errors) == 5, errors
+
+
+def test_the_module_docstring_example_loads():
+    """The drug file in `vcohort.drug_file`'s docstring is a valid drug file (its Q2/V2 were
+    commented out, giving a 13.4-day half-life against the stated 25)."""
+    import textwrap
+    import tomllib
+
+    from vcohort import drug_file
+
+    doc = drug_file.__doc__
+    block = doc.split("::\n\n", 1)[1].split("\n\n" + "PK units", 1)[0]
+    tables = tomllib.loads(textwrap.dedent(block))
+    d = parse_drugs(tables, source="drug_file docstring")["nivolumab"]
+    assert abs(d.terminal_half_life() / 25.0 - 1) < 0.1 and "Q2" in d.params
+
+
+def test_the_cli_validates_a_drug_file_for_the_model_it_runs(tmp_path, capsys):
+    """`--model depillis2009 --drug-file X`: the reference model is dosed with its own drugs
+    only, so the file is refused before compute (it was loaded against the CSC–immune model
+    and listed in the manifest as if used)."""
+    from vcohort.cli import main
+
+    out = tmp_path / "run"
+    args = ["simulate", "--model", "depillis2009", "--drug-file", str(EXAMPLE), "--patients", "2"]
+    assert main([*args, "--days", "7", "--out", str(out)]) == 2
+    assert "its own drugs only" in capsys.readouterr().err and not out.exists()

@@ -209,3 +209,66 @@ def assert_roadrunner_agrees(sbml: str, cohort, schedule, days: int, rtol: float
     for k in states:
         assert fin_rr[k] == pytest.approx(fin_vc[k], rel=rtol, abs=1e-300), k
     return fin_vc
+
+
+def test_the_notes_state_every_unit():
+    """The README sends readers to the file's notes for the drug amounts' units; they held only
+    "Time in days"."""
+    import re
+    from html import unescape
+
+    from vcohort.drugs import CATALOGUE
+
+    c = make_cohort(1, seed=0, runin_days=0, variability=False)
+    s = compile_schedule([parse_regimen("pembrolizumab 200 mg over 30 min")], 5.0)
+    sbml = patient_sbml(c, 0, s, drugs=["dacarbazine", "cd133_cart"])
+    assert roadrunner.validateSBML(sbml) == ""
+    notes = unescape(" ".join(re.findall(r"<p>(.*?)</p>", sbml.split("</notes>")[0])))
+    for needle in (
+        "Units: time in days",
+        "S (cells)",
+        "IL6 (nM)",
+        "ANC (1e9/L)",
+        "amounts pembrolizumab_central, pembrolizumab_peripheral1 in mg;",
+        "conc_pembrolizumab_* in mg/L; pembrolizumab_infusion_rate in mg/day",
+        "pembrolizumab_CL (L/day), pembrolizumab_V1 (L)",
+        "dacarbazine_marrow4 in mg (effect, marrow1, marrow2, marrow3, marrow4: virtual amounts",
+        "dacarbazine_mtt_marrow (day)",
+        "amounts cd133_cart_central in 1e6 cells; concentrations conc_cd133_cart_* in 1e6 cells/L",
+        "e_pd1_occupancy (fraction 0-1)",
+    ):
+        assert needle in notes, needle
+    assert CATALOGUE["cd133_cart"].amount_unit == "1e6 cells"
+    from vcohort.model import get_model
+
+    m = get_model("depillis2009")
+    dp = make_cohort(1, seed=0, model=m, variability=False)
+    text = patient_sbml(dp, 0, compile_schedule([parse_regimen("chemo", m.catalogue)], 5.0))
+    assert "Drug chemo: doses add to state M (mg/L); chemo_infusion_rate in mg/L per day" in text
+
+
+def test_the_typical_patient_has_the_population_s_median_covariates(tmp_path):
+    """Without --patient the export said "typical parameters" while weight (e.g. 92.9 kg) and
+    baseline diameter stayed drawn and changed with --seed: now the covariates are the
+    population's medians, so the file does not depend on the seed."""
+    from vcohort.cli.tools import typical_cohort
+    from vcohort.cohort import bsa_dubois
+    from vcohort.drugs import PEMBROLIZUMAB
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.population import load_population
+
+    cov = load_population().covariates
+    w, h, b = (cov[k].median for k in ("weight_kg", "height_cm", "baseline_diameter_mm"))
+    c = typical_cohort(CSC_IMMUNE, runin_days=0)
+    assert c.covariates["weight_kg"][0] == w and c.covariates["baseline_diameter_mm"][0] == b
+    assert c.covariates["bsa_m2"][0] == pytest.approx(bsa_dubois(w, h), rel=1e-12)
+    texts = []
+    for seed in ("0", "7"):
+        out = tmp_path / f"s{seed}.xml"
+        argv = ["export-sbml", "--out", str(out), "--seed", seed, "--days", "21"]
+        assert main([*argv, "--regimen", "pembrolizumab 2 mg/kg every 21 d"]) == 0
+        texts.append(out.read_text())
+    assert texts[0] == texts[1]
+    cl = PEMBROLIZUMAB.params["CL"].value * (w / PEMBROLIZUMAB.ref_weight) ** 0.595
+    assert f'id="pembrolizumab_CL" value="{cl!r}"' in texts[0]
+    assert f"<cn> {2.0 * w!r} </cn>" in texts[0]  # the 2 mg/kg dose for the median weight

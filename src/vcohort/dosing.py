@@ -896,6 +896,55 @@ def _collapse(pid, drug, cmt, doses):
     return rows
 
 
+# NM-TRAN data items that change what the doses mean, which `from_nmtran` does not model:
+# column -> what a non-zero value means
+_NMTRAN_UNSUPPORTED = {
+    "SS": "steady-state dosing",
+    "CONT": "a record continued on the next",
+    "DATE": "a date, making TIME a clock time",
+    "DAT1": "a date, making TIME a clock time",
+    "DAT2": "a date, making TIME a clock time",
+    "DAT3": "a date, making TIME a clock time",
+}
+_NMTRAN_EVIDS = {0: "observation, skipped", 1: "dose", 2: "other event, skipped"}
+
+
+def _nm_value(v) -> str:
+    """A record's value as written (3, not np.int64(3))."""
+    if isinstance(v, int | float | np.number) and not isinstance(v, bool):
+        return f"{float(v):g}"
+    return repr(v)
+
+
+def _refuse_unsupported_nmtran(df: pd.DataFrame) -> None:
+    """The first record with an EVID other than 0-2 or a non-zero `_NMTRAN_UNSUPPORTED` item."""
+    supported = ", ".join(f"{k} ({v})" for k, v in _NMTRAN_EVIDS.items())
+    for row, pid, v in zip(df.index, df["ID"], df["EVID"], strict=True):
+        try:
+            evid = float(v)
+        except (TypeError, ValueError):
+            evid = math.nan
+        if evid not in _NMTRAN_EVIDS:
+            what = {3: " (reset)", 4: " (reset and dose)"}.get(evid, "")
+            raise ValueError(
+                f"NM-TRAN record {row} (ID {pid}): EVID={_nm_value(v)}{what} is not supported; "
+                f"supported: EVID {supported}"
+            )
+    for col, meaning in _NMTRAN_UNSUPPORTED.items():
+        if col not in df.columns:
+            continue
+        for row, pid, v in zip(df.index, df["ID"], df[col], strict=True):
+            if pd.isna(v) or (isinstance(v, int | float | np.number) and v == 0):
+                continue
+            if isinstance(v, str) and v.strip() in ("", ".", "0"):
+                continue
+            raise ValueError(
+                f"NM-TRAN record {row} (ID {pid}): {col}={_nm_value(v)} ({meaning}) is not "
+                f"supported; supported: {col} = 0 or empty (each dose given as recorded, TIME "
+                f"in days from the start)"
+            )
+
+
 def from_nmtran(
     df: pd.DataFrame,
     *,
@@ -903,11 +952,19 @@ def from_nmtran(
     catalogue: dict[str, Drug] | None = None,
 ) -> dict:
     """Per-ID `Schedule`s (flat mg) from NM-TRAN dose records; ``DRUG`` names the drug, or
-    ``drugs`` gives the schedule order used to number CMT (see `to_nmtran`)."""
+    ``drugs`` gives the schedule order used to number CMT (see `to_nmtran`).
+
+    Read: EVID 1 records (doses: TIME, AMT, CMT, II, ADDL, RATE), EVID 0 and 2 records
+    (observations and other events) skipped.  Refused, naming the record, column and value,
+    as what a schedule cannot hold (NONMEM users guide, part V, data items): EVID 3 (reset) and
+    4 (reset and dose), a non-zero SS (steady-state dosing), and a non-zero CONT (a record
+    continued on the next), DATE or DAT1-DAT3 (TIME then a clock time, not the elapsed time).
+    Other columns (DV, MDV, covariates, ARM, ...) are not read."""
     missing = [c for c in NMTRAN_COLUMNS[:-1] if c not in df.columns]
     if missing:
         raise ValueError(f"NM-TRAN table lacks columns {missing}; required: {NMTRAN_COLUMNS[:-1]}")
-    doses = df[df["EVID"].isin([1, 4])]
+    _refuse_unsupported_nmtran(df)
+    doses = df[df["EVID"] == 1]
     if "DRUG" in doses.columns:
         names = tuple(dict.fromkeys(doses["DRUG"].tolist()))
         order = drugs if drugs is not None else names

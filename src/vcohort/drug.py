@@ -38,7 +38,8 @@ class Effect:
     ``emax``:   E = emax * c**hill / (c**hill + ec50**hill)   (fraction, combined by Bliss
                 independence across drugs on the same channel: 1 - prod(1 - E_i)).
     ``linear``: E = slope * c                                  (summed across drugs).
-    Concentrations are mg/L; ``ec50`` in mg/L, ``slope`` in L/mg.
+    Concentrations are mg/L; ``ec50`` in mg/L, ``slope`` in L/mg.  A Hill curve is evaluated
+    as ``emax * r / (1 + r)``, ``r = (c / ec50)**hill`` (see `value`).
     """
 
     channel: str
@@ -68,13 +69,43 @@ class Effect:
                 raise ValueError(f"Effect on {self.channel!r}: {k}={v!r} must be {allowed}")
 
     def value(self, c):
-        """Effect for concentration ``c`` (mg/L); works on numpy and JAX arrays."""
+        """Effect for concentration ``c`` (mg/L, >= 0); works on numpy and JAX arrays (also in
+        the fused GPU kernel, `vcohort.fused`) and on the SBML export's traced expressions.
+
+        A Hill exponent other than 1 is evaluated as ``emax * r / (1 + r)`` with ``r = (c /
+        ec50)**hill``, the ratio ``c / ec50`` capped where ``r`` reaches `HILL_R_MAX` (1e30).
+        The textbook ``c**hill / (c**hill + ec50**hill)`` is not finite in float32: at hill 20
+        ``c**hill`` overflows above c = 85 mg/L (inf/inf) and ``ec50**hill`` underflows to 0
+        for ec50 below 0.006 mg/L (0.013 where subnormals are flushed to zero; 0/0 at c = 0,
+        before any dose).  ``r`` is finite in float32 (max 3.4e38) and zero at c = 0 (a zero
+        gradient there for hill > 1); at the cap ``r / (1 + r)`` is 1 - 1e-30, which float64
+        rounds to 1, so the cap changes no float64 value.  Hill 1 keeps ``c / (c + ec50)``."""
         if self.kind == "linear":
             return self.slope * c
         if self.hill == 1.0:
             return self.emax * c / (c + self.ec50)
-        ch = c**self.hill
-        return self.emax * ch / (ch + self.ec50**self.hill)
+        x = c / self.ec50
+        if self.hill > 1.0:  # (for hill <= 1, r <= x: finite wherever c / ec50 is)
+            x = _minimum(x, HILL_R_MAX ** (1.0 / self.hill))
+        r = x**self.hill
+        return self.emax * r / (1.0 + r)
+
+
+HILL_R_MAX = 1e30  # the cap of (c / ec50)**hill in `Effect.value`
+
+
+def _minimum(a, b: float):
+    """``min(a, b)`` for a number or numpy array, a JAX array or tracer, or an SBML trace
+    (`vcohort.sbml.Sym`, written as a piecewise)."""
+    if isinstance(a, int | float | np.ndarray | np.generic):
+        return np.minimum(a, b)
+    from vcohort.sbml import XP, Sym
+
+    if isinstance(a, Sym):
+        return XP.minimum(a, b)
+    import jax.numpy as jnp
+
+    return jnp.minimum(a, b)
 
 
 WEIGHT_CL = ("CL", "Q2", "Q3")  # scaled by weight^weight_exponent_cl (`Drug.individual`)

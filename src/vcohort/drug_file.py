@@ -20,21 +20,28 @@ its unit and a source (or "assumption: why"), as the built-in catalogue does::
                                         # an omega block as correlations (optional)
 
     [nivolumab.pk]                      # CL, V1 required; Q2/V2, Q3/V3, ka, ke0, mtt_marrow
-    CL = { value = 7.8, unit = "mL/h", cv = 0.36, source = "Bajaj et al. 2017" }
-    V1 = { value = 3.63, unit = "L", cv = 0.36, source = "Bajaj et al. 2017" }
-    # Q2 = { value = 0.8, unit = "L/day", cv = 0.36, shared_eta = "CL", source = "..." }
-    #   shared_eta: this parameter's between-patient deviation is CL's draw (one ETA on both)
+    CL = { value = 7.81, unit = "mL/h", cv = 0.36, source = "Bajaj et al. 2017" }
+    V1 = { value = 4.02, unit = "L", cv = 0.36, source = "Bajaj et al. 2017" }
+    Q2 = { value = 32.1, unit = "mL/h", source = "Bajaj et al. 2017" }
+    V2 = { value = 2.78, unit = "L", cv = 0.54, source = "Bajaj et al. 2017" }
+    # shared_eta = "CL" in a parameter's table (which then needs a cv): its between-patient
+    #   deviation is CL's draw (one ETA on both)
 
     [[nivolumab.effects]]               # one per model effect channel the drug acts on
     channel = "pd1_occupancy"
-    ec50 = 0.5                          # mg/L (or ec50_nM, converted with mw)
-    source = "assumption: ..."
+    ec50 = 0.5                          # mg/L (or ec50_nM, converted with mw); emax, hill
+    source = "assumption: ..."          #   (<= 10); a linear channel's effect has slope (L/mg)
 
 PK units are converted to the catalogue's (L, L/day, 1/day, day); per-kg units (``L/kg``,
-``mL/min/kg``) are multiplied by ``ref_weight``.  The PK's terminal half-life must lie within
-10% of ``half_life_days`` (the test the built-in drugs pass), which catches a clearance given
-per hour as per day.  A drug file cannot redefine a built-in drug, and a name registered in
-this process keeps its first definition (compiled simulators are cached by drug).
+``mL/min/kg``) are multiplied by ``ref_weight`` and need their weight exponent > 0 (a per-kg
+value is one that changes with weight).  ``weight_scaled`` lists only parameters whose
+exponent is > 0, and an exponent > 0 needs a listed parameter to act on.  The PK's terminal
+half-life must lie within 10% of ``half_life_days`` (the test the built-in drugs pass), which
+catches a clearance given per hour as per day.  A drug file cannot redefine a built-in drug or
+take the name of a drug of a reference model's catalogue (de Pillis 2009's ``chemo``, ``il2``,
+``til``), and a name registered in this process keeps its first definition (compiled
+simulators are cached by drug).  Drug files add to the catalogue of the CSC–immune model; the
+reference models are dosed with their own drugs only.
 
 Use it with ``--drug-file FILE`` on the command line, ``drug_files = ["FILE"]`` in an
 experiment file, or `load_drugs` + `register_drugs` from Python.
@@ -46,8 +53,19 @@ import math
 import re
 from pathlib import Path
 
-from vcohort.config import Checker, read_toml
-from vcohort.drug import AMOUNT_UNITS, EFFECT_KINDS, ROUTES, SITES, Drug, Effect, pk_table
+from vcohort.config import Checker, ConfigError, read_toml
+from vcohort.drug import (
+    AMOUNT_UNITS,
+    DEPOT_ROUTES,
+    EFFECT_KINDS,
+    ROUTES,
+    SITES,
+    WEIGHT_CL,
+    WEIGHT_V,
+    Drug,
+    Effect,
+    pk_table,
+)
 
 HALF_LIFE_TOLERANCE = 0.10  # the tolerance the test suite holds the built-in drugs to
 # drug files registered in this process: path -> {name: table as read} (for run manifests)
@@ -85,6 +103,10 @@ PK_UNITS = {
 
 
 MAX_CV = 2.0  # the largest between-patient CV of the built-in tables (200%)
+# assumption: a Hill exponent above 10 makes an Emax curve an on/off switch (the concentration
+# going from 10% to 90% of the effect changes by 81**(1/hill): x1.55 at hill 10, x1.25 at 20),
+# a shape outside what Emax models fitted to clinical exposure-response data use
+HILL_MAX = 10.0
 
 
 def _reserved(name: str) -> bool:
@@ -102,6 +124,20 @@ def builtin_names() -> frozenset[str]:
     return BUILTIN
 
 
+def taken_names() -> dict[str, str]:
+    """The names a drug file may not give a drug, with whose they are: the built-in drugs and
+    the drugs of every registered model's own catalogue (`vcohort.model.models`; de Pillis
+    2009's ``chemo``, ``il2``, ``til``: a file's ``chemo`` would be shadowed by the model's
+    under ``--model depillis2009``, while the run's manifest listed the file)."""
+    from vcohort.model import models
+
+    out = {n: "a built-in drug" for n in builtin_names()}
+    for m in models().values():
+        for n in m.catalogue or {}:
+            out.setdefault(n, f"a drug of model {m.name}'s own catalogue")
+    return out
+
+
 def parse_drugs(tables: dict, source: str = "<drug file>", model=None) -> dict[str, Drug]:
     """Validate drug tables (``{name: table}``, as read from a drug file) into `Drug`s for
     ``model`` (default the CSC–immune model); every bad field is listed in one
@@ -109,6 +145,16 @@ def parse_drugs(tables: dict, source: str = "<drug file>", model=None) -> dict[s
     from vcohort.model import CSC_IMMUNE
 
     model = CSC_IMMUNE if model is None else model
+    if model.catalogue is not None:
+        own = ", ".join(model.catalogue) or "none"
+        raise ConfigError(
+            source,
+            [
+                f"(model) {model.name!r} is dosed with its own drugs only ({own}); drug files "
+                f"add drugs to the catalogue of the {CSC_IMMUNE.name} model: drop the drug file "
+                f"or the model"
+            ],
+        )
     ck = Checker(source)
     if not isinstance(tables, dict) or not tables:
         ck.error("(top level)", "expected one or more [DRUG] tables, e.g. [nivolumab]")
@@ -172,7 +218,9 @@ def experiment_drugs_problem(used, drug_files: dict) -> str | None:
 
 
 def use_drug_files(paths, base_dir: Path | None = None, model=None) -> dict[str, Drug]:
-    """Load and register every drug file in ``paths`` (relative ones from ``base_dir``)."""
+    """Load and register every drug file in ``paths`` (relative ones from ``base_dir``),
+    validated for ``model`` (default the CSC–immune model; a reference model, which has its
+    own catalogue, is refused: `parse_drugs`)."""
     out: dict[str, Drug] = {}
     for f in paths:
         p = Path(f)
@@ -207,8 +255,13 @@ def _drug(ck: Checker, name, t, model) -> Drug | None:
             str(name), "a drug name is lower-case ASCII letters, digits and _ (e.g. nivolumab)"
         )
         return None
-    if name in builtin_names():
-        ck.error(name, f"{name!r} is a built-in drug; give yours another name")
+    taken = taken_names()
+    if name in taken:
+        ck.error(
+            name,
+            f"{name!r} is {taken[name]}; give yours another name (taken: "
+            f"{', '.join(sorted(taken))})",
+        )
         return None
     if _reserved(name):
         ck.error(name, f"{name!r} is a word of the regimen syntax; give the drug another name")
@@ -238,12 +291,18 @@ def _drug(ck: Checker, name, t, model) -> Drug | None:
     params, shared = _pk(ck, name, t.get("pk", {}), ref_weight)
     if route == "iv" and "ka" in params:
         ck.error(f"{name}.pk.ka", "an absorption rate is for oral or sc drugs; this one is iv")
-    effects = _effects(ck, name, t.get("effects", []), model, kw["mw"])
     # the names the pk table gives, parsed or not (a bad V1 is its own error, not also an
     # "eta_correlation ... 'V1' is not allowed")
     pk_raw = t.get("pk", {})
     named = tuple(pk_raw) if isinstance(pk_raw, dict) else params.names
+    if isinstance(pk_raw, dict):
+        _check_structure(ck, name, route, kw["marrow_chain"], named)
+    sites = {"central", "effect"} if "ke0" in named else {"central"}
+    if kw["marrow_chain"] != 0 or "mtt_marrow" in named:  # (a missing half: its own error)
+        sites.add("marrow")
+    effects = _effects(ck, name, t.get("effects", []), model, kw["mw"], sites)
     kw["eta_correlation"] = _eta_correlation(ck, name, t.get("eta_correlation", []), named)
+    scaled: tuple | None | bool = None  # False: given, but not a valid list
     if "weight_scaled" in t:
         ws = t["weight_scaled"]
         allowed = [k for k in ("CL", "Q2", "Q3", "V1", "V2", "V3") if k in named]
@@ -253,8 +312,11 @@ def _drug(ck: Checker, name, t, model) -> Drug | None:
                 f"{ws!r}: a list of distinct PK parameters of this drug that weight scales, "
                 f"among {allowed}",
             )
+            scaled = False
         else:
-            kw["weight_scaled"] = tuple(ws)
+            kw["weight_scaled"] = scaled = tuple(ws)
+    if isinstance(pk_raw, dict) and scaled is not False:
+        _check_weight_scaling(ck, name, kw, scaled, pk_raw)
     if len(ck.errors) > n_err:
         return None
     try:
@@ -269,6 +331,88 @@ def _drug(ck: Checker, name, t, model) -> Drug | None:
     if drug is not None:
         _check_half_life(ck, drug)
     return drug
+
+
+def _check_structure(ck: Checker, name: str, route, chain, named) -> None:
+    """The compartments the PK table must give together (what `Drug` checks, named here by
+    field so that they are listed with every other bad field): Q2 with V2, Q3 with V3, ka for
+    a depot route, mtt_marrow with marrow_chain."""
+    for a, b in (("Q2", "V2"), ("Q3", "V3")):
+        if (a in named) != (b in named):
+            have, miss = (a, b) if a in named else (b, a)
+            ck.error(
+                f"{name}.pk.{miss}",
+                f"required key is missing: {a} and {b} go together (a peripheral compartment's "
+                f"clearance and volume); {have} is given",
+            )
+    if route in DEPOT_ROUTES and "ka" not in named:
+        ck.error(
+            f"{name}.pk.ka",
+            f"required key is missing: {route} drugs need an absorption rate 'ka' (route = "
+            f"{route!r}; iv drugs have none)",
+        )
+    if chain is None:  # (a bad marrow_chain: its own error)
+        return
+    if chain > 0 and "mtt_marrow" not in named:
+        ck.error(
+            f"{name}.pk.mtt_marrow",
+            f"required key is missing: marrow_chain ({chain}) and the PK parameter mtt_marrow "
+            "go together (the delay chain's mean transit time)",
+        )
+    elif chain == 0 and "mtt_marrow" in named:
+        ck.error(
+            f"{name}.marrow_chain",
+            "required key is missing: the PK parameter mtt_marrow is given, and marrow_chain "
+            "(the number of transit compartments of the delay chain, 1-20) and mtt_marrow go "
+            "together",
+        )
+
+
+def _check_weight_scaling(ck: Checker, name: str, kw: dict, scaled, pk_raw: dict) -> None:
+    """Weight settings that contradict each other.  `Drug.individual` multiplies each listed
+    parameter (``weight_scaled``; None: every clearance and volume) by ``(WT /
+    ref_weight)**exponent``, ``weight_exponent_cl`` for CL, Q2, Q3 and ``weight_exponent_v``
+    for V1-V3; a per-kg unit only gives the value at ``ref_weight`` (value x ref_weight)."""
+    for field, members, word in (
+        ("weight_exponent_cl", WEIGHT_CL, "clearances"),
+        ("weight_exponent_v", WEIGHT_V, "volumes"),
+    ):
+        a = kw[field]
+        if a is None:  # (a bad exponent: its own error)
+            continue
+        have = [k for k in members if k in pk_raw]
+        if scaled is not None:
+            listed = [k for k in scaled if k in members]
+            if a == 0 and listed:
+                ck.error(
+                    f"{name}.weight_scaled",
+                    f"{list(scaled)!r} lists {', '.join(listed)}, but {field} is 0 (no weight "
+                    f"effect); allowed: {field} > 0, or weight_scaled without {', '.join(listed)}",
+                )
+            elif a > 0 and not listed:
+                ck.error(
+                    f"{name}.{field}",
+                    f"{a:g}, but weight_scaled {list(scaled)!r} lists none of the drug's {word} "
+                    f"({', '.join(have)}), so it scales nothing; allowed: 0, or list the {word} "
+                    "it scales in weight_scaled",
+                )
+        for k in have:
+            spec = pk_raw[k]
+            unit = spec.get("unit") if isinstance(spec, dict) else None
+            if not (isinstance(unit, str) and unit.endswith("/kg")):
+                continue
+            if a == 0:
+                why = f"{field} is 0"
+            elif scaled is not None and k not in scaled:
+                why = f"weight_scaled {list(scaled)!r} leaves {k} out"
+            else:
+                continue
+            ck.error(
+                f"{name}.pk.{k}.unit",
+                f"{unit!r} is per kg, but {why}: {k} would be the same at every weight; "
+                f"allowed: a per-kg unit with {field} > 0 (1: proportional to weight) and "
+                f"{k} weight-scaled, or a unit not per kg",
+            )
 
 
 def _pk(ck: Checker, name: str, raw, ref_weight):
@@ -333,7 +477,7 @@ def _eta_correlation(ck: Checker, name: str, raw, names) -> tuple:
     return tuple(out)
 
 
-def _effects(ck: Checker, name: str, raw, model, mw):
+def _effects(ck: Checker, name: str, raw, model, mw, sites=tuple(SITES)):
     path = f"{name}.effects"
     if not isinstance(raw, list):
         ck.error(path, f"expected [[{name}.effects]] tables, got {raw!r}")
@@ -354,6 +498,14 @@ def _effects(ck: Checker, name: str, raw, model, mw):
             ck.error(f"{p}.kind", f"{kind!r}: channel {channel!r} is a fraction in [0, 1] and "
                                   "takes emax effects")  # fmt: skip
         site = ck.get(t, "site", p, "str", "central", choices=SITES)
+        if site is not None and site not in sites:
+            ck.error(
+                f"{p}.site",
+                f"{site!r}: the {channel!r} effect acts at site {site!r}, which this drug does "
+                f"not have (its sites: {', '.join(s for s in SITES if s in sites)}; 'effect' "
+                "needs pk.ke0, 'marrow' needs marrow_chain and pk.mtt_marrow)",
+            )
+            site = None
         src = ck.get(t, "source", p, "str", "")
         if src is not None and "source" in t and not src.strip():
             ck.error(f"{p}.source", "give a source, or 'assumption: why'")
@@ -373,12 +525,27 @@ def _effects(ck: Checker, name: str, raw, model, mw):
                     kw["ec50"] = nm * mw * 1e-6  # nM x g/mol -> mg/L
             kw["emax"] = ck.get(t, "emax", p, "float", 1.0, gt=0, le=1 if fraction else None)
             kw["hill"] = ck.get(t, "hill", p, "float", 1.0, gt=0)
+            if kw["hill"] is not None and kw["hill"] > HILL_MAX:
+                ck.error(
+                    f"{p}.hill",
+                    f"{kw['hill']:g}: allowed 0 < hill <= {HILL_MAX:g} (a steeper curve is an "
+                    "on/off switch at ec50, not an exposure-response fitted to clinical data)",
+                )
+                kw["hill"] = None
         elif kind == "linear":
             for k in ("ec50", "ec50_nM", "emax", "hill"):
                 if k in t:
                     ck.error(f"{p}.{k}", "a linear effect has slope (L/mg) only")
+            if "slope" not in t:
+                what = "kind = 'linear'" if "kind" in t else f"channel {channel!r} is linear"
+                ck.error(
+                    f"{p}.slope",
+                    f"required key is missing: a linear effect ({what}) is slope x "
+                    "concentration; give slope (L/mg, a number >= 0)",
+                )
             kw["slope"] = ck.get(t, "slope", p, "float", None, ge=0)
-        if channel is None or kind is None or any(v is None for v in kw.values()) or not src:
+        bad = channel is None or kind is None or site is None or not src
+        if bad or any(v is None for v in kw.values()):
             continue
         out.append(Effect(channel, kind, site=site, source=src, **kw))
     return tuple(out)

@@ -290,9 +290,9 @@ def to_sbml(
         '<?xml version="1.0" encoding="UTF-8"?>',
         f'<sbml xmlns="{SBML_NS}" level="3" version="2">',
         f'  <model id="{model_id}" name="vcohort {escape(model.name)}" timeUnits="day">',
-        '    <notes><body xmlns="http://www.w3.org/1999/xhtml"><p>'
-        + escape(f"Exported by vcohort from model {model.name} ({model.source}). Time in days.")
-        + "</p></body></notes>",
+        '    <notes><body xmlns="http://www.w3.org/1999/xhtml">'
+        + "".join(f"<p>{escape(p)}</p>" for p in units_notes(model, drugs))
+        + "</body></notes>",
         "    <listOfUnitDefinitions>",
         '      <unitDefinition id="day"><listOfUnits>'
         '<unit kind="second" exponent="1" scale="0" multiplier="86400"/>'
@@ -336,6 +336,54 @@ def to_sbml(
         x.append("    </listOfEvents>")
     x += ["  </model>", "</sbml>", ""]
     return "\n".join(x)
+
+
+def units_notes(model, drugs) -> list[str]:
+    """The export's units, one paragraph each, for its notes: time, the model's states
+    (`Model.state_units`), each drug's amounts, concentrations, infusion rate and PK
+    parameters (`vcohort.drug`: mg, or 1e6 cells for a cell product; a drug dosed into a model
+    state in that state's unit) and the effect channels it drives."""
+    out = [
+        f"Exported by vcohort from model {model.name} ({model.source}).",
+        "Units: time in days (every rate is per day).",
+    ]
+    su = getattr(model, "state_units", None) or {}
+    if su:
+        out.append("Model states: " + ", ".join(f"{k} ({u})" for k, u in su.items()) + ".")
+    channels = {}
+    for d in drugs:
+        if d.target_state is not None:
+            u = su.get(d.target_state, "the state's unit")
+            out.append(
+                f"Drug {d.name}: doses add to state {d.target_state} ({u}); "
+                f"{d.name}_infusion_rate in {u} per day."
+            )
+            continue
+        u = d.amount_unit
+        virtual = [c for c in d.compartments if c == "effect" or c.startswith("marrow")]
+        note = (
+            f" ({', '.join(virtual)}: virtual amounts, the site's concentration x V1)"
+            if virtual
+            else ""
+        )
+        pk = ", ".join(f"{d.name}_{p.name} ({p.unit})" for p in d.params)
+        out.append(
+            f"Drug {d.name}: amounts {', '.join(f'{d.name}_{c}' for c in d.compartments)} in "
+            f"{u}{note}; concentrations conc_{d.name}_* in {u}/L; {d.name}_infusion_rate in "
+            f"{u}/day; PK parameters for this patient's weight: {pk}."
+        )
+        channels.update({e.channel: None for e in d.effects})
+    if channels:
+        kinds = getattr(model, "effect_channels", {}) or {}
+        out.append(
+            "Effect channels: "
+            + ", ".join(
+                f"e_{c} ({'fraction 0-1' if kinds[c][0] == 'emax' else kinds[c][1]})"
+                for c in channels
+            )
+            + "."
+        )
+    return out
 
 
 def patient_sbml(cohort, i: int, schedule=None, *, model=None, drugs=None) -> str:

@@ -97,8 +97,11 @@ def _main(args, all_cores: bool) -> int:
             use_cpu_cores(args.cpu_devices, strict=False)  # before anything runs on JAX
         if getattr(args, "drug_file", None):
             from vcohort.drug_file import use_drug_files
+            from vcohort.model import get_model
 
-            use_drug_files(args.drug_file)  # validated before the command reads a regimen
+            # validated, for the model the command runs, before it reads a regimen
+            model = get_model(args.model) if getattr(args, "model", None) else None
+            use_drug_files(args.drug_file, model=model)
         return COMMANDS[args.command][1](args)
     except ValueError as e:
         print(f"vcohort: error: {e}", file=sys.stderr)

@@ -25,7 +25,8 @@ def add_export_sbml(sub) -> None:
         "--patient",
         type=int,
         default=None,
-        help="patient id of `simulate --seed SEED` to export (default: typical parameters)",
+        help="patient id of `simulate --seed SEED` to export (default: the typical patient: "
+        "every parameter at its typical value, covariates at the population's medians)",
     )
     e.add_argument(
         "--patient-params",
@@ -54,7 +55,8 @@ def add_export_sbml(sub) -> None:
     e.add_argument(
         "--population",
         default=None,
-        help="population preset or TOML file of `simulate --population` (with --patient)",
+        help="population preset or TOML file of `simulate --population`: draws --patient from "
+        "it, or gives the typical patient its typical values and median covariates",
     )
     _add_model_arg(e)
 
@@ -93,8 +95,6 @@ def run_export_sbml(args) -> int:
     if args.population is not None:
         from vcohort.population import load_population
 
-        if args.patient is None:
-            raise ValueError("--population needs --patient (the typical patient has none)")
         population = load_population(args.population)
     values = read_overrides(args.patient_params, args.row) if args.patient_params else {}
     runin, runin_dt = _run_runin(args)
@@ -111,7 +111,7 @@ def run_export_sbml(args) -> int:
 
         schedule = schedule_on_grid(schedule, args.on_grid, args.days)
     if args.patient is None:
-        cohort = make_cohort(1, seed=args.seed, model=model, variability=False)
+        cohort = typical_cohort(model, population)
     else:
         cohort = make_cohort(
             1, seed=args.seed, model=model, first_id=args.patient, population=population
@@ -121,6 +121,33 @@ def run_export_sbml(args) -> int:
     out.write_text(patient_sbml(cohort, 0, schedule, model=model, drugs=drugs))
     print(f"wrote {args.out} ({model.name}, patient {int(cohort.patient_id[0])})")
     return 0
+
+
+def typical_cohort(model, population=None, **kw):
+    """The typical patient of ``population`` (default: the default preset) as a one-patient
+    cohort: every model and PK parameter at its typical value, and the covariates at the
+    population's medians (`vcohort.population.CovariateSpec.median`, the typical value of a
+    log-normal covariate; BSA from the median weight and height, Du Bois; PD-L1 positive when
+    the prevalence is above 1/2), with its day-0 state built from the median baseline
+    diameter.  ``kw``: more `vcohort.cohort.make_cohort` arguments (e.g. ``runin_days``)."""
+    import numpy as np
+
+    from vcohort.cohort import bsa_dubois, effective_population, make_cohort
+
+    pop = effective_population(population, model)
+    med = {k: float(spec.median) for k, spec in pop.covariates.items()}
+    c = make_cohort(
+        1,
+        model=model,
+        variability=False,
+        population=population,
+        baseline_diameter_mm=med["baseline_diameter_mm"],
+        **kw,
+    )
+    cov = dict(c.covariates) | {k: np.array([v]) for k, v in med.items()}
+    cov["bsa_m2"] = bsa_dubois(cov["weight_kg"], cov["height_cm"])
+    cov["pdl1_positive"] = np.array([pop.pdl1_prevalence > 0.5])
+    return c.replace(covariates=cov)
 
 
 def _run_runin(args) -> tuple[int | None, float]:
