@@ -564,24 +564,26 @@ def integrate(plan: Plan, day_advance, carry, p: dict, bolus, rate, *extra) -> d
     y0 = carry[0]
     tm = jax.tree_util.tree_map
 
-    # every day's end, not only the save days: the most negative state as a fraction of its
-    # largest magnitude so far, and the first day it passed -NEGATIVE_TOL (see `_status`)
-    def lowest(y, hi):
+    # every day's end, not only the save days (see `_status`): each state's lowest value and
+    # largest magnitude, and the first day a state fell below -NEGATIVE_TOL x its largest
+    # magnitude so far (the flag itself compares with the whole run's largest, as the saved
+    # states' check does, so a state starting at 0 is not flagged for a round-off negative)
+    def rel(y, hi):
         return functools.reduce(
             jnp.minimum, [y[n] / jnp.where(hi[n] > 0, hi[n], 1.0) for n in sorted(y)]
         )
 
     def watch(w, y):
-        hi, low, first, d = w
+        hi, lo, first, d = w
         hi = tm(lambda h, v: jnp.maximum(h, jnp.abs(v)), hi, y)
-        frac, d = lowest(y, hi), d + 1
-        first = jnp.where((first < 0) & (frac < -NEGATIVE_TOL), d, first)
-        return hi, jnp.minimum(low, frac), first, d
+        lo, d = tm(jnp.minimum, lo, y), d + 1
+        first = jnp.where((first < 0) & (rel(y, hi) < -NEGATIVE_TOL), d, first)
+        return hi, lo, first, d
 
     hi0 = tm(jnp.abs, y0)
-    low0 = lowest(y0, hi0)
-    zero = jnp.zeros_like(low0)
-    w0 = (hi0, low0, jnp.where(low0 < -NEGATIVE_TOL, zero, zero - 1.0), zero)
+    rel0 = rel(y0, hi0)
+    zero = jnp.zeros_like(rel0)
+    w0 = (hi0, y0, jnp.where(rel0 < -NEGATIVE_TOL, zero, zero - 1.0), zero)
     carry = (carry, w0)
 
     @jax.checkpoint
@@ -608,12 +610,12 @@ def integrate(plan: Plan, day_advance, carry, p: dict, bolus, rate, *extra) -> d
         carry, daily = lax.scan(day, carry, xs)
         saved_parts.append(tm(lambda v: v[None], carry[0][0]))
         daily_parts.append(daily)
-    carry, (_, low, first, _) = carry
+    carry, (hi, lo, first, _) = carry
     cat = lambda parts: tm(lambda *v: jnp.concatenate(v), *parts)  # noqa: E731
     out = {
         "saved": cat(saved_parts),
         "daily": cat(daily_parts),
-        "negative": {"lowest": low, "first_day": first},
+        "negative": {"lowest": rel(lo, hi), "first_day": first},
         "auc": {
             d.name: v
             for d, v in zip(drugs, carry[2], strict=True)
@@ -704,7 +706,9 @@ class Trajectories:
             ``ANC``) -> (P, days+1).
         auc: drug -> (P,) plasma AUC over the horizon, mg·day/L.
         status: (P,) status codes (`STATUS_MESSAGES`); 0 = ok.
-        status_day: (P,) first day a failure showed in the daily outputs (-1 if none).
+        status_day: (P,) first day a failure showed (-1 if none): the first non-finite daily
+            output, else the first day's end with a state below -1e-6 x its largest magnitude
+            so far (`_status`).
         drugs: drug names of the schedule.
         timings: seconds spent compiling+running and running.
         dosing: per drug with a hold rule (`vcohort.dose_rules.DoseRule`),
@@ -742,9 +746,11 @@ NEGATIVE_TOL = 1e-6
 
 def _status(states: dict, daily: dict, watch: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Status codes and the first bad day per patient.  ``watch`` (`integrate`'s "negative"): each
-    patient's most negative state, relative to that state's largest magnitude so far, over
-    every day's end, and the first day it passed the tolerance; without it (the reference
-    solvers) only the saved states are checked."""
+    patient's lowest state over every day's end relative to that state's largest magnitude over
+    the run (flagged below -NEGATIVE_TOL), and the first day a state fell below the tolerance
+    relative to its largest magnitude so far; without it (the reference solvers) only the
+    saved states are checked.  The bad day of a non-finite patient (first non-finite daily
+    output) replaces that of a negative one."""
     P = next(iter(states.values())).shape[0]
     status = np.zeros(P, dtype=np.int64)
     finite = np.ones(P, dtype=bool)
@@ -758,8 +764,9 @@ def _status(states: dict, daily: dict, watch: dict | None = None) -> tuple[np.nd
     bad_day = np.full(P, -1, dtype=np.int64)
     if watch is not None:
         low, first = np.asarray(watch["lowest"]), np.asarray(watch["first_day"])
-        negative |= np.where(np.isnan(low), False, low < -NEGATIVE_TOL)
-        bad_day = np.where(first >= 0, first, -1).astype(np.int64)
+        seen = np.where(np.isnan(low), False, low < -NEGATIVE_TOL)
+        negative |= seen
+        bad_day = np.where(seen & (first >= 0), first, -1).astype(np.int64)
     status[negative] = STATUS_NEGATIVE
     status[~finite] = STATUS_NONFINITE
     d = np.ones_like(next(iter(daily.values())), dtype=bool)

@@ -556,7 +556,12 @@ def ifng_induces_pdl1_and_m1(runs: Runs) -> Check:
     p0 = ratio("PDL1", v)
     m0 = m12(runs.variant("no_m21", k_M21=0.0))
     chk.values |= {"without_mechanism_pdl1": _med(p0), "without_mechanism_m1_m2": _med(m0)}
-    chk.require("a_PDL1_IFN = 0: PD-L1 unchanged (1e-6)", np.allclose(p0, 1.0, rtol=0, atol=1e-6))
+    # wiring: anti-PD-1 reaches PD-L1 only through this term, so this confirms the term is
+    # the route, not the biology; k_M21 below is the informative removal
+    chk.require(
+        "a_PDL1_IFN = 0: PD-L1 unchanged (1e-6; wiring)",
+        np.allclose(p0, 1.0, rtol=0, atol=1e-6),
+    )
     chk.require("k_M21 = 0: no M1/M2 rise (median × <= 1)", _med(m0) <= 1.0)
     return chk
 
@@ -623,8 +628,10 @@ def anti_ccr4_depletes_tregs(runs: Runs) -> Check:
     `vcohort.validation.clinical.treg_depletion_with_anti_pd1`."""
     chk = _check(
         "anti_ccr4_depletes_tregs",
-        "Mogamulizumab depletes tumour Tregs and, through them, helps anti-PD-1",
-        "§4.2(3) (ref 65: Jinushi et al. 2025, J Immunother Cancer 13:e010634)",
+        "Mogamulizumab depletes tumour Tregs and, in the model, helps anti-PD-1 (the review's "
+        "claim; the clinic saw no gain: clinical.treg_depletion_with_anti_pd1)",
+        "§4.2(3) (depleting Tregs 'can relieve immunosuppression'); depletion: ref 65, Jinushi "
+        "et al. 2025, J Immunother Cancer 13:e010634",
         "k_ccr4 in `treg_depletion`; the Treg ratio (K_Treg) in `tcell_kill_*`",
     )
     d = 30
@@ -638,7 +645,11 @@ def anti_ccr4_depletes_tregs(runs: Runs) -> Check:
     # "depleted" (Jinushi 2025) read as more than half of the Tregs gone in every patient
     # (assumption: the paper reports depletion, not a fraction, for the tumour)
     chk.require("Treg density × < 0.5 in every patient", np.all(t < 0.5))
-    chk.require("combination below pembrolizumab in every patient", np.all(h < 1.0))
+    # the review's claim, which the model encodes; a randomised comparison is lacking and the
+    # one comparative trial saw no gain (Hong 2022: `clinical.treg_depletion_with_anti_pd1`)
+    chk.require(
+        "combination below pembrolizumab in every patient (the review's claim)", np.all(h < 1.0)
+    )
     v = runs.variant("no_ccr4", k_ccr4=0.0)
     t0, h0 = dens(v), help_(v)
     h_k = help_(runs.variant("no_k_treg", K_Treg=0.0))
@@ -649,7 +660,7 @@ def anti_ccr4_depletes_tregs(runs: Runs) -> Check:
         "treg_suppression_share": share,
     }
     chk.require(
-        "k_ccr4 = 0: no change (1e-6)",
+        "k_ccr4 = 0: no change (1e-6; wiring)",
         np.allclose(t0, 1, rtol=0, atol=1e-6) and np.allclose(h0, 1, rtol=0, atol=1e-6),
     )
     # the gain comes through the Tregs' suppression of effector T cells, not their cytokines

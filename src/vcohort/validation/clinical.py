@@ -250,33 +250,42 @@ def _orr_by_dose(model, cohort, days):
     ]
     _, ep, _, _ = run_arms(model, cohort, arms, days, progress=False)
     finished = bool(np.all(ep["status"] == 0))
-    orr = {a: float(e["bor"].isin(["CR", "PR"]).mean()) for a, e in ep.groupby("arm")}
-    return orr["2 mg/kg"], orr["10 mg/kg"], finished
+    resp = {a: e["bor"].isin(["CR", "PR"]).to_numpy() for a, e in ep.groupby("arm")}
+    return resp["2 mg/kg"], resp["10 mg/kg"], finished
 
 
 def pembrolizumab_dose_response_flat(n: int = 500, seed: int = 0, days: int = 210) -> Check:
     """Pembrolizumab's response rate barely changes from 2 to 10 mg/kg q3w (KEYNOTE-002: 21%
     vs 25%; KEYNOTE-001: 26% at both), the basis of its flat dosing (exposure-response flat
-    over that range: Elassaiss-Schaap et al. 2017).  Mechanism: PD-1 occupancy is near
-    saturation at the 2 mg/kg trough (EC50 0.5 mg/L against a first trough of ~10 mg/L)."""
+    over that range: Elassaiss-Schaap et al. 2017).  The criterion is the trial's own
+    precision: the model's ratio within KEYNOTE-002's CI, which admits a modest rise (the model
+    has one: the paired counts are recorded).  The model's PD-1 occupancy is near saturation at
+    the 2 mg/kg trough (EC50 0.5 mg/L against a first trough of ~10 mg/L); the unsaturated
+    variant shows what a dose-dependent occupancy would do."""
     cohort = make_cohort(n, seed=seed)
-    o2, o10, ok = _orr_by_dose(CSC_IMMUNE, cohort, days)
+    r2, r10, ok = _orr_by_dose(CSC_IMMUNE, cohort, days)
+    o2, o10 = float(r2.mean()), float(r10.mean())
     (p1, n1), (p2, n2) = KN002_DOSES.values()
     rr_trial, lo, hi = risk_ratio_ci(p1, n1, p2, n2)
     # mechanism removed: occupancy half-saturated at the typical patient's first 2 mg/kg
     # trough (~10 mg/L: Ahamadi 2017's 2-compartment model, 77 kg, day 21), so that both doses
     # sit on the rising part of the exposure-response curve
-    u2, u10, ok0 = _orr_by_dose(with_pd1_ec50(CSC_IMMUNE, 10.0), cohort, days)
+    q2, q10, ok0 = _orr_by_dose(with_pd1_ec50(CSC_IMMUNE, 10.0), cohort, days)
+    u2, u10 = float(q2.mean()), float(q10.mean())
     rr, rr0 = o10 / o2, (u10 / u2 if u2 > 0 else float("inf"))
     chk = Check(
         "clinical.pembrolizumab_dose_response_flat",
-        "Pembrolizumab 10 mg/kg gives about the response rate of 2 mg/kg",
+        "Pembrolizumab 10 vs 2 mg/kg: a response-rate ratio within KEYNOTE-002's",
         "KEYNOTE-002, Ribas et al. 2015, Lancet Oncol 16:908 (ORR 21% of 180 at 2 mg/kg, 25% "
         "of 181 at 10 mg/kg q3w); KEYNOTE-001, Robert et al. 2014, Lancet 384:1109 (26% at "
         "both); occupancy EC50: Elassaiss-Schaap et al. 2017",
         {
             "orr_2_vs_10_mgkg": [o2, o10],
             "orr_ratio_10_vs_2": rr,
+            "responders_only_at_10_vs_only_at_2_mgkg": [
+                int(np.sum(r10 & ~r2)),
+                int(np.sum(r2 & ~r10)),
+            ],
             "keynote002_ratio_and_95ci": [rr_trial, lo, hi],
             "without_mechanism_orr_2_vs_10_mgkg": [u2, u10],
             "without_mechanism_orr_ratio": rr0,
@@ -285,8 +294,11 @@ def pembrolizumab_dose_response_flat(n: int = 500, seed: int = 0, days: int = 21
         f"best overall response by RECIST 1.1 over {days} days (assessments every 42 d).  The "
         "criterion is the response-rate ratio, not the difference, because the uncalibrated "
         "model's response rates sit at another level than the trial's; its 95% CI is the "
-        "Katz log-scale interval from KEYNOTE-002's published rates and arm sizes.  Without "
-        "the mechanism the occupancy EC50 is raised from 0.5 to 10 mg/L.",
+        "Katz log-scale interval from KEYNOTE-002's published rates and arm sizes (rounded "
+        "percentages).  That CI admits up to a 1.7-fold rise, so the check tells a flat or "
+        "modest dose response from a steep one, not flat from modest: on the same patients "
+        "the model has a modest rise (the paired counts of patients responding at one dose "
+        "only).  Without the mechanism the occupancy EC50 is raised from 0.5 to 10 mg/L.",
     )
     chk.require("every patient finished (both EC50s)", ok and ok0)
     chk.require(
