@@ -90,9 +90,10 @@ SX682 = Drug(
                 554.5,
                 "L/day",
                 0.4,
-                "assumption: CL/F giving t1/2 6 h with V/F 200 L; ANC (the CXCR2 PD marker) "
-                "normalises within 24 h of holding SX-682 (phase 1, NCT04245397, ASH 2021 "
-                "abstract), so the effect, hence exposure, is short-lived",
+                "assumption: CL/F giving t1/2 6 h with V/F 200 L (no half-life published); "
+                "the ANC fall (the CXCR2 PD marker) reversed on stopping SX-682 in the phase "
+                "1 MDS trial (NCT04245397, ASH 2021 abstract), consistent with short-lived "
+                "exposure",
                 "apparent clearance CL/F",
             ),
             (
@@ -114,8 +115,10 @@ SX682 = Drug(
             site="central",
             source=(
                 "assumption: EC50 placed so that 150 mg BID (average concentration 0.54 mg/L "
-                "with the assumed CL/F) gives ~90% inhibition, as the ANC fall plateaus "
-                "(max -66%) above 150 mg BID in phase 1 (ASH 2021 abstract, NCT04245397)"
+                "with the assumed CL/F) gives ~90% inhibition: neutrophils fell by up to 66% "
+                "at >= 150 mg BID in the melanoma phase 1 (NCT03161431; Patel et al. 2024, J "
+                "Clin Oncol 42(16_suppl):9508, as SOURCES.md records) and the ANC fall "
+                "plateaued at 200-400 mg in the MDS phase 1 (NCT04245397, ASH 2021 abstract)"
             ),
         ),
     ),

@@ -6,7 +6,7 @@ once, generically over ``xp`` (``numpy`` or ``jax.numpy``) and over scalars, so 
 equations drive the JAX simulator (vectorised by ``vmap``) and the independent scipy reference.
 
 Review sections ("§") refer to Yu & Gong 2025, Front. Immunol. 16:1620807.
-QSP-IO refers to the QSPIO-TNBC model (Wang et al. 2021; GitHub HanwenWang95/QSPIO-TNBC),
+QSP-IO refers to the QSPIO-TNBC model (Wang et al. 2021, 2022; GitHub HanwenWang95/QSPIO-TNBC),
 whose rate laws (``model/*.m``) and values (``parameters/parameters_TNBC.m``) we reuse where noted.
 
 Soluble signals are concentrations in the tumour interstitium produced per cell: a producer

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from vcohort.model.parameters import Param, ParamTable
 
-_QSPIO = "QSP-IO (QSPIO-TNBC parameters_TNBC.m / Jafarnejad et al. 2019 AAPS J 21:79)"
+_QSPIO = (
+    "QSP-IO (GitHub HanwenWang95/QSPIO-TNBC, parameters/parameters_TNBC.m at commit acc8366; "
+    "the model of Wang et al. 2021, J Immunother Cancer 9:e002100, with the macrophage module "
+    "of Wang et al. 2022, iScience 25:104702; NSCLC ancestor: Jafarnejad et al. 2019, AAPS J "
+    "21:79)"
+)
 _STEIN = (
     "Stein et al. 2019, CPT:PSP 8:285, Table 1 (tisagenlecleucel; "
     "nlmixr2lib Stein_2019_Tisagenlecleucel.R)"
@@ -561,7 +566,15 @@ _ROWS = [
     ("k_M21", 0.045, "1/day", 0.0, _QSPIO + ": M2→M1 0.045/day", "maximal M2→M1 polarisation"),
     ("K_TGF_M", 0.07, "nM", 0.0, _QSPIO + ": 0.07 nM", "TGF-β half-sat. for M1→M2"),
     ("K_IL10_M", 0.008, "nM", 0.0, _QSPIO + ": 8 pM", "IL-10 half-sat. for M1→M2"),
-    ("K_IFN", 0.0029, "nM", 0.0, _QSPIO + ": IFN-γ 2.9 pM", "IFN-γ half-sat. for M2→M1 and PD-L1"),
+    (
+        "K_IFN",
+        0.0029,
+        "nM",
+        0.0,
+        _QSPIO + ": IFNg_50 2.9 pM (M2→M1); its PD-L1 induction has IFNg_50_ind 2.96 pM, "
+        "2% apart, one value here",
+        "IFN-γ half-sat. for M2→M1 and PD-L1",
+    ),
     (
         "k_M1",
         0.33,
@@ -576,8 +589,9 @@ _ROWS = [
         "-",
         0.0,
         _a(
-            "effector:target form as for T cells; QSP-IO's K_Mac_C is 2 (phagocytosis_module.m, "
-            "with IL-10 and CD47 brakes omitted here): not yet reconciled"
+            "effector:target form as for T cells; QSP-IO's K_Mac_C is 2 (macrophage_module.m; "
+            "the IL-10 brake there and phagocytosis_module.m's CD47/PD-1 brake are omitted "
+            "here): not yet reconciled"
         ),
         "M1:tumour ratio constant",
     ),
