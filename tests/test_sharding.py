@@ -224,3 +224,30 @@ def test_optimiser_sharded_over_four_devices_matches_one_device(tmp_path):
     np.testing.assert_allclose(sh["amount"], r.amount, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(sh["p_amount"], p.amount, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(sh["e_pen"], e.history["penalised"].to_numpy(), rtol=1e-9)
+
+
+def test_available_cores_respects_a_container_cpu_quota(tmp_path):
+    """`docker --cpus 1.5` (cgroup v2 cpu.max "150000 100000") on a host of more cores: 2
+    CPU devices, not one per host core; v1's cfs files likewise; no quota: the affinity mask."""
+    import os
+
+    from vcohort.cores import available_cores, cgroup_cpu_quota
+
+    mask = len(os.sched_getaffinity(0))
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_cpu_quota(str(v2)) == 1.5 and available_cores(str(v2)) == min(mask, 2)
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(str(v2)) is None and available_cores(str(v2)) == mask
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("50000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_quota(str(tmp_path / "v1")) == 0.5
+    assert available_cores(str(tmp_path / "v1")) == 1
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_quota(str(tmp_path / "v1")) is None
+    (v2 / "cpu.max").write_text("garbage here\n")
+    assert cgroup_cpu_quota(str(v2)) is None
+    assert cgroup_cpu_quota(str(tmp_path / "none")) is None

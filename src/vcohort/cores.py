@@ -15,14 +15,45 @@ core this process may use).
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, else ``os.cpu_count()``)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+def available_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """CPU cores this process may use: its affinity mask (else ``os.cpu_count()``), capped by a
+    container's CPU quota (cgroup v2 ``cpu.max``, or v1 ``cpu.cfs_quota_us`` over
+    ``cpu.cfs_period_us``), rounded up: ``docker --cpus 4`` on a 64-core host gives 4, not 64
+    CPU devices sharing four cores' time."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = cgroup_cpu_quota(cgroup_root)
+    if quota is not None:
+        n = min(n or 1, math.ceil(quota))
+    return max(1, n or 1)
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs' worth of time the cgroup may use per period (None: no quota, or no cgroup files)."""
+    base = Path(root)
+
+    def read(*parts):
+        try:
+            return (base.joinpath(*parts)).read_text().split()
+        except (OSError, ValueError):
+            return None
+
+    def ratio(q, period):
+        try:
+            q, period = float(q), float(period)
+        except ValueError:
+            return None
+        return q / period if q > 0 and period > 0 else None  # v1 "-1": no quota
+
+    v2 = read("cpu.max")  # "max 100000" (no quota) or "400000 100000"
+    if v2 and len(v2) == 2:
+        return None if v2[0] == "max" else ratio(*v2)
+    quota, period = read("cpu", "cpu.cfs_quota_us"), read("cpu", "cpu.cfs_period_us")
+    return ratio(quota[0], period[0]) if quota and period else None
 
 
 def _user_chose() -> bool:
