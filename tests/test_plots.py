@@ -244,3 +244,54 @@ def test_a_cell_product_s_dose_label_is_in_cells():
     assert plots._regimen_label(SimpleNamespace(**{**vars(row), "DRUG": "pembrolizumab"})) == (
         "80.78 mg"
     )
+
+
+def forest_table(rows):
+    """A subgroup table for `plots.forest`: (subgroup, hr, ci_low, ci_high) per row, arm B
+    against the reference A."""
+    out = []
+    for label, hr, lo, hi in rows:
+        out += [
+            {"variable": "v", "subgroup": label, "arm": "A", "n": 10, "hr_n": pd.NA, "hr": 1.0,
+             "hr_ci_low": np.nan, "hr_ci_high": np.nan, "interaction_p": np.nan},
+            {"variable": "v", "subgroup": label, "arm": "B", "n": 10, "hr_n": 10, "hr": hr,
+             "hr_ci_low": lo, "hr_ci_high": hi, "interaction_p": np.nan},
+        ]  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def _whiskers(ax):
+    """Per drawn row (y): the whisker's x ends and the arrow markers at its ends."""
+    out = {}
+    for line in ax.lines:
+        x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+        if len(x) == 2 and y[0] == y[1] and line.get_marker() in ("None", "", None):
+            out.setdefault(y[0], {})["ends"] = tuple(x)
+        elif line.get_marker() in ("<", ">"):
+            out.setdefault(y[0], {}).setdefault("arrows", []).append((line.get_marker(), x[0]))
+    return out
+
+
+def test_forest_an_unbounded_ci_is_drawn_to_the_edge_with_an_arrow():
+    t = forest_table([("a", 0.5, 0.3, 0.8), ("b", 2.0, 0.0, np.inf), ("c", 0.4, 0.2, 0.8)])
+    ax = plots.forest(t).axes[0]
+    left, right = ax.get_xlim()
+    w = _whiskers(ax)
+    assert w[-1.0]["ends"] == pytest.approx((left, right))  # 'b': open at both ends
+    assert sorted(w[-1.0]["arrows"]) == [("<", pytest.approx(left)), (">", pytest.approx(right))]
+    assert "arrows" not in w[0.0] and w[0.0]["ends"] == (0.3, 0.8)  # bounded: no arrow
+
+
+def test_forest_one_wide_ci_does_not_squeeze_the_others_and_ticks_span_the_axis():
+    t = forest_table([("a", 0.5, 0.3, 0.8), ("b", 0.6, 1e-4, 1e4), ("c", 0.4, 0.2, 0.8)])
+    ax = plots.forest(t).axes[0]
+    left, right = ax.get_xlim()
+    assert left >= 0.4 / plots.FOREST_SPAN / 1.2 and right <= 1.1 * plots.FOREST_SPAN * 1.2
+    w = _whiskers(ax)
+    assert w[-1.0]["ends"] == pytest.approx((left, right)) and len(w[-1.0]["arrows"]) == 2
+    # an axis from 0.02 to 50: ticks out to both ends (not stopping at 0.05 and 20)
+    ax = plots.forest(forest_table([("a", 0.02, 0.01, 0.04), ("b", 50.0, 30.0, 80.0)])).axes[0]
+    left, right = ax.get_xlim()
+    ticks = ax.get_xticks()
+    assert ticks.min() < 2 * left and ticks.max() > right / 2 and 1.0 in ticks
+    assert not any("arrows" in v for v in _whiskers(ax).values())  # every CI within the axis

@@ -300,15 +300,24 @@ REFERENCE_OUTPUTS = {
 FILE_COLUMNS = {
     "subgroups.csv": {
         "variable": ("", "the baseline value that splits the patients ('all patients': none)"),
-        "subgroup": ("", "the subgroup: the value's range (a number split at its median, "
-                         "'(median)', or at the experiment's cut points) or yes/no"),
+        "subgroup": ("", "the subgroup: the value's range (a number split at the median of "
+                         "its finite values, '(median)': <= and >, or < and >= when the median is "
+                         "the largest value; or at the experiment's cut points) or yes/no"),
         "n": ("patients", "evaluable patients of the subgroup in the arm"),
         "responders": ("patients", "patients with BOR CR or PR"),
         "hr": ("", "Cox hazard ratio of PFS against the reference arm within the subgroup "
                    "(cluster-robust; patients evaluable in both arms)"),
+        "hr_n": ("patients", "patients behind the hazard ratio: evaluable in both this arm "
+                             "and the reference arm (empty for the reference arm)"),
         "interaction_p": ("", "p-value of the arm-by-subgroup interaction: Cochran's Q "
                               "test of the subgroups' log hazard ratios (one per variable and "
-                              "arm; not adjusted for multiplicity)"),
+                              "arm; not adjusted for multiplicity); NaN, not tested, when a "
+                              "subgroup has no finite HR and CI (see interaction_note)"),
+        "interaction_subgroups": ("", "subgroups in the interaction test (degrees of freedom + "
+                                      "1; 0: not tested; empty for all patients and the "
+                                      "reference arm)"),
+        "interaction_note": ("", "why the interaction was not tested: the subgroup without a "
+                                 "finite HR and CI, and why (e.g. no progression in an arm)"),
     },
     "doses_given.parquet": {
         "status": ("", "the dose's status: given, withheld, discontinued, not reached (a delay "

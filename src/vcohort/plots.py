@@ -553,14 +553,54 @@ def dose_schedule(schedules: dict, *, horizon: float | None = None) -> Figure:
     return fig
 
 
-FOREST_COLUMNS = ("variable", "subgroup", "arm", "n", "hr", "hr_ci_low", "hr_ci_high")
+FOREST_COLUMNS = ("variable", "subgroup", "arm", "hr_n", "hr", "hr_ci_low", "hr_ci_high")
+# the forest axis: the hazard ratios, widened to their CIs by at most this factor beyond the
+# outermost ratio and never beyond FOREST_BOUNDS; a CI end outside is clipped, with an arrow
+FOREST_SPAN = 4.0
+FOREST_BOUNDS = (0.01, 100.0)
+
+
+def forest_limits(hr, lo, hi) -> tuple[float, float]:
+    """The forest plot's log x-axis limits for ratios ``hr`` with CIs ``lo``-``hi``: every
+    finite ratio (and 1) shown; a CI end widens the axis up to `FOREST_SPAN` times beyond the
+    outermost ratio, within `FOREST_BOUNDS`, so one very wide CI does not squeeze the others."""
+    hr, lo, hi = (np.asarray(v, float) for v in (hr, lo, hi))
+    r = hr[np.isfinite(hr) & (hr > 0)]
+    r_lo, r_hi = min(r.min(initial=1.0), 0.9), max(r.max(initial=1.0), 1.1)
+    ends = np.concatenate([lo, hi])
+    ends = ends[np.isfinite(ends) & (ends > 0)]
+    left = max(min(ends.min(initial=r_lo), r_lo), r_lo / FOREST_SPAN, FOREST_BOUNDS[0])
+    right = min(max(ends.max(initial=r_hi), r_hi), r_hi * FOREST_SPAN, FOREST_BOUNDS[1])
+    return min(left, r_lo) / 1.15, max(right, r_hi) * 1.15
+
+
+def log_ticks(left: float, right: float, n: int = 9) -> list[float]:
+    """Ticks for a log axis from ``left`` to ``right``: 1, then the decades, then 2 and 5 times
+    them, then finer values near 1, each at least 1/``n`` of the range (log10) from the others."""
+    gap = np.log10(right / left) / n
+    decades = range(int(np.floor(np.log10(left))), int(np.ceil(np.log10(right))) + 1)
+    tiers = [
+        [1.0],
+        [10.0**k for k in decades],
+        [m * 10.0**k for k in decades for m in (2, 5)],
+        [m * 10.0**k for k in decades for m in (3,)] + [0.9, 0.8, 0.67, 0.33, 1.1, 1.25, 1.5],
+    ]
+    ticks = []
+    for tier in tiers:
+        for t in sorted(tier, key=lambda t: abs(np.log10(t))):
+            if left <= t <= right and all(abs(np.log10(t / u)) >= gap for u in ticks):
+                ticks.append(float(f"{t:.6g}"))
+    return sorted(ticks)
 
 
 def forest(table: pd.DataFrame, *, ax=None) -> Figure:
     """Forest plot of a subgroup table (`vcohort.subgroups.subgroup_table`): per subgroup and
     arm (against the reference) the PFS hazard ratio with its 95% CI on a log axis, the line of
-    no difference at 1, patients per subgroup and the interaction p-value at the right; the
-    first rows are all patients.  A ratio that could not be estimated is listed, not drawn."""
+    no difference at 1, the patients behind the ratio (``hr_n``, evaluable in both arms; one per
+    arm when they differ) and the interaction p-value at the right ('–': not tested); the first
+    rows are all patients.  A ratio that could not be estimated is listed, not drawn; a CI end
+    that is open (infinite, 0 or unknown) or beyond the axis (`forest_limits`) is drawn to the
+    axis edge with an arrow (a '<' or '>' marker at the edge)."""
     require_columns(table, FOREST_COLUMNS, "subgroup table")
     rows = table[table["hr"].ne(1.0) | table["hr_ci_low"].notna()]  # the reference's own rows
     arms = list(dict.fromkeys(rows["arm"]))
@@ -570,6 +610,52 @@ def forest(table: pd.DataFrame, *, ax=None) -> Figure:
     if not arms:
         _empty(ax, "one arm only: no hazard ratio to show")
         return ax.figure
+    left, right = forest_limits(rows["hr"], rows["hr_ci_low"], rows["hr_ci_high"])
+    ax.set_xscale("log")
+    ax.set_xlim(left, right)
+    step = 1.0 / (len(arms) + 1)
+    y_ticks, y_labels = [], []
+    for i, (var, label) in enumerate(groups):
+        y0 = -i
+        g = rows[(rows["variable"] == var) & (rows["subgroup"] == label)].set_index("arm")
+        ns = [int(v) for v in g["hr_n"].reindex(arms).dropna()]
+        n_text = "/".join(str(v) for v in ns) if len(set(ns)) > 1 else str(ns[0] if ns else 0)
+        p = g["interaction_p"].reindex(arms) if "interaction_p" in g else pd.Series(dtype=float)
+        note = g["interaction_note"].reindex(arms) if "interaction_note" in g else None
+        tried = p.notna().any() or (note is not None and note.fillna("").ne("").any())
+        p_text = "/".join("–" if not np.isfinite(v) else f"{v:.2g}" for v in p)
+        y_ticks.append(y0)
+        y_labels.append(mpl_text(f"{label} (n={n_text})" + (f", p_int={p_text}" if tried else "")))
+        for j, arm in enumerate(arms):
+            if arm not in g.index:
+                continue
+            hr, lo, hi = (float(g.loc[arm, c]) for c in ("hr", "hr_ci_low", "hr_ci_high"))
+            y = y0 + (len(arms) - 1) / 2 * step - j * step
+            color = f"C{j % 10}"
+            if not (np.isfinite(hr) and hr > 0):
+                ax.text(1.0, y, "not estimable", fontsize=7, color=color, va="center")
+                continue
+            open_lo = not (np.isfinite(lo) and lo > 0) or lo < left
+            open_hi = not (np.isfinite(hi) and hi > 0) or hi > right
+            a, b = (left if open_lo else lo), (right if open_hi else hi)
+            ax.plot([a, b], [y, y], color=color, lw=1.5)
+            for is_open, x, m in ((open_lo, left, "<"), (open_hi, right, ">")):
+                if is_open:  # the CI goes on beyond the axis: an arrow head at the edge
+                    ax.plot([x], [y], m, color=color, ms=5, clip_on=False)
+            ax.plot([min(max(hr, left), right)], [y], "s", color=color, ms=5)
+    ticks = log_ticks(left, right)
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.axvline(1.0, color="0.4", lw=0.8, ls="--")
+    ax.set_yticks(y_ticks, y_labels, fontsize=8)
+    ax.set_ylim(-len(groups) + 0.5, 0.5)
+    ax.set_xlabel("PFS hazard ratio vs the reference arm (95% CI; < 1 favours the arm)")
+    handles = [Line2D([], [], color=f"C{j % 10}", marker="s", lw=1.5) for j in range(len(arms))]
+    (ax.figure if own else ax).legend(
+        handles, [mpl_text(a) for a in arms], loc="outside upper center" if own else "best",
+        fontsize=8, ncols=min(len(arms), 3),
+    )  # fmt: skip
+    return ax.figure
     step = 1.0 / (len(arms) + 1)
     y_ticks, y_labels, finite = [], [], []
     for i, (var, label) in enumerate(groups):

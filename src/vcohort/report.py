@@ -77,7 +77,9 @@ FIGURES = (
         "patients every arm shares; 95% CI, log axis) in all patients and in each subgroup of "
         "a baseline value (split at its median unless cut points are given); p_int: test of "
         "the treatment-by-subgroup interaction (Cochran's Q on the subgroups' log hazard "
-        "ratios), one per arm, not adjusted for the number of subgroups. Table: subgroups.csv.",
+        "ratios; '–' when a subgroup has no estimable HR), one per arm, not adjusted for the "
+        "number of subgroups; n: patients evaluable in both arms; arrows: a CI beyond the "
+        "axis. Table: subgroups.csv.",
     ),
 )
 

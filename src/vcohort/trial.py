@@ -193,15 +193,21 @@ def write_trial(result: TrialResult, out: str | Path, *, overwrite: bool = False
                 base = baseline_frame(patients, result.endpoints, timecourse)
                 subgroups = subgroup_table(
                     result.endpoints, base, exp.reference_arm, exp.subgroups["variables"],
-                    exp.subgroups["cuts"],
+                    exp.subgroups["cuts"], strict=False,  # a variable that fails: left out
                 )  # fmt: skip
                 write_csv(tmp / "subgroups.csv", subgroups)
-                for var in subgroups.attrs["not_split"]:
-                    print(f"note: subgroups: {var} not split (one value in every patient, "
-                          f"or every patient in one subgroup)", file=sys.stderr)  # fmt: skip
-                for var, k in subgroups.attrs["missing"].items():
+                at = subgroups.attrs
+                for var, err in at["failed"].items():
+                    print(f"warning: subgroups: {var} not analysed: {err}", file=sys.stderr)
+                for var in at["not_split"]:
+                    print(f"note: subgroups: {var} not split ({at['not_split_reason'][var]})",
+                          file=sys.stderr)  # fmt: skip
+                for var, k in at["missing"].items():
                     print(f"note: subgroups: {k} patients without a {var} value are in no "
                           f"subgroup of it", file=sys.stderr)  # fmt: skip
+                for var, k in at["non_finite"].items():
+                    print(f"note: subgroups: {k} patients with a non-finite {var} value are in "
+                          f"no subgroup of it", file=sys.stderr)  # fmt: skip
             except Exception as e:  # noqa: BLE001
                 subgroups = None
                 print(f"warning: subgroup analysis skipped: {type(e).__name__}: {e}",
