@@ -382,11 +382,16 @@ def test_output_folder_and_resume_checks(tmp_path, capsys):
         prepare_output(runs, out, chunk_patients=5, resume=True, overwrite=False)
     again = prepare_output(runs, out, chunk_patients=None, resume=True, overwrite=False)
     assert again["invocations"] == 2 and again["chunk_patients"] == 4
+    was = json.dumps({"config": runs[0].experiment.config}, default=str)
     base.write_text(BASE.format(days=84))  # the input changed since the batch started
     # a finished run would be skipped with the old results: refused ...
     (out / "base").mkdir()
     (out / "base" / "manifest.json").write_text("{}")
     with pytest.raises(ValueError, match="run 'base' .* changed since it was written"):
+        prepare_output(load_runs([base]), out, chunk_patients=4, resume=True, overwrite=False)
+    # ... naming what changed when the finished run's manifest holds its config
+    (out / "base" / "manifest.json").write_text(was)
+    with pytest.raises(ValueError, match=r"written to .*\(changed: simulation.horizon_days\)"):
         prepare_output(load_runs([base]), out, chunk_patients=4, resume=True, overwrite=False)
     # ... an unfinished one is computed afresh (its stale chunks are recomputed, `_chunk`)
     shutil.rmtree(out / "base")

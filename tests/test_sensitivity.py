@@ -371,6 +371,11 @@ def test_cli_sobol_says_where_range_sd_does_not_act(tmp_path, capsys):
         "x/÷ 2 (fixed in the parameter table), capped at 1 (a fraction)"
     )
     assert m["range_rules"]["v_N"].startswith("value x exp(±1 omega)")
+    # without --range-sd the user is told too (README: "the command says which")
+    plain = [a for a in args if a not in ("--range-sd", "1")]
+    assert main([*plain, "--out", str(tmp_path / "sob2")]) == 0
+    err = capsys.readouterr().err
+    assert "--range-sd (2) sets" in err and "h_PD1 is fixed in the parameter table" in err
 
 
 def test_cli_sobol_reports_failed_samples(tmp_path, capsys, monkeypatch):

@@ -112,3 +112,21 @@ def test_comparisons_are_rendered_and_never_fail_the_run(tmp_path, monkeypatch, 
     c = vrun.stored_checks(out)["c.cmp"]
     assert c.kind == "comparison" and c.passed is None
     assert "(comparison, no pass/fail criterion)" in vrun.render(vrun.load(out))
+
+
+def test_a_step_whose_package_is_missing_is_refused_before_compute(monkeypatch):
+    """`pip install .` brings no libroadrunner: `vcohort validate --only sbml` ended in a
+    traceback after the earlier steps' compute; now refused first, naming the package."""
+    import importlib.util
+
+    from vcohort.validation.run import check_steps
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "roadrunner" else real(name)
+    )
+    with pytest.raises(ValueError, match=r"step\(s\) sbml need libroadrunner, not installed"):
+        check_steps(["published", "sbml"])
+    with pytest.raises(ValueError, match="libroadrunner"):
+        check_steps([])  # every step
+    assert check_steps(["published", "engine"]) == ["published", "engine"]

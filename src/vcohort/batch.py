@@ -250,7 +250,7 @@ def prepare_output(runs, out, *, chunk_patients, resume: bool, overwrite: bool) 
     state = {"version": 1, "chunk_patients": chunk_patients, "runs": records, "invocations": 1,
              "replaced": replaced}  # fmt: skip
     if old is not None:
-        _check_resumable(old, state, out)
+        _check_resumable(old, state, out, {r.name: r.experiment.config for r in runs})
         state["invocations"] = old["invocations"] + 1
         state["replaced"] = bool(old.get("replaced", False))
         # the earlier runs this invocation does not name stay in the batch, in their order
@@ -282,7 +282,7 @@ def manifest_fingerprint(folder: Path) -> str | None:
     return fp if isinstance(fp, str) else None
 
 
-def _check_resumable(old: dict, new: dict, out: Path) -> None:
+def _check_resumable(old: dict, new: dict, out: Path, configs: dict | None = None) -> None:
     if old.get("chunk_patients") != new["chunk_patients"]:
         raise ValueError(
             f"--chunk-patients={new['chunk_patients']} differs from the interrupted batch's "
@@ -313,12 +313,41 @@ def _check_resumable(old: dict, new: dict, out: Path) -> None:
         # chunks carry the old fingerprint and are recomputed (`_chunk`)
         done = (folder / "manifest.json").is_file()
         if o is not None and o["fingerprint"] != r["fingerprint"] and done:
-            raise ValueError(_changed(o, r, folder))
+            raise ValueError(_changed(o, r, folder, (configs or {}).get(r["name"])))
 
 
-def _changed(old: dict, new: dict, folder: Path) -> str:
-    """Why a finished run cannot be resumed: its inputs, the drug catalogue or the code
-    changed (a state written before the parts were recorded: any of them)."""
+def config_changes(old, new, prefix: str = "", most: int = 5) -> list[str]:
+    """Dotted keys whose values differ between two configs (JSON-like), at most ``most``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            if k == "batch":  # the batch's own record (fingerprint, chunk): not an input
+                continue
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if k not in old or k not in new:
+                out.append(key)
+            else:
+                out += config_changes(old[k], new[k], key, most)
+            if len(out) >= most:
+                break
+        return out[:most]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        out = []
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            out += config_changes(a, b, f"{prefix}[{i}]", most)
+        return out[:most]
+    return (
+        []
+        if json.dumps(old, sort_keys=True, default=str)
+        == json.dumps(new, sort_keys=True, default=str)
+        else [prefix or "(the whole config)"]
+    )
+
+
+def _changed(old: dict, new: dict, folder: Path, config: dict | None = None) -> str:
+    """Why a finished run cannot be resumed: its inputs (naming the fields that differ from
+    the finished run's manifest, when it has one), the drug catalogue or the code changed (a
+    state written before the parts were recorded: any of them)."""
     head = f"run {new['name']!r} ({new['source']})"
     was, now = old.get("parts") or {}, new["parts"]
     if was and was.get("inputs") == now["inputs"]:
@@ -340,9 +369,17 @@ def _changed(old: dict, new: dict, folder: Path) -> str:
                 f"{str(folder)!r} (a resume must not mix chunks or runs from two code "
                 f"versions); rerun with --overwrite (or into another --out)"
             )
+    fields = ""
+    if config is not None:
+        try:
+            was_config = json.loads((folder / "manifest.json").read_text())["config"]
+            diff = config_changes(was_config, json.loads(json.dumps(config, default=str)))
+            fields = f" (changed: {', '.join(diff)})" if diff else ""
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     return (
-        f"{head} changed since it was written to {str(folder)!r}; resume only with unchanged "
-        f"inputs for finished runs, or use --overwrite"
+        f"{head} changed since it was written to {str(folder)!r}{fields}; resume only with "
+        f"unchanged inputs for finished runs, or use --overwrite"
     )
 
 

@@ -31,7 +31,9 @@ def add(sub) -> None:
     s.add_argument("--patients", type=int, help="local: virtual patients (>= 1; 50)")
     s.add_argument("--days", type=int, default=180, help="horizon in days")
     s.add_argument("--seed", type=int, default=0, help="cohort seed (local) / sampling seed")
-    s.add_argument("--precision", choices=("float64", "float32"), default="float64")
+    s.add_argument(
+        "--precision", choices=("float64", "float32"), default="float64", help="default float64"
+    )
     s.add_argument("--dt", type=float, default=0.1, help="RK4 step (day); 1/dt whole")
     s.add_argument("--regimen", action="append", default=[], help="a regimen; several: one arm")
     s.add_argument("--arm", default=None, help="NAME=REGIMEN[+REGIMEN...] (instead of --regimen)")
@@ -206,10 +208,12 @@ def _sobol_settings(args, problem):
     check_typical_rates(problem.model, args.dt, acting_channels(drugs), sampled=names)
     check_samples(args.samples, len(names), "--samples")  # N (d + 2) within MAX_PATIENTS
     fixed = [m for m, r in rules.items() if r.startswith("x/")]
-    if "range_sd" not in getattr(args, "defaulted", ["range_sd"]) and fixed:
-        # the flag was given: say where it does not act
+    if fixed:  # the README promises the command says which (and --range-sd does not act there)
+        flag = "range_sd" not in getattr(args, "defaulted", ["range_sd"])
         print(
-            f"note: --range-sd sets the ranges of parameters with between-patient variability; "
+            "note: "
+            + ("--range-sd sets" if flag else f"--range-sd ({args.range_sd:g}) sets")
+            + f" the ranges of parameters with between-patient variability; "
             f"{', '.join(fixed)} {'is' if len(fixed) == 1 else 'are'} fixed in the parameter "
             f"table and range{'s' if len(fixed) == 1 else ''} x/÷ {FIXED_FACTOR:g} (give "
             "--range NAME=LOW:HIGH to set another)",

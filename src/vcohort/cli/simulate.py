@@ -31,7 +31,9 @@ def _common(p: argparse.ArgumentParser, patients: int, days: int) -> None:
         default=None,
         help="population preset name or TOML file (covariates, correlations; default: 'default')",
     )
-    p.add_argument("--precision", choices=("float64", "float32"), default="float64")
+    p.add_argument(
+        "--precision", choices=("float64", "float32"), default="float64", help="default float64"
+    )
     p.add_argument(
         "--dt",
         type=float,

@@ -88,12 +88,28 @@ STEPS: dict[str, tuple[str, Callable[[], list[Check]]]] = {
 }
 
 
+# steps that need a package `pip install .` does not bring (the test extra does)
+NEEDS = {"sbml": ("roadrunner", "libroadrunner"), "sobol": ("SALib", "SALib")}
+
+
 def check_steps(only) -> list[str]:
-    """The steps to run (all when ``only`` is empty), validated before any compute."""
+    """The steps to run (all when ``only`` is empty), validated before any compute: known
+    names, and the packages they need importable."""
+    import importlib.util
+
     steps = list(only) if only else list(STEPS)
     bad = [s for s in steps if s not in STEPS]
     if bad:
         raise ValueError(f"validation step(s) {bad}; allowed: {', '.join(STEPS)}")
+    absent = lambda mod: importlib.util.find_spec(mod) is None  # noqa: E731
+    missing = [(s, *NEEDS[s]) for s in steps if s in NEEDS and absent(NEEDS[s][0])]
+    if missing:
+        pkgs = sorted({pip for _, _, pip in missing})
+        raise ValueError(
+            f"validation step(s) {', '.join(s for s, _, _ in missing)} need "
+            f"{', '.join(pkgs)}, not installed: pip install {' '.join(pkgs)} (or "
+            f"'.[test]'), or leave the step(s) out with --only"
+        )
     return steps
 
 
