@@ -326,6 +326,13 @@ def test_bad_parameters_tables_are_reported_before_compute():
     ):
         assert field in text, field
     assert "K_cap, v_S" not in text  # no dump of all 115 names
+    # a setting whose draws leave the model's bounds is listed with the parse errors too (it
+    # was reported only once they were fixed)
+    d = _preset_dict(parameters={"f_S0": {"cv": 0.8, "upper": 1.5, "source": "x"}})
+    d["covariates"]["weight_kg"]["median"] = -70.0
+    text, _ = _config_errors(d)
+    assert "covariates.weight_kg.median" in text
+    assert "parameters.f_S0: draws can reach 1.5, but f_S0 must be < 1" in text
     # a covariate's, the PD-L1 prevalence's and a correlation's source too (were accepted empty)
     d = _preset_dict()
     d["covariates"]["weight_kg"]["source"] = ""

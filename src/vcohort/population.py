@@ -271,15 +271,17 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
     plaus = None
     if "plausibility" in d:
         plaus = _plausibility(ck, d["plausibility"])
-    if ck.errors:  # name slips are found when a cohort is drawn; list them with these errors
-        from vcohort.cohort import _setting_rows, unknown_setting
+    if ck.errors:
+        # what is otherwise found when a cohort is drawn (a name slip, a setting whose draws
+        # leave the model's bounds, ...): listed with these errors, all at once
+        from vcohort.cohort import _check_settings
         from vcohort.drugs import CATALOGUE
         from vcohort.model import CSC_IMMUNE
 
-        rows = _setting_rows(CSC_IMMUNE, CATALOGUE)
-        for k in params:
-            if k not in rows:
-                ck.error(f"parameters.{k}", unknown_setting(k, CSC_IMMUNE, rows))
+        draft = Population(name, "", covs, prev, prev_src, (), None, "<draft>", params)
+        for m in _check_settings(CSC_IMMUNE, CATALOGUE, draft):
+            field, _, text = m.partition(": ")  # "population '<draft>' parameters.X: ..."
+            ck.error(field.rsplit(" ", 1)[-1], text)
     ck.raise_if_any()
     pop = Population(
         name, d.get("description", ""), covs, prev, prev_src, tuple(corrs), plaus, origin, params
