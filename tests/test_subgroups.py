@@ -67,7 +67,10 @@ def test_the_interaction_test_is_the_difference_of_two_log_hazard_ratios():
     the two log hazard ratios, each with the standard error its 95% CI implies."""
     from scipy.stats import norm
 
-    from vcohort.subgroups import heterogeneity_p
+    from vcohort.subgroups import interaction_test
+
+    def heterogeneity_p(rows):
+        return interaction_test(rows)[0]
 
     rows = pd.DataFrame({"hr": [0.5, 0.8], "hr_ci_low": [0.4, 0.6], "hr_ci_high": [0.625, 1.1]})
     se = (np.log(rows.hr_ci_high) - np.log(rows.hr_ci_low)) / (2 * norm.ppf(0.975))

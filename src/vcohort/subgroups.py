@@ -276,12 +276,6 @@ def interaction_test(rows: pd.DataFrame) -> tuple[float, int, str]:
     return float(chi2.sf(q, len(b) - 1)), len(b), ""
 
 
-def heterogeneity_p(rows: pd.DataFrame) -> float:
-    """The p-value of `interaction_test`: NaN unless every subgroup (two or more) has a finite
-    ratio and CI."""
-    return interaction_test(rows)[0]
-
-
 def one_value(x: pd.Series) -> bool:
     """True when every patient has the same value, up to rounding (`SAME_VALUE_RTOL`); a number
     counts its finite values only."""
