@@ -645,6 +645,55 @@ def test_a_steep_hill_drug_simulates_in_float32():
     assert text.count("__gpu$xla.gpu.triton") == 1  # the capped Hill curve lowers to Triton
 
 
+def test_a_shallow_hill_drug_has_finite_dose_gradients():
+    """hill < 1: d(c**h)/dc is infinite at c = 0, and before the first dose the chain rule
+    multiplied it by a zero derivative (0 x inf): every dose gradient was NaN.  Now the
+    effect's derivative at c = 0 is 0, its value unchanged, and the dose gradient of the final
+    diameter matches central differences (drug started on day 3, so c = 0 for 3 days)."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+
+    from vcohort.cohort import make_cohort
+    from vcohort.dosing import compile_schedule, parse_regimen
+    from vcohort.drug import Effect
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.simulate import Plan, cohort_fn
+
+    e = Effect("pd1_occupancy", ec50=2.0, hill=0.6, emax=0.9, source="s")
+    c = np.array([0.0, 0.5, 2.0, 30.0])
+    np.testing.assert_allclose(e.value(c), 0.9 * c**0.6 / (c**0.6 + 2.0**0.6), rtol=1e-15)
+    np.testing.assert_allclose(np.asarray(e.value(jnp.asarray(c))), e.value(c), rtol=1e-15)
+    assert float(jax.grad(e.value)(0.0)) == 0.0
+
+    d = parse_drugs(_pembro_copy("shallow"))["shallow"]
+    shallow = dataclasses.replace(d, effects=(dataclasses.replace(d.effects[0], hill=0.6),))
+    register_drugs({"shallow": shallow})
+    days = 12
+    s = compile_schedule([parse_regimen("shallow 200 mg every 7 d start 3 d over 1 h")], days)
+    plan = Plan(CSC_IMMUNE, (shallow,), days, 0.1, days, jnp.float64)
+    grid = s.step_grid(plan.dt, plan.n_steps)
+    cohort = make_cohort(2, seed=3, runin_days=0)
+    args = cohort.arrays(np.arange(2), plan.drugs, np.float64)
+    f = cohort_fn(plan)
+
+    def objective(amount):
+        bolus, rate = grid.scatter(amount, jnp)
+        return jnp.mean(jnp.log(f(*args, bolus, rate)["daily"]["diameter_mm"][:, -1]))
+
+    amount = jnp.asarray(s.amount, jnp.float64)
+    g = np.asarray(jax.jit(jax.grad(objective))(amount))
+    assert np.all(np.isfinite(g))
+    fo = jax.jit(objective)
+    h = 1e-3 * float(amount[0, 0])
+    step = jnp.zeros_like(amount).at[0, 0].set(h)
+    fd = (float(fo(amount + step)) - float(fo(amount - step))) / (2 * h)
+    assert fd < 0  # more anti-PD-1 -> smaller tumour: the gradient is not trivially 0
+    # central differences: truncation O(h^2) ~1e-6 relative, round-off ~1e-16 / h
+    assert g[0, 0] == pytest.approx(fd, rel=1e-4)
+
+
 def test_names_of_reference_model_drugs_are_refused():
     """de Pillis 2009's chemo, il2, til: a file's `chemo` would be shadowed by the model's own
     under --model depillis2009 (the manifest listing the file); and a reference model, dosed

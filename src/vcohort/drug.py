@@ -87,11 +87,31 @@ class Effect:
         x = c / self.ec50
         if self.hill > 1.0:  # (for hill <= 1, r <= x: finite wherever c / ec50 is)
             x = _minimum(x, HILL_R_MAX ** (1.0 / self.hill))
-        r = x**self.hill
+            r = x**self.hill
+        else:
+            r = _root(x, self.hill)
         return self.emax * r / (1.0 + r)
 
 
 HILL_R_MAX = 1e30  # the cap of (c / ec50)**hill in `Effect.value`
+
+
+def _root(x, hill: float):
+    """``x**hill`` for 0 < hill < 1 and x >= 0, with a zero derivative at x = 0 under JAX.
+
+    The true derivative there is infinite, and the chain rule multiplied it by the zero
+    derivative of a concentration not yet reached by any dose (0 x inf): every gradient of a
+    run with such a drug was NaN (the optimiser's, the local sensitivities').  The inner
+    ``where`` keeps the untaken branch's derivative finite (JAX's documented double-``where``);
+    numpy arrays and SBML traces take the plain power."""
+    from vcohort.sbml import Sym
+
+    if isinstance(x, int | float | np.ndarray | np.generic | Sym):
+        return x**hill
+    import jax.numpy as jnp
+
+    pos = x > 0
+    return jnp.where(pos, jnp.where(pos, x, 1.0) ** hill, 0.0)
 
 
 def _minimum(a, b: float):
