@@ -295,3 +295,22 @@ def test_forest_one_wide_ci_does_not_squeeze_the_others_and_ticks_span_the_axis(
     ticks = ax.get_xticks()
     assert ticks.min() < 2 * left and ticks.max() > right / 2 and 1.0 in ticks
     assert not any("arrows" in v for v in _whiskers(ax).values())  # every CI within the axis
+
+
+def test_km_takes_arm_names_with_braces():
+    """lifelines formats the at-risk row's first label with str.format: 'Arm {A}' raised
+    KeyError (and so no report was written); the row shows the name as given."""
+    e = pd.DataFrame(
+        dict(
+            patient=[0, 1, 2, 3],
+            arm=["Arm {A}"] * 2 + ["ctrl {}"] * 2,
+            status=0,
+            bor="SD",
+            best_pct_change=0.0,
+            pfs_days=[42.0, 84.0, 42.0, 84.0],
+            pfs_event=True,
+        )
+    )
+    fig = plots.km_pfs(e)
+    first = fig.axes[-1].get_xticklabels()[0].get_text()
+    assert "Arm {A}" in first and "ctrl {}" in first

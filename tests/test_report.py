@@ -66,6 +66,12 @@ def test_a_subgroup_table_adds_the_forest_plot(tmp_path):
     out = tmp_path / "run"
     page = check_report(out, write_trial_report(out, title="t", subgroups=sub, **inputs(ep)), True)
     assert "Subgroups: PFS hazard ratio by baseline value" in page
+    # a report without subgroups written into the same folder leaves no stale forest plot
+    assert (out / "figures" / "forest.png").exists()
+    paths = write_trial_report(out, title="t", **inputs(ep))
+    assert not (out / "figures" / "forest.png").exists()
+    figures = sorted(p.name for p in paths if p.parent.name == "figures")
+    assert sorted(p.name for p in (out / "figures").iterdir()) == figures
 
 
 def test_user_strings_escaped_and_urls_in_config_are_only_text(tmp_path):
@@ -155,6 +161,10 @@ def test_key_results_read_as_a_trial_table():
     rows = [r for r in rows if r]
     assert rows[0][1] == "100" and rows[1][1] == "97 (+3 failed)"
     assert "PFS at day 182.6, % (95% CI)" in re.findall(r"<th>(.*?)</th>", page)
+    # a strong effect: two significant figures below 0.1 (it printed '0.00 (0.00–0.01)')
+    s = s.assign(hr=[1.0, 0.004], hr_ci_low=[np.nan, 0.0012], hr_ci_high=[np.nan, 0.013])
+    page = key_results_html(s.assign(pfs_landmark_ci_high=[np.nan, 0.6]))
+    assert "<td>0.004 (0.0012–0.013)</td>" in page
 
 
 def test_a_landmark_past_follow_up_is_explained_under_the_table():

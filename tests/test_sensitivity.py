@@ -175,6 +175,33 @@ def test_tornado_shows_the_ranking_quantity(tmp_path, monkeypatch):
     np.testing.assert_allclose(marks.get_xdata(), [4.0, -1.0])
 
 
+def test_sobol_tornado_shows_st_intervals_below_zero_and_keeps_the_backend(tmp_path, monkeypatch):
+    """ST 0.02 ± 0.08 (not told apart from 0): the axis starts at -0.06, not at S1's lowest
+    end (it cut the interval off at 0); and drawing the plot leaves the caller's matplotlib
+    backend as it was (it switched a notebook's to Agg)."""
+    import matplotlib
+    import matplotlib.figure
+
+    saved = []
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda self, *a, **k: saved.append(self)
+    )
+    t = pd.DataFrame(
+        {
+            "parameter": ["a", "b"],
+            "ST": [0.7, 0.02],
+            "ST_conf": [0.05, 0.08],
+            "S1": [0.6, 0.01],
+            "S1_conf": [0.05, 0.005],
+        }
+    )
+    before = matplotlib.get_backend()
+    tornado_sobol(t, tmp_path / "s.png")
+    assert matplotlib.get_backend() == before
+    [ax] = saved[0].axes
+    assert ax.get_xlim()[0] <= -0.06 + 1e-12
+
+
 # --------------------------------------------------------------------------- Sobol
 def test_sobol_wrapper_reproduces_the_ishigami_indices():
     """`vcohort.validation.sobol_check`: S1 and ST against the closed form (rendered in

@@ -327,7 +327,10 @@ def km_pfs(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) ->
         ncols=2 if own and len(labels) > 2 else 1,
     )
     ax.set_xticks(day_ticks(horizon))
-    add_at_risk_counts(*fitters, ax=ax, fig=ax.figure, rows_to_show=["At risk"])
+    # lifelines formats its first tick label with str.format: braces in an arm name would be
+    # read as fields (KeyError, no report); the row is rewritten by `_numbers_at_risk` anyway
+    labels = [f._label.replace("{", "{{").replace("}", "}}") for f in fitters]
+    add_at_risk_counts(*fitters, ax=ax, fig=ax.figure, rows_to_show=["At risk"], labels=labels)
     _numbers_at_risk(ax.figure.axes[-1], fitters)
     return ax.figure
 

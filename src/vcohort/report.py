@@ -127,9 +127,11 @@ def render_figures(
     fig_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for spec in FIGURES:
-        if spec.name == "forest" and subgroups is None:
-            continue
         path = fig_dir / f"{spec.name}.png"
+        if spec.name == "forest" and subgroups is None:
+            # an earlier report's forest plot in this folder is not this report's
+            path.unlink(missing_ok=True)
+            continue
         paths[spec.name] = plots.save_figure(makers[spec.name](), path)
     return paths
 
@@ -227,7 +229,8 @@ def key_results_html(summary: pd.DataFrame) -> str:
             )
         )
     if "hr" in summary:
-        two = lambda x: f"{x:.2f}"  # noqa: E731
+        # two decimals, or two significant figures below 0.1 (0.00 is no hazard ratio)
+        two = lambda x: f"{x:.2f}" if not 0 < abs(x) < 0.1 else f"{x:.2g}"  # noqa: E731
         cols.append(
             (
                 "HR for PFS (95% CI)",

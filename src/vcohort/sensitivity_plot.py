@@ -1,4 +1,5 @@
-"""Tornado plots of ranked sensitivity tables (matplotlib, Agg backend: no display needed)."""
+"""Tornado plots of ranked sensitivity tables (matplotlib figures drawn off-screen with Agg,
+without pyplot: no display needed, and the caller's backend is left as it is)."""
 
 from __future__ import annotations
 
@@ -9,27 +10,23 @@ import pandas as pd
 
 
 def _figure(n: int):
-    import matplotlib
+    """A figure of its own (no pyplot: the caller's backend and figures are left alone)."""
+    from vcohort.plots import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.32 * n))
-    return plt, fig, ax
+    fig = new_figure(7.5, 1.2 + 0.32 * n)
+    return fig, fig.add_subplot()
 
 
-def _save(plt, fig, ax, labels, title: str, xlabel: str, path) -> Path:
+def _save(fig, ax, labels, title: str, xlabel: str, path) -> Path:
+    from vcohort.plots import save_figure
+
     ax.set_yticks(np.arange(len(labels)))
     ax.set_yticklabels(labels)
     ax.invert_yaxis()  # rank 1 on top
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)  # atomic
 
 
 def tornado_local(table: pd.DataFrame, path, *, top: int = 15, title: str = "") -> Path:
@@ -38,7 +35,7 @@ def tornado_local(table: pd.DataFrame, path, *, top: int = 15, title: str = "") 
     (◇, on the side of the median): a parameter whose effect changes sign between patients
     ranks by its size, not by its small median."""
     t = table.head(top)
-    plt, fig, ax = _figure(len(t))
+    fig, ax = _figure(len(t))
     y = np.arange(len(t))
     colours = np.where(t["median"] >= 0, "#b2182b", "#2166ac")
     ax.barh(y, t["median"], color=colours, alpha=0.8)
@@ -49,7 +46,6 @@ def tornado_local(table: pd.DataFrame, path, *, top: int = 15, title: str = "") 
     ax.legend(loc="lower right", fontsize=8)
     ax.axvline(0.0, color="k", lw=0.8)
     return _save(
-        plt,
         fig,
         ax,
         list(t["parameter"]),
@@ -64,10 +60,13 @@ def tornado_sobol(table: pd.DataFrame, path, *, top: int = 15, title: str = "") 
     """Total (ST) and first-order (S1) Sobol indices with 95% intervals, ``top`` rows of
     `vcohort.sobol.sobol_indices`."""
     t = table.head(top)
-    plt, fig, ax = _figure(len(t))
+    fig, ax = _figure(len(t))
     y = np.arange(len(t))
     ax.barh(y - 0.2, t["ST"], height=0.4, xerr=t["ST_conf"], label="total (ST)", color="#b2182b")
     ax.barh(y + 0.2, t["S1"], height=0.4, xerr=t["S1_conf"], label="first order (S1)", color="#999")
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlim(left=min(0.0, float(np.min(t["S1"] - t["S1_conf"]))))
-    return _save(plt, fig, ax, list(t["parameter"]), title, "Sobol index", path)
+    # the axis starts at the lowest interval end, ST's too (an ST interval reaching below 0, an
+    # index not told apart from 0, was cut off at 0)
+    low = np.concatenate([t["S1"] - t["S1_conf"], t["ST"] - t["ST_conf"]]).astype(float)
+    ax.set_xlim(left=min(0.0, float(np.nanmin(low, initial=0.0))))
+    return _save(fig, ax, list(t["parameter"]), title, "Sobol index", path)
