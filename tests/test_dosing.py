@@ -51,12 +51,19 @@ def test_parse_regimen_forms():
         ("wnt974 10 mg qd for 4 weeks start 7 d", 7.0, 34.0, 28),
         ("pembrolizumab 200 mg q3w for 6 months", 0.0, 168.0, 9),  # 6 x 30.4375 d
         ("pembrolizumab 200 mg q3w for 2 years", 0.0, 714.0, 35),
-        # a number (with or without doses/cycles/courses) is a count, after x or for
+        # abbreviations of the time units (were taken for a noun after a count: 'x 12')
+        ("pembrolizumab 200 mg q3w for 12 wks", 0.0, 63.0, 4),
+        ("wnt974 10 mg qd for 2 wks", 0.0, 13.0, 14),
+        ("wnt974 10 mg qd for 36 hrs", 0.0, 1.0, 2),
+        ("pembrolizumab 200 mg q3w for 1 yr", 0.0, 357.0, 18),
+        ("wnt974 10 mg qd until 2 wks", 0.0, 13.0, 14),
+        # x <n> (or for <n> with a count word) is a count
         ("doxorubicin 75 mg/m2 q3w x 6 cycles", 0.0, 105.0, 6),
         ("doxorubicin 75 mg/m2 q3w for 6 cycles", 0.0, 105.0, 6),
         ("doxorubicin 75 mg/m2 q3w x 4 courses", 0.0, 63.0, 4),
-        ("doxorubicin 75 mg/m2 q3w for 4", 0.0, 63.0, 4),
-        ("doxorubicin 75 mg/m2 q3w x 4 infusions over 30 min", 0.0, 63.0, 4),  # any noun
+        ("doxorubicin 75 mg/m2 q3w x 4", 0.0, 63.0, 4),
+        ("doxorubicin 75 mg/m2 q3w x 4 infusions over 30 min", 0.0, 63.0, 4),
+        ("doxorubicin 75 mg/m2 q3w x 4infusions", 0.0, 63.0, 4),
         ("wnt974 10 mg qd for 28d", 0.0, 27.0, 28),
     ],
 )
@@ -80,6 +87,26 @@ def test_courses_by_count_or_duration(text, first, last, n):
         ("pembrolizumab 200 mg q3w banana", "unexpected word"),
         ("pembrolizumab 200 mg q3w x 12 weeks", "x takes a number of doses.*'for 12 weeks'"),
         ("pembrolizumab 200 mg q3w x 28d", "x takes a number of doses.*'for 28d'"),
+        ("wnt974 10 mg qd x 3 wks", "x takes a number of doses.*'for 3 wks'"),
+        # an unknown word after the number was dropped, the number taken for a dose count
+        (
+            "wnt974 10 mg qd for 3 mos",
+            r"'for 3 mos': 'mos' is neither a time unit nor a count "
+            r"word; allowed after 'for 3': a time unit \(d, .*wks.*\) or "
+            r"doses, dose, cycles",
+        ),
+        ("wnt974 10 mg qd for 14 dys", r"'dys' is neither a time unit nor a count word"),
+        ("wnt974 10 mg qd x 3 foo", r"'x 3 foo': 'foo' is neither a time unit nor a count word"),
+        ("dacarbazine 250 mg/m2 qd x 5 repeat every 21 d for 6 mos", "'mos' is neither"),
+        # 'for 6' was 6 doses while 'until 42' is day 42; 'over 30' was 30 days
+        (
+            "pembrolizumab 200 mg q3w for 6",
+            r"'for 6' has no unit: write 'x 6' for 6 doses, or "
+            r"'for 6 d'",
+        ),
+        ("dacarbazine 250 mg/m2 qd x 5 repeat every 21 d for 6", "'x 6' for 6 cycles"),
+        ("pembrolizumab 400 mg q6w over 30", r"pembrolizumab over='30': give a unit \(min, h, d\)"),
+        ("cd133_cart 1e6 cells/kg over 30", r"over='30': give a unit"),
         ("pembrolizumab 200 mg q3w for 1 year until 100 d", "not both"),
         ("pembrolizumab 200 mg q3w for 0 w", "duration > 0"),
         # a clause given twice was silently replaced by the second (x and cycles were refused)
@@ -271,6 +298,85 @@ def test_describe_parses_back_to_the_same_regimen():
     assert parse_regimen(r.describe()) == r and "over 1 h" in r.describe()
     odd = dataclasses.replace(r, infusion_days=0.39138124341450314)
     assert parse_regimen(odd.describe()) == odd
+
+
+@pytest.mark.parametrize(
+    "over, shown",
+    [("30 min", "30 min"), ("90 min", "90 min"), ("1.5 h", "90 min"), ("6 h", "6 h"),
+     ("2 d", "2 d"), ("48 h", "2 d"), ("0.96 d", "0.96 d"), ("17 min", "17 min")],
+)  # fmt: skip
+def test_an_infusion_is_described_in_its_largest_whole_unit(over, shown):
+    """'over 30 d' was described as 'over 43200 min' (the first exact unit from minutes up);
+    now the largest unit giving a whole number, which parses back to the same regimen."""
+    r = parse_regimen(f"pembrolizumab 400 mg every 42 d over {over}")
+    assert r.describe().endswith(f" over {shown}")
+    assert parse_regimen(r.describe()) == r
+
+
+def test_an_interval_shorter_than_the_step_and_too_many_doses_are_refused():
+    """'every 1 min' gave 86,400 doses in 60 days, 72 of them summed into each 0.1-day step;
+    'every 0.001 min' built tens of millions of slots."""
+    from vcohort.dosing import MAX_DOSES, interval_problem
+
+    fast = parse_regimen("cb839 800 mg every 1 min")
+    with pytest.raises(ValueError, match=r"interval=1 min is shorter than the integration step "
+                                         r"dt=0.1 d.*allowed: an interval >= 0.1 d"):  # fmt: skip
+        compile_schedule([fast], 60.0, dt=0.1)
+    assert interval_problem(parse_regimen("cb839 800 mg bid"), 0.5) is None  # one a step
+    assert interval_problem(parse_regimen("cb839 800 mg tid"), 0.5) is not None
+    assert compile_schedule([fast], 60.0, dt=1e-4).n_slots == 86_400  # a finer step takes it
+    tiny = parse_regimen("cb839 800 mg every 0.001 min")
+    with pytest.raises(ValueError, match=rf"86,400,000 doses before day 60; at most "
+                                         rf"{MAX_DOSES:,} per drug"):  # fmt: skip
+        compile_schedule([tiny], 60.0)
+    # two regimens of one drug within the cap each, over it together
+    half = parse_regimen(f"cb839 1 mg every {60 / (MAX_DOSES * 0.75)!r} d")
+    with pytest.raises(ValueError, match=r"cb839: 300,000 doses before day 60"):
+        compile_schedule([half, half], 60.0)
+
+
+def test_two_regimens_of_a_drug_dosing_in_one_step_are_noted():
+    """A loading dose and the maintenance regimen's first dose on day 0 are summed (600 mg):
+    a note names the drug, the day and both regimens; doses in other steps are not noted."""
+    from vcohort.dosing import coincident_doses
+
+    load, q3w = parse_regimen("pembrolizumab 400 mg x 1"), parse_regimen("pembrolizumab 200 mg q3w")
+    (note,) = coincident_doses([load, q3w], 60.0, 0.1)
+    assert note == (
+        "pembrolizumab: 'pembrolizumab 400 mg x 1' and 'pembrolizumab 200 mg every 21 d' both dose "
+        "in the step of day 0; the doses are summed there"
+    )
+    later = parse_regimen("pembrolizumab 200 mg q3w start 21 d")
+    assert coincident_doses([load, later], 60.0, 0.1) == []
+    near = parse_regimen("pembrolizumab 200 mg q3w start 0.04 d")  # rounds onto day 0's step
+    assert "day 0 (and 2 more steps)" in coincident_doses([q3w, near], 60.0, 0.1)[0]
+    assert coincident_doses([load, parse_regimen("cb839 800 mg bid")], 60.0, 0.1) == []
+
+
+def test_courses_cut_by_the_horizon_or_an_induction_end():
+    """A count the horizon cuts is a note (3 of 'q3w x 6' over 60 days); an induction end
+    inside a course (day 30 of a 5-day course on days 28-32) is refused with what to change."""
+    from vcohort.dosing import cut_note, induction_end_problem
+
+    dox = parse_regimen("doxorubicin 75 mg/m2 q3w x 6")
+    assert cut_note(dox, 60.0) == (
+        "'doxorubicin 75 mg/m2 every 21 d x 6': 3 of its 6 planned doses fall within the "
+        "60-day horizon; the last planned is on day 105"
+    )
+    assert cut_note(dox, 106.0) is None
+    assert cut_note(parse_regimen("doxorubicin 75 mg/m2 q3w"), 60.0) is None  # no count: by design
+    guad = parse_regimen("guadecitabine 60 mg/m2 qd x 5 repeat every 28 d")
+    problem = induction_end_problem(guad, 30.0)
+    assert problem == (
+        "'guadecitabine 60 mg/m2 every 1 d x 5 repeat every 28 d': induction ends on day 30, "
+        "inside course 2 (days 28-32), which would stop after 2 of its 5 doses; set "
+        "induction_days to 28 (before it) or induction_days >= 33, or give 1 cycle ('x 1' after "
+        "'repeat'; cycles = 1)"
+    )
+    assert induction_end_problem(guad, 28.0) is None and induction_end_problem(guad, 33.0) is None
+    assert "inside its first course (days 0-4)" in induction_end_problem(guad, 2.0)
+    assert "its course of 6 doses (days 0-105)" in induction_end_problem(dox, 42.0)
+    assert induction_end_problem(parse_regimen("doxorubicin 75 mg/m2 q3w"), 42.0) is None
 
 
 def test_dose_times_round_half_up_and_a_last_step_dose_is_given():

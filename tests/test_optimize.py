@@ -127,6 +127,11 @@ def _toml(**over):
             {"drug": [{"name": "wnt974", "every": "1 d", "over": "2 h"}]},
             r"route 'oral'; only IV drugs take an infusion",
         ),
+        # a bare number was read as days (30 = a 30-day infusion); the trial tables refuse it
+        (
+            {"drug": [{"name": "pembrolizumab", "every": "21 d", "over": 30}]},
+            r"drug\[0\].over: .*over=30: give a unit .* e.g. '30 min'",
+        ),
     ],
 )
 def test_config_errors_name_the_field(over, match):

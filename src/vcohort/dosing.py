@@ -56,6 +56,7 @@ _TIME_UNITS = {
     "days": 1.0,
     "h": 1.0 / 24.0,
     "hr": 1.0 / 24.0,
+    "hrs": 1.0 / 24.0,
     "hour": 1.0 / 24.0,
     "hours": 1.0 / 24.0,
     "min": 1.0 / 1440.0,
@@ -64,18 +65,28 @@ _TIME_UNITS = {
     "minutes": 1.0 / 1440.0,
     "w": 7.0,
     "wk": 7.0,
+    "wks": 7.0,
     "week": 7.0,
     "weeks": 7.0,
     "fortnight": 14.0,
     "fortnights": 14.0,
     "month": 30.4375,  # a mean calendar month (365.25 / 12 d), as `vcohort.endpoints.MONTH_DAYS`
     "months": 30.4375,
+    "yr": 365.25,
+    "yrs": 365.25,
     "year": 365.25,
     "years": 365.25,
 }
+# an infusion's length needs its unit: a bare number is days elsewhere, while a clinician's
+# "over 30" means minutes
+_INFUSION_UNITS = "min, h, d"
 # a number as the regimen grammar reads it ("nan"/"inf" too, so their errors name the field)
 _NUM = r"[-+0-9.eE]+|[-+]?(?i:nan|inf|infinity)"
 _SHORTHAND = {"qd": 1.0, "od": 1.0, "bid": 0.5, "tid": 1.0 / 3.0, "qid": 0.25, "qw": 7.0}
+_INTERVALS = "qd, od, bid, tid, qid, qw, qNd, qNh, qNw (q3w) or '<number> <unit>' (21 d, 12 h)"
+# assumption: more dose slots than this for one drug is a typo ('every 1 min'), not a plan:
+# tid for the longest horizon (`vcohort.config.MAX_DAYS`, 36,500 d) is 109,500 doses
+MAX_DOSES = 200_000
 
 
 def _number(text: str, field_name: str) -> float:
@@ -95,13 +106,17 @@ def _whole(v: float, what: str) -> int:
 
 
 def _duration_text(days: float) -> str:
-    """``days`` as a duration `parse_duration` reads back exactly: the first of minutes, hours
-    and days that is short (``%g``) and exact, else every digit in days."""
-    for unit in ("min", "h", "d"):
+    """``days`` as a duration `parse_duration` reads back exactly: in the largest of days,
+    hours and minutes that gives a whole number (30 d, 6 h, 30 min, 90 min), else in the
+    largest that is short (``%g``) and exact (0.96 d), else with every digit in days."""
+    exact = []
+    for unit in ("d", "h", "min"):
         v = f"{days / _TIME_UNITS[unit]:g}"
         if float(v) * _TIME_UNITS[unit] == days:
-            return f"{v} {unit}"
-    return f"{days!r} d"
+            if float(v).is_integer():
+                return f"{v} {unit}"
+            exact.append(f"{v} {unit}")
+    return exact[0] if exact else f"{days!r} d"
 
 
 def parse_amount(text: str | float, field_name: str = "dose") -> tuple[float, str]:
@@ -149,6 +164,32 @@ def parse_duration(text: str | float, field_name: str = "interval") -> float:
     return value * _TIME_UNITS[unit]
 
 
+def parse_infusion(text: str | float, field_name: str = "over") -> float:
+    """An infusion's length in days (``"30 min"``, ``"1 h"``): as `parse_duration`, but a
+    number without its unit is refused (elsewhere a bare number means days; for an infusion
+    a clinician means minutes)."""
+    bare = isinstance(text, int | float) and not isinstance(text, bool)
+    if not bare:
+        m = re.fullmatch(rf"\s*({_NUM})\s*", str(text))
+        bare = m is not None
+    if bare:
+        shown = text if isinstance(text, str) else f"{text:g}"
+        raise ValueError(
+            f"{field_name}={text!r}: give a unit ({_INFUSION_UNITS}), e.g. '{shown} min'"
+        )
+    return parse_duration(text, field_name)
+
+
+def parse_interval(text: str | float, field_name: str = "every") -> float:
+    """A dosing interval in days: a duration (`parse_duration`) or a shorthand (qd, od, bid,
+    tid, qid, qw, qNd, qNh, qNw)."""
+    if isinstance(text, str) and _is_shorthand(text.strip()):
+        return _shorthand_days(text.strip())
+    if isinstance(text, str) and re.fullmatch(r"\s*[A-Za-z]\w*\s*", text):
+        raise ValueError(f"{field_name}={text!r} is not an interval; allowed: {_INTERVALS}")
+    return parse_duration(text, field_name)
+
+
 @dataclass(frozen=True)
 class Regimen:
     """One drug given repeatedly, in human units (immutable; use `dataclasses.replace`).
@@ -161,12 +202,14 @@ class Regimen:
         interval_days: time between doses; ``None`` for a single dose.
         count: number of doses (``None``: until ``until_day`` or the end of the horizon).
         until_day: no dose at or after this day.
-        start_day: day of the first dose.
+        start_day: day of the first dose.  Days are elapsed time from day 0, the first day of
+            the run (a protocol's "Day 8" is start_day 7).
         infusion_days: infusion duration (0 = bolus / oral).
         rule: protocol dose modification (`DoseRule`), or None.
         cycle_days: with a course (``count`` doses every ``interval_days``, or one dose), the
-            course repeats every this many days from ``start_day`` (temozolomide days 1-5 of
-            28: ``qd x 5 repeat every 28 d``); None: no repeat.
+            course repeats every this many days from ``start_day`` (temozolomide on the
+            protocol's days 1-5 of 28, days 0-4 here: ``qd x 5 repeat every 28 d``); None: no
+            repeat.
         cycles: number of courses (None: until ``until_day`` or the horizon).
     """
 
@@ -271,7 +314,8 @@ class Regimen:
         return (n - 1) * (self.interval_days or 0.0) + self.infusion_days
 
     def dose_times(self, horizon_days: float) -> np.ndarray:
-        """Administration times (days) before ``horizon_days``."""
+        """Administration times (days) before ``horizon_days``; raises when they would be more
+        than `MAX_DOSES`."""
         if self.cycle_days is not None:
             end = horizon_days if self.until_day is None else min(self.until_day, horizon_days)
             n = 1 if self.interval_days is None else int(self.count)
@@ -279,6 +323,7 @@ class Regimen:
             k = int(math.ceil((end - self.start_day) / self.cycle_days - 1e-9))
             if self.cycles is not None:
                 k = min(k, int(self.cycles))
+            self._check_doses(max(k, 0) * n, horizon_days)
             t = self.start_day + (self.cycle_days * np.arange(max(k, 0)))[:, None] + course
             t = t.ravel()
             return t[(t < end - 1e-12) & (t < horizon_days - 1e-12)]
@@ -289,8 +334,30 @@ class Regimen:
             n = int(math.ceil((end - self.start_day) / self.interval_days - 1e-9))
             if self.count is not None:
                 n = min(n, int(self.count))
+            self._check_doses(n, horizon_days)
             t = self.start_day + self.interval_days * np.arange(max(n, 0))
         return t[t < horizon_days - 1e-12]
+
+    def _check_doses(self, n: int, horizon_days: float) -> None:
+        if n > MAX_DOSES:
+            raise ValueError(
+                f"{self.describe()!r}: {n:,} doses before day {horizon_days:g}; at most "
+                f"{MAX_DOSES:,} per drug are allowed (a longer interval, or a shorter horizon?)"
+            )
+
+    def planned_times(self) -> np.ndarray | None:
+        """Every administration time the regimen plans, at any horizon (its count, cycles and
+        ``until``); None when it has no end of its own (it runs to the horizon)."""
+        n = 1 if self.interval_days is None else self.count
+        if self.cycle_days is not None:
+            end = None if self.cycles is None else self.start_day + self.cycles * self.cycle_days
+        elif n is not None:
+            end = self.start_day + n * (self.interval_days or 1.0)
+        else:
+            end = None
+        if self.until_day is not None:
+            end = self.until_day if end is None else min(end, self.until_day)
+        return None if end is None else self.dose_times(end)
 
     def describe(self) -> str:
         s = f"{self.drug} {exact_number(self.dose)} {self.dose_unit}"
@@ -341,15 +408,108 @@ def above_label_maximum(reg: Regimen, factor: float = 2.0) -> str | None:
     )
 
 
+def interval_problem(reg: Regimen, dt: float) -> str | None:
+    """Why ``reg`` cannot be given on an integrator grid of step ``dt`` (days), or None: an
+    interval shorter than the step puts several doses in one step, where they are summed."""
+    if reg.interval_days is not None and reg.interval_days < dt * (1 - 1e-9):
+        return (
+            f"{reg.describe()!r}: interval={_duration_text(reg.interval_days)} is shorter than "
+            f"the integration step dt={dt:g} d, so several doses would be summed into one step; "
+            f"allowed: an interval >= {dt:g} d (or a smaller simulation.dt)"
+        )
+    return None
+
+
+def cut_note(reg: Regimen, day: float, what: str = "horizon") -> str | None:
+    """A note when the end of the run (``what`` = "horizon") or of induction ("induction") on
+    ``day`` cuts a course that ``reg`` limits by its count or cycles ('q3w x 6' over 60 days
+    gives 3 of its 6 doses); None otherwise.  Not an error: a trial's horizon may well be
+    shorter than a planned course."""
+    if reg.count is None and reg.cycles is None:
+        return None  # it runs to its 'until' or the end by design
+    planned = reg.planned_times()
+    if planned is None:
+        return None
+    given = int(np.sum(planned < day - 1e-12))
+    if given == len(planned):
+        return None
+    where = f"within the {day:g}-day horizon"
+    if what != "horizon":
+        where = f"before {what} ends (day {day:g})"
+    return (
+        f"{reg.describe()!r}: {given} of its {len(planned)} planned doses fall {where}; the "
+        f"last planned is on day {planned[-1]:g}"
+    )
+
+
+def _courses(reg: Regimen, day: float) -> list[np.ndarray]:
+    """The planned doses of ``reg`` up to the course running on ``day`` at least, grouped by
+    course: one per cycle of a repeated course, the whole series of a counted one ('q3w x 6');
+    none for a regimen without a count."""
+    if reg.cycle_days is None and (reg.count is None or reg.interval_days is None):
+        return []
+    planned = reg.planned_times()
+    if planned is None:  # cycles until the horizon: those up to the one after ``day``
+        planned = reg.dose_times(day + (reg.cycle_days or 0.0) + reg.course_days() + 1.0)
+    if reg.cycle_days is None:
+        return [planned] if len(planned) else []
+    k = np.floor((planned - reg.start_day) / reg.cycle_days + 1e-9)
+    return [planned[k == c] for c in np.unique(k)]
+
+
+def induction_end_problem(reg: Regimen, end: float) -> str | None:
+    """Why induction cannot end on day ``end`` for ``reg``: the end falls inside one of its
+    courses (some of the course's doses before it, some on or after it), or None."""
+    for c, course in enumerate(_courses(reg, end)):
+        before = int(np.sum(course < end - 1e-12))
+        if 0 < before < len(course):
+            after = f"induction_days >= {math.floor(course[-1]) + 1}"
+            if reg.cycle_days is None:
+                where = f"its course of {len(course)} doses (days {course[0]:g}-{course[-1]:g})"
+                fix = f"set {after}, or give 'x {before}' (count = {before} in a table)"
+            elif c == 0:
+                where = f"its first course (days {course[0]:g}-{course[-1]:g})"
+                fix = f"set {after}, or give {before} doses a course ('x {before}')"
+            else:
+                where = f"course {c + 1} (days {course[0]:g}-{course[-1]:g})"
+                fix = (
+                    f"set induction_days to {math.floor(course[0])} (before it) or {after}, or "
+                    f"give {c} cycle{'s' * (c > 1)} ('x {c}' after 'repeat'; cycles = {c})"
+                )
+            return (
+                f"{reg.describe()!r}: induction ends on day {end:g}, inside {where}, which would "
+                f"stop after {before} of its {len(course)} doses; {fix}"
+            )
+    return None
+
+
+def coincident_doses(regimens, horizon_days: float, dt: float) -> list[str]:
+    """One note per pair of regimens of one drug whose doses start in the same integrator step
+    (their amounts are summed there): 'pembrolizumab 400 mg x 1' with 'pembrolizumab 200 mg
+    q3w' gives 600 mg on day 0.  Not an error (a loading dose may mean it)."""
+    n_steps = max(int(round(horizon_days / dt)), 1)
+    steps = [np.unique(dose_step(r.dose_times(horizon_days), dt, n_steps)) for r in regimens]
+    notes = []
+    for i, a in enumerate(regimens):
+        for j in range(i + 1, len(regimens)):
+            b = regimens[j]
+            if a.drug != b.drug:
+                continue
+            both = np.intersect1d(steps[i], steps[j])
+            if len(both):
+                more = f" (and {len(both) - 1} more steps)" if len(both) > 1 else ""
+                notes.append(
+                    f"{a.drug}: {a.describe()!r} and {b.describe()!r} both dose in the step of "
+                    f"day {both[0] * dt:g}{more}; the doses are summed there"
+                )
+    return notes
+
+
 _KEYWORDS = ("every", "x", "for", "until", "start", "from", "over", "hold", "reduce", "repeat")
-_COUNT_WORDS = ("doses", "dose", "cycles", "cycle", "courses", "course")  # after "x <n>"
+# after "x <n>" / "for <n>": what is counted (any other word after the number is an error)
+_COUNT_WORDS = ("doses", "dose", "cycles", "cycle", "courses", "course", "infusions", "infusion",
+                "injections", "injection")  # fmt: skip
 _CYCLE_WORDS = ("cycles", "cycle", "courses", "course")  # after "repeat ... x <n>"
-
-
-def _is_time(val: str) -> bool:
-    """``val`` is a duration ("12 weeks", "28d"), not a count ("6", "6 cycles")."""
-    m = re.fullmatch(rf"(?:{_NUM})\s*([A-Za-z]+)", val)
-    return m is not None and m.group(1).lower() in _TIME_UNITS
 
 
 def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regimen:
@@ -359,13 +519,20 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
     [hold if <output> <|> <value> [delay [every <t> d] [up to <t> d]] [reduce to <p>% ...]]"``
     (the last part: a `vcohort.dose_rules.DoseRule`).
 
-    A drug name alone means its catalogue ``clinical_dose``.  Examples::
+    A drug name alone means its catalogue ``clinical_dose``.  Days are counted as time elapsed
+    from the start of the run: day 0 is its first day, so a protocol's "Day 1" is ``start 0 d``
+    (the default) and its "Day 8" is ``start 7 d``; ``until <day>`` gives no dose on or after
+    that day, ``for <duration>`` none from ``start`` + duration on.  ``x <n>`` counts doses
+    (after ``repeat``: cycles), optionally followed by doses, cycles, courses, infusions or
+    injections; ``for`` takes a duration with its unit, ``over`` an infusion length with its
+    unit (``over 30 min``).  Examples::
 
         parse_regimen("pembrolizumab 200 mg every 21 d x 8 over 30 min")
         parse_regimen("pembrolizumab 2 mg/kg q3w")
         parse_regimen("cb839 800 mg bid until 168 d")
-        parse_regimen("wnt974 10 mg qd for 4 weeks start 7 d")   # doses on days 7-34
-        parse_regimen("dacarbazine 250 mg/m2 qd x 5 repeat every 21 d x 6")  # days 1-5 of 21
+        parse_regimen("wnt974 10 mg qd for 4 weeks start 7 d")   # days 7-34 (protocol days 8-35)
+        # days 0-4 of each 21-day cycle (the protocol's days 1-5 of 21)
+        parse_regimen("dacarbazine 250 mg/m2 qd x 5 repeat every 21 d x 6")
         parse_regimen("doxorubicin 75 mg/m2 q3w over 30 min hold if ANC < 1.5 reduce to 75% 50%")
         parse_regimen("doxorubicin 75 mg/m2 q3w over 30 min hold if ANC < 1.5 delay up to 21 d")
     """
@@ -429,45 +596,53 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
         if i + 1 >= len(rest):
             raise ValueError(f"regimen {text!r}: {tok!r} needs a value")
         val, i = _take_value(rest, i + 1)
+        if tok in ("x", "for") and i < len(rest) and rest[i].lower() in _COUNT_WORDS:
+            val += " " + rest[i]  # "x 6 cycles": the count word is part of the value
+            i += 1
         if tok == "every" and repeat and "cycle_days" not in kw:
             kw["cycle_days"] = parse_duration(val, f"{drug.name} repeat every")
-        elif tok in ("x", "for") and repeat and not _is_time(val):
-            # after "repeat", a number counts cycles ("x 6", "for 6 cycles")
-            word = val.split()[1].lower() if len(val.split()) > 1 else ""
-            if i < len(rest) and rest[i].lower() in _COUNT_WORDS:
-                word = rest[i].lower()
-                i += 1
-            if word and word not in _CYCLE_WORDS:
-                raise ValueError(
-                    f"regimen {text!r}: after 'repeat', '{tok} <n>' counts cycles; write "
-                    f"'{tok} {val.split()[0]}' or '{tok} {val.split()[0]} cycles'"
-                )
-            if "cycles" in kw:
-                raise ValueError(f"regimen {text!r}: the number of cycles is given twice")
-            kw["cycles"] = _whole(
-                _number(val.split()[0], f"{drug.name} cycles"), f"{drug.name} cycles"
-            )
         elif tok == "every":
             _once(kw, "interval_days", text, f"every {val}")
             kw["interval_days"] = parse_duration(val, f"{drug.name} interval")
         elif tok in ("x", "for"):
-            m = re.fullmatch(rf"({_NUM})\s*([A-Za-z]+)", val)  # "12 weeks", "28d", "6 cycles"
-            is_time = m is not None and m.group(2).lower() in _TIME_UNITS
-            if is_time and tok == "for":  # "for 12 weeks": a duration from the start
-                _once(kw, "for_days", text, f"for {val}")
+            m = re.fullmatch(rf"({_NUM})\s*([A-Za-z]*)", val)  # "6", "12 weeks", "28d", "6 cycles"
+            num, word = (m.group(1), m.group(2).lower()) if m else (val.split()[0], "")
+            if word in _TIME_UNITS:
+                if tok == "x":
+                    raise ValueError(
+                        f"regimen {text!r}: 'x {val}': x takes a number of doses; for a "
+                        f"duration write 'for {val}'"
+                    )
+                _once(kw, "for_days", text, f"for {val}")  # a duration from the start
                 kw["for_days"] = parse_duration(val, f"{drug.name} for")
                 continue
-            if is_time:
+            what = "cycles" if repeat else "count"
+            n = _whole(_number(num, f"{drug.name} {what}"), f"{drug.name} {what}")
+            if word and word not in _COUNT_WORDS:
                 raise ValueError(
-                    f"regimen {text!r}: 'x {val}': x takes a number of doses; for a duration "
-                    f"write 'for {val}'"
+                    f"regimen {text!r}: '{tok} {val}': {word!r} is neither a time unit nor a "
+                    f"count word; allowed after '{tok} {num}': a time unit "
+                    f"({', '.join(_TIME_UNITS)}) or {', '.join(_COUNT_WORDS)}"
                 )
-            parts = [m.group(1)] if m is not None else val.split()  # "x 6 infusions": a count
+            if tok == "for" and not word:  # 'for 6': 6 doses, or 6 days as 'until 6' reads?
+                counted = "cycles" if repeat else "doses"
+                raise ValueError(
+                    f"regimen {text!r}: 'for {num}' has no unit: write 'x {num}' for {num} "
+                    f"{counted}, or 'for {num} d' (w, months) for a duration"
+                )
+            if repeat:  # after "repeat", a number counts cycles ("x 6", "for 6 cycles")
+                if word and word not in _CYCLE_WORDS:
+                    raise ValueError(
+                        f"regimen {text!r}: after 'repeat', '{tok} <n>' counts cycles; write "
+                        f"'{tok} {num}' or '{tok} {num} cycles'"
+                    )
+                if "cycles" in kw:
+                    raise ValueError(f"regimen {text!r}: the number of cycles is given twice")
+                kw["cycles"] = n
+                continue
             if "count" in kw:
                 raise ValueError(f"regimen {text!r}: the number of doses is given twice")
-            kw["count"] = _whole(_number(parts[0], f"{drug.name} count"), f"{drug.name} count")
-            if i < len(rest) and rest[i].lower() in _COUNT_WORDS:
-                i += 1
+            kw["count"] = n
         elif tok == "until":
             _once(kw, "until_day", text, f"until {val}")
             kw["until_day"] = parse_duration(val, f"{drug.name} until")
@@ -476,7 +651,7 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
             kw["start_day"] = parse_duration(val, f"{drug.name} start")
         elif tok == "over":
             _once(kw, "infusion_days", text, f"over {val}")
-            kw["infusion_days"] = parse_duration(val, f"{drug.name} infusion")
+            kw["infusion_days"] = parse_infusion(val, f"{drug.name} over")
     if "for_days" in kw:
         span = kw.pop("for_days")
         if "until_day" in kw:
@@ -709,6 +884,7 @@ def compile_schedule(
     *,
     drugs: tuple[str, ...] | None = None,
     n_slots: int | None = None,
+    dt: float | None = None,
 ) -> Schedule:
     """Lay regimens out as dose slots (several regimens of one drug are merged in time order).
 
@@ -717,6 +893,10 @@ def compile_schedule(
         horizon_days: only doses before the horizon are kept.
         drugs: row order / superset of drugs (default: the regimens' drugs in order of appearance).
         n_slots: pad to this many slots per drug (default: the most any drug needs, at least 1).
+        dt: the integrator step the schedule will run on, if known: a regimen whose interval
+            is shorter is refused (`interval_problem`).
+
+    More than `MAX_DOSES` doses of one drug are refused.
     """
     if not (math.isfinite(horizon_days) and horizon_days > 0):
         raise ValueError(f"days={horizon_days!r} must be > 0")
@@ -726,6 +906,10 @@ def compile_schedule(
             if drugs is not None:
                 raise ValueError(f"regimen drug {r.drug!r} is not among drugs={list(drugs)}")
             order.append(r.drug)
+    if dt is not None:
+        problems = [p for r in regimens if (p := interval_problem(r, dt)) is not None]
+        if problems:
+            raise ValueError(problems[0])
     per_drug: dict[str, list[tuple[float, float, int, float]]] = {d: [] for d in order}
     for r in regimens:
         for t in r.dose_times(horizon_days):
@@ -735,6 +919,12 @@ def compile_schedule(
         per_drug[d].sort(key=lambda x: x[0])
     rules = drug_rules(regimens)
     need = max([len(v) for v in per_drug.values()] + [1])
+    if need > MAX_DOSES:
+        d = max(per_drug, key=lambda k: len(per_drug[k]))
+        raise ValueError(
+            f"{d}: {need:,} doses before day {horizon_days:g}; at most {MAX_DOSES:,} per drug "
+            f"are allowed (a longer interval, or a shorter horizon?)"
+        )
     if n_slots is None:
         n_slots = need
     elif n_slots < need:

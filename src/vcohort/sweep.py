@@ -33,7 +33,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from vcohort.config import ConfigError
+from vcohort.dosing import compile_schedule
 from vcohort.experiment import Experiment, experiment_from_dict, load_experiment
 
 _SWEEP_TOP = {"title", "description", "name", "base", "sweep"}
@@ -158,13 +161,19 @@ def expand_sweep(
     # population.seed = [...] unquoted is a nested table in TOML
     sweep = _flatten(sweep, errors=errors)
     paths: dict = {}
+    # each key is checked on the base with the earlier keys' first values set, as the runs
+    # set them in order (a table given first, then a field inside it); a key reachable only in
+    # the bare base (an arm renamed by an earlier key) is left to the runs to report
+    probe = copy.deepcopy(base)
     for key, values in sweep.items():
         if not isinstance(values, list) or not values:
             errors.append(f"sweep.{key!r}: expected a non-empty list of values, got {values!r}")
         elif len({json.dumps(v, sort_keys=True) for v in values}) < len(values):
             errors.append(f"sweep.{key!r}: values repeat in {values!r}")
         elif base is not None:
-            err = _set(copy.deepcopy(base), key, values[0], where_set=(found := []))
+            err = _set(probe, key, copy.deepcopy(values[0]), where_set=(found := []))
+            if err:
+                err = _set(copy.deepcopy(base), key, values[0], where_set=found)
             if err:
                 errors.append(f"sweep.{key!r}: {err} in the base experiment ({base_src})")
             else:  # two keys reaching one field (an arm by name and by position)
@@ -219,11 +228,13 @@ def expand_sweep(
         except ConfigError as e:
             problems.append(str(e))
             continue
-        same = seen.setdefault(_meaning(exp), name)
+        same, same_shown = seen.setdefault(_meaning(exp), (name, shown))
         if same != name:
             problems.append(
-                f"{source} [run {name}: {shown}]: the same experiment as run {same} once "
-                f"parsed (e.g. 'q3w' and 'every 21 d'); drop one of the values"
+                f"{source} [run {name}: {shown}]: the same experiment as run {same} "
+                f"({same_shown}) once parsed: the same doses on the same days within the "
+                f"{exp.horizon_days}-day horizon (e.g. 'q3w' and 'every 21 d', 'x 1' and a "
+                f"single dose, or counts past the horizon); drop one of the values"
             )
             continue
         head = data.get("title") or exp.title  # a readable title per run
@@ -250,13 +261,30 @@ def _flatten(d: dict, prefix: str = "", errors: list | None = None) -> dict:
 
 def _meaning(exp: Experiment) -> str:
     """What a run computes, whatever its words: the validated config without titles and
-    descriptions, its arms as parsed regimens."""
+    descriptions, and what each arm gives within the horizon (`_given`)."""
     config = {k: v for k, v in exp.config.items() if k not in ("title", "description", "arms")}
-    arms = [(a.name, [repr(r) for r in a.regimens]) for a in exp.arms]
+    arms = [(a.name, _given(a.regimens, exp.horizon_days)) for a in exp.arms]
     population = exp.population.to_dict()
     return json.dumps(
         {"config": config, "arms": arms, "population": population}, sort_keys=True, default=str
     )
+
+
+def _given(regimens, horizon_days) -> dict:
+    """The doses an arm gives within the horizon, per drug (`compile_schedule`): each dose's
+    day, amount, unit kind and infusion length, the drug's hold rule and the day its delayed
+    doses end.  Regimens written otherwise ('x 1' or none for one dose, a count past the
+    horizon) that give the same doses give the same value."""
+    s = compile_schedule(list(regimens), float(horizon_days))
+    rules = s.rules or (None,) * len(s.drugs)
+    ends = s.ends or (None,) * len(s.drugs)
+    out = {}
+    for i, d in enumerate(s.drugs):
+        ok = s.valid[i]
+        doses = zip(s.time[i][ok].tolist(), np.asarray(s.amount)[i][ok].tolist(),
+                    s.kind[i][ok].tolist(), s.duration[i][ok].tolist(), strict=True)  # fmt: skip
+        out[d] = {"doses": sorted(doses), "rule": repr(rules[i]), "end": ends[i]}
+    return out
 
 
 def _retitle(exp: Experiment, title: str) -> Experiment:

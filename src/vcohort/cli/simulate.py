@@ -139,6 +139,7 @@ def _run(args, arm_specs: list[str]) -> int:
 
     check_dt(args.dt)
     check_arms(model, arms, args.days, dt=args.dt, precision=args.precision, engine=args.engine)
+    _note_regimens(arms, args.days, args.dt)
 
     from vcohort.cohort import make_cohort
     from vcohort.runs import run_arms
@@ -200,6 +201,15 @@ def _note_label_maximum(arms) -> None:
         for r in a.regimens:
             if (note := above_label_maximum(r)) is not None:
                 print(f"note: arm {a.name!r}: {note}", file=sys.stderr)
+
+
+def _note_regimens(arms, days: int, dt: float) -> None:
+    """The notes an experiment file gets at load (`vcohort.experiment.regimen_notes`): a
+    course the horizon cuts, two regimens of one drug dosing in the same step."""
+    from vcohort.experiment import regimen_notes
+
+    for note in regimen_notes(arms, float(days), dt):
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _print_summary(summary, args, wall) -> None:

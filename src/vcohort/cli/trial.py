@@ -26,9 +26,7 @@ def run_trial(args) -> int:
 
     exp = load_experiment(args.experiment)  # validated before any compute
     check_output_dir(args.out, args.overwrite)
-    from vcohort.cli.simulate import _note_label_maximum
-
-    _note_label_maximum(exp.arms)
+    _print_notes([(None, exp)])
     from vcohort import trial as T
 
     t0 = time.perf_counter()
@@ -59,6 +57,29 @@ def run_trial(args) -> int:
     return 0
 
 
+def _print_notes(runs) -> None:
+    """The notes of ``(run name or None, experiment)`` pairs on stderr, before compute: a dose
+    above the drug's label maximum (`vcohort.dosing.above_label_maximum`, as ``vcohort
+    simulate`` prints), and the experiment's own (`vcohort.experiment.Experiment.notes`).  A
+    note that several runs share (a sweep over seeds) is printed once, naming its runs."""
+    from vcohort.dosing import above_label_maximum
+
+    where: dict[str, list] = {}
+    for name, e in runs:
+        texts = [f"arm {a.name!r}: {n}" for a in e.arms for r in a.regimens
+                 if (n := above_label_maximum(r)) is not None]  # fmt: skip
+        for text in dict.fromkeys(texts + list(e.notes)):
+            where.setdefault(text, []).append(name)
+    for text, names in where.items():
+        names = [n for n in names if n is not None]
+        if len(names) == 1:
+            text += f" (run {names[0]})"
+        elif names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            text += f" ({len(names)} runs: {shown})"
+        print(f"note: {text}", file=sys.stderr)
+
+
 def add_batch(sub) -> None:
     b = sub.add_parser(
         "batch", help="run many experiment files or a parameter sweep, resumably, in one process"
@@ -87,6 +108,7 @@ def run_batch(args) -> int:
     from vcohort.batch import check_chunk_patients
 
     check_chunk_patients(args.chunk_patients)  # --list validates the flags too
+    _print_notes([(r.name, r.experiment) for r in runs])
     if args.list:
         for r in runs:
             e = r.experiment

@@ -50,7 +50,7 @@ from vcohort.config import (
     ConfigError,
     read_toml,
 )
-from vcohort.dosing import parse_amount, parse_duration
+from vcohort.dosing import parse_amount, parse_duration, parse_infusion
 from vcohort.drug_file import drug_files_field
 from vcohort.objectives import OBJECTIVES
 from vcohort.optimize.problem import DrugSlots, Problem, validate_drug
@@ -147,7 +147,9 @@ def _drug(ck: Checker, i: int, raw) -> DrugSlots | None:
         max_dose_mg=_mg(ck, d, "max_dose", path),
         initial_mg=_mg(ck, d, "initial", path),
         start_day=_days(ck, d, "start", path, 0.0),
-        infusion_days=_days(ck, d, "over", path, 0.0),
+        infusion_days=_parsed(ck, f"{path}.over", parse_infusion, d["over"])
+        if "over" in d
+        else 0.0,
         max_daily_mg=_mg(ck, d, "max_daily", path),
         budget_mg=_mg(ck, d, "budget", path),
         auc_budget=ck.get(d, "auc_budget", path, "float", None, gt=0),
