@@ -164,7 +164,9 @@ def test_sweep_keys_reaching_one_field_and_runs_equal_once_parsed_are_refused(tm
         '"pembrolizumab 2 mg/kg every 21 d over 30 min"]\n'
     )
     with pytest.raises(
-        ValueError, match=r"the same experiment as run same__regimens-v0 once parsed"
+        ValueError,
+        match=r"the same experiment as run same__regimens-v0 \(arms.pembro.regimens.0 = "
+        r'"pembrolizumab 2 mg/kg q3w over 30 min"\) once parsed: the same doses',
     ):
         load_runs([_write(tmp_path, "same.toml", same)])
 
@@ -988,6 +990,8 @@ def test_a_batch_draws_no_patient_past_the_draw_limit(tmp_path, monkeypatch):
     from vcohort.chunkfile import read_chunk
 
     monkeypatch.setattr(B, "max_draws", lambda size: 6)
+    # the load refuses dt 1.0 for the typical patient; let it through to fail every patient
+    monkeypatch.setattr("vcohort.simulate.check_typical_rates", lambda *a, **k: None)
     text = BASE.format(days=42).replace("size = 12", "size = 5")
     text = text.replace("chunk_size = 8", 'chunk_size = 4\ndt = 1.0\nprecision = "float32"')
     runs = load_runs(

@@ -133,6 +133,31 @@ def test_overwrite_replaces_only_on_success(tmp_path):
     assert not (out / "old.txt").exists() and (out / "summary.csv").exists()
 
 
+def test_a_folder_that_appears_during_the_run_is_not_replaced(tmp_path):
+    """--out is checked when the run starts and again before its results take the folder's
+    place: a folder created meanwhile (by the user, another run) without --overwrite, or one
+    vcohort did not write even with it, is kept, and so are this run's results."""
+    from vcohort.io import run_folder
+
+    for overwrite in (False, True):
+        out = tmp_path / f"run{overwrite}"
+        with pytest.raises(ValueError, match="this run's results are kept in") as e:
+            with run_folder(out, overwrite=overwrite) as tmp:
+                (tmp / "summary.csv").write_text("new\n")
+                out.mkdir()
+                (out / "my_notes.txt").write_text("user data\n")
+        assert (out / "my_notes.txt").read_text() == "user data\n"
+        kept = Path(str(e.value).rsplit("kept in ", 1)[1].strip("'"))
+        assert (kept / "summary.csv").read_text() == "new\n"
+    # an earlier run's folder that appeared meanwhile is replaced only with overwrite
+    out = tmp_path / "earlier"
+    with run_folder(out, overwrite=True) as tmp:
+        (tmp / "summary.csv").write_text("new\n")
+        out.mkdir()
+        (out / "manifest.json").write_text("{}")
+    assert sorted(x.name for x in out.iterdir()) == ["summary.csv"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -140,6 +165,8 @@ def test_overwrite_replaces_only_on_success(tmp_path):
         (["--regimen", "pembrolizumab -1 mg q3w"], ">= 0"),
         (["--patients", "0"], "patients"),
         (["--dt", "0.3"], "dt"),
+        # the typical k_TGF x dt past RK4's stability bound (the run-in diverged silently)
+        (["--dt", "0.2"], "--dt 0.2: the typical k_TGF gives a rate of 14.3/day"),
         (["--population", "martians"], "neither a preset (default) nor an existing TOML file"),
         (["--regimen", "wnt974", "--arm", "b=cb839"], "not both (e.g. --arm 'mine=wnt974')"),
         # checked only after the cohort's run-in (or the first arm) had been computed
@@ -203,6 +230,20 @@ def test_a_dose_far_above_the_label_maximum_gets_a_note_before_compute(tmp_path,
     assert "one dose is 1.4e+04 mg for a typical adult (70 kg, 1.8 m2)" in err and "400 mg" in err
     assert main([*argv, "--overwrite", "--regimen", "pembrolizumab 10 mg/kg q3w"]) == 0
     assert "label maximum" not in capsys.readouterr().err  # a trial dose (KEYNOTE-006)
+
+
+def test_simulate_notes_a_course_the_horizon_cuts_and_doses_summed_in_one_step(tmp_path, capsys):
+    """The notes an experiment file gets at load (a counted course the horizon cuts, two
+    regimens of one drug dosing in the same step) are printed by `vcohort simulate` too."""
+    argv = ["simulate", "--patients", "2", "--days", "30", "--no-progress",
+            "--out", str(tmp_path / "o"),
+            "--arm", "a=pembrolizumab 200 mg q3w x 6 + pembrolizumab 200 mg x 1"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    every = "'pembrolizumab 200 mg every 21 d x 6'"
+    assert f"arm 'a': {every}: 2 of its 6 planned doses fall within the 30-day horizon" in err
+    assert "the last planned is on day 105" in err
+    assert f"{every} and 'pembrolizumab 200 mg x 1' both dose in the step of day 0" in err
 
 
 def test_simulate_draws_from_a_population_file(tmp_path):

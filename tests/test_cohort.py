@@ -40,3 +40,23 @@ def test_run_in_keeps_the_tumour_and_settles_the_immune_state():
         np.testing.assert_allclose(c.y0[k], more.y0[k], rtol=0.05, err_msg=k)
     for v in c.y0.values():
         assert np.all(np.isfinite(v)) and np.all(v >= 0)
+
+
+def test_a_failed_run_in_is_named_and_its_patients_fail_for_that_reason():
+    """At dt 0.2 the typical TGF-β decay (14.3/day) x dt = 2.86 is past RK4's stability bound:
+    the run-in's TGF-β reached -1e56 and the cohort started from it as if it were settled.
+    Now the run-in's failures are warned about, those patients start from NaN, and a
+    simulation reports them with STATUS_INITIAL (day 0), not as its own solver failure."""
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.simulate import STATUS_INITIAL, simulate
+
+    with pytest.warns(UserWarning, match=r"240-day immune run-in failed for 3 of 3 patients"):
+        c = make_cohort(3, seed=7, dt=0.2)
+    assert all(np.all(np.isnan(v)) for v in c.y0.values())
+    tr = simulate(CSC_IMMUNE, c, None, 7, progress=False)
+    assert np.all(tr.status == STATUS_INITIAL) and np.all(tr.status_day == 0)
+    assert "run-in failed" in tr.status_text()[0]
+    # at the default dt nothing is flagged
+    ok = make_cohort(3, seed=7, runin_days=30)
+    assert all(np.all(np.isfinite(v)) for v in ok.y0.values())
+    assert np.all(simulate(CSC_IMMUNE, ok, None, 7, progress=False).status == 0)

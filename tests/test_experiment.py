@@ -159,6 +159,11 @@ def test_every_bad_field_is_reported_at_once_before_compute():
             r"simulation.runin_days: 1000000000 must be <= 36500",
         ),
         (lambda d: d["simulation"].update(dt=1e-9), r"simulation.dt: 1e-09 must be >= 0.0001"),
+        # k_TGF (14.3/day) x 0.2 = 2.86, past RK4's bound: the run-in's TGF-β reached -1e56
+        (
+            lambda d: d["simulation"].update(dt=0.2),
+            r"simulation.dt: dt 0.2: the typical k_TGF .* unstable .*use dt = 0.125 or smaller",
+        ),
         (
             lambda d: d["population"].update(size=10**12),
             r"population.size: .* must be <= 100000000",
@@ -298,3 +303,135 @@ def test_regimen_tables_take_cycles():
     d["arms"][0]["regimens"] = [{"drug": "doxorubicin", "dose": "60 mg/m2"}]
     r = experiment_from_dict(d).arms[0].regimens[0]
     assert r.describe() == "doxorubicin 60 mg/m2 every 21 d x 6"  # clinical: q3w x 6
+
+
+def _one_arm(regimens, horizon=60, **arm):
+    d = copy.deepcopy(GOOD)
+    d["simulation"]["horizon_days"] = horizon
+    d["assessment"] = {"first_day": 14, "every_days": 14, "confirm_days": 0, "sd_min_days": 14}
+    d["arms"] = [{"name": "a", "regimens": regimens} | arm]
+    d["reference_arm"] = "a"
+    return d
+
+
+def test_a_regimen_table_keeps_the_clinical_course_it_does_not_override():
+    """{drug = "pembrolizumab"} was a bolus where "pembrolizumab" is a 30-min infusion (only
+    interval, count and cycles were kept); a table giving only count or cycles was refused."""
+    same = experiment_from_dict(_one_arm([{"drug": "pembrolizumab"}, "pembrolizumab"]))
+    table, text = same.arms[0].regimens
+    assert table == text and table.infusion_days == pytest.approx(30 / 1440)
+    cases = [
+        ({"drug": "pembrolizumab", "dose": "2 mg/kg"},
+         "pembrolizumab 2 mg/kg every 21 d over 30 min"),
+        ({"drug": "pembrolizumab", "over": "1 h"}, "pembrolizumab 200 mg every 21 d over 1 h"),
+        ({"drug": "doxorubicin", "count": 4}, "doxorubicin 75 mg/m2 every 21 d x 4"),
+        ({"drug": "guadecitabine", "dose": "45 mg/m2", "cycles": 2},
+         "guadecitabine 45 mg/m2 every 1 d x 5 repeat every 28 d x 2"),
+        # a table with its own interval gives its own course (as the string form does)
+        ({"drug": "pembrolizumab", "every": "q3w"}, "pembrolizumab 200 mg every 21 d"),
+    ]  # fmt: skip
+    for table, want in cases:
+        d = _one_arm([table], horizon=200)
+        assert experiment_from_dict(d).arms[0].regimens[0].describe() == want, table
+
+
+def test_regimen_table_interval_and_infusion_errors_name_their_field():
+    """every = "qod" was sent to parse_regimen and reported as the dose (and the table's other
+    errors were lost); over = 30 was a 30-day infusion."""
+    d = _one_arm([{"drug": "wnt974", "dose": "10 ug", "every": "qod"}])
+    with pytest.raises(ConfigError) as e:
+        experiment_from_dict(d)
+    assert e.value.errors == [
+        "arms[0].regimens[0].dose: dose='10 ug': unknown dose unit 'ug'; allowed: ['mg', "
+        "'mg/kg', 'mg/m2', 'cells', 'cells/kg', 'cells/m2']",
+        "arms[0].regimens[0].every: every='qod' is not an interval; allowed: qd, od, bid, tid, "
+        "qid, qw, qNd, qNh, qNw (q3w) or '<number> <unit>' (21 d, 12 h)",
+    ]
+    d = _one_arm([{"drug": "wnt974", "every": "q2d"}])  # shorthands still read
+    assert experiment_from_dict(d).arms[0].regimens[0].interval_days == 2.0
+    for over in (30, "30"):
+        d = _one_arm([{"drug": "pembrolizumab", "dose": "400 mg", "every": "42 d", "over": over}])
+        with pytest.raises(ConfigError, match=r"arms\[0\].regimens\[0\].over: over=.?30.?: give "
+                                              r"a unit \(min, h, d\)"):  # fmt: skip
+            experiment_from_dict(d)
+    d = _one_arm(["pembrolizumab 400 mg q6w over 30"])
+    with pytest.raises(ConfigError, match=r"arms\[0\].regimens\[0\]: .*give a unit"):
+        experiment_from_dict(d)
+
+
+def test_an_induction_ending_inside_a_course_is_refused_and_cut_courses_are_noted():
+    """qd x 5 every 28 d with induction_days = 30 gave days 0-4 and 28-29 (a 5-day course
+    stopped after 2 days); 'q3w x 6' over 60 days gave 3 doses without a word."""
+    ind = {"sequencing": "induction-maintenance", "induction_days": 30,
+           "induction": ["guadecitabine 60 mg/m2 qd x 5 repeat every 28 d"],
+           "maintenance": ["pembrolizumab 200 mg q3w"]}  # fmt: skip
+    d = _one_arm([], **ind)
+    del d["arms"][0]["regimens"]
+    with pytest.raises(ConfigError) as e:
+        experiment_from_dict(d)
+    assert e.value.errors == [
+        "arms[0].induction[0]: 'guadecitabine 60 mg/m2 every 1 d x 5 repeat every 28 d': "
+        "induction ends on day 30, inside course 2 (days 28-32), which would stop after 2 of "
+        "its 5 doses; set induction_days to 28 (before it) or induction_days >= 33, or give 1 "
+        "cycle ('x 1' after 'repeat'; cycles = 1)"
+    ]
+    d["arms"][0]["induction_days"] = 28  # before the second course: accepted
+    assert experiment_from_dict(d).notes == ()
+    d["arms"][0]["induction"] = ["guadecitabine 60 mg/m2 qd x 5 repeat every 28 d x 3"]
+    assert experiment_from_dict(d).notes == (
+        "arm 'a': 'guadecitabine 60 mg/m2 every 1 d x 5 repeat every 28 d x 3': 5 of its 15 "
+        "planned doses fall before induction ends (day 28); the last planned is on day 60",
+    )
+    e = experiment_from_dict(_one_arm(["doxorubicin 75 mg/m2 q3w x 6"]))
+    assert e.notes == (
+        "arm 'a': 'doxorubicin 75 mg/m2 every 21 d x 6': 3 of its 6 planned doses fall within "
+        "the 60-day horizon; the last planned is on day 105",
+    )
+    assert experiment_from_dict(_one_arm(["doxorubicin 75 mg/m2 q3w x 6"], horizon=106)).notes == ()
+
+
+def test_an_interval_shorter_than_the_step_is_refused_and_same_step_doses_are_noted():
+    """'every 1 min' summed 72 doses into each 0.1-day step; a loading dose and a regimen's
+    first dose on the same day are summed (600 mg) with a note."""
+    with pytest.raises(ConfigError) as e:
+        experiment_from_dict(_one_arm(["cb839 800 mg every 1 min"]))
+    assert e.value.errors == [
+        "arms[0]: 'cb839 800 mg every 0.0006944444444444445 d': interval=1 min is shorter than "
+        "the integration step dt=0.1 d, so several doses would be summed into one step; "
+        "allowed: an interval >= 0.1 d (or a smaller simulation.dt)"
+    ]
+    d = _one_arm(["cb839 800 mg tid"])
+    d["simulation"]["dt"] = 0.5
+    with pytest.raises(ConfigError, match=r"interval=8 h is shorter .* dt=0.5 d"):
+        experiment_from_dict(d)
+    e = experiment_from_dict(_one_arm(["pembrolizumab 400 mg x 1", "pembrolizumab 200 mg q3w"]))
+    assert e.notes == (
+        "arm 'a': pembrolizumab: 'pembrolizumab 400 mg x 1' and 'pembrolizumab 200 mg every 21 "
+        "d' both dose in the step of day 0; the doses are summed there",
+    )
+
+
+def test_vcohort_trial_prints_the_experiment_s_notes_before_compute(tmp_path, monkeypatch, capsys):
+    """A course the horizon cuts and two regimens summed in one step were silent; `vcohort
+    trial` prints them (with the label-maximum note) before it computes anything."""
+    from vcohort import trial
+    from vcohort.cli import main
+
+    def stop(*args, **kwargs):
+        raise ValueError("stop before compute")
+
+    monkeypatch.setattr(trial, "run_trial", stop)
+    (tmp_path / "e.toml").write_text(
+        "[population]\nsize = 4\n[simulation]\nhorizon_days = 60\n[assessment]\nfirst_day = 14\n"
+        'every_days = 14\nsd_min_days = 14\n[[arms]]\nname = "a"\nregimens = '
+        '["doxorubicin 75 mg/m2 q3w x 6", "pembrolizumab 400 mg x 1", "pembrolizumab 200 mg q3w"]\n'
+    )
+    assert main(["trial", str(tmp_path / "e.toml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "note: arm 'a': 'doxorubicin 75 mg/m2 every 21 d x 6': 3 of its 6 planned doses fall "
+        "within the 60-day horizon; the last planned is on day 105",
+        "note: arm 'a': pembrolizumab: 'pembrolizumab 400 mg x 1' and 'pembrolizumab 200 mg "
+        "every 21 d' both dose in the step of day 0; the doses are summed there",
+        "vcohort: error: stop before compute",
+    ]

@@ -310,6 +310,27 @@ def test_bad_input_is_refused_before_compute(small_cohort):
     cov = {k: v for k, v in small_cohort.covariates.items() if k != "weight_kg"}
     with pytest.raises(ValueError, match="weight_kg"):
         simulate(CSC_IMMUNE, small_cohort.replace(covariates=cov), per_kg, 14)
+    # True is an int to Python: it ran as chunk_size 1, days 1, daily saves
+    for kw, field in (({"chunk_size": True}, "chunk_size"), ({"save_every": True}, "save_every")):
+        with pytest.raises(ValueError, match=f"{field}=True must be"):
+            simulate(CSC_IMMUNE, small_cohort, s, 14, **kw)
+    with pytest.raises(ValueError, match="days=True must be"):
+        simulate(CSC_IMMUNE, small_cohort, s, True)
+    # devices: named, not JAX's safe_zip / device_put errors
+    import jax
+
+    d0 = jax.local_devices()[0]
+    for devs in ([d0, d0], ["cpu"]):
+        with pytest.raises(ValueError, match=r"devices=.*each entry must be a jax.Device"):
+            simulate(CSC_IMMUNE, small_cohort, s, 14, devices=devs)
+    # make_cohort checks its run-in settings without a run-in too (a typo passed silently)
+    for kw, field in (
+        ({"precision": "float16"}, "precision"),
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"dt": 7.0}, "dt"),
+    ):
+        with pytest.raises(ValueError, match=field):
+            make_cohort(3, runin_days=0, **kw)
 
 
 def test_chunk_ladder_bounds_padding_and_shapes():
@@ -373,6 +394,22 @@ def test_a_state_negative_between_save_days_is_flagged_with_its_day():
     # the unmodified model on the same patients and doses: nothing flagged
     ok = simulate(CSC_IMMUNE, c, s, 14, save_every=7, progress=False)
     assert ok.status.tolist() == [0, 0] and ok.status_day.tolist() == [-1, -1]
+
+
+def test_status_with_the_daily_watch_follows_the_watch_only():
+    """A state that peaks between save days and dips to -1e-3 on a save day: relative to the
+    run's largest magnitude (the watch, 1e4) that is round-off, relative to the saved days'
+    (1) it was not, and the patient was flagged negative with no day (-1).  Without a watch
+    (the reference solvers) the saved states are checked, with their own maximum."""
+    from vcohort.simulate import STATUS_NEGATIVE, _status
+
+    states = {"x": np.array([[1.0, -1e-3]])}
+    daily = {"out": np.ones((1, 3))}
+    watch = {"lowest": np.array([-1e-7]), "first_day": np.array([-1])}
+    st, day = _status(states, daily, watch)
+    assert st.tolist() == [0] and day.tolist() == [-1]
+    st, day = _status(states, daily)
+    assert st.tolist() == [STATUS_NEGATIVE]
 
 
 def _counting_model():

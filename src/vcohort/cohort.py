@@ -17,6 +17,7 @@ that immune cells and signals are consistent with the tumour rather than hand-se
 from __future__ import annotations
 
 import dataclasses
+import warnings
 import zlib
 from dataclasses import dataclass
 
@@ -239,6 +240,16 @@ def make_cohort(
     check_seed_and_ids(seed, first_id, n)
     if not isinstance(runin_days, int | np.integer) or runin_days < 0:
         raise ValueError(f"runin_days={runin_days!r} must be an integer >= 0")
+    # the run-in's settings, also without a run-in (a typo then passed silently)
+    from vcohort.simulate import PRECISIONS, check_dt
+
+    check_dt(dt)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; allowed: {PRECISIONS}")
+    if not isinstance(chunk_size, int | np.integer) or isinstance(chunk_size, bool):
+        raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1")
     cat = model.drug_catalogue() if drugs is None else drugs
     pop = with_drug_correlations(effective_population(population, model), cat)
     ids = np.arange(first_id, first_id + n, dtype=np.int64)
@@ -530,7 +541,12 @@ def run_in(
     chunk_size: int = 4096,
     engine: str = "xla",
 ):
-    """Settle the immune state for ``days`` with the tumour frozen (no drugs)."""
+    """Settle the immune state for ``days`` with the tumour frozen (no drugs).
+
+    A patient whose run-in fails (any status but ok: non-finite, negative beyond round-off,
+    or RK4-unstable at this dt) gets a NaN initial state, so that every later simulation
+    reports it as failed with `vcohort.simulate.STATUS_INITIAL`, and a warning names the
+    patients and the reason."""
     from vcohort.simulate import simulate
 
     traj = simulate(
@@ -547,4 +563,17 @@ def run_in(
         engine=engine,
     )
     y0 = {k: np.asarray(v[:, -1], dtype=np.float64) for k, v in traj.states.items()}
+    bad = np.flatnonzero(np.asarray(traj.status) != 0)
+    if bad.size:
+        for v in y0.values():
+            v[bad] = np.nan
+        text = traj.status_text()
+        ids = ", ".join(f"{int(cohort.patient_id[i])} ({text[i]})" for i in bad[:5])
+        more = f" and {bad.size - 5} more" if bad.size > 5 else ""
+        warnings.warn(
+            f"the {days}-day immune run-in failed for {bad.size} of {len(cohort)} patients "
+            f"(patient_id {ids}{more}; dt {dt}, {precision}); they start from a NaN state and "
+            f"every simulation reports them as failed: use a smaller dt or float64",
+            stacklevel=2,
+        )
     return cohort.replace(y0=y0)

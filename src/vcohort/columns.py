@@ -25,8 +25,9 @@ FIXED: dict[str, tuple[str, str]] = {
     "status": (
         "",
         "solver status: 0 ok; 1 non-finite state, 2 negative state, 3 reference solver did "
-        "not finish, 4 a rate x dt beyond RK4's stability bound (vcohort.simulate."
-        "STATUS_MESSAGES; status_text in endpoints.parquet says it in words)",
+        "not finish, 4 a rate x dt beyond RK4's stability bound, 5 a non-finite initial "
+        "state (the immune run-in failed) (vcohort.simulate.STATUS_MESSAGES; status_text in "
+        "endpoints.parquet says it in words)",
     ),
     "status_text": ("", "solver status in words"),
     "weight_kg": ("kg", "body weight"),

@@ -74,9 +74,15 @@ from vcohort.config import (
 from vcohort.dose_rules import DoseRule, drug_rules, parse_rule
 from vcohort.dosing import (
     Regimen,
+    coincident_doses,
     compile_schedule,
+    cut_note,
+    induction_end_problem,
+    interval_problem,
     parse_amount,
     parse_duration,
+    parse_infusion,
+    parse_interval,
     parse_regimen,
 )
 from vcohort.drug_file import drug_files_field, experiment_drugs_problem
@@ -133,6 +139,8 @@ class Experiment:
     subgroups: dict = dataclasses.field(
         default_factory=lambda: {"variables": list(DEFAULT_VARIABLES), "cuts": {}}
     )
+    # what is legitimate but may be a slip, for the command line to print (`regimen_notes`)
+    notes: tuple[str, ...] = ()
 
     @property
     def drawn_population(self) -> Population:
@@ -219,9 +227,9 @@ def experiment_from_dict(
     if not isinstance(raw_arms, list) or not raw_arms:
         ck.error("arms", f"expected one or more [[arms]] tables, got {raw_arms!r}")
         raw_arms = []
-    names, described = [], []
+    names, described, notes = [], [], []
     for i, a in enumerate(raw_arms):
-        arm, about = _arm(ck, a, f"arms[{i}]", horizon)
+        arm, about = _arm(ck, a, f"arms[{i}]", horizon, dt, notes)
         if arm is not None:
             if arm.name in names:
                 ck.error(f"arms[{i}].name", f"{arm.name!r} is used by another arm")
@@ -231,6 +239,16 @@ def experiment_from_dict(
     borrowed = experiment_drugs_problem({r.drug for a in arms for r in a.regimens}, drug_files)
     if borrowed:
         ck.error("arms", borrowed)
+    if dt is not None and not ck.errors:  # the typical patient's RK4 step stays stable
+        from vcohort.model import CSC_IMMUNE
+        from vcohort.simulate import acting_channels, check_typical_rates
+
+        cat = CSC_IMMUNE.drug_catalogue()
+        given = {r.drug: cat[r.drug] for a in arms for r in a.regimens if r.drug in cat}
+        try:
+            check_typical_rates(CSC_IMMUNE, dt, acting_channels(given.values()), flag="dt")
+        except ValueError as e:
+            ck.error("simulation.dt", str(e).replace("use dt ", "use dt = "))
     ruled = sorted({a.name for a in arms for r in a.regimens if r.rule is not None})
     if horizon is not None and dt is not None and not ck.errors:
         for i, a in enumerate(arms):  # overlapping infusions, delay rules on the step grid
@@ -252,6 +270,7 @@ def experiment_from_dict(
     if names and ref not in names:
         ck.error("reference_arm", f"{ref!r} is not an arm; arms: {', '.join(names)}")
     ck.raise_if_any()
+    notes += regimen_notes(arms, horizon, dt)
 
     config = {
         "title": title,
@@ -291,7 +310,7 @@ def experiment_from_dict(
     }
     return Experiment(title, desc, pop, size, seed, repl, screening, horizon, dt, precision,
                       chunk, save_every, runin, ep, landmark, ref, tuple(arms), config,
-                      source, calib, engine, subgroups)  # fmt: skip
+                      source, calib, engine, subgroups, tuple(notes))  # fmt: skip
 
 
 def _subgroups(ck: Checker, raw, pop: Population, screened: bool = True) -> dict:
@@ -522,8 +541,22 @@ def _assessment(ck: Checker, at: dict, horizon: int | None) -> tuple[dict, float
     return ep, landmark
 
 
-def _arm(ck: Checker, a, p: str, horizon) -> tuple[Arm | None, str | None]:
-    """An ``[[arms]]`` table -> (the arm or None when invalid, its ``description`` or None)."""
+def regimen_notes(arms, horizon: float, dt: float) -> list[str]:
+    """Notes on regimens that are valid but may be a slip (`vcohort.dosing.cut_note`,
+    `vcohort.dosing.coincident_doses`): a course the horizon cuts, two regimens of one drug
+    dosing in the same step.  Computed once, at load."""
+    out = []
+    for a in arms:
+        out += [f"arm {a.name!r}: {n}" for r in a.regimens if (n := cut_note(r, horizon))]
+        out += [f"arm {a.name!r}: {n}" for n in coincident_doses(a.regimens, horizon, dt)]
+    return out
+
+
+def _arm(
+    ck: Checker, a, p: str, horizon, dt=None, notes: list | None = None
+) -> tuple[Arm | None, str | None]:
+    """An ``[[arms]]`` table -> (the arm or None when invalid, its ``description`` or None).
+    ``notes`` gets the notes of induction regimens whose course count induction cuts."""
     a = ck.table(a, p, _ARM, {"name"})
     name = ck.get(a, "name", p, "str", None)
     about = ck.get(a, "description", p, "str", None)
@@ -540,10 +573,12 @@ def _arm(ck: Checker, a, p: str, horizon) -> tuple[Arm | None, str | None]:
         ind_days = ck.get(a, "induction_days", p, "int", None, ge=1)
         if ind_days is not None and horizon is not None and ind_days >= horizon:
             ck.error(f"{p}.induction_days", f"{ind_days} must be shorter than the horizon")
-        for r in _regimens(ck, a.get("induction", []), f"{p}.induction"):
-            r = _cut(ck, r, ind_days, f"{p}.induction")
-            if r is not None:
-                regs.append(r)
+        for j, r in enumerate(_regimens(ck, a.get("induction", []), f"{p}.induction")):
+            cut = _cut(ck, r, ind_days, f"{p}.induction[{j}]")
+            if cut is not None:
+                regs.append(cut)
+                if notes is not None and (note := cut_note(r, ind_days, "induction")):
+                    notes.append(f"arm {name!r}: {note}")
         for r in _regimens(ck, a.get("maintenance", []), f"{p}.maintenance"):
             if ind_days is not None:
                 r = dataclasses.replace(
@@ -561,6 +596,15 @@ def _arm(ck: Checker, a, p: str, horizon) -> tuple[Arm | None, str | None]:
     if horizon is not None:
         for message in starts_after_horizon(regs, horizon):
             ck.error(p, message)
+        for r in regs:
+            try:  # (more doses than a schedule may hold: 'every 0.001 min')
+                r.dose_times(float(horizon))
+            except ValueError as e:
+                ck.error(p, str(e))
+    if dt is not None:
+        for r in regs:
+            if (problem := interval_problem(r, dt)) is not None:
+                ck.error(p, problem)
     if name is None or seq is None:
         return None, None
     return Arm(name, tuple(regs)), about
@@ -586,10 +630,16 @@ def check_rule_output(ck: Checker, rule: DoseRule | None, q: str) -> None:
 
 
 def _cut(ck: Checker, r: Regimen, end, p: str) -> Regimen | None:
+    """An induction regimen stopped at day ``end``: refused when that falls inside one of its
+    courses (`induction_end_problem`)."""
     if end is None:
         return r
     if r.start_day >= end:
         ck.error(p, f"{r.describe()!r} starts after induction ends (day {end})")
+        return None
+    problem = induction_end_problem(r, float(end))
+    if problem is not None:
+        ck.error(p, problem)
         return None
     until = end if r.until_day is None else min(r.until_day, end)
     return dataclasses.replace(r, until_day=float(until))
@@ -634,24 +684,24 @@ def _regimen_table(ck: Checker, t: dict, q: str) -> Regimen | None:
     else:
         kw["dose"], kw["dose_unit"] = base.dose, base.dose_unit
     if "every" in t:
-        v = t["every"]
-        if isinstance(v, str) and re.fullmatch(r"(?i)q\w+|bid|tid|qid|od", v.strip()):
-            kw["interval_days"] = parse_regimen(f"{drug} {v}").interval_days
-        else:
-            kw["interval_days"] = _field(ck, q, "every", v, parse_duration)
-    elif "count" not in t:  # the clinical dose's course: its interval, dose count and cycles
+        kw["interval_days"] = _field(ck, q, "every", t["every"], parse_interval)
+    else:  # the clinical dose's course, as far as the table does not give its own: its
+        # interval, dose count, cycles and infusion (a drug name alone in a string keeps them)
         kw["interval_days"], kw["count"] = base.interval_days, base.count
-        if "repeat_every" not in t and "cycles" not in t:
+        if "repeat_every" not in t:
             kw["cycle_days"], kw["cycles"] = base.cycle_days, base.cycles
+        kw["infusion_days"] = base.infusion_days
     if "count" in t:
         kw["count"] = ck.get(t, "count", q, "int", None, ge=1)
-    if "repeat_every" in t:  # a course repeated in cycles (days 1-5 of 28: count 5, 28 d)
+    if "repeat_every" in t:  # a course repeated in cycles (protocol days 1-5 of 28: count 5, 28 d)
         kw["cycle_days"] = _field(ck, q, "repeat_every", t["repeat_every"], parse_duration)
     if "cycles" in t:
         kw["cycles"] = ck.get(t, "cycles", q, "int", None, ge=1)
-    for key, name in (("until", "until_day"), ("start", "start_day"), ("over", "infusion_days")):
+    for key, name in (("until", "until_day"), ("start", "start_day")):
         if key in t:
             kw[name] = _field(ck, q, key, t[key], parse_duration)
+    if "over" in t:
+        kw["infusion_days"] = _field(ck, q, "over", t["over"], parse_infusion)
     for key in ("reduce_to", "delay", "recheck_every", "max_delay"):
         if key in t and "hold_if" not in t:
             ck.error(f"{q}.{key}", "needs a hold_if rule, e.g. hold_if = 'ANC < 1.5'")

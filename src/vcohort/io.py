@@ -103,7 +103,11 @@ def note_input(path) -> None:
 
 @contextmanager
 def run_folder(path: str | os.PathLike, overwrite: bool = False):
-    """Yield a temporary folder; on success it replaces ``path`` atomically (same filesystem)."""
+    """Yield a temporary folder; on success it replaces ``path`` atomically (same filesystem).
+
+    ``path`` is checked (`check_output_dir`) on entry and again just before the swap: a folder
+    that appeared there meanwhile (another run, the user) is not replaced unless it may be;
+    then the results stay in the temporary folder, whose path the error names."""
     final = check_output_dir(path, overwrite).resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
@@ -115,6 +119,10 @@ def run_folder(path: str | os.PathLike, overwrite: bool = False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    try:  # again: a folder may have appeared (or changed) at ``path`` while the run wrote
+        check_output_dir(path, overwrite)
+    except ValueError as e:  # keep both: the user's folder and this run's results
+        raise ValueError(f"{e}; this run's results are kept in {str(tmp)!r}") from None
     old = None
     if final.exists():
         old = final.parent / f".{final.name}.old-{os.getpid()}"

@@ -63,7 +63,8 @@ def check_arms(model, arms, days: int, *, dt: float = 0.1, precision: str = "flo
     rule on an output the model lacks, overlapping infusions of a ruled drug, hold rules on
     the ``pallas`` engine, a drug the model cannot take (`vcohort.simulate.prepare`), two arms
     of one name (their results would be written over each other), a regimen starting at or
-    after the horizon."""
+    after the horizon, a ``dt`` at which the typical patient's fixed RK4 step is unstable
+    (`vcohort.simulate.check_typical_rates`)."""
     from vcohort.simulate import prepare
 
     names = [a.name for a in arms]
@@ -74,6 +75,12 @@ def check_arms(model, arms, days: int, *, dt: float = 0.1, precision: str = "flo
             f"(arms {names}); name each with --arm 'NAME=REGIMEN'"
         )
     cat = model.drug_catalogue()
+    # the typical patient's rates keep the fixed RK4 step stable (a coarse dt gave finite but
+    # wrong states: k_TGF x 0.2 = 2.86 sent the run-in's TGF-β to -1e56)
+    from vcohort.simulate import acting_channels, check_typical_rates
+
+    given = {r.drug: cat[r.drug] for a in arms for r in a.regimens if r.drug in cat}
+    check_typical_rates(model, dt, acting_channels(given.values()))
     for a in arms:
         late = starts_after_horizon(a.regimens, days)  # no dose in the run
         if late:
@@ -89,7 +96,7 @@ def check_arms(model, arms, days: int, *, dt: float = 0.1, precision: str = "flo
                     f"holds it (dataclasses.replace(model, catalogue=...))"
                 )
         try:
-            s = compile_schedule(list(a.regimens), float(days))
+            s = compile_schedule(list(a.regimens), float(days), dt=dt)
             if engine == "pallas":
                 s.refuse_rules("engine='pallas'")
             prepare(model, s, days, dt=dt, precision=precision, catalogue=model.drug_catalogue())

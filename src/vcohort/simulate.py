@@ -67,11 +67,18 @@ STATUS_NONFINITE = 1
 STATUS_NEGATIVE = 2
 STATUS_MAX_STEPS = 3
 STATUS_UNSTABLE = 4
+STATUS_INITIAL = 5
 # classical RK4 is stable for a decay rate k while k·dt < 2.785 (the boundary of its stability
 # region on the negative real axis; Hairer & Wanner, Solving ODEs II, §IV.2).  Past it a
 # patient's solution is wrong while it may stay finite and positive (TGF-β reached 1e54 and
 # the status said ok), so such a patient is flagged, not reported
 RK4_STABILITY = 2.785
+# largest rate·dt a first-order rate (unit 1/day) may reach: fixed-step RK4 is stable
+# for a decay rate k while k·dt < RK4_STABILITY (2.785; such patients are flagged by
+# `simulate`); past it the endpoint is wrong yet finite (a 2-fold range of k_TGF = 14.3/day
+# reached 2.86 at dt 0.1, and 4 of 256 rows put a total index at 2.6).  assumption: a margin of
+# 10% below that bound for the coupling between the states
+STEP_LIMIT = round(0.9 * RK4_STABILITY, 2)
 STATUS_MESSAGES = {
     STATUS_OK: "ok",
     STATUS_NONFINITE: "non-finite state (solver failure)",
@@ -79,6 +86,8 @@ STATUS_MESSAGES = {
     STATUS_MAX_STEPS: "reference solver did not reach the end (max_steps or error)",
     STATUS_UNSTABLE: f"a first-order rate x dt beyond RK4's stability bound ({RK4_STABILITY}): "
     "use a smaller dt",
+    STATUS_INITIAL: "non-finite initial state (the cohort's immune run-in failed for this "
+    "patient: use a smaller dt or float64)",
 }
 
 
@@ -112,6 +121,30 @@ def step_rates(model: Model, params: dict, channels=()) -> dict:
         if k in params:
             out[k] = n / np.asarray(params[k], dtype=np.float64)
     return out
+
+
+def check_typical_rates(model: Model, dt: float, channels=(), sampled=(), flag="--dt") -> None:
+    """Before compute: the rates held at their typical values (all but ``sampled``) keep the
+    fixed RK4 step stable at ``dt`` (rate x dt below `STEP_LIMIT`); a coarse ``dt`` gave finite
+    but wrong endpoints (k_TGF, 14.3/day, at dt 0.5: rate x dt 7.2; at dt 0.2 the run-in's
+    TGF-β reached -1e56).  ``flag`` names the setting in the error (``--dt``,
+    ``simulation.dt``)."""
+    typical = {r.name: r.value for r in model.params.rows if r.name not in set(sampled)}
+    for n, rate in step_rates(model, typical, channels).items():
+        if float(rate) * dt >= STEP_LIMIT:
+            raise ValueError(
+                f"{flag} {dt:g}: the typical {n} gives a rate of {float(rate):.3g}/day, and rate "
+                f"x dt = {float(rate) * dt:.3g} makes the fixed RK4 step unstable (it must stay "
+                f"below {STEP_LIMIT}); use {flag} {_stable_dt(float(rate))!r} or smaller"
+            )
+
+
+def _stable_dt(rate: float) -> float:
+    """The largest dt = 1/n day with rate x dt below `STEP_LIMIT` and a short decimal (n with
+    only the factors 2 and 5: 0.125, 0.1, 0.0625 ...), which `check_dt` accepts as typed."""
+    n = math.floor(rate / STEP_LIMIT + 1.0)  # the smallest whole n that is stable
+    m = min(2**i * 5**j for i in range(40) for j in range(20) if 2**i * 5**j >= n)
+    return 1.0 / m
 
 
 def unstable_patients(model: Model, params: dict, dt: float, channels=()) -> np.ndarray:
@@ -744,6 +777,11 @@ class Trajectories:
 NEGATIVE_TOL = 1e-6
 
 
+def _whole(x) -> bool:
+    """An integer (not a bool: ``True`` is an int to Python, and ran as 1)."""
+    return isinstance(x, int | np.integer) and not isinstance(x, bool | np.bool_)
+
+
 def _status(states: dict, daily: dict, watch: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Status codes and the first bad day per patient.  ``watch`` (`integrate`'s "negative"): each
     patient's lowest state over every day's end relative to that state's largest magnitude over
@@ -757,7 +795,7 @@ def _status(states: dict, daily: dict, watch: dict | None = None) -> tuple[np.nd
     for v in list(states.values()) + list(daily.values()):
         finite &= np.all(np.isfinite(v), axis=1)
     negative = np.zeros(P, dtype=bool)
-    for v in states.values():
+    for v in states.values() if watch is None else ():  # (the watch covers every saved day)
         # rows that are all NaN (a failed patient, flagged non-finite below) compare False
         w = np.where(np.isnan(v), 0.0, v)
         negative |= w.min(axis=1) < -NEGATIVE_TOL * (np.abs(w).max(axis=1) + 1e-300)
@@ -791,9 +829,9 @@ def prepare(
     forcing: str = "gauss",
 ) -> tuple[Plan, Schedule]:
     """Validate the run's settings (before any compute) and build its `Plan`."""
-    if not isinstance(days, int | np.integer) or days < 1:
+    if not _whole(days) or days < 1:
         raise ValueError(f"days={days!r} must be a whole number of days >= 1")
-    if not isinstance(save_every, int | np.integer) or save_every < 1:
+    if not _whole(save_every) or save_every < 1:
         raise ValueError(f"save_every={save_every!r} must be a whole number of days >= 1")
     check_dt(dt)
     dtype = set_precision(precision)
@@ -891,7 +929,7 @@ def simulate(
     n = len(cohort)
     if n < 1:
         raise ValueError("cohort has 0 patients; patients must be >= 1")
-    if not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
+    if not _whole(chunk_size) or chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r} must be an integer >= 1")
     cohort.check_for(model, plan.drugs, schedule.needs())
     bolus, rate = schedule.step_inputs(plan.dt, plan.n_steps)
@@ -904,6 +942,11 @@ def simulate(
     devs = list(devices) if devices is not None else jax.local_devices()
     if not devs:
         raise ValueError("devices=[]: give at least one device (default: all local devices)")
+    if not all(isinstance(d, jax.Device) for d in devs) or len(set(devs)) != len(devs):
+        raise ValueError(
+            f"devices={devs!r}: each entry must be a jax.Device, none repeated (local "
+            f"devices: {jax.local_devices()})"
+        )
     n_dev = len(devs)
     shared = ()
     if engine == "pallas":
@@ -958,6 +1001,13 @@ def simulate(
     given = [d for i, d in enumerate(plan.drugs) if np.asarray(schedule.valid)[i].any()]
     unstable = unstable_patients(model, cohort.params, plan.dt, acting_channels(given))
     status[(status == STATUS_OK) & unstable] = STATUS_UNSTABLE
+    # a patient that started from a non-finite state (`vcohort.cohort.run_in` leaves NaN where
+    # the run-in failed) fails for that reason, not this run's solver
+    init = np.ones(n, dtype=bool)
+    for v in cohort.y0.values():
+        init &= np.isfinite(np.asarray(v, dtype=np.float64))
+    status[~init] = STATUS_INITIAL
+    bad_day[~init] = 0
     for i, rule in enumerate(plan.rules):
         if rule is not None and not rule.delay:  # an omitted dose is not moved: its planned
             # step's day, when it was given (as a delay rule records it)

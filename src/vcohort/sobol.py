@@ -23,15 +23,9 @@ import pandas as pd
 from vcohort.cohort import Cohort, bsa_dubois, initial_state, make_cohort
 from vcohort.population import load_population
 from vcohort.sensitivity import FIXED_FACTOR, UNIT_INTERVAL, Problem, evaluator
-from vcohort.simulate import RK4_STABILITY, acting_channels, first_order_rates, step_rates
+from vcohort.simulate import STEP_LIMIT, acting_channels, check_typical_rates, first_order_rates
 
 SCALES = ("linear", "log")
-# largest rate·dt a sampled first-order rate (unit 1/day) may reach: fixed-step RK4 is stable
-# for a decay rate k while k·dt < RK4_STABILITY (2.785; such patients are flagged by
-# `simulate`); past it the endpoint is wrong yet finite (a 2-fold range of k_TGF = 14.3/day
-# reached 2.86 at dt 0.1, and 4 of 256 rows put a total index at 2.6).  assumption: a margin of
-# 10% below that bound for the coupling between the states
-STEP_LIMIT = round(0.9 * RK4_STABILITY, 2)
 # the largest share of base samples that may fail (a non-finite endpoint in their block of
 # d + 2 rows, which is then dropped whole) before the analysis is refused.  Dropping them
 # conditions the inputs on not failing; failures clustered in one region of the ranges (where
@@ -89,28 +83,6 @@ def check_model_ranges(model, names, bounds, dt: float, channels=()) -> None:
                 f"= {k / lo * dt:.3g}; it must stay below {STEP_LIMIT}); raise the low end to "
                 f"above {k * dt / STEP_LIMIT:.3g} or use a smaller dt (e.g. {dt / 2:g})"
             )
-
-
-def check_typical_rates(model, dt: float, channels=(), sampled=()) -> None:
-    """Before compute: the rates held at their typical values (all but ``sampled``) keep the
-    fixed RK4 step stable at ``dt`` (rate x dt below `STEP_LIMIT`); a coarse ``--dt`` gave
-    finite but wrong endpoints (k_TGF, 14.3/day, at dt 0.5: rate x dt 7.2)."""
-    typical = {r.name: r.value for r in model.params.rows if r.name not in set(sampled)}
-    for n, rate in step_rates(model, typical, channels).items():
-        if float(rate) * dt >= STEP_LIMIT:
-            raise ValueError(
-                f"--dt {dt:g}: the typical {n} gives a rate of {float(rate):.3g}/day, and rate x "
-                f"dt = {float(rate) * dt:.3g} makes the fixed RK4 step unstable (it must stay "
-                f"below {STEP_LIMIT}); use --dt {_stable_dt(float(rate))!r} or smaller"
-            )
-
-
-def _stable_dt(rate: float) -> float:
-    """The largest dt = 1/n day with rate x dt below `STEP_LIMIT` and a short decimal (n with
-    only the factors 2 and 5: 0.125, 0.1, 0.0625 ...), which `check_dt` accepts as typed."""
-    n = math.floor(rate / STEP_LIMIT + 1.0)  # the smallest whole n that is stable
-    m = min(2**i * 5**j for i in range(40) for j in range(20) if 2**i * 5**j >= n)
-    return 1.0 / m
 
 
 def check_samples(n_base, d: int, flag: str = "samples") -> int:

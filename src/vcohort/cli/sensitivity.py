@@ -116,8 +116,7 @@ def run(args) -> int:
     )
     sobol = _sobol_settings(args, problem) if args.method == "sobol" else None
     if sobol is None:  # (Sobol checks the rates it holds typical in _sobol_settings)
-        from vcohort.simulate import acting_channels
-        from vcohort.sobol import check_typical_rates
+        from vcohort.simulate import acting_channels, check_typical_rates
 
         check_typical_rates(problem.model, args.dt, acting_channels(problem.plan.drugs))
     return _sensitivity_compute(args, problem, sobol)
@@ -200,8 +199,8 @@ def _sobol_settings(args, problem):
             raise ValueError(f"--range {item!r}: expected NAME=LOW:HIGH numbers") from None
         rules[name] = "--range"
     check_ranges(names, bounds, "log")
-    from vcohort.simulate import acting_channels
-    from vcohort.sobol import check_model_ranges, check_samples, check_typical_rates
+    from vcohort.simulate import acting_channels, check_typical_rates
+    from vcohort.sobol import check_model_ranges, check_samples
 
     drugs = problem.plan.drugs
     check_model_ranges(problem.model, names, bounds, args.dt, acting_channels(drugs))
