@@ -5,6 +5,8 @@ simulated once under the KEYNOTE-006 reference arm for 210 days (6-weekly RECIST
 PFS is observed) in float32 for speed; every test below reuses their observables.
 """
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -216,6 +218,44 @@ def test_a_corrupted_rule_is_refused_naming_the_field(tmp_path):
     path.write_text(json.dumps(d))
     with pytest.raises(ValueError, match=r"rule\.json: target diameter_cv=inf must be a finite"):
         C.CalibrationRule.load(path)
+    # the selection's quotas come from cell_probs, the report quotes the targets: a rule whose
+    # cells contradict its ORR selected ORR 0.9 and reported it against a target of 0.33
+    d = json.loads(json.dumps(good))
+    d["cell_probs"] = [0.45, 0.45, 0.05, 0.05]
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=r"responder cells 0 and 1 sum to 0\.9, but targets\.orr="):
+        C.CalibrationRule.load(path)
+    # malformed targets: named, not a bare KeyError or TypeError
+    for change, msg in [
+        (lambda t: t.__setitem__("diameter_bounds_mm", None), "targets.diameter_bounds_mm=None; "
+         "allowed: two numbers"),
+        (lambda t: t.pop("orr"), "'orr' is missing"),
+        (lambda t: t.__setitem__("median", 3), "targets: unknown keys ['median']"),
+    ]:  # fmt: skip
+        d = json.loads(json.dumps(good))
+        change(d["targets"])
+        path.write_text(json.dumps(d))
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            C.CalibrationRule.load(path)
+    d = json.loads(json.dumps(good))
+    d["targets"] = [0.3, 0.4]
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=r"rule targets=\[0\.3, 0\.4\]; allowed: a table"):
+        C.CalibrationRule.load(path)
+    d = json.loads(json.dumps(good))
+    del d["targets"]["diameter_bounds_mm"]  # Targets' default bounds, as documented
+    path.write_text(json.dumps(d))
+    assert (
+        C.CalibrationRule.load(path).targets.diameter_bounds_mm == C.Targets(0.3).diameter_bounds_mm
+    )
+
+
+def test_a_pool_too_small_to_fit_a_rule_is_refused_before_compute():
+    """fit_rule needs two plausible patients per diameter bin; a pool of 16 was simulated,
+    then refused ('pool has 16 plausible patients; need >= 20')."""
+    with pytest.raises(ValueError, match=r"pool=16: fitting a rule needs a pool of >= 20"):
+        C.check_feasible(8, 16)
+    C.check_feasible(8, 16, n_bins=None)  # applying a rule selects from any pool >= patients
 
 
 def test_a_rule_is_not_applied_to_the_pool_it_was_fitted_on():

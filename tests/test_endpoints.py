@@ -155,6 +155,15 @@ def test_kaplan_meier_median_and_landmark_on_a_hand_made_sample():
     ].tolist() == pytest.approx([0, 0, 1 - 0.025**0.2])
 
 
+@pytest.mark.parametrize("landmark", [-10, 0, float("inf"), float("nan"), True, "182"])
+def test_a_landmark_that_is_not_a_positive_day_is_refused(landmark):
+    """A negative landmark gave NaN with a CI of (1, 1); day 0 an 'exact' (0.54, 1) interval
+    around a probability that is 1 by definition."""
+    ep = _eps([10, 20, 30, 40, 50], [1] * 5, [10, 20, 30, 40, 50], [1, 1, 0, 0, 0])
+    with pytest.raises(ValueError, match=r"landmark_days=.*; allowed: a finite number of days > 0"):
+        kaplan_meier(ep, landmark_days=landmark)
+
+
 def test_landmark_pfs_of_one_has_an_exact_lower_bound_not_a_point_band():
     """No progression by the landmark: the KM estimate is 1 and Greenwood's variance 0; the
     interval's lower end is the Clopper-Pearson bound for the patients whose state at the

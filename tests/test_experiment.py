@@ -119,6 +119,11 @@ def test_every_bad_field_is_reported_at_once_before_compute():
         (lambda d: d.update(calibration={"pool": 5000, "orr": 0.2}), "both orr and arm"),
         (lambda d: d.update(calibration={"pool": 5000, "preset": "kn-1"}), "calibration.preset"),
         (lambda d: d.update(calibration={"pool": 2, "preset": "keynote-002"}), "must exceed"),
+        # fit_rule needs two patients per diameter bin: refused after the pool was simulated
+        (
+            lambda d: d.update(calibration={"pool": 16, "preset": "keynote-002"}),
+            r"calibration.pool: 16: fitting a rule needs a pool of >= 20",
+        ),
         # the reference arm is checked when the file is read, not after the pool is simulated
         (
             lambda d: d.update(calibration={"pool": 5000, "orr": 0.2, "arm": "pembrolizumb 2 mg"}),

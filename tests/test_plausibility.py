@@ -168,3 +168,14 @@ def test_replacement_batches_reuse_the_first_batch_s_compiled_shape(monkeypatch,
                                      runin_days=30)  # fmt: skip
     assert len(cohort) == 6 and len(table) > 6  # replacements were drawn
     assert sorted(traces) == [28, 30], traces  # screening and run-in, each traced once
+
+
+@pytest.mark.parametrize("max_draws", [-5, 7, 2.5, True])
+def test_max_draws_below_the_cohort_is_refused_before_compute(max_draws):
+    """max_draws=-5 drew (and simulated) the whole first batch of 8, then reported it."""
+    import vcohort.plausibility as P
+
+    with pytest.raises(
+        ValueError, match=r"max_draws=.*; allowed: a whole number >= patients \(8\)"
+    ):
+        P.plausible_cohort(8, max_draws=max_draws, seed=0)

@@ -566,3 +566,16 @@ def test_triple_benefit_drivers_have_the_biology_s_signs_and_match_the_document(
     assert chk.passed, chk.failures()
     assert all(np.sign(chk.values[f"median_S_{k}"]) == s for k, s in SIGNS.items())
     assert_matches_stored(chk)
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["log_diameter", "log_burden_auc", "csc_fraction", "anc_nadir"]
+)
+def test_an_endpoint_the_model_cannot_give_is_refused_when_the_problem_is_built(endpoint):
+    """Kuznetsov 1994 has no diameter, CSC fraction or ANC: build_problem accepted these and
+    local_sensitivities failed later with a bare KeyError."""
+    from vcohort.model.reference import KUZNETSOV1994
+
+    with pytest.raises(ValueError, match=rf"endpoint '{endpoint}' needs the daily output .* model "
+                       r"'kuznetsov1994' lacks; allowed for it: "):  # fmt: skip
+        build_problem(KUZNETSOV1994, parse_arm("untreated"), 10, endpoint, runin_days=None)

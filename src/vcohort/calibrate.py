@@ -40,6 +40,15 @@ from vcohort.population import load_population
 from vcohort.selection import ks_distance, pps_fixed, quotas, rake
 
 LANDMARK_DAYS = 6 * MONTH_DAYS  # 6 months = 365.25 / 2 days, as the trial's landmark PFS
+# diameter bins of a fitted rule (`fit_rule`), and the smallest plausible pool that fits one
+# (two patients a bin; assumption: fewer leaves a bin's density ratio set by one patient)
+N_BINS = 10
+MIN_FIT_POOL = 2 * N_BINS
+# how far a rule's cell probabilities may put its ORR or PFS6 from its targets: `fit_rule`'s
+# raking stops once every margin is within 1e-5 (its ``accept``), and at the edge of the range
+# (PFS6 = ORR, a structural zero) a fitted rule ends 5e-6 off.  assumption: 1e-4 leaves room
+# for that and for a rule.json edited by hand, and still catches a real contradiction
+CELL_TARGET_TOL = 1e-4
 CELLS = (
     "responder & PF6",
     "responder & progressed",
@@ -200,6 +209,18 @@ class CalibrationRule:
                 f"rule cell_probs={list(p)} sum to {math.fsum(p)!r}; allowed: probabilities of "
                 f"the cells {list(CELLS)} that sum to 1 (within 1e-9)"
             )
+        # the selection's quotas come from cell_probs, while the report quotes the targets:
+        # a fitted rule has ORR = P(cells 0, 1) and PFS6 = P(cells 0, 2) to round-off
+        sums = {"orr": p[0] + p[1], "pfs6": p[0] + p[2]}
+        for name, got in sums.items():
+            want = getattr(self.targets, name)
+            if want is not None and abs(got - want) > CELL_TARGET_TOL:
+                cells = "responder cells 0 and 1" if name == "orr" else "PF6 cells 0 and 2"
+                raise ValueError(
+                    f"rule cell_probs={list(p)}: its {cells} sum to {got:.6g}, but targets."
+                    f"{name}={want!r}; allowed: cell_probs whose {name.upper()} matches the "
+                    f"target within {CELL_TARGET_TOL:g} (a rule as `vcohort calibrate` wrote it)"
+                )
         e = self.log_edges
         if any(b <= a for a, b in zip(e, e[1:], strict=False)):
             raise ValueError(
@@ -260,8 +281,28 @@ class CalibrationRule:
             if "assessment" in d:
                 raise ValueError("give assess_every (an old rule) or assessment, not both")
             d["assessment"] = {"assess_every": d.pop("assess_every")}
-        t = dict(d.pop("targets"))
-        t["diameter_bounds_mm"] = tuple(t["diameter_bounds_mm"])
+        t = d.pop("targets")
+        if not isinstance(t, dict):
+            raise ValueError(
+                f"rule targets={t!r}; allowed: a table of orr, pfs6, diameter_median_mm, "
+                f"diameter_cv, diameter_bounds_mm, source"
+            )
+        t = dict(t)
+        unknown = sorted(set(t) - {f.name for f in dataclasses.fields(Targets)})
+        if unknown:
+            raise ValueError(
+                f"rule targets: unknown keys {unknown}; allowed: "
+                f"{[f.name for f in dataclasses.fields(Targets)]}"
+            )
+        if "orr" not in t:
+            raise ValueError("rule targets: 'orr' is missing; allowed: a fraction in [0, 1]")
+        if "diameter_bounds_mm" in t:
+            b = t["diameter_bounds_mm"]
+            if not (isinstance(b, list | tuple) and len(b) == 2 and all(map(_is_number, b))):
+                raise ValueError(
+                    f"rule targets.diameter_bounds_mm={b!r}; allowed: two numbers [low, high] (mm)"
+                )
+            t["diameter_bounds_mm"] = tuple(float(x) for x in b)
         tup = ("cell_probs", "cell_factor", "log_edges", "diameter_factor")
         return cls(targets=Targets(**t), **{k: tuple(v) if k in tup else v for k, v in d.items()})
 
@@ -476,7 +517,7 @@ def fit_rule(
     assessment: dict | None = None,
     dt: float = 0.1,
     precision: str = "float32",
-    n_bins: int = 10,
+    n_bins: int = N_BINS,
     seed: int = 0,
     replicates: int = 20,
     min_cell_count: int = 5,
@@ -720,8 +761,9 @@ def fit_report(rule: CalibrationRule, obs: pd.DataFrame, idx) -> dict:
     }
 
 
-def check_feasible(n: int, pool_size: int) -> None:
-    """Cheap checks before any compute: sizes."""
+def check_feasible(n: int, pool_size: int, *, n_bins: int | None = N_BINS) -> None:
+    """Cheap checks before any compute: sizes (``n_bins``: a rule with that many diameter bins
+    is fitted on the pool, which then needs two patients a bin; None: a rule is applied)."""
     from vcohort.config import MAX_PATIENTS
 
     if not isinstance(n, int | np.integer) or n < 1:
@@ -730,6 +772,11 @@ def check_feasible(n: int, pool_size: int) -> None:
         raise ValueError(f"pool={pool_size!r} must be an integer >= patients ({n})")
     if pool_size > MAX_PATIENTS:
         raise ValueError(f"pool={pool_size!r} must be <= {MAX_PATIENTS}")
+    if n_bins is not None and pool_size < 2 * n_bins:
+        raise ValueError(
+            f"pool={pool_size!r}: fitting a rule needs a pool of >= {2 * n_bins} patients "
+            f"(two per diameter bin, {n_bins} bins)"
+        )
 
 
 def check_runin(rule: CalibrationRule, runin_days: int | None, where: str = "runin_days") -> None:
@@ -783,7 +830,7 @@ def apply_rule(
     rule's: a difference is reported as ``population_note`` (not refused); ``runin_days``
     (the pool's immune run-in, when known) must be the rule's (`check_runin`).
     Returns (selected cohort, observables of the pool, report)."""
-    check_feasible(n, len(cohort))
+    check_feasible(n, len(cohort), n_bins=None)
     check_runin(rule, runin_days)
     check_arm(rule.arm, rule.days, engine, rule.dt)
     obs = observables(
@@ -815,7 +862,7 @@ def calibrate(
     assessment: dict | None = None,
     dt: float = 0.1,
     precision: str = "float32",
-    n_bins: int = 10,
+    n_bins: int = N_BINS,
     model=None,
     engine: str = "xla",
     population=None,
@@ -828,7 +875,7 @@ def calibrate(
     recorded in the rule (`Population.identity`), as is ``runin_days`` (the pool's immune
     run-in, when known).
     Returns (rule, selected cohort, observables, report)."""
-    check_feasible(n, len(cohort))
+    check_feasible(n, len(cohort), n_bins=n_bins)
     check_arm(arm, days, engine, dt)
     assessment = assessment_options(assessment)
     check_assessment(assessment, days)

@@ -34,6 +34,8 @@ the daily output ``tumour_cells`` gives baseline/final/nadir, best and final % c
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -399,6 +401,13 @@ def kaplan_meier(
     it).  An arm with no assessment within the horizon has nothing to estimate (NaN)."""
     from lifelines import KaplanMeierFitter
 
+    lm = landmark_days
+    if (
+        isinstance(lm, bool)
+        or not isinstance(lm, int | float | np.number)
+        or not (math.isfinite(lm) and lm > 0)
+    ):
+        raise ValueError(f"landmark_days={lm!r}; allowed: a finite number of days > 0")
     rows = []
     for arm, g in endpoints.groupby(by, sort=False):
         ok = g[g["status"] == 0]

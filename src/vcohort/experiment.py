@@ -266,6 +266,14 @@ def experiment_from_dict(
         )
     if calib is not None and size is not None and calib["pool"] <= size:
         ck.error("calibration.pool", f"{calib['pool']} must exceed population.size={size}")
+    from vcohort.calibrate import MIN_FIT_POOL, N_BINS
+
+    if calib is not None and "rule" not in calib and calib["pool"] < MIN_FIT_POOL:
+        ck.error(
+            "calibration.pool",
+            f"{calib['pool']}: fitting a rule needs a pool of >= {MIN_FIT_POOL} patients (two "
+            f"per diameter bin, {N_BINS} bins)",
+        )
     ref = ck.get(d, "reference_arm", "", "str", names[0] if names else "")
     if names and ref not in names:
         ck.error("reference_arm", f"{ref!r} is not an arm; arms: {', '.join(names)}")

@@ -136,6 +136,11 @@ def plausible_cohort(
     if not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"patients={n!r} must be an integer >= 1")
     max_draws = 10 * n + 64 if max_draws is None else max_draws
+    if isinstance(max_draws, bool) or not isinstance(max_draws, int | np.integer) or max_draws < n:
+        raise ValueError(
+            f"max_draws={max_draws!r}; allowed: a whole number >= patients ({n}), or None "
+            f"(10 x patients + 64)"
+        )
     check_engine(engine)
     check_seed_and_ids(seed, first_id, max_draws)  # replacements draw ids up to the limit
     # every batch, the first and the replacements, runs in chunks of this one shape (the

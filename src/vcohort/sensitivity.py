@@ -69,6 +69,13 @@ ENDPOINT_UNITS = {
     "csc_fraction": "fraction",
     "anc_nadir": "10⁹/L",
 }
+# the daily output each endpoint reads (`_endpoint_value`; log_tumour_cells reads states)
+ENDPOINT_OUTPUTS = {
+    "log_diameter": "diameter_mm",
+    "log_burden_auc": "diameter_mm",
+    "csc_fraction": "csc_fraction",
+    "anc_nadir": "ANC",
+}
 MODES = ("auto", "reverse", "forward")
 FIXED_FACTOR = 2.0
 # parameters that are probabilities or enter as (1 - x): a sampled range is capped at 1
@@ -158,6 +165,14 @@ def build_problem(
         raise ValueError(f"endpoint={endpoint!r}; allowed: {', '.join(ENDPOINTS)}")
     if endpoint == "log_tumour_cells" and not {"S", "N"} <= set(model.states):
         raise ValueError(f"endpoint {endpoint!r} needs states S and N; model {model.name!r}")
+    need = ENDPOINT_OUTPUTS.get(endpoint)
+    if need is not None and need not in model.daily_output_names():
+        can = [e for e, o in ENDPOINT_OUTPUTS.items() if o in model.daily_output_names()]
+        can += ["log_tumour_cells"] if {"S", "N"} <= set(model.states) else []
+        raise ValueError(
+            f"endpoint {endpoint!r} needs the daily output {need!r}, which model "
+            f"{model.name!r} lacks; allowed for it: {', '.join(can) or 'none'}"
+        )
     if runin_days is not None and (not isinstance(runin_days, int) or runin_days < 0):
         raise ValueError(f"runin_days={runin_days!r} must be an integer >= 0 (or None)")
     arms = [arm] + ([reference] if reference is not None else [])
