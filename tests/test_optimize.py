@@ -50,6 +50,10 @@ def cohort8():
         (DrugSlots("wnt974", 0.5, max_daily_mg=2.0, round_to_mg=5.0), 28, "below one dose"),
         (DrugSlots("aspirin", 1.0), 28, "not in the catalogue"),
         (DrugSlots("wnt974", -1.0), 28, "every_days"),
+        # 0 is allowed for these: the message said "> 0"
+        (DrugSlots("wnt974", 1.0, start_day=-1.0), 28, r"start_day=-1.0 must be .* >= 0$"),
+        (DrugSlots("wnt974", 1.0, initial_mg=-5.0), 28, r"initial_mg=-5.0 must be .* >= 0$"),
+        (DrugSlots("wnt974", 1.0, round_to_mg=0.0), 28, r"round_to_mg=0.0 must be .* > 0$"),
     ],
 )
 def test_infeasible_requests_fail_before_compute(drug, days, match):
@@ -127,6 +131,42 @@ def _toml(**over):
             {"drug": [{"name": "wnt974", "every": "1 d", "over": "2 h"}]},
             r"route 'oral'; only IV drugs take an infusion",
         ),
+        # a dt too coarse for the typical patient's RK4 step ran, giving wrong endpoints
+        ({"dt": 0.2}, r"- dt: dt 0.2: the typical k_TGF .* use dt = 0.125 or smaller$"),
+        # the multipliers of a simulated limit were never updated, silently
+        (
+            {"constraints": {"anc_grade4_max": 0.1}, "optimizer": {"iterations": 3}},
+            r"optimizer.al_every: 5 \(the default\) >= iterations = 3: .*al_every in 1..2",
+        ),
+        (
+            {
+                "drug": [{"name": "wnt974", "every": "1 d", "auc_budget": 1.0}],
+                "optimizer": {"iterations": 4, "al_every": 4},
+            },
+            r"optimizer.al_every: 4 >= iterations = 4",
+        ),
+        (
+            {"constraints": {"anc_grade4_max": 0.1}, "optimizer": {"iterations": 1}},
+            r"optimizer.al_every: .*allowed: iterations >= 2 and al_every < iterations",
+        ),
+        # no assessment within the horizon: the ORR is NaN, the smoothed response is another thing
+        (
+            {"objective": {"response": 1.0}, "assess_every": 22},
+            r"objective response=1.0: a RECIST response needs an assessment within the horizon",
+        ),
+        # the error named drug[0] and said "> 0" where 0 is allowed
+        (
+            {"drug": [{"name": "wnt974", "every": "1 d", "start": "-7 d"}]},
+            r"drug\[0\].start: drug wnt974: start=-7.0 must be a finite number >= 0",
+        ),
+        (
+            {"drug": [{"name": "wnt974", "every": "1 d", "initial": "-5 mg"}]},
+            r"drug\[0\].initial: drug wnt974: initial=-5.0 must be a finite number >= 0",
+        ),
+        (
+            {"drug": [{"name": "pembrolizumab", "every": "7 d", "intervals": ["10 d"]}]},
+            r"drug\[0\].intervals: drug pembrolizumab: interval 10.0 d must be",
+        ),
         # a bare number was read as days (30 = a 30-day infusion); the trial tables refuse it
         (
             {"drug": [{"name": "pembrolizumab", "every": "21 d", "over": 30}]},
@@ -137,6 +177,47 @@ def _toml(**over):
 def test_config_errors_name_the_field(over, match):
     with pytest.raises(ValueError, match=match):
         parse_experiment(_toml(**over))
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"dt": 0.125},  # the largest stable dt the refusal above suggests
+        # a simulated limit with multipliers that act; none without one
+        {"constraints": {"anc_grade4_max": 0.1}, "optimizer": {"iterations": 3, "al_every": 2}},
+        {"optimizer": {"iterations": 3}},
+        # an assessment on the horizon's last day is one (ORR evaluable)
+        {"objective": {"response": 1.0}, "assess_every": 21},
+        {"drug": [{"name": "wnt974", "every": "1 d", "start": "0 d", "initial": "0 mg"}]},
+    ],
+)
+def test_config_accepts_the_limits_of_the_checks(over):
+    parse_experiment(_toml(**over))
+
+
+def test_config_docstring_documents_every_key_it_accepts():
+    """experiments/README.md names the module docstring as the field reference."""
+    import vcohort.optimize.config as cfg
+
+    doc = cfg.__doc__
+    keys = cfg.TOP | cfg.DRUG_KEYS | cfg.OPT_KEYS | {"patients", "seed", "first_id", "method"}
+    keys |= {"anc_grade4_max"}
+    tables = {"objective", "constraints", "train", "heldout", "optimizer", "baseline"}
+    assert all(f"``[{t}]``" in doc for t in tables) and "``[[drug]]``" in doc
+    missing = sorted(k for k in keys - tables - {"drug"} if f"``{k}``" not in doc)
+    assert not missing, missing
+    for unit in ("mg·day/L", "mg per calendar day", "mg per patient over the horizon"):
+        assert unit in doc
+
+
+def test_problem_docstring_says_which_limits_the_augmented_lagrangian_handles():
+    import vcohort.optimize.problem as prob
+
+    doc = " ".join(prob.__doc__.split())
+    assert "Per-day maxima and cumulative dose budgets are linear in the doses and also hold " \
+        "exactly" in doc  # fmt: skip
+    al = doc[doc.index("Only the limits") : doc.index("augmented Lagrangian")]
+    assert "AUC" in al and "neutropenia" in al and "per-day" not in al and "cumulative" not in al
 
 
 def test_config_reports_every_bad_field_at_once():
@@ -155,8 +236,8 @@ def test_horizon_errors_are_listed_for_every_drug_with_the_file_keys():
     with pytest.raises(ConfigError) as e:
         parse_experiment(_toml(drug=late))  # days = 21
     assert e.value.errors == [
-        "drug[0]: drug wnt974: start=30.0 must be before the horizon (21 d)",
-        "drug[1]: drug cb839: start=25.0 must be before the horizon (21 d)",
+        "drug[0].start: drug wnt974: start=30.0 must be before the horizon (21 d)",
+        "drug[1].start: drug cb839: start=25.0 must be before the horizon (21 d)",
     ]
     with pytest.raises(ValueError, match=r"initial=5000.0 exceeds max_dose=1000.0"):
         parse_experiment(_toml(drug=[late[1] | {"start": "0 d", "initial": "5000 mg"}]))
@@ -275,16 +356,17 @@ def test_hold_must_be_a_multiple_of_every_and_rules_must_fit_the_step_grid():
 
     with pytest.raises(ValueError, match=r"hold_days=1.5 is not a whole multiple of every_days"):
         Problem(drugs=(DrugSlots("wnt974", 1.0, hold_days=1.5),), days=28).validate()
+    # (dt = 1 d, the former example, is now refused as too coarse for the RK4 step)
     raw = {
         "days": 21,
-        "dt": 1.0,
+        "dt": 0.125,
         "train": {"patients": 4, "seed": 1},
         "heldout": {"patients": 4, "seed": 2},
-        "drug": [{"name": "cb839", "every": "12 h", "round_to": "200 mg", "hold_if": "ANC < 1.5"}],
+        "drug": [{"name": "cb839", "every": "2 h", "round_to": "200 mg", "hold_if": "ANC < 1.5"}],
     }
-    with pytest.raises(ConfigError, match=r"cb839: two doses start in the same step.*dt=1 d"):
+    with pytest.raises(ConfigError, match=r"cb839: two doses start in the same step.*dt=0.125 d"):
         parse_experiment(raw)
-    parse_experiment(raw | {"dt": 0.1})  # two steps a day or more: accepted
+    parse_experiment(raw | {"dt": 0.0625})  # one step per dose or more: accepted
 
 
 def test_slot_rounding_in_a_unit_not_exact_in_binary_leaves_no_negative_or_phantom_doses():
@@ -447,6 +529,42 @@ def test_gradients_of_every_objective_and_constraint_match_finite_differences():
     assert np.all(np.isfinite(rel)) and rel.max() < 1e-4, rel
     # the check can fail: a deliberately wrong derivative (halved) is caught
     assert np.max(np.asarray(jnp.abs(0.5 * jv - fd) / scale)) > 1e-2
+
+
+def test_a_patient_the_simulator_flags_makes_the_training_loss_non_finite():
+    """A patient whose rate x dt is past RK4's stability bound (status 4 in `simulate`) had
+    finite, wrong outputs, and the loss used them (0.059 where the patient was left out);
+    such a patient now makes the iteration non-finite, as a NaN patient does."""
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.optimize.problem import NoMultipliers, make_loss
+    from vcohort.simulate import simulate
+
+    pb = Problem(drugs=(DrugSlots("wnt974", 1.0, round_to_mg=5.0),), days=7, assess_every=7)
+    lay = layout(pb)
+    c = make_cohort(2, seed=5, runin_days=0)
+    c.params["k_TGF"] = np.array([30.0, 14.3])  # patient 0: k_TGF x dt = 3.0 >= 2.785
+    loss, plan = make_loss(pb, lay, soft=False)
+    f = jax.jit(lambda th, a: loss(th, NoMultipliers(), 1.0, a))
+    th = jnp.asarray(to_theta(lay, lay.schedule.amount))
+    val, (_, _, obj) = f(th, c.arrays(np.array([0, 1]), plan.drugs, np.float64))
+    assert np.isnan(float(val)) and np.isnan(float(obj))
+    val, (_, _, obj) = f(th, c.arrays(np.array([1, 1]), plan.drugs, np.float64))
+    assert np.isfinite(float(val)) and np.isfinite(float(obj))
+    status = simulate(CSC_IMMUNE, c, lay.schedule, 7, save_every=7, progress=False).status
+    assert status[0] != 0 and status[1] == 0  # the simulator's own verdict agrees
+
+
+def test_failed_patients_flags_negative_states_and_unstable_rates():
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.optimize.problem import _plan, failed_patients
+
+    pb = Problem(drugs=(DrugSlots("wnt974", 1.0, round_to_mg=5.0),), days=7)
+    plan = _plan(pb, layout(pb), CSC_IMMUNE, False, False)
+    out = {"negative": {"lowest": jnp.array([0.0, -1e-9, -1e-3, np.nan, 0.0])}}
+    p = {"k_TGF": jnp.array([14.3, 14.3, 14.3, 14.3, 30.0])}
+    bad = np.asarray(failed_patients(CSC_IMMUNE, plan, p, out))
+    # round-off negative: ok; beyond -1e-6: failed; NaN: left to the NaN itself; k_TGF x dt 3.0
+    assert bad.tolist() == [False, False, True, False, True]
 
 
 # ------------------------------------------------------------------ the loop
@@ -765,6 +883,59 @@ intervals = ["7 d", "14 d", "21 d"]
     assert np.isfinite(pers["objective"]).all()
     # an existing folder is never overwritten without --overwrite
     assert main(["optimize", str(exp), "--out", str(out), "--no-progress"]) == 2
+
+
+def test_evaluation_says_nan_where_nothing_was_measured():
+    """No assessment within the horizon: ORR NaN (was 0, as if no patient responded); one
+    patient: no paired standard error (was 0.0), except the reference's own (exactly 0)."""
+    from vcohort.optimize.evaluate import evaluate, standard_schedules
+
+    pb = Problem(drugs=(DrugSlots("wnt974", 1.0, round_to_mg=5.0),), days=7, assess_every=42)
+    c = make_cohort(1, seed=5, runin_days=0)
+    ev = evaluate(pb, c, standard_schedules(pb), reference="untreated").set_index("schedule")
+    assert ev["orr"].isna().all()
+    assert ev.loc["untreated", "diff_se"] == 0.0
+    assert np.isnan(ev.loc["standard wnt974", "diff_se"])
+    # an assessment on the horizon's last day: the ORR is evaluable
+    pb7 = Problem(drugs=pb.drugs, days=7, assess_every=7)
+    ev7 = evaluate(pb7, c, standard_schedules(pb7), reference="untreated")
+    assert np.isfinite(ev7["orr"]).all()
+
+
+def test_personalised_table_reports_each_mode_s_worst_limit_and_warns(monkeypatch, capsys):
+    """personalised.csv compared objectives of schedules whether or not they met the per-patient
+    limits; now each mode's worst patient's value of each limit and ``feasible`` are in it, and
+    an infeasible personalised optimum is warned about."""
+    import vcohort.optimize.loop as loop
+    from vcohort.optimize.config import Experiment
+    from vcohort.optimize.experiment import _personalised
+    from vcohort.optimize.loop import OptResult
+
+    # an AUC budget far below any dose of wnt974 in 7 days; the population schedule gives none
+    pb = Problem(drugs=(DrugSlots("wnt974", 1.0, round_to_mg=5.0, auc_budget=1e-6),), days=7)
+    lay = layout(pb)
+    c = make_cohort(2, seed=5, runin_days=0)
+    o = dict(name="adam", learning_rate=0.1, schedule="constant", iterations=1, seed=0,
+             al_every=1, mu=10.0, patience=5, final_lr_fraction=0.1)  # fmt: skip
+    exp = Experiment("t", pb, {"patients": 2}, {"patients": 2}, o)
+    full = np.full((2, lay.n_vars), 3.0)  # the stand-in personalised optimum: near max_dose
+
+    def fake(problem, cohort, **kw):
+        assert kw["personalised"]
+        return OptResult(problem, lay, full, None, None, {}, 1, 0.0, True)
+
+    monkeypatch.setattr(loop, "optimize", fake)
+    pop = OptResult(pb, lay, np.full(lay.n_vars, -30.0), None, None, {}, 1, 0.0)  # ~0 mg
+    t = _personalised(exp, c, pop, False).set_index("mode")
+    assert t.loc["population", "worst_g:auc:wnt974"] <= 0 and t.loc["population", "feasible"]
+    assert t.loc["personalised", "worst_g:auc:wnt974"] > 0
+    assert not t.loc["personalised", "feasible"]
+    err = capsys.readouterr().err
+    assert "warning: the personalised schedules do not meet every per-patient limit" in err
+    assert "worst_g:auc:wnt974 = " in err
+    from vcohort.columns import describe  # the data dictionary knows the new columns
+
+    assert all(describe(col)[1] for col in t.reset_index().columns)
 
 
 def test_feasibility_allows_the_round_off_of_the_run_s_precision():

@@ -260,6 +260,12 @@ PATTERNS: tuple[tuple[str, str, str], ...] = (
     (r"term:(.+)", "", "objective term {drug} (unweighted)"),
     (r"total_mg_median:(.+)", "mg", "median total dose of {drug} per patient"),
     (r"g:(.+)", "", "hard constraint {drug} (scaled; <= 0: met)"),
+    (
+        r"worst_g:(.+)",
+        "",
+        "personalised.csv: the worst patient's value of the per-patient limit {drug} (scaled; "
+        "<= 0: every patient meets it)",
+    ),
 )
 
 

@@ -32,6 +32,92 @@ Example (see ``experiments/optimize_triple.toml``)::
     max_dose = "30 mg"
     round_to = "5 mg"
     budget = "1680 mg"
+
+Every key the file accepts (any other is refused).  Durations are ``"<number> <unit>"`` with
+unit d, h, min, w (``"12 h"`` = 0.5 d; a bare number means days, except for ``over``); amounts
+are flat mg (``"30 mg"``, or a bare number of mg; per-kg and per-m² amounts are refused).
+
+Top level
+    ``title``: a string for the report (default "schedule optimisation").
+    ``days``: the horizon in days, a whole number 1..36500 (default 168).
+    ``precision``: ``"float64"`` (default) or ``"float32"``.
+    ``dt``: the fixed RK4 step in days, in (0, 1] with 1/dt a whole number (default 0.1);
+        refused when the typical patient's fastest acting rate x dt would make the step
+        unstable (`vcohort.simulate.check_typical_rates`, e.g. 0.2 with k_TGF 14.3/day).
+    ``assess_every``: days between RECIST tumour assessments, the first on that day, a whole
+        number >= 1 (default 42); the ``pfs`` objective needs assess_every < days and the
+        ``response`` objective assess_every <= days (an assessment within the horizon).
+    ``cvar_alpha``: the tail fraction of the ``cvar`` objective (the mean of the worst
+        ceil(alpha x patients) log diameter ratios), in (0, 1] (default 0.2).
+    ``drug_files``: a list of drug files (`vcohort.drug_file`), relative to this file.
+``[objective]``: name = weight (>= 0, one at least > 0) of the `vcohort.objectives` terms
+    (log_burden, response, pfs, cvar, csc; all losses); default ``log_burden = 1``.
+``[constraints]``
+    ``anc_grade4_max``: the largest allowed fraction of patients whose ANC nadir falls below
+        0.5e9/L (CTCAE grade 4), in [0, 1) (default: no limit); in personalised mode every
+        patient's nadir must stay at or above 0.5e9/L.  Augmented Lagrangian.
+``[train]`` and ``[heldout]``: the training and the held-out cohort
+    ``patients``: 1..1e8 (default 1000).
+    ``seed``: the cohort's seed, 0..2^32-1 (default 0 in a table without it; a missing
+        ``[train]`` table is 1000 patients with seed 1, a missing ``[heldout]`` seed 2).
+    ``first_id``: the first patient id (default 0); the ids are first_id .. first_id +
+        patients - 1 (<= 2^32-1).  The held-out patients must not be training patients (same
+        seed with overlapping ids is refused).
+``[optimizer]``
+    ``name``: an optax first-order optimiser taking ``learning_rate`` (default "adam").
+    ``learning_rate``: > 0 (default 0.1), in units of the decision variables (logits of the
+        dose as a fraction of ``max_dose``).
+    ``schedule``: ``"constant"`` (default) or ``"cosine"`` (a half cosine from learning_rate
+        to final_lr_fraction x learning_rate at the last iteration).
+    ``final_lr_fraction``: in (0, 1] (default 0.1); only with ``schedule = "cosine"``.
+    ``iterations``: the most value-and-gradient evaluations, >= 1 (default 60).
+    ``batch_size``: training patients per iteration, 1..[train] patients (default: all:
+        deterministic full-batch gradients).
+    ``patience``: stop when no better schedule (feasible and lower by 1e-4, or less
+        infeasible) was found for this many iterations, >= 1 (default 20).
+    ``al_every``: iterations between augmented-Lagrangian multiplier updates, >= 1 (default
+        5); with a simulated limit (``auc_budget``, ``anc_grade4_max``) it must be below
+        ``iterations`` (else no update would ever act).
+    ``mu``: the initial penalty parameter, > 0 (default 10); doubled, to at most 1e4, when a
+        violation did not halve between updates.
+    ``seed``: the seed of the mini-batch draws and of the ES baseline, >= 0 (default 0).
+    ``personalised_patients``: also optimise one schedule per patient for the first N
+        training patients and compare it with the population schedule (``personalised.csv``),
+        0..[train] patients (default 0: off); not with a ``cvar`` objective.
+    ``hold_softness``: in [0, 1] (default 0.1): in training, a hold rule decides along a linear
+        ramp this wide relative to its threshold (0: the protocol's step); only with a
+        ``hold_if`` rule.  Evaluation always uses the protocol's step.
+    ``rounding_candidates``: clinical roundings of the optimum simulated on the training
+        cohort, the best feasible one given, >= 1 (default 4; 1: the nearest rounding).
+``[baseline]``
+    ``method``: ``"es"`` (default: a (1+1)-ES with the same number of cohort simulations) or
+        ``"none"``.
+``[[drug]]`` (one table per drug optimised, each drug once)
+    ``name``: a catalogue key (or a drug of ``drug_files``); required.
+    ``every``: a duration, the spacing of the dose slots (``"1 d"`` daily, ``"12 h"`` BID,
+        ``"7 d"`` weekly); required.
+    ``max_dose``: mg per dose, <= the catalogue's label/trial maximum (default that maximum).
+    ``initial``: mg, >= 0, the starting dose in every slot (default: the catalogue's standard
+        regimen, each dose on its nearest slot).
+    ``start``: a duration >= 0, the first slot, before the horizon (default 0 d).
+    ``over``: the infusion's length, a duration with its unit (``"30 min"``, ``"1 h"``; a bare
+        number is refused), at most ``every``; IV drugs only (default: a bolus or oral dose).
+    ``max_daily``: mg per calendar day, at least one ``round_to`` (default: none).
+    ``budget``: mg per patient over the horizon, at least one ``round_to`` (default: none).
+        ``max_dose``, ``max_daily`` and ``budget`` hold exactly (doses scaled onto them).
+    ``auc_budget``: a number > 0 in mg·day/L: the cohort-mean plasma AUC over the horizon (in
+        personalised mode every patient's) (default: none).  Augmented Lagrangian.
+    ``round_to``: mg > 0, the tablet strength or vial size the final doses are rounded to, at
+        most ``max_dose`` (default 1 mg).
+    ``intervals``: a list of durations, each a multiple of ``every`` (``["7 d", "21 d"]``):
+        rounding makes the drug a regular regimen with one of these intervals (default: []:
+        each slot rounded on its own).
+    ``hold``: a duration, a multiple of ``every``: one dose level per block of this length
+        (``"7 d"``: weekly levels of a daily drug) (default: one level per slot).
+    ``hold_if``: the protocol's omission rule, e.g. ``"ANC < 1.5"`` (a daily model output
+        and threshold); ``reduce_to``: its dose levels after each hold, e.g. ``["75%", "50%"]``.
+        ``delay``, ``recheck_every`` and ``max_delay`` (delay rules) are refused: a delayed
+        dose leaves the optimiser's slot grid.
 """
 
 from __future__ import annotations
@@ -167,7 +253,7 @@ def _drug(ck: Checker, i: int, raw) -> DrugSlots | None:
         validate_drug(out, 10**9)  # horizon-dependent checks run with the problem
         return out
     except ValueError as e:
-        ck.error(path, _file_names(str(e)))
+        ck.error(_drug_path(i, e), _file_names(str(e)))
         return None
 
 
@@ -187,6 +273,18 @@ def _cohort_spec(ck: Checker, name: str, raw: dict) -> dict:
 _FILE_NAMES = {"every_days": "every", "max_dose_mg": "max_dose", "initial_mg": "initial",
                "start_day": "start", "infusion_days": "over", "max_daily_mg": "max_daily",
                "budget_mg": "budget", "round_to_mg": "round_to", "hold_days": "hold"}  # fmt: skip
+
+
+# `DrugSlots` field -> the [[drug]] key an error about it is recorded on (`_drug_path`)
+_FIELD_KEYS = _FILE_NAMES | {"auc_budget": "auc_budget", "intervals_days": "intervals",
+                             "rule": "hold_if", "drug": "name"}  # fmt: skip
+
+
+def _drug_path(i: int, e: Exception) -> str:
+    """``drug[i].<key>`` for a `validate_drug` error about one field (`DrugFieldError`), else
+    ``drug[i]``."""
+    key = _FIELD_KEYS.get(getattr(e, "field", None))
+    return f"drug[{i}].{key}" if key else f"drug[{i}]"
 
 
 def _file_names(message: str) -> str:
@@ -251,6 +349,19 @@ def parse_experiment(
             check_dt(top["dt"])
         except ValueError as e:
             ck.error("dt", str(e))
+    names = [d.drug for d in drugs if d is not None]
+    if isinstance(top["dt"], float) and not any(e.startswith("dt:") for e in ck.errors):
+        # the typical patient's RK4 step stays stable with these drugs (as `vcohort.experiment`
+        # checks a trial's): a coarse dt gave finite but wrong endpoints
+        from vcohort.model import CSC_IMMUNE
+        from vcohort.simulate import acting_channels, check_typical_rates
+
+        cat = CSC_IMMUNE.drug_catalogue()
+        given = [cat[n.strip().lower()] for n in names if n.strip().lower() in cat]
+        try:
+            check_typical_rates(CSC_IMMUNE, top["dt"], acting_channels(given), flag="dt")
+        except ValueError as e:
+            ck.error("dt", str(e).replace("use dt ", "use dt = "))
     o = ck.table(raw.get("optimizer", {}), "optimizer", OPT_KEYS)
     opt = {
         "name": ck.get(o, "name", "optimizer", "str", "adam"),
@@ -289,6 +400,26 @@ def parse_experiment(
             f"{train['first_id'] + train['patients'] - 1}): give another seed, or a first_id "
             f">= {train['first_id'] + train['patients']}, so that the held-out patients are new",
         )
+    # the augmented Lagrangian's multipliers act from the iteration after an update (every
+    # al_every iterations): with al_every >= iterations none is ever used, and the simulated
+    # limits get the plain quadratic penalty only
+    simulated_limits = "anc_grade4_max" in cons or any(
+        isinstance(t, dict) and "auc_budget" in t for t in drugs_raw
+    )
+    al_every, iterations = opt["al_every"], opt["iterations"]
+    if simulated_limits and isinstance(al_every, int) and isinstance(iterations, int):
+        if al_every >= iterations:
+            allowed = (
+                f"al_every in 1..{iterations - 1}, or more iterations"
+                if iterations > 1
+                else "iterations >= 2 and al_every < iterations"
+            )
+            ck.error(
+                "optimizer.al_every",
+                f"{al_every}{'' if 'al_every' in o else ' (the default)'} >= iterations = "
+                f"{iterations}: the multipliers of the simulated limits (auc_budget, "
+                f"anc_grade4_max) would never be updated before the run ends; allowed: {allowed}",
+            )
     if "hold_softness" in o and not any(isinstance(t, dict) and "hold_if" in t for t in drugs_raw):
         ck.error(
             "optimizer.hold_softness",
@@ -320,7 +451,7 @@ def parse_experiment(
         try:
             validate_drug(d, problem.days)
         except ValueError as e:
-            errors.append(f"drug[{i}]: {_file_names(str(e))}")
+            errors.append(f"{_drug_path(i, e)}: {_file_names(str(e))}")
     if not errors:
         try:
             problem.validate()

@@ -164,7 +164,7 @@ def evaluate(
                     )
                 )
             ),
-            "orr": float(epk["bor"].isin(["CR", "PR"]).mean()),
+            "orr": _orr(epk),
             "median_best_pct_change": float(epk["best_pct_change"].median()),
             "median_csc_fraction_final": float(np.median(traj.daily["csc_fraction"][ok, -1])),
         }
@@ -213,10 +213,27 @@ def evaluate(
             else:
                 m = np.isfinite(dlt)
                 diffs.append(float(np.mean(dlt[m])))
-                ses.append(float(np.std(dlt[m], ddof=1) / np.sqrt(m.sum())) if m.sum() > 1 else 0.0)
+                # fewer than two paired differences: no standard error (NaN, not a certain 0);
+                # the reference's own difference is 0 for every patient, exactly
+                if name == reference:
+                    ses.append(0.0)
+                elif m.sum() > 1:
+                    ses.append(float(np.std(dlt[m], ddof=1) / np.sqrt(m.sum())))
+                else:
+                    ses.append(np.nan)
         df.insert(4, "diff_vs_reference", diffs)
         df.insert(5, "diff_se", ses)
     return df
+
+
+def _orr(epk: pd.DataFrame) -> float:
+    """The fraction of evaluable patients ``epk`` with BOR CR or PR; NaN when none was assessed
+    within the horizon (nothing is evaluable), as `vcohort.endpoints.summarize` says."""
+    if "n_assessments" in epk:
+        assessed = bool(len(epk)) and int(epk["n_assessments"].max()) > 0
+    else:
+        assessed = bool((epk["bor"] != "NE").any())
+    return float(epk["bor"].isin(["CR", "PR"]).mean()) if assessed else np.nan
 
 
 def _cvar_np(x: np.ndarray, alpha: float) -> float:

@@ -279,10 +279,14 @@ def choose_rounding(pb, lay, amount, cohort, k: int):
 
 
 def _personalised(exp, cohort, pop_res, progress) -> pd.DataFrame:
-    """One schedule per patient vs the population schedule, on those patients (training)."""
+    """One schedule per patient vs the population schedule, on those patients (training), with
+    the protocol's hold decisions: each mode's objective, the worst patient's value of each
+    per-patient limit (``worst_g:<name>``, scaled; <= 0: every patient meets it) and whether
+    every limit holds (``feasible``); a warning when the personalised schedules miss one."""
     import jax
     import jax.numpy as jnp
 
+    from vcohort.optimize.evaluate import feasible
     from vcohort.optimize.loop import optimize
     from vcohort.optimize.problem import NoMultipliers, make_personal_loss
 
@@ -303,22 +307,41 @@ def _personalised(exp, cohort, pop_res, progress) -> pd.DataFrame:
     np_dtype = np.float64 if plan.dtype == jnp.float64 else np.float32
     args = cohort.arrays(np.arange(len(cohort)), plan.drugs, np_dtype)
 
-    f = jax.jit(lambda th: loss(th, NoMultipliers(), 1.0, args)[1][2])
+    @jax.jit
+    def values(th):
+        _, (_, g, obj) = loss(th, NoMultipliers(), 1.0, args)
+        return obj, g
+
     pop_theta = np.broadcast_to(pop_res.theta, (len(cohort),) + pop_res.theta.shape)
-    return pd.DataFrame(
-        [
+    rows = []
+    for mode, theta in (("population", pop_theta), ("personalised", per.theta)):
+        obj, g = values(jnp.asarray(theta, plan.dtype))
+        # the limits hold for every patient in this mode (`make_personal_loss`): the worst
+        # patient's value of each (NaN: a patient failed, so not known to be met)
+        worst = {k: float(np.max(np.asarray(v))) for k, v in g.items()}
+        rows.append(
             {
-                "mode": "population",
+                "mode": mode,
                 "patients": len(cohort),
-                "objective": float(f(jnp.asarray(pop_theta, plan.dtype))),
-            },
-            {
-                "mode": "personalised",
-                "patients": len(cohort),
-                "objective": float(f(jnp.asarray(per.theta, plan.dtype))),
-            },
-        ]
-    )
+                "objective": float(obj),
+                **{f"worst_g:{k}": v for k, v in worst.items()},
+                "feasible": feasible(worst, pb.precision),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if not table["feasible"].iloc[1]:
+        print(
+            f"warning: the personalised schedules do not meet every per-patient limit "
+            f"({_worst_text(rows[1])}); personalised.csv compares objectives of schedules "
+            f"that are not both within the limits",
+            file=sys.stderr,
+        )
+    return table
+
+
+def _worst_text(row: dict) -> str:
+    """``worst_g:anc_grade4 = 0.21, ...``: a personalised.csv row's worst constraint values."""
+    return ", ".join(f"{k} = {v:.3g}" for k, v in row.items() if k.startswith("worst_g:"))
 
 
 def _rules_note(pb) -> list[str]:
@@ -404,8 +427,25 @@ def _report(exp, res, rounded, ev_held, ev_train, ref, personal, timings, candid
         lines += [
             "## Personalised vs population (training patients)",
             "",
+            *(
+                [
+                    "The limits hold per patient here (each patient's AUC within its budget; "
+                    "with a grade-4 limit, no patient's ANC nadir below 0.5e9/L); the `worst_g:` "
+                    "columns are the worst patient's values (<= 0: met).",
+                    "",
+                ]
+                if any(c.startswith("worst_g:") for c in personal)
+                else []
+            ),
             markdown_table(personal),
             "",
         ]
+        if not bool(personal["feasible"].iloc[-1]):
+            lines += [
+                "**Warning:** the personalised schedules do not meet every per-patient limit "
+                f"({_worst_text(personal.iloc[-1].to_dict())}): their objective is not "
+                "comparable with a schedule that does.",
+                "",
+            ]
     lines += ["![schedule](figures/schedule.png)", "", "![history](figures/history.png)", ""]
     return "\n".join(lines)

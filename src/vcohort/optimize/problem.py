@@ -3,11 +3,14 @@
 Decision variables (ARCHITECTURE.md, "Schedules for optimisation"): per drug, a non-negative
 dose in every slot of a fixed grid (daily for oral agents, every allowed infusion day for
 antibodies and chemotherapy).  ``amount = max_dose · sigmoid(θ)`` keeps every dose inside
-``[0, max_dose]`` exactly (the per-dose maximum is never a penalty).  The other constraints —
-per-day maxima, cumulative dose and mean-AUC budgets, the fraction of patients with grade-4
-neutropenia — are handled by an augmented Lagrangian (Nocedal & Wright 2006, §17.4, for
-inequalities ``g ≤ 0``: ``f + Σ (max(0, λ + μ g)² − λ²) / 2μ``, ``λ ← max(0, λ + μ g)``), and
-their final values are always reported.
+``[0, max_dose]`` exactly (the per-dose maximum is never a penalty).  Per-day maxima and
+cumulative dose budgets are linear in the doses and also hold exactly: `to_amount` scales each
+day's total, then the drug's total, down onto its limit (a projection, not a penalty).  Only
+the limits that depend on the simulation — the cohort-mean plasma AUC budgets and the fraction
+of patients with grade-4 neutropenia (per patient in personalised mode) — are handled by an
+augmented Lagrangian (Nocedal & Wright 2006, §17.4, for inequalities ``g ≤ 0``:
+``f + Σ (max(0, λ + μ g)² − λ²) / 2μ``, ``λ ← max(0, λ + μ g)``).  Every limit's final value is
+reported (`vcohort.optimize.evaluate.hard_constraints`).
 
 The loss is a weighted sum of `vcohort.objectives` terms.  Gradients flow through
 `vcohort.simulate.cohort_fn` (reverse mode through the ``lax.scan``, ``jax.checkpoint`` per
@@ -42,7 +45,17 @@ from vcohort.objectives import (
     objective_terms,
     per_patient_terms,
 )
-from vcohort.simulate import Plan, check_dt, cohort_fn, patient_fn, set_precision
+from vcohort.simulate import (
+    NEGATIVE_TOL,
+    RK4_STABILITY,
+    Plan,
+    acting_channels,
+    check_dt,
+    cohort_fn,
+    first_order_rates,
+    patient_fn,
+    set_precision,
+)
 
 ANC_DRUG_CHANNEL = "myelotoxicity"
 
@@ -136,6 +149,14 @@ class Problem:
         ae = self.assess_every
         if isinstance(ae, bool) or not isinstance(ae, int) or ae < 1:
             raise ValueError(f"assess_every={ae!r} must be a whole number of days >= 1")
+        if self.weights.get("response", 0) > 0 and ae > self.days:
+            raise ValueError(
+                f"objective response={self.weights['response']!r}: a RECIST response needs an "
+                f"assessment within the horizon, and assess_every={ae} > days={self.days} "
+                f"leaves none (the reported ORR would be NaN while the smoothed response "
+                f"optimised the horizon's shrinkage); lower assess_every or drop the "
+                f"response weight"
+            )
         if self.weights.get("pfs", 0) > 0 and ae >= self.days:
             raise ValueError(
                 f"objective pfs={self.weights['pfs']!r}: PFS needs an assessment before the "
@@ -178,11 +199,24 @@ class Problem:
         return tuple(d.drug for d in self.drugs)
 
 
+class DrugFieldError(ValueError):
+    """A `validate_drug` error about one field of `DrugSlots` (``field``, e.g. ``start_day``),
+    so that a configuration file can name the key it was read from."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 def validate_drug(d: DrugSlots, days: int) -> None:
+    """Every limit of one drug checked before any compute; a `DrugFieldError` (a ValueError)
+    names the field at fault."""
     try:
         drug = get_drug(d.drug)
     except (KeyError, ValueError) as e:
-        raise ValueError(f"drug {d.drug!r} is not in the catalogue: {sorted(CATALOGUE)}") from e
+        raise DrugFieldError(
+            "drug", f"drug {d.drug!r} is not in the catalogue: {sorted(CATALOGUE)}"
+        ) from e
     f = f"drug {d.drug}"
 
     def pos(name, v, allow_none=True, allow_zero=False):
@@ -190,7 +224,8 @@ def validate_drug(d: DrugSlots, days: int) -> None:
             return
         ok = isinstance(v, int | float) and math.isfinite(v) and (v >= 0 if allow_zero else v > 0)
         if not ok:
-            raise ValueError(f"{f}: {name}={v!r} must be a finite number > 0")
+            bound = ">= 0" if allow_zero else "> 0"
+            raise DrugFieldError(name, f"{f}: {name}={v!r} must be a finite number {bound}")
 
     pos("every_days", d.every_days, allow_none=False)
     pos("max_dose_mg", d.max_dose_mg)
@@ -203,63 +238,82 @@ def validate_drug(d: DrugSlots, days: int) -> None:
     pos("infusion_days", d.infusion_days, allow_none=False, allow_zero=True)
     pos("hold_days", d.hold_days)
     if d.infusion_days > 0 and drug.route != "iv":
-        raise ValueError(
+        raise DrugFieldError(
+            "infusion_days",
             f"{f}: infusion_days={d.infusion_days} given for a drug of route {drug.route!r}; "
-            f"only IV drugs take an infusion ('over')"
+            f"only IV drugs take an infusion ('over')",
         )
     if d.hold_days is not None and d.hold_days < d.every_days:
-        raise ValueError(f"{f}: hold_days={d.hold_days} is shorter than every_days={d.every_days}")
+        raise DrugFieldError(
+            "hold_days", f"{f}: hold_days={d.hold_days} is shorter than every_days={d.every_days}"
+        )
     if d.hold_days is not None:
         k = d.hold_days / d.every_days
         if abs(k - round(k)) > 1e-9:
-            raise ValueError(
+            raise DrugFieldError(
+                "hold_days",
                 f"{f}: hold_days={d.hold_days} is not a whole multiple of every_days="
                 f"{d.every_days} (blocks of one dose level would hold alternating numbers of "
-                f"doses); allowed: {d.every_days:g} x 1, 2, 3, ..."
+                f"doses); allowed: {d.every_days:g} x 1, 2, 3, ...",
             )
     mx = d.resolved_max()
     if mx > drug.max_single_dose_mg:
-        raise ValueError(
+        raise DrugFieldError(
+            "max_dose_mg",
             f"{f}: max_dose_mg={mx} exceeds the label/trial maximum single dose "
-            f"{drug.max_single_dose_mg} mg ({drug.toxicity})"
+            f"{drug.max_single_dose_mg} mg ({drug.toxicity})",
         )
     if d.rule is not None:
         if not isinstance(d.rule, DoseRule):
-            raise ValueError(f"{f}: rule={d.rule!r} must be a vcohort.dose_rules.DoseRule")
+            raise DrugFieldError(
+                "rule", f"{f}: rule={d.rule!r} must be a vcohort.dose_rules.DoseRule"
+            )
         if d.rule.delay:
-            raise ValueError(
+            raise DrugFieldError(
+                "rule",
                 f"{f}: rule '{d.rule.describe()}' delays doses, which moves them off the "
-                f"optimiser's slot grid; allowed here: omission rules (without 'delay')"
+                f"optimiser's slot grid; allowed here: omission rules (without 'delay')",
             )
         if d.rule.threshold == 0:
-            raise ValueError(
+            raise DrugFieldError(
+                "rule",
                 f"{f}: rule '{d.rule.describe()}' has threshold 0; the optimiser's smooth "
-                f"decision is scaled by the threshold: use a threshold other than 0"
+                f"decision is scaled by the threshold: use a threshold other than 0",
             )
     if d.start_day >= days:
-        raise ValueError(f"{f}: start_day={d.start_day} must be before the horizon ({days} d)")
+        raise DrugFieldError(
+            "start_day", f"{f}: start_day={d.start_day} must be before the horizon ({days} d)"
+        )
     if d.round_to_mg > mx:
-        raise ValueError(f"{f}: round_to_mg={d.round_to_mg} exceeds max_dose_mg={mx}")
+        raise DrugFieldError(
+            "round_to_mg", f"{f}: round_to_mg={d.round_to_mg} exceeds max_dose_mg={mx}"
+        )
     if d.initial_mg is not None and d.initial_mg > mx:
-        raise ValueError(f"{f}: initial_mg={d.initial_mg} exceeds max_dose_mg={mx}")
+        raise DrugFieldError(
+            "initial_mg", f"{f}: initial_mg={d.initial_mg} exceeds max_dose_mg={mx}"
+        )
     if d.max_daily_mg is not None and d.max_daily_mg < d.round_to_mg:
-        raise ValueError(
+        raise DrugFieldError(
+            "max_daily_mg",
             f"{f}: max_daily_mg={d.max_daily_mg} is below one dose unit "
-            f"(round_to_mg={d.round_to_mg}): no dose could ever be given"
+            f"(round_to_mg={d.round_to_mg}): no dose could ever be given",
         )
     if d.budget_mg is not None and d.budget_mg < d.round_to_mg:
-        raise ValueError(
-            f"{f}: budget_mg={d.budget_mg} is below one dose unit (round_to_mg={d.round_to_mg})"
+        raise DrugFieldError(
+            "budget_mg",
+            f"{f}: budget_mg={d.budget_mg} is below one dose unit (round_to_mg={d.round_to_mg})",
         )
     if d.infusion_days and d.infusion_days > d.every_days:
-        raise ValueError(
-            f"{f}: infusion_days={d.infusion_days} longer than the slot spacing {d.every_days}"
+        raise DrugFieldError(
+            "infusion_days",
+            f"{f}: infusion_days={d.infusion_days} longer than the slot spacing {d.every_days}",
         )
     for iv in d.intervals_days:
         k = iv / d.every_days
         if iv <= 0 or abs(k - round(k)) > 1e-9:
-            raise ValueError(
-                f"{f}: interval {iv} d must be a positive multiple of every_days={d.every_days}"
+            raise DrugFieldError(
+                "intervals_days",
+                f"{f}: interval {iv} d must be a positive multiple of every_days={d.every_days}",
             )
 
 
@@ -410,6 +464,29 @@ def _al_penalty(g: dict, lam: dict, mu):
 
 
 # ---------------------------------------------------------------------------- loss
+def failed_patients(model: Model, plan: Plan, p: dict, out: dict) -> jnp.ndarray:
+    """(P,) True where `vcohort.simulate.simulate` would give a patient a failure status that
+    a non-finite output does not already show: a state negative beyond round-off
+    (``out["negative"]``, `NEGATIVE_TOL`, as `vcohort.simulate._status`) or an acting rate x dt
+    at RK4's stability bound (`vcohort.simulate.unstable_patients`, from the parameters ``p``).
+    Such a patient's outputs can be finite yet wrong; traced (used inside the jitted loss)."""
+    low = out["negative"]["lowest"]
+    bad = jnp.where(jnp.isnan(low), False, low < -NEGATIVE_TOL)
+    for k in first_order_rates(model, acting_channels(plan.drugs)):
+        if k in p:
+            bad = bad | (jnp.abs(p[k]) * plan.dt >= RK4_STABILITY)
+    for k, n in (model.transit_rates or {}).items():
+        if k in p:
+            bad = bad | (n / p[k] * plan.dt >= RK4_STABILITY)
+    return bad
+
+
+def _unless_failed(obj, failed):
+    """``obj``, or NaN when any patient failed: the iteration is then non-finite (its update is
+    skipped, `vcohort.optimize.loop`), as a patient whose outputs are NaN makes it."""
+    return jnp.where(jnp.any(failed), jnp.nan, obj)
+
+
 def _plan(problem: Problem, lay: Layout, model: Model, reverse_mode: bool, soft: bool) -> Plan:
     """The simulation plan of a problem (only the horizon is saved); ``reverse_mode`` for the
     optimiser's gradient (RK4 steps with the hand-written reverse sweep, `rk4_step_reverse`),
@@ -475,9 +552,11 @@ def make_loss(
     reverse_mode: bool = False,
     soft: bool = True,
 ):
-    """``loss(theta, lam, mu, args) -> (augmented Lagrangian, (terms, g))`` (pure JAX);
-    ``reverse_mode=True`` when it will only be differentiated in reverse mode, ``soft=False``
-    for the protocol's own hold decisions instead of the smooth ones (`_plan`)."""
+    """``loss(theta, lam, mu, args) -> (augmented Lagrangian, (terms, g, objective))`` (pure
+    JAX); ``reverse_mode=True`` when it will only be differentiated in reverse mode,
+    ``soft=False`` for the protocol's own hold decisions instead of the smooth ones (`_plan`).
+    The objective (so the loss) is NaN when a patient failed (`failed_patients`), as
+    `vcohort.simulate.simulate`'s status would say."""
     plan = _plan(problem, lay, model, reverse_mode, soft)
     grid = lay.schedule.step_grid(plan.dt, plan.n_steps)
     f = cohort_fn(plan)
@@ -491,6 +570,7 @@ def make_loss(
             out, problem.days, assess_every=problem.assess_every, alpha=problem.alpha
         )
         obj = sum(w * terms[k] for k, w in problem.weights.items())
+        obj = _unless_failed(obj, failed_patients(model, plan, args[0], out))
         g = constraint_values(problem, lay, amount, out)
         return obj + _al_penalty(g, lam, mu), (terms, g, obj)
 
@@ -525,6 +605,7 @@ def make_personal_loss(
         out = f(theta, *args)
         terms = per_patient_terms(out, problem.days, assess_every=problem.assess_every)
         obj = sum(w * jnp.mean(terms[k]) for k, w in problem.weights.items())
+        obj = _unless_failed(obj, failed_patients(model, plan, args[0], out))
         g = {}  # dose limits hold exactly (`to_amount`); exposure and ANC per patient
         for d in problem.drugs:
             if d.auc_budget is not None:
