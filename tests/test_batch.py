@@ -340,7 +340,7 @@ def test_fingerprint_does_not_depend_on_the_working_directory(tmp_path, monkeypa
     from vcohort.calibrate import CalibrationRule, Targets
 
     CalibrationRule(
-        "pembrolizumab 2 mg/kg q3w", 210, Targets(0.21, 0.34), (0.2, 0.01, 0.2, 0.59),
+        "pembrolizumab 2 mg/kg q3w", 210, Targets(0.21, 0.34), (0.2, 0.01, 0.14, 0.65),
         (1, 1, 1, 1), (4.0,), (1.0, 1.0), 1.0, 0.5,
         assessment={"assess_every": 21, "assess_first": 21},
         fit={"pool_seed": 99, "pool_ids": [0, 5]},
@@ -389,6 +389,7 @@ def test_output_folder_and_resume_checks(tmp_path, capsys):
     # a finished run would be skipped with the old results: refused ...
     (out / "base").mkdir()
     (out / "base" / "manifest.json").write_text("{}")
+    (out / "base" / "summary.csv").write_text("arm\n")
     with pytest.raises(ValueError, match="run 'base' .* changed since it was written"):
         prepare_output(load_runs([base]), out, chunk_patients=4, resume=True, overwrite=False)
     # ... naming what changed when the finished run's manifest holds its config
@@ -708,6 +709,7 @@ def test_resume_refuses_chunks_of_another_model(tmp_path, monkeypatch):
     monkeypatch.setattr(B, "model_identity", lambda: "another model")
     (out / "base").mkdir()  # a finished run: resuming would keep results of the old inputs
     (out / "base" / "manifest.json").write_text("{}")
+    (out / "base" / "summary.csv").write_text("arm\n")
     with pytest.raises(ValueError, match="the vcohort code changed since this run was written"):
         B.prepare_output(runs, out, chunk_patients=None, resume=True, overwrite=False)
 
@@ -762,6 +764,7 @@ def test_resume_refuses_chunks_of_another_drug_definition(tmp_path, monkeypatch)
     monkeypatch.setitem(CATALOGUE, "pembrolizumab", changed)
     (out / "base").mkdir()  # a finished run: resuming would keep results of the old inputs
     (out / "base" / "manifest.json").write_text("{}")
+    (out / "base" / "summary.csv").write_text("arm\n")
     with pytest.raises(ValueError, match="changed since it was written"):
         B.prepare_output(runs, out, chunk_patients=None, resume=True, overwrite=False)
 
@@ -769,8 +772,10 @@ def test_resume_refuses_chunks_of_another_drug_definition(tmp_path, monkeypatch)
 def test_a_chunk_drawn_under_another_drug_catalogue_is_not_reused(tmp_path, monkeypatch):
     """Every patient draws PK values for every loaded drug (`make_cohort`), not only the arms':
     a chunk written without a --drug-file was reused with it (another column set in one run,
-    or a KeyError on every resume).  The fingerprint holds the whole catalogue; a finished run
-    drawn under another catalogue is refused, naming the drugs."""
+    or a KeyError on every resume).  The fingerprint holds the run's catalogue (not the drugs of
+    the batch's other experiments' drug_files: `test_a_drug_file_of_one_experiment_leaves_the_
+    batchs_other_runs_alone`); a finished run drawn under another catalogue is refused, naming
+    the drugs."""
     import dataclasses
     import pickle
 
@@ -799,6 +804,7 @@ def test_a_chunk_drawn_under_another_drug_catalogue_is_not_reused(tmp_path, monk
     assert logged == ["chunk_computed", "chunk_reused", "chunk_stale", "chunk_computed"]
     (out / "base").mkdir()  # a finished run
     (out / "base" / "manifest.json").write_text("{}")
+    (out / "base" / "summary.csv").write_text("arm\n")
     with pytest.raises(ValueError, match=r"drug catalogue differs .*\(added: wnt974_copy\)"):
         B.prepare_output(runs, out, chunk_patients=None, resume=True, overwrite=False)
 
@@ -817,9 +823,11 @@ def _fake_compute(monkeypatch, fail_write=()):
         B, "assemble", lambda run, chunks, *a: types.SimpleNamespace(run=run, timings={})
     )
 
-    def write(result, out):
+    def write(result, out, overwrite=False):
         if result.run.name in fail_write:
             raise OSError(36, "File name too long", str(out))
+        if out.exists() and overwrite:  # as `vcohort.io.run_folder` replaces a folder
+            shutil.rmtree(out)
         out.mkdir()
         config = {"reference_arm": "control", "batch": {"fingerprint": B.fingerprint(result.run)}}
         (out / "manifest.json").write_text(json.dumps({"config": config}))
@@ -831,26 +839,68 @@ def _fake_compute(monkeypatch, fail_write=()):
 
 def test_resume_deletes_only_the_temporaries_vcohort_writes(tmp_path, monkeypatch):
     """--resume deleted everything in DIR whose name starts with a dot (a user's .git,
-    .notes.md); only vcohort's own temporary names are leftovers."""
+    .notes.md), then every name that looked like a temporary one (a user's
+    .batch_summary.csv.20241201, .batch.json.original); only names carrying vcohort's marker
+    (``.vctmp-``, `vcohort.io.temporary_prefix`) are leftovers."""
+    import tempfile
+
     import vcohort.batch as B
+    from vcohort.io import temporary_prefix
 
     _fake_compute(monkeypatch)
     runs = load_runs([_write(tmp_path, "base.toml", BASE.format(days=42))])
     out = tmp_path / "out"
     B.run_batch(runs, out, progress=False, keep_chunks=True)
     mine = [out / ".git" / "config", out / ".notes.md", out / ".base.tmp-notes.txt",
-            out / ".batch.json.bak", out / ".other.old-12"]  # fmt: skip
-    ours = [out / ".base.tmp-k2x_9a0q" / "summary.csv", out / ".base.old-4242" / "x",
-            out / ".batch.json.ab12cd34", out / ".batch_summary.csv.zz99yy88",
-            out / ".chunks" / "base" / ".chunk-00001.npz.a1b2c3d4",
-            out / ".chunks" / "base" / ".selection.json.a1b2c3d4"]  # fmt: skip
+            out / ".batch.json.bak", out / ".other.old-12", out / ".batch_summary.csv.20241201",
+            out / ".batch.json.original", out / ".base.old-2024",
+            out / ".base.tmp-k2x_9a0q" / "summary.csv",  # an older vcohort's: not ours to judge
+            out / ".chunks" / "base" / ".chunk-00001.npz.original"]  # fmt: skip
+    ours = [out / ".base.vctmp-k2x_9a0q" / "summary.csv", out / ".base.vctmp-old-4242" / "x",
+            out / ".batch.json.vctmp-ab12cd34", out / ".batch_summary.csv.vctmp-zz99yy88",
+            out / ".chunks" / "base" / ".chunk-00001.npz.vctmp-a1b2c3d4",
+            out / ".chunks" / "base" / ".pool-00000.npz.vctmp-a1b2c3d4",
+            out / ".chunks" / "base" / ".selection.json.vctmp-a1b2c3d4"]  # fmt: skip
     for p in mine + ours:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("x")
+    # the names vcohort's writers give (`atomic_write_bytes`, `run_folder`) are recognised
+    made = [Path(tempfile.mkstemp(prefix=temporary_prefix(n), dir=out)[1])
+            for n in ("batch.json", "batch_summary.csv")]  # fmt: skip
+    made.append(Path(tempfile.mkdtemp(prefix=temporary_prefix("base"), dir=out)))
+    made.append(Path(tempfile.mkstemp(prefix=temporary_prefix("chunk-00002.npz"),
+                                      dir=out / ".chunks" / "base")[1]))  # fmt: skip
     B.run_batch(runs, out, progress=False, resume=True, keep_chunks=True)
     assert all(p.read_text() == "x" for p in mine)
-    assert not any(p.exists() for p in ours)
-    assert not (out / ".base.tmp-k2x_9a0q").exists() and not (out / ".base.old-4242").exists()
+    assert not any(p.exists() for p in ours + made)
+    assert not (out / ".base.vctmp-k2x_9a0q").exists()
+    assert not (out / ".base.vctmp-old-4242").exists()
+
+
+def test_the_batch_writes_its_temporaries_under_vcohorts_marker(tmp_path, monkeypatch):
+    """Every temporary name a batch creates carries the marker its cleanup looks for."""
+    import vcohort.batch as B
+    import vcohort.io
+
+    _fake_compute(monkeypatch)
+    seen = []
+    real = vcohort.io.os.replace
+
+    def replace(src, dst):  # the temporary names: hidden (the final ones are not)
+        seen.extend(n for n in (Path(src).name, Path(dst).name) if n.startswith("."))
+        return real(src, dst)
+
+    monkeypatch.setattr(vcohort.io.os, "replace", replace)
+    runs = load_runs([_write(tmp_path, "base.toml", BASE.format(days=42))])
+    out = tmp_path / "out"
+    B.run_batch(runs, out, progress=False)
+    for _ in range(2):  # a run folder written, then replaced (its old one set aside)
+        with vcohort.io.run_folder(out / "base", overwrite=True) as tmp:
+            (tmp / "manifest.json").write_text("{}")
+    kinds = {n.split(".vctmp-")[0] + (".old" if "vctmp-old-" in n else "") for n in seen}
+    assert kinds == {".batch.json", ".batch_summary.csv", ".base", ".base.old"}, seen
+    ours = B._temporary_names(["base"])
+    assert all(ours.fullmatch(n) for n in seen), seen
 
 
 def test_run_names_too_long_for_a_folder_are_refused_before_compute(tmp_path, monkeypatch):
@@ -934,7 +984,9 @@ def test_a_resume_of_some_runs_keeps_the_others_in_the_batch(tmp_path, monkeypat
     B.run_batch(load_runs([b, a]), out, progress=False, resume=True)  # was refused
     capsys.readouterr()
     assert main(["batch", str(a), "--out", str(out), "--resume", "--no-progress"]) == 0
-    assert "wrote 1 runs (the batch's summary also lists 1 earlier ones)" in capsys.readouterr().out
+    # a was complete: not counted as written (it was, "wrote 1 runs")
+    said = capsys.readouterr().out
+    assert "wrote 0 runs, 1 already complete (the batch's summary also lists 1 earlier" in said
     # a state without b (an older vcohort's): b's folder is judged by its manifest
     state = json.loads((out / "batch.json").read_text())
     state["runs"] = [r for r in state["runs"] if r["name"] == "a"]
@@ -1005,3 +1057,130 @@ def test_a_batch_draws_no_patient_past_the_draw_limit(tmp_path, monkeypatch):
     chunks = sorted((out / ".chunks" / "dt1").glob("chunk-*.npz"))
     ids = [read_chunk(p)["screening"]["patient"].tolist() for p in chunks]
     assert ids == [[0, 1, 2, 3], [4, 5]]
+
+
+def test_an_out_that_is_a_file_or_a_batch_to_resume_is_named_before_compute(
+    tmp_path, monkeypatch, capsys
+):
+    """--out FILE --resume crashed with NotADirectoryError; a batch folder given again without
+    --resume said only "pass --overwrite", which throws its finished runs away."""
+    import vcohort.batch as B
+
+    _fake_compute(monkeypatch)
+    base = _write(tmp_path, "base.toml", BASE.format(days=42))
+    afile = _write(tmp_path, "afile", "mine")
+    for resume in (True, False):
+        with pytest.raises(ValueError, match=r"--out '.*afile' exists and is not a folder"):
+            B.run_batch(load_runs([base]), afile, progress=False, resume=resume)
+    assert main(["batch", str(base), "--out", str(afile), "--resume", "--no-progress"]) == 2
+    assert "afile' exists and is not a folder" in capsys.readouterr().err
+    assert afile.read_text() == "mine"
+    out = tmp_path / "out"
+    B.run_batch(load_runs([base]), out, progress=False)
+    said = r"holds a batch \(batch.json\); pass --resume to continue it \(or --overwrite to "
+    with pytest.raises(ValueError, match=said + r"replace it\)"):
+        B.run_batch(load_runs([base]), out, progress=False)
+    assert (out / "base" / "manifest.json").is_file()  # nothing lost
+
+
+def test_a_finished_run_that_lost_its_summary_is_computed_again(tmp_path, monkeypatch, capsys):
+    """A run folder without summary.csv counted as finished: every later --resume ended in a
+    FileNotFoundError after its compute (the batch summary reads it)."""
+    import vcohort.batch as B
+
+    _fake_compute(monkeypatch)
+    base = _write(tmp_path, "base.toml", BASE.format(days=42))
+    out = tmp_path / "out"
+    B.run_batch(load_runs([base]), out, progress=False)
+    (out / "base" / "summary.csv").unlink()
+    capsys.readouterr()
+    assert main(["batch", str(base), "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert "wrote 1 run and" in capsys.readouterr().out
+    assert (out / "base" / "summary.csv").is_file()
+    events = [(e["invocation"], e["event"]) for e in _log(out) if e.get("run") == "base"]
+    assert (2, "run_written") in events and (2, "run_complete") not in events
+    # complete again: the next --resume leaves it
+    assert main(["batch", str(base), "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert "wrote 0 runs, 1 already complete and" in capsys.readouterr().out
+
+
+@pytest.fixture
+def drug_state():
+    """The process's drug catalogue and its record of drug files, put back afterwards."""
+    from vcohort import drug_file
+    from vcohort.drugs import CATALOGUE
+
+    names = ("_LOADED", "_GLOBAL", "_GLOBAL_FILES", "_ORIGIN", "_EXPERIMENT")
+    saved = {n: getattr(drug_file, n).copy() for n in names}
+    cat = dict(CATALOGUE)
+    yield
+    CATALOGUE.clear()
+    CATALOGUE.update(cat)
+    for n, v in saved.items():
+        getattr(drug_file, n).clear()
+        getattr(drug_file, n).update(v)
+
+
+NIVOLUMAB = Path(__file__).resolve().parents[1] / "experiments" / "drugs" / "nivolumab.toml"
+
+
+def _with_drug_file(tmp_path) -> Path:
+    """An experiment naming a drug file of its own (nivolumab), given in one arm."""
+    (tmp_path / "drugs").mkdir(exist_ok=True)
+    (tmp_path / "drugs" / "niv.toml").write_text(NIVOLUMAB.read_text())
+    text = BASE.format(days=42).replace('"pembro"', '"nivo"')
+    text = text.replace("pembrolizumab", "nivolumab").replace("2 mg/kg", "240 mg")
+    return _write(tmp_path, "niv.toml", 'drug_files = ["drugs/niv.toml"]\n' + text)
+
+
+def test_a_drug_file_of_one_experiment_leaves_the_batchs_other_runs_alone(
+    tmp_path, monkeypatch, drug_state
+):
+    """An experiment's drug_files were loaded into the catalogue of the whole batch: every
+    other run drew PK values for its drugs (columns of patients.parquet), listed its file in
+    its manifest and had another fingerprint than in a batch of its own."""
+    import vcohort.batch as B
+
+    base = _write(tmp_path, "base.toml", BASE.format(days=42))
+    alone = tmp_path / "alone"
+    B.run_batch(load_runs([base]), alone, progress=False)  # before any drug file is loaded
+    both = tmp_path / "both"
+    B.run_batch(load_runs([_with_drug_file(tmp_path), base]), both, progress=False)
+    a, b = (pd.read_parquet(d / "base" / "patients.parquet") for d in (alone, both))
+    assert list(a.columns) == list(b.columns) and not any("nivolumab" in c for c in b.columns)
+    pd.testing.assert_frame_equal(a, b)
+    for f in ("columns.csv", "summary.csv"):
+        assert (alone / "base" / f).read_text() == (both / "base" / f).read_text(), f
+    ma, mb = (json.loads((d / "base" / "manifest.json").read_text()) for d in (alone, both))
+    for k in ("config", "population", "environment", "patients"):  # (the fingerprint too)
+        assert ma[k] == mb[k], k
+    assert "drug_files" not in mb["environment"]
+    ra, rb = (json.loads((d / "batch.json").read_text())["runs"] for d in (alone, both))
+    assert ra[0] == next(r for r in rb if r["name"] == "base")
+    # the run with the drug file draws its PK values and lists its file
+    niv = json.loads((both / "niv" / "manifest.json").read_text())["environment"]
+    assert [Path(p).name for p in niv["drug_files"]] == ["niv.toml"]
+    cols = pd.read_parquet(both / "niv" / "patients.parquet").columns
+    assert "nivolumab.CL" in cols and "nivolumab.CL" not in a.columns
+
+
+def test_a_resume_that_adds_a_drug_file_experiment_keeps_the_finished_runs(
+    tmp_path, monkeypatch, drug_state
+):
+    """After --resume of some runs, a --resume naming them all was refused ("the drug
+    catalogue differs"): the fingerprint held every drug file the batch had loaded."""
+    import vcohort.batch as B
+
+    _fake_compute(monkeypatch)
+    base = _write(tmp_path, "base.toml", BASE.format(days=42))
+    niv = _with_drug_file(tmp_path)
+    out = tmp_path / "out"
+    B.run_batch(load_runs([niv, base]), out, progress=False)
+    B.run_batch(load_runs([base]), out, progress=False, resume=True)  # in another process
+    from vcohort.drugs import CATALOGUE
+
+    CATALOGUE.pop("nivolumab")  # (as a fresh process: no drug file loaded)
+    B.run_batch(load_runs([base]), out, progress=False, resume=True)
+    B.run_batch(load_runs([niv, base]), out, progress=False, resume=True)  # was refused
+    done = [e["run"] for e in _log(out) if e["event"] == "run_complete"]
+    assert done == ["base", "base", "niv", "base"]

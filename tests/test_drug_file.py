@@ -20,6 +20,8 @@ def restore_catalogue():
     from vcohort import drug_file
 
     before, loaded, glob = dict(CATALOGUE), dict(drug_file._LOADED), set(drug_file._GLOBAL)
+    files, origin = set(drug_file._GLOBAL_FILES), dict(drug_file._ORIGIN)
+    by_experiment = set(drug_file._EXPERIMENT)
     yield
     CATALOGUE.clear()
     CATALOGUE.update(before)
@@ -27,6 +29,12 @@ def restore_catalogue():
     drug_file._LOADED.update(loaded)
     drug_file._GLOBAL.clear()
     drug_file._GLOBAL.update(glob)
+    drug_file._GLOBAL_FILES.clear()
+    drug_file._GLOBAL_FILES.update(files)
+    drug_file._ORIGIN.clear()
+    drug_file._ORIGIN.update(origin)
+    drug_file._EXPERIMENT.clear()
+    drug_file._EXPERIMENT.update(by_experiment)
 
 
 def _pembro_copy(name="pembro_copy", **over):
@@ -126,9 +134,11 @@ def test_every_bad_field_is_named_at_once():
         "mydrug.effects[0].channel: 'pd1_blockade' is not allowed",
         "mydrug.effects[1].slope",
         "mydrug.effects[2].ec50_nM: converting nM needs the drug's mw",
+        "mydrug.effects[2]: mydrug.effects[1] and mydrug.effects[2] both act on channel "
+        "'pd1_occupancy' at site 'central'",
     ):
         assert needle in text, needle
-    assert str(e.value).startswith("mine.toml: 8 invalid field(s)")
+    assert str(e.value).startswith("mine.toml: 9 invalid field(s)")
 
 
 def test_a_clearance_slipped_by_a_unit_is_caught_by_the_half_life():
@@ -811,3 +821,56 @@ def test_the_cli_validates_a_drug_file_for_the_model_it_runs(tmp_path, capsys):
     args = ["simulate", "--model", "depillis2009", "--drug-file", str(EXAMPLE), "--patients", "2"]
     assert main([*args, "--days", "7", "--out", str(out)]) == 2
     assert "its own drugs only" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_repeated_effect_on_one_channel_and_site_is_refused():
+    """Two [[drug.effects]] on one channel at one site were both applied (the effect doubled)."""
+    t = _pembro_copy()
+    effect = t["pembro_copy"]["effects"][0]
+    t["pembro_copy"]["effects"] = [effect, {**effect, "ec50": 2.0}]
+    with pytest.raises(ConfigError) as e:
+        parse_drugs(t)
+    assert e.value.errors == [
+        "pembro_copy.effects[1]: pembro_copy.effects[0] and pembro_copy.effects[1] both act on "
+        "channel 'pd1_occupancy' at site 'central' (the simulator would apply both, doubling "
+        "the effect); allowed: one effect per channel and site: merge them into one"
+    ]
+    # one channel at two sites is two effects
+    t["pembro_copy"]["pk"]["ke0"] = {"value": 1.0, "unit": "1/day", "source": "assumption: x"}
+    t["pembro_copy"]["effects"][1]["site"] = "effect"
+    assert len(parse_drugs(t)["pembro_copy"].effects) == 2
+
+
+def test_a_top_level_value_that_is_not_a_drug_table_is_one_error(tmp_path):
+    """`version = 1` gave its own error and three for the keys a drug table would miss."""
+    p = tmp_path / "d.toml"
+    p.write_text("version = 1\n" + EXAMPLE.read_text())
+    with pytest.raises(ConfigError) as e:
+        load_drugs(p)
+    assert len(e.value.errors) == 1 and e.value.errors[0].startswith(
+        "version: expected a [version] drug table, got int 1"
+    )
+
+
+def test_a_drug_two_experiments_define_differently_is_one_error_naming_the_first_file(tmp_path):
+    """In a batch, two experiments' drug files defining one drug differently gave the clash
+    and a contradictory "none of this experiment's drug_files defines it"; the clash now
+    names the file holding the first definition."""
+    from vcohort.sweep import load_runs
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "niv.toml").write_text(EXAMPLE.read_text())
+    (tmp_path / "b.toml").write_text(
+        EXAMPLE.read_text().replace("toxicity = ", 'toxicity = "other" #', 1)
+    )
+    body = "[population]\nsize = 3\n[simulation]\nhorizon_days = 56\n[[arms]]\nname = 'n'\n"
+    body += "regimens = ['nivolumab 480 mg q4w']\n"
+    (tmp_path / "e1.toml").write_text('drug_files = ["a/niv.toml"]\n' + body)
+    (tmp_path / "e2.toml").write_text('drug_files = ["b.toml"]\n' + body)
+    with pytest.raises(ValueError) as e:
+        load_runs([tmp_path / "e1.toml", tmp_path / "e2.toml"])
+    text = str(e.value)
+    assert "none of this experiment's drug_files" not in text
+    assert "e2.toml: 1 invalid field(s)" in text
+    first = str(tmp_path / "a" / "niv.toml")
+    assert f"drug_files[0]: drug 'nivolumab' is already defined in this run by {first}" in text

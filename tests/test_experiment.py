@@ -216,7 +216,7 @@ def test_a_calibration_rule_file_is_read_and_not_applied_to_its_own_pool(tmp_pat
         experiment_from_dict(d)
     assert "1 invalid field" in str(e.value)  # reported once, not again by the in-sample check
     rule = CalibrationRule(
-        "pembrolizumab 2 mg/kg q3w", 210, Targets(0.21, 0.34), (0.2, 0.01, 0.2, 0.59),
+        "pembrolizumab 2 mg/kg q3w", 210, Targets(0.21, 0.34), (0.2, 0.01, 0.14, 0.65),
         (1, 1, 1, 1), (4.0,), (1.0, 1.0), 1.0, 0.5, assessment={"confirm_days": 28},
         fit={"pool_seed": d["population"]["seed"], "pool_ids": [0, 4999]},
     )  # fmt: skip

@@ -27,9 +27,15 @@ on the complete pool is saved to ``selection.json`` (atomically), and the select
 simulated under every arm in chunks (``chunk-KKKKK.npz``); each step is reused on ``--resume``.
 
 ``DIR/batch.json`` records the runs of every invocation (a ``--resume`` may name only some of
-them), each with its fingerprint (`fingerprint_parts`: its inputs, the loaded drug catalogue and
-the code, kept apart so that a refusal names what changed), and the chunk size, so a resume
-with changed inputs is refused; each run folder's manifest holds the fingerprint too.
+them), each with its fingerprint (`fingerprint_parts`: its inputs, its drug catalogue and the
+code, kept apart so that a refusal names what changed), and the chunk size, so a resume
+with changed inputs is refused; each run folder's manifest holds the fingerprint too.  A run's
+drug catalogue (`run_scope`) is the built-in drugs, the ``--drug-file`` ones and its own
+experiment's ``drug_files``: another experiment's drug file changes neither its patients nor its
+folder, which equal those of a batch of that run alone.  A run is finished when its folder holds
+its manifest and summary (`finished`); the temporary files and folders vcohort writes carry the
+marker ``.vctmp-`` (`vcohort.io.temporary_prefix`), and a ``--resume`` deletes such leftovers
+of a killed invocation only (`_clean_temporaries`).
 ``DIR/batch_log.jsonl`` records, per invocation, which chunks were computed and which reused;
 ``DIR/batch_summary.csv`` has one row per run × arm (of this invocation's runs and the batch's
 other finished ones).
@@ -55,6 +61,7 @@ import pandas as pd
 from vcohort.chunkfile import chunk_bytes, concat, read_chunk, take
 from vcohort.cohort import Cohort
 from vcohort.endpoints import dose_modification_columns
+from vcohort.io import TEMP_MARK
 from vcohort.sweep import BatchRun
 
 STATE, LOG, SUMMARY, CHUNKS = "batch.json", "batch_log.jsonl", "batch_summary.csv", ".chunks"
@@ -87,9 +94,24 @@ def fingerprint(run: BatchRun) -> str:
 def fingerprint_parts(run: BatchRun) -> dict[str, str]:
     """The fingerprint's three parts, kept apart so a refused resume can say which changed:
     ``inputs`` (`inputs_digest`: the validated config, the arms' drugs, the population, a
-    calibration rule's bytes), ``catalogue`` (`catalogue_digest`: every loaded drug, whose PK
-    values every patient draws) and ``code`` (`model_identity`)."""
-    return {"inputs": inputs_digest(run), "catalogue": catalogue_digest(), "code": model_identity()}
+    calibration rule's bytes), ``catalogue`` (`catalogue_digest`: the drugs of the run's
+    catalogue, `run_scope`, whose PK values every patient draws) and ``code``
+    (`model_identity`)."""
+    with run_scope(run):
+        parts = {"inputs": inputs_digest(run), "catalogue": catalogue_digest()}
+    return parts | {"code": model_identity()}
+
+
+def run_scope(run: BatchRun):
+    """A context in which the drug catalogue is the run's own (`vcohort.drug_file.
+    run_catalogue`): the built-in drugs, the ``--drug-file`` ones and those of its experiment's
+    ``drug_files`` only, not the other experiments' of the batch.  A run's fingerprint, cohort
+    (the PK values every patient draws), and run folder (its manifest's drug files and
+    population, its column dictionary) are made in it, so that they equal those of a batch of
+    that run alone."""
+    from vcohort.drug_file import run_catalogue
+
+    return run_catalogue((run.experiment.config or {}).get("drug_files"))
 
 
 def _combine(parts: dict) -> str:
@@ -125,13 +147,17 @@ def inputs_digest(run: BatchRun) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def catalogue_drugs() -> dict[str, str]:
-    """Every drug of the loaded catalogue (built-in, ``--drug-file`` and every experiment's
-    ``drug_files``) -> its definition's digest.  `vcohort.cohort.make_cohort` draws PK values
-    for each of them, not only the arms' drugs: they are columns of every chunk and of
-    ``patients.parquet``, so a chunk drawn under another catalogue must not be reused."""
+def catalogue_drugs(run: BatchRun | None = None) -> dict[str, str]:
+    """Every drug of the loaded catalogue (built-in, ``--drug-file`` and, within `run_scope`
+    or given ``run``, the run's experiment's ``drug_files``) -> its definition's digest.
+    `vcohort.cohort.make_cohort` draws PK values for each of them, not only the arms' drugs:
+    they are columns of every chunk and of ``patients.parquet``, so a chunk drawn under another
+    catalogue must not be reused."""
     from vcohort.model import CSC_IMMUNE
 
+    if run is not None:
+        with run_scope(run):
+            return catalogue_drugs()
     return {name: d.digest() for name, d in sorted(CSC_IMMUNE.drug_catalogue().items())}
 
 
@@ -212,11 +238,21 @@ def prepare_output(runs, out, *, chunk_patients, resume: bool, overwrite: bool) 
     check_chunk_patients(chunk_patients)
     check_run_names(runs)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(
+            f"--out {str(out)!r} exists and is not a folder; give the batch folder (or a new "
+            f"folder's path)"
+        )
     old = _read_state(out) if resume else None
     if resume and old is None and out.exists() and any(out.iterdir()):
         raise ValueError(f"--out {str(out)!r} is not a batch folder (no {STATE}); cannot resume")
     replaced = False
     if old is None:
+        if not overwrite and (out / STATE).is_file():  # a batch: finished work is kept
+            raise ValueError(
+                f"--out {str(out)!r} already exists and is not empty: it holds a batch "
+                f"({STATE}); pass --resume to continue it (or --overwrite to replace it)"
+            )
         check_output_dir(out, overwrite)
         backup = replaced_folder(out)
         if out.exists() and backup.exists():
@@ -239,7 +275,7 @@ def prepare_output(runs, out, *, chunk_patients, resume: bool, overwrite: bool) 
                 "source": r.experiment.source,
                 "fingerprint": _combine(parts),
                 "parts": parts,  # which of inputs, drug catalogue and code changed, if refused
-                "drugs": sorted(catalogue_drugs()),
+                "drugs": sorted(catalogue_drugs(r)),
                 "reference_arm": r.experiment.reference_arm,
                 "chunk": chunk_size_for(r, chunk_patients),
                 "values": r.values,
@@ -269,6 +305,12 @@ def replaced_folder(out: Path) -> Path:
 def _read_state(out: Path) -> dict | None:
     p = out / STATE
     return json.loads(p.read_text()) if p.is_file() else None
+
+
+def finished(folder: Path) -> bool:
+    """Whether a run folder is complete: its manifest and its summary (which the batch summary
+    reads).  A run folder that lost its summary.csv is computed again on ``--resume``."""
+    return (folder / "manifest.json").is_file() and (folder / "summary.csv").is_file()
 
 
 def manifest_fingerprint(folder: Path) -> str | None:
@@ -311,7 +353,7 @@ def _check_resumable(old: dict, new: dict, out: Path, configs: dict | None = Non
         # a finished run that changed would be skipped with results of the old inputs: refused.
         # An unfinished one (interrupted, or failed and then fixed) is computed afresh: its
         # chunks carry the old fingerprint and are recomputed (`_chunk`)
-        done = (folder / "manifest.json").is_file()
+        done = finished(folder)
         if o is not None and o["fingerprint"] != r["fingerprint"] and done:
             raise ValueError(_changed(o, r, folder, (configs or {}).get(r["name"])))
 
@@ -358,10 +400,11 @@ def _changed(old: dict, new: dict, folder: Path, config: dict | None = None) -> 
             what += [f"missing: {', '.join(gone)}"] if gone else []
             what = "; ".join(what) or "a drug's definition changed"
             return (
-                f"{head}: the loaded drug catalogue differs from the one {str(folder)!r} was "
-                f"written with ({what}); every patient draws PK values for every loaded drug, so "
-                f"its tables depend on them: resume with the same --drug-file and experiments "
-                f"(their drug_files), or use --overwrite"
+                f"{head}: its drug catalogue differs from the one {str(folder)!r} was written "
+                f"with ({what}); every patient draws PK values for every drug of the run's "
+                f"catalogue (the built-in drugs, --drug-file's and its experiment's drug_files), "
+                f"so its tables depend on them: resume with the same --drug-file and drug_files, "
+                f"or use --overwrite"
             )
         if was.get("code") != now["code"]:
             return (
@@ -765,31 +808,38 @@ def _run_batch(runs, out: Path, chunk_patients, resume, overwrite, keep_chunks, 
     log("start", runs=[r.name for r in runs], resume=resume)
     info = {r["name"]: r for r in state["runs"]}
     failed: dict[str, str] = {}
+    written, complete = [], []
     for run in runs:
         folder = out / CHUNKS / run.name
-        if (out / run.name / "manifest.json").is_file():
+        dest = out / run.name
+        if finished(dest):
             log("run_complete", run=run.name)
+            complete.append(run.name)
         else:
             t0 = time.perf_counter()
             try:  # one failing run (its compute or its writing) does not sink the batch
-                if getattr(run.experiment, "calibration", None) is not None:
-                    chunks, scr, cal = run_calibrated(
-                        run, info[run.name]["chunk"], folder, log=log, progress=progress
-                    )
-                    result = assemble(run, chunks, scr, cal)
-                else:
-                    chunks = run_chunks(
-                        run, info[run.name]["chunk"], folder, log=log, progress=progress
-                    )
-                    result = assemble(run, chunks)
-                result.timings["total_s"] = time.perf_counter() - t0
-                write_trial(result, out / run.name)
+                # this run's folder, written by this batch, that lost its summary.csv: replaced
+                redo = dest.is_dir() and manifest_fingerprint(dest) == fingerprint(run)
+                with run_scope(run):  # the run's own drug catalogue (not the batch's others')
+                    if getattr(run.experiment, "calibration", None) is not None:
+                        chunks, scr, cal = run_calibrated(
+                            run, info[run.name]["chunk"], folder, log=log, progress=progress
+                        )
+                        result = assemble(run, chunks, scr, cal)
+                    else:
+                        chunks = run_chunks(
+                            run, info[run.name]["chunk"], folder, log=log, progress=progress
+                        )
+                        result = assemble(run, chunks)
+                    result.timings["total_s"] = time.perf_counter() - t0
+                    write_trial(result, dest, overwrite=redo)
             except Exception as e:
                 failed[run.name] = f"{type(e).__name__}: {e}"
                 log("run_failed", run=run.name, error=failed[run.name])
                 print(f"{run.name}: FAILED: {failed[run.name]}", file=sys.stderr)
                 continue  # its finished chunks stay for --resume
             log("run_written", run=run.name, chunks=len(chunks))
+            written.append(run.name)
             if progress:
                 print(f"{run.name}: wrote {out / run.name}", file=sys.stderr)
         if not keep_chunks and folder.exists():
@@ -803,7 +853,7 @@ def _run_batch(runs, out: Path, chunk_patients, resume, overwrite, keep_chunks, 
     for r in state["runs"]:
         if r["name"] in given:
             entries.append(next(x for x in runs if x.name == r["name"]))
-        elif (out / r["name"] / "manifest.json").is_file():
+        elif finished(out / r["name"]):
             entries.append(r)
         else:
             note(
@@ -813,13 +863,15 @@ def _run_batch(runs, out: Path, chunk_patients, resume, overwrite, keep_chunks, 
                 run=r["name"],
             )
     summary = batch_summary(entries, out, failed)
+    # for the command's last line: the runs this invocation wrote, and those it found finished
+    summary.attrs |= {"written": written, "already_complete": complete}
     from vcohort.io import write_csv
 
     write_csv(out / SUMMARY, summary)
     log("done", summary=SUMMARY)
     backup = replaced_folder(out)
     if backup.exists():
-        complete = all((out / r["name"] / "manifest.json").is_file() for r in state["runs"])
+        complete = all(finished(out / r["name"]) for r in state["runs"])
         if not state.get("replaced"):  # another batch's: only it (or its --resume) deletes it
             note(
                 "backup_kept",
@@ -839,19 +891,24 @@ def _run_batch(runs, out: Path, chunk_patients, resume, overwrite, keep_chunks, 
 
 
 def _temporary_names(names) -> re.Pattern:
-    """The names of the temporary files and folders vcohort writes in a batch folder
-    (`vcohort.io`): ``.RUN.tmp-XXXXXXXX`` and ``.RUN.old-PID`` (`run_folder`), and
-    ``.batch.json.XXXXXXXX``, ``.batch_summary.csv.XXXXXXXX`` (`atomic_write_bytes`), with
-    ``XXXXXXXX`` the eight characters of `tempfile`'s names."""
-    rnd = "[a-z0-9_]{8}"
+    """The names of the temporary files and folders vcohort writes in a batch folder, all
+    marked ``.vctmp-`` (`vcohort.io.temporary_prefix`): ``.RUN.vctmp-XXXXXXXX`` and
+    ``.RUN.vctmp-old-PID`` (`run_folder`), ``.batch.json.vctmp-XXXXXXXX`` and
+    ``.batch_summary.csv.vctmp-XXXXXXXX`` (`atomic_write_bytes`), with ``XXXXXXXX`` the eight
+    characters of `tempfile`'s names.  A user's hidden file (``.batch.json.original``,
+    ``.batch_summary.csv.20241201``) carries no marker; nor do the leftovers of a vcohort from
+    before the marker (``.RUN.tmp-XXXXXXXX``), which stay for the user to delete."""
+    rnd, mark = "[a-z0-9_]{8}", re.escape(TEMP_MARK)
     runs = "|".join(re.escape(n) for n in names) or "(?!)"
     files = "|".join(re.escape(n) for n in (STATE, SUMMARY))
-    return re.compile(rf"\.(?:(?:{runs})\.(?:tmp-{rnd}|old-\d+)|(?:{files})\.{rnd})")
+    return re.compile(rf"\.(?:(?:{runs})\.{mark}(?:{rnd}|old-\d+)|(?:{files})\.{mark}{rnd})")
 
 
 # in DIR/.chunks/RUN: the temporary files of chunk, pool and selection files (`_chunk`,
 # `run_calibrated` via `vcohort.io.atomic_write_bytes`)
-CHUNK_TEMPORARIES = (".chunk-*.npz.*", ".pool-*.npz.*", ".selection.json.*")
+CHUNK_TEMPORARIES = re.compile(
+    rf"\.(?:(?:chunk|pool)-\d{{5}}\.npz|selection\.json)\.{re.escape(TEMP_MARK)}[a-z0-9_]{{8}}"
+)
 
 
 def _clean_temporaries(out: Path, names) -> None:
@@ -859,8 +916,7 @@ def _clean_temporaries(out: Path, names) -> None:
     run folders (runs ``names``) and chunk files; nothing else (a user's hidden files stay)."""
     ours = _temporary_names(names)
     found = [p for p in out.iterdir() if ours.fullmatch(p.name)]
-    for pattern in CHUNK_TEMPORARIES:
-        found += (out / CHUNKS).glob(f"*/{pattern}")
+    found += [p for p in (out / CHUNKS).glob("*/.*") if CHUNK_TEMPORARIES.fullmatch(p.name)]
     for p in found:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)

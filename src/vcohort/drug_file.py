@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from vcohort.config import Checker, ConfigError, read_toml
@@ -73,6 +74,13 @@ _LOADED: dict[str, dict] = {}
 # drugs registered for the whole process (--drug-file, Python), not by one experiment file's
 # drug_files: any experiment may give them (`experiment_drugs_problem`)
 _GLOBAL: set[str] = set()
+# drugs registered by an experiment file's drug_files (`run_catalogue` leaves them out of
+# the other experiments' runs)
+_EXPERIMENT: set[str] = set()
+# the drug files registered for the whole process (--drug-file, `use_drug_files`), by path
+_GLOBAL_FILES: set[str] = set()
+# drug name -> the drug file that first defined it (for a clash's message)
+_ORIGIN: dict[str, str] = {}
 
 _DRUG_KEYS = {
     "class", "route", "clinical_dose", "mw", "half_life_days", "half_life_source", "ref_weight",
@@ -175,14 +183,19 @@ def load_drugs(path: str | Path, model=None) -> dict[str, Drug]:
 
 
 def register_drugs(
-    drugs: dict[str, Drug], catalogue: dict | None = None, *, experiment: bool = False
+    drugs: dict[str, Drug],
+    catalogue: dict | None = None,
+    *,
+    experiment: bool = False,
+    origin: str | None = None,
 ) -> list[str]:
     """Add ``drugs`` to ``catalogue`` (default: the catalogue every command uses).  A name
     already there must have the same definition (a built-in drug cannot be redefined; nor can
     a drug registered earlier in this process, whose compiled simulators may be cached, e.g.
     by another experiment of a batch).  ``experiment``: registered for one experiment file's
     ``drug_files``, so only experiments naming a file that defines it may give it.  Returns the
-    names added or already present.  Checks every drug before adding any."""
+    names added or already present.  Checks every drug before adding any.  ``origin``: the drug
+    file they come from (a later clash names it)."""
     from vcohort.drugs import CATALOGUE
 
     cat = CATALOGUE if catalogue is None else catalogue
@@ -190,15 +203,22 @@ def register_drugs(
         if name in cat and cat[name].digest() != d.digest():  # (== fails on a NaN mw)
             if name in builtin_names():
                 raise ValueError(f"drug {name!r} is a built-in drug; give yours another name")
+            where = f" by {_ORIGIN[name]}" if catalogue is None and name in _ORIGIN else ""
             raise ValueError(
-                f"drug {name!r} is already defined in this run with another definition (one "
-                f"name, one definition per process, e.g. across a batch's experiments): give "
-                f"this definition another name, e.g. {name}_2"
+                f"drug {name!r} is already defined in this run{where} with another definition "
+                f"(one name, one definition per process, e.g. across a batch's experiments): "
+                f"give this definition another name, e.g. {name}_2"
             )
     for name, d in drugs.items():
+        if catalogue is None and name not in cat:  # the first definition's file, if any
+            _ORIGIN.pop(name, None)
+            if origin is not None:
+                _ORIGIN[name] = origin
         cat.setdefault(name, d)
         if not experiment and catalogue is None:
             _GLOBAL.add(name)
+        elif catalogue is None:
+            _EXPERIMENT.add(name)
     return list(drugs)
 
 
@@ -230,18 +250,71 @@ def use_drug_files(paths, base_dir: Path | None = None, model=None) -> dict[str,
     return out
 
 
-def _use_file(p: Path, *, experiment: bool, model=None) -> tuple[dict[str, Drug], dict]:
-    """Read, validate and register one drug file, and record it for the manifests."""
-    tables = read_toml(p, "drug file")
+def _use_file(
+    p: Path, *, experiment: bool, model=None, tables: dict | None = None
+) -> tuple[dict[str, Drug], dict]:
+    """Read (unless ``tables`` is given: the file as read), validate and register one drug
+    file, and record it for the manifests."""
+    tables = read_toml(p, "drug file") if tables is None else tables
     drugs = parse_drugs(tables, source=str(p), model=model)
-    register_drugs(drugs, experiment=experiment)
+    register_drugs(drugs, experiment=experiment, origin=str(p))
     _LOADED[str(p)] = tables
+    if not experiment:
+        _GLOBAL_FILES.add(str(p))
     return drugs, tables
 
 
 def loaded_drug_files() -> dict[str, dict]:
-    """The drug files registered in this process, as read (path -> {name: table})."""
+    """The drug files registered in this process, as read (path -> {name: table}); within
+    `run_catalogue`, those of the run only."""
     return dict(_LOADED)
+
+
+def _own_file(path: str, tables: dict, drug_files: dict) -> bool:
+    """Whether the loaded file ``path`` (read as ``tables``) is one of ``drug_files`` (an
+    experiment's ``{path as written: {name: table}}``; a relative path was read from the
+    experiment file's folder, so the loaded path ends with it)."""
+    parts = Path(path).parts
+    for written, own in drug_files.items():
+        w = Path(written).parts
+        if own == tables and len(w) <= len(parts) and parts[len(parts) - len(w) :] == w:
+            return True
+    return False
+
+
+@contextmanager
+def run_catalogue(drug_files: dict | None):
+    """Within the block, the catalogue every command uses holds only the drugs one run may
+    see: not those that only other experiments' ``drug_files`` define, so the built-in drugs,
+    those registered for the whole process (``--drug-file``, Python) and those its
+    experiment's own ``drug_files`` (``{path as written: {name: table}}``, as in its config)
+    define; `loaded_drug_files` lists only their files.  A batch loads every
+    experiment's drug files in one process, and every patient draws PK values for every drug
+    of the catalogue (`vcohort.cohort.make_cohort`), so without it one experiment's drug file
+    changed the patients, manifests and fingerprints of every other run of the batch.  The
+    catalogue and the record are restored afterwards (with anything registered meanwhile)."""
+    from vcohort.drugs import CATALOGUE
+
+    drug_files = drug_files or {}
+    own = {name for tables in drug_files.values() for name in tables}
+    others = _EXPERIMENT - builtin_names() - _GLOBAL - own
+    cat, loaded = dict(CATALOGUE), dict(_LOADED)
+    CATALOGUE.clear()
+    CATALOGUE.update({n: d for n, d in cat.items() if n not in others})
+    _LOADED.clear()
+    _LOADED.update(
+        {p: t for p, t in loaded.items() if p in _GLOBAL_FILES or _own_file(p, t, drug_files)}
+    )
+    inner_cat, inner_loaded = dict(CATALOGUE), dict(_LOADED)
+    try:
+        yield
+    finally:
+        added = {n: d for n, d in CATALOGUE.items() if n not in inner_cat}
+        new_files = {p: t for p, t in _LOADED.items() if p not in inner_loaded}
+        CATALOGUE.clear()
+        CATALOGUE.update(cat | {n: d for n, d in added.items() if n not in cat})
+        _LOADED.clear()
+        _LOADED.update(loaded | new_files)
 
 
 # ----------------------------------------------------------------------------- one drug
@@ -249,6 +322,13 @@ def _drug(ck: Checker, name, t, model) -> Drug | None:
     from vcohort.dosing import parse_regimen
 
     n_err = len(ck.errors)
+    if not isinstance(t, dict):  # e.g. version = 1: one error, not also its missing keys
+        ck.error(
+            str(name),
+            f"expected a [{name}] drug table, got {type(t).__name__} {t!r}; a drug file holds "
+            "only [DRUG] tables (one per drug)",
+        )
+        return None
     # ASCII only: the name becomes SBML ids (SId: [A-Za-z_][A-Za-z0-9_]*) and file names
     if not isinstance(name, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
         ck.error(
@@ -484,6 +564,7 @@ def _effects(ck: Checker, name: str, raw, model, mw, sites=tuple(SITES)):
         return ()
     channels = model.effect_channels
     out = []
+    seen: dict[tuple, int] = {}  # (channel, site) -> the first effect's index
     for i, e in enumerate(raw):
         p = f"{path}[{i}]"
         t = ck.table(e, p, _EFFECT_KEYS, {"channel", "source"})
@@ -506,6 +587,16 @@ def _effects(ck: Checker, name: str, raw, model, mw, sites=tuple(SITES)):
                 "needs pk.ke0, 'marrow' needs marrow_chain and pk.mtt_marrow)",
             )
             site = None
+        if channel is not None and site is not None:
+            j = seen.setdefault((channel, site), i)
+            if j != i:
+                ck.error(
+                    p,
+                    f"{path}[{j}] and {path}[{i}] both act on channel {channel!r} at site "
+                    f"{site!r} (the simulator would apply both, doubling the effect); allowed: "
+                    "one effect per channel and site: merge them into one",
+                )
+                channel = None
         src = ck.get(t, "source", p, "str", "")
         if src is not None and "source" in t and not src.strip():
             ck.error(f"{p}.source", "give a source, or 'assumption: why'")
@@ -606,8 +697,15 @@ def drug_files_field(ck: Checker, raw, base_dir: Path | None, path: str = "drug_
         p = Path(f)
         if base_dir is not None and not p.is_absolute():
             p = base_dir / p
+        tables = None
         try:
-            out[f] = _use_file(p, experiment=True)[1]
+            tables = read_toml(p, "drug file")
+            out[f] = _use_file(p, experiment=True, tables=tables)[1]
         except ValueError as e:
             ck.error(f"{path}[{i}]", str(e))
+            if isinstance(tables, dict):
+                # the experiment is refused for this file already: its drugs count as the
+                # experiment's own, so that an arm giving one (defined by another experiment
+                # of the batch) is not also called borrowed (`experiment_drugs_problem`)
+                out[f] = tables
     return out

@@ -101,6 +101,18 @@ def note_input(path) -> None:
         COMMAND_INPUTS.append(str(path))
 
 
+# the marker of every temporary file and folder vcohort writes (`temporary_prefix`), so that
+# a cleanup of leftovers (`vcohort.batch`) can tell them from a user's own hidden files
+TEMP_MARK = "vctmp-"
+
+
+def temporary_prefix(name: str) -> str:
+    """The start of the name of a temporary sibling of ``name``: ``.NAME.vctmp-``, followed by
+    `tempfile`'s eight random characters (``[a-z0-9_]{8}``), or by ``old-PID`` for a folder
+    being replaced (`run_folder`)."""
+    return f".{name}.{TEMP_MARK}"
+
+
 @contextmanager
 def run_folder(path: str | os.PathLike, overwrite: bool = False):
     """Yield a temporary folder; on success it replaces ``path`` atomically (same filesystem).
@@ -110,7 +122,7 @@ def run_folder(path: str | os.PathLike, overwrite: bool = False):
     then the results stay in the temporary folder, whose path the error names."""
     final = check_output_dir(path, overwrite).resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(final.name), dir=final.parent))
     # mkdtemp makes the folder private (0700); the run folder gets a plain folder's mode
     # (0777 less the umask), so that a team's shared runs stay readable (files: `_umask_mode`)
     tmp.chmod(0o777 & ~_umask())
@@ -125,7 +137,7 @@ def run_folder(path: str | os.PathLike, overwrite: bool = False):
         raise ValueError(f"{e}; this run's results are kept in {str(tmp)!r}") from None
     old = None
     if final.exists():
-        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        old = final.parent / f"{temporary_prefix(final.name)}old-{os.getpid()}"
         os.replace(final, old)
     os.replace(tmp, final)
     if old is not None:
@@ -143,7 +155,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file via a temporary file and rename (never a half-written file).  The file gets
     a plain file's mode (0666 less the umask), not mkstemp's private 0600."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

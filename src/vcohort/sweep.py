@@ -45,8 +45,9 @@ RESERVED = {"batch.json", "batch_log.jsonl", "batch_summary.csv"}
 MAX_RUNS = 1000  # assumption: a larger sweep is more likely a typo than a plan; split it
 MAX_LABEL = 24
 # a run name is a folder name: file systems allow 255 bytes per name (ext4, XFS, APFS, NTFS's
-# 255 characters), and the batch writes a run through a temporary sibling ``.RUN.tmp-XXXXXXXX``
-# (14 bytes more; ``.RUN.old-PID`` adds at most 13), so 200 leaves room to spare
+# 255 characters), and the batch writes a run through a temporary sibling
+# ``.RUN.vctmp-XXXXXXXX`` (16 bytes more; ``.RUN.vctmp-old-PID`` adds at most 18), so 200
+# leaves room to spare
 MAX_NAME_BYTES = 200
 
 

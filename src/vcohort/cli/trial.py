@@ -136,8 +136,12 @@ def run_batch(args) -> int:
     failed = summary["error"] != "" if "error" in summary else summary["run"].isna()
     bad = list(dict.fromkeys(summary.loc[failed & summary["run"].isin(mine), "run"]))
     others = sorted(set(summary.loc[~failed, "run"]) - mine)
+    # the runs written now, apart from those a --resume found already complete
+    done = summary.attrs.get("already_complete", [])
+    written = summary.attrs.get("written", [r.name for r in runs if r.name not in bad])
     print(
-        f"wrote {len(runs) - len(bad)} runs"
+        f"wrote {len(written)} run{'' if len(written) == 1 else 's'}"
+        + (f", {len(done)} already complete" if done else "")
         + (f" (the batch's summary also lists {len(others)} earlier ones)" if others else "")
         + f" and {Path(args.out) / B.SUMMARY} in {wall:.1f} s"
     )
@@ -314,7 +318,7 @@ def run_calibrate(args) -> int:
 
     rule, targets, arm, days, precision = _calibrate_setup(args, C)
     assessment = _assessment_flags(args, days) if rule is None else rule.assessment
-    C.check_feasible(args.patients, args.pool)
+    C.check_feasible(args.patients, args.pool, n_bins=C.N_BINS if rule is None else None)
     C.check_arm(arm, days, args.engine)
     runin = _runin_flag(args, rule)
     population = load_population(args.population)  # validated before any compute
