@@ -61,6 +61,14 @@ def test_infeasible_requests_fail_before_compute(drug, days, match):
         Problem(drugs=(drug,), days=days).validate()
 
 
+def test_the_python_api_refuses_a_dt_too_coarse_for_the_typical_patient(cohort8):
+    """The config file refused dt 0.2 (k_TGF 14.3/day x 0.2 = 2.86, past RK4's bound) but
+    `optimize` itself trained on the finite, wrong trajectories."""
+    p = Problem(drugs=(DrugSlots("wnt974", 1.0),), days=7, dt=0.2)
+    with pytest.raises(ValueError, match=r"dt 0.2: the typical k_TGF .* use dt 0.125 or smaller"):
+        optimize(p, cohort8, iterations=1, progress=False)
+
+
 def test_unknown_objective_and_cvar_in_personalised_mode():
     with pytest.raises(ValueError, match="objective 'ttp' unknown"):
         Problem(drugs=(DrugSlots("wnt974", 1.0),), days=7, weights={"ttp": 1.0}).validate()

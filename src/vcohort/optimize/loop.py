@@ -244,6 +244,11 @@ def optimize(
             the order of summation.
     """
     problem.validate()
+    from vcohort.simulate import acting_channels, check_typical_rates
+
+    cat = model.drug_catalogue()  # the typical patient's RK4 step stays stable at problem.dt
+    given = [cat[d] for d in problem.drug_names if d in cat]
+    check_typical_rates(model, problem.dt, acting_channels(given), flag="dt")
     n = len(cohort)
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations={iterations!r} must be an integer >= 1")
