@@ -200,6 +200,16 @@ def test_model_doc_command(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["model-doc", "--out", "o.md"]) == 0
     assert "no docs/validation.json here" in capsys.readouterr().err
+    # a file the command did not write is kept unless --overwrite (it was replaced silently)
+    (tmp_path / "notes.md").write_text("my own notes\n")
+    assert main(["model-doc", "--out", "notes.md"]) == 2
+    assert "--out='notes.md' exists and was not written by `vcohort model-doc`" in (
+        capsys.readouterr().err
+    )
+    assert (tmp_path / "notes.md").read_text() == "my own notes\n"
+    assert main(["model-doc", "--out", "o.md"]) == 0  # its own output: regenerated
+    assert main(["model-doc", "--out", "notes.md", "--overwrite"]) == 0
+    assert "## Model parameters" in (tmp_path / "notes.md").read_text()
 
 
 def test_export_sbml_to_a_folder_and_non_utf8_files_are_refused_by_name(tmp_path, capsys):

@@ -272,3 +272,45 @@ def test_the_typical_patient_has_the_population_s_median_covariates(tmp_path):
     cl = PEMBROLIZUMAB.params["CL"].value * (w / PEMBROLIZUMAB.ref_weight) ** 0.595
     assert f'id="pembrolizumab_CL" value="{cl!r}"' in texts[0]
     assert f"<cn> {2.0 * w!r} </cn>" in texts[0]  # the 2 mg/kg dose for the median weight
+
+
+def test_a_drug_named_twice_is_exported_once_and_bad_input_is_refused_before_the_run_in(
+    tmp_path, capsys, monkeypatch
+):
+    """'cb839,CB839' gave two concentrations of one drug, combined by Bliss as 1 - (1 - E)^2
+    (0.98 for 0.87 at 20 mg); a hold rule, an unknown override and --on-grid without a
+    regimen were refused only after the cohort's run-in (or, --on-grid, not at all)."""
+    import vcohort.cohort as C
+    from vcohort.drugs import get_drug
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.sbml import to_sbml
+
+    once, twice = tmp_path / "once.xml", tmp_path / "twice.xml"
+    assert main(["export-sbml", "--out", str(once), "--drugs", "cb839", "--days", "30"]) == 0
+    assert main(["export-sbml", "--out", str(twice), "--drugs", "cb839,CB839", "--days", "30"]) == 0
+    assert once.read_text() == twice.read_text()
+    d = get_drug("cb839")
+    with pytest.raises(ValueError, match="drugs: cb839 given more than once"):
+        to_sbml(CSC_IMMUNE, {}, {}, drugs=[d, d])
+
+    real = C.make_cohort
+
+    def no_runin(*a, **k):  # the typical patient without run-in may check the overrides
+        assert k.get("runin_days") == 0, "a cohort was run in before the input was checked"
+        return real(*a, **k)
+
+    monkeypatch.setattr(C, "make_cohort", no_runin)
+    capsys.readouterr()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"foo": 1.0}))
+    cases = [
+        (["--regimen", "doxorubicin 75 mg/m2 every 21 d hold if ANC < 1.0"], "hold rules"),
+        (["--regimen", "pembrolizumab 200 mg q3w", "--patient", "3", "--patient-params", str(bad)],
+         "'foo' is not a parameter"),
+        (["--on-grid", "0.1"], "--on-grid=0.1 moves doses onto the simulator's grid, and no "
+         "--regimen gives any"),
+    ]  # fmt: skip
+    for extra, msg in cases:
+        assert main(["export-sbml", "--out", str(tmp_path / "x.xml"), *extra]) == 2
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "x.xml").exists()

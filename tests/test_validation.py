@@ -27,6 +27,10 @@ def test_unknown_step_is_refused_before_compute(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nonsense" in err and "behaviours" in err and "published" in err
     assert not out.exists()
+    for blank in ("", ","):  # ran every step (~3 minutes) as if --only were left out
+        assert main(["validate", "--only", blank, "--out", str(out)]) == 2
+        assert f"--only={blank!r} names no step; allowed: " in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_an_out_that_is_not_a_results_file_is_refused_before_compute(tmp_path, capsys,

@@ -98,6 +98,17 @@ def render_model_doc(validation: Path | None = DEFAULT_VALIDATION) -> str:
     return "\n".join(out)
 
 
+def is_model_doc(path: Path) -> bool:
+    """Whether the file at ``path`` is a document `render_model_doc` wrote (its first lines),
+    which ``vcohort model-doc`` may replace without ``--overwrite``."""
+    head = render_model_doc(None).split("\n", 3)[:3]
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [f.readline().rstrip("\n") for _ in range(3)] == head
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def write_model_doc(path: Path, validation: Path | None = DEFAULT_VALIDATION) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_model_doc(validation))

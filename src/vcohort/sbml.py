@@ -256,6 +256,9 @@ def to_sbml(
     PK of ``drugs`` (typical-weight values ``pk[drug]``, scaled to ``weight_kg``) and the doses
     of ``schedule`` as events."""
     drugs = list(drugs)
+    twice = sorted({d.name for d in drugs if [e.name for e in drugs].count(d.name) > 1})
+    if twice:
+        raise ValueError(f"drugs: {', '.join(twice)} given more than once; give each drug once")
     if schedule is not None:
         names = [d.name for d in drugs]
         missing = [d for d in schedule.drugs if d not in names]
@@ -398,8 +401,9 @@ def patient_sbml(cohort, i: int, schedule=None, *, model=None, drugs=None) -> st
     if schedule is not None:
         schedule.refuse_rules("SBML export")
     names = list(schedule.drugs) if schedule is not None else []
-    names += [d for d in (drugs or []) if d not in names]
-    ds = [get_drug(n, cat) for n in names]
+    # one PK compartment set per drug however it is spelt ('CB839' and 'cb839'): a drug twice
+    # was combined with itself (Bliss: 1 - (1 - E)^2)
+    ds = list({d.name: d for d in (get_drug(n, cat) for n in names + list(drugs or []))}.values())
     row = lambda d: {k: float(np.asarray(v)[i]) for k, v in d.items()}  # noqa: E731
     return to_sbml(
         model,

@@ -105,7 +105,17 @@ def run_export_sbml(args) -> int:
                 f"--on-grid={args.on_grid}: a step in (0, 1] day with 1/DT a whole number "
                 "(e.g. 0.1, the simulator's default)"
             )
+    if args.on_grid is not None and not regs:
+        raise ValueError(
+            f"--on-grid={args.on_grid} moves doses onto the simulator's grid, and no --regimen "
+            f"gives any; add a --regimen or leave --on-grid out"
+        )
     schedule = compile_schedule(regs, float(args.days)) if regs else None
+    if schedule is not None:
+        schedule.refuse_rules("SBML export")  # before the cohort's run-in is computed
+    if values:  # the names and values checked on the typical patient without its run-in
+        with_overrides(typical_cohort(model, population, runin_days=0), model, values,
+                       runin_days=0)  # fmt: skip
     if schedule is not None and args.on_grid is not None:
         from vcohort.sbml import schedule_on_grid
 
@@ -195,9 +205,14 @@ def add_validate(sub) -> None:
 
 def run_validate(args) -> int:
     """``vcohort validate``: exit 0 when every check passed, 1 when any failed."""
-    from vcohort.validation.run import check_steps, load, run_steps, update
+    from vcohort.validation.run import STEPS, check_steps, load, run_steps, update
 
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else []
+    if args.only is not None and not only:  # '' or ',' ran every step (~3 minutes)
+        raise ValueError(
+            f"--only={args.only!r} names no step; allowed: comma-separated steps of "
+            f"{', '.join(STEPS)} (leave --only out for all)"
+        )
     steps = check_steps(only)  # before any compute
     load(Path(args.out))  # --out: a results file to merge into, or a new file
     results = {}
@@ -217,6 +232,11 @@ def add_model_doc(sub) -> None:
     m = sub.add_parser("model-doc", help="write the model's equations and parameter table")
     m.add_argument("--out", default="docs/model.md", help="the document to write (docs/model.md)")
     m.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out that `vcohort model-doc` did not write",
+    )
+    m.add_argument(
         "--validation",
         default=None,
         help="stored `vcohort validate` results rendered as the Validation section "
@@ -225,8 +245,16 @@ def add_model_doc(sub) -> None:
 
 
 def run_model_doc(args) -> int:
-    from vcohort.docs import write_model_doc
+    from vcohort.docs import is_model_doc, write_model_doc
 
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out={args.out!r} is a folder; give the document's path, e.g. model.md")
+    if out.exists() and not args.overwrite and not is_model_doc(out):
+        raise ValueError(
+            f"--out={args.out!r} exists and was not written by `vcohort model-doc`; choose "
+            f"another path or pass --overwrite to replace it"
+        )
     if args.validation is None:
         validation = Path("docs/validation.json")
         if not validation.is_file():
