@@ -236,6 +236,9 @@ def test_the_notes_state_every_unit():
         "dacarbazine_mtt_marrow (day)",
         "amounts cd133_cart_central in 1e6 cells; concentrations conc_cd133_cart_* in 1e6 cells/L",
         "e_pd1_occupancy (fraction 0-1)",
+        # the model parameters' units were in docs/model.md only
+        "Model parameters: ",
+        "k_TGF (1/day)",
     ):
         assert needle in notes, needle
     assert CATALOGUE["cd133_cart"].amount_unit == "1e6 cells"

@@ -343,9 +343,10 @@ def to_sbml(
 
 def units_notes(model, drugs) -> list[str]:
     """The export's units, one paragraph each, for its notes: time, the model's states
-    (`Model.state_units`), each drug's amounts, concentrations, infusion rate and PK
-    parameters (`vcohort.drug`: mg, or 1e6 cells for a cell product; a drug dosed into a model
-    state in that state's unit) and the effect channels it drives."""
+    (`Model.state_units`) and parameters (their table's units), each drug's amounts,
+    concentrations, infusion rate and PK parameters (`vcohort.drug`: mg, or 1e6 cells for a
+    cell product; a drug dosed into a model state in that state's unit) and the effect
+    channels it drives."""
     out = [
         f"Exported by vcohort from model {model.name} ({model.source}).",
         "Units: time in days (every rate is per day).",
@@ -353,6 +354,13 @@ def units_notes(model, drugs) -> list[str]:
     su = getattr(model, "state_units", None) or {}
     if su:
         out.append("Model states: " + ", ".join(f"{k} ({u})" for k, u in su.items()) + ".")
+    rows = getattr(model.params, "rows", ())
+    if rows:  # a unitless parameter is "-" in the parameter table
+        out.append(
+            "Model parameters: "
+            + ", ".join(f"{r.name} ({'dimensionless' if r.unit == '-' else r.unit})" for r in rows)
+            + "."
+        )
     channels = {}
     for d in drugs:
         if d.target_state is not None:
