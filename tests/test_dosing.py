@@ -279,6 +279,13 @@ def test_counts_must_be_whole_numbers_and_errors_are_value_errors():
         parse_regimen("cb839 800 mg bid over 60 min")
 
 
+@pytest.mark.parametrize("text", ["pembrolizumab 2 q3w", "doxorubicin 75 every 21 d", "cb839 800"])
+def test_a_dose_without_its_unit_is_refused(text):
+    """'pembrolizumab 2 q3w' meant for 2 mg/kg was read as 2 mg: a 100-fold underdose."""
+    with pytest.raises(ValueError, match=r"dose='[0-9]+': give its unit \(mg, mg/kg, mg/m2"):
+        parse_regimen(text)
+
+
 def test_describe_parses_back_to_the_same_regimen():
     """`Regimen.describe` (written to manifests) keeps every digit where %g would round: tid is
     every 0.3333333333333333 d, not 0.333333."""

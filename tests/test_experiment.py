@@ -29,7 +29,9 @@ GOOD = {
             "sequencing": "induction-maintenance",
             "induction": ["doxorubicin 60 mg/m2 every 21 d"],
             "induction_days": 63,
-            "maintenance": [{"drug": "pembrolizumab", "dose": 200, "every": "3 w", "until": 42}],
+            "maintenance": [
+                {"drug": "pembrolizumab", "dose": "200 mg", "every": "3 w", "until": 42}
+            ],
         },
     ],
 }
@@ -143,6 +145,11 @@ def test_every_bad_field_is_reported_at_once_before_compute():
         ),
         (lambda d: d["arms"][0].update(induction=[]), "only for sequencing"),
         (lambda d: d["arms"][1]["regimens"][1].update(dose="5 mg/dl"), "unknown dose unit"),
+        # a TOML number was read as mg ('dose = 2' meant for 2 mg/kg: a 100-fold underdose)
+        (
+            lambda d: d["arms"][1]["regimens"][1].update(dose=2),
+            r"arms\[1\].regimens\[1\].dose: dose=2: give its unit",
+        ),
         (lambda d: d["arms"][1]["regimens"][1].update(count=True), "expected an integer"),
         (lambda d: d["assessment"].update(days=[0, 42]), "non-empty list of whole days"),
         # confirmation needs a second look >= confirm_days after a response: 84 d leaves none

@@ -140,6 +140,25 @@ def parse_amount(text: str | float, field_name: str = "dose") -> tuple[float, st
     return value, _UNIT_ALIASES[unit]
 
 
+def parse_dose(
+    text: str | float, field_name: str = "dose", cells: bool = False
+) -> tuple[float, str]:
+    """A regimen's dose, as `parse_amount` but with its unit required: a bare number was read
+    as mg, so 'pembrolizumab 2 q3w' meant for 2 mg/kg gave a 100-fold underdose.  A cell
+    product (``cells``) keeps its bare number, its amount unit (1e6 cells), as
+    `Regimen.describe` writes it."""
+    bare = isinstance(text, int | float) and not isinstance(text, bool)
+    if not bare and not isinstance(text, bool):
+        bare = re.fullmatch(rf"\s*({_NUM})\s*", str(text)) is not None
+    if bare and not cells:
+        shown = str(text if isinstance(text, str) else f"{text:g}").strip()
+        raise ValueError(
+            f"{field_name}={text!r}: give its unit ({', '.join(DOSE_UNITS)}), e.g. "
+            f"'{shown} mg' or '{shown} mg/kg'"
+        )
+    return parse_amount(text, field_name)
+
+
 def parse_duration(text: str | float, field_name: str = "interval") -> float:
     """``"21 d"`` → 21.0; ``"12 h"`` → 0.5; ``"30 min"``; ``"3 w"``.  A bare number means days.
     Raises on a value that is not finite (``"inf d"``, NaN), naming ``field_name``."""
@@ -556,7 +575,8 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
             i = 2
         else:
             i = 1
-        kw["dose"], kw["dose_unit"] = parse_amount(amount_text, f"{drug.name} dose")
+        cells = drug.amount_unit == "1e6 cells"
+        kw["dose"], kw["dose_unit"] = parse_dose(amount_text, f"{drug.name} dose", cells)
         if drug.amount_unit == "1e6 cells" and kw["dose_unit"] not in CELL_UNITS:
             if re.search(r"[A-Za-z]", re.sub(rf"^\s*(?:{_NUM})", "", amount_text)):
                 raise ValueError(

@@ -79,7 +79,7 @@ from vcohort.dosing import (
     cut_note,
     induction_end_problem,
     interval_problem,
-    parse_amount,
+    parse_dose,
     parse_duration,
     parse_infusion,
     parse_interval,
@@ -688,7 +688,13 @@ def _regimen_table(ck: Checker, t: dict, q: str) -> Regimen | None:
     kw: dict = {"drug": base.drug}
     errors = len(ck.errors)
     if "dose" in t:
-        kw["dose"], kw["dose_unit"] = _field(ck, q, "dose", t["dose"], parse_amount) or (None, None)
+        from functools import partial
+
+        from vcohort.drugs import get_drug
+
+        cells = get_drug(base.drug, base.catalogue).amount_unit == "1e6 cells"
+        dose = partial(parse_dose, cells=cells)  # a bare number: mg refused
+        kw["dose"], kw["dose_unit"] = _field(ck, q, "dose", t["dose"], dose) or (None, None)
     else:
         kw["dose"], kw["dose_unit"] = base.dose, base.dose_unit
     if "every" in t:
