@@ -140,6 +140,16 @@ def parse_amount(text: str | float, field_name: str = "dose") -> tuple[float, st
     return value, _UNIT_ALIASES[unit]
 
 
+def _bare_number(text) -> str | None:
+    """``text`` as shown in an error when it is a number without a unit (``2``, ``"30"``),
+    else None."""
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, int | float):
+        return f"{text:g}"
+    return str(text).strip() if re.fullmatch(rf"\s*({_NUM})\s*", str(text)) else None
+
+
 def parse_dose(
     text: str | float, field_name: str = "dose", cells: bool = False
 ) -> tuple[float, str]:
@@ -147,11 +157,8 @@ def parse_dose(
     as mg, so 'pembrolizumab 2 q3w' meant for 2 mg/kg gave a 100-fold underdose.  A cell
     product (``cells``) keeps its bare number, its amount unit (1e6 cells), as
     `Regimen.describe` writes it."""
-    bare = isinstance(text, int | float) and not isinstance(text, bool)
-    if not bare and not isinstance(text, bool):
-        bare = re.fullmatch(rf"\s*({_NUM})\s*", str(text)) is not None
-    if bare and not cells:
-        shown = str(text if isinstance(text, str) else f"{text:g}").strip()
+    shown = _bare_number(text)
+    if shown is not None and not cells:
         raise ValueError(
             f"{field_name}={text!r}: give its unit ({', '.join(DOSE_UNITS)}), e.g. "
             f"'{shown} mg' or '{shown} mg/kg'"
@@ -187,12 +194,8 @@ def parse_infusion(text: str | float, field_name: str = "over") -> float:
     """An infusion's length in days (``"30 min"``, ``"1 h"``): as `parse_duration`, but a
     number without its unit is refused (elsewhere a bare number means days; for an infusion
     a clinician means minutes)."""
-    bare = isinstance(text, int | float) and not isinstance(text, bool)
-    if not bare:
-        m = re.fullmatch(rf"\s*({_NUM})\s*", str(text))
-        bare = m is not None
-    if bare:
-        shown = text if isinstance(text, str) else f"{text:g}"
+    shown = _bare_number(text)
+    if shown is not None:
         raise ValueError(
             f"{field_name}={text!r}: give a unit ({_INFUSION_UNITS}), e.g. '{shown} min'"
         )
