@@ -109,6 +109,25 @@ def test_every_bad_field_is_reported_at_once_before_compute():
     assert text.startswith("bad.toml:")
 
 
+def test_slips_in_names_get_a_did_you_mean():
+    """A mistyped key, drug or reference arm names what was likely meant (only the closest
+    spellings: 'simulaton' suggests 'simulation', not also 'population')."""
+    bad = copy.deepcopy(GOOD)
+    bad["simulaton"] = bad.pop("simulation")
+    bad["arms"][1]["regimens"][0] = "pembrolizumb 200 mg q3w"
+    bad["reference_arm"] = GOOD["arms"][0]["name"].upper()
+    with pytest.raises(ConfigError) as e:
+        experiment_from_dict(bad, source="bad.toml")
+    text = str(e.value)
+    assert "simulaton: unknown key (did you mean 'simulation'?); allowed:" in text
+    assert "'pembrolizumb' is not in the catalogue (did you mean 'pembrolizumab'?)" in text
+    ref = GOOD["arms"][0]["name"]
+    assert f"reference_arm: {ref.upper()!r} is not an arm (did you mean {ref!r}?)" in text
+    bad["reference_arm"] = "zzzz"  # nothing close: no guess
+    with pytest.raises(ConfigError, match=r"'zzzz' is not an arm; arms:"):
+        experiment_from_dict(bad, source="bad.toml")
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

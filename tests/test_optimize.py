@@ -687,7 +687,8 @@ def test_checkpoint_resume_reproduces_uninterrupted_run(cohort8, tmp_path):
     assert (again.stop, len(again.history)) == ("patience", len(stopped.history))
     np.testing.assert_array_equal(again.amount, stopped.amount)
     # the stopping rule and the iterations are the checkpoint's: another is refused
-    with pytest.raises(ValueError, match="different problem, cohort or optimiser settings"):
+    # ... and the error names what changed
+    with pytest.raises(ValueError, match=r"optimiser settings \(patience: 3 -> 4\)"):
         optimize(SMALL, cohort8, **(kw | {"patience": 4}), checkpoint=ck4, resume=True)
     with pytest.raises(ValueError, match="iterations=2 is fewer than the"):
         optimize(SMALL, cohort8, **(kw | {"iterations": 2}), checkpoint=ck4, resume=True)
@@ -715,7 +716,7 @@ def test_checkpoint_resume_reproduces_uninterrupted_run(cohort8, tmp_path):
         with pytest.raises(ValueError, match="optimiser settings"):
             optimize(SMALL, cohort8, iterations=6, resume=True, checkpoint=ck3, **(kw | alt))
     # ... and so is resuming on other patients of the same number (another training seed)
-    with pytest.raises(ValueError, match="different problem, cohort"):
+    with pytest.raises(ValueError, match=r"different problem, cohort.*\(cohort_seed: 5 -> 6\)"):
         other = make_cohort(8, seed=6, runin_days=0)
         optimize(SMALL, other, iterations=6, resume=True, checkpoint=ck3, **kw)
     with pytest.raises(ValueError, match="another optimiser's state"):
@@ -723,7 +724,7 @@ def test_checkpoint_resume_reproduces_uninterrupted_run(cohort8, tmp_path):
     with pytest.raises(ValueError, match="needs optimizer_key"):  # nothing to check against
         optimize(SMALL, cohort8, checkpoint=tmp_path / "x.npz", **(kw | {"optimizer_key": None}))
     other = Problem(drugs=SMALL.drugs, days=21, precision="float64")
-    with pytest.raises(ValueError, match="different problem"):
+    with pytest.raises(ValueError, match=r"different problem.*problem\.days: \d+ -> 21"):
         optimize(other, cohort8, iterations=6, checkpoint=ck, resume=True, progress=False)
 
 
@@ -890,7 +891,13 @@ intervals = ["7 d", "14 d", "21 d"]
     assert set(pers.index) == {"population", "personalised"}
     assert np.isfinite(pers["objective"]).all()
     # an existing folder is never overwritten without --overwrite
+    capsys.readouterr()
     assert main(["optimize", str(exp), "--out", str(out), "--no-progress"]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    # a finished run has nothing to resume, and is told so (not the generic existing-folder error)
+    assert main(["optimize", str(exp), "--out", str(out), "--no-progress", "--resume"]) == 2
+    assert "holds a finished run" in capsys.readouterr().err
+    assert json.loads((out / "manifest.json").read_text())["simulations"] == 2  # untouched
 
 
 def test_evaluation_says_nan_where_nothing_was_measured():
@@ -955,3 +962,21 @@ def test_feasibility_allows_the_round_off_of_the_run_s_precision():
     assert feasible(g, "float32") and not feasible(g, "float64")
     assert not feasible({"budget:wnt974": 1e-3}, "float32")
     assert feasible({"budget:wnt974": 0.0}, "float64")
+
+
+def test_fingerprint_changes_names_the_settings_that_differ():
+    from vcohort.optimize.loop import fingerprint_changes
+
+    a = {"problem": {"days": 42, "drugs": [{"drug": "x", "max": 1}]}, "seed": 0, "patients": "ab"}
+    b = {"problem": {"days": 21, "drugs": [{"drug": "x", "max": 2}]}, "seed": 0, "patients": "cd"}
+    a, b = json.dumps(a), json.dumps(b)
+    msg = fingerprint_changes(a, b)
+    want = (
+        "training patients (their ids) differ; problem.days: 42 -> 21; problem.drugs[0].max: 1 -> 2"
+    )
+    assert msg == want
+    assert "seed" not in msg  # unchanged settings are not listed
+    many = json.dumps({f"k{i}": i for i in range(7)})
+    assert fingerprint_changes(json.dumps({}), many).endswith("; and 3 more")
+    assert fingerprint_changes(a, a) == "no setting differs in a way that can be named"
+    assert fingerprint_changes("not json", a) == "its fingerprint cannot be read"

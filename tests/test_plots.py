@@ -297,6 +297,29 @@ def test_forest_one_wide_ci_does_not_squeeze_the_others_and_ticks_span_the_axis(
     assert not any("arrows" in v for v in _whiskers(ax).values())  # every CI within the axis
 
 
+def test_forest_legend_and_labels_stay_inside_the_figure_with_long_arm_names():
+    """Whole regimens as arm names: three side by side ran off the figure's edge (clipped in
+    the saved PNG); the legend now puts long names one per row, wrapped."""
+    arms = [
+        "triple (WNT974 10 mg QD + pembrolizumab 200 mg q3w + CB-839 800 mg BID) with induction",
+        "pembrolizumab 200 mg q3w + CB-839 800 mg BID",
+        "WNT974 10 mg QD + pembrolizumab 200 mg q3w",
+    ]
+    rows = [("all", "all patients", "control", 100, 1.0, np.nan, np.nan)]
+    rows += [("all", "all patients", a, 100, 0.6, 0.4, 0.9) for a in arms]
+    t = pd.DataFrame(rows, columns=list(plots.FOREST_COLUMNS))
+    fig = plots.forest(t)
+    fig.canvas.draw()
+    box = fig.bbox
+    ax = fig.axes[0]
+    for artist in [*fig.legends, ax.xaxis.label, *ax.get_yticklabels()]:
+        e = artist.get_window_extent()
+        assert box.x0 - 1 <= e.x0 and e.x1 <= box.x1 + 1, (artist, e, box)
+        assert box.y0 - 1 <= e.y0 and e.y1 <= box.y1 + 1, (artist, e, box)
+    texts = [x.get_text() for x in fig.legends[0].get_texts()]
+    assert texts[1:] == arms[1:] and texts[0].replace("\n", " ") == arms[0]
+
+
 def test_km_takes_arm_names_with_braces():
     """lifelines formats the at-risk row's first label with str.format: 'Arm {A}' raised
     KeyError (and so no report was written); the row shows the name as given."""

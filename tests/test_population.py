@@ -326,6 +326,8 @@ def test_bad_parameters_tables_are_reported_before_compute():
     ):
         assert field in text, field
     assert "K_cap, v_S" not in text  # no dump of all 115 names
+    assert "typical value 5 lies outside" not in text  # K_cap's value is reported once
+    assert text.count("parameters.K_cap") == 1, text
     # a setting whose draws leave the model's bounds is listed with the parse errors too (it
     # was reported only once they were fixed)
     d = _preset_dict(parameters={"f_S0": {"cv": 0.8, "upper": 1.5, "source": "x"}})

@@ -317,3 +317,88 @@ def test_a_drug_named_twice_is_exported_once_and_bad_input_is_refused_before_the
         assert main(["export-sbml", "--out", str(tmp_path / "x.xml"), *extra]) == 2
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "x.xml").exists()
+
+
+def test_units_are_declared_and_libsbml_finds_no_unit_inconsistency():
+    """Every species and every parameter with a known unit carries an SBML unit definition (they
+    were in the notes only, so COPASI/SimBiology unit checks had nothing to check); libsbml's
+    consistency checks, units included, report no error and no inconsistent units."""
+    libsbml = pytest.importorskip("libsbml")  # in the test extra: installed by .ci/run
+    from vcohort.sbml import parse_unit, unit_definition
+
+    # the unit strings of the parameter tables, as (factor, SI kinds)
+    assert parse_unit("1/day") == (pytest.approx(1 / 86400), {"second": -1})
+    assert parse_unit("nM/day") == (
+        pytest.approx(1e-9 / 86400),
+        {"mole": 1, "litre": -1, "second": -1},
+    )
+    assert parse_unit("cells/mL/day") == (
+        pytest.approx(1e3 / 86400),
+        {"item": 1, "litre": -1, "second": -1},
+    )
+    assert parse_unit("1e9/L") == (1e9, {"item": 1, "litre": -1})  # 10^9 cells per litre
+    assert parse_unit("1e6 cells") == (1e6, {"item": 1})
+    assert parse_unit("L^2/(cell^2 day)") == (
+        pytest.approx(1 / 86400),
+        {"litre": 2, "item": -2, "second": -1},
+    )
+    assert parse_unit("-") == parse_unit("relative") == (1.0, {})
+    assert parse_unit("IU/L") is None and parse_unit("(mg") is None and parse_unit("1/") is None
+    assert unit_definition("day") == ("day", None) and unit_definition("-") == (
+        "dimensionless",
+        None,
+    )
+
+    c = make_cohort(1, seed=0, runin_days=0, variability=False)
+    regs = (
+        "pembrolizumab 200 mg over 30 min",
+        "wnt974 10 mg every 24 h",
+        "cb839 800 mg every 12 h",
+    )
+    s = compile_schedule([parse_regimen(r) for r in regs], 5.0)
+    text = patient_sbml(c, 0, s, drugs=["dacarbazine", "cd133_cart"])
+    doc = libsbml.readSBMLFromString(text)
+    doc.setConsistencyChecks(libsbml.LIBSBML_CAT_UNITS_CONSISTENCY, True)
+    doc.checkConsistency()
+    problems = [doc.getError(i) for i in range(doc.getNumErrors())]
+    errors = [e.getMessage() for e in problems if e.getSeverity() >= libsbml.LIBSBML_SEV_ERROR]
+    assert not errors, errors[:3]
+    # 10501-10599: units of an expression that do not match its variable's (checked wherever
+    # the units are known); 99505/99508 only say that a term has no units to check
+    mismatch = [e.getMessage() for e in problems if 10500 <= e.getErrorId() < 10600]
+    assert not mismatch, mismatch[:3]
+    m = doc.getModel()
+    assert all(sp.isSetSubstanceUnits() for sp in m.getListOfSpecies())
+
+    def si(uid):  # a unit definition as (factor, {kind: exponent})
+        ud = m.getUnitDefinition(uid)
+        f, kinds = 1.0, {}
+        for u in ud.getListOfUnits():
+            e = u.getExponent()
+            f *= (u.getMultiplier() * 10.0 ** u.getScale()) ** e
+            kinds[libsbml.UnitKind_toString(u.getKind())] = e
+        return f, kinds
+
+    p = m.getParameter("k_TGF")
+    assert si(p.getUnits()) == (pytest.approx(1 / 86400), {"second": -1})
+    assert si(m.getSpecies("IL6").getSubstanceUnits()) == (
+        pytest.approx(1e-9),
+        {"mole": 1, "litre": -1},
+    )
+    assert si(m.getParameter("pembrolizumab_CL").getUnits()) == (
+        pytest.approx(1 / 86400),
+        {"litre": 1, "second": -1},
+    )
+    assert si(m.getParameter("conc_pembrolizumab_central").getUnits()) == (
+        pytest.approx(1e-3),  # mg/L
+        {"gram": 1, "litre": -1},
+    )
+    assert si(m.getSpecies("cd133_cart_central").getSubstanceUnits()) == (1e6, {"item": 1})
+    assert m.getParameter("e_pd1_occupancy").getUnits() == "dimensionless"
+    # the model's constants with a known unit all carry it
+    from vcohort.model import CSC_IMMUNE
+
+    known = [r.name for r in CSC_IMMUNE.params.rows if parse_unit(r.unit) is not None]
+    assert len(known) == len(CSC_IMMUNE.params.rows)
+    assert all(m.getParameter(n).isSetUnits() for n in known)
+    assert roadrunner.validateSBML(text) == ""

@@ -444,10 +444,9 @@ def _setting_rows(model, catalogue: dict) -> dict:
 def unknown_setting(name: str, model, rows: dict) -> str:
     """The message for a ``[parameters.NAME]`` that is no parameter: the closest names (a case
     or spelling slip), else where the parameter table is."""
-    import difflib
+    from vcohort.config import close_names
 
-    close = [r for r in rows if r.lower() == name.lower()]  # a case slip: that one alone
-    close = close or difflib.get_close_matches(name, list(rows), n=3, cutoff=0.6)
+    close = close_names(name, rows)  # a case slip (that one alone) or close spellings
     hint = (
         f"did you mean {' or '.join(repr(c) for c in close)}?"
         if close

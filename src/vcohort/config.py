@@ -50,6 +50,27 @@ def read_toml(path: str | Path, what: str = "experiment file") -> dict:
         ) from None
 
 
+def close_names(name: str, options, n: int = 3) -> list[str]:
+    """The ``options`` a mistyped ``name`` most likely meant: the one equal but for case (alone),
+    else up to ``n`` close spellings (`difflib` ratio >= 0.6, and within 0.15 of the closest:
+    'simulaton' suggests 'simulation', not also 'population')."""
+    import difflib
+
+    options = [str(o) for o in options]
+    same = [o for o in options if o.lower() == str(name).strip().lower()]
+    if same:
+        return same[:1]
+    close = difflib.get_close_matches(str(name), options, n=n, cutoff=0.6)
+    ratio = [difflib.SequenceMatcher(None, str(name), c).ratio() for c in close]
+    return [c for c, r in zip(close, ratio, strict=True) if r >= ratio[0] - 0.15]
+
+
+def did_you_mean(name: str, options) -> str:
+    """`` (did you mean 'x' or 'y'?)`` for a mistyped ``name`` among ``options``, else ''."""
+    close = close_names(name, options)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
 class ConfigError(ValueError):
     """A config with one or more bad fields; ``errors`` lists one message per field."""
 
@@ -83,7 +104,10 @@ class Checker:
             return {}
         for k in d:
             if k not in allowed:
-                self.error(_join(path, k), f"unknown key; allowed: {', '.join(sorted(allowed))}")
+                self.error(
+                    _join(path, k),
+                    f"unknown key{did_you_mean(k, allowed)}; allowed: {', '.join(sorted(allowed))}",
+                )
         for k in sorted(required):
             if k not in d:
                 self.error(_join(path, k), "required key is missing")

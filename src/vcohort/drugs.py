@@ -468,6 +468,10 @@ def get_drug(name: str, catalogue: dict[str, Drug] | None = None) -> Drug:
     cat = CATALOGUE if catalogue is None else catalogue
     key = name.strip().lower()
     if key not in cat:
+        from vcohort.config import did_you_mean
+
         known = ", ".join(sorted(cat)) or "none (this model is simulated untreated only)"
-        raise ValueError(f"drug={name!r} is not in the catalogue; known drugs: {known}")
+        raise ValueError(
+            f"drug={name!r} is not in the catalogue{did_you_mean(key, cat)}; known drugs: {known}"
+        )
     return cat[key]

@@ -494,7 +494,10 @@ def hazard_ratios(endpoints: pd.DataFrame, reference: str, *, by: str = "arm") -
 
     arms = list(dict.fromkeys(endpoints[by]))
     if reference not in arms:
-        raise ValueError(f"reference arm {reference!r} is not among the arms {arms}")
+        from vcohort.config import did_you_mean
+
+        hint = did_you_mean(reference, arms) if isinstance(reference, str) else ""
+        raise ValueError(f"reference arm {reference!r} is not among the arms {arms}{hint}")
     rows, unpaired = [], {}
     for arm in arms:
         row = {by: arm, "hr": np.nan, "hr_ci_low": np.nan, "hr_ci_high": np.nan, "hr_note": ""}

@@ -69,6 +69,7 @@ from vcohort.config import (
     MAX_SEED,
     MAX_STEPS_PER_DAY,
     Checker,
+    did_you_mean,
     read_toml,
 )
 from vcohort.dose_rules import DoseRule, drug_rules, parse_rule
@@ -241,12 +242,10 @@ def experiment_from_dict(
         ck.error("arms", borrowed)
     if dt is not None and not ck.errors:  # the typical patient's RK4 step stays stable
         from vcohort.model import CSC_IMMUNE
-        from vcohort.simulate import acting_channels, check_typical_rates
+        from vcohort.simulate import check_typical_dt
 
-        cat = CSC_IMMUNE.drug_catalogue()
-        given = {r.drug: cat[r.drug] for a in arms for r in a.regimens if r.drug in cat}
         try:
-            check_typical_rates(CSC_IMMUNE, dt, acting_channels(given.values()), flag="dt")
+            check_typical_dt(CSC_IMMUNE, dt, {r.drug for a in arms for r in a.regimens}, "dt")
         except ValueError as e:
             ck.error("simulation.dt", str(e).replace("use dt ", "use dt = "))
     ruled = sorted({a.name for a in arms for r in a.regimens if r.rule is not None})
@@ -276,7 +275,8 @@ def experiment_from_dict(
         )
     ref = ck.get(d, "reference_arm", "", "str", names[0] if names else "")
     if names and ref not in names:
-        ck.error("reference_arm", f"{ref!r} is not an arm; arms: {', '.join(names)}")
+        hint = did_you_mean(ref, names) if isinstance(ref, str) else ""
+        ck.error("reference_arm", f"{ref!r} is not an arm{hint}; arms: {', '.join(names)}")
     ck.raise_if_any()
     notes += regimen_notes(arms, horizon, dt)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -609,7 +610,13 @@ def forest(table: pd.DataFrame, *, ax=None) -> Figure:
     arms = list(dict.fromkeys(rows["arm"]))
     groups = list(dict.fromkeys(zip(rows["variable"], rows["subgroup"], strict=True)))
     own = ax is None
-    ax = _ax(ax, 8.5, 1.2 + 0.32 * len(groups) * max(len(arms), 1))
+    # the legend above the axes: long arm names (whole regimens) one per row, wrapped at 70
+    # characters, so that no name runs off the figure's edge (three long names side by side did)
+    names = [textwrap.fill(str(a), 70) for a in arms]
+    cols = 1 if max((len(a) for a in map(str, arms)), default=0) > 34 else min(len(arms), 3)
+    legend_rows = sum(n.count("\n") + 1 for n in names) if cols == 1 else -(-len(arms) // 3)
+    height = 1.2 + 0.32 * len(groups) * max(len(arms), 1) + 0.2 * legend_rows
+    ax = _ax(ax, 8.5, height)
     if not arms:
         _empty(ax, "one arm only: no hazard ratio to show")
         return ax.figure
@@ -655,7 +662,7 @@ def forest(table: pd.DataFrame, *, ax=None) -> Figure:
     ax.set_xlabel("PFS hazard ratio vs the reference arm (95% CI; < 1 favours the arm)")
     handles = [Line2D([], [], color=f"C{j % 10}", marker="s", lw=1.5) for j in range(len(arms))]
     (ax.figure if own else ax).legend(
-        handles, [mpl_text(a) for a in arms], loc="outside upper center" if own else "best",
-        fontsize=8, ncols=min(len(arms), 3),
+        handles, [mpl_text(a) for a in names], loc="outside upper center" if own else "best",
+        fontsize=8, ncols=cols,
     )  # fmt: skip
     return ax.figure

@@ -278,7 +278,10 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
         from vcohort.drugs import CATALOGUE
         from vcohort.model import CSC_IMMUNE
 
-        draft = Population(name, "", covs, prev, prev_src, (), None, "<draft>", params)
+        # a setting already refused above is not checked again (its value outside its own
+        # bounds was reported twice, as "value=..." and "the typical value ...")
+        ok = {k: v for k, v in params.items() if not _value_refused(ck, f"parameters.{k}")}
+        draft = Population(name, "", covs, prev, prev_src, (), None, "<draft>", ok)
         for m in _check_settings(CSC_IMMUNE, CATALOGUE, draft):
             field, _, text = m.partition(": ")  # "population '<draft>' parameters.X: ..."
             ck.error(field.rsplit(" ", 1)[-1], text)
@@ -288,6 +291,12 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
     )
     pop.correlation_matrix()  # positive-definite check, with its own message
     return pop
+
+
+def _value_refused(ck: Checker, path: str) -> bool:
+    """Whether ``ck`` already refused the setting at ``path`` or its value, cv or bounds."""
+    heads = (f"{path}:", *(f"{path}.{f}:" for f in ("value", "cv", "lower", "upper")))
+    return any(e.startswith(heads) for e in ck.errors)
 
 
 def _source(ck: Checker, t, path: str) -> str:

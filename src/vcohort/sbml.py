@@ -18,6 +18,10 @@ What the file holds (all time in days):
   parameter ``<drug>_infusion_rate`` (mg/day) at its start and lowers it at its end.  Amounts
   per kg or per m² are converted with the patient's weight and BSA.
 
+Units (`export_units`, `unit_definition`): every species, model parameter, drug amount,
+concentration, infusion rate, PK parameter and fraction effect channel carries an SBML unit
+definition built from its table's unit string; the notes repeat them in words.
+
 Drug effects read the instantaneous concentration, as in `vcohort.reference` (the production
 simulator's step-mean forcing is a numerical choice, not part of the model).  Max/min are
 written as ``piecewise`` so that every SBML L3 tool reads them.
@@ -288,6 +292,16 @@ def to_sbml(
     if dup:
         raise ValueError(f"SBML id clash between states, parameters and terms: {sorted(dup)}")
     variable = {f"{d.name}_infusion_rate" for d in drugs}
+    # declared units (`export_units`; a unit string without SI meaning, e.g. IU, is left
+    # undeclared and stays in the notes)
+    units, defs = {}, {}
+    for k, text in export_units(model, drugs).items():
+        ud = unit_definition(text)
+        if ud is not None:
+            units[k] = ud[0]
+            if ud[1] is not None:
+                defs.setdefault(ud[0], ud[1])
+    ua = lambda k, attr="units": f' {attr}="{units[k]}"' if k in units else ""  # noqa: E731
 
     x = [
         '<?xml version="1.0" encoding="UTF-8"?>',
@@ -300,23 +314,26 @@ def to_sbml(
         '      <unitDefinition id="day"><listOfUnits>'
         '<unit kind="second" exponent="1" scale="0" multiplier="86400"/>'
         "</listOfUnits></unitDefinition>",
+        *defs.values(),
         "    </listOfUnitDefinitions>",
         "    <listOfCompartments>",
-        '      <compartment id="body" spatialDimensions="3" size="1" constant="true"/>',
+        '      <compartment id="body" spatialDimensions="3" size="1" units="dimensionless" '
+        'constant="true"/>',
         "    </listOfCompartments>",
         "    <listOfSpecies>",
     ]
     for s, v in species.items():
         x.append(
-            f'      <species id="{s}" compartment="body" initialAmount="{v!r}" '
-            'hasOnlySubstanceUnits="true" boundaryCondition="false" constant="false"/>'
+            f'      <species id="{s}" compartment="body" initialAmount="{v!r}"'
+            f'{ua(s, "substanceUnits")} hasOnlySubstanceUnits="true" boundaryCondition="false" '
+            'constant="false"/>'
         )
     x += ["    </listOfSpecies>", "    <listOfParameters>"]
     for k, v in consts.items():
         c = "false" if k in variable else "true"
-        x.append(f'      <parameter id="{k}" value="{v!r}" constant="{c}"/>')
+        x.append(f'      <parameter id="{k}" value="{v!r}"{ua(k)} constant="{c}"/>')
     for k in assigned:
-        x.append(f'      <parameter id="{k}" constant="false"/>')
+        x.append(f'      <parameter id="{k}"{ua(k)} constant="false"/>')
     x += ["    </listOfParameters>", "    <listOfRules>"]
     m = f'<math xmlns="{MATHML_NS}">'
     for k, v in assigned.items():
@@ -339,6 +356,153 @@ def to_sbml(
         x.append("    </listOfEvents>")
     x += ["  </model>", "</sbml>", ""]
     return "\n".join(x)
+
+
+# ---------------------------------------------------------------------------- units
+# SBML base units of the symbols the parameter tables use: symbol -> (factor, {kind: exponent});
+# an SBML unit is (multiplier x 10^scale x kind)^exponent (SBML L3V2 spec, section 4.4)
+_UNIT_ATOMS = {
+    "day": (86400.0, {"second": 1}),
+    "cell": (1.0, {"item": 1}),
+    "L": (1.0, {"litre": 1}),
+    "mL": (1e-3, {"litre": 1}),
+    "mg": (1e-3, {"gram": 1}),
+    "mm": (1e-3, {"metre": 1}),
+    "nM": (1e-9, {"mole": 1, "litre": -1}),
+    "uM": (1e-6, {"mole": 1, "litre": -1}),
+    "mM": (1e-3, {"mole": 1, "litre": -1}),
+    "pg": (1e-12, {"gram": 1}),
+    "ng": (1e-9, {"gram": 1}),
+    "ug": (1e-6, {"gram": 1}),
+    "g": (1.0, {"gram": 1}),
+    "rel": (1.0, {}),
+    "relative": (1.0, {}),
+}
+_UNIT_ALIASES = {"days": "day", "d": "day", "cells": "cell", "l": "L"}
+
+
+def parse_unit(text: str):
+    """``(factor, {kind: exponent})`` of a unit string of the parameter tables ("1/day",
+    "nM/day", "cells/mL/day", "1e9/L", "L^2/(cell^2 day)", "-" ...), or None when a symbol has
+    no SI meaning (e.g. IU) or the text does not parse: such a quantity is exported without
+    units.  Grammar: products by space or ``*``, ``/`` divides by the next factor, ``^`` an
+    integer power, parentheses group; a bare number is a count of items (1e9/L: 10^9 cells)."""
+    import re
+
+    t = str(text).strip()
+    if t in ("-", "1", "dimensionless", "fraction"):
+        return 1.0, {}
+    toks = re.findall(r"\d+(?:\.\d+)?(?:e[+-]?\d+)?|[A-Za-z_]+|\^-?\d+|[()/*]|\S", t)
+    if "".join(toks) != re.sub(r"\s+", "", t):
+        return None
+    pos = 0
+
+    def mul(a, b, sign=1):
+        kinds = dict(a[1])
+        for k, e in b[1].items():
+            kinds[k] = kinds.get(k, 0) + sign * e
+        return a[0] * b[0] ** sign, {k: e for k, e in kinds.items() if e}
+
+    def atom():
+        nonlocal pos
+        if pos >= len(toks):
+            raise ValueError
+        tok = toks[pos]
+        pos += 1
+        if tok == "(":
+            v = expr()
+            if pos >= len(toks) or toks[pos] != ")":
+                raise ValueError
+            pos += 1
+        elif tok[0].isdigit():
+            v = (float(tok), {})  # a factor (1e6 cells); a count on its own: below
+        elif _UNIT_ALIASES.get(tok, tok) in _UNIT_ATOMS:
+            v = _UNIT_ATOMS[_UNIT_ALIASES.get(tok, tok)]
+        else:
+            raise ValueError
+        if pos < len(toks) and toks[pos].startswith("^"):
+            n = int(toks[pos][1:])
+            pos += 1
+            v = (v[0] ** n, {k: e * n for k, e in v[1].items()})
+        return v
+
+    def expr():
+        nonlocal pos
+        v = atom()
+        while pos < len(toks) and toks[pos] != ")":
+            if toks[pos] == "/":
+                pos += 1
+                v = mul(v, atom(), -1)
+            else:
+                if toks[pos] == "*":
+                    pos += 1
+                v = mul(v, atom())
+        return v
+
+    try:
+        out = expr()
+    except (ValueError, IndexError):
+        return None
+    if pos != len(toks):
+        return None
+    if toks[0][0].isdigit() and float(toks[0]) != 1.0 and (len(toks) == 1 or toks[1] == "/"):
+        out = (out[0], {**out[1], "item": out[1].get("item", 0) + 1})  # 1e9/L: 10^9 cells
+    return out
+
+
+def unit_definition(text: str):
+    """``(id, <unitDefinition> XML)`` for a unit string (`parse_unit`), ``("dimensionless",
+    None)`` for a pure number of factor 1, or None when it cannot be expressed."""
+    import re
+
+    u = parse_unit(text)
+    if u is None:
+        return None
+    factor, kinds = u
+    if not kinds:
+        if factor == 1.0:
+            return "dimensionless", None
+        kinds = {"dimensionless": 1}
+    if kinds == {"second": 1} and factor == 86400.0:
+        return "day", None  # the model's time unit, defined once
+    uid = "u_" + re.sub(r"\W", "_", str(text).replace("/", "_per_").replace("^", "_pow_"))
+    uid = re.sub(r"_+", "_", uid).strip("_")
+    parts = []
+    # the whole factor on one unit, one of exponent 1 if there is one: (m x kind)^e
+    order = sorted(kinds.items(), key=lambda ke: (ke[1] != 1, ke[1] != -1, ke[0]))
+    for i, (k, e) in enumerate(order):
+        m = factor ** (1.0 / e) if i == 0 else 1.0
+        parts.append(f'<unit kind="{k}" exponent="{e}" scale="0" multiplier="{m!r}"/>')
+    xml = (
+        f'      <unitDefinition id="{uid}" name="{escape(str(text))}"><listOfUnits>'
+        + "".join(parts)
+        + "</listOfUnits></unitDefinition>"
+    )
+    return uid, xml
+
+
+def export_units(model, drugs) -> dict[str, str]:
+    """The unit string of every exported quantity whose unit is known: model states
+    (`Model.state_units`), model parameters, each drug's amounts, concentrations, infusion
+    rate and PK parameters, and the fraction (Emax) effect channels."""
+    out = dict(getattr(model, "state_units", None) or {})
+    out.update({r.name: r.unit for r in getattr(model.params, "rows", ())})
+    su = getattr(model, "state_units", None) or {}
+    kinds = getattr(model, "effect_channels", {}) or {}
+    for d in drugs:
+        if d.target_state is not None:
+            if d.target_state in su:
+                out[f"{d.name}_infusion_rate"] = f"{su[d.target_state]}/day"
+            continue
+        u = d.amount_unit
+        out.update({f"{d.name}_{c}": u for c in d.compartments})
+        out.update({f"conc_{d.name}_{k}": f"{u}/L" for k in d.observed_indices()})
+        out[f"{d.name}_infusion_rate"] = f"{u}/day"
+        out.update({f"{d.name}_{p.name}": p.unit for p in d.params})
+        for e in d.effects:
+            if kinds.get(e.channel, ("",))[0] == "emax":
+                out[f"e_{e.channel}"] = "-"
+    return out
 
 
 def units_notes(model, drugs) -> list[str]:

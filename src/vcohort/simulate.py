@@ -139,6 +139,15 @@ def check_typical_rates(model: Model, dt: float, channels=(), sampled=(), flag="
             )
 
 
+def check_typical_dt(model: Model, dt: float, drug_names, flag="--dt") -> None:
+    """`check_typical_rates` for a run that gives the drugs named ``drug_names`` (names the
+    model's catalogue lacks are skipped: the caller refuses those with its own message)."""
+    cat = model.drug_catalogue()
+    keys = {n if n in cat else str(n).strip().lower() for n in drug_names}
+    given = [cat[k] for k in sorted(keys) if k in cat]
+    check_typical_rates(model, dt, acting_channels(given), flag=flag)
+
+
 def _stable_dt(rate: float) -> float:
     """The largest dt = 1/n day with rate x dt below `STEP_LIMIT` and a short decimal (n with
     only the factors 2 and 5: 0.125, 0.1, 0.0625 ...), which `check_dt` accepts as typed."""

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vcohort.config import ConfigError
+from vcohort.config import ConfigError, did_you_mean
 from vcohort.dosing import compile_schedule
 from vcohort.experiment import Experiment, experiment_from_dict, load_experiment
 
@@ -138,7 +138,7 @@ def expand_sweep(
 ) -> list[BatchRun]:
     """The runs of a parsed sweep file (see the module docstring)."""
     errors = [
-        f"{k}: unknown key; allowed: {', '.join(sorted(_SWEEP_TOP))}"
+        f"{k}: unknown key{did_you_mean(k, _SWEEP_TOP)}; allowed: {', '.join(sorted(_SWEEP_TOP))}"
         for k in data
         if k not in _SWEEP_TOP
     ]

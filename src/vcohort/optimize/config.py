@@ -354,12 +354,10 @@ def parse_experiment(
         # the typical patient's RK4 step stays stable with these drugs (as `vcohort.experiment`
         # checks a trial's): a coarse dt gave finite but wrong endpoints
         from vcohort.model import CSC_IMMUNE
-        from vcohort.simulate import acting_channels, check_typical_rates
+        from vcohort.simulate import check_typical_dt
 
-        cat = CSC_IMMUNE.drug_catalogue()
-        given = [cat[n.strip().lower()] for n in names if n.strip().lower() in cat]
         try:
-            check_typical_rates(CSC_IMMUNE, top["dt"], acting_channels(given), flag="dt")
+            check_typical_dt(CSC_IMMUNE, top["dt"], names, flag="dt")
         except ValueError as e:
             ck.error("dt", str(e).replace("use dt ", "use dt = "))
     o = ck.table(raw.get("optimizer", {}), "optimizer", OPT_KEYS)

@@ -108,8 +108,14 @@ def run_experiment(
     from vcohort.optimize.problem import TYPICAL_ADULT
     from vcohort.plots import dose_schedule, save_figure
 
+    ck = Path(out).resolve().parent / f".{Path(out).resolve().name}.checkpoint.npz"
+    if resume and not overwrite and not ck.exists() and (Path(out) / "manifest.json").is_file():
+        raise ValueError(
+            f"--resume: {str(out)!r} holds a finished run (its manifest.json) and there is no "
+            f"checkpoint of an interrupted one ({ck.name} beside it), so there is nothing to "
+            f"resume; pass --overwrite to run it again, or choose another --out"
+        )
     out = check_output_dir(out, overwrite)  # before any compute
-    ck = out.resolve().parent / f".{out.resolve().name}.checkpoint.npz"
     if ck.exists() and not resume:
         raise ValueError(
             f"a checkpoint of an interrupted run exists ({ck}); pass --resume to continue it "

@@ -195,6 +195,45 @@ def _fingerprint(problem: Problem, n: int, personalised: bool, extra: dict) -> s
     )
 
 
+def fingerprint_changes(saved: str, now: str, most: int = 4) -> str:
+    """The settings that differ between two `_fingerprint` strings, as ``key: saved -> now``
+    (dotted paths into the problem; at most ``most`` named, then a count)."""
+
+    def leaves(x, path=""):
+        if isinstance(x, dict):
+            out = {}
+            for k, v in x.items():
+                out.update(leaves(v, f"{path}.{k}" if path else str(k)))
+            return out
+        if isinstance(x, list) and x and all(isinstance(v, dict) for v in x):
+            out = {}
+            for i, v in enumerate(x):
+                out.update(leaves(v, f"{path}[{i}]"))
+            return out
+        return {path: x}
+
+    def short(v) -> str:
+        t = json.dumps(v, default=str)
+        return t if len(t) <= 40 else t[:37] + "..."
+
+    try:
+        a, b = leaves(json.loads(saved)), leaves(json.loads(now))
+    except (TypeError, ValueError):
+        return "its fingerprint cannot be read"
+    names = {"n": "patients (number)", "patients": "training patients (their ids)"}
+    diff = [
+        f"{names.get(k, k)}: {short(a.get(k, '(absent)'))} -> {short(b.get(k, '(absent)'))}"
+        if k != "patients"
+        else f"{names[k]} differ"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, "(absent)") != b.get(k, "(absent)")
+    ]
+    if not diff:
+        return "no setting differs in a way that can be named"
+    more = f"; and {len(diff) - most} more" if len(diff) > most else ""
+    return "; ".join(diff[:most]) + more
+
+
 def optimize(
     problem: Problem,
     cohort: Cohort,
@@ -244,11 +283,10 @@ def optimize(
             the order of summation.
     """
     problem.validate()
-    from vcohort.simulate import acting_channels, check_typical_rates
+    from vcohort.simulate import check_typical_dt
 
-    cat = model.drug_catalogue()  # the typical patient's RK4 step stays stable at problem.dt
-    given = [cat[d] for d in problem.drug_names if d in cat]
-    check_typical_rates(model, problem.dt, acting_channels(given), flag="dt")
+    # the typical patient's RK4 step stays stable at problem.dt
+    check_typical_dt(model, problem.dt, problem.drug_names, flag="dt")
     n = len(cohort)
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations={iterations!r} must be an integer >= 1")
@@ -317,10 +355,12 @@ def optimize(
     fp = _fingerprint(problem, n, personalised, settings)
     ck = Path(checkpoint) if checkpoint is not None else None
     if resume and ck is not None and ck.exists():
-        if _checkpoint_meta(ck)["fingerprint"] != fp:  # before reading any optimiser state
+        saved_fp = _checkpoint_meta(ck)["fingerprint"]
+        if saved_fp != fp:  # before reading any optimiser state
             raise ValueError(
                 f"checkpoint {ck} was written for a different problem, cohort or optimiser "
-                "settings; delete it or run without resume"
+                f"settings ({fingerprint_changes(saved_fp, fp)}); resume with the settings it "
+                "was written with, or delete it or run without resume"
             )
         meta, arrays, opt_state = _load_checkpoint(ck, opt_state)
         theta = jnp.asarray(arrays["theta"], plan.dtype)
