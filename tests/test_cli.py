@@ -320,3 +320,22 @@ def test_out_refusals_come_before_compute_and_missing_parents_are_made(tmp_path,
     (here / "file").write_text("x")
     rc = main(["simulate", "--patients", "2", "--days", "7", "--out", "file/run"])
     assert rc == 2 and "is not a folder" in capsys.readouterr().err
+
+
+def test_a_mistyped_option_names_the_one_meant(capsys):
+    """argparse said only 'unrecognized arguments'; the option meant is named (compared without
+    the dashes: '--foo' suggests nothing), with argparse's exit status 2, before any compute."""
+    with pytest.raises(SystemExit) as e:
+        main(["simulate", "--patients", "2", "--out", "x", "--precison", "float32"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        "unrecognized arguments: --precison float32 (--precison: did you mean --precision?)" in err
+    )
+    with pytest.raises(SystemExit):
+        main(["trial", "x.toml", "--out", "y", "--overwirte", "--foo=3"])
+    err = capsys.readouterr().err
+    assert (
+        "unrecognized arguments: --overwirte --foo=3 (--overwirte: did you mean --overwrite?)"
+        in err
+    )

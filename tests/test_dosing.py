@@ -473,3 +473,20 @@ def test_from_nmtran_refuses_resets_steady_state_and_dates():
     dated = base.assign(DATE=["2024-01-01", "", ""])
     with pytest.raises(ValueError, match=r"record 0 \(ID 1\): DATE='2024-01-01' \(a date, making"):
         from_nmtran(dated)
+
+
+def test_a_brand_name_or_code_names_the_catalogue_drug():
+    """'keytruda 200 mg q3w' or 'telaglenastat ...' are refused with the catalogue's name (not
+    resolved silently: a run's tables carry one name per drug); a slip gets the closest name."""
+    from vcohort.drugs import CATALOGUE, OTHER_NAMES
+
+    assert set(OTHER_NAMES.values()) <= set(CATALOGUE)  # every alias points at a real drug
+    cases = {
+        "keytruda 200 mg every 21 d": "(it is pembrolizumab: write 'pembrolizumab')",
+        "Telaglenastat 800 mg every 12 h": "(it is cb839: write 'cb839')",
+        "pembrolizumb 200 mg every 21 d": "(did you mean 'pembrolizumab'?)",
+    }
+    for text, hint in cases.items():
+        with pytest.raises(ValueError, match="is not in the catalogue") as e:
+            parse_regimen(text)
+        assert hint in str(e.value), str(e.value)

@@ -194,3 +194,25 @@ def test_experiment_engine_runs_the_whole_trial_on_the_fused_kernel():
     np.testing.assert_array_equal(fused.screening["plausible"], xla.screening["plausible"])
     for arm in ("control", "pembro"):
         assert_same(xla.trajectories[arm], fused.trajectories[arm], rtol=1e-11)
+
+
+def test_the_kernel_is_interpreted_unless_the_run_s_devices_are_gpus(monkeypatch):
+    """The interpreter was chosen from JAX's default backend, so CPU devices asked for on a GPU
+    machine would have been given Triton kernels; it follows the run's devices now."""
+    import vcohort.fused as F
+    import vcohort.simulate as S
+
+    seen = []
+    real = F.cohort_pallas_fn
+
+    def spy(plan, *a, **k):
+        seen.append(k.get("interpret"))
+        return real(plan, *a, **k)
+
+    monkeypatch.setattr(F, "cohort_pallas_fn", spy)
+    monkeypatch.setattr(S, "_CACHE", type(S._CACHE)())  # compile afresh: no cached function
+    c = make_cohort(2, seed=0, runin_days=0)
+    s = compile_schedule([parse_regimen("pembrolizumab 200 mg every 21 d")], 2.0)
+    cpu = jax.devices("cpu")[:1]
+    r = simulate(CSC_IMMUNE, c, s, 2, engine="pallas", devices=cpu, progress=False)
+    assert seen == [True] and (r.status == 0).all()

@@ -980,3 +980,37 @@ def test_fingerprint_changes_names_the_settings_that_differ():
     assert fingerprint_changes(json.dumps({}), many).endswith("; and 3 more")
     assert fingerprint_changes(a, a) == "no setting differs in a way that can be named"
     assert fingerprint_changes("not json", a) == "its fingerprint cannot be read"
+
+
+def test_patients_failing_at_every_schedule_are_left_out_not_sinking_the_run(cohort8):
+    """A drawn rate x dt past RK4's stability bound, or a failed run-in (NaN day-0 state), fails
+    a patient at every schedule; in training one of them made every full-batch step non-finite
+    ("no iteration had a finite objective").  They are left out, named in a warning and in the
+    result, and the run optimises the others exactly as a cohort without them."""
+    import dataclasses
+
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.optimize.loop import failing_patients
+
+    c = cohort8.subset(np.arange(5))
+    ktgf = np.array(c.params["k_TGF"], dtype=np.float64)
+    ktgf[1] = 3.0 / SMALL.dt  # rate x dt = 3 > 2.785
+    y0 = {k: np.array(v, dtype=np.float64) for k, v in c.y0.items()}
+    y0["TGFb"][3] = np.nan  # as `run_in` leaves a patient whose run-in failed
+    bad = dataclasses.replace(c, params={**c.params, "k_TGF": ktgf}, y0=y0)
+    ids = [int(i) for i in c.patient_id]
+    why = failing_patients(CSC_IMMUNE, bad, SMALL.dt, SMALL.drug_names)
+    assert set(why) == {ids[1], ids[3]}
+    assert "stability bound" in why[ids[1]] and "run-in failed" in why[ids[3]]
+    kw = dict(iterations=3, progress=False, patience=50)
+    with pytest.warns(UserWarning, match=r"2 of 5 training patients left out .*patient_id"):
+        r = optimize(SMALL, bad, **kw)
+    assert r.excluded == why and r.best_iteration >= 0
+    assert r.history["finite"].all()
+    alone = optimize(SMALL, c.subset(np.array([0, 2, 4])), **kw)  # the same without them
+    np.testing.assert_allclose(r.amount, alone.amount, rtol=1e-12)
+    np.testing.assert_allclose(r.history["objective"], alone.history["objective"], rtol=1e-12)
+    assert alone.excluded == {}
+    everyone = dataclasses.replace(bad, y0={k: np.full(5, np.nan) for k in y0})
+    with pytest.raises(ValueError, match="every training patient .5. fails whatever the doses"):
+        optimize(SMALL, everyone, **kw)

@@ -463,15 +463,37 @@ CATALOGUE: dict[str, Drug] = {
 BUILTIN: frozenset[str] = frozenset(CATALOGUE)
 
 
+# other names of the catalogue's drugs (brand names, development codes, INNs), named in the
+# error for a drug given by one of them; not resolved silently, so that a run's tables always
+# carry the catalogue's name.  Sources: the drugs' labels and the trials cited in drugs.py
+OTHER_NAMES = {
+    "keytruda": "pembrolizumab",
+    "mk-3475": "pembrolizumab",
+    "lgk974": "wnt974",
+    "lgk-974": "wnt974",
+    "telaglenastat": "cb839",
+    "cb-839": "cb839",
+    "adriamycin": "doxorubicin",
+    "dtic": "dacarbazine",
+    "poteligeo": "mogamulizumab",
+    "kw-0761": "mogamulizumab",
+    "turalio": "pexidartinib",
+    "plx3397": "pexidartinib",
+    "sx-682": "sx682",
+    "sgi-110": "guadecitabine",
+}
+
+
 def get_drug(name: str, catalogue: dict[str, Drug] | None = None) -> Drug:
-    """Look up a drug by catalogue key, with an error listing the known names."""
+    """Look up a drug by catalogue key, with an error listing the known names (and the
+    catalogue's name for a brand name or code, `OTHER_NAMES`)."""
     cat = CATALOGUE if catalogue is None else catalogue
     key = name.strip().lower()
     if key not in cat:
         from vcohort.config import did_you_mean
 
         known = ", ".join(sorted(cat)) or "none (this model is simulated untreated only)"
-        raise ValueError(
-            f"drug={name!r} is not in the catalogue{did_you_mean(key, cat)}; known drugs: {known}"
-        )
+        other = OTHER_NAMES.get(key)
+        hint = f" (it is {other}: write {other!r})" if other in cat else did_you_mean(key, cat)
+        raise ValueError(f"drug={name!r} is not in the catalogue{hint}; known drugs: {known}")
     return cat[key]

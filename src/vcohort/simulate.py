@@ -1107,6 +1107,8 @@ def _compiled(plan: Plan, engine: str = "xla", devices: tuple = (), shared: tupl
         id(plan.model),
         engine,
         devices if engine == "pallas" and len(devices) > 1 else (),
+        # the fused kernel compiles for the run's devices: Triton on GPUs, else the interpreter
+        engine == "pallas" and bool(devices) and devices[0].platform != "gpu",
         shared,
     )
     if key in _CACHE:
@@ -1117,7 +1119,10 @@ def _compiled(plan: Plan, engine: str = "xla", devices: tuple = (), shared: tupl
         if engine == "pallas":
             from vcohort.fused import cohort_pallas_fn
 
-            fn = cohort_pallas_fn(plan, constants=dict(shared))
+            # interpreted unless the run's devices are GPUs (it was chosen from the default
+            # backend, so CPU devices asked for on a GPU machine were given Triton kernels)
+            interpret = devices[0].platform != "gpu" if devices else None
+            fn = cohort_pallas_fn(plan, interpret=interpret, constants=dict(shared))
             if len(devices) > 1:
                 from jax.sharding import Mesh, PartitionSpec
 

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:
     """Run a command.  ``all_cores`` (the ``vcohort`` executable) gives JAX one CPU device per
     core unless ``--cpu-devices`` says otherwise; called from a program, only an explicit
     ``--cpu-devices`` touches JAX's device count (`vcohort.cores.use_cpu_cores`)."""
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     from vcohort.io import command_inputs
 
     # files named on the command line, which --overwrite must not delete with an --out folder
@@ -87,6 +87,32 @@ def main(argv: list[str] | None = None, *, all_cores: bool = False) -> int:
     ]
     with command_inputs(named):
         return _main(args, all_cores)
+
+
+def _parse(ap: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """``ap.parse_args(argv)``, with the option a mistyped one most likely meant
+    (``--precison``: did you mean '--precision'?) in the error (exit status 2, as argparse)."""
+    args, extra = ap.parse_known_args(argv)
+    if extra:
+        from vcohort.config import close_names
+
+        sub = ap._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001
+        options = {
+            o.lstrip("-"): o
+            for a in sub._actions  # noqa: SLF001
+            for o in a.option_strings
+            if o.startswith("--")
+        }
+        hints = []
+        for x in extra:  # compared without the dashes, which all options share
+            close = close_names(x.split("=")[0].lstrip("-"), options) if x[:1] == "-" else []
+            if close:
+                hints.append(
+                    f"{x.split('=')[0]}: did you mean {' or '.join(options[c] for c in close)}?"
+                )
+        hint = f" ({'; '.join(hints)})" if hints else ""
+        sub.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    return args
 
 
 def _main(args, all_cores: bool) -> int:

@@ -236,6 +236,8 @@ def run_experiment(
                 "timings": timings,
                 "simulations": res.simulations,
                 "convergence": {"best_iteration": res.best_iteration, "stop": res.stop},
+                # training patients that fail at every schedule, left out (id -> why)
+                "excluded_training_patients": {str(k): v for k, v in res.excluded.items()},
                 "constraints_at_best_iterate": res.constraints,
                 "reference": ref,
             },
@@ -309,6 +311,9 @@ def _personalised(exp, cohort, pop_res, progress) -> pd.DataFrame:
         patience=exp.optimizer["patience"],
         progress=progress,
     )
+    if per.excluded:  # patients failing at every schedule were left out (`optimize`)
+        keep = ~np.isin(np.asarray(cohort.patient_id), list(per.excluded))
+        cohort = cohort.subset(np.flatnonzero(keep))
     loss, plan = make_personal_loss(pb, per.layout, soft=False)  # the protocol's holds
     np_dtype = np.float64 if plan.dtype == jnp.float64 else np.float32
     args = cohort.arrays(np.arange(len(cohort)), plan.drugs, np_dtype)
@@ -411,6 +416,16 @@ def _report(exp, res, rounded, ev_held, ev_train, ref, personal, timings, candid
         f"value-and-gradient evaluations ({_batch_text(exp)}), {timings['optimise_s']:.0f} s.  "
         f"{res.convergence()}",
         "",
+        *(
+            [
+                f"{len(res.excluded)} training patients fail at every schedule and were left "
+                f"out of the optimisation (patient_id: reason in manifest.json, "
+                f"excluded_training_patients).",
+                "",
+            ]
+            if res.excluded
+            else []
+        ),
         *_rules_note(exp.problem),
         "## Optimised schedule (rounded to clinical amounts)",
         "",

@@ -8,7 +8,7 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import jax
@@ -49,6 +49,9 @@ class OptResult:
     personalised: bool = False
     best_iteration: int = -1  # the iteration whose schedule this is (-1: none finite)
     stop: str = ""  # "patience" (no better schedule for `patience` iterations) or "iterations"
+    # training patients left out because they fail at any schedule (`failing_patients`):
+    # patient id -> why; a personalised result's rows are the other patients, in order
+    excluded: dict = field(default_factory=dict)
 
     def convergence(self) -> str:
         """One sentence on how the run ended, for reports: a run that was still finding better
@@ -176,6 +179,33 @@ def update_multipliers(
     return lam, mu, (viol if math.isfinite(viol) else prev_viol)
 
 
+def failing_patients(model: Model, cohort: Cohort, dt: float, drug_names) -> dict[int, str]:
+    """Patients of ``cohort`` that fail whatever the doses (patient id -> why): a drawn
+    first-order rate x ``dt`` past RK4's stability bound (with the channels ``drug_names``
+    act on: `vcohort.simulate.unstable_patients`), or a non-finite day-0 state (the immune
+    run-in failed).  `vcohort.simulate.simulate` gives them a failure status at every schedule;
+    in training, one of them made every full-batch step non-finite, so `optimize` leaves them
+    out (and says so)."""
+    from vcohort.simulate import (
+        STATUS_INITIAL,
+        STATUS_MESSAGES,
+        STATUS_UNSTABLE,
+        acting_channels,
+        unstable_patients,
+    )
+
+    cat = model.drug_catalogue()
+    given = [cat[d] for d in drug_names if d in cat]
+    unstable = unstable_patients(model, cohort.params, dt, acting_channels(given))
+    init = np.ones(len(cohort), dtype=bool)
+    for v in cohort.y0.values():
+        init &= np.isfinite(np.asarray(v, dtype=np.float64))
+    ids = np.asarray(cohort.patient_id)
+    out = {int(i): STATUS_MESSAGES[STATUS_INITIAL] for i in ids[~init]}
+    out.update({int(i): STATUS_MESSAGES[STATUS_UNSTABLE] for i in ids[unstable & init]})
+    return out
+
+
 def _fingerprint(problem: Problem, n: int, personalised: bool, extra: dict) -> str:
     """What a checkpoint (and a compiled step) belongs to: the problem, the drugs' definitions
     (a user's drug file may change between runs), the cohort size and ``extra`` settings."""
@@ -287,6 +317,27 @@ def optimize(
 
     # the typical patient's RK4 step stays stable at problem.dt
     check_typical_dt(model, problem.dt, problem.drug_names, flag="dt")
+    # patients that fail at any schedule are left out of training, with a warning (one of them
+    # made every full-batch step non-finite: "no iteration had a finite objective")
+    excluded = failing_patients(model, cohort, problem.dt, problem.drug_names)
+    if excluded:
+        import warnings
+
+        if len(excluded) == len(cohort):
+            raise ValueError(
+                f"every training patient ({len(cohort)}) fails whatever the doses: "
+                f"{next(iter(excluded.values()))}"
+            )
+        ids = list(excluded)
+        shown = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
+        reasons = "; ".join(sorted(set(excluded.values())))
+        warnings.warn(
+            f"{len(ids)} of {len(cohort)} training patients left out of the optimisation "
+            f"(patient_id {shown}): they fail at every schedule ({reasons})",
+            stacklevel=2,
+        )
+        keep = ~np.isin(np.asarray(cohort.patient_id), ids)
+        cohort = cohort.subset(np.flatnonzero(keep))
     n = len(cohort)
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations={iterations!r} must be an integer >= 1")
@@ -471,6 +522,7 @@ def optimize(
         personalised=personalised,
         best_iteration=int(best["it"]),
         stop=stop,
+        excluded=excluded,
     )
 
 
