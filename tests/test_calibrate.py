@@ -39,6 +39,8 @@ def test_targets_are_validated_before_compute():
         C.Targets(orr=33)
     with pytest.raises(ValueError, match=r"\[0, 1\]$"):
         C.Targets(orr=330.0)  # not a percentage either: no hint
+    with pytest.raises(ValueError, match=r"pfs6=1.2 must be a fraction in \[0, 1\]$"):
+        C.Targets(orr=0.3, pfs6=1.2)  # just above 1: a slip, not a percentage
     with pytest.raises(ValueError, match="orr=True"):
         C.Targets(orr=True)  # a bool is not a fraction
     assert C.Targets(orr=np.float32(0.25)).orr == 0.25  # numpy scalars are numbers

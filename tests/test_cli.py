@@ -339,3 +339,8 @@ def test_a_mistyped_option_names_the_one_meant(capsys):
         "unrecognized arguments: --overwirte --foo=3 (--overwirte: did you mean --overwrite?)"
         in err
     )
+    with pytest.raises(SystemExit):  # vcohort's own option after the command
+        main(["simulate", "--patients", "2", "--out", "x", "--cpu-devices", "2"])
+    assert "--cpu-devices is an option of vcohort itself, given before the command" in (
+        capsys.readouterr().err
+    )

@@ -484,6 +484,7 @@ def test_a_brand_name_or_code_names_the_catalogue_drug():
     cases = {
         "keytruda 200 mg every 21 d": "(it is pembrolizumab: write 'pembrolizumab')",
         "Telaglenastat 800 mg every 12 h": "(it is cb839: write 'cb839')",
+        "MK3475 200 mg every 21 d": "(it is pembrolizumab: write 'pembrolizumab')",
         "pembrolizumb 200 mg every 21 d": "(did you mean 'pembrolizumab'?)",
     }
     for text, hint in cases.items():

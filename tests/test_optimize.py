@@ -1014,3 +1014,33 @@ def test_patients_failing_at_every_schedule_are_left_out_not_sinking_the_run(coh
     everyone = dataclasses.replace(bad, y0={k: np.full(5, np.nan) for k in y0})
     with pytest.raises(ValueError, match="every training patient .5. fails whatever the doses"):
         optimize(SMALL, everyone, **kw)
+
+
+def test_a_patient_failing_at_the_starting_schedule_is_left_out_and_the_run_restarts(
+    cohort8, tmp_path
+):
+    """Full batches: a patient who fails at the starting schedule (here a negative day-0 state,
+    status 'negative') made the first step non-finite, and with it every later one (no update
+    is taken); the run now starts again without that patient, says so, and resumes alike."""
+    import dataclasses
+
+    c = cohort8.subset(np.arange(4))
+    y0 = {k: np.array(v, dtype=np.float64) for k, v in c.y0.items()}
+    y0["D"][2] = -0.5 * np.abs(y0["D"]).max()  # beyond round-off
+    bad = dataclasses.replace(c, y0=y0)
+    pid = int(c.patient_id[2])
+    kw = dict(iterations=3, progress=False, patience=50)
+    with pytest.warns(UserWarning, match="they fail at the starting schedule"):
+        r = optimize(SMALL, bad, **kw)
+    assert list(r.excluded) == [pid] and "negative state" in r.excluded[pid]
+    assert r.history["finite"].all() and len(r.history) == 3
+    alone = optimize(SMALL, c.subset(np.array([0, 1, 3])), **kw)
+    np.testing.assert_allclose(r.amount, alone.amount, rtol=1e-12)
+    # checkpointed and resumed: the checkpoint names the patient left out
+    ck = tmp_path / "ck.npz"
+    with pytest.warns(UserWarning):
+        optimize(SMALL, bad, **(kw | {"iterations": 2}), checkpoint=ck, checkpoint_every=2)
+    with pytest.warns(UserWarning, match="the interrupted run left them out"):
+        again = optimize(SMALL, bad, **kw, checkpoint=ck, resume=True)
+    np.testing.assert_allclose(again.amount, r.amount, rtol=1e-12)
+    assert again.excluded == r.excluded

@@ -311,9 +311,12 @@ def test_bad_parameters_tables_are_reported_before_compute():
             "K_cap": {"value": 5.0, "lower": 6.0, "upper": 9.0, "source": "x"},
             "f_s0": {"cv": 0.1, "source": "x"},  # name slips are listed with the other errors
             "pembrolizumab.cl": {"cv": 0.1, "source": "x"},
+            "K_capp": {"value": -5.0, "source": "x"},  # a bad value and a name slip: both said
         }
     )
     text, _ = _config_errors(d)
+    assert "parameters.K_capp.value: -5.0 must be > 0" in text
+    assert "'K_capp' is not a parameter" in text and "did you mean 'K_cap'" in text
     for field in (
         "parameters.f_S0.value: -0.1 must be > 0",
         "parameters.f_S0.source: must cite a source",
@@ -327,7 +330,7 @@ def test_bad_parameters_tables_are_reported_before_compute():
         assert field in text, field
     assert "K_cap, v_S" not in text  # no dump of all 115 names
     assert "typical value 5 lies outside" not in text  # K_cap's value is reported once
-    assert text.count("parameters.K_cap") == 1, text
+    assert text.count("parameters.K_cap:") == 1, text
     # a setting whose draws leave the model's bounds is listed with the parse errors too (it
     # was reported only once they were fixed)
     d = _preset_dict(parameters={"f_S0": {"cv": 0.8, "upper": 1.5, "source": "x"}})

@@ -337,6 +337,7 @@ def test_units_are_declared_and_libsbml_finds_no_unit_inconsistency():
         {"item": 1, "litre": -1, "second": -1},
     )
     assert parse_unit("1e9/L") == (1e9, {"item": 1, "litre": -1})  # 10^9 cells per litre
+    assert parse_unit("10^9/L") == parse_unit("1e9/L")
     assert parse_unit("1e6 cells") == (1e6, {"item": 1})
     assert parse_unit("L^2/(cell^2 day)") == (
         pytest.approx(1 / 86400),

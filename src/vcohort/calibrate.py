@@ -98,7 +98,7 @@ class Targets:
                 continue
             ok = isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
             if not ok or not math.isfinite(v) or not 0.0 <= v <= 1.0:
-                pct = ok and math.isfinite(v) and 1.0 < v <= 100.0  # a percentage typed
+                pct = ok and math.isfinite(v) and 2.0 <= v <= 100.0  # a percentage typed
                 hint = f" ({v:g}% is {v / 100:g})" if pct else ""
                 raise ValueError(f"target {name}={v!r} must be a fraction in [0, 1]{hint}")
             object.__setattr__(self, name, float(v))  # plain floats: the rule is JSON

@@ -7,6 +7,8 @@ user's combination and chemotherapy here, the review's other Table-1 classes in
 
 from __future__ import annotations
 
+import re
+
 from vcohort.drug import EFFECT_KINDS, ROUTES, SITES, Drug, Effect, pk_table
 from vcohort.drugs_table1 import TABLE1_DRUGS
 
@@ -493,7 +495,8 @@ def get_drug(name: str, catalogue: dict[str, Drug] | None = None) -> Drug:
         from vcohort.config import did_you_mean
 
         known = ", ".join(sorted(cat)) or "none (this model is simulated untreated only)"
-        other = OTHER_NAMES.get(key)
+        squash = lambda t: re.sub(r"[\s_-]+", "", t)  # noqa: E731  (MK3475 = MK-3475)
+        other = {squash(k): v for k, v in OTHER_NAMES.items()}.get(squash(key))
         hint = f" (it is {other}: write {other!r})" if other in cat else did_you_mean(key, cat)
         raise ValueError(f"drug={name!r} is not in the catalogue{hint}; known drugs: {known}")
     return cat[key]

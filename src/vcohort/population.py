@@ -280,8 +280,14 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
 
         # a setting already refused above is not checked again (its value outside its own
         # bounds was reported twice, as "value=..." and "the typical value ...")
-        ok = {k: v for k, v in params.items() if not _value_refused(ck, f"parameters.{k}")}
-        draft = Population(name, "", covs, prev, prev_src, (), None, "<draft>", ok)
+        # (its name is still checked: a slip in it is reported too)
+        draft_params = {
+            k: ParamSpec(None, None, None, None, v.source, None)
+            if _value_refused(ck, f"parameters.{k}")
+            else v
+            for k, v in params.items()
+        }
+        draft = Population(name, "", covs, prev, prev_src, (), None, "<draft>", draft_params)
         for m in _check_settings(CSC_IMMUNE, CATALOGUE, draft):
             field, _, text = m.partition(": ")  # "population '<draft>' parameters.X: ..."
             ck.error(field.rsplit(" ", 1)[-1], text)

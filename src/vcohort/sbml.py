@@ -297,10 +297,18 @@ def to_sbml(
     units, defs = {}, {}
     for k, text in export_units(model, drugs).items():
         ud = unit_definition(text)
-        if ud is not None:
-            units[k] = ud[0]
-            if ud[1] is not None:
-                defs.setdefault(ud[0], ud[1])
+        if ud is None:
+            continue
+        uid, xml = ud
+        if xml is not None:
+            # two spellings may give one id ("mg/L day", "mg/(L day)"): a clash gets a suffix
+            base, i = uid, 1
+            while uid in defs and defs[uid] != xml:
+                i += 1
+                uid = f"{base}_{i}"
+                xml = xml.replace(f'id="{base}"', f'id="{uid}"', 1)
+            defs.setdefault(uid, xml)
+        units[k] = uid
     ua = lambda k, attr="units": f' {attr}="{units[k]}"' if k in units else ""  # noqa: E731
 
     x = [
@@ -445,8 +453,10 @@ def parse_unit(text: str):
         return None
     if pos != len(toks):
         return None
-    if toks[0][0].isdigit() and float(toks[0]) != 1.0 and (len(toks) == 1 or toks[1] == "/"):
-        out = (out[0], {**out[1], "item": out[1].get("item", 0) + 1})  # 1e9/L: 10^9 cells
+    pos = 0
+    first = atom()  # a count on its own (1e9/L, 10^9/L: 10^9 cells), not a factor (1e6 cells)
+    if not first[1] and first[0] != 1.0 and (pos == len(toks) or toks[pos] == "/"):
+        out = (out[0], {**out[1], "item": out[1].get("item", 0) + 1})
     return out
 
 

@@ -103,12 +103,23 @@ def _parse(ap: argparse.ArgumentParser, argv) -> argparse.Namespace:
             for o in a.option_strings
             if o.startswith("--")
         }
+        top = {  # the program's own options go before the command
+            o.lstrip("-"): o
+            for a in ap._actions  # noqa: SLF001
+            for o in a.option_strings
+            if o.startswith("--") and o not in ("--help", "--version")
+        }
         hints = []
         for x in extra:  # compared without the dashes, which all options share
-            close = close_names(x.split("=")[0].lstrip("-"), options) if x[:1] == "-" else []
+            name = x.split("=")[0]
+            close = close_names(name.lstrip("-"), options) if x[:1] == "-" else []
+            above = close_names(name.lstrip("-"), top) if x[:1] == "-" and not close else []
             if close:
+                hints.append(f"{name}: did you mean {' or '.join(options[c] for c in close)}?")
+            elif above:
                 hints.append(
-                    f"{x.split('=')[0]}: did you mean {' or '.join(options[c] for c in close)}?"
+                    f"{name}: {top[above[0]]} is an option of vcohort itself, given before the "
+                    f"command (vcohort {top[above[0]]} N {args.command} ...)"
                 )
         hint = f" ({'; '.join(hints)})" if hints else ""
         sub.error(f"unrecognized arguments: {' '.join(extra)}{hint}")

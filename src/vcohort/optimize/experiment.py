@@ -139,6 +139,8 @@ def run_experiment(
     t0 = time.perf_counter()
     res = optimize_configured(pb, train, o, checkpoint=ck, resume=resume, progress=progress)
     timings["optimise_s"] = time.perf_counter() - t0
+    if res.excluded:  # rounding, the ES baseline and the training table see the same patients
+        train = train.subset(np.flatnonzero(~np.isin(train.patient_id, list(res.excluded))))
     t0 = time.perf_counter()
     k = o["rounding_candidates"]
     rounded, candidates = choose_rounding(pb, res.layout, res.amount, train, k)

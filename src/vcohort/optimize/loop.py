@@ -206,6 +206,43 @@ def failing_patients(model: Model, cohort: Cohort, dt: float, drug_names) -> dic
     return out
 
 
+def _leave_out(cohort: Cohort, why: dict, what: str, where: str) -> Cohort:
+    """``cohort`` without the patients ``why`` names (patient id -> reason), with a warning;
+    refused when that would leave none."""
+    if not why:
+        return cohort
+    import warnings
+
+    if len(why) >= len(cohort):
+        raise ValueError(
+            f"every training patient ({len(cohort)}) fails {where}: {next(iter(why.values()))}"
+        )
+    ids = list(why)
+    shown = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
+    warnings.warn(
+        f"{len(ids)} of {len(cohort)} training patients left out of the optimisation "
+        f"(patient_id {shown}): {what} ({'; '.join(sorted(set(why.values())))})",
+        stacklevel=3,
+    )
+    return cohort.subset(np.flatnonzero(~np.isin(np.asarray(cohort.patient_id), ids)))
+
+
+def _failing_at(problem: Problem, lay, model: Model, cohort: Cohort, amount) -> dict[int, str]:
+    """Patients that `vcohort.simulate.simulate` fails (any status) under the slot doses
+    ``amount`` (patient id -> why)."""
+    from vcohort.simulate import STATUS_MESSAGES, simulate
+
+    r = simulate(
+        model, cohort, lay.schedule.replace_amount(np.asarray(amount, dtype=np.float64)),
+        problem.days, dt=problem.dt, save_every=problem.days, precision=problem.precision,
+        progress=False,
+    )  # fmt: skip
+    bad = np.asarray(r.status) != 0
+    ids, st = np.asarray(r.patient_id)[bad], np.asarray(r.status)[bad]
+    why = [f"{STATUS_MESSAGES[int(k)]} at the starting schedule" for k in st]
+    return dict(zip(ids.tolist(), why, strict=True))
+
+
 def _fingerprint(problem: Problem, n: int, personalised: bool, extra: dict) -> str:
     """What a checkpoint (and a compiled step) belongs to: the problem, the drugs' definitions
     (a user's drug file may change between runs), the cohort size and ``extra`` settings."""
@@ -286,6 +323,7 @@ def optimize(
     model: Model = CSC_IMMUNE,
     devices=None,
     optimizer_key=None,
+    _excluded: dict | None = None,
 ) -> OptResult:
     """Minimise ``problem``'s objective over its dose slots for ``cohort``.
 
@@ -311,7 +349,14 @@ def optimize(
         devices: devices to shard the (mini-)batch's patients over (`loss_devices`; default:
             every local accelerator, one device on a CPU); results do not depend on it beyond
             the order of summation.
+        _excluded: internal: patients an outer call already left out (patient id -> why).
+
+    Training patients that fail at every schedule (`failing_patients`), and, with full
+    batches, those that fail at the starting schedule (its first step non-finite), are left
+    out with a warning and listed in ``OptResult.excluded``; a resumed run leaves out those
+    its checkpoint names.
     """
+    call = dict(locals())  # the arguments, for a restart without some patients
     problem.validate()
     from vcohort.simulate import check_typical_dt
 
@@ -319,25 +364,17 @@ def optimize(
     check_typical_dt(model, problem.dt, problem.drug_names, flag="dt")
     # patients that fail at any schedule are left out of training, with a warning (one of them
     # made every full-batch step non-finite: "no iteration had a finite objective")
-    excluded = failing_patients(model, cohort, problem.dt, problem.drug_names)
-    if excluded:
-        import warnings
-
-        if len(excluded) == len(cohort):
-            raise ValueError(
-                f"every training patient ({len(cohort)}) fails whatever the doses: "
-                f"{next(iter(excluded.values()))}"
-            )
-        ids = list(excluded)
-        shown = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
-        reasons = "; ".join(sorted(set(excluded.values())))
-        warnings.warn(
-            f"{len(ids)} of {len(cohort)} training patients left out of the optimisation "
-            f"(patient_id {shown}): they fail at every schedule ({reasons})",
-            stacklevel=2,
-        )
-        keep = ~np.isin(np.asarray(cohort.patient_id), ids)
-        cohort = cohort.subset(np.flatnonzero(keep))
+    excluded = dict(_excluded or {})
+    fresh = failing_patients(model, cohort, problem.dt, problem.drug_names)
+    cohort = _leave_out(cohort, fresh, "they fail at every schedule", "whatever the doses")
+    excluded.update(fresh)
+    if resume and checkpoint is not None and Path(checkpoint).is_file():
+        # a resumed run leaves out what the interrupted one had left out (its checkpoint says)
+        saved = _checkpoint_meta(Path(checkpoint)).get("excluded", {})
+        here = set(np.asarray(cohort.patient_id).tolist())
+        more = {int(k): v for k, v in saved.items() if int(k) in here}
+        cohort = _leave_out(cohort, more, "the interrupted run left them out", "in it")
+        excluded.update(more)
     n = len(cohort)
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations={iterations!r} must be an integer >= 1")
@@ -370,7 +407,8 @@ def optimize(
     # start from the *projected* doses: a start above a budget would otherwise sit on the flat
     # directions of the scaling projection (lowering every dose changes nothing until the
     # total falls to the budget)
-    theta0 = to_theta(lay, np.asarray(to_amount(lay, jnp.asarray(theta0)), dtype=np.float64))
+    amount0 = np.asarray(to_amount(lay, jnp.asarray(theta0)), dtype=np.float64)
+    theta0 = to_theta(lay, amount0)
     if personalised:
         theta0 = np.broadcast_to(theta0, (n,) + theta0.shape).copy()
     theta = jnp.asarray(theta0, plan.dtype)
@@ -451,6 +489,15 @@ def optimize(
         args = place(cohort.arrays(idx, plan.drugs, np_dtype))
         theta_before = theta
         theta, opt_state, val, (terms, g, obj, finite) = step(theta, opt_state, lam, mu_v, args)
+        if it == 0 and not bool(finite) and (batch_size is None or personalised):
+            # the whole cohort at the starting schedule: patients failing there would make
+            # every full-batch step non-finite (no step is taken): run again without them
+            at_start = _failing_at(problem, lay, model, cohort, amount0)
+            if at_start:
+                if bar is not None:
+                    bar.close()
+                sub = _leave_out(cohort, at_start, "they fail at the starting schedule", "there")
+                return optimize(**{**call, "cohort": sub, "_excluded": {**excluded, **at_start}})
         obj = float(obj)
         gmax = {k: float(jnp.max(v)) for k, v in g.items()}
         # NaN (a failed patient in the batch) stays NaN: max() would drop it
@@ -497,6 +544,7 @@ def optimize(
                 "mu": mu_v,
                 "prev_viol": prev_viol,
                 "rng": rng.bit_generator.state,
+                "excluded": {str(k): v for k, v in excluded.items()},
                 "arrays": {
                     "theta": np.asarray(theta),
                     "best_theta": np.asarray(best["theta"]),
