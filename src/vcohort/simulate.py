@@ -166,6 +166,15 @@ def unstable_patients(model: Model, params: dict, dt: float, channels=()) -> np.
     return out
 
 
+def finite_start(cohort) -> np.ndarray:
+    """(P,) True where every day-0 state is finite (`vcohort.cohort.run_in` leaves NaN where a
+    patient's immune run-in failed: `STATUS_INITIAL` at every schedule)."""
+    ok = np.ones(len(cohort), dtype=bool)
+    for v in cohort.y0.values():
+        ok &= np.isfinite(np.asarray(v, dtype=np.float64))
+    return ok
+
+
 def set_precision(precision: str):
     """Enable 64-bit JAX when asked for; return the JAX dtype."""
     if precision not in PRECISIONS:
@@ -1012,9 +1021,7 @@ def simulate(
     status[(status == STATUS_OK) & unstable] = STATUS_UNSTABLE
     # a patient that started from a non-finite state (`vcohort.cohort.run_in` leaves NaN where
     # the run-in failed) fails for that reason, not this run's solver
-    init = np.ones(n, dtype=bool)
-    for v in cohort.y0.values():
-        init &= np.isfinite(np.asarray(v, dtype=np.float64))
+    init = finite_start(cohort)
     status[~init] = STATUS_INITIAL
     bad_day[~init] = 0
     for i, rule in enumerate(plan.rules):

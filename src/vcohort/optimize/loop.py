@@ -49,8 +49,9 @@ class OptResult:
     personalised: bool = False
     best_iteration: int = -1  # the iteration whose schedule this is (-1: none finite)
     stop: str = ""  # "patience" (no better schedule for `patience` iterations) or "iterations"
-    # training patients left out because they fail at any schedule (`failing_patients`):
-    # patient id -> why; a personalised result's rows are the other patients, in order
+    # training patients left out (patient id -> why): those failing at every schedule
+    # (`failing_patients`) and, with full batches, at the starting one; a personalised
+    # result's rows are the other patients, in order
     excluded: dict = field(default_factory=dict)
 
     def convergence(self) -> str:
@@ -191,15 +192,14 @@ def failing_patients(model: Model, cohort: Cohort, dt: float, drug_names) -> dic
         STATUS_MESSAGES,
         STATUS_UNSTABLE,
         acting_channels,
+        finite_start,
         unstable_patients,
     )
 
     cat = model.drug_catalogue()
     given = [cat[d] for d in drug_names if d in cat]
     unstable = unstable_patients(model, cohort.params, dt, acting_channels(given))
-    init = np.ones(len(cohort), dtype=bool)
-    for v in cohort.y0.values():
-        init &= np.isfinite(np.asarray(v, dtype=np.float64))
+    init = finite_start(cohort)
     ids = np.asarray(cohort.patient_id)
     out = {int(i): STATUS_MESSAGES[STATUS_INITIAL] for i in ids[~init]}
     out.update({int(i): STATUS_MESSAGES[STATUS_UNSTABLE] for i in ids[unstable & init]})
