@@ -1044,3 +1044,20 @@ def test_a_patient_failing_at_the_starting_schedule_is_left_out_and_the_run_rest
         again = optimize(SMALL, bad, **kw, checkpoint=ck, resume=True)
     np.testing.assert_allclose(again.amount, r.amount, rtol=1e-12)
     assert again.excluded == r.excluded
+
+
+def test_personalised_mode_is_skipped_not_fatal_when_no_patient_is_left(cohort8):
+    """After the population run, a personalised run whose patients all fail raised and lost
+    every result; it is skipped with a warning and the population results stand."""
+    import dataclasses
+
+    from vcohort.optimize.experiment import _personalised
+    from vcohort.optimize.loop import NoPatientsLeft
+
+    exp = parse_experiment(_toml(optimizer={"personalised_patients": 2, "iterations": 2}))
+    c = cohort8.subset(np.arange(2))
+    dead = dataclasses.replace(c, y0={k: np.full(2, np.nan) for k in c.y0})
+    with pytest.raises(NoPatientsLeft, match="every training patient .2. fails"):
+        optimize(exp.problem, dead, personalised=True, iterations=1, progress=False)
+    with pytest.warns(UserWarning, match="personalised mode skipped: every training patient"):
+        assert _personalised(exp, dead, None, False) is None

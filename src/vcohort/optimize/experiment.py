@@ -288,31 +288,37 @@ def choose_rounding(pb, lay, amount, cohort, k: int):
     return cands[pick], table
 
 
-def _personalised(exp, cohort, pop_res, progress) -> pd.DataFrame:
+def _personalised(exp, cohort, pop_res, progress) -> pd.DataFrame | None:
     """One schedule per patient vs the population schedule, on those patients (training), with
     the protocol's hold decisions: each mode's objective, the worst patient's value of each
     per-patient limit (``worst_g:<name>``, scaled; <= 0: every patient meets it) and whether
     every limit holds (``feasible``); a warning when the personalised schedules miss one."""
+    import warnings
+
     import jax
     import jax.numpy as jnp
 
     from vcohort.optimize.evaluate import feasible
-    from vcohort.optimize.loop import optimize
+    from vcohort.optimize.loop import NoPatientsLeft, optimize
     from vcohort.optimize.problem import NoMultipliers, make_personal_loss
 
     pb = exp.problem
-    per = optimize(
-        pb,
-        cohort,
-        personalised=True,
-        iterations=exp.optimizer["iterations"],
-        optimizer=optax_of(exp.optimizer),
-        seed=exp.optimizer["seed"],
-        al_every=exp.optimizer["al_every"],
-        mu=exp.optimizer["mu"],
-        patience=exp.optimizer["patience"],
-        progress=progress,
-    )
+    try:
+        per = optimize(
+            pb,
+            cohort,
+            personalised=True,
+            iterations=exp.optimizer["iterations"],
+            optimizer=optax_of(exp.optimizer),
+            seed=exp.optimizer["seed"],
+            al_every=exp.optimizer["al_every"],
+            mu=exp.optimizer["mu"],
+            patience=exp.optimizer["patience"],
+            progress=progress,
+        )
+    except NoPatientsLeft as e:  # the population run's results are still written
+        warnings.warn(f"personalised mode skipped: {e}", stacklevel=2)
+        return None
     if per.excluded:  # patients failing at every schedule were left out (`optimize`)
         keep = ~np.isin(np.asarray(cohort.patient_id), list(per.excluded))
         cohort = cohort.subset(np.flatnonzero(keep))

@@ -206,6 +206,10 @@ def failing_patients(model: Model, cohort: Cohort, dt: float, drug_names) -> dic
     return out
 
 
+class NoPatientsLeft(ValueError):
+    """Every training patient fails (`_leave_out`): nothing is left to optimise for."""
+
+
 def _leave_out(cohort: Cohort, why: dict, what: str, where: str) -> Cohort:
     """``cohort`` without the patients ``why`` names (patient id -> reason), with a warning;
     refused when that would leave none."""
@@ -214,7 +218,7 @@ def _leave_out(cohort: Cohort, why: dict, what: str, where: str) -> Cohort:
     import warnings
 
     if len(why) >= len(cohort):
-        raise ValueError(
+        raise NoPatientsLeft(
             f"every training patient ({len(cohort)}) fails {where}: {next(iter(why.values()))}"
         )
     ids = list(why)
