@@ -60,3 +60,12 @@ def test_a_failed_run_in_is_named_and_its_patients_fail_for_that_reason():
     ok = make_cohort(3, seed=7, runin_days=30)
     assert all(np.all(np.isfinite(v)) for v in ok.y0.values())
     assert np.all(simulate(CSC_IMMUNE, ok, None, 7, progress=False).status == 0)
+
+
+def test_without_drops_the_named_patients_and_keeps_the_order():
+    c = make_cohort(5, seed=3, runin_days=0)
+    ids = [int(i) for i in c.patient_id]
+    rest = c.without([ids[1], ids[3], 10**6])  # an id not in the cohort is ignored
+    assert [int(i) for i in rest.patient_id] == [ids[0], ids[2], ids[4]]
+    np.testing.assert_array_equal(rest.params["k_TGF"], np.asarray(c.params["k_TGF"])[[0, 2, 4]])
+    assert len(c.without([])) == 5

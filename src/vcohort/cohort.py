@@ -98,6 +98,10 @@ class Cohort:
     def __len__(self) -> int:
         return int(np.asarray(self.patient_id).shape[0])
 
+    def without(self, patient_ids) -> Cohort:
+        """The cohort without the patients whose ids are in ``patient_ids`` (order kept)."""
+        return self.subset(~np.isin(np.asarray(self.patient_id), list(patient_ids)))
+
     def subset(self, idx) -> Cohort:
         """The patients at positions ``idx`` (integers, in that order) or where a boolean mask
         of the cohort's length is true."""

@@ -278,9 +278,8 @@ def population_from_dict(d: dict, origin: str = "<dict>") -> Population:
         from vcohort.drugs import CATALOGUE
         from vcohort.model import CSC_IMMUNE
 
-        # a setting already refused above is not checked again (its value outside its own
+        # a setting refused above has only its name checked here (its value outside its own
         # bounds was reported twice, as "value=..." and "the typical value ...")
-        # (its name is still checked: a slip in it is reported too)
         draft_params = {
             k: ParamSpec(None, None, None, None, v.source, None)
             if _value_refused(ck, f"parameters.{k}")

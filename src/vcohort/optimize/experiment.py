@@ -140,7 +140,7 @@ def run_experiment(
     res = optimize_configured(pb, train, o, checkpoint=ck, resume=resume, progress=progress)
     timings["optimise_s"] = time.perf_counter() - t0
     if res.excluded:  # rounding, the ES baseline and the training table see the same patients
-        train = train.subset(np.flatnonzero(~np.isin(train.patient_id, list(res.excluded))))
+        train = train.without(res.excluded)
     t0 = time.perf_counter()
     k = o["rounding_candidates"]
     rounded, candidates = choose_rounding(pb, res.layout, res.amount, train, k)
@@ -238,7 +238,7 @@ def run_experiment(
                 "timings": timings,
                 "simulations": res.simulations,
                 "convergence": {"best_iteration": res.best_iteration, "stop": res.stop},
-                # training patients that fail at every schedule, left out (id -> why)
+                # training patients left out, failing at every or the starting schedule
                 "excluded_training_patients": {str(k): v for k, v in res.excluded.items()},
                 "constraints_at_best_iterate": res.constraints,
                 "reference": ref,
@@ -319,9 +319,8 @@ def _personalised(exp, cohort, pop_res, progress) -> pd.DataFrame | None:
     except NoPatientsLeft as e:  # the population run's results are still written
         warnings.warn(f"personalised mode skipped: {e}", stacklevel=2)
         return None
-    if per.excluded:  # patients failing at every schedule were left out (`optimize`)
-        keep = ~np.isin(np.asarray(cohort.patient_id), list(per.excluded))
-        cohort = cohort.subset(np.flatnonzero(keep))
+    if per.excluded:  # patients that failed were left out (`optimize`)
+        cohort = cohort.without(per.excluded)
     loss, plan = make_personal_loss(pb, per.layout, soft=False)  # the protocol's holds
     np_dtype = np.float64 if plan.dtype == jnp.float64 else np.float32
     args = cohort.arrays(np.arange(len(cohort)), plan.drugs, np_dtype)
@@ -426,9 +425,9 @@ def _report(exp, res, rounded, ev_held, ev_train, ref, personal, timings, candid
         "",
         *(
             [
-                f"{len(res.excluded)} training patients fail at every schedule and were left "
-                f"out of the optimisation (patient_id: reason in manifest.json, "
-                f"excluded_training_patients).",
+                f"{len(res.excluded)} training patients fail at every schedule or at the "
+                f"starting one and were left out of the optimisation (patient_id: reason in "
+                f"manifest.json, excluded_training_patients).",
                 "",
             ]
             if res.excluded

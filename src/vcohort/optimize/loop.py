@@ -228,7 +228,7 @@ def _leave_out(cohort: Cohort, why: dict, what: str, where: str) -> Cohort:
         f"(patient_id {shown}): {what} ({'; '.join(sorted(set(why.values())))})",
         stacklevel=3,
     )
-    return cohort.subset(np.flatnonzero(~np.isin(np.asarray(cohort.patient_id), ids)))
+    return cohort.without(ids)
 
 
 def _failing_at(problem: Problem, lay, model: Model, cohort: Cohort, amount) -> dict[int, str]:
