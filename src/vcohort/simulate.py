@@ -11,13 +11,15 @@ Numerics (ARCHITECTURE.md, "Numerics"; measured in ``benchmarks/``):
   A bolus ``b`` is added at the step start, an infusion rate ``r`` is constant over the step:
   ``a(t+h) = E (a + b e_d) + Φ1 e_d r``; the step-mean amount ``(Φ1 (a + b e_d) + Φ2 e_d r)/h``
   gives the exact exposure (AUC).
-* Drug effects are held constant within a step at their *step-mean* value, computed by 3-point
+* Drug effects are held constant within a step at their *step-mean* value, computed by 5-point
   Gauss–Legendre quadrature of the effect of the exact concentrations inside the step
   (``forcing="gauss"``; ``"mean"`` uses the effect of the mean concentration).  Stiff PK
-  therefore never limits ``dt``.  Measured against the diffrax reference (4 drugs, 0.1 day):
-  diameters 3e-4 relative with ``gauss`` vs 3e-3 with ``mean``; the error left is where an
-  Emax effect saturates within one step (30-min infusions; doxorubicin's post-infusion fall at
-  ~200/day drives the Friberg precursor kill: ANC 0.5%).
+  therefore never limits ``dt``.  Measured against the diffrax reference at dt 0.1 day: the
+  triple combination's final diameters 1.3e-4 relative over 180 days (1.35e-3 with 3 nodes:
+  the oral drugs' effects rise and saturate inside the step after each dose); 4 drugs incl.
+  doxorubicin over 21 days (`vcohort.validation.engine`): diameters 2e-5, ANC 0.21% (0.39% with
+  3 nodes), where an Emax effect saturates within one step (doxorubicin's post-infusion fall
+  at ~200/day drives the Friberg precursor kill).  ``mean`` was 10x worse than 3 nodes (model of 2026-11).
 * Biology: classical RK4 with ``dt`` (default 0.1 day) sub-steps inside a daily ``lax.scan``
   wrapped in ``jax.checkpoint`` (bounded memory for reverse mode), inside a scan over save
   blocks, so only the chosen save days and a few daily outputs are stored.
@@ -55,9 +57,25 @@ from vcohort.model import Model
 
 PRECISIONS = ("float32", "float64")
 FORCINGS = ("gauss", "mean")
-# 3-point Gauss–Legendre nodes/weights on [0, 1] (exact for polynomials of degree 5)
-GAUSS_NODES = (0.5 - 0.5 * math.sqrt(0.6), 0.5, 0.5 + 0.5 * math.sqrt(0.6))
-GAUSS_WEIGHTS = (5.0 / 18.0, 8.0 / 18.0, 5.0 / 18.0)
+# 5-point Gauss–Legendre nodes/weights on [0, 1] (exact for polynomials of degree 9).  The
+# step-mean of an oral drug's Emax effect in the step after its dose (absorption ka x dt = 2.4,
+# the effect saturating) converges only ~3x per node: with 3 nodes its quadrature error was the
+# whole dt-0.1 error of the triple combination (final diameter 1.35e-3 against the diffrax
+# reference; 4.2e-4, 1.3e-4, 6.4e-5 and 3.6e-5 with 4, 5, 6 and 8 nodes; 8 patients x 180 days,
+# 2026-12-03).  5 nodes cost ~15% more forward time (1,000 patients x 60 days, float64).
+_GL5_X = (
+    math.sqrt(5.0 - 2.0 * math.sqrt(10.0 / 7.0)) / 3.0,
+    math.sqrt(5.0 + 2.0 * math.sqrt(10.0 / 7.0)) / 3.0,
+)
+_GL5_W = ((322.0 + 13.0 * math.sqrt(70.0)) / 900.0, (322.0 - 13.0 * math.sqrt(70.0)) / 900.0)
+GAUSS_NODES = (
+    0.5 - 0.5 * _GL5_X[1],
+    0.5 - 0.5 * _GL5_X[0],
+    0.5,
+    0.5 + 0.5 * _GL5_X[0],
+    0.5 + 0.5 * _GL5_X[1],
+)
+GAUSS_WEIGHTS = (0.5 * _GL5_W[1], 0.5 * _GL5_W[0], 64.0 / 225.0, 0.5 * _GL5_W[0], 0.5 * _GL5_W[1])
 DEFAULT_DT = 0.1
 DEFAULT_CHUNK = 4096
 MIN_CHUNK = 8  # the smallest compiled cohort shape (see `chunk_for`)

@@ -46,8 +46,10 @@ _ROWS = [
         "1/day",
         0.3,
         _a(
-            "with log(K/C)~3.5 gives ~0.035/day gross division "
-            "(QSP-IO k_C_growth 0.0072/day is the net Gompertz rate)"
+            "with log(K/C)~3.5 gives ~0.035/day gross division; QSP-IO's k_C_growth "
+            "0.0072/day has the same role (gross division per unit log(K/C), "
+            "cancer_module.m; death is its separate k_C_death 1e-4/day), i.e. ~0.025/day at "
+            "log(K/C)~3.5"
         ),
         "non-stem division rate per unit Gompertz drive",
     ),
@@ -560,7 +562,7 @@ _ROWS = [
     ),
     ("d_MDSC", 0.015, "1/day", 0.0, _QSPIO + ": MDSC death 0.015/day", "MDSC death"),
     # --- macrophages (QSP-IO macrophage_module.m)
-    ("q_Mac", 4e5, "cells/mL/day", 0.4, _a("sets TAM density ~1e7/mL"), "macrophage recruitment"),
+    ("q_Mac", 4e5, "cells/mL/day", 0.4, _a("sets TAM density ~1e7/mL; QSP-IO k_Mac_rec 1.7e5 cells/mL/day, same CCL2 form, scaled up 2.4x"), "macrophage recruitment"),
     ("d_Mac", 0.02, "1/day", 0.0, _QSPIO + ": macrophage death 0.02/day", "macrophage death"),
     ("k_M12", 0.25, "1/day", 0.0, _QSPIO + ": M1→M2 0.25/day", "maximal M1→M2 polarisation"),
     ("k_M21", 0.045, "1/day", 0.0, _QSPIO + ": M2→M1 0.045/day", "maximal M2→M1 polarisation"),
