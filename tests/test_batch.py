@@ -365,7 +365,8 @@ def test_a_second_invocation_on_a_running_batch_folder_is_refused(tmp_path):
             B.run_batch(runs, out, progress=False)
     assert not out.exists()  # refused before anything was written
     with B.batch_lock(out):  # released: the next invocation gets it
-        pass
+        assert (tmp_path / ".out.lock").exists()
+    assert not (tmp_path / ".out.lock").exists()  # and no lock file is left beside the folder
 
 
 def test_output_folder_and_resume_checks(tmp_path, capsys):

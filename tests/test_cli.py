@@ -133,6 +133,27 @@ def test_overwrite_replaces_only_on_success(tmp_path):
     assert not (out / "old.txt").exists() and (out / "summary.csv").exists()
 
 
+def test_overwrite_refuses_a_run_folder_that_gained_the_users_files(tmp_path, capsys):
+    """A run folder lists its files (`vcohort.io.FILE_LIST`); --overwrite replaces the folder as
+    a whole, so it refuses one that has gained files since (a user's analysis beside the
+    results), before any compute, and keeps them; without them it replaces the folder."""
+    out = tmp_path / "run"
+    argv = ["simulate", "--patients", "2", "--days", "7", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    listed = json.loads((out / ".vcohort-files.json").read_text())
+    assert "summary.csv" in listed and "manifest.json" in listed
+    (out / "my_analysis.R").write_text("mine")
+    (out / "figures").mkdir(exist_ok=True)
+    (out / "figures" / "mine.png").write_bytes(b"png")
+    assert main([*argv, "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "'figures/mine.png', 'my_analysis.R'" in err and "did not write there" in err
+    assert (out / "my_analysis.R").read_text() == "mine"
+    (out / "my_analysis.R").unlink()
+    (out / "figures" / "mine.png").unlink()
+    assert main([*argv, "--overwrite"]) == 0
+
+
 def test_a_folder_that_appears_during_the_run_is_not_replaced(tmp_path):
     """--out is checked when the run starts and again before its results take the folder's
     place: a folder created meanwhile (by the user, another run) without --overwrite, or one
@@ -155,7 +176,7 @@ def test_a_folder_that_appears_during_the_run_is_not_replaced(tmp_path):
         (tmp / "summary.csv").write_text("new\n")
         out.mkdir()
         (out / "manifest.json").write_text("{}")
-    assert sorted(x.name for x in out.iterdir()) == ["summary.csv"]
+    assert sorted(x.name for x in out.iterdir()) == [".vcohort-files.json", "summary.csv"]
 
 
 @pytest.mark.parametrize(
@@ -216,6 +237,12 @@ def test_export_sbml_to_a_folder_and_non_utf8_files_are_refused_by_name(tmp_path
     (tmp_path / "dd").mkdir()
     assert main(["export-sbml", "--out", str(tmp_path / "dd"), "--overwrite"]) == 2
     assert "is a folder; give the SBML file's path" in capsys.readouterr().err
+    # missing parent folders are created, as for run folders; a file in the way is named
+    assert main(["export-sbml", "--days", "7", "--out", str(tmp_path / "a/b/m.xml")]) == 0
+    assert (tmp_path / "a/b/m.xml").read_text().startswith("<?xml")
+    (tmp_path / "f").write_text("x")
+    assert main(["export-sbml", "--days", "7", "--out", str(tmp_path / "f/m.xml")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
     bad = tmp_path / "latin.toml"
     bad.write_bytes(b'title = "x\xff"\n')
     for argv in (["trial", str(bad), "--out", str(tmp_path / "o")],

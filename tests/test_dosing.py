@@ -491,3 +491,42 @@ def test_a_brand_name_or_code_names_the_catalogue_drug():
         with pytest.raises(ValueError, match="is not in the catalogue") as e:
             parse_regimen(text)
         assert hint in str(e.value), str(e.value)
+
+
+def test_a_run_past_the_schedules_horizon_warns():
+    """A schedule compiled for 180 days in a 365-day run gives no dose after day 180: `prepare`
+    (so `simulate` and every command) warns, naming both horizons; a run within the horizon,
+    or a schedule without doses, does not warn."""
+    import warnings
+
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.simulate import prepare
+
+    s = compile_schedule([parse_regimen("pembrolizumab 200 mg every 21 d")], 180)
+    assert s.horizon == 180.0
+    with pytest.warns(UserWarning, match=r"compiled for 180 days .* days=365: no dose is given"):
+        prepare(CSC_IMMUNE, s, 365)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare(CSC_IMMUNE, s, 180)
+        prepare(CSC_IMMUNE, s, 90)
+        prepare(CSC_IMMUNE, compile_schedule([], 10), 365)
+
+
+def test_two_drugs_in_one_regimen_and_an_unknown_drug_get_a_pointer():
+    """'a, b' (or 'a ... b') in one regimen points to ' + '; a drug that is neither a near miss
+    nor another name of a catalogue drug points to --drug-file."""
+    from vcohort.drugs import get_drug
+
+    for text in ("pembrolizumab 200 mg q3w, cb839", "pembrolizumab 200 mg q3w cb839 800 mg bid"):
+        with pytest.raises(ValueError, match=r"unexpected word 'cb839'.*joined by ' \+ '"):
+            parse_regimen(text)
+    with pytest.raises(ValueError) as e:
+        parse_regimen("pembrolizumab 200 mg q3w foo")
+    assert "' + '" not in str(e.value)  # a stray word is not a second drug
+    with pytest.raises(
+        ValueError, match=r"'nivolumab' is not in the catalogue \(a drug of your own"
+    ):
+        get_drug("nivolumab")
+    with pytest.raises(ValueError, match=r"did you mean 'pembrolizumab'\?\); known"):
+        get_drug("pembrolizumabb")

@@ -97,6 +97,10 @@ def test_waterfall_bars_sorted_coloured_and_capped():
     capped = np.sort(ep["best_pct_change"].to_numpy())[::-1] > 100.0
     assert capped.sum() >= 1 and not capped.all()
     assert hatched.get_hatch() == "//"
+    notes = [t.get_text() for t in ax.texts if t.get_text().startswith("hatched")]
+    assert notes == [f"hatched: above +100%, cut at +100% ({int(capped.sum())})"]
+    ep["best_pct_change"] = ep["best_pct_change"].clip(upper=50.0)  # nothing cut: no note
+    assert not [t for t in plots.waterfall(ep).axes[0].texts if "hatched" in t.get_text()]
     hatched_x = [p.vertices[1, 0] + 0.5 for p in hatched.get_paths()]
     assert hatched_x == np.flatnonzero(capped).tolist()
     refs = sorted(ln.get_ydata()[0] for ln in ax.lines)

@@ -1,4 +1,5 @@
 import dataclasses
+import warnings
 from importlib import resources
 
 import numpy as np
@@ -258,8 +259,18 @@ def test_population_by_file_path_and_unknown_name(tmp_path):
     text = (resources.files("vcohort") / "data/populations/default.toml").read_text()
     f = tmp_path / "pop.toml"
     f.write_text(text.replace("median = 86.0", "median = 50.0"))
-    pop = load_population(f)
+    # a changed copy that keeps the preset's name is loaded, with a warning to rename it
+    with pytest.warns(UserWarning, match="differs from the preset 'default' but keeps its name"):
+        pop = load_population(f)
     assert pop.covariates["baseline_diameter_mm"].median == 50.0
+    assert 'name = "default"' in text
+    f.write_text(text.replace("median = 86.0", "median = 50.0").replace(
+        'name = "default"', 'name = "small_tumours"'))  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_population(f).name == "small_tumours"
+        f.write_text(text)  # an unchanged copy: the same population, no warning
+        assert load_population(f).name == "default"
     with pytest.raises(ValueError, match="neither a preset"):
         load_population("no_such_preset")
 

@@ -579,3 +579,12 @@ def test_an_endpoint_the_model_cannot_give_is_refused_when_the_problem_is_built(
     with pytest.raises(ValueError, match=rf"endpoint '{endpoint}' needs the daily output .* model "
                        r"'kuznetsov1994' lacks; allowed for it: "):  # fmt: skip
         build_problem(KUZNETSOV1994, parse_arm("untreated"), 10, endpoint, runin_days=None)
+
+
+def test_a_fraction_range_error_states_the_models_own_interval():
+    """f_S0 must stay below 1 (the model's bounds are open at 1), and the error says (0, 1)."""
+    from vcohort.model import CSC_IMMUNE
+    from vcohort.sobol import check_model_ranges
+
+    with pytest.raises(ValueError, match=r"range of f_S0: 0.05:1.5; .* within \(0, 1\)$"):
+        check_model_ranges(CSC_IMMUNE, ["f_S0"], [[0.05, 1.5]], 0.1)

@@ -771,18 +771,35 @@ def batch_lock(out: Path):
         yield
         return
     path = out.parent / f".{out.name}.lock"
-    with open(path, "a") as f:
+    for _ in range(5):
+        f = open(path, "a")  # noqa: SIM115 (closed below, after the lock is given up)
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            f.close()
             raise ValueError(
                 f"--out {str(out)!r}: another `vcohort batch` is running on this folder (lock "
                 f"{path}); wait for it to finish"
             ) from None
+        # the lock file is removed when a batch ends (no clutter beside the folder); a lock
+        # taken on a file that was removed meanwhile locks nothing: take the new one
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+    else:
+        raise ValueError(f"--out {str(out)!r}: could not take the lock {path}; try again")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
 
 
 def _run_batch(runs, out: Path, chunk_patients, resume, overwrite, keep_chunks, progress):

@@ -612,10 +612,13 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
             i += 1
             continue
         if tok not in _KEYWORDS:
+            two = "," in text or tok in cat
             raise ValueError(
                 f"regimen {text!r}: unexpected word {rest[i]!r}; expected one of "
                 f"{list(_KEYWORDS)} or qd/bid/tid/qNd/qNw/qNh"
-            )
+                + ("; several drugs in one arm are joined by ' + ', e.g. "
+                   "'pembrolizumab 200 mg q3w + cb839 800 mg bid'" if two else "")
+            )  # fmt: skip
         if i + 1 >= len(rest):
             raise ValueError(f"regimen {text!r}: {tok!r} needs a value")
         val, i = _take_value(rest, i + 1)
@@ -749,6 +752,8 @@ class Schedule:
         ends: per drug the day from which no (delayed) dose is given: the ``until`` of the
             regimen with the last planned dose (None: the horizon); ``()`` when no drug has a
             rule (only delay rules need it).
+        horizon: the ``horizon_days`` it was compiled for (no dose from that day on), or None
+            when built by hand; `vcohort.simulate.prepare` warns when a run goes past it.
     """
 
     drugs: tuple[str, ...]
@@ -759,6 +764,7 @@ class Schedule:
     valid: np.ndarray
     rules: tuple = ()
     ends: tuple = ()
+    horizon: float | None = None
 
     @property
     def n_slots(self) -> int:
@@ -963,7 +969,9 @@ def compile_schedule(
             time[i, j], amount[i, j], kind[i, j], duration[i, j], valid[i, j] = t, a, k, dur, True
     by_row = tuple(rules.get(d) for d in order)
     if not any(by_row):
-        return Schedule(tuple(order), time, amount, kind, duration, valid)
+        return Schedule(
+            tuple(order), time, amount, kind, duration, valid, horizon=float(horizon_days)
+        )
     ends = []
     for d in order:
         # the regimen that gives the drug's last planned dose ends the (delayed) series: its
@@ -972,7 +980,10 @@ def compile_schedule(
         last = [(max(ts), r.until_day) for r in regimens if r.drug == d
                 for ts in [r.dose_times(horizon_days)] if len(ts)]  # fmt: skip
         ends.append(max(last, key=lambda x: x[0])[1] if last else None)
-    return Schedule(tuple(order), time, amount, kind, duration, valid, by_row, tuple(ends))
+    return Schedule(
+        tuple(order), time, amount, kind, duration, valid, by_row, tuple(ends),
+        horizon=float(horizon_days),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------- NM-TRAN

@@ -498,5 +498,7 @@ def get_drug(name: str, catalogue: dict[str, Drug] | None = None) -> Drug:
         squash = lambda t: re.sub(r"[\s_-]+", "", t)  # noqa: E731  (MK3475 = MK-3475)
         other = {squash(k): v for k, v in OTHER_NAMES.items()}.get(squash(key))
         hint = f" (it is {other}: write {other!r})" if other in cat else did_you_mean(key, cat)
+        if not hint and cat:  # neither a known other name nor a near miss: the user's own?
+            hint = " (a drug of your own: define it in a drug file and pass --drug-file FILE)"
         raise ValueError(f"drug={name!r} is not in the catalogue{hint}; known drugs: {known}")
     return cat[key]

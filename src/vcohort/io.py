@@ -48,6 +48,19 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
 
 # files that mark a folder as one vcohort wrote: --overwrite replaces only such a folder
 RUN_MARKERS = ("manifest.json", "rule.json", "batch.json")
+# every file of a run folder, as `run_folder` moved it into place: --overwrite refuses a folder
+# that has gained files since (a user's own analysis next to the results would be deleted)
+FILE_LIST = ".vcohort-files.json"
+
+
+def _files_in(folder: Path) -> list[str]:
+    """The files under ``folder`` (relative POSIX paths, sorted), leaving out the file list
+    and vcohort's temporary files."""
+    return sorted(
+        q.relative_to(folder).as_posix()
+        for q in folder.rglob("*")
+        if not q.is_dir() and q.name != FILE_LIST and TEMP_MARK not in q.name
+    )
 
 
 def _check_replaceable(p: Path, full: Path) -> None:
@@ -60,6 +73,20 @@ def _check_replaceable(p: Path, full: Path) -> None:
             f"not a vcohort output folder: choose another folder (a run replaces its folder as "
             f"a whole, and --overwrite replaces only folders vcohort wrote)"
         )
+    try:
+        known = set(json.loads((p / FILE_LIST).read_text()))
+    except (OSError, ValueError, TypeError):  # no list (a folder from before lists, a batch)
+        known = None
+    if known is not None:
+        extra = [f for f in _files_in(p) if f not in known]
+        if extra:
+            more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
+            it = "them" if len(extra) > 1 else "it"
+            raise ValueError(
+                f"--out {str(p)!r} holds {', '.join(map(repr, extra[:3]))}{more}, which vcohort "
+                f"did not write there; --overwrite replaces the folder as a whole and would "
+                f"delete {it}: move {it} out or choose another folder"
+            )
     for value in COMMAND_INPUTS:
         try:
             q = Path(value).resolve()
@@ -131,6 +158,7 @@ def run_folder(path: str | os.PathLike, overwrite: bool = False):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    (tmp / FILE_LIST).write_text(json.dumps(_files_in(tmp), indent=0))
     try:  # again: a folder may have appeared (or changed) at ``path`` while the run wrote
         check_output_dir(path, overwrite)
     except ValueError as e:  # keep both: the user's folder and this run's results

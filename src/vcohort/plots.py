@@ -193,6 +193,9 @@ def waterfall(endpoints: pd.DataFrame, *, ax=None, title=None, cap: float = 100.
             lw=0,
         )
     )
+    if over.any():  # the figure explains its hatching on its own (not only the report's caption)
+        ax.text(0.99, 0.98, f"hatched: above +{cap:g}%, cut at +{cap:g}% ({int(over.sum())})",
+                transform=ax.transAxes, ha="right", va="top", fontsize=7)  # fmt: skip
     for v, lab in ((PD_LINE, "+20%"), (PR_LINE, "−30%")):
         ax.axhline(v, color="0.25", ls="--", lw=0.8)
         ax.text(1.01, v, lab, transform=ax.get_yaxis_transform(), va="center", fontsize=7)

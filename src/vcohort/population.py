@@ -210,7 +210,20 @@ def load_population(spec: str | Path | None = None) -> Population:
         )
     from vcohort.config import read_toml
 
-    return population_from_dict(read_toml(path, "population file"), str(path))
+    d = read_toml(path, "population file")
+    pop = population_from_dict(d, str(path))
+    if pop.name in available_presets():
+        res = resources.files("vcohort") / "data" / "populations" / f"{pop.name}.toml"
+        if d != tomllib.loads(res.read_text()):
+            import warnings
+
+            warnings.warn(
+                f"population file {str(path)!r} differs from the preset {pop.name!r} but keeps "
+                f"its name (name = {pop.name!r}): give it a name of its own, so that "
+                f"manifests, reports and tables tell the two populations apart",
+                stacklevel=2,
+            )
+    return pop
 
 
 _COV_REQUIRED = {"weight_kg", "height_cm", "baseline_diameter_mm"}

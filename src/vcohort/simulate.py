@@ -19,7 +19,8 @@ Numerics (ARCHITECTURE.md, "Numerics"; measured in ``benchmarks/``):
   the oral drugs' effects rise and saturate inside the step after each dose); 4 drugs incl.
   doxorubicin over 21 days (`vcohort.validation.engine`): diameters 2e-5, ANC 0.21% (0.39% with
   3 nodes), where an Emax effect saturates within one step (doxorubicin's post-infusion fall
-  at ~200/day drives the Friberg precursor kill).  ``mean`` was 10x worse than 3 nodes (model of 2026-11).
+  at ~200/day drives the Friberg precursor kill).  ``mean`` was 10x worse than 3 nodes (model
+  of 2026-11).
 * Biology: classical RK4 with ``dt`` (default 0.1 day) sub-steps inside a daily ``lax.scan``
   wrapped in ``jax.checkpoint`` (bounded memory for reverse mode), inside a scan over save
   blocks, so only the chosen save days and a few daily outputs are stored.
@@ -852,6 +853,22 @@ def _status(states: dict, daily: dict, watch: dict | None = None) -> tuple[np.nd
 
 
 # ---------------------------------------------------------------------------- entry point
+def warn_past_horizon(schedule: Schedule, days) -> None:
+    """Warn when a run of ``days`` goes past the horizon its ``schedule`` was compiled for:
+    doses stop there without a word otherwise (a 180-day schedule in a 365-day run gives
+    half the exposure)."""
+    h = schedule.horizon
+    if h is not None and days > h + 1e-9 and bool(np.any(schedule.valid)):
+        import warnings
+
+        warnings.warn(
+            f"the schedule was compiled for {h:g} days (compile_schedule(..., horizon_days="
+            f"{h:g})) but the run has days={days}: no dose is given from day {h:g} on.  Compile "
+            f"it for {days} days (a regimen's 'for'/'until' ends it earlier if you mean that)",
+            stacklevel=3,
+        )
+
+
 def prepare(
     model: Model,
     schedule: Schedule | None,
@@ -873,6 +890,7 @@ def prepare(
     dtype = set_precision(precision)
     if schedule is None:
         schedule = compile_schedule([], float(days))
+    warn_past_horizon(schedule, days)
     cat = model.drug_catalogue() if catalogue is None else catalogue
     drugs = tuple(get_drug(d, cat) for d in schedule.drugs)
     for d in drugs:

@@ -62,9 +62,10 @@ def check_model_ranges(model, names, bounds, dt: float, channels=()) -> None:
     rates = set(first_order_rates(model, channels))
     for n, (lo, hi) in zip(names, np.asarray(bounds, dtype=np.float64), strict=True):
         if n in cap and hi > 1.0:
+            within = model.bounds_text(n) if n in (model.param_bounds or {}) else "(0, 1]"
             raise ValueError(
                 f"range of {n}: {lo:g}:{hi:g}; {n} is a fraction (or enters as 1 - {n}), so "
-                f"its range must lie within (0, 1]"
+                f"its range must lie within {within}"
             )
         if n in rows and not (model.allows(n, lo) and model.allows(n, hi)):
             raise ValueError(f"range of {n}: {lo:g}:{hi:g} must lie in {model.bounds_text(n)}")

@@ -12,7 +12,11 @@ def add(sub) -> None:
     o.add_argument(
         "experiment", help="experiment file (TOML), e.g. experiments/optimize_triple.toml"
     )
-    o.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
+    o.add_argument(
+        "--out",
+        required=True,
+        help="output folder (new or empty; --overwrite replaces one vcohort wrote)",
+    )
     o.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     o.add_argument("--resume", action="store_true", help="continue an interrupted run")
     o.add_argument("--no-progress", action="store_true", help="hide the progress bar")

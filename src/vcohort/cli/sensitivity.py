@@ -29,8 +29,8 @@ def add(sub) -> None:
         help="; ".join(f"{k}: {v}" for k, v in ENDPOINTS.items()),
     )
     s.add_argument("--patients", type=int, help="local: virtual patients (>= 1; 50)")
-    s.add_argument("--days", type=int, default=180, help="horizon in days")
-    s.add_argument("--seed", type=int, default=0, help="cohort seed (local) / sampling seed")
+    s.add_argument("--days", type=int, default=180, help="horizon in days (180)")
+    s.add_argument("--seed", type=int, default=0, help="cohort seed (local) / sampling seed (0)")
     s.add_argument(
         "--precision", choices=("float64", "float32"), default="float64", help="default float64"
     )
@@ -49,7 +49,7 @@ def add(sub) -> None:
     s.add_argument("--samples", type=int, help="sobol: base sample N (power of 2; 256)")
     s.add_argument("--range", action="append", help="sobol: NAME=LOW:HIGH")
     s.add_argument("--range-sd", type=float, help="sobol: default ±k log-normal SD (2)")
-    s.add_argument("--top", type=int, default=15, help="parameters in the tornado plot")
+    s.add_argument("--top", type=int, default=15, help="parameters in the tornado plot (15)")
     s.add_argument(
         "--chunk-size",
         type=int,
@@ -57,7 +57,11 @@ def add(sub) -> None:
         help="patients per compiled call (local 64, sobol 256)",
     )
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    s.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
+    s.add_argument(
+        "--out",
+        required=True,
+        help="output folder (new or empty; --overwrite replaces one vcohort wrote)",
+    )
     s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 

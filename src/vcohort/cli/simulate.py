@@ -25,7 +25,7 @@ def _common(p: argparse.ArgumentParser, patients: int, days: int) -> None:
         "--patients", type=int, default=patients, help=f"virtual patients (>= 1; {patients})"
     )
     p.add_argument("--days", type=int, default=days, help=f"horizon in days ({days})")
-    p.add_argument("--seed", type=int, default=0, help="cohort seed")
+    p.add_argument("--seed", type=int, default=0, help="cohort seed (0)")
     p.add_argument(
         "--population",
         default=None,
@@ -76,7 +76,11 @@ def add(sub) -> None:
         default=[],
         help="NAME=REGIMEN[+REGIMEN...]; repeat for several arms",
     )
-    s.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
+    s.add_argument(
+        "--out",
+        required=True,
+        help="output folder (new or empty; --overwrite replaces one vcohort wrote)",
+    )
     s.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _add_model_arg(s)
 

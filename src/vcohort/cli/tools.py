@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ def add_export_sbml(sub) -> None:
     e.add_argument(
         "--days", type=int, default=180, help="horizon the regimens are laid out on (180)"
     )
-    e.add_argument("--seed", type=int, default=0, help="cohort seed (with --patient)")
+    e.add_argument("--seed", type=int, default=0, help="cohort seed (with --patient; 0)")
     e.add_argument(
         "--patient",
         type=int,
@@ -79,8 +80,10 @@ def run_export_sbml(args) -> int:
         )
     if out.exists() and not args.overwrite:
         raise ValueError(f"--out={args.out!r} exists; pass --overwrite to replace it")
-    if not out.parent.is_dir():
-        raise ValueError(f"--out={args.out!r}: folder {str(out.parent)!r} does not exist")
+    above = next(a for a in out.resolve().parents if a.exists())  # missing folders: created
+    if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
+        what = "is not a folder" if not above.is_dir() else "is not writable"
+        raise ValueError(f"--out={args.out!r}: {str(above)!r} {what}")
     from vcohort.config import MAX_DAYS
 
     if not 1 <= args.days <= MAX_DAYS:
@@ -128,7 +131,11 @@ def run_export_sbml(args) -> int:
         )
     if values:
         cohort = with_overrides(cohort, model, values, dt=runin_dt, runin_days=runin)
-    out.write_text(patient_sbml(cohort, 0, schedule, model=model, drugs=drugs))
+    from vcohort.io import atomic_write_bytes
+
+    text = patient_sbml(cohort, 0, schedule, model=model, drugs=drugs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, text.encode())
     print(f"wrote {args.out} ({model.name}, patient {int(cohort.patient_id[0])})")
     return 0
 

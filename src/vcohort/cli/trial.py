@@ -15,7 +15,11 @@ from vcohort.config import ENGINE_HELP, ENGINES
 def add_trial(sub) -> None:
     t = sub.add_parser("trial", help="run a virtual trial defined in an experiment TOML file")
     t.add_argument("experiment", help="experiment file (see experiments/*.toml)")
-    t.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
+    t.add_argument(
+        "--out",
+        required=True,
+        help="output folder (new or empty; --overwrite replaces one vcohort wrote)",
+    )
     t.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -190,8 +194,8 @@ def add_calibrate(sub) -> None:
         default=None,
         help="apply this rule.json (its arm, horizon, targets, precision) to a fresh pool; no fit",
     )
-    c.add_argument("--pool", type=int, default=1500, help="plausible pool size to simulate")
-    c.add_argument("--patients", type=int, default=500, help="calibrated cohort size")
+    c.add_argument("--pool", type=int, default=1500, help="plausible pool size to simulate (1500)")
+    c.add_argument("--patients", type=int, default=500, help="calibrated cohort size (500)")
     c.add_argument("--days", type=int, default=None, help="reference-arm horizon (>= 183; 210)")
     c.add_argument(
         "--assess-every", type=int, default=None, help="RECIST imaging interval, days (42)"
@@ -211,7 +215,7 @@ def add_calibrate(sub) -> None:
         help="population preset name or TOML file the pool is drawn from (default: 'default'); "
         "recorded in the rule",
     )
-    c.add_argument("--seed", type=int, default=0, help="pool and selection seed")
+    c.add_argument("--seed", type=int, default=0, help="pool and selection seed (0)")
     c.add_argument("--first-id", type=int, default=0, help="id of the pool's first patient")
     c.add_argument(
         "--runin-days",
@@ -224,7 +228,11 @@ def add_calibrate(sub) -> None:
         "--precision", choices=("float64", "float32"), default=None, help="default float32"
     )
     c.add_argument("--engine", choices=ENGINES, default="xla", help=ENGINE_HELP)
-    c.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
+    c.add_argument(
+        "--out",
+        required=True,
+        help="output folder (new or empty; --overwrite replaces one vcohort wrote)",
+    )
     c.add_argument("--overwrite", action="store_true")
 
 

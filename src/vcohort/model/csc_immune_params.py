@@ -562,7 +562,17 @@ _ROWS = [
     ),
     ("d_MDSC", 0.015, "1/day", 0.0, _QSPIO + ": MDSC death 0.015/day", "MDSC death"),
     # --- macrophages (QSP-IO macrophage_module.m)
-    ("q_Mac", 4e5, "cells/mL/day", 0.4, _a("sets TAM density ~1e7/mL; QSP-IO k_Mac_rec 1.7e5 cells/mL/day, same CCL2 form, scaled up 2.4x"), "macrophage recruitment"),
+    (
+        "q_Mac",
+        4e5,
+        "cells/mL/day",
+        0.4,
+        _a(
+            "sets TAM density ~1e7/mL; QSP-IO k_Mac_rec 1.7e5 cells/mL/day, same CCL2 form, "
+            "scaled up 2.4x"
+        ),
+        "macrophage recruitment",
+    ),
     ("d_Mac", 0.02, "1/day", 0.0, _QSPIO + ": macrophage death 0.02/day", "macrophage death"),
     ("k_M12", 0.25, "1/day", 0.0, _QSPIO + ": M1→M2 0.25/day", "maximal M1→M2 polarisation"),
     ("k_M21", 0.045, "1/day", 0.0, _QSPIO + ": M2→M1 0.045/day", "maximal M2→M1 polarisation"),
