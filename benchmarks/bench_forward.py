@@ -7,8 +7,9 @@
 
 Prints one Markdown table and writes it (plus JSON) to benchmarks/results/.  Peers, measured in
 the same run: scipy ``solve_ivp`` (LSODA) in a per-patient loop and diffrax adaptive Tsit5
-under ``vmap`` (`vcohort.reference.simulate_reference`), both at a tolerance that gives an
-endpoint error comparable to vcohort's.  Accuracy is measured against diffrax at rtol 1e-10.
+under ``vmap`` (`vcohort.reference.simulate_reference`) and libroadrunner on the SBML export,
+each at the loosest tolerance that keeps the endpoint within the issue's 1e-3 (``SCIPY_RTOL``,
+``DIFFRAX_RTOL``, ``RR_TOL``).  Accuracy is measured against diffrax at rtol 1e-10.
 Peak resident memory for 1e5 patients x 365 days (weekly saves) runs in a child process.
 Times are wall-clock seconds of a second (compiled) call; nothing here gates CI.
 """
@@ -152,6 +153,15 @@ def chunk_sweep(n: int, days: int, chunks: list[int], repeat: int) -> None:
 
 ACCURACY = 1e-3  # issue 6: ratios are compared at endpoint error <= 1e-3
 
+# each peer at the loosest tolerance (of 1e-1, 1e-2, 1e-3, 3e-4, 1e-4, ...) that keeps the triple's
+# final diameter within ACCURACY (measured 2026-12-03 on the quick run's first patients): scipy
+# LSODA rtol 1e-2 gives 4.6e-4 (1e-3: 5.4e-5); diffrax Tsit5 rtol 3e-4 gives 7.9e-5 and rtol 1e-3
+# 1.7e-3 (over); libroadrunner CVODE rtol 1e-4 / atol 1e-8 gives 1.1e-4 (1e-8 / 1e-12: 1.1e-7).
+# Before, the peers ran tighter (scipy 1e-4, diffrax 1e-5, roadrunner 1e-8): 1.2-1.4x slower.
+SCIPY_RTOL = 1e-2
+DIFFRAX_RTOL = 3e-4
+RR_TOL = (1e-4, 1e-8)
+
 
 def _ratios(pds: float, sp: float, dxs: float, rr_row) -> str:
     text = f"/ scipy LSODA loop: **{pds / sp:,.0f}x**; / diffrax Tsit5 vmap: **{pds / dxs:,.1f}x**"
@@ -235,18 +245,18 @@ def main() -> None:
         )
     )
 
-    # peer 1: scipy LSODA per-patient loop (rtol 1e-4: error comparable to vcohort's)
+    # peer 1: scipy LSODA per-patient loop (SCIPY_RTOL)
     n_sp = 4 if args.quick else 8
     t0 = time.perf_counter()
     d_sp = np.array(
-        [solve_patient_scipy(acc, i, s, days, dt=0.1, rtol=1e-4)[0] for i in range(n_sp)]
+        [solve_patient_scipy(acc, i, s, days, dt=0.1, rtol=SCIPY_RTOL)[0] for i in range(n_sp)]
     )
     t_sp = time.perf_counter() - t0
     err = endpoint_error(d_sp, dref[:n_sp])
     sp = n_sp * days / t_sp
     rows.append(
         dict(
-            method="scipy solve_ivp LSODA rtol 1e-4, loop",
+            method=f"scipy solve_ivp LSODA rtol {SCIPY_RTOL:g}, loop",
             patients=n_sp,
             seconds=t_sp,
             patient_days_per_s=sp,
@@ -256,17 +266,18 @@ def main() -> None:
         )
     )
 
-    # peer 2: diffrax adaptive Tsit5 under vmap, rtol 1e-5 (error comparable to vcohort's)
+    # peer 2: diffrax adaptive Tsit5 under vmap (DIFFRAX_RTOL)
     n_dx = 100 if args.quick else 400
     cdx = cohort.subset(np.arange(n_dx))
-    run = lambda: simulate_reference(CSC_IMMUNE, cdx, s, days, rtol=1e-5, atol=1e-5)  # noqa: E731
+    tol = DIFFRAX_RTOL
+    run = lambda: simulate_reference(CSC_IMMUNE, cdx, s, days, rtol=tol, atol=tol)  # noqa: E731
     _, t_first = timed(run)
     dx, t_dx = timed(run)
     err = endpoint_error(dx.daily["diameter_mm"][:n_acc], dref)
     dxs = n_dx * days / t_dx
     rows.append(
         dict(
-            method="diffrax Tsit5 adaptive rtol 1e-5, vmap",
+            method=f"diffrax Tsit5 adaptive rtol {DIFFRAX_RTOL:g}, vmap",
             patients=n_dx,
             seconds=t_dx,
             patient_days_per_s=dxs,
@@ -277,7 +288,7 @@ def main() -> None:
     )
 
     # peer 3 (optional): libroadrunner (CVODE) on the exported SBML, per-patient loop
-    rr_row = roadrunner_peer(acc, s, days, dref)
+    rr_row = roadrunner_peer(acc, s, days, dref, *RR_TOL)
     if rr_row is not None:
         rows.append(rr_row)
 
@@ -312,7 +323,18 @@ def main() -> None:
             f"At final-diameter error <= {ACCURACY:g} ({r['method']}, "
             f"{r['final_diam_rel_err']:.1e}): "
             + _ratios(r["patient_days_per_s"], sp, dxs, rr_row)
-            + " (every peer above is within that error too)."
+            + (
+                f" (peers over that error: {', '.join(over)})."
+                if (
+                    over := [
+                        q["method"]
+                        for q in rows
+                        if not q["method"].startswith("vcohort")
+                        and q["final_diam_rel_err"] > ACCURACY
+                    ]
+                )  # fmt: skip
+                else " (every peer above is within that error too)."
+            )
         )
     else:
         lines.append(f"No float64 vcohort row reached final-diameter error <= {ACCURACY:g}.")
