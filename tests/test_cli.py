@@ -149,8 +149,11 @@ def test_overwrite_refuses_a_run_folder_that_gained_the_users_files(tmp_path, ca
     err = capsys.readouterr().err
     assert "'figures/mine.png', 'my_analysis.R'" in err and "did not write there" in err
     assert (out / "my_analysis.R").read_text() == "mine"
+    assert main(argv) == 2  # without --overwrite: the plain message
+    assert "already exists and is not empty" in capsys.readouterr().err
     (out / "my_analysis.R").unlink()
     (out / "figures" / "mine.png").unlink()
+    (out / ".DS_Store").write_bytes(b"")  # what a file browser leaves: not the user's work
     assert main([*argv, "--overwrite"]) == 0
 
 

@@ -511,6 +511,11 @@ def test_a_run_past_the_schedules_horizon_warns():
         prepare(CSC_IMMUNE, s, 180)
         prepare(CSC_IMMUNE, s, 90)
         prepare(CSC_IMMUNE, compile_schedule([], 10), 365)
+        # an NM-TRAN table lists every dose: its schedule has no horizon to go past
+        four = compile_schedule([parse_regimen("pembrolizumab 200 mg q3w x 4")], 180)
+        back = from_nmtran(to_nmtran(four))[1]
+        assert back.horizon is None
+        prepare(CSC_IMMUNE, back, 180)
 
 
 def test_two_drugs_in_one_regimen_and_an_unknown_drug_get_a_pointer():
@@ -519,8 +524,10 @@ def test_two_drugs_in_one_regimen_and_an_unknown_drug_get_a_pointer():
     from vcohort.drugs import get_drug
 
     for text in ("pembrolizumab 200 mg q3w, cb839", "pembrolizumab 200 mg q3w cb839 800 mg bid"):
-        with pytest.raises(ValueError, match=r"unexpected word 'cb839'.*joined by ' \+ '"):
+        with pytest.raises(ValueError, match=r"unexpected word 'cb839'.*joined by ' \+ ' in --arm"):
             parse_regimen(text)
+    with pytest.raises(ValueError, match=r"unexpected word '\+'.*regimens = \[...\]"):
+        parse_regimen("pembrolizumab 200 mg q3w + cb839 800 mg bid")  # not an --arm
     with pytest.raises(ValueError) as e:
         parse_regimen("pembrolizumab 200 mg q3w foo")
     assert "' + '" not in str(e.value)  # a stray word is not a second drug

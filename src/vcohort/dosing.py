@@ -612,12 +612,13 @@ def parse_regimen(text: str, catalogue: dict[str, Drug] | None = None) -> Regime
             i += 1
             continue
         if tok not in _KEYWORDS:
-            two = "," in text or tok in cat
+            two = "," in text or tok in cat or tok in ("+", "and", "&")
             raise ValueError(
                 f"regimen {text!r}: unexpected word {rest[i]!r}; expected one of "
                 f"{list(_KEYWORDS)} or qd/bid/tid/qNd/qNw/qNh"
-                + ("; several drugs in one arm are joined by ' + ', e.g. "
-                   "'pembrolizumab 200 mg q3w + cb839 800 mg bid'" if two else "")
+                + ("; a regimen gives one drug: several drugs of one arm are joined by ' + ' "
+                   "in --arm, listed in regimens = [...] in an experiment file, or given as one "
+                   "--regimen each" if two else "")
             )  # fmt: skip
         if i + 1 >= len(rest):
             raise ValueError(f"regimen {text!r}: {tok!r} needs a value")
@@ -1247,5 +1248,6 @@ def from_nmtran(
         horizon = (
             max(float(r["TIME"]) + float(r["II"]) * int(r["ADDL"]) for _, r in g.iterrows()) + 1.0
         )
-        out[pid] = compile_schedule(regs, horizon, drugs=order)
+        # every dose is listed: no horizon a longer run would go past (`Schedule.horizon`)
+        out[pid] = dataclasses.replace(compile_schedule(regs, horizon, drugs=order), horizon=None)
     return out

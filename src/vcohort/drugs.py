@@ -499,6 +499,9 @@ def get_drug(name: str, catalogue: dict[str, Drug] | None = None) -> Drug:
         other = {squash(k): v for k, v in OTHER_NAMES.items()}.get(squash(key))
         hint = f" (it is {other}: write {other!r})" if other in cat else did_you_mean(key, cat)
         if not hint and cat:  # neither a known other name nor a near miss: the user's own?
-            hint = " (a drug of your own: define it in a drug file and pass --drug-file FILE)"
+            hint = (
+                " (a drug of your own: define it in a drug file and pass --drug-file FILE, or "
+                "list it in an experiment's drug_files = [...])"
+            )
         raise ValueError(f"drug={name!r} is not in the catalogue{hint}; known drugs: {known}")
     return cat[key]

@@ -33,7 +33,9 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
     if p.exists() and not p.is_dir():
         raise ValueError(f"--out {str(p)!r} exists and is not a folder")
     if p.exists() and any(p.iterdir()):
-        _check_replaceable(p, full)  # a folder vcohort wrote, holding no input of this command
+        # a folder vcohort wrote, holding no input of this command (nor, to be replaced, any
+        # file the run did not write)
+        _check_replaceable(p, full, overwrite)
         if not overwrite:
             raise ValueError(
                 f"--out {str(p)!r} already exists and is not empty; choose another folder or "
@@ -53,17 +55,26 @@ RUN_MARKERS = ("manifest.json", "rule.json", "batch.json")
 FILE_LIST = ".vcohort-files.json"
 
 
+# files an OS or an editor drops into any folder it shows or edits: not the user's work
+_CLUTTER = (".DS_Store", "Thumbs.db", "desktop.ini")
+
+
 def _files_in(folder: Path) -> list[str]:
-    """The files under ``folder`` (relative POSIX paths, sorted), leaving out the file list
-    and vcohort's temporary files."""
+    """The files under ``folder`` (relative POSIX paths, sorted), leaving out the file list,
+    vcohort's temporary files and OS/editor clutter (`_CLUTTER`, ``._*``, ``*~``)."""
     return sorted(
         q.relative_to(folder).as_posix()
         for q in folder.rglob("*")
-        if not q.is_dir() and q.name != FILE_LIST and TEMP_MARK not in q.name
+        if not q.is_dir()
+        and q.name != FILE_LIST
+        and TEMP_MARK not in q.name
+        and q.name not in _CLUTTER
+        and not q.name.startswith("._")
+        and not q.name.endswith("~")
     )
 
 
-def _check_replaceable(p: Path, full: Path) -> None:
+def _check_replaceable(p: Path, full: Path, overwrite: bool = True) -> None:
     """``--overwrite`` replaces a folder as a whole: refuse one that vcohort did not write (no
     `RUN_MARKERS` file) and one that holds a file named on the command line (the experiment
     file kept beside its results would be deleted with them)."""
@@ -74,7 +85,7 @@ def _check_replaceable(p: Path, full: Path) -> None:
             f"a whole, and --overwrite replaces only folders vcohort wrote)"
         )
     try:
-        known = set(json.loads((p / FILE_LIST).read_text()))
+        known = set(json.loads((p / FILE_LIST).read_text())) if overwrite else None
     except (OSError, ValueError, TypeError):  # no list (a folder from before lists, a batch)
         known = None
     if known is not None:
@@ -155,10 +166,10 @@ def run_folder(path: str | os.PathLike, overwrite: bool = False):
     tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
+        write_json(tmp / FILE_LIST, _files_in(tmp))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    (tmp / FILE_LIST).write_text(json.dumps(_files_in(tmp), indent=0))
     try:  # again: a folder may have appeared (or changed) at ``path`` while the run wrote
         check_output_dir(path, overwrite)
     except ValueError as e:  # keep both: the user's folder and this run's results
