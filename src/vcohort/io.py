@@ -166,7 +166,8 @@ def run_folder(path: str | os.PathLike, overwrite: bool = False):
     tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
-        write_json(tmp / FILE_LIST, _files_in(tmp))
+        # a plain write: the whole temporary folder is what moves into place atomically
+        (tmp / FILE_LIST).write_text(json.dumps(_files_in(tmp), indent=0))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
