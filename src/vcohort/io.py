@@ -41,11 +41,17 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
                 f"--out {str(p)!r} already exists and is not empty; choose another folder or "
                 f"pass --overwrite to replace it"
             )
-    above = next(a for a in full.parents if a.exists())  # the nearest existing folder above
+    check_creatable(p)
+    return p
+
+
+def check_creatable(path: str | os.PathLike) -> None:
+    """``--out PATH`` can be created: the nearest existing folder above it is a writable
+    folder (missing folders in between are created by the writer)."""
+    above = next(a for a in Path(path).resolve().parents if a.exists())
     if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
         what = "is not a folder" if not above.is_dir() else "is not writable"
-        raise ValueError(f"--out {str(p)!r}: {str(above)!r} {what}")
-    return p
+        raise ValueError(f"--out {str(path)!r}: {str(above)!r} {what}")
 
 
 # files that mark a folder as one vcohort wrote: --overwrite replaces only such a folder

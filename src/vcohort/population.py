@@ -200,8 +200,7 @@ def load_population(spec: str | Path | None = None) -> Population:
     spec = "default" if spec is None else spec
     text = str(spec)
     if text in available_presets():
-        res = resources.files("vcohort") / "data" / "populations" / f"{text}.toml"
-        return population_from_dict(tomllib.loads(res.read_text()), f"preset {text!r}")
+        return population_from_dict(_preset(text), f"preset {text!r}")
     path = Path(text)
     if not path.is_file():
         raise ValueError(
@@ -212,18 +211,22 @@ def load_population(spec: str | Path | None = None) -> Population:
 
     d = read_toml(path, "population file")
     pop = population_from_dict(d, str(path))
-    if pop.name in available_presets():
-        res = resources.files("vcohort") / "data" / "populations" / f"{pop.name}.toml"
-        if d != tomllib.loads(res.read_text()):
-            import warnings
+    if pop.name in available_presets() and d != _preset(pop.name):
+        import warnings
 
-            warnings.warn(
-                f"population file {str(path)!r} differs from the preset {pop.name!r} but keeps "
-                f"its name (name = {pop.name!r}): give it a name of its own, so that "
-                f"manifests, reports and tables tell the two populations apart",
-                stacklevel=2,
-            )
+        warnings.warn(
+            f"population file {str(path)!r} differs from the preset {pop.name!r} but keeps "
+            f"its name (name = {pop.name!r}): give it a name of its own, so that "
+            f"manifests, reports and tables tell the two populations apart",
+            stacklevel=2,
+        )
     return pop
+
+
+def _preset(name: str) -> dict:
+    """The parsed TOML of a shipped preset."""
+    res = resources.files("vcohort") / "data" / "populations" / f"{name}.toml"
+    return tomllib.loads(res.read_text())
 
 
 _COV_REQUIRED = {"weight_kg", "height_cm", "baseline_diameter_mm"}

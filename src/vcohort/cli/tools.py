@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -68,6 +67,7 @@ def run_export_sbml(args) -> int:
     from vcohort.cohort import make_cohort
     from vcohort.dosing import compile_schedule, parse_regimen
     from vcohort.drugs import get_drug
+    from vcohort.io import atomic_write_bytes, check_creatable
     from vcohort.model import get_model
     from vcohort.sbml import patient_sbml, read_overrides, with_overrides
 
@@ -80,10 +80,7 @@ def run_export_sbml(args) -> int:
         )
     if out.exists() and not args.overwrite:
         raise ValueError(f"--out={args.out!r} exists; pass --overwrite to replace it")
-    above = next(a for a in out.resolve().parents if a.exists())  # missing folders: created
-    if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
-        what = "is not a folder" if not above.is_dir() else "is not writable"
-        raise ValueError(f"--out={args.out!r}: {str(above)!r} {what}")
+    check_creatable(out)  # missing folders are created
     from vcohort.config import MAX_DAYS
 
     if not 1 <= args.days <= MAX_DAYS:
@@ -131,8 +128,6 @@ def run_export_sbml(args) -> int:
         )
     if values:
         cohort = with_overrides(cohort, model, values, dt=runin_dt, runin_days=runin)
-    from vcohort.io import atomic_write_bytes
-
     text = patient_sbml(cohort, 0, schedule, model=model, drugs=drugs)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, text.encode())
