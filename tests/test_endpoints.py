@@ -549,3 +549,80 @@ def test_an_hr_against_an_arm_without_evaluable_patients_names_that_arm():
     )
     row = hazard_ratios(ep, "ref").set_index("arm").loc["trt"]
     assert row["hr_note"] == "no evaluable patient in 'ref' (the reference arm): HR not estimable"
+
+
+def test_time_to_and_duration_of_response_on_hand_made_series():
+    """The response day is the first assessment a (confirmed) CR/PR was measured, before
+    progression; the duration of response runs from it to PD or to PFS's censoring (RECIST
+    1.1 §4.5); no response: NaN."""
+    days = np.array([42, 84, 126, 168])
+    d = np.array(
+        [
+            [100, 65, 60, 60, 60],  # PR from day 42, never progresses: DoR censored at 168
+            [100, 90, 65, 60, 80],  # PR first at day 84; PD at 168 (+33% over nadir 60)
+            [100, 65, 90, 130, 130],  # PR at 42 not confirmed (day 84 is -10%), then PD
+            [50, 20, 4, 6, 6],  # PR at 42 confirmed by the CR at 84; 6 mm at 126: PD
+            [100, 100, 100, 100, 100],  # SD
+        ],
+        dtype=float,
+    )
+    bor, pfs, ev, on = recist(d, days, confirm_days=28, response_day=True)
+    assert bor.tolist() == ["PR", "PR", "SD", "PR", "SD"]
+    np.testing.assert_array_equal(on, [42, 84, np.nan, 42, np.nan])
+    np.testing.assert_array_equal(pfs - on, [126, 84, np.nan, 84, np.nan])
+    assert ev.tolist() == [False, True, True, True, False]
+    # unconfirmed, the third patient's PR at day 42 counts
+    assert recist(d, days, response_day=True)[3][2] == 42
+    # nothing assessed: no response day either
+    assert np.isnan(recist(d[:, :1], days[:0], response_day=True)[3]).all()
+    assert len(recist(d, days)) == 3  # the plain call keeps its three results
+
+
+def test_patient_endpoints_and_the_summary_carry_the_duration_of_response():
+    from types import SimpleNamespace
+
+    from vcohort.endpoints import patient_endpoints
+
+    t = np.arange(0, 169)
+    shapes = {  # diameters at days 0, 42, 84, 126, 168, linear in between
+        "responds, lasts": [100, 60, 55, 55, 55],
+        "responds at 84, progresses at 168": [100, 90, 65, 60, 80],
+        "stable": [100, 100, 100, 100, 100],
+        "failed": [np.nan] * 5,
+    }
+    d = np.stack([np.interp(t, [0, 42, 84, 126, 168], v) for v in shapes.values()])
+    traj = SimpleNamespace(
+        daily={"diameter_mm": d},
+        status=np.array([0, 0, 0, 2]),
+        patient_id=np.arange(4),
+        auc={},
+        status_text=lambda: ["ok"] * 3 + ["failed"],
+    )
+    ep = patient_endpoints(traj, assess_every=42)
+    np.testing.assert_array_equal(ep["response_day"], [42, 84, np.nan, np.nan])
+    np.testing.assert_array_equal(ep["dor_days"], [126, 84, np.nan, np.nan])
+    assert ep["dor_event"].tolist() == [False, True, pd.NA, pd.NA]  # NA: no response / failed
+    s = trial_summary(ep.assign(arm="a")).iloc[0]
+    assert s["median_ttr_days"] == 63  # the responders' (42 and 84)
+    # KM over the 2 responders: the event at 84 takes S to 0.5, the median; the other is
+    # censored at 126, so a landmark of 6 months (182.6 d) is past their follow-up
+    assert s["median_dor_days"] == 84 and np.isnan(s["dor_landmark"])
+    assert s["pfs_landmark_days"] == pytest.approx(182.625)
+
+
+def test_kaplan_meier_of_the_duration_of_response_uses_the_responders_only():
+    ep = _eps([10, 20, 30, 40, 50, 60], [1] * 6, [10, 20], [1, 1])
+    # arm a: 5 responders whose responses end at 10..50 days, one non-responder; arm b: none
+    ep["dor_days"] = [10.0, 20, 30, 40, 50, np.nan, np.nan, np.nan]
+    ep["dor_event"] = pd.array([True] * 5 + [pd.NA] * 3, dtype="boolean")
+    km = kaplan_meier(ep, landmark_days=25).set_index("arm")
+    assert km.loc["a", "median_dor_days"] == 30
+    assert km.loc["a", "dor_landmark"] == pytest.approx(0.6)
+    assert 0 < km.loc["a", "dor_landmark_ci_low"] < 0.6 < km.loc["a", "dor_landmark_ci_high"] < 1
+    dor_cols = [c for c in km.columns if "dor" in c]
+    assert len(dor_cols) == 6 and km.loc["b", dor_cols].isna().all()
+    # the PFS columns keep their order, the DoR ones follow
+    assert list(km.columns[:7]) == [
+        "median_pfs_days", "median_pfs_ci_low", "median_pfs_ci_high", "pfs_landmark_days",
+        "pfs_landmark", "pfs_landmark_ci_low", "pfs_landmark_ci_high",
+    ]  # fmt: skip

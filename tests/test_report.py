@@ -185,3 +185,26 @@ def test_a_landmark_past_follow_up_is_explained_under_the_table():
     (note,) = landmark_note(s)
     assert "PFS at day 182.6 is not evaluable in new:" in note and "broken" not in note
     assert landmark_note(s.assign(pfs_landmark=[0.5, 0.4, np.nan])) == []
+
+
+def test_key_results_give_the_median_duration_of_response():
+    """Median DoR with its CI; 'NR' with its lower bound when responses last; '–' for an arm
+    without a responder (nothing to estimate, not 'not reached')."""
+    from vcohort.report import key_results_html
+
+    s = pd.DataFrame(
+        {
+            "arm": ["none", "lasting", "ending"],
+            "n": [50, 50, 50],
+            "orr": [0.0, 0.3, 0.4],
+            "orr_ci_low": [0.0, 0.18, 0.26],
+            "orr_ci_high": [0.07, 0.45, 0.55],
+            "median_dor_days": [np.nan, np.nan, 126.0],
+            "median_dor_ci_low": [np.nan, 84.0, 84.0],
+            "median_dor_ci_high": [np.nan, np.inf, 168.0],
+        }
+    )
+    page = key_results_html(s)
+    assert "median DoR, days (95% CI)" in re.findall(r"<th>(.*?)</th>", page)
+    rows = [re.findall(r"<td>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", page, re.S)]
+    assert [r[-1] for r in rows if r] == ["–", "NR (84–NR)", "126 (84–168)"]

@@ -77,6 +77,7 @@ SUMMARY_COLUMNS = (
     "median_pfs_ci_low",
     "median_pfs_ci_high",
     "pfs_landmark",
+    "median_dor_days",
     "hr",
     "hr_ci_low",
     "hr_ci_high",

@@ -61,6 +61,21 @@ FIXED: dict[str, tuple[str, str]] = {
     "n_assessments": ("", "RECIST assessments within the horizon (0: nothing evaluable)"),
     "pfs_days": ("day", "progression-free survival: time to PD, or to censoring"),
     "pfs_event": ("", "true: progressed (PD); false: censored; empty (NA): the solve failed"),
+    "response_day": (
+        "day",
+        "time to response: the assessment day a CR or PR was first measured (with confirmation, "
+        "the confirmed response's first measurement); NaN without a response",
+    ),
+    "dor_days": (
+        "day",
+        "duration of response: from response_day to PD, or to censoring as PFS (RECIST 1.1 "
+        "§4.5); NaN without a response",
+    ),
+    "dor_event": (
+        "",
+        "true: the response ended in PD; false: censored; empty (NA): no response, or the solve "
+        "failed",
+    ),
     "csc_fraction_baseline": ("fraction", "CSCs / (CSCs + non-stem tumour cells) at baseline"),
     "csc_fraction_final": ("fraction", "CSC fraction at the horizon"),
     "csc_fraction": ("fraction", "CSCs / (CSCs + non-stem tumour cells)"),
@@ -110,6 +125,21 @@ FIXED: dict[str, tuple[str, str]] = {
     "median_csc_fraction_final": ("fraction", "median CSC fraction at the horizon"),
     "median_anc_nadir": ("10⁹/L", "median of anc_nadir"),
     "median_pfs_days": ("day", "Kaplan–Meier median PFS (NaN: not reached)"),
+    "median_ttr_days": ("day", "median time to response of the responders (response_day)"),
+    "median_dor_days": (
+        "day",
+        "Kaplan–Meier median duration of response of the responders (NaN: not reached, or no "
+        "responder)",
+    ),
+    "median_dor_ci_low": ("day", "median DoR, 95% CI, lower (lifelines; inf: not reached)"),
+    "median_dor_ci_high": ("day", "median DoR, 95% CI, upper (inf: not reached)"),
+    "dor_landmark": (
+        "fraction",
+        "Kaplan–Meier probability that a response lasts pfs_landmark_days (the responders; "
+        "NaN: past their last follow-up, or no responder)",
+    ),
+    "dor_landmark_ci_low": ("fraction", "landmark DoR, 95% CI, lower (as pfs_landmark's)"),
+    "dor_landmark_ci_high": ("fraction", "landmark DoR, 95% CI, upper"),
     "median_pfs_ci_low": ("day", "median PFS, 95% CI, lower (lifelines; inf: not reached)"),
     "median_pfs_ci_high": ("day", "median PFS, 95% CI, upper (inf: not reached)"),
     "pfs_landmark_days": ("day", f"day of pfs_landmark (default 6 months, {6 * MONTH_DAYS:g} d)"),

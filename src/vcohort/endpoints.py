@@ -93,6 +93,7 @@ def recist(
     sd_min_days: int = 42,
     censor_at: str = "last_assessment",
     horizon: float | None = None,
+    response_day: bool = False,
 ):
     """Best overall response and PFS from diameters at assessment ``days`` (A,), given as a
     (P, A+1) array whose column 0 is the baseline.
@@ -104,8 +105,14 @@ def recist(
         sd_min_days: SD (and an unconfirmed response) is the best response only with a
             non-PD assessment on or after this day; else PD when PD follows, NE when not.
         censor_at: ``last_assessment`` or ``horizon`` (then ``horizon`` is required).
+        response_day: also return each patient's response day.
 
-    Returns (bor: (P,) str, pfs_days: (P,), pfs_event: (P,) bool).
+    Returns (bor: (P,) str, pfs_days: (P,), pfs_event: (P,) bool) and, with ``response_day``,
+    the day a CR/PR was first measured ((P,), NaN for a patient without one): the first
+    assessment, before progression, whose response counts (with ``confirm_days``, the
+    response that was confirmed, dated at its first measurement; RECIST 1.1 §4.5: duration
+    of response runs "from the time measurement criteria are first met for CR/PR ... until
+    the first date that recurrent or progressive disease is objectively documented").
     """
     if censor_at not in CENSOR_AT:
         raise ValueError(f"censor_at={censor_at!r}; allowed: {CENSOR_AT}")
@@ -121,7 +128,8 @@ def recist(
     P, A = seq.shape
     if A == 0:  # horizon shorter than the first assessment: not evaluable
         end = 0.0 if censor_at == "last_assessment" else float(horizon)
-        return np.full(P, "NE", dtype=object), np.full(P, end), np.zeros(P, dtype=bool)
+        out = np.full(P, "NE", dtype=object), np.full(P, end), np.zeros(P, dtype=bool)
+        return (*out, np.full(P, np.nan)) if response_day else out
     cr = seq < cr_floor_mm
     resp = ((seq - base) / base <= -0.30 + TIE) | cr  # "at least a 30% decrease" (§4.3.1)
     first_pd = first_progression(diam, cr_floor_mm=cr_floor_mm)
@@ -137,7 +145,8 @@ def recist(
         cr = cr & in_time & _held(cr, kk)
         resp = resp & in_time & _held(resp, kk)
     any_cr = (cr & before).any(axis=1)
-    any_pr = (resp & before).any(axis=1)
+    responded = resp & before  # a (confirmed) CR or PR measured before the first PD
+    any_pr = responded.any(axis=1)
     event = first_pd < A
     # SD needs a non-PD assessment on or after sd_min_days (before the first PD)
     sd_ok = (before & (days >= sd_min_days - 1e-9)[None, :]).any(axis=1)
@@ -146,7 +155,9 @@ def recist(
     bor[any_cr] = "CR"
     end = days[-1] if censor_at == "last_assessment" else float(horizon)
     pfs = np.where(event, days[np.minimum(first_pd, A - 1)], end).astype(float)
-    return bor, pfs, event
+    if not response_day:
+        return bor, pfs, event
+    return bor, pfs, event, np.where(any_pr, days[np.argmax(responded, axis=1)], np.nan)
 
 
 def _held(x: np.ndarray, kk: np.ndarray) -> np.ndarray:
@@ -207,7 +218,7 @@ def patient_endpoints(
     if key == "diameter_mm":
         adays = assessment_days(n_days, assess_every, assess_first, assess_days)
         at = np.concatenate([d[:, :1], d[:, adays]], axis=1)
-        bor, pfs, ev = recist(
+        bor, pfs, ev, onset = recist(
             at,
             adays,
             cr_floor_mm=cr_floor_mm,
@@ -215,8 +226,12 @@ def patient_endpoints(
             sd_min_days=sd_min_days,
             censor_at=censor_at,
             horizon=float(n_days),
+            response_day=True,
         )
         out.update(bor=np.where(ok, bor, "NE"), pfs_days=pfs, pfs_event=ev)
+        # time to response and duration of response (responders only, NaN/NA otherwise): a
+        # response lasts until the PFS event, or is censored when PFS is
+        out.update(response_day=onset, dor_days=pfs - onset, dor_event=ev)
         out["n_assessments"] = np.full(len(base), adays.size)  # within the horizon
         # the waterfall's "best % change" is the best change *measured*: at the assessments
         # (a tumour that only grows shows its growth, not its first-day change), up to and
@@ -257,6 +272,10 @@ def patient_endpoints(
     for c in ("pfs_event", "grade4_neutropenia", "tumour_cleared"):
         if c in df:  # a failed patient's yes/no is unknown (NA), not False
             df[c] = pd.arrays.BooleanArray(df[c].to_numpy(bool), mask=bad.copy())
+    if "dor_event" in df:  # NA for non-responders too: they have no response to end
+        df["dor_event"] = pd.arrays.BooleanArray(
+            df["dor_event"].to_numpy(bool), mask=bad | ~np.isfinite(df["response_day"].to_numpy())
+        )
     # argmin of a failed (NaN) trajectory is its first NaN day, not a nadir
     df["nadir_day"] = pd.arrays.IntegerArray(df["nadir_day"].to_numpy(np.int64), mask=bad.copy())
     return df
@@ -336,6 +355,8 @@ def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
                 dcr_ci_low=clopper_pearson(dc, m)[0],
                 dcr_ci_high=clopper_pearson(dc, m)[1],
             )
+        if "response_day" in ok:  # time to response: the responders' (finite) response days
+            row["median_ttr_days"] = _median(ok["response_day"])
         row["median_best_pct_change"] = _median(ok["best_pct_change"])
         row["median_final_pct_change"] = _median(ok["final_pct_change"])
         if "pfs_event" in ok:
@@ -388,19 +409,70 @@ def km_median(curve) -> float:
     return float(curve.index[at[0]]) if at.size else np.inf
 
 
+def km_estimates(t, e, landmark_days: float) -> dict:
+    """Kaplan–Meier (lifelines' `KaplanMeierFitter`) of times ``t`` with events ``e``: the
+    median with its 95% CI (``median``, ``median_ci_low``, ``median_ci_high``; a median not
+    reached is NaN, its upper bound ``inf``) and the survival probability at ``landmark_days``
+    with its 95% CI (``landmark``, ``landmark_ci_low``, ``landmark_ci_high``).  A landmark after
+    the last follow-up is NaN, unless every event has happened (then 0).  Where the estimate
+    at the landmark is exactly 1 or 0, Greenwood's variance is 0 and lifelines' band collapses
+    to the point; the open side is then the exact (Clopper–Pearson) bound for those whose
+    state at the landmark is known (all but those censored before it).  No times: all NaN."""
+    from lifelines import KaplanMeierFitter
+
+    t, e = np.asarray(t, dtype=float), np.asarray(e, dtype=bool)
+    if t.size == 0:
+        return dict.fromkeys(_KM_KEYS, np.nan)
+    km = KaplanMeierFitter().fit(t, e)
+    med = km_median(km.survival_function_.iloc[:, 0])
+    band = km.confidence_interval_
+    ci = [km_median(band.iloc[:, j]) for j in range(2)]
+    # estimable up to the last follow-up, and after it once every event has happened (the
+    # curve has reached 0 and stays there; lifelines' band is then (0, 0))
+    all_ended = float(km.survival_function_.iloc[-1, 0]) == 0.0
+    if landmark_days <= float(t.max()) or all_ended:
+        at = km.survival_function_at_times(landmark_days).to_numpy()[0]
+        band = km.confidence_interval_survival_function_
+        idx = band.index.searchsorted(landmark_days, side="right") - 1
+        lo, hi = band.iloc[max(idx, 0)].to_numpy()
+        if at in (0.0, 1.0):  # a point band: the exact bound on the patients known
+            known = int(np.sum(e | (t >= landmark_days)))
+            lo, hi = clopper_pearson(int(round(at * known)), known)
+    else:  # beyond the last follow-up: not estimable
+        at = lo = hi = np.nan
+    return {
+        "median": med if np.isfinite(med) else np.nan,
+        "median_ci_low": float(ci[0]),
+        "median_ci_high": float(ci[1]),
+        "landmark": float(at),
+        "landmark_ci_low": float(lo),
+        "landmark_ci_high": float(hi),
+    }
+
+
+_KM_KEYS = ("median", "median_ci_low", "median_ci_high", "landmark", "landmark_ci_low",
+            "landmark_ci_high")  # fmt: skip
+
+
+def _km_columns(est: dict, what: str) -> dict:
+    """`km_estimates` as summary columns: ``median_{what}_days``, ``median_{what}_ci_low``,
+    ..., ``{what}_landmark``, ``{what}_landmark_ci_low``, ..."""
+    return {
+        (f"median_{what}_days" if k == "median" else k.replace("median", f"median_{what}"))
+        if k.startswith("median")
+        else f"{what}_{k}": v
+        for k, v in est.items()
+    }
+
+
 def kaplan_meier(
     endpoints: pd.DataFrame, *, by: str = "arm", landmark_days: float = 6 * MONTH_DAYS
 ):
-    """Per arm (patients with status 0): median PFS (days) with its 95% CI and the KM
-    progression-free probability at ``landmark_days`` (default 6 months) with its 95% CI,
-    from lifelines' `KaplanMeierFitter`.  A median not reached is NaN (``inf`` upper CI); a
-    landmark after the last follow-up is NaN, unless every patient has progressed (then 0).
-    Where the estimate at the landmark is exactly 1 or 0, Greenwood's variance is 0 and
-    lifelines' band collapses to the point; the open side is then the exact (Clopper–Pearson)
-    bound for the patients whose state at the landmark is known (all but those censored before
-    it).  An arm with no assessment within the horizon has nothing to estimate (NaN)."""
-    from lifelines import KaplanMeierFitter
-
+    """Per arm (patients with status 0), from `km_estimates`: median PFS (days) with its 95% CI
+    and the progression-free probability at ``landmark_days`` (default 6 months) with its 95%
+    CI; and, with RECIST, the same for the duration of response of the arm's responders
+    (median DoR, and the probability that a response lasts ``landmark_days``; NaN without a
+    responder).  An arm with no assessment within the horizon has nothing to estimate (NaN)."""
     lm = landmark_days
     if (
         isinstance(lm, bool)
@@ -413,43 +485,23 @@ def kaplan_meier(
         ok = g[g["status"] == 0]
         row = {by: arm}
         unassessed = "n_assessments" in ok and len(ok) and int(ok["n_assessments"].max()) == 0
-        if len(ok) == 0 or unassessed:
-            nan = dict.fromkeys(_KM_COLS, np.nan)
-            rows.append(row | nan | {"pfs_landmark_days": float(landmark_days)})
-            continue
-        km = KaplanMeierFitter().fit(ok["pfs_days"], ok["pfs_event"].astype(bool))
-        med = km_median(km.survival_function_.iloc[:, 0])
-        band = km.confidence_interval_
-        ci = [km_median(band.iloc[:, j]) for j in range(2)]
-        # estimable up to the last follow-up, and after it once every patient has progressed
-        # (the curve has reached 0 and stays there; lifelines' band is then (0, 0))
-        all_progressed = float(km.survival_function_.iloc[-1, 0]) == 0.0
-        if landmark_days <= float(ok["pfs_days"].max()) or all_progressed:
-            at = km.survival_function_at_times(landmark_days).to_numpy()[0]
-            band = km.confidence_interval_survival_function_
-            idx = band.index.searchsorted(landmark_days, side="right") - 1
-            lo, hi = band.iloc[max(idx, 0)].to_numpy()
-            if at in (0.0, 1.0):  # a point band: the exact bound on the patients known
-                t, e = ok["pfs_days"].to_numpy(float), ok["pfs_event"].to_numpy(bool)
-                known = int(np.sum(e | (t >= landmark_days)))
-                lo, hi = clopper_pearson(int(round(at * known)), known)
-        else:  # beyond the last follow-up: not estimable
-            at = lo = hi = np.nan
-        row |= {
-            "median_pfs_days": med if np.isfinite(med) else np.nan,
-            "median_pfs_ci_low": float(ci[0]),
-            "median_pfs_ci_high": float(ci[1]),
-            "pfs_landmark_days": float(landmark_days),
-            "pfs_landmark": float(at),
-            "pfs_landmark_ci_low": float(lo),
-            "pfs_landmark_ci_high": float(hi),
-        }
+        parts = [("pfs", ok["pfs_days"], ok["pfs_event"])]
+        if "dor_days" in ok:
+            r = ok[np.isfinite(ok["dor_days"].to_numpy(dtype=float))]
+            parts.append(("dor", r["dor_days"], r["dor_event"]))
+        for what, t, e in parts:
+            if len(ok) == 0 or unassessed:
+                t = t.iloc[:0]
+            est = _km_columns(km_estimates(t.to_numpy(float), e.to_numpy(bool), lm), what)
+            if what == "pfs":  # (the duration of response's landmark is the same day)
+                est = (
+                    {k: v for k, v in est.items() if k.startswith("median")}
+                    | {"pfs_landmark_days": float(lm)}
+                    | {k: v for k, v in est.items() if not k.startswith("median")}
+                )
+            row |= est
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-_KM_COLS = ("median_pfs_days", "median_pfs_ci_low", "median_pfs_ci_high", "pfs_landmark_days",
-            "pfs_landmark", "pfs_landmark_ci_low", "pfs_landmark_ci_high")  # fmt: skip
 
 
 # fewer progression events than this in either arm of a hazard ratio: its CI is the wider of the

@@ -175,7 +175,8 @@ def _with_ci(v, lo, hi, fmt) -> str:
 
 def key_results_html(summary: pd.DataFrame) -> str:
     """The trial team's table: per arm n (the evaluable patients, the failed ones beside),
-    ORR and DCR with exact 95% CIs (%), median PFS and landmark PFS with 95% CIs, the hazard
+    ORR and DCR with exact 95% CIs (%), median PFS, median duration of response (DoR, the
+    responders) and landmark PFS with 95% CIs, the hazard
     ratio with its CI, grade-4 neutropenia (%).  Columns the summary lacks are left out; "NR":
     not reached; "–": not evaluable."""
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
@@ -201,21 +202,27 @@ def key_results_html(summary: pd.DataFrame) -> str:
                 lambda r: _with_ci(r["dcr"], r["dcr_ci_low"], r["dcr_ci_high"], pct),
             )
         )
-    if "median_pfs_days" in summary:
-        days = lambda x: f"{x:.0f}"  # noqa: E731
+    days = lambda x: f"{x:.0f}"  # noqa: E731
 
-        def median_pfs(r) -> str:
-            if np.isfinite(r["median_pfs_days"]):
-                lo, hi = r["median_pfs_ci_low"], r["median_pfs_ci_high"]
-                return _with_ci(r["median_pfs_days"], lo, hi, days)
+    def median_of(what: str):
+        def text(r) -> str:
+            med = r[f"median_{what}_days"]
+            lo, hi = r.get(f"median_{what}_ci_low", np.nan), r.get(f"median_{what}_ci_high", np.nan)
+            if np.isfinite(med):
+                return _with_ci(med, lo, hi, days)
             evaluable = r.get("n", 1) - r.get("n_failed", 0)
             unassessed = "orr" in r and not np.isfinite(r["orr"])  # no assessment: no estimate
-            if evaluable <= 0 or unassessed:
+            no_responder = what == "dor" and not r.get("orr", 0.0) > 0  # (NaN too)
+            if evaluable <= 0 or unassessed or no_responder:  # no one to estimate over
                 return "–"
-            lo = r.get("median_pfs_ci_low", np.nan)  # not reached: its lower bound still informs
-            return f"NR ({days(lo)}–NR)" if np.isfinite(lo) else "NR"
+            return f"NR ({days(lo)}–NR)" if np.isfinite(lo) else "NR"  # its lower bound informs
 
-        cols.append(("median PFS, days (95% CI)", median_pfs))
+        return text
+
+    if "median_pfs_days" in summary:
+        cols.append(("median PFS, days (95% CI)", median_of("pfs")))
+    if "median_dor_days" in summary:
+        cols.append(("median DoR, days (95% CI)", median_of("dor")))
     if "pfs_landmark" in summary:
         days_ = summary.get("pfs_landmark_days", pd.Series(dtype=float)).dropna()
         day = float(days_.iloc[0]) if len(days_) else None

@@ -37,7 +37,7 @@ def run_trial(args) -> int:
     result = T.run_trial(exp, progress=False if args.no_progress else None)
     T.write_trial(result, args.out, overwrite=args.overwrite)
     cols = ["arm", "n", "orr", "orr_ci_low", "orr_ci_high", "dcr", "median_pfs_days",
-            "pfs_landmark", "hr", "hr_ci_low", "hr_ci_high"]  # fmt: skip
+            "pfs_landmark", "median_dor_days", "hr", "hr_ci_low", "hr_ci_high"]  # fmt: skip
     print(f"\n{exp.title}: {len(result.cohort)} patients, {exp.horizon_days} days")
     print_table(result.summary, cols)
     from vcohort.endpoints import assessment_days
