@@ -31,7 +31,13 @@ def make_endpoints(arms=("A", "B"), n=12, seed=0, horizon=168.0):
                     "nadir_diameter_mm": 50.0,
                 }
             )
-    return pd.DataFrame(rows)
+    ep = pd.DataFrame(rows)
+    # responders respond at the first assessment (day 42) and stay in response until PFS ends
+    responder = ep["bor"].isin(["CR", "PR"])
+    ep["response_day"] = np.where(responder, 42.0, np.nan)
+    ep["dor_days"] = np.maximum(ep["pfs_days"] - ep["response_day"], 0.0)
+    ep["dor_event"] = pd.array(np.where(responder, ep["pfs_event"], pd.NA), dtype="boolean")
+    return ep
 
 
 DAYS = np.arange(0, 169, 7.0)
@@ -193,6 +199,23 @@ def test_swimmer_markers_match_events_and_responses():
     assert by_marker["^"] == int(resp.sum())
     onset = plots.response_onset(tc)
     assert set(onset.unique()) == {42.0}
+
+
+def test_swimmer_marks_the_recist_response_day_when_the_endpoints_have_it():
+    """▲ sits at the assessment that first measured the CR/PR the bar's colour shows (not at a
+    saved day with ≥30% shrinkage: that one may be an unconfirmed, SD-coloured dip), and the
+    legend says which it is."""
+    ep = make_endpoints(arms=("A",), n=10)
+    resp = ep["bor"].isin(["CR", "PR"])
+    ep["response_day"] = np.where(resp, 84.0, np.nan)
+    dip = make_timecourse(ep.assign(bor="PR"))  # every patient dips ≥30% in the time course
+    ax = plots.swimmer(ep, dip, horizon=168.0).axes[0]
+    (tri,) = [ln for ln in ax.lines if ln.get_marker() == "^"]
+    shown = resp & (ep["pfs_days"] >= 84)
+    assert len(tri.get_xdata()) == int(shown.sum()) and set(tri.get_xdata()) == {84.0}
+    fig = plots.swimmer_by_arm(ep, dip)
+    labels = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    assert "response (RECIST)" in labels and "≥30% shrinkage" not in labels
 
 
 def test_dose_schedule_arms_lanes_labels_and_empty_arm():

@@ -28,9 +28,10 @@ def inputs(endpoints):
     }
 
 
-def check_report(out, paths, forest: bool = False):
-    """Every figure (the forest plot only with a subgroup table) written and embedded."""
-    figures = [f for f in FIGURES if forest or f.name != "forest"]
+def check_report(out, paths, forest: bool = False, dor: bool = True):
+    """Every figure (the forest plot only with a subgroup table, the duration of response's
+    only with its columns) written and embedded."""
+    figures = [f for f in FIGURES if (forest or f.name != "forest") and (dor or f.name != "km_dor")]
     names = sorted(p.relative_to(out).as_posix() for p in paths)
     assert names == sorted([f"figures/{f.name}.png" for f in figures] + ["report.html"])
     for p in paths:
@@ -74,6 +75,29 @@ def test_a_subgroup_table_adds_the_forest_plot(tmp_path):
     assert sorted(p.name for p in (out / "figures").iterdir()) == figures
 
 
+def test_the_duration_of_response_figure_needs_its_columns(tmp_path):
+    """Endpoints with the duration of response get its Kaplan–Meier figure (responders only);
+    endpoints without it (written before it existed) get none, and no stale one is left."""
+    from vcohort import plots
+
+    ep = make_endpoints(arms=("A", "B"), n=10)
+    out = tmp_path / "run"
+    page = check_report(out, write_trial_report(out, title="t", **inputs(ep)))
+    assert "Kaplan–Meier duration of response" in page
+    fig = plots.km_dor(ep)
+    texts = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    n_resp = ep[ep["arm"] == "A"]["dor_days"].notna().sum()
+    assert any(t.startswith(f"A: n={n_resp},") for t in texts), texts
+    assert fig.axes[0].get_xlabel() == "days since the response"
+    old = ep.drop(columns=["response_day", "dor_days", "dor_event"])
+    check_report(out, write_trial_report(out, title="t", **inputs(old)), dor=False)
+    assert not (out / "figures" / "km_dor.png").exists()
+    # an arm without a responder is named, not dropped
+    none = ep.assign(dor_days=np.where(ep["arm"] == "B", np.nan, ep["dor_days"]))
+    texts = [t.get_text() for lg in plots.km_dor(none).legends for t in lg.get_texts()]
+    assert "B: no responders (of 10)" in texts
+
+
 def test_user_strings_escaped_and_urls_in_config_are_only_text(tmp_path):
     ep = make_endpoints(arms=("<script>alert(1)</script>", "B&B"), n=4)
     kw = inputs(ep)
@@ -104,7 +128,8 @@ def test_report_edge_cases(tmp_path, case):
         kw["timecourse"] = kw["timecourse"][["patient", "arm", "day", "diameter_mm"]]
         kw["schedules"] = {"A": kw["schedules"]["A"]}
         kw["summary"] = pd.DataFrame({"arm": ["A", "B"]})
-    check_report(tmp_path, write_trial_report(tmp_path, title="edge", **kw))
+    paths = write_trial_report(tmp_path, title="edge", **kw)
+    check_report(tmp_path, paths, dor=case != "bare_columns")
 
 
 def test_bad_inputs_raise_naming_the_field(tmp_path):

@@ -266,10 +266,30 @@ def spider_by_arm(endpoints, timecourse, **kw) -> Figure:
 def km_pfs(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) -> Figure:
     """Kaplan–Meier PFS per arm with 95% CI bands, censoring ticks and a numbers-at-risk table
     under the axis (lifelines).  Failed patients (status != 0) are left out."""
+    return _km_by_arm(endpoints, "pfs", ax=ax, horizon=horizon)
+
+
+def km_dor(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) -> Figure:
+    """Kaplan–Meier duration of response per arm (its responders: ``dor_days``, ``dor_event``
+    from `vcohort.endpoints.patient_endpoints`), from each patient's response day, drawn as
+    `km_pfs`."""
+    return _km_by_arm(endpoints, "dor", ax=ax, horizon=horizon)
+
+
+_KM_WHAT = {  # time, event, y label, x label, who is left when none is
+    "pfs": ("pfs_days", "pfs_event", "progression-free probability", "day", "evaluable patients"),
+    "dor": ("dor_days", "dor_event", "probability of remaining in response",
+            "days since the response", "responders"),
+}  # fmt: skip
+
+
+def _km_by_arm(endpoints: pd.DataFrame, what: str, *, ax, horizon) -> Figure:
     from lifelines import KaplanMeierFitter
     from lifelines.plotting import add_at_risk_counts
 
-    require_columns(endpoints, ENDPOINT_COLUMNS, "endpoints")
+    t_col, e_col, ylabel, xlabel, who = _KM_WHAT[what]
+    require_columns(endpoints, ENDPOINT_COLUMNS + ((t_col, e_col) if what == "dor" else ()),
+                    "endpoints")  # fmt: skip
     arms = arms_of(endpoints)
     own = ax is None
     ax = _ax(ax, 7.5, 4.8 + 0.45 * len(arms))
@@ -279,15 +299,15 @@ def km_pfs(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) ->
         g = endpoints[endpoints["arm"] == arm]
         if "status" in g.columns:
             g = g[g["status"] == 0]
-        g = g[np.isfinite(g["pfs_days"].to_numpy(dtype=float))]
+        g = g[np.isfinite(g[t_col].to_numpy(dtype=float))]
         if not len(g):  # named in the legend, not dropped unmarked
             n_all = int((endpoints["arm"] == arm).sum())
-            labels.append(f"{mpl_text(arm)}: no evaluable patients (of {n_all})")
+            labels.append(f"{mpl_text(arm)}: no {who} (of {n_all})")
             handles.append(Line2D([], [], color=f"C{i % 10}", linestyle=":"))
             continue
         kmf = KaplanMeierFitter().fit(
-            g["pfs_days"].to_numpy(dtype=float),
-            g["pfs_event"].to_numpy(dtype=bool),
+            g[t_col].to_numpy(dtype=float),
+            g[e_col].to_numpy(dtype=bool),
             label=mpl_text(arm),
         )
         kmf.plot_survival_function(
@@ -301,7 +321,7 @@ def km_pfs(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) ->
         med = km_median(kmf.survival_function_.iloc[:, 0])
         unassessed = "n_assessments" in g and int(g["n_assessments"].max()) == 0
         labels.append(
-            f"{mpl_text(arm)}: n={len(g)}, events={int(g['pfs_event'].sum())}, "
+            f"{mpl_text(arm)}: n={len(g)}, events={int(g[e_col].sum())}, "
             + (
                 "not assessed"  # no imaging within the horizon: no median to speak of
                 if unassessed
@@ -316,10 +336,10 @@ def km_pfs(endpoints: pd.DataFrame, *, ax=None, horizon: float | None = None) ->
     # horizon) would sit on the axis' spine
     ax.set_xlim(0.0, horizon * 1.04)
     ax.set_ylim(0.0, 1.02)
-    ax.set_xlabel("day")
-    ax.set_ylabel("progression-free probability")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     if not fitters:
-        _empty(ax, "no evaluable patients")
+        _empty(ax, f"no {who}")
         return ax.figure
     if ax.get_legend() is not None:  # lifelines' own legend: replaced by the one below
         ax.get_legend().remove()
@@ -379,8 +399,10 @@ def swimmer(
     seed: int = 0,
     horizon: float | None = None,
 ) -> Figure:
-    """A bar per patient (random subset, sorted) from day 0 to PFS coloured by BOR; ▲ first
-    saved day with ≥30% shrinkage, ✕ progression, ▶ censored (still progression-free)."""
+    """A bar per patient (random subset, sorted) from day 0 to PFS coloured by BOR; ▲ the
+    response (`response_day`: the RECIST assessment that first measured the CR/PR the colour
+    shows; for endpoints without it, the first saved day of ``timecourse`` with ≥30%
+    shrinkage), ✕ progression, ▶ censored (still progression-free)."""
     ax = _ax(ax)
     ev = evaluable(endpoints)
     ev = ev[np.isfinite(ev["pfs_days"].to_numpy(dtype=float))]
@@ -391,10 +413,14 @@ def swimmer(
     ax.barh(y, pfs, height=0.7, color=[BOR_COLORS[b] for b in _bor(ev["bor"])])
     ax.plot(pfs[event], y[event], "x", color="black", ms=6, mew=1.5, ls="none")
     ax.plot(pfs[~event], y[~event], ">", color="0.3", ms=5, ls="none")
-    if timecourse is not None and len(timecourse) and len(ev):
+    on = None
+    if "response_day" in ev:  # the response BOR counts, at its assessment
+        on = ev["response_day"].to_numpy(dtype=float)
+    elif timecourse is not None and len(timecourse) and len(ev):
         onset = response_onset(timecourse[timecourse["patient"].isin(ev["patient"])])
         onset = onset.droplevel("arm") if onset.index.nlevels > 1 else onset
         on = ev["patient"].map(onset).to_numpy(dtype=float)
+    if on is not None:
         sel = np.isfinite(on) & (on <= pfs)
         ax.plot(on[sel], y[sel], "^", color="black", mfc="white", ms=5, ls="none")
     ax.set_yticks(y, [str(p) for p in ev["patient"]], fontsize=6)
@@ -418,10 +444,11 @@ def swimmer_by_arm(endpoints, timecourse=None, **kw) -> Figure:
     kw.setdefault("horizon", horizon_of(endpoints, timecourse))
     fig = by_arm(swimmer, arms_of(endpoints), *frames, panel=(4.6, 4.6), sharey=False, **kw)
     bor_legend(fig, _bor(evaluable(endpoints)["bor"]).unique(), loc="outside right upper")
+    shown = "response (RECIST)" if "response_day" in endpoints else "≥30% shrinkage"
     marks = [
         Line2D([], [], marker=m, color=c, mfc=f, ls="none", label=t)
         for m, c, f, t in (
-            ("^", "black", "white", "≥30% shrinkage"),
+            ("^", "black", "white", shown),
             ("x", "black", "black", "progression"),
             (">", "0.3", "0.3", "censored"),
         )

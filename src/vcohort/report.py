@@ -56,12 +56,19 @@ FIGURES = (
         "number at risk at each tick of the day axis. PFS events fall on assessment days.",
     ),
     FigureSpec(
+        "km_dor",
+        "Kaplan–Meier duration of response",
+        "Kaplan–Meier estimate, per arm, of the time its responders (best overall response CR "
+        "or PR) stay in response, from the assessment that first measured the response (with "
+        "confirmation, the confirmed one) to progression (RECIST 1.1 §4.5); ticks: responses "
+        "censored with PFS. 95% confidence bands; numbers at risk under the axis.",
+    ),
+    FigureSpec(
         "swimmer",
         "Swimmer plot",
         "One bar per patient (a random subset when an arm is large) from day 0 to progression "
-        "or censoring, coloured by best overall response. ▲: first saved day with ≥30% "
-        "shrinkage from baseline (model output, not the RECIST assessment grid); ✕: "
-        "progression; ▶: censored.",
+        "or censoring, coloured by best overall response. ▲: the response, at the RECIST "
+        "assessment that first measured it; ✕: progression; ▶: censored.",
     ),
     FigureSpec(
         "dose_schedule",
@@ -119,6 +126,7 @@ def render_figures(
         "waterfall": lambda: plots.waterfall_by_arm(endpoints),
         "spider": lambda: plots.spider_by_arm(endpoints, timecourse),
         "km_pfs": lambda: plots.km_pfs(endpoints, horizon=horizon),
+        "km_dor": lambda: plots.km_dor(endpoints, horizon=horizon),
         "swimmer": lambda: plots.swimmer_by_arm(endpoints, timecourse, horizon=horizon),
         "dose_schedule": lambda: plots.dose_schedule(schedules, horizon=horizon),
         "forest": lambda: plots.forest(subgroups),
@@ -128,8 +136,10 @@ def render_figures(
     paths = {}
     for spec in FIGURES:
         path = fig_dir / f"{spec.name}.png"
-        if spec.name == "forest" and subgroups is None:
-            # an earlier report's forest plot in this folder is not this report's
+        absent = (spec.name == "forest" and subgroups is None) or (
+            spec.name == "km_dor" and "dor_days" not in endpoints
+        )
+        if absent:  # an earlier report's figure of that name in this folder is not this one's
             path.unlink(missing_ok=True)
             continue
         paths[spec.name] = plots.save_figure(makers[spec.name](), path)
