@@ -563,14 +563,15 @@ def test_time_to_and_duration_of_response_on_hand_made_series():
             [100, 65, 90, 130, 130],  # PR at 42 not confirmed (day 84 is -10%), then PD
             [50, 20, 4, 6, 6],  # PR at 42 confirmed by the CR at 84; 6 mm at 126: PD
             [100, 100, 100, 100, 100],  # SD
+            [100, 65, 75, 65, 65],  # PR at 42 not confirmed; the one from 126 is (by 168)
         ],
         dtype=float,
     )
     bor, pfs, ev, on = recist(d, days, confirm_days=28, response_day=True)
-    assert bor.tolist() == ["PR", "PR", "SD", "PR", "SD"]
-    np.testing.assert_array_equal(on, [42, 84, np.nan, 42, np.nan])
-    np.testing.assert_array_equal(pfs - on, [126, 84, np.nan, 84, np.nan])
-    assert ev.tolist() == [False, True, True, True, False]
+    assert bor.tolist() == ["PR", "PR", "SD", "PR", "SD", "PR"]
+    np.testing.assert_array_equal(on, [42, 84, np.nan, 42, np.nan, 126])
+    np.testing.assert_array_equal(pfs - on, [126, 84, np.nan, 84, np.nan, 42])
+    assert ev.tolist() == [False, True, True, True, False, False]
     # unconfirmed, the third patient's PR at day 42 counts
     assert recist(d, days, response_day=True)[3][2] == 42
     # nothing assessed: no response day either
@@ -608,6 +609,13 @@ def test_patient_endpoints_and_the_summary_carry_the_duration_of_response():
     # censored at 126, so a landmark of 6 months (182.6 d) is past their follow-up
     assert s["median_dor_days"] == 84 and np.isnan(s["dor_landmark"])
     assert s["pfs_landmark_days"] == pytest.approx(182.625)
+    # censored at the horizon (day 180, 12 days after the last assessment) rather than at the
+    # last assessment: the lasting response's duration runs to the horizon
+    traj.daily = {"diameter_mm": np.concatenate([d, d[:, -1:].repeat(12, axis=1)], axis=1)}
+    last = patient_endpoints(traj, assess_every=42)
+    horizon = patient_endpoints(traj, assess_every=42, censor_at="horizon")
+    assert last["dor_days"].iloc[0] == 126 and horizon["dor_days"].iloc[0] == 138
+    assert horizon["dor_days"].iloc[1] == 84  # an ended response is not censored
 
 
 def test_kaplan_meier_of_the_duration_of_response_uses_the_responders_only():

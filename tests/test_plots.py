@@ -32,10 +32,11 @@ def make_endpoints(arms=("A", "B"), n=12, seed=0, horizon=168.0):
                 }
             )
     ep = pd.DataFrame(rows)
-    # responders respond at the first assessment (day 42) and stay in response until PFS ends
+    # responders respond at the first assessment (day 42; halfway to a PD at day 42) and stay
+    # in response until PFS ends
     responder = ep["bor"].isin(["CR", "PR"])
-    ep["response_day"] = np.where(responder, 42.0, np.nan)
-    ep["dor_days"] = np.maximum(ep["pfs_days"] - ep["response_day"], 0.0)
+    ep["response_day"] = np.where(responder, np.minimum(42.0, ep["pfs_days"] / 2), np.nan)
+    ep["dor_days"] = ep["pfs_days"] - ep["response_day"]
     ep["dor_event"] = pd.array(np.where(responder, ep["pfs_event"], pd.NA), dtype="boolean")
     return ep
 
@@ -188,7 +189,8 @@ def test_missing_required_column_names_it():
 
 
 def test_swimmer_markers_match_events_and_responses():
-    ep = make_endpoints(arms=("A",), n=10)
+    # endpoints without response_day (written before it existed): ▲ from the time course
+    ep = make_endpoints(arms=("A",), n=10).drop(columns="response_day")
     tc = make_timecourse(ep)
     ax = plots.swimmer(ep, tc, horizon=168.0).axes[0]
     by_marker = {ln.get_marker(): len(ln.get_xdata()) for ln in ax.lines}

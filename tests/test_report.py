@@ -92,10 +92,17 @@ def test_the_duration_of_response_figure_needs_its_columns(tmp_path):
     old = ep.drop(columns=["response_day", "dor_days", "dor_event"])
     check_report(out, write_trial_report(out, title="t", **inputs(old)), dor=False)
     assert not (out / "figures" / "km_dor.png").exists()
-    # an arm without a responder is named, not dropped
+    # an arm without a responder is named, not dropped; one whose every patient failed says so
     none = ep.assign(dor_days=np.where(ep["arm"] == "B", np.nan, ep["dor_days"]))
     texts = [t.get_text() for lg in plots.km_dor(none).legends for t in lg.get_texts()]
     assert "B: no responders (of 10)" in texts
+    failed = ep.assign(status=np.where(ep["arm"] == "B", 1, 0))
+    texts = [t.get_text() for lg in plots.km_dor(failed).legends for t in lg.get_texts()]
+    assert "B: no evaluable patients (of 10)" in texts
+    # the swimmer's caption says what its ▲ marks
+    assert "▲: the response, at the RECIST assessment" in page
+    old_page = (out / "report.html").read_text(encoding="utf-8")
+    assert "▲: first saved day with ≥30% shrinkage" in old_page
 
 
 def test_user_strings_escaped_and_urls_in_config_are_only_text(tmp_path):
@@ -116,6 +123,8 @@ def test_report_edge_cases(tmp_path, case):
     if case == "zero_events":
         ep["pfs_event"] = False
         ep["pfs_days"] = 168.0
+        ep["dor_days"] = 168.0 - ep["response_day"]
+        ep["dor_event"] = ep["dor_event"].where(ep["dor_event"].isna(), False)
     elif case == "all_ne":  # every simulation failed: not evaluable, NaN endpoints
         ep["status"] = 1
         ep["bor"] = "NE"

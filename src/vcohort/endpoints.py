@@ -325,8 +325,8 @@ def dose_modification_columns(summary: pd.DataFrame) -> list[str]:
 def summarize(endpoints: pd.DataFrame, by: str = "arm") -> pd.DataFrame:
     """Per-arm summary: patients, failures, ORR and DCR with exact 95% CIs, medians of diameter
     change, the fraction with no PD at any assessment within the horizon (a raw proportion, not
-    Kaplan–Meier), CSC fraction, ANC nadir, the grade-4 neutropenia fraction with its exact
-    95% CI, exposure and,
+    Kaplan–Meier), the responders' median time to response (``median_ttr_days``), CSC
+    fraction, ANC nadir, the grade-4 neutropenia fraction with its exact 95% CI, exposure and,
     for drugs with a hold rule, the fractions of patients with a withheld dose, with a reduced
     dose and discontinued, and the median relative dose intensity.  Failed
     patients (status != 0) are excluded from every statistic and counted in ``n_failed``."""

@@ -301,8 +301,10 @@ def _km_by_arm(endpoints: pd.DataFrame, what: str, *, ax, horizon) -> Figure:
             g = g[g["status"] == 0]
         g = g[np.isfinite(g[t_col].to_numpy(dtype=float))]
         if not len(g):  # named in the legend, not dropped unmarked
-            n_all = int((endpoints["arm"] == arm).sum())
-            labels.append(f"{mpl_text(arm)}: no {who} (of {n_all})")
+            rows = endpoints[endpoints["arm"] == arm]
+            all_failed = "status" in rows and len(rows) and not (rows["status"] == 0).any()
+            none = _KM_WHAT["pfs"][4] if all_failed else who  # no responder as none evaluable
+            labels.append(f"{mpl_text(arm)}: no {none} (of {len(rows)})")
             handles.append(Line2D([], [], color=f"C{i % 10}", linestyle=":"))
             continue
         kmf = KaplanMeierFitter().fit(

@@ -90,6 +90,13 @@ FIGURES = (
     ),
 )
 
+# the swimmer's caption for endpoints without ``response_day`` (its ▲ is then the time course's)
+SWIMMER_SHRINKAGE_CAPTION = (
+    "One bar per patient (a random subset when an arm is large) from day 0 to progression or "
+    "censoring, coloured by best overall response. ▲: first saved day with ≥30% shrinkage from "
+    "baseline (model output, not the RECIST assessment grid); ✕: progression; ▶: censored."
+)
+
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:2em auto;
 max-width:1200px;padding:0 1em;color:#222}
@@ -222,7 +229,8 @@ def key_results_html(summary: pd.DataFrame) -> str:
                 return _with_ci(med, lo, hi, days)
             evaluable = r.get("n", 1) - r.get("n_failed", 0)
             unassessed = "orr" in r and not np.isfinite(r["orr"])  # no assessment: no estimate
-            no_responder = what == "dor" and not r.get("orr", 0.0) > 0  # (NaN too)
+            # DoR without a responder: no estimate at all (a median not reached has a CI)
+            no_responder = what == "dor" and np.isnan(lo) and np.isnan(hi)
             if evaluable <= 0 or unassessed or no_responder:  # no one to estimate over
                 return "–"
             return f"NR ({days(lo)}–NR)" if np.isfinite(lo) else "NR"  # its lower bound informs
@@ -301,8 +309,10 @@ def report_html(
     config: dict,
     generated: str | None = None,
     cohort: str = "",
+    captions: dict[str, str] | None = None,
 ) -> str:
-    """The report page; figures are read from ``figures`` (name → PNG path) and embedded."""
+    """The report page; figures are read from ``figures`` (name → PNG path) and embedded, each
+    with its `FIGURES` caption unless ``captions`` (name → text) gives another."""
     import vcohort
 
     esc = html.escape
@@ -331,7 +341,8 @@ def report_html(
         parts += [
             f'<h2 id="{spec.name}">{esc(spec.heading)}</h2>',
             f'<figure><img alt="{esc(spec.heading)}" src="data:image/png;base64,{data}">',
-            f"<figcaption>{esc(spec.caption)}</figcaption></figure>",
+            f"<figcaption>{esc((captions or {}).get(spec.name, spec.caption))}</figcaption>"
+            "</figure>",
         ]
     parts += ["<h2>Configuration</h2>", f"<pre>{esc(config_text(config))}</pre>", "</body></html>"]
     return "\n".join(parts)
@@ -383,7 +394,11 @@ def write_trial_report(
         subgroups=subgroups,
     )  # fmt: skip
     cohort = f"{endpoints['patient'].nunique()} virtual patients × {summary['arm'].nunique()} arms"
-    page = report_html(title=title, summary=summary, figures=figures, config=config, cohort=cohort)
+    captions = {} if "response_day" in endpoints else {"swimmer": SWIMMER_SHRINKAGE_CAPTION}
+    page = report_html(
+        title=title, summary=summary, figures=figures, config=config, cohort=cohort,
+        captions=captions,
+    )  # fmt: skip
     report = out / "report.html"
     atomic_write_bytes(report, page.encode("utf-8"))
     return [*figures.values(), report]

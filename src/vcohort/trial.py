@@ -9,9 +9,12 @@ figures and an HTML report in one run folder (ARCHITECTURE.md, "Outputs").
 * ``patients.parquet`` — one row per kept patient (covariates, parameters, screening values);
 * ``screening.csv`` — every screened patient with ``plausible`` and the rejection ``reason``;
 * ``timecourse.parquet`` — long: patient, arm, day, states, diameter_mm, csc_fraction, ANC;
-* ``endpoints.parquet`` — one row per patient × arm (BOR, best % change, PFS, CSC, AUC, …);
+* ``endpoints.parquet`` — one row per patient × arm (BOR, best % change, PFS, time to and
+  duration of response, CSC, AUC, …);
 * ``summary.csv`` — per arm: n, ORR/DCR with exact CIs, median PFS and 6-month PFS with CIs,
-  hazard ratio vs the reference arm with 95% CI, CSC fraction, exposure, grade-4 neutropenia;
+  the responders' median time to response and duration of response (median and at the
+  landmark, with CIs), hazard ratio vs the reference arm with 95% CI, CSC fraction, exposure,
+  grade-4 neutropenia;
 * ``subgroups.csv`` — per baseline variable (``[subgroups]``), subgroup and arm: ORR and the
   PFS hazard ratio vs the reference arm, with the interaction p-value (`vcohort.subgroups`);
 * ``schedules/ARM.csv`` — NM-TRAN dose records per arm for every patient (own weight/BSA;
