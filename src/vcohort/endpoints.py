@@ -454,15 +454,14 @@ _KM_KEYS = ("median", "median_ci_low", "median_ci_high", "landmark", "landmark_c
             "landmark_ci_high")  # fmt: skip
 
 
-def _km_columns(est: dict, what: str) -> dict:
-    """`km_estimates` as summary columns: ``median_{what}_days``, ``median_{what}_ci_low``,
-    ..., ``{what}_landmark``, ``{what}_landmark_ci_low``, ..."""
-    return {
-        (f"median_{what}_days" if k == "median" else k.replace("median", f"median_{what}"))
-        if k.startswith("median")
-        else f"{what}_{k}": v
-        for k, v in est.items()
-    }
+def _km_columns(est: dict, what: str, landmark_days: float | None = None) -> dict:
+    """`km_estimates` as summary columns: ``median_{what}_days`` and its CI, then
+    ``{what}_landmark_days`` (when given), ``{what}_landmark`` and its CI."""
+    cols = {f"median_{what}_days": est["median"]}
+    cols |= {f"median_{what}_{k}": est[f"median_{k}"] for k in ("ci_low", "ci_high")}
+    if landmark_days is not None:
+        cols[f"{what}_landmark_days"] = float(landmark_days)
+    return cols | {f"{what}_{k}": est[k] for k in _KM_KEYS[3:]}
 
 
 def kaplan_meier(
@@ -485,21 +484,14 @@ def kaplan_meier(
         ok = g[g["status"] == 0]
         row = {by: arm}
         unassessed = "n_assessments" in ok and len(ok) and int(ok["n_assessments"].max()) == 0
-        parts = [("pfs", ok["pfs_days"], ok["pfs_event"])]
+        if len(ok) == 0 or unassessed:
+            ok = ok.iloc[:0]
+        est = km_estimates(ok["pfs_days"].to_numpy(float), ok["pfs_event"].to_numpy(bool), lm)
+        row |= _km_columns(est, "pfs", lm)  # (the duration of response's landmark is this day)
         if "dor_days" in ok:
             r = ok[np.isfinite(ok["dor_days"].to_numpy(dtype=float))]
-            parts.append(("dor", r["dor_days"], r["dor_event"]))
-        for what, t, e in parts:
-            if len(ok) == 0 or unassessed:
-                t = t.iloc[:0]
-            est = _km_columns(km_estimates(t.to_numpy(float), e.to_numpy(bool), lm), what)
-            if what == "pfs":  # (the duration of response's landmark is the same day)
-                est = (
-                    {k: v for k, v in est.items() if k.startswith("median")}
-                    | {"pfs_landmark_days": float(lm)}
-                    | {k: v for k, v in est.items() if not k.startswith("median")}
-                )
-            row |= est
+            est = km_estimates(r["dor_days"].to_numpy(float), r["dor_event"].to_numpy(bool), lm)
+            row |= _km_columns(est, "dor")
         rows.append(row)
     return pd.DataFrame(rows)
 
