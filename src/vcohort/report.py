@@ -32,6 +32,13 @@ class FigureSpec:
     caption: str
 
 
+# the swimmer plot's caption around what its ▲ marks (`SWIMMER_SHRINKAGE_CAPTION`)
+_SWIMMER_BARS = (
+    "One bar per patient (a random subset when an arm is large) from day 0 to progression or "
+    "censoring, coloured by best overall response. "
+)
+_SWIMMER_ENDS = "✕: progression; ▶: censored."
+
 FIGURES = (
     FigureSpec(
         "waterfall",
@@ -66,9 +73,9 @@ FIGURES = (
     FigureSpec(
         "swimmer",
         "Swimmer plot",
-        "One bar per patient (a random subset when an arm is large) from day 0 to progression "
-        "or censoring, coloured by best overall response. ▲: the response, at the RECIST "
-        "assessment that first measured it; ✕: progression; ▶: censored.",
+        _SWIMMER_BARS
+        + "▲: the response, at the RECIST assessment that first measured it; "
+        + _SWIMMER_ENDS,
     ),
     FigureSpec(
         "dose_schedule",
@@ -92,9 +99,8 @@ FIGURES = (
 
 # the swimmer's caption for endpoints without ``response_day`` (its ▲ is then the time course's)
 SWIMMER_SHRINKAGE_CAPTION = (
-    "One bar per patient (a random subset when an arm is large) from day 0 to progression or "
-    "censoring, coloured by best overall response. ▲: first saved day with ≥30% shrinkage from "
-    "baseline (model output, not the RECIST assessment grid); ✕: progression; ▶: censored."
+    _SWIMMER_BARS + "▲: first saved day with ≥30% shrinkage from baseline (model output, not "
+    "the RECIST assessment grid); " + _SWIMMER_ENDS
 )
 
 _CSS = """
